@@ -1,0 +1,863 @@
+//! RabbitMQ broker with the Knative RabbitMQ broker's topology: one durable headers exchange,
+//! one queue per subscription bound with `x-match: all` on the `type` header, manual acks,
+//! publisher confirms, a dead-letter queue per subscription, reconnection with backoff.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cloudevents::{AttributesReader, Event};
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
+    BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::publisher_confirm::Confirmation;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use tokio::sync::{Mutex, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::amqp_codec::{DEAD_LETTER_REASON_HEADER, event_from_amqp, event_to_amqp, header_string};
+use crate::delivery::{DeliverySource, Settle, Settlement};
+use crate::{
+    Broker, BrokerError, DeadLetter, Delivery, PublishOutcome, Subscription, SubscriptionSpec,
+    metric_names,
+};
+
+/// Header counting failed deliveries across requeues (requeues republish the message, so the
+/// count works for classic and quorum queues alike).
+const DELIVERY_COUNT_HEADER: &str = "x-ktwin-delivery-count";
+/// Header naming the subscription a dead letter came from.
+const SUBSCRIPTION_HEADER: &str = "x-ktwin-subscription";
+
+/// Kind of queue declared for subscriptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueType {
+    /// Replicated, durable (what the ktwin operator declares).
+    #[default]
+    Quorum,
+    /// Classic durable queue.
+    Classic,
+}
+
+/// Connection and topology settings of a [`RabbitBroker`].
+#[derive(Debug, Clone)]
+pub struct RabbitConfig {
+    /// AMQP URI, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub uri: String,
+    /// The broker's headers exchange (the Knative broker exchange in a cluster).
+    pub exchange: String,
+    /// Declare the exchange (durable, `headers`) on connect; off when the operator owns it.
+    pub declare_exchange: bool,
+    /// Kind of subscription queues.
+    pub queue_type: QueueType,
+    /// How long a publish keeps retrying across reconnects before failing.
+    pub publish_retry_budget: Duration,
+    /// Longest wait between reconnection attempts (backoff doubles from 100 ms up to this).
+    pub max_backoff: Duration,
+    /// Connection name shown in the RabbitMQ management UI.
+    pub connection_name: String,
+}
+
+impl Default for RabbitConfig {
+    fn default() -> Self {
+        Self {
+            uri: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            exchange: "ktwin-broker".into(),
+            declare_exchange: true,
+            queue_type: QueueType::Quorum,
+            publish_retry_budget: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(5),
+            connection_name: "ktwin".into(),
+        }
+    }
+}
+
+/// Exponential backoff from 100 ms to a cap.
+#[derive(Debug, Clone)]
+pub(crate) struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(max: Duration) -> Self {
+        Self {
+            next: Duration::from_millis(100),
+            max,
+        }
+    }
+
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+}
+
+/// A supervised AMQP connection shared by publishers and consumers: hands out the live
+/// connection, and reconnects (once, however many callers notice) when it is lost.
+#[derive(Clone)]
+pub struct AmqpConnector {
+    inner: Arc<ConnectorInner>,
+}
+
+struct ConnectorInner {
+    uri: String,
+    name: String,
+    max_backoff: Duration,
+    current: Mutex<Option<(u64, Arc<Connection>)>>,
+    generation: AtomicU64,
+    closed: CancellationToken,
+}
+
+impl std::fmt::Debug for AmqpConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpConnector")
+            .field("name", &self.inner.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AmqpConnector {
+    /// Connects to `uri` once (failing fast if RabbitMQ is unreachable now); later losses are
+    /// repaired with backoff up to `max_backoff`.
+    pub async fn connect(uri: &str, name: &str, max_backoff: Duration) -> Result<Self, BrokerError> {
+        let connector = Self {
+            inner: Arc::new(ConnectorInner {
+                uri: uri.to_owned(),
+                name: name.to_owned(),
+                max_backoff,
+                current: Mutex::new(None),
+                generation: AtomicU64::new(0),
+                closed: CancellationToken::new(),
+            }),
+        };
+        let connection = connector.open().await?;
+        *connector.inner.current.lock().await = Some((0, Arc::new(connection)));
+        Ok(connector)
+    }
+
+    async fn open(&self) -> Result<Connection, BrokerError> {
+        let properties = ConnectionProperties::default()
+            .with_connection_name(self.inner.name.clone().into());
+        Connection::connect(&self.inner.uri, properties)
+            .await
+            .map_err(|source| BrokerError::Amqp {
+                operation: "connect",
+                source,
+            })
+    }
+
+    /// Whether the connection is up right now (for readiness probes).
+    pub fn is_connected(&self) -> bool {
+        self.inner
+            .current
+            .try_lock()
+            .map(|c| c.as_ref().is_some_and(|(_, conn)| conn.status().connected()))
+            // Someone holds the lock: probably reconnecting.
+            .unwrap_or(false)
+    }
+
+    /// The live connection and its generation; if the one of generation `stale` (or the
+    /// current one) is broken, reconnects first, retrying with backoff until it succeeds or
+    /// the connector is closed.
+    pub async fn connection(&self, stale: Option<u64>) -> Result<(u64, Arc<Connection>), BrokerError> {
+        let mut current = self.inner.current.lock().await;
+        if let Some((generation, conn)) = current.as_ref()
+            && conn.status().connected()
+            && stale != Some(*generation)
+        {
+            return Ok((*generation, Arc::clone(conn)));
+        }
+        let mut backoff = Backoff::new(self.inner.max_backoff);
+        loop {
+            if self.inner.closed.is_cancelled() {
+                return Err(BrokerError::Unavailable("connector closed".into()));
+            }
+            match self.open().await {
+                Ok(conn) => {
+                    let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                    let conn = Arc::new(conn);
+                    *current = Some((generation, Arc::clone(&conn)));
+                    metrics::counter!(metric_names::RECONNECTS).increment(1);
+                    tracing::info!(name = %self.inner.name, generation, "reconnected to RabbitMQ");
+                    return Ok((generation, conn));
+                }
+                Err(err) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(name = %self.inner.name, error = %err, ?delay, "RabbitMQ unreachable, retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.inner.closed.cancelled() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// A new channel on the live connection (reconnecting as needed), with its generation.
+    pub async fn channel(&self, stale: Option<u64>) -> Result<(u64, Channel), BrokerError> {
+        let mut stale = stale;
+        loop {
+            let (generation, conn) = self.connection(stale).await?;
+            match conn.create_channel().await {
+                Ok(channel) => return Ok((generation, channel)),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot open a channel, reconnecting");
+                    stale = Some(generation);
+                }
+            }
+        }
+    }
+
+    /// Stops reconnecting and closes the connection.
+    pub async fn close(&self) {
+        self.inner.closed.cancel();
+        if let Some((_, conn)) = self.inner.current.lock().await.take() {
+            let _ = conn.close(200, "shutdown".into()).await;
+        }
+    }
+
+    /// A token cancelled when the connector is closed.
+    pub fn closed(&self) -> CancellationToken {
+        self.inner.closed.clone()
+    }
+}
+
+/// A confirm-mode channel that is replaced after failures.
+struct ConfirmChannel {
+    connector: AmqpConnector,
+    current: Mutex<Option<(u64, Channel)>>,
+    /// Runs once per new connection (declaring topology).
+    setup_exchange: Option<String>,
+}
+
+impl ConfirmChannel {
+    fn new(connector: AmqpConnector, setup_exchange: Option<String>) -> Self {
+        Self {
+            connector,
+            current: Mutex::new(None),
+            setup_exchange,
+        }
+    }
+
+    async fn get(&self) -> Result<(u64, Channel), BrokerError> {
+        let mut current = self.current.lock().await;
+        if let Some((generation, channel)) = current.as_ref()
+            && channel.status().connected()
+        {
+            return Ok((*generation, channel.clone()));
+        }
+        let stale = current.as_ref().map(|(g, _)| *g);
+        let (generation, channel) = self.connector.channel(stale).await?;
+        let amqp = |operation| move |source| BrokerError::Amqp { operation, source };
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(amqp("confirm.select"))?;
+        if let Some(exchange) = &self.setup_exchange {
+            declare_exchange(&channel, exchange).await?;
+        }
+        *current = Some((generation, channel.clone()));
+        Ok((generation, channel))
+    }
+
+    /// Publishes and waits for the confirm, retrying (same message) across reconnects within
+    /// `budget`. `Ok(false)` means the broker returned it as unroutable.
+    async fn publish_confirmed(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        mandatory: bool,
+        properties: &BasicProperties,
+        body: &[u8],
+        budget: Duration,
+        max_backoff: Duration,
+    ) -> Result<bool, BrokerError> {
+        let deadline = tokio::time::Instant::now() + budget;
+        let mut backoff = Backoff::new(max_backoff);
+        loop {
+            let attempt = async {
+                let (_, channel) = self.get().await?;
+                let confirm = channel
+                    .basic_publish(
+                        exchange.into(),
+                        routing_key.into(),
+                        BasicPublishOptions {
+                            mandatory,
+                            immediate: false,
+                        },
+                        body,
+                        properties.clone(),
+                    )
+                    .await
+                    .map_err(|source| BrokerError::Amqp {
+                        operation: "basic.publish",
+                        source,
+                    })?;
+                match confirm.await.map_err(|source| BrokerError::Amqp {
+                    operation: "publisher confirm",
+                    source,
+                })? {
+                    Confirmation::Ack(None) | Confirmation::NotRequested => Ok(true),
+                    Confirmation::Ack(Some(_returned)) => Ok(false),
+                    Confirmation::Nack(_) => Err(BrokerError::Nacked {
+                        id: properties
+                            .message_id()
+                            .as_ref()
+                            .map(|m| m.as_str().to_owned())
+                            .unwrap_or_default(),
+                    }),
+                }
+            };
+            let error = match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(routed)) => return Ok(routed),
+                Ok(Err(error)) => error,
+                Err(_) => {
+                    return Err(BrokerError::Unavailable(format!(
+                        "no publisher confirm within {budget:?}"
+                    )));
+                }
+            };
+            let delay = backoff.next_delay();
+            if tokio::time::Instant::now() + delay >= deadline {
+                return Err(error);
+            }
+            tracing::warn!(%error, ?delay, "publish failed, retrying the same message");
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+async fn declare_exchange(channel: &Channel, exchange: &str) -> Result<(), BrokerError> {
+    channel
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Headers,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|source| BrokerError::Amqp {
+            operation: "exchange.declare",
+            source,
+        })
+}
+
+/// The RabbitMQ [`Broker`]. Cloning shares connections.
+#[derive(Clone)]
+pub struct RabbitBroker {
+    inner: Arc<RabbitInner>,
+}
+
+struct RabbitInner {
+    config: RabbitConfig,
+    connector: AmqpConnector,
+    publisher: ConfirmChannel,
+}
+
+impl std::fmt::Debug for RabbitBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitBroker")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RabbitBroker {
+    /// Connects (failing fast if RabbitMQ is unreachable now) and declares the exchange if
+    /// configured.
+    pub async fn connect(config: RabbitConfig) -> Result<Self, BrokerError> {
+        let connector =
+            AmqpConnector::connect(&config.uri, &config.connection_name, config.max_backoff).await?;
+        let publisher = ConfirmChannel::new(
+            connector.clone(),
+            config.declare_exchange.then(|| config.exchange.clone()),
+        );
+        publisher.get().await?;
+        Ok(Self {
+            inner: Arc::new(RabbitInner {
+                config,
+                connector,
+                publisher,
+            }),
+        })
+    }
+
+    /// The shared connection (dispatchers open their own channels on it).
+    pub fn connector(&self) -> &AmqpConnector {
+        &self.inner.connector
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RabbitConfig {
+        &self.inner.config
+    }
+
+    /// Whether RabbitMQ is reachable right now.
+    pub fn is_connected(&self) -> bool {
+        self.inner.connector.is_connected()
+    }
+
+    /// Stops reconnecting and closes the connection.
+    pub async fn close(&self) {
+        self.inner.connector.close().await;
+    }
+
+    fn queue_args(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        if self.inner.config.queue_type == QueueType::Quorum {
+            args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        }
+        args
+    }
+
+    fn dead_letter_queue(name: &str) -> String {
+        format!("{name}.dlq")
+    }
+
+    async fn declare_subscription(
+        &self,
+        channel: &Channel,
+        spec: &SubscriptionSpec,
+    ) -> Result<(), BrokerError> {
+        let amqp = |operation| move |source| BrokerError::Amqp { operation, source };
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        for queue in [spec.name.clone(), Self::dead_letter_queue(&spec.name)] {
+            channel
+                .queue_declare(queue.as_str().into(), durable, self.queue_args())
+                .await
+                .map_err(amqp("queue.declare"))?;
+        }
+        let exchange = &self.inner.config.exchange;
+        let binding = |ty: Option<&str>| {
+            let mut args = FieldTable::default();
+            args.insert("x-match".into(), AMQPValue::LongString("all".into()));
+            args.insert(
+                SUBSCRIPTION_HEADER.into(),
+                AMQPValue::LongString(spec.name.as_str().into()),
+            );
+            if let Some(ty) = ty {
+                args.insert("type".into(), AMQPValue::LongString(ty.into()));
+            }
+            args
+        };
+        // A headers exchange matches exact values only: prefix filters bind everything and
+        // filter on the consumer side.
+        let bindings: Vec<FieldTable> = if spec.filter.has_prefixes() {
+            vec![binding(None)]
+        } else {
+            spec.filter.exact_types().map(|t| binding(Some(t))).collect()
+        };
+        for args in bindings {
+            channel
+                .queue_bind(
+                    spec.name.as_str().into(),
+                    exchange.as_str().into(),
+                    "".into(),
+                    QueueBindOptions::default(),
+                    args,
+                )
+                .await
+                .map_err(amqp("queue.bind"))?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Broker for RabbitBroker {
+    async fn publish(&self, event: Event) -> Result<PublishOutcome, BrokerError> {
+        let (properties, body) = event_to_amqp(&event)?;
+        let config = &self.inner.config;
+        let routed = self
+            .inner
+            .publisher
+            .publish_confirmed(
+                &config.exchange,
+                "",
+                true,
+                &properties,
+                &body,
+                config.publish_retry_budget,
+                config.max_backoff,
+            )
+            .await?;
+        if routed {
+            Ok(PublishOutcome::Routed)
+        } else {
+            metrics::counter!(metric_names::UNROUTABLE, "event_type" => event.ty().to_owned())
+                .increment(1);
+            Ok(PublishOutcome::Unroutable)
+        }
+    }
+
+    async fn publish_all(&self, events: Vec<Event>) -> Result<Vec<PublishOutcome>, BrokerError> {
+        // Concurrent publishes share the confirm channel, so they are pipelined.
+        futures::future::join_all(events.into_iter().map(|e| self.publish(e)))
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    async fn subscribe(&self, spec: SubscriptionSpec) -> Result<Subscription, BrokerError> {
+        if spec.filter.is_empty() {
+            return Err(BrokerError::InvalidSubscription {
+                name: spec.name,
+                reason: "the type filter matches nothing".into(),
+            });
+        }
+        if spec.name.is_empty() || spec.name.len() > 200 {
+            return Err(BrokerError::InvalidSubscription {
+                name: spec.name,
+                reason: "the name must have 1 to 200 bytes (it names an AMQP queue)".into(),
+            });
+        }
+        // Declare once up front so configuration errors surface here, not in the background.
+        let consumer = SubscriptionConsumer {
+            broker: self.clone(),
+            spec: spec.clone(),
+        };
+        let (_, channel) = self.inner.connector.channel(None).await?;
+        if self.inner.config.declare_exchange {
+            declare_exchange(&channel, &self.inner.config.exchange).await?;
+        }
+        self.declare_subscription(&channel, &spec).await?;
+        let _ = channel.close(200, "declared".into()).await;
+
+        let (tx, rx) = mpsc::channel(usize::from(spec.prefetch));
+        let stop = CancellationToken::new();
+        tokio::spawn(consumer.run(tx, stop.clone()));
+        Ok(Subscription::new(
+            spec.name,
+            Box::new(RabbitSource {
+                rx,
+                _stop: stop.drop_guard(),
+            }),
+        ))
+    }
+
+    async fn delete_subscription(&self, name: &str) -> Result<(), BrokerError> {
+        let (_, channel) = self.inner.connector.channel(None).await?;
+        for queue in [name.to_owned(), Self::dead_letter_queue(name)] {
+            channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .map_err(|source| BrokerError::Amqp {
+                    operation: "queue.delete",
+                    source,
+                })?;
+        }
+        let _ = channel.close(200, "deleted".into()).await;
+        Ok(())
+    }
+
+    async fn take_dead_letters(
+        &self,
+        name: &str,
+        max: usize,
+    ) -> Result<Vec<DeadLetter>, BrokerError> {
+        let (_, channel) = self.inner.connector.channel(None).await?;
+        let queue = Self::dead_letter_queue(name);
+        let mut letters = Vec::new();
+        while letters.len() < max {
+            let got = channel
+                .basic_get(queue.as_str().into(), BasicGetOptions::default())
+                .await
+                .map_err(|source| BrokerError::Amqp {
+                    operation: "basic.get",
+                    source,
+                })?;
+            let Some(message) = got else { break };
+            let delivery = message.delivery;
+            let headers = delivery.properties.headers().clone().unwrap_or_default();
+            let event = event_from_amqp(&delivery.properties, &delivery.data).ok();
+            letters.push(DeadLetter {
+                subscription: header_string(&headers, SUBSCRIPTION_HEADER)
+                    .unwrap_or_else(|| name.to_owned()),
+                reason: header_string(&headers, DEAD_LETTER_REASON_HEADER).unwrap_or_default(),
+                raw: event.is_none().then(|| delivery.data.clone()),
+                event,
+                at: chrono::Utc::now(),
+            });
+            delivery
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .map_err(|source| BrokerError::Amqp {
+                    operation: "basic.ack",
+                    source,
+                })?;
+        }
+        let _ = channel.close(200, "dead letters taken".into()).await;
+        Ok(letters)
+    }
+}
+
+/// Deliveries of the AMQP messages counted so far, this one included.
+fn delivery_count(delivery: &lapin::message::Delivery) -> u32 {
+    let headers = delivery.properties.headers().as_ref();
+    let number = |name: &str| match headers.and_then(|h| h.inner().get(name)) {
+        Some(AMQPValue::LongLongInt(n)) => u32::try_from(*n).ok(),
+        Some(AMQPValue::LongInt(n)) => u32::try_from(*n).ok(),
+        Some(AMQPValue::LongUInt(n)) => Some(*n),
+        _ => None,
+    };
+    // Our requeues republish with an explicit count; quorum queues count returns themselves.
+    let previous = number(DELIVERY_COUNT_HEADER)
+        .unwrap_or(0)
+        .max(number("x-delivery-count").unwrap_or(0));
+    let count = previous + 1;
+    if delivery.redelivered { count.max(2) } else { count }
+}
+
+struct SubscriptionConsumer {
+    broker: RabbitBroker,
+    spec: SubscriptionSpec,
+}
+
+impl SubscriptionConsumer {
+    async fn run(self, tx: mpsc::Sender<Delivery>, stop: CancellationToken) {
+        let closed = self.broker.inner.connector.closed();
+        let mut backoff = Backoff::new(self.broker.inner.config.max_backoff);
+        let mut stale = None;
+        loop {
+            let result = tokio::select! {
+                result = self.consume(&tx, &mut stale) => result,
+                () = stop.cancelled() => return,
+                () = closed.cancelled() => return,
+            };
+            match result {
+                Ok(()) => return,
+                Err(error) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(subscription = %self.spec.name, %error, ?delay, "consumer lost, resubscribing");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// Consumes until the receiver is dropped (`Ok`) or the channel fails (`Err`).
+    async fn consume(
+        &self,
+        tx: &mpsc::Sender<Delivery>,
+        stale: &mut Option<u64>,
+    ) -> Result<(), BrokerError> {
+        let amqp = |operation| move |source| BrokerError::Amqp { operation, source };
+        let (generation, channel) = self.broker.inner.connector.channel(stale.take()).await?;
+        *stale = Some(generation);
+        self.broker.declare_subscription(&channel, &self.spec).await?;
+        channel
+            .basic_qos(self.spec.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(amqp("basic.qos"))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(amqp("confirm.select"))?;
+        let mut consumer = channel
+            .basic_consume(
+                self.spec.name.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp("basic.consume"))?;
+        // A new channel works: the next failure is a fresh one, not this connection's.
+        *stale = None;
+        let settler = Arc::new(RabbitSettler {
+            channel: channel.clone(),
+            queue: self.spec.name.clone(),
+            dead_letter_queue: RabbitBroker::dead_letter_queue(&self.spec.name),
+            budget: self.broker.inner.config.publish_retry_budget,
+        });
+        while let Some(delivery) = consumer.next().await {
+            let delivery = delivery.map_err(amqp("basic.consume"))?;
+            let count = delivery_count(&delivery);
+            match event_from_amqp(&delivery.properties, &delivery.data) {
+                Ok(event) if !self.spec.filter.matches(event.ty()) => {
+                    // Delivered by a catch-all binding of a prefix filter.
+                    delivery
+                        .acker
+                        .ack(BasicAckOptions::default())
+                        .await
+                        .map_err(amqp("basic.ack"))?;
+                }
+                Ok(event) => {
+                    let settle = RabbitSettle {
+                        settler: Arc::clone(&settler),
+                        delivery: Some(delivery),
+                        delivery_count: count,
+                    };
+                    let delivery =
+                        Delivery::new(event, count, self.spec.max_deliveries, Box::new(settle));
+                    if tx.send(delivery).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Err(error) => {
+                    let reason = format!("undecodable CloudEvent: {error}");
+                    settler.dead_letter(&delivery, &reason).await?;
+                }
+            }
+        }
+        Err(BrokerError::Unavailable(format!(
+            "consumer of {:?} was cancelled by the server or the connection closed",
+            self.spec.name
+        )))
+    }
+}
+
+struct RabbitSource {
+    rx: mpsc::Receiver<Delivery>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+#[async_trait]
+impl DeliverySource for RabbitSource {
+    async fn recv_many(&mut self, out: &mut Vec<Delivery>, max: usize) -> usize {
+        self.rx.recv_many(out, max).await
+    }
+}
+
+/// Settles deliveries of one consumer channel.
+struct RabbitSettler {
+    channel: Channel,
+    queue: String,
+    dead_letter_queue: String,
+    budget: Duration,
+}
+
+impl RabbitSettler {
+    /// Publishes a copy of `delivery` to `queue` with extra headers, then acks the original, so
+    /// the copy exists before the original goes.
+    async fn move_to(
+        &self,
+        delivery: &lapin::message::Delivery,
+        queue: &str,
+        extra: &[(&str, AMQPValue)],
+    ) -> Result<(), BrokerError> {
+        let amqp = |operation| move |source| BrokerError::Amqp { operation, source };
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        for (name, value) in extra {
+            headers.insert((*name).into(), value.clone());
+        }
+        let properties = delivery.properties.clone().with_headers(headers);
+        let confirm = tokio::time::timeout(self.budget, async {
+            self.channel
+                .basic_publish(
+                    "".into(),
+                    queue.into(),
+                    BasicPublishOptions::default(),
+                    &delivery.data,
+                    properties,
+                )
+                .await
+                .map_err(amqp("basic.publish"))?
+                .await
+                .map_err(amqp("publisher confirm"))
+        })
+        .await
+        .map_err(|_| BrokerError::Unavailable("no publisher confirm".into()))??;
+        if confirm.is_nack() {
+            return Err(BrokerError::Nacked {
+                id: delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|m| m.as_str().to_owned())
+                    .unwrap_or_default(),
+            });
+        }
+        delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map_err(amqp("basic.ack"))?;
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        delivery: &lapin::message::Delivery,
+        reason: &str,
+    ) -> Result<(), BrokerError> {
+        tracing::warn!(subscription = %self.queue, %reason, "dead-lettering message");
+        metrics::counter!(metric_names::DEAD_LETTERS, "subscription" => self.queue.clone())
+            .increment(1);
+        let dlq = self.dead_letter_queue.clone();
+        self.move_to(
+            delivery,
+            &dlq,
+            &[
+                (DEAD_LETTER_REASON_HEADER, AMQPValue::LongString(LongString::from(reason))),
+                (SUBSCRIPTION_HEADER, AMQPValue::LongString(self.queue.as_str().into())),
+            ],
+        )
+        .await
+    }
+}
+
+struct RabbitSettle {
+    settler: Arc<RabbitSettler>,
+    delivery: Option<lapin::message::Delivery>,
+    delivery_count: u32,
+}
+
+#[async_trait]
+impl Settle for RabbitSettle {
+    async fn settle(
+        mut self: Box<Self>,
+        _event: Event,
+        settlement: Settlement,
+    ) -> Result<(), BrokerError> {
+        let delivery = self.delivery.take().expect("settled once");
+        match settlement {
+            Settlement::Ack => delivery
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .map(drop)
+                .map_err(|source| BrokerError::Amqp {
+                    operation: "basic.ack",
+                    source,
+                }),
+            Settlement::Requeue => {
+                let queue = self.settler.queue.clone();
+                let count = i64::from(self.delivery_count);
+                self.settler
+                    .move_to(&delivery, &queue, &[(DELIVERY_COUNT_HEADER, AMQPValue::LongLongInt(count))])
+                    .await
+            }
+            Settlement::DeadLetter(reason) => self.settler.dead_letter(&delivery, &reason).await,
+        }
+    }
+
+    fn requeue_on_drop(mut self: Box<Self>, _event: Event) {
+        if let Some(delivery) = self.delivery.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let options = BasicNackOptions {
+                    multiple: false,
+                    requeue: true,
+                };
+                if let Err(error) = delivery.acker.nack(options).await {
+                    tracing::debug!(%error, "nack of a dropped delivery failed; the server requeues it when the channel closes");
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! `ktwin-dtdl`: a DTDL v2/v3/v4 parser and validator.
+//!
+//! It owns the DTDL language: reading JSON documents, applying the rules of the DTDL
+//! metamodel (driven by the reference parser's digest, `data/dtdl_digest.json`, not
+//! hand-coded), resolving references across a set of documents, flattening `extends` and
+//! producing a typed [`ModelSet`]. It knows nothing about Kubernetes, twins at run time or
+//! ktwin services; other crates compile its model into their own resources.
+//!
+//! ```
+//! use ktwin_dtdl::{parse, Document, ParseOptions, ContentKind};
+//!
+//! let doc = Document::new("thermostat.json", r#"{
+//!   "@context": "dtmi:dtdl:context;3",
+//!   "@id": "dtmi:example:Thermostat;1",
+//!   "@type": "Interface",
+//!   "contents": [
+//!     { "@type": "Property", "name": "target", "schema": "double", "writable": true },
+//!     { "@type": ["Telemetry", "Temperature"], "name": "temp", "schema": "double",
+//!       "unit": "degreeCelsius" }
+//!   ]
+//! }"#);
+//! let models = parse(&[doc], &ParseOptions::default()).expect("valid model");
+//! let thermostat = models.interface("dtmi:example:Thermostat;1").unwrap();
+//! let (_, target) = thermostat.properties().next().unwrap();
+//! assert!(target.writable);
+//! assert!(matches!(thermostat.content("temp").unwrap().kind, ContentKind::Telemetry(_)));
+//! ```
+//!
+//! A parse either yields the model set, or [`ParseError::Invalid`] with diagnostics
+//! (validation id, document, JSON pointer, value, message), or [`ParseError::Unresolved`]
+//! listing exactly the DTMIs referenced but not defined.
+
+pub mod cli;
+pub mod conformance;
+mod diagnostics;
+mod digest;
+mod engine;
+pub mod model;
+
+pub use diagnostics::{Diagnostic, PARSING_ERROR_PREFIX, ParseError, Severity};
+pub use model::*;
+
+/// One input document: a name used in diagnostics (usually the file path) and its JSON text.
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub name: String,
+    pub text: String,
+}
+
+impl Document {
+    pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
+        Document {
+            name: name.into(),
+            text: text.into(),
+        }
+    }
+}
+
+/// Parser options.
+#[derive(Debug, Clone, Default)]
+pub struct ParseOptions {
+    /// Tolerate unknown contexts and undefined `@type`/property terms (DTDL
+    /// `AllowUndefinedExtensions`); by default they are errors.
+    pub allow_undefined_extensions: bool,
+    /// Accept the non-DTMI identifiers of the original KTWIN ontology (`city:Pole`,
+    /// `ngsi_ld:city:Streetlight`) so existing models can be migrated.
+    pub lenient_ids: bool,
+}
+
+/// Parses documents (each an object or an array of objects, UTF-8 with or without BOM) as
+/// one model set.
+pub fn parse(documents: &[Document], options: &ParseOptions) -> Result<ModelSet, ParseError> {
+    let mut inputs = Vec::with_capacity(documents.len());
+    let mut errors = Vec::new();
+    for doc in documents {
+        let text = doc.text.trim_start_matches('\u{feff}');
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(value) => inputs.push((doc.name.clone(), value)),
+            Err(e) => errors.push(Diagnostic {
+                severity: Severity::Error,
+                id: "ktwin:dtdl:invalidJson".into(),
+                document: doc.name.clone(),
+                pointer: String::new(),
+                value: None,
+                message: format!("document is not valid JSON: {e}"),
+            }),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ParseError::Invalid {
+            diagnostics: errors,
+        });
+    }
+    parse_values(&inputs, options)
+}
+
+/// Parses already-decoded JSON documents (name, value) as one model set.
+pub fn parse_values(
+    documents: &[(String, serde_json::Value)],
+    options: &ParseOptions,
+) -> Result<ModelSet, ParseError> {
+    engine::parse(documents, options)
+}

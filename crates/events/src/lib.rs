@@ -1,0 +1,35 @@
+//! The ktwin event grammar, owned in one place for every crate.
+//!
+//! It owns the names that travel on the wire: CloudEvent `type`s (`ktwin.real.<iface>`,
+//! `ktwin.virtual.<iface>`, `ktwin.store.<iface>`, `ktwin.command.<iface>.<command>`), the MQTT
+//! topics devices use (`ktwin/real/<iface>/<instance>`, `ktwin/virtual/<iface>/<instance>`), the
+//! AMQP routing keys RabbitMQ's MQTT plugin derives from them (`/` becomes `.`), and how a ktwin
+//! CloudEvent is built (UUIDv7 id, time, JSON data).
+//!
+//! It must not know about transports, Kubernetes or storage: it is pure naming and formatting.
+//!
+//! ```
+//! use ktwin_events::{EventType, Topic, TopicKind};
+//!
+//! let ty: EventType = "ktwin.command.city-pole.updateAirQualityIndex".parse().unwrap();
+//! assert_eq!(ty.to_string(), "ktwin.command.city-pole.updateairqualityindex");
+//! assert_eq!(ty.interface(), "city-pole");
+//!
+//! let topic = Topic::parse_mqtt("ktwin/real/city-pole/pole-001").unwrap();
+//! assert_eq!(topic.kind, TopicKind::Real);
+//! assert_eq!(topic.routing_key(), "ktwin.real.city-pole.pole-001");
+//! assert_eq!(topic.event_type().to_string(), "ktwin.real.city-pole");
+//! ```
+
+mod cloudevent;
+mod event_type;
+mod name;
+mod topic;
+
+pub use cloudevent::{EventBuilder, JSON_CONTENT_TYPE, SPEC_VERSION};
+pub use event_type::{EventKind, EventType};
+pub use name::{GrammarError, validate_name};
+pub use topic::{Topic, TopicKind};
+
+/// The prefix every ktwin CloudEvent type starts with.
+pub const TYPE_PREFIX: &str = "ktwin";

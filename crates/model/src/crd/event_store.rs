@@ -1,0 +1,83 @@
+//! `core.ktwin/v0` EventStore: the service persisting twin events.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{AutoScaling, Phase, conditions_schema};
+
+/// Default request timeout of the event store, in milliseconds (the value of the original
+/// deployment; the original crashed when it was absent).
+pub const DEFAULT_EVENT_STORE_TIMEOUT: i32 = 3000;
+
+fn default_timeout() -> i32 {
+    DEFAULT_EVENT_STORE_TIMEOUT
+}
+
+/// Desired state of the event store.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "core.ktwin",
+    version = "v0",
+    kind = "EventStore",
+    plural = "eventstores",
+    shortname = "es",
+    category = "ktwin",
+    namespaced,
+    status = "EventStoreStatus",
+    derive = "PartialEq",
+    doc = "The event store service and the trigger that feeds it.",
+    printcolumn(name = "Timeout", type_ = "integer", json_path = ".spec.timeout"),
+    printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct EventStoreSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_scaling: Option<AutoScaling>,
+    /// Requests and limits of the event-store container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Requests and limits of the trigger dispatcher feeding the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatcher_resources: Option<ResourceRequirements>,
+    /// Request timeout in milliseconds, passed to the store as `TIMEOUT`.
+    #[serde(default = "default_timeout")]
+    #[schemars(range(min = 1, max = 600000))]
+    pub timeout: i32,
+}
+
+impl Default for EventStoreSpec {
+    fn default() -> Self {
+        EventStoreSpec {
+            auto_scaling: None,
+            resources: None,
+            dispatcher_resources: None,
+            timeout: DEFAULT_EVENT_STORE_TIMEOUT,
+        }
+    }
+}
+
+/// Observed state of the event store.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventStoreStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// URL of the store API, injected into twin services as `KTWIN_EVENT_STORE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}

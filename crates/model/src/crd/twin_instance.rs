@@ -1,0 +1,132 @@
+//! `dtd.ktwin/v0` TwinInstance: one concrete twin and its relationships.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Phase, conditions_schema};
+
+/// Desired state of a TwinInstance (v0 field names).
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "dtd.ktwin",
+    version = "v0",
+    kind = "TwinInstance",
+    plural = "twininstances",
+    shortname = "tin",
+    category = "ktwin",
+    namespaced,
+    status = "TwinInstanceStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "One twin: an instance of a TwinInterface with named relationships to other instances.",
+    printcolumn(name = "Interface", type_ = "string", json_path = ".spec.interface"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TwinInstanceSpec {
+    /// The TwinInterface this instance belongs to.
+    #[schemars(length(min = 1, max = 63))]
+    pub interface: String,
+    /// Deprecated v0 field, never populated by ktwin: endpoints are reported in the status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_settings: Option<TwinInstanceEndpointSettings>,
+    /// Initial property and telemetry values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<TwinInstanceData>,
+    /// Outgoing relationships.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub twin_instance_relationships: Vec<TwinInstanceRelationship>,
+}
+
+/// One outgoing relationship: relationship `name` (declared on the interface or a parent) to
+/// `instance`, whose interface is `interface` (or derives from the relationship target).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+pub struct TwinInstanceRelationship {
+    #[schemars(length(min = 1))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 63))]
+    pub interface: String,
+    #[schemars(length(min = 1, max = 63))]
+    pub instance: String,
+}
+
+/// v0 `data`: values of properties and telemetries.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TwinInstanceData {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub properties: Vec<TwinInstanceDataValue>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub telemetries: Vec<TwinInstanceDataValue>,
+}
+
+/// One value (`value` is required, as in v0).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TwinInstanceDataValue {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub value: String,
+}
+
+/// Deprecated v0 endpoint settings, accepted so old YAML applies.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TwinInstanceEndpointSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_endpoint: Option<HttpEndpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_endpoint: Option<TopicEndpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amqp_endpoint: Option<TopicEndpoint>,
+}
+
+/// An HTTP endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HttpEndpoint {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// A publish/subscribe endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicEndpoint {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher_topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscriber_topic: Option<String>,
+}
+
+/// Observed state of a TwinInstance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TwinInstanceStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `InterfaceResolved`, `RelationshipsResolved`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// Relationships whose target instance does not exist or has the wrong interface.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dangling_relationships: Vec<TwinInstanceRelationship>,
+    /// MQTT topic the device publishes real events on (`ktwin/real/<iface>/<instance>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_publish_topic: Option<String>,
+    /// MQTT topic the device receives virtual events on (`ktwin/virtual/<iface>/<instance>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_subscribe_topic: Option<String>,
+}

@@ -1,0 +1,414 @@
+//! `dtd.ktwin/v0` TwinInterface: a DTDL Interface plus the serverless service behind its twins.
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{AutoScaling, Phase, conditions_schema};
+
+/// Desired state of a TwinInterface. Field names are those of the original v0 API so existing
+/// YAML applies unchanged.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "dtd.ktwin",
+    version = "v0",
+    kind = "TwinInterface",
+    plural = "twininterfaces",
+    shortname = "tif",
+    category = "ktwin",
+    namespaced,
+    status = "TwinInterfaceStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "A twin type: a DTDL Interface with the serverless service that runs its virtual twins.",
+    printcolumn(name = "Extends", type_ = "string", json_path = ".spec.extendsInterface"),
+    printcolumn(name = "Service", type_ = "boolean", json_path = ".status.serviceReady"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TwinInterfaceSpec {
+    /// Normalised interface name (usually equal to `metadata.name`), e.g. `city-pole`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The DTDL `@id` the interface was compiled from, e.g. `dtmi:digitaltwins:city:Pole;1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtmi: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// DTDL Properties declared by this interface (inherited ones live on the parents).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub properties: Vec<TwinProperty>,
+    /// DTDL Commands; each routes `ktwin.command.<iface>.<lower(name)>` to the service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<TwinCommand>,
+    /// DTDL Relationships.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relationships: Vec<TwinRelationship>,
+    /// DTDL Telemetry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub telemetries: Vec<TwinTelemetry>,
+    /// DTDL Components (the original dropped them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<TwinComponent>,
+    /// First parent interface (v0 field, kept for compatibility).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extends_interface: Option<String>,
+    /// Every parent interface in declaration order when there are several; its first entry
+    /// equals `extendsInterface`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extends_interfaces: Vec<String>,
+    /// Which events of this interface the event store persists directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_store: Option<TwinInterfaceEventStore>,
+    /// The service running the virtual twins; absent means no service (e.g. a sensor whose data
+    /// a parent aggregates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<TwinInterfaceService>,
+}
+
+impl TwinInterfaceSpec {
+    /// Direct parents: `extendsInterfaces` when set, otherwise the v0 `extendsInterface`.
+    pub fn parents(&self) -> Vec<&str> {
+        if self.extends_interfaces.is_empty() {
+            self.extends_interface.iter().map(String::as_str).collect()
+        } else {
+            self.extends_interfaces.iter().map(String::as_str).collect()
+        }
+    }
+}
+
+/// Direct persistence of real/virtual events by the event store.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TwinInterfaceEventStore {
+    /// Persist every `ktwin.real.<iface>` event.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub persist_real_event: bool,
+    /// Persist every `ktwin.virtual.<iface>` event.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub persist_virtual_event: bool,
+}
+
+/// The serverless service behind a TwinInterface: one service serves every instance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TwinInterfaceService {
+    /// Pod template of the service; its metadata, volumes and scheduling are preserved.
+    pub template: PodTemplateSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_scaling: Option<AutoScaling>,
+}
+
+/// A DTDL Property.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TwinProperty {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[schemars(length(min = 1))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<TwinSchema>,
+    /// JSON key `writable` (the v0 spelling for properties).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub writable: bool,
+}
+
+/// A DTDL Telemetry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TwinTelemetry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[schemars(length(min = 1))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<TwinSchema>,
+    /// Unit from a semantic type, e.g. `degreeCelsius`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+}
+
+/// A DTDL Command.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TwinCommand {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Command name; events use it lower-cased (`ktwin.command.<iface>.<lower(name)>`).
+    #[schemars(length(min = 1))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<CommandPayload>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<CommandPayload>,
+}
+
+/// A command request or response (v0 `CommandRequest`/`CommandResponse`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandPayload {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<TwinSchema>,
+}
+
+/// A DTDL Relationship.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TwinRelationship {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[schemars(length(min = 1))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_multiplicity: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub min_multiplicity: Option<i64>,
+    /// Properties of the relationship edge.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub properties: Vec<TwinProperty>,
+    /// Target TwinInterface name; absent means any interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub interface: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<TwinSchema>,
+    /// JSON key `writeable` (the v0 spelling for relationships, unlike properties).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub writeable: bool,
+    /// ktwin extension: this interface's service also receives the target's real events and
+    /// may emit its virtual events (one parent service for many children).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub aggregate_data: bool,
+}
+
+/// A DTDL Component: an interface embedded under a name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TwinComponent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// The TwinInterface name of the component's schema.
+    #[schemars(length(min = 1))]
+    pub interface: String,
+}
+
+/// A DTDL schema: exactly one member is set. Nested schemas (object fields, array elements,
+/// map values) are checked by ktwin when compiling, and stored without a CRD-level schema
+/// because structural CRD schemas cannot be recursive.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
+pub struct TwinSchema {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primitive_type: Option<PrimitiveType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complex_type: Option<TwinComplexType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enum_type: Option<TwinEnumSchema>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array_type: Option<TwinArraySchema>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_type: Option<TwinMapSchema>,
+}
+
+impl TwinSchema {
+    /// A primitive schema.
+    pub fn primitive(p: PrimitiveType) -> Self {
+        TwinSchema {
+            primitive_type: Some(p),
+            ..Default::default()
+        }
+    }
+}
+
+/// The DTDL primitive schemas, spelled as DTDL terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum PrimitiveType {
+    Boolean,
+    Byte,
+    Bytes,
+    Date,
+    DateTime,
+    Decimal,
+    Double,
+    Duration,
+    Float,
+    Integer,
+    Long,
+    Short,
+    String,
+    Time,
+    UnsignedByte,
+    UnsignedInteger,
+    UnsignedLong,
+    UnsignedShort,
+    Uuid,
+}
+
+/// The only complex type the v0 `complexType` carried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ComplexKind {
+    #[default]
+    Object,
+}
+
+/// An Object schema (v0 `complexType`), fields may nest any schema.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TwinComplexType {
+    #[serde(rename = "type", default)]
+    pub type_: ComplexKind,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<TwinNamedSchema>,
+}
+
+/// An object field or map key/value: a name and a nested schema.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TwinNamedSchema {
+    #[schemars(length(min = 1))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[schemars(schema_with = "nested_schema")]
+    pub schema: Box<TwinSchema>,
+}
+
+/// An Array schema.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TwinArraySchema {
+    #[schemars(schema_with = "nested_schema")]
+    pub element_schema: Box<TwinSchema>,
+}
+
+/// A Map schema (string keys).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TwinMapSchema {
+    pub map_key: TwinNamedSchema,
+    pub map_value: TwinNamedSchema,
+}
+
+/// An Enum schema; `enumValue` is an integer or a string as `valueSchema` says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TwinEnumSchema {
+    pub value_schema: EnumValueSchema,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub enum_values: Vec<TwinEnumValue>,
+}
+
+/// Value schemas DTDL allows for enums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum EnumValueSchema {
+    Integer,
+    String,
+}
+
+/// One enum value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TwinEnumValue {
+    #[schemars(length(min = 1))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    pub enum_value: IntOrString,
+}
+
+/// Schema of a nested TwinSchema inside the CRD: an object kept as written.
+fn nested_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "description": "A nested TwinSchema (primitiveType, complexType, enumType, arrayType or mapType).",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+/// Observed state of a TwinInterface, written through the status subresource.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TwinInterfaceStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `ServiceReady`, `TriggerReady`, `BindingsReady`, `DependenciesReady`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// Whether the interface's service is ready (absent when it has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_ready: Option<bool>,
+    /// URL of the twin service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_url: Option<String>,
+    /// Name of the trigger queue the routes are bound into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Names of the routing bindings the operator manages for this interface.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bindings: Vec<String>,
+}

@@ -1,0 +1,203 @@
+//! Platform configuration the planner needs and must not hard-code: where the broker, RabbitMQ
+//! cluster and credentials are, which images to run, optional node selectors and defaults.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::Autoscaling;
+
+/// A reference to a namespaced object; `namespace: None` means "the namespace of the twin world
+/// being planned" (so several worlds can coexist, each with its own broker).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRef {
+    /// Object name.
+    pub name: String,
+    /// Object namespace, or `None` for the world's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+impl ObjectRef {
+    /// A reference resolved in the world's namespace.
+    pub fn local(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            namespace: None,
+        }
+    }
+
+    /// The namespace of the referent when the world lives in `world_namespace`.
+    pub fn namespace_in<'a>(&'a self, world_namespace: &'a str) -> &'a str {
+        self.namespace.as_deref().unwrap_or(world_namespace)
+    }
+}
+
+/// Container images of the platform components, as full references (`registry/name:tag`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Images {
+    /// The event store service.
+    pub event_store: String,
+    /// The MQTT → CloudEvent dispatcher.
+    pub mqtt_dispatcher: String,
+    /// The CloudEvent → MQTT dispatcher.
+    pub cloud_event_dispatcher: String,
+    /// The twin graph service.
+    pub graph: String,
+    /// The authenticated API gateway.
+    pub gateway: String,
+    /// The operator itself (for the install bundle).
+    pub operator: String,
+}
+
+impl Images {
+    /// Every image from `registry` with `tag`; the binaries are all the one `ktwin` image, run
+    /// with different subcommands, so one reference serves them all.
+    pub fn uniform(registry: &str, tag: &str) -> Self {
+        let image = format!("{}/ktwin:{tag}", registry.trim_end_matches('/'));
+        Self {
+            event_store: image.clone(),
+            mqtt_dispatcher: image.clone(),
+            cloud_event_dispatcher: image.clone(),
+            graph: image.clone(),
+            gateway: image.clone(),
+            operator: image,
+        }
+    }
+}
+
+/// Node selectors; empty by default (the original forced `ktwin-node` labels, so pods never
+/// scheduled on unlabelled clusters).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSelectors {
+    /// Added to twin services (the user's own selector wins on conflicts).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub twin_services: BTreeMap<String, String>,
+    /// Added to core components: event store and dispatchers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub core: BTreeMap<String, String>,
+}
+
+/// Where the dispatchers read their RabbitMQ credentials: keys of one Secret, always passed by
+/// `secretKeyRef` (never copied into the Deployment).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RabbitmqSecret {
+    /// Secret name (in the dispatchers' namespace).
+    pub name: String,
+    /// Key holding the AMQP host.
+    pub host_key: String,
+    /// Key holding the AMQP port.
+    pub port_key: String,
+    /// Key holding the user name.
+    pub username_key: String,
+    /// Key holding the password.
+    pub password_key: String,
+}
+
+impl Default for RabbitmqSecret {
+    /// The Secret the RabbitMQ cluster operator creates for cluster `rabbitmq`.
+    fn default() -> Self {
+        Self {
+            name: "rabbitmq-default-user".into(),
+            host_key: "host".into(),
+            port_key: "port".into(),
+            username_key: "username".into(),
+            password_key: "password".into(),
+        }
+    }
+}
+
+/// Optional Secret key holding the event store's database URL, passed by `secretKeyRef`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKey {
+    /// Secret name.
+    pub name: String,
+    /// Key inside the Secret.
+    pub key: String,
+}
+
+/// Everything about the platform the planner must be told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KtwinConfig {
+    /// The Knative Broker events are published to.
+    pub broker: ObjectRef,
+    /// The RabbitmqCluster holding the broker's exchanges and ktwin's queues.
+    pub rabbitmq_cluster: ObjectRef,
+    /// The RabbitMQ virtual host.
+    pub vhost: String,
+    /// The topic exchange of RabbitMQ's MQTT plugin.
+    pub mqtt_exchange: String,
+    /// Dispatcher credentials.
+    pub rabbitmq_secret: RabbitmqSecret,
+    /// Event store database URL, if the store needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_store_database: Option<SecretKey>,
+    /// The EventStore twins persist to, when several exist in a world.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_store: Option<String>,
+    /// The MQTTTrigger whose dispatchers carry device traffic, when several exist in a world.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_trigger: Option<String>,
+    /// Component images.
+    pub images: Images,
+    /// Optional node selectors.
+    #[serde(default)]
+    pub node_selectors: NodeSelectors,
+    /// Autoscaling used where a TwinInterface leaves a field unset.
+    pub default_autoscaling: Autoscaling,
+    /// Name of the twin graph service.
+    pub graph_service: String,
+    /// Port the graph, event store and dispatchers listen on.
+    pub service_port: u16,
+    /// Path of the graph API on the graph service.
+    pub graph_path: String,
+    /// Path of the event-ingest API on the event store.
+    pub event_store_path: String,
+    /// DNS suffix of in-cluster service names.
+    pub cluster_domain: String,
+}
+
+impl Default for KtwinConfig {
+    /// The layout of the original KTWIN deployment, made explicit.
+    fn default() -> Self {
+        Self {
+            broker: ObjectRef::local("ktwin"),
+            rabbitmq_cluster: ObjectRef::local("rabbitmq"),
+            vhost: "/".into(),
+            mqtt_exchange: "amq.topic".into(),
+            rabbitmq_secret: RabbitmqSecret::default(),
+            event_store_database: None,
+            event_store: None,
+            mqtt_trigger: None,
+            images: Images::uniform("ghcr.io/ktwin", env!("CARGO_PKG_VERSION")),
+            node_selectors: NodeSelectors::default(),
+            default_autoscaling: Autoscaling {
+                min_scale: None,
+                max_scale: Some(20),
+                target: Some(10),
+                target_utilization_percentage: Some(65),
+                parallelism: Some(100),
+                metric: Some(crate::plan::ScaleMetric::Concurrency),
+            },
+            graph_service: "ktwin-graph".into(),
+            service_port: 8080,
+            graph_path: "/api/v1/twin-graph".into(),
+            event_store_path: "/api/v1/twin-events".into(),
+            cluster_domain: "cluster.local".into(),
+        }
+    }
+}
+
+impl KtwinConfig {
+    /// The in-cluster URL of service `name` in `namespace` on the HTTP port 80 (Knative and
+    /// the install bundle's Services both expose port 80).
+    pub fn service_url(&self, name: &str, namespace: &str) -> String {
+        format!("http://{name}.{namespace}.svc.{}", self.cluster_domain)
+    }
+}

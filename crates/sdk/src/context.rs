@@ -1,0 +1,121 @@
+//! What a handler may consult besides its event: the twin graph, the latest state of any
+//! twin, and the clock. Each sits behind a trait so the local runtime can plug in its
+//! in-process implementations and tests can use in-memory ones.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+
+use crate::error::HandlerError;
+use crate::event::decode_data;
+use crate::graph::{GraphLookup, Relationship, StaticGraph};
+use crate::state::{MemoryStates, StateLookup};
+
+/// A source of "now", injectable so tests are deterministic.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// The context handed to a handler with every event. Cheap to clone.
+#[derive(Clone)]
+pub struct TwinContext {
+    graph: Arc<dyn GraphLookup>,
+    states: Arc<dyn StateLookup>,
+    clock: Clock,
+}
+
+impl TwinContext {
+    /// A context over a graph and a state store, with the system clock.
+    pub fn new(graph: Arc<dyn GraphLookup>, states: Arc<dyn StateLookup>) -> Self {
+        Self {
+            graph,
+            states,
+            clock: Arc::new(Utc::now),
+        }
+    }
+
+    /// An in-memory context (for tests and tools).
+    pub fn in_memory(graph: StaticGraph, states: Arc<MemoryStates>) -> Self {
+        Self::new(Arc::new(graph), states)
+    }
+
+    /// Replaces the clock.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// A context whose clock is frozen at `now`.
+    pub fn at(self, now: DateTime<Utc>) -> Self {
+        self.with_clock(Arc::new(move || now))
+    }
+
+    /// Now, per the context's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
+    /// The graph lookup.
+    pub fn graph(&self) -> &dyn GraphLookup {
+        self.graph.as_ref()
+    }
+
+    /// The state lookup.
+    pub fn states(&self) -> &dyn StateLookup {
+        self.states.as_ref()
+    }
+
+    /// The relationship `name` of `instance` (of `interface`). A twin missing from the graph
+    /// or without that relationship is [`HandlerError::Invalid`]: redelivering cannot help,
+    /// the model and the world disagree.
+    pub async fn relationship(
+        &self,
+        interface: &str,
+        instance: &str,
+        name: &str,
+    ) -> Result<Relationship, HandlerError> {
+        self.find_relationship(interface, instance, &[name])
+            .await?
+            .ok_or_else(|| {
+                HandlerError::Invalid(format!(
+                    "relationship {name:?} not found for twin {interface}/{instance} in the twin graph"
+                ))
+            })
+    }
+
+    /// The first relationship of `instance` whose name is one of `names` (in that order of
+    /// preference); `None` when the twin has none of them.
+    pub async fn find_relationship(
+        &self,
+        interface: &str,
+        instance: &str,
+        names: &[&str],
+    ) -> Result<Option<Relationship>, HandlerError> {
+        let node = self.graph.twin(interface, instance).await?.ok_or_else(|| {
+            HandlerError::Invalid(format!(
+                "twin {interface}/{instance} is not in the twin graph"
+            ))
+        })?;
+        Ok(names
+            .iter()
+            .find_map(|name| node.relationship(name))
+            .cloned())
+    }
+
+    /// The latest stored state of `instance` decoded into `T` (case-insensitive keys);
+    /// `None` when nothing is stored. Undecodable stored data is [`HandlerError::Failed`].
+    pub async fn latest<T: DeserializeOwned>(
+        &self,
+        interface: &str,
+        instance: &str,
+    ) -> Result<Option<T>, HandlerError> {
+        let Some(event) = self.states.latest(interface, instance).await? else {
+            return Ok(None);
+        };
+        decode_data(&event).map(Some).map_err(|err| {
+            HandlerError::Failed(format!(
+                "stored state of {interface}/{instance} is not a valid {}: {err}",
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+}

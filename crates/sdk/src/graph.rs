@@ -1,0 +1,245 @@
+//! The twin graph as a twin service sees it: instances and their named relationships.
+//!
+//! [`GraphLookup`] is what handlers use; [`HttpGraph`] reads the graph service
+//! (`KTWIN_GRAPH_URL/{interface}`, the graph-cache sub-graph shape), [`StaticGraph`] serves a
+//! graph held in memory (tests, the local runtime, `KTWIN_GRAPH`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::RwLock;
+
+use crate::error::LookupError;
+
+/// A graph or sub-graph: `{"twinInstances":[...]}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TwinGraph {
+    /// The instances, each with its outgoing relationships.
+    #[serde(default)]
+    pub twin_instances: Vec<TwinNode>,
+}
+
+/// One twin instance of the graph.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TwinNode {
+    /// Instance name.
+    pub name: String,
+    /// Its twin interface.
+    #[serde(default)]
+    pub interface: String,
+    /// Outgoing relationships.
+    #[serde(default)]
+    pub relationships: Vec<Relationship>,
+}
+
+/// A named, outgoing relationship to another instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Relationship {
+    /// Relationship name, e.g. `refNeighborhood`.
+    pub name: String,
+    /// Interface of the target.
+    #[serde(default)]
+    pub interface: String,
+    /// Target instance.
+    pub instance: String,
+}
+
+impl TwinNode {
+    /// The first relationship called `name` (exact match, as declared in the model).
+    pub fn relationship(&self, name: &str) -> Option<&Relationship> {
+        self.relationships.iter().find(|r| r.name == name)
+    }
+}
+
+/// Reads nodes of the twin graph. `Ok(None)` means the instance is not in the graph.
+#[async_trait]
+pub trait GraphLookup: Send + Sync {
+    /// The node of `instance`, an instance of `interface`.
+    async fn twin(&self, interface: &str, instance: &str) -> Result<Option<TwinNode>, LookupError>;
+}
+
+/// A graph held in memory, indexed by instance name.
+#[derive(Debug, Clone, Default)]
+pub struct StaticGraph {
+    nodes: HashMap<String, TwinNode>,
+}
+
+impl StaticGraph {
+    /// Indexes `graph`; a later node with the same name replaces an earlier one.
+    pub fn new(graph: TwinGraph) -> Self {
+        Self {
+            nodes: graph
+                .twin_instances
+                .into_iter()
+                .map(|node| (node.name.clone(), node))
+                .collect(),
+        }
+    }
+
+    /// Parses the JSON form (`{"twinInstances":[...]}`), e.g. the `KTWIN_GRAPH` variable.
+    pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
+        Ok(Self::new(serde_json::from_str(json)?))
+    }
+}
+
+#[async_trait]
+impl GraphLookup for StaticGraph {
+    async fn twin(&self, interface: &str, instance: &str) -> Result<Option<TwinNode>, LookupError> {
+        Ok(self
+            .nodes
+            .get(instance)
+            .filter(|node| node.interface.is_empty() || node.interface == interface)
+            .cloned())
+    }
+}
+
+/// How [`HttpGraph`] keeps its per-interface copies fresh.
+#[derive(Debug, Clone, Copy)]
+pub struct GraphCachePolicy {
+    /// A sub-graph older than this is fetched again before use.
+    pub max_age: Duration,
+    /// An instance missing from a sub-graph fetched longer ago than this triggers a re-fetch
+    /// (twins added after the last fetch become visible at once); a younger copy is trusted.
+    pub miss_refetch_after: Duration,
+    /// Timeout of one request to the graph service.
+    pub request_timeout: Duration,
+}
+
+impl Default for GraphCachePolicy {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(30),
+            miss_refetch_after: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+struct CachedSubGraph {
+    nodes: Arc<StaticGraph>,
+    fetched_at: Instant,
+    etag: Option<String>,
+}
+
+/// Reads sub-graphs from the graph service (`GET {base}/{interface}`), one per interface,
+/// cached and refreshed when stale or when an instance is missing. A `404` is an empty
+/// sub-graph; a failing service is a [`LookupError`], except that a stale copy is still served
+/// (the last good graph beats an outage).
+pub struct HttpGraph {
+    base_url: String,
+    client: reqwest::Client,
+    policy: GraphCachePolicy,
+    cache: RwLock<HashMap<String, CachedSubGraph>>,
+}
+
+impl HttpGraph {
+    /// A client of the graph service at `base_url` (e.g. `http://graph/api/v1/twin-graph`).
+    pub fn new(base_url: &str, policy: GraphCachePolicy) -> Self {
+        Self {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            client: reqwest::Client::builder()
+                .timeout(policy.request_timeout)
+                .build()
+                .unwrap_or_default(),
+            policy,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    async fn fetch(
+        &self,
+        interface: &str,
+        etag: Option<&str>,
+    ) -> Result<Option<(StaticGraph, Option<String>)>, LookupError> {
+        let url = format!("{}/{interface}", self.base_url);
+        let what = || format!("twin graph of {interface} ({url})");
+        let mut request = self.client.get(&url);
+        if let Some(etag) = etag {
+            request = request.header(http::header::IF_NONE_MATCH, etag);
+        }
+        let response = request.send().await.map_err(|e| LookupError::new(what(), e))?;
+        let status = response.status();
+        if status == http::StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
+        let etag = response
+            .headers()
+            .get(http::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if status == http::StatusCode::NOT_FOUND {
+            return Ok(Some((StaticGraph::default(), etag)));
+        }
+        if !status.is_success() {
+            return Err(LookupError::new(what(), format!("status {status}")));
+        }
+        let body = response.bytes().await.map_err(|e| LookupError::new(what(), e))?;
+        let graph: TwinGraph = serde_json::from_slice(&body)
+            .map_err(|e| LookupError::new(what(), format!("invalid graph JSON: {e}")))?;
+        Ok(Some((StaticGraph::new(graph), etag)))
+    }
+
+    async fn refresh(&self, interface: &str) -> Result<Arc<StaticGraph>, LookupError> {
+        let previous_etag = {
+            let cache = self.cache.read().await;
+            cache.get(interface).and_then(|c| c.etag.clone())
+        };
+        let fetched = self.fetch(interface, previous_etag.as_deref()).await;
+        let mut cache = self.cache.write().await;
+        match fetched {
+            Ok(Some((nodes, etag))) => {
+                let nodes = Arc::new(nodes);
+                cache.insert(
+                    interface.to_owned(),
+                    CachedSubGraph {
+                        nodes: nodes.clone(),
+                        fetched_at: Instant::now(),
+                        etag,
+                    },
+                );
+                Ok(nodes)
+            }
+            Ok(None) => match cache.get_mut(interface) {
+                Some(cached) => {
+                    cached.fetched_at = Instant::now();
+                    Ok(cached.nodes.clone())
+                }
+                None => Ok(Arc::new(StaticGraph::default())),
+            },
+            Err(err) => match cache.get(interface) {
+                Some(stale) => {
+                    tracing::warn!(%err, "graph service failing, using the last good sub-graph");
+                    Ok(stale.nodes.clone())
+                }
+                None => Err(err),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl GraphLookup for HttpGraph {
+    async fn twin(&self, interface: &str, instance: &str) -> Result<Option<TwinNode>, LookupError> {
+        let cached = {
+            let cache = self.cache.read().await;
+            cache
+                .get(interface)
+                .map(|c| (c.nodes.clone(), c.fetched_at.elapsed()))
+        };
+        let nodes = match cached {
+            Some((nodes, age)) if age < self.policy.max_age => {
+                let found = nodes.twin(interface, instance).await?;
+                if found.is_some() || age < self.policy.miss_refetch_after {
+                    return Ok(found);
+                }
+                self.refresh(interface).await?
+            }
+            _ => self.refresh(interface).await?,
+        };
+        nodes.twin(interface, instance).await
+    }
+}

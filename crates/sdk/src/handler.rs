@@ -1,0 +1,138 @@
+//! The handler trait every twin service implements, and the dispatch step shared by the HTTP
+//! contract and the in-process runtime.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cloudevents::{AttributesReader, AttributesWriter, Event};
+use ktwin_events::EventType;
+use sha2::{Digest, Sha256};
+
+use crate::context::TwinContext;
+use crate::error::HandlerError;
+use crate::event::TwinEvent;
+
+/// A twin service: receives events of the types it subscribes to and returns the events to
+/// emit. Mounted either behind HTTP ([`crate::serve`]) or in-process by the local runtime,
+/// which calls [`dispatch`] directly.
+///
+/// Handlers may be called again with the same event (at-least-once delivery); [`dispatch`]
+/// gives emitted events ids derived from the received one, so a redelivery emits the same ids
+/// and consumers can deduplicate.
+#[async_trait]
+pub trait TwinHandler: Send + Sync + 'static {
+    /// The event types this handler takes (real events of its interface, its commands). The
+    /// runtime routes by them; [`dispatch`] acknowledges anything else without calling the
+    /// handler.
+    fn subscriptions(&self) -> Vec<EventType>;
+
+    /// Processes one event.
+    async fn handle(&self, event: &TwinEvent, ctx: &TwinContext) -> Result<Vec<Event>, HandlerError>;
+}
+
+#[async_trait]
+impl<H: TwinHandler + ?Sized> TwinHandler for Arc<H> {
+    fn subscriptions(&self) -> Vec<EventType> {
+        (**self).subscriptions()
+    }
+
+    async fn handle(&self, event: &TwinEvent, ctx: &TwinContext) -> Result<Vec<Event>, HandlerError> {
+        (**self).handle(event, ctx).await
+    }
+}
+
+/// Parses `event`, calls `handler` if it subscribes to the event's type, and returns the
+/// events to emit with ids derived from the received event's id and source.
+pub async fn dispatch(
+    handler: &dyn TwinHandler,
+    ctx: &TwinContext,
+    event: Event,
+) -> Result<Vec<Event>, HandlerError> {
+    let twin_event = TwinEvent::new(event)?;
+    if !handler.subscriptions().contains(twin_event.event_type()) {
+        tracing::debug!(event_type = %twin_event.event_type(), "not subscribed, skipping");
+        return Ok(Vec::new());
+    }
+    let mut emitted = handler.handle(&twin_event, ctx).await?;
+    for (index, out) in emitted.iter_mut().enumerate() {
+        out.set_id(derived_id(&twin_event, index));
+    }
+    Ok(emitted)
+}
+
+/// A UUID-shaped id from the received event's source and id and the emitted event's position.
+fn derived_id(received: &TwinEvent, index: usize) -> String {
+    let mut digest = Sha256::new();
+    digest.update(received.cloud_event().source().as_str());
+    digest.update([0]);
+    digest.update(received.id());
+    digest.update([0]);
+    digest.update(index.to_le_bytes());
+    let hash = digest.finalize();
+    let hex: String = hash[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emit::store_event;
+    use crate::graph::StaticGraph;
+    use crate::state::MemoryStates;
+    use cloudevents::{EventBuilder as _, EventBuilderV10};
+
+    struct Echo;
+
+    #[async_trait]
+    impl TwinHandler for Echo {
+        fn subscriptions(&self) -> Vec<EventType> {
+            vec![EventType::real("city-pole").unwrap()]
+        }
+
+        async fn handle(&self, event: &TwinEvent, _ctx: &TwinContext) -> Result<Vec<Event>, HandlerError> {
+            Ok(vec![
+                store_event(event.interface(), event.instance(), event.json()?)?,
+                store_event(event.interface(), event.instance(), event.json()?)?,
+            ])
+        }
+    }
+
+    fn incoming(ty: &str, id: &str) -> Event {
+        EventBuilderV10::new()
+            .id(id)
+            .ty(ty)
+            .source("pole-1")
+            .data("application/json", serde_json::json!({"a": 1}))
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn redelivery_emits_the_same_ids() {
+        let ctx = TwinContext::in_memory(StaticGraph::default(), Arc::new(MemoryStates::new()));
+        let first = dispatch(&Echo, &ctx, incoming("ktwin.real.city-pole", "e-1")).await.unwrap();
+        let again = dispatch(&Echo, &ctx, incoming("ktwin.real.city-pole", "e-1")).await.unwrap();
+        let other = dispatch(&Echo, &ctx, incoming("ktwin.real.city-pole", "e-2")).await.unwrap();
+        let ids = |events: &[Event]| events.iter().map(|e| e.id().to_owned()).collect::<Vec<_>>();
+        assert_eq!(ids(&first), ids(&again));
+        assert_ne!(ids(&first)[0], ids(&first)[1]);
+        assert_ne!(ids(&first), ids(&other));
+        assert_eq!(ids(&first)[0].len(), 36);
+    }
+
+    #[tokio::test]
+    async fn unsubscribed_types_are_acknowledged_without_calling_the_handler() {
+        let ctx = TwinContext::in_memory(StaticGraph::default(), Arc::new(MemoryStates::new()));
+        let out = dispatch(&Echo, &ctx, incoming("ktwin.real.other", "e-1")).await.unwrap();
+        assert!(out.is_empty());
+        let err = dispatch(&Echo, &ctx, incoming("ktwin.real", "e-1")).await.unwrap_err();
+        assert!(matches!(err, HandlerError::Invalid(_)));
+    }
+}

@@ -1,0 +1,185 @@
+//! Plumbing shared by every ktwin network service: `/health`, `/ready` and `/metrics`
+//! endpoints, the Prometheus recorder, tracing set-up, and shutdown on Ctrl-C or SIGTERM.
+//!
+//! It owns nothing about events, twins or storage; services mount [`ops_router`] beside their
+//! own routes and flip their [`Readiness`] when their dependencies are up.
+//!
+//! ```
+//! use ktwin_service::{Readiness, ops_router};
+//!
+//! let readiness = Readiness::new();
+//! let app: axum::Router = ops_router(readiness.clone());
+//! readiness.set_ready(true);
+//! # let _ = app;
+//! ```
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+
+/// Whether a service can take traffic: its dependencies (broker, database, source of truth)
+/// are reachable. Liveness (`/health`) is separate: a live but unready process is not restarted.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Not ready until told otherwise.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Marks the service ready or not.
+    pub fn set_ready(&self, ready: bool) {
+        self.0.store(ready, Ordering::Release);
+    }
+
+    /// Whether the service is ready.
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+///
+/// `metrics` has one global recorder per process, and several services may share a process
+/// (`ktwin up`), so every caller gets the same handle.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ])
+            .expect("bucket list is not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Fails only if another recorder was installed first; metrics then go there instead.
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+        }
+        handle
+    })
+}
+
+/// Routes `/health` (always 200 while the process serves), `/ready` (200 or 503) and
+/// `/metrics` (Prometheus text format).
+pub fn ops_router(readiness: Readiness) -> Router {
+    prometheus();
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(render_metrics))
+        .with_state(readiness)
+}
+
+async fn ready(State(readiness): State<Readiness>) -> impl IntoResponse {
+    if readiness.is_ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+async fn render_metrics() -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
+        prometheus().render(),
+    )
+}
+
+/// Sets up `tracing` to stderr, filtered by `RUST_LOG` (default `info`). Safe to call twice.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A token cancelled on Ctrl-C or SIGTERM: services stop accepting work when it fires and
+/// drain what is in flight.
+pub fn shutdown_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested, draining in-flight work");
+        trigger.cancel();
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn get_status(app: Router, path: &str) -> (StatusCode, String) {
+        let response = app
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn readiness_follows_the_flag() {
+        let readiness = Readiness::new();
+        let app = ops_router(readiness.clone());
+        assert_eq!(get_status(app.clone(), "/health").await.0, StatusCode::OK);
+        assert_eq!(
+            get_status(app.clone(), "/ready").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        readiness.set_ready(true);
+        assert_eq!(get_status(app, "/ready").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn metrics_render_recorded_values() {
+        let app = ops_router(Readiness::new());
+        metrics::counter!("ktwin_service_test_total").increment(3);
+        let (status, body) = get_status(app, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("ktwin_service_test_total 3"), "{body}");
+    }
+}

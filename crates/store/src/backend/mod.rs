@@ -1,0 +1,192 @@
+//! Storage backends behind one trait: PostgreSQL for clusters, an embedded redb file for
+//! `ktwin up`. Both keep the history keyed by (interface, instance, id) and the latest state
+//! of each instance, updated in the same transaction as the history.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::event::{InstanceKey, LatestState, TwinEvent};
+use crate::merge::{MergeTree, Version};
+
+pub mod embedded;
+pub mod postgres;
+
+pub use embedded::EmbeddedBackend;
+pub use postgres::{PostgresBackend, PostgresConfig};
+
+/// What a backend can fail with.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or failed.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be decoded (corruption or a newer schema).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        StoreError::Unavailable(postgres::describe(&err))
+    }
+}
+
+/// The outcome of appending a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendReport {
+    /// Events stored for the first time.
+    pub stored: usize,
+    /// Events already present (same instance and id), left untouched.
+    pub duplicates: usize,
+}
+
+impl AppendReport {
+    /// Adds another report's counts to this one.
+    pub fn add(&mut self, other: AppendReport) {
+        self.stored += other.stored;
+        self.duplicates += other.duplicates;
+    }
+}
+
+/// A window of one instance's history, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Only events at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only events at or before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Only events strictly older than this version (the previous page's last event).
+    pub before: Option<Version>,
+    /// At most this many events.
+    pub limit: usize,
+}
+
+/// Position in the list of all events, ordered by interface, instance, time, id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EventPosition {
+    /// Interface of the last listed event.
+    pub interface: String,
+    /// Instance of the last listed event.
+    pub instance: String,
+    /// Its version.
+    pub version: Version,
+}
+
+impl EventPosition {
+    /// The position of `event`.
+    pub fn of(event: &TwinEvent) -> Self {
+        Self {
+            interface: event.interface_id.clone(),
+            instance: event.instance_id.clone(),
+            version: event.version(),
+        }
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The items, in listing order.
+    pub items: Vec<T>,
+    /// Whether more items follow the last one.
+    pub more: bool,
+}
+
+impl<T> Page<T> {
+    /// Cuts a fetch of `limit + 1` rows down to a page.
+    pub fn from_overfetch(mut items: Vec<T>, limit: usize) -> Self {
+        let more = items.len() > limit;
+        items.truncate(limit);
+        Self { items, more }
+    }
+}
+
+/// Storage of twin events and latest states.
+///
+/// Contract: `append` returns only once the batch is durable; events already stored (same
+/// instance and id) are skipped; the latest state of each touched instance is updated
+/// atomically with the history.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// A short name for logs and benchmarks.
+    fn name(&self) -> &'static str;
+    /// Stores a batch durably (group commit).
+    async fn append(&self, events: Vec<TwinEvent>) -> Result<AppendReport, StoreError>;
+    /// The latest state of one instance.
+    async fn latest(&self, key: &InstanceKey) -> Result<Option<LatestState>, StoreError>;
+    /// One instance's history, newest first.
+    async fn history(&self, key: &InstanceKey, query: &HistoryQuery) -> Result<Page<TwinEvent>, StoreError>;
+    /// All events, ordered by interface, instance, time, id, after `after`.
+    async fn events(&self, after: Option<&EventPosition>, limit: usize) -> Result<Page<TwinEvent>, StoreError>;
+    /// Latest states of the instances of `interface`, ordered by instance, after `after`.
+    async fn twins(&self, interface: &str, after: Option<&str>, limit: usize) -> Result<Page<LatestState>, StoreError>;
+    /// Deletes one instance's history and latest state; returns how many events were deleted.
+    async fn delete(&self, key: &InstanceKey) -> Result<u64, StoreError>;
+    /// Whether the database answers.
+    async fn check(&self) -> Result<(), StoreError>;
+}
+
+/// What a backend keeps per instance besides the history: the merge tree and the newest event.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct InstanceRecord {
+    #[serde(rename = "tree")]
+    pub tree: MergeTree,
+    #[serde(rename = "last")]
+    pub last: Option<Version>,
+    #[serde(rename = "type")]
+    pub last_type: String,
+    #[serde(rename = "count")]
+    pub count: i64,
+}
+
+impl InstanceRecord {
+    /// Merges newly stored events (never seen before) into the record.
+    pub fn absorb<'a>(&mut self, events: impl IntoIterator<Item = &'a TwinEvent>) {
+        for event in events {
+            let version = event.version();
+            self.tree.apply(&version, &serde_json::Value::Object(event.event_data.clone()));
+            if self.last.as_ref().is_none_or(|last| &version > last) {
+                self.last = Some(version);
+                self.last_type.clone_from(&event.event_type);
+            }
+            self.count += 1;
+        }
+    }
+
+    /// The latest state this record describes.
+    pub fn latest_state(&self, key: &InstanceKey) -> LatestState {
+        let last = self.last.clone().unwrap_or(Version {
+            micros: 0,
+            id: String::new(),
+        });
+        LatestState {
+            interface_id: key.interface.clone(),
+            instance_id: key.instance.clone(),
+            time: last.time(),
+            id: last.id,
+            event_type: self.last_type.clone(),
+            event_count: self.count,
+            state: self.tree.materialize(),
+        }
+    }
+}
+
+/// Drops events repeated inside one batch (same instance and id; the first wins) and groups
+/// the rest by instance.
+pub(crate) fn group_by_instance(events: Vec<TwinEvent>) -> (BTreeMap<InstanceKey, Vec<TwinEvent>>, usize) {
+    let mut groups: BTreeMap<InstanceKey, Vec<TwinEvent>> = BTreeMap::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut repeated = 0;
+    for event in events {
+        let key = event.key();
+        if seen.insert((key.clone(), event.id.clone())) {
+            groups.entry(key).or_default().push(event);
+        } else {
+            repeated += 1;
+        }
+    }
+    (groups, repeated)
+}

@@ -1,0 +1,223 @@
+//! The records the store keeps: twin events (history) and latest states, and how a CloudEvent
+//! becomes a twin event.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use cloudevents::{AttributesReader, Data, Event};
+use ktwin_events::{EventKind, EventType};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::merge::Version;
+
+/// One twin instance: the partition of the history and the key of the latest state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct InstanceKey {
+    /// The twin interface (third segment of the event type).
+    pub interface: String,
+    /// The twin instance (the event `source`).
+    pub instance: String,
+}
+
+impl InstanceKey {
+    /// The key of `instance` of `interface`.
+    pub fn new(interface: impl Into<String>, instance: impl Into<String>) -> Self {
+        Self {
+            interface: interface.into(),
+            instance: instance.into(),
+        }
+    }
+}
+
+/// A stored twin event: a JSON merge patch of one instance's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TwinEvent {
+    /// CloudEvent `id`; unique per instance (redeliveries are stored once).
+    pub id: String,
+    /// CloudEvent `time`, microsecond precision; the arrival time when the event had none.
+    pub time: DateTime<Utc>,
+    /// CloudEvent `source`, the twin instance.
+    pub source: String,
+    /// CloudEvent `type`, e.g. `ktwin.store.city-pole`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The twin instance.
+    pub instance_id: String,
+    /// The twin interface.
+    pub interface_id: String,
+    /// The event data: a JSON object applied as an RFC 7386 merge patch.
+    #[schema(value_type = Object)]
+    pub event_data: Map<String, Value>,
+}
+
+impl TwinEvent {
+    /// The instance the event belongs to.
+    pub fn key(&self) -> InstanceKey {
+        InstanceKey::new(&self.interface_id, &self.instance_id)
+    }
+
+    /// Its place in the instance's order.
+    pub fn version(&self) -> Version {
+        Version::new(self.time, &self.id)
+    }
+
+    /// A twin event from parts, with the time truncated to microseconds.
+    pub fn new(
+        event_type: &EventType,
+        instance: &str,
+        id: impl Into<String>,
+        time: DateTime<Utc>,
+        data: Map<String, Value>,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            time: time.trunc_subsecs(6),
+            source: instance.to_owned(),
+            event_type: event_type.to_string(),
+            instance_id: instance.to_owned(),
+            interface_id: event_type.interface().to_owned(),
+            event_data: data,
+        }
+    }
+
+    /// Validates a CloudEvent as a twin event. `received` stands in for a missing `time`.
+    pub fn from_cloudevent(event: &Event, received: DateTime<Utc>) -> Result<Self, EventError> {
+        let event_type: EventType = event.ty().parse().map_err(|_| EventError::BadType {
+            value: event.ty().to_owned(),
+        })?;
+        if event_type.kind() == EventKind::Command {
+            return Err(EventError::BadType {
+                value: event.ty().to_owned(),
+            });
+        }
+        let instance = event.source().as_str();
+        ktwin_events::validate_name("instance", instance).map_err(|err| EventError::BadSource {
+            value: instance.to_owned(),
+            reason: err.to_string(),
+        })?;
+        let data = match event.data() {
+            None => return Err(EventError::DataNotObject { found: "no data" }),
+            Some(Data::Json(value)) => value.clone(),
+            Some(Data::String(text)) => {
+                serde_json::from_str(text).map_err(|e| EventError::DataNotJson(e.to_string()))?
+            }
+            Some(Data::Binary(bytes)) => {
+                serde_json::from_slice(bytes).map_err(|e| EventError::DataNotJson(e.to_string()))?
+            }
+        };
+        let Value::Object(data) = data else {
+            return Err(EventError::DataNotObject {
+                found: json_kind(&data),
+            });
+        };
+        let time = event.time().copied().unwrap_or(received);
+        Ok(Self::new(&event_type, instance, event.id(), time, data))
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Why a CloudEvent is not a twin event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// The `type` is not a persistable ktwin type.
+    #[error(
+        "attribute \"type\" is {value:?}; expected ktwin.store.<interface>, ktwin.real.<interface> \
+         or ktwin.virtual.<interface>"
+    )]
+    BadType {
+        /// The offending type.
+        value: String,
+    },
+    /// The `source` is not a usable twin instance name.
+    #[error("attribute \"source\" is {value:?}: {reason}")]
+    BadSource {
+        /// The offending source.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The data is not JSON at all.
+    #[error("data is not JSON: {0}")]
+    DataNotJson(String),
+    /// The data is JSON but not an object, so it cannot be a merge patch of a twin's state.
+    #[error("data is {found}; expected a JSON object (an RFC 7386 merge patch of the twin state)")]
+    DataNotObject {
+        /// What was found instead.
+        found: &'static str,
+    },
+}
+
+/// The latest state of a twin instance: every event merged in version order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LatestState {
+    /// The twin interface.
+    pub interface_id: String,
+    /// The twin instance.
+    pub instance_id: String,
+    /// Id of the newest event (by time, then id).
+    pub id: String,
+    /// Type of the newest event.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Time of the newest event.
+    pub time: DateTime<Utc>,
+    /// How many distinct events were merged.
+    pub event_count: i64,
+    /// The merged state.
+    #[schema(value_type = Object)]
+    pub state: Map<String, Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloudevents::{EventBuilder as _, EventBuilderV10};
+    use serde_json::json;
+
+    fn event(ty: &str, data: Option<Value>) -> Event {
+        let mut builder = EventBuilderV10::new().id("e1").ty(ty).source("pole-1");
+        if let Some(data) = data {
+            builder = builder.data("application/json", data);
+        }
+        builder.build().unwrap()
+    }
+
+    #[test]
+    fn accepts_store_real_and_virtual_events() {
+        let now = Utc::now();
+        for ty in ["ktwin.store.city-pole", "ktwin.real.city-pole", "ktwin.virtual.city-pole"] {
+            let twin = TwinEvent::from_cloudevent(&event(ty, Some(json!({"a": 1}))), now).unwrap();
+            assert_eq!(twin.key(), InstanceKey::new("city-pole", "pole-1"));
+            assert_eq!(twin.time, now.trunc_subsecs(6), "missing time falls back to arrival");
+        }
+    }
+
+    #[test]
+    fn rejects_commands_and_foreign_types() {
+        for ty in ["ktwin.command.city-pole.doit", "com.example", "ktwin.event-store"] {
+            let err = TwinEvent::from_cloudevent(&event(ty, Some(json!({}))), Utc::now()).unwrap_err();
+            assert!(matches!(err, EventError::BadType { .. }), "{ty}: {err}");
+        }
+    }
+
+    #[test]
+    fn data_must_be_a_json_object() {
+        let ty = "ktwin.store.city-pole";
+        for (data, found) in [(None, "no data"), (Some(json!([1])), "an array"), (Some(json!(3)), "a number")] {
+            let err = TwinEvent::from_cloudevent(&event(ty, data), Utc::now()).unwrap_err();
+            assert_eq!(err, EventError::DataNotObject { found });
+        }
+    }
+}

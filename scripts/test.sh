@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: makes sure the servers the tests need are installed
+# and running (scripts/services.sh), then runs every test of the workspace against them.
+# Extra arguments go to `cargo test` (e.g. `./scripts/test.sh -p ktwin-store`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/services.sh
+
+export KTWIN_TEST_POSTGRES_URL="${KTWIN_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+export KTWIN_TEST_AMQP_URL="${KTWIN_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+export KTWIN_TEST_MQTT_ADDR="${KTWIN_TEST_MQTT_ADDR:-127.0.0.1:1883}"
+export KTWIN_TEST_RABBITMQ_MQTT_ADDR="${KTWIN_TEST_RABBITMQ_MQTT_ADDR:-127.0.0.1:1884}"
+
+if [ ! -d ../shared ]; then
+  echo "!!! ../shared is absent: tests that need the DTDL corpora and upstream schemas will SKIP" >&2
+fi
+
+if [ "$#" -eq 0 ]; then
+  set -- --workspace
+fi
+exec cargo test --no-fail-fast "$@"
