@@ -121,7 +121,10 @@ fn is_json(content_type: &str) -> bool {
 /// A CloudEvent extension name: lower-case letters and digits (CloudEvents spec), which also
 /// excludes RabbitMQ's own `x-…` headers.
 fn is_extension_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 /// Decodes a Knative-RabbitMQ-broker message into a CloudEvent. `id` falls back to the
@@ -141,18 +144,24 @@ pub fn event_from_amqp(properties: &BasicProperties, body: &[u8]) -> Result<Even
         });
     }
     let id = get("id")
-        .or_else(|| properties.message_id().as_ref().map(|m| m.as_str().to_owned()))
+        .or_else(|| {
+            properties
+                .message_id()
+                .as_ref()
+                .map(|m| m.as_str().to_owned())
+        })
         .filter(|v| !v.is_empty())
         .ok_or(DecodeError::Missing("id"))?;
     let ty = get("type").ok_or(DecodeError::Missing("type"))?;
     let source = get("source").ok_or(DecodeError::Missing("source"))?;
     let mut builder = EventBuilderV10::new().id(id).ty(ty).source(source);
     if let Some(time) = get("time") {
-        let parsed = chrono::DateTime::parse_from_rfc3339(&time).map_err(|_| DecodeError::Invalid {
-            header: "time",
-            value: time.clone(),
-            reason: "expected an RFC 3339 timestamp",
-        })?;
+        let parsed =
+            chrono::DateTime::parse_from_rfc3339(&time).map_err(|_| DecodeError::Invalid {
+                header: "time",
+                value: time.clone(),
+                reason: "expected an RFC 3339 timestamp",
+            })?;
         builder = builder.time(parsed.with_timezone(&chrono::Utc));
     }
     if let Some(subject) = get("subject") {
@@ -183,8 +192,12 @@ pub fn event_from_amqp(properties: &BasicProperties, body: &[u8]) -> Result<Even
         };
         builder = builder.extension(name, value);
     }
-    let content_type = get("content-type")
-        .or_else(|| properties.content_type().as_ref().map(|c| c.as_str().to_owned()));
+    let content_type = get("content-type").or_else(|| {
+        properties
+            .content_type()
+            .as_ref()
+            .map(|c| c.as_str().to_owned())
+    });
     if !body.is_empty() || content_type.is_some() {
         let content_type = content_type.unwrap_or_else(|| "application/octet-stream".into());
         let data = if is_json(&content_type) {
@@ -233,12 +246,24 @@ mod tests {
     fn encodes_the_knative_format() {
         let (props, body) = event_to_amqp(&sample()).unwrap();
         let headers = props.headers().as_ref().unwrap();
-        assert_eq!(header_string(headers, "type").unwrap(), "ktwin.real.city-pole");
+        assert_eq!(
+            header_string(headers, "type").unwrap(),
+            "ktwin.real.city-pole"
+        );
         assert_eq!(header_string(headers, "source").unwrap(), "pole-1");
         assert_eq!(header_string(headers, "specversion").unwrap(), "1.0");
-        assert_eq!(header_string(headers, "content-type").unwrap(), "application/json");
-        assert_eq!(header_string(headers, "time").unwrap(), "2024-05-20T10:00:00.123Z");
-        assert_eq!(header_string(headers, "traceparent").unwrap(), "00-abc-def-01");
+        assert_eq!(
+            header_string(headers, "content-type").unwrap(),
+            "application/json"
+        );
+        assert_eq!(
+            header_string(headers, "time").unwrap(),
+            "2024-05-20T10:00:00.123Z"
+        );
+        assert_eq!(
+            header_string(headers, "traceparent").unwrap(),
+            "00-abc-def-01"
+        );
         assert_eq!(
             props.message_id().as_ref().unwrap().as_str(),
             "0190a0a0-0000-7000-8000-000000000001"
@@ -287,14 +312,17 @@ mod tests {
     #[test]
     fn rejects_non_cloudevents_naming_the_header() {
         let props = BasicProperties::default();
-        assert_eq!(event_from_amqp(&props, b"{}"), Err(DecodeError::Missing("id")));
+        assert_eq!(
+            event_from_amqp(&props, b"{}"),
+            Err(DecodeError::Missing("id"))
+        );
         let mut headers = FieldTable::default();
         headers.insert("id".into(), long("1"));
         headers.insert("type".into(), long("t"));
         headers.insert("source".into(), long("s"));
         headers.insert("time".into(), long("yesterday"));
-        let err = event_from_amqp(&BasicProperties::default().with_headers(headers), b"")
-            .unwrap_err();
+        let err =
+            event_from_amqp(&BasicProperties::default().with_headers(headers), b"").unwrap_err();
         assert!(err.to_string().contains("\"time\""), "{err}");
     }
 }

@@ -61,8 +61,11 @@ pub(crate) enum Settlement {
 #[async_trait]
 pub(crate) trait Settle: Send + Sync {
     /// Settles the delivery of `event` (handed back so requeues need no copy).
-    async fn settle(self: Box<Self>, event: Event, settlement: Settlement)
-    -> Result<(), BrokerError>;
+    async fn settle(
+        self: Box<Self>,
+        event: Event,
+        settlement: Settlement,
+    ) -> Result<(), BrokerError>;
     /// Called when a delivery is dropped unsettled: it must come back (at-least-once).
     fn requeue_on_drop(self: Box<Self>, event: Event);
 }
@@ -242,8 +245,7 @@ impl Subscription {
         let deadline = tokio::time::Instant::now() + linger;
         while out.len() < max {
             let wanted = max - out.len();
-            match tokio::time::timeout_at(deadline, self.source.recv_many(&mut out, wanted)).await
-            {
+            match tokio::time::timeout_at(deadline, self.source.recv_many(&mut out, wanted)).await {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }

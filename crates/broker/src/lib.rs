@@ -50,7 +50,7 @@ pub use delivery::{
 };
 pub use filter::TypeFilter;
 pub use memory::{MemoryBroker, MemoryBrokerConfig};
-pub use rabbitmq::{QueueType, RabbitBroker, RabbitConfig};
+pub use rabbitmq::{AmqpConnector, ConfirmedPublisher, QueueType, RabbitBroker, RabbitConfig};
 
 /// What happened to a published event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +67,9 @@ pub enum PublishOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     /// A matching subscription stayed full for longer than the publish timeout.
-    #[error("subscription {subscription:?} stayed full for {waited:?}; its consumer is not keeping up")]
+    #[error(
+        "subscription {subscription:?} stayed full for {waited:?}; its consumer is not keeping up"
+    )]
     Backpressure {
         /// The full subscription.
         subscription: String,
@@ -138,8 +140,11 @@ pub trait Broker: Send + Sync {
     async fn delete_subscription(&self, name: &str) -> Result<(), BrokerError>;
 
     /// Removes and returns up to `max` dead letters of subscription `name`, oldest first.
-    async fn take_dead_letters(&self, name: &str, max: usize)
-    -> Result<Vec<DeadLetter>, BrokerError>;
+    async fn take_dead_letters(
+        &self,
+        name: &str,
+        max: usize,
+    ) -> Result<Vec<DeadLetter>, BrokerError>;
 }
 
 /// Metric names the broker records (Prometheus through the `metrics` facade).

@@ -89,13 +89,21 @@ struct Queue {
 
 impl Queue {
     fn push_back(&self, entry: Entry) {
-        self.state.lock().expect("queue lock").ready.push_back(entry);
+        self.state
+            .lock()
+            .expect("queue lock")
+            .ready
+            .push_back(entry);
         self.available.notify_one();
     }
 
     fn requeue(&self, entry: Entry) {
         // Requeued events go first, so a transient failure does not reorder much.
-        self.state.lock().expect("queue lock").ready.push_front(entry);
+        self.state
+            .lock()
+            .expect("queue lock")
+            .ready
+            .push_front(entry);
         self.available.notify_one();
     }
 
@@ -163,7 +171,9 @@ impl MemoryBroker {
             })?,
         };
         permit
-            .map_err(|_| BrokerError::Unavailable(format!("subscription {:?} was deleted", queue.name)))?
+            .map_err(|_| {
+                BrokerError::Unavailable(format!("subscription {:?} was deleted", queue.name))
+            })?
             .forget();
         Ok(())
     }
@@ -178,7 +188,11 @@ impl MemoryBroker {
         drop(state);
         queue.available.notify_waiters();
         if discarded > 0 {
-            tracing::warn!(subscription = name, discarded, "subscription removed with undelivered events");
+            tracing::warn!(
+                subscription = name,
+                discarded,
+                "subscription removed with undelivered events"
+            );
         }
         if !dead.is_empty() {
             inner

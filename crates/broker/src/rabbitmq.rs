@@ -9,12 +9,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cloudevents::{AttributesReader, Event};
 use futures::StreamExt;
+use lapin::Confirmation;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
     BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::{Mutex, mpsc};
@@ -125,7 +125,11 @@ impl std::fmt::Debug for AmqpConnector {
 impl AmqpConnector {
     /// Connects to `uri` once (failing fast if RabbitMQ is unreachable now); later losses are
     /// repaired with backoff up to `max_backoff`.
-    pub async fn connect(uri: &str, name: &str, max_backoff: Duration) -> Result<Self, BrokerError> {
+    pub async fn connect(
+        uri: &str,
+        name: &str,
+        max_backoff: Duration,
+    ) -> Result<Self, BrokerError> {
         let connector = Self {
             inner: Arc::new(ConnectorInner {
                 uri: uri.to_owned(),
@@ -142,8 +146,8 @@ impl AmqpConnector {
     }
 
     async fn open(&self) -> Result<Connection, BrokerError> {
-        let properties = ConnectionProperties::default()
-            .with_connection_name(self.inner.name.clone().into());
+        let properties =
+            ConnectionProperties::default().with_connection_name(self.inner.name.clone().into());
         Connection::connect(&self.inner.uri, properties)
             .await
             .map_err(|source| BrokerError::Amqp {
@@ -157,7 +161,10 @@ impl AmqpConnector {
         self.inner
             .current
             .try_lock()
-            .map(|c| c.as_ref().is_some_and(|(_, conn)| conn.status().connected()))
+            .map(|c| {
+                c.as_ref()
+                    .is_some_and(|(_, conn)| conn.status().connected())
+            })
             // Someone holds the lock: probably reconnecting.
             .unwrap_or(false)
     }
@@ -165,7 +172,10 @@ impl AmqpConnector {
     /// The live connection and its generation; if the one of generation `stale` (or the
     /// current one) is broken, reconnects first, retrying with backoff until it succeeds or
     /// the connector is closed.
-    pub async fn connection(&self, stale: Option<u64>) -> Result<(u64, Arc<Connection>), BrokerError> {
+    pub async fn connection(
+        &self,
+        stale: Option<u64>,
+    ) -> Result<(u64, Arc<Connection>), BrokerError> {
         let mut current = self.inner.current.lock().await;
         if let Some((generation, conn)) = current.as_ref()
             && conn.status().connected()
@@ -228,24 +238,46 @@ impl AmqpConnector {
     }
 }
 
-/// A confirm-mode channel that is replaced after failures.
-struct ConfirmChannel {
+/// Publishes with publisher confirms on a channel that is replaced after failures, retrying
+/// the same message across reconnects within a time budget.
+pub struct ConfirmedPublisher {
     connector: AmqpConnector,
     current: Mutex<Option<(u64, Channel)>>,
-    /// Runs once per new connection (declaring topology).
+    /// Headers exchange declared on every new channel, if any.
     setup_exchange: Option<String>,
+    budget: Duration,
+    max_backoff: Duration,
 }
 
-impl ConfirmChannel {
-    fn new(connector: AmqpConnector, setup_exchange: Option<String>) -> Self {
+impl std::fmt::Debug for ConfirmedPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfirmedPublisher")
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConfirmedPublisher {
+    /// A publisher on `connector`; each publish retries for at most `budget`. If
+    /// `declare_headers_exchange` is set, that durable headers exchange is declared on every
+    /// new channel.
+    pub fn new(
+        connector: AmqpConnector,
+        declare_headers_exchange: Option<String>,
+        budget: Duration,
+        max_backoff: Duration,
+    ) -> Self {
         Self {
             connector,
             current: Mutex::new(None),
-            setup_exchange,
+            setup_exchange: declare_headers_exchange,
+            budget,
+            max_backoff,
         }
     }
 
-    async fn get(&self) -> Result<(u64, Channel), BrokerError> {
+    /// The live confirm-mode channel.
+    pub async fn get(&self) -> Result<(u64, Channel), BrokerError> {
         let mut current = self.current.lock().await;
         if let Some((generation, channel)) = current.as_ref()
             && channel.status().connected()
@@ -267,19 +299,19 @@ impl ConfirmChannel {
     }
 
     /// Publishes and waits for the confirm, retrying (same message) across reconnects within
-    /// `budget`. `Ok(false)` means the broker returned it as unroutable.
-    async fn publish_confirmed(
+    /// the budget. `Ok(false)` means the message was `mandatory` and RabbitMQ returned it as
+    /// unroutable.
+    pub async fn publish(
         &self,
         exchange: &str,
         routing_key: &str,
         mandatory: bool,
         properties: &BasicProperties,
         body: &[u8],
-        budget: Duration,
-        max_backoff: Duration,
     ) -> Result<bool, BrokerError> {
+        let budget = self.budget;
         let deadline = tokio::time::Instant::now() + budget;
-        let mut backoff = Backoff::new(max_backoff);
+        let mut backoff = Backoff::new(self.max_backoff);
         loop {
             let attempt = async {
                 let (_, channel) = self.get().await?;
@@ -360,7 +392,7 @@ pub struct RabbitBroker {
 struct RabbitInner {
     config: RabbitConfig,
     connector: AmqpConnector,
-    publisher: ConfirmChannel,
+    publisher: ConfirmedPublisher,
 }
 
 impl std::fmt::Debug for RabbitBroker {
@@ -376,10 +408,13 @@ impl RabbitBroker {
     /// configured.
     pub async fn connect(config: RabbitConfig) -> Result<Self, BrokerError> {
         let connector =
-            AmqpConnector::connect(&config.uri, &config.connection_name, config.max_backoff).await?;
-        let publisher = ConfirmChannel::new(
+            AmqpConnector::connect(&config.uri, &config.connection_name, config.max_backoff)
+                .await?;
+        let publisher = ConfirmedPublisher::new(
             connector.clone(),
             config.declare_exchange.then(|| config.exchange.clone()),
+            config.publish_retry_budget,
+            config.max_backoff,
         );
         publisher.get().await?;
         Ok(Self {
@@ -414,7 +449,10 @@ impl RabbitBroker {
     fn queue_args(&self) -> FieldTable {
         let mut args = FieldTable::default();
         if self.inner.config.queue_type == QueueType::Quorum {
-            args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
         }
         args
     }
@@ -457,7 +495,10 @@ impl RabbitBroker {
         let bindings: Vec<FieldTable> = if spec.filter.has_prefixes() {
             vec![binding(None)]
         } else {
-            spec.filter.exact_types().map(|t| binding(Some(t))).collect()
+            spec.filter
+                .exact_types()
+                .map(|t| binding(Some(t)))
+                .collect()
         };
         for args in bindings {
             channel
@@ -483,15 +524,7 @@ impl Broker for RabbitBroker {
         let routed = self
             .inner
             .publisher
-            .publish_confirmed(
-                &config.exchange,
-                "",
-                true,
-                &properties,
-                &body,
-                config.publish_retry_budget,
-                config.max_backoff,
-            )
+            .publish(&config.exchange, "", true, &properties, &body)
             .await?;
         if routed {
             Ok(PublishOutcome::Routed)
@@ -618,7 +651,11 @@ fn delivery_count(delivery: &lapin::message::Delivery) -> u32 {
         .unwrap_or(0)
         .max(number("x-delivery-count").unwrap_or(0));
     let count = previous + 1;
-    if delivery.redelivered { count.max(2) } else { count }
+    if delivery.redelivered {
+        count.max(2)
+    } else {
+        count
+    }
 }
 
 struct SubscriptionConsumer {
@@ -657,7 +694,9 @@ impl SubscriptionConsumer {
         let amqp = |operation| move |source| BrokerError::Amqp { operation, source };
         let (generation, channel) = self.broker.inner.connector.channel(stale.take()).await?;
         *stale = Some(generation);
-        self.broker.declare_subscription(&channel, &self.spec).await?;
+        self.broker
+            .declare_subscription(&channel, &self.spec)
+            .await?;
         channel
             .basic_qos(self.spec.prefetch, BasicQosOptions::default())
             .await
@@ -802,8 +841,14 @@ impl RabbitSettler {
             delivery,
             &dlq,
             &[
-                (DEAD_LETTER_REASON_HEADER, AMQPValue::LongString(LongString::from(reason))),
-                (SUBSCRIPTION_HEADER, AMQPValue::LongString(self.queue.as_str().into())),
+                (
+                    DEAD_LETTER_REASON_HEADER,
+                    AMQPValue::LongString(LongString::from(reason)),
+                ),
+                (
+                    SUBSCRIPTION_HEADER,
+                    AMQPValue::LongString(self.queue.as_str().into()),
+                ),
             ],
         )
         .await
@@ -838,7 +883,11 @@ impl Settle for RabbitSettle {
                 let queue = self.settler.queue.clone();
                 let count = i64::from(self.delivery_count);
                 self.settler
-                    .move_to(&delivery, &queue, &[(DELIVERY_COUNT_HEADER, AMQPValue::LongLongInt(count))])
+                    .move_to(
+                        &delivery,
+                        &queue,
+                        &[(DELIVERY_COUNT_HEADER, AMQPValue::LongLongInt(count))],
+                    )
                     .await
             }
             Settlement::DeadLetter(reason) => self.settler.dead_letter(&delivery, &reason).await,

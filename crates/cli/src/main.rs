@@ -19,13 +19,31 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Parse and validate DTDL models.
+    Dtdl(ktwin_dtdl::cli::DtdlArgs),
+    /// Run the event store: history and latest state of every twin over REST.
+    Store(ktwin_store::cli::StoreArgs),
+    /// Measure components.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Event-store ingest throughput and latest-state read latency.
+    Store(ktwin_store::cli::BenchStoreArgs),
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
     ktwin_service::init_tracing();
     let cli = Cli::parse();
-    let result: anyhow::Result<ExitCode> = match cli.command {};
+    let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Dtdl(args) => ktwin_dtdl::cli::run(args).await,
+        Command::Store(args) => ktwin_store::cli::run(args).await,
+        Command::Bench(BenchCommand::Store(args)) => ktwin_store::cli::run_bench(args).await,
+    };
     match result {
         Ok(code) => code,
         Err(err) => {

@@ -1,1 +1,36 @@
-//! placeholder: this crate is being written.
+//! The ktwin dispatchers between devices (MQTT) and twins (CloudEvents):
+//! - MQTT → CloudEvent ([`IngressDispatcher`]): device messages from an AMQP queue fed by
+//!   RabbitMQ's MQTT plugin ([`AmqpQueueSource`]) or a direct MQTT subscription
+//!   ([`MqttSource`]) become `ktwin.real.<iface>` CloudEvents on a [`ktwin_broker::Broker`];
+//!   invalid messages are dead-lettered with a reason and counted;
+//! - CloudEvent → MQTT ([`EgressDispatcher`]): `ktwin.virtual.<iface>` events go to
+//!   `ktwin/virtual/<iface>/<instance>` through RabbitMQ's `amq.topic` ([`AmqpTopicSink`]) or
+//!   directly over MQTT ([`MqttSink`]).
+//!
+//! Translation is pure ([`ingress`], [`egress`]); transports sit at the edges behind
+//! [`DeviceSource`], [`DeviceSink`] and [`DeadLetterSink`]. The dispatchers are libraries so the
+//! local runtime can embed them; [`cli`] wraps them as `ktwin dispatcher …` and
+//! `ktwin bench dispatch`.
+//!
+//! It must not know about twin models beyond a set of known interface names, nor about
+//! storage or Kubernetes.
+
+pub mod bench;
+pub mod cli;
+mod cloudevent_dispatcher;
+mod dead_letter;
+pub mod egress;
+pub mod ingress;
+pub mod metrics;
+mod mqtt_dispatcher;
+mod source;
+
+pub use cloudevent_dispatcher::{AmqpTopicSink, DeviceSink, EgressCounters, EgressDispatcher, MqttSink};
+pub use dead_letter::{
+    AmqpDeadLetters, DeadLetterSink, KIND_HEADER, MemoryDeadLetters, RejectedMessage, TOPIC_HEADER,
+};
+pub use mqtt_dispatcher::{IngressCounters, IngressDispatcher};
+pub use source::{
+    AmqpQueueSource, AmqpSourceConfig, DeviceSource, MqttSource, MqttSourceConfig,
+    REAL_ROUTING_KEY_PATTERN, SourceAck, SourceMessage,
+};

@@ -77,9 +77,17 @@ pub enum Format {
 /// Runs `ktwin dtdl …`.
 pub async fn run(args: DtdlArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        DtdlCommand::Validate { parse: flags, format, paths } => Ok(validate(&paths, &flags.options(), format)),
+        DtdlCommand::Validate {
+            parse: flags,
+            format,
+            paths,
+        } => Ok(validate(&paths, &flags.options(), format)),
         DtdlCommand::Conformance { verbose, dirs } => run_conformance(&dirs, verbose),
-        DtdlCommand::Show { dtmi, parse: flags, models } => Ok(show(&dtmi, &models, &flags.options())),
+        DtdlCommand::Show {
+            dtmi,
+            parse: flags,
+            models,
+        } => Ok(show(&dtmi, &models, &flags.options())),
     }
 }
 
@@ -97,7 +105,8 @@ pub fn load_documents(paths: &[PathBuf]) -> std::io::Result<Vec<Document>> {
     files
         .into_iter()
         .map(|f| {
-            let text = std::fs::read_to_string(&f).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", f.display())))?;
+            let text = std::fs::read_to_string(&f)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", f.display())))?;
             Ok(Document::new(f.display().to_string(), text))
         })
         .collect()
@@ -127,37 +136,63 @@ fn validate(paths: &[PathBuf], options: &ParseOptions, format: Format) -> ExitCo
     match format {
         Format::Json => {
             let report = match &result {
-                Ok(set) => serde_json::json!({ "valid": true, "interfaces": set.interfaces.keys().collect::<Vec<_>>(), "diagnostics": set.warnings }),
-                Err(ParseError::Invalid { diagnostics }) => serde_json::json!({ "valid": false, "diagnostics": diagnostics }),
-                Err(ParseError::Unresolved { identifiers, warnings }) => {
+                Ok(set) => {
+                    serde_json::json!({ "valid": true, "interfaces": set.interfaces.keys().collect::<Vec<_>>(), "diagnostics": set.warnings })
+                }
+                Err(ParseError::Invalid { diagnostics }) => {
+                    serde_json::json!({ "valid": false, "diagnostics": diagnostics })
+                }
+                Err(ParseError::Unresolved {
+                    identifiers,
+                    warnings,
+                }) => {
                     serde_json::json!({ "valid": false, "unresolvedIdentifiers": identifiers, "diagnostics": warnings })
                 }
             };
-            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
         }
         Format::Text => match &result {
             Ok(set) => {
                 for w in &set.warnings {
                     eprintln!("{w}\n");
                 }
-                println!("{} document(s) valid: {} interface(s)", docs.len(), set.len());
+                println!(
+                    "{} document(s) valid: {} interface(s)",
+                    docs.len(),
+                    set.len()
+                );
             }
             Err(ParseError::Invalid { diagnostics }) => {
                 for d in diagnostics {
                     eprintln!("{d}\n");
                 }
-                let errors = diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+                let errors = diagnostics
+                    .iter()
+                    .filter(|d| d.severity == Severity::Error)
+                    .count();
                 eprintln!("error: {errors} error(s) in {} document(s)", docs.len());
             }
             Err(ParseError::Unresolved { identifiers, .. }) => {
                 for id in identifiers {
-                    eprintln!("error[unresolvedIdentifier]: {id} is referenced but not defined by any document");
+                    eprintln!(
+                        "error[unresolvedIdentifier]: {id} is referenced but not defined by any document"
+                    );
                 }
-                eprintln!("error: {} unresolved identifier(s); add the documents defining them", identifiers.len());
+                eprintln!(
+                    "error: {} unresolved identifier(s); add the documents defining them",
+                    identifiers.len()
+                );
             }
         },
     }
-    if result.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 fn run_conformance(dirs: &[PathBuf], verbose: bool) -> anyhow::Result<ExitCode> {
@@ -168,10 +203,17 @@ fn run_conformance(dirs: &[PathBuf], verbose: bool) -> anyhow::Result<ExitCode> 
         }
     }
     for (version, (passed, failed)) in &summary.per_version {
-        println!("V{version}: {passed} passed, {failed} failed ({:.2}%)", summary.rate(*version));
+        println!(
+            "V{version}: {passed} passed, {failed} failed ({:.2}%)",
+            summary.rate(*version)
+        );
     }
     println!("{} passed, {} failed", summary.passed(), summary.failed());
-    Ok(if summary.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if summary.failed() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn show(dtmi: &str, models: &[PathBuf], options: &ParseOptions) -> ExitCode {
@@ -185,11 +227,17 @@ fn show(dtmi: &str, models: &[PathBuf], options: &ParseOptions) -> ExitCode {
     match parse(&docs, options) {
         Ok(set) => match set.interface(dtmi) {
             Some(iface) => {
-                println!("{}", serde_json::to_string_pretty(iface).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(iface).unwrap_or_default()
+                );
                 ExitCode::SUCCESS
             }
             None => {
-                eprintln!("error: no interface {dtmi} in the {} document(s)", docs.len());
+                eprintln!(
+                    "error: no interface {dtmi} in the {} document(s)",
+                    docs.len()
+                );
                 ExitCode::from(1)
             }
         },

@@ -67,7 +67,10 @@ pub fn version_of(file_name: &str) -> Option<u8> {
 
 /// Runs one case; `Err` says why it failed.
 pub fn run_case(case: &Value) -> Result<(), String> {
-    let valid = case.get("valid").and_then(Value::as_bool).ok_or("case has no boolean 'valid'")?;
+    let valid = case
+        .get("valid")
+        .and_then(Value::as_bool)
+        .ok_or("case has no boolean 'valid'")?;
     let options = ParseOptions {
         allow_undefined_extensions: case
             .get("options")
@@ -86,7 +89,12 @@ pub fn run_case(case: &Value) -> Result<(), String> {
     let expected_unresolved: Option<BTreeSet<String>> = case
         .pointer("/expect/unresolvedIdentifiers")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect());
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        });
     let outcome = parse_values(&inputs, &options);
     match (valid, outcome, expected_unresolved) {
         (true, Ok(_), _) => Ok(()),
@@ -96,10 +104,15 @@ pub fn run_case(case: &Value) -> Result<(), String> {
             if identifiers == expected {
                 Ok(())
             } else {
-                Err(format!("expected unresolved {expected:?}, got unresolved {identifiers:?}"))
+                Err(format!(
+                    "expected unresolved {expected:?}, got unresolved {identifiers:?}"
+                ))
             }
         }
-        (false, Err(e), Some(expected)) => Err(format!("expected unresolved {expected:?}, got: {}", describe(&e))),
+        (false, Err(e), Some(expected)) => Err(format!(
+            "expected unresolved {expected:?}, got: {}",
+            describe(&e)
+        )),
         (false, Err(_), None) => Ok(()),
     }
 }
@@ -109,7 +122,15 @@ fn describe(e: &ParseError) -> String {
         ParseError::Invalid { diagnostics } => diagnostics
             .iter()
             .find(|d| d.severity == crate::Severity::Error)
-            .map(|d| format!("[{}] {} at {}{}", d.short_id(), d.message, d.document, d.pointer))
+            .map(|d| {
+                format!(
+                    "[{}] {} at {}{}",
+                    d.short_id(),
+                    d.message,
+                    d.document,
+                    d.pointer
+                )
+            })
             .unwrap_or_default(),
         other => other.to_string(),
     }
@@ -117,9 +138,13 @@ fn describe(e: &ParseError) -> String {
 
 /// Runs every case of one file's text.
 pub fn run_file(summary: &mut Summary, file_name: &str, text: &str) -> Result<(), String> {
-    let version = version_of(file_name).ok_or_else(|| format!("{file_name}: name does not end in V2/V3/V4.json"))?;
-    let cases: Value = serde_json::from_str(text.trim_start_matches('\u{feff}')).map_err(|e| format!("{file_name}: {e}"))?;
-    let cases = cases.as_array().ok_or_else(|| format!("{file_name}: expected a JSON array of cases"))?;
+    let version = version_of(file_name)
+        .ok_or_else(|| format!("{file_name}: name does not end in V2/V3/V4.json"))?;
+    let cases: Value = serde_json::from_str(text.trim_start_matches('\u{feff}'))
+        .map_err(|e| format!("{file_name}: {e}"))?;
+    let cases = cases
+        .as_array()
+        .ok_or_else(|| format!("{file_name}: expected a JSON array of cases"))?;
     for (index, case) in cases.iter().enumerate() {
         let failure = run_case(case).err().map(|reason| Failure {
             file: file_name.to_string(),
@@ -138,7 +163,12 @@ pub fn case_files(dirs: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     for dir in dirs {
         collect(dir, &mut files)?;
     }
-    files.retain(|f| f.file_name().and_then(|n| n.to_str()).and_then(version_of).is_some());
+    files.retain(|f| {
+        f.file_name()
+            .and_then(|n| n.to_str())
+            .and_then(version_of)
+            .is_some()
+    });
     files.sort();
     Ok(files)
 }
@@ -158,8 +188,13 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 pub fn run_dirs(dirs: &[PathBuf]) -> anyhow::Result<Summary> {
     let mut summary = Summary::default();
     for file in case_files(dirs)? {
-        let text = std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
         run_file(&mut summary, &name, &text).map_err(anyhow::Error::msg)?;
     }
     Ok(summary)

@@ -65,7 +65,7 @@ impl fmt::Display for Diagnostic {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ParseError {
     /// The input breaks DTDL rules.
-    #[error("{} DTDL error(s), first: {}", .diagnostics.len(), .diagnostics.first().map(|d| d.message.as_str()).unwrap_or(""))]
+    #[error("{} DTDL error(s), first: {}", .diagnostics.iter().filter(|d| d.severity == Severity::Error).count(), .diagnostics.iter().find(|d| d.severity == Severity::Error).map(|d| d.message.as_str()).unwrap_or(""))]
     Invalid {
         /// Errors (and warnings) found.
         diagnostics: Vec<Diagnostic>,

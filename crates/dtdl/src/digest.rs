@@ -76,9 +76,15 @@ impl Digest {
         if class == ancestor {
             return true;
         }
-        self.class(ancestor)
-            .and_then(|a| a.concrete_subclasses.get(&version.to_string()))
-            .is_some_and(|subs| subs.iter().any(|s| s == class))
+        let key = version.to_string();
+        self.class(ancestor).is_some_and(|a| {
+            a.concrete_subclasses
+                .get(&key)
+                .is_some_and(|subs| subs.iter().any(|s| s == class))
+                || a.extensible_material_subclasses
+                    .get(&key)
+                    .is_some_and(|subs| subs.iter().any(|s| s == class))
+        })
     }
 
     /// The apocrypha rule outcome (`valid`, `tenable` or `invalid`) for a version and case.

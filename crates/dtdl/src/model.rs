@@ -153,7 +153,9 @@ pub struct Content {
 impl Content {
     /// The unit DTMI given by a semantic type (`unit` supplemental property), if any.
     pub fn unit(&self) -> Option<&str> {
-        self.supplemental_properties.get("unit").and_then(|v| v.as_str())
+        self.supplemental_properties
+            .get("unit")
+            .and_then(|v| v.as_str())
     }
 }
 

@@ -1,1 +1,18 @@
-//! placeholder: this crate is being written.
+//! The ktwin Kubernetes operator: the Kubernetes realizer of the planner's plan.
+//!
+//! It owns rendering a [`ktwin_planner::Plan`] into Knative Serving/Eventing, RabbitMQ topology
+//! and core objects ([`render`]), the install bundle ([`bundle`]), and the controllers that apply
+//! them with server-side apply, prune what is no longer desired and report status ([`controller`]).
+//! It must not decide routing: which event reaches whom is the planner's job.
+
+pub mod kinds;
+pub mod names;
+pub mod render;
+pub mod controller;
+pub mod metrics;
+pub mod bundle;
+pub mod cli;
+pub mod leader;
+mod run;
+
+pub use run::{OperatorOptions, run};

@@ -391,6 +391,7 @@ fn event_store_plan(store: &EventStore, world: &World<'_>) -> EventStorePlan {
         name: name_of(store).to_owned(),
         namespace: world.namespace.to_owned(),
         image: config.images.event_store.clone(),
+        args: config.args.event_store.clone(),
         autoscaling: store
             .spec
             .auto_scaling
@@ -418,10 +419,14 @@ fn dispatchers_plan(trigger: &MQTTTrigger, world: &World<'_>) -> DispatchersPlan
     };
     let exchange = trigger.spec.exchange.clone();
     let dispatcher = |kind: DispatcherKind, spec: &DispatcherSpec, default_image: &str, node_selector| {
-        let queue = format!("{}-queue", kind.name());
+        let queue = kind.queue();
         DispatcherPlan {
             kind,
             name: kind.name().to_owned(),
+            args: match kind {
+                DispatcherKind::Mqtt => config.args.mqtt_dispatcher.clone(),
+                DispatcherKind::CloudEvent => config.args.cloud_event_dispatcher.clone(),
+            },
             queue: queue.clone(),
             image: spec.image.clone().unwrap_or_else(|| default_image.to_owned()),
             replicas: u32::try_from(spec.replicas).unwrap_or(1),
@@ -515,6 +520,7 @@ pub fn plan(input: &PlanInput, config: &KtwinConfig) -> Result<Plan, PlanError> 
             name: config.graph_service.clone(),
             namespace: namespace.to_owned(),
             image: config.images.graph.clone(),
+            args: config.args.graph.clone(),
             port: config.service_port,
             path: config.graph_path.clone(),
             instances: input.instances.len(),
@@ -551,6 +557,7 @@ fn gateway_plan(gateway: &Gateway, world: &World<'_>) -> GatewayPlan {
             .image
             .clone()
             .unwrap_or_else(|| world.config.images.gateway.clone()),
+        args: world.config.args.gateway.clone(),
         replicas: u32::try_from(spec.replicas).unwrap_or(1),
         resources: spec.resources.clone(),
         port: u16::try_from(spec.service.port).unwrap_or(8080),

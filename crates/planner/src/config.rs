@@ -68,6 +68,35 @@ impl Images {
     }
 }
 
+/// Arguments of each component's container: all components are subcommands of one binary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentArgs {
+    /// The event store.
+    pub event_store: Vec<String>,
+    /// The MQTT → CloudEvent dispatcher.
+    pub mqtt_dispatcher: Vec<String>,
+    /// The CloudEvent → MQTT dispatcher.
+    pub cloud_event_dispatcher: Vec<String>,
+    /// The twin graph service.
+    pub graph: Vec<String>,
+    /// The gateway.
+    pub gateway: Vec<String>,
+}
+
+impl Default for ComponentArgs {
+    fn default() -> Self {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect();
+        Self {
+            event_store: args(&["store", "serve"]),
+            mqtt_dispatcher: args(&["dispatcher", "mqtt"]),
+            cloud_event_dispatcher: args(&["dispatcher", "cloud-event"]),
+            graph: args(&["graph", "serve"]),
+            gateway: args(&["gateway"]),
+        }
+    }
+}
+
 /// Node selectors; empty by default (the original forced `ktwin-node` labels, so pods never
 /// scheduled on unlabelled clusters).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +175,9 @@ pub struct KtwinConfig {
     pub mqtt_trigger: Option<String>,
     /// Component images.
     pub images: Images,
+    /// Component container arguments.
+    #[serde(default)]
+    pub args: ComponentArgs,
     /// Optional node selectors.
     #[serde(default)]
     pub node_selectors: NodeSelectors,
@@ -176,6 +208,7 @@ impl Default for KtwinConfig {
             event_store: None,
             mqtt_trigger: None,
             images: Images::uniform("ghcr.io/ktwin", env!("CARGO_PKG_VERSION")),
+            args: ComponentArgs::default(),
             node_selectors: NodeSelectors::default(),
             default_autoscaling: Autoscaling {
                 min_scale: None,

@@ -251,6 +251,8 @@ pub struct EventStorePlan {
     pub namespace: String,
     /// Container image.
     pub image: String,
+    /// Container arguments (the `ktwin` subcommand running the component).
+    pub args: Vec<String>,
     /// Autoscaling with defaults applied.
     pub autoscaling: Autoscaling,
     /// Container resources.
@@ -288,12 +290,9 @@ impl DispatcherKind {
         }
     }
 
-    /// The `ktwin` subcommand running it.
-    pub fn subcommand(self) -> &'static str {
-        match self {
-            DispatcherKind::Mqtt => "mqtt-dispatcher",
-            DispatcherKind::CloudEvent => "cloud-event-dispatcher",
-        }
+    /// The queue it consumes, e.g. `mqtt-dispatcher-queue` (the original's names).
+    pub fn queue(self) -> String {
+        format!("{}-queue", self.name())
     }
 }
 
@@ -309,6 +308,8 @@ pub struct DispatcherPlan {
     pub queue: String,
     /// Container image.
     pub image: String,
+    /// Container arguments (the `ktwin` subcommand running the component).
+    pub args: Vec<String>,
     /// Replicas.
     pub replicas: u32,
     /// Unacknowledged messages per consumer.
@@ -351,6 +352,8 @@ pub struct GraphPlan {
     pub namespace: String,
     /// Container image.
     pub image: String,
+    /// Container arguments (the `ktwin` subcommand running the component).
+    pub args: Vec<String>,
     /// Container port.
     pub port: u16,
     /// API path.
@@ -369,6 +372,8 @@ pub struct GatewayPlan {
     pub namespace: String,
     /// Container image.
     pub image: String,
+    /// Container arguments (the `ktwin` subcommand running the component).
+    pub args: Vec<String>,
     /// Replicas.
     pub replicas: u32,
     /// Container resources.

@@ -79,7 +79,10 @@ impl BrokerClient {
                 Ok(response) => {
                     let status = response.status();
                     let text = response.text().await.unwrap_or_default();
-                    last_error = format!("status {status}: {}", text.chars().take(200).collect::<String>());
+                    last_error = format!(
+                        "status {status}: {}",
+                        text.chars().take(200).collect::<String>()
+                    );
                     status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS
                 }
                 Err(err) => {

@@ -12,12 +12,15 @@ fn build(
     instance: &str,
     data: impl Serialize,
 ) -> Result<Event, HandlerError> {
-    let invalid = |err: &dyn std::fmt::Display| HandlerError::Failed(format!("cannot build event: {err}"));
+    let invalid =
+        |err: &dyn std::fmt::Display| HandlerError::Failed(format!("cannot build event: {err}"));
     let data = serde_json::to_value(data).map_err(|e| invalid(&e))?;
-    Ok(EventBuilder::new(event_type.map_err(|e| invalid(&e))?, instance)
-        .map_err(|e| invalid(&e))?
-        .data(data)
-        .build())
+    Ok(
+        EventBuilder::new(event_type.map_err(|e| invalid(&e))?, instance)
+            .map_err(|e| invalid(&e))?
+            .data(data)
+            .build(),
+    )
 }
 
 /// `ktwin.store.<interface>` for `instance`: the event store merges `data` into the
@@ -84,7 +87,13 @@ mod tests {
 
     #[test]
     fn builders_follow_the_grammar() {
-        let ev = command_event("city-pole", "updateAirQualityIndex", "pole-1", serde_json::json!({"a": 1})).unwrap();
+        let ev = command_event(
+            "city-pole",
+            "updateAirQualityIndex",
+            "pole-1",
+            serde_json::json!({"a": 1}),
+        )
+        .unwrap();
         assert_eq!(ev.ty(), "ktwin.command.city-pole.updateairqualityindex");
         assert_eq!(ev.source().as_str(), "pole-1");
         assert_eq!(store_event("x", "y", 1).unwrap().ty(), "ktwin.store.x");

@@ -149,7 +149,12 @@ mod tests {
 
     #[test]
     fn malformed_types_are_invalid_not_panics() {
-        for ty in ["ktwin.real", "ktwin", "ktwin.command.city-pole", "other.real.x"] {
+        for ty in [
+            "ktwin.real",
+            "ktwin",
+            "ktwin.command.city-pole",
+            "other.real.x",
+        ] {
             let err = TwinEvent::new(event(ty, "x", b"{}")).unwrap_err();
             assert!(matches!(err, HandlerError::Invalid(_)), "{ty}: {err}");
         }
@@ -160,7 +165,9 @@ mod tests {
     #[test]
     fn bad_data_names_the_event_and_model() {
         let ev = TwinEvent::new(event("ktwin.real.a", "x", b"not json")).unwrap();
-        let err = ev.data::<serde_json::Map<String, serde_json::Value>>().unwrap_err();
+        let err = ev
+            .data::<serde_json::Map<String, serde_json::Value>>()
+            .unwrap_err();
         assert!(err.to_string().contains("e-1"), "{err}");
         assert!(ev.json().is_err());
     }

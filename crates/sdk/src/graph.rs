@@ -161,7 +161,10 @@ impl HttpGraph {
         if let Some(etag) = etag {
             request = request.header(http::header::IF_NONE_MATCH, etag);
         }
-        let response = request.send().await.map_err(|e| LookupError::new(what(), e))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| LookupError::new(what(), e))?;
         let status = response.status();
         if status == http::StatusCode::NOT_MODIFIED {
             return Ok(None);
@@ -177,7 +180,10 @@ impl HttpGraph {
         if !status.is_success() {
             return Err(LookupError::new(what(), format!("status {status}")));
         }
-        let body = response.bytes().await.map_err(|e| LookupError::new(what(), e))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| LookupError::new(what(), e))?;
         let graph: TwinGraph = serde_json::from_slice(&body)
             .map_err(|e| LookupError::new(what(), format!("invalid graph JSON: {e}")))?;
         Ok(Some((StaticGraph::new(graph), etag)))

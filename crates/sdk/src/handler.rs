@@ -27,7 +27,11 @@ pub trait TwinHandler: Send + Sync + 'static {
     fn subscriptions(&self) -> Vec<EventType>;
 
     /// Processes one event.
-    async fn handle(&self, event: &TwinEvent, ctx: &TwinContext) -> Result<Vec<Event>, HandlerError>;
+    async fn handle(
+        &self,
+        event: &TwinEvent,
+        ctx: &TwinContext,
+    ) -> Result<Vec<Event>, HandlerError>;
 }
 
 #[async_trait]
@@ -36,7 +40,11 @@ impl<H: TwinHandler + ?Sized> TwinHandler for Arc<H> {
         (**self).subscriptions()
     }
 
-    async fn handle(&self, event: &TwinEvent, ctx: &TwinContext) -> Result<Vec<Event>, HandlerError> {
+    async fn handle(
+        &self,
+        event: &TwinEvent,
+        ctx: &TwinContext,
+    ) -> Result<Vec<Event>, HandlerError> {
         (**self).handle(event, ctx).await
     }
 }
@@ -96,7 +104,11 @@ mod tests {
             vec![EventType::real("city-pole").unwrap()]
         }
 
-        async fn handle(&self, event: &TwinEvent, _ctx: &TwinContext) -> Result<Vec<Event>, HandlerError> {
+        async fn handle(
+            &self,
+            event: &TwinEvent,
+            _ctx: &TwinContext,
+        ) -> Result<Vec<Event>, HandlerError> {
             Ok(vec![
                 store_event(event.interface(), event.instance(), event.json()?)?,
                 store_event(event.interface(), event.instance(), event.json()?)?,
@@ -117,9 +129,15 @@ mod tests {
     #[tokio::test]
     async fn redelivery_emits_the_same_ids() {
         let ctx = TwinContext::in_memory(StaticGraph::default(), Arc::new(MemoryStates::new()));
-        let first = dispatch(&Echo, &ctx, incoming("ktwin.real.city-pole", "e-1")).await.unwrap();
-        let again = dispatch(&Echo, &ctx, incoming("ktwin.real.city-pole", "e-1")).await.unwrap();
-        let other = dispatch(&Echo, &ctx, incoming("ktwin.real.city-pole", "e-2")).await.unwrap();
+        let first = dispatch(&Echo, &ctx, incoming("ktwin.real.city-pole", "e-1"))
+            .await
+            .unwrap();
+        let again = dispatch(&Echo, &ctx, incoming("ktwin.real.city-pole", "e-1"))
+            .await
+            .unwrap();
+        let other = dispatch(&Echo, &ctx, incoming("ktwin.real.city-pole", "e-2"))
+            .await
+            .unwrap();
         let ids = |events: &[Event]| events.iter().map(|e| e.id().to_owned()).collect::<Vec<_>>();
         assert_eq!(ids(&first), ids(&again));
         assert_ne!(ids(&first)[0], ids(&first)[1]);
@@ -130,9 +148,13 @@ mod tests {
     #[tokio::test]
     async fn unsubscribed_types_are_acknowledged_without_calling_the_handler() {
         let ctx = TwinContext::in_memory(StaticGraph::default(), Arc::new(MemoryStates::new()));
-        let out = dispatch(&Echo, &ctx, incoming("ktwin.real.other", "e-1")).await.unwrap();
+        let out = dispatch(&Echo, &ctx, incoming("ktwin.real.other", "e-1"))
+            .await
+            .unwrap();
         assert!(out.is_empty());
-        let err = dispatch(&Echo, &ctx, incoming("ktwin.real", "e-1")).await.unwrap_err();
+        let err = dispatch(&Echo, &ctx, incoming("ktwin.real", "e-1"))
+            .await
+            .unwrap_err();
         assert!(matches!(err, HandlerError::Invalid(_)));
     }
 }

@@ -49,7 +49,10 @@ fn align_keys(object: Map<String, Value>, fields: &[&str]) -> Map<String, Value>
     let mut aligned = Map::with_capacity(object.len());
     for (key, value) in object {
         let exact = fields.contains(&key.as_str());
-        let key = match fields.iter().find(|f| !exact && f.eq_ignore_ascii_case(&key)) {
+        let key = match fields
+            .iter()
+            .find(|f| !exact && f.eq_ignore_ascii_case(&key))
+        {
             Some(field) => (*field).to_owned(),
             None => key,
         };
@@ -229,7 +232,12 @@ mod tests {
         .unwrap();
         assert_eq!(outer.wind_speed, Some(2.0));
         assert_eq!(outer.co_density, Some(1.5));
-        assert_eq!(outer.nested, vec![Inner { aqi_level: "GOOD".into() }]);
+        assert_eq!(
+            outer.nested,
+            vec![Inner {
+                aqi_level: "GOOD".into()
+            }]
+        );
         // Map keys are data, not field names: they keep their spelling.
         let by_name = outer.by_name.unwrap();
         assert_eq!(by_name["Pole-1"].aqi_level, "MODERATE");

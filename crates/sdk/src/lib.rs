@@ -32,7 +32,9 @@ pub use context::{Clock, TwinContext};
 pub use emit::{command_event, real_event, store_event, virtual_event};
 pub use error::{HandlerError, LookupError};
 pub use event::TwinEvent;
-pub use graph::{GraphCachePolicy, GraphLookup, HttpGraph, Relationship, StaticGraph, TwinGraph, TwinNode};
+pub use graph::{
+    GraphCachePolicy, GraphLookup, HttpGraph, Relationship, StaticGraph, TwinGraph, TwinNode,
+};
 pub use handler::{TwinHandler, dispatch};
 pub use json::{from_json, from_json_slice};
 pub use owned_state::OwnedStates;

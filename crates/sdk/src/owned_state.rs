@@ -122,7 +122,9 @@ mod tests {
             .map(|i| {
                 let (owned, ctx) = (owned.clone(), ctx.clone());
                 tokio::spawn(async move {
-                    owned.update(&ctx, "p", "p1", &format!("e{i}"), increment).await
+                    owned
+                        .update(&ctx, "p", "p1", &format!("e{i}"), increment)
+                        .await
                 })
             })
             .collect();
@@ -130,14 +132,28 @@ mod tests {
             task.await.unwrap().unwrap();
         }
         // The store is stale (still 10): the owned state is what counts.
-        let n = owned.update(&ctx, "p", "p1", "last", increment).await.unwrap();
+        let n = owned
+            .update(&ctx, "p", "p1", "last", increment)
+            .await
+            .unwrap();
         assert_eq!(n, 31);
-        let again = owned.update(&ctx, "p", "p1", "last", increment).await.unwrap();
+        let again = owned
+            .update(&ctx, "p", "p1", "last", increment)
+            .await
+            .unwrap();
         assert_eq!(again, 31, "a redelivery starts from the state before it");
         let failed = owned
-            .update(&ctx, "p", "p1", "bad", |_| Err::<(Counter, ()), _>(HandlerError::Invalid("x".into())))
+            .update(&ctx, "p", "p1", "bad", |_| {
+                Err::<(Counter, ()), _>(HandlerError::Invalid("x".into()))
+            })
             .await;
         assert!(failed.is_err());
-        assert_eq!(owned.update(&ctx, "p", "p1", "next", increment).await.unwrap(), 32);
+        assert_eq!(
+            owned
+                .update(&ctx, "p", "p1", "next", increment)
+                .await
+                .unwrap(),
+            32
+        );
     }
 }

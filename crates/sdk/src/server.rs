@@ -42,7 +42,11 @@ impl Emitter {
             return Err(HandlerError::Failed(format!(
                 "{} event(s) to post but KTWIN_BROKER is not set{}",
                 events.len(),
-                if self.reply { " (only one fits in the reply)" } else { "" }
+                if self.reply {
+                    " (only one fits in the reply)"
+                } else {
+                    ""
+                }
             )));
         };
         for event in events {

@@ -62,7 +62,10 @@ impl StateLookup for HttpEventStore {
             let body = response.text().await.unwrap_or_default();
             return Err(LookupError::new(
                 what(),
-                format!("status {status}: {}", body.chars().take(200).collect::<String>()),
+                format!(
+                    "status {status}: {}",
+                    body.chars().take(200).collect::<String>()
+                ),
             ));
         }
         let headers = response.headers().clone();
@@ -91,7 +94,12 @@ impl MemoryStates {
     /// Records `event` as the latest state of its instance; the interface is the third segment
     /// of its type (`ktwin.store.<iface>`), as the event store derives it.
     pub fn put(&self, event: Event) {
-        let interface = event.ty().split('.').nth(2).unwrap_or(event.ty()).to_owned();
+        let interface = event
+            .ty()
+            .split('.')
+            .nth(2)
+            .unwrap_or(event.ty())
+            .to_owned();
         let instance = event.source().to_string();
         self.states
             .write()

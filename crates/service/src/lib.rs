@@ -13,6 +13,10 @@
 //! # let _ = app;
 //! ```
 
+mod problem;
+
+pub use problem::{PROBLEM_JSON, Problem};
+
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,6 +64,15 @@ pub fn prometheus() -> &'static PrometheusHandle {
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 10.0,
             ])
+            .expect("bucket list is not empty")
+            // Dispatch latencies keep the original KTWIN dashboard's unit (ms) and buckets.
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Suffix("_dispatch_latencies".into()),
+                &[
+                    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
+                    10000.0,
+                ],
+            )
             .expect("bucket list is not empty")
             .build_recorder();
         let handle = recorder.handle();

@@ -1,9 +1,10 @@
 -- History of twin events and latest state of every twin instance.
+-- Keys use the "C" collation: byte order, the order cursors and the embedded backend use.
 -- History is keyed by (interface, instance, id): a redelivered event is stored once.
 CREATE TABLE twin_event (
-    interface_id text        NOT NULL,
-    instance_id  text        NOT NULL,
-    id           text        NOT NULL,
+    interface_id text COLLATE "C" NOT NULL,
+    instance_id  text COLLATE "C" NOT NULL,
+    id           text COLLATE "C" NOT NULL,
     type         text        NOT NULL,
     time         timestamptz NOT NULL,
     data         jsonb       NOT NULL,
@@ -17,8 +18,8 @@ CREATE INDEX twin_event_by_time ON twin_event (interface_id, instance_id, time, 
 -- Latest state, upserted in the same transaction as the history.
 -- merge_tree is the order-independent form of the state (see ktwin_store::MergeTree).
 CREATE TABLE twin_latest (
-    interface_id text        NOT NULL,
-    instance_id  text        NOT NULL,
+    interface_id text COLLATE "C" NOT NULL,
+    instance_id  text COLLATE "C" NOT NULL,
     last_id      text        NOT NULL DEFAULT '',
     last_type    text        NOT NULL DEFAULT '',
     last_time    timestamptz NOT NULL DEFAULT 'epoch',

@@ -109,7 +109,7 @@ async fn run(backend: Arc<dyn Backend>, mut receiver: mpsc::Receiver<Submission>
 }
 
 /// A subscription the store can consume events from, e.g. a broker queue. Kept this small so
-/// any transport can be adapted (see [`crate::broker`] for ktwin-broker).
+/// any transport can be adapted (a ktwin-broker subscription, a test channel).
 #[async_trait]
 pub trait EventFeed: Send {
     /// One received message.

@@ -36,9 +36,17 @@ impl Parser<'_> {
             id: elem.id.clone(),
             dtdl_version: elem.version,
             annotations: annotations(node),
-            extends: self.prop_nodes(node, "extends").iter().map(|n| n.elem().id.clone()).collect(),
+            extends: self
+                .prop_nodes(node, "extends")
+                .iter()
+                .map(|n| n.elem().id.clone())
+                .collect(),
             contents,
-            schemas: self.prop_nodes(node, "schemas").into_iter().map(|s| self.build_schema(s, &mut Vec::new())).collect(),
+            schemas: self
+                .prop_nodes(node, "schemas")
+                .into_iter()
+                .map(|s| self.build_schema(s, &mut Vec::new()))
+                .collect(),
             supplemental_types: elem.cotypes.clone(),
         }
     }
@@ -47,43 +55,74 @@ impl Parser<'_> {
         let elem = node.elem();
         let origin = self.origin_interface(node);
         let schema = || self.first_schema(node, "schema");
-        let writable = elem.literal("writable").and_then(Value::as_bool).unwrap_or(false);
-        let kind = match elem.class.as_str() {
-            "Property" => ContentKind::Property(PropertyDef { schema: schema(), writable }),
-            "Telemetry" => ContentKind::Telemetry(TelemetryDef { schema: schema() }),
-            "Command" => ContentKind::Command(CommandDef {
-                request: self.prop_nodes(node, "request").first().map(|n| self.build_payload(*n)),
-                response: self.prop_nodes(node, "response").first().map(|n| self.build_payload(*n)),
-                command_type: elem.props.get("commandType").and_then(|v| v.first()).and_then(|v| match v {
-                    PropValue::Ref(iri) => iri.rsplit(':').next().and_then(|t| t.split(';').next()).map(str::to_string),
-                    _ => None,
+        let writable = elem
+            .literal("writable")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let kind =
+            match elem.class.as_str() {
+                "Property" => ContentKind::Property(PropertyDef {
+                    schema: schema(),
+                    writable,
                 }),
-            }),
-            "Relationship" => ContentKind::Relationship(RelationshipDef {
-                target: elem.props.get("target").and_then(|v| v.first()).and_then(|v| match v {
-                    PropValue::Ref(t) => Some(t.clone()),
-                    PropValue::Literal(Value::String(t)) => Some(t.clone()),
-                    _ => None,
+                "Telemetry" => ContentKind::Telemetry(TelemetryDef { schema: schema() }),
+                "Command" => ContentKind::Command(CommandDef {
+                    request: self
+                        .prop_nodes(node, "request")
+                        .first()
+                        .map(|n| self.build_payload(*n)),
+                    response: self
+                        .prop_nodes(node, "response")
+                        .first()
+                        .map(|n| self.build_payload(*n)),
+                    command_type: elem
+                        .props
+                        .get("commandType")
+                        .and_then(|v| v.first())
+                        .and_then(|v| match v {
+                            PropValue::Ref(iri) => iri
+                                .rsplit(':')
+                                .next()
+                                .and_then(|t| t.split(';').next())
+                                .map(str::to_string),
+                            _ => None,
+                        }),
                 }),
-                min_multiplicity: elem.literal("minMultiplicity").and_then(Value::as_u64),
-                max_multiplicity: elem.literal("maxMultiplicity").and_then(Value::as_u64),
-                writable,
-                properties: self
-                    .prop_nodes(node, "properties")
-                    .into_iter()
-                    .map(|p| RelationshipProperty {
-                        name: p.elem().str_prop("name").unwrap_or_default().to_string(),
-                        annotations: annotations(p),
-                        schema: self.first_schema(p, "schema"),
-                        writable: p.elem().literal("writable").and_then(Value::as_bool).unwrap_or(false),
-                    })
-                    .collect(),
-            }),
-            "Component" => ContentKind::Component(ComponentDef {
-                schema: self.prop_nodes(node, "schema").first().map(|n| n.elem().id.clone()).unwrap_or_default(),
-            }),
-            _ => return None,
-        };
+                "Relationship" => ContentKind::Relationship(RelationshipDef {
+                    target: elem.props.get("target").and_then(|v| v.first()).and_then(
+                        |v| match v {
+                            PropValue::Ref(t) => Some(t.clone()),
+                            PropValue::Literal(Value::String(t)) => Some(t.clone()),
+                            _ => None,
+                        },
+                    ),
+                    min_multiplicity: elem.literal("minMultiplicity").and_then(Value::as_u64),
+                    max_multiplicity: elem.literal("maxMultiplicity").and_then(Value::as_u64),
+                    writable,
+                    properties: self
+                        .prop_nodes(node, "properties")
+                        .into_iter()
+                        .map(|p| RelationshipProperty {
+                            name: p.elem().str_prop("name").unwrap_or_default().to_string(),
+                            annotations: annotations(p),
+                            schema: self.first_schema(p, "schema"),
+                            writable: p
+                                .elem()
+                                .literal("writable")
+                                .and_then(Value::as_bool)
+                                .unwrap_or(false),
+                        })
+                        .collect(),
+                }),
+                "Component" => ContentKind::Component(ComponentDef {
+                    schema: self
+                        .prop_nodes(node, "schema")
+                        .first()
+                        .map(|n| n.elem().id.clone())
+                        .unwrap_or_default(),
+                }),
+                _ => return None,
+            };
         Some(Content {
             name: elem.str_prop("name").unwrap_or_default().to_string(),
             id: elem.id.clone(),
@@ -99,7 +138,10 @@ impl Parser<'_> {
     fn origin_interface(&self, node: Node<'_>) -> String {
         let mut cur = node;
         while let Some((parent, _)) = &cur.elem().parent {
-            cur = Node { arena: cur.arena, idx: *parent };
+            cur = Node {
+                arena: cur.arena,
+                idx: *parent,
+            };
             if cur.elem().class == "Interface" {
                 return cur.elem().id.clone();
             }
@@ -124,7 +166,11 @@ impl Parser<'_> {
                     PropValue::Child(c) => Value::from(node.arena.elems[*c].id.as_str()),
                 })
                 .collect();
-            let value = if json.len() == 1 { json.remove(0) } else { Value::Array(json) };
+            let value = if json.len() == 1 {
+                json.remove(0)
+            } else {
+                Value::Array(json)
+            };
             out.insert(name, value);
         }
         out
@@ -135,7 +181,11 @@ impl Parser<'_> {
             name: node.elem().str_prop("name").unwrap_or_default().to_string(),
             annotations: annotations(node),
             schema: self.first_schema(node, "schema"),
-            nullable: node.elem().literal("nullable").and_then(Value::as_bool).unwrap_or(false),
+            nullable: node
+                .elem()
+                .literal("nullable")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         }
     }
 
@@ -143,7 +193,9 @@ impl Parser<'_> {
         match self.prop_nodes(node, prop).first() {
             Some(s) => self.build_schema(*s, &mut Vec::new()),
             // Validation guarantees a schema; an empty string schema keeps this total.
-            None => Schema::Primitive { primitive: Primitive::String },
+            None => Schema::Primitive {
+                primitive: Primitive::String,
+            },
         }
     }
 
@@ -153,18 +205,23 @@ impl Parser<'_> {
             annotations: annotations(node),
             schema: Box::new(match self.prop_nodes(node, "schema").first() {
                 Some(s) => self.build_schema(*s, stack),
-                None => Schema::Primitive { primitive: Primitive::String },
+                None => Schema::Primitive {
+                    primitive: Primitive::String,
+                },
             }),
         }
     }
 
     fn build_schema(&self, node: Node<'_>, stack: &mut Vec<(usize, usize)>) -> Schema {
         let elem = node.elem();
-        if let Some(p) = Primitive::from_dtmi(&elem.id).or_else(|| primitive_of_class(&elem.class)) {
+        if let Some(p) = Primitive::from_dtmi(&elem.id).or_else(|| primitive_of_class(&elem.class))
+        {
             return Schema::Primitive { primitive: p };
         }
         if stack.contains(&node.key()) {
-            return Schema::Ref { id: elem.id.clone() };
+            return Schema::Ref {
+                id: elem.id.clone(),
+            };
         }
         stack.push(node.key());
         let id = elem.id.clone();
@@ -174,7 +231,9 @@ impl Parser<'_> {
                 annotations: annotations(node),
                 element_schema: Box::new(match self.prop_nodes(node, "elementSchema").first() {
                     Some(s) => self.build_schema(*s, stack),
-                    None => Schema::Primitive { primitive: Primitive::String },
+                    None => Schema::Primitive {
+                        primitive: Primitive::String,
+                    },
                 }),
             },
             "Enum" => Schema::Enum {
@@ -183,7 +242,10 @@ impl Parser<'_> {
                 value_schema: self
                     .prop_nodes(node, "valueSchema")
                     .first()
-                    .and_then(|n| Primitive::from_dtmi(&n.elem().id).or_else(|| primitive_of_class(&n.elem().class)))
+                    .and_then(|n| {
+                        Primitive::from_dtmi(&n.elem().id)
+                            .or_else(|| primitive_of_class(&n.elem().class))
+                    })
                     .unwrap_or(Primitive::String),
                 enum_values: self
                     .prop_nodes(node, "enumValues")
@@ -191,17 +253,29 @@ impl Parser<'_> {
                     .map(|v| EnumValue {
                         name: v.elem().str_prop("name").unwrap_or_default().to_string(),
                         annotations: annotations(v),
-                        enum_value: v.elem().literal("enumValue").cloned().unwrap_or(Value::Null),
+                        enum_value: v
+                            .elem()
+                            .literal("enumValue")
+                            .cloned()
+                            .unwrap_or(Value::Null),
                     })
                     .collect(),
             },
             "Map" => {
-                let key = self.prop_nodes(node, "mapKey").first().map(|k| self.named(*k, stack));
-                let value = self.prop_nodes(node, "mapValue").first().map(|v| self.named(*v, stack));
+                let key = self
+                    .prop_nodes(node, "mapKey")
+                    .first()
+                    .map(|k| self.named(*k, stack));
+                let value = self
+                    .prop_nodes(node, "mapValue")
+                    .first()
+                    .map(|v| self.named(*v, stack));
                 let empty = || NamedSchema {
                     name: String::new(),
                     annotations: Annotations::default(),
-                    schema: Box::new(Schema::Primitive { primitive: Primitive::String }),
+                    schema: Box::new(Schema::Primitive {
+                        primitive: Primitive::String,
+                    }),
                 };
                 Schema::Map {
                     id,
@@ -213,7 +287,11 @@ impl Parser<'_> {
             _ => Schema::Object {
                 id,
                 annotations: annotations(node),
-                fields: self.prop_nodes(node, "fields").into_iter().map(|f| self.named(f, stack)).collect(),
+                fields: self
+                    .prop_nodes(node, "fields")
+                    .into_iter()
+                    .map(|f| self.named(f, stack))
+                    .collect(),
             },
         };
         stack.pop();
@@ -231,7 +309,11 @@ fn primitive_of_class(class: &str) -> Option<Primitive> {
 fn lang_map(elem: &super::Element, prop: &str) -> LocalizedString {
     elem.literal(prop)
         .and_then(Value::as_object)
-        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
         .unwrap_or_default()
 }
 

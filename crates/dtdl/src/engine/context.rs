@@ -41,7 +41,11 @@ impl ActiveContext {
         let contexts = &digest().contexts;
         std::iter::once(self.dtdl_context())
             .chain(self.extensions.iter().cloned())
-            .any(|c| contexts.get(&c).is_some_and(|m| m.values().any(|v| v == iri)))
+            .any(|c| {
+                contexts
+                    .get(&c)
+                    .is_some_and(|m| m.values().any(|v| v == iri))
+            })
     }
 }
 
@@ -72,14 +76,22 @@ impl Parser<'_> {
             Value::Array(a) => a.iter().collect(),
             other => vec![other],
         };
+        if specs.is_empty() && parent.is_some() {
+            return parent.cloned();
+        }
         if specs.is_empty() {
-            self.error(doc, pointer, "emptyContext", None, "@context is empty; expected a DTDL context such as \"dtmi:dtdl:context;3\"".into());
+            self.error(
+                doc,
+                pointer,
+                "emptyContext",
+                None,
+                "@context is empty; expected a DTDL context such as \"dtmi:dtdl:context;3\"".into(),
+            );
             return None;
         }
         let mut ctx = parent.cloned();
         let mut ok = true;
         let mut after_limitless = false;
-        let mut seen_affiliate = false;
         for (i, spec) in specs.iter().enumerate() {
             let p = if matches!(value, Value::Array(_)) {
                 super::ptr(pointer, &i.to_string())
@@ -87,7 +99,11 @@ impl Parser<'_> {
                 pointer.to_string()
             };
             let Some(s) = spec.as_str() else {
-                let code = if spec.is_object() { "disallowedLocalContext" } else { "invalidContextSpecifier" };
+                let code = if spec.is_object() {
+                    "disallowedLocalContext"
+                } else {
+                    "invalidContextSpecifier"
+                };
                 self.error(doc, &p, code, Some(spec), "@context entries must be context DTMI strings; local context definitions are not allowed".into());
                 ok = false;
                 continue;
@@ -97,7 +113,13 @@ impl Parser<'_> {
                 None => (s, None),
             };
             if !base.starts_with("dtmi:") {
-                self.error(doc, &p, "nonDtmiContextSpecifier", Some(spec), format!("@context specifier '{s}' is not a DTMI"));
+                self.error(
+                    doc,
+                    &p,
+                    "nonDtmiContextSpecifier",
+                    Some(spec),
+                    format!("@context specifier '{s}' is not a DTMI"),
+                );
                 ok = false;
                 continue;
             }
@@ -105,41 +127,81 @@ impl Parser<'_> {
             if let Some(version) = dtdl_context_version(base) {
                 match version {
                     Err(code) => {
-                        self.error(doc, &p, code, Some(spec), format!("@context specifier '{s}' does not name a DTDL version 2, 3 or 4"));
+                        self.error(
+                            doc,
+                            &p,
+                            code,
+                            Some(spec),
+                            format!(
+                                "@context specifier '{s}' does not name a DTDL version 2, 3 or 4"
+                            ),
+                        );
                         ok = false;
                     }
                     Ok(v) => {
-                        if seen_affiliate {
-                            self.error(doc, &p, "dtdlContextFollowsAffiliate", Some(spec), format!("DTDL context '{s}' must come before affiliate contexts"));
-                            ok = false;
-                        } else if i > 0 && parent.is_none() {
-                            self.error(doc, &p, "missingDtdlContext", Some(spec), "the DTDL context must be the first @context value".into());
-                            ok = false;
-                        }
-                        if let Some(f) = fragment {
-                            if v < 4 {
-                                self.error(doc, &p, "disallowedContextFragment", Some(spec), format!("DTDL v{v} contexts take no fragment"));
+                        match fragment {
+                            None => {}
+                            Some(_) if v < 4 => {
+                                self.error(
+                                    doc,
+                                    &p,
+                                    "disallowedContextFragment",
+                                    Some(spec),
+                                    format!("DTDL v{v} contexts take no fragment"),
+                                );
                                 ok = false;
-                            } else if f == "limitless" {
+                            }
+                            Some("limitless") => {
                                 after_limitless = true;
                                 if i + 1 >= specs.len() {
-                                    self.error(doc, &p, "missingLimitContext", Some(spec), "'#limitless' must be followed by a limit context".into());
+                                    self.error(
+                                        doc,
+                                        &p,
+                                        "missingLimitContext",
+                                        Some(spec),
+                                        "'#limitless' must be followed by a limit context".into(),
+                                    );
                                     ok = false;
                                 }
-                            } else if f != "limits" {
-                                self.error(doc, &p, "invalidContextFragment", Some(spec), "only '#limitless' or '#limits' fragments are allowed".into());
+                            }
+                            Some("limits") if was_after_limitless => {}
+                            Some("limits") => {
+                                self.error(
+                                    doc,
+                                    &p,
+                                    "misplacedLimitContext",
+                                    Some(spec),
+                                    "'#limits' must immediately follow a '#limitless' DTDL context"
+                                        .into(),
+                                );
+                                ok = false;
+                            }
+                            Some(_) => {
+                                self.error(
+                                    doc,
+                                    &p,
+                                    "invalidContextFragment",
+                                    Some(spec),
+                                    "only '#limitless' or '#limits' fragments are allowed".into(),
+                                );
                                 ok = false;
                             }
                         }
+                        // A later DTDL context (nested or repeated) sets the version.
                         match &mut ctx {
-                            Some(c) if parent.is_some() => {
-                                if c.version != v {
-                                    self.error(doc, &p, "disallowedVersionDefinition", Some(spec), format!("nested @context changes the DTDL version from {} to {v}", c.version));
-                                    ok = false;
+                            Some(c) => {
+                                c.version = v;
+                                if fragment != Some("limits") {
+                                    c.profile.clear();
                                 }
                             }
-                            _ => {
-                                ctx = Some(ActiveContext { version: v, extensions: Vec::new(), undefined: false, profile: String::new() });
+                            None => {
+                                ctx = Some(ActiveContext {
+                                    version: v,
+                                    extensions: Vec::new(),
+                                    undefined: false,
+                                    profile: String::new(),
+                                });
                             }
                         }
                     }
@@ -153,7 +215,13 @@ impl Parser<'_> {
                     ok = false;
                 } else if let Some(c) = &mut ctx {
                     if c.version != limit.dtdl_version {
-                        self.error(doc, &p, "disallowedLimitContext", Some(spec), format!("limit context '{s}' is for DTDL v{}", limit.dtdl_version));
+                        self.error(
+                            doc,
+                            &p,
+                            "disallowedLimitContext",
+                            Some(spec),
+                            format!("limit context '{s}' is for DTDL v{}", limit.dtdl_version),
+                        );
                         ok = false;
                     }
                     c.profile = limit.spec.clone();
@@ -161,20 +229,37 @@ impl Parser<'_> {
                 continue;
             }
             if was_after_limitless {
-                self.error(doc, &p, "missingLimitContext", Some(spec), "'#limitless' must be followed by a limit context".into());
+                self.error(
+                    doc,
+                    &p,
+                    "missingLimitContext",
+                    Some(spec),
+                    "'#limitless' must be followed by a limit context".into(),
+                );
                 ok = false;
             }
             if fragment.is_some() {
-                self.error(doc, &p, "invalidContextFragment", Some(spec), format!("@context specifier '{s}' has a fragment"));
+                self.error(
+                    doc,
+                    &p,
+                    "invalidContextFragment",
+                    Some(spec),
+                    format!("@context specifier '{s}' has a fragment"),
+                );
                 ok = false;
                 continue;
             }
             if let Some(&implied) = digest.affiliate_contexts_implicit_dtdl_versions.get(base) {
-                seen_affiliate = true;
+                // An affiliate context must be accompanied by a DTDL context (checked below).
                 match &mut ctx {
                     Some(c) => c.extensions.push(base.to_string()),
                     None => {
-                        ctx = Some(ActiveContext { version: implied, extensions: vec![base.to_string()], undefined: false, profile: String::new() })
+                        ctx = Some(ActiveContext {
+                            version: implied,
+                            extensions: vec![base.to_string()],
+                            undefined: false,
+                            profile: String::new(),
+                        })
                     }
                 }
                 continue;
@@ -184,8 +269,18 @@ impl Parser<'_> {
                 return None;
             }
             if !is_versioned_dtmi(base) {
-                let code = if crate::engine::walk::is_dtmi_syntax(base, 3) { "missingContextVersion" } else { "invalidContextSpecifier" };
-                self.error(doc, &p, code, Some(spec), format!("@context specifier '{s}' is not a versioned DTMI"));
+                let code = if crate::engine::walk::is_dtmi_syntax(base, 3) {
+                    "missingContextVersion"
+                } else {
+                    "invalidContextSpecifier"
+                };
+                self.error(
+                    doc,
+                    &p,
+                    code,
+                    Some(spec),
+                    format!("@context specifier '{s}' is not a versioned DTMI"),
+                );
                 ok = false;
                 continue;
             }
@@ -199,8 +294,20 @@ impl Parser<'_> {
                 ok = false;
             }
         }
-        if ctx.is_none() && ok {
-            self.error(doc, pointer, "missingDtdlContext", Some(value), "@context has no DTDL context".into());
+        let has_dtdl = specs.iter().any(|s| {
+            s.as_str()
+                .and_then(|s| dtdl_context_version(s.split('#').next().unwrap_or(s)))
+                .is_some_and(|v| v.is_ok())
+        });
+        if parent.is_none() && ok && !has_dtdl {
+            self.error(
+                doc,
+                pointer,
+                "missingDtdlContext",
+                Some(value),
+                "@context has no DTDL context; expected e.g. \"dtmi:dtdl:context;3\"".into(),
+            );
+            return None;
         }
         if ok { ctx } else { None }
     }

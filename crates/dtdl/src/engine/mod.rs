@@ -133,15 +133,37 @@ impl<'a> Parser<'a> {
     }
 
     /// Records an error with a DTDL validation id (short name, e.g. `stringTooLong`).
-    pub fn error(&mut self, doc: usize, pointer: &str, code: &str, value: Option<&Value>, message: String) {
+    pub fn error(
+        &mut self,
+        doc: usize,
+        pointer: &str,
+        code: &str,
+        value: Option<&Value>,
+        message: String,
+    ) {
         self.push(Severity::Error, doc, pointer, code, value, message);
     }
 
-    pub fn warning(&mut self, doc: usize, pointer: &str, code: &str, value: Option<&Value>, message: String) {
+    pub fn warning(
+        &mut self,
+        doc: usize,
+        pointer: &str,
+        code: &str,
+        value: Option<&Value>,
+        message: String,
+    ) {
         self.push(Severity::Warning, doc, pointer, code, value, message);
     }
 
-    fn push(&mut self, severity: Severity, doc: usize, pointer: &str, code: &str, value: Option<&Value>, message: String) {
+    fn push(
+        &mut self,
+        severity: Severity,
+        doc: usize,
+        pointer: &str,
+        code: &str,
+        value: Option<&Value>,
+        message: String,
+    ) {
         let id = if code.contains(':') {
             code.to_string()
         } else {
@@ -158,7 +180,9 @@ impl<'a> Parser<'a> {
     }
 
     pub fn has_errors(&self) -> bool {
-        self.diagnostics.iter().any(|d| d.severity == Severity::Error)
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
     }
 
     /// Looks an identifier up in this parse, then in the standard elements.
@@ -177,7 +201,10 @@ pub(crate) fn ptr(base: &str, segment: &str) -> String {
     format!("{base}/{escaped}")
 }
 
-pub(crate) fn parse(documents: &[(String, Value)], opts: &ParseOptions) -> Result<ModelSet, ParseError> {
+pub(crate) fn parse(
+    documents: &[(String, Value)],
+    opts: &ParseOptions,
+) -> Result<ModelSet, ParseError> {
     let mut parser = Parser::new(opts, Some(standard()));
     for (i, (name, value)) in documents.iter().enumerate() {
         parser.doc_names.push(name.clone());

@@ -26,20 +26,36 @@ impl<'x> Node<'x> {
 }
 
 /// Properties through which complex schemas nest.
-const SCHEMA_PATH: &[&str] = &["elementSchema", "schema", "fields", "mapKey", "mapValue", "enumValues"];
+const SCHEMA_PATH: &[&str] = &[
+    "elementSchema",
+    "schema",
+    "fields",
+    "mapKey",
+    "mapValue",
+    "enumValues",
+];
 
 impl Parser<'_> {
     pub(crate) fn node(&self, idx: ElemId) -> Node<'_> {
-        Node { arena: &self.arena, idx }
+        Node {
+            arena: &self.arena,
+            idx,
+        }
     }
 
     /// Resolves a property value to an element (inline child, parsed or standard element).
     pub(crate) fn value_node<'s>(&'s self, from: Node<'s>, v: &PropValue) -> Option<Node<'s>> {
         match v {
-            PropValue::Child(c) => Some(Node { arena: from.arena, idx: *c }),
+            PropValue::Child(c) => Some(Node {
+                arena: from.arena,
+                idx: *c,
+            }),
             PropValue::Ref(t) => {
                 if let Some(&i) = self.arena.by_id.get(t) {
-                    return Some(Node { arena: &self.arena, idx: i });
+                    return Some(Node {
+                        arena: &self.arena,
+                        idx: i,
+                    });
                 }
                 let std = self.std?;
                 std.by_id.get(t).map(|&i| Node { arena: std, idx: i })
@@ -59,8 +75,19 @@ impl Parser<'_> {
     pub(crate) fn check_duplicates(&mut self) {
         let dups: Vec<String> = self.duplicates.iter().cloned().collect();
         for id in dups {
-            let (doc, pointer) = self.arena.by_id.get(&id).map(|&i| (self.arena.elems[i].doc, self.arena.elems[i].pointer.clone())).unwrap_or((0, String::new()));
-            self.error(doc, &pointer, "duplicateDefinition", Some(&Value::from(id.as_str())), format!("{id} has more than one definition"));
+            let (doc, pointer) = self
+                .arena
+                .by_id
+                .get(&id)
+                .map(|&i| (self.arena.elems[i].doc, self.arena.elems[i].pointer.clone()))
+                .unwrap_or((0, String::new()));
+            self.error(
+                doc,
+                &pointer,
+                "duplicateDefinition",
+                Some(&Value::from(id.as_str())),
+                format!("{id} has more than one definition"),
+            );
         }
     }
 
@@ -75,6 +102,13 @@ impl Parser<'_> {
             match self.lookup(&site.target) {
                 Some((target, is_std)) => {
                     let (class, version) = (target.class.clone(), target.version);
+                    let foreign = !is_std
+                        && target.parent.is_some()
+                        && target.partition != self.arena.elems[site.from].partition;
+                    if foreign && class != "Interface" {
+                        self.error(doc, &site.pointer, "crossPartitionReference", Some(&Value::from(site.target.as_str())), format!("property '{}' refers to {}, a {class} defined inside another interface; only interfaces can be referenced across interfaces", site.prop, site.target));
+                        continue;
+                    }
                     if let Some(required) = &site.class
                         && !digest.is_subclass(&class, required, version)
                     {
@@ -87,7 +121,11 @@ impl Parser<'_> {
                     }
                 }
                 None => {
-                    let reserved = digest.reserved_id_prefixes.values().flatten().any(|p| site.target.starts_with(p.as_str()));
+                    let reserved = digest
+                        .reserved_id_prefixes
+                        .values()
+                        .flatten()
+                        .any(|p| site.target.starts_with(p.as_str()));
                     if reserved {
                         self.error(doc, &site.pointer, "undefinedReservedId", Some(&Value::from(site.target.as_str())), format!("property '{}' refers to {}, which is not a DTDL v{from_version} standard element", site.prop, site.target));
                     } else {
@@ -100,8 +138,17 @@ impl Parser<'_> {
         unresolved
     }
 
-    fn control(&self, root_class: &str, version: u8, property: &str) -> Option<&'static DescendantControl> {
-        digest().descendant_controls.iter().find(|c| c.root_class == root_class && c.dtdl_version == version && c.properties.iter().any(|p| p == property))
+    fn control(
+        &self,
+        root_class: &str,
+        version: u8,
+        property: &str,
+    ) -> Option<&'static DescendantControl> {
+        digest().descendant_controls.iter().find(|c| {
+            c.root_class == root_class
+                && c.dtdl_version == version
+                && c.properties.iter().any(|p| p == property)
+        })
     }
 
     /// Set-level rules after every reference resolved.
@@ -116,7 +163,11 @@ impl Parser<'_> {
                 "Interface" => self.check_interface(node, &mut errors),
                 "Array" | "Enum" | "Map" | "Object" => {
                     if let Some(ctrl) = self.control(&elem.class, version, "elementSchema") {
-                        let max = ctrl.max_depth.as_ref().and_then(|m| limit_for(m, "")).unwrap_or(i64::MAX);
+                        let max = ctrl
+                            .max_depth
+                            .as_ref()
+                            .and_then(|m| limit_for(m, ""))
+                            .unwrap_or(i64::MAX);
                         let mut stack = Vec::new();
                         match self.schema_depth(node, &mut stack) {
                             Err(()) if !ctrl.allow_self => errors.push((doc, pointer.clone(), "recursiveStructureWide", format!("{} contains itself", elem.id))),
@@ -125,16 +176,29 @@ impl Parser<'_> {
                         }
                     }
                     if elem.class == "Enum" {
-                        let value_schema = self.prop_nodes(node, "valueSchema").first().map(|n| n.elem().class.clone());
+                        let value_schema = self
+                            .prop_nodes(node, "valueSchema")
+                            .first()
+                            .map(|n| n.elem().class.clone());
                         for ev in self.prop_nodes(node, "enumValues") {
-                            let Some(v) = ev.elem().literal("enumValue") else { continue };
+                            let Some(v) = ev.elem().literal("enumValue") else {
+                                continue;
+                            };
                             let fits = match value_schema.as_deref() {
                                 Some("Integer") => v.is_i64(),
                                 Some("String") => v.is_string(),
                                 _ => true,
                             };
                             if !fits {
-                                errors.push((ev.elem().doc, ev.elem().pointer.clone(), "nonConformantDatatype", format!("enumValue {v} does not match the enum's valueSchema {}", value_schema.clone().unwrap_or_default())));
+                                errors.push((
+                                    ev.elem().doc,
+                                    ev.elem().pointer.clone(),
+                                    "nonConformantDatatype",
+                                    format!(
+                                        "enumValue {v} does not match the enum's valueSchema {}",
+                                        value_schema.clone().unwrap_or_default()
+                                    ),
+                                ));
                             }
                         }
                     }
@@ -152,7 +216,11 @@ impl Parser<'_> {
                         && let Some(excluded) = &ctrl.exclude_type
                     {
                         let mut seen = HashSet::new();
-                        if self.prop_nodes(node, "schema").into_iter().any(|s| self.contains_class(s, excluded, &mut seen)) {
+                        if self
+                            .prop_nodes(node, "schema")
+                            .into_iter()
+                            .any(|s| self.contains_class(s, excluded, &mut seen))
+                        {
                             errors.push((doc, pointer.clone(), "excludedType", format!("a DTDL v{version} Property schema may not contain an {excluded}")));
                         }
                     }
@@ -163,29 +231,47 @@ impl Parser<'_> {
             for c in &elem.cotypes {
                 for (tiri, t) in supplemental_chain(c) {
                     for constraint in &t.constraints {
-                        let Some(prop) = constraint.get("property").and_then(Value::as_str) else { continue };
-                        if let Some(required) = constraint.get("requiredTypes").and_then(Value::as_array) {
+                        let Some(prop) = constraint.get("property").and_then(Value::as_str) else {
+                            continue;
+                        };
+                        if let Some(required) =
+                            constraint.get("requiredTypes").and_then(Value::as_array)
+                        {
                             for target in self.prop_nodes(node, prop) {
                                 let te = target.elem();
                                 let fits = required.iter().filter_map(Value::as_str).any(|r| {
-                                    r.strip_prefix("dtmi:dtdl:class:").and_then(|x| x.split(';').next()).is_some_and(|cls| digest.is_subclass(&te.class, cls, te.version))
+                                    r.strip_prefix("dtmi:dtdl:class:")
+                                        .and_then(|x| x.split(';').next())
+                                        .is_some_and(|cls| {
+                                            digest.is_subclass(&te.class, cls, te.version)
+                                        })
                                         || te.cotypes.iter().any(|ct| ct == r)
                                 });
                                 if !fits {
-                                    let names = constraint.get("requiredTypesString").and_then(Value::as_str).unwrap_or("");
+                                    let names = constraint
+                                        .get("requiredTypesString")
+                                        .and_then(Value::as_str)
+                                        .unwrap_or("");
                                     errors.push((doc, pointer.clone(), "notRequiredType", format!("co-type {tiri} requires property '{prop}' to be {names}")));
                                 }
                             }
                         }
-                        if let Some(values) = constraint.get("requiredValues").and_then(Value::as_array) {
+                        if let Some(values) =
+                            constraint.get("requiredValues").and_then(Value::as_array)
+                        {
                             for v in elem.props.get(prop).into_iter().flatten() {
                                 let text = match v {
                                     PropValue::Ref(t) => Value::from(t.as_str()),
                                     PropValue::Literal(l) => l.clone(),
-                                    PropValue::Child(c) => Value::from(self.arena.elems[*c].id.as_str()),
+                                    PropValue::Child(c) => {
+                                        Value::from(self.arena.elems[*c].id.as_str())
+                                    }
                                 };
                                 if !values.contains(&text) {
-                                    let names = constraint.get("requiredValuesString").and_then(Value::as_str).unwrap_or("");
+                                    let names = constraint
+                                        .get("requiredValuesString")
+                                        .and_then(Value::as_str)
+                                        .unwrap_or("");
                                     errors.push((doc, pointer.clone(), "notRequiredValue", format!("co-type {tiri} requires property '{prop}' to be {names}")));
                                 }
                             }
@@ -199,31 +285,72 @@ impl Parser<'_> {
         }
     }
 
-    fn check_interface(&self, node: Node<'_>, errors: &mut Vec<(usize, String, &'static str, String)>) {
+    fn check_interface(
+        &self,
+        node: Node<'_>,
+        errors: &mut Vec<(usize, String, &'static str, String)>,
+    ) {
         let elem = node.elem();
         let (doc, pointer, version) = (elem.doc, elem.pointer.clone(), elem.version);
-        let Some(ctrl) = self.control("Interface", version, "extends") else { return };
-        let max_depth = ctrl.max_depth.as_ref().and_then(|m| limit_for(m, "")).unwrap_or(i64::MAX);
-        let max_count = ctrl.max_count.as_ref().and_then(|m| limit_for(m, "")).unwrap_or(i64::MAX);
+        let Some(ctrl) = self.control("Interface", version, "extends") else {
+            return;
+        };
+        let max_depth = ctrl
+            .max_depth
+            .as_ref()
+            .and_then(|m| limit_for(m, ""))
+            .unwrap_or(i64::MAX);
+        let max_count = ctrl
+            .max_count
+            .as_ref()
+            .and_then(|m| limit_for(m, ""))
+            .unwrap_or(i64::MAX);
         // Depth-first over extends, detecting cycles.
         let mut ancestors = HashSet::new();
         let mut path = vec![node.key()];
         let mut max_seen = 0usize;
-        if self.extends_walk(node, &mut path, &mut ancestors, &mut max_seen).is_err() {
-            errors.push((doc, pointer, "recursiveStructureNarrow", format!("{} extends itself", elem.id)));
+        if self
+            .extends_walk(node, &mut path, &mut ancestors, &mut max_seen)
+            .is_err()
+        {
+            errors.push((
+                doc,
+                pointer,
+                "recursiveStructureNarrow",
+                format!("{} extends itself", elem.id),
+            ));
             return;
         }
         if max_seen as i64 > max_depth {
-            errors.push((doc, pointer.clone(), "excessiveDepthNarrow", format!("{} has an extends chain {max_seen} levels deep; the limit is {max_depth}", elem.id)));
+            errors.push((
+                doc,
+                pointer.clone(),
+                "excessiveDepthNarrow",
+                format!(
+                    "{} has an extends chain {max_seen} levels deep; the limit is {max_depth}",
+                    elem.id
+                ),
+            ));
         }
         if ancestors.len() as i64 > max_count {
-            errors.push((doc, pointer.clone(), "excessiveCount", format!("{} has {} ancestors; the limit is {max_count}", elem.id, ancestors.len())));
+            errors.push((
+                doc,
+                pointer.clone(),
+                "excessiveCount",
+                format!(
+                    "{} has {} ancestors; the limit is {max_count}",
+                    elem.id,
+                    ancestors.len()
+                ),
+            ));
         }
         // Names must stay unique once inherited contents are imported.
         let contents = self.flattened_contents(node);
         let mut names: HashMap<String, (usize, ElemId)> = HashMap::new();
         for c in contents {
-            let Some(name) = c.elem().str_prop("name") else { continue };
+            let Some(name) = c.elem().str_prop("name") else {
+                continue;
+            };
             if let Some(prev) = names.insert(name.to_string(), c.key())
                 && prev != c.key()
             {
@@ -231,16 +358,34 @@ impl Parser<'_> {
                 break;
             }
         }
-        if let Some(limit) = self.control("Interface", version, "contents").and_then(|c| c.max_count.as_ref()).and_then(|m| limit_for(m, "")) {
+        if let Some(limit) = self
+            .control("Interface", version, "contents")
+            .and_then(|c| c.max_count.as_ref())
+            .and_then(|m| limit_for(m, ""))
+        {
             let mut seen = HashSet::new();
             let count = self.count_descendants(node, &mut seen);
             if count as i64 > limit {
-                errors.push((doc, pointer, "excessiveCount", format!("{} has {count} elements in its hierarchy; the limit is {limit}", elem.id)));
+                errors.push((
+                    doc,
+                    pointer,
+                    "excessiveCount",
+                    format!(
+                        "{} has {count} elements in its hierarchy; the limit is {limit}",
+                        elem.id
+                    ),
+                ));
             }
         }
     }
 
-    fn extends_walk(&self, node: Node<'_>, path: &mut Vec<(usize, ElemId)>, ancestors: &mut HashSet<(usize, ElemId)>, max_depth: &mut usize) -> Result<(), ()> {
+    fn extends_walk(
+        &self,
+        node: Node<'_>,
+        path: &mut Vec<(usize, ElemId)>,
+        ancestors: &mut HashSet<(usize, ElemId)>,
+        max_depth: &mut usize,
+    ) -> Result<(), ()> {
         *max_depth = (*max_depth).max(path.len() - 1);
         for parent in self.prop_nodes(node, "extends") {
             if path.contains(&parent.key()) {
@@ -263,7 +408,13 @@ impl Parser<'_> {
         out
     }
 
-    fn collect_contents<'s>(&'s self, node: Node<'s>, out: &mut Vec<Node<'s>>, seen_ifaces: &mut HashSet<(usize, ElemId)>, seen: &mut HashSet<(usize, ElemId)>) {
+    fn collect_contents<'s>(
+        &'s self,
+        node: Node<'s>,
+        out: &mut Vec<Node<'s>>,
+        seen_ifaces: &mut HashSet<(usize, ElemId)>,
+        seen: &mut HashSet<(usize, ElemId)>,
+    ) {
         if !seen_ifaces.insert(node.key()) {
             return;
         }
@@ -282,7 +433,10 @@ impl Parser<'_> {
         if stack.contains(&node.key()) {
             return Err(());
         }
-        let complex = matches!(node.elem().class.as_str(), "Array" | "Enum" | "Map" | "Object");
+        let complex = matches!(
+            node.elem().class.as_str(),
+            "Array" | "Enum" | "Map" | "Object"
+        );
         stack.push(node.key());
         let mut deepest = 0;
         for prop in SCHEMA_PATH {
@@ -294,19 +448,38 @@ impl Parser<'_> {
         Ok(deepest + usize::from(complex))
     }
 
-    fn contains_class(&self, node: Node<'_>, class: &str, seen: &mut HashSet<(usize, ElemId)>) -> bool {
+    fn contains_class(
+        &self,
+        node: Node<'_>,
+        class: &str,
+        seen: &mut HashSet<(usize, ElemId)>,
+    ) -> bool {
         if !seen.insert(node.key()) {
             return false;
         }
         if node.elem().class == class {
             return true;
         }
-        SCHEMA_PATH.iter().any(|p| self.prop_nodes(node, p).into_iter().any(|c| self.contains_class(c, class, seen)))
+        SCHEMA_PATH.iter().any(|p| {
+            self.prop_nodes(node, p)
+                .into_iter()
+                .any(|c| self.contains_class(c, class, seen))
+        })
     }
 
     fn count_descendants(&self, node: Node<'_>, seen: &mut HashSet<(usize, ElemId)>) -> usize {
         let mut count = 0;
-        for prop in ["contents", "fields", "enumValues", "request", "response", "properties", "schema", "elementSchema", "mapValue"] {
+        for prop in [
+            "contents",
+            "fields",
+            "enumValues",
+            "request",
+            "response",
+            "properties",
+            "schema",
+            "elementSchema",
+            "mapValue",
+        ] {
             for child in self.prop_nodes(node, prop) {
                 if seen.insert(child.key()) {
                     count += 1 + self.count_descendants(child, seen);

@@ -28,7 +28,11 @@ use super::common::{Phase, conditions_schema};
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TwinInstanceSpec {
@@ -48,7 +52,9 @@ pub struct TwinInstanceSpec {
 
 /// One outgoing relationship: relationship `name` (declared on the interface or a parent) to
 /// `instance`, whose interface is `interface` (or derives from the relationship target).
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub struct TwinInstanceRelationship {
     #[schemars(length(min = 1))]
     pub name: String,

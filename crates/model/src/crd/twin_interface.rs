@@ -24,15 +24,27 @@ use super::common::{AutoScaling, Phase, conditions_schema};
     derive = "PartialEq",
     derive = "Default",
     doc = "A twin type: a DTDL Interface with the serverless service that runs its virtual twins.",
-    printcolumn(name = "Extends", type_ = "string", json_path = ".spec.extendsInterface"),
-    printcolumn(name = "Service", type_ = "boolean", json_path = ".status.serviceReady"),
+    printcolumn(
+        name = "Extends",
+        type_ = "string",
+        json_path = ".spec.extendsInterface"
+    ),
+    printcolumn(
+        name = "Service",
+        type_ = "boolean",
+        json_path = ".status.serviceReady"
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TwinInterfaceSpec {

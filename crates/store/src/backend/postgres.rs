@@ -1,7 +1,7 @@
 //! PostgreSQL backend: history in `twin_event`, latest state in `twin_latest`, both written in
 //! one transaction per batch with array (`unnest`) statements prepared once per connection.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -55,6 +55,7 @@ struct Statements {
     latest: Statement,
     history: Statement,
     events: Statement,
+    events_first: Statement,
     twins: Statement,
     delete_events: Statement,
     delete_latest: Statement,
@@ -171,6 +172,12 @@ impl Statements {
                 vec![Type::TEXT, Type::TEXT, Type::TIMESTAMPTZ, Type::TEXT, Type::INT8],
             )
             .await?,
+            events_first: prepare(
+                "SELECT interface_id, instance_id, id, type, time, data FROM twin_event \
+                 ORDER BY interface_id, instance_id, time, id LIMIT $1",
+                vec![Type::INT8],
+            )
+            .await?,
             twins: prepare(
                 "SELECT interface_id, instance_id, last_id, last_type, last_time, event_count, state \
                  FROM twin_latest WHERE interface_id = $1 AND instance_id > $2 AND event_count > 0 \
@@ -250,41 +257,27 @@ impl PostgresBackend {
         self.readers[index].get(&self.config).await
     }
 
-    /// Runs `work` on the writer session inside one transaction, retrying on deadlock or
-    /// serialization failure, and dropping the session when the connection broke.
-    async fn with_writer<T>(
-        &self,
-        work: impl AsyncFn(&tokio_postgres::Transaction<'_>, &Statements) -> Result<T, tokio_postgres::Error>,
-    ) -> Result<T, StoreError> {
-        let mut writer = self.writer.lock().await;
-        let mut attempt = 0;
-        loop {
-            if writer.as_ref().is_none_or(|s| s.client.is_closed()) {
-                *writer = Some(Session::connect(&self.config).await?);
-            }
-            let session = writer.as_mut().expect("connected above");
-            let result = async {
-                let transaction = session.client.transaction().await?;
-                let value = work(&transaction, &session.statements).await?;
-                transaction.commit().await?;
-                Ok::<_, tokio_postgres::Error>(value)
-            }
-            .await;
-            match result {
-                Ok(value) => return Ok(value),
-                Err(err) if attempt < 3 && is_transient(&err) => {
-                    attempt += 1;
-                    tracing::warn!(error = %describe(&err), attempt, "retrying store transaction");
-                }
-                Err(err) => {
-                    if session.client.is_closed() {
-                        *writer = None;
-                    }
-                    return Err(err.into());
-                }
-            }
+    /// The writer session, (re)connected when needed.
+    async fn writer_session<'a>(&self, writer: &'a mut Option<Session>) -> Result<&'a mut Session, StoreError> {
+        if writer.as_ref().is_none_or(|s| s.client.is_closed()) {
+            *writer = Some(Session::connect(&self.config).await?);
         }
+        Ok(writer.as_mut().expect("connected above"))
     }
+}
+
+/// After a failed write transaction: `None` to retry (deadlock or serialization failure, at
+/// most 3 times), else the error to report. A broken connection is dropped for a fresh one.
+fn after_failure(writer: &mut Option<Session>, err: tokio_postgres::Error, attempt: &mut u32) -> Option<StoreError> {
+    if *attempt < 3 && is_transient(&err) {
+        *attempt += 1;
+        tracing::warn!(error = %describe(&err), attempt, "retrying store transaction");
+        return None;
+    }
+    if writer.as_ref().is_some_and(|s| s.client.is_closed()) {
+        *writer = None;
+    }
+    Some(err.into())
 }
 
 fn is_transient(err: &tokio_postgres::Error) -> bool {
@@ -390,62 +383,19 @@ impl Backend for PostgresBackend {
             return Ok(AppendReport::default());
         }
         let (groups, _) = group_by_instance(events);
-        let interfaces: Vec<&str> = groups.keys().map(|k| k.interface.as_str()).collect();
-        let instances: Vec<&str> = groups.keys().map(|k| k.instance.as_str()).collect();
-        let flat: Vec<&TwinEvent> = groups.values().flatten().collect();
-        let stored = self
-            .with_writer(async |transaction, statements| {
-                transaction
-                    .execute(&statements.ensure_latest, &[&interfaces, &instances])
-                    .await?;
-                let locked = transaction
-                    .query(&statements.lock_latest, &[&interfaces, &instances])
-                    .await?;
-                let columns: [Vec<&str>; 4] = [
-                    flat.iter().map(|e| e.interface_id.as_str()).collect(),
-                    flat.iter().map(|e| e.instance_id.as_str()).collect(),
-                    flat.iter().map(|e| e.id.as_str()).collect(),
-                    flat.iter().map(|e| e.event_type.as_str()).collect(),
-                ];
-                let times: Vec<DateTime<Utc>> = flat.iter().map(|e| e.time).collect();
-                let data: Vec<Json<&Map<String, Value>>> =
-                    flat.iter().map(|e| Json(&e.event_data)).collect();
-                let inserted = transaction
-                    .query(
-                        &statements.insert_events,
-                        &[&columns[0], &columns[1], &columns[2], &columns[3], &times, &data],
-                    )
-                    .await?;
-                let new_ids: HashSet<(&str, &str, &str)> = inserted
-                    .iter()
-                    .map(|row| (row.get(0), row.get(1), row.get(2)))
-                    .collect();
-                let mut updates = LatestUpdates::default();
-                for row in &locked {
-                    let key = InstanceKey::new(row.get::<_, String>(0), row.get::<_, String>(1));
-                    let Some(group) = groups.get(&key) else { continue };
-                    let fresh: Vec<&TwinEvent> = group
-                        .iter()
-                        .filter(|e| new_ids.contains(&(&e.interface_id, &e.instance_id, &e.id)))
-                        .collect();
-                    if fresh.is_empty() {
-                        continue;
+        let mut writer = self.writer.lock().await;
+        let mut attempt = 0;
+        let stored = loop {
+            let session = self.writer_session(&mut writer).await?;
+            match append_transaction(session, &groups).await {
+                Ok(stored) => break stored,
+                Err(err) => {
+                    if let Some(err) = after_failure(&mut writer, err, &mut attempt) {
+                        return Err(err);
                     }
-                    let mut record = record_from_row(row).unwrap_or_else(|err| {
-                        // A tree this build cannot read is rebuilt from the new events only;
-                        // logged loudly because older fields are then missing from the state.
-                        tracing::error!(%err, ?key, "unreadable merge tree, starting afresh");
-                        InstanceRecord::default()
-                    });
-                    record.absorb(fresh);
-                    updates.push(&key, &record);
                 }
-                let params = updates.params();
-                let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
-                transaction.execute(&statements.update_latest, &params).await?;
-                Ok(inserted.len())
-            })
-            .await?;
+            }
+        };
         Ok(AppendReport {
             stored,
             duplicates: total - stored,
@@ -485,26 +435,29 @@ impl Backend for PostgresBackend {
 
     async fn events(&self, after: Option<&EventPosition>, limit: usize) -> Result<Page<TwinEvent>, StoreError> {
         let session = self.reader().await?;
-        // Before every real row: the empty interface sorts first.
-        let start = EventPosition {
-            interface: String::new(),
-            instance: String::new(),
-            version: Version { micros: i64::MIN / 2, id: String::new() },
+        let rows = match after {
+            None => {
+                session
+                    .client
+                    .query(&session.statements.events_first, &[&limit_param(limit)])
+                    .await?
+            }
+            Some(after) => {
+                session
+                    .client
+                    .query(
+                        &session.statements.events,
+                        &[
+                            &after.interface,
+                            &after.instance,
+                            &after.version.time(),
+                            &after.version.id,
+                            &limit_param(limit),
+                        ],
+                    )
+                    .await?
+            }
         };
-        let after = after.unwrap_or(&start);
-        let rows = session
-            .client
-            .query(
-                &session.statements.events,
-                &[
-                    &after.interface,
-                    &after.instance,
-                    &after.version.time(),
-                    &after.version.id,
-                    &limit_param(limit),
-                ],
-            )
-            .await?;
         Ok(Page::from_overfetch(rows.iter().map(event_from_row).collect(), limit))
     }
 
@@ -521,13 +474,19 @@ impl Backend for PostgresBackend {
     }
 
     async fn delete(&self, key: &InstanceKey) -> Result<u64, StoreError> {
-        self.with_writer(async |transaction, statements| {
-            let params: [&(dyn ToSql + Sync); 2] = [&key.interface, &key.instance];
-            let deleted = transaction.execute(&statements.delete_events, &params).await?;
-            transaction.execute(&statements.delete_latest, &params).await?;
-            Ok(deleted)
-        })
-        .await
+        let mut writer = self.writer.lock().await;
+        let mut attempt = 0;
+        loop {
+            let session = self.writer_session(&mut writer).await?;
+            match delete_transaction(session, key).await {
+                Ok(deleted) => return Ok(deleted),
+                Err(err) => {
+                    if let Some(err) = after_failure(&mut writer, err, &mut attempt) {
+                        return Err(err);
+                    }
+                }
+            }
+        }
     }
 
     async fn check(&self) -> Result<(), StoreError> {
@@ -535,6 +494,83 @@ impl Backend for PostgresBackend {
         session.client.simple_query("SELECT 1").await?;
         Ok(())
     }
+}
+
+async fn delete_transaction(session: &mut Session, key: &InstanceKey) -> Result<u64, tokio_postgres::Error> {
+    let transaction = session.client.transaction().await?;
+    let params: [&(dyn ToSql + Sync); 2] = [&key.interface, &key.instance];
+    let deleted = transaction.execute(&session.statements.delete_events, &params).await?;
+    transaction.execute(&session.statements.delete_latest, &params).await?;
+    transaction.commit().await?;
+    Ok(deleted)
+}
+
+/// One batch in one transaction: lock (creating) the instances' latest rows in key order,
+/// insert the history skipping known ids, fold the new events into the merge trees, write the
+/// latest rows back. Returns how many events were new.
+async fn append_transaction(
+    session: &mut Session,
+    groups: &BTreeMap<InstanceKey, Vec<TwinEvent>>,
+) -> Result<usize, tokio_postgres::Error> {
+    let statements = &session.statements;
+    let t0 = std::time::Instant::now();
+    let transaction = session.client.transaction().await?;
+    let interfaces: Vec<&str> = groups.keys().map(|k| k.interface.as_str()).collect();
+    let instances: Vec<&str> = groups.keys().map(|k| k.instance.as_str()).collect();
+    let flat: Vec<&TwinEvent> = groups.values().flatten().collect();
+    transaction
+        .execute(&statements.ensure_latest, &[&interfaces, &instances])
+        .await?;
+    let locked = transaction
+        .query(&statements.lock_latest, &[&interfaces, &instances])
+        .await?;
+    let columns: [Vec<&str>; 4] = [
+        flat.iter().map(|e| e.interface_id.as_str()).collect(),
+        flat.iter().map(|e| e.instance_id.as_str()).collect(),
+        flat.iter().map(|e| e.id.as_str()).collect(),
+        flat.iter().map(|e| e.event_type.as_str()).collect(),
+    ];
+    let times: Vec<DateTime<Utc>> = flat.iter().map(|e| e.time).collect();
+    let data: Vec<Json<&Map<String, Value>>> = flat.iter().map(|e| Json(&e.event_data)).collect();
+    let inserted = transaction
+        .query(
+            &statements.insert_events,
+            &[&columns[0], &columns[1], &columns[2], &columns[3], &times, &data],
+        )
+        .await?;
+    let t1 = t0.elapsed();
+    let new_ids: HashSet<(&str, &str, &str)> = inserted
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    let mut updates = LatestUpdates::default();
+    for row in &locked {
+        let key = InstanceKey::new(row.get::<_, String>(0), row.get::<_, String>(1));
+        let Some(group) = groups.get(&key) else { continue };
+        let fresh: Vec<&TwinEvent> = group
+            .iter()
+            .filter(|e| new_ids.contains(&(e.interface_id.as_str(), e.instance_id.as_str(), e.id.as_str())))
+            .collect();
+        if fresh.is_empty() {
+            continue;
+        }
+        let mut record = record_from_row(row).unwrap_or_else(|err| {
+            // A tree this build cannot read is rebuilt from the new events only; logged
+            // loudly because older fields are then missing from the state.
+            tracing::error!(%err, ?key, "unreadable merge tree, starting afresh");
+            InstanceRecord::default()
+        });
+        record.absorb(fresh);
+        updates.push(&key, &record);
+    }
+    let t2 = t0.elapsed();
+    let params = updates.params();
+    let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
+    transaction.execute(&statements.update_latest, &params).await?;
+    let t3 = t0.elapsed();
+    transaction.commit().await?;
+    eprintln!("TIMING insert {t1:?} fold {t2:?} update {t3:?} commit {:?}", t0.elapsed());
+    Ok(inserted.len())
 }
 
 /// Columns of the `update_latest` statement.
@@ -575,5 +611,67 @@ impl LatestUpdates {
             Box::new(self.states),
             Box::new(self.trees),
         ]
+    }
+}
+
+/// The connection string `url` pointed at database `name` instead (URL or key=value form).
+pub fn with_database(url: &str, name: &str) -> String {
+    if let Some(rest) = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+    {
+        let scheme = &url[..url.len() - rest.len()];
+        let (base, query) = rest.split_once('?').map_or((rest, None), |(b, q)| (b, Some(q)));
+        let authority = base.split_once('/').map_or(base, |(a, _)| a);
+        let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+        format!("{scheme}{authority}/{name}{query}")
+    } else {
+        format!("{url} dbname={name}")
+    }
+}
+
+/// Creates database `name` (through the server at `admin_url`) and returns a URL for it; used
+/// by tests and benchmarks that need a scratch database.
+pub async fn create_database(admin_url: &str, name: &str) -> Result<String, StoreError> {
+    let (client, connection) = tokio_postgres::connect(admin_url, NoTls).await?;
+    let driver = tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE DATABASE \"{}\"", name.replace('"', "")))
+        .await?;
+    drop(client);
+    let _ = driver.await;
+    Ok(with_database(admin_url, name))
+}
+
+/// Drops database `name`, disconnecting its sessions.
+pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), StoreError> {
+    let (client, connection) = tokio_postgres::connect(admin_url, NoTls).await?;
+    let driver = tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            name.replace('"', "")
+        ))
+        .await?;
+    drop(client);
+    let _ = driver.await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn database_is_swapped_in_urls_and_key_value_strings() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/postgres", "x"),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            with_database("postgresql://u:p@h?sslmode=disable", "x"),
+            "postgresql://u:p@h/x?sslmode=disable"
+        );
+        assert_eq!(with_database("host=h user=u", "x"), "host=h user=u dbname=x");
     }
 }

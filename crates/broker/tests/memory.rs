@@ -1,0 +1,309 @@
+//! Behaviour of the in-memory broker: routing, backpressure, acknowledgements, dead letters.
+
+use std::time::Duration;
+
+use cloudevents::{AttributesReader, Event, EventBuilder, EventBuilderV10};
+use ktwin_broker::{
+    Broker, BrokerError, MemoryBroker, MemoryBrokerConfig, NackOutcome, PublishOutcome,
+    SubscriptionSpec, TypeFilter,
+};
+
+fn event(id: &str, ty: &str) -> Event {
+    EventBuilderV10::new()
+        .id(id)
+        .ty(ty)
+        .source("pole-1")
+        .data("application/json", serde_json::json!({"n": id}))
+        .build()
+        .unwrap()
+}
+
+fn small(capacity: usize, timeout: Option<Duration>) -> MemoryBroker {
+    MemoryBroker::new(MemoryBrokerConfig {
+        queue_capacity: capacity,
+        dead_letter_capacity: 3,
+        publish_timeout: timeout,
+    })
+}
+
+#[tokio::test]
+async fn routes_on_exact_types_and_prefixes() {
+    let broker = MemoryBroker::default();
+    let exact = TypeFilter::exact(["ktwin.real.pole"]);
+    let mut poles = broker
+        .subscribe(SubscriptionSpec::new("poles", exact))
+        .await
+        .unwrap();
+    let mut virtuals = broker
+        .subscribe(SubscriptionSpec::new(
+            "virtual",
+            TypeFilter::prefix("ktwin.virtual."),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        broker.publish(event("1", "ktwin.real.pole")).await.unwrap(),
+        PublishOutcome::Routed
+    );
+    assert_eq!(
+        broker
+            .publish(event("2", "ktwin.virtual.pole"))
+            .await
+            .unwrap(),
+        PublishOutcome::Routed
+    );
+    assert_eq!(
+        broker
+            .publish(event("3", "ktwin.real.other"))
+            .await
+            .unwrap(),
+        PublishOutcome::Unroutable
+    );
+    let d = poles.recv().await.unwrap();
+    assert_eq!((d.event().id(), d.delivery_count()), ("1", 1));
+    d.ack().await.unwrap();
+    let d = virtuals.recv().await.unwrap();
+    assert_eq!(d.event().id(), "2");
+    d.ack().await.unwrap();
+    assert_eq!(broker.depth("poles"), Some(0));
+    assert_eq!(broker.depth("virtual"), Some(0));
+}
+
+#[tokio::test]
+async fn every_matching_subscription_gets_a_copy() {
+    let broker = MemoryBroker::default();
+    let mut a = broker
+        .subscribe(SubscriptionSpec::new("a", TypeFilter::all()))
+        .await
+        .unwrap();
+    let mut b = broker
+        .subscribe(SubscriptionSpec::new("b", TypeFilter::all()))
+        .await
+        .unwrap();
+    broker.publish(event("1", "t")).await.unwrap();
+    assert_eq!(a.recv().await.unwrap().event().id(), "1");
+    assert_eq!(b.recv().await.unwrap().event().id(), "1");
+}
+
+#[tokio::test]
+async fn a_full_subscription_holds_publishers_back_until_acked() {
+    let broker = small(2, None);
+    let mut sub = broker
+        .subscribe(SubscriptionSpec::new("s", TypeFilter::all()))
+        .await
+        .unwrap();
+    broker.publish(event("1", "t")).await.unwrap();
+    broker.publish(event("2", "t")).await.unwrap();
+    let blocked = tokio::spawn({
+        let broker = broker.clone();
+        async move { broker.publish(event("3", "t")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !blocked.is_finished(),
+        "publish into a full queue must wait"
+    );
+    // Receiving is not enough: the slot is held until the ack.
+    let first = sub.recv().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!blocked.is_finished());
+    first.ack().await.unwrap();
+    blocked.await.unwrap().unwrap();
+    assert_eq!(broker.depth("s"), Some(2));
+}
+
+#[tokio::test]
+async fn publish_times_out_with_backpressure_error() {
+    let broker = small(1, Some(Duration::from_millis(30)));
+    let _sub = broker
+        .subscribe(SubscriptionSpec::new("slow", TypeFilter::all()))
+        .await
+        .unwrap();
+    broker.publish(event("1", "t")).await.unwrap();
+    let err = broker.publish(event("2", "t")).await.unwrap_err();
+    assert!(
+        matches!(err, BrokerError::Backpressure { ref subscription, .. } if subscription == "slow"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn nacks_redeliver_with_a_count_then_dead_letter_with_the_reason() {
+    let broker = MemoryBroker::default();
+    let spec = SubscriptionSpec::new("s", TypeFilter::all()).max_deliveries(3);
+    let mut sub = broker.subscribe(spec).await.unwrap();
+    broker.publish(event("1", "t")).await.unwrap();
+    for expected in 1..=2 {
+        let d = sub.recv().await.unwrap();
+        assert_eq!(d.delivery_count(), expected);
+        assert_eq!(d.is_redelivery(), expected > 1);
+        assert_eq!(
+            d.nack("handler failed").await.unwrap(),
+            NackOutcome::Requeued
+        );
+    }
+    let d = sub.recv().await.unwrap();
+    assert_eq!(d.delivery_count(), 3);
+    assert_eq!(
+        d.nack("still failing").await.unwrap(),
+        NackOutcome::DeadLettered
+    );
+    let letters = broker.take_dead_letters("s", 10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].event.as_ref().unwrap().id(), "1");
+    assert!(
+        letters[0].reason.contains("failed 3 deliveries"),
+        "{}",
+        letters[0].reason
+    );
+    assert!(letters[0].reason.contains("still failing"));
+    assert!(broker.take_dead_letters("s", 10).await.unwrap().is_empty());
+    assert_eq!(broker.depth("s"), Some(0), "dead-lettering frees the slot");
+}
+
+#[tokio::test]
+async fn poison_goes_straight_to_dead_letters_and_the_buffer_is_bounded() {
+    let broker = small(10, None);
+    let mut sub = broker
+        .subscribe(SubscriptionSpec::new("s", TypeFilter::all()))
+        .await
+        .unwrap();
+    for i in 0..5 {
+        broker.publish(event(&i.to_string(), "t")).await.unwrap();
+        sub.recv()
+            .await
+            .unwrap()
+            .dead_letter("bad data")
+            .await
+            .unwrap();
+    }
+    let letters = broker.take_dead_letters("s", 10).await.unwrap();
+    let ids: Vec<&str> = letters
+        .iter()
+        .map(|l| l.event.as_ref().unwrap().id())
+        .collect();
+    assert_eq!(ids, ["2", "3", "4"], "only the newest three are kept");
+    assert!(
+        letters
+            .iter()
+            .all(|l| l.reason == "bad data" && l.subscription == "s")
+    );
+}
+
+#[tokio::test]
+async fn dropped_deliveries_are_requeued() {
+    let broker = MemoryBroker::default();
+    let mut sub = broker
+        .subscribe(SubscriptionSpec::new("s", TypeFilter::all()))
+        .await
+        .unwrap();
+    broker.publish(event("1", "t")).await.unwrap();
+    drop(sub.recv().await.unwrap());
+    let again = sub.recv().await.unwrap();
+    assert_eq!((again.event().id(), again.delivery_count()), ("1", 2));
+}
+
+#[tokio::test]
+async fn batches_take_what_is_available_up_to_the_maximum() {
+    let broker = MemoryBroker::default();
+    let mut sub = broker
+        .subscribe(SubscriptionSpec::new("s", TypeFilter::all()))
+        .await
+        .unwrap();
+    for i in 0..5 {
+        broker.publish(event(&i.to_string(), "t")).await.unwrap();
+    }
+    let batch = sub.recv_batch(3).await;
+    assert_eq!(
+        batch
+            .iter()
+            .map(|d| d.event().id().to_owned())
+            .collect::<Vec<_>>(),
+        ["0", "1", "2"]
+    );
+    let rest = sub.recv_batch_linger(10, Duration::from_millis(20)).await;
+    assert_eq!(rest.len(), 2);
+    for d in batch.into_iter().chain(rest) {
+        d.ack().await.unwrap();
+    }
+    assert_eq!(broker.depth("s"), Some(0));
+}
+
+#[tokio::test]
+async fn linger_collects_events_published_meanwhile() {
+    let broker = MemoryBroker::default();
+    let mut sub = broker
+        .subscribe(SubscriptionSpec::new("s", TypeFilter::all()))
+        .await
+        .unwrap();
+    broker.publish(event("0", "t")).await.unwrap();
+    let publisher = tokio::spawn({
+        let broker = broker.clone();
+        async move {
+            for i in 1..4 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                broker.publish(event(&i.to_string(), "t")).await.unwrap();
+            }
+        }
+    });
+    let batch = sub.recv_batch_linger(4, Duration::from_secs(5)).await;
+    assert_eq!(batch.len(), 4);
+    publisher.await.unwrap();
+}
+
+#[tokio::test]
+async fn competing_consumers_share_one_subscription() {
+    let broker = MemoryBroker::default();
+    let spec = SubscriptionSpec::new("shared", TypeFilter::all());
+    let mut a = broker.subscribe(spec.clone()).await.unwrap();
+    let mut b = broker.subscribe(spec).await.unwrap();
+    broker.publish(event("1", "t")).await.unwrap();
+    broker.publish(event("2", "t")).await.unwrap();
+    let x = a.recv().await.unwrap();
+    let y = b.recv().await.unwrap();
+    let mut ids = [x.event().id().to_owned(), y.event().id().to_owned()];
+    ids.sort();
+    assert_eq!(ids, ["1", "2"]);
+}
+
+#[tokio::test]
+async fn a_subscription_lives_while_a_handle_does() {
+    let broker = MemoryBroker::default();
+    let spec = SubscriptionSpec::new("s", TypeFilter::all());
+    let a = broker.subscribe(spec.clone()).await.unwrap();
+    let b = broker.subscribe(spec).await.unwrap();
+    drop(a);
+    assert_eq!(broker.depth("s"), Some(0));
+    drop(b);
+    assert_eq!(broker.depth("s"), None);
+    assert_eq!(
+        broker.publish(event("1", "t")).await.unwrap(),
+        PublishOutcome::Unroutable
+    );
+}
+
+#[tokio::test]
+async fn deleting_closes_receivers_and_conflicting_filters_are_refused() {
+    let broker = MemoryBroker::default();
+    let mut sub = broker
+        .subscribe(SubscriptionSpec::new("s", TypeFilter::all()))
+        .await
+        .unwrap();
+    let err = broker
+        .subscribe(SubscriptionSpec::new("s", TypeFilter::exact(["x"])))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("already exists with filter"),
+        "{err}"
+    );
+    assert!(
+        broker
+            .subscribe(SubscriptionSpec::new("e", TypeFilter::default()))
+            .await
+            .is_err()
+    );
+    broker.delete_subscription("s").await.unwrap();
+    assert!(sub.recv().await.is_none());
+    assert!(sub.recv_batch(5).await.is_empty());
+}

@@ -1,0 +1,324 @@
+//! The RabbitMQ broker against the real local RabbitMQ (127.0.0.1:5672, guest/guest).
+//! Every test uses its own exchange and queues (uuid suffix) and deletes them.
+
+use std::time::Duration;
+
+use cloudevents::{AttributesReader, Event, EventBuilder, EventBuilderV10};
+use futures::StreamExt;
+use ktwin_broker::{
+    Broker, NackOutcome, PublishOutcome, QueueType, RabbitBroker, RabbitConfig, SubscriptionSpec,
+    TypeFilter, header_string,
+};
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+
+const URI: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Fixture {
+    broker: RabbitBroker,
+    suffix: String,
+    queues: Vec<String>,
+}
+
+impl Fixture {
+    async fn new(queue_type: QueueType) -> Self {
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let broker = RabbitBroker::connect(RabbitConfig {
+            uri: URI.into(),
+            exchange: format!("ktwin-test-{suffix}"),
+            queue_type,
+            connection_name: "ktwin-broker-test".into(),
+            ..RabbitConfig::default()
+        })
+        .await
+        .expect("RabbitMQ must run on 127.0.0.1:5672 (scripts/test.sh starts it)");
+        Self {
+            broker,
+            suffix,
+            queues: Vec::new(),
+        }
+    }
+
+    fn name(&mut self, base: &str) -> String {
+        let name = format!("{base}-{}", self.suffix);
+        self.queues.push(name.clone());
+        name
+    }
+
+    async fn cleanup(self) {
+        for queue in &self.queues {
+            self.broker.delete_subscription(queue).await.unwrap();
+        }
+        let (_, channel) = self.broker.connector().channel(None).await.unwrap();
+        channel
+            .exchange_delete(
+                self.broker.config().exchange.as_str().into(),
+                ExchangeDeleteOptions::default(),
+            )
+            .await
+            .unwrap();
+        self.broker.close().await;
+    }
+}
+
+fn event(id: &str, ty: &str) -> Event {
+    EventBuilderV10::new()
+        .id(id)
+        .ty(ty)
+        .source("pole-1")
+        .time(chrono::Utc::now())
+        .extension(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )
+        .data("application/json", serde_json::json!({"id": id}))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn publishes_in_the_knative_format_and_routes_on_type() {
+    let mut fx = Fixture::new(QueueType::Classic).await;
+    let poles = fx.name("poles");
+    let mut sub = fx
+        .broker
+        .subscribe(SubscriptionSpec::new(
+            &poles,
+            TypeFilter::exact(["ktwin.real.pole"]),
+        ))
+        .await
+        .unwrap();
+    // A raw queue bound like a Knative trigger sees the wire format.
+    let raw = fx.name("raw");
+    fx.broker
+        .subscribe(SubscriptionSpec::new(&raw, TypeFilter::exact(["unused"])))
+        .await
+        .unwrap();
+    let (_, channel) = fx.broker.connector().channel(None).await.unwrap();
+    channel
+        .queue_declare(
+            raw.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut args = FieldTable::default();
+    args.insert("x-match".into(), AMQPValue::LongString("all".into()));
+    args.insert(
+        "type".into(),
+        AMQPValue::LongString("ktwin.real.pole".into()),
+    );
+    channel
+        .queue_bind(
+            raw.as_str().into(),
+            fx.broker.config().exchange.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            args,
+        )
+        .await
+        .unwrap();
+    let mut raw_consumer = channel
+        .basic_consume(
+            raw.as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+
+    let sent = event("e-1", "ktwin.real.pole");
+    assert_eq!(
+        fx.broker.publish(sent.clone()).await.unwrap(),
+        PublishOutcome::Routed
+    );
+    assert_eq!(
+        fx.broker
+            .publish(event("e-2", "ktwin.real.nobody"))
+            .await
+            .unwrap(),
+        PublishOutcome::Unroutable
+    );
+
+    let delivery = tokio::time::timeout(WAIT, sub.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.event(), &sent);
+    assert_eq!(delivery.delivery_count(), 1);
+    delivery.ack().await.unwrap();
+
+    let message = tokio::time::timeout(WAIT, raw_consumer.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let headers = message.properties.headers().as_ref().unwrap();
+    assert_eq!(
+        header_string(headers, "type").as_deref(),
+        Some("ktwin.real.pole")
+    );
+    assert_eq!(header_string(headers, "source").as_deref(), Some("pole-1"));
+    assert_eq!(header_string(headers, "id").as_deref(), Some("e-1"));
+    assert_eq!(
+        header_string(headers, "specversion").as_deref(),
+        Some("1.0")
+    );
+    assert_eq!(
+        header_string(headers, "content-type").as_deref(),
+        Some("application/json")
+    );
+    assert!(header_string(headers, "time").is_some());
+    assert!(header_string(headers, "traceparent").is_some());
+    assert_eq!(
+        message.properties.message_id().as_ref().unwrap().as_str(),
+        "e-1"
+    );
+    assert_eq!(*message.properties.delivery_mode(), Some(2));
+    assert_eq!(message.data, br#"{"id":"e-1"}"#);
+    drop(sub);
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn prefix_filters_receive_only_matching_types() {
+    let mut fx = Fixture::new(QueueType::Quorum).await;
+    let name = fx.name("virtual");
+    let mut sub = fx
+        .broker
+        .subscribe(SubscriptionSpec::new(
+            &name,
+            TypeFilter::prefix("ktwin.virtual."),
+        ))
+        .await
+        .unwrap();
+    let events: Vec<Event> = (0..20)
+        .map(|i| {
+            let ty = if i % 2 == 0 {
+                "ktwin.virtual.pole"
+            } else {
+                "ktwin.real.pole"
+            };
+            event(&format!("e-{i}"), ty)
+        })
+        .collect();
+    fx.broker.publish_all(events).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        let batch = tokio::time::timeout(WAIT, sub.recv_batch(20))
+            .await
+            .unwrap();
+        for delivery in batch {
+            got.push(delivery.event().id().to_owned());
+            delivery.ack().await.unwrap();
+        }
+    }
+    let expected: Vec<String> = (0..20).step_by(2).map(|i| format!("e-{i}")).collect();
+    assert_eq!(got, expected);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), sub.recv())
+            .await
+            .is_err()
+    );
+    drop(sub);
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn failing_events_are_redelivered_counted_then_dead_lettered_with_the_reason() {
+    let mut fx = Fixture::new(QueueType::Classic).await;
+    let name = fx.name("failing");
+    let mut sub = fx
+        .broker
+        .subscribe(SubscriptionSpec::new(&name, TypeFilter::exact(["t"])).max_deliveries(3))
+        .await
+        .unwrap();
+    fx.broker.publish(event("e-1", "t")).await.unwrap();
+    for expected in 1..=3 {
+        let delivery = tokio::time::timeout(WAIT, sub.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(delivery.delivery_count(), expected);
+        assert_eq!(delivery.event().id(), "e-1");
+        let outcome = delivery.nack("store unavailable").await.unwrap();
+        assert_eq!(outcome == NackOutcome::DeadLettered, expected == 3);
+    }
+    let letters = fx.broker.take_dead_letters(&name, 10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].event.as_ref().unwrap().id(), "e-1");
+    assert!(
+        letters[0].reason.contains("failed 3 deliveries"),
+        "{}",
+        letters[0].reason
+    );
+    assert!(letters[0].reason.contains("store unavailable"));
+    drop(sub);
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn undecodable_messages_are_dead_lettered_and_dropped_deliveries_come_back() {
+    let mut fx = Fixture::new(QueueType::Quorum).await;
+    let name = fx.name("poison");
+    let mut sub = fx
+        .broker
+        .subscribe(SubscriptionSpec::new(&name, TypeFilter::exact(["t"])))
+        .await
+        .unwrap();
+    // A message routed by `type` but without the other CloudEvent headers.
+    let (_, channel) = fx.broker.connector().channel(None).await.unwrap();
+    let mut headers = FieldTable::default();
+    headers.insert("type".into(), AMQPValue::LongString("t".into()));
+    channel
+        .basic_publish(
+            fx.broker.config().exchange.as_str().into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            b"not an event",
+            lapin::BasicProperties::default().with_headers(headers),
+        )
+        .await
+        .unwrap();
+    fx.broker.publish(event("good", "t")).await.unwrap();
+
+    let delivery = tokio::time::timeout(WAIT, sub.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.event().id(), "good");
+    drop(delivery);
+    let again = tokio::time::timeout(WAIT, sub.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.event().id(), "good");
+    assert!(again.delivery_count() >= 2);
+    again.ack().await.unwrap();
+
+    let letters = fx.broker.take_dead_letters(&name, 10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert!(letters[0].event.is_none());
+    assert_eq!(letters[0].raw.as_deref(), Some(&b"not an event"[..]));
+    assert!(
+        letters[0]
+            .reason
+            .contains("missing CloudEvent header \"id\""),
+        "{}",
+        letters[0].reason
+    );
+    drop(sub);
+    fx.cleanup().await;
+}

@@ -1,0 +1,298 @@
+//! The CloudEvent → MQTT dispatcher: `ktwin.virtual.*` events from a broker subscription out to
+//! device topics, acknowledging each event only after the device transport confirmed it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use cloudevents::AttributesReader;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use ktwin_broker::{AmqpConnector, BrokerError, ConfirmedPublisher, Delivery, Subscription};
+use lapin::BasicProperties;
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use tokio::sync::{Mutex, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::egress::{DeviceMessage, PayloadFormat, to_device_message};
+use crate::metrics::{DispatchMetrics, ResponseCode};
+
+/// Delivers messages to devices.
+#[async_trait]
+pub trait DeviceSink: Send + Sync {
+    /// Sends one message; returns once the transport confirmed it.
+    async fn send(&self, message: &DeviceMessage) -> anyhow::Result<()>;
+    /// Whether the transport is connected (for readiness).
+    fn is_connected(&self) -> bool;
+}
+
+/// The original topology: publish to RabbitMQ's `amq.topic` with routing key
+/// `ktwin.virtual.<iface>.<instance>`; the MQTT plugin delivers to subscribers of
+/// `ktwin/virtual/<iface>/<instance>`. Publisher confirms on.
+#[derive(Debug)]
+pub struct AmqpTopicSink {
+    publisher: ConfirmedPublisher,
+    connector: AmqpConnector,
+    exchange: String,
+}
+
+impl AmqpTopicSink {
+    /// Publishes to `exchange` (normally `amq.topic`).
+    pub fn new(connector: AmqpConnector, exchange: &str) -> Self {
+        Self {
+            publisher: ConfirmedPublisher::new(
+                connector.clone(),
+                None,
+                Duration::from_secs(30),
+                Duration::from_secs(5),
+            ),
+            connector,
+            exchange: exchange.to_owned(),
+        }
+    }
+}
+
+#[async_trait]
+impl DeviceSink for AmqpTopicSink {
+    async fn send(&self, message: &DeviceMessage) -> anyhow::Result<()> {
+        let properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2);
+        self.publisher
+            .publish(&self.exchange, &message.topic.routing_key(), false, &properties, &message.payload)
+            .await?;
+        Ok(())
+    }
+
+    fn is_connected(&self) -> bool {
+        self.connector.is_connected()
+    }
+}
+
+/// PUBACK bookkeeping: publish requests in the order they were handed to the client, then by
+/// packet id once the event loop assigned one.
+#[derive(Default)]
+struct PubAcks {
+    queued: VecDeque<oneshot::Sender<()>>,
+    by_packet_id: HashMap<u16, oneshot::Sender<()>>,
+}
+
+/// Direct MQTT publishing (QoS 1, waits for the PUBACK) to any MQTT 3.1.1 broker.
+pub struct MqttSink {
+    client: AsyncClient,
+    acks: Arc<std::sync::Mutex<PubAcks>>,
+    /// Serialises "register, then request" so registrations match request order.
+    order: Mutex<()>,
+    connected: Arc<AtomicBool>,
+    timeout: Duration,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl std::fmt::Debug for MqttSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttSink").field("timeout", &self.timeout).finish_non_exhaustive()
+    }
+}
+
+impl MqttSink {
+    /// Connects to `host:port` as `client_id`.
+    pub fn start(host: &str, port: u16, client_id: &str, credentials: Option<(String, String)>) -> Self {
+        let mut options = MqttOptions::new(client_id, host, port);
+        options
+            .set_clean_session(false)
+            .set_keep_alive(Duration::from_secs(30))
+            .set_inflight(1000)
+            .set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
+        if let Some((user, password)) = credentials {
+            options.set_credentials(user, password);
+        }
+        let (client, mut eventloop) = AsyncClient::new(options, 4096);
+        let acks: Arc<std::sync::Mutex<PubAcks>> = Arc::default();
+        let connected = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
+        let (loop_acks, flag, token, loop_client) = (Arc::clone(&acks), Arc::clone(&connected), stop.clone(), client.clone());
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            loop {
+                let event = tokio::select! {
+                    event = eventloop.poll() => event,
+                    () = token.cancelled() => {
+                        let _ = loop_client.try_disconnect();
+                        return;
+                    }
+                };
+                match event {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        flag.store(true, Ordering::Release);
+                        delay = Duration::from_millis(100);
+                    }
+                    Ok(Event::Outgoing(Outgoing::Publish(packet_id))) => {
+                        let mut acks = loop_acks.lock().expect("acks lock");
+                        // A packet id already known is a retransmission after a reconnect.
+                        if !acks.by_packet_id.contains_key(&packet_id)
+                            && let Some(waiter) = acks.queued.pop_front()
+                        {
+                            acks.by_packet_id.insert(packet_id, waiter);
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                        if let Some(waiter) = loop_acks.lock().expect("acks lock").by_packet_id.remove(&ack.pkid) {
+                            let _ = waiter.send(());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        flag.store(false, Ordering::Release);
+                        tracing::warn!(%error, ?delay, "MQTT connection lost, reconnecting");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        });
+        Self {
+            client,
+            acks,
+            order: Mutex::new(()),
+            connected,
+            timeout: Duration::from_secs(30),
+            _stop: stop.drop_guard(),
+        }
+    }
+}
+
+#[async_trait]
+impl DeviceSink for MqttSink {
+    async fn send(&self, message: &DeviceMessage) -> anyhow::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let _order = self.order.lock().await;
+            self.acks.lock().expect("acks lock").queued.push_back(tx);
+            self.client
+                .publish(message.topic.mqtt_topic(), QoS::AtLeastOnce, false, message.payload.clone())
+                .await?;
+        }
+        tokio::time::timeout(self.timeout, rx)
+            .await
+            .map_err(|_| anyhow::anyhow!("no PUBACK within {:?}", self.timeout))?
+            .map_err(|_| anyhow::anyhow!("MQTT client stopped before the PUBACK"))
+    }
+
+    fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+}
+
+/// Live counts of an egress dispatcher.
+#[derive(Debug, Default)]
+pub struct EgressCounters {
+    /// Events confirmed by the device transport.
+    pub sent: AtomicU64,
+    /// Events dead-lettered (not virtual events, unusable sources).
+    pub dead_lettered: AtomicU64,
+    /// Failed sends (nacked for redelivery).
+    pub failures: AtomicU64,
+}
+
+/// A CloudEvent → MQTT dispatcher.
+pub struct EgressDispatcher {
+    sink: Arc<dyn DeviceSink>,
+    format: PayloadFormat,
+    metrics: DispatchMetrics,
+    max_in_flight: usize,
+    counters: Arc<EgressCounters>,
+}
+
+impl std::fmt::Debug for EgressDispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EgressDispatcher").field("format", &self.format).finish_non_exhaustive()
+    }
+}
+
+impl EgressDispatcher {
+    /// A dispatcher sending through `sink` in `format`.
+    pub fn new(sink: Arc<dyn DeviceSink>, format: PayloadFormat, metrics: DispatchMetrics) -> Self {
+        Self {
+            sink,
+            format,
+            metrics,
+            max_in_flight: 256,
+            counters: Arc::default(),
+        }
+    }
+
+    /// Sends in flight at most.
+    pub fn max_in_flight(mut self, max: usize) -> Self {
+        self.max_in_flight = max.max(1);
+        self
+    }
+
+    /// The live counters.
+    pub fn counters(&self) -> Arc<EgressCounters> {
+        Arc::clone(&self.counters)
+    }
+
+    /// Dispatches until `shutdown` fires (then drains what is in flight) or the subscription
+    /// closes.
+    pub async fn run(self, mut subscription: Subscription, shutdown: CancellationToken) {
+        let mut in_flight = FuturesUnordered::new();
+        let mut open = true;
+        loop {
+            let accepting = open && !shutdown.is_cancelled() && in_flight.len() < self.max_in_flight;
+            if !accepting && in_flight.is_empty() && (!open || shutdown.is_cancelled()) {
+                break;
+            }
+            tokio::select! {
+                biased;
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                delivery = subscription.recv(), if accepting => match delivery {
+                    Some(delivery) => in_flight.push(self.dispatch(delivery)),
+                    None => open = false,
+                },
+                () = shutdown.cancelled(), if open && !shutdown.is_cancelled() => {}
+            }
+        }
+        tracing::info!(sent = self.counters.sent.load(Ordering::Relaxed), "cloudevent dispatcher drained");
+    }
+
+    fn dispatch(&self, delivery: Delivery) -> impl Future<Output = ()> + Send + 'static {
+        let sink = Arc::clone(&self.sink);
+        let metrics = self.metrics.clone();
+        let counters = Arc::clone(&self.counters);
+        let format = self.format;
+        async move {
+            let started = Instant::now();
+            let ty = delivery.event().ty().to_owned();
+            let settled = match to_device_message(delivery.event(), format) {
+                Err(error) => {
+                    metrics.dead_letter("not_a_device_event");
+                    metrics.observe(&ty, ResponseCode::BadRequest, started.elapsed());
+                    counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    delivery.dead_letter(&error.to_string()).await
+                }
+                Ok(message) => match sink.send(&message).await {
+                    Ok(()) => {
+                        metrics.observe(&ty, ResponseCode::Accepted, started.elapsed());
+                        counters.sent.fetch_add(1, Ordering::Relaxed);
+                        delivery.ack().await
+                    }
+                    Err(error) => {
+                        metrics.observe(&ty, ResponseCode::Failed, started.elapsed());
+                        counters.failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%error, topic = %message.topic.mqtt_topic(), "device send failed");
+                        delivery.nack(&format!("device send failed: {error:#}")).await.map(drop)
+                    }
+                },
+            };
+            if let Err(error) = settled {
+                log_settle_error(&error);
+            }
+        }
+    }
+}
+
+fn log_settle_error(error: &BrokerError) {
+    tracing::warn!(%error, "settling a delivery failed; the broker will redeliver it");
+}

@@ -1,0 +1,328 @@
+//! Device message → CloudEvent translation, and the reasons a device message is refused.
+//! Pure: no I/O.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use chrono::{DateTime, Utc};
+use cloudevents::Event;
+use ktwin_events::{EventBuilder, Topic, TopicKind};
+
+/// Default largest accepted payload: 256 KiB.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+
+/// How the address of a device message is spelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicSyntax {
+    /// An MQTT topic, `ktwin/real/<iface>/<instance>`.
+    Mqtt,
+    /// An AMQP routing key from RabbitMQ's MQTT plugin, `ktwin.real.<iface>.<instance>`.
+    RoutingKey,
+}
+
+/// What device messages are accepted.
+#[derive(Debug, Clone)]
+pub struct IngressPolicy {
+    /// Largest payload accepted, in bytes.
+    pub max_payload_bytes: usize,
+    /// Interfaces of the loaded model; `None` accepts any interface.
+    pub known_interfaces: Option<HashSet<String>>,
+}
+
+impl Default for IngressPolicy {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            known_interfaces: None,
+        }
+    }
+}
+
+/// Why a device message was refused (the `reason` label of the dead-letter counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectKind {
+    /// The payload exceeds the size limit.
+    PayloadTooLarge,
+    /// The payload is not JSON.
+    NotJson,
+    /// The payload is JSON but not an object.
+    NotJsonObject,
+    /// The topic is not `ktwin/real/<iface>/<instance>`.
+    BadTopic,
+    /// The interface is not in the loaded model.
+    UnknownInterface,
+}
+
+impl RejectKind {
+    /// Metric label.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            RejectKind::PayloadTooLarge => "payload_too_large",
+            RejectKind::NotJson => "not_json",
+            RejectKind::NotJsonObject => "not_json_object",
+            RejectKind::BadTopic => "bad_topic",
+            RejectKind::UnknownInterface => "unknown_interface",
+        }
+    }
+}
+
+/// A refused device message: the kind and a sentence naming the offending value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub struct Rejection {
+    /// Category, for metrics.
+    pub kind: RejectKind,
+    /// Human-readable reason, stored with the dead letter.
+    pub detail: String,
+}
+
+impl Rejection {
+    fn new(kind: RejectKind, detail: String) -> Self {
+        Self { kind, detail }
+    }
+}
+
+/// A device message that passed validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceReading {
+    /// Where it came from.
+    pub topic: Topic,
+    /// Its JSON object payload.
+    pub data: serde_json::Value,
+}
+
+impl DeviceReading {
+    /// The CloudEvent: `type=ktwin.real.<iface>`, `source=<instance>`, JSON data, and the
+    /// given identity (a fresh UUIDv7 and now, unless this is a redelivery).
+    pub fn into_event(self, identity: Option<&EventIdentity>) -> Event {
+        let builder = EventBuilder::new(self.topic.event_type(), &self.topic.instance)
+            .expect("instance validated when the topic was parsed")
+            .data(self.data);
+        match identity {
+            Some(identity) => builder.id(identity.id.clone()).time(identity.time).build(),
+            None => builder.build(),
+        }
+    }
+}
+
+/// Validates a device message: size, topic shape (`real` kind only), known interface, JSON
+/// object payload — in that order, so oversized payloads are never parsed.
+pub fn validate(
+    topic: &str,
+    syntax: TopicSyntax,
+    payload: &[u8],
+    policy: &IngressPolicy,
+) -> Result<DeviceReading, Rejection> {
+    if payload.len() > policy.max_payload_bytes {
+        return Err(Rejection::new(
+            RejectKind::PayloadTooLarge,
+            format!(
+                "payload of {} bytes on {topic:?} exceeds the limit of {} bytes",
+                payload.len(),
+                policy.max_payload_bytes
+            ),
+        ));
+    }
+    let parsed = match syntax {
+        TopicSyntax::Mqtt => Topic::parse_mqtt(topic),
+        TopicSyntax::RoutingKey => Topic::parse_routing_key(topic),
+    };
+    let topic = match parsed {
+        Ok(t) if t.kind == TopicKind::Real => t,
+        Ok(_) => {
+            return Err(Rejection::new(
+                RejectKind::BadTopic,
+                format!("topic {topic:?} is a virtual (platform → device) topic; devices publish on ktwin/real/<iface>/<instance>"),
+            ));
+        }
+        Err(err) => return Err(Rejection::new(RejectKind::BadTopic, err.to_string())),
+    };
+    if let Some(known) = &policy.known_interfaces
+        && !known.contains(&topic.interface)
+    {
+        return Err(Rejection::new(
+            RejectKind::UnknownInterface,
+            format!(
+                "interface {:?} (topic {:?}) is not in the loaded model",
+                topic.interface,
+                topic.mqtt_topic()
+            ),
+        ));
+    }
+    let data: serde_json::Value = serde_json::from_slice(payload).map_err(|err| {
+        Rejection::new(
+            RejectKind::NotJson,
+            format!("payload on {:?} is not JSON: {err}", topic.mqtt_topic()),
+        )
+    })?;
+    if !data.is_object() {
+        return Err(Rejection::new(
+            RejectKind::NotJsonObject,
+            format!(
+                "payload on {:?} is JSON but not an object (expected {{...}})",
+                topic.mqtt_topic()
+            ),
+        ));
+    }
+    Ok(DeviceReading { topic, data })
+}
+
+/// The id and time given to the event of a device message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventIdentity {
+    /// Event id.
+    pub id: String,
+    /// Event time.
+    pub time: DateTime<Utc>,
+}
+
+/// Remembers the identity of recently dispatched messages so that a message the transport
+/// flags as a redelivery (AMQP `redelivered`, MQTT DUP) gets the same event id as the first
+/// time: downstream, a duplicate is then always recognisable by id. Bounded: the oldest
+/// entries are forgotten first.
+#[derive(Debug)]
+pub struct DuplicateTracker {
+    capacity: usize,
+    order: VecDeque<u64>,
+    identities: HashMap<u64, EventIdentity>,
+}
+
+impl DuplicateTracker {
+    /// Remembers at most `capacity` messages.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            order: VecDeque::new(),
+            identities: HashMap::new(),
+        }
+    }
+
+    /// Fingerprint of a message: its address and payload.
+    pub fn fingerprint(topic: &str, payload: &[u8]) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        topic.hash(&mut hasher);
+        payload.hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// The identity the first copy of a redelivered message got, if remembered. Messages not
+    /// flagged as redeliveries always get a new identity (identical readings are distinct
+    /// events).
+    pub fn identity_for(&self, fingerprint: u64, redelivered: bool) -> Option<&EventIdentity> {
+        redelivered
+            .then(|| self.identities.get(&fingerprint))
+            .flatten()
+    }
+
+    /// Records the identity a message was dispatched with.
+    pub fn remember(&mut self, fingerprint: u64, identity: EventIdentity) {
+        if self.identities.insert(fingerprint, identity).is_none() {
+            self.order.push_back(fingerprint);
+            if self.order.len() > self.capacity
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.identities.remove(&oldest);
+            }
+        }
+    }
+
+    /// Messages remembered.
+    pub fn len(&self) -> usize {
+        self.identities.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.identities.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloudevents::AttributesReader;
+
+    fn policy() -> IngressPolicy {
+        IngressPolicy {
+            max_payload_bytes: 64,
+            known_interfaces: Some(["city-pole".to_owned()].into()),
+        }
+    }
+
+    #[test]
+    fn both_topic_syntaxes_give_the_same_event() {
+        for (topic, syntax) in [
+            ("ktwin/real/city-pole/pole-1", TopicSyntax::Mqtt),
+            ("ktwin.real.city-pole.pole-1", TopicSyntax::RoutingKey),
+        ] {
+            let reading = validate(topic, syntax, br#"{"a":1}"#, &policy()).unwrap();
+            let event = reading.into_event(None);
+            assert_eq!(event.ty(), "ktwin.real.city-pole");
+            assert_eq!(event.source().as_str(), "pole-1");
+            assert_eq!(event.datacontenttype(), Some("application/json"));
+            assert_eq!(event.specversion().as_str(), "1.0");
+            assert!(event.time().is_some());
+            let id = uuid::Uuid::parse_str(event.id()).unwrap();
+            assert_eq!(id.get_version_num(), 7);
+            assert_eq!(
+                event.data(),
+                Some(&cloudevents::Data::Json(serde_json::json!({"a": 1})))
+            );
+        }
+    }
+
+    #[test]
+    fn each_bad_input_has_its_reason() {
+        let p = policy();
+        let cases: [(&str, TopicSyntax, &[u8], RejectKind, &str); 8] = [
+            ("ktwin/real/city-pole/p", TopicSyntax::Mqtt, b"not json", RejectKind::NotJson, "not JSON"),
+            ("ktwin/real/city-pole/p", TopicSyntax::Mqtt, b"[1,2]", RejectKind::NotJsonObject, "not an object"),
+            ("ktwin/real/city-pole/p", TopicSyntax::Mqtt, &[b' '; 65], RejectKind::PayloadTooLarge, "65 bytes"),
+            ("ktwin/real/city-pole", TopicSyntax::Mqtt, b"{}", RejectKind::BadTopic, "ktwin/real/city-pole"),
+            ("ktwin/real/city-pole/p/extra", TopicSyntax::Mqtt, b"{}", RejectKind::BadTopic, "extra"),
+            ("ktwin.real.city-pole", TopicSyntax::RoutingKey, b"{}", RejectKind::BadTopic, "routing key"),
+            ("ktwin/virtual/city-pole/p", TopicSyntax::Mqtt, b"{}", RejectKind::BadTopic, "virtual"),
+            ("ktwin/real/city-lamp/p", TopicSyntax::Mqtt, b"{}", RejectKind::UnknownInterface, "city-lamp"),
+        ];
+        for (topic, syntax, payload, kind, needle) in cases {
+            let err = validate(topic, syntax, payload, &p).unwrap_err();
+            assert_eq!(err.kind, kind, "{topic}: {err}");
+            assert!(err.detail.contains(needle), "{err} lacks {needle:?}");
+        }
+    }
+
+    #[test]
+    fn any_interface_passes_without_a_model() {
+        let open = IngressPolicy::default();
+        assert!(validate("ktwin/real/anything/p", TopicSyntax::Mqtt, b"{}", &open).is_ok());
+    }
+
+    #[test]
+    fn redeliveries_reuse_the_first_identity() {
+        let mut tracker = DuplicateTracker::new(2);
+        let fp = DuplicateTracker::fingerprint("t", b"{}");
+        assert!(tracker.identity_for(fp, true).is_none());
+        let identity = EventIdentity {
+            id: "id-1".into(),
+            time: Utc::now(),
+        };
+        tracker.remember(fp, identity.clone());
+        assert_eq!(tracker.identity_for(fp, true), Some(&identity));
+        assert!(tracker.identity_for(fp, false).is_none(), "fresh readings get new ids");
+        let reading = validate("ktwin/real/x/y", TopicSyntax::Mqtt, b"{}", &IngressPolicy::default()).unwrap();
+        let event = reading.into_event(Some(&identity));
+        assert_eq!(event.id(), "id-1");
+        assert_eq!(event.time(), Some(&identity.time));
+    }
+
+    #[test]
+    fn the_tracker_is_bounded() {
+        let mut tracker = DuplicateTracker::new(2);
+        for i in 0..5u64 {
+            tracker.remember(i, EventIdentity { id: i.to_string(), time: Utc::now() });
+        }
+        assert_eq!(tracker.len(), 2);
+        assert!(tracker.identity_for(0, true).is_none());
+        assert!(tracker.identity_for(4, true).is_some());
+    }
+}

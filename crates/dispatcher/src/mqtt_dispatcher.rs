@@ -1,0 +1,221 @@
+//! The MQTT → CloudEvent dispatcher: device messages in, CloudEvents on the broker out,
+//! acknowledging each source message only after its event is confirmed or dead-lettered.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cloudevents::AttributesReader;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use ktwin_broker::Broker;
+use tokio_util::sync::CancellationToken;
+
+use crate::dead_letter::{DeadLetterSink, RejectedMessage};
+use crate::ingress::{DuplicateTracker, EventIdentity, IngressPolicy, validate};
+use crate::metrics::{DispatchMetrics, ResponseCode};
+use crate::source::{DeviceSource, SourceMessage};
+
+/// Live counts of an ingress dispatcher (for tests, benchmarks and progress bars).
+#[derive(Debug, Default)]
+pub struct IngressCounters {
+    /// Events confirmed by the broker.
+    pub dispatched: AtomicU64,
+    /// Messages dead-lettered.
+    pub dead_lettered: AtomicU64,
+    /// Failed publish attempts (retried).
+    pub publish_failures: AtomicU64,
+}
+
+impl IngressCounters {
+    /// Events confirmed so far.
+    pub fn dispatched(&self) -> u64 {
+        self.dispatched.load(Ordering::Relaxed)
+    }
+
+    /// Messages dead-lettered so far.
+    pub fn dead_lettered(&self) -> u64 {
+        self.dead_lettered.load(Ordering::Relaxed)
+    }
+}
+
+/// An MQTT → CloudEvent dispatcher, to run over any [`DeviceSource`].
+pub struct IngressDispatcher {
+    broker: Arc<dyn Broker>,
+    dead_letters: Arc<dyn DeadLetterSink>,
+    policy: IngressPolicy,
+    metrics: DispatchMetrics,
+    max_in_flight: usize,
+    counters: Arc<IngressCounters>,
+}
+
+impl std::fmt::Debug for IngressDispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngressDispatcher")
+            .field("policy", &self.policy)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IngressDispatcher {
+    /// A dispatcher publishing to `broker` and dead-lettering to `dead_letters`.
+    pub fn new(
+        broker: Arc<dyn Broker>,
+        dead_letters: Arc<dyn DeadLetterSink>,
+        policy: IngressPolicy,
+        metrics: DispatchMetrics,
+    ) -> Self {
+        Self {
+            broker,
+            dead_letters,
+            policy,
+            metrics,
+            max_in_flight: 512,
+            counters: Arc::default(),
+        }
+    }
+
+    /// Messages being published at once, at most (pipelining depth).
+    pub fn max_in_flight(mut self, max: usize) -> Self {
+        self.max_in_flight = max.max(1);
+        self
+    }
+
+    /// The live counters.
+    pub fn counters(&self) -> Arc<IngressCounters> {
+        Arc::clone(&self.counters)
+    }
+
+    /// Dispatches until `shutdown` fires (then stops taking messages and drains those in
+    /// flight) or the source ends.
+    pub async fn run(self, mut source: impl DeviceSource, shutdown: CancellationToken) {
+        let syntax = source.syntax();
+        // Far more than can be in flight, so a redelivery after a reconnect is still known.
+        let mut tracker = DuplicateTracker::new(self.max_in_flight.max(1024) * 64);
+        let mut in_flight = FuturesOrdered::new();
+        let mut source_open = true;
+        loop {
+            let accepting = source_open && !shutdown.is_cancelled() && in_flight.len() < self.max_in_flight;
+            if !accepting && in_flight.is_empty() && (!source_open || shutdown.is_cancelled()) {
+                break;
+            }
+            tokio::select! {
+                biased;
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                message = source.next(), if accepting => match message {
+                    Some(message) => {
+                        let started = Instant::now();
+                        let fingerprint = DuplicateTracker::fingerprint(&message.topic, &message.payload);
+                        match validate(&message.topic, syntax, &message.payload, &self.policy) {
+                            Ok(reading) => {
+                                let identity = tracker.identity_for(fingerprint, message.redelivered).cloned();
+                                let event = reading.into_event(identity.as_ref());
+                                tracker.remember(fingerprint, EventIdentity {
+                                    id: event.id().to_owned(),
+                                    time: event.time().copied().unwrap_or_else(chrono::Utc::now),
+                                });
+                                in_flight.push_back(self.publish(event, message, started, shutdown.clone()).boxed());
+                            }
+                            Err(rejection) => {
+                                in_flight.push_back(self.dead_letter(message, rejection, started, shutdown.clone()).boxed());
+                            }
+                        }
+                    }
+                    None => source_open = false,
+                },
+                () = shutdown.cancelled(), if source_open && !shutdown.is_cancelled() => {}
+            }
+        }
+        tracing::info!(
+            dispatched = self.counters.dispatched(),
+            dead_lettered = self.counters.dead_lettered(),
+            "ingress dispatcher drained"
+        );
+    }
+
+    /// Publishes until confirmed, then acks the source message. While shutting down a failed
+    /// publish is abandoned unacknowledged: the source redelivers it.
+    fn publish(
+        &self,
+        event: cloudevents::Event,
+        message: SourceMessage,
+        started: Instant,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let broker = Arc::clone(&self.broker);
+        let metrics = self.metrics.clone();
+        let counters = Arc::clone(&self.counters);
+        async move {
+            let ty = event.ty().to_owned();
+            let mut delay = Duration::from_millis(100);
+            loop {
+                match broker.publish(event.clone()).await {
+                    Ok(_) => {
+                        metrics.observe(&ty, ResponseCode::Accepted, started.elapsed());
+                        counters.dispatched.fetch_add(1, Ordering::Relaxed);
+                        if let Err(error) = message.ack().await {
+                            tracing::warn!(%error, "source ack failed; the message will be redelivered with the same event id");
+                        }
+                        return;
+                    }
+                    Err(error) => {
+                        metrics.observe(&ty, ResponseCode::Failed, started.elapsed());
+                        counters.publish_failures.fetch_add(1, Ordering::Relaxed);
+                        if shutdown.is_cancelled() {
+                            tracing::warn!(%error, id = event.id(), "publish failed during shutdown; leaving the message to be redelivered");
+                            return;
+                        }
+                        tracing::warn!(%error, id = event.id(), ?delay, "publish failed, retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+    }
+
+    fn dead_letter(
+        &self,
+        message: SourceMessage,
+        rejection: crate::ingress::Rejection,
+        started: Instant,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let sink = Arc::clone(&self.dead_letters);
+        let metrics = self.metrics.clone();
+        let counters = Arc::clone(&self.counters);
+        async move {
+            tracing::warn!(topic = %message.topic, reason = %rejection, "dead-lettering device message");
+            let letter = RejectedMessage {
+                topic: message.topic.clone(),
+                payload: message.payload.to_vec(),
+                kind: rejection.kind.as_label(),
+                reason: rejection.detail.clone(),
+            };
+            let mut delay = Duration::from_millis(100);
+            loop {
+                match sink.put(letter.clone()).await {
+                    Ok(()) => break,
+                    Err(error) if shutdown.is_cancelled() => {
+                        tracing::warn!(%error, "dead-letter store failed during shutdown; leaving the message to be redelivered");
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, ?delay, "dead-letter store failed, retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            metrics.dead_letter(rejection.kind.as_label());
+            metrics.observe("invalid", ResponseCode::BadRequest, started.elapsed());
+            counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            if let Err(error) = message.ack().await {
+                tracing::warn!(%error, "source ack of a dead letter failed");
+            }
+        }
+    }
+}
+
+use futures::FutureExt as _;

@@ -1,0 +1,390 @@
+//! Where device messages come from: an AMQP queue fed by RabbitMQ's MQTT plugin, or a direct
+//! MQTT subscription. Both acknowledge only when told to (after the event is confirmed).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use ktwin_broker::{AmqpConnector, BrokerError};
+use ktwin_events::TopicKind;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::ingress::TopicSyntax;
+
+/// Binding of the device queue: every real-twin routing key from the MQTT plugin.
+pub const REAL_ROUTING_KEY_PATTERN: &str = "ktwin.real.#";
+
+/// Acknowledges one source message.
+#[async_trait]
+pub trait SourceAck: Send {
+    /// The message is handled; the source may forget it.
+    async fn ack(self: Box<Self>) -> anyhow::Result<()>;
+}
+
+/// One device message from a source.
+pub struct SourceMessage {
+    /// Topic (MQTT) or routing key (AMQP), per the source's [`TopicSyntax`].
+    pub topic: String,
+    /// Payload as received.
+    pub payload: Bytes,
+    /// The transport says this may have been delivered before (AMQP `redelivered`, MQTT DUP).
+    pub redelivered: bool,
+    ack: Box<dyn SourceAck>,
+}
+
+impl std::fmt::Debug for SourceMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceMessage")
+            .field("topic", &self.topic)
+            .field("payload_len", &self.payload.len())
+            .field("redelivered", &self.redelivered)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SourceMessage {
+    /// A message acknowledged through `ack`.
+    pub fn new(topic: String, payload: Bytes, redelivered: bool, ack: Box<dyn SourceAck>) -> Self {
+        Self {
+            topic,
+            payload,
+            redelivered,
+            ack,
+        }
+    }
+
+    /// Acknowledges the message to its source.
+    pub async fn ack(self) -> anyhow::Result<()> {
+        self.ack.ack().await
+    }
+}
+
+/// A stream of device messages.
+#[async_trait]
+pub trait DeviceSource: Send {
+    /// How topics are spelled.
+    fn syntax(&self) -> TopicSyntax;
+    /// The next message; `None` when the source has stopped.
+    async fn next(&mut self) -> Option<SourceMessage>;
+    /// A flag that is true while the source is connected (for readiness).
+    fn connected(&self) -> Arc<AtomicBool>;
+}
+
+/// Settings of [`AmqpQueueSource`].
+#[derive(Debug, Clone)]
+pub struct AmqpSourceConfig {
+    /// Queue to consume (the original `mqtt-dispatcher-queue`).
+    pub queue: String,
+    /// Declare the queue (durable quorum) and bind it to `mqtt_exchange` with `ktwin.real.#`;
+    /// off when the operator owns the topology.
+    pub declare: bool,
+    /// Exchange RabbitMQ's MQTT plugin publishes to.
+    pub mqtt_exchange: String,
+    /// Unacknowledged deliveries at most (prefetch).
+    pub prefetch: u16,
+    /// Consumer tag (the original `SERVICE_NAME`).
+    pub consumer_tag: String,
+}
+
+/// Consumes the AMQP queue RabbitMQ's MQTT plugin routes device messages to, with manual
+/// acknowledgements and prefetch, resubscribing after connection losses.
+#[derive(Debug)]
+pub struct AmqpQueueSource {
+    rx: mpsc::Receiver<SourceMessage>,
+    connected: Arc<AtomicBool>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+struct AmqpAck(lapin::Acker);
+
+#[async_trait]
+impl SourceAck for AmqpAck {
+    async fn ack(self: Box<Self>) -> anyhow::Result<()> {
+        self.0.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+}
+
+impl AmqpQueueSource {
+    /// Declares the topology if configured (errors surface here) and starts consuming.
+    pub async fn start(connector: AmqpConnector, config: AmqpSourceConfig) -> Result<Self, BrokerError> {
+        let (_, channel) = connector.channel(None).await?;
+        declare_source_queue(&channel, &config).await?;
+        let _ = channel.close(200, "declared".into()).await;
+        let (tx, rx) = mpsc::channel(usize::from(config.prefetch.max(1)));
+        let connected = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
+        tokio::spawn(amqp_consume_loop(connector, config, tx, Arc::clone(&connected), stop.clone()));
+        Ok(Self {
+            rx,
+            connected,
+            _stop: stop.drop_guard(),
+        })
+    }
+}
+
+async fn declare_source_queue(channel: &lapin::Channel, config: &AmqpSourceConfig) -> Result<(), BrokerError> {
+    if !config.declare {
+        return Ok(());
+    }
+    let amqp = |operation| move |source| BrokerError::Amqp { operation, source };
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    channel
+        .queue_declare(
+            config.queue.as_str().into(),
+            QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() },
+            args,
+        )
+        .await
+        .map_err(amqp("queue.declare"))?;
+    channel
+        .queue_bind(
+            config.queue.as_str().into(),
+            config.mqtt_exchange.as_str().into(),
+            REAL_ROUTING_KEY_PATTERN.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(amqp("queue.bind"))?;
+    Ok(())
+}
+
+async fn amqp_consume_loop(
+    connector: AmqpConnector,
+    config: AmqpSourceConfig,
+    tx: mpsc::Sender<SourceMessage>,
+    connected: Arc<AtomicBool>,
+    stop: CancellationToken,
+) {
+    let mut stale = None;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let run = async {
+            let amqp = |operation| move |source| BrokerError::Amqp { operation, source };
+            let (generation, channel) = connector.channel(stale.take()).await?;
+            stale = Some(generation);
+            declare_source_queue(&channel, &config).await?;
+            channel.basic_qos(config.prefetch, BasicQosOptions::default()).await.map_err(amqp("basic.qos"))?;
+            let mut consumer = channel
+                .basic_consume(
+                    config.queue.as_str().into(),
+                    config.consumer_tag.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(amqp("basic.consume"))?;
+            connected.store(true, Ordering::Release);
+            stale = None;
+            while let Some(delivery) = consumer.next().await {
+                let delivery = delivery.map_err(amqp("basic.consume"))?;
+                let mqtt_dup = delivery
+                    .properties
+                    .headers()
+                    .as_ref()
+                    .and_then(|h| h.inner().get("x-mqtt-dup"))
+                    .is_some_and(|v| matches!(v, AMQPValue::Boolean(true)));
+                let message = SourceMessage::new(
+                    delivery.routing_key.to_string(),
+                    Bytes::from(delivery.data),
+                    delivery.redelivered || mqtt_dup,
+                    Box::new(AmqpAck(delivery.acker)),
+                );
+                if tx.send(message).await.is_err() {
+                    return Ok::<(), BrokerError>(());
+                }
+            }
+            Err(BrokerError::Unavailable(format!("consumer of {:?} ended", config.queue)))
+        };
+        let result = tokio::select! {
+            result = run => result,
+            () = stop.cancelled() => return,
+        };
+        connected.store(false, Ordering::Release);
+        match result {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(queue = %config.queue, %error, ?delay, "device queue consumer lost, resubscribing");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl DeviceSource for AmqpQueueSource {
+    fn syntax(&self) -> TopicSyntax {
+        TopicSyntax::RoutingKey
+    }
+
+    async fn next(&mut self) -> Option<SourceMessage> {
+        self.rx.recv().await
+    }
+
+    fn connected(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.connected)
+    }
+}
+
+/// Settings of [`MqttSource`].
+#[derive(Debug, Clone)]
+pub struct MqttSourceConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Client id; with a persistent session, messages published while the dispatcher is
+    /// down are kept by the broker under this id.
+    pub client_id: String,
+    /// Subscription filter, normally `ktwin/real/#`.
+    pub filter: String,
+    /// Keep the session (and QoS 1 messages) across reconnects.
+    pub persistent_session: bool,
+    /// Messages buffered between the network and the dispatcher.
+    pub buffer: usize,
+    /// Largest MQTT packet accepted from the broker; larger ones break the connection, so
+    /// keep it above the payload limit so oversize payloads can be dead-lettered.
+    pub max_packet_bytes: usize,
+    /// Optional credentials.
+    pub credentials: Option<(String, String)>,
+}
+
+impl MqttSourceConfig {
+    /// Defaults for `host:port`: filter `ktwin/real/#`, persistent session, 16 MiB packets.
+    pub fn new(host: &str, port: u16, client_id: &str) -> Self {
+        Self {
+            host: host.to_owned(),
+            port,
+            client_id: client_id.to_owned(),
+            filter: TopicKind::Real.mqtt_filter(),
+            persistent_session: true,
+            buffer: 1024,
+            max_packet_bytes: 16 * 1024 * 1024,
+            credentials: None,
+        }
+    }
+}
+
+/// A direct QoS 1 MQTT subscription (any MQTT 3.1.1 broker) with manual acknowledgements.
+#[derive(Debug)]
+pub struct MqttSource {
+    rx: mpsc::Receiver<SourceMessage>,
+    connected: Arc<AtomicBool>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+struct MqttAck {
+    client: AsyncClient,
+    publish: rumqttc::Publish,
+}
+
+#[async_trait]
+impl SourceAck for MqttAck {
+    async fn ack(self: Box<Self>) -> anyhow::Result<()> {
+        if self.publish.qos == QoS::AtMostOnce {
+            return Ok(());
+        }
+        // Never wait on the request channel from the processing path: the event loop may be
+        // waiting for us to take the next message.
+        if self.client.try_ack(&self.publish).is_err() {
+            tokio::spawn(async move {
+                if let Err(error) = self.client.ack(&self.publish).await {
+                    tracing::warn!(%error, "MQTT ack failed; the broker will redeliver");
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+impl MqttSource {
+    /// Connects and subscribes (QoS 1), resubscribing on every reconnect.
+    pub fn start(config: MqttSourceConfig) -> Self {
+        let mut options = MqttOptions::new(&config.client_id, &config.host, config.port);
+        options
+            .set_manual_acks(true)
+            .set_clean_session(!config.persistent_session)
+            .set_keep_alive(Duration::from_secs(30))
+            .set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes)
+            .set_inflight(u16::try_from(config.buffer.clamp(10, 65_000)).unwrap_or(1000));
+        if let Some((user, password)) = &config.credentials {
+            options.set_credentials(user, password);
+        }
+        let (client, mut eventloop) = AsyncClient::new(options, config.buffer.max(16) * 4);
+        let (tx, rx) = mpsc::channel(config.buffer.max(1));
+        let connected = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
+        let flag = Arc::clone(&connected);
+        let token = stop.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            loop {
+                let event = tokio::select! {
+                    event = eventloop.poll() => event,
+                    () = token.cancelled() => {
+                        let _ = client.try_disconnect();
+                        return;
+                    }
+                };
+                match event {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        flag.store(true, Ordering::Release);
+                        delay = Duration::from_millis(100);
+                        if let Err(error) = client.try_subscribe(config.filter.as_str(), QoS::AtLeastOnce) {
+                            tracing::error!(%error, "cannot subscribe to {}", config.filter);
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(publish))) => {
+                        let message = SourceMessage::new(
+                            publish.topic.clone(),
+                            publish.payload.clone(),
+                            publish.dup,
+                            Box::new(MqttAck { client: client.clone(), publish }),
+                        );
+                        tokio::select! {
+                            sent = tx.send(message) => if sent.is_err() { return },
+                            () = token.cancelled() => return,
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        flag.store(false, Ordering::Release);
+                        tracing::warn!(%error, ?delay, "MQTT connection lost, reconnecting");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        });
+        Self {
+            rx,
+            connected,
+            _stop: stop.drop_guard(),
+        }
+    }
+}
+
+#[async_trait]
+impl DeviceSource for MqttSource {
+    fn syntax(&self) -> TopicSyntax {
+        TopicSyntax::Mqtt
+    }
+
+    async fn next(&mut self) -> Option<SourceMessage> {
+        self.rx.recv().await
+    }
+
+    fn connected(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.connected)
+    }
+}

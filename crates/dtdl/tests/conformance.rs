@@ -1,0 +1,54 @@
+//! Runs the official DTDL conformance cases (`../shared/corpora/dtdl/conformance/specification`)
+//! and fails below the pass-rate thresholds per DTDL version.
+
+use std::path::PathBuf;
+
+use ktwin_dtdl::conformance;
+
+/// Minimum pass rates (percent) per DTDL version.
+const THRESHOLDS: [(u8, f64); 3] = [(2, 99.5), (3, 99.5), (4, 98.0)];
+
+fn corpus() -> Option<PathBuf> {
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/corpora/dtdl/conformance/specification"
+    ));
+    dir.is_dir().then_some(dir)
+}
+
+#[test]
+fn conformance_pass_rates_meet_thresholds() {
+    let Some(dir) = corpus() else {
+        eprintln!(
+            "SKIPPED: DTDL conformance corpus not found (../shared/corpora/dtdl/conformance)"
+        );
+        return;
+    };
+    let summary = conformance::run_dirs(&[dir]).expect("conformance cases load");
+    if let Ok(report) = std::env::var("KTWIN_DTDL_FAILURES") {
+        let text: String = summary
+            .failures
+            .iter()
+            .map(|f| format!("{}#{} V{}: {}\n", f.file, f.index, f.version, f.reason))
+            .collect();
+        std::fs::write(report, text).expect("failure report written");
+    }
+    for (version, (passed, failed)) in &summary.per_version {
+        eprintln!(
+            "V{version}: {passed} passed, {failed} failed ({:.2}%)",
+            summary.rate(*version)
+        );
+    }
+    let total = summary.passed() + summary.failed();
+    assert!(
+        total > 20_000,
+        "expected the whole corpus, ran {total} cases"
+    );
+    for (version, threshold) in THRESHOLDS {
+        let rate = summary.rate(version);
+        assert!(
+            rate >= threshold,
+            "DTDL v{version}: {rate:.2}% of cases pass, below the {threshold}% threshold"
+        );
+    }
+}

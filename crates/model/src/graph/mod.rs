@@ -1,0 +1,8 @@
+//! The twin graph: interfaces (inheritance, relationship targets) and instances (named
+//! relationships), with validation and the graph API's JSON.
+
+mod instance;
+mod interface;
+
+pub use instance::*;
+pub use interface::*;

@@ -1,0 +1,92 @@
+//! The kinds of child objects ktwin manages, and how to address them on the API server.
+
+use kube::core::{ApiResource, GroupVersionKind};
+use serde::{Deserialize, Serialize};
+
+/// A kind of child object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ChildKind {
+    /// serving.knative.dev/v1 Service.
+    KService,
+    /// eventing.knative.dev/v1 Trigger.
+    Trigger,
+    /// rabbitmq.com/v1beta1 Binding.
+    Binding,
+    /// rabbitmq.com/v1beta1 Queue.
+    Queue,
+    /// apps/v1 Deployment.
+    Deployment,
+    /// v1 Service.
+    Service,
+}
+
+impl ChildKind {
+    /// Every kind, in apply order (queues before the bindings into them, services last).
+    pub const ALL: [ChildKind; 6] = [
+        ChildKind::Queue,
+        ChildKind::KService,
+        ChildKind::Trigger,
+        ChildKind::Binding,
+        ChildKind::Deployment,
+        ChildKind::Service,
+    ];
+
+    /// (group, version, kind, plural).
+    pub fn gvk(self) -> (&'static str, &'static str, &'static str, &'static str) {
+        match self {
+            ChildKind::KService => ("serving.knative.dev", "v1", "Service", "services"),
+            ChildKind::Trigger => ("eventing.knative.dev", "v1", "Trigger", "triggers"),
+            ChildKind::Binding => ("rabbitmq.com", "v1beta1", "Binding", "bindings"),
+            ChildKind::Queue => ("rabbitmq.com", "v1beta1", "Queue", "queues"),
+            ChildKind::Deployment => ("apps", "v1", "Deployment", "deployments"),
+            ChildKind::Service => ("", "v1", "Service", "services"),
+        }
+    }
+
+    /// `apiVersion` of the kind.
+    pub fn api_version(self) -> String {
+        let (group, version, _, _) = self.gvk();
+        if group.is_empty() {
+            version.to_owned()
+        } else {
+            format!("{group}/{version}")
+        }
+    }
+
+    /// The kind name.
+    pub fn kind(self) -> &'static str {
+        self.gvk().2
+    }
+
+    /// The API resource for dynamic clients.
+    pub fn api_resource(self) -> ApiResource {
+        let (group, version, kind, plural) = self.gvk();
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+    }
+}
+
+/// Objects ktwin reads but does not own.
+pub mod external {
+    use kube::core::{ApiResource, GroupVersionKind};
+
+    /// eventing.knative.dev/v1 Broker.
+    pub fn broker() -> ApiResource {
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("eventing.knative.dev", "v1", "Broker"),
+            "brokers",
+        )
+    }
+
+    /// rabbitmq.com/v1beta1 Exchange.
+    pub fn exchange() -> ApiResource {
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("rabbitmq.com", "v1beta1", "Exchange"),
+            "exchanges",
+        )
+    }
+
+    /// rabbitmq.com/v1beta1 Queue.
+    pub fn queue() -> ApiResource {
+        super::ChildKind::Queue.api_resource()
+    }
+}

@@ -1,0 +1,175 @@
+//! The MQTT broker devices talk to: an embedded rumqttd on a loopback port (nothing to
+//! install), or an external broker given by URL (`--mqtt mqtt://host:1883`).
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+/// Largest MQTT payload the embedded broker accepts. Above the dispatcher's JSON limit on
+/// purpose: oversized device messages must reach the dispatcher to be dead-lettered with a
+/// reason instead of the broker silently dropping the connection.
+pub const MAX_PAYLOAD: usize = 4 * 1024 * 1024;
+
+/// Where the MQTT broker is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttAddress {
+    /// Host name or IP.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl MqttAddress {
+    /// Parses `mqtt://host[:port]` or `tcp://host[:port]` (port 1883 by default) or `host:port`.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("mqtt://")
+            .or_else(|| url.strip_prefix("tcp://"))
+            .unwrap_or(url)
+            .trim_end_matches('/');
+        if rest.contains("://") {
+            return Err(format!(
+                "MQTT URL {url:?}: unsupported scheme; expected mqtt://host[:port] (TLS is not supported locally)"
+            ));
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => (
+                host,
+                port.parse::<u16>()
+                    .map_err(|_| format!("MQTT URL {url:?}: port {port:?} is not a TCP port number"))?,
+            ),
+            None => (rest, 1883),
+        };
+        if host.is_empty() {
+            return Err(format!("MQTT URL {url:?}: no host; expected mqtt://host[:port]"));
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+        })
+    }
+
+    /// `mqtt://host:port`.
+    pub fn url(&self) -> String {
+        format!("mqtt://{}:{}", self.host, self.port)
+    }
+}
+
+/// A running embedded MQTT broker (MQTT 3.1.1 and 5 on the same port pair).
+///
+/// rumqttd offers no way to stop its threads, so it lives until the process exits; `ktwin up`
+/// starts exactly one.
+#[derive(Debug, Clone)]
+pub struct EmbeddedMqtt {
+    /// Where MQTT 3.1.1 clients connect.
+    pub v4: SocketAddr,
+    /// Where MQTT 5 clients connect.
+    pub v5: SocketAddr,
+}
+
+impl EmbeddedMqtt {
+    /// The address of the MQTT 3.1.1 listener.
+    pub fn address(&self) -> MqttAddress {
+        MqttAddress {
+            host: self.v4.ip().to_string(),
+            port: self.v4.port(),
+        }
+    }
+}
+
+/// Starts rumqttd on 127.0.0.1: MQTT 3.1.1 on `port` (0 = any free port) and MQTT 5 on a free
+/// port. If `port` is taken (a Mosquitto already running, say) this fails naming the port, so a
+/// device never silently talks to another broker.
+pub fn start_embedded(port: u16) -> Result<EmbeddedMqtt, String> {
+    let v4 = reserve(port)?;
+    let v5 = reserve(0)?;
+    let server = |name: &str, listen: SocketAddr| rumqttd::ServerSettings {
+        name: name.to_owned(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: rumqttd::ConnectionSettings {
+            connection_timeout_ms: 60_000,
+            max_payload_size: MAX_PAYLOAD,
+            max_inflight_count: 500,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    };
+    let config = rumqttd::Config {
+        id: 0,
+        router: rumqttd::RouterConfig {
+            max_connections: 100_000,
+            max_outgoing_packet_count: 1_000,
+            max_segment_size: 100 * 1024 * 1024,
+            max_segment_count: 10,
+            ..Default::default()
+        },
+        v4: Some(HashMap::from([("v4".to_owned(), server("mqtt-v4", v4))])),
+        v5: Some(HashMap::from([("v5".to_owned(), server("mqtt-v5", v5))])),
+        ..Default::default()
+    };
+    std::thread::Builder::new()
+        .name("mqtt-broker".into())
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            if let Err(err) = broker.start() {
+                tracing::error!(%err, "embedded MQTT broker stopped");
+            }
+        })
+        .map_err(|err| format!("cannot start the embedded MQTT broker thread: {err}"))?;
+    wait_listening(v4, Duration::from_secs(5))?;
+    wait_listening(v5, Duration::from_secs(5))?;
+    Ok(EmbeddedMqtt { v4, v5 })
+}
+
+/// Checks that `port` is free on the loopback interface (picking one for 0).
+fn reserve(port: u16) -> Result<SocketAddr, String> {
+    let listener = TcpListener::bind(("127.0.0.1", port)).map_err(|err| {
+        format!(
+            "cannot use 127.0.0.1:{port} for the embedded MQTT broker ({err}); another broker may be running there: pass --mqtt mqtt://127.0.0.1:{port} to use it, or --mqtt-port to pick another port"
+        )
+    })?;
+    listener
+        .local_addr()
+        .map_err(|err| format!("embedded MQTT broker address: {err}"))
+}
+
+fn wait_listening(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("the embedded MQTT broker did not listen on {addr} within {timeout:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_broker_urls() {
+        assert_eq!(
+            MqttAddress::parse("mqtt://127.0.0.1:1884").unwrap(),
+            MqttAddress { host: "127.0.0.1".into(), port: 1884 }
+        );
+        assert_eq!(MqttAddress::parse("tcp://broker").unwrap().port, 1883);
+        assert_eq!(MqttAddress::parse("localhost:1883").unwrap().host, "localhost");
+        assert!(MqttAddress::parse("mqtts://x:8883").unwrap_err().contains("unsupported scheme"));
+        assert!(MqttAddress::parse("mqtt://x:http").unwrap_err().contains("\"http\""));
+        assert!(MqttAddress::parse("mqtt://:1883").unwrap_err().contains("no host"));
+        assert_eq!(MqttAddress::parse("mqtt://h:1/").unwrap().url(), "mqtt://h:1");
+    }
+
+    #[test]
+    fn a_taken_port_is_refused_with_advice() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let err = start_embedded(port).unwrap_err();
+        assert!(err.contains(&format!("127.0.0.1:{port}")) && err.contains("--mqtt"), "{err}");
+    }
+}

@@ -1,0 +1,126 @@
+//! `ktwin store` (run the event-store service) and `ktwin bench store`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use ktwin_service::{Readiness, ops_router};
+
+use crate::{ApiConfig, BackendChoice, IngestConfig, Ingestor, KnownInterfaces, router};
+
+pub use crate::bench::{BenchStoreArgs, run_bench};
+
+/// Which storage backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// PostgreSQL (`--database-url`).
+    Postgres,
+    /// Embedded redb file (`--path`).
+    Embedded,
+}
+
+/// Where the store keeps its data.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackendArgs {
+    /// Storage backend.
+    #[arg(long, value_enum, default_value = "embedded", env = "KTWIN_STORE_BACKEND")]
+    pub backend: BackendKind,
+    /// PostgreSQL connection URL (backend postgres).
+    #[arg(
+        long,
+        env = "KTWIN_STORE_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub database_url: String,
+    /// Database file (backend embedded).
+    #[arg(long, env = "KTWIN_STORE_PATH", default_value = ".ktwin/store.redb")]
+    pub path: PathBuf,
+}
+
+impl BackendArgs {
+    /// The backend these arguments select.
+    pub fn choice(&self) -> BackendChoice {
+        match self.backend {
+            BackendKind::Postgres => BackendChoice::Postgres(self.database_url.clone()),
+            BackendKind::Embedded => BackendChoice::Embedded(self.path.clone()),
+        }
+    }
+}
+
+/// Runs the event-store service.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// Address to listen on (port 0 picks a free port; the bound address is printed).
+    #[arg(long, env = "KTWIN_STORE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Largest accepted request body in bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+    /// Known twin interface (repeat); events of other interfaces get 404. None = accept all.
+    #[arg(long = "interface")]
+    pub interfaces: Vec<String>,
+    /// Events per transaction, at most.
+    #[arg(long, default_value_t = IngestConfig::default().max_batch)]
+    pub max_batch: usize,
+}
+
+/// Serves the store until Ctrl-C or SIGTERM, then drains in-flight requests and the ingest
+/// queue.
+pub async fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
+    let choice = args.backend.choice();
+    let backend = choice
+        .open()
+        .await
+        .with_context(|| format!("opening the {choice:?} backend"))?;
+    let (ingestor, ingest_task) = Ingestor::spawn(
+        backend.clone(),
+        IngestConfig {
+            max_batch: args.max_batch,
+            ..IngestConfig::default()
+        },
+    );
+    let known_interfaces = if args.interfaces.is_empty() {
+        KnownInterfaces::any()
+    } else {
+        KnownInterfaces::only(args.interfaces.iter().cloned())
+    };
+    let config = ApiConfig {
+        body_limit: args.body_limit,
+        known_interfaces,
+    };
+    let readiness = Readiness::new();
+    readiness.set_ready(true);
+    let shutdown = ktwin_service::shutdown_token();
+    let watcher = {
+        let (backend, readiness, shutdown) = (backend.clone(), readiness.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            // Readiness follows the database: a store that cannot commit must not get traffic.
+            while !shutdown.is_cancelled() {
+                readiness.set_ready(backend.check().await.is_ok());
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+        })
+    };
+    let app = router(backend, ingestor, config).merge(ops_router(readiness));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let address = listener.local_addr()?;
+    println!("ktwin store listening on http://{address}");
+    tracing::info!(%address, backend = ?args.backend.backend, "event store listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await
+        .context("serving HTTP")?;
+    // The router (and its ingestor handles) is gone: the ingest task drains and ends.
+    ingest_task.await.context("ingest task")?;
+    watcher.abort();
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,67 @@
+//! Helpers shared by the integration tests: scratch PostgreSQL databases and an independent
+//! merge-patch implementation to check the store against.
+
+#![allow(dead_code)]
+
+use serde_json::{Map, Value};
+
+/// Server every test uses (trust auth).
+pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// A database created for one test and dropped when the guard goes away.
+pub struct ScratchDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl ScratchDb {
+    pub async fn create(purpose: &str) -> Self {
+        let name = format!("ktwin_test_{purpose}_{}", uuid::Uuid::new_v4().simple());
+        let url = ktwin_store::backend::postgres::create_database(ADMIN_URL, &name)
+            .await
+            .unwrap_or_else(|err| panic!("PostgreSQL at {ADMIN_URL} is required for this test: {err}"));
+        Self { name, url }
+    }
+}
+
+impl Drop for ScratchDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime; a helper thread gets its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(ktwin_store::backend::postgres::drop_database(ADMIN_URL, &name))
+        })
+        .join();
+    }
+}
+
+/// RFC 7386, written independently of the store's implementation.
+pub fn reference_merge(target: Value, patch: &Value) -> Value {
+    match patch {
+        Value::Object(patch_members) => {
+            let mut result = match target {
+                Value::Object(members) => members,
+                _ => Map::new(),
+            };
+            for (name, value) in patch_members {
+                if value.is_null() {
+                    result.remove(name);
+                } else {
+                    let current = result.remove(name).unwrap_or(Value::Null);
+                    result.insert(name.clone(), reference_merge(current, value));
+                }
+            }
+            Value::Object(result)
+        }
+        other => other.clone(),
+    }
+}
+
+/// SplitMix64: a deterministic hash of an index, so events can be regenerated on demand.
+pub fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}

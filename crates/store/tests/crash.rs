@@ -1,0 +1,163 @@
+//! Acceptance: the store process killed with SIGKILL during ingest and restarted keeps every
+//! event it acknowledged (202), for both backends.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::ScratchDb;
+
+struct Store {
+    child: Child,
+    base: String,
+}
+
+impl Store {
+    /// Starts the store binary on a free port with `backend_args` and waits for its address.
+    fn start(backend_args: &[String]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ktwin-store"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(backend_args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("store binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let base = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .filter(|url| url.starts_with("http://"))
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Self { child, base }
+    }
+
+    fn kill(mut self) {
+        // Child::kill sends SIGKILL on Unix: no shutdown hook runs.
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn post(client: &reqwest::Client, base: &str, writer: usize, n: usize) -> Result<reqwest::StatusCode, reqwest::Error> {
+    let response = client
+        .post(format!("{base}/api/v1/twin-events"))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", format!("w{writer}-{n}"))
+        .header("ce-type", "ktwin.store.crash-sensor")
+        .header("ce-source", format!("sensor-{writer}"))
+        .header("ce-time", format!("2024-05-20T10:00:{:02}.{:06}Z", n / 1_000_000 % 60, n % 1_000_000))
+        .header("content-type", "application/json")
+        .body(format!("{{\"n\":{n},\"writer\":{writer}}}"))
+        .send()
+        .await?;
+    Ok(response.status())
+}
+
+/// Writers post until the store dies; returns the ids acknowledged with 202.
+async fn ingest_until_killed(store: Store) -> BTreeSet<String> {
+    let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
+    let client = reqwest::Client::new();
+    let mut writers = tokio::task::JoinSet::new();
+    for writer in 0..8 {
+        let (client, base, acknowledged) = (client.clone(), store.base.clone(), acknowledged.clone());
+        writers.spawn(async move {
+            for n in 0.. {
+                match post(&client, &base, writer, n).await {
+                    Ok(status) if status == reqwest::StatusCode::ACCEPTED => {
+                        acknowledged.lock().unwrap().insert(format!("w{writer}-{n}"));
+                    }
+                    Ok(status) => panic!("unexpected status {status}"),
+                    Err(_) => break, // the store is gone
+                }
+            }
+        });
+    }
+    // Let ingestion run, then kill mid-flight.
+    while acknowledged.lock().unwrap().len() < 300 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::task::spawn_blocking(move || store.kill()).await.unwrap();
+    while writers.join_next().await.is_some() {}
+    let ids = acknowledged.lock().unwrap().clone();
+    ids
+}
+
+/// Every stored id, paging through `GET /api/v1/twin-events`.
+async fn stored_ids(base: &str) -> BTreeSet<String> {
+    let client = reqwest::Client::new();
+    let mut ids = BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/api/v1/twin-events?limit=1000");
+        if let Some(cursor) = &cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let response = client.get(url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        cursor = response
+            .headers()
+            .get("x-next-cursor")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let page: Vec<serde_json::Value> = response.json().await.unwrap();
+        ids.extend(page.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
+        if cursor.is_none() {
+            return ids;
+        }
+    }
+}
+
+async fn survives_sigkill(backend_args: Vec<String>) {
+    let acknowledged = ingest_until_killed(Store::start(&backend_args)).await;
+    assert!(acknowledged.len() >= 300);
+    let restarted = Store::start(&backend_args);
+    let stored = stored_ids(&restarted.base).await;
+    let missing: Vec<_> = acknowledged.difference(&stored).collect();
+    assert!(missing.is_empty(), "{} acknowledged events lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    // The restarted store serves the merged state too.
+    let latest = reqwest::get(format!("{}/api/v1/twin-events/crash-sensor/sensor-0/latest", restarted.base))
+        .await
+        .unwrap();
+    assert_eq!(latest.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_keeps_acknowledged_events_across_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    survives_sigkill(vec![
+        "--backend".into(),
+        "embedded".into(),
+        "--path".into(),
+        path.display().to_string(),
+    ])
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_keeps_acknowledged_events_across_sigkill() {
+    let db = ScratchDb::create("crash").await;
+    survives_sigkill(vec![
+        "--backend".into(),
+        "postgres".into(),
+        "--database-url".into(),
+        db.url.clone(),
+    ])
+    .await;
+}
