@@ -27,12 +27,28 @@ enum Command {
     /// Measure components.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Bridge devices and twins: MQTT → CloudEvents (`mqtt`), CloudEvents → MQTT (`cloudevent`).
+    Dispatcher(ktwin_dispatcher::cli::DispatcherArgs),
+    /// Run the Kubernetes operator (controllers for the ktwin resources).
+    Operator(ktwin_operator::cli::OperatorArgs),
+    /// Print offline what the operator would apply for a project.
+    Plan(ktwin_operator::cli::PlanArgs),
+    /// Install ktwin on a cluster (`--render` prints the bundle).
+    Install(ktwin_operator::cli::InstallArgs),
+    /// Print the ktwin CRDs (TwinInterface, TwinInstance, EventStore, MQTTTrigger, Gateway).
+    Crds(ktwin_model::cli::CrdsArgs),
+    /// Compile DTDL models into TwinInterface resources.
+    Compile(ktwin_model::cli::CompileArgs),
+    /// Expand a world description into TwinInstances (or the twin-graph JSON).
+    Instances(ktwin_model::cli::InstancesArgs),
 }
 
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Event-store ingest throughput and latest-state read latency.
     Store(ktwin_store::cli::BenchStoreArgs),
+    /// MQTT → CloudEvent dispatch throughput (bus, RabbitMQ) beside raw Mosquitto and AMQP rates.
+    Dispatch(ktwin_dispatcher::cli::BenchDispatchArgs),
 }
 
 #[tokio::main]
@@ -43,6 +59,14 @@ async fn main() -> ExitCode {
         Command::Dtdl(args) => ktwin_dtdl::cli::run(args).await,
         Command::Store(args) => ktwin_store::cli::run(args).await,
         Command::Bench(BenchCommand::Store(args)) => ktwin_store::cli::run_bench(args).await,
+        Command::Bench(BenchCommand::Dispatch(args)) => ktwin_dispatcher::cli::run_bench(args).await,
+        Command::Dispatcher(args) => ktwin_dispatcher::cli::run(args).await,
+        Command::Operator(args) => ktwin_operator::cli::run_operator(args).await,
+        Command::Plan(args) => ktwin_operator::cli::run_plan(args).await,
+        Command::Install(args) => ktwin_operator::cli::run_install(args).await,
+        Command::Crds(args) => ktwin_model::cli::run_crds(args).await,
+        Command::Compile(args) => ktwin_model::cli::run_compile(args).await,
+        Command::Instances(args) => ktwin_model::cli::run_instances(args).await,
     };
     match result {
         Ok(code) => code,

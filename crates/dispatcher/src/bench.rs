@@ -51,7 +51,11 @@ pub struct BenchDispatchArgs {
     #[arg(long, env = "KTWIN_MQTT_PORT", default_value_t = 1883)]
     pub mqtt_port: u16,
     /// AMQP URI of RabbitMQ.
-    #[arg(long, env = "KTWIN_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(
+        long,
+        env = "KTWIN_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
     pub amqp_url: String,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
@@ -102,7 +106,9 @@ pub async fn publish_qos1(
     let (client, mut eventloop) = AsyncClient::new(options, 1000);
     let producer = tokio::spawn(async move {
         for (topic, payload) in messages {
-            client.publish(topic, QoS::AtLeastOnce, false, payload).await?;
+            client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await?;
         }
         anyhow::Ok(client)
     });
@@ -134,9 +140,18 @@ pub async fn publish_qos1(
 }
 
 /// `messages` readings spread over `devices` instances of interface `iface`, MQTT topics.
-pub fn device_messages(iface: &str, devices: u64, range: std::ops::Range<u64>) -> Vec<(String, Vec<u8>)> {
+pub fn device_messages(
+    iface: &str,
+    devices: u64,
+    range: std::ops::Range<u64>,
+) -> Vec<(String, Vec<u8>)> {
     range
-        .map(|i| (format!("ktwin/real/{iface}/device-{}", i % devices.max(1)), sample_payload(i)))
+        .map(|i| {
+            (
+                format!("ktwin/real/{iface}/device-{}", i % devices.max(1)),
+                sample_payload(i),
+            )
+        })
         .collect()
 }
 
@@ -145,11 +160,17 @@ async fn publish_parallel(args: &BenchDispatchArgs, iface: &str, run: &str) -> a
     let per = args.messages / publishers;
     let mut tasks = Vec::new();
     for p in 0..publishers {
-        let end = if p + 1 == publishers { args.messages } else { (p + 1) * per };
+        let end = if p + 1 == publishers {
+            args.messages
+        } else {
+            (p + 1) * per
+        };
         let messages = device_messages(iface, 100, p * per..end);
         let (host, port) = (args.mqtt_host.clone(), args.mqtt_port);
         let client_id = format!("ktwin-bench-pub-{run}-{p}");
-        tasks.push(tokio::spawn(async move { publish_qos1(&host, port, &client_id, messages, None).await }));
+        tasks.push(tokio::spawn(async move {
+            publish_qos1(&host, port, &client_id, messages, None).await
+        }));
     }
     for task in tasks {
         task.await??;
@@ -166,8 +187,12 @@ fn run_id() -> String {
 async fn ingress_rate(args: &BenchDispatchArgs, broker: Arc<dyn Broker>) -> anyhow::Result<f64> {
     let run = run_id();
     let iface = format!("bench-{run}");
-    let mut config = MqttSourceConfig::new(&args.mqtt_host, args.mqtt_port, &format!("ktwin-bench-sub-{run}"));
-    config.filter = format!("ktwin/real/{iface}/#");
+    let mut config = MqttSourceConfig::new(
+        &args.mqtt_host,
+        args.mqtt_port,
+        &format!("ktwin-bench-sub-{run}"),
+    );
+    config.filters = vec![format!("ktwin/real/{iface}/#")];
     config.persistent_session = false;
     config.buffer = 1024;
     let source = MqttSource::start(config);
@@ -184,14 +209,24 @@ async fn ingress_rate(args: &BenchDispatchArgs, broker: Arc<dyn Broker>) -> anyh
     let task = tokio::spawn(dispatcher.run(source, stop.clone()));
     let deadline = Instant::now() + Duration::from_secs(10);
     while !connected.load(Ordering::Acquire) {
-        anyhow::ensure!(Instant::now() < deadline, "cannot reach MQTT at {}:{}", args.mqtt_host, args.mqtt_port);
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "cannot reach MQTT at {}:{}",
+            args.mqtt_host,
+            args.mqtt_port
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The subscription is sent right after CONNACK; give it a moment to be in place.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     publish_parallel(args, &iface, &run).await?;
-    wait_for(|| counters.dispatched() >= args.messages, "dispatched events", Duration::from_secs(120)).await?;
+    wait_for(
+        || counters.dispatched() >= args.messages,
+        "dispatched events",
+        Duration::from_secs(120),
+    )
+    .await?;
     let elapsed = started.elapsed();
     stop.cancel();
     task.await?;
@@ -213,7 +248,10 @@ async fn bus_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
         ..MemoryBrokerConfig::default()
     });
     let mut subscription = bus
-        .subscribe(SubscriptionSpec::new("bench", TypeFilter::prefix("ktwin.real.")))
+        .subscribe(SubscriptionSpec::new(
+            "bench",
+            TypeFilter::prefix("ktwin.real."),
+        ))
         .await?;
     let consumer = tokio::spawn(async move {
         loop {
@@ -245,12 +283,22 @@ async fn rabbitmq_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
     .context("connecting to RabbitMQ")?;
     let queue = format!("ktwin-bench-{run}");
     // A bound queue so events are routed and stored, not discarded.
-    drop(broker.subscribe(SubscriptionSpec::new(&queue, TypeFilter::prefix("ktwin.real."))).await?);
+    drop(
+        broker
+            .subscribe(SubscriptionSpec::new(
+                &queue,
+                TypeFilter::prefix("ktwin.real."),
+            ))
+            .await?,
+    );
     let rate = ingress_rate(args, Arc::new(broker.clone())).await;
     broker.delete_subscription(&queue).await?;
     let (_, channel) = broker.connector().channel(None).await?;
     channel
-        .exchange_delete(broker.config().exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .exchange_delete(
+            broker.config().exchange.as_str().into(),
+            ExchangeDeleteOptions::default(),
+        )
         .await?;
     broker.close().await;
     rate
@@ -259,10 +307,18 @@ async fn rabbitmq_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
 async fn mosquitto_raw_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
     let run = run_id();
     let iface = format!("bench-{run}");
-    let mut options = MqttOptions::new(format!("ktwin-bench-raw-{run}"), &args.mqtt_host, args.mqtt_port);
-    options.set_keep_alive(Duration::from_secs(30)).set_inflight(1000);
+    let mut options = MqttOptions::new(
+        format!("ktwin-bench-raw-{run}"),
+        &args.mqtt_host,
+        args.mqtt_port,
+    );
+    options
+        .set_keep_alive(Duration::from_secs(30))
+        .set_inflight(1000);
     let (client, mut eventloop) = AsyncClient::new(options, 1000);
-    client.subscribe(format!("ktwin/real/{iface}/#"), QoS::AtLeastOnce).await?;
+    client
+        .subscribe(format!("ktwin/real/{iface}/#"), QoS::AtLeastOnce)
+        .await?;
     let received = Arc::new(AtomicU64::new(0));
     let count = Arc::clone(&received);
     let stop = CancellationToken::new();
@@ -290,7 +346,12 @@ async fn mosquitto_raw_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
         .context("no SUBACK from the MQTT broker")?;
     let started = Instant::now();
     publish_parallel(args, &iface, &run).await?;
-    wait_for(|| received.load(Ordering::Relaxed) >= args.messages, "raw MQTT messages", Duration::from_secs(120)).await?;
+    wait_for(
+        || received.load(Ordering::Relaxed) >= args.messages,
+        "raw MQTT messages",
+        Duration::from_secs(120),
+    )
+    .await?;
     let elapsed = started.elapsed();
     stop.cancel();
     subscriber.await?;
@@ -300,19 +361,37 @@ async fn mosquitto_raw_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
 
 async fn amqp_raw_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
     let run = run_id();
-    let connection = lapin::Connection::connect(&args.amqp_url, lapin::ConnectionProperties::default()).await?;
+    let connection =
+        lapin::Connection::connect(&args.amqp_url, lapin::ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
     let exchange = format!("ktwin-bench-raw-{run}");
     channel
-        .exchange_declare(exchange.as_str().into(), lapin::ExchangeKind::Headers, ExchangeDeclareOptions::default(), FieldTable::default())
+        .exchange_declare(
+            exchange.as_str().into(),
+            lapin::ExchangeKind::Headers,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     channel
-        .queue_declare(exchange.as_str().into(), QueueDeclareOptions::default(), FieldTable::default())
+        .queue_declare(
+            exchange.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     channel
-        .queue_bind(exchange.as_str().into(), exchange.as_str().into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+        .queue_bind(
+            exchange.as_str().into(),
+            exchange.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     let started = Instant::now();
     let window = 1024;
     let mut confirms = futures::stream::FuturesOrdered::new();
@@ -337,8 +416,12 @@ async fn amqp_raw_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
         anyhow::ensure!(confirmation?.is_ack(), "RabbitMQ refused a message");
     }
     let elapsed = started.elapsed();
-    channel.queue_delete(exchange.as_str().into(), QueueDeleteOptions::default()).await?;
-    channel.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await?;
+    channel
+        .queue_delete(exchange.as_str().into(), QueueDeleteOptions::default())
+        .await?;
+    channel
+        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await?;
     let _ = connection.close(200, "done".into()).await;
     Ok(args.messages as f64 / elapsed.as_secs_f64())
 }
@@ -353,7 +436,9 @@ pub async fn run(args: BenchDispatchArgs) -> anyhow::Result<ExitCode> {
         indicatif::ProgressStyle::with_template("{pos}/{len} {msg}").expect("static template"),
     );
     progress.set_message("raw Mosquitto pub→sub");
-    let mosquitto_raw_msgs_per_s = mosquitto_raw_rate(&args).await.context("raw Mosquitto measurement")?;
+    let mosquitto_raw_msgs_per_s = mosquitto_raw_rate(&args)
+        .await
+        .context("raw Mosquitto measurement")?;
     progress.inc(1);
     progress.set_message("raw AMQP publish loop");
     let amqp_raw_msgs_per_s = amqp_raw_rate(&args).await.context("raw AMQP measurement")?;
@@ -375,10 +460,22 @@ pub async fn run(args: BenchDispatchArgs) -> anyhow::Result<ExitCode> {
         OutputFormat::Json => println!("{}", serde_json::to_string(&result)?),
         OutputFormat::Text => {
             println!("messages per measurement: {}", result.messages);
-            println!("{:<40} {:>12.0} msg/s", "MQTT → CloudEvent → in-memory bus", result.bus_msgs_per_s);
-            println!("{:<40} {:>12.0} msg/s", "MQTT → CloudEvent → RabbitMQ (confirms)", result.rabbitmq_msgs_per_s);
-            println!("{:<40} {:>12.0} msg/s", "raw Mosquitto pub → sub (QoS 1)", result.mosquitto_raw_msgs_per_s);
-            println!("{:<40} {:>12.0} msg/s", "raw AMQP publish (confirms)", result.amqp_raw_msgs_per_s);
+            println!(
+                "{:<40} {:>12.0} msg/s",
+                "MQTT → CloudEvent → in-memory bus", result.bus_msgs_per_s
+            );
+            println!(
+                "{:<40} {:>12.0} msg/s",
+                "MQTT → CloudEvent → RabbitMQ (confirms)", result.rabbitmq_msgs_per_s
+            );
+            println!(
+                "{:<40} {:>12.0} msg/s",
+                "raw Mosquitto pub → sub (QoS 1)", result.mosquitto_raw_msgs_per_s
+            );
+            println!(
+                "{:<40} {:>12.0} msg/s",
+                "raw AMQP publish (confirms)", result.amqp_raw_msgs_per_s
+            );
             println!(
                 "ratios: bus/mosquitto {:.2}, rabbitmq/amqp-raw {:.2}",
                 result.bus_msgs_per_s / result.mosquitto_raw_msgs_per_s,

@@ -42,7 +42,11 @@ enum DispatcherCommand {
 #[derive(Debug, Clone, Args)]
 pub struct AmqpArgs {
     /// AMQP URI of RabbitMQ.
-    #[arg(long, env = "KTWIN_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(
+        long,
+        env = "KTWIN_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
     pub amqp_url: String,
     /// The broker's headers exchange (the Knative broker exchange in a cluster).
     #[arg(long, env = "PUBLISHER_EXCHANGE", default_value = "ktwin-broker")]
@@ -113,7 +117,11 @@ pub struct MqttArgs {
     #[command(flatten)]
     pub amqp: AmqpArgs,
     /// Queue of device messages (`--source amqp`).
-    #[arg(long, env = "SUBSCRIBER_QUEUE", default_value = "mqtt-dispatcher-queue")]
+    #[arg(
+        long,
+        env = "SUBSCRIBER_QUEUE",
+        default_value = "mqtt-dispatcher-queue"
+    )]
     pub queue: String,
     /// Declare the device queue (quorum) and bind it to the MQTT exchange with `ktwin.real.#`.
     #[arg(long, env = "DECLARE_QUEUE", default_value_t = true, action = clap::ArgAction::Set)]
@@ -133,7 +141,11 @@ pub struct MqttArgs {
     #[arg(long, env = "KTWIN_INTERFACES_FILE")]
     pub interfaces_file: Option<PathBuf>,
     /// Durable queue receiving refused device messages, reason in a header.
-    #[arg(long, env = "KTWIN_DEAD_LETTER_QUEUE", default_value = "mqtt-dispatcher-dead-letters")]
+    #[arg(
+        long,
+        env = "KTWIN_DEAD_LETTER_QUEUE",
+        default_value = "mqtt-dispatcher-dead-letters"
+    )]
     pub dead_letter_queue: String,
     #[command(flatten)]
     pub ops: OpsArgs,
@@ -157,7 +169,11 @@ impl MqttArgs {
                     continue;
                 }
                 ktwin_events::validate_name("interface", name).with_context(|| {
-                    format!("{}:{}: expected one interface name per line", path.display(), number + 1)
+                    format!(
+                        "{}:{}: expected one interface name per line",
+                        path.display(),
+                        number + 1
+                    )
                 })?;
                 known.insert(name.to_owned());
             }
@@ -184,7 +200,11 @@ pub struct CloudEventArgs {
     #[command(flatten)]
     pub amqp: AmqpArgs,
     /// Subscription (queue) of virtual events on the broker.
-    #[arg(long, env = "SUBSCRIBER_QUEUE", default_value = "cloud-event-dispatcher-queue")]
+    #[arg(
+        long,
+        env = "SUBSCRIBER_QUEUE",
+        default_value = "cloud-event-dispatcher-queue"
+    )]
     pub queue: String,
     /// Where device messages go.
     #[arg(long, env = "KTWIN_SINK", value_enum, default_value_t = SinkKind::Amqp)]
@@ -238,7 +258,11 @@ fn redact(uri: &str) -> String {
 }
 
 /// Serves the ops endpoints and keeps `/ready` in line with `checks` until `shutdown`.
-fn serve_ops(listen: SocketAddr, checks: Vec<Arc<dyn Fn() -> bool + Send + Sync>>, shutdown: CancellationToken) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+fn serve_ops(
+    listen: SocketAddr,
+    checks: Vec<Arc<dyn Fn() -> bool + Send + Sync>>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     let readiness = Readiness::new();
     let probe = readiness.clone();
     let stop = shutdown.clone();
@@ -265,10 +289,15 @@ fn serve_ops(listen: SocketAddr, checks: Vec<Arc<dyn Fn() -> bool + Send + Sync>
 
 async fn run_mqtt(args: MqttArgs) -> anyhow::Result<ExitCode> {
     let policy = args.policy()?;
-    let name = args.ops.service_name.clone().unwrap_or_else(|| "mqtt-dispatcher".into());
+    let name = args
+        .ops
+        .service_name
+        .clone()
+        .unwrap_or_else(|| "mqtt-dispatcher".into());
     let shutdown = ktwin_service::shutdown_token();
     let broker = connect_broker(&args.amqp, &name).await?;
-    let dead_letters = AmqpDeadLetters::new(broker.connector().clone(), &args.dead_letter_queue).await?;
+    let dead_letters =
+        AmqpDeadLetters::new(broker.connector().clone(), &args.dead_letter_queue).await?;
     let dispatcher = IngressDispatcher::new(
         Arc::new(broker.clone()),
         Arc::new(dead_letters),
@@ -277,7 +306,8 @@ async fn run_mqtt(args: MqttArgs) -> anyhow::Result<ExitCode> {
     )
     .max_in_flight(usize::from(args.amqp.prefetch));
     let broker_check = broker.clone();
-    let mut checks: Vec<Arc<dyn Fn() -> bool + Send + Sync>> = vec![Arc::new(move || broker_check.is_connected())];
+    let mut checks: Vec<Arc<dyn Fn() -> bool + Send + Sync>> =
+        vec![Arc::new(move || broker_check.is_connected())];
     let ops;
     match args.source {
         SourceKind::Amqp => {
@@ -286,6 +316,7 @@ async fn run_mqtt(args: MqttArgs) -> anyhow::Result<ExitCode> {
                 AmqpSourceConfig {
                     queue: args.queue.clone(),
                     declare: args.declare_queue,
+                    binding_keys: vec![crate::REAL_ROUTING_KEY_PATTERN.to_owned()],
                     mqtt_exchange: args.mqtt_exchange.clone(),
                     prefetch: args.amqp.prefetch,
                     consumer_tag: name.clone(),
@@ -305,7 +336,9 @@ async fn run_mqtt(args: MqttArgs) -> anyhow::Result<ExitCode> {
             );
             config.credentials = args.mqtt.credentials();
             config.buffer = usize::from(args.amqp.prefetch);
-            config.max_packet_bytes = config.max_packet_bytes.max(args.max_payload_bytes.saturating_mul(2));
+            config.max_packet_bytes = config
+                .max_packet_bytes
+                .max(args.max_payload_bytes.saturating_mul(2));
             let source = MqttSource::start(config);
             let connected: Arc<AtomicBool> = crate::DeviceSource::connected(&source);
             checks.push(Arc::new(move || connected.load(Ordering::Acquire)));
@@ -320,11 +353,18 @@ async fn run_mqtt(args: MqttArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_cloudevent(args: CloudEventArgs) -> anyhow::Result<ExitCode> {
-    let name = args.ops.service_name.clone().unwrap_or_else(|| "cloud-event-dispatcher".into());
+    let name = args
+        .ops
+        .service_name
+        .clone()
+        .unwrap_or_else(|| "cloud-event-dispatcher".into());
     let shutdown = ktwin_service::shutdown_token();
     let broker = connect_broker(&args.amqp, &name).await?;
     let sink: Arc<dyn DeviceSink> = match args.sink {
-        SinkKind::Amqp => Arc::new(AmqpTopicSink::new(broker.connector().clone(), &args.topic_exchange)),
+        SinkKind::Amqp => Arc::new(AmqpTopicSink::new(
+            broker.connector().clone(),
+            &args.topic_exchange,
+        )),
         SinkKind::Mqtt => Arc::new(MqttSink::start(
             &args.mqtt.mqtt_host,
             args.mqtt.mqtt_port,
@@ -334,22 +374,32 @@ async fn run_cloudevent(args: CloudEventArgs) -> anyhow::Result<ExitCode> {
     };
     let subscription = broker
         .subscribe(
-            SubscriptionSpec::new(&args.queue, TypeFilter::prefix(EventKind::Virtual.type_prefix()))
-                .max_deliveries(args.max_deliveries)
-                .prefetch(args.amqp.prefetch),
+            SubscriptionSpec::new(
+                &args.queue,
+                TypeFilter::prefix(EventKind::Virtual.type_prefix()),
+            )
+            .max_deliveries(args.max_deliveries)
+            .prefetch(args.amqp.prefetch),
         )
         .await?;
     let broker_check = broker.clone();
     let sink_check = Arc::clone(&sink);
     let ops = serve_ops(
         args.ops.listen,
-        vec![Arc::new(move || broker_check.is_connected()), Arc::new(move || sink_check.is_connected())],
+        vec![
+            Arc::new(move || broker_check.is_connected()),
+            Arc::new(move || sink_check.is_connected()),
+        ],
         shutdown.clone(),
     );
-    EgressDispatcher::new(sink, args.format, DispatchMetrics::egress(&name, &args.ops.broker_name))
-        .max_in_flight(usize::from(args.amqp.prefetch))
-        .run(subscription, shutdown.clone())
-        .await;
+    EgressDispatcher::new(
+        sink,
+        args.format,
+        DispatchMetrics::egress(&name, &args.ops.broker_name),
+    )
+    .max_in_flight(usize::from(args.amqp.prefetch))
+    .run(subscription, shutdown.clone())
+    .await;
     shutdown.cancel();
     broker.close().await;
     ops.await??;
@@ -379,11 +429,21 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ktwin-ifaces-{}", uuid::Uuid::new_v4()));
         std::fs::write(&dir, "city-pole # poles\n\nngsi-ld-city-device\n").unwrap();
         let cli = Cli::try_parse_from([
-            "x", "mqtt", "--source", "mqtt", "--known-interfaces", "a,b",
-            "--interfaces-file", dir.to_str().unwrap(), "--max-payload-bytes", "10",
+            "x",
+            "mqtt",
+            "--source",
+            "mqtt",
+            "--known-interfaces",
+            "a,b",
+            "--interfaces-file",
+            dir.to_str().unwrap(),
+            "--max-payload-bytes",
+            "10",
         ])
         .unwrap();
-        let DispatcherCommand::Mqtt(args) = cli.command else { panic!("mqtt expected") };
+        let DispatcherCommand::Mqtt(args) = cli.command else {
+            panic!("mqtt expected")
+        };
         assert_eq!(args.source, SourceKind::Mqtt);
         let policy = args.policy().unwrap();
         assert_eq!(policy.max_payload_bytes, 10);
@@ -393,18 +453,34 @@ mod tests {
         }
         std::fs::write(&dir, "bad.name\n").unwrap();
         let err = args.policy().unwrap_err();
-        assert!(format!("{err:#}").contains(":1: expected one interface name per line"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains(":1: expected one interface name per line"),
+            "{err:#}"
+        );
         std::fs::remove_file(&dir).unwrap();
 
-        let cli = Cli::try_parse_from(["x", "cloudevent", "--format", "structured", "--sink", "mqtt"]).unwrap();
-        let DispatcherCommand::Cloudevent(args) = cli.command else { panic!("cloudevent expected") };
+        let cli = Cli::try_parse_from([
+            "x",
+            "cloudevent",
+            "--format",
+            "structured",
+            "--sink",
+            "mqtt",
+        ])
+        .unwrap();
+        let DispatcherCommand::Cloudevent(args) = cli.command else {
+            panic!("cloudevent expected")
+        };
         assert_eq!(args.format, PayloadFormat::Structured);
         assert_eq!(args.sink, SinkKind::Mqtt);
     }
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact("amqp://guest:secret@host:5672/%2f"), "amqp://guest:***@host:5672/%2f");
+        assert_eq!(
+            redact("amqp://guest:secret@host:5672/%2f"),
+            "amqp://guest:***@host:5672/%2f"
+        );
         assert_eq!(redact("amqp://host"), "amqp://host");
     }
 }

@@ -61,7 +61,13 @@ impl DeviceSink for AmqpTopicSink {
             .with_content_type("application/json".into())
             .with_delivery_mode(2);
         self.publisher
-            .publish(&self.exchange, &message.topic.routing_key(), false, &properties, &message.payload)
+            .publish(
+                &self.exchange,
+                &message.topic.routing_key(),
+                false,
+                &properties,
+                &message.payload,
+            )
             .await?;
         Ok(())
     }
@@ -92,13 +98,20 @@ pub struct MqttSink {
 
 impl std::fmt::Debug for MqttSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MqttSink").field("timeout", &self.timeout).finish_non_exhaustive()
+        f.debug_struct("MqttSink")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 
 impl MqttSink {
     /// Connects to `host:port` as `client_id`.
-    pub fn start(host: &str, port: u16, client_id: &str, credentials: Option<(String, String)>) -> Self {
+    pub fn start(
+        host: &str,
+        port: u16,
+        client_id: &str,
+        credentials: Option<(String, String)>,
+    ) -> Self {
         let mut options = MqttOptions::new(client_id, host, port);
         options
             .set_clean_session(false)
@@ -112,7 +125,12 @@ impl MqttSink {
         let acks: Arc<std::sync::Mutex<PubAcks>> = Arc::default();
         let connected = Arc::new(AtomicBool::new(false));
         let stop = CancellationToken::new();
-        let (loop_acks, flag, token, loop_client) = (Arc::clone(&acks), Arc::clone(&connected), stop.clone(), client.clone());
+        let (loop_acks, flag, token, loop_client) = (
+            Arc::clone(&acks),
+            Arc::clone(&connected),
+            stop.clone(),
+            client.clone(),
+        );
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(100);
             loop {
@@ -138,7 +156,12 @@ impl MqttSink {
                         }
                     }
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        if let Some(waiter) = loop_acks.lock().expect("acks lock").by_packet_id.remove(&ack.pkid) {
+                        if let Some(waiter) = loop_acks
+                            .lock()
+                            .expect("acks lock")
+                            .by_packet_id
+                            .remove(&ack.pkid)
+                        {
                             let _ = waiter.send(());
                         }
                     }
@@ -171,7 +194,12 @@ impl DeviceSink for MqttSink {
             let _order = self.order.lock().await;
             self.acks.lock().expect("acks lock").queued.push_back(tx);
             self.client
-                .publish(message.topic.mqtt_topic(), QoS::AtLeastOnce, false, message.payload.clone())
+                .publish(
+                    message.topic.mqtt_topic(),
+                    QoS::AtLeastOnce,
+                    false,
+                    message.payload.clone(),
+                )
                 .await?;
         }
         tokio::time::timeout(self.timeout, rx)
@@ -207,7 +235,9 @@ pub struct EgressDispatcher {
 
 impl std::fmt::Debug for EgressDispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EgressDispatcher").field("format", &self.format).finish_non_exhaustive()
+        f.debug_struct("EgressDispatcher")
+            .field("format", &self.format)
+            .finish_non_exhaustive()
     }
 }
 
@@ -240,7 +270,8 @@ impl EgressDispatcher {
         let mut in_flight = FuturesUnordered::new();
         let mut open = true;
         loop {
-            let accepting = open && !shutdown.is_cancelled() && in_flight.len() < self.max_in_flight;
+            let accepting =
+                open && !shutdown.is_cancelled() && in_flight.len() < self.max_in_flight;
             if !accepting && in_flight.is_empty() && (!open || shutdown.is_cancelled()) {
                 break;
             }
@@ -254,7 +285,10 @@ impl EgressDispatcher {
                 () = shutdown.cancelled(), if open && !shutdown.is_cancelled() => {}
             }
         }
-        tracing::info!(sent = self.counters.sent.load(Ordering::Relaxed), "cloudevent dispatcher drained");
+        tracing::info!(
+            sent = self.counters.sent.load(Ordering::Relaxed),
+            "cloudevent dispatcher drained"
+        );
     }
 
     fn dispatch(&self, delivery: Delivery) -> impl Future<Output = ()> + Send + 'static {
@@ -282,7 +316,10 @@ impl EgressDispatcher {
                         metrics.observe(&ty, ResponseCode::Failed, started.elapsed());
                         counters.failures.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(%error, topic = %message.topic.mqtt_topic(), "device send failed");
-                        delivery.nack(&format!("device send failed: {error:#}")).await.map(drop)
+                        delivery
+                            .nack(&format!("device send failed: {error:#}"))
+                            .await
+                            .map(drop)
                     }
                 },
             };

@@ -116,7 +116,12 @@ impl MemoryDeadLetters {
 
     /// Removes and returns the kept dead letters, oldest first.
     pub fn take(&self) -> Vec<RejectedMessage> {
-        self.state.lock().expect("dead letters lock").0.drain(..).collect()
+        self.state
+            .lock()
+            .expect("dead letters lock")
+            .0
+            .drain(..)
+            .collect()
     }
 
     /// How many were discarded because the buffer was full.

@@ -34,7 +34,9 @@ pub enum EgressError {
         ty: String,
     },
     /// The source is not a usable instance name.
-    #[error("event {id:?} has source {source_name:?}, which cannot be a device topic segment: {reason}")]
+    #[error(
+        "event {id:?} has source {source_name:?}, which cannot be a device topic segment: {reason}"
+    )]
     BadSource {
         /// Event id.
         id: String,
@@ -55,7 +57,10 @@ pub enum EgressError {
 
 /// The device message of a virtual event: topic `ktwin/virtual/<iface>/<source>`, payload per
 /// `format`.
-pub fn to_device_message(event: &Event, format: PayloadFormat) -> Result<DeviceMessage, EgressError> {
+pub fn to_device_message(
+    event: &Event,
+    format: PayloadFormat,
+) -> Result<DeviceMessage, EgressError> {
     let not_virtual = || EgressError::NotVirtual {
         id: event.id().to_owned(),
         ty: event.ty().to_owned(),
@@ -73,15 +78,19 @@ pub fn to_device_message(event: &Event, format: PayloadFormat) -> Result<DeviceM
             None => Vec::new(),
             Some(Data::Binary(bytes)) => bytes.clone(),
             Some(Data::String(s)) => s.clone().into_bytes(),
-            Some(Data::Json(value)) => serde_json::to_vec(value).map_err(|e| EgressError::Encode {
+            Some(Data::Json(value)) => {
+                serde_json::to_vec(value).map_err(|e| EgressError::Encode {
+                    id: event.id().to_owned(),
+                    reason: e.to_string(),
+                })?
+            }
+        },
+        PayloadFormat::Structured => {
+            serde_json::to_vec(event).map_err(|e| EgressError::Encode {
                 id: event.id().to_owned(),
                 reason: e.to_string(),
-            })?,
-        },
-        PayloadFormat::Structured => serde_json::to_vec(event).map_err(|e| EgressError::Encode {
-            id: event.id().to_owned(),
-            reason: e.to_string(),
-        })?,
+            })?
+        }
     };
     Ok(DeviceMessage { topic, payload })
 }
@@ -105,8 +114,14 @@ mod tests {
     fn data_format_sends_the_bare_body_to_the_instance_topic() {
         let event = virtual_event("ktwin.virtual.ngsi-ld-city-device", "device-1");
         let message = to_device_message(&event, PayloadFormat::Data).unwrap();
-        assert_eq!(message.topic.mqtt_topic(), "ktwin/virtual/ngsi-ld-city-device/device-1");
-        assert_eq!(message.topic.routing_key(), "ktwin.virtual.ngsi-ld-city-device.device-1");
+        assert_eq!(
+            message.topic.mqtt_topic(),
+            "ktwin/virtual/ngsi-ld-city-device/device-1"
+        );
+        assert_eq!(
+            message.topic.routing_key(),
+            "ktwin.virtual.ngsi-ld-city-device.device-1"
+        );
         assert_eq!(message.payload, br#"{"batteryLevel":90}"#);
     }
 
@@ -126,9 +141,15 @@ mod tests {
     #[test]
     fn refuses_other_kinds_and_unusable_sources() {
         let real = virtual_event("ktwin.real.city-pole", "pole-1");
-        assert!(matches!(to_device_message(&real, PayloadFormat::Data), Err(EgressError::NotVirtual { .. })));
+        assert!(matches!(
+            to_device_message(&real, PayloadFormat::Data),
+            Err(EgressError::NotVirtual { .. })
+        ));
         let junk = virtual_event("something", "pole-1");
-        assert!(matches!(to_device_message(&junk, PayloadFormat::Data), Err(EgressError::NotVirtual { .. })));
+        assert!(matches!(
+            to_device_message(&junk, PayloadFormat::Data),
+            Err(EgressError::NotVirtual { .. })
+        ));
         let dotted = virtual_event("ktwin.virtual.city-pole", "a.b");
         let err = to_device_message(&dotted, PayloadFormat::Data).unwrap_err();
         assert!(err.to_string().contains("\"a.b\""), "{err}");

@@ -132,7 +132,9 @@ pub fn validate(
         Ok(_) => {
             return Err(Rejection::new(
                 RejectKind::BadTopic,
-                format!("topic {topic:?} is a virtual (platform → device) topic; devices publish on ktwin/real/<iface>/<instance>"),
+                format!(
+                    "topic {topic:?} is a virtual (platform → device) topic; devices publish on ktwin/real/<iface>/<instance>"
+                ),
             ));
         }
         Err(err) => return Err(Rejection::new(RejectKind::BadTopic, err.to_string())),
@@ -275,14 +277,62 @@ mod tests {
     fn each_bad_input_has_its_reason() {
         let p = policy();
         let cases: [(&str, TopicSyntax, &[u8], RejectKind, &str); 8] = [
-            ("ktwin/real/city-pole/p", TopicSyntax::Mqtt, b"not json", RejectKind::NotJson, "not JSON"),
-            ("ktwin/real/city-pole/p", TopicSyntax::Mqtt, b"[1,2]", RejectKind::NotJsonObject, "not an object"),
-            ("ktwin/real/city-pole/p", TopicSyntax::Mqtt, &[b' '; 65], RejectKind::PayloadTooLarge, "65 bytes"),
-            ("ktwin/real/city-pole", TopicSyntax::Mqtt, b"{}", RejectKind::BadTopic, "ktwin/real/city-pole"),
-            ("ktwin/real/city-pole/p/extra", TopicSyntax::Mqtt, b"{}", RejectKind::BadTopic, "extra"),
-            ("ktwin.real.city-pole", TopicSyntax::RoutingKey, b"{}", RejectKind::BadTopic, "routing key"),
-            ("ktwin/virtual/city-pole/p", TopicSyntax::Mqtt, b"{}", RejectKind::BadTopic, "virtual"),
-            ("ktwin/real/city-lamp/p", TopicSyntax::Mqtt, b"{}", RejectKind::UnknownInterface, "city-lamp"),
+            (
+                "ktwin/real/city-pole/p",
+                TopicSyntax::Mqtt,
+                b"not json",
+                RejectKind::NotJson,
+                "not JSON",
+            ),
+            (
+                "ktwin/real/city-pole/p",
+                TopicSyntax::Mqtt,
+                b"[1,2]",
+                RejectKind::NotJsonObject,
+                "not an object",
+            ),
+            (
+                "ktwin/real/city-pole/p",
+                TopicSyntax::Mqtt,
+                &[b' '; 65],
+                RejectKind::PayloadTooLarge,
+                "65 bytes",
+            ),
+            (
+                "ktwin/real/city-pole",
+                TopicSyntax::Mqtt,
+                b"{}",
+                RejectKind::BadTopic,
+                "ktwin/real/city-pole",
+            ),
+            (
+                "ktwin/real/city-pole/p/extra",
+                TopicSyntax::Mqtt,
+                b"{}",
+                RejectKind::BadTopic,
+                "extra",
+            ),
+            (
+                "ktwin.real.city-pole",
+                TopicSyntax::RoutingKey,
+                b"{}",
+                RejectKind::BadTopic,
+                "routing key",
+            ),
+            (
+                "ktwin/virtual/city-pole/p",
+                TopicSyntax::Mqtt,
+                b"{}",
+                RejectKind::BadTopic,
+                "virtual",
+            ),
+            (
+                "ktwin/real/city-lamp/p",
+                TopicSyntax::Mqtt,
+                b"{}",
+                RejectKind::UnknownInterface,
+                "city-lamp",
+            ),
         ];
         for (topic, syntax, payload, kind, needle) in cases {
             let err = validate(topic, syntax, payload, &p).unwrap_err();
@@ -308,8 +358,17 @@ mod tests {
         };
         tracker.remember(fp, identity.clone());
         assert_eq!(tracker.identity_for(fp, true), Some(&identity));
-        assert!(tracker.identity_for(fp, false).is_none(), "fresh readings get new ids");
-        let reading = validate("ktwin/real/x/y", TopicSyntax::Mqtt, b"{}", &IngressPolicy::default()).unwrap();
+        assert!(
+            tracker.identity_for(fp, false).is_none(),
+            "fresh readings get new ids"
+        );
+        let reading = validate(
+            "ktwin/real/x/y",
+            TopicSyntax::Mqtt,
+            b"{}",
+            &IngressPolicy::default(),
+        )
+        .unwrap();
         let event = reading.into_event(Some(&identity));
         assert_eq!(event.id(), "id-1");
         assert_eq!(event.time(), Some(&identity.time));
@@ -319,7 +378,13 @@ mod tests {
     fn the_tracker_is_bounded() {
         let mut tracker = DuplicateTracker::new(2);
         for i in 0..5u64 {
-            tracker.remember(i, EventIdentity { id: i.to_string(), time: Utc::now() });
+            tracker.remember(
+                i,
+                EventIdentity {
+                    id: i.to_string(),
+                    time: Utc::now(),
+                },
+            );
         }
         assert_eq!(tracker.len(), 2);
         assert!(tracker.identity_for(0, true).is_none());

@@ -25,7 +25,9 @@ pub mod metrics;
 mod mqtt_dispatcher;
 mod source;
 
-pub use cloudevent_dispatcher::{AmqpTopicSink, DeviceSink, EgressCounters, EgressDispatcher, MqttSink};
+pub use cloudevent_dispatcher::{
+    AmqpTopicSink, DeviceSink, EgressCounters, EgressDispatcher, MqttSink,
+};
 pub use dead_letter::{
     AmqpDeadLetters, DeadLetterSink, KIND_HEADER, MemoryDeadLetters, RejectedMessage, TOPIC_HEADER,
 };

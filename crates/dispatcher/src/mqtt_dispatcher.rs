@@ -96,7 +96,8 @@ impl IngressDispatcher {
         let mut in_flight = FuturesOrdered::new();
         let mut source_open = true;
         loop {
-            let accepting = source_open && !shutdown.is_cancelled() && in_flight.len() < self.max_in_flight;
+            let accepting =
+                source_open && !shutdown.is_cancelled() && in_flight.len() < self.max_in_flight;
             if !accepting && in_flight.is_empty() && (!source_open || shutdown.is_cancelled()) {
                 break;
             }

@@ -10,7 +10,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use ktwin_broker::{AmqpConnector, BrokerError};
 use ktwin_events::TopicKind;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
@@ -82,9 +84,12 @@ pub trait DeviceSource: Send {
 pub struct AmqpSourceConfig {
     /// Queue to consume (the original `mqtt-dispatcher-queue`).
     pub queue: String,
-    /// Declare the queue (durable quorum) and bind it to `mqtt_exchange` with `ktwin.real.#`;
+    /// Declare the queue (durable quorum) and bind it to `mqtt_exchange` with `binding_keys`;
     /// off when the operator owns the topology.
     pub declare: bool,
+    /// Routing-key patterns bound when declaring: [`REAL_ROUTING_KEY_PATTERN`] by default, or
+    /// `ktwin.real.<iface>.#` per interface as the operator does.
+    pub binding_keys: Vec<String>,
     /// Exchange RabbitMQ's MQTT plugin publishes to.
     pub mqtt_exchange: String,
     /// Unacknowledged deliveries at most (prefetch).
@@ -114,14 +119,23 @@ impl SourceAck for AmqpAck {
 
 impl AmqpQueueSource {
     /// Declares the topology if configured (errors surface here) and starts consuming.
-    pub async fn start(connector: AmqpConnector, config: AmqpSourceConfig) -> Result<Self, BrokerError> {
+    pub async fn start(
+        connector: AmqpConnector,
+        config: AmqpSourceConfig,
+    ) -> Result<Self, BrokerError> {
         let (_, channel) = connector.channel(None).await?;
         declare_source_queue(&channel, &config).await?;
         let _ = channel.close(200, "declared".into()).await;
         let (tx, rx) = mpsc::channel(usize::from(config.prefetch.max(1)));
         let connected = Arc::new(AtomicBool::new(false));
         let stop = CancellationToken::new();
-        tokio::spawn(amqp_consume_loop(connector, config, tx, Arc::clone(&connected), stop.clone()));
+        tokio::spawn(amqp_consume_loop(
+            connector,
+            config,
+            tx,
+            Arc::clone(&connected),
+            stop.clone(),
+        ));
         Ok(Self {
             rx,
             connected,
@@ -130,31 +144,42 @@ impl AmqpQueueSource {
     }
 }
 
-async fn declare_source_queue(channel: &lapin::Channel, config: &AmqpSourceConfig) -> Result<(), BrokerError> {
+async fn declare_source_queue(
+    channel: &lapin::Channel,
+    config: &AmqpSourceConfig,
+) -> Result<(), BrokerError> {
     if !config.declare {
         return Ok(());
     }
     let amqp = |operation| move |source| BrokerError::Amqp { operation, source };
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
     channel
         .queue_declare(
             config.queue.as_str().into(),
-            QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() },
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
             args,
         )
         .await
         .map_err(amqp("queue.declare"))?;
-    channel
-        .queue_bind(
-            config.queue.as_str().into(),
-            config.mqtt_exchange.as_str().into(),
-            REAL_ROUTING_KEY_PATTERN.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(amqp("queue.bind"))?;
+    for key in &config.binding_keys {
+        channel
+            .queue_bind(
+                config.queue.as_str().into(),
+                config.mqtt_exchange.as_str().into(),
+                key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp("queue.bind"))?;
+    }
     Ok(())
 }
 
@@ -173,7 +198,10 @@ async fn amqp_consume_loop(
             let (generation, channel) = connector.channel(stale.take()).await?;
             stale = Some(generation);
             declare_source_queue(&channel, &config).await?;
-            channel.basic_qos(config.prefetch, BasicQosOptions::default()).await.map_err(amqp("basic.qos"))?;
+            channel
+                .basic_qos(config.prefetch, BasicQosOptions::default())
+                .await
+                .map_err(amqp("basic.qos"))?;
             let mut consumer = channel
                 .basic_consume(
                     config.queue.as_str().into(),
@@ -203,7 +231,10 @@ async fn amqp_consume_loop(
                     return Ok::<(), BrokerError>(());
                 }
             }
-            Err(BrokerError::Unavailable(format!("consumer of {:?} ended", config.queue)))
+            Err(BrokerError::Unavailable(format!(
+                "consumer of {:?} ended",
+                config.queue
+            )))
         };
         let result = tokio::select! {
             result = run => result,
@@ -246,8 +277,8 @@ pub struct MqttSourceConfig {
     /// Client id; with a persistent session, messages published while the dispatcher is
     /// down are kept by the broker under this id.
     pub client_id: String,
-    /// Subscription filter, normally `ktwin/real/#`.
-    pub filter: String,
+    /// Subscription filters, normally just `ktwin/real/#`.
+    pub filters: Vec<String>,
     /// Keep the session (and QoS 1 messages) across reconnects.
     pub persistent_session: bool,
     /// Messages buffered between the network and the dispatcher.
@@ -266,7 +297,7 @@ impl MqttSourceConfig {
             host: host.to_owned(),
             port,
             client_id: client_id.to_owned(),
-            filter: TopicKind::Real.mqtt_filter(),
+            filters: vec![TopicKind::Real.mqtt_filter()],
             persistent_session: true,
             buffer: 1024,
             max_packet_bytes: 16 * 1024 * 1024,
@@ -340,8 +371,12 @@ impl MqttSource {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         flag.store(true, Ordering::Release);
                         delay = Duration::from_millis(100);
-                        if let Err(error) = client.try_subscribe(config.filter.as_str(), QoS::AtLeastOnce) {
-                            tracing::error!(%error, "cannot subscribe to {}", config.filter);
+                        let filters = config
+                            .filters
+                            .iter()
+                            .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                        if let Err(error) = client.try_subscribe_many(filters) {
+                            tracing::error!(%error, filters = ?config.filters, "cannot subscribe");
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
@@ -349,7 +384,10 @@ impl MqttSource {
                             publish.topic.clone(),
                             publish.payload.clone(),
                             publish.dup,
-                            Box::new(MqttAck { client: client.clone(), publish }),
+                            Box::new(MqttAck {
+                                client: client.clone(),
+                                publish,
+                            }),
                         );
                         tokio::select! {
                             sent = tx.send(message) => if sent.is_err() { return },

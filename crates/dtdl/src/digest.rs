@@ -45,11 +45,9 @@ pub(crate) struct Digest {
     pub limit_contexts: HashMap<String, LimitContext>,
     pub material_classes: HashMap<String, MaterialClass>,
     pub partitions: HashMap<String, Partition>,
-    pub quantitative_types: HashMap<String, HashMap<String, String>>,
     pub reserved_id_prefixes: HashMap<String, Vec<String>>,
     pub supplemental_types: HashMap<String, SupplementalType>,
     pub affiliate_contexts_implicit_dtdl_versions: HashMap<String, u8>,
-    pub dtdl_versions_allowing_undefined_extensions_by_default: Vec<u8>,
     #[serde(skip)]
     pub property_names: HashMap<String, String>,
 }
@@ -122,36 +120,24 @@ pub(crate) struct Partition {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct DescendantControl {
     pub allow_self: bool,
-    pub defining_class: String,
     pub dtdl_version: u8,
     #[serde(default)]
     pub exclude_type: Option<String>,
     #[serde(default)]
-    pub import_properties: Vec<String>,
-    #[serde(default)]
     pub max_count: Option<Limit>,
     #[serde(default)]
     pub max_depth: Option<Limit>,
-    pub narrow: bool,
     pub properties: Vec<String>,
     pub root_class: String,
-    #[serde(default)]
-    pub datatype_property: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct MaterialClass {
-    #[serde(rename = "abstract")]
-    pub is_abstract: bool,
     pub concrete_subclasses: HashMap<String, Vec<String>>,
     pub dtdl_versions: Vec<u8>,
     #[serde(default)]
     pub extensible_material_subclasses: HashMap<String, Vec<String>>,
-    pub id_required_versions: Vec<u8>,
-    #[serde(default)]
-    pub id_required_when: Value,
-    pub parent_class: Option<String>,
     pub properties: HashMap<String, ClassProperty>,
     pub type_optional_versions: Vec<u8>,
 }
@@ -195,8 +181,6 @@ pub(crate) struct PropertyCommon {
     #[serde(default)]
     pub class: Option<String>,
     #[serde(default)]
-    pub dictionary_key: Option<String>,
-    #[serde(default)]
     pub dtmi_segment: Option<String>,
     pub literal: bool,
     pub optional: bool,
@@ -228,11 +212,7 @@ pub(crate) struct PropertyRules {
     #[serde(default)]
     pub pattern_desc: Option<HashMap<String, String>>,
     #[serde(default)]
-    pub type_required: bool,
-    #[serde(default)]
     pub unique_properties: Vec<String>,
-    #[serde(default)]
-    pub value: Option<Value>,
     #[serde(default)]
     pub value_uris: Option<Vec<String>>,
     #[serde(default)]
@@ -254,12 +234,8 @@ pub(crate) struct SupplementalType {
     pub cotype_versions: Vec<u8>,
     #[serde(default)]
     pub discotypes: Vec<String>,
-    pub extension_context: String,
-    pub extension_kind: String,
     pub parent: Option<String>,
     pub properties: HashMap<String, SupplementalProperty>,
-    #[serde(default)]
-    pub siblings: Vec<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -267,8 +243,6 @@ pub(crate) struct SupplementalType {
 pub(crate) struct SupplementalProperty {
     #[serde(default)]
     pub child_of: Option<String>,
-    #[serde(default)]
-    pub id_required: bool,
     #[serde(default)]
     pub max_count: Option<i64>,
     #[serde(default)]
@@ -281,13 +255,10 @@ pub(crate) struct SupplementalProperty {
     pub max_length: Option<i64>,
     #[serde(default)]
     pub pattern: Option<String>,
-    pub optional: bool,
     pub plural: bool,
     pub property_name: String,
     #[serde(rename = "type", default)]
     pub type_iri: Option<String>,
     #[serde(default)]
     pub type_name: Option<String>,
-    #[serde(default)]
-    pub unique_value: bool,
 }

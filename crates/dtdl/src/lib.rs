@@ -10,7 +10,7 @@
 //! use ktwin_dtdl::{parse, Document, ParseOptions, ContentKind};
 //!
 //! let doc = Document::new("thermostat.json", r#"{
-//!   "@context": "dtmi:dtdl:context;3",
+//!   "@context": ["dtmi:dtdl:context;3", "dtmi:dtdl:extension:quantitativeTypes;1"],
 //!   "@id": "dtmi:example:Thermostat;1",
 //!   "@type": "Interface",
 //!   "contents": [
@@ -23,7 +23,9 @@
 //! let thermostat = models.interface("dtmi:example:Thermostat;1").unwrap();
 //! let (_, target) = thermostat.properties().next().unwrap();
 //! assert!(target.writable);
-//! assert!(matches!(thermostat.content("temp").unwrap().kind, ContentKind::Telemetry(_)));
+//! let temp = thermostat.content("temp").unwrap();
+//! assert!(matches!(temp.kind, ContentKind::Telemetry(_)));
+//! assert_eq!(temp.unit(), Some("dtmi:dtdl:extension:quantitativeTypes:v1:unit:degreeCelsius"));
 //! ```
 //!
 //! A parse either yields the model set, or [`ParseError::Invalid`] with diagnostics

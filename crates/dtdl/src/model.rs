@@ -160,6 +160,8 @@ impl Content {
 }
 
 /// What a content is.
+// Built once per parse and read by reference; boxing the payloads would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind")]
 pub enum ContentKind {

@@ -1,16 +1,20 @@
 //! `ktwin-model`: the user-facing model of ktwin.
 //!
 //! It owns the custom resources (TwinInterface, TwinInstance, EventStore, MQTTTrigger, Gateway)
-//! and their CRDs, the DTMI → Kubernetes name rule, and the twin graph (interfaces and
-//! instances). It must not know about transports, reconciliation or running services: those
-//! crates consume these types.
+//! and their CRDs, the DTMI → Kubernetes name rule, the DTDL → TwinInterface compiler (over the
+//! `ktwin-dtdl` engine), worlds of instances, projects (models + services + world) and the twin
+//! graph. It must not know about transports, reconciliation or running services: those crates
+//! consume these types.
 
+pub mod cli;
 pub mod compile;
 pub mod crd;
 pub mod graph;
 pub mod names;
+pub mod output;
 pub mod project;
 pub mod world;
 
 pub use crd::*;
 pub use graph::*;
+pub use project::{Project, ProjectError, ServiceSettings};

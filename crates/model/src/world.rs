@@ -3,7 +3,7 @@
 //!
 //! The format (see `docs/project-format.md`) is a tree of groups. Each group creates `count`
 //! instances of `interface` under every instance of its parent group, named
-//! `<interface>-<path>` where the path joins the `suffix`es of the group and its ancestors
+//! `<prefix>-<path>` (prefix: the interface name unless set) where the path joins the `suffix`es of the group and its ancestors
 //! (`{index}` / `{index:03}` expand to the 1-based index). `relationship` adds a relationship
 //! from each parent instance to each child instance, `inverse` one from the child back to its
 //! parent. Every relationship is checked against the interfaces (declared on the interface or a
@@ -40,6 +40,9 @@ pub struct Group {
     /// Instances per parent instance (a number or `$parameter`); 1 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<Count>,
+    /// First part of the instance names; the interface name when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
     /// Name part of this group; must contain `{index}` when `count` can exceed 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suffix: Option<String>,
@@ -385,10 +388,11 @@ impl Expansion<'_> {
                 (false, true) => parent_path.to_owned(),
                 (false, false) => format!("{parent_path}-{suffix}"),
             };
+            let prefix = group.prefix.as_deref().unwrap_or(&group.interface);
             let name = if path.is_empty() {
-                group.interface.clone()
+                prefix.to_owned()
             } else {
-                format!("{}-{path}", group.interface)
+                format!("{prefix}-{path}")
             };
             validate_dns1035(&name).map_err(|e| {
                 err(

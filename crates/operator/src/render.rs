@@ -509,7 +509,7 @@ impl<'a> Renderer<'a> {
                                 container_port: i32::from(self.config.service_port),
                                 ..Default::default()
                             }]),
-                            readiness_probe: Some(http_probe("/ready", None)),
+                            readiness_probe: Some(http_probe("/ready", self.config.service_port)),
                             ..Default::default()
                         }],
                         ..Default::default()
@@ -642,8 +642,8 @@ impl<'a> Renderer<'a> {
                                 ..Default::default()
                             }]),
                             resources,
-                            liveness_probe: Some(http_probe("/health", Some(port))),
-                            readiness_probe: Some(http_probe("/ready", Some(port))),
+                            liveness_probe: Some(http_probe("/health", port)),
+                            readiness_probe: Some(http_probe("/ready", port)),
                             security_context: Some(restricted_container()),
                             ..Default::default()
                         }],
@@ -786,12 +786,11 @@ fn typed_object<T: k8s_openapi::Resource + Serialize>(object: &T) -> Value {
     Value::Object(ordered)
 }
 
-fn http_probe(path: &str, port: Option<u16>) -> Probe {
+fn http_probe(path: &str, port: u16) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            // Knative fills the port of its single container itself and rejects another one.
-            port: IntOrString::Int(port.map(i32::from).unwrap_or(0)),
+            port: IntOrString::Int(i32::from(port)),
             ..Default::default()
         }),
         period_seconds: Some(10),
@@ -898,4 +897,65 @@ fn autoscaling_annotations(autoscaling: &Autoscaling) -> BTreeMap<String, String
         }
     }
     out
+}
+
+/// The routing the Kubernetes objects implement, read back from them as RabbitMQ and Knative
+/// would execute it: a Trigger's filter type reaches its subscriber; a broker-exchange Binding's
+/// `type` reaches whoever consumes its destination queue (a trigger's queue → that trigger's
+/// subscriber, the CloudEvent dispatcher's queue → devices); a topic Binding into the MQTT
+/// dispatcher's queue bridges `ktwin.real.<iface>.#`. Equal to [`ktwin_planner::routing_table`]
+/// of the plan when the realizer is faithful.
+pub fn routing_table_of(objects: &[Desired], discovered: &Discovered) -> ktwin_planner::RoutingTable {
+    let mut table = ktwin_planner::RoutingTable::default();
+    let subscriber_of_trigger = |trigger: &Value| -> Option<Subscriber> {
+        let labels = &trigger["metadata"]["labels"];
+        if let Some(interface) = labels[LABEL_TWIN_INTERFACE].as_str() {
+            return Some(Subscriber::Twin(interface.to_owned()));
+        }
+        labels[LABEL_EVENT_STORE]
+            .as_str()
+            .map(|s| Subscriber::EventStore(s.to_owned()))
+    };
+    let triggers: BTreeMap<&str, &Value> = objects
+        .iter()
+        .filter(|d| d.kind == ChildKind::Trigger)
+        .map(|d| (d.name(), &d.object))
+        .collect();
+    let mut queue_subscribers: BTreeMap<String, Subscriber> = BTreeMap::new();
+    for (trigger, queue) in &discovered.trigger_queues {
+        if let Some(subscriber) = triggers.get(trigger.as_str()).and_then(|t| subscriber_of_trigger(t)) {
+            queue_subscribers.insert(queue.clone(), subscriber);
+        }
+    }
+    queue_subscribers.insert(DispatcherKind::CloudEvent.queue(), Subscriber::Devices);
+    for trigger in triggers.values() {
+        let filter = trigger["spec"]["filter"]["attributes"]["type"].as_str();
+        if let (Some(event_type), Some(subscriber)) = (
+            filter.and_then(|f| f.parse::<ktwin_events::EventType>().ok()),
+            subscriber_of_trigger(trigger),
+        ) {
+            table.deliver(event_type, subscriber);
+        }
+    }
+    for binding in objects.iter().filter(|d| d.kind == ChildKind::Binding) {
+        let spec = &binding.object["spec"];
+        let destination = spec["destination"].as_str().unwrap_or_default();
+        if destination == DispatcherKind::Mqtt.queue() {
+            let interface = spec["routingKey"]
+                .as_str()
+                .and_then(|k| k.strip_prefix("ktwin.real."))
+                .and_then(|k| k.strip_suffix(".#"));
+            if let Some(interface) = interface {
+                table.mqtt_ingress.insert(interface.to_owned());
+            }
+            continue;
+        }
+        let event_type = spec["arguments"]["type"]
+            .as_str()
+            .and_then(|t| t.parse::<ktwin_events::EventType>().ok());
+        if let (Some(event_type), Some(subscriber)) = (event_type, queue_subscribers.get(destination)) {
+            table.deliver(event_type, subscriber.clone());
+        }
+    }
+    table
 }

@@ -10,11 +10,14 @@
 //! `ktwin-graph`, which it only wires together.
 
 pub mod autoscale;
+pub mod bus;
 pub mod console;
 pub mod mqtt;
 pub mod pool;
 pub mod process;
 pub mod routes;
+pub mod service;
+pub mod up;
 
 pub use autoscale::{Autoscaler, ScalePolicy};
 pub use console::Console;

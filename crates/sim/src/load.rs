@@ -203,8 +203,13 @@ impl LoadProfile {
             };
             if period > 0.0 {
                 // Smallest k ≥ 0 with start + (phase + k)·period > after.
-                let k = ((after - start) / period - phase).floor() + 1.0;
-                let t = start + (phase + k.max(0.0)) * period;
+                let mut k = (((after - start) / period - phase).floor() + 1.0).max(0.0);
+                let mut t = start + (phase + k) * period;
+                // Rounding can land exactly on `after`; the next slot is the answer then.
+                while t <= after {
+                    k += 1.0;
+                    t = start + (phase + k) * period;
+                }
                 if t < start + duration {
                     return Some(t);
                 }

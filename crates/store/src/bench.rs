@@ -36,7 +36,7 @@ pub struct BenchStoreArgs {
     #[arg(long, default_value_t = 5_000)]
     pub instances: usize,
     /// Events per submission.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 20_000)]
     pub batch: usize,
     /// Latest-state reads to time.
     #[arg(long, default_value_t = 20_000)]
@@ -99,7 +99,7 @@ pub fn synthetic_events(events: usize, instances: usize) -> Vec<TwinEvent> {
 
 async fn ingest_all(backend: Arc<dyn Backend>, events: Vec<TwinEvent>, batch: usize) -> anyhow::Result<f64> {
     let total = events.len();
-    let (ingestor, task) = Ingestor::spawn(backend, IngestConfig { max_batch: batch, queue: 64 });
+    let (ingestor, task) = Ingestor::spawn(backend, IngestConfig { max_batch: batch, queue: 64, ..IngestConfig::default() });
     let started = Instant::now();
     let mut chunks: Vec<Vec<TwinEvent>> = Vec::new();
     let mut events = events.into_iter().peekable();

@@ -23,13 +23,17 @@ pub struct IngestConfig {
     pub max_batch: usize,
     /// Submissions waiting for the ingest task, at most; producers wait beyond (backpressure).
     pub queue: usize,
+    /// Batches being committed at once, at most. Latest states do not depend on commit order
+    /// (see [`crate::MergeTree`]), so batches may commit concurrently.
+    pub concurrency: usize,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
         Self {
-            max_batch: 10_000,
+            max_batch: 20_000,
             queue: 1024,
+            concurrency: 2,
         }
     }
 }
@@ -50,11 +54,12 @@ impl Ingestor {
     /// Starts the ingest task over `backend`.
     pub fn spawn(backend: Arc<dyn Backend>, config: IngestConfig) -> (Self, JoinHandle<()>) {
         let (queue, receiver) = mpsc::channel(config.queue.max(1));
-        let task = tokio::spawn(run(backend, receiver, config.max_batch.max(1)));
+        let task = tokio::spawn(run(backend, receiver, config));
         (Self { queue }, task)
     }
 
-    /// Stores `events`; returns once they are durable (or failed together).
+    /// Stores `events`; returns once they are durable (or failed together). Submissions queued
+    /// together are committed as one batch, and the report counts that whole batch.
     pub async fn submit(&self, events: Vec<TwinEvent>) -> Result<AppendReport, StoreError> {
         if events.is_empty() {
             return Ok(AppendReport::default());
@@ -70,41 +75,54 @@ impl Ingestor {
     }
 }
 
-async fn run(backend: Arc<dyn Backend>, mut receiver: mpsc::Receiver<Submission>, max_batch: usize) {
+async fn run(backend: Arc<dyn Backend>, mut receiver: mpsc::Receiver<Submission>, config: IngestConfig) {
+    let max_batch = config.max_batch.max(1);
+    let mut committing = tokio::task::JoinSet::new();
     while let Some(first) = receiver.recv().await {
         let mut events = first.events;
-        let mut waiting = vec![(first.done, events.len())];
+        let mut waiting = vec![first.done];
         while events.len() < max_batch {
             match receiver.try_recv() {
                 Ok(next) => {
-                    waiting.push((next.done, next.events.len()));
+                    waiting.push(next.done);
                     events.extend(next.events);
                 }
                 Err(_) => break,
             }
         }
-        let count = events.len();
-        let started = Instant::now();
-        let result = backend.append(events).await;
-        metrics::histogram!(metric_names::COMMIT_SECONDS, "backend" => backend.name())
-            .record(started.elapsed().as_secs_f64());
-        match &result {
-            Ok(report) => {
-                metrics::counter!(metric_names::STORED, "backend" => backend.name())
-                    .increment(report.stored as u64);
-                metrics::counter!(metric_names::DUPLICATES, "backend" => backend.name())
-                    .increment(report.duplicates as u64);
-            }
-            Err(err) => {
-                metrics::counter!(metric_names::FAILED_BATCHES, "backend" => backend.name()).increment(1);
-                tracing::error!(%err, events = count, "storing a batch failed");
-            }
+        while committing.len() >= config.concurrency.max(1) {
+            committing.join_next().await;
         }
-        // Counts per submission are not tracked through the shared transaction; each producer
-        // learns the batch's outcome.
-        for (done, _) in waiting {
-            let _ = done.send(result.clone());
+        committing.spawn(commit(backend.clone(), events, waiting));
+    }
+    while committing.join_next().await.is_some() {}
+}
+
+async fn commit(
+    backend: Arc<dyn Backend>,
+    events: Vec<TwinEvent>,
+    waiting: Vec<oneshot::Sender<Result<AppendReport, StoreError>>>,
+) {
+    let count = events.len();
+    let started = Instant::now();
+    let result = backend.append(events).await;
+    metrics::histogram!(metric_names::COMMIT_SECONDS, "backend" => backend.name())
+        .record(started.elapsed().as_secs_f64());
+    match &result {
+        Ok(report) => {
+            metrics::counter!(metric_names::STORED, "backend" => backend.name())
+                .increment(report.stored as u64);
+            metrics::counter!(metric_names::DUPLICATES, "backend" => backend.name())
+                .increment(report.duplicates as u64);
         }
+        Err(err) => {
+            metrics::counter!(metric_names::FAILED_BATCHES, "backend" => backend.name()).increment(1);
+            tracing::error!(%err, events = count, "storing a batch failed");
+        }
+    }
+    // Every producer in the batch learns the batch's outcome (counts are the batch's).
+    for done in waiting {
+        let _ = done.send(result.clone());
     }
 }
 

@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 const INSTANCES: u64 = 10_000;
 const PER_INSTANCE: u64 = 100;
 const TOTAL: u64 = INSTANCES * PER_INSTANCE;
-const CHUNK: usize = 10_000;
+const CHUNK: usize = 50_000;
 const INTERFACE: &str = "million-sensor";
 
 fn base_time() -> DateTime<Utc> {
@@ -69,7 +69,7 @@ fn expected_states() -> BTreeMap<String, (Value, String)> {
 }
 
 async fn ingest(backend: Arc<dyn Backend>, order: Arc<Vec<u64>>) -> AppendReport {
-    let (ingestor, task) = Ingestor::spawn(backend, IngestConfig { max_batch: CHUNK, queue: 16 });
+    let (ingestor, task) = Ingestor::spawn(backend, IngestConfig { max_batch: CHUNK, queue: 16, ..IngestConfig::default() });
     let chunks = order.len().div_ceil(CHUNK);
     let producers = 4;
     let mut tasks = tokio::task::JoinSet::new();

@@ -35,18 +35,6 @@ impl ActiveContext {
             .and_then(|c| c.get(term))
             .map(String::as_str)
     }
-
-    /// True when `iri` is defined by one of the active contexts (as a term's value).
-    pub fn defines_iri(&self, iri: &str) -> bool {
-        let contexts = &digest().contexts;
-        std::iter::once(self.dtdl_context())
-            .chain(self.extensions.iter().cloned())
-            .any(|c| {
-                contexts
-                    .get(&c)
-                    .is_some_and(|m| m.values().any(|v| v == iri))
-            })
-    }
 }
 
 fn dtdl_context_version(spec: &str) -> Option<Result<u8, &'static str>> {

@@ -595,6 +595,11 @@ impl Parser<'_> {
                         continue;
                     }
                     if !self.walk_supplemental(doc, me, &p, key, iri, value, tiri, pdef, ctx) {
+                        // Present though invalid: do not also report it missing.
+                        self.arena.elems[me]
+                            .supplemental
+                            .entry(iri.clone())
+                            .or_default();
                         ok = false;
                     }
                     continue;
@@ -1161,10 +1166,7 @@ impl Parser<'_> {
         version: u8,
     ) -> Option<Value> {
         let raw = match item {
-            Value::Object(o) => match self.value_object(doc, pointer, key, o, datatype, version) {
-                Some(v) => v,
-                None => return None,
-            },
+            Value::Object(o) => self.value_object(doc, pointer, key, o, datatype, version)?,
             v => v,
         };
         match datatype {

@@ -32,6 +32,11 @@ const MIGRATION_LOCK: i64 = 0x6b74_7769_6e01;
 /// each).
 const READERS: usize = 2;
 
+/// How many write transactions may run at once: two keep the server busy while the store
+/// folds the next batch. Safe because each transaction locks its instances in key order first,
+/// and latest states do not depend on commit order.
+pub const WRITERS: usize = 2;
+
 /// How to reach PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PostgresConfig {
@@ -221,9 +226,9 @@ impl Slot {
 /// The PostgreSQL backend.
 pub struct PostgresBackend {
     config: tokio_postgres::Config,
-    /// The one writing session: batches are already grouped by the ingestor, so one writer
-    /// per process keeps transactions short and avoids self-contention.
-    writer: Mutex<Option<Session>>,
+    /// Writing sessions, one transaction each at a time.
+    writers: Vec<Mutex<Option<Session>>>,
+    next_writer: std::sync::atomic::AtomicUsize,
     readers: Vec<Slot>,
     next_reader: std::sync::atomic::AtomicUsize,
 }
@@ -241,7 +246,8 @@ impl PostgresBackend {
         let _ = migrating.await;
         let backend = Self {
             config: pg_config,
-            writer: Mutex::new(None),
+            writers: (0..WRITERS).map(|_| Mutex::new(None)).collect(),
+            next_writer: Default::default(),
             readers: (0..READERS).map(|_| Slot::empty()).collect(),
             next_reader: Default::default(),
         };
@@ -255,6 +261,19 @@ impl PostgresBackend {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             % self.readers.len();
         self.readers[index].get(&self.config).await
+    }
+
+    /// A free writer slot, or the next one in turn when all are busy.
+    async fn writer(&self) -> tokio::sync::MutexGuard<'_, Option<Session>> {
+        for slot in &self.writers {
+            if let Ok(guard) = slot.try_lock() {
+                return guard;
+            }
+        }
+        let turn = self
+            .next_writer
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.writers[turn % self.writers.len()].lock().await
     }
 
     /// The writer session, (re)connected when needed.
@@ -383,7 +402,7 @@ impl Backend for PostgresBackend {
             return Ok(AppendReport::default());
         }
         let (groups, _) = group_by_instance(events);
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await;
         let mut attempt = 0;
         let stored = loop {
             let session = self.writer_session(&mut writer).await?;
@@ -474,7 +493,7 @@ impl Backend for PostgresBackend {
     }
 
     async fn delete(&self, key: &InstanceKey) -> Result<u64, StoreError> {
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await;
         let mut attempt = 0;
         loop {
             let session = self.writer_session(&mut writer).await?;
@@ -513,7 +532,6 @@ async fn append_transaction(
     groups: &BTreeMap<InstanceKey, Vec<TwinEvent>>,
 ) -> Result<usize, tokio_postgres::Error> {
     let statements = &session.statements;
-    let t0 = std::time::Instant::now();
     let transaction = session.client.transaction().await?;
     let interfaces: Vec<&str> = groups.keys().map(|k| k.interface.as_str()).collect();
     let instances: Vec<&str> = groups.keys().map(|k| k.instance.as_str()).collect();
@@ -538,7 +556,6 @@ async fn append_transaction(
             &[&columns[0], &columns[1], &columns[2], &columns[3], &times, &data],
         )
         .await?;
-    let t1 = t0.elapsed();
     let new_ids: HashSet<(&str, &str, &str)> = inserted
         .iter()
         .map(|row| (row.get(0), row.get(1), row.get(2)))
@@ -563,13 +580,10 @@ async fn append_transaction(
         record.absorb(fresh);
         updates.push(&key, &record);
     }
-    let t2 = t0.elapsed();
     let params = updates.params();
     let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
     transaction.execute(&statements.update_latest, &params).await?;
-    let t3 = t0.elapsed();
     transaction.commit().await?;
-    eprintln!("TIMING insert {t1:?} fold {t2:?} update {t3:?} commit {:?}", t0.elapsed());
     Ok(inserted.len())
 }
 

@@ -1,21 +1,34 @@
-//! The event store as a standalone binary (same as `ktwin store`), for process-level tests
-//! and minimal images.
+//! The event store as a standalone binary (same as `ktwin store`, and `ktwin-store bench` as
+//! `ktwin bench store`), for process-level tests and minimal images.
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ktwin-store", version, about = "The ktwin event store")]
+#[command(name = "ktwin-store", version, about = "The ktwin event store", args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     store: ktwin_store::cli::StoreArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Benchmark a backend (as `ktwin bench store`).
+    Bench(ktwin_store::cli::BenchStoreArgs),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     ktwin_service::init_tracing();
-    match ktwin_store::cli::run(Args::parse().store).await {
+    let args = Args::parse();
+    let result = match args.command {
+        Some(Command::Bench(bench)) => ktwin_store::cli::run_bench(bench).await,
+        None => ktwin_store::cli::run(args.store).await,
+    };
+    match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");

@@ -1,0 +1,357 @@
+//! Device messages over MQTT arrive as CloudEvents on the broker exchange, for both ingestion
+//! paths; bad inputs are dead-lettered with a reason and counted while the dispatcher goes on.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use ktwin_broker::{DEAD_LETTER_REASON_HEADER, QueueType, header_string};
+use ktwin_dispatcher::bench::{device_messages, publish_qos1};
+use ktwin_dispatcher::ingress::IngressPolicy;
+use ktwin_dispatcher::metrics::DispatchMetrics;
+use ktwin_dispatcher::{
+    AmqpDeadLetters, AmqpQueueSource, AmqpSourceConfig, DeadLetterSink, DeviceSource,
+    IngressDispatcher, KIND_HEADER, MemoryDeadLetters, MqttSource, MqttSourceConfig, TOPIC_HEADER,
+};
+use lapin::options::BasicGetOptions;
+use tokio_util::sync::CancellationToken;
+
+const MESSAGES: u64 = 10_000;
+const DEVICES: u64 = 50;
+
+fn policy(known: &[&str]) -> IngressPolicy {
+    IngressPolicy {
+        known_interfaces: Some(known.iter().map(|s| (*s).to_owned()).collect()),
+        ..IngressPolicy::default()
+    }
+}
+
+fn amqp_source_config(suffix: &str, ifaces: &[&str]) -> AmqpSourceConfig {
+    AmqpSourceConfig {
+        queue: format!("devices-{suffix}"),
+        declare: true,
+        binding_keys: ifaces.iter().map(|i| format!("ktwin.real.{i}.#")).collect(),
+        mqtt_exchange: "amq.topic".into(),
+        prefetch: 512,
+        consumer_tag: format!("it-{suffix}"),
+    }
+}
+
+fn mqtt_source_config(suffix: &str, ifaces: &[&str]) -> MqttSourceConfig {
+    let mut config =
+        MqttSourceConfig::new("127.0.0.1", MOSQUITTO_PORT, &format!("ktwin-it-{suffix}"));
+    config.filters = ifaces.iter().map(|i| format!("ktwin/real/{i}/#")).collect();
+    config.persistent_session = false;
+    config
+}
+
+/// Waits until the source is connected and its subscription is in place.
+async fn wait_connected(source: &impl DeviceSource) {
+    let connected = source.connected();
+    for _ in 0..200 {
+        if connected.load(std::sync::atomic::Ordering::Acquire) {
+            // The MQTT SUBSCRIBE goes out right after CONNACK.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("source did not connect");
+}
+
+async fn publish_split(port: u16, suffix: &str, messages: Vec<(String, Vec<u8>)>) {
+    let half = messages.len() / 2;
+    let mut first = messages;
+    let second = first.split_off(half);
+    let (id_a, id_b) = (format!("pub-a-{suffix}"), format!("pub-b-{suffix}"));
+    let a = publish_qos1("127.0.0.1", port, &id_a, first, None);
+    let b = publish_qos1("127.0.0.1", port, &id_b, second, None);
+    let (a, b) = tokio::join!(a, b);
+    a.unwrap();
+    b.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_messages_via_the_rabbitmq_mqtt_plugin_queue() {
+    let suffix = suffix();
+    let iface = format!("it-amqp-{suffix}");
+    let mut target = rabbit_target(&suffix, &iface, QueueType::Classic).await;
+    let config = amqp_source_config(&suffix, &[&iface]);
+    target.extra_queues.push(config.queue.clone());
+    let source = AmqpQueueSource::start(target.broker.connector().clone(), config)
+        .await
+        .unwrap();
+    wait_connected(&source).await;
+    let dispatcher = IngressDispatcher::new(
+        Arc::new(target.broker.clone()),
+        Arc::new(MemoryDeadLetters::new(10)),
+        policy(&[&iface]),
+        DispatchMetrics::ingress(&format!("it-{suffix}"), "ktwin"),
+    );
+    let counters = dispatcher.counters();
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(dispatcher.run(source, stop.clone()));
+
+    publish_split(
+        RABBIT_MQTT_PORT,
+        &suffix,
+        device_messages(&iface, DEVICES, 0..MESSAGES),
+    )
+    .await;
+    let seen = collect(
+        &mut target.events,
+        MESSAGES as usize,
+        Duration::from_secs(45),
+    )
+    .await;
+    assert_readings(&seen, &iface, DEVICES, MESSAGES);
+    stop.cancel();
+    running.await.unwrap();
+    assert_eq!(counters.dispatched(), MESSAGES);
+    assert_eq!(counters.dead_lettered(), 0);
+    target.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_messages_via_a_direct_mosquitto_subscription() {
+    let suffix = suffix();
+    let iface = format!("it-mqtt-{suffix}");
+    let mut target = rabbit_target(&suffix, &iface, QueueType::Classic).await;
+    let source = MqttSource::start(mqtt_source_config(&suffix, &[&iface]));
+    wait_connected(&source).await;
+    let dispatcher = IngressDispatcher::new(
+        Arc::new(target.broker.clone()),
+        Arc::new(MemoryDeadLetters::new(10)),
+        policy(&[&iface]),
+        DispatchMetrics::ingress(&format!("it-{suffix}"), "ktwin"),
+    );
+    let counters = dispatcher.counters();
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(dispatcher.run(source, stop.clone()));
+
+    publish_split(
+        MOSQUITTO_PORT,
+        &suffix,
+        device_messages(&iface, DEVICES, 0..MESSAGES),
+    )
+    .await;
+    let seen = collect(
+        &mut target.events,
+        MESSAGES as usize,
+        Duration::from_secs(45),
+    )
+    .await;
+    assert_readings(&seen, &iface, DEVICES, MESSAGES);
+    stop.cancel();
+    running.await.unwrap();
+    assert_eq!(counters.dispatched(), MESSAGES);
+    target.cleanup().await;
+}
+
+/// The bad inputs of the acceptance list, then one good reading.
+fn bad_inputs(iface: &str) -> Vec<(String, Vec<u8>, &'static str)> {
+    let mut huge = br#"{"blob":""#.to_vec();
+    huge.resize(2 * 1024 * 1024, b'x');
+    huge.extend_from_slice(br#""}"#);
+    vec![
+        (
+            format!("ktwin/real/{iface}/d1"),
+            b"temperature=8".to_vec(),
+            "not_json",
+        ),
+        (format!("ktwin/real/{iface}/d1"), huge, "payload_too_large"),
+        (format!("ktwin/real/{iface}"), b"{}".to_vec(), "bad_topic"),
+        (
+            format!("ktwin/real/{iface}/d1/extra"),
+            b"{}".to_vec(),
+            "bad_topic",
+        ),
+        (
+            format!("ktwin/real/{iface}x/d1"),
+            b"{}".to_vec(),
+            "unknown_interface",
+        ),
+    ]
+}
+
+fn metric_value(rendered: &str, dispatcher: &str, reason: &str) -> u64 {
+    rendered
+        .lines()
+        .filter(|l| l.starts_with("ktwin_dispatcher_dead_letters_total{"))
+        .filter(|l| {
+            l.contains(&format!("dispatcher=\"{dispatcher}\""))
+                && l.contains(&format!("reason=\"{reason}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+async fn run_bad_inputs(
+    source: impl DeviceSource + 'static,
+    port: u16,
+    suffix: &str,
+    iface: &str,
+    target: &mut Target,
+    dead_letters: Arc<dyn DeadLetterSink>,
+) -> (String, Vec<(String, Vec<u8>, &'static str)>) {
+    ktwin_service::prometheus();
+    let name = format!("it-bad-{suffix}");
+    let dispatcher = IngressDispatcher::new(
+        Arc::new(target.broker.clone()),
+        dead_letters,
+        policy(&[iface]),
+        DispatchMetrics::ingress(&name, "ktwin"),
+    );
+    let counters = dispatcher.counters();
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(dispatcher.run(source, stop.clone()));
+    let bad = bad_inputs(iface);
+    let mut messages: Vec<(String, Vec<u8>)> =
+        bad.iter().map(|(t, p, _)| (t.clone(), p.clone())).collect();
+    messages.push((
+        format!("ktwin/real/{iface}/d1"),
+        br#"{"msg_count":7}"#.to_vec(),
+    ));
+    publish_qos1(
+        "127.0.0.1",
+        port,
+        &format!("pub-bad-{suffix}"),
+        messages,
+        None,
+    )
+    .await
+    .unwrap();
+
+    // The dispatcher keeps running: the good reading after the bad ones arrives.
+    let seen = collect(&mut target.events, 1, Duration::from_secs(20)).await;
+    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), [7]);
+    for _ in 0..100 {
+        if counters.dead_lettered() >= bad.len() as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counters.dead_lettered(), bad.len() as u64);
+    assert_eq!(counters.dispatched(), 1);
+    let rendered = ktwin_service::prometheus().render();
+    for reason in ["not_json", "payload_too_large", "unknown_interface"] {
+        assert_eq!(
+            metric_value(&rendered, &name, reason),
+            1,
+            "{reason} in\n{rendered}"
+        );
+    }
+    assert_eq!(metric_value(&rendered, &name, "bad_topic"), 2);
+    stop.cancel();
+    running.await.unwrap();
+    (name, bad)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_via_the_plugin_queue_go_to_the_dead_letter_queue_with_reasons() {
+    let suffix = suffix();
+    let iface = format!("it-bad-amqp-{suffix}");
+    let unknown = format!("{iface}x");
+    let mut target = rabbit_target(&suffix, &iface, QueueType::Classic).await;
+    let config = amqp_source_config(&suffix, &[&iface, &unknown]);
+    let dead_letter_queue = format!("dead-letters-{suffix}");
+    target
+        .extra_queues
+        .extend([config.queue.clone(), dead_letter_queue.clone()]);
+    let source = AmqpQueueSource::start(target.broker.connector().clone(), config)
+        .await
+        .unwrap();
+    wait_connected(&source).await;
+    let dead_letters = AmqpDeadLetters::new(target.broker.connector().clone(), &dead_letter_queue)
+        .await
+        .unwrap();
+    let (_, bad) = run_bad_inputs(
+        source,
+        RABBIT_MQTT_PORT,
+        &suffix,
+        &iface,
+        &mut target,
+        Arc::new(dead_letters),
+    )
+    .await;
+
+    let (_, channel) = target.broker.connector().channel(None).await.unwrap();
+    let mut letters = Vec::new();
+    while let Some(message) = channel
+        .basic_get(
+            dead_letter_queue.as_str().into(),
+            BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+    {
+        let headers = message.delivery.properties.headers().clone().unwrap();
+        letters.push((
+            header_string(&headers, TOPIC_HEADER).unwrap(),
+            header_string(&headers, KIND_HEADER).unwrap(),
+            header_string(&headers, DEAD_LETTER_REASON_HEADER).unwrap(),
+            message.delivery.data.len(),
+        ));
+    }
+    assert_eq!(letters.len(), bad.len(), "{letters:?}");
+    for ((topic, payload, kind), (got_topic, got_kind, reason, len)) in bad.iter().zip(&letters) {
+        // The plugin turns MQTT topics into routing keys.
+        assert_eq!(got_topic, &topic.replace('/', "."));
+        assert_eq!(got_kind, kind);
+        assert_eq!(*len, payload.len());
+        assert!(!reason.is_empty());
+    }
+    assert!(
+        letters[1].2.contains("exceeds the limit of 262144 bytes"),
+        "{}",
+        letters[1].2
+    );
+    assert!(
+        letters[4].2.contains("not in the loaded model"),
+        "{}",
+        letters[4].2
+    );
+    target.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_via_mosquitto_are_dead_lettered_with_reasons() {
+    let suffix = suffix();
+    let iface = format!("it-bad-mqtt-{suffix}");
+    let unknown = format!("{iface}x");
+    let mut target = rabbit_target(&suffix, &iface, QueueType::Classic).await;
+    let source = MqttSource::start(mqtt_source_config(&suffix, &[&iface, &unknown]));
+    wait_connected(&source).await;
+    let dead_letters = Arc::new(MemoryDeadLetters::new(10));
+    let (_, bad) = run_bad_inputs(
+        source,
+        MOSQUITTO_PORT,
+        &suffix,
+        &iface,
+        &mut target,
+        dead_letters.clone(),
+    )
+    .await;
+    let letters = dead_letters.take();
+    assert_eq!(letters.len(), bad.len());
+    for ((topic, payload, kind), letter) in bad.iter().zip(&letters) {
+        assert_eq!(&letter.topic, topic);
+        assert_eq!(&letter.kind, kind);
+        assert_eq!(&letter.payload, payload);
+    }
+    assert!(
+        letters[2]
+            .reason
+            .contains(&format!("\"ktwin/real/{iface}\"")),
+        "{}",
+        letters[2].reason
+    );
+    assert!(
+        letters[0].reason.contains("is not JSON"),
+        "{}",
+        letters[0].reason
+    );
+    target.cleanup().await;
+}

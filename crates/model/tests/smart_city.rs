@@ -1,0 +1,149 @@
+//! The smart-city example project: it loads, its world expands as the scenario says, and its
+//! graph is consistent.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use ktwin_model::project::{LoadOptions, Project};
+
+fn example() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/smart-city"
+    ))
+}
+
+fn load(neighborhoods: u64) -> Project {
+    let options = LoadOptions {
+        parameters: BTreeMap::from([("neighborhoods".to_owned(), neighborhoods)]),
+    };
+    Project::load_with(example(), &options).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn interfaces_have_the_original_names_and_services() {
+    let project = load(1);
+    for name in [
+        "city-pole",
+        "ngsi-ld-city-airqualityobserved",
+        "s4city-city-neighborhood",
+        "ngsi-ld-city-noiselevelobserved",
+        "ngsi-ld-city-weatherobserved",
+        "ngsi-ld-city-crowdflowobserved",
+        "ngsi-ld-city-trafficflowobserved",
+        "ngsi-ld-city-streetlight",
+        "ngsi-ld-city-offstreetparking",
+        "ngsi-ld-city-onstreetparking",
+        "ngsi-ld-city-parkingspot",
+        "ngsi-ld-city-evchargingstation",
+        "ngsi-ld-city-device",
+    ] {
+        assert!(
+            project.interface(name).is_some(),
+            "missing interface {name}"
+        );
+    }
+    let pole = project.interface("city-pole").unwrap();
+    assert_eq!(
+        pole.spec.extends_interface.as_deref(),
+        Some("s4city-city-cityfurniture")
+    );
+    assert!(pole.spec.service.is_some());
+    assert_eq!(
+        project.services["city-pole"]
+            .command
+            .last()
+            .map(String::as_str),
+        Some("pole")
+    );
+    // Defaults are applied under each service.
+    let scaling = pole
+        .spec
+        .service
+        .as_ref()
+        .unwrap()
+        .auto_scaling
+        .as_ref()
+        .unwrap();
+    assert_eq!(scaling.max_scale, Some(20));
+    // Several `extends`: sensors are environment observations and pole-mounted equipment.
+    let aq = project
+        .interface("ngsi-ld-city-airqualityobserved")
+        .unwrap();
+    assert_eq!(
+        aq.spec.parents(),
+        vec!["ngsi-ld-city-environmentbasemodel", "city-polemounted"]
+    );
+    assert!(aq.spec.event_store.as_ref().unwrap().persist_real_event);
+    assert!(
+        project
+            .interface_graph
+            .relationship("ngsi-ld-city-airqualityobserved", "citypole")
+            .is_some()
+    );
+    // Noise has no behaviour of its own, so no service.
+    assert!(
+        project
+            .interface("ngsi-ld-city-noiselevelobserved")
+            .unwrap()
+            .spec
+            .service
+            .is_none()
+    );
+    let neighborhood = project.interface("s4city-city-neighborhood").unwrap();
+    assert_eq!(neighborhood.spec.commands[0].name, "updateairqualityindex");
+}
+
+#[test]
+fn world_expands_per_neighborhood_as_the_scenario_says() {
+    for n in [1, 3] {
+        let project = load(n);
+        let per_neighborhood = 1 + 50 * (1 + 6) + 1 + 20 + 1;
+        assert_eq!(project.instances.len() as u64, 1 + n * per_neighborhood);
+        let count = |iface: &str| {
+            project
+                .instances
+                .iter()
+                .filter(|i| i.spec.interface == iface)
+                .count() as u64
+        };
+        assert_eq!(count("city-pole"), 50 * n);
+        assert_eq!(count("ngsi-ld-city-streetlight"), 50 * n);
+        assert_eq!(count("ngsi-ld-city-airqualityobserved"), 50 * n);
+        assert_eq!(count("ngsi-ld-city-parkingspot"), 20 * n);
+        assert_eq!(count("ngsi-ld-city-evchargingstation"), n);
+        let problems = project.instance_graph.problems(&project.interface_graph);
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+}
+
+#[test]
+fn instance_names_match_what_the_services_expect() {
+    let project = load(1);
+    let g = &project.instance_graph;
+    let pole = g.get("city-pole-nb001-p00007").expect("pole");
+    assert_eq!(pole.interface, "city-pole");
+    let out = g.outgoing("city-pole-nb001-p00007");
+    assert!(
+        out.iter()
+            .any(|r| r.name == "refNeighborhood" && r.instance == "s4city-city-neighborhood-nb001")
+    );
+    assert!(out.iter().any(|r| r.name == "refAirQualityObserved"
+        && r.instance == "ngsi-ld-city-airqualityobserved-nb001-p00007"));
+    let aq = g.outgoing("ngsi-ld-city-airqualityobserved-nb001-p00007");
+    assert_eq!(aq.len(), 1);
+    assert_eq!(
+        (aq[0].name.as_str(), aq[0].instance.as_str()),
+        ("citypole", "city-pole-nb001-p00007")
+    );
+    let spot = g.outgoing("ngsi-ld-city-offstreetparkingspot-nb001-ofp0001-s0001");
+    assert_eq!(
+        spot[0].instance,
+        "ngsi-ld-city-offstreetparking-nb001-ofp0001"
+    );
+    // 50 poles, the off-street parking and the city point at the neighborhood.
+    assert_eq!(
+        g.incoming("s4city-city-neighborhood-nb001").len(),
+        50 + 1 + 1
+    );
+}

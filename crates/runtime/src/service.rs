@@ -1,0 +1,157 @@
+//! Twin services as the runtime sees them: something events are delivered to (a pool of
+//! child processes, or an SDK handler mounted in-process), fed from the service's broker
+//! subscription with acknowledgement after success and redelivery after failure.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use cloudevents::Event;
+use ktwin_broker::{Broker, Subscription};
+use ktwin_sdk::{TwinContext, TwinHandler};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::pool::{DeliveryError, PoolStats, ServicePool};
+
+/// Where a twin service's events go.
+#[async_trait]
+pub trait ServiceEndpoint: Send + Sync {
+    /// Handles `event`; returns the events the service emitted in reply.
+    async fn deliver(&self, event: Event) -> Result<Vec<Event>, DeliveryError>;
+    /// Replicas and load.
+    fn stats(&self) -> PoolStats;
+    /// Stops after finishing what is in flight.
+    async fn shutdown(&self);
+}
+
+#[async_trait]
+impl ServiceEndpoint for ServicePool {
+    async fn deliver(&self, event: Event) -> Result<Vec<Event>, DeliveryError> {
+        ServicePool::deliver(self, event).await
+    }
+
+    fn stats(&self) -> PoolStats {
+        ServicePool::stats(self)
+    }
+
+    async fn shutdown(&self) {
+        ServicePool::shutdown(self).await;
+    }
+}
+
+/// A twin service built on the SDK, called in-process (no HTTP hop, always one "replica").
+pub struct InProcessService {
+    name: String,
+    handler: Arc<dyn TwinHandler>,
+    ctx: TwinContext,
+    in_flight: AtomicUsize,
+}
+
+impl InProcessService {
+    /// Mounts `handler` with the runtime's context (graph and states).
+    pub fn new(name: &str, handler: Arc<dyn TwinHandler>, ctx: TwinContext) -> Self {
+        Self {
+            name: name.to_owned(),
+            handler,
+            ctx,
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+}
+
+#[async_trait]
+impl ServiceEndpoint for InProcessService {
+    async fn deliver(&self, event: Event) -> Result<Vec<Event>, DeliveryError> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let result = ktwin_sdk::dispatch(self.handler.as_ref(), &self.ctx, event).await;
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        result.map_err(|err| DeliveryError::Rejected {
+            replica: format!("{} (in-process)", self.name),
+            status: err.status().as_u16(),
+            body: err.to_string(),
+        })
+    }
+
+    fn stats(&self) -> PoolStats {
+        PoolStats {
+            replicas: 1,
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            waiting: 0,
+        }
+    }
+
+    async fn shutdown(&self) {}
+}
+
+/// Counts of a subscription loop.
+#[derive(Debug, Default)]
+pub struct DeliveryCounters {
+    /// Events handled and acknowledged.
+    pub acked: AtomicU64,
+    /// Failed deliveries (requeued or dead-lettered).
+    pub nacked: AtomicU64,
+    /// Events emitted by the service and published.
+    pub emitted: AtomicU64,
+}
+
+/// Feeds `subscription` to `service` with at most `parallelism` events in flight until `stop`
+/// fires, then waits for those in flight. A delivery is acknowledged once the service
+/// succeeded *and* its reply events are published; otherwise it is nacked (redelivered, or
+/// dead-lettered after the subscription's limit).
+pub async fn feed_service(
+    mut subscription: Subscription,
+    service: Arc<dyn ServiceEndpoint>,
+    broker: Arc<dyn Broker>,
+    parallelism: usize,
+    counters: Arc<DeliveryCounters>,
+    stop: CancellationToken,
+) {
+    let parallelism = parallelism.max(1);
+    let slots = Arc::new(Semaphore::new(parallelism));
+    loop {
+        let permit = tokio::select! {
+            () = stop.cancelled() => break,
+            permit = Arc::clone(&slots).acquire_owned() => permit.expect("never closed"),
+        };
+        let delivery = tokio::select! {
+            () = stop.cancelled() => break,
+            delivery = subscription.recv() => delivery,
+        };
+        let Some(delivery) = delivery else { break };
+        let (service, broker, counters) = (Arc::clone(&service), Arc::clone(&broker), Arc::clone(&counters));
+        tokio::spawn(async move {
+            let _permit = permit;
+            let outcome = match service.deliver(delivery.event().clone()).await {
+                Ok(emitted) => {
+                    let count = emitted.len() as u64;
+                    match broker.publish_all(emitted).await {
+                        Ok(_) => {
+                            counters.emitted.fetch_add(count, Ordering::Relaxed);
+                            Ok(())
+                        }
+                        Err(err) => Err(format!("publishing the service's reply events: {err}")),
+                    }
+                }
+                Err(err) => Err(err.to_string()),
+            };
+            match outcome {
+                Ok(()) => {
+                    counters.acked.fetch_add(1, Ordering::Relaxed);
+                    if let Err(err) = delivery.ack().await {
+                        tracing::warn!(%err, "ack failed");
+                    }
+                }
+                Err(reason) => {
+                    counters.nacked.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%reason, "delivery failed, requeueing");
+                    if let Err(err) = delivery.nack(&reason).await {
+                        tracing::warn!(%err, "nack failed");
+                    }
+                }
+            }
+        });
+    }
+    // Drain: every permit back means nothing is in flight.
+    let _ = slots.acquire_many(u32::try_from(parallelism).unwrap_or(u32::MAX)).await;
+}
