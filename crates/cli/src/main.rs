@@ -41,6 +41,8 @@ enum Command {
     Compile(ktwin_model::cli::CompileArgs),
     /// Expand a world description into TwinInstances (or the twin-graph JSON).
     Instances(ktwin_model::cli::InstancesArgs),
+    /// Simulate a world's devices over MQTT with the paper's load model (or `--rate`).
+    Sim(ktwin_sim::cli::SimArgs),
 }
 
 #[derive(Subcommand)]
@@ -67,6 +69,7 @@ async fn main() -> ExitCode {
         Command::Crds(args) => ktwin_model::cli::run_crds(args).await,
         Command::Compile(args) => ktwin_model::cli::run_compile(args).await,
         Command::Instances(args) => ktwin_model::cli::run_instances(args).await,
+        Command::Sim(args) => ktwin_sim::cli::run_cli(args).await,
     };
     match result {
         Ok(code) => code,

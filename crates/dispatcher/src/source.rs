@@ -2,7 +2,7 @@
 //! MQTT subscription. Both acknowledge only when told to (after the event is confirmed).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -288,10 +288,14 @@ pub struct MqttSourceConfig {
     pub max_packet_bytes: usize,
     /// Optional credentials.
     pub credentials: Option<(String, String)>,
+    /// Parallel connections sharing the subscription (`$share/…`, MQTT 5 shared subscriptions,
+    /// which Mosquitto also offers to 3.1.1 clients); 1 subscribes plainly.
+    pub connections: usize,
 }
 
 impl MqttSourceConfig {
-    /// Defaults for `host:port`: filter `ktwin/real/#`, persistent session, 16 MiB packets.
+    /// Defaults for `host:port`: filter `ktwin/real/#`, persistent session, 16 MiB packets, 16
+    /// shared connections.
     pub fn new(host: &str, port: u16, client_id: &str) -> Self {
         Self {
             host: host.to_owned(),
@@ -302,6 +306,7 @@ impl MqttSourceConfig {
             buffer: 1024,
             max_packet_bytes: 16 * 1024 * 1024,
             credentials: None,
+            connections: 16,
         }
     }
 }
@@ -338,76 +343,140 @@ impl SourceAck for MqttAck {
     }
 }
 
+/// Connections of one [`MqttSource`] that are up, and whether that is all of them.
+#[derive(Debug)]
+struct ConnectionCount {
+    up: AtomicUsize,
+    total: usize,
+    all_up: Arc<AtomicBool>,
+}
+
+impl ConnectionCount {
+    fn change(&self, connected: bool) {
+        let up = if connected {
+            self.up.fetch_add(1, Ordering::AcqRel) + 1
+        } else {
+            self.up.fetch_sub(1, Ordering::AcqRel) - 1
+        };
+        self.all_up.store(up == self.total, Ordering::Release);
+    }
+}
+
 impl MqttSource {
-    /// Connects and subscribes (QoS 1), resubscribing on every reconnect.
+    /// Connects and subscribes (QoS 1), resubscribing on every reconnect. With several
+    /// connections, each subscribes to `$share/<client_id>/<filter>` so the broker spreads
+    /// messages over them: brokers limit unacknowledged QoS 1 messages per connection
+    /// (Mosquitto: 20 in flight, then 1000 queued, then it drops), and acknowledging only after
+    /// the broker confirmed an event needs a wider window than one connection gives.
     pub fn start(config: MqttSourceConfig) -> Self {
-        let mut options = MqttOptions::new(&config.client_id, &config.host, config.port);
-        options
-            .set_manual_acks(true)
-            .set_clean_session(!config.persistent_session)
-            .set_keep_alive(Duration::from_secs(30))
-            .set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes)
-            .set_inflight(u16::try_from(config.buffer.clamp(10, 65_000)).unwrap_or(1000));
-        if let Some((user, password)) = &config.credentials {
-            options.set_credentials(user, password);
-        }
-        let (client, mut eventloop) = AsyncClient::new(options, config.buffer.max(16) * 4);
         let (tx, rx) = mpsc::channel(config.buffer.max(1));
-        let connected = Arc::new(AtomicBool::new(false));
-        let stop = CancellationToken::new();
-        let flag = Arc::clone(&connected);
-        let token = stop.clone();
-        tokio::spawn(async move {
-            let mut delay = Duration::from_millis(100);
-            loop {
-                let event = tokio::select! {
-                    event = eventloop.poll() => event,
-                    () = token.cancelled() => {
-                        let _ = client.try_disconnect();
-                        return;
-                    }
-                };
-                match event {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        flag.store(true, Ordering::Release);
-                        delay = Duration::from_millis(100);
-                        let filters = config
-                            .filters
-                            .iter()
-                            .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
-                        if let Err(error) = client.try_subscribe_many(filters) {
-                            tracing::error!(%error, filters = ?config.filters, "cannot subscribe");
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::Publish(publish))) => {
-                        let message = SourceMessage::new(
-                            publish.topic.clone(),
-                            publish.payload.clone(),
-                            publish.dup,
-                            Box::new(MqttAck {
-                                client: client.clone(),
-                                publish,
-                            }),
-                        );
-                        tokio::select! {
-                            sent = tx.send(message) => if sent.is_err() { return },
-                            () = token.cancelled() => return,
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        flag.store(false, Ordering::Release);
-                        tracing::warn!(%error, ?delay, "MQTT connection lost, reconnecting");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
+        let all_up = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(ConnectionCount {
+            up: AtomicUsize::new(0),
+            total: config.connections.max(1),
+            all_up: Arc::clone(&all_up),
         });
+        let stop = CancellationToken::new();
+        for index in 0..config.connections.max(1) {
+            tokio::spawn(mqtt_connection(
+                config.clone(),
+                index,
+                tx.clone(),
+                Arc::clone(&count),
+                stop.clone(),
+            ));
+        }
         Self {
             rx,
-            connected,
+            connected: all_up,
             _stop: stop.drop_guard(),
+        }
+    }
+}
+
+async fn mqtt_connection(
+    config: MqttSourceConfig,
+    index: usize,
+    tx: mpsc::Sender<SourceMessage>,
+    count: Arc<ConnectionCount>,
+    stop: CancellationToken,
+) {
+    let shared = config.connections > 1;
+    let client_id = if shared {
+        format!("{}-{index}", config.client_id)
+    } else {
+        config.client_id.clone()
+    };
+    let filters: Vec<String> = config
+        .filters
+        .iter()
+        .map(|f| {
+            if shared {
+                format!("$share/{}/{f}", config.client_id)
+            } else {
+                f.clone()
+            }
+        })
+        .collect();
+    let mut options = MqttOptions::new(client_id, &config.host, config.port);
+    options
+        .set_manual_acks(true)
+        .set_clean_session(!config.persistent_session)
+        .set_keep_alive(Duration::from_secs(30))
+        .set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes);
+    if let Some((user, password)) = &config.credentials {
+        options.set_credentials(user, password);
+    }
+    let (client, mut eventloop) = AsyncClient::new(options, config.buffer.max(16) * 4);
+    let mut up = false;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let event = tokio::select! {
+            event = eventloop.poll() => event,
+            () = stop.cancelled() => {
+                let _ = client.try_disconnect();
+                return;
+            }
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                if !up {
+                    up = true;
+                    count.change(true);
+                }
+                delay = Duration::from_millis(100);
+                let subscribe = filters
+                    .iter()
+                    .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                if let Err(error) = client.try_subscribe_many(subscribe) {
+                    tracing::error!(%error, ?filters, "cannot subscribe");
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let message = SourceMessage::new(
+                    publish.topic.clone(),
+                    publish.payload.clone(),
+                    publish.dup,
+                    Box::new(MqttAck {
+                        client: client.clone(),
+                        publish,
+                    }),
+                );
+                tokio::select! {
+                    sent = tx.send(message) => if sent.is_err() { return },
+                    () = stop.cancelled() => return,
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                if up {
+                    up = false;
+                    count.change(false);
+                }
+                tracing::warn!(%error, ?delay, "MQTT connection lost, reconnecting");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
         }
     }
 }

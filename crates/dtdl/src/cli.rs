@@ -208,6 +208,8 @@ fn run_conformance(dirs: &[PathBuf], verbose: bool) -> anyhow::Result<ExitCode> 
             summary.rate(*version)
         );
     }
+    let (warned, discouraged) = summary.discouraged;
+    println!("discouraged-but-valid cases warned about: {warned}/{discouraged}");
     println!("{} passed, {} failed", summary.passed(), summary.failed());
     Ok(if summary.failed() == 0 {
         ExitCode::SUCCESS

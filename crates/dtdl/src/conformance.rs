@@ -23,6 +23,8 @@ pub struct Summary {
     /// version → (passed, failed)
     pub per_version: BTreeMap<u8, (usize, usize)>,
     pub failures: Vec<Failure>,
+    /// Valid-but-discouraged cases (`desirable: false`): (warned about, total).
+    pub discouraged: (usize, usize),
 }
 
 impl Summary {
@@ -67,6 +69,20 @@ pub fn version_of(file_name: &str) -> Option<u8> {
 
 /// Runs one case; `Err` says why it failed.
 pub fn run_case(case: &Value) -> Result<(), String> {
+    evaluate(case).0
+}
+
+/// Runs one case; also says whether the parse produced warnings.
+fn evaluate(case: &Value) -> (Result<(), String>, bool) {
+    match classify(case) {
+        Ok((result, warned)) => (result, warned),
+        Err(reason) => (Err(reason), false),
+    }
+}
+
+type Classified = (Result<(), String>, bool);
+
+fn classify(case: &Value) -> Result<Classified, String> {
     let valid = case
         .get("valid")
         .and_then(Value::as_bool)
@@ -96,7 +112,8 @@ pub fn run_case(case: &Value) -> Result<(), String> {
                 .collect()
         });
     let outcome = parse_values(&inputs, &options);
-    match (valid, outcome, expected_unresolved) {
+    let warned = matches!(&outcome, Ok(set) if !set.warnings.is_empty());
+    let result = match (valid, outcome, expected_unresolved) {
         (true, Ok(_), _) => Ok(()),
         (true, Err(e), _) => Err(format!("expected valid, got: {}", describe(&e))),
         (false, Ok(_), _) => Err("expected invalid, but the parse succeeded".into()),
@@ -114,7 +131,8 @@ pub fn run_case(case: &Value) -> Result<(), String> {
             describe(&e)
         )),
         (false, Err(_), None) => Ok(()),
-    }
+    };
+    Ok((result, warned))
 }
 
 fn describe(e: &ParseError) -> String {
@@ -146,7 +164,12 @@ pub fn run_file(summary: &mut Summary, file_name: &str, text: &str) -> Result<()
         .as_array()
         .ok_or_else(|| format!("{file_name}: expected a JSON array of cases"))?;
     for (index, case) in cases.iter().enumerate() {
-        let failure = run_case(case).err().map(|reason| Failure {
+        let (result, warned) = evaluate(case);
+        if case.get("desirable").and_then(Value::as_bool) == Some(false) && result.is_ok() {
+            summary.discouraged.1 += 1;
+            summary.discouraged.0 += usize::from(warned);
+        }
+        let failure = result.err().map(|reason| Failure {
             file: file_name.to_string(),
             index,
             version,

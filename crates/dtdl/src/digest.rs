@@ -50,6 +50,9 @@ pub(crate) struct Digest {
     pub affiliate_contexts_implicit_dtdl_versions: HashMap<String, u8>,
     #[serde(skip)]
     pub property_names: HashMap<String, String>,
+    /// IRI → the term some context defines for it (to recommend terms over IRIs).
+    #[serde(skip)]
+    pub terms_by_iri: HashMap<String, String>,
 }
 
 impl Digest {
@@ -60,6 +63,7 @@ impl Digest {
                 if iri.starts_with("dtmi:dtdl:property:") {
                     self.property_names.insert(iri.clone(), term.clone());
                 }
+                self.terms_by_iri.insert(iri.clone(), term.clone());
             }
         }
     }
@@ -195,6 +199,8 @@ pub(crate) struct PropertyRules {
     pub class: Option<String>,
     #[serde(default)]
     pub default_language: Option<String>,
+    #[serde(default)]
+    pub deprecated: bool,
     #[serde(default)]
     pub id_required: bool,
     #[serde(default)]

@@ -37,7 +37,9 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
 }
 
 const READ: &[&str] = &["get", "list", "watch"];
-const MANAGE: &[&str] = &["get", "list", "watch", "create", "patch", "update", "delete"];
+const MANAGE: &[&str] = &[
+    "get", "list", "watch", "create", "patch", "update", "delete",
+];
 
 /// The operator's cluster permissions: read and update its own resources, manage the children
 /// it renders, read the broker's objects, publish Events. No access to Secrets (dispatchers
@@ -46,7 +48,13 @@ pub fn operator_rules() -> Vec<Value> {
     vec![
         rule(
             &["dtd.ktwin", "core.ktwin"],
-            &["twininterfaces", "twininstances", "eventstores", "mqtttriggers", "gateways"],
+            &[
+                "twininterfaces",
+                "twininstances",
+                "eventstores",
+                "mqtttriggers",
+                "gateways",
+            ],
             &["get", "list", "watch", "patch", "update"],
         ),
         rule(
@@ -98,9 +106,8 @@ fn meta(name: &str, namespace: Option<&str>) -> Value {
 pub fn install_bundle(config: &KtwinConfig, options: &InstallOptions) -> Vec<Value> {
     let ops = options.operator_namespace.as_str();
     let ns = options.namespace.as_str();
-    let mut objects = vec![
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": meta(ops, None)}),
-    ];
+    let mut objects =
+        vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": meta(ops, None)})];
     if ns != ops {
         objects.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": meta(ns, None)}));
     }
@@ -143,33 +150,33 @@ fn operator_objects(config: &KtwinConfig, ops: &str) -> Vec<Value> {
                         "name": format!("{name}-leader-election")},
             "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ops}]}),
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(name, Some(ops)),
-            "spec": {
-                "replicas": 2,
-                "selector": {"matchLabels": selector},
-                "template": {
-                    "metadata": {"labels": selector},
-                    "spec": {
-                        "serviceAccountName": name,
-                        "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
-                        "containers": [{
-                            "name": "operator",
-                            "image": config.images.operator,
-                            "args": ["operator", "--leader-elect"],
-                            "env": [
-                                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                                {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-                            ],
-                            "ports": [{"name": "http", "containerPort": 8080}],
-                            "livenessProbe": {"httpGet": {"path": "/health", "port": "http"}},
-                            "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}},
-                            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
-                                          "limits": {"cpu": "500m", "memory": "256Mi"}},
-                            "securityContext": {"allowPrivilegeEscalation": false,
-                                "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}},
-                        }],
-                    },
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": selector},
+                "spec": {
+                    "serviceAccountName": name,
+                    "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": "operator",
+                        "image": config.images.operator,
+                        "args": ["operator", "--leader-elect"],
+                        "env": [
+                            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                        ],
+                        "ports": [{"name": "http", "containerPort": 8080}],
+                        "livenessProbe": {"httpGet": {"path": "/health", "port": "http"}},
+                        "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}},
+                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                                      "limits": {"cpu": "500m", "memory": "256Mi"}},
+                        "securityContext": {"allowPrivilegeEscalation": false,
+                            "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}},
+                    }],
                 },
-            }}),
+            },
+        }}),
         json!({"apiVersion": "v1", "kind": "Service", "metadata": meta(name, Some(ops)),
             "spec": {"selector": selector,
                      "ports": [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]}}),
@@ -208,7 +215,13 @@ fn graph_objects(config: &KtwinConfig, ns: &str) -> Vec<Value> {
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
             "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]}),
     ];
-    objects.extend(renderer.graph(&plan.graph).objects.into_iter().map(|d| d.object));
+    objects.extend(
+        renderer
+            .graph(&plan.graph)
+            .objects
+            .into_iter()
+            .map(|d| d.object),
+    );
     objects
 }
 

@@ -129,9 +129,8 @@ pub async fn run_operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in-cluster or ~/.kube/config)")?;
-    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
-        format!("ktwin-operator-{}", std::process::id())
-    });
+    let identity = std::env::var("POD_NAME")
+        .unwrap_or_else(|_| format!("ktwin-operator-{}", std::process::id()));
     crate::run(
         client,
         crate::OperatorOptions {
@@ -198,8 +197,9 @@ pub fn load_manifests(dir: &Path, namespace: &str) -> anyhow::Result<PlanInput> 
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("reading {}", file.display()))?;
         for (index, document) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
-            let value: Value = serde::Deserialize::deserialize(document)
-                .with_context(|| format!("{}: document {} is not YAML", file.display(), index + 1))?;
+            let value: Value = serde::Deserialize::deserialize(document).with_context(|| {
+                format!("{}: document {} is not YAML", file.display(), index + 1)
+            })?;
             if value.is_null() {
                 continue;
             }
@@ -215,7 +215,9 @@ pub fn load_manifests(dir: &Path, namespace: &str) -> anyhow::Result<PlanInput> 
                     input.event_stores.push(parse::<EventStore>(value, &at())?)
                 }
                 (Some("core.ktwin/v0"), Some("MQTTTrigger")) => {
-                    input.mqtt_triggers.push(parse::<MQTTTrigger>(value, &at())?)
+                    input
+                        .mqtt_triggers
+                        .push(parse::<MQTTTrigger>(value, &at())?)
                 }
                 (Some("core.ktwin/v0"), Some("Gateway")) => {
                     input.gateways.push(parse::<Gateway>(value, &at())?)
@@ -236,10 +238,7 @@ fn collect_yaml(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
         let path = entry?.path();
         if path.is_dir() {
             collect_yaml(&path, files)?;
-        } else if path
-            .extension()
-            .is_some_and(|e| e == "yaml" || e == "yml")
-        {
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             files.push(path);
         }
     }

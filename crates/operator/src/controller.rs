@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use ktwin_model::crd::{EventStore, Gateway, MQTTTrigger, TwinInterface};
+use ktwin_planner::{KtwinConfig, PlanInput, World, plan_interface};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
-use ktwin_model::crd::{EventStore, Gateway, MQTTTrigger, TwinInterface};
-use ktwin_planner::{KtwinConfig, PlanInput, World, plan_interface};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -147,10 +147,17 @@ pub async fn sync_children(
                 (name, serde_json::to_value(o).unwrap_or_default())
             })
             .collect();
-        let desired: Vec<_> = rendered.objects.iter().filter(|d| d.kind == *kind).collect();
+        let desired: Vec<_> = rendered
+            .objects
+            .iter()
+            .filter(|d| d.kind == *kind)
+            .collect();
         for object in &desired {
             let name = object.name();
-            if current.get(name).is_some_and(|c| is_subset(&object.object, c)) {
+            if current
+                .get(name)
+                .is_some_and(|c| is_subset(&object.object, c))
+            {
                 continue;
             }
             api.patch(
@@ -303,7 +310,13 @@ fn spec_name(object: &DynamicObject) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>) -> Condition {
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
     Condition {
         type_: type_.into(),
         status: if ok { "True" } else { "False" }.into(),
@@ -318,7 +331,13 @@ fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: O
 pub fn conditions(missing: &[Missing], generation: Option<i64>) -> Vec<Condition> {
     match missing.first() {
         None => vec![
-            condition("Ready", true, "Reconciled", "all children applied".into(), generation),
+            condition(
+                "Ready",
+                true,
+                "Reconciled",
+                "all children applied".into(),
+                generation,
+            ),
             condition(
                 "DependenciesReady",
                 true,
@@ -334,8 +353,20 @@ pub fn conditions(missing: &[Missing], generation: Option<i64>) -> Vec<Condition
                 .collect::<Vec<_>>()
                 .join("; ");
             vec![
-                condition("Ready", false, "DependenciesNotReady", message.clone(), generation),
-                condition("DependenciesReady", false, first.reason(), message, generation),
+                condition(
+                    "Ready",
+                    false,
+                    "DependenciesNotReady",
+                    message.clone(),
+                    generation,
+                ),
+                condition(
+                    "DependenciesReady",
+                    false,
+                    first.reason(),
+                    message,
+                    generation,
+                ),
             ]
         }
     }
@@ -381,7 +412,11 @@ where
 }
 
 fn phase(missing: &[Missing]) -> &'static str {
-    if missing.is_empty() { "Running" } else { "Pending" }
+    if missing.is_empty() {
+        "Running"
+    } else {
+        "Pending"
+    }
 }
 
 fn action(missing: &[Missing]) -> Action {
@@ -445,7 +480,12 @@ async fn reconcile_interface_inner(
         return Ok(Action::await_change());
     }
     let input = world_input(ctx, &namespace).await?;
-    let world = World::resolve(&namespace, &ctx.config, &input.event_stores, &input.mqtt_triggers)?;
+    let world = World::resolve(
+        &namespace,
+        &ctx.config,
+        &input.event_stores,
+        &input.mqtt_triggers,
+    )?;
     let (plan, _) = plan_interface(interface, &world)?;
     let mut triggers = Vec::new();
     if plan.service.is_some() {
@@ -472,7 +512,15 @@ async fn reconcile_interface_inner(
     // Prune only with the full desired set: with a dependency missing, bindings that cannot be
     // rendered right now must not be deleted.
     let complete = rendered.missing.is_empty();
-    sync_children(ctx, &namespace, &uid, &INTERFACE_CHILDREN, &rendered, complete).await?;
+    sync_children(
+        ctx,
+        &namespace,
+        &uid,
+        &INTERFACE_CHILDREN,
+        &rendered,
+        complete,
+    )
+    .await?;
     let previous = interface
         .status
         .as_ref()
@@ -503,7 +551,8 @@ async fn reconcile_interface_inner(
             .map(Missing::message)
             .collect::<Vec<_>>()
             .join("; ");
-        ctx.warn(interface, rendered.missing[0].reason(), note).await;
+        ctx.warn(interface, rendered.missing[0].reason(), note)
+            .await;
     }
     Ok(action(&rendered.missing))
 }
@@ -517,7 +566,8 @@ pub async fn reconcile_event_store(
     let result = reconcile_event_store_inner(&store, &ctx).await;
     crate::metrics::reconciled("EventStore", started.elapsed(), result.is_ok());
     if let Err(err) = &result {
-        ctx.warn(store.as_ref(), "ReconcileFailed", err.to_string()).await;
+        ctx.warn(store.as_ref(), "ReconcileFailed", err.to_string())
+            .await;
     }
     result
 }
@@ -543,12 +593,23 @@ async fn reconcile_event_store_inner(store: &EventStore, ctx: &Context) -> Resul
         None => Rendered::default(),
     };
     let uid = store.uid().unwrap_or_default();
-    sync_children(ctx, &namespace, &uid, &EVENT_STORE_CHILDREN, &rendered, true).await?;
+    sync_children(
+        ctx,
+        &namespace,
+        &uid,
+        &EVENT_STORE_CHILDREN,
+        &rendered,
+        true,
+    )
+    .await?;
     let url = ctx.config.service_url(
         &crate::render::event_store_service_name(&store.name_any()),
         &namespace,
     );
-    let previous = store.status.as_ref().and_then(|s| serde_json::to_value(s).ok());
+    let previous = store
+        .status
+        .as_ref()
+        .and_then(|s| serde_json::to_value(s).ok());
     let status = json!({
         "phase": phase(&rendered.missing),
         "observedGeneration": store.meta().generation,
@@ -568,7 +629,8 @@ pub async fn reconcile_mqtt_trigger(
     let result = reconcile_mqtt_trigger_inner(&trigger, &ctx).await;
     crate::metrics::reconciled("MQTTTrigger", started.elapsed(), result.is_ok());
     if let Err(err) = &result {
-        ctx.warn(trigger.as_ref(), "ReconcileFailed", err.to_string()).await;
+        ctx.warn(trigger.as_ref(), "ReconcileFailed", err.to_string())
+            .await;
     }
     result
 }
@@ -598,8 +660,19 @@ async fn reconcile_mqtt_trigger_inner(
     };
     let uid = trigger.uid().unwrap_or_default();
     let complete = rendered.missing.is_empty();
-    sync_children(ctx, &namespace, &uid, &DISPATCHER_CHILDREN, &rendered, complete).await?;
-    let previous = trigger.status.as_ref().and_then(|s| serde_json::to_value(s).ok());
+    sync_children(
+        ctx,
+        &namespace,
+        &uid,
+        &DISPATCHER_CHILDREN,
+        &rendered,
+        complete,
+    )
+    .await?;
+    let previous = trigger
+        .status
+        .as_ref()
+        .and_then(|s| serde_json::to_value(s).ok());
     let status = json!({
         "phase": phase(&rendered.missing),
         "observedGeneration": trigger.meta().generation,
@@ -615,7 +688,8 @@ pub async fn reconcile_gateway(gateway: Arc<Gateway>, ctx: Arc<Context>) -> Resu
     let result = reconcile_gateway_inner(&gateway, &ctx).await;
     crate::metrics::reconciled("Gateway", started.elapsed(), result.is_ok());
     if let Err(err) = &result {
-        ctx.warn(gateway.as_ref(), "ReconcileFailed", err.to_string()).await;
+        ctx.warn(gateway.as_ref(), "ReconcileFailed", err.to_string())
+            .await;
     }
     result
 }
@@ -641,8 +715,19 @@ async fn reconcile_gateway_inner(gateway: &Gateway, ctx: &Context) -> Result<Act
     }
     let uid = gateway.uid().unwrap_or_default();
     let complete = rendered.missing.is_empty();
-    sync_children(ctx, &namespace, &uid, &GATEWAY_CHILDREN, &rendered, complete).await?;
-    let previous = gateway.status.as_ref().and_then(|s| serde_json::to_value(s).ok());
+    sync_children(
+        ctx,
+        &namespace,
+        &uid,
+        &GATEWAY_CHILDREN,
+        &rendered,
+        complete,
+    )
+    .await?;
+    let previous = gateway
+        .status
+        .as_ref()
+        .and_then(|s| serde_json::to_value(s).ok());
     let status = json!({
         "phase": phase(&rendered.missing),
         "observedGeneration": gateway.meta().generation,

@@ -5,8 +5,8 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, ObjectMeta, PostParams};
 use kube::Client;
+use kube::api::{Api, ObjectMeta, PostParams};
 
 /// A candidate for the lease `name` in `namespace`, identified by `identity` (the pod name).
 #[derive(Clone)]
@@ -19,7 +19,13 @@ pub struct LeaderElector {
 
 impl LeaderElector {
     /// A candidate holding leases for `lease_duration`.
-    pub fn new(client: Client, namespace: &str, name: &str, identity: &str, lease_duration: Duration) -> Self {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        lease_duration: Duration,
+    ) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
             name: name.into(),
@@ -49,27 +55,41 @@ impl LeaderElector {
         let spec = lease.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.as_deref();
         let renewed = spec.renew_time.as_ref().map(|t| t.0);
-        let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(seconds)));
+        let duration =
+            SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(seconds)));
         let expired = renewed.is_none_or(|t| t + duration < now);
         if holder != Some(self.identity.as_str()) && !expired {
             return Ok(false);
         }
         let (acquired, transitions) = if holder == Some(self.identity.as_str()) {
-            (spec.acquire_time.map(|t| t.0).unwrap_or(now), spec.lease_transitions.unwrap_or(0))
+            (
+                spec.acquire_time.map(|t| t.0).unwrap_or(now),
+                spec.lease_transitions.unwrap_or(0),
+            )
         } else {
             (now, spec.lease_transitions.unwrap_or(0) + 1)
         };
         lease.spec = Some(self.spec(acquired, seconds, now, transitions));
         // `replace` carries the resourceVersion read above: a concurrent candidate's update
         // makes this one fail with a conflict instead of both believing they lead.
-        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
             Err(err) => Err(err),
         }
     }
 
-    fn spec(&self, acquired: Timestamp, seconds: i32, renewed: Timestamp, transitions: i32) -> LeaseSpec {
+    fn spec(
+        &self,
+        acquired: Timestamp,
+        seconds: i32,
+        renewed: Timestamp,
+        transitions: i32,
+    ) -> LeaseSpec {
         LeaseSpec {
             holder_identity: Some(self.identity.clone()),
             lease_duration_seconds: Some(seconds),

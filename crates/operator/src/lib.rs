@@ -5,14 +5,14 @@
 //! them with server-side apply, prune what is no longer desired and report status ([`controller`]).
 //! It must not decide routing: which event reaches whom is the planner's job.
 
-pub mod kinds;
-pub mod names;
-pub mod render;
-pub mod controller;
-pub mod metrics;
 pub mod bundle;
 pub mod cli;
+pub mod controller;
+pub mod kinds;
 pub mod leader;
+pub mod metrics;
+pub mod names;
+pub mod render;
 mod run;
 
 pub use run::{OperatorOptions, run};

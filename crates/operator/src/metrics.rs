@@ -15,6 +15,7 @@ pub fn reconciled(kind: &'static str, elapsed: Duration, ok: bool) {
 
 /// Counts children written and pruned.
 pub fn children(report: &SyncReport) {
-    metrics::counter!("ktwin_operator_children_applied_total").increment(report.applied.len() as u64);
+    metrics::counter!("ktwin_operator_children_applied_total")
+        .increment(report.applied.len() as u64);
     metrics::counter!("ktwin_operator_children_pruned_total").increment(report.pruned.len() as u64);
 }

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PodSpec, PodTemplateSpec,
-    Probe, ResourceRequirements, SecretKeySelector, Service, ServicePort, ServiceSpec,
+    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SecretKeySelector, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -97,9 +97,9 @@ impl Missing {
             Missing::BrokerExchange(name) => format!(
                 "no RabbitMQ Exchange labelled eventing.knative.dev/broker={name}; is eventing-rabbitmq with the messaging topology operator installed?"
             ),
-            Missing::TriggerQueue(trigger) => format!(
-                "eventing-rabbitmq has not created the queue of Trigger {trigger:?} yet"
-            ),
+            Missing::TriggerQueue(trigger) => {
+                format!("eventing-rabbitmq has not created the queue of Trigger {trigger:?} yet")
+            }
         }
     }
 }
@@ -303,6 +303,12 @@ impl<'a> Renderer<'a> {
                 &event_store_service_name(self.event_store.unwrap_or_default()),
                 self.namespace,
             )),
+            // The kubelet expands `$(VAR)` from the secret-referenced variables [`Self::env`]
+            // defines just before, so credentials never appear in the object.
+            Endpoint::Amqp => Ok(format!(
+                "amqp://$(KTWIN_AMQP_USERNAME):$(KTWIN_AMQP_PASSWORD)@$(KTWIN_AMQP_HOST):$(KTWIN_AMQP_PORT)/{}",
+                self.config.vhost.replace('/', "%2f")
+            )),
             Endpoint::Graph => Ok(format!(
                 "{}{}",
                 self.config
@@ -313,34 +319,46 @@ impl<'a> Renderer<'a> {
     }
 
     fn env(&self, env: &[PlatformEnv]) -> Result<Vec<EnvVar>, Missing> {
-        env.iter()
-            .map(|e| {
-                Ok(match &e.value {
-                    EnvValue::Literal(value) => EnvVar {
-                        name: e.name.clone(),
-                        value: Some(value.clone()),
-                        value_from: None,
-                    },
-                    EnvValue::Endpoint(endpoint) => EnvVar {
-                        name: e.name.clone(),
-                        value: Some(self.endpoint(*endpoint)?),
-                        value_from: None,
-                    },
-                    EnvValue::SecretKey { name, key } => EnvVar {
-                        name: e.name.clone(),
-                        value: None,
-                        value_from: Some(EnvVarSource {
-                            secret_key_ref: Some(SecretKeySelector {
-                                name: name.clone(),
-                                key: key.clone(),
-                                optional: None,
-                            }),
-                            ..Default::default()
-                        }),
-                    },
-                })
-            })
-            .collect()
+        let literal = |name: &str, value: String| EnvVar {
+            name: name.to_owned(),
+            value: Some(value),
+            value_from: None,
+        };
+        let secret = |name: &str, secret: &str, key: &str| EnvVar {
+            name: name.to_owned(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.to_owned(),
+                    key: key.to_owned(),
+                    optional: None,
+                }),
+                ..Default::default()
+            }),
+        };
+        let mut out = Vec::new();
+        for e in env {
+            match &e.value {
+                EnvValue::Literal(value) => out.push(literal(&e.name, value.clone())),
+                EnvValue::SecretKey { name, key } => out.push(secret(&e.name, name, key)),
+                EnvValue::Endpoint(Endpoint::Amqp) => {
+                    let s = &self.config.rabbitmq_secret;
+                    for (var, key) in [
+                        ("KTWIN_AMQP_USERNAME", &s.username_key),
+                        ("KTWIN_AMQP_PASSWORD", &s.password_key),
+                        ("KTWIN_AMQP_HOST", &s.host_key),
+                        ("KTWIN_AMQP_PORT", &s.port_key),
+                    ] {
+                        out.push(secret(var, &s.name, key));
+                    }
+                    out.push(literal(&e.name, self.endpoint(Endpoint::Amqp)?));
+                }
+                EnvValue::Endpoint(endpoint) => {
+                    out.push(literal(&e.name, self.endpoint(*endpoint)?))
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn broker_ref(&self) -> Value {
@@ -420,16 +438,16 @@ impl<'a> Renderer<'a> {
                 out.push(
                     ChildKind::Binding,
                     json!({"apiVersion": "rabbitmq.com/v1beta1", "kind": "Binding",
-                        "metadata": self.metadata(&name, owner, &labels),
-                        "spec": {
-                            "vhost": self.config.vhost,
-                            "source": exchange,
-                            "destination": DispatcherKind::Mqtt.queue(),
-                            "destinationType": "queue",
-                            "routingKey": routing_key,
-                            "arguments": {BINDING_ID_ARGUMENT: name},
-                            "rabbitmqClusterReference": self.cluster_reference(),
-                        }}),
+                    "metadata": self.metadata(&name, owner, &labels),
+                    "spec": {
+                        "vhost": self.config.vhost,
+                        "source": exchange,
+                        "destination": DispatcherKind::Mqtt.queue(),
+                        "destinationType": "queue",
+                        "routingKey": routing_key,
+                        "arguments": {BINDING_ID_ARGUMENT: name},
+                        "rabbitmqClusterReference": self.cluster_reference(),
+                    }}),
                 );
             }
         }
@@ -465,7 +483,8 @@ impl<'a> Renderer<'a> {
         };
         let exchange = self.endpoint(Endpoint::BrokerExchange)?;
         let name = route_binding_name(route);
-        Ok(json!({"apiVersion": "rabbitmq.com/v1beta1", "kind": "Binding",
+        Ok(
+            json!({"apiVersion": "rabbitmq.com/v1beta1", "kind": "Binding",
             "metadata": self.metadata(&name, owner, labels),
             "spec": {
                 "vhost": self.config.vhost,
@@ -479,7 +498,8 @@ impl<'a> Renderer<'a> {
                     BINDING_ID_ARGUMENT: name,
                 },
                 "rabbitmqClusterReference": self.cluster_reference(),
-            }}))
+            }}),
+        )
     }
 
     fn trigger_queue(&self, trigger: &str) -> Result<String, Missing> {
@@ -611,12 +631,9 @@ impl<'a> Renderer<'a> {
         let mut out = Rendered::default();
         let selector: BTreeMap<String, String> =
             [(LABEL_TRIGGER.to_owned(), name.to_owned())].into();
-        let meta: ObjectMeta = serde_json::from_value(self.metadata(
-            name,
-            owner,
-            &[(LABEL_TRIGGER, name)],
-        ))
-        .unwrap_or_default();
+        let meta: ObjectMeta =
+            serde_json::from_value(self.metadata(name, owner, &[(LABEL_TRIGGER, name)]))
+                .unwrap_or_default();
         let deployment = Deployment {
             metadata: meta.clone(),
             spec: DeploymentSpec {
@@ -715,11 +732,18 @@ impl<'a> Renderer<'a> {
             &plan.args,
             1,
             None,
-            vec![EnvVar {
-                name: "KTWIN_NAMESPACE".into(),
-                value: Some(plan.namespace.clone()),
-                value_from: None,
-            }],
+            vec![
+                EnvVar {
+                    name: "KTWIN_GRAPH_SOURCE".into(),
+                    value: Some("kubernetes".into()),
+                    value_from: None,
+                },
+                EnvVar {
+                    name: "KTWIN_NAMESPACE".into(),
+                    value: Some(plan.namespace.clone()),
+                    value_from: None,
+                },
+            ],
             &BTreeMap::new(),
             "ClusterIP",
             plan.port,
@@ -775,7 +799,10 @@ fn typed_object<T: k8s_openapi::Resource + Serialize>(object: &T) -> Value {
     let mut value = serde_json::to_value(object).unwrap_or_default();
     value["apiVersion"] = json!(T::API_VERSION);
     value["kind"] = json!(T::KIND);
-    let map = value.as_object_mut().map(std::mem::take).unwrap_or_default();
+    let map = value
+        .as_object_mut()
+        .map(std::mem::take)
+        .unwrap_or_default();
     // apiVersion and kind first, for readable output.
     let mut ordered = serde_json::Map::new();
     for key in ["apiVersion", "kind", "metadata", "spec"] {
@@ -825,7 +852,10 @@ fn dispatcher_annotations(
         );
     }
     if let Some(resources) = resources {
-        for (side, list) in [("request", &resources.requests), ("limit", &resources.limits)] {
+        for (side, list) in [
+            ("request", &resources.requests),
+            ("limit", &resources.limits),
+        ] {
             for resource in ["cpu", "memory"] {
                 if let Some(quantity) = list.as_ref().and_then(|l| l.get(resource)) {
                     annotations.insert(
@@ -905,7 +935,10 @@ fn autoscaling_annotations(autoscaling: &Autoscaling) -> BTreeMap<String, String
 /// subscriber, the CloudEvent dispatcher's queue → devices); a topic Binding into the MQTT
 /// dispatcher's queue bridges `ktwin.real.<iface>.#`. Equal to [`ktwin_planner::routing_table`]
 /// of the plan when the realizer is faithful.
-pub fn routing_table_of(objects: &[Desired], discovered: &Discovered) -> ktwin_planner::RoutingTable {
+pub fn routing_table_of(
+    objects: &[Desired],
+    discovered: &Discovered,
+) -> ktwin_planner::RoutingTable {
     let mut table = ktwin_planner::RoutingTable::default();
     let subscriber_of_trigger = |trigger: &Value| -> Option<Subscriber> {
         let labels = &trigger["metadata"]["labels"];
@@ -923,7 +956,10 @@ pub fn routing_table_of(objects: &[Desired], discovered: &Discovered) -> ktwin_p
         .collect();
     let mut queue_subscribers: BTreeMap<String, Subscriber> = BTreeMap::new();
     for (trigger, queue) in &discovered.trigger_queues {
-        if let Some(subscriber) = triggers.get(trigger.as_str()).and_then(|t| subscriber_of_trigger(t)) {
+        if let Some(subscriber) = triggers
+            .get(trigger.as_str())
+            .and_then(|t| subscriber_of_trigger(t))
+        {
             queue_subscribers.insert(queue.clone(), subscriber);
         }
     }
@@ -953,7 +989,9 @@ pub fn routing_table_of(objects: &[Desired], discovered: &Discovered) -> ktwin_p
         let event_type = spec["arguments"]["type"]
             .as_str()
             .and_then(|t| t.parse::<ktwin_events::EventType>().ok());
-        if let (Some(event_type), Some(subscriber)) = (event_type, queue_subscribers.get(destination)) {
+        if let (Some(event_type), Some(subscriber)) =
+            (event_type, queue_subscribers.get(destination))
+        {
             table.deliver(event_type, subscriber.clone());
         }
     }

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use ktwin_model::crd::{EventStore, Gateway, MQTTTrigger, TwinInterface};
+use ktwin_planner::KtwinConfig;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use ktwin_model::crd::{EventStore, Gateway, MQTTTrigger, TwinInterface};
-use ktwin_planner::KtwinConfig;
 
 use crate::controller::{
     Context, Error, reconcile_event_store, reconcile_gateway, reconcile_interface,
@@ -136,12 +136,16 @@ pub async fn run(client: Client, options: OperatorOptions) -> anyhow::Result<()>
             wc.clone(),
             move |broker| all_in(&by_broker, broker.namespace()),
         )
-        .watches(Api::<EventStore>::all(client.clone()), wc.clone(), move |s| {
-            all_in(&by_store, s.namespace())
-        })
-        .watches(Api::<MQTTTrigger>::all(client.clone()), wc.clone(), move |t| {
-            all_in(&by_trigger, t.namespace())
-        })
+        .watches(
+            Api::<EventStore>::all(client.clone()),
+            wc.clone(),
+            move |s| all_in(&by_store, s.namespace()),
+        )
+        .watches(
+            Api::<MQTTTrigger>::all(client.clone()),
+            wc.clone(),
+            move |t| all_in(&by_trigger, t.namespace()),
+        )
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(reconcile_interface, error_policy, ctx.clone())
         .for_each(|_| async {});

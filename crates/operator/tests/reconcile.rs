@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use kube::Client;
-use kube::runtime::controller::Action;
 use ktwin_model::crd::TwinInterface;
 use ktwin_operator::controller::{Context, DEPENDENCY_RETRY, RESYNC, reconcile_interface};
 use ktwin_planner::KtwinConfig;
+use kube::Client;
+use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
 const NS: &str = "ktwin";
@@ -80,7 +80,11 @@ fn matches_selector(object: &Value, query: &str) -> bool {
     let selector = query
         .split('&')
         .find_map(|kv| kv.strip_prefix("labelSelector="))
-        .map(|s| s.replace("%3D", "=").replace("%2F", "/").replace("%2C", ","));
+        .map(|s| {
+            s.replace("%3D", "=")
+                .replace("%2F", "/")
+                .replace("%2C", ",")
+        });
     let Some(selector) = selector else {
         return true;
     };
@@ -204,7 +208,13 @@ impl Fake {
     }
 
     fn get(&self, collection: &str, name: &str) -> Option<Value> {
-        self.0.lock().unwrap().objects.get(collection)?.get(name).cloned()
+        self.0
+            .lock()
+            .unwrap()
+            .objects
+            .get(collection)?
+            .get(name)
+            .cloned()
     }
 
     fn names(&self, collection: &str) -> Vec<String> {
@@ -325,13 +335,19 @@ async fn create_applies_every_child_and_reports_ready() {
     assert_eq!(fake.names(KSVC), vec!["city-pole"]);
     assert_eq!(fake.names(TRIGGERS), vec!["city-pole"]);
     let bindings = fake.names(BINDINGS);
-    assert!(bindings.contains(&"city-pole-reboot-command-dispatcher".to_owned()), "{bindings:?}");
+    assert!(
+        bindings.contains(&"city-pole-reboot-command-dispatcher".to_owned()),
+        "{bindings:?}"
+    );
     assert_eq!(bindings.len(), 7, "{bindings:?}");
     let ksvc = fake.get(KSVC, "city-pole").unwrap();
     assert_eq!(ksvc["metadata"]["ownerReferences"][0]["controller"], true);
     assert_eq!(ksvc["metadata"]["labels"]["ktwin/owner-uid"], "uid-pole");
     let interface = fake.get(INTERFACES, "city-pole").unwrap();
-    assert_eq!(interface["metadata"]["finalizers"], json!(["ktwin.dev/cleanup"]));
+    assert_eq!(
+        interface["metadata"]["finalizers"],
+        json!(["ktwin.dev/cleanup"])
+    );
     assert_eq!(condition(&fake, "Ready")["status"], "True");
     assert_eq!(interface["status"]["queue"], "t.ktwin.city-pole.uid");
     assert_eq!(interface["status"]["observedGeneration"], 1);
@@ -364,8 +380,14 @@ async fn changed_autoscaling_patches_only_the_service() {
         "9"
     );
     let writes = fake.take_writes();
-    assert!(writes.contains(&format!("PATCH {KSVC}/city-pole")), "{writes:?}");
-    assert!(!writes.iter().any(|w| w.contains("/bindings/")), "{writes:?}");
+    assert!(
+        writes.contains(&format!("PATCH {KSVC}/city-pole")),
+        "{writes:?}"
+    );
+    assert!(
+        !writes.iter().any(|w| w.contains("/bindings/")),
+        "{writes:?}"
+    );
 }
 
 #[tokio::test]
@@ -380,7 +402,9 @@ async fn a_removed_command_deletes_its_binding() {
     assert_eq!(bindings.len(), 6, "{bindings:?}");
     let writes = fake.take_writes();
     assert!(
-        writes.contains(&format!("DELETE {BINDINGS}/city-pole-reboot-command-dispatcher")),
+        writes.contains(&format!(
+            "DELETE {BINDINGS}/city-pole-reboot-command-dispatcher"
+        )),
         "{writes:?}"
     );
 }
@@ -411,7 +435,10 @@ async fn a_missing_broker_is_a_condition_not_a_panic() {
     assert!(fake.names(KSVC).is_empty());
     assert_eq!(fake.names(TRIGGERS), vec!["city-pole"]);
     let writes = fake.take_writes();
-    assert!(writes.iter().any(|w| w.contains("/events")), "a Warning event: {writes:?}");
+    assert!(
+        writes.iter().any(|w| w.contains("/events")),
+        "a Warning event: {writes:?}"
+    );
     assert!(DEPENDENCY_RETRY < Duration::from_secs(600));
 }
 
@@ -421,7 +448,10 @@ async fn a_missing_trigger_queue_keeps_existing_bindings() {
     reconcile(&fake).await;
     fake.remove(QUEUES, "t.city-pole");
     assert_eq!(reconcile(&fake).await, Action::requeue(DEPENDENCY_RETRY));
-    assert_eq!(condition(&fake, "DependenciesReady")["reason"], "TriggerQueueMissing");
+    assert_eq!(
+        condition(&fake, "DependenciesReady")["reason"],
+        "TriggerQueueMissing"
+    );
     // Not pruned: the desired set is incomplete while the queue is missing.
     assert_eq!(fake.names(BINDINGS).len(), 7);
 }

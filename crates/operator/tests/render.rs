@@ -16,7 +16,9 @@ fn fixture() -> PathBuf {
 }
 
 fn shared(path: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared").join(path);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared")
+        .join(path);
     if dir.exists() {
         Some(dir)
     } else {
@@ -63,22 +65,37 @@ fn worked_example_inventory_matches_the_original() {
         .collect();
     pole.sort();
     let mut expected = vec![
-            (ChildKind::KService, "city-pole"),
-            (ChildKind::Trigger, "city-pole"),
-            (ChildKind::Binding, "city-pole-event-store"),
-            (ChildKind::Binding, "city-pole-real-event-store"),
-            (ChildKind::Binding, "city-pole-reboot-command-dispatcher"),
-            (ChildKind::Binding, "city-pole-refstreetlight-real-dispatcher"),
-            (ChildKind::Binding, "city-pole-refstreetlight-virtual-dispatcher"),
-            (ChildKind::Binding, "city-pole-virtual-cloud-event-dispatcher"),
-            (ChildKind::Binding, "city-pole-real-mqtt-dispatcher"),
-            (ChildKind::Binding, "city-pole-refstreetlight-real-mqtt-dispatcher"),
-        ];
+        (ChildKind::KService, "city-pole"),
+        (ChildKind::Trigger, "city-pole"),
+        (ChildKind::Binding, "city-pole-event-store"),
+        (ChildKind::Binding, "city-pole-real-event-store"),
+        (ChildKind::Binding, "city-pole-reboot-command-dispatcher"),
+        (
+            ChildKind::Binding,
+            "city-pole-refstreetlight-real-dispatcher",
+        ),
+        (
+            ChildKind::Binding,
+            "city-pole-refstreetlight-virtual-dispatcher",
+        ),
+        (
+            ChildKind::Binding,
+            "city-pole-virtual-cloud-event-dispatcher",
+        ),
+        (ChildKind::Binding, "city-pole-real-mqtt-dispatcher"),
+        (
+            ChildKind::Binding,
+            "city-pole-refstreetlight-real-mqtt-dispatcher",
+        ),
+    ];
     expected.sort();
     assert_eq!(pole, expected);
     let trigger = by_name(&objects, ChildKind::Trigger, "city-pole");
     assert_eq!(trigger["spec"]["broker"], "ktwin");
-    assert_eq!(trigger["spec"]["filter"]["attributes"]["type"], "ktwin.real.city-pole");
+    assert_eq!(
+        trigger["spec"]["filter"]["attributes"]["type"],
+        "ktwin.real.city-pole"
+    );
     assert_eq!(trigger["spec"]["subscriber"]["ref"]["name"], "city-pole");
     assert_eq!(
         trigger["metadata"]["annotations"]["rabbitmq.eventing.knative.dev/parallelism"],
@@ -115,7 +132,12 @@ fn worked_example_inventory_matches_the_original() {
     let devices = "cloud-event-dispatcher-queue";
     let mqtt = "mqtt-dispatcher-queue";
     use Match::{Key, Type};
-    expect("city-pole-real-mqtt-dispatcher", "amq.topic", mqtt, Key("ktwin.real.city-pole.#"));
+    expect(
+        "city-pole-real-mqtt-dispatcher",
+        "amq.topic",
+        mqtt,
+        Key("ktwin.real.city-pole.#"),
+    );
     expect(
         "city-pole-refstreetlight-real-mqtt-dispatcher",
         "amq.topic",
@@ -128,8 +150,18 @@ fn worked_example_inventory_matches_the_original() {
         devices,
         Type("ktwin.virtual.city-pole"),
     );
-    expect("city-pole-real-event-store", exchange, store_queue, Type("ktwin.real.city-pole"));
-    expect("city-pole-event-store", exchange, store_queue, Type("ktwin.store.city-pole"));
+    expect(
+        "city-pole-real-event-store",
+        exchange,
+        store_queue,
+        Type("ktwin.real.city-pole"),
+    );
+    expect(
+        "city-pole-event-store",
+        exchange,
+        store_queue,
+        Type("ktwin.store.city-pole"),
+    );
     expect(
         "city-pole-refstreetlight-virtual-dispatcher",
         exchange,
@@ -154,12 +186,19 @@ fn worked_example_inventory_matches_the_original() {
 #[test]
 fn twin_service_keeps_the_user_template_and_replaces_platform_env() {
     let objects = objects(&plan_of(&fixture()));
-    let ksvc = by_name(&objects, ChildKind::KService, "ngsi-ld-city-airqualityobserved");
+    let ksvc = by_name(
+        &objects,
+        ChildKind::KService,
+        "ngsi-ld-city-airqualityobserved",
+    );
     let template = &ksvc["spec"]["template"];
     let annotations = &template["metadata"]["annotations"];
     assert_eq!(annotations["team"], "air");
     assert_eq!(annotations["autoscaling.knative.dev/metric"], "cpu");
-    assert_eq!(annotations["autoscaling.knative.dev/class"], "hpa.autoscaling.knative.dev");
+    assert_eq!(
+        annotations["autoscaling.knative.dev/class"],
+        "hpa.autoscaling.knative.dev"
+    );
     assert_eq!(annotations["autoscaling.knative.dev/min-scale"], "1");
     let env = template["spec"]["containers"][0]["env"].as_array().unwrap();
     let value = |name: &str| {
@@ -167,35 +206,56 @@ fn twin_service_keeps_the_user_template_and_replaces_platform_env() {
         assert_eq!(found.len(), 1, "{name} appears once: {env:?}");
         found[0]["value"].clone()
     };
-    assert_eq!(value("KTWIN_BROKER"), "http://ktwin-broker-ingress.ktwin.svc.cluster.local");
+    assert_eq!(
+        value("KTWIN_BROKER"),
+        "http://ktwin-broker-ingress.ktwin.svc.cluster.local"
+    );
     assert_eq!(value("LOG_LEVEL"), "debug");
-    assert_eq!(value("KTWIN_EVENT_STORE"), "http://event-store.ktwin.svc.cluster.local");
+    assert_eq!(
+        value("KTWIN_EVENT_STORE"),
+        "http://event-store.ktwin.svc.cluster.local"
+    );
     assert_eq!(
         value("KTWIN_GRAPH_URL"),
         "http://ktwin-graph.ktwin.svc.cluster.local/api/v1/twin-graph"
     );
     assert_eq!(value("KTWIN_INTERFACE"), "ngsi-ld-city-airqualityobserved");
     assert_eq!(value("KTWIN_NAMESPACE"), "ktwin");
-    assert_eq!(template["spec"]["containers"][0]["resources"]["limits"]["memory"], "128Mi");
+    assert_eq!(
+        template["spec"]["containers"][0]["resources"]["limits"]["memory"],
+        "128Mi"
+    );
 }
 
 #[test]
 fn event_store_trigger_has_only_declared_resource_annotations_and_secrets_are_references() {
     let objects = objects(&plan_of(&fixture()));
     let trigger = by_name(&objects, ChildKind::Trigger, "event-store-trigger");
-    assert_eq!(trigger["spec"]["filter"]["attributes"]["type"], "ktwin.event-store");
+    assert_eq!(
+        trigger["spec"]["filter"]["attributes"]["type"],
+        "ktwin.event-store"
+    );
     assert_eq!(trigger["spec"]["subscriber"]["uri"], "/api/v1/twin-events");
     assert_eq!(trigger["spec"]["subscriber"]["ref"]["name"], "event-store");
     let annotations = trigger["metadata"]["annotations"].as_object().unwrap();
     assert_eq!(annotations["rabbitmq.eventing.knative.dev/cpu-limit"], "4");
-    assert_eq!(annotations["rabbitmq.eventing.knative.dev/parallelism"], "1000");
+    assert_eq!(
+        annotations["rabbitmq.eventing.knative.dev/parallelism"],
+        "1000"
+    );
     for deployment in objects.iter().filter(|d| d.kind == ChildKind::Deployment) {
         let env = deployment.object["spec"]["template"]["spec"]["containers"][0]["env"]
             .as_array()
             .unwrap();
-        let password = env.iter().find(|e| e["name"] == "KTWIN_AMQP_PASSWORD").unwrap();
+        let password = env
+            .iter()
+            .find(|e| e["name"] == "KTWIN_AMQP_PASSWORD")
+            .unwrap();
         assert!(password.get("value").is_none(), "{password}");
-        assert_eq!(password["valueFrom"]["secretKeyRef"]["name"], "rabbitmq-default-user");
+        assert_eq!(
+            password["valueFrom"]["secretKeyRef"]["name"],
+            "rabbitmq-default-user"
+        );
     }
     let mqtt = by_name(&objects, ChildKind::Deployment, "mqtt-dispatcher");
     assert_eq!(mqtt["spec"]["replicas"], 2);
@@ -210,7 +270,12 @@ fn kubernetes_objects_route_exactly_like_the_plan() {
         assert!(rendered.missing.is_empty(), "{:?}", rendered.missing);
         let planned = routing_table(&plan);
         assert!(!planned.deliveries.is_empty());
-        assert_eq!(routing_table_of(&rendered.objects, &discovered), planned, "{}", dir.display());
+        assert_eq!(
+            routing_table_of(&rendered.objects, &discovered),
+            planned,
+            "{}",
+            dir.display()
+        );
     }
 }
 
@@ -227,7 +292,12 @@ fn missing_cluster_dependencies_are_reported_not_rendered_empty() {
         assert!(!text.contains("\"\""), "empty string in {text}");
     }
     // Triggers still render: they make eventing-rabbitmq create the queues we wait for.
-    assert!(rendered.objects.iter().any(|d| d.kind == ChildKind::Trigger));
+    assert!(
+        rendered
+            .objects
+            .iter()
+            .any(|d| d.kind == ChildKind::Trigger)
+    );
 }
 
 /// The fixture and, once it exists, the repository's smart-city example.
@@ -257,8 +327,12 @@ fn strict_schema(file: &Path, version: &str) -> Value {
         .clone();
     fn strict(node: &mut Value) {
         if let Value::Object(map) = node {
-            let preserve = map.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
-            if map.contains_key("properties") && !preserve && !map.contains_key("additionalProperties") {
+            let preserve =
+                map.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
+            if map.contains_key("properties")
+                && !preserve
+                && !map.contains_key("additionalProperties")
+            {
                 map.insert("additionalProperties".into(), Value::Bool(false));
             }
             for value in map.values_mut() {
@@ -281,8 +355,8 @@ fn strict_schema(file: &Path, version: &str) -> Value {
 /// Deserializes a core object into its k8s-openapi type and back: a field the type does not
 /// know is lost on the way, which the comparison catches (unknown fields denied).
 fn round_trips<T: serde::de::DeserializeOwned + serde::Serialize>(object: &Value) {
-    let typed: T = serde_json::from_value(object.clone())
-        .unwrap_or_else(|e| panic!("{e}: {object}"));
+    let typed: T =
+        serde_json::from_value(object.clone()).unwrap_or_else(|e| panic!("{e}: {object}"));
     let back = serde_json::to_value(&typed).unwrap();
     assert_eq!(&back, object, "fields lost in a round trip");
 }
@@ -293,8 +367,14 @@ fn every_rendered_object_is_valid() {
         return;
     };
     let file_of: BTreeMap<&str, &str> = [
-        ("serving.knative.dev/v1/Service", "serving.knative.dev_services.yaml"),
-        ("eventing.knative.dev/v1/Trigger", "eventing.knative.dev_triggers.yaml"),
+        (
+            "serving.knative.dev/v1/Service",
+            "serving.knative.dev_services.yaml",
+        ),
+        (
+            "eventing.knative.dev/v1/Trigger",
+            "eventing.knative.dev_triggers.yaml",
+        ),
         ("rabbitmq.com/v1beta1/Binding", "rabbitmq.com_bindings.yaml"),
         ("rabbitmq.com/v1beta1/Queue", "rabbitmq.com_queues.yaml"),
     ]
@@ -322,7 +402,11 @@ fn every_rendered_object_is_valid() {
                     .iter_errors(object)
                     .map(|e| format!("{} at {}", e, e.instance_path()))
                     .collect();
-                assert!(errors.is_empty(), "{key} {}: {errors:#?}", object["metadata"]["name"]);
+                assert!(
+                    errors.is_empty(),
+                    "{key} {}: {errors:#?}",
+                    object["metadata"]["name"]
+                );
             } else {
                 use k8s_openapi::api::{apps, core, rbac};
                 match key.as_str() {
@@ -359,14 +443,21 @@ fn every_rendered_object_is_valid() {
         "apps/v1/Deployment",
         "v1/Service",
     ] {
-        assert!(checked.get(kind).is_some_and(|n| *n > 0), "nothing rendered of {kind}");
+        assert!(
+            checked.get(kind).is_some_and(|n| *n > 0),
+            "nothing rendered of {kind}"
+        );
     }
 }
 
 #[test]
 fn plan_output_snapshot() {
     let plan = plan_of(&fixture());
-    let rendered = render_plan(&plan, &KtwinConfig::default(), &Discovered::placeholders(&plan));
+    let rendered = render_plan(
+        &plan,
+        &KtwinConfig::default(),
+        &Discovered::placeholders(&plan),
+    );
     let objects: Vec<Value> = rendered.objects.into_iter().map(|d| d.object).collect();
     insta::assert_snapshot!(
         "fixture_objects",

@@ -9,8 +9,8 @@ use ktwin_model::crd::{DispatcherSpec, EventStore, Gateway, MQTTTrigger, TwinInt
 use crate::config::KtwinConfig;
 use crate::input::{PlanInput, name_of};
 use crate::plan::{
-    Autoscaling, Diagnostic, DispatcherKind, DispatcherPlan, DispatchersPlan, Endpoint,
-    EnvValue, EventStorePlan, GatewayPlan, GraphPlan, InterfacePlan, MqttIngress, Plan, PlatformEnv, Route,
+    Autoscaling, Diagnostic, DispatcherKind, DispatcherPlan, DispatchersPlan, Endpoint, EnvValue,
+    EventStorePlan, GatewayPlan, GraphPlan, InterfacePlan, MqttIngress, Plan, PlatformEnv, Route,
     RoutePurpose, ScaleMetric, Subscriber, TwinService,
 };
 
@@ -28,7 +28,9 @@ pub enum PlanError {
         source: GrammarError,
     },
     /// A configured reference names an object that does not exist.
-    #[error("{what} {name:?} named in the configuration does not exist in namespace {namespace:?}; existing: {existing:?}")]
+    #[error(
+        "{what} {name:?} named in the configuration does not exist in namespace {namespace:?}; existing: {existing:?}"
+    )]
     MissingReference {
         /// `EventStore` or `MQTTTrigger`.
         what: &'static str,
@@ -40,7 +42,9 @@ pub enum PlanError {
         existing: Vec<String>,
     },
     /// Several candidates and no configuration saying which one to use.
-    #[error("namespace {namespace:?} has several {what}s {names:?}: name the one to use in the configuration ({field})")]
+    #[error(
+        "namespace {namespace:?} has several {what}s {names:?}: name the one to use in the configuration ({field})"
+    )]
     Ambiguous {
         /// `EventStore` or `MQTTTrigger`.
         what: &'static str,
@@ -153,11 +157,7 @@ pub fn plan_interface(
     interface: &TwinInterface,
     world: &World<'_>,
 ) -> Result<(InterfacePlan, Vec<Diagnostic>), PlanError> {
-    let name = interface
-        .metadata
-        .name
-        .clone()
-        .unwrap_or_default();
+    let name = interface.metadata.name.clone().unwrap_or_default();
     let spec = &interface.spec;
     let mut diagnostics = Vec::new();
     let owner = name.clone();
@@ -193,14 +193,20 @@ pub fn plan_interface(
                     reason: "an aggregateData relationship must name its target interface",
                 },
             })?;
-            EventType::real(&target)
-                .map_err(invalid(&name, &format!("spec.relationships[{i}].interface")))?;
+            EventType::real(&target).map_err(invalid(
+                &name,
+                &format!("spec.relationships[{i}].interface"),
+            ))?;
             Ok((r.name.to_lowercase(), target))
         })
         .collect::<Result<_, PlanError>>()?;
 
     if spec.service.is_some() {
-        route(RoutePurpose::Real, own(EventType::real, "metadata.name")?, twin.clone());
+        route(
+            RoutePurpose::Real,
+            own(EventType::real, "metadata.name")?,
+            twin.clone(),
+        );
         let mut seen = BTreeMap::new();
         for (i, command) in spec.commands.iter().enumerate() {
             let event_type = EventType::command(&name, &command.name)
@@ -343,7 +349,10 @@ fn twin_service(
         PlatformEnv::literal("KTWIN_NAMESPACE", world.namespace),
     ];
     if world.event_store.is_some() {
-        env.insert(1, PlatformEnv::endpoint("KTWIN_EVENT_STORE", Endpoint::EventStore));
+        env.insert(
+            1,
+            PlatformEnv::endpoint("KTWIN_EVENT_STORE", Endpoint::EventStore),
+        );
     }
     TwinService {
         interface: name.to_owned(),
@@ -377,10 +386,14 @@ pub fn autoscaling_from_model(a: &ktwin_model::crd::AutoScaling) -> Autoscaling 
 
 fn event_store_plan(store: &EventStore, world: &World<'_>) -> EventStorePlan {
     let config = world.config;
-    let mut env = vec![PlatformEnv::literal("TIMEOUT", store.spec.timeout.to_string())];
+    let mut env = vec![PlatformEnv::literal(
+        "TIMEOUT",
+        store.spec.timeout.to_string(),
+    )];
     if let Some(db) = &config.event_store_database {
+        env.push(PlatformEnv::literal("KTWIN_STORE_BACKEND", "postgres"));
         env.push(PlatformEnv {
-            name: "KTWIN_DATABASE_URL".into(),
+            name: "KTWIN_STORE_DATABASE_URL".into(),
             value: EnvValue::SecretKey {
                 name: db.name.clone(),
                 key: db.key.clone(),
@@ -409,50 +422,51 @@ fn event_store_plan(store: &EventStore, world: &World<'_>) -> EventStorePlan {
 
 fn dispatchers_plan(trigger: &MQTTTrigger, world: &World<'_>) -> DispatchersPlan {
     let config = world.config;
-    let secret = &config.rabbitmq_secret;
-    let secret_env = |name: &str, key: &str| PlatformEnv {
-        name: name.to_owned(),
-        value: EnvValue::SecretKey {
-            name: secret.name.clone(),
-            key: key.to_owned(),
-        },
-    };
     let exchange = trigger.spec.exchange.clone();
-    let dispatcher = |kind: DispatcherKind, spec: &DispatcherSpec, default_image: &str, node_selector| {
-        let queue = kind.queue();
-        DispatcherPlan {
-            kind,
-            name: kind.name().to_owned(),
-            args: match kind {
-                DispatcherKind::Mqtt => config.args.mqtt_dispatcher.clone(),
-                DispatcherKind::CloudEvent => config.args.cloud_event_dispatcher.clone(),
-            },
-            queue: queue.clone(),
-            image: spec.image.clone().unwrap_or_else(|| default_image.to_owned()),
-            replicas: u32::try_from(spec.replicas).unwrap_or(1),
-            prefetch: u16::try_from(spec.prefetch).unwrap_or(u16::MAX),
-            resources: spec.resources.clone(),
-            env: vec![
-                secret_env("KTWIN_AMQP_HOST", &secret.host_key),
-                secret_env("KTWIN_AMQP_PORT", &secret.port_key),
-                secret_env("KTWIN_AMQP_USERNAME", &secret.username_key),
-                secret_env("KTWIN_AMQP_PASSWORD", &secret.password_key),
-                PlatformEnv::literal("KTWIN_AMQP_VHOST", config.vhost.clone()),
-                PlatformEnv::literal("KTWIN_SUBSCRIBER_QUEUE", queue),
-                PlatformEnv::literal("KTWIN_PREFETCH", spec.prefetch.to_string()),
-                match kind {
-                    // The broker's exchange name is only known once eventing-rabbitmq made it.
-                    DispatcherKind::Mqtt => {
-                        PlatformEnv::endpoint("KTWIN_PUBLISHER_EXCHANGE", Endpoint::BrokerExchange)
-                    }
-                    DispatcherKind::CloudEvent => {
-                        PlatformEnv::literal("KTWIN_PUBLISHER_EXCHANGE", exchange.clone())
-                    }
+    let dispatcher =
+        |kind: DispatcherKind, spec: &DispatcherSpec, default_image: &str, node_selector| {
+            let queue = kind.queue();
+            DispatcherPlan {
+                kind,
+                name: kind.name().to_owned(),
+                args: match kind {
+                    DispatcherKind::Mqtt => config.args.mqtt_dispatcher.clone(),
+                    DispatcherKind::CloudEvent => config.args.cloud_event_dispatcher.clone(),
                 },
-            ],
-            node_selector,
-        }
-    };
+                queue: queue.clone(),
+                image: spec
+                    .image
+                    .clone()
+                    .unwrap_or_else(|| default_image.to_owned()),
+                replicas: u32::try_from(spec.replicas).unwrap_or(1),
+                prefetch: u16::try_from(spec.prefetch).unwrap_or(u16::MAX),
+                resources: spec.resources.clone(),
+                env: {
+                    use PlatformEnv as E;
+                    let literal = |n: &str, v: &str| E::literal(n, v);
+                    let mut env = vec![
+                        PlatformEnv::endpoint("KTWIN_AMQP_URL", Endpoint::Amqp),
+                        // Only known once eventing-rabbitmq has created the broker's exchange.
+                        PlatformEnv::endpoint("PUBLISHER_EXCHANGE", Endpoint::BrokerExchange),
+                        // The operator owns the exchange, the queues and the bindings.
+                        literal("DECLARE_EXCHANGE", "false"),
+                        literal("SUBSCRIBER_QUEUE", &queue),
+                        literal("KTWIN_MQTT_EXCHANGE", &exchange),
+                        literal("KTWIN_PREFETCH", &spec.prefetch.to_string()),
+                        literal("SERVICE_NAME", kind.name()),
+                    ];
+                    match kind {
+                        DispatcherKind::Mqtt => {
+                            env.push(literal("KTWIN_SOURCE", "amqp"));
+                            env.push(literal("DECLARE_QUEUE", "false"));
+                        }
+                        DispatcherKind::CloudEvent => env.push(literal("KTWIN_SINK", "amqp")),
+                    }
+                    env
+                },
+                node_selector,
+            }
+        };
     DispatchersPlan {
         name: name_of(trigger).to_owned(),
         namespace: world.namespace.to_owned(),
@@ -507,8 +521,11 @@ pub fn plan(input: &PlanInput, config: &KtwinConfig) -> Result<Plan, PlanError> 
         .iter()
         .find(|m| Some(name_of(*m)) == world.mqtt_trigger)
         .map(|m| dispatchers_plan(m, &world));
-    let mut gateways: Vec<GatewayPlan> =
-        input.gateways.iter().map(|g| gateway_plan(g, &world)).collect();
+    let mut gateways: Vec<GatewayPlan> = input
+        .gateways
+        .iter()
+        .map(|g| gateway_plan(g, &world))
+        .collect();
     gateways.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Plan {
         namespace: namespace.to_owned(),
@@ -548,7 +565,10 @@ fn gateway_plan(gateway: &Gateway, world: &World<'_>) -> GatewayPlan {
         PlatformEnv::endpoint("KTWIN_BROKER", Endpoint::Broker),
     ];
     if world.event_store.is_some() {
-        env.push(PlatformEnv::endpoint("KTWIN_EVENT_STORE", Endpoint::EventStore));
+        env.push(PlatformEnv::endpoint(
+            "KTWIN_EVENT_STORE",
+            Endpoint::EventStore,
+        ));
     }
     GatewayPlan {
         name: name_of(gateway).to_owned(),
@@ -570,7 +590,12 @@ fn gateway_plan(gateway: &Gateway, world: &World<'_>) -> GatewayPlan {
 fn reference_diagnostics(input: &PlanInput, names: &BTreeSet<String>) -> Vec<Diagnostic> {
     let mut diagnostics = Vec::new();
     for interface in &input.interfaces {
-        for relationship in interface.spec.relationships.iter().filter(|r| r.aggregate_data) {
+        for relationship in interface
+            .spec
+            .relationships
+            .iter()
+            .filter(|r| r.aggregate_data)
+        {
             if let Some(target) = &relationship.interface
                 && !names.contains(target)
             {
@@ -588,7 +613,10 @@ fn reference_diagnostics(input: &PlanInput, names: &BTreeSet<String>) -> Vec<Dia
         if !names.contains(&instance.spec.interface) {
             diagnostics.push(Diagnostic {
                 object: format!("TwinInstance/{}", name_of(instance)),
-                message: format!("its interface {:?} is not declared", instance.spec.interface),
+                message: format!(
+                    "its interface {:?} is not declared",
+                    instance.spec.interface
+                ),
             });
         }
     }

@@ -88,10 +88,10 @@ impl Default for ComponentArgs {
     fn default() -> Self {
         let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect();
         Self {
-            event_store: args(&["store", "serve"]),
+            event_store: args(&["store"]),
             mqtt_dispatcher: args(&["dispatcher", "mqtt"]),
-            cloud_event_dispatcher: args(&["dispatcher", "cloud-event"]),
-            graph: args(&["graph", "serve"]),
+            cloud_event_dispatcher: args(&["dispatcher", "cloudevent"]),
+            graph: args(&["graph"]),
             gateway: args(&["gateway"]),
         }
     }
@@ -164,7 +164,8 @@ pub struct KtwinConfig {
     pub mqtt_exchange: String,
     /// Dispatcher credentials.
     pub rabbitmq_secret: RabbitmqSecret,
-    /// Event store database URL, if the store needs one.
+    /// Secret key holding the event store's PostgreSQL URL; `None` runs the store on its
+    /// embedded single-pod database (not for production: scaled pods do not share it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_store_database: Option<SecretKey>,
     /// The EventStore twins persist to, when several exist in a world.
@@ -204,7 +205,10 @@ impl Default for KtwinConfig {
             vhost: "/".into(),
             mqtt_exchange: "amq.topic".into(),
             rabbitmq_secret: RabbitmqSecret::default(),
-            event_store_database: None,
+            event_store_database: Some(SecretKey {
+                name: "ktwin-event-store-database".into(),
+                key: "url".into(),
+            }),
             event_store: None,
             mqtt_trigger: None,
             images: Images::uniform("ghcr.io/ktwin", env!("CARGO_PKG_VERSION")),

@@ -24,11 +24,13 @@ mod plan;
 mod routing;
 
 pub use build::{PlanError, World, autoscaling_from_model, plan, plan_interface};
-pub use config::{ComponentArgs, Images, KtwinConfig, NodeSelectors, ObjectRef, RabbitmqSecret, SecretKey};
+pub use config::{
+    ComponentArgs, Images, KtwinConfig, NodeSelectors, ObjectRef, RabbitmqSecret, SecretKey,
+};
 pub use input::{PlanInput, name_of};
 pub use plan::{
     Autoscaling, Diagnostic, DispatcherKind, DispatcherPlan, DispatchersPlan, Endpoint, EnvValue,
-    EventStorePlan, GatewayPlan, GraphPlan, InterfacePlan, MqttIngress, Plan, PlatformEnv, Route, RoutePurpose,
-    ScaleMetric, Subscriber, TwinService,
+    EventStorePlan, GatewayPlan, GraphPlan, InterfacePlan, MqttIngress, Plan, PlatformEnv, Route,
+    RoutePurpose, ScaleMetric, Subscriber, TwinService,
 };
 pub use routing::{RoutingTable, routing_table};

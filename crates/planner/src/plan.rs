@@ -88,6 +88,8 @@ pub enum Endpoint {
     Graph,
     /// The name of the broker's RabbitMQ exchange (for AMQP publishers).
     BrokerExchange,
+    /// The AMQP URL of RabbitMQ, with credentials (for the dispatchers).
+    Amqp,
 }
 
 /// The value of a platform environment variable.

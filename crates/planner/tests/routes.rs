@@ -4,7 +4,7 @@
 use ktwin_events::EventType;
 use ktwin_model::crd::{EventStore, MQTTTrigger, TwinInterface};
 use ktwin_planner::{
-    EnvValue, KtwinConfig, MqttIngress, Plan, PlanError, PlanInput, Route, RoutePurpose,
+    Endpoint, EnvValue, KtwinConfig, MqttIngress, Plan, PlanError, PlanInput, Route, RoutePurpose,
     Subscriber, plan, routing_table,
 };
 
@@ -85,7 +85,11 @@ fn route(purpose: RoutePurpose, ty: &str, subscriber: Subscriber) -> Route {
 }
 
 fn full_plan() -> Plan {
-    plan(&world(vec![city_pole(), streetlight()]), &KtwinConfig::default()).unwrap()
+    plan(
+        &world(vec![city_pole(), streetlight()]),
+        &KtwinConfig::default(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -107,13 +111,21 @@ fn worked_example_routes_match_the_original_with_defects_fixed() {
             "ktwin.real.ngsi-ld-city-streetlight",
             twin,
         ),
-        route(RoutePurpose::Virtual, "ktwin.virtual.city-pole", Subscriber::Devices),
+        route(
+            RoutePurpose::Virtual,
+            "ktwin.virtual.city-pole",
+            Subscriber::Devices,
+        ),
         route(
             RoutePurpose::AggregateVirtual("refstreetlight".into()),
             "ktwin.virtual.ngsi-ld-city-streetlight",
             Subscriber::Devices,
         ),
-        route(RoutePurpose::PersistReal, "ktwin.real.city-pole", store.clone()),
+        route(
+            RoutePurpose::PersistReal,
+            "ktwin.real.city-pole",
+            store.clone(),
+        ),
         route(RoutePurpose::Store, "ktwin.store.city-pole", store),
     ];
     expected.sort();
@@ -177,7 +189,14 @@ fn twin_service_keeps_the_user_template_and_layers_autoscaling_defaults() {
     let spec = service.template.spec.as_ref().unwrap();
     assert_eq!(spec.service_account_name.as_deref(), Some("pole"));
     assert_eq!(
-        service.template.metadata.as_ref().unwrap().labels.as_ref().unwrap()["team"],
+        service
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap()["team"],
         "lighting"
     );
     // target set by the user; the rest from the defaults (not maxScale 1, §10.13).
@@ -203,21 +222,21 @@ fn dispatcher_credentials_are_secret_references() {
     let plan = full_plan();
     let dispatchers = plan.dispatchers.unwrap();
     for dispatcher in [&dispatchers.mqtt, &dispatchers.cloud_event] {
-        let password = dispatcher
+        // The URL (with credentials) is an endpoint each realizer resolves: the Kubernetes one
+        // from the configured Secret by reference, the local one from its own broker.
+        let url = dispatcher
             .env
             .iter()
-            .find(|e| e.name == "KTWIN_AMQP_PASSWORD")
+            .find(|e| e.name == "KTWIN_AMQP_URL")
             .unwrap();
-        assert_eq!(
-            password.value,
-            EnvValue::SecretKey {
-                name: "rabbitmq-default-user".into(),
-                key: "password".into()
-            }
-        );
+        assert_eq!(url.value, EnvValue::Endpoint(Endpoint::Amqp));
+        assert!(dispatcher.env.iter().all(|e| !e.name.contains("PASSWORD")));
     }
     assert_eq!(dispatchers.mqtt.queue, "mqtt-dispatcher-queue");
-    assert_eq!(dispatchers.cloud_event.queue, "cloud-event-dispatcher-queue");
+    assert_eq!(
+        dispatchers.cloud_event.queue,
+        "cloud-event-dispatcher-queue"
+    );
 }
 
 #[test]
@@ -235,11 +254,23 @@ fn missing_components_drop_their_routes_with_a_diagnostic() {
             .iter()
             .all(|r| matches!(r.subscriber, Subscriber::Twin(_)))
     );
-    let messages: Vec<_> = plan.diagnostics.iter().map(|d| d.message.as_str()).collect();
-    assert!(messages.iter().any(|m| m.contains("no EventStore")), "{messages:?}");
-    assert!(messages.iter().any(|m| m.contains("no MQTTTrigger")), "{messages:?}");
+    let messages: Vec<_> = plan
+        .diagnostics
+        .iter()
+        .map(|d| d.message.as_str())
+        .collect();
     assert!(
-        messages.iter().any(|m| m.contains("persistence is requested")),
+        messages.iter().any(|m| m.contains("no EventStore")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("no MQTTTrigger")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("persistence is requested")),
         "{messages:?}"
     );
     assert!(plan.event_store.is_none() && plan.dispatchers.is_none());
@@ -250,7 +281,16 @@ fn several_event_stores_need_a_configured_choice() {
     let mut input = world(vec![city_pole()]);
     input.event_stores.push(event_store("other"));
     let err = plan(&input, &KtwinConfig::default()).unwrap_err();
-    assert!(matches!(err, PlanError::Ambiguous { what: "EventStore", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            PlanError::Ambiguous {
+                what: "EventStore",
+                ..
+            }
+        ),
+        "{err}"
+    );
     let config = KtwinConfig {
         event_store: Some("other".into()),
         ..KtwinConfig::default()
@@ -288,5 +328,9 @@ fn commands_differing_only_in_case_share_one_route() {
         .filter(|r| matches!(r.purpose, RoutePurpose::Command(_)))
         .count();
     assert_eq!(commands, 1);
-    assert!(plan.diagnostics.iter().any(|d| d.message.contains("case-insensitive")));
+    assert!(
+        plan.diagnostics
+            .iter()
+            .any(|d| d.message.contains("case-insensitive"))
+    );
 }

@@ -11,6 +11,7 @@
 
 pub mod autoscale;
 pub mod bus;
+pub mod cli;
 pub mod console;
 pub mod mqtt;
 pub mod pool;

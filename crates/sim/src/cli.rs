@@ -42,7 +42,12 @@ pub struct SimArgs {
     #[arg(long, env = "KTWIN_MQTT_USERNAME", requires = "password")]
     pub username: Option<String>,
     /// MQTT password (with --username).
-    #[arg(long, env = "KTWIN_MQTT_PASSWORD", requires = "username", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "KTWIN_MQTT_PASSWORD",
+        requires = "username",
+        hide_env_values = true
+    )]
     pub password: Option<String>,
     /// QoS of published messages.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
@@ -51,7 +56,12 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 1.0, conflicts_with = "rate")]
     pub speedup: f64,
     /// Start this many model seconds into the profile (e.g. 480 = the third window).
-    #[arg(long, default_value_t = 0.0, value_name = "SECONDS", conflicts_with = "rate")]
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "SECONDS",
+        conflicts_with = "rate"
+    )]
     pub start_at: f64,
     /// Ignore the load model and publish this many messages per second in total.
     #[arg(long, value_name = "MSG_PER_S")]
@@ -79,7 +89,8 @@ impl SimArgs {
             (Some(path), _) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading world {}", path.display()))?;
-                SimWorld::from_graph_json(&text, &path.display().to_string()).map_err(anyhow::Error::msg)
+                SimWorld::from_graph_json(&text, &path.display().to_string())
+                    .map_err(anyhow::Error::msg)
             }
             (None, Some(n)) if n > 0 => Ok(SimWorld::from_graph(&paper_city(n, ""))),
             _ => anyhow::bail!("--neighborhoods: expected at least 1 (or pass --world FILE)"),
@@ -89,7 +100,11 @@ impl SimArgs {
     fn config(&self) -> anyhow::Result<SimConfig> {
         let mut config = SimConfig::new(&self.host, self.port);
         config.credentials = self.username.clone().zip(self.password.clone());
-        config.qos = if self.qos == 1 { QoS::AtLeastOnce } else { QoS::AtMostOnce };
+        config.qos = if self.qos == 1 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        };
         config.pace = match self.rate {
             Some(rate) => Pace::Rate(rate),
             None => Pace::Profile {

@@ -113,9 +113,11 @@ impl SimConfig {
             return Err("connections: expected at least 1".into());
         }
         match &self.pace {
-            Pace::Profile { speedup, start_at, .. } if !(*speedup > 0.0 && speedup.is_finite()) || *start_at < 0.0 => {
-                Err(format!("speedup {speedup} / start {start_at}: expected speedup > 0 and start ≥ 0"))
-            }
+            Pace::Profile {
+                speedup, start_at, ..
+            } if !(*speedup > 0.0 && speedup.is_finite()) || *start_at < 0.0 => Err(format!(
+                "speedup {speedup} / start {start_at}: expected speedup > 0 and start ≥ 0"
+            )),
             Pace::Rate(rate) if !(*rate > 0.0 && rate.is_finite()) => {
                 Err(format!("rate {rate}: expected messages per second > 0"))
             }
@@ -260,7 +262,8 @@ pub async fn run(
 
     // Start once every connection is up, or after a bounded wait (a broker that is down
     // must not stall the run: the devices retry while the clock runs).
-    let wait_until = Instant::now() + Duration::from_secs(5).min(wall.max(Duration::from_millis(500)));
+    let wait_until =
+        Instant::now() + Duration::from_secs(5).min(wall.max(Duration::from_millis(500)));
     while totals.connected.load(Ordering::Relaxed) < groups.len() && Instant::now() < wait_until {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -306,7 +309,11 @@ fn partition(world: &SimWorld, connections: usize) -> Vec<Vec<usize>> {
     out
 }
 
-fn live_devices(world: &SimWorld, phases: &[f64], members: &[usize]) -> Result<Vec<LiveDevice>, String> {
+fn live_devices(
+    world: &SimWorld,
+    phases: &[f64],
+    members: &[usize],
+) -> Result<Vec<LiveDevice>, String> {
     let local: HashMap<&str, usize> = members
         .iter()
         .enumerate()
@@ -352,7 +359,11 @@ struct ConnectionContext {
     seed: u64,
 }
 
-async fn run_connection(mut ctx: ConnectionContext, mut devices: Vec<LiveDevice>, connections: usize) {
+async fn run_connection(
+    mut ctx: ConnectionContext,
+    mut devices: Vec<LiveDevice>,
+    connections: usize,
+) {
     let mut options = MqttOptions::new(
         format!("{}-{}", ctx.config.client_prefix, ctx.id),
         ctx.config.host.clone(),
@@ -420,7 +431,13 @@ async fn run_connection(mut ctx: ConnectionContext, mut devices: Vec<LiveDevice>
             }
             Pace::Rate(rate) => {
                 publisher
-                    .run_rate(&mut devices, rate / connections as f64, started, &mut virtual_rx, &ctx.stop)
+                    .run_rate(
+                        &mut devices,
+                        rate / connections as f64,
+                        started,
+                        &mut virtual_rx,
+                        &ctx.stop,
+                    )
                     .await;
             }
         }
@@ -454,7 +471,11 @@ struct ModelClock {
 
 impl ModelClock {
     fn now(&self) -> f64 {
-        self.start_at + Instant::now().saturating_duration_since(self.started).as_secs_f64() * self.speedup
+        self.start_at
+            + Instant::now()
+                .saturating_duration_since(self.started)
+                .as_secs_f64()
+                * self.speedup
     }
 
     fn wall(&self, model: f64) -> Instant {
@@ -490,7 +511,10 @@ impl Publisher<'_> {
             return false;
         }
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
-        let ty = DeviceType::ALL.iter().position(|&t| t == device.device_type).unwrap_or(0);
+        let ty = DeviceType::ALL
+            .iter()
+            .position(|&t| t == device.device_type)
+            .unwrap_or(0);
         self.totals.per_type[ty].fetch_add(1, Ordering::Relaxed);
         true
     }
@@ -506,7 +530,9 @@ impl Publisher<'_> {
         let mut heap = BinaryHeap::new();
         let schedule = |heap: &mut BinaryHeap<_>, devices: &[LiveDevice], i: usize, after: f64| {
             let d = &devices[i];
-            if let Some(t) = profile.next_publish(d.device_type, d.phase, d.state.period_override, after) {
+            if let Some(t) =
+                profile.next_publish(d.device_type, d.phase, d.state.period_override, after)
+            {
                 heap.push(Reverse((micros(t), d.generation, i)));
             }
         };
@@ -696,7 +722,10 @@ fn report(world: &SimWorld, config: &SimConfig, totals: &Totals, elapsed: Durati
                     profile,
                     speedup,
                     start_at,
-                } => Some(profile.expected_messages(ty, devices, *start_at, start_at + secs * speedup) / secs),
+                } => Some(
+                    profile.expected_messages(ty, devices, *start_at, start_at + secs * speedup)
+                        / secs,
+                ),
                 Pace::Rate(_) => None,
             };
             Some((
@@ -736,10 +765,15 @@ mod tests {
         let world = SimWorld::from_graph(&paper_city(1, ""));
         let groups = partition(&world, 8);
         assert_eq!(groups.len(), 8);
-        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), world.devices.len());
+        assert_eq!(
+            groups.iter().map(Vec::len).sum::<usize>(),
+            world.devices.len()
+        );
         for members in &groups {
-            let names: std::collections::HashSet<_> =
-                members.iter().map(|&i| world.devices[i].instance.as_str()).collect();
+            let names: std::collections::HashSet<_> = members
+                .iter()
+                .map(|&i| world.devices[i].instance.as_str())
+                .collect();
             for &i in members {
                 if let Some(c) = &world.devices[i].controller {
                     assert!(names.contains(c.as_str()), "{c} split from its sensor");
@@ -759,7 +793,12 @@ mod tests {
         assert!(config.validate(&world).unwrap_err().contains("rate"));
         config.pace = Pace::Rate(10.0);
         assert!(config.wall_duration().unwrap_err().contains("--duration"));
-        assert!(config.validate(&SimWorld::default()).unwrap_err().contains("no devices"));
+        assert!(
+            config
+                .validate(&SimWorld::default())
+                .unwrap_err()
+                .contains("no devices")
+        );
         let config = SimConfig::new("127.0.0.1", 1883);
         assert_eq!(config.wall_duration().unwrap(), Duration::from_secs(1440));
     }

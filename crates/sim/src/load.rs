@@ -284,9 +284,15 @@ mod tests {
         let sl = schedule(&p, DeviceType::Streetlight, 0.25, 0.0, 480.0);
         assert_eq!(sl, vec![285.0, 465.0]);
         // Parking spots: 120 messages in the 2 s windows.
-        assert_eq!(schedule(&p, DeviceType::ParkingSpot, 0.3, 480.0, 720.0).len(), 120);
+        assert_eq!(
+            schedule(&p, DeviceType::ParkingSpot, 0.3, 480.0, 720.0).len(),
+            120
+        );
         // The profile wraps around.
-        assert_eq!(p.next_publish(DeviceType::Battery, 0.0, None, 1439.0), Some(1440.0 + 240.0));
+        assert_eq!(
+            p.next_publish(DeviceType::Battery, 0.0, None, 1439.0),
+            Some(1440.0 + 240.0)
+        );
     }
 
     #[test]
@@ -305,22 +311,37 @@ mod tests {
             );
         }
         // Window 2 alone: 50 air-quality devices at 10 s → 1,200 messages.
-        assert_eq!(p.expected_messages(DeviceType::AirQuality, 50, 480.0, 720.0), 1200.0);
+        assert_eq!(
+            p.expected_messages(DeviceType::AirQuality, 50, 480.0, 720.0),
+            1200.0
+        );
     }
 
     #[test]
     fn overrides_apply_only_where_the_type_publishes() {
         let p = LoadProfile::paper();
-        assert_eq!(p.next_publish(DeviceType::Battery, 0.0, Some(60.0), 0.0), Some(240.0));
-        assert_eq!(p.next_publish(DeviceType::Battery, 0.0, Some(60.0), 240.0), Some(300.0));
-        assert_eq!(p.next_publish(DeviceType::AirQuality, 0.0, Some(60.0), 0.0), Some(60.0));
+        assert_eq!(
+            p.next_publish(DeviceType::Battery, 0.0, Some(60.0), 0.0),
+            Some(240.0)
+        );
+        assert_eq!(
+            p.next_publish(DeviceType::Battery, 0.0, Some(60.0), 240.0),
+            Some(300.0)
+        );
+        assert_eq!(
+            p.next_publish(DeviceType::AirQuality, 0.0, Some(60.0), 0.0),
+            Some(60.0)
+        );
         let silent = LoadProfile {
             windows: vec![Window {
                 duration: 10.0,
                 periods: [0.0; 9],
             }],
         };
-        assert_eq!(silent.next_publish(DeviceType::Noise, 0.0, Some(1.0), 0.0), None);
+        assert_eq!(
+            silent.next_publish(DeviceType::Noise, 0.0, Some(1.0), 0.0),
+            None
+        );
     }
 
     #[test]
@@ -329,6 +350,11 @@ mod tests {
             assert_eq!(ty.name().parse::<DeviceType>().unwrap(), ty);
             assert_eq!(DeviceType::of_interface(ty.interface()), Some(ty));
         }
-        assert!("toaster".parse::<DeviceType>().unwrap_err().contains("air-quality"));
+        assert!(
+            "toaster"
+                .parse::<DeviceType>()
+                .unwrap_err()
+                .contains("air-quality")
+        );
     }
 }

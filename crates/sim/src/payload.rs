@@ -270,7 +270,11 @@ impl DeviceState {
                         period_changed = self.period_override != Some(p);
                         self.period_override = Some(p);
                     }
-                    _ => return Err(format!("measurementFrequency {value}: expected seconds > 0")),
+                    _ => {
+                        return Err(format!(
+                            "measurementFrequency {value}: expected seconds > 0"
+                        ));
+                    }
                 }
             } else if let Some(i) = walks(self.device_type)
                 .iter()
@@ -283,14 +287,12 @@ impl DeviceState {
             } else if let Some(i) = toggles(self.device_type)
                 .iter()
                 .position(|t| t.field.eq_ignore_ascii_case(key))
-            {
-                if let Some(pos) = toggles(self.device_type)[i]
+                && let Some(pos) = toggles(self.device_type)[i]
                     .values
                     .iter()
                     .position(|v| Some(*v) == value.as_str())
-                {
-                    self.toggles[i] = pos;
-                }
+            {
+                self.toggles[i] = pos;
             }
         }
         Ok(period_changed)
@@ -343,10 +345,20 @@ mod tests {
     #[test]
     fn applies_what_the_platform_sends() {
         let mut battery = DeviceState::new(DeviceType::Battery);
-        assert_eq!(battery.apply_virtual(br#"{"measurementFrequency":60}"#), Ok(true));
-        assert_eq!(battery.apply_virtual(br#"{"MeasurementFrequency":60}"#), Ok(false));
+        assert_eq!(
+            battery.apply_virtual(br#"{"measurementFrequency":60}"#),
+            Ok(true)
+        );
+        assert_eq!(
+            battery.apply_virtual(br#"{"MeasurementFrequency":60}"#),
+            Ok(false)
+        );
         assert_eq!(battery.period_override, Some(60.0));
-        assert!(battery.apply_virtual(br#"{"measurementFrequency":0}"#).is_err());
+        assert!(
+            battery
+                .apply_virtual(br#"{"measurementFrequency":0}"#)
+                .is_err()
+        );
         assert!(battery.apply_virtual(b"[1]").is_err());
         battery.apply_virtual(br#"{"batteryLevel": 250}"#).unwrap();
         assert_eq!(battery.value("batteryLevel"), Some(100.0));
@@ -354,6 +366,10 @@ mod tests {
         light.apply_virtual(br#"{"powerState":"on"}"#).unwrap();
         let mut buf = Vec::new();
         light.render("t", &mut buf);
-        assert!(String::from_utf8(buf).unwrap().contains(r#""powerState":"on""#));
+        assert!(
+            String::from_utf8(buf)
+                .unwrap()
+                .contains(r#""powerState":"on""#)
+        );
     }
 }

@@ -59,9 +59,8 @@ impl SimWorld {
 
     /// Parses a twin graph JSON file's content; `file` names it in errors.
     pub fn from_graph_json(text: &str, file: &str) -> Result<Self, String> {
-        let graph: TwinGraph = serde_json::from_str(text).map_err(|e| {
-            format!("{file}: not a twin graph ({{\"twinInstances\":[...]}}): {e}")
-        })?;
+        let graph: TwinGraph = serde_json::from_str(text)
+            .map_err(|e| format!("{file}: not a twin graph ({{\"twinInstances\":[...]}}): {e}"))?;
         let world = Self::from_graph(&graph);
         if world.devices.is_empty() {
             return Err(format!(
@@ -136,7 +135,11 @@ pub fn paper_city(neighborhoods: usize, suffix: &str) -> TwinGraph {
                 if let Some(device) = &device {
                     nodes.push(node(battery, device.clone(), None));
                 }
-                nodes.push(node(ty.interface(), format!("{}-{id}", ty.interface()), device));
+                nodes.push(node(
+                    ty.interface(),
+                    format!("{}-{id}", ty.interface()),
+                    device,
+                ));
             }
         }
         for light in 1..=50 {
@@ -208,7 +211,14 @@ mod tests {
         assert_eq!(world.devices[0].controller.as_deref(), Some("dev-1"));
         assert_eq!(world.phases(), vec![0.0, 0.5, 0.0]);
         let err = SimWorld::from_graph_json(r#"{"twinInstances":[]}"#, "g.json").unwrap_err();
-        assert!(err.contains("g.json") && err.contains("no instance"), "{err}");
-        assert!(SimWorld::from_graph_json("[", "x.json").unwrap_err().contains("x.json"));
+        assert!(
+            err.contains("g.json") && err.contains("no instance"),
+            "{err}"
+        );
+        assert!(
+            SimWorld::from_graph_json("[", "x.json")
+                .unwrap_err()
+                .contains("x.json")
+        );
     }
 }

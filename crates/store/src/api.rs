@@ -60,7 +60,9 @@ impl KnownInterfaces {
         match known.as_ref() {
             Some(set) if !set.contains(interface) => Err(Problem::new(
                 StatusCode::NOT_FOUND,
-                format!("unknown twin interface {interface:?}: the loaded model does not declare it"),
+                format!(
+                    "unknown twin interface {interface:?}: the loaded model does not declare it"
+                ),
             )),
             _ => Ok(()),
         }
@@ -106,7 +108,10 @@ pub fn router(backend: Arc<dyn Backend>, ingestor: Ingestor, config: ApiConfig) 
             "/api/v1/twin-events/{interface}/{instance}",
             get(history).delete(delete_instance),
         )
-        .route("/api/v1/twin-events/{interface}/{instance}/latest", get(latest))
+        .route(
+            "/api/v1/twin-events/{interface}/{instance}/latest",
+            get(latest),
+        )
         .route("/api/v1/twins/{interface}", get(list_twins))
         .route("/api/v1/openapi.json", get(openapi_json))
         .with_state(state)
@@ -115,7 +120,10 @@ pub fn router(backend: Arc<dyn Backend>, ingestor: Ingestor, config: ApiConfig) 
 /// The OpenAPI 3 document of the event store.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "ktwin event store", description = "History and latest state of every twin"),
+    info(
+        title = "ktwin event store",
+        description = "History and latest state of every twin"
+    ),
     paths(post_event, list_events, history, latest, delete_instance, list_twins),
     components(schemas(TwinEvent, LatestState, Problem, Deleted))
 )]
@@ -192,11 +200,14 @@ fn percent_decode(text: &str) -> Result<String, String> {
 }
 
 /// Query values are strings; numbers are parsed from them.
-fn number_from_str<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {
+fn number_from_str<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<usize>, D::Error> {
     let text: Option<String> = Option::deserialize(deserializer)?;
     text.map(|t| {
-        t.parse()
-            .map_err(|_| serde::de::Error::custom(format!("limit {t:?} is not a non-negative integer")))
+        t.parse().map_err(|_| {
+            serde::de::Error::custom(format!("limit {t:?} is not a non-negative integer"))
+        })
     })
     .transpose()
 }
@@ -208,8 +219,12 @@ fn encode_cursor<T: Serialize>(position: &T) -> String {
 }
 
 fn decode_cursor<T: DeserializeOwned>(cursor: &str) -> Result<T, Problem> {
-    let invalid = || bad_request(format!("invalid cursor {cursor:?}: pass the value of a previous response's {NEXT_CURSOR_HEADER} header"));
-    if cursor.len() % 2 != 0 {
+    let invalid = || {
+        bad_request(format!(
+            "invalid cursor {cursor:?}: pass the value of a previous response's {NEXT_CURSOR_HEADER} header"
+        ))
+    };
+    if !cursor.len().is_multiple_of(2) {
         return Err(invalid());
     }
     let bytes: Vec<u8> = (0..cursor.len())
@@ -223,7 +238,9 @@ fn decode_cursor<T: DeserializeOwned>(cursor: &str) -> Result<T, Problem> {
 fn page_limit(limit: Option<usize>) -> Result<usize, Problem> {
     match limit.unwrap_or(DEFAULT_PAGE) {
         n @ 1..=MAX_PAGE => Ok(n),
-        n => Err(bad_request(format!("limit is {n}; expected 1 to {MAX_PAGE}"))),
+        n => Err(bad_request(format!(
+            "limit is {n}; expected 1 to {MAX_PAGE}"
+        ))),
     }
 }
 
@@ -287,7 +304,9 @@ fn parse_cloudevents(headers: &HeaderMap, body: Bytes) -> Result<Vec<Event>, Pro
         return serde_json::from_slice(&body)
             .map_err(|err| bad_request(format!("invalid CloudEvents batch: {err}")));
     }
-    if !content_type.starts_with("application/cloudevents+json") && !headers.contains_key("ce-specversion") {
+    if !content_type.starts_with("application/cloudevents+json")
+        && !headers.contains_key("ce-specversion")
+    {
         return Err(bad_request(
             "not a CloudEvent: missing required attribute \"specversion\" (header ce-specversion \
              in binary mode, or Content-Type application/cloudevents+json for structured mode)",
@@ -302,7 +321,9 @@ fn event_problem(err: crate::event::EventError) -> Problem {
     use crate::event::EventError;
     let status = match err {
         EventError::BadType { .. } | EventError::BadSource { .. } => StatusCode::BAD_REQUEST,
-        EventError::DataNotJson(_) | EventError::DataNotObject { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        EventError::DataNotJson(_) | EventError::DataNotObject { .. } => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
     };
     Problem::new(status, err.to_string())
 }
@@ -326,7 +347,12 @@ fn event_problem(err: crate::event::EventError) -> Problem {
         (status = 503, description = "Database unavailable", body = Problem, content_type = PROBLEM_JSON)
     )
 )]
-async fn post_event(State(state): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+async fn post_event(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let result = async {
         let body = read_body(&headers, body, state.config.body_limit).await?;
         let received = Utc::now();
@@ -365,18 +391,33 @@ struct PageParams {
         (status = 503, body = Problem, content_type = PROBLEM_JSON)
     )
 )]
-async fn list_events(State(state): State<AppState>, uri: Uri, ApiQuery(params): ApiQuery<PageParams>) -> Response {
+async fn list_events(
+    State(state): State<AppState>,
+    uri: Uri,
+    ApiQuery(params): ApiQuery<PageParams>,
+) -> Response {
     let result = async {
         let limit = page_limit(params.limit)?;
-        let after: Option<EventPosition> = params.cursor.as_deref().map(decode_cursor).transpose()?;
-        let page = state.backend.events(after.as_ref(), limit).await.map_err(store_problem)?;
+        let after: Option<EventPosition> =
+            params.cursor.as_deref().map(decode_cursor).transpose()?;
+        let page = state
+            .backend
+            .events(after.as_ref(), limit)
+            .await
+            .map_err(store_problem)?;
         let next = page
             .more
-            .then(|| page.items.last().map(|e| encode_cursor(&EventPosition::of(e))))
+            .then(|| {
+                page.items
+                    .last()
+                    .map(|e| encode_cursor(&EventPosition::of(e)))
+            })
             .flatten();
         Ok::<_, Problem>(page_response(&uri, &page.items, next))
     };
-    result.await.unwrap_or_else(|p| p.at(uri.path()).into_response())
+    result
+        .await
+        .unwrap_or_else(|p| p.at(uri.path()).into_response())
 }
 
 /// Window and paging of one instance's history.
@@ -417,18 +458,28 @@ async fn history(
         let query = HistoryQuery {
             since: params.since,
             until: params.until,
-            before: params.cursor.as_deref().map(decode_cursor::<Version>).transpose()?,
+            before: params
+                .cursor
+                .as_deref()
+                .map(decode_cursor::<Version>)
+                .transpose()?,
             limit: page_limit(params.limit)?,
         };
         let key = InstanceKey::new(interface, instance);
-        let page = state.backend.history(&key, &query).await.map_err(store_problem)?;
+        let page = state
+            .backend
+            .history(&key, &query)
+            .await
+            .map_err(store_problem)?;
         let next = page
             .more
             .then(|| page.items.last().map(|e| encode_cursor(&e.version())))
             .flatten();
         Ok::<_, Problem>(page_response(&uri, &page.items, next))
     };
-    result.await.unwrap_or_else(|p| p.at(uri.path()).into_response())
+    result
+        .await
+        .unwrap_or_else(|p| p.at(uri.path()).into_response())
 }
 
 /// The latest state as a binary-mode CloudEvent (`ce-id`, `ce-type`, `ce-source`, `ce-time`
@@ -443,7 +494,11 @@ async fn history(
         (status = 503, body = Problem, content_type = PROBLEM_JSON)
     )
 )]
-async fn latest(State(state): State<AppState>, uri: Uri, Path((interface, instance)): Path<(String, String)>) -> Response {
+async fn latest(
+    State(state): State<AppState>,
+    uri: Uri,
+    Path((interface, instance)): Path<(String, String)>,
+) -> Response {
     let result = async {
         state.config.known_interfaces.check(&interface)?;
         let key = InstanceKey::new(interface, instance);
@@ -455,12 +510,17 @@ async fn latest(State(state): State<AppState>, uri: Uri, Path((interface, instan
             .ok_or_else(|| {
                 Problem::new(
                     StatusCode::NOT_FOUND,
-                    format!("no event stored for instance {:?} of interface {:?}", key.instance, key.interface),
+                    format!(
+                        "no event stored for instance {:?} of interface {:?}",
+                        key.instance, key.interface
+                    ),
                 )
             })?;
         Ok::<_, Problem>(latest_response(&latest))
     };
-    result.await.unwrap_or_else(|p| p.at(uri.path()).into_response())
+    result
+        .await
+        .unwrap_or_else(|p| p.at(uri.path()).into_response())
 }
 
 fn latest_response(latest: &LatestState) -> Response {
@@ -479,7 +539,10 @@ fn latest_response(latest: &LatestState) -> Response {
             headers.insert(HeaderName::from_static(name), value);
         }
     }
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(ktwin_events::JSON_CONTENT_TYPE));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(ktwin_events::JSON_CONTENT_TYPE),
+    );
     (StatusCode::OK, headers, body).into_response()
 }
 
@@ -501,7 +564,11 @@ struct Deleted {
         (status = 503, body = Problem, content_type = PROBLEM_JSON)
     )
 )]
-async fn delete_instance(State(state): State<AppState>, uri: Uri, Path((interface, instance)): Path<(String, String)>) -> Response {
+async fn delete_instance(
+    State(state): State<AppState>,
+    uri: Uri,
+    Path((interface, instance)): Path<(String, String)>,
+) -> Response {
     let result = async {
         state.config.known_interfaces.check(&interface)?;
         let deleted = state
@@ -511,7 +578,9 @@ async fn delete_instance(State(state): State<AppState>, uri: Uri, Path((interfac
             .map_err(store_problem)?;
         Ok::<_, Problem>(Json(Deleted { deleted }).into_response())
     };
-    result.await.unwrap_or_else(|p| p.at(uri.path()).into_response())
+    result
+        .await
+        .unwrap_or_else(|p| p.at(uri.path()).into_response())
 }
 
 /// Latest states of every instance of an interface, ordered by instance, paged.
@@ -547,7 +616,9 @@ async fn list_twins(
             .flatten();
         Ok::<_, Problem>(page_response(&uri, &page.items, next))
     };
-    result.await.unwrap_or_else(|p| p.at(uri.path()).into_response())
+    result
+        .await
+        .unwrap_or_else(|p| p.at(uri.path()).into_response())
 }
 
 #[cfg(test)]
@@ -556,7 +627,10 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
-        let version = Version { micros: 42, id: "a b/é".into() };
+        let version = Version {
+            micros: 42,
+            id: "a b/é".into(),
+        };
         let cursor = encode_cursor(&version);
         assert!(cursor.chars().all(|c| c.is_ascii_hexdigit()));
         assert_eq!(decode_cursor::<Version>(&cursor).unwrap(), version);

@@ -84,7 +84,10 @@ pub fn synthetic_events(events: usize, instances: usize) -> Vec<TwinEvent> {
             data.insert("temperature".into(), json!((next() % 400) as f64 / 10.0));
             data.insert("seq".into(), json!(n));
             if next() % 3 == 0 {
-                data.insert("status".into(), json!({"battery": next() % 100, "ok": true}));
+                data.insert(
+                    "status".into(),
+                    json!({"battery": next() % 100, "ok": true}),
+                );
             }
             TwinEvent::new(
                 &event_type,
@@ -97,9 +100,20 @@ pub fn synthetic_events(events: usize, instances: usize) -> Vec<TwinEvent> {
         .collect()
 }
 
-async fn ingest_all(backend: Arc<dyn Backend>, events: Vec<TwinEvent>, batch: usize) -> anyhow::Result<f64> {
+async fn ingest_all(
+    backend: Arc<dyn Backend>,
+    events: Vec<TwinEvent>,
+    batch: usize,
+) -> anyhow::Result<f64> {
     let total = events.len();
-    let (ingestor, task) = Ingestor::spawn(backend, IngestConfig { max_batch: batch, queue: 64, ..IngestConfig::default() });
+    let (ingestor, task) = Ingestor::spawn(
+        backend,
+        IngestConfig {
+            max_batch: batch,
+            queue: 64,
+            ..IngestConfig::default()
+        },
+    );
     let started = Instant::now();
     let mut chunks: Vec<Vec<TwinEvent>> = Vec::new();
     let mut events = events.into_iter().peekable();
@@ -139,17 +153,33 @@ async fn copy_rate(url: &str, events: &[TwinEvent]) -> anyhow::Result<f64> {
         .await?;
     let started = Instant::now();
     let sink = client
-        .copy_in("COPY copy_probe (interface_id, instance_id, id, type, time, data) FROM STDIN BINARY")
+        .copy_in(
+            "COPY copy_probe (interface_id, instance_id, id, type, time, data) FROM STDIN BINARY",
+        )
         .await?;
     let writer = BinaryCopyInWriter::new(
         sink,
-        &[Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TIMESTAMPTZ, Type::JSONB],
+        &[
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TIMESTAMPTZ,
+            Type::JSONB,
+        ],
     );
     futures::pin_mut!(writer);
     for e in events {
         writer
             .as_mut()
-            .write(&[&e.interface_id, &e.instance_id, &e.id, &e.event_type, &e.time, &Json(&e.event_data)])
+            .write(&[
+                &e.interface_id,
+                &e.instance_id,
+                &e.id,
+                &e.event_type,
+                &e.time,
+                &Json(&e.event_data),
+            ])
             .await?;
     }
     writer.as_mut().finish().await?;
@@ -158,16 +188,28 @@ async fn copy_rate(url: &str, events: &[TwinEvent]) -> anyhow::Result<f64> {
     Ok(events.len() as f64 / elapsed)
 }
 
-async fn read_latencies(backend: &dyn Backend, instances: usize, reads: usize) -> anyhow::Result<(f64, f64)> {
+async fn read_latencies(
+    backend: &dyn Backend,
+    instances: usize,
+    reads: usize,
+) -> anyhow::Result<(f64, f64)> {
     let mut micros = Vec::with_capacity(reads);
     let mut seed = 12345_u64;
     for _ in 0..reads {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let key = InstanceKey::new("bench-sensor", format!("sensor-{:06}", (seed >> 33) as usize % instances.max(1)));
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let key = InstanceKey::new(
+            "bench-sensor",
+            format!("sensor-{:06}", (seed >> 33) as usize % instances.max(1)),
+        );
         let started = Instant::now();
         let found = backend.latest(&key).await?;
         micros.push(started.elapsed().as_secs_f64() * 1e6);
-        anyhow::ensure!(found.is_some(), "latest state of {key:?} missing after ingest");
+        anyhow::ensure!(
+            found.is_some(),
+            "latest state of {key:?} missing after ingest"
+        );
     }
     micros.sort_by(f64::total_cmp);
     let at = |q: f64| micros[((micros.len() as f64 - 1.0) * q).round() as usize];
@@ -176,10 +218,16 @@ async fn read_latencies(backend: &dyn Backend, instances: usize, reads: usize) -
 
 /// Runs the benchmark on a scratch database (dropped afterwards).
 pub async fn run_bench(args: BenchStoreArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(args.events > 0 && args.instances > 0 && args.reads > 0, "--events, --instances and --reads must be positive");
+    anyhow::ensure!(
+        args.events > 0 && args.instances > 0 && args.reads > 0,
+        "--events, --instances and --reads must be positive"
+    );
     let events = synthetic_events(args.events, args.instances);
     let scratch = format!("ktwin_bench_{}", uuid::Uuid::new_v4().simple());
-    eprintln!("ingesting {} events over {} instances into {:?}…", args.events, args.instances, args.backend.backend);
+    eprintln!(
+        "ingesting {} events over {} instances into {:?}…",
+        args.events, args.instances, args.backend.backend
+    );
     let report = match args.backend.backend {
         BackendKind::Postgres => {
             let admin = &args.backend.database_url;
@@ -188,7 +236,8 @@ pub async fn run_bench(args: BenchStoreArgs) -> anyhow::Result<ExitCode> {
                 let backend = BackendChoice::Postgres(url.clone()).open().await?;
                 let copy = copy_rate(&url, &events).await?;
                 let rate = ingest_all(backend.clone(), events, args.batch).await?;
-                let (p50, p99) = read_latencies(backend.as_ref(), args.instances, args.reads).await?;
+                let (p50, p99) =
+                    read_latencies(backend.as_ref(), args.instances, args.reads).await?;
                 Ok::<_, anyhow::Error>((rate, Some(copy), p50, p99))
             }
             .await;
@@ -200,7 +249,8 @@ pub async fn run_bench(args: BenchStoreArgs) -> anyhow::Result<ExitCode> {
             let result = async {
                 let backend = BackendChoice::Embedded(path.clone()).open().await?;
                 let rate = ingest_all(backend.clone(), events, args.batch).await?;
-                let (p50, p99) = read_latencies(backend.as_ref(), args.instances, args.reads).await?;
+                let (p50, p99) =
+                    read_latencies(backend.as_ref(), args.instances, args.reads).await?;
                 Ok::<_, anyhow::Error>((rate, None, p50, p99))
             }
             .await;
@@ -225,7 +275,10 @@ pub async fn run_bench(args: BenchStoreArgs) -> anyhow::Result<ExitCode> {
         Format::Json => println!("{}", serde_json::to_string(&report)?),
         Format::Text => {
             println!("backend            {}", report.backend);
-            println!("events             {} over {} instances", report.events, report.instances);
+            println!(
+                "events             {} over {} instances",
+                report.events, report.instances
+            );
             println!("ingest             {} events/s", report.events_per_s);
             if let Some(copy) = report.copy_events_per_s {
                 println!("raw COPY           {copy} events/s");

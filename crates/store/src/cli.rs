@@ -25,7 +25,12 @@ pub enum BackendKind {
 #[derive(Debug, Clone, clap::Args)]
 pub struct BackendArgs {
     /// Storage backend.
-    #[arg(long, value_enum, default_value = "embedded", env = "KTWIN_STORE_BACKEND")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "embedded",
+        env = "KTWIN_STORE_BACKEND"
+    )]
     pub backend: BackendKind,
     /// PostgreSQL connection URL (backend postgres).
     #[arg(

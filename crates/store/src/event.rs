@@ -96,16 +96,15 @@ impl TwinEvent {
             value: instance.to_owned(),
             reason: err.to_string(),
         })?;
-        let data = match event.data() {
-            None => return Err(EventError::DataNotObject { found: "no data" }),
-            Some(Data::Json(value)) => value.clone(),
-            Some(Data::String(text)) => {
-                serde_json::from_str(text).map_err(|e| EventError::DataNotJson(e.to_string()))?
-            }
-            Some(Data::Binary(bytes)) => {
-                serde_json::from_slice(bytes).map_err(|e| EventError::DataNotJson(e.to_string()))?
-            }
-        };
+        let data =
+            match event.data() {
+                None => return Err(EventError::DataNotObject { found: "no data" }),
+                Some(Data::Json(value)) => value.clone(),
+                Some(Data::String(text)) => serde_json::from_str(text)
+                    .map_err(|e| EventError::DataNotJson(e.to_string()))?,
+                Some(Data::Binary(bytes)) => serde_json::from_slice(bytes)
+                    .map_err(|e| EventError::DataNotJson(e.to_string()))?,
+            };
         let Value::Object(data) = data else {
             return Err(EventError::DataNotObject {
                 found: json_kind(&data),
@@ -197,17 +196,30 @@ mod tests {
     #[test]
     fn accepts_store_real_and_virtual_events() {
         let now = Utc::now();
-        for ty in ["ktwin.store.city-pole", "ktwin.real.city-pole", "ktwin.virtual.city-pole"] {
+        for ty in [
+            "ktwin.store.city-pole",
+            "ktwin.real.city-pole",
+            "ktwin.virtual.city-pole",
+        ] {
             let twin = TwinEvent::from_cloudevent(&event(ty, Some(json!({"a": 1}))), now).unwrap();
             assert_eq!(twin.key(), InstanceKey::new("city-pole", "pole-1"));
-            assert_eq!(twin.time, now.trunc_subsecs(6), "missing time falls back to arrival");
+            assert_eq!(
+                twin.time,
+                now.trunc_subsecs(6),
+                "missing time falls back to arrival"
+            );
         }
     }
 
     #[test]
     fn rejects_commands_and_foreign_types() {
-        for ty in ["ktwin.command.city-pole.doit", "com.example", "ktwin.event-store"] {
-            let err = TwinEvent::from_cloudevent(&event(ty, Some(json!({}))), Utc::now()).unwrap_err();
+        for ty in [
+            "ktwin.command.city-pole.doit",
+            "com.example",
+            "ktwin.event-store",
+        ] {
+            let err =
+                TwinEvent::from_cloudevent(&event(ty, Some(json!({}))), Utc::now()).unwrap_err();
             assert!(matches!(err, EventError::BadType { .. }), "{ty}: {err}");
         }
     }
@@ -215,7 +227,11 @@ mod tests {
     #[test]
     fn data_must_be_a_json_object() {
         let ty = "ktwin.store.city-pole";
-        for (data, found) in [(None, "no data"), (Some(json!([1])), "an array"), (Some(json!(3)), "a number")] {
+        for (data, found) in [
+            (None, "no data"),
+            (Some(json!([1])), "an array"),
+            (Some(json!(3)), "a number"),
+        ] {
             let err = TwinEvent::from_cloudevent(&event(ty, data), Utc::now()).unwrap_err();
             assert_eq!(err, EventError::DataNotObject { found });
         }

@@ -75,7 +75,11 @@ impl Ingestor {
     }
 }
 
-async fn run(backend: Arc<dyn Backend>, mut receiver: mpsc::Receiver<Submission>, config: IngestConfig) {
+async fn run(
+    backend: Arc<dyn Backend>,
+    mut receiver: mpsc::Receiver<Submission>,
+    config: IngestConfig,
+) {
     let max_batch = config.max_batch.max(1);
     let mut committing = tokio::task::JoinSet::new();
     while let Some(first) = receiver.recv().await {
@@ -116,7 +120,8 @@ async fn commit(
                 .increment(report.duplicates as u64);
         }
         Err(err) => {
-            metrics::counter!(metric_names::FAILED_BATCHES, "backend" => backend.name()).increment(1);
+            metrics::counter!(metric_names::FAILED_BATCHES, "backend" => backend.name())
+                .increment(1);
             tracing::error!(%err, events = count, "storing a batch failed");
         }
     }

@@ -54,14 +54,26 @@ impl Drop for Store {
     }
 }
 
-async fn post(client: &reqwest::Client, base: &str, writer: usize, n: usize) -> Result<reqwest::StatusCode, reqwest::Error> {
+async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    writer: usize,
+    n: usize,
+) -> Result<reqwest::StatusCode, reqwest::Error> {
     let response = client
         .post(format!("{base}/api/v1/twin-events"))
         .header("ce-specversion", "1.0")
         .header("ce-id", format!("w{writer}-{n}"))
         .header("ce-type", "ktwin.store.crash-sensor")
         .header("ce-source", format!("sensor-{writer}"))
-        .header("ce-time", format!("2024-05-20T10:00:{:02}.{:06}Z", n / 1_000_000 % 60, n % 1_000_000))
+        .header(
+            "ce-time",
+            format!(
+                "2024-05-20T10:00:{:02}.{:06}Z",
+                n / 1_000_000 % 60,
+                n % 1_000_000
+            ),
+        )
         .header("content-type", "application/json")
         .body(format!("{{\"n\":{n},\"writer\":{writer}}}"))
         .send()
@@ -75,12 +87,16 @@ async fn ingest_until_killed(store: Store) -> BTreeSet<String> {
     let client = reqwest::Client::new();
     let mut writers = tokio::task::JoinSet::new();
     for writer in 0..8 {
-        let (client, base, acknowledged) = (client.clone(), store.base.clone(), acknowledged.clone());
+        let (client, base, acknowledged) =
+            (client.clone(), store.base.clone(), acknowledged.clone());
         writers.spawn(async move {
             for n in 0.. {
                 match post(&client, &base, writer, n).await {
                     Ok(status) if status == reqwest::StatusCode::ACCEPTED => {
-                        acknowledged.lock().unwrap().insert(format!("w{writer}-{n}"));
+                        acknowledged
+                            .lock()
+                            .unwrap()
+                            .insert(format!("w{writer}-{n}"));
                     }
                     Ok(status) => panic!("unexpected status {status}"),
                     Err(_) => break, // the store is gone
@@ -93,10 +109,11 @@ async fn ingest_until_killed(store: Store) -> BTreeSet<String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    tokio::task::spawn_blocking(move || store.kill()).await.unwrap();
+    tokio::task::spawn_blocking(move || store.kill())
+        .await
+        .unwrap();
     while writers.join_next().await.is_some() {}
-    let ids = acknowledged.lock().unwrap().clone();
-    ids
+    std::mem::take(&mut *acknowledged.lock().unwrap())
 }
 
 /// Every stored id, paging through `GET /api/v1/twin-events`.
@@ -129,11 +146,19 @@ async fn survives_sigkill(backend_args: Vec<String>) {
     let restarted = Store::start(&backend_args);
     let stored = stored_ids(&restarted.base).await;
     let missing: Vec<_> = acknowledged.difference(&stored).collect();
-    assert!(missing.is_empty(), "{} acknowledged events lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
     // The restarted store serves the merged state too.
-    let latest = reqwest::get(format!("{}/api/v1/twin-events/crash-sensor/sensor-0/latest", restarted.base))
-        .await
-        .unwrap();
+    let latest = reqwest::get(format!(
+        "{}/api/v1/twin-events/crash-sensor/sensor-0/latest",
+        restarted.base
+    ))
+    .await
+    .unwrap();
     assert_eq!(latest.status(), 200);
 }
 

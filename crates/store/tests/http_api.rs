@@ -22,7 +22,8 @@ struct Reply {
 
 impl Reply {
     fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
     }
 
     fn header(&self, name: &str) -> Option<&str> {
@@ -30,12 +31,23 @@ impl Reply {
     }
 
     fn assert_problem(&self, status: StatusCode, detail_mentions: &str) {
-        assert_eq!(self.status, status, "{}", String::from_utf8_lossy(&self.body));
-        assert_eq!(self.header("content-type"), Some("application/problem+json"));
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json")
+        );
         let problem = self.json();
         assert_eq!(problem["status"], status.as_u16());
         let detail = problem["detail"].as_str().unwrap();
-        assert!(detail.contains(detail_mentions), "{detail:?} does not mention {detail_mentions:?}");
+        assert!(
+            detail.contains(detail_mentions),
+            "{detail:?} does not mention {detail_mentions:?}"
+        );
     }
 }
 
@@ -43,8 +55,18 @@ async fn send(app: &Router, request: Request<Body>) -> Reply {
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
-    Reply { status, headers, body }
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 async fn get(app: &Router, uri: &str) -> Reply {
@@ -73,14 +95,37 @@ async fn exercise_routes(backend: Arc<dyn Backend>) {
     let pole = "ktwin.store.city-pole";
     // Out of order: e3 is the newest but arrives first.
     for (id, time, data) in [
-        ("e3", "2024-05-20T10:00:03Z", r#"{"aqi": 30, "status": {"lamp": "ok"}}"#),
-        ("e1", "2024-05-20T10:00:01Z", r#"{"aqi": 10, "battery": 90, "status": {"lamp": "broken", "door": "closed"}}"#),
-        ("e2", "2024-05-20T10:00:02Z", r#"{"battery": null, "aqi": 20}"#),
+        (
+            "e3",
+            "2024-05-20T10:00:03Z",
+            r#"{"aqi": 30, "status": {"lamp": "ok"}}"#,
+        ),
+        (
+            "e1",
+            "2024-05-20T10:00:01Z",
+            r#"{"aqi": 10, "battery": 90, "status": {"lamp": "broken", "door": "closed"}}"#,
+        ),
+        (
+            "e2",
+            "2024-05-20T10:00:02Z",
+            r#"{"battery": null, "aqi": 20}"#,
+        ),
     ] {
-        assert_eq!(send(&app, binary_event(id, pole, "pole-a", time, data)).await.status, StatusCode::ACCEPTED);
+        assert_eq!(
+            send(&app, binary_event(id, pole, "pole-a", time, data))
+                .await
+                .status,
+            StatusCode::ACCEPTED
+        );
     }
     // A redelivery is accepted and stored once.
-    let again = binary_event("e1", pole, "pole-a", "2024-05-20T10:00:01Z", r#"{"aqi": 10}"#);
+    let again = binary_event(
+        "e1",
+        pole,
+        "pole-a",
+        "2024-05-20T10:00:01Z",
+        r#"{"aqi": 10}"#,
+    );
     assert_eq!(send(&app, again).await.status, StatusCode::ACCEPTED);
     // Structured mode, and an instance named like its interface (the original's DELETE hit it).
     let structured = json!({"specversion": "1.0", "id": "s1", "type": pole, "source": "city-pole",
@@ -104,7 +149,10 @@ async fn exercise_routes(backend: Arc<dyn Backend>) {
 
     let latest = get(&app, "/api/v1/twin-events/city-pole/pole-a/latest").await;
     assert_eq!(latest.status, StatusCode::OK);
-    assert_eq!(latest.json(), json!({"aqi": 30, "status": {"lamp": "ok", "door": "closed"}}));
+    assert_eq!(
+        latest.json(),
+        json!({"aqi": 30, "status": {"lamp": "ok", "door": "closed"}})
+    );
     assert_eq!(latest.header("ce-id"), Some("e3"));
     assert_eq!(latest.header("ce-type"), Some(pole));
     assert_eq!(latest.header("ce-source"), Some("pole-a"));
@@ -116,12 +164,30 @@ async fn exercise_routes(backend: Arc<dyn Backend>) {
     // History: newest first, paged with a cursor, windowed by time.
     let first = get(&app, "/api/v1/twin-events/city-pole/pole-a?limit=2").await;
     assert_eq!(first.status, StatusCode::OK);
-    let ids: Vec<_> = first.json().as_array().unwrap().iter().map(|e| e["id"].clone()).collect();
+    let ids: Vec<_> = first
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].clone())
+        .collect();
     assert_eq!(ids, [json!("e3"), json!("e2")]);
-    assert_eq!(first.json()[0]["eventData"], json!({"aqi": 30, "status": {"lamp": "ok"}}));
+    assert_eq!(
+        first.json()[0]["eventData"],
+        json!({"aqi": 30, "status": {"lamp": "ok"}})
+    );
     let cursor = first.header("x-next-cursor").unwrap().to_owned();
-    assert!(first.header("link").unwrap().contains(&format!("cursor={cursor}")));
-    let second = get(&app, &format!("/api/v1/twin-events/city-pole/pole-a?limit=2&cursor={cursor}")).await;
+    assert!(
+        first
+            .header("link")
+            .unwrap()
+            .contains(&format!("cursor={cursor}"))
+    );
+    let second = get(
+        &app,
+        &format!("/api/v1/twin-events/city-pole/pole-a?limit=2&cursor={cursor}"),
+    )
+    .await;
     assert_eq!(second.json().as_array().unwrap().len(), 1);
     assert_eq!(second.json()[0]["id"], "e1");
     assert!(second.header("x-next-cursor").is_none());
@@ -131,10 +197,29 @@ async fn exercise_routes(backend: Arc<dyn Backend>) {
 
     // Latest states of the interface, paged.
     let twins = get(&app, "/api/v1/twins/city-pole?limit=2").await;
-    let names: Vec<_> = twins.json().as_array().unwrap().iter().map(|t| t["instanceId"].clone()).collect();
+    let names: Vec<_> = twins
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["instanceId"].clone())
+        .collect();
     assert_eq!(names, [json!("city-pole"), json!("pole-a")]);
-    let rest = get(&app, &format!("/api/v1/twins/city-pole?limit=2&cursor={}", twins.header("x-next-cursor").unwrap())).await;
-    let names: Vec<_> = rest.json().as_array().unwrap().iter().map(|t| t["instanceId"].clone()).collect();
+    let rest = get(
+        &app,
+        &format!(
+            "/api/v1/twins/city-pole?limit=2&cursor={}",
+            twins.header("x-next-cursor").unwrap()
+        ),
+    )
+    .await;
+    let names: Vec<_> = rest
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["instanceId"].clone())
+        .collect();
     assert_eq!(names, [json!("pole-b"), json!("pole-c")]);
     assert_eq!(rest.json()[0]["eventCount"], 1);
 
@@ -143,36 +228,68 @@ async fn exercise_routes(backend: Arc<dyn Backend>) {
     assert_eq!(all.json().as_array().unwrap().len(), 6);
 
     // DELETE removes exactly that instance.
-    let delete = send(&app, Request::delete("/api/v1/twin-events/city-pole/pole-a").body(Body::empty()).unwrap()).await;
+    let delete = send(
+        &app,
+        Request::delete("/api/v1/twin-events/city-pole/pole-a")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(delete.status, StatusCode::OK);
     assert_eq!(delete.json(), json!({"deleted": 3}));
-    assert_eq!(get(&app, "/api/v1/twin-events/city-pole/pole-a/latest").await.status, StatusCode::NOT_FOUND);
-    assert_eq!(get(&app, "/api/v1/twin-events/city-pole/pole-a").await.json(), json!([]));
-    assert_eq!(get(&app, "/api/v1/twin-events/city-pole/city-pole/latest").await.status, StatusCode::OK);
+    assert_eq!(
+        get(&app, "/api/v1/twin-events/city-pole/pole-a/latest")
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(&app, "/api/v1/twin-events/city-pole/pole-a")
+            .await
+            .json(),
+        json!([])
+    );
+    assert_eq!(
+        get(&app, "/api/v1/twin-events/city-pole/city-pole/latest")
+            .await
+            .status,
+        StatusCode::OK
+    );
 
     let openapi = get(&app, "/api/v1/openapi.json").await;
     assert_eq!(openapi.status, StatusCode::OK);
-    assert!(openapi.json()["paths"]["/api/v1/twin-events/{interface}/{instance}/latest"].is_object());
+    assert!(
+        openapi.json()["paths"]["/api/v1/twin-events/{interface}/{instance}/latest"].is_object()
+    );
 }
 
 #[tokio::test]
 async fn routes_on_the_embedded_backend() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = BackendChoice::Embedded(dir.path().join("s.redb")).open().await.unwrap();
+    let backend = BackendChoice::Embedded(dir.path().join("s.redb"))
+        .open()
+        .await
+        .unwrap();
     exercise_routes(backend).await;
 }
 
 #[tokio::test]
 async fn routes_on_postgres() {
     let db = ScratchDb::create("http").await;
-    let backend = BackendChoice::Postgres(db.url.clone()).open().await.unwrap();
+    let backend = BackendChoice::Postgres(db.url.clone())
+        .open()
+        .await
+        .unwrap();
     exercise_routes(backend).await;
 }
 
 #[tokio::test]
 async fn bad_input_gets_problem_details() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = BackendChoice::Embedded(dir.path().join("s.redb")).open().await.unwrap();
+    let backend = BackendChoice::Embedded(dir.path().join("s.redb"))
+        .open()
+        .await
+        .unwrap();
     let config = ApiConfig {
         body_limit: 1024,
         known_interfaces: KnownInterfaces::only(["city-pole".to_owned()]),
@@ -183,7 +300,9 @@ async fn bad_input_gets_problem_details() {
         .header("content-type", "application/json")
         .body(Body::from(r#"{"aqi": 1}"#))
         .unwrap();
-    send(&app, plain).await.assert_problem(StatusCode::BAD_REQUEST, "specversion");
+    send(&app, plain)
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "specversion");
 
     let no_id = Request::post("/api/v1/twin-events")
         .header("ce-specversion", "1.0")
@@ -192,23 +311,57 @@ async fn bad_input_gets_problem_details() {
         .header("content-type", "application/json")
         .body(Body::from("{}"))
         .unwrap();
-    send(&app, no_id).await.assert_problem(StatusCode::BAD_REQUEST, "id");
+    send(&app, no_id)
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "id");
 
-    let bad_type = binary_event("x", "com.example.thing", "pole-1", "2024-05-20T10:00:00Z", "{}");
-    send(&app, bad_type).await.assert_problem(StatusCode::BAD_REQUEST, "com.example.thing");
+    let bad_type = binary_event(
+        "x",
+        "com.example.thing",
+        "pole-1",
+        "2024-05-20T10:00:00Z",
+        "{}",
+    );
+    send(&app, bad_type)
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "com.example.thing");
 
-    let array = binary_event("x", "ktwin.store.city-pole", "pole-1", "2024-05-20T10:00:00Z", "[1, 2]");
-    send(&app, array).await.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "an array");
+    let array = binary_event(
+        "x",
+        "ktwin.store.city-pole",
+        "pole-1",
+        "2024-05-20T10:00:00Z",
+        "[1, 2]",
+    );
+    send(&app, array)
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "an array");
 
-    let unknown = binary_event("x", "ktwin.store.city-lamp", "lamp-1", "2024-05-20T10:00:00Z", "{}");
-    send(&app, unknown).await.assert_problem(StatusCode::NOT_FOUND, "city-lamp");
+    let unknown = binary_event(
+        "x",
+        "ktwin.store.city-lamp",
+        "lamp-1",
+        "2024-05-20T10:00:00Z",
+        "{}",
+    );
+    send(&app, unknown)
+        .await
+        .assert_problem(StatusCode::NOT_FOUND, "city-lamp");
     get(&app, "/api/v1/twin-events/city-lamp/lamp-1/latest")
         .await
         .assert_problem(StatusCode::NOT_FOUND, "city-lamp");
 
     let big = format!(r#"{{"blob": "{}"}}"#, "x".repeat(2000));
-    let too_large = binary_event("x", "ktwin.store.city-pole", "pole-1", "2024-05-20T10:00:00Z", &big);
-    send(&app, too_large).await.assert_problem(StatusCode::PAYLOAD_TOO_LARGE, "1024");
+    let too_large = binary_event(
+        "x",
+        "ktwin.store.city-pole",
+        "pole-1",
+        "2024-05-20T10:00:00Z",
+        &big,
+    );
+    send(&app, too_large)
+        .await
+        .assert_problem(StatusCode::PAYLOAD_TOO_LARGE, "1024");
 
     get(&app, "/api/v1/twin-events/city-pole/pole-1?limit=0")
         .await

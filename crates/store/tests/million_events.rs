@@ -10,7 +10,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use common::{ScratchDb, mix, reference_merge};
 use ktwin_events::EventType;
-use ktwin_store::{AppendReport, Backend, BackendChoice, IngestConfig, Ingestor, LatestState, TwinEvent};
+use ktwin_store::{
+    AppendReport, Backend, BackendChoice, IngestConfig, Ingestor, LatestState, TwinEvent,
+};
 use serde_json::{Map, Value, json};
 
 const INSTANCES: u64 = 10_000;
@@ -58,7 +60,9 @@ fn event(i: u64) -> TwinEvent {
 fn expected_states() -> BTreeMap<String, (Value, String)> {
     (0..INSTANCES)
         .map(|n| {
-            let mut events: Vec<TwinEvent> = (0..PER_INSTANCE).map(|k| event(n + k * INSTANCES)).collect();
+            let mut events: Vec<TwinEvent> = (0..PER_INSTANCE)
+                .map(|k| event(n + k * INSTANCES))
+                .collect();
             events.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
             let state = events.iter().fold(json!({}), |state, e| {
                 reference_merge(state, &Value::Object(e.event_data.clone()))
@@ -69,7 +73,14 @@ fn expected_states() -> BTreeMap<String, (Value, String)> {
 }
 
 async fn ingest(backend: Arc<dyn Backend>, order: Arc<Vec<u64>>) -> AppendReport {
-    let (ingestor, task) = Ingestor::spawn(backend, IngestConfig { max_batch: CHUNK, queue: 16, ..IngestConfig::default() });
+    let (ingestor, task) = Ingestor::spawn(
+        backend,
+        IngestConfig {
+            max_batch: CHUNK,
+            queue: 16,
+            ..IngestConfig::default()
+        },
+    );
     let chunks = order.len().div_ceil(CHUNK);
     let producers = 4;
     let mut tasks = tokio::task::JoinSet::new();
@@ -78,8 +89,10 @@ async fn ingest(backend: Arc<dyn Backend>, order: Arc<Vec<u64>>) -> AppendReport
         tasks.spawn(async move {
             let mut report = AppendReport::default();
             for c in (p..chunks).step_by(producers) {
-                let events: Vec<TwinEvent> =
-                    order[c * CHUNK..((c + 1) * CHUNK).min(order.len())].iter().map(|&i| event(i)).collect();
+                let events: Vec<TwinEvent> = order[c * CHUNK..((c + 1) * CHUNK).min(order.len())]
+                    .iter()
+                    .map(|&i| event(i))
+                    .collect();
                 report.add(ingestor.submit(events).await.expect("batch stored"));
             }
             report
@@ -95,18 +108,38 @@ async fn ingest(backend: Arc<dyn Backend>, order: Arc<Vec<u64>>) -> AppendReport
 }
 
 async fn latest_states(backend: &dyn Backend) -> Vec<LatestState> {
-    let page = backend.twins(INTERFACE, None, INSTANCES as usize + 1).await.unwrap();
+    let page = backend
+        .twins(INTERFACE, None, INSTANCES as usize + 1)
+        .await
+        .unwrap();
     assert!(!page.more);
     page.items
 }
 
 fn assert_states(states: &[LatestState], expected: &BTreeMap<String, (Value, String)>) {
-    assert_eq!(states.len(), expected.len(), "one latest state per instance");
+    assert_eq!(
+        states.len(),
+        expected.len(),
+        "one latest state per instance"
+    );
     for latest in states {
         let (state, last_id) = &expected[&latest.instance_id];
-        assert_eq!(&Value::Object(latest.state.clone()), state, "state of {}", latest.instance_id);
-        assert_eq!(&latest.id, last_id, "newest event of {}", latest.instance_id);
-        assert_eq!(latest.event_count, PER_INSTANCE as i64, "events of {}", latest.instance_id);
+        assert_eq!(
+            &Value::Object(latest.state.clone()),
+            state,
+            "state of {}",
+            latest.instance_id
+        );
+        assert_eq!(
+            &latest.id, last_id,
+            "newest event of {}",
+            latest.instance_id
+        );
+        assert_eq!(
+            latest.event_count, PER_INSTANCE as i64,
+            "events of {}",
+            latest.instance_id
+        );
     }
 }
 
@@ -116,15 +149,34 @@ async fn million_events_merge_idempotently_in_any_order() {
     let in_order = Arc::new((0..TOTAL).collect::<Vec<_>>());
 
     let db = ScratchDb::create("million").await;
-    let backend = BackendChoice::Postgres(db.url.clone()).open().await.unwrap();
+    let backend = BackendChoice::Postgres(db.url.clone())
+        .open()
+        .await
+        .unwrap();
     let first = ingest(backend.clone(), in_order.clone()).await;
-    assert_eq!(first, AppendReport { stored: TOTAL as usize, duplicates: 0 });
+    assert_eq!(
+        first,
+        AppendReport {
+            stored: TOTAL as usize,
+            duplicates: 0
+        }
+    );
     let states = latest_states(backend.as_ref()).await;
     assert_states(&states, &expected);
 
     let again = ingest(backend.clone(), in_order).await;
-    assert_eq!(again, AppendReport { stored: 0, duplicates: TOTAL as usize });
-    assert_eq!(latest_states(backend.as_ref()).await, states, "re-ingestion changed nothing");
+    assert_eq!(
+        again,
+        AppendReport {
+            stored: 0,
+            duplicates: TOTAL as usize
+        }
+    );
+    assert_eq!(
+        latest_states(backend.as_ref()).await,
+        states,
+        "re-ingestion changed nothing"
+    );
     drop(backend);
     drop(db);
 
@@ -134,7 +186,10 @@ async fn million_events_merge_idempotently_in_any_order() {
         shuffled.swap(i, j);
     }
     let db = ScratchDb::create("million_shuffled").await;
-    let backend = BackendChoice::Postgres(db.url.clone()).open().await.unwrap();
+    let backend = BackendChoice::Postgres(db.url.clone())
+        .open()
+        .await
+        .unwrap();
     let report = ingest(backend.clone(), Arc::new(shuffled)).await;
     assert_eq!(report.stored, TOTAL as usize);
     assert_states(&latest_states(backend.as_ref()).await, &expected);

@@ -80,6 +80,7 @@ impl Parser<'_> {
         let mut ctx = parent.cloned();
         let mut ok = true;
         let mut after_limitless = false;
+        let mut seen_specs: Vec<&str> = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
             let p = if matches!(value, Value::Array(_)) {
                 super::ptr(pointer, &i.to_string())
@@ -96,6 +97,16 @@ impl Parser<'_> {
                 ok = false;
                 continue;
             };
+            if seen_specs.contains(&s) {
+                self.warning(
+                    doc,
+                    &p,
+                    "ktwin:dtdl:duplicateContext",
+                    Some(spec),
+                    format!("@context lists '{s}' more than once"),
+                );
+            }
+            seen_specs.push(s);
             let (base, fragment) = match s.split_once('#') {
                 Some((b, f)) => (b, Some(f)),
                 None => (s, None),

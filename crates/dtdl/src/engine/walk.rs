@@ -217,16 +217,33 @@ impl Parser<'_> {
             let iri = ctx.resolve_term(term).map(str::to_string).or_else(|| {
                 (term.starts_with("dtmi:") && is_dtmi_syntax(term, 3)).then(|| term.to_string())
             });
+            self.recommend_term(doc, &ptr(pointer, "@type"), term, iri.as_deref(), ctx);
             let (case, code) = match iri {
                 Some(iri) => {
                     if let Some(class) = class_of_iri(&iri, version) {
-                        if !material.contains(&class) {
+                        if material.contains(&class) {
+                            self.warning(
+                                doc,
+                                &ptr(pointer, "@type"),
+                                "ktwin:dtdl:duplicateType",
+                                Some(t),
+                                format!("@type lists {class} more than once"),
+                            );
+                        } else {
                             material.push(class);
                         }
                         continue;
                     }
                     if digest.supplemental_types.contains_key(&iri) {
-                        if !cotypes.contains(&iri) {
+                        if cotypes.contains(&iri) {
+                            self.warning(
+                                doc,
+                                &ptr(pointer, "@type"),
+                                "ktwin:dtdl:duplicateType",
+                                Some(t),
+                                format!("@type lists {term} more than once"),
+                            );
+                        } else {
                             cotypes.push(iri);
                         }
                         continue;
@@ -383,7 +400,6 @@ impl Parser<'_> {
                     None,
                     format!("supplemental type {c} is abstract"),
                 );
-                ok = false;
             }
             if !st
                 .cotypes
@@ -401,7 +417,6 @@ impl Parser<'_> {
                         st.cotypes.join(", ")
                     ),
                 );
-                ok = false;
             }
             if !st.cotype_versions.contains(&version) {
                 self.error(
@@ -411,7 +426,6 @@ impl Parser<'_> {
                     None,
                     format!("supplemental type {c} cannot be used in DTDL v{version}"),
                 );
-                ok = false;
             }
             for needed in &st.cocotypes {
                 if !cotypes.contains(needed) {
@@ -422,7 +436,6 @@ impl Parser<'_> {
                         None,
                         format!("supplemental type {c} requires co-type {needed}"),
                     );
-                    ok = false;
                 }
             }
             for banned in &st.discotypes {
@@ -434,7 +447,6 @@ impl Parser<'_> {
                         None,
                         format!("supplemental type {c} cannot be combined with {banned}"),
                     );
-                    ok = false;
                 }
             }
         }
@@ -523,7 +535,6 @@ impl Parser<'_> {
                         None,
                         "'@graph' is not allowed".into(),
                     );
-                    ok = false;
                 } else if version >= 3 {
                     self.error(
                         doc,
@@ -532,7 +543,6 @@ impl Parser<'_> {
                         None,
                         format!("JSON-LD keyword '{key}' is not allowed in DTDL v{version}"),
                     );
-                    ok = false;
                 }
                 continue;
             }
@@ -540,13 +550,13 @@ impl Parser<'_> {
                 (key.starts_with("dtmi:") && is_dtmi_syntax(key, 3)).then(|| key.clone())
             });
             if let Some(iri) = &iri {
+                self.recommend_term(doc, &p, key, Some(iri), ctx);
                 if let Some(name) = digest.property_names.get(iri)
                     && let Some((common, rules)) = class.property(name, version)
                     && iri.ends_with(&format!(";{version}"))
                 {
                     if !seen_props.insert(name.clone()) {
                         self.error(doc, &p, "duplicatePropertyName", None, format!("property '{name}' is given more than once (as a term and as a DTMI)"));
-                        ok = false;
                         continue;
                     }
                     if value.is_null() {
@@ -559,8 +569,16 @@ impl Parser<'_> {
                                 "property '{key}' is null; give a value or leave the property out"
                             ),
                         );
-                        ok = false;
                         continue;
+                    }
+                    if rules.deprecated {
+                        self.warning(
+                            doc,
+                            &p,
+                            "ktwin:dtdl:deprecatedProperty",
+                            Some(value),
+                            format!("property '{key}' is deprecated in DTDL v{version}"),
+                        );
                     }
                     if !rules.allowed {
                         self.error(
@@ -570,13 +588,10 @@ impl Parser<'_> {
                             Some(value),
                             format!("property '{key}' cannot be set on a {class_name}"),
                         );
-                        ok = false;
                         continue;
                     }
                     let name = name.clone();
-                    if !self.walk_property(doc, me, &p, key, &name, value, common, rules, ctx) {
-                        ok = false;
-                    }
+                    self.walk_property(doc, me, &p, key, &name, value, common, rules, ctx);
                     continue;
                 }
                 if let Some((tiri, pdef)) = supp_defs.get(iri.as_str()) {
@@ -591,7 +606,6 @@ impl Parser<'_> {
                                 pdef.property_name
                             ),
                         );
-                        ok = false;
                         continue;
                     }
                     if !self.walk_supplemental(doc, me, &p, key, iri, value, tiri, pdef, ctx) {
@@ -600,7 +614,6 @@ impl Parser<'_> {
                             .supplemental
                             .entry(iri.clone())
                             .or_default();
-                        ok = false;
                     }
                     continue;
                 }
@@ -652,7 +665,6 @@ impl Parser<'_> {
                 Outcome::Tenable if self.opts.allow_undefined_extensions => {}
                 _ => {
                     self.error(doc, &p, code, None, format!("property '{key}' is not defined for @type {class_name} in DTDL v{version} or any active extension"));
-                    ok = false;
                 }
             }
         }
@@ -684,7 +696,6 @@ impl Parser<'_> {
                     None,
                     format!("{class_name} requires property '{name}'"),
                 );
-                ok = false;
             }
         }
         for (piri, (tiri, pdef)) in &supp_defs {
@@ -703,11 +714,34 @@ impl Parser<'_> {
                     None,
                     format!("co-type {tiri} requires property '{}'", pdef.property_name),
                 );
-                ok = false;
             }
         }
-        let _ = ok;
         Some(me)
+    }
+
+    /// Warns when an IRI is written where the active contexts define a term for it.
+    fn recommend_term(
+        &mut self,
+        doc: usize,
+        pointer: &str,
+        written: &str,
+        iri: Option<&str>,
+        ctx: &ActiveContext,
+    ) {
+        let Some(iri) = iri.filter(|i| *i == written) else {
+            return;
+        };
+        if let Some(term) = digest().terms_by_iri.get(iri)
+            && ctx.resolve_term(term) == Some(iri)
+        {
+            self.warning(
+                doc,
+                pointer,
+                "ktwin:dtdl:preferTerm",
+                Some(&Value::from(written)),
+                format!("write the term '{term}' instead of the IRI '{written}'"),
+            );
+        }
     }
 
     fn derived_id(&self, link: &ChildLink<'_>) -> String {
@@ -840,11 +874,11 @@ impl Parser<'_> {
         common: &'static PropertyCommon,
         rules: &'static PropertyRules,
         ctx: &ActiveContext,
-    ) -> bool {
+    ) {
         let version = ctx.version;
-        let class_name = self.arena.elems[me].class.clone();
         if common.datatype.as_deref() == Some("langString") {
-            return self.walk_lang_string(doc, me, pointer, key, name, value, rules, ctx);
+            self.walk_lang_string(doc, me, pointer, key, name, value, rules, ctx);
+            return;
         }
         let items: Vec<(&Value, String)> = match value {
             Value::Array(a) => a
@@ -869,7 +903,7 @@ impl Parser<'_> {
                 None,
                 format!("property '{key}' takes a single value"),
             );
-            return false;
+            return;
         }
         if let Some(max) = rules.max_count
             && items.len() as i64 > max
@@ -889,7 +923,7 @@ impl Parser<'_> {
                     items.len()
                 ),
             );
-            return false;
+            return;
         }
         if let Some(min) = rules.min_count
             && (items.len() as i64) < min
@@ -904,13 +938,12 @@ impl Parser<'_> {
                     items.len()
                 ),
             );
-            return false;
+            return;
         }
-        let mut ok = true;
         let mut values = Vec::new();
         for (idx, (item, p)) in items.iter().enumerate() {
             if common.literal {
-                match self.check_literal(
+                if let Some(v) = self.check_literal(
                     doc,
                     p,
                     key,
@@ -920,8 +953,7 @@ impl Parser<'_> {
                     &ctx.profile,
                     version,
                 ) {
-                    Some(v) => values.push(PropValue::Literal(v)),
-                    None => ok = false,
+                    values.push(PropValue::Literal(v));
                 }
                 continue;
             }
@@ -950,14 +982,13 @@ impl Parser<'_> {
                             Some(item),
                             format!("property '{key}' must be a DTMI{hint}"),
                         );
-                        ok = false;
                     }
                 }
                 continue;
             }
             match item {
-                Value::String(s) => match self.reference(doc, p, key, s, rules, ctx) {
-                    Some(target) => {
+                Value::String(s) => {
+                    if let Some(target) = self.reference(doc, p, key, s, rules, ctx) {
                         self.refs.push(RefSite {
                             from: me,
                             prop: name.to_string(),
@@ -968,12 +999,10 @@ impl Parser<'_> {
                         });
                         values.push(PropValue::Ref(target));
                     }
-                    None => ok = false,
-                },
+                }
                 Value::Object(child) if common.class.is_some() && rules.values.is_none() => {
                     if version >= 3 && child.len() == 1 && child.contains_key("@id") {
                         self.error(doc, p, "idReference", Some(item), format!("property '{key}' has an inline definition with nothing but '@id'; write the DTMI string instead"));
-                        ok = false;
                         continue;
                     }
                     let allowed = rules
@@ -1003,18 +1032,12 @@ impl Parser<'_> {
                         segment,
                         id_required: rules.id_required,
                     };
-                    match self.walk_element(doc, child, p, ctx, &allowed, Some(link)) {
-                        Some(c) => {
-                            let child_version = self.arena.elems[c].version;
-                            if !rules.versions.is_empty()
-                                && !rules.versions.contains(&child_version)
-                            {
-                                self.error(doc, p, "disallowedVersionDefinition", None, format!("property '{key}' cannot hold an element in DTDL v{child_version}"));
-                                ok = false;
-                            }
-                            values.push(PropValue::Child(c));
+                    if let Some(c) = self.walk_element(doc, child, p, ctx, &allowed, Some(link)) {
+                        let child_version = self.arena.elems[c].version;
+                        if !rules.versions.is_empty() && !rules.versions.contains(&child_version) {
+                            self.error(doc, p, "disallowedVersionDefinition", None, format!("property '{key}' cannot hold an element in DTDL v{child_version}"));
                         }
-                        None => ok = false,
+                        values.push(PropValue::Child(c));
                     }
                 }
                 Value::Object(_) => {
@@ -1025,7 +1048,6 @@ impl Parser<'_> {
                         Some(item),
                         format!("property '{key}' must be a DTMI or term string"),
                     );
-                    ok = false;
                 }
                 other => {
                     self.error(
@@ -1038,7 +1060,6 @@ impl Parser<'_> {
                             common.class.as_deref().unwrap_or("element")
                         ),
                     );
-                    ok = false;
                 }
             }
         }
@@ -1061,13 +1082,10 @@ impl Parser<'_> {
                             "property '{key}' has more than one element whose '{unique}' is {val}"
                         ),
                     );
-                    ok = false;
                 }
             }
         }
-        let _ = class_name;
         self.arena.elems[me].props.insert(name.to_string(), values);
-        ok
     }
 
     /// Resolves a string value of an object property to an identifier.
@@ -1106,6 +1124,7 @@ impl Parser<'_> {
         if let Some(iri) = ctx.resolve_term(s) {
             return Some(iri.to_string());
         }
+        self.recommend_term(doc, pointer, s, Some(s), ctx);
         let rule = &digest().identifier_reference[&version.to_string()];
         if pattern(&rule.pattern).is_match(s) {
             let max = limit_for(&rule.max_length, &ctx.profile).unwrap_or(i64::MAX);
@@ -1300,6 +1319,13 @@ impl Parser<'_> {
         version: u8,
     ) -> Option<&'v Value> {
         let kind = datatype.unwrap_or("literal");
+        self.warning(
+            doc,
+            pointer,
+            "ktwin:dtdl:valueObject",
+            None,
+            format!("property '{key}' uses a JSON-LD value object; a plain JSON value is simpler"),
+        );
         let Some(v) = o.get("@value") else {
             self.error(
                 doc,
@@ -1362,7 +1388,7 @@ impl Parser<'_> {
         value: &Value,
         rules: &PropertyRules,
         ctx: &ActiveContext,
-    ) -> bool {
+    ) {
         let (profile, version) = (ctx.profile.as_str(), ctx.version);
         let default_lang = rules
             .default_language
@@ -1373,65 +1399,57 @@ impl Parser<'_> {
             .as_ref()
             .and_then(|m| limit_for(m, profile));
         let mut map: Map<String, Value> = Map::new();
-        let mut ok = true;
-        let mut add = |this: &mut Self,
-                       lang: &str,
-                       text: &Value,
-                       p: &str,
-                       map: &mut Map<String, Value>|
-         -> bool {
-            let Some(s) = text.as_str() else {
-                this.error(
-                    doc,
-                    p,
-                    "langStringValueNotString",
-                    Some(text),
-                    format!("property '{key}' must hold strings"),
-                );
-                return false;
+        let mut add =
+            |this: &mut Self, lang: &str, text: &Value, p: &str, map: &mut Map<String, Value>| {
+                let Some(s) = text.as_str() else {
+                    this.error(
+                        doc,
+                        p,
+                        "langStringValueNotString",
+                        Some(text),
+                        format!("property '{key}' must hold strings"),
+                    );
+                    return;
+                };
+                if !is_language_code(lang) {
+                    this.error(
+                        doc,
+                        p,
+                        "langStringInvalidCode",
+                        Some(&Value::from(lang)),
+                        format!("property '{key}' has invalid language code '{lang}'"),
+                    );
+                    return;
+                }
+                if let Some(max) = max
+                    && s.chars().count() as i64 > max
+                {
+                    this.error(
+                        doc,
+                        p,
+                        "langStringValueTooLong",
+                        Some(text),
+                        format!(
+                            "property '{key}' is {} characters long, the limit is {max}",
+                            s.chars().count()
+                        ),
+                    );
+                    return;
+                }
+                if map.insert(lang.to_string(), Value::from(s)).is_some() {
+                    this.error(
+                        doc,
+                        p,
+                        "langStringCodeNotUnique",
+                        Some(&Value::from(lang)),
+                        format!("property '{key}' has several values for language '{lang}'"),
+                    );
+                }
             };
-            if !is_language_code(lang) {
-                this.error(
-                    doc,
-                    p,
-                    "langStringInvalidCode",
-                    Some(&Value::from(lang)),
-                    format!("property '{key}' has invalid language code '{lang}'"),
-                );
-                return false;
-            }
-            if let Some(max) = max
-                && s.chars().count() as i64 > max
-            {
-                this.error(
-                    doc,
-                    p,
-                    "langStringValueTooLong",
-                    Some(text),
-                    format!(
-                        "property '{key}' is {} characters long, the limit is {max}",
-                        s.chars().count()
-                    ),
-                );
-                return false;
-            }
-            if map.insert(lang.to_string(), Value::from(s)).is_some() {
-                this.error(
-                    doc,
-                    p,
-                    "langStringCodeNotUnique",
-                    Some(&Value::from(lang)),
-                    format!("property '{key}' has several values for language '{lang}'"),
-                );
-                return false;
-            }
-            true
-        };
         match value {
-            Value::String(_) => ok &= add(self, &default_lang, value, pointer, &mut map),
+            Value::String(_) => add(self, &default_lang, value, pointer, &mut map),
             Value::Object(o) if o.contains_key("@value") => {
                 self.error(doc, pointer, "langTagValueInLangMap", Some(value), format!("property '{key}' is a language-tagged value object; expected a language map such as {{\"en\": \"text\"}}"));
-                ok = false;
             }
             Value::Object(o) => {
                 for (lang, text) in o {
@@ -1443,36 +1461,31 @@ impl Parser<'_> {
                             None,
                             format!("property '{key}' has keyword '{lang}' in a language map"),
                         );
-                        ok = false;
                         continue;
                     }
-                    ok &= add(self, lang, text, &ptr(pointer, lang), &mut map);
+                    add(self, lang, text, &ptr(pointer, lang), &mut map);
                 }
             }
             Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     let p = ptr(pointer, &i.to_string());
                     match item {
-                        Value::String(_) => ok &= add(self, &default_lang, item, &p, &mut map),
-                        Value::Object(o) if o.contains_key("@value") => {
-                            ok &= self.lang_value_object(
-                                doc,
-                                version,
-                                &p,
-                                key,
-                                o,
-                                &default_lang,
-                                &mut add,
-                                &mut map,
-                            )
-                        }
+                        Value::String(_) => add(self, &default_lang, item, &p, &mut map),
+                        Value::Object(o) if o.contains_key("@value") => self.lang_value_object(
+                            doc,
+                            version,
+                            &p,
+                            key,
+                            o,
+                            &default_lang,
+                            &mut add,
+                            &mut map,
+                        ),
                         Value::Object(_) => {
                             self.error(doc, &p, "langStringElementNoValue", Some(item), format!("property '{key}' array elements must be strings or {{\"@value\", \"@language\"}} objects"));
-                            ok = false;
                         }
                         other => {
                             self.error(doc, &p, "langStringElementNotStringOrObject", Some(other), format!("property '{key}' elements must be strings or language-tagged objects"));
-                            ok = false;
                         }
                     }
                 }
@@ -1485,14 +1498,12 @@ impl Parser<'_> {
                     Some(other),
                     format!("property '{key}' must be a string or a language map"),
                 );
-                ok = false;
             }
         }
         self.arena.elems[me].props.insert(
             name.to_string(),
             vec![PropValue::Literal(Value::Object(map))],
         );
-        ok
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1504,9 +1515,9 @@ impl Parser<'_> {
         key: &str,
         o: &Map<String, Value>,
         default_lang: &str,
-        add: &mut impl FnMut(&mut Self, &str, &Value, &str, &mut Map<String, Value>) -> bool,
+        add: &mut impl FnMut(&mut Self, &str, &Value, &str, &mut Map<String, Value>),
         map: &mut Map<String, Value>,
-    ) -> bool {
+    ) {
         for k in o.keys() {
             let allowed = matches!(k.as_str(), "@value" | "@language")
                 || (version < 3 && !matches!(k.as_str(), "@id" | "@context" | "@graph"));
@@ -1518,7 +1529,7 @@ impl Parser<'_> {
                     None,
                     format!("property '{key}' language-tagged value has extra property '{k}'"),
                 );
-                return false;
+                return;
             }
         }
         let Some(text) = o.get("@value") else {
@@ -1529,7 +1540,7 @@ impl Parser<'_> {
                 None,
                 format!("property '{key}' language-tagged value has no '@value'"),
             );
-            return false;
+            return;
         };
         let lang = match o.get("@language") {
             Some(Value::String(l)) => l.clone(),
@@ -1541,7 +1552,7 @@ impl Parser<'_> {
                     Some(other),
                     format!("property '{key}' '@language' must be a string"),
                 );
-                return false;
+                return;
             }
             None => default_lang.to_string(),
         };

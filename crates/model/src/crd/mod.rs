@@ -15,14 +15,16 @@ pub use mqtt_trigger::*;
 pub use twin_instance::*;
 pub use twin_interface::*;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use kube::CustomResourceExt;
 
 /// Every ktwin CRD, in a fixed order (TwinInterface, TwinInstance, EventStore, MQTTTrigger,
 /// Gateway).
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
     vec![
-        TwinInterface::crd(),
+        twin_interface_crd(),
         TwinInstance::crd(),
         EventStore::crd(),
         MQTTTrigger::crd(),
@@ -33,4 +35,52 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
 /// File name of a CRD under `deploy/crds/`: `<group>_<plural>.yaml`.
 pub fn crd_file_name(crd: &CustomResourceDefinition) -> String {
     format!("{}_{}.yaml", crd.spec.group, crd.spec.names.plural)
+}
+
+/// The TwinInterface CRD without the Kubernetes API documentation inside the embedded pod
+/// template: with it the CRD exceeds the 256 KiB annotation limit of client-side
+/// `kubectl apply` (the original's 8,000-line CRD had the same problem).
+pub fn twin_interface_crd() -> CustomResourceDefinition {
+    let mut crd = TwinInterface::crd();
+    for version in &mut crd.spec.versions {
+        let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        let template = schema
+            .properties
+            .as_mut()
+            .and_then(|p| p.get_mut("spec"))
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("service"))
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("template"));
+        if let Some(template) = template {
+            let keep = template.description.take();
+            strip_descriptions(template);
+            template.description = keep;
+        }
+    }
+    crd
+}
+
+fn strip_descriptions(schema: &mut JSONSchemaProps) {
+    schema.description = None;
+    for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        strip_descriptions(child);
+    }
+    if let Some(JSONSchemaPropsOrArray::Schema(items)) = schema.items.as_mut() {
+        strip_descriptions(items);
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(extra)) = schema.additional_properties.as_mut() {
+        strip_descriptions(extra);
+    }
+    for list in [&mut schema.all_of, &mut schema.any_of, &mut schema.one_of] {
+        for child in list.iter_mut().flatten() {
+            strip_descriptions(child);
+        }
+    }
 }

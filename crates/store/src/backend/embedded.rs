@@ -136,20 +136,34 @@ impl EmbeddedBackend {
         })
     }
 
-    fn history_blocking(&self, key: &InstanceKey, query: &HistoryQuery) -> Result<Page<TwinEvent>, StoreError> {
+    fn history_blocking(
+        &self,
+        key: &InstanceKey,
+        query: &HistoryQuery,
+    ) -> Result<Page<TwinEvent>, StoreError> {
         let (iface, inst) = (key.interface.as_str(), key.instance.as_str());
-        let lower = (iface, inst, query.since.map_or(i64::MIN, |t| t.timestamp_micros()), "");
+        let lower = (
+            iface,
+            inst,
+            query.since.map_or(i64::MIN, |t| t.timestamp_micros()),
+            "",
+        );
         let until_bound = query
             .until
             .map_or(i64::MAX, |t| t.timestamp_micros().saturating_add(1));
         let upper = match &query.before {
-            Some(before) if before.micros < until_bound => (iface, inst, before.micros, before.id.as_str()),
+            Some(before) if before.micros < until_bound => {
+                (iface, inst, before.micros, before.id.as_str())
+            }
             _ => (iface, inst, until_bound, ""),
         };
         let txn = self.db.begin_read()?;
         let table = txn.open_table(EVENTS)?;
         let mut items = Vec::new();
-        for entry in table.range((Bound::Included(lower), Bound::Excluded(upper)))?.rev() {
+        for entry in table
+            .range((Bound::Included(lower), Bound::Excluded(upper)))?
+            .rev()
+        {
             let (k, v) = entry?;
             items.push(event_from_entry(k.value(), v.value())?);
             if items.len() > query.limit {
@@ -159,7 +173,11 @@ impl EmbeddedBackend {
         Ok(Page::from_overfetch(items, query.limit))
     }
 
-    fn events_blocking(&self, after: Option<&EventPosition>, limit: usize) -> Result<Page<TwinEvent>, StoreError> {
+    fn events_blocking(
+        &self,
+        after: Option<&EventPosition>,
+        limit: usize,
+    ) -> Result<Page<TwinEvent>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(EVENTS)?;
         let lower = match after {
@@ -182,7 +200,12 @@ impl EmbeddedBackend {
         Ok(Page::from_overfetch(items, limit))
     }
 
-    fn twins_blocking(&self, interface: &str, after: Option<&str>, limit: usize) -> Result<Page<LatestState>, StoreError> {
+    fn twins_blocking(
+        &self,
+        interface: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<LatestState>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(LATEST)?;
         let lower = match after {
@@ -258,7 +281,8 @@ impl Backend for EmbeddedBackend {
     }
 
     async fn append(&self, events: Vec<TwinEvent>) -> Result<AppendReport, StoreError> {
-        self.blocking(move |this| this.append_blocking(events)).await
+        self.blocking(move |this| this.append_blocking(events))
+            .await
     }
 
     async fn latest(&self, key: &InstanceKey) -> Result<Option<LatestState>, StoreError> {
@@ -271,17 +295,32 @@ impl Backend for EmbeddedBackend {
             .transpose()
     }
 
-    async fn history(&self, key: &InstanceKey, query: &HistoryQuery) -> Result<Page<TwinEvent>, StoreError> {
+    async fn history(
+        &self,
+        key: &InstanceKey,
+        query: &HistoryQuery,
+    ) -> Result<Page<TwinEvent>, StoreError> {
         let (key, query) = (key.clone(), query.clone());
-        self.blocking(move |this| this.history_blocking(&key, &query)).await
+        self.blocking(move |this| this.history_blocking(&key, &query))
+            .await
     }
 
-    async fn events(&self, after: Option<&EventPosition>, limit: usize) -> Result<Page<TwinEvent>, StoreError> {
+    async fn events(
+        &self,
+        after: Option<&EventPosition>,
+        limit: usize,
+    ) -> Result<Page<TwinEvent>, StoreError> {
         let after = after.cloned();
-        self.blocking(move |this| this.events_blocking(after.as_ref(), limit)).await
+        self.blocking(move |this| this.events_blocking(after.as_ref(), limit))
+            .await
     }
 
-    async fn twins(&self, interface: &str, after: Option<&str>, limit: usize) -> Result<Page<LatestState>, StoreError> {
+    async fn twins(
+        &self,
+        interface: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<LatestState>, StoreError> {
         let (interface, after) = (interface.to_owned(), after.map(str::to_owned));
         self.blocking(move |this| this.twins_blocking(&interface, after.as_deref(), limit))
             .await

@@ -118,11 +118,24 @@ pub trait Backend: Send + Sync + 'static {
     /// The latest state of one instance.
     async fn latest(&self, key: &InstanceKey) -> Result<Option<LatestState>, StoreError>;
     /// One instance's history, newest first.
-    async fn history(&self, key: &InstanceKey, query: &HistoryQuery) -> Result<Page<TwinEvent>, StoreError>;
+    async fn history(
+        &self,
+        key: &InstanceKey,
+        query: &HistoryQuery,
+    ) -> Result<Page<TwinEvent>, StoreError>;
     /// All events, ordered by interface, instance, time, id, after `after`.
-    async fn events(&self, after: Option<&EventPosition>, limit: usize) -> Result<Page<TwinEvent>, StoreError>;
+    async fn events(
+        &self,
+        after: Option<&EventPosition>,
+        limit: usize,
+    ) -> Result<Page<TwinEvent>, StoreError>;
     /// Latest states of the instances of `interface`, ordered by instance, after `after`.
-    async fn twins(&self, interface: &str, after: Option<&str>, limit: usize) -> Result<Page<LatestState>, StoreError>;
+    async fn twins(
+        &self,
+        interface: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<LatestState>, StoreError>;
     /// Deletes one instance's history and latest state; returns how many events were deleted.
     async fn delete(&self, key: &InstanceKey) -> Result<u64, StoreError>;
     /// Whether the database answers.
@@ -147,7 +160,10 @@ impl InstanceRecord {
     pub fn absorb<'a>(&mut self, events: impl IntoIterator<Item = &'a TwinEvent>) {
         for event in events {
             let version = event.version();
-            self.tree.apply(&version, &serde_json::Value::Object(event.event_data.clone()));
+            self.tree.apply(
+                &version,
+                &serde_json::Value::Object(event.event_data.clone()),
+            );
             if self.last.as_ref().is_none_or(|last| &version > last) {
                 self.last = Some(version);
                 self.last_type.clone_from(&event.event_type);
@@ -176,7 +192,9 @@ impl InstanceRecord {
 
 /// Drops events repeated inside one batch (same instance and id; the first wins) and groups
 /// the rest by instance.
-pub(crate) fn group_by_instance(events: Vec<TwinEvent>) -> (BTreeMap<InstanceKey, Vec<TwinEvent>>, usize) {
+pub(crate) fn group_by_instance(
+    events: Vec<TwinEvent>,
+) -> (BTreeMap<InstanceKey, Vec<TwinEvent>>, usize) {
     let mut groups: BTreeMap<InstanceKey, Vec<TwinEvent>> = BTreeMap::new();
     let mut seen = std::collections::HashSet::new();
     let mut repeated = 0;

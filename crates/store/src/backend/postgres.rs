@@ -277,7 +277,10 @@ impl PostgresBackend {
     }
 
     /// The writer session, (re)connected when needed.
-    async fn writer_session<'a>(&self, writer: &'a mut Option<Session>) -> Result<&'a mut Session, StoreError> {
+    async fn writer_session<'a>(
+        &self,
+        writer: &'a mut Option<Session>,
+    ) -> Result<&'a mut Session, StoreError> {
         if writer.as_ref().is_none_or(|s| s.client.is_closed()) {
             *writer = Some(Session::connect(&self.config).await?);
         }
@@ -287,7 +290,11 @@ impl PostgresBackend {
 
 /// After a failed write transaction: `None` to retry (deadlock or serialization failure, at
 /// most 3 times), else the error to report. A broken connection is dropped for a fresh one.
-fn after_failure(writer: &mut Option<Session>, err: tokio_postgres::Error, attempt: &mut u32) -> Option<StoreError> {
+fn after_failure(
+    writer: &mut Option<Session>,
+    err: tokio_postgres::Error,
+    attempt: &mut u32,
+) -> Option<StoreError> {
     if *attempt < 3 && is_transient(&err) {
         *attempt += 1;
         tracing::warn!(error = %describe(&err), attempt, "retrying store transaction");
@@ -301,8 +308,9 @@ fn after_failure(writer: &mut Option<Session>, err: tokio_postgres::Error, attem
 
 fn is_transient(err: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
-    err.code()
-        .is_some_and(|code| *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE)
+    err.code().is_some_and(|code| {
+        *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
+    })
 }
 
 async fn migrate(client: &mut Client) -> Result<(), StoreError> {
@@ -430,10 +438,18 @@ impl Backend for PostgresBackend {
         Ok(row.as_ref().map(latest_from_row))
     }
 
-    async fn history(&self, key: &InstanceKey, query: &HistoryQuery) -> Result<Page<TwinEvent>, StoreError> {
+    async fn history(
+        &self,
+        key: &InstanceKey,
+        query: &HistoryQuery,
+    ) -> Result<Page<TwinEvent>, StoreError> {
         let session = self.reader().await?;
         let before_time = query.before.as_ref().map(Version::time);
-        let before_id = query.before.as_ref().map(|v| v.id.clone()).unwrap_or_default();
+        let before_id = query
+            .before
+            .as_ref()
+            .map(|v| v.id.clone())
+            .unwrap_or_default();
         let rows = session
             .client
             .query(
@@ -449,10 +465,17 @@ impl Backend for PostgresBackend {
                 ],
             )
             .await?;
-        Ok(Page::from_overfetch(rows.iter().map(event_from_row).collect(), query.limit))
+        Ok(Page::from_overfetch(
+            rows.iter().map(event_from_row).collect(),
+            query.limit,
+        ))
     }
 
-    async fn events(&self, after: Option<&EventPosition>, limit: usize) -> Result<Page<TwinEvent>, StoreError> {
+    async fn events(
+        &self,
+        after: Option<&EventPosition>,
+        limit: usize,
+    ) -> Result<Page<TwinEvent>, StoreError> {
         let session = self.reader().await?;
         let rows = match after {
             None => {
@@ -477,10 +500,18 @@ impl Backend for PostgresBackend {
                     .await?
             }
         };
-        Ok(Page::from_overfetch(rows.iter().map(event_from_row).collect(), limit))
+        Ok(Page::from_overfetch(
+            rows.iter().map(event_from_row).collect(),
+            limit,
+        ))
     }
 
-    async fn twins(&self, interface: &str, after: Option<&str>, limit: usize) -> Result<Page<LatestState>, StoreError> {
+    async fn twins(
+        &self,
+        interface: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<LatestState>, StoreError> {
         let session = self.reader().await?;
         let rows = session
             .client
@@ -489,7 +520,10 @@ impl Backend for PostgresBackend {
                 &[&interface, &after.unwrap_or(""), &limit_param(limit)],
             )
             .await?;
-        Ok(Page::from_overfetch(rows.iter().map(latest_from_row).collect(), limit))
+        Ok(Page::from_overfetch(
+            rows.iter().map(latest_from_row).collect(),
+            limit,
+        ))
     }
 
     async fn delete(&self, key: &InstanceKey) -> Result<u64, StoreError> {
@@ -515,11 +549,18 @@ impl Backend for PostgresBackend {
     }
 }
 
-async fn delete_transaction(session: &mut Session, key: &InstanceKey) -> Result<u64, tokio_postgres::Error> {
+async fn delete_transaction(
+    session: &mut Session,
+    key: &InstanceKey,
+) -> Result<u64, tokio_postgres::Error> {
     let transaction = session.client.transaction().await?;
     let params: [&(dyn ToSql + Sync); 2] = [&key.interface, &key.instance];
-    let deleted = transaction.execute(&session.statements.delete_events, &params).await?;
-    transaction.execute(&session.statements.delete_latest, &params).await?;
+    let deleted = transaction
+        .execute(&session.statements.delete_events, &params)
+        .await?;
+    transaction
+        .execute(&session.statements.delete_latest, &params)
+        .await?;
     transaction.commit().await?;
     Ok(deleted)
 }
@@ -553,7 +594,14 @@ async fn append_transaction(
     let inserted = transaction
         .query(
             &statements.insert_events,
-            &[&columns[0], &columns[1], &columns[2], &columns[3], &times, &data],
+            &[
+                &columns[0],
+                &columns[1],
+                &columns[2],
+                &columns[3],
+                &times,
+                &data,
+            ],
         )
         .await?;
     let new_ids: HashSet<(&str, &str, &str)> = inserted
@@ -563,10 +611,18 @@ async fn append_transaction(
     let mut updates = LatestUpdates::default();
     for row in &locked {
         let key = InstanceKey::new(row.get::<_, String>(0), row.get::<_, String>(1));
-        let Some(group) = groups.get(&key) else { continue };
+        let Some(group) = groups.get(&key) else {
+            continue;
+        };
         let fresh: Vec<&TwinEvent> = group
             .iter()
-            .filter(|e| new_ids.contains(&(e.interface_id.as_str(), e.instance_id.as_str(), e.id.as_str())))
+            .filter(|e| {
+                new_ids.contains(&(
+                    e.interface_id.as_str(),
+                    e.instance_id.as_str(),
+                    e.id.as_str(),
+                ))
+            })
             .collect();
         if fresh.is_empty() {
             continue;
@@ -581,8 +637,11 @@ async fn append_transaction(
         updates.push(&key, &record);
     }
     let params = updates.params();
-    let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
-    transaction.execute(&statements.update_latest, &params).await?;
+    let params: Vec<&(dyn ToSql + Sync)> =
+        params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
+    transaction
+        .execute(&statements.update_latest, &params)
+        .await?;
     transaction.commit().await?;
     Ok(inserted.len())
 }
@@ -635,7 +694,9 @@ pub fn with_database(url: &str, name: &str) -> String {
         .or_else(|| url.strip_prefix("postgresql://"))
     {
         let scheme = &url[..url.len() - rest.len()];
-        let (base, query) = rest.split_once('?').map_or((rest, None), |(b, q)| (b, Some(q)));
+        let (base, query) = rest
+            .split_once('?')
+            .map_or((rest, None), |(b, q)| (b, Some(q)));
         let authority = base.split_once('/').map_or(base, |(a, _)| a);
         let query = query.map(|q| format!("?{q}")).unwrap_or_default();
         format!("{scheme}{authority}/{name}{query}")
@@ -686,6 +747,9 @@ mod tests {
             with_database("postgresql://u:p@h?sslmode=disable", "x"),
             "postgresql://u:p@h/x?sslmode=disable"
         );
-        assert_eq!(with_database("host=h user=u", "x"), "host=h user=u dbname=x");
+        assert_eq!(
+            with_database("host=h user=u", "x"),
+            "host=h user=u dbname=x"
+        );
     }
 }

@@ -6,7 +6,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ktwin-store", version, about = "The ktwin event store", args_conflicts_with_subcommands = true)]
+#[command(
+    name = "ktwin-store",
+    version,
+    about = "The ktwin event store",
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,

@@ -19,7 +19,9 @@ impl ScratchDb {
         let name = format!("ktwin_test_{purpose}_{}", uuid::Uuid::new_v4().simple());
         let url = ktwin_store::backend::postgres::create_database(ADMIN_URL, &name)
             .await
-            .unwrap_or_else(|err| panic!("PostgreSQL at {ADMIN_URL} is required for this test: {err}"));
+            .unwrap_or_else(|err| {
+                panic!("PostgreSQL at {ADMIN_URL} is required for this test: {err}")
+            });
         Self { name, url }
     }
 }
@@ -29,8 +31,13 @@ impl Drop for ScratchDb {
         let name = self.name.clone();
         // Drop runs inside the test's runtime; a helper thread gets its own.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(ktwin_store::backend::postgres::drop_database(ADMIN_URL, &name))
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(ktwin_store::backend::postgres::drop_database(
+                ADMIN_URL, &name,
+            ))
         })
         .join();
     }

@@ -1,0 +1,249 @@
+//! `ktwin up`: run a project locally. (`ktwin bench e2e` lives in [`crate::bench`].)
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use ktwin_sim::{LoadProfile, Pace, SimConfig, SimWorld};
+use ktwin_store::BackendChoice;
+use tokio_util::sync::CancellationToken;
+
+use crate::console::Console;
+use crate::mqtt::MqttAddress;
+use crate::up::{MqttChoice, Platform, PlannedProject, UpOptions};
+
+/// Arguments of `ktwin up`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpArgs {
+    /// The project directory (with `ktwin.yaml`).
+    #[arg(default_value = ".")]
+    pub project_dir: PathBuf,
+    /// Also run the world's simulated devices (the paper's load model).
+    #[arg(long)]
+    pub sim: bool,
+    /// Speed of the simulated devices' load model (10 = ten times real time).
+    #[arg(long, default_value_t = 1.0, requires = "sim")]
+    pub speedup: f64,
+    /// Validate the project (models, world, services, routes) and exit.
+    #[arg(long)]
+    pub check: bool,
+    /// Use this MQTT broker (`mqtt://host:port`) instead of the embedded one.
+    #[arg(long, value_name = "URL")]
+    pub mqtt: Option<String>,
+    /// Port of the embedded MQTT broker.
+    #[arg(long, default_value_t = 1883, conflicts_with = "mqtt")]
+    pub mqtt_port: u16,
+    /// Store events in PostgreSQL (`postgres://…`) instead of the embedded store under
+    /// `PROJECT_DIR/.ktwin/`.
+    #[arg(long, value_name = "URL", env = "KTWIN_STORE_URL")]
+    pub store: Option<String>,
+    /// HTTP port of the store and graph APIs, `/metrics` and `/health` (on 127.0.0.1).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// A world parameter, e.g. `--set neighborhoods=3` (repeatable).
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_parameter)]
+    pub parameters: Vec<(String, u64)>,
+    /// Replicas per twin service at most on this machine.
+    #[arg(long, default_value_t = 4)]
+    pub max_replicas: u32,
+    /// How long a service replica may take to answer HTTP after starting (a first
+    /// `cargo run` compiles).
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub ready_timeout: u64,
+    /// How long Ctrl-C waits for queued events to be handled.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub drain_timeout: u64,
+}
+
+fn parse_parameter(text: &str) -> Result<(String, u64), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected NAME=VALUE, e.g. neighborhoods=3"))?;
+    let value = value
+        .parse()
+        .map_err(|_| format!("{text:?}: the value {value:?} is not a non-negative integer"))?;
+    Ok((name.trim().to_owned(), value))
+}
+
+impl UpArgs {
+    fn parameters(&self) -> BTreeMap<String, u64> {
+        self.parameters.iter().cloned().collect()
+    }
+
+    fn options(&self, console: Console) -> anyhow::Result<UpOptions> {
+        let mut options = UpOptions::new(&self.project_dir);
+        options.parameters = self.parameters();
+        options.http_port = self.port;
+        options.replica_cap = self.max_replicas;
+        options.ready_timeout = Duration::from_secs(self.ready_timeout);
+        options.console = console;
+        if let Some(url) = &self.mqtt {
+            options.mqtt = MqttChoice::External(MqttAddress::parse(url).map_err(anyhow::Error::msg)?);
+        } else {
+            options.mqtt = MqttChoice::Embedded { port: self.mqtt_port };
+        }
+        if let Some(url) = &self.store {
+            anyhow::ensure!(
+                url.starts_with("postgres://") || url.starts_with("postgresql://"),
+                "--store {url:?}: expected a postgres:// URL (the embedded store needs no flag)"
+            );
+            options.store = BackendChoice::Postgres(url.clone());
+        } else {
+            let dir = self.project_dir.join(".ktwin");
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        Ok(options)
+    }
+}
+
+/// Runs `ktwin up`.
+pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let planned = PlannedProject::load(&args.project_dir, &args.parameters())?;
+    if args.check {
+        for line in planned.check_report(&Default::default()) {
+            println!("{line}");
+        }
+        println!("ok: {} is a valid project", args.project_dir.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let console = Console::with_status_line();
+    let options = args.options(console.clone())?;
+    let shutdown = ktwin_service::shutdown_token();
+    let platform = Platform::start(planned, options).await?;
+    for line in platform.describe() {
+        console.print(&line);
+    }
+    let sim = if args.sim {
+        Some(start_sim(&platform, args.speedup, shutdown.clone(), console.clone())?)
+    } else {
+        None
+    };
+    console.print("ready; Ctrl-C stops (queued events are handled first)");
+    let status = tokio::spawn(status_loop(Arc::new(platform), console.clone(), shutdown.clone()));
+    shutdown.cancelled().await;
+    let platform = status.await?;
+    if let Some(sim) = sim {
+        match sim.await? {
+            Ok(report) => console.print(&format!(
+                "simulator: {} devices, sent {}, received {} virtual messages, errors {}",
+                report.devices, report.sent, report.received, report.errors
+            )),
+            Err(err) => console.print(&format!("simulator: {err}")),
+        }
+    }
+    console.finish();
+    let Ok(platform) = Arc::try_unwrap(platform) else {
+        anyhow::bail!("the platform is still in use at shutdown");
+    };
+    eprintln!("stopping: draining queued events (up to {} s)", args.drain_timeout);
+    let stats = platform.shutdown(Duration::from_secs(args.drain_timeout)).await;
+    eprintln!(
+        "stopped: {} device messages in, {} events published, {} sent to devices, {} rejected",
+        stats.ingested, stats.published, stats.sent_to_devices, stats.rejected
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the world's simulated devices against the platform's MQTT broker.
+fn start_sim(
+    platform: &Platform,
+    speedup: f64,
+    shutdown: CancellationToken,
+    console: Console,
+) -> anyhow::Result<tokio::task::JoinHandle<Result<ktwin_sim::SimReport, String>>> {
+    let world = SimWorld::from_graph_json(&platform.planned.graph_json(), "the project's world")
+        .map_err(anyhow::Error::msg)?;
+    let mut config = SimConfig::new(&platform.mqtt.host, platform.mqtt.port);
+    config.pace = Pace::Profile {
+        profile: LoadProfile::paper(),
+        speedup,
+        start_at: 0.0,
+    };
+    console.print(&format!(
+        "simulator        {} devices at {speedup}× the paper's load model",
+        world.devices.len()
+    ));
+    Ok(tokio::spawn(async move {
+        ktwin_sim::run(&world, &config, shutdown, |_, _, _| {}).await
+    }))
+}
+
+/// Refreshes the status line every second until `shutdown`; returns the platform.
+async fn status_loop(platform: Arc<Platform>, console: Console, shutdown: CancellationToken) -> Arc<Platform> {
+    let mut last = (Instant::now(), platform.stats().published);
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut last_log = Instant::now();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let stats = platform.stats();
+        let now = Instant::now();
+        let rate = (stats.published - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-3);
+        last = (now, stats.published);
+        let line = status_line(&stats, rate);
+        if console.has_status_line() {
+            console.set_status(line);
+        } else if last_log.elapsed() >= Duration::from_secs(10) {
+            // No terminal: a status line every 10 s in the log instead.
+            last_log = now;
+            console.print(&line);
+        }
+    }
+    platform
+}
+
+/// `events/s 123.4 | queued 7 (twin/city-pole 5) | services up 3/12 | devices in 456 out 7`.
+pub fn status_line(stats: &crate::up::PlatformStats, events_per_s: f64) -> String {
+    let busiest = stats
+        .queue_depths
+        .iter()
+        .filter(|(_, depth)| **depth > 0)
+        .max_by_key(|(_, depth)| **depth)
+        .map(|(name, depth)| format!(" ({name} {depth})"))
+        .unwrap_or_default();
+    format!(
+        "events/s {events_per_s:.1} | queued {}{busiest} | services up {}/{} | devices in {} out {} rejected {}",
+        stats.queued(),
+        stats.services_up(),
+        stats.services.len(),
+        stats.ingested,
+        stats.sent_to_devices,
+        stats.rejected,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::PoolStats;
+    use crate::up::PlatformStats;
+
+    #[test]
+    fn parameters_parse_with_clear_errors() {
+        assert_eq!(parse_parameter("neighborhoods=3").unwrap(), ("neighborhoods".into(), 3));
+        assert!(parse_parameter("neighborhoods").unwrap_err().contains("NAME=VALUE"));
+        assert!(parse_parameter("n=-1").unwrap_err().contains("\"-1\""));
+    }
+
+    #[test]
+    fn status_line_names_the_busiest_queue() {
+        let stats = PlatformStats {
+            ingested: 10,
+            queue_depths: BTreeMap::from([("twin/a".into(), 2), ("twin/b".into(), 5), ("devices".into(), 0)]),
+            services: BTreeMap::from([
+                ("a".into(), PoolStats { replicas: 1, ..PoolStats::default() }),
+                ("b".into(), PoolStats::default()),
+            ]),
+            ..PlatformStats::default()
+        };
+        assert_eq!(
+            status_line(&stats, 12.34),
+            "events/s 12.3 | queued 7 (twin/b 5) | services up 1/2 | devices in 10 out 0 rejected 0"
+        );
+    }
+}
