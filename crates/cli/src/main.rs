@@ -24,6 +24,8 @@ enum Command {
     Dtdl(ktwin_dtdl::cli::DtdlArgs),
     /// Run the event store: history and latest state of every twin over REST.
     Store(ktwin_store::cli::StoreArgs),
+    /// Run the graph service: twin instances and their relationships over REST.
+    Graph(ktwin_graph::cli::GraphArgs),
     /// Measure components.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -60,6 +62,7 @@ async fn main() -> ExitCode {
     let result: anyhow::Result<ExitCode> = match cli.command {
         Command::Dtdl(args) => ktwin_dtdl::cli::run(args).await,
         Command::Store(args) => ktwin_store::cli::run(args).await,
+        Command::Graph(args) => ktwin_graph::cli::run(args).await,
         Command::Bench(BenchCommand::Store(args)) => ktwin_store::cli::run_bench(args).await,
         Command::Bench(BenchCommand::Dispatch(args)) => ktwin_dispatcher::cli::run_bench(args).await,
         Command::Dispatcher(args) => ktwin_dispatcher::cli::run(args).await,

@@ -134,6 +134,16 @@ async fn run_egress(sink: Arc<dyn DeviceSink>, device_port: u16, format: Payload
             }
         }
     }
+    // Devices may see a message before its acknowledgement reaches the dispatcher.
+    for _ in 0..200 {
+        let c = &counters;
+        if c.sent.load(std::sync::atomic::Ordering::Relaxed) == EVENTS as u64
+            && c.dead_lettered.load(std::sync::atomic::Ordering::Relaxed) == 1
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let letters = target.broker.take_dead_letters(&queue, 10).await.unwrap();
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].event.as_ref().unwrap().id(), "bad");

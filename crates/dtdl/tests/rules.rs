@@ -351,7 +351,7 @@ fn undefined_references_are_reported_exactly() {
         "contents": [{"@type": "Component", "name": "c", "schema": "dtmi:ex:part;1"}]
     });
     let Err(ParseError::Unresolved { identifiers, .. }) =
-        parse(&docs(&[doc.clone()]), &ParseOptions::default())
+        parse(&docs(std::slice::from_ref(&doc)), &ParseOptions::default())
     else {
         panic!("expected unresolved identifiers");
     };

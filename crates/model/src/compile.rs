@@ -193,12 +193,15 @@ fn finish(
     }
 }
 
-/// Maps each document's top-level interfaces.
+/// Compiled interfaces keyed by the document defining them.
+type InterfacesByDocument = BTreeMap<String, Vec<TwinInterface>>;
+
+/// Maps each document's top-level interfaces; on failure, (document, message) pairs.
 fn map_documents(
     documents: &[Document],
     models: &ModelSet,
     names: &NameOptions,
-) -> Result<BTreeMap<String, Vec<TwinInterface>>, Vec<(String, String)>> {
+) -> Result<InterfacesByDocument, Vec<(String, String)>> {
     let mut by_document = BTreeMap::new();
     let mut failures = Vec::new();
     let mut owner_of: BTreeMap<String, (String, String)> = BTreeMap::new();

@@ -2,6 +2,7 @@
 //! the twin graph service and a default EventStore and MQTTTrigger. `ktwin install --render`
 //! prints it; the Helm chart under `deploy/helm/ktwin` templates the same objects.
 
+use ktwin_model::crd::{EventStore, EventStoreSpec, MQTTTrigger, MQTTTriggerSpec};
 use ktwin_planner::{GraphPlan, KtwinConfig, Plan};
 use serde_json::{Value, json};
 
@@ -120,13 +121,26 @@ pub fn install_bundle(config: &KtwinConfig, options: &InstallOptions) -> Vec<Val
     objects.extend(operator_objects(config, ops));
     objects.extend(graph_objects(config, ns));
     if options.defaults {
-        objects.push(json!({"apiVersion": "core.ktwin/v0", "kind": "EventStore",
-            "metadata": meta("event-store", Some(ns)),
-            "spec": {"timeout": 3000}}));
-        objects.push(json!({"apiVersion": "core.ktwin/v0", "kind": "MQTTTrigger",
-            "metadata": meta("mqtt", Some(ns)), "spec": {}}));
+        objects.push(serde_json::to_value(default_event_store(ns)).unwrap_or_default());
+        objects.push(serde_json::to_value(default_mqtt_trigger(ns)).unwrap_or_default());
     }
     objects
+}
+
+/// The EventStore the bundle installs in a world namespace.
+pub fn default_event_store(namespace: &str) -> EventStore {
+    let mut store = EventStore::new("event-store", EventStoreSpec::default());
+    store.metadata.namespace = Some(namespace.to_owned());
+    store.metadata.labels = serde_json::from_value(labels("event-store")).ok();
+    store
+}
+
+/// The MQTTTrigger the bundle installs in a world namespace.
+pub fn default_mqtt_trigger(namespace: &str) -> MQTTTrigger {
+    let mut trigger = MQTTTrigger::new("mqtt", MQTTTriggerSpec::default());
+    trigger.metadata.namespace = Some(namespace.to_owned());
+    trigger.metadata.labels = serde_json::from_value(labels("mqtt")).ok();
+    trigger
 }
 
 fn operator_objects(config: &KtwinConfig, ops: &str) -> Vec<Value> {

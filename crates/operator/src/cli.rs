@@ -42,8 +42,9 @@ pub struct OperatorArgs {
 /// `ktwin plan`: print offline what the operator would apply for a project.
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
-    /// Directory of ktwin manifests (TwinInterface, TwinInstance, EventStore, MQTTTrigger,
-    /// Gateway YAML files, searched recursively).
+    /// A ktwin project (a directory with `ktwin.yaml`), or a directory of ktwin manifests
+    /// (TwinInterface, TwinInstance, EventStore, MQTTTrigger, Gateway YAML, searched
+    /// recursively). EventStore, MQTTTrigger and Gateway manifests are read in both cases.
     pub project_dir: PathBuf,
     /// Output format.
     #[arg(long, value_enum, default_value = "yaml")]
@@ -51,12 +52,16 @@ pub struct PlanArgs {
     /// What to print: Kubernetes objects, the realizer-independent plan, or its routing table.
     #[arg(long, value_enum, default_value = "objects")]
     pub show: Show,
-    /// Namespace of the world.
-    #[arg(long, default_value = "ktwin")]
-    pub namespace: String,
+    /// Namespace of the world (default: the project's, else `ktwin`).
+    #[arg(long)]
+    pub namespace: Option<String>,
     /// Platform configuration file (YAML KtwinConfig).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Do not assume the install bundle's default EventStore and MQTTTrigger when the project
+    /// declares none.
+    #[arg(long)]
+    pub no_defaults: bool,
 }
 
 /// What `ktwin plan` prints.
@@ -148,7 +153,11 @@ pub async fn run_operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
 /// Runs `ktwin plan`.
 pub async fn run_plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(args.config.as_deref())?;
-    let input = load_manifests(&args.project_dir, &args.namespace)?;
+    let input = load_project(
+        &args.project_dir,
+        args.namespace.as_deref(),
+        !args.no_defaults,
+    )?;
     let plan = ktwin_planner::plan(&input, &config)?;
     for diagnostic in &plan.diagnostics {
         eprintln!("note: {}: {}", diagnostic.object, diagnostic.message);
@@ -180,6 +189,45 @@ pub async fn run_install(args: InstallArgs) -> anyhow::Result<ExitCode> {
     };
     print(&install_bundle(&config, &options), args.format)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The plan input of a project directory: a ktwin project (`ktwin.yaml`: interfaces and
+/// instances from its models and world) or plain manifests, plus any EventStore, MQTTTrigger and
+/// Gateway manifests found in it; with `defaults`, the install bundle's EventStore and
+/// MQTTTrigger stand in for absent ones, as they would on a cluster installed by
+/// `ktwin install`.
+pub fn load_project(
+    dir: &Path,
+    namespace: Option<&str>,
+    defaults: bool,
+) -> anyhow::Result<PlanInput> {
+    let mut input = if dir.join(ktwin_model::project::PROJECT_FILE).is_file() {
+        let project = ktwin_model::project::Project::load(dir)
+            .with_context(|| format!("loading project {}", dir.display()))?;
+        let namespace = namespace.unwrap_or(&project.file.namespace).to_owned();
+        let manifests = load_manifests(dir, &namespace)?;
+        PlanInput {
+            namespace,
+            interfaces: project.interfaces,
+            instances: project.instances,
+            event_stores: manifests.event_stores,
+            mqtt_triggers: manifests.mqtt_triggers,
+            gateways: manifests.gateways,
+        }
+    } else {
+        load_manifests(dir, namespace.unwrap_or("ktwin"))?
+    };
+    if defaults && input.event_stores.is_empty() {
+        input
+            .event_stores
+            .push(crate::bundle::default_event_store(&input.namespace));
+    }
+    if defaults && input.mqtt_triggers.is_empty() {
+        input
+            .mqtt_triggers
+            .push(crate::bundle::default_mqtt_trigger(&input.namespace));
+    }
+    Ok(input)
 }
 
 /// Reads every ktwin custom resource in the YAML files under `dir` (recursively, sorted by

@@ -11,6 +11,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use ktwin_model::crd::TwinInterface;
 use ktwin_operator::controller::{Context, DEPENDENCY_RETRY, RESYNC, reconcile_interface};
+use ktwin_operator::leader::LeaderElector;
 use ktwin_planner::KtwinConfig;
 use kube::Client;
 use kube::runtime::controller::Action;
@@ -25,6 +26,7 @@ const EXCHANGES: &str = "/apis/rabbitmq.com/v1beta1/namespaces/ktwin/exchanges";
 const BROKERS: &str = "/apis/eventing.knative.dev/v1/namespaces/ktwin/brokers";
 const INTERFACES: &str = "/apis/dtd.ktwin/v0/namespaces/ktwin/twininterfaces";
 const EVENT_STORES: &str = "/apis/core.ktwin/v0/namespaces/ktwin/eventstores";
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/ktwin/leases";
 const MQTT_TRIGGERS: &str = "/apis/core.ktwin/v0/namespaces/ktwin/mqtttriggers";
 
 #[derive(Default)]
@@ -155,10 +157,27 @@ impl Fake {
                     .as_str()
                     .map(str::to_owned)
                     .unwrap_or_else(|| format!("generated-{version}"));
+                if objects.contains_key(&name) {
+                    return (StatusCode::CONFLICT, status(409, "AlreadyExists"));
+                }
                 let mut object = body;
                 object["metadata"]["name"] = json!(name);
+                object["metadata"]["resourceVersion"] = json!(version);
                 objects.insert(name, object.clone());
                 (StatusCode::CREATED, object)
+            }
+            ("PUT", Some(name)) => {
+                let Some(existing) = objects.get(&name) else {
+                    return (StatusCode::NOT_FOUND, status(404, "NotFound"));
+                };
+                // Optimistic concurrency, as the API server does for updates.
+                if body["metadata"]["resourceVersion"] != existing["metadata"]["resourceVersion"] {
+                    return (StatusCode::CONFLICT, status(409, "Conflict"));
+                }
+                let mut object = body;
+                object["metadata"]["resourceVersion"] = json!(version);
+                objects.insert(name, object.clone());
+                (StatusCode::OK, object)
             }
             ("PATCH", Some(name)) => {
                 let apply = content_type.starts_with("application/apply-patch");
@@ -454,4 +473,26 @@ async fn a_missing_trigger_queue_keeps_existing_bindings() {
     );
     // Not pruned: the desired set is incomplete while the queue is missing.
     assert_eq!(fake.names(BINDINGS).len(), 7);
+}
+
+#[tokio::test]
+async fn one_leader_at_a_time_until_its_lease_expires() {
+    let fake = Fake::default();
+    let lease = Duration::from_secs(15);
+    let a = LeaderElector::new(fake.client(), NS, "ktwin-operator-leader", "a", lease);
+    let b = LeaderElector::new(fake.client(), NS, "ktwin-operator-leader", "b", lease);
+    assert!(a.try_acquire().await.unwrap());
+    assert!(!b.try_acquire().await.unwrap());
+    assert!(a.try_acquire().await.unwrap(), "the holder renews");
+    let mut expired = fake.get(LEASES, "ktwin-operator-leader").unwrap();
+    expired["spec"]["renewTime"] = json!("2020-01-01T00:00:00.000000Z");
+    fake.put(LEASES, expired);
+    assert!(
+        b.try_acquire().await.unwrap(),
+        "an expired lease is taken over"
+    );
+    assert!(!a.try_acquire().await.unwrap());
+    let lease = fake.get(LEASES, "ktwin-operator-leader").unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "b");
+    assert_eq!(lease["spec"]["leaseTransitions"], 1);
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use ktwin_operator::cli::load_manifests;
+use ktwin_operator::cli::load_project;
 use ktwin_operator::kinds::ChildKind;
 use ktwin_operator::render::{Desired, Discovered, render_plan, routing_table_of};
 use ktwin_planner::{KtwinConfig, Plan, routing_table};
@@ -28,7 +28,7 @@ fn shared(path: &str) -> Option<PathBuf> {
 }
 
 fn plan_of(dir: &Path) -> Plan {
-    let input = load_manifests(dir, "ktwin").unwrap();
+    let input = load_project(dir, None, true).unwrap();
     ktwin_planner::plan(&input, &KtwinConfig::default()).unwrap()
 }
 
@@ -300,17 +300,13 @@ fn missing_cluster_dependencies_are_reported_not_rendered_empty() {
     );
 }
 
-/// The fixture and, once it exists, the repository's smart-city example.
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/smart-city")
+}
+
+/// The fixture and the repository's smart-city example.
 fn project_dirs() -> Vec<PathBuf> {
-    let mut dirs = vec![fixture()];
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/smart-city");
-    let has_manifests = load_manifests(&example, "ktwin").is_ok_and(|i| !i.interfaces.is_empty());
-    if has_manifests {
-        dirs.push(example);
-    } else {
-        eprintln!("SKIPPED: examples/smart-city has no TwinInterface manifests yet");
-    }
-    dirs
+    vec![fixture(), example()]
 }
 
 /// Loads an upstream CRD's schema for `version`, made strict: objects with declared properties
@@ -464,4 +460,26 @@ fn plan_output_snapshot() {
         ktwin_operator::bundle::to_yaml_stream(&objects).unwrap()
     );
     insta::assert_yaml_snapshot!("fixture_routes", routing_table(&plan));
+}
+
+/// `ktwin plan examples/smart-city --format yaml`.
+#[test]
+fn smart_city_plan_snapshot() {
+    let plan = plan_of(&example());
+    assert!(
+        plan.services().count() >= 10,
+        "{} services",
+        plan.services().count()
+    );
+    let rendered = render_plan(
+        &plan,
+        &KtwinConfig::default(),
+        &Discovered::placeholders(&plan),
+    );
+    let objects: Vec<Value> = rendered.objects.into_iter().map(|d| d.object).collect();
+    insta::assert_snapshot!(
+        "smart_city_objects",
+        ktwin_operator::bundle::to_yaml_stream(&objects).unwrap()
+    );
+    insta::assert_yaml_snapshot!("smart_city_routes", routing_table(&plan));
 }

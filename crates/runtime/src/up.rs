@@ -617,6 +617,8 @@ pub fn platform_env(service: &TwinService, base_url: &str) -> Vec<(String, Strin
                 EnvValue::Endpoint(Endpoint::EventStore) => base_url.to_owned(),
                 EnvValue::Endpoint(Endpoint::Graph) => format!("{base_url}/api/v1/twin-graph"),
                 EnvValue::Endpoint(Endpoint::BrokerExchange) => "memory".to_owned(),
+                // No RabbitMQ locally: AMQP clients have nothing to connect to.
+                EnvValue::Endpoint(Endpoint::Amqp) => return None,
                 EnvValue::SecretKey { name, key } => {
                     tracing::warn!(variable = %var.name, secret = %name, %key, "secrets do not exist locally; variable not set");
                     return None;

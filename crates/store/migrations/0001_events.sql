@@ -16,7 +16,8 @@ CREATE TABLE twin_event (
 CREATE INDEX twin_event_by_time ON twin_event (interface_id, instance_id, time, id);
 
 -- Latest state, upserted in the same transaction as the history.
--- merge_tree is the order-independent form of the state (see ktwin_store::MergeTree).
+-- merge_tree is the order-independent form of the state (ktwin_store::MergeTree as JSON
+-- bytes, opaque to SQL; NULL before the first event); state is its materialized value.
 CREATE TABLE twin_latest (
     interface_id text COLLATE "C" NOT NULL,
     instance_id  text COLLATE "C" NOT NULL,
@@ -25,7 +26,7 @@ CREATE TABLE twin_latest (
     last_time    timestamptz NOT NULL DEFAULT 'epoch',
     event_count  bigint      NOT NULL DEFAULT 0,
     state        jsonb       NOT NULL DEFAULT '{}',
-    merge_tree   jsonb       NOT NULL DEFAULT '{}',
+    merge_tree   bytea,
     updated_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (interface_id, instance_id)
 );

@@ -320,7 +320,9 @@ fn parse_cloudevents(headers: &HeaderMap, body: Bytes) -> Result<Vec<Event>, Pro
 fn event_problem(err: crate::event::EventError) -> Problem {
     use crate::event::EventError;
     let status = match err {
-        EventError::BadType { .. } | EventError::BadSource { .. } => StatusCode::BAD_REQUEST,
+        EventError::BadType { .. } | EventError::BadSource { .. } | EventError::BadId { .. } => {
+            StatusCode::BAD_REQUEST
+        }
         EventError::DataNotJson(_) | EventError::DataNotObject { .. } => {
             StatusCode::UNPROCESSABLE_ENTITY
         }

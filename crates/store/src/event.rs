@@ -110,9 +110,35 @@ impl TwinEvent {
                 found: json_kind(&data),
             });
         };
+        if contains_nul(&data) {
+            // PostgreSQL's jsonb cannot hold U+0000; refusing here keeps one event from
+            // failing every batch it would join.
+            return Err(EventError::DataNotJson(
+                "a string contains U+0000, which cannot be stored".into(),
+            ));
+        }
+        if event.id().is_empty() || event.id().chars().any(char::is_control) {
+            return Err(EventError::BadId {
+                value: event.id().to_owned(),
+            });
+        }
         let time = event.time().copied().unwrap_or(received);
         Ok(Self::new(&event_type, instance, event.id(), time, data))
     }
+}
+
+fn contains_nul(members: &Map<String, Value>) -> bool {
+    fn value_has_nul(value: &Value) -> bool {
+        match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(value_has_nul),
+            Value::Object(members) => contains_nul(members),
+            _ => false,
+        }
+    }
+    members
+        .iter()
+        .any(|(key, value)| key.contains('\0') || value_has_nul(value))
 }
 
 fn json_kind(value: &Value) -> &'static str {
@@ -136,6 +162,12 @@ pub enum EventError {
     )]
     BadType {
         /// The offending type.
+        value: String,
+    },
+    /// The `id` is empty or contains control characters.
+    #[error("attribute \"id\" is {value:?}; expected a non-empty id without control characters")]
+    BadId {
+        /// The offending id.
         value: String,
     },
     /// The `source` is not a usable twin instance name.
@@ -222,6 +254,16 @@ mod tests {
                 TwinEvent::from_cloudevent(&event(ty, Some(json!({}))), Utc::now()).unwrap_err();
             assert!(matches!(err, EventError::BadType { .. }), "{ty}: {err}");
         }
+    }
+
+    #[test]
+    fn nul_characters_are_refused() {
+        let err = TwinEvent::from_cloudevent(
+            &event("ktwin.store.city-pole", Some(json!({"a": {"b": ["x\u0000"]}}))),
+            Utc::now(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, EventError::DataNotJson(_)), "{err}");
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! storage backends ([`PostgresBackend`], [`EmbeddedBackend`]) and the REST API ([`router`]).
 //!
 //! It must not know about Kubernetes, the broker's transports or twin models: the set of known
-//! interfaces is handed in ([`KnownInterfaces`]) and broker subscriptions are adapted through
-//! the small [`EventFeed`] trait.
+//! interfaces is handed in ([`KnownInterfaces`]) and subscriptions are consumed through the
+//! small [`EventFeed`] trait ([`broker::BrokerFeed`] adapts a ktwin-broker subscription).
 //!
 //! Embedding (as `ktwin up` does):
 //! ```no_run
@@ -24,6 +24,7 @@
 pub mod api;
 pub mod backend;
 pub mod bench;
+pub mod broker;
 pub mod cli;
 mod event;
 mod ingest;

@@ -14,7 +14,8 @@ impl Parser<'_> {
         let mut interfaces = BTreeMap::new();
         for idx in 0..self.arena.elems.len() {
             let node = self.node(idx);
-            if node.elem().class == "Interface" && node.elem().explicit_id {
+            // Inline interfaces (component schemas, parents) are included so references resolve.
+            if node.elem().class == "Interface" {
                 let iface = self.build_interface(node);
                 interfaces.insert(iface.id.clone(), iface);
             }

@@ -36,7 +36,6 @@ pub(crate) enum PropValue {
 #[derive(Debug, Clone)]
 pub(crate) struct Element {
     pub id: String,
-    pub explicit_id: bool,
     /// Material class name from the digest (`Interface`, `Property`, …).
     pub class: String,
     /// Supplemental type IRIs.

@@ -458,7 +458,6 @@ impl Parser<'_> {
         };
         self.arena.elems.push(Element {
             id: id.clone(),
-            explicit_id,
             class: class_name.to_string(),
             cotypes: cotypes.clone(),
             undefined_cotype,

@@ -1,6 +1,10 @@
 //! The ktwin custom resources: `dtd.ktwin/v0` TwinInterface and TwinInstance, `core.ktwin/v0`
 //! EventStore, MQTTTrigger and Gateway, and their CRDs.
 
+// Several `printcolumn(...)` entries in one `#[kube(...)]` repeat `type_ = "string"`, which
+// clippy mistakes for a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 mod common;
 mod event_store;
 mod gateway;

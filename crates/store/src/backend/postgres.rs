@@ -130,7 +130,7 @@ impl Statements {
                         last_time = u.last_time, event_count = u.event_count, state = u.state, \
                         merge_tree = u.merge_tree, updated_at = now() \
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], \
-                             $6::int8[], $7::jsonb[], $8::jsonb[]) \
+                             $6::int8[], $7::jsonb[], $8::bytea[]) \
                       AS u(interface_id, instance_id, last_id, last_type, last_time, \
                            event_count, state, merge_tree) \
                  WHERE l.interface_id = u.interface_id AND l.instance_id = u.instance_id",
@@ -142,7 +142,7 @@ impl Statements {
                     Type::TIMESTAMPTZ_ARRAY,
                     Type::INT8_ARRAY,
                     Type::JSONB_ARRAY,
-                    Type::JSONB_ARRAY,
+                    Type::BYTEA_ARRAY,
                 ],
             )
             .await?,
@@ -385,9 +385,12 @@ fn latest_from_row(row: &Row) -> LatestState {
 fn record_from_row(row: &Row) -> Result<InstanceRecord, serde_json::Error> {
     let count: i64 = row.get("event_count");
     let time: DateTime<Utc> = row.get("last_time");
-    let tree: Value = row.get("merge_tree");
+    let tree: Option<&[u8]> = row.get("merge_tree");
     Ok(InstanceRecord {
-        tree: serde_json::from_value::<MergeTree>(tree)?,
+        tree: match tree {
+            Some(bytes) => serde_json::from_slice::<MergeTree>(bytes)?,
+            None => MergeTree::new(),
+        },
         last: (count > 0).then(|| Version::new(time, row.get::<_, String>("last_id"))),
         last_type: row.get("last_type"),
         count,
@@ -656,7 +659,7 @@ struct LatestUpdates {
     times: Vec<DateTime<Utc>>,
     counts: Vec<i64>,
     states: Vec<Value>,
-    trees: Vec<Value>,
+    trees: Vec<Vec<u8>>,
 }
 
 impl LatestUpdates {
@@ -670,7 +673,7 @@ impl LatestUpdates {
         self.counts.push(latest.event_count);
         self.states.push(Value::Object(latest.state));
         self.trees
-            .push(serde_json::to_value(&record.tree).expect("merge trees serialize"));
+            .push(serde_json::to_vec(&record.tree).expect("merge trees serialize"));
     }
 
     fn params(self) -> Vec<Box<dyn ToSql + Sync + Send>> {

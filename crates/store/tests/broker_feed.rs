@@ -1,0 +1,75 @@
+//! Ingestion straight from a broker subscription: stored events are acknowledged, events that
+//! are not twin events are dead-lettered, redeliveries are stored once.
+
+use std::time::Duration;
+
+use cloudevents::{EventBuilder, EventBuilderV10};
+use ktwin_broker::{Broker, MemoryBroker, SubscriptionSpec, TypeFilter};
+use ktwin_store::broker::BrokerFeed;
+use ktwin_store::{BackendChoice, IngestConfig, Ingestor, InstanceKey, ingest_feed};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+fn event(id: &str, ty: &str, data: serde_json::Value) -> cloudevents::Event {
+    EventBuilderV10::new()
+        .id(id)
+        .ty(ty)
+        .source("pole-1")
+        .time("2024-05-20T10:00:00Z")
+        .data("application/json", data)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn broker_events_are_stored_and_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = BackendChoice::Embedded(dir.path().join("s.redb")).open().await.unwrap();
+    let (ingestor, ingest_task) = Ingestor::spawn(backend.clone(), IngestConfig::default());
+    let broker = MemoryBroker::default();
+    let spec = SubscriptionSpec::new("event-store", TypeFilter::prefix("ktwin."));
+    let subscription = broker.subscribe(spec).await.unwrap();
+    let cancel = CancellationToken::new();
+    let consumer = tokio::spawn(ingest_feed(
+        BrokerFeed::new(subscription, Duration::from_millis(20)),
+        ingestor,
+        1000,
+        cancel.clone(),
+    ));
+
+    broker.publish(event("a", "ktwin.store.city-pole", json!({"aqi": 1, "lamp": "ok"}))).await.unwrap();
+    broker.publish(event("b", "ktwin.real.city-pole", json!({"aqi": 2}))).await.unwrap();
+    broker.publish(event("b", "ktwin.real.city-pole", json!({"aqi": 2}))).await.unwrap();
+    broker.publish(event("c", "ktwin.command.city-pole.reset", json!({}))).await.unwrap();
+
+    let key = InstanceKey::new("city-pole", "pole-1");
+    let latest = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(latest) = backend.latest(&key).await.unwrap().filter(|l| l.event_count == 2) {
+                return latest;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("events from the broker were stored");
+    assert_eq!(serde_json::Value::Object(latest.state), json!({"aqi": 2, "lamp": "ok"}));
+
+    let dead = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let dead = broker.take_dead_letters("event-store", 10).await.unwrap();
+            if !dead.is_empty() {
+                return dead;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the command event was dead-lettered");
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].reason.contains("ktwin.command.city-pole.reset"), "{}", dead[0].reason);
+
+    cancel.cancel();
+    consumer.await.unwrap();
+    ingest_task.await.unwrap();
+}
