@@ -45,6 +45,8 @@ enum Command {
     Instances(ktwin_model::cli::InstancesArgs),
     /// Simulate a world's devices over MQTT with the paper's load model (or `--rate`).
     Sim(ktwin_sim::cli::SimArgs),
+    /// Run a project locally: the whole platform in one process (MQTT, broker, store, graph, services).
+    Up(ktwin_runtime::cli::UpArgs),
 }
 
 #[derive(Subcommand)]
@@ -53,6 +55,8 @@ enum BenchCommand {
     Store(ktwin_store::cli::BenchStoreArgs),
     /// MQTT → CloudEvent dispatch throughput (bus, RabbitMQ) beside raw Mosquitto and AMQP rates.
     Dispatch(ktwin_dispatcher::cli::BenchDispatchArgs),
+    /// The whole platform end to end under the paper's peak-window load.
+    E2e(ktwin_runtime::bench::BenchE2eArgs),
 }
 
 #[tokio::main]
@@ -73,6 +77,8 @@ async fn main() -> ExitCode {
         Command::Compile(args) => ktwin_model::cli::run_compile(args).await,
         Command::Instances(args) => ktwin_model::cli::run_instances(args).await,
         Command::Sim(args) => ktwin_sim::cli::run_cli(args).await,
+        Command::Up(args) => ktwin_runtime::cli::run(args).await,
+        Command::Bench(BenchCommand::E2e(args)) => ktwin_runtime::bench::run(args).await,
     };
     match result {
         Ok(code) => code,

@@ -100,6 +100,10 @@ pub struct MqttConnArgs {
     /// MQTT password.
     #[arg(long, env = "KTWIN_MQTT_PASSWORD", hide_env_values = true)]
     pub mqtt_password: Option<String>,
+    /// Parallel MQTT connections sharing the subscription (`$share/…`); widens the window of
+    /// unacknowledged QoS 1 messages the broker allows (`--source mqtt`).
+    #[arg(long, env = "KTWIN_MQTT_CONNECTIONS", default_value_t = 16)]
+    pub mqtt_connections: usize,
 }
 
 impl MqttConnArgs {
@@ -335,6 +339,7 @@ async fn run_mqtt(args: MqttArgs) -> anyhow::Result<ExitCode> {
                 args.mqtt.mqtt_client_id.as_deref().unwrap_or(&name),
             );
             config.credentials = args.mqtt.credentials();
+            config.connections = args.mqtt.mqtt_connections.max(1);
             config.buffer = usize::from(args.amqp.prefetch);
             config.max_packet_bytes = config
                 .max_packet_bytes

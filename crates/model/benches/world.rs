@@ -11,11 +11,15 @@ use ktwin_model::project::{LoadOptions, Project};
 use ktwin_model::world::{ExpandOptions, World};
 
 fn example() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/smart-city"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/smart-city"
+    ))
 }
 
 fn bench(c: &mut Criterion) {
-    let project = Project::load_with(example(), &LoadOptions::default()).expect("example project loads");
+    let project =
+        Project::load_with(example(), &LoadOptions::default()).expect("example project loads");
     let world_text = std::fs::read_to_string(example().join("world.yaml")).unwrap();
     let world = World::from_yaml(&world_text, "world.yaml").unwrap();
     let options = ExpandOptions {
@@ -24,7 +28,11 @@ fn bench(c: &mut Criterion) {
     };
     let instances = world.expand(&project.interface_graph, &options).unwrap();
     let json = serde_json::to_string(&InstanceGraph::from_instances(&instances).to_json()).unwrap();
-    eprintln!("20 neighborhoods: {} instances, graph JSON {} bytes", instances.len(), json.len());
+    eprintln!(
+        "20 neighborhoods: {} instances, graph JSON {} bytes",
+        instances.len(),
+        json.len()
+    );
 
     c.bench_function("expand 20 neighborhoods", |b| {
         b.iter(|| world.expand(&project.interface_graph, &options).unwrap())
@@ -36,9 +44,10 @@ fn bench(c: &mut Criterion) {
             serde_json::to_string(&graph.to_json()).unwrap()
         })
     });
-    c.bench_function("load smart-city project (compile DTDL + expand 1 neighborhood)", |b| {
-        b.iter(|| Project::load_with(example(), &LoadOptions::default()).unwrap())
-    });
+    c.bench_function(
+        "load smart-city project (compile DTDL + expand 1 neighborhood)",
+        |b| b.iter(|| Project::load_with(example(), &LoadOptions::default()).unwrap()),
+    );
 }
 
 criterion_group!(benches, bench);

@@ -147,3 +147,76 @@ fn instance_names_match_what_the_services_expect() {
         50 + 1 + 1
     );
 }
+
+#[test]
+fn twenty_neighborhoods_expand_and_validate_against_the_crd() {
+    let project = load(20);
+    assert_eq!(project.instances.len(), 7461);
+    assert_eq!(project.instance_graph.relationship_count(), 2 * 7460);
+    let json = serde_json::to_string(&project.instance_graph.to_json()).unwrap();
+    assert!(json.len() > 1_000_000, "graph JSON is {} bytes", json.len());
+
+    let (_, yaml) = ktwin_model::output::crd_files()
+        .unwrap()
+        .into_iter()
+        .find(|(n, _)| n == "dtd.ktwin_twininstances.yaml")
+        .unwrap();
+    let crd: serde_json::Value = serde_yaml_ng::from_str(&yaml).unwrap();
+    let validator =
+        jsonschema::validator_for(&crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+            .unwrap();
+    for inst in project.instances.iter().step_by(97) {
+        let value = serde_json::to_value(inst).unwrap();
+        assert!(validator.is_valid(&value), "{value}");
+    }
+}
+
+/// A copy of the example's project file, edited, in a temporary directory whose `models` and
+/// `world` point back at the example.
+fn broken_project(edit: impl Fn(&str) -> String) -> Result<Project, ktwin_model::ProjectError> {
+    let dir = tempfile::tempdir().unwrap();
+    let original = std::fs::read_to_string(example().join("ktwin.yaml")).unwrap();
+    let models = example().join("models");
+    let world = example().join("world.yaml");
+    let text = original
+        .replace(
+            "models: [models]",
+            &format!("models: [\"{}\"]", models.display()),
+        )
+        .replace(
+            "world: world.yaml",
+            &format!("world: \"{}\"", world.display()),
+        );
+    std::fs::write(dir.path().join("ktwin.yaml"), edit(&text)).unwrap();
+    Project::load(dir.path())
+}
+
+#[test]
+fn bad_projects_name_the_file_and_field() {
+    broken_project(|t| t.to_owned()).expect("the unedited copy loads");
+    let cases: [(&dyn Fn(&str) -> String, &str); 4] = [
+        (
+            &|t| t.replace("  city-pole:\n", "  city-poles:\n"),
+            "services.city-poles",
+        ),
+        (
+            &|t| t.replace("persistRealEvent: true", "persistRealEvents: true"),
+            "unknown field",
+        ),
+        (
+            &|t| {
+                t.replace("    command: [cargo, run, --quiet, -p, ktwin-smart-city-services, --bin, pole]\n", "    aggregateData: [refBogus]\n")
+            },
+            "refBogus",
+        ),
+        (
+            &|t| t.replace("name: smart-city", "name: Smart_City"),
+            "name",
+        ),
+    ];
+    for (edit, needle) in cases {
+        let err = broken_project(edit).unwrap_err().to_string();
+        assert!(err.contains("ktwin.yaml"), "{err}");
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+}

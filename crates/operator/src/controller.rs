@@ -384,6 +384,10 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let current = current.cloned().unwrap_or(Value::Null);
+    // Absent values (e.g. no generation) are left out rather than written as null.
+    if let Some(fields) = status.as_object_mut() {
+        fields.retain(|_, v| !v.is_null());
+    }
     if let (Some(new), Some(old)) = (
         status["conditions"].as_array_mut(),
         current["conditions"].as_array(),
@@ -735,4 +739,46 @@ async fn reconcile_gateway_inner(gateway: &Gateway, ctx: &Context) -> Result<Act
     });
     update_status(&api, gateway, previous.as_ref(), status).await?;
     Ok(action(&rendered.missing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subset_ignores_server_fields_but_not_changes() {
+        let current =
+            json!({"metadata": {"name": "a", "uid": "u"}, "spec": {"x": [1, {"y": 2, "z": 3}]}});
+        assert!(is_subset(&json!({"spec": {"x": [1, {"y": 2}]}}), &current));
+        assert!(!is_subset(&json!({"spec": {"x": [1]}}), &current));
+        assert!(!is_subset(&json!({"spec": {"x": [1, {"y": 3}]}}), &current));
+        assert!(!is_subset(&json!({"spec": {"w": 1}}), &current));
+    }
+
+    #[test]
+    fn conditions_name_the_first_missing_dependency() {
+        let ok = conditions(&[], Some(3));
+        assert!(
+            ok.iter()
+                .all(|c| c.status == "True" && c.observed_generation == Some(3))
+        );
+        let missing = conditions(
+            &[
+                Missing::Broker("ktwin".into()),
+                Missing::TriggerQueue("city-pole".into()),
+            ],
+            None,
+        );
+        let dependencies = missing
+            .iter()
+            .find(|c| c.type_ == "DependenciesReady")
+            .unwrap();
+        assert_eq!(dependencies.status, "False");
+        assert_eq!(dependencies.reason, "BrokerNotReady");
+        assert!(
+            dependencies.message.contains("city-pole"),
+            "{}",
+            dependencies.message
+        );
+    }
 }

@@ -496,3 +496,58 @@ async fn one_leader_at_a_time_until_its_lease_expires() {
     assert_eq!(lease["spec"]["holderIdentity"], "b");
     assert_eq!(lease["spec"]["leaseTransitions"], 1);
 }
+
+const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/ktwin/deployments";
+const SERVICES: &str = "/api/v1/namespaces/ktwin/services";
+
+#[tokio::test]
+async fn mqtt_trigger_and_event_store_reconcile_idempotently() {
+    use ktwin_model::crd::{EventStore, MQTTTrigger};
+    use ktwin_operator::controller::{reconcile_event_store, reconcile_mqtt_trigger};
+    let fake = cluster();
+    let ctx = Arc::new(Context::new(fake.client(), KtwinConfig::default()));
+    let trigger = || -> Arc<MQTTTrigger> {
+        Arc::new(serde_json::from_value(fake.get(MQTT_TRIGGERS, "mqtt").unwrap()).unwrap())
+    };
+    let store = || -> Arc<EventStore> {
+        Arc::new(serde_json::from_value(fake.get(EVENT_STORES, "event-store").unwrap()).unwrap())
+    };
+    reconcile_mqtt_trigger(trigger(), ctx.clone())
+        .await
+        .unwrap();
+    reconcile_event_store(store(), ctx.clone()).await.unwrap();
+    assert_eq!(
+        fake.names(DEPLOYMENTS),
+        vec!["cloud-event-dispatcher", "mqtt-dispatcher"]
+    );
+    assert_eq!(
+        fake.names(SERVICES),
+        vec!["cloud-event-dispatcher", "mqtt-dispatcher"]
+    );
+    let queues = fake.names(QUEUES);
+    assert!(
+        queues.contains(&"mqtt-dispatcher-queue".to_owned()),
+        "{queues:?}"
+    );
+    assert_eq!(fake.names(KSVC), vec!["event-store"]);
+    assert_eq!(fake.names(TRIGGERS), vec!["event-store-trigger"]);
+    let mqtt = fake.get(DEPLOYMENTS, "mqtt-dispatcher").unwrap();
+    let env = mqtt["spec"]["template"]["spec"]["containers"][0]["env"].clone();
+    let exchange = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "PUBLISHER_EXCHANGE");
+    assert_eq!(exchange.unwrap()["value"], "b.ktwin.ktwin.uid");
+    let store_status = fake.get(EVENT_STORES, "event-store").unwrap()["status"].clone();
+    assert_eq!(
+        store_status["url"],
+        "http://event-store.ktwin.svc.cluster.local"
+    );
+    fake.take_writes();
+    reconcile_mqtt_trigger(trigger(), ctx.clone())
+        .await
+        .unwrap();
+    reconcile_event_store(store(), ctx).await.unwrap();
+    assert_eq!(fake.take_writes(), Vec::<String>::new());
+}

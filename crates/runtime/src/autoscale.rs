@@ -158,7 +158,10 @@ impl Autoscaler {
             // Demand seen lately: keep (or start) one replica until the idle period has passed.
             desired = 1;
         }
-        desired.clamp(self.policy.min_scale, self.policy.max_scale.max(self.policy.min_scale))
+        desired.clamp(
+            self.policy.min_scale,
+            self.policy.max_scale.max(self.policy.min_scale),
+        )
     }
 
     fn prune(&mut self, now: Instant) {
@@ -179,7 +182,11 @@ impl Autoscaler {
             .rev()
             .take_while(|(at, _)| now.saturating_duration_since(*at) <= window)
             .fold((0.0, 0u32), |(sum, count), (_, c)| (sum + c, count + 1));
-        if count == 0 { 0.0 } else { sum / f64::from(count) }
+        if count == 0 {
+            0.0
+        } else {
+            sum / f64::from(count)
+        }
     }
 }
 

@@ -13,7 +13,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use cloudevents::Event;
-use ktwin_broker::{Broker, BrokerError, DeadLetter, Delivery, PublishOutcome, Subscription, SubscriptionSpec};
+use ktwin_broker::{
+    Broker, BrokerError, DeadLetter, Delivery, PublishOutcome, Subscription, SubscriptionSpec,
+};
 use ktwin_sdk::{LookupError, StateLookup};
 use ktwin_service::Problem;
 use ktwin_store::{Backend, EventFeed, FeedMessage, InstanceKey};
@@ -52,7 +54,8 @@ impl Broker for CountingBroker {
 
     async fn publish_all(&self, events: Vec<Event>) -> Result<Vec<PublishOutcome>, BrokerError> {
         let outcomes = self.inner.publish_all(events).await?;
-        self.published.fetch_add(outcomes.len() as u64, Ordering::Relaxed);
+        self.published
+            .fetch_add(outcomes.len() as u64, Ordering::Relaxed);
         Ok(outcomes)
     }
 
@@ -64,7 +67,11 @@ impl Broker for CountingBroker {
         self.inner.delete_subscription(name).await
     }
 
-    async fn take_dead_letters(&self, name: &str, max: usize) -> Result<Vec<DeadLetter>, BrokerError> {
+    async fn take_dead_letters(
+        &self,
+        name: &str,
+        max: usize,
+    ) -> Result<Vec<DeadLetter>, BrokerError> {
         self.inner.take_dead_letters(name, max).await
     }
 }
@@ -77,7 +84,11 @@ pub fn ingress_router(broker: Arc<dyn Broker>) -> Router {
         .with_state(broker)
 }
 
-async fn receive(State(broker): State<Arc<dyn Broker>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive(
+    State(broker): State<Arc<dyn Broker>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let event = match cloudevents::binding::http::to_event(&headers, body.to_vec()) {
         Ok(event) => event,
         Err(err) => {
@@ -89,7 +100,9 @@ async fn receive(State(broker): State<Arc<dyn Broker>>, headers: HeaderMap, body
     match broker.publish(event).await {
         Ok(_) => StatusCode::ACCEPTED.into_response(),
         Err(err @ BrokerError::Backpressure { .. }) => {
-            Problem::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string()).at(BROKER_PATH).into_response()
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+                .at(BROKER_PATH)
+                .into_response()
         }
         Err(err) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
             .at(BROKER_PATH)
@@ -97,42 +110,132 @@ async fn receive(State(broker): State<Arc<dyn Broker>>, headers: HeaderMap, body
     }
 }
 
-/// The event store's [`EventFeed`] over a broker subscription.
-pub struct BrokerFeed(pub Subscription);
+/// The event store's [`EventFeed`] over a broker subscription, optionally observed by a
+/// [`StoreProbe`].
+pub struct BrokerFeed {
+    /// The store's subscription.
+    pub subscription: Subscription,
+    /// Told about every event once it is durable.
+    pub probe: Option<Arc<StoreProbe>>,
+}
 
 #[async_trait]
 impl EventFeed for BrokerFeed {
     type Message = StoreDelivery;
 
     async fn next_batch(&mut self, max: usize) -> Vec<StoreDelivery> {
-        self.0.recv_batch(max).await.into_iter().map(StoreDelivery).collect()
+        self.subscription
+            .recv_batch(max)
+            .await
+            .into_iter()
+            .map(|delivery| StoreDelivery {
+                delivery,
+                probe: self.probe.clone(),
+            })
+            .collect()
     }
 }
 
 /// A delivery settled by the store: ack once stored, nack on a transient failure,
 /// dead-letter when it can never be stored.
-pub struct StoreDelivery(pub Delivery);
+pub struct StoreDelivery {
+    delivery: Delivery,
+    probe: Option<Arc<StoreProbe>>,
+}
+
+/// Watches what becomes durable in the store: counts device (real) events and, while
+/// recording, the latency from the device's publish (`timestamp` in the data, which the
+/// services keep in what they store) to the commit.
+#[derive(Debug, Default)]
+pub struct StoreProbe {
+    real_stored: AtomicU64,
+    recording: std::sync::atomic::AtomicBool,
+    latencies_ms: std::sync::Mutex<Vec<f64>>,
+}
+
+impl StoreProbe {
+    /// Starts or stops recording latencies.
+    pub fn record(&self, on: bool) {
+        self.recording.store(on, Ordering::Release);
+    }
+
+    /// Device events stored so far.
+    pub fn real_stored(&self) -> u64 {
+        self.real_stored.load(Ordering::Relaxed)
+    }
+
+    /// The recorded latencies in milliseconds, sorted.
+    pub fn latencies_ms(&self) -> Vec<f64> {
+        let mut samples = self
+            .latencies_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        samples.sort_by(f64::total_cmp);
+        samples
+    }
+
+    fn stored(&self, event: &Event) {
+        use cloudevents::AttributesReader;
+        if event.ty().starts_with("ktwin.real.") {
+            self.real_stored.fetch_add(1, Ordering::Relaxed);
+        }
+        if !self.recording.load(Ordering::Acquire) {
+            return;
+        }
+        let published = match event.data() {
+            Some(cloudevents::Data::Json(data)) => data
+                .get("timestamp")
+                .and_then(|t| t.as_str())
+                .map(str::to_owned),
+            Some(cloudevents::Data::Binary(bytes)) => {
+                serde_json::from_slice::<serde_json::Value>(bytes)
+                    .ok()
+                    .and_then(|d| {
+                        d.get("timestamp")
+                            .and_then(|t| t.as_str())
+                            .map(str::to_owned)
+                    })
+            }
+            _ => None,
+        };
+        let Some(published) = published.and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+        else {
+            return;
+        };
+        let latency = chrono::Utc::now().signed_duration_since(published);
+        #[allow(clippy::cast_precision_loss)]
+        let ms = latency.num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0;
+        self.latencies_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ms.max(0.0));
+    }
+}
 
 #[async_trait]
 impl FeedMessage for StoreDelivery {
     fn event(&self) -> &Event {
-        self.0.event()
+        self.delivery.event()
     }
 
     async fn ack(self) {
-        if let Err(err) = self.0.ack().await {
+        if let Some(probe) = &self.probe {
+            probe.stored(self.delivery.event());
+        }
+        if let Err(err) = self.delivery.ack().await {
             tracing::warn!(%err, "store ack failed");
         }
     }
 
     async fn retry(self, reason: &str) {
-        if let Err(err) = self.0.nack(reason).await {
+        if let Err(err) = self.delivery.nack(reason).await {
             tracing::warn!(%err, "store nack failed");
         }
     }
 
     async fn reject(self, reason: &str) {
-        if let Err(err) = self.0.dead_letter(reason).await {
+        if let Err(err) = self.delivery.dead_letter(reason).await {
             tracing::warn!(%err, "store dead-letter failed");
         }
     }
@@ -145,11 +248,9 @@ pub struct StoreStates(pub Arc<dyn Backend>);
 impl StateLookup for StoreStates {
     async fn latest(&self, interface: &str, instance: &str) -> Result<Option<Event>, LookupError> {
         let key = InstanceKey::new(interface, instance);
-        let latest = self
-            .0
-            .latest(&key)
-            .await
-            .map_err(|err| LookupError::new(format!("latest state of {interface}/{instance}"), err))?;
+        let latest = self.0.latest(&key).await.map_err(|err| {
+            LookupError::new(format!("latest state of {interface}/{instance}"), err)
+        })?;
         Ok(latest.map(|state| {
             use cloudevents::{EventBuilder as _, EventBuilderV10};
             EventBuilderV10::new()
@@ -157,7 +258,10 @@ impl StateLookup for StoreStates {
                 .ty(state.event_type)
                 .source(state.instance_id)
                 .time(state.time)
-                .data(ktwin_events::JSON_CONTENT_TYPE, serde_json::Value::Object(state.state))
+                .data(
+                    ktwin_events::JSON_CONTENT_TYPE,
+                    serde_json::Value::Object(state.state),
+                )
                 .build()
                 .expect("id, type and source are set")
         }))

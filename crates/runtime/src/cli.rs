@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::console::Console;
 use crate::mqtt::MqttAddress;
-use crate::up::{MqttChoice, Platform, PlannedProject, UpOptions};
+use crate::up::{MqttChoice, PlannedProject, Platform, UpOptions};
 
 /// Arguments of `ktwin up`.
 #[derive(Debug, Clone, clap::Args)]
@@ -81,9 +81,12 @@ impl UpArgs {
         options.ready_timeout = Duration::from_secs(self.ready_timeout);
         options.console = console;
         if let Some(url) = &self.mqtt {
-            options.mqtt = MqttChoice::External(MqttAddress::parse(url).map_err(anyhow::Error::msg)?);
+            options.mqtt =
+                MqttChoice::External(MqttAddress::parse(url).map_err(anyhow::Error::msg)?);
         } else {
-            options.mqtt = MqttChoice::Embedded { port: self.mqtt_port };
+            options.mqtt = MqttChoice::Embedded {
+                port: self.mqtt_port,
+            };
         }
         if let Some(url) = &self.store {
             anyhow::ensure!(
@@ -117,12 +120,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         console.print(&line);
     }
     let sim = if args.sim {
-        Some(start_sim(&platform, args.speedup, shutdown.clone(), console.clone())?)
+        Some(start_sim(
+            &platform,
+            args.speedup,
+            shutdown.clone(),
+            console.clone(),
+        )?)
     } else {
         None
     };
     console.print("ready; Ctrl-C stops (queued events are handled first)");
-    let status = tokio::spawn(status_loop(Arc::new(platform), console.clone(), shutdown.clone()));
+    let status = tokio::spawn(status_loop(
+        Arc::new(platform),
+        console.clone(),
+        shutdown.clone(),
+    ));
     shutdown.cancelled().await;
     let platform = status.await?;
     if let Some(sim) = sim {
@@ -138,8 +150,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let Ok(platform) = Arc::try_unwrap(platform) else {
         anyhow::bail!("the platform is still in use at shutdown");
     };
-    eprintln!("stopping: draining queued events (up to {} s)", args.drain_timeout);
-    let stats = platform.shutdown(Duration::from_secs(args.drain_timeout)).await;
+    eprintln!(
+        "stopping: draining queued events (up to {} s)",
+        args.drain_timeout
+    );
+    let stats = platform
+        .shutdown(Duration::from_secs(args.drain_timeout))
+        .await;
     eprintln!(
         "stopped: {} device messages in, {} events published, {} sent to devices, {} rejected",
         stats.ingested, stats.published, stats.sent_to_devices, stats.rejected
@@ -172,7 +189,11 @@ fn start_sim(
 }
 
 /// Refreshes the status line every second until `shutdown`; returns the platform.
-async fn status_loop(platform: Arc<Platform>, console: Console, shutdown: CancellationToken) -> Arc<Platform> {
+async fn status_loop(
+    platform: Arc<Platform>,
+    console: Console,
+    shutdown: CancellationToken,
+) -> Arc<Platform> {
     let mut last = (Instant::now(), platform.stats().published);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut last_log = Instant::now();
@@ -183,7 +204,8 @@ async fn status_loop(platform: Arc<Platform>, console: Console, shutdown: Cancel
         }
         let stats = platform.stats();
         let now = Instant::now();
-        let rate = (stats.published - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-3);
+        let rate =
+            (stats.published - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-3);
         last = (now, stats.published);
         let line = status_line(&stats, rate);
         if console.has_status_line() {
@@ -225,8 +247,15 @@ mod tests {
 
     #[test]
     fn parameters_parse_with_clear_errors() {
-        assert_eq!(parse_parameter("neighborhoods=3").unwrap(), ("neighborhoods".into(), 3));
-        assert!(parse_parameter("neighborhoods").unwrap_err().contains("NAME=VALUE"));
+        assert_eq!(
+            parse_parameter("neighborhoods=3").unwrap(),
+            ("neighborhoods".into(), 3)
+        );
+        assert!(
+            parse_parameter("neighborhoods")
+                .unwrap_err()
+                .contains("NAME=VALUE")
+        );
         assert!(parse_parameter("n=-1").unwrap_err().contains("\"-1\""));
     }
 
@@ -234,9 +263,19 @@ mod tests {
     fn status_line_names_the_busiest_queue() {
         let stats = PlatformStats {
             ingested: 10,
-            queue_depths: BTreeMap::from([("twin/a".into(), 2), ("twin/b".into(), 5), ("devices".into(), 0)]),
+            queue_depths: BTreeMap::from([
+                ("twin/a".into(), 2),
+                ("twin/b".into(), 5),
+                ("devices".into(), 0),
+            ]),
             services: BTreeMap::from([
-                ("a".into(), PoolStats { replicas: 1, ..PoolStats::default() }),
+                (
+                    "a".into(),
+                    PoolStats {
+                        replicas: 1,
+                        ..PoolStats::default()
+                    },
+                ),
                 ("b".into(), PoolStats::default()),
             ]),
             ..PlatformStats::default()

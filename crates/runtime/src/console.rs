@@ -89,7 +89,12 @@ impl Console {
 
     /// Replaces the status line (no-op without one).
     pub fn set_status(&self, status: String) {
-        if let Some(bar) = self.status.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some(bar) = self
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
             bar.set_message(status);
         }
     }

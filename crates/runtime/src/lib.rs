@@ -10,6 +10,7 @@
 //! `ktwin-graph`, which it only wires together.
 
 pub mod autoscale;
+pub mod bench;
 pub mod bus;
 pub mod cli;
 pub mod console;

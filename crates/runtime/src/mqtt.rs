@@ -35,13 +35,16 @@ impl MqttAddress {
         let (host, port) = match rest.rsplit_once(':') {
             Some((host, port)) => (
                 host,
-                port.parse::<u16>()
-                    .map_err(|_| format!("MQTT URL {url:?}: port {port:?} is not a TCP port number"))?,
+                port.parse::<u16>().map_err(|_| {
+                    format!("MQTT URL {url:?}: port {port:?} is not a TCP port number")
+                })?,
             ),
             None => (rest, 1883),
         };
         if host.is_empty() {
-            return Err(format!("MQTT URL {url:?}: no host; expected mqtt://host[:port]"));
+            return Err(format!(
+                "MQTT URL {url:?}: no host; expected mqtt://host[:port]"
+            ));
         }
         Ok(Self {
             host: host.to_owned(),
@@ -144,7 +147,9 @@ fn wait_listening(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Err(format!("the embedded MQTT broker did not listen on {addr} within {timeout:?}"))
+    Err(format!(
+        "the embedded MQTT broker did not listen on {addr} within {timeout:?}"
+    ))
 }
 
 #[cfg(test)]
@@ -155,14 +160,35 @@ mod tests {
     fn parses_broker_urls() {
         assert_eq!(
             MqttAddress::parse("mqtt://127.0.0.1:1884").unwrap(),
-            MqttAddress { host: "127.0.0.1".into(), port: 1884 }
+            MqttAddress {
+                host: "127.0.0.1".into(),
+                port: 1884
+            }
         );
         assert_eq!(MqttAddress::parse("tcp://broker").unwrap().port, 1883);
-        assert_eq!(MqttAddress::parse("localhost:1883").unwrap().host, "localhost");
-        assert!(MqttAddress::parse("mqtts://x:8883").unwrap_err().contains("unsupported scheme"));
-        assert!(MqttAddress::parse("mqtt://x:http").unwrap_err().contains("\"http\""));
-        assert!(MqttAddress::parse("mqtt://:1883").unwrap_err().contains("no host"));
-        assert_eq!(MqttAddress::parse("mqtt://h:1/").unwrap().url(), "mqtt://h:1");
+        assert_eq!(
+            MqttAddress::parse("localhost:1883").unwrap().host,
+            "localhost"
+        );
+        assert!(
+            MqttAddress::parse("mqtts://x:8883")
+                .unwrap_err()
+                .contains("unsupported scheme")
+        );
+        assert!(
+            MqttAddress::parse("mqtt://x:http")
+                .unwrap_err()
+                .contains("\"http\"")
+        );
+        assert!(
+            MqttAddress::parse("mqtt://:1883")
+                .unwrap_err()
+                .contains("no host")
+        );
+        assert_eq!(
+            MqttAddress::parse("mqtt://h:1/").unwrap().url(),
+            "mqtt://h:1"
+        );
     }
 
     #[test]
@@ -170,6 +196,9 @@ mod tests {
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
         let err = start_embedded(port).unwrap_err();
-        assert!(err.contains(&format!("127.0.0.1:{port}")) && err.contains("--mqtt"), "{err}");
+        assert!(
+            err.contains(&format!("127.0.0.1:{port}")) && err.contains("--mqtt"),
+            "{err}"
+        );
     }
 }

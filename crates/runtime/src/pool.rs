@@ -309,7 +309,10 @@ async fn scale_loop(shared: Arc<Shared>, launcher: Arc<dyn Launcher>, stop: Canc
             if replica.replica.is_alive().await {
                 alive.push(replica);
             } else {
-                tracing::warn!(replica = replica.replica.label(), "replica exited unexpectedly");
+                tracing::warn!(
+                    replica = replica.replica.label(),
+                    "replica exited unexpectedly"
+                );
                 replica.workers.cancel();
             }
         }
@@ -317,7 +320,8 @@ async fn scale_loop(shared: Arc<Shared>, launcher: Arc<dyn Launcher>, stop: Canc
         shared.replicas.store(running.len(), Ordering::Relaxed);
 
         let now = Instant::now();
-        let concurrency = shared.waiting.load(Ordering::Relaxed) + shared.in_flight.load(Ordering::Relaxed);
+        let concurrency =
+            shared.waiting.load(Ordering::Relaxed) + shared.in_flight.load(Ordering::Relaxed);
         autoscaler.observe(now, concurrency);
         let current = u32::try_from(running.len() + launching.len()).unwrap_or(u32::MAX);
         let desired = autoscaler.desired(now, current);
@@ -347,7 +351,9 @@ async fn scale_loop(shared: Arc<Shared>, launcher: Arc<dyn Launcher>, stop: Canc
     jobs.close();
     while let Ok(job) = jobs.try_recv() {
         shared.waiting.fetch_sub(1, Ordering::Relaxed);
-        let _ = job.reply.send(Err(DeliveryError::ShuttingDown(shared.name.clone())));
+        let _ = job
+            .reply
+            .send(Err(DeliveryError::ShuttingDown(shared.name.clone())));
     }
 }
 
@@ -403,8 +409,8 @@ pub(crate) async fn post_event(
     event: Event,
 ) -> Result<Vec<Event>, DeliveryError> {
     let id = event.id().to_owned();
-    let (headers, body) =
-        ktwin_sdk::to_binary_http(event).map_err(|err| DeliveryError::Encode(format!("{id}: {err}")))?;
+    let (headers, body) = ktwin_sdk::to_binary_http(event)
+        .map_err(|err| DeliveryError::Encode(format!("{id}: {err}")))?;
     let response = client
         .post(url)
         .headers(headers)
@@ -417,10 +423,13 @@ pub(crate) async fn post_event(
         })?;
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response.bytes().await.map_err(|err| DeliveryError::Unreachable {
-        replica: replica.to_owned(),
-        reason: format!("reading the reply: {err}"),
-    })?;
+    let body = response
+        .bytes()
+        .await
+        .map_err(|err| DeliveryError::Unreachable {
+            replica: replica.to_owned(),
+            reason: format!("reading the reply: {err}"),
+        })?;
     if !status.is_success() {
         return Err(DeliveryError::Rejected {
             replica: replica.to_owned(),

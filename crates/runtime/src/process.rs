@@ -90,7 +90,12 @@ pub struct ProcessLauncher {
 
 impl ProcessLauncher {
     /// A launcher with default timeouts (30 s to become ready, 10 s to stop).
-    pub fn new(name: &str, command: ServiceCommand, platform_env: Vec<(String, String)>, console: Console) -> Self {
+    pub fn new(
+        name: &str,
+        command: ServiceCommand,
+        platform_env: Vec<(String, String)>,
+        console: Console,
+    ) -> Self {
         Self {
             name: name.to_owned(),
             command,
@@ -105,7 +110,8 @@ impl ProcessLauncher {
 #[async_trait]
 impl Launcher for ProcessLauncher {
     async fn launch(&self, index: u32) -> Result<Box<dyn Replica>, LaunchError> {
-        let port = free_port().map_err(|err| LaunchError::new(format!("no free TCP port: {err}")))?;
+        let port =
+            free_port().map_err(|err| LaunchError::new(format!("no free TCP port: {err}")))?;
         let label = format!("{}-{index}", self.name);
         let mut command = Command::new(&self.command.program);
         command

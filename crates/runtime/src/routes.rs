@@ -60,7 +60,9 @@ impl LocalRoutes {
 
     /// The subscription of `subscriber`, if anything is routed to it.
     pub fn subscription(&self, subscriber: &Subscriber) -> Option<&LocalSubscription> {
-        self.subscriptions.iter().find(|s| &s.subscriber == subscriber)
+        self.subscriptions
+            .iter()
+            .find(|s| &s.subscriber == subscriber)
     }
 
     /// What these subscriptions route, in the planner's comparable form: built from the
@@ -142,8 +144,14 @@ mod tests {
         assert!(filter.matches("ktwin.real.city-pole"));
         assert!(filter.matches("ktwin.command.city-pole.reboot"));
         assert!(!filter.matches("ktwin.store.city-pole"));
-        assert!(!filter.matches("ktwin.real.city-pole-2"), "exact, not prefix");
-        assert_eq!(local.subscription(&Subscriber::Devices).unwrap().name, "devices");
+        assert!(
+            !filter.matches("ktwin.real.city-pole-2"),
+            "exact, not prefix"
+        );
+        assert_eq!(
+            local.subscription(&Subscriber::Devices).unwrap().name,
+            "devices"
+        );
         assert_eq!(local.routing_table(), ktwin_planner::routing_table(&plan));
     }
 }

@@ -119,7 +119,11 @@ pub async fn feed_service(
             delivery = subscription.recv() => delivery,
         };
         let Some(delivery) = delivery else { break };
-        let (service, broker, counters) = (Arc::clone(&service), Arc::clone(&broker), Arc::clone(&counters));
+        let (service, broker, counters) = (
+            Arc::clone(&service),
+            Arc::clone(&broker),
+            Arc::clone(&counters),
+        );
         tokio::spawn(async move {
             let _permit = permit;
             let outcome = match service.deliver(delivery.event().clone()).await {
@@ -153,5 +157,7 @@ pub async fn feed_service(
         });
     }
     // Drain: every permit back means nothing is in flight.
-    let _ = slots.acquire_many(u32::try_from(parallelism).unwrap_or(u32::MAX)).await;
+    let _ = slots
+        .acquire_many(u32::try_from(parallelism).unwrap_or(u32::MAX))
+        .await;
 }

@@ -23,7 +23,7 @@ use ktwin_dispatcher::{
 };
 use ktwin_model::crd::{EventStore, MQTTTrigger};
 use ktwin_model::project::{LoadOptions, Project};
-use ktwin_planner::{EnvValue, Endpoint, KtwinConfig, Plan, PlanInput, Subscriber, TwinService};
+use ktwin_planner::{Endpoint, EnvValue, KtwinConfig, Plan, PlanInput, Subscriber, TwinService};
 use ktwin_sdk::{StaticGraph, TwinContext, TwinHandler};
 use ktwin_service::Readiness;
 use ktwin_store::{ApiConfig, Backend, BackendChoice, IngestConfig, Ingestor, KnownInterfaces};
@@ -31,7 +31,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::autoscale::ScalePolicy;
-use crate::bus::{BROKER_PATH, BrokerFeed, CountingBroker, StoreStates, ingress_router};
+use crate::bus::{
+    BROKER_PATH, BrokerFeed, CountingBroker, StoreProbe, StoreStates, ingress_router,
+};
 use crate::console::Console;
 use crate::mqtt::{MqttAddress, start_embedded};
 use crate::pool::{PoolConfig, PoolStats, ServicePool};
@@ -114,7 +116,9 @@ impl PlannedProject {
             let name = &service.interface;
             match self.command(name) {
                 Some(command) => lines.push(format!("service {name}: `{}`", command.display())),
-                None if in_process.contains(name) => lines.push(format!("service {name}: in-process")),
+                None if in_process.contains(name) => {
+                    lines.push(format!("service {name}: in-process"))
+                }
                 None => lines.push(format!(
                     "warning: service {name} has no `command` in {}: it will not run locally",
                     ktwin_model::project::PROJECT_FILE
@@ -125,9 +129,16 @@ impl PlannedProject {
             }
         }
         for diagnostic in &self.plan.diagnostics {
-            lines.push(format!("note: {}: {}", diagnostic.object, diagnostic.message));
+            lines.push(format!(
+                "note: {}: {}",
+                diagnostic.object, diagnostic.message
+            ));
         }
-        for problem in self.project.instance_graph.problems(&self.project.interface_graph) {
+        for problem in self
+            .project
+            .instance_graph
+            .problems(&self.project.interface_graph)
+        {
             lines.push(format!("warning: {problem}"));
         }
         lines
@@ -190,6 +201,8 @@ pub struct UpOptions {
     pub in_process: BTreeMap<String, Arc<dyn TwinHandler>>,
     /// Output of services and the status line.
     pub console: Console,
+    /// Observes what the store makes durable (benchmarks).
+    pub store_probe: Option<Arc<StoreProbe>>,
 }
 
 impl std::fmt::Debug for UpOptions {
@@ -216,6 +229,7 @@ impl UpOptions {
             ready_timeout: Duration::from_secs(300),
             in_process: BTreeMap::new(),
             console: Console::plain(),
+            store_probe: None,
         }
     }
 }
@@ -351,13 +365,19 @@ impl Platform {
 
         // The event store's subscription.
         let mut store_subscription = None;
-        if let Some(store) = planned.routes.subscription(&Subscriber::EventStore(LOCAL_EVENT_STORE.into())) {
+        if let Some(store) = planned
+            .routes
+            .subscription(&Subscriber::EventStore(LOCAL_EVENT_STORE.into()))
+        {
             let subscription = broker
                 .subscribe(SubscriptionSpec::new(store.name.clone(), store.filter()))
                 .await?;
             store_subscription = Some(store.name.clone());
             consumer_tasks.push(tokio::spawn(ktwin_store::ingest_feed(
-                BrokerFeed(subscription),
+                BrokerFeed {
+                    subscription,
+                    probe: options.store_probe.clone(),
+                },
                 ingestor.clone(),
                 IngestConfig::default().max_batch,
                 stop_consumers.clone(),
@@ -367,16 +387,26 @@ impl Platform {
 
         // Devices: virtual events back over MQTT.
         let egress = EgressDispatcher::new(
-            Arc::new(MqttSink::start(&mqtt.host, mqtt.port, &format!("ktwin-up-egress-{}", std::process::id()), None)),
+            Arc::new(MqttSink::start(
+                &mqtt.host,
+                mqtt.port,
+                &format!("ktwin-up-egress-{}", std::process::id()),
+                None,
+            )),
             PayloadFormat::Data,
             DispatchMetrics::egress("ktwin-up", "memory"),
         );
         let egress_counters = egress.counters();
         if let Some(devices) = planned.routes.subscription(&Subscriber::Devices) {
             let subscription = broker
-                .subscribe(SubscriptionSpec::new(devices.name.clone(), devices.filter()))
+                .subscribe(SubscriptionSpec::new(
+                    devices.name.clone(),
+                    devices.filter(),
+                ))
                 .await?;
-            consumer_tasks.push(tokio::spawn(egress.run(subscription, stop_consumers.clone())));
+            consumer_tasks.push(tokio::spawn(
+                egress.run(subscription, stop_consumers.clone()),
+            ));
         }
 
         // Twin services.
@@ -393,19 +423,32 @@ impl Platform {
             let (endpoint, kind): (Arc<dyn ServiceEndpoint>, &'static str) =
                 if let Some(handler) = options.in_process.get(&name) {
                     (
-                        Arc::new(InProcessService::new(&name, handler.clone(), in_process_ctx.clone())),
+                        Arc::new(InProcessService::new(
+                            &name,
+                            handler.clone(),
+                            in_process_ctx.clone(),
+                        )),
                         "in-process",
                     )
                 } else if let Some(command) = planned.command(&name) {
-                    let mut launcher = ProcessLauncher::new(&name, command, platform_env(service, &base), console.clone());
+                    let mut launcher = ProcessLauncher::new(
+                        &name,
+                        command,
+                        platform_env(service, &base),
+                        console.clone(),
+                    );
                     launcher.ready_timeout = options.ready_timeout;
-                    let policy = ScalePolicy::from_autoscaling(&service.autoscaling, options.replica_cap);
+                    let policy =
+                        ScalePolicy::from_autoscaling(&service.autoscaling, options.replica_cap);
                     let config = PoolConfig {
                         policy,
                         wait_timeout: options.ready_timeout + Duration::from_secs(30),
                         ..PoolConfig::default()
                     };
-                    (Arc::new(ServicePool::start(&name, Arc::new(launcher), config)), "process")
+                    (
+                        Arc::new(ServicePool::start(&name, Arc::new(launcher), config)),
+                        "process",
+                    )
                 } else {
                     console.print(&format!(
                         "warning: service {name} has no local command; its events are not delivered"
@@ -439,13 +482,24 @@ impl Platform {
             shared_bus.clone(),
             Arc::new(MemoryDeadLetters::new(10_000)),
             IngressPolicy {
-                known_interfaces: Some(planned.routes.mqtt_ingress.iter().cloned().collect::<HashSet<_>>()),
+                known_interfaces: Some(
+                    planned
+                        .routes
+                        .mqtt_ingress
+                        .iter()
+                        .cloned()
+                        .collect::<HashSet<_>>(),
+                ),
                 ..IngressPolicy::default()
             },
             DispatchMetrics::ingress("ktwin-up", "memory"),
         );
         let ingress_counters = ingress.counters();
-        let mut source_config = MqttSourceConfig::new(&mqtt.host, mqtt.port, &format!("ktwin-up-ingress-{}", std::process::id()));
+        let mut source_config = MqttSourceConfig::new(
+            &mqtt.host,
+            mqtt.port,
+            &format!("ktwin-up-ingress-{}", std::process::id()),
+        );
         source_config.persistent_session = false;
         let source = MqttSource::start(source_config);
         let stop_ingress = CancellationToken::new();
@@ -484,14 +538,23 @@ impl Platform {
                 self.planned.project.interfaces.len(),
                 self.planned.project.instances.len()
             ),
-            format!("MQTT broker      mqtt://{}:{}  (devices publish on ktwin/real/<interface>/<instance>)", self.mqtt.host, self.mqtt.port),
-            format!("event store      {base}/api/v1/twin-events  ({} backend)", self.backend.name()),
+            format!(
+                "MQTT broker      mqtt://{}:{}  (devices publish on ktwin/real/<interface>/<instance>)",
+                self.mqtt.host, self.mqtt.port
+            ),
+            format!(
+                "event store      {base}/api/v1/twin-events  ({} backend)",
+                self.backend.name()
+            ),
             format!("twin graph       {base}/api/v1/twin-graph"),
             format!("broker ingress   {base}{BROKER_PATH}"),
             format!("health, metrics  {base}/health  {base}/metrics"),
         ];
         for service in &self.services {
-            lines.push(format!("service          {} ({}, subscription {})", service.name, service.kind, service.subscription));
+            lines.push(format!(
+                "service          {} ({}, subscription {})",
+                service.name, service.kind, service.subscription
+            ));
         }
         lines
     }
@@ -504,7 +567,12 @@ impl Platform {
             .iter()
             .map(|s| s.subscription.clone())
             .chain(self.store_subscription.clone())
-            .chain(self.planned.routes.subscription(&Subscriber::Devices).map(|d| d.name.clone()))
+            .chain(
+                self.planned
+                    .routes
+                    .subscription(&Subscriber::Devices)
+                    .map(|d| d.name.clone()),
+            )
         {
             if let Some(depth) = self.broker.depth(&name) {
                 queue_depths.insert(name, depth);
@@ -561,8 +629,18 @@ impl Platform {
         self.readiness.set_ready(false);
         self.stop_ingress.cancel();
         let _ = self.ingress_task.await;
-        if !self_wait_idle(&self.broker, &self.services, self.store_subscription.as_deref(), drain).await {
-            tracing::warn!(?drain, "events still queued after the drain period; they are dropped");
+        if !self_wait_idle(
+            &self.broker,
+            &self.services,
+            self.store_subscription.as_deref(),
+            drain,
+        )
+        .await
+        {
+            tracing::warn!(
+                ?drain,
+                "events still queued after the drain period; they are dropped"
+            );
         }
         let stats = PlatformStats {
             published: self.bus.published(),
@@ -597,7 +675,10 @@ async fn self_wait_idle(
         .collect();
     let started = Instant::now();
     while started.elapsed() < timeout {
-        if names.iter().all(|name| broker.depth(name).unwrap_or(0) == 0) {
+        if names
+            .iter()
+            .all(|name| broker.depth(name).unwrap_or(0) == 0)
+        {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -629,26 +710,9 @@ pub fn platform_env(service: &TwinService, base_url: &str) -> Vec<(String, Strin
         .collect()
 }
 
-/// The twin graph API over the project's instances: the whole graph and one interface's
-/// sub-graph, in the model's graph document shape.
-// The `ktwin-graph` crate will serve the full API (instances, incoming relationships, OpenAPI);
-// until it exists, these two read-only routes are what twin services need.
+/// The twin graph API (`ktwin-graph`) over the project's instances.
 fn graph_router(planned: &PlannedProject) -> axum::Router {
-    use axum::extract::{Path as UrlPath, State};
-    use axum::routing::get;
-    let graph = Arc::new(planned.project.instance_graph.clone());
-    axum::Router::new()
-        .route(
-            "/api/v1/twin-graph",
-            get(|State(graph): State<Arc<ktwin_model::InstanceGraph>>| async move { axum::Json(graph.to_json()) }),
-        )
-        .route(
-            "/api/v1/twin-graph/{interface}",
-            get(
-                |State(graph): State<Arc<ktwin_model::InstanceGraph>>, UrlPath(interface): UrlPath<String>| async move {
-                    axum::Json(graph.subgraph(&interface))
-                },
-            ),
-        )
-        .with_state(graph)
+    let state = ktwin_graph::GraphState::new();
+    state.publish(planned.project.instance_graph.clone());
+    ktwin_graph::router(state)
 }

@@ -34,7 +34,12 @@ async fn embedded_broker_routes_messages_between_clients() {
     tokio::spawn(async move { while pub_loop.poll().await.is_ok() {} });
     let payload = vec![b'x'; 300 * 1024];
     publisher
-        .publish("ktwin/virtual/city-pole/pole-1", QoS::AtLeastOnce, false, payload.clone())
+        .publish(
+            "ktwin/virtual/city-pole/pole-1",
+            QoS::AtLeastOnce,
+            false,
+            payload.clone(),
+        )
         .await
         .unwrap();
 
@@ -48,5 +53,9 @@ async fn embedded_broker_routes_messages_between_clients() {
     .await
     .expect("message delivered");
     assert_eq!(received.topic, "ktwin/virtual/city-pole/pole-1");
-    assert_eq!(received.payload.len(), payload.len(), "payloads above 256 KiB pass the broker");
+    assert_eq!(
+        received.payload.len(),
+        payload.len(),
+        "payloads above 256 KiB pass the broker"
+    );
 }

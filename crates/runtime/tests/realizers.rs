@@ -17,7 +17,10 @@ use ktwin_runtime::up::PlannedProject;
 use serde_json::Value;
 
 fn smart_city() -> Option<PlannedProject> {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/smart-city"));
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/smart-city"
+    ));
     if !dir.join("ktwin.yaml").exists() {
         eprintln!("SKIPPED: {} is missing", dir.display());
         return None;
@@ -30,16 +33,26 @@ fn smart_city() -> Option<PlannedProject> {
 /// subscriber; Bindings into the cloud-event dispatcher's queue reach devices; Bindings from the
 /// MQTT exchange into the MQTT dispatcher's queue bridge `ktwin.real.<iface>.#`.
 fn kubernetes_routing(plan: &Plan) -> RoutingTable {
-    let rendered = render_plan(plan, &KtwinConfig::default(), &Discovered::placeholders(plan));
+    let rendered = render_plan(
+        plan,
+        &KtwinConfig::default(),
+        &Discovered::placeholders(plan),
+    );
     assert!(rendered.missing.is_empty(), "{:?}", rendered.missing);
     let subscriber_of_service: BTreeMap<String, Subscriber> = plan
         .services()
-        .map(|s| (twin_service_name(&s.interface), Subscriber::Twin(s.interface.clone())))
-        .chain(
-            plan.event_store
-                .iter()
-                .map(|s| (event_store_service_name(&s.name), Subscriber::EventStore(s.name.clone()))),
-        )
+        .map(|s| {
+            (
+                twin_service_name(&s.interface),
+                Subscriber::Twin(s.interface.clone()),
+            )
+        })
+        .chain(plan.event_store.iter().map(|s| {
+            (
+                event_store_service_name(&s.name),
+                Subscriber::EventStore(s.name.clone()),
+            )
+        }))
         .collect();
     let objects: Vec<&Value> = rendered.objects.iter().map(|d| &d.object).collect();
     let of_kind = |kind: &'static str| objects.iter().copied().filter(move |o| o["kind"] == kind);
@@ -47,18 +60,25 @@ fn kubernetes_routing(plan: &Plan) -> RoutingTable {
     // Trigger name → (subscriber, types).
     let mut triggers: BTreeMap<String, (Subscriber, BTreeSet<String>)> = BTreeMap::new();
     for trigger in of_kind("Trigger") {
-        let service = trigger["spec"]["subscriber"]["ref"]["name"].as_str().unwrap();
+        let service = trigger["spec"]["subscriber"]["ref"]["name"]
+            .as_str()
+            .unwrap();
         let subscriber = subscriber_of_service
             .get(service)
             .unwrap_or_else(|| panic!("trigger subscriber {service} is not a planned service"))
             .clone();
-        let filter = trigger["spec"]["filter"]["attributes"]["type"].as_str().unwrap();
+        let filter = trigger["spec"]["filter"]["attributes"]["type"]
+            .as_str()
+            .unwrap();
         let mut types = BTreeSet::new();
         // The store trigger's seed filter matches no ktwin event (nobody emits it).
         if filter != EVENT_STORE_SEED_TYPE {
             types.insert(filter.to_owned());
         }
-        triggers.insert(trigger["metadata"]["name"].as_str().unwrap().to_owned(), (subscriber, types));
+        triggers.insert(
+            trigger["metadata"]["name"].as_str().unwrap().to_owned(),
+            (subscriber, types),
+        );
     }
     let mut table = RoutingTable::default();
     for binding in of_kind("Binding") {
@@ -97,14 +117,33 @@ fn local_and_kubernetes_realizers_route_identically() {
     let Some(planned) = smart_city() else { return };
     let local = planned.routes.routing_table();
     let kubernetes = kubernetes_routing(&planned.plan);
-    assert_eq!(local, routing_table(&planned.plan), "local realizer vs plan");
+    assert_eq!(
+        local,
+        routing_table(&planned.plan),
+        "local realizer vs plan"
+    );
     assert_eq!(local, kubernetes, "local realizer vs Kubernetes realizer");
     // The example exercises every kind of route.
     let subscribers: BTreeSet<&Subscriber> = local.deliveries.values().flatten().collect();
     assert!(subscribers.contains(&Subscriber::Devices));
-    assert!(subscribers.iter().any(|s| matches!(s, Subscriber::EventStore(_))));
-    assert!(subscribers.iter().filter(|s| matches!(s, Subscriber::Twin(_))).count() >= 10);
-    assert!(local.deliveries.keys().any(|t| t.to_string().starts_with("ktwin.command.")));
+    assert!(
+        subscribers
+            .iter()
+            .any(|s| matches!(s, Subscriber::EventStore(_)))
+    );
+    assert!(
+        subscribers
+            .iter()
+            .filter(|s| matches!(s, Subscriber::Twin(_)))
+            .count()
+            >= 10
+    );
+    assert!(
+        local
+            .deliveries
+            .keys()
+            .any(|t| t.to_string().starts_with("ktwin.command."))
+    );
     assert!(!local.mqtt_ingress.is_empty());
 }
 
@@ -125,12 +164,19 @@ async fn the_memory_broker_delivers_as_the_table_says() {
     let table = routing_table(&planned.plan);
     let types: Vec<&EventType> = table.deliveries.keys().collect();
     for ty in &types {
-        let event = EventBuilderV10::new().id(ty.to_string()).ty(ty.to_string()).source("x").build().unwrap();
+        let event = EventBuilderV10::new()
+            .id(ty.to_string())
+            .ty(ty.to_string())
+            .source("x")
+            .build()
+            .unwrap();
         broker.publish(event).await.unwrap();
     }
     let mut received: BTreeMap<String, BTreeSet<Subscriber>> = BTreeMap::new();
     for (subscriber, subscription) in &mut subscriptions {
-        while let Ok(Some(delivery)) = tokio::time::timeout(Duration::from_millis(20), subscription.recv()).await {
+        while let Ok(Some(delivery)) =
+            tokio::time::timeout(Duration::from_millis(20), subscription.recv()).await
+        {
             received
                 .entry(delivery.event().ty().to_owned())
                 .or_default()

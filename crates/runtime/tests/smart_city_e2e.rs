@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ktwin_runtime::Console;
-use ktwin_runtime::up::{MqttChoice, Platform, PlannedProject, UpOptions};
+use ktwin_runtime::up::{MqttChoice, PlannedProject, Platform, UpOptions};
 use ktwin_sdk::TwinHandler;
 use ktwin_sim::{DeviceType, LoadProfile, Pace, SimConfig, SimWorld};
 use ktwin_smart_city_services as services;
@@ -19,27 +19,59 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 fn example() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/smart-city"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/smart-city"
+    ))
 }
 
 /// Every smart-city service, by interface.
 fn handlers() -> BTreeMap<String, Arc<dyn TwinHandler>> {
     use services::names::*;
     let all: Vec<(&str, Arc<dyn TwinHandler>)> = vec![
-        (AIR_QUALITY, Arc::new(services::air_quality::AirQualityService)),
+        (
+            AIR_QUALITY,
+            Arc::new(services::air_quality::AirQualityService),
+        ),
         (POLE, Arc::new(services::pole::PoleService)),
-        (NEIGHBORHOOD, Arc::new(services::neighborhood::NeighborhoodService::default())),
+        (
+            NEIGHBORHOOD,
+            Arc::new(services::neighborhood::NeighborhoodService::default()),
+        ),
         (CROWD_FLOW, Arc::new(services::flow::FlowService::crowd())),
-        (TRAFFIC_FLOW, Arc::new(services::flow::FlowService::traffic())),
-        (WEATHER, Arc::new(services::weather::WeatherService::default())),
-        (STREETLIGHT, Arc::new(services::streetlight::StreetlightService::default())),
+        (
+            TRAFFIC_FLOW,
+            Arc::new(services::flow::FlowService::traffic()),
+        ),
+        (
+            WEATHER,
+            Arc::new(services::weather::WeatherService::default()),
+        ),
+        (
+            STREETLIGHT,
+            Arc::new(services::streetlight::StreetlightService::default()),
+        ),
         (DEVICE, Arc::new(services::device::DeviceService)),
-        (PARKING_SPOT, Arc::new(services::parking::ParkingSpotService::default())),
-        (OFF_STREET_PARKING, Arc::new(services::parking::ParkingService::off_street())),
-        (ON_STREET_PARKING, Arc::new(services::parking::ParkingService::on_street())),
-        (EV_CHARGING, Arc::new(services::ev_charging::EvChargingService::default())),
+        (
+            PARKING_SPOT,
+            Arc::new(services::parking::ParkingSpotService::default()),
+        ),
+        (
+            OFF_STREET_PARKING,
+            Arc::new(services::parking::ParkingService::off_street()),
+        ),
+        (
+            ON_STREET_PARKING,
+            Arc::new(services::parking::ParkingService::on_street()),
+        ),
+        (
+            EV_CHARGING,
+            Arc::new(services::ev_charging::EvChargingService::default()),
+        ),
     ];
-    all.into_iter().map(|(name, handler)| (name.to_owned(), handler)).collect()
+    all.into_iter()
+        .map(|(name, handler)| (name.to_owned(), handler))
+        .collect()
 }
 
 /// Every stored event, through the paged HTTP API.
@@ -94,8 +126,9 @@ async fn smart_city_one_neighborhood_at_10x_for_60s() {
         eprintln!("SKIPPED: {} is missing", project.display());
         return;
     }
-    let planned = PlannedProject::load(&project, &BTreeMap::from([("neighborhoods".to_owned(), 1)]))
-        .expect("the smart-city example loads and plans");
+    let planned =
+        PlannedProject::load(&project, &BTreeMap::from([("neighborhoods".to_owned(), 1)]))
+            .expect("the smart-city example loads and plans");
     let dir = tempfile::tempdir().unwrap();
     let mut options = UpOptions::new(dir.path());
     options.http_port = 0;
@@ -103,11 +136,14 @@ async fn smart_city_one_neighborhood_at_10x_for_60s() {
     options.store = BackendChoice::Embedded(dir.path().join("store.redb"));
     options.in_process = handlers();
     options.console = Console::recording();
-    let platform = Platform::start(planned, options).await.expect("platform starts");
+    let platform = Platform::start(planned, options)
+        .await
+        .expect("platform starts");
     let base = format!("http://{}", platform.http);
 
     // The devices: the paper's profile at 10× for 60 s, QoS 1 so "sent" means "accepted".
-    let world = SimWorld::from_graph_json(&platform.planned.graph_json(), "smart-city world").unwrap();
+    let world =
+        SimWorld::from_graph_json(&platform.planned.graph_json(), "smart-city world").unwrap();
     let mut sim = SimConfig::new(&platform.mqtt.host, platform.mqtt.port);
     sim.qos = rumqttc::QoS::AtLeastOnce;
     sim.pace = Pace::Profile {
@@ -117,29 +153,69 @@ async fn smart_city_one_neighborhood_at_10x_for_60s() {
     };
     sim.duration = Some(Duration::from_secs(60));
     sim.connections = 4;
-    let report = ktwin_sim::run(&world, &sim, CancellationToken::new(), |_, _, _| {})
-        .await
-        .expect("simulation runs");
-    assert!(report.sent > 1000, "a minute at 10× sends thousands of messages: {report:?}");
+    let report = ktwin_sim::run(
+        &world,
+        &sim,
+        CancellationToken::new(),
+        |totals, elapsed, _| {
+            if elapsed.as_secs() % 10 == 0 {
+                eprintln!(
+                    "sim {elapsed:?}: sent {} | platform {:?}",
+                    totals.sent(),
+                    platform.stats()
+                );
+            }
+        },
+    )
+    .await
+    .expect("simulation runs");
+    assert!(
+        report.sent > 1000,
+        "a minute at 10× sends thousands of messages: {report:?}"
+    );
     assert_eq!(report.errors, 0, "{report:?}");
-    assert_eq!(report.acknowledged, report.sent, "QoS 1: every message acknowledged");
+    assert_eq!(
+        report.acknowledged, report.sent,
+        "QoS 1: every message acknowledged"
+    );
 
     // Everything sent enters the platform, then every queue drains.
     let started = Instant::now();
     while platform.stats().ingested + platform.stats().rejected < report.sent {
-        assert!(started.elapsed() < Duration::from_secs(60), "ingress stalled: {:?}", platform.stats());
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "ingress stalled: {:?}",
+            platform.stats()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(platform.wait_idle(Duration::from_secs(120)).await, "queues drain: {:?}", platform.stats());
+    assert!(
+        platform.wait_idle(Duration::from_secs(120)).await,
+        "queues drain: {:?}",
+        platform.stats()
+    );
     let stats = platform.stats();
-    assert_eq!(stats.ingested, report.sent, "every device message became an event: {stats:?}");
+    assert_eq!(
+        stats.ingested, report.sent,
+        "every device message became an event: {stats:?}"
+    );
     assert_eq!(stats.rejected, 0);
 
     let client = reqwest::Client::new();
     let health = client.get(format!("{base}/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("ktwin_store_events_stored_total"), "metrics served");
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ktwin_store_events_stored_total"),
+        "metrics served"
+    );
     let graph: Value = client
         .get(format!("{base}/api/v1/twin-graph"))
         .send()
@@ -148,7 +224,10 @@ async fn smart_city_one_neighborhood_at_10x_for_60s() {
         .json()
         .await
         .unwrap();
-    assert_eq!(graph["twinInstances"].as_array().unwrap().len(), platform.planned.project.instances.len());
+    assert_eq!(
+        graph["twinInstances"].as_array().unwrap().len(),
+        platform.planned.project.instances.len()
+    );
 
     // sent == stored, per device type whose interface persists its real events.
     let events = all_events(&client, &base).await;
@@ -168,9 +247,16 @@ async fn smart_city_one_neighborhood_at_10x_for_60s() {
             .get(interface)
             .and_then(|s| s.persist_real_event)
             .unwrap_or(false);
-        let sent = report.per_type.get(device_type.name()).map_or(0, |t| t.sent);
+        let sent = report
+            .per_type
+            .get(device_type.name())
+            .map_or(0, |t| t.sent);
         if persisted && sent > 0 {
-            assert_eq!(stored_real.get(interface).copied().unwrap_or(0), sent, "{interface}: sent == stored");
+            assert_eq!(
+                stored_real.get(interface).copied().unwrap_or(0),
+                sent,
+                "{interface}: sent == stored"
+            );
             checked += 1;
         }
     }
@@ -184,13 +270,19 @@ async fn smart_city_one_neighborhood_at_10x_for_60s() {
         .filter_map(|e| {
             let densities: services::air_quality::Densities =
                 serde_json::from_value(Value::Object(e.event_data.clone())).ok()?;
-            services::air_quality::assess(&densities).overall.map(|(_, level)| level)
+            services::air_quality::assess(&densities)
+                .overall
+                .map(|(_, level)| level)
         })
         .max()
         .expect("air-quality observations were rated");
     let neighborhoods = twins(&client, &base, services::names::NEIGHBORHOOD).await;
     assert_eq!(neighborhoods.len(), 1);
-    assert_eq!(neighborhoods[0].state["aqiLevel"], serde_json::to_value(worst).unwrap(), "neighborhood AQI");
+    assert_eq!(
+        neighborhoods[0].state["aqiLevel"],
+        serde_json::to_value(worst).unwrap(),
+        "neighborhood AQI"
+    );
 
     // Parking occupancy: the spots whose last status is "occupied".
     let spots = twins(&client, &base, services::names::PARKING_SPOT).await;
@@ -206,7 +298,8 @@ async fn smart_city_one_neighborhood_at_10x_for_60s() {
             .find(|r| r.name == services::names::REL_OFF_STREET_PARKING)
             .map(|r| r.instance.clone())
             .expect("every spot belongs to an off-street parking");
-        let occupied = u64::from(spot.state.get("status").and_then(Value::as_str) == Some("occupied"));
+        let occupied =
+            u64::from(spot.state.get("status").and_then(Value::as_str) == Some("occupied"));
         *occupied_by_parking.entry(parking).or_default() += occupied;
     }
     let parkings = twins(&client, &base, services::names::OFF_STREET_PARKING).await;
@@ -220,8 +313,14 @@ async fn smart_city_one_neighborhood_at_10x_for_60s() {
     }
 
     // Virtual events reached the devices.
-    assert!(stats.sent_to_devices > 0, "virtual events were sent: {stats:?}");
-    assert!(report.received > 0, "devices received virtual events: {report:?}");
+    assert!(
+        stats.sent_to_devices > 0,
+        "virtual events were sent: {stats:?}"
+    );
+    assert!(
+        report.received > 0,
+        "devices received virtual events: {report:?}"
+    );
 
     let final_stats = platform.shutdown(Duration::from_secs(10)).await;
     assert_eq!(final_stats.ingested, report.sent);

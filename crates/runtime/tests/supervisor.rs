@@ -37,7 +37,13 @@ fn uuid_like() -> String {
 
 fn child_command() -> ServiceCommand {
     ServiceCommand::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "child_service", "--nocapture", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            "child_service",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_FLAG, "1")
         .env("KTWIN_BROKER", "http://user-value-is-replaced.invalid")
 }
@@ -83,19 +89,32 @@ async fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bo
 #[tokio::test]
 async fn child_process_replica_starts_serves_logs_and_stops_gracefully() {
     let console = Console::recording();
-    let launcher = ProcessLauncher::new("city-pole", child_command(), platform_env(), console.clone());
+    let launcher = ProcessLauncher::new(
+        "city-pole",
+        child_command(),
+        platform_env(),
+        console.clone(),
+    );
     let replica = launcher.launch(0).await.expect("child starts");
     assert_eq!(replica.label(), "city-pole-0");
     assert!(replica.is_alive().await);
 
     let client = reqwest::Client::new();
     let (headers, body) =
-        ktwin_sdk::to_binary_http(event("ktwin.real.city-pole", serde_json::json!({"v": 1}))).unwrap();
-    let response = client.post(replica.url()).headers(headers).body(body).send().await.unwrap();
+        ktwin_sdk::to_binary_http(event("ktwin.real.city-pole", serde_json::json!({"v": 1})))
+            .unwrap();
+    let response = client
+        .post(replica.url())
+        .headers(headers)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let reply_headers = response.headers().clone();
     let reply_body = response.bytes().await.unwrap().to_vec();
-    let reply = cloudevents::binding::http::to_event(&reply_headers, reply_body).expect("reply is a CloudEvent");
+    let reply = cloudevents::binding::http::to_event(&reply_headers, reply_body)
+        .expect("reply is a CloudEvent");
     let data: serde_json::Value = match reply.data() {
         Some(cloudevents::Data::Json(v)) => v.clone(),
         Some(cloudevents::Data::Binary(b)) => serde_json::from_slice(b).unwrap(),
@@ -104,16 +123,28 @@ async fn child_process_replica_starts_serves_logs_and_stops_gracefully() {
     // The platform's variables win over the command's own.
     assert_eq!(data["broker"], "http://127.0.0.1:9/broker");
     assert_eq!(data["interface"], "city-pole");
-    assert_eq!(data["port"], replica.url().trim_end_matches('/').rsplit(':').next().unwrap());
+    assert_eq!(
+        data["port"],
+        replica
+            .url()
+            .trim_end_matches('/')
+            .rsplit(':')
+            .next()
+            .unwrap()
+    );
 
     replica.stop().await;
     let lines = console.recorded();
     assert!(
-        lines.iter().any(|l| l.starts_with("[city-pole-0] ") && l.contains("child listening on")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("[city-pole-0] ") && l.contains("child listening on")),
         "prefixed stdout: {lines:?}"
     );
     assert!(
-        lines.iter().any(|l| l.starts_with("[city-pole-0] ") && l.contains("child stopping gracefully")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("[city-pole-0] ") && l.contains("child stopping gracefully")),
         "SIGTERM, not SIGKILL: {lines:?}"
     );
 }
@@ -122,11 +153,16 @@ async fn child_process_replica_starts_serves_logs_and_stops_gracefully() {
 async fn a_command_that_exits_early_is_a_launch_error_naming_it() {
     let launcher = ProcessLauncher::new(
         "broken",
-        ServiceCommand::new(std::env::current_exe().unwrap()).args(["--exact", "no_such_test_name"]),
+        ServiceCommand::new(std::env::current_exe().unwrap())
+            .args(["--exact", "no_such_test_name"]),
         Vec::new(),
         Console::recording(),
     );
-    let err = launcher.launch(0).await.err().expect("no server ever answers");
+    let err = launcher
+        .launch(0)
+        .await
+        .err()
+        .expect("no server ever answers");
     let message = err.to_string();
     assert!(message.contains("exited"), "{message}");
     let missing = ProcessLauncher::new(
@@ -142,10 +178,19 @@ async fn a_command_that_exits_early_is_a_launch_error_naming_it() {
 #[tokio::test]
 async fn pool_starts_on_demand_nacks_failures_and_scales_to_zero() {
     let console = Console::recording();
-    let launcher = Arc::new(ProcessLauncher::new("svc", child_command(), platform_env(), console.clone()));
+    let launcher = Arc::new(ProcessLauncher::new(
+        "svc",
+        child_command(),
+        platform_env(),
+        console.clone(),
+    ));
     let pool = ServicePool::start("svc", launcher, fast_config(fast_policy()));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(pool.stats().replicas, 0, "scale to zero: nothing runs before demand");
+    assert_eq!(
+        pool.stats().replicas,
+        0,
+        "scale to zero: nothing runs before demand"
+    );
 
     let replies = pool
         .deliver(event("ktwin.real.city-pole", serde_json::json!({"v": 2})))
@@ -156,10 +201,16 @@ async fn pool_starts_on_demand_nacks_failures_and_scales_to_zero() {
     assert_eq!(pool.stats().replicas, 1);
 
     let err = pool
-        .deliver(event("ktwin.real.city-pole", serde_json::json!({"fail": true})))
+        .deliver(event(
+            "ktwin.real.city-pole",
+            serde_json::json!({"fail": true}),
+        ))
         .await
         .expect_err("non-2xx is a failed delivery");
-    assert!(matches!(err, DeliveryError::Rejected { status: 500, .. }), "{err:?}");
+    assert!(
+        matches!(err, DeliveryError::Rejected { status: 500, .. }),
+        "{err:?}"
+    );
 
     let none = pool
         .deliver(event("ktwin.command.city-pole.noop", serde_json::json!({})))
@@ -167,7 +218,10 @@ async fn pool_starts_on_demand_nacks_failures_and_scales_to_zero() {
         .unwrap();
     assert!(none.is_empty(), "a 2xx without a CloudEvent emits nothing");
 
-    wait_until("scale to zero", Duration::from_secs(10), || pool.stats().replicas == 0).await;
+    wait_until("scale to zero", Duration::from_secs(10), || {
+        pool.stats().replicas == 0
+    })
+    .await;
     // And back on demand.
     pool.deliver(event("ktwin.real.city-pole", serde_json::json!({"v": 3})))
         .await
@@ -175,7 +229,12 @@ async fn pool_starts_on_demand_nacks_failures_and_scales_to_zero() {
     pool.shutdown().await;
     assert_eq!(pool.stats().replicas, 0);
     let lines = console.recorded();
-    assert!(lines.iter().any(|l| l.starts_with("[svc-1] ") && l.contains("child listening")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("[svc-1] ") && l.contains("child listening")),
+        "{lines:?}"
+    );
 }
 
 /// An in-process replica counting concurrent requests, so the pool's limits are observable.
@@ -214,7 +273,11 @@ impl Launcher for CountingLauncher {
         self.launched.fetch_add(1, Ordering::Relaxed);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
-        let (current, peak, delay) = (Arc::clone(&self.current), Arc::clone(&self.peak), self.delay);
+        let (current, peak, delay) = (
+            Arc::clone(&self.current),
+            Arc::clone(&self.peak),
+            self.delay,
+        );
         let app = axum::Router::new().fallback(move || {
             let (current, peak) = (Arc::clone(&current), Arc::clone(&peak));
             async move {
@@ -253,11 +316,18 @@ async fn one_replica_never_gets_more_than_its_concurrency() {
         replica_concurrency: 3,
         ..fast_policy()
     };
-    let pool = Arc::new(ServicePool::start("limited", launcher.clone(), fast_config(policy)));
+    let pool = Arc::new(ServicePool::start(
+        "limited",
+        launcher.clone(),
+        fast_config(policy),
+    ));
     let deliveries: Vec<_> = (0..12)
         .map(|i| {
             let pool = Arc::clone(&pool);
-            tokio::spawn(async move { pool.deliver(event("ktwin.real.x", serde_json::json!({"i": i}))).await })
+            tokio::spawn(async move {
+                pool.deliver(event("ktwin.real.x", serde_json::json!({"i": i})))
+                    .await
+            })
         })
         .collect();
     for delivery in deliveries {
@@ -277,11 +347,18 @@ async fn sustained_concurrency_over_the_target_scales_out() {
         replica_concurrency: 2,
         ..fast_policy()
     };
-    let pool = Arc::new(ServicePool::start("scaled", launcher.clone(), fast_config(policy)));
+    let pool = Arc::new(ServicePool::start(
+        "scaled",
+        launcher.clone(),
+        fast_config(policy),
+    ));
     let deliveries: Vec<_> = (0..60)
         .map(|i| {
             let pool = Arc::clone(&pool);
-            tokio::spawn(async move { pool.deliver(event("ktwin.real.x", serde_json::json!({"i": i}))).await })
+            tokio::spawn(async move {
+                pool.deliver(event("ktwin.real.x", serde_json::json!({"i": i})))
+                    .await
+            })
         })
         .collect();
     let mut peak_replicas = 0;
@@ -290,7 +367,10 @@ async fn sustained_concurrency_over_the_target_scales_out() {
         delivery.await.unwrap().unwrap();
     }
     assert!(launcher.launched.load(Ordering::Relaxed) >= 2, "scaled out");
-    assert!(launcher.launched.load(Ordering::Relaxed) <= 3 || peak_replicas <= 3, "max_scale respected");
+    assert!(
+        launcher.launched.load(Ordering::Relaxed) <= 3 || peak_replicas <= 3,
+        "max_scale respected"
+    );
     assert!(launcher.peak.load(Ordering::SeqCst) <= 6, "3 replicas × 2");
     pool.shutdown().await;
 }
@@ -305,7 +385,9 @@ fn child_service() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let port: u16 = std::env::var("PORT").unwrap().parse().unwrap();
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         println!("child listening on {port}");
         let app = axum::Router::new()
             .route("/health", axum::routing::get(|| async { "ok" }))

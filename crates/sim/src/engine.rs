@@ -483,9 +483,23 @@ impl ModelClock {
     }
 }
 
-/// Model time as an orderable integer (microseconds).
-fn micros(t: f64) -> i64 {
-    (t * 1e6).round() as i64
+/// Model time ordered with `total_cmp`, kept exact: rounding it (e.g. to microseconds) and
+/// scheduling from the rounded value could return the same slot forever.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct At(f64);
+
+impl Eq for At {}
+
+impl PartialOrd for At {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for At {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
 }
 
 struct Publisher<'a> {
@@ -510,6 +524,9 @@ impl Publisher<'_> {
         {
             return false;
         }
+        // The client's channel is usually ready, so nothing else would yield: keep the
+        // runtime (and shutdown) responsive while catching up a backlog.
+        tokio::task::consume_budget().await;
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
         let ty = DeviceType::ALL
             .iter()
@@ -533,7 +550,7 @@ impl Publisher<'_> {
             if let Some(t) =
                 profile.next_publish(d.device_type, d.phase, d.state.period_override, after)
             {
-                heap.push(Reverse((micros(t), d.generation, i)));
+                heap.push(Reverse((At(t), d.generation, i)));
             }
         };
         let begin = clock.now() - 1e-9;
@@ -541,11 +558,11 @@ impl Publisher<'_> {
             schedule(&mut heap, devices, i, begin);
         }
         loop {
-            let Some(&Reverse((next, _, _))) = heap.peek() else {
+            let Some(&Reverse((At(next), _, _))) = heap.peek() else {
                 stop.cancelled().await;
                 return;
             };
-            let wake = clock.wall(next as f64 / 1e6);
+            let wake = clock.wall(next);
             tokio::select! {
                 () = stop.cancelled() => return,
                 Some((i, payload)) = virtual_rx.recv() => {
@@ -562,7 +579,7 @@ impl Publisher<'_> {
                     }
                 }
                 () = tokio::time::sleep_until(wake) => {
-                    let now = micros(clock.now());
+                    let now = At(clock.now());
                     let timestamp = chrono::Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
                     while let Some(&Reverse((t, generation, i))) = heap.peek() {
                         if t > now {
@@ -575,7 +592,7 @@ impl Publisher<'_> {
                         if !self.publish(&mut devices[i], &timestamp).await {
                             return;
                         }
-                        schedule(&mut heap, devices, i, t as f64 / 1e6);
+                        schedule(&mut heap, devices, i, t.0);
                     }
                 }
             }

@@ -259,7 +259,7 @@ mod tests {
     #[test]
     fn nul_characters_are_refused() {
         let err = TwinEvent::from_cloudevent(
-            &event("ktwin.store.city-pole", Some(json!({"a": {"b": ["x\u0000"]}}))),
+            &event("ktwin.store.city-pole", Some(json!({"a": {"b": ["x\u{0}"]}}))),
             Utc::now(),
         )
         .unwrap_err();

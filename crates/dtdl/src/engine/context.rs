@@ -18,8 +18,12 @@ pub(crate) struct ActiveContext {
 }
 
 impl ActiveContext {
-    pub fn dtdl_context(&self) -> String {
-        format!("dtmi:dtdl:context;{}", self.version)
+    pub fn dtdl_context(&self) -> &'static str {
+        match self.version {
+            2 => "dtmi:dtdl:context;2",
+            3 => "dtmi:dtdl:context;3",
+            _ => "dtmi:dtdl:context;4",
+        }
     }
 
     /// The IRI a term stands for in the active contexts (later contexts win).
@@ -31,7 +35,7 @@ impl ActiveContext {
             }
         }
         contexts
-            .get(&self.dtdl_context())
+            .get(self.dtdl_context())
             .and_then(|c| c.get(term))
             .map(String::as_str)
     }

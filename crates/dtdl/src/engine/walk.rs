@@ -727,6 +727,10 @@ impl Parser<'_> {
         iri: Option<&str>,
         ctx: &ActiveContext,
     ) {
+        // Only IRIs can have a shorter term; plain terms return at once.
+        if !written.starts_with("dtmi:") {
+            return;
+        }
         let Some(iri) = iri.filter(|i| *i == written) else {
             return;
         };
@@ -1146,7 +1150,7 @@ impl Parser<'_> {
             return Some(s.to_string());
         }
         if self.opts.lenient_ids
-            && let Some((term, iri)) = digest().contexts.get(&ctx.dtdl_context()).and_then(|c| {
+            && let Some((term, iri)) = digest().contexts.get(ctx.dtdl_context()).and_then(|c| {
                 c.iter().find(|(t, i)| {
                     t.eq_ignore_ascii_case(s) && i.starts_with("dtmi:dtdl:instance:")
                 })

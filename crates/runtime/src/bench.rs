@@ -1,0 +1,373 @@
+//! `ktwin bench e2e`: the whole platform under the paper's peak-window load, measured end to
+//! end — device messages/s, internal events/s, device publish → durable-in-store latency,
+//! CPU and RSS of the platform (this process and its service processes), beside the raw
+//! Mosquitto pub→sub rate measured in the same run.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use ktwin_sim::{DeviceType, LoadProfile, Pace, SimConfig, SimWorld};
+use ktwin_store::BackendChoice;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::StoreProbe;
+use crate::console::Console;
+use crate::mqtt::MqttAddress;
+use crate::up::{MqttChoice, PlannedProject, Platform, UpOptions};
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A table for people.
+    Text,
+    /// One JSON object.
+    Json,
+}
+
+/// Arguments of `ktwin bench e2e`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchE2eArgs {
+    /// The project to run (its services run as `ktwin up` runs them).
+    #[arg(long, default_value = "examples/smart-city")]
+    pub project_dir: PathBuf,
+    /// Neighborhoods in the world (the `neighborhoods` world parameter).
+    #[arg(long, default_value_t = 1)]
+    pub neighborhoods: u64,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 30)]
+    pub duration: u64,
+    /// Seconds of load before measuring (services start on demand and warm up).
+    #[arg(long, default_value_t = 20)]
+    pub warmup: u64,
+    /// Speed of the load model (1 = the paper's rates).
+    #[arg(long, default_value_t = 1.0)]
+    pub speedup: f64,
+    /// Mosquitto for the raw pub→sub reference rate; unreachable → reported as null.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    pub mosquitto: String,
+    /// Replicas per service at most.
+    #[arg(long, default_value_t = 4)]
+    pub max_replicas: u32,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// What `ktwin bench e2e` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct E2eReport {
+    /// Neighborhoods in the world.
+    pub neighborhoods: u64,
+    /// Device messages entering the platform per second (measured window).
+    pub device_msgs_per_s: f64,
+    /// Events published on the broker per second (device and emitted events).
+    pub events_per_s: f64,
+    /// Median device publish → durable-in-store latency.
+    pub p50_ms: f64,
+    /// 99th percentile of the same.
+    pub p99_ms: f64,
+    /// Device messages of persisted interfaces the simulator sent (whole run).
+    pub sent: u64,
+    /// Device events the store made durable (whole run).
+    pub stored: u64,
+    /// `sent - stored`.
+    pub lost: u64,
+    /// CPU of the platform and its service processes, percent of one core (simulator included).
+    pub cpu_percent: f64,
+    /// Resident memory of the platform and its service processes, MB.
+    pub rss_mb: f64,
+    /// Raw Mosquitto pub→sub rate (QoS 0, one publisher, one subscriber) in the same run.
+    pub mosquitto_raw_msgs_per_s: Option<f64>,
+}
+
+/// Runs `ktwin bench e2e`.
+pub async fn run(args: BenchE2eArgs) -> anyhow::Result<ExitCode> {
+    let report = measure(&args).await?;
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string(&report)?),
+        Format::Text => {
+            println!("neighborhoods            {}", report.neighborhoods);
+            println!("device messages/s        {:.1}", report.device_msgs_per_s);
+            println!("events/s                 {:.1}", report.events_per_s);
+            println!(
+                "latency p50 / p99        {:.1} ms / {:.1} ms",
+                report.p50_ms, report.p99_ms
+            );
+            println!(
+                "sent / stored / lost     {} / {} / {}",
+                report.sent, report.stored, report.lost
+            );
+            println!("CPU (one core = 100%)    {:.1}%", report.cpu_percent);
+            println!("RSS                      {:.1} MB", report.rss_mb);
+            match report.mosquitto_raw_msgs_per_s {
+                Some(rate) => println!("raw Mosquitto pub→sub    {rate:.0} msg/s"),
+                None => println!("raw Mosquitto pub→sub    (unreachable)"),
+            }
+        }
+    }
+    Ok(if report.lost == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The model time at which the busiest window of `profile` starts: the one with the highest
+/// total rate over `world`'s devices.
+fn peak_window_start(profile: &LoadProfile, world: &SimWorld) -> f64 {
+    let counts = world.count_by_type();
+    let rate = |window: &ktwin_sim::Window| -> f64 {
+        DeviceType::ALL
+            .iter()
+            .zip(window.periods)
+            .filter(|(_, period)| *period > 0.0)
+            .map(|(ty, period)| counts.get(ty).copied().unwrap_or(0) as f64 / period)
+            .sum()
+    };
+    let mut start = 0.0;
+    let mut best = (f64::MIN, 0.0);
+    for window in &profile.windows {
+        let r = rate(window);
+        if r > best.0 {
+            best = (r, start);
+        }
+        start += window.duration;
+    }
+    best.1
+}
+
+async fn measure(args: &BenchE2eArgs) -> anyhow::Result<E2eReport> {
+    let parameters = BTreeMap::from([("neighborhoods".to_owned(), args.neighborhoods)]);
+    let planned = PlannedProject::load(&args.project_dir, &parameters)?;
+    let dir = tempfile::tempdir().context("temporary store directory")?;
+    let probe = Arc::new(StoreProbe::default());
+    let mut options = UpOptions::new(dir.path());
+    options.http_port = 0;
+    options.mqtt = MqttChoice::Embedded { port: 0 };
+    options.store = BackendChoice::Embedded(dir.path().join("store.redb"));
+    options.replica_cap = args.max_replicas;
+    options.console = Console::plain();
+    options.store_probe = Some(probe.clone());
+    let persisted: Vec<String> = planned
+        .project
+        .services
+        .iter()
+        .filter(|(_, s)| s.persist_real_event == Some(true))
+        .map(|(name, _)| name.clone())
+        .collect();
+    let platform = Platform::start(planned, options).await?;
+
+    let world = SimWorld::from_graph_json(&platform.planned.graph_json(), "world")
+        .map_err(anyhow::Error::msg)?;
+    let profile = LoadProfile::paper();
+    let start_at = peak_window_start(&profile, &world);
+    let mut sim = SimConfig::new(&platform.mqtt.host, platform.mqtt.port);
+    sim.qos = QoS::AtLeastOnce;
+    sim.pace = Pace::Profile {
+        start_at,
+        profile,
+        speedup: args.speedup,
+    };
+    sim.duration = Some(Duration::from_secs(args.warmup + args.duration));
+    let stop = CancellationToken::new();
+    let sim_task = {
+        let stop = stop.clone();
+        tokio::spawn(async move { ktwin_sim::run(&world, &sim, stop, |_, _, _| {}).await })
+    };
+
+    tokio::time::sleep(Duration::from_secs(args.warmup)).await;
+    probe.record(true);
+    let mut usage = Usage::new();
+    let start_cpu = usage.cpu_ms();
+    let started = Instant::now();
+    let start_stats = platform.stats();
+    tokio::time::sleep(Duration::from_secs(args.duration)).await;
+    let wall = started.elapsed().as_secs_f64();
+    let end_stats = platform.stats();
+    let end_cpu = usage.cpu_ms();
+    let rss_mb = usage.rss_bytes() as f64 / 1e6;
+    probe.record(false);
+
+    let report = sim_task.await?.map_err(anyhow::Error::msg)?;
+    let started = Instant::now();
+    while platform.stats().ingested + platform.stats().rejected < report.sent
+        && started.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    platform.wait_idle(Duration::from_secs(120)).await;
+    let sent: u64 = DeviceType::ALL
+        .iter()
+        .filter(|t| persisted.iter().any(|p| p == t.interface()))
+        .map(|t| report.per_type.get(t.name()).map_or(0, |r| r.sent))
+        .sum();
+    let stored = probe.real_stored();
+    let latencies = probe.latencies_ms();
+    platform.shutdown(Duration::from_secs(10)).await;
+
+    let mosquitto_raw_msgs_per_s = match MqttAddress::parse(&args.mosquitto) {
+        Ok(address) => raw_pub_sub_rate(&address, 50_000).await.ok(),
+        Err(_) => None,
+    };
+    Ok(E2eReport {
+        neighborhoods: args.neighborhoods,
+        device_msgs_per_s: (end_stats.ingested - start_stats.ingested) as f64 / wall,
+        events_per_s: (end_stats.published - start_stats.published) as f64 / wall,
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
+        sent,
+        stored,
+        lost: sent.saturating_sub(stored),
+        cpu_percent: end_cpu.saturating_sub(start_cpu) as f64 / (wall * 1000.0) * 100.0,
+        rss_mb,
+        mosquitto_raw_msgs_per_s,
+    })
+}
+
+/// The `q` quantile of sorted `samples` (nearest rank); 0 when empty.
+fn percentile(samples: &[f64], q: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+    samples[rank - 1]
+}
+
+/// CPU time and memory of this process and its descendants (the service processes).
+struct Usage {
+    system: sysinfo::System,
+}
+
+impl Usage {
+    fn new() -> Self {
+        Self {
+            system: sysinfo::System::new()
+                .unwrap_or_else(|_| sysinfo::System::new_all().expect("process table")),
+        }
+    }
+
+    fn family(&mut self) -> Vec<sysinfo::Pid> {
+        self.system
+            .refresh_processes(sysinfo::ProcessesToUpdate::All, true);
+        let root = sysinfo::Pid::from_u32(std::process::id());
+        let mut family = vec![root];
+        let mut grew = true;
+        while grew {
+            grew = false;
+            for (pid, process) in self.system.processes() {
+                if !family.contains(pid) && process.parent().is_some_and(|p| family.contains(&p)) {
+                    family.push(*pid);
+                    grew = true;
+                }
+            }
+        }
+        family
+    }
+
+    fn cpu_ms(&mut self) -> u64 {
+        let family = self.family();
+        family
+            .iter()
+            .filter_map(|pid| self.system.process(*pid))
+            .map(sysinfo::Process::accumulated_cpu_time)
+            .sum()
+    }
+
+    fn rss_bytes(&mut self) -> u64 {
+        let family = self.family();
+        family
+            .iter()
+            .filter_map(|pid| self.system.process(*pid))
+            .map(sysinfo::Process::memory)
+            .sum()
+    }
+}
+
+/// Messages per second from one QoS 0 publisher to one subscriber through the broker at
+/// `address` (the reference the platform's own rates are compared with).
+pub async fn raw_pub_sub_rate(address: &MqttAddress, messages: u64) -> anyhow::Result<f64> {
+    let suffix = std::process::id();
+    let topic = format!("ktwin-bench/raw/{suffix}");
+    let (subscriber, mut sub_loop) = AsyncClient::new(
+        MqttOptions::new(
+            format!("ktwin-bench-sub-{suffix}"),
+            &address.host,
+            address.port,
+        ),
+        1000,
+    );
+    subscriber.subscribe(&topic, QoS::AtMostOnce).await?;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), sub_loop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => break,
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => anyhow::bail!("Mosquitto at {}: {err}", address.url()),
+            Err(_) => anyhow::bail!("Mosquitto at {}: no answer", address.url()),
+        }
+    }
+    let (publisher, mut pub_loop) = AsyncClient::new(
+        MqttOptions::new(
+            format!("ktwin-bench-pub-{suffix}"),
+            &address.host,
+            address.port,
+        ),
+        1000,
+    );
+    let pump = tokio::spawn(async move { while pub_loop.poll().await.is_ok() {} });
+    let started = Instant::now();
+    let payload =
+        br#"{"CODensity":0.4,"PM10Density":21.0,"timestamp":"2024-05-20T10:00:00Z"}"#.to_vec();
+    let producer = tokio::spawn(async move {
+        for _ in 0..messages {
+            publisher
+                .publish(topic.clone(), QoS::AtMostOnce, false, payload.clone())
+                .await?;
+        }
+        anyhow::Ok(publisher)
+    });
+    let mut received = 0u64;
+    while received < messages {
+        match tokio::time::timeout(Duration::from_secs(2), sub_loop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::Publish(_)))) => received += 1,
+            Ok(Ok(_)) => {}
+            // QoS 0 may drop under load: the rate counts what arrived.
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let _ = producer.await;
+    pump.abort();
+    #[allow(clippy::cast_precision_loss)]
+    Ok(received as f64 / elapsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_paper_profile_peaks_in_its_third_window() {
+        let world = SimWorld::from_graph(&ktwin_sim::paper_city(1, ""));
+        assert!((peak_window_start(&LoadProfile::paper(), &world) - 480.0).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let samples: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert!((percentile(&samples, 0.5) - 50.0).abs() < f64::EPSILON);
+        assert!((percentile(&samples, 0.99) - 99.0).abs() < f64::EPSILON);
+        assert!((percentile(&[7.0], 0.99) - 7.0).abs() < f64::EPSILON);
+        assert!(percentile(&[], 0.5).abs() < f64::EPSILON);
+    }
+}
