@@ -18,7 +18,10 @@ use crate::GraphState;
 /// The OpenAPI 3 document of the graph service.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "ktwin graph service", description = "Twin instances and their relationships"),
+    info(
+        title = "ktwin graph service",
+        description = "Twin instances and their relationships"
+    ),
     paths(whole_graph, interface_graph, instance),
     components(schemas(InstanceView, RelationshipView, IncomingView, Problem))
 )]
@@ -69,7 +72,10 @@ fn respond<T: Serialize>(path: &str, result: Result<T, Problem>) -> Response {
     )
 )]
 async fn whole_graph(State(state): State<GraphState>) -> Response {
-    respond("/api/v1/twin-graph", current(&state).map(|graph| graph.to_json()))
+    respond(
+        "/api/v1/twin-graph",
+        current(&state).map(|graph| graph.to_json()),
+    )
 }
 
 /// The instances of one interface (outgoing relationships), sorted by name.
@@ -83,7 +89,10 @@ async fn whole_graph(State(state): State<GraphState>) -> Response {
         (status = 503, description = "Source unavailable", body = Problem, content_type = PROBLEM_JSON)
     )
 )]
-async fn interface_graph(State(state): State<GraphState>, Path(interface): Path<String>) -> Response {
+async fn interface_graph(
+    State(state): State<GraphState>,
+    Path(interface): Path<String>,
+) -> Response {
     let path = format!("/api/v1/twin-graph/{interface}");
     let result = current(&state).and_then(|graph| {
         let doc = graph.subgraph(&interface);
@@ -179,7 +188,10 @@ async fn instance(State(state): State<GraphState>, Path(instance): Path<String>)
     let path = format!("/api/v1/twin-graph/instances/{instance}");
     let result = current(&state).and_then(|graph| {
         InstanceView::of(&graph, &instance).ok_or_else(|| {
-            Problem::new(StatusCode::NOT_FOUND, format!("the twin graph has no instance {instance:?}"))
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                format!("the twin graph has no instance {instance:?}"),
+            )
         })
     });
     respond(&path, result)

@@ -47,7 +47,12 @@ pub async fn run(args: GraphArgs) -> anyhow::Result<ExitCode> {
             let client = kube::Client::try_default()
                 .await
                 .context("connecting to Kubernetes (in-cluster config or kubeconfig)")?;
-            tokio::spawn(watch_kubernetes(client, args.namespace.clone(), state.clone(), shutdown.clone()))
+            tokio::spawn(watch_kubernetes(
+                client,
+                args.namespace.clone(),
+                state.clone(),
+                shutdown.clone(),
+            ))
         }
         SourceKind::Local => {
             let source = match &args.graph_file {
@@ -74,7 +79,9 @@ pub async fn run(args: GraphArgs) -> anyhow::Result<ExitCode> {
     let app = router(state)
         .route(
             "/api/v1/openapi.json",
-            axum::routing::get(|| async { axum::Json(<crate::GraphApi as utoipa::OpenApi>::openapi()) }),
+            axum::routing::get(|| async {
+                axum::Json(<crate::GraphApi as utoipa::OpenApi>::openapi())
+            }),
         )
         .merge(ops_router(readiness));
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -2,9 +2,9 @@
 //! watch (no polling); each change republishes the graph.
 
 use futures::StreamExt as _;
+use ktwin_model::{InstanceGraph, TwinInstance};
 use kube::Api;
 use kube::runtime::{WatchStreamExt as _, reflector, watcher};
-use ktwin_model::{InstanceGraph, TwinInstance};
 use tokio_util::sync::CancellationToken;
 
 use crate::GraphState;
@@ -28,7 +28,9 @@ pub async fn watch_kubernetes(
     let mut synced = false;
     let publish = || {
         let instances = reader.state();
-        state.publish(InstanceGraph::from_instances(instances.iter().map(|i| i.as_ref())));
+        state.publish(InstanceGraph::from_instances(
+            instances.iter().map(|i| i.as_ref()),
+        ));
     };
     loop {
         let event = tokio::select! {

@@ -25,7 +25,7 @@ mod local;
 mod state;
 
 pub use api::{GraphApi, InstanceView, OPENAPI_PATH, router};
-pub use kubernetes::watch_kubernetes;
 pub use ktwin_model::InstanceGraph;
+pub use kubernetes::watch_kubernetes;
 pub use local::{LocalSource, load_local, watch_local};
 pub use state::{GraphState, Snapshot};

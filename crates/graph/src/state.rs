@@ -48,7 +48,8 @@ impl GraphState {
     pub fn fail(&self, reason: impl Into<String>) {
         let reason = reason.into();
         tracing::warn!(%reason, "twin graph source failed");
-        self.sender.send_modify(|snapshot| snapshot.error = Some(reason));
+        self.sender
+            .send_modify(|snapshot| snapshot.error = Some(reason));
     }
 
     /// The current snapshot.

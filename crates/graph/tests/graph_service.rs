@@ -48,19 +48,39 @@ async fn unavailable_source_is_503_and_missing_things_are_404() {
     let (status, content_type, problem) = get(&app, "/api/v1/twin-graph").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(content_type.as_deref(), Some("application/problem+json"));
-    assert!(problem["detail"].as_str().unwrap().contains("not delivered"));
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not delivered")
+    );
 
     state.publish(graph(city()));
     let (status, _, whole) = get(&app, "/api/v1/twin-graph").await;
     assert_eq!(status, StatusCode::OK);
-    let names: Vec<_> = whole["twinInstances"].as_array().unwrap().iter().map(|n| n["name"].clone()).collect();
-    assert_eq!(names, [json!("nb-1"), json!("pole-1"), json!("pole-2")], "sorted by name");
-    assert!(whole["twinInstances"][0].get("relationships").is_none(), "empty lists omitted as in the original");
+    let names: Vec<_> = whole["twinInstances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].clone())
+        .collect();
+    assert_eq!(
+        names,
+        [json!("nb-1"), json!("pole-1"), json!("pole-2")],
+        "sorted by name"
+    );
+    assert!(
+        whole["twinInstances"][0].get("relationships").is_none(),
+        "empty lists omitted as in the original"
+    );
 
     let (status, _, poles) = get(&app, "/api/v1/twin-graph/city-pole").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(poles["twinInstances"].as_array().unwrap().len(), 2);
-    assert_eq!(poles["twinInstances"][0]["relationships"][0]["instance"], "nb-1");
+    assert_eq!(
+        poles["twinInstances"][0]["relationships"][0]["instance"],
+        "nb-1"
+    );
     let (status, _, problem) = get(&app, "/api/v1/twin-graph/street-light").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(problem["detail"].as_str().unwrap().contains("street-light"));
@@ -73,7 +93,10 @@ async fn unavailable_source_is_503_and_missing_things_are_404() {
         json!([{"name": "refNeighborhood", "source": "pole-1", "sourceInterface": "city-pole"},
                {"name": "refNeighborhood", "source": "pole-2", "sourceInterface": "city-pole"}])
     );
-    assert_eq!(get(&app, "/api/v1/twin-graph/instances/nobody").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&app, "/api/v1/twin-graph/instances/nobody").await.0,
+        StatusCode::NOT_FOUND
+    );
 
     // A failing source keeps serving the last good graph.
     state.fail("API server unreachable");
@@ -89,7 +112,12 @@ async fn until(state: &GraphState, done: impl Fn(&InstanceGraph) -> bool) {
     let mut changes = state.subscribe();
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            if changes.borrow_and_update().graph.as_deref().is_some_and(&done) {
+            if changes
+                .borrow_and_update()
+                .graph
+                .as_deref()
+                .is_some_and(&done)
+            {
                 return;
             }
             changes.changed().await.unwrap();
@@ -106,14 +134,25 @@ async fn local_graph_file_changes_are_served() {
     std::fs::write(&file, city().to_string()).unwrap();
     let state = GraphState::new();
     let cancel = CancellationToken::new();
-    let task = watch_local(LocalSource::GraphFile(file.clone()), state.clone(), cancel.clone())
-        .await
-        .unwrap();
-    assert_eq!(state.snapshot().graph.unwrap().len(), 3, "loaded before watching returns");
+    let task = watch_local(
+        LocalSource::GraphFile(file.clone()),
+        state.clone(),
+        cancel.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        state.snapshot().graph.unwrap().len(),
+        3,
+        "loaded before watching returns"
+    );
 
     // Replace the file the way editors do: write a sibling, rename over.
     let mut doc = city();
-    doc["twinInstances"].as_array_mut().unwrap().push(json!({"name": "pole-3", "interface": "city-pole"}));
+    doc["twinInstances"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "pole-3", "interface": "city-pole"}));
     let staged = dir.path().join(".ktwin_graph.json.tmp");
     std::fs::write(&staged, doc.to_string()).unwrap();
     std::fs::rename(&staged, &file).unwrap();

@@ -367,10 +367,7 @@ async fn sustained_concurrency_over_the_target_scales_out() {
         delivery.await.unwrap().unwrap();
     }
     assert!(launcher.launched.load(Ordering::Relaxed) >= 2, "scaled out");
-    assert!(
-        launcher.launched.load(Ordering::Relaxed) <= 3 || peak_replicas <= 3,
-        "max_scale respected"
-    );
+    assert!(peak_replicas <= 3, "max_scale respected: {peak_replicas}");
     assert!(launcher.peak.load(Ordering::SeqCst) <= 6, "3 replicas × 2");
     pool.shutdown().await;
 }

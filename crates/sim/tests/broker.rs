@@ -82,8 +82,9 @@ async fn speedup_one_reproduces_the_per_type_rates_of_the_load_model() {
         return;
     }
     let suffix = format!("-t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    // 30 devices of each type (phases i/30: model times that are not round numbers); window 2 of the paper (from 480 s): periods 10, 10, 10, 5, 5,
-    // 2, 5 s, streetlights and batteries silent.
+    // 30 devices of each type (phases i/30, so publish times are not round numbers); window
+    // 2 of the paper (from 480 s): periods 10, 10, 10, 5, 5, 2, 5 s, streetlights and
+    // batteries silent.
     let per_type = 30;
     let graph = TwinGraph {
         twin_instances: DeviceType::ALL

@@ -20,7 +20,10 @@ pub struct BrokerFeed {
 impl BrokerFeed {
     /// Feeds from `subscription`, lingering `linger` to fill batches.
     pub fn new(subscription: Subscription, linger: Duration) -> Self {
-        Self { subscription, linger }
+        Self {
+            subscription,
+            linger,
+        }
     }
 }
 

@@ -259,7 +259,10 @@ mod tests {
     #[test]
     fn nul_characters_are_refused() {
         let err = TwinEvent::from_cloudevent(
-            &event("ktwin.store.city-pole", Some(json!({"a": {"b": ["x\u{0}"]}}))),
+            &event(
+                "ktwin.store.city-pole",
+                Some(json!({"a": {"b": ["x\u{0}"]}})),
+            ),
             Utc::now(),
         )
         .unwrap_err();

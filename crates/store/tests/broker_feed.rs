@@ -24,7 +24,10 @@ fn event(id: &str, ty: &str, data: serde_json::Value) -> cloudevents::Event {
 #[tokio::test]
 async fn broker_events_are_stored_and_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = BackendChoice::Embedded(dir.path().join("s.redb")).open().await.unwrap();
+    let backend = BackendChoice::Embedded(dir.path().join("s.redb"))
+        .open()
+        .await
+        .unwrap();
     let (ingestor, ingest_task) = Ingestor::spawn(backend.clone(), IngestConfig::default());
     let broker = MemoryBroker::default();
     let spec = SubscriptionSpec::new("event-store", TypeFilter::prefix("ktwin."));
@@ -37,15 +40,36 @@ async fn broker_events_are_stored_and_acknowledged() {
         cancel.clone(),
     ));
 
-    broker.publish(event("a", "ktwin.store.city-pole", json!({"aqi": 1, "lamp": "ok"}))).await.unwrap();
-    broker.publish(event("b", "ktwin.real.city-pole", json!({"aqi": 2}))).await.unwrap();
-    broker.publish(event("b", "ktwin.real.city-pole", json!({"aqi": 2}))).await.unwrap();
-    broker.publish(event("c", "ktwin.command.city-pole.reset", json!({}))).await.unwrap();
+    broker
+        .publish(event(
+            "a",
+            "ktwin.store.city-pole",
+            json!({"aqi": 1, "lamp": "ok"}),
+        ))
+        .await
+        .unwrap();
+    broker
+        .publish(event("b", "ktwin.real.city-pole", json!({"aqi": 2})))
+        .await
+        .unwrap();
+    broker
+        .publish(event("b", "ktwin.real.city-pole", json!({"aqi": 2})))
+        .await
+        .unwrap();
+    broker
+        .publish(event("c", "ktwin.command.city-pole.reset", json!({})))
+        .await
+        .unwrap();
 
     let key = InstanceKey::new("city-pole", "pole-1");
     let latest = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            if let Some(latest) = backend.latest(&key).await.unwrap().filter(|l| l.event_count == 2) {
+            if let Some(latest) = backend
+                .latest(&key)
+                .await
+                .unwrap()
+                .filter(|l| l.event_count == 2)
+            {
                 return latest;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -53,7 +77,10 @@ async fn broker_events_are_stored_and_acknowledged() {
     })
     .await
     .expect("events from the broker were stored");
-    assert_eq!(serde_json::Value::Object(latest.state), json!({"aqi": 2, "lamp": "ok"}));
+    assert_eq!(
+        serde_json::Value::Object(latest.state),
+        json!({"aqi": 2, "lamp": "ok"})
+    );
 
     let dead = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
@@ -67,7 +94,11 @@ async fn broker_events_are_stored_and_acknowledged() {
     .await
     .expect("the command event was dead-lettered");
     assert_eq!(dead.len(), 1);
-    assert!(dead[0].reason.contains("ktwin.command.city-pole.reset"), "{}", dead[0].reason);
+    assert!(
+        dead[0].reason.contains("ktwin.command.city-pole.reset"),
+        "{}",
+        dead[0].reason
+    );
 
     cancel.cancel();
     consumer.await.unwrap();
