@@ -191,10 +191,13 @@ fn broken_project(edit: impl Fn(&str) -> String) -> Result<Project, ktwin_model:
     Project::load(dir.path())
 }
 
+/// An edit of the project file text.
+type ProjectEdit = dyn Fn(&str) -> String;
+
 #[test]
 fn bad_projects_name_the_file_and_field() {
     broken_project(|t| t.to_owned()).expect("the unedited copy loads");
-    let cases: [(&dyn Fn(&str) -> String, &str); 4] = [
+    let cases: [(&ProjectEdit, &str); 4] = [
         (
             &|t| t.replace("  city-pole:\n", "  city-poles:\n"),
             "services.city-poles",

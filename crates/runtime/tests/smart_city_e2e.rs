@@ -169,7 +169,7 @@ async fn smart_city_one_neighborhood_at_10x_for_60s() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let client = reqwest::Client::new();
     for instance in &targets {
-        let event = cloudevents::EventBuilderV10::new()
+        let event = <cloudevents::EventBuilderV10 as cloudevents::EventBuilder>::new()
             .id(format!("virtual-{instance}"))
             .ty("ktwin.virtual.ngsi-ld-city-airqualityobserved")
             .source(instance.clone())
