@@ -16,7 +16,12 @@ if [ ! -d ../shared ]; then
   echo "!!! ../shared is absent: tests that need the DTDL corpora and upstream schemas will SKIP" >&2
 fi
 
-if [ "$#" -eq 0 ]; then
-  set -- --workspace
+if [ "$#" -gt 0 ]; then
+  exec cargo test --no-fail-fast "$@"
 fi
-exec cargo test --no-fail-fast "$@"
+
+status=0
+cargo test --workspace --no-fail-fast || status=$?
+# Restarts RabbitMQ in the middle of a run, so it runs alone, after everything else.
+cargo test -p ktwin-dispatcher --test restart -- --ignored || status=$?
+exit "$status"

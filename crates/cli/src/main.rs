@@ -68,7 +68,9 @@ async fn main() -> ExitCode {
         Command::Store(args) => ktwin_store::cli::run(args).await,
         Command::Graph(args) => ktwin_graph::cli::run(args).await,
         Command::Bench(BenchCommand::Store(args)) => ktwin_store::cli::run_bench(args).await,
-        Command::Bench(BenchCommand::Dispatch(args)) => ktwin_dispatcher::cli::run_bench(args).await,
+        Command::Bench(BenchCommand::Dispatch(args)) => {
+            ktwin_dispatcher::cli::run_bench(args).await
+        }
         Command::Dispatcher(args) => ktwin_dispatcher::cli::run(args).await,
         Command::Operator(args) => ktwin_operator::cli::run_operator(args).await,
         Command::Plan(args) => ktwin_operator::cli::run_plan(args).await,

@@ -33,9 +33,10 @@ pub struct UpArgs {
     /// Use this MQTT broker (`mqtt://host:port`) instead of the embedded one.
     #[arg(long, value_name = "URL")]
     pub mqtt: Option<String>,
-    /// Port of the embedded MQTT broker.
-    #[arg(long, default_value_t = 1883, conflicts_with = "mqtt")]
-    pub mqtt_port: u16,
+    /// Port of the embedded MQTT broker [default: 1883, or a free port when 1883 is taken,
+    /// e.g. by a local Mosquitto].
+    #[arg(long, conflicts_with = "mqtt")]
+    pub mqtt_port: Option<u16>,
     /// Store events in PostgreSQL (`postgres://…`) instead of the embedded store under
     /// `PROJECT_DIR/.ktwin/`.
     #[arg(long, value_name = "URL", env = "KTWIN_STORE_URL")]
@@ -56,6 +57,24 @@ pub struct UpArgs {
     /// How long Ctrl-C waits for queued events to be handled.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub drain_timeout: u64,
+}
+
+/// The MQTT standard port when it is free; otherwise a free port chosen by the OS, so that
+/// `ktwin up` works beside a Mosquitto already listening on 1883. The devices started by `--sim`
+/// and the start-up banner use whichever port this returns.
+fn default_mqtt_port() -> anyhow::Result<u16> {
+    const MQTT_PORT: u16 = 1883;
+    if std::net::TcpListener::bind(("127.0.0.1", MQTT_PORT)).is_ok() {
+        return Ok(MQTT_PORT);
+    }
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .context("finding a free port for the embedded MQTT broker")?;
+    let port = listener.local_addr()?.port();
+    eprintln!(
+        "MQTT port {MQTT_PORT} is taken (another broker?); the embedded broker uses {port} \
+         (pass --mqtt-port or --mqtt URL to choose)"
+    );
+    Ok(port)
 }
 
 fn parse_parameter(text: &str) -> Result<(String, u64), String> {
@@ -84,9 +103,11 @@ impl UpArgs {
             options.mqtt =
                 MqttChoice::External(MqttAddress::parse(url).map_err(anyhow::Error::msg)?);
         } else {
-            options.mqtt = MqttChoice::Embedded {
-                port: self.mqtt_port,
+            let port = match self.mqtt_port {
+                Some(port) => port,
+                None => default_mqtt_port()?,
             };
+            options.mqtt = MqttChoice::Embedded { port };
         }
         if let Some(url) = &self.store {
             anyhow::ensure!(
