@@ -208,7 +208,7 @@ fn bad_projects_name_the_file_and_field() {
         ),
         (
             &|t| {
-                t.replace("    command: [cargo, run, --quiet, -p, ktwin-smart-city-services, --bin, pole]\n", "    aggregateData: [refBogus]\n")
+                t.replace("    command: [cargo, run, --release, --quiet, -p, ktwin-smart-city-services, --bin, pole]\n", "    aggregateData: [refBogus]\n")
             },
             "refBogus",
         ),
