@@ -110,10 +110,15 @@ async fn render_metrics() -> impl IntoResponse {
     )
 }
 
-/// Sets up `tracing` to stderr, filtered by `RUST_LOG` (default `info`). Safe to call twice.
+/// Log filter when `RUST_LOG` is unset: the embedded MQTT broker logs every connection at info,
+/// which would drown what ktwin itself says.
+const DEFAULT_LOG_FILTER: &str = "info,rumqttd=warn";
+
+/// Sets up `tracing` to stderr, filtered by `RUST_LOG` (default [`DEFAULT_LOG_FILTER`]). Safe to
+/// call twice.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
