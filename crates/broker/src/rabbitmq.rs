@@ -3,7 +3,7 @@
 //! publisher confirms, a dead-letter queue per subscription, reconnection with backoff.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -60,6 +60,9 @@ pub struct RabbitConfig {
     pub max_backoff: Duration,
     /// Connection name shown in the RabbitMQ management UI.
     pub connection_name: String,
+    /// Channels publishing in parallel (see [`ConfirmedPublisher`]); events of one source
+    /// always use the same channel, so their order is kept.
+    pub publisher_channels: usize,
 }
 
 impl Default for RabbitConfig {
@@ -72,6 +75,7 @@ impl Default for RabbitConfig {
             publish_retry_budget: Duration::from_secs(60),
             max_backoff: Duration::from_secs(5),
             connection_name: "ktwin".into(),
+            publisher_channels: 4,
         }
     }
 }
@@ -238,11 +242,15 @@ impl AmqpConnector {
     }
 }
 
-/// Publishes with publisher confirms on a channel that is replaced after failures, retrying
+/// Publishes with publisher confirms on channels that are replaced after failures, retrying
 /// the same message across reconnects within a time budget.
+///
+/// RabbitMQ runs each channel as one Erlang process, so one channel caps confirmed publishing
+/// at what one scheduler does; several channels spread it over the server's cores.
 pub struct ConfirmedPublisher {
     connector: AmqpConnector,
-    current: Mutex<Option<(u64, Channel)>>,
+    channels: Vec<PublisherChannel>,
+    next: AtomicUsize,
     /// Headers exchange declared on every new channel, if any.
     setup_exchange: Option<String>,
     budget: Duration,
@@ -252,15 +260,16 @@ pub struct ConfirmedPublisher {
 impl std::fmt::Debug for ConfirmedPublisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConfirmedPublisher")
+            .field("channels", &self.channels.len())
             .field("budget", &self.budget)
             .finish_non_exhaustive()
     }
 }
 
 impl ConfirmedPublisher {
-    /// A publisher on `connector`; each publish retries for at most `budget`. If
-    /// `declare_headers_exchange` is set, that durable headers exchange is declared on every
-    /// new channel.
+    /// A publisher on `connector` with one channel; each publish retries for at most `budget`.
+    /// If `declare_headers_exchange` is set, that durable headers exchange is declared on
+    /// every new channel.
     pub fn new(
         connector: AmqpConnector,
         declare_headers_exchange: Option<String>,
@@ -269,22 +278,48 @@ impl ConfirmedPublisher {
     ) -> Self {
         Self {
             connector,
-            current: Mutex::new(None),
+            channels: vec![PublisherChannel::default()],
+            next: AtomicUsize::new(0),
             setup_exchange: declare_headers_exchange,
             budget,
             max_backoff,
         }
     }
 
-    /// The live confirm-mode channel.
+    /// Publishes over `count` channels (at least one).
+    pub fn with_channels(mut self, count: usize) -> Self {
+        self.channels = (0..count.max(1))
+            .map(|_| PublisherChannel::default())
+            .collect();
+        self
+    }
+
+    /// The live confirm-mode channel next in turn.
     pub async fn get(&self) -> Result<(u64, Channel), BrokerError> {
-        let mut current = self.current.lock().await;
-        if let Some((generation, channel)) = current.as_ref()
-            && channel.status().connected()
-        {
-            return Ok((*generation, channel.clone()));
+        self.channel(self.next.fetch_add(1, Ordering::Relaxed))
+            .await
+    }
+
+    /// Opens every channel now, so that configuration errors surface here.
+    pub async fn open_all(&self) -> Result<(), BrokerError> {
+        for index in 0..self.channels.len() {
+            self.channel(index).await?;
         }
-        let stale = current.as_ref().map(|(g, _)| *g);
+        Ok(())
+    }
+
+    /// The live confirm-mode channel `index` (modulo the channel count).
+    async fn channel(&self, index: usize) -> Result<(u64, Channel), BrokerError> {
+        let slot = &self.channels[index % self.channels.len()];
+        if let Some(live) = slot.live() {
+            return Ok(live);
+        }
+        let _reopening = slot.reopen.lock().await;
+        // Someone else may have reopened it while we waited.
+        if let Some(live) = slot.live() {
+            return Ok(live);
+        }
+        let stale = slot.generation();
         let (generation, channel) = self.connector.channel(stale).await?;
         let amqp = |operation| move |source| BrokerError::Amqp { operation, source };
         channel
@@ -294,15 +329,31 @@ impl ConfirmedPublisher {
         if let Some(exchange) = &self.setup_exchange {
             declare_exchange(&channel, exchange).await?;
         }
-        *current = Some((generation, channel.clone()));
+        *slot.current.lock().expect("publisher channel lock") = Some((generation, channel.clone()));
         Ok((generation, channel))
     }
 
-    /// Publishes and waits for the confirm, retrying (same message) across reconnects within
-    /// the budget. `Ok(false)` means the message was `mandatory` and RabbitMQ returned it as
-    /// unroutable.
+    /// Publishes on the channel next in turn and waits for the confirm, retrying (same
+    /// message) across reconnects within the budget. `Ok(false)` means the message was
+    /// `mandatory` and RabbitMQ returned it as unroutable.
     pub async fn publish(
         &self,
+        exchange: &str,
+        routing_key: &str,
+        mandatory: bool,
+        properties: &BasicProperties,
+        body: &[u8],
+    ) -> Result<bool, BrokerError> {
+        let affinity = self.next.fetch_add(1, Ordering::Relaxed);
+        self.publish_on(affinity, exchange, routing_key, mandatory, properties, body)
+            .await
+    }
+
+    /// Like [`ConfirmedPublisher::publish`], on the channel chosen by `affinity`: messages of
+    /// equal affinity share a channel, so RabbitMQ keeps their order.
+    pub async fn publish_on(
+        &self,
+        affinity: usize,
         exchange: &str,
         routing_key: &str,
         mandatory: bool,
@@ -314,7 +365,7 @@ impl ConfirmedPublisher {
         let mut backoff = Backoff::new(self.max_backoff);
         loop {
             let attempt = async {
-                let (_, channel) = self.get().await?;
+                let (_, channel) = self.channel(affinity).await?;
                 let confirm = channel
                     .basic_publish(
                         exchange.into(),
@@ -362,6 +413,35 @@ impl ConfirmedPublisher {
             tracing::warn!(%error, ?delay, "publish failed, retrying the same message");
             tokio::time::sleep(delay).await;
         }
+    }
+}
+
+/// One publishing channel of a [`ConfirmedPublisher`]. Publishes only read the current channel
+/// (a short synchronous lock); replacing a broken one is serialized by `reopen`, so concurrent
+/// publishes do not queue behind each other while the channel is fine.
+#[derive(Default)]
+struct PublisherChannel {
+    current: std::sync::Mutex<Option<(u64, Channel)>>,
+    reopen: Mutex<()>,
+}
+
+impl PublisherChannel {
+    /// The current channel, if it is open.
+    fn live(&self) -> Option<(u64, Channel)> {
+        let current = self.current.lock().expect("publisher channel lock");
+        current
+            .as_ref()
+            .filter(|(_, channel)| channel.status().connected())
+            .map(|(generation, channel)| (*generation, channel.clone()))
+    }
+
+    /// Generation of the connection the current channel (open or not) was made on.
+    fn generation(&self) -> Option<u64> {
+        self.current
+            .lock()
+            .expect("publisher channel lock")
+            .as_ref()
+            .map(|(generation, _)| *generation)
     }
 }
 
@@ -415,8 +495,9 @@ impl RabbitBroker {
             config.declare_exchange.then(|| config.exchange.clone()),
             config.publish_retry_budget,
             config.max_backoff,
-        );
-        publisher.get().await?;
+        )
+        .with_channels(config.publisher_channels);
+        publisher.open_all().await?;
         Ok(Self {
             inner: Arc::new(RabbitInner {
                 config,
@@ -524,7 +605,14 @@ impl Broker for RabbitBroker {
         let routed = self
             .inner
             .publisher
-            .publish(&config.exchange, "", true, &properties, &body)
+            .publish_on(
+                source_affinity(&event),
+                &config.exchange,
+                "",
+                true,
+                &properties,
+                &body,
+            )
             .await?;
         if routed {
             Ok(PublishOutcome::Routed)
@@ -536,7 +624,7 @@ impl Broker for RabbitBroker {
     }
 
     async fn publish_all(&self, events: Vec<Event>) -> Result<Vec<PublishOutcome>, BrokerError> {
-        // Concurrent publishes share the confirm channel, so they are pipelined.
+        // Concurrent publishes share the confirm channels, so they are pipelined.
         futures::future::join_all(events.into_iter().map(|e| self.publish(e)))
             .await
             .into_iter()
@@ -635,6 +723,13 @@ impl Broker for RabbitBroker {
         let _ = channel.close(200, "dead letters taken".into()).await;
         Ok(letters)
     }
+}
+
+/// Channel affinity of an event: its source, so one instance's events stay in order.
+fn source_affinity(event: &Event) -> usize {
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(event.source().as_str(), &mut hasher);
+    std::hash::Hasher::finish(&hasher) as usize
 }
 
 /// Deliveries of the AMQP messages counted so far, this one included.

@@ -66,10 +66,14 @@ impl Fixture {
 }
 
 fn event(id: &str, ty: &str) -> Event {
+    event_from("pole-1", id, ty)
+}
+
+fn event_from(source: &str, id: &str, ty: &str) -> Event {
     EventBuilderV10::new()
         .id(id)
         .ty(ty)
-        .source("pole-1")
+        .source(source)
         .time(chrono::Utc::now())
         .extension(
             "traceparent",
@@ -232,6 +236,54 @@ async fn prefix_filters_receive_only_matching_types() {
             .await
             .is_err()
     );
+    drop(sub);
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn each_source_keeps_its_order_over_several_publisher_channels() {
+    let mut fx = Fixture::new(QueueType::Classic).await;
+    assert!(fx.broker.config().publisher_channels > 1);
+    let name = fx.name("order");
+    let mut sub = fx
+        .broker
+        .subscribe(SubscriptionSpec::new(
+            &name,
+            TypeFilter::exact(["ktwin.real.pole"]),
+        ))
+        .await
+        .unwrap();
+    let sources = 8;
+    let total = 400;
+    let events: Vec<Event> = (0..total)
+        .map(|i| {
+            event_from(
+                &format!("pole-{}", i % sources),
+                &i.to_string(),
+                "ktwin.real.pole",
+            )
+        })
+        .collect();
+    fx.broker.publish_all(events).await.unwrap();
+    let mut last_seen = vec![None; sources];
+    let mut received = 0;
+    while received < total {
+        let batch = tokio::time::timeout(WAIT, sub.recv_batch(100))
+            .await
+            .unwrap();
+        for delivery in batch {
+            let number: usize = delivery.event().id().parse().unwrap();
+            let source = number % sources;
+            assert!(
+                last_seen[source] < Some(number),
+                "event {number} of pole-{source} arrived after event {:?}",
+                last_seen[source]
+            );
+            last_seen[source] = Some(number);
+            received += 1;
+            delivery.ack().await.unwrap();
+        }
+    }
     drop(sub);
     fx.cleanup().await;
 }

@@ -30,7 +30,7 @@ enum Command {
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Bridge devices and twins: MQTT → CloudEvents (`mqtt`), CloudEvents → MQTT (`cloudevent`).
-    Dispatcher(ktwin_dispatcher::cli::DispatcherArgs),
+    Dispatcher(Box<ktwin_dispatcher::cli::DispatcherArgs>),
     /// Run the Kubernetes operator (controllers for the ktwin resources).
     Operator(ktwin_operator::cli::OperatorArgs),
     /// Print offline what the operator would apply for a project.
@@ -59,6 +59,13 @@ enum BenchCommand {
     E2e(ktwin_runtime::bench::BenchE2eArgs),
 }
 
+/// The SDK handlers this binary embeds, which `ktwin up` mounts in-process for services whose
+/// `handler` names them: the smart-city reference services, so that the README's first command
+/// runs the whole scenario in one process.
+fn built_in_handlers() -> ktwin_runtime::up::Handlers {
+    ktwin_smart_city_services::handlers().into_iter().collect()
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     ktwin_service::init_tracing();
@@ -71,7 +78,7 @@ async fn main() -> ExitCode {
         Command::Bench(BenchCommand::Dispatch(args)) => {
             ktwin_dispatcher::cli::run_bench(args).await
         }
-        Command::Dispatcher(args) => ktwin_dispatcher::cli::run(args).await,
+        Command::Dispatcher(args) => ktwin_dispatcher::cli::run(*args).await,
         Command::Operator(args) => ktwin_operator::cli::run_operator(args).await,
         Command::Plan(args) => ktwin_operator::cli::run_plan(args).await,
         Command::Install(args) => ktwin_operator::cli::run_install(args).await,
@@ -79,8 +86,10 @@ async fn main() -> ExitCode {
         Command::Compile(args) => ktwin_model::cli::run_compile(args).await,
         Command::Instances(args) => ktwin_model::cli::run_instances(args).await,
         Command::Sim(args) => ktwin_sim::cli::run_cli(args).await,
-        Command::Up(args) => ktwin_runtime::cli::run(args).await,
-        Command::Bench(BenchCommand::E2e(args)) => ktwin_runtime::bench::run(args).await,
+        Command::Up(args) => ktwin_runtime::cli::run(args, built_in_handlers()).await,
+        Command::Bench(BenchCommand::E2e(args)) => {
+            ktwin_runtime::bench::run(args, built_in_handlers()).await
+        }
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,7 @@
 //! `ktwin bench dispatch`: MQTT → CloudEvent throughput into the in-memory bus and into
 //! RabbitMQ (with confirms), beside the raw Mosquitto pub→sub rate and a raw AMQP publish loop
-//! measured in the same run. Also the MQTT publisher the integration tests use.
+//! measured in the same run with the same settings, so the ratios show what the dispatcher
+//! costs. Also the MQTT publisher the integration tests use.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,17 +13,13 @@ use clap::{Args, ValueEnum};
 use futures::StreamExt;
 use ktwin_broker::{
     Broker, MemoryBroker, MemoryBrokerConfig, QueueType, RabbitBroker, RabbitConfig,
-    SubscriptionSpec, TypeFilter,
+    SubscriptionSpec, TypeFilter, event_to_amqp,
 };
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
-use lapin::types::FieldTable;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio_util::sync::CancellationToken;
 
-use crate::ingress::IngressPolicy;
+use crate::ingress::{IngressPolicy, TopicSyntax, validate};
 use crate::metrics::DispatchMetrics;
 use crate::{IngressDispatcher, MemoryDeadLetters, MqttSource, MqttSourceConfig};
 
@@ -41,9 +38,15 @@ pub struct BenchDispatchArgs {
     /// Messages per measurement.
     #[arg(long, default_value_t = 50_000)]
     pub messages: u64,
-    /// Concurrent MQTT publishers.
+    /// Concurrent MQTT publisher connections of the load generator (QoS 1, batched writes).
     #[arg(long, default_value_t = 4)]
     pub publishers: usize,
+    /// Unacknowledged QoS 1 messages per publisher connection.
+    #[arg(long, default_value_t = 1000)]
+    pub publish_window: usize,
+    /// MQTT connections sharing the dispatcher's subscription (and the raw subscriber's).
+    #[arg(long, default_value_t = MqttSourceConfig::new("", 0, "").connections)]
+    pub mqtt_connections: usize,
     /// MQTT broker (Mosquitto) host.
     #[arg(long, env = "KTWIN_MQTT_HOST", default_value = "127.0.0.1")]
     pub mqtt_host: String,
@@ -57,9 +60,37 @@ pub struct BenchDispatchArgs {
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
     pub amqp_url: String,
+    /// Unconfirmed events in flight: the dispatcher's pipelining depth, and the raw AMQP
+    /// loop's window.
+    #[arg(long, default_value_t = 1024)]
+    pub in_flight: usize,
+    /// Channels publishing to RabbitMQ, for the dispatcher and the raw AMQP loop alike.
+    #[arg(long, default_value_t = RabbitConfig::default().publisher_channels)]
+    pub amqp_channels: usize,
+    /// Type of the RabbitMQ queue the events are routed to.
+    #[arg(long, value_enum, default_value_t = BenchQueueType::Quorum)]
+    pub queue_type: BenchQueueType,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,
+}
+
+/// [`QueueType`] on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchQueueType {
+    /// Classic durable queue.
+    Classic,
+    /// Quorum queue (what the ktwin operator declares).
+    Quorum,
+}
+
+impl From<BenchQueueType> for QueueType {
+    fn from(kind: BenchQueueType) -> Self {
+        match kind {
+            BenchQueueType::Classic => QueueType::Classic,
+            BenchQueueType::Quorum => QueueType::Quorum,
+        }
+    }
 }
 
 /// Results in messages per second.
@@ -71,9 +102,11 @@ pub struct DispatchBenchResult {
     pub bus_msgs_per_s: f64,
     /// MQTT (Mosquitto) → dispatcher → RabbitMQ headers exchange, publisher confirms.
     pub rabbitmq_msgs_per_s: f64,
-    /// Raw Mosquitto QoS 1 publish → subscribe.
+    /// Raw Mosquitto: the same QoS 1 load into the same QoS 1 subscription (shared
+    /// connections), each message acknowledged on receipt.
     pub mosquitto_raw_msgs_per_s: f64,
-    /// Raw AMQP publish loop with confirms into a headers exchange bound to a queue.
+    /// Raw AMQP publish loop with confirms, with the dispatcher's topology, messages, channels
+    /// and window.
     pub amqp_raw_msgs_per_s: f64,
 }
 
@@ -155,21 +188,117 @@ pub fn device_messages(
         .collect()
 }
 
+/// The benchmark's load generator for one MQTT connection: QoS 1 PUBLISH packets encoded in
+/// batches and written with one system call per batch, at most `window` unacknowledged, until
+/// every one is acknowledged. A device-like client such as [`publish_qos1`] (rumqttc) makes one
+/// write per message and spends more CPU than Mosquitto does relaying it, so on a small
+/// machine it would measure itself rather than the dispatcher. No reconnection: a benchmark
+/// run fails instead.
+pub async fn publish_qos1_batched(
+    host: &str,
+    port: u16,
+    client_id: &str,
+    messages: Vec<(String, Vec<u8>)>,
+    window: usize,
+) -> anyhow::Result<()> {
+    use rumqttc::mqttbytes::v4::{Connect, Disconnect, Packet as Wire, Publish};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const MAX_PACKET: usize = 16 * 1024 * 1024;
+    let window = window.clamp(1, usize::from(u16::MAX));
+    let mut stream = tokio::net::TcpStream::connect((host, port))
+        .await
+        .with_context(|| format!("connecting to MQTT at {host}:{port}"))?;
+    stream.set_nodelay(true)?;
+    let mut out = bytes::BytesMut::new();
+    let mut connect = Connect::new(client_id);
+    connect.keep_alive = 60;
+    connect.write(&mut out)?;
+    stream.write_all(&out).await?;
+    let mut incoming = bytes::BytesMut::with_capacity(64 * 1024);
+    // Reads until a whole packet is buffered.
+    async fn next_packet(
+        stream: &mut (impl AsyncReadExt + Unpin),
+        incoming: &mut bytes::BytesMut,
+    ) -> anyhow::Result<Wire> {
+        loop {
+            match Wire::read(incoming, MAX_PACKET) {
+                Ok(packet) => return Ok(packet),
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {
+                    anyhow::ensure!(
+                        stream.read_buf(incoming).await? > 0,
+                        "the MQTT broker closed the connection"
+                    );
+                }
+                Err(error) => anyhow::bail!("bad packet from the MQTT broker: {error}"),
+            }
+        }
+    }
+    match next_packet(&mut stream, &mut incoming).await? {
+        Wire::ConnAck(ack) if ack.code == rumqttc::ConnectReturnCode::Success => {}
+        other => anyhow::bail!("MQTT broker refused the connection: {other:?}"),
+    }
+    let total = messages.len();
+    let (mut reader, mut writer) = stream.into_split();
+    let acked = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(tokio::sync::Notify::new());
+    let acks = {
+        let (acked, progress) = (Arc::clone(&acked), Arc::clone(&progress));
+        tokio::spawn(async move {
+            let mut count = 0;
+            while count < total as u64 {
+                if let Wire::PubAck(_) = next_packet(&mut reader, &mut incoming).await? {
+                    count += 1;
+                    acked.store(count, Ordering::Release);
+                    progress.notify_one();
+                }
+            }
+            anyhow::Ok(())
+        })
+    };
+    let mut messages = messages.into_iter().enumerate().peekable();
+    while messages.peek().is_some() {
+        let in_flight = |sent: usize| sent - acked.load(Ordering::Acquire) as usize;
+        let sent = messages.peek().map_or(total, |(i, _)| *i);
+        if in_flight(sent) >= window {
+            let waiting = progress.notified();
+            if in_flight(sent) >= window {
+                tokio::time::timeout(Duration::from_secs(60), waiting)
+                    .await
+                    .context("no PUBACK from the MQTT broker for 60 s")?;
+            }
+            continue;
+        }
+        out.clear();
+        let room = window - in_flight(sent);
+        for (i, (topic, payload)) in messages.by_ref().take(room.min(256)) {
+            let mut publish = Publish::new(topic, QoS::AtLeastOnce, payload);
+            // Packet ids cycle over the window; the broker acknowledges in order.
+            publish.pkid = (i % window) as u16 + 1;
+            publish.write(&mut out)?;
+        }
+        writer.write_all(&out).await?;
+    }
+    acks.await??;
+    out.clear();
+    Disconnect.write(&mut out)?;
+    writer.write_all(&out).await?;
+    Ok(())
+}
+
+/// Publishes the run's messages from `args.publishers` batched connections
+/// ([`publish_qos1_batched`]).
 async fn publish_parallel(args: &BenchDispatchArgs, iface: &str, run: &str) -> anyhow::Result<()> {
     let publishers = args.publishers.max(1) as u64;
-    let per = args.messages / publishers;
+    let per = args.messages.div_ceil(publishers).max(1);
     let mut tasks = Vec::new();
-    for p in 0..publishers {
-        let end = if p + 1 == publishers {
-            args.messages
-        } else {
-            (p + 1) * per
-        };
-        let messages = device_messages(iface, 100, p * per..end);
+    for (p, first) in (0..args.messages).step_by(per as usize).enumerate() {
+        let messages = device_messages(iface, 100, first..(first + per).min(args.messages));
         let (host, port) = (args.mqtt_host.clone(), args.mqtt_port);
         let client_id = format!("ktwin-bench-pub-{run}-{p}");
+        let window = args.publish_window;
         tasks.push(tokio::spawn(async move {
-            publish_qos1(&host, port, &client_id, messages, None).await
+            publish_qos1_batched(&host, port, &client_id, messages, window).await
         }));
     }
     for task in tasks {
@@ -184,8 +313,11 @@ fn run_id() -> String {
 
 /// MQTT → dispatcher → `broker`; messages per second from the first publish to the last
 /// confirmed event.
-async fn ingress_rate(args: &BenchDispatchArgs, broker: Arc<dyn Broker>) -> anyhow::Result<f64> {
-    let run = run_id();
+async fn ingress_rate(
+    args: &BenchDispatchArgs,
+    run: &str,
+    broker: Arc<dyn Broker>,
+) -> anyhow::Result<f64> {
     let iface = format!("bench-{run}");
     let mut config = MqttSourceConfig::new(
         &args.mqtt_host,
@@ -195,6 +327,7 @@ async fn ingress_rate(args: &BenchDispatchArgs, broker: Arc<dyn Broker>) -> anyh
     config.filters = vec![format!("ktwin/real/{iface}/#")];
     config.persistent_session = false;
     config.buffer = 1024;
+    config.connections = args.mqtt_connections;
     let source = MqttSource::start(config);
     let connected = crate::DeviceSource::connected(&source);
     let dispatcher = IngressDispatcher::new(
@@ -203,7 +336,7 @@ async fn ingress_rate(args: &BenchDispatchArgs, broker: Arc<dyn Broker>) -> anyh
         IngressPolicy::default(),
         DispatchMetrics::ingress("bench", "bench"),
     )
-    .max_in_flight(1024);
+    .max_in_flight(args.in_flight);
     let counters = dispatcher.counters();
     let stop = CancellationToken::new();
     let task = tokio::spawn(dispatcher.run(source, stop.clone()));
@@ -220,7 +353,7 @@ async fn ingress_rate(args: &BenchDispatchArgs, broker: Arc<dyn Broker>) -> anyh
     // The subscription is sent right after CONNACK; give it a moment to be in place.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
-    publish_parallel(args, &iface, &run).await?;
+    publish_parallel(args, &iface, run).await?;
     wait_for(
         || counters.dispatched() >= args.messages,
         "dispatched events",
@@ -264,35 +397,29 @@ async fn bus_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
             }
         }
     });
-    let rate = ingress_rate(args, Arc::new(bus.clone())).await;
+    let rate = ingress_rate(args, &run_id(), Arc::new(bus.clone())).await;
     bus.delete_subscription("bench").await?;
     consumer.await?;
     rate
 }
 
-async fn rabbitmq_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
-    let run = run_id();
-    let broker = RabbitBroker::connect(RabbitConfig {
+/// A RabbitMQ broker on a fresh exchange, with the benchmark's settings.
+async fn bench_rabbit_broker(args: &BenchDispatchArgs, run: &str) -> anyhow::Result<RabbitBroker> {
+    RabbitBroker::connect(RabbitConfig {
         uri: args.amqp_url.clone(),
         exchange: format!("ktwin-bench-{run}"),
-        queue_type: QueueType::Classic,
+        queue_type: args.queue_type.into(),
         connection_name: "ktwin-bench".into(),
+        publisher_channels: args.amqp_channels,
         ..RabbitConfig::default()
     })
     .await
-    .context("connecting to RabbitMQ")?;
-    let queue = format!("ktwin-bench-{run}");
-    // A bound queue so events are routed and stored, not discarded.
-    drop(
-        broker
-            .subscribe(SubscriptionSpec::new(
-                &queue,
-                TypeFilter::prefix("ktwin.real."),
-            ))
-            .await?,
-    );
-    let rate = ingress_rate(args, Arc::new(broker.clone())).await;
-    broker.delete_subscription(&queue).await?;
+    .context("connecting to RabbitMQ")
+}
+
+/// Deletes the benchmark's queue and exchange, and disconnects.
+async fn remove_bench_broker(broker: &RabbitBroker, queue: &str) -> anyhow::Result<()> {
+    broker.delete_subscription(queue).await?;
     let (_, channel) = broker.connector().channel(None).await?;
     channel
         .exchange_delete(
@@ -301,51 +428,81 @@ async fn rabbitmq_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
         )
         .await?;
     broker.close().await;
+    Ok(())
+}
+
+async fn rabbitmq_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
+    let run = run_id();
+    let broker = bench_rabbit_broker(args, &run).await?;
+    let queue = format!("ktwin-bench-{run}");
+    // A bound queue, as a Knative trigger has, so events are routed and stored.
+    drop(
+        broker
+            .subscribe(SubscriptionSpec::new(
+                &queue,
+                TypeFilter::exact([format!("ktwin.real.bench-{run}")]),
+            ))
+            .await?,
+    );
+    let rate = ingress_rate(args, &run, Arc::new(broker.clone())).await;
+    remove_bench_broker(&broker, &queue).await?;
     rate
 }
 
+/// Mosquitto's own rate with the same load and the same subscription as the dispatcher's
+/// measurement (QoS 1 over `mqtt_connections` shared connections), each message acknowledged
+/// on receipt instead of after dispatching.
 async fn mosquitto_raw_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
     let run = run_id();
     let iface = format!("bench-{run}");
-    let mut options = MqttOptions::new(
-        format!("ktwin-bench-raw-{run}"),
-        &args.mqtt_host,
-        args.mqtt_port,
-    );
-    options
-        .set_keep_alive(Duration::from_secs(30))
-        .set_inflight(1000);
-    let (client, mut eventloop) = AsyncClient::new(options, 1000);
-    // QoS 0 on the subscriber side: one QoS 1 subscription is capped by the broker's
-    // per-client in-flight window (Mosquitto drops beyond its queue), which is not the raw rate.
-    client
-        .subscribe(format!("ktwin/real/{iface}/#"), QoS::AtMostOnce)
-        .await?;
     let received = Arc::new(AtomicU64::new(0));
-    let count = Arc::clone(&received);
+    let subscribed = Arc::new(AtomicU64::new(0));
     let stop = CancellationToken::new();
-    let token = stop.clone();
-    let subscribed = Arc::new(tokio::sync::Notify::new());
-    let ready = Arc::clone(&subscribed);
-    let subscriber = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                event = eventloop.poll() => match event {
-                    Ok(Event::Incoming(Packet::SubAck(_))) => ready.notify_one(),
-                    Ok(Event::Incoming(Packet::Publish(_))) => { count.fetch_add(1, Ordering::Relaxed); }
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::warn!(%error, "raw MQTT subscriber error");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+    let connections = args.mqtt_connections.max(1);
+    let mut subscribers = Vec::new();
+    for index in 0..connections {
+        let mut options = MqttOptions::new(
+            format!("ktwin-bench-raw-{run}-{index}"),
+            &args.mqtt_host,
+            args.mqtt_port,
+        );
+        options.set_keep_alive(Duration::from_secs(30));
+        let (client, mut eventloop) = AsyncClient::new(options, 16);
+        let filter = format!("ktwin/real/{iface}/#");
+        let filter = if connections > 1 {
+            format!("$share/ktwin-bench-raw-{run}/{filter}")
+        } else {
+            filter
+        };
+        client.subscribe(filter, QoS::AtLeastOnce).await?;
+        let (received, subscribed, stop) =
+            (Arc::clone(&received), Arc::clone(&subscribed), stop.clone());
+        subscribers.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    event = eventloop.poll() => match event {
+                        Ok(Event::Incoming(Packet::SubAck(_))) => { subscribed.fetch_add(1, Ordering::Relaxed); }
+                        Ok(Event::Incoming(Packet::Publish(_))) => { received.fetch_add(1, Ordering::Relaxed); }
+                        Ok(_) => {}
+                        Err(error) => {
+                            tracing::warn!(%error, "raw MQTT subscriber error");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    },
+                    () = stop.cancelled() => {
+                        let _ = client.try_disconnect();
+                        return;
                     }
-                },
-                () = token.cancelled() => return,
+                }
             }
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(10), subscribed.notified())
-        .await
-        .context("no SUBACK from the MQTT broker")?;
+        }));
+    }
+    wait_for(
+        || subscribed.load(Ordering::Relaxed) >= connections as u64,
+        "SUBACKs from the MQTT broker",
+        Duration::from_secs(10),
+    )
+    .await?;
     let started = Instant::now();
     publish_parallel(args, &iface, &run).await?;
     wait_for(
@@ -356,75 +513,121 @@ async fn mosquitto_raw_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
     .await?;
     let elapsed = started.elapsed();
     stop.cancel();
-    subscriber.await?;
-    let _ = client.disconnect().await;
+    for subscriber in subscribers {
+        subscriber.await?;
+    }
     Ok(args.messages as f64 / elapsed.as_secs_f64())
 }
 
-async fn amqp_raw_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
-    let run = run_id();
-    let connection =
-        lapin::Connection::connect(&args.amqp_url, lapin::ConnectionProperties::default()).await?;
-    let channel = connection.create_channel().await?;
-    let exchange = format!("ktwin-bench-raw-{run}");
-    channel
-        .exchange_declare(
-            exchange.as_str().into(),
-            lapin::ExchangeKind::Headers,
-            ExchangeDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_declare(
-            exchange.as_str().into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            exchange.as_str().into(),
-            exchange.as_str().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let started = Instant::now();
-    let window = 1024;
-    let mut confirms = futures::stream::FuturesOrdered::new();
-    for i in 0..args.messages {
+/// The device messages the measurements publish, as the dispatcher encodes them for RabbitMQ.
+fn encoded_events(
+    iface: &str,
+    range: std::ops::Range<u64>,
+) -> anyhow::Result<Vec<(lapin::BasicProperties, Vec<u8>)>> {
+    device_messages(iface, 100, range)
+        .into_iter()
+        .map(|(topic, payload)| {
+            let reading = validate(
+                &topic,
+                TopicSyntax::Mqtt,
+                &payload,
+                &IngressPolicy::default(),
+            )?;
+            Ok(event_to_amqp(&reading.into_event(None))?)
+        })
+        .collect()
+}
+
+/// Publishes `messages` on a confirm-mode `channel` with at most `window` unconfirmed, as the
+/// broker publishes events (`mandatory`), and returns the channel once all are confirmed.
+async fn publish_confirmed(
+    channel: lapin::Channel,
+    exchange: String,
+    messages: Vec<(lapin::BasicProperties, Vec<u8>)>,
+    window: usize,
+) -> anyhow::Result<lapin::Channel> {
+    let settle = |confirmation: lapin::Result<lapin::Confirmation>| {
+        anyhow::ensure!(
+            matches!(confirmation?, lapin::Confirmation::Ack(None)),
+            "RabbitMQ refused or returned a message"
+        );
+        Ok(())
+    };
+    let mut confirms = futures::stream::FuturesUnordered::new();
+    for (properties, body) in messages {
+        let options = BasicPublishOptions {
+            mandatory: true,
+            immediate: false,
+        };
         let confirm = channel
             .basic_publish(
                 exchange.as_str().into(),
                 "".into(),
-                BasicPublishOptions::default(),
-                &sample_payload(i),
-                lapin::BasicProperties::default().with_delivery_mode(2),
+                options,
+                &body,
+                properties,
             )
             .await?;
-        confirms.push_back(confirm);
+        confirms.push(confirm);
         if confirms.len() >= window
             && let Some(confirmation) = confirms.next().await
         {
-            anyhow::ensure!(confirmation?.is_ack(), "RabbitMQ refused a message");
+            settle(confirmation)?;
         }
     }
     while let Some(confirmation) = confirms.next().await {
-        anyhow::ensure!(confirmation?.is_ack(), "RabbitMQ refused a message");
+        settle(confirmation)?;
+    }
+    Ok(channel)
+}
+
+/// RabbitMQ's own confirmed-publish rate with the dispatcher's settings: the same topology (a
+/// durable headers exchange, a queue of the same type bound with `x-match: all`), the same
+/// encoded events (persistent, `mandatory`), the same number of channels on one connection and
+/// the same number of unconfirmed messages in flight; only the dispatcher is left out.
+async fn amqp_raw_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
+    let run = run_id();
+    let iface = format!("bench-raw-{run}");
+    let broker = bench_rabbit_broker(args, &run).await?;
+    let queue = format!("ktwin-bench-raw-{run}");
+    drop(
+        broker
+            .subscribe(SubscriptionSpec::new(
+                &queue,
+                TypeFilter::exact([format!("ktwin.real.{iface}")]),
+            ))
+            .await?,
+    );
+    let channels = args.amqp_channels.max(1);
+    let window = (args.in_flight / channels).max(1);
+    let connection = broker.connector().connection(None).await?.1;
+    let per = args.messages.div_ceil(channels as u64).max(1);
+    let mut prepared = Vec::new();
+    for first in (0..args.messages).step_by(per as usize) {
+        let messages = encoded_events(&iface, first..(first + per).min(args.messages))?;
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        prepared.push((channel, messages));
+    }
+    let started = Instant::now();
+    let publishers: Vec<_> = prepared
+        .into_iter()
+        .map(|(channel, messages)| {
+            let exchange = broker.config().exchange.clone();
+            tokio::spawn(publish_confirmed(channel, exchange, messages, window))
+        })
+        .collect();
+    let mut channels = Vec::new();
+    for publisher in publishers {
+        channels.push(publisher.await??);
     }
     let elapsed = started.elapsed();
-    channel
-        .queue_delete(exchange.as_str().into(), QueueDeleteOptions::default())
-        .await?;
-    channel
-        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-        .await?;
-    let _ = connection.close(200, "done".into()).await;
+    for channel in channels {
+        let _ = channel.close(200, "done".into()).await;
+    }
+    remove_bench_broker(&broker, &queue).await?;
     Ok(args.messages as f64 / elapsed.as_secs_f64())
 }
 

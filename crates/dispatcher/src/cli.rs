@@ -57,6 +57,10 @@ pub struct AmqpArgs {
     /// Unacknowledged messages per consumer (prefetch).
     #[arg(long, env = "KTWIN_PREFETCH", default_value_t = 512)]
     pub prefetch: u16,
+    /// Channels publishing to RabbitMQ in parallel (each is one Erlang process on the server);
+    /// one source's events always share a channel, so their order is kept.
+    #[arg(long, env = "KTWIN_PUBLISHER_CHANNELS", default_value_t = RabbitConfig::default().publisher_channels)]
+    pub publisher_channels: usize,
 }
 
 /// Operational endpoints.
@@ -243,6 +247,7 @@ async fn connect_broker(amqp: &AmqpArgs, name: &str) -> anyhow::Result<RabbitBro
         declare_exchange: amqp.declare_exchange,
         queue_type: QueueType::Quorum,
         connection_name: name.to_owned(),
+        publisher_channels: amqp.publisher_channels,
         ..RabbitConfig::default()
     })
     .await

@@ -3,7 +3,11 @@
 //! the defects fixed: the response code is a real per-observation label and the histogram is
 //! not named `…_bucket`.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use metrics::{Counter, Histogram};
 
 /// Counter of events entering the broker, labels `event_type`, `response_code`,
 /// `response_code_class`, `container_name`, `broker_name`.
@@ -20,6 +24,7 @@ pub const DEAD_LETTERS: &str = "ktwin_dispatcher_dead_letters_total";
 
 /// Response codes in the Knative broker ingress convention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
 pub enum ResponseCode {
     /// Accepted by the broker.
     Accepted,
@@ -47,52 +52,97 @@ impl ResponseCode {
     }
 }
 
-/// Which series a dispatcher writes.
-#[derive(Debug, Clone)]
+/// Which series a dispatcher writes. Cloning shares the series.
+///
+/// The handles of each (event type, response code) series are registered once and kept:
+/// building the five labels and looking the series up in the registry for every message would
+/// cost more than the rest of the dispatch.
+#[derive(Clone)]
 pub struct DispatchMetrics {
+    inner: Arc<MetricsInner>,
+}
+
+struct MetricsInner {
     events: &'static str,
     latency: &'static str,
     container: String,
     broker: String,
+    /// Per event type, the series of each response code.
+    series: Mutex<HashMap<String, [Option<Series>; 3]>>,
+}
+
+/// The counter and latency histogram of one (event type, response code).
+type Series = (Counter, Histogram);
+
+impl std::fmt::Debug for DispatchMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DispatchMetrics")
+            .field("events", &self.inner.events)
+            .field("container", &self.inner.container)
+            .field("broker", &self.inner.broker)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DispatchMetrics {
+    fn new(events: &'static str, latency: &'static str, container: &str, broker: &str) -> Self {
+        // Series handles are kept, so the recorder they belong to must be the one `/metrics`
+        // renders, installed before the first of them is registered.
+        ktwin_service::prometheus();
+        Self {
+            inner: Arc::new(MetricsInner {
+                events,
+                latency,
+                container: container.to_owned(),
+                broker: broker.to_owned(),
+                series: Mutex::default(),
+            }),
+        }
+    }
+
     /// The MQTT → CloudEvent dispatcher's series.
     pub fn ingress(container: &str, broker: &str) -> Self {
-        Self {
-            events: INGRESS_EVENTS,
-            latency: INGRESS_LATENCY,
-            container: container.to_owned(),
-            broker: broker.to_owned(),
-        }
+        Self::new(INGRESS_EVENTS, INGRESS_LATENCY, container, broker)
     }
 
     /// The CloudEvent → MQTT dispatcher's series.
     pub fn egress(container: &str, broker: &str) -> Self {
-        Self {
-            events: EGRESS_EVENTS,
-            latency: EGRESS_LATENCY,
-            container: container.to_owned(),
-            broker: broker.to_owned(),
-        }
+        Self::new(EGRESS_EVENTS, EGRESS_LATENCY, container, broker)
     }
 
     /// Counts one event and its latency.
     pub fn observe(&self, event_type: &str, code: ResponseCode, elapsed: Duration) {
-        let labels = [
-            ("event_type", event_type.to_owned()),
-            ("response_code", code.code().to_owned()),
-            ("response_code_class", code.class().to_owned()),
-            ("container_name", self.container.clone()),
-            ("broker_name", self.broker.clone()),
-        ];
-        metrics::counter!(self.events, &labels).increment(1);
-        metrics::histogram!(self.latency, &labels).record(elapsed.as_secs_f64() * 1000.0);
+        let (counter, histogram) = self.series(event_type, code);
+        counter.increment(1);
+        histogram.record(elapsed.as_secs_f64() * 1000.0);
+    }
+
+    fn series(&self, event_type: &str, code: ResponseCode) -> Series {
+        let inner = &self.inner;
+        let mut series = inner.series.lock().expect("metrics lock");
+        let slot = match series.get_mut(event_type) {
+            Some(codes) => &mut codes[code as usize],
+            None => &mut series.entry(event_type.to_owned()).or_default()[code as usize],
+        };
+        slot.get_or_insert_with(|| {
+            let labels = [
+                ("event_type", event_type.to_owned()),
+                ("response_code", code.code().to_owned()),
+                ("response_code_class", code.class().to_owned()),
+                ("container_name", inner.container.clone()),
+                ("broker_name", inner.broker.clone()),
+            ];
+            (
+                metrics::counter!(inner.events, &labels),
+                metrics::histogram!(inner.latency, &labels),
+            )
+        })
+        .clone()
     }
 
     /// Counts one dead letter.
     pub fn dead_letter(&self, reason: &'static str) {
-        metrics::counter!(DEAD_LETTERS, "dispatcher" => self.container.clone(), "reason" => reason)
+        metrics::counter!(DEAD_LETTERS, "dispatcher" => self.inner.container.clone(), "reason" => reason)
             .increment(1);
     }
 }

@@ -71,6 +71,11 @@ pub struct ServiceSettings {
     /// Local command (argv) run by `ktwin up`, from the project directory.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
+    /// An SDK handler built into the `ktwin` binary (e.g. `smart-city/pole`) that `ktwin up`
+    /// mounts in-process, with no child process and no HTTP hop; `command` is the fallback
+    /// when the binary does not have it (or `ktwin up --processes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler: Option<String>,
     /// Extra environment variables.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
@@ -99,6 +104,7 @@ impl ServiceSettings {
             } else {
                 self.command.clone()
             },
+            handler: self.handler.clone().or_else(|| defaults.handler.clone()),
             env,
             auto_scaling: self
                 .auto_scaling
@@ -299,8 +305,10 @@ pub fn apply_service(
             .then(|| image_template.map(|t| t.replace("{name}", &name)))
             .flatten()
     });
-    if image.is_none() && settings.command.is_empty() {
-        return Err("a service needs an image, a command, or the project's imageTemplate".into());
+    if image.is_none() && settings.command.is_empty() && settings.handler.is_none() {
+        return Err(
+            "a service needs an image, a command, a handler, or the project's imageTemplate".into(),
+        );
     }
     for rel in &settings.aggregate_data {
         let Some(own) = iface.spec.relationships.iter_mut().find(|r| &r.name == rel) else {

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::StoreProbe;
 use crate::console::Console;
 use crate::mqtt::MqttAddress;
-use crate::up::{MqttChoice, PlannedProject, Platform, UpOptions};
+use crate::up::{Handlers, MqttChoice, PlannedProject, Platform, UpOptions};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -51,6 +51,10 @@ pub struct BenchE2eArgs {
     /// Mosquitto for the raw pub→sub reference rate; unreachable → reported as null.
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
     pub mosquitto: String,
+    /// Run the services as child processes of their `command` instead of their built-in
+    /// handlers.
+    #[arg(long)]
+    pub processes: bool,
     /// Replicas per service at most.
     #[arg(long, default_value_t = 4)]
     pub max_replicas: u32,
@@ -78,17 +82,20 @@ pub struct E2eReport {
     pub stored: u64,
     /// `sent - stored`.
     pub lost: u64,
-    /// CPU of the platform and its service processes, percent of one core (simulator included).
+    /// CPU of the platform and its service processes, percent of one core (the simulated
+    /// devices, which run on a thread of their own, excluded).
     pub cpu_percent: f64,
+    /// CPU of the simulated devices, percent of one core.
+    pub sim_cpu_percent: f64,
     /// Resident memory of the platform and its service processes, MB.
     pub rss_mb: f64,
     /// Raw Mosquitto pub→sub rate (QoS 0, one publisher, one subscriber) in the same run.
     pub mosquitto_raw_msgs_per_s: Option<f64>,
 }
 
-/// Runs `ktwin bench e2e`.
-pub async fn run(args: BenchE2eArgs) -> anyhow::Result<ExitCode> {
-    let report = measure(&args).await?;
+/// Runs `ktwin bench e2e` with the SDK `handlers` built into the calling binary.
+pub async fn run(args: BenchE2eArgs, handlers: Handlers) -> anyhow::Result<ExitCode> {
+    let report = measure(&args, handlers).await?;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string(&report)?),
         Format::Text => {
@@ -104,6 +111,7 @@ pub async fn run(args: BenchE2eArgs) -> anyhow::Result<ExitCode> {
                 report.sent, report.stored, report.lost
             );
             println!("CPU (one core = 100%)    {:.1}%", report.cpu_percent);
+            println!("simulator CPU            {:.1}%", report.sim_cpu_percent);
             println!("RSS                      {:.1} MB", report.rss_mb);
             match report.mosquitto_raw_msgs_per_s {
                 Some(rate) => println!("raw Mosquitto pub→sub    {rate:.0} msg/s"),
@@ -142,7 +150,7 @@ fn peak_window_start(profile: &LoadProfile, world: &SimWorld) -> f64 {
     best.1
 }
 
-async fn measure(args: &BenchE2eArgs) -> anyhow::Result<E2eReport> {
+async fn measure(args: &BenchE2eArgs, handlers: Handlers) -> anyhow::Result<E2eReport> {
     let parameters = BTreeMap::from([("neighborhoods".to_owned(), args.neighborhoods)]);
     let planned = PlannedProject::load(&args.project_dir, &parameters)?;
     let dir = tempfile::tempdir().context("temporary store directory")?;
@@ -152,6 +160,8 @@ async fn measure(args: &BenchE2eArgs) -> anyhow::Result<E2eReport> {
     options.mqtt = MqttChoice::Embedded { port: 0 };
     options.store = BackendChoice::Embedded(dir.path().join("store.redb"));
     options.replica_cap = args.max_replicas;
+    options.handlers = handlers;
+    options.processes = args.processes;
     options.console = Console::plain();
     options.store_probe = Some(probe.clone());
     let persisted: Vec<String> = planned
@@ -175,26 +185,29 @@ async fn measure(args: &BenchE2eArgs) -> anyhow::Result<E2eReport> {
         speedup: args.speedup,
     };
     sim.duration = Some(Duration::from_secs(args.warmup + args.duration));
-    let stop = CancellationToken::new();
-    let sim_task = {
-        let stop = stop.clone();
-        tokio::spawn(async move { ktwin_sim::run(&world, &sim, stop, |_, _, _| {}).await })
-    };
+    let (sim_thread, sim_tid) = spawn_sim_thread(world, sim)?;
 
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     probe.record(true);
     let mut usage = Usage::new();
     let start_cpu = usage.cpu_ms();
+    let start_sim_cpu = thread_cpu_ms(sim_tid);
     let started = Instant::now();
     let start_stats = platform.stats();
     tokio::time::sleep(Duration::from_secs(args.duration)).await;
     let wall = started.elapsed().as_secs_f64();
     let end_stats = platform.stats();
     let end_cpu = usage.cpu_ms();
+    let end_sim_cpu = thread_cpu_ms(sim_tid);
     let rss_mb = usage.rss_bytes() as f64 / 1e6;
     probe.record(false);
 
-    let report = sim_task.await?.map_err(anyhow::Error::msg)?;
+    let report = tokio::task::spawn_blocking(move || sim_thread.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the simulator thread panicked"))?
+        .map_err(anyhow::Error::msg)?;
+    let sim_cpu_ms = end_sim_cpu.saturating_sub(start_sim_cpu);
+    let platform_cpu_ms = end_cpu.saturating_sub(start_cpu).saturating_sub(sim_cpu_ms);
     let started = Instant::now();
     while platform.stats().ingested + platform.stats().rejected < report.sent
         && started.elapsed() < Duration::from_secs(60)
@@ -224,10 +237,72 @@ async fn measure(args: &BenchE2eArgs) -> anyhow::Result<E2eReport> {
         sent,
         stored,
         lost: sent.saturating_sub(stored),
-        cpu_percent: end_cpu.saturating_sub(start_cpu) as f64 / (wall * 1000.0) * 100.0,
+        cpu_percent: platform_cpu_ms as f64 / (wall * 1000.0) * 100.0,
+        sim_cpu_percent: sim_cpu_ms as f64 / (wall * 1000.0) * 100.0,
         rss_mb,
         mosquitto_raw_msgs_per_s,
     })
+}
+
+/// The simulated devices' thread, which returns their report.
+type SimThread = std::thread::JoinHandle<Result<ktwin_sim::SimReport, String>>;
+
+/// Starts the simulated devices on a thread of their own (with a single-threaded runtime), so
+/// that their CPU time can be told apart from the platform's; returns the thread and its Linux
+/// thread id.
+fn spawn_sim_thread(
+    world: SimWorld,
+    config: SimConfig,
+) -> anyhow::Result<(SimThread, Option<u32>)> {
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("ktwin-bench-sim".into())
+        .spawn(move || {
+            let _ = tid_tx.send(current_thread_id());
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|err| format!("simulator runtime: {err}"))?;
+            runtime.block_on(ktwin_sim::run(
+                &world,
+                &config,
+                CancellationToken::new(),
+                |_, _, _| {},
+            ))
+        })
+        .context("starting the simulator thread")?;
+    let tid = tid_rx.recv().ok().flatten();
+    Ok((thread, tid))
+}
+
+/// The calling thread's Linux thread id (`/proc/thread-self` → `<pid>/task/<tid>`).
+fn current_thread_id() -> Option<u32> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    link.file_name()?.to_str()?.parse().ok()
+}
+
+/// CPU time (user + system) of thread `tid` of this process in milliseconds; 0 where `/proc`
+/// does not say.
+fn thread_cpu_ms(tid: Option<u32>) -> u64 {
+    /// `/proc` counts in USER_HZ ticks, fixed at 100 per second by the Linux ABI.
+    const MS_PER_TICK: u64 = 10;
+    let Some(tid) = tid else { return 0 };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")) else {
+        return 0;
+    };
+    // Fields after the parenthesised command name: state is the 3rd field of the line,
+    // utime and stime the 14th and 15th.
+    let Some((_, after_name)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) * MS_PER_TICK
 }
 
 /// The `q` quantile of sorted `samples` (nearest rank); 0 when empty.
@@ -257,6 +332,9 @@ impl Usage {
         }
     }
 
+    /// This process and its descendant processes. Threads are left out: sysinfo lists them as
+    /// children of their process, each with the whole process's memory, and the process's CPU
+    /// time already includes theirs.
     fn family(&mut self) -> Vec<sysinfo::Pid> {
         self.system
             .refresh_processes(sysinfo::ProcessesToUpdate::All, true);
@@ -266,7 +344,10 @@ impl Usage {
         while grew {
             grew = false;
             for (pid, process) in self.system.processes() {
-                if !family.contains(pid) && process.parent().is_some_and(|p| family.contains(&p)) {
+                if !family.contains(pid)
+                    && process.thread_kind().is_none()
+                    && process.parent().is_some_and(|p| family.contains(&p))
+                {
                     family.push(*pid);
                     grew = true;
                 }
@@ -360,6 +441,23 @@ mod tests {
     fn the_paper_profile_peaks_in_its_third_window() {
         let world = SimWorld::from_graph(&ktwin_sim::paper_city(1, ""));
         assert!((peak_window_start(&LoadProfile::paper(), &world) - 480.0).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn a_busy_thread_has_cpu_time() {
+        let tid = current_thread_id();
+        assert!(tid.is_some(), "/proc/thread-self names this thread");
+        let before = thread_cpu_ms(tid);
+        // Spin until the kernel has charged this thread a tick (a loaded machine may take a
+        // while to schedule it), bounded so a broken reading fails instead of hanging.
+        let started = Instant::now();
+        let mut spin = 0u64;
+        while thread_cpu_ms(tid) == before && started.elapsed() < Duration::from_secs(60) {
+            for _ in 0..100_000 {
+                spin = std::hint::black_box(spin.wrapping_add(1));
+            }
+        }
+        assert!(thread_cpu_ms(tid) > before, "spinning shows as CPU time");
     }
 
     #[test]

@@ -117,6 +117,10 @@ pub struct BrokerFeed {
     pub subscription: Subscription,
     /// Told about every event once it is durable.
     pub probe: Option<Arc<StoreProbe>>,
+    /// After the first event of a batch, how long to wait for more: every batch is one commit
+    /// (one fsync), so at a few thousand events/s waiting a few milliseconds turns hundreds of
+    /// tiny commits per second into a few larger ones.
+    pub linger: std::time::Duration,
 }
 
 #[async_trait]
@@ -125,7 +129,7 @@ impl EventFeed for BrokerFeed {
 
     async fn next_batch(&mut self, max: usize) -> Vec<StoreDelivery> {
         self.subscription
-            .recv_batch(max)
+            .recv_batch_linger(max, self.linger)
             .await
             .into_iter()
             .map(|delivery| StoreDelivery {

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::console::Console;
 use crate::mqtt::MqttAddress;
-use crate::up::{MqttChoice, PlannedProject, Platform, UpOptions};
+use crate::up::{Handlers, MqttChoice, PlannedProject, Platform, UpOptions};
 
 /// Arguments of `ktwin up`.
 #[derive(Debug, Clone, clap::Args)]
@@ -54,6 +54,10 @@ pub struct UpArgs {
     /// `cargo run` compiles).
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub ready_timeout: u64,
+    /// Run every service as its `command` child processes, even when this binary has the
+    /// service's `handler` built in (which `ktwin up` otherwise mounts in-process).
+    #[arg(long)]
+    pub processes: bool,
     /// How long Ctrl-C waits for queued events to be handled.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub drain_timeout: u64,
@@ -92,8 +96,10 @@ impl UpArgs {
         self.parameters.iter().cloned().collect()
     }
 
-    fn options(&self, console: Console) -> anyhow::Result<UpOptions> {
+    fn options(&self, console: Console, handlers: Handlers) -> anyhow::Result<UpOptions> {
         let mut options = UpOptions::new(&self.project_dir);
+        options.handlers = handlers;
+        options.processes = self.processes;
         options.parameters = self.parameters();
         options.http_port = self.port;
         options.replica_cap = self.max_replicas;
@@ -123,18 +129,29 @@ impl UpArgs {
     }
 }
 
-/// Runs `ktwin up`.
-pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+/// Runs `ktwin up`, with the SDK `handlers` built into the calling binary (services whose
+/// `handler` setting names one of them run in-process).
+///
+/// A binary of your own can embed your services the same way the `ktwin` binary embeds the
+/// smart-city ones:
+///
+/// ```no_run
+/// # async fn my_main(args: ktwin_runtime::cli::UpArgs) -> anyhow::Result<std::process::ExitCode> {
+/// let handlers = ktwin_runtime::up::Handlers::new(); // insert("my/pole".into(), Arc::new(…))
+/// ktwin_runtime::cli::run(args, handlers).await
+/// # }
+/// ```
+pub async fn run(args: UpArgs, handlers: Handlers) -> anyhow::Result<ExitCode> {
     let planned = PlannedProject::load(&args.project_dir, &args.parameters())?;
     if args.check {
-        for line in planned.check_report(&Default::default()) {
+        for line in planned.check_report(&handlers, args.processes) {
             println!("{line}");
         }
         println!("ok: {} is a valid project", args.project_dir.display());
         return Ok(ExitCode::SUCCESS);
     }
     let console = Console::with_status_line();
-    let options = args.options(console.clone())?;
+    let options = args.options(console.clone(), handlers)?;
     let shutdown = ktwin_service::shutdown_token();
     let platform = Platform::start(planned, options).await?;
     for line in platform.describe() {

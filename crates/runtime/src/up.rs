@@ -46,6 +46,9 @@ pub const LOCAL_EVENT_STORE: &str = "ktwin-event-store";
 /// Name of the MQTTTrigger the local platform provides.
 pub const LOCAL_MQTT_TRIGGER: &str = "ktwin-mqtt";
 
+/// How long the event store's feed waits to fill a batch (one commit) after its first event.
+const STORE_LINGER: Duration = Duration::from_millis(10);
+
 /// A project loaded and planned, ready to run or to report on (`--check`).
 #[derive(Debug, Clone)]
 pub struct PlannedProject {
@@ -101,8 +104,41 @@ impl PlannedProject {
         serde_json::to_string(&self.project.instance_graph.to_json()).expect("graphs serialize")
     }
 
-    /// What `--check` reports: one line per finding, and whether any is an error.
-    pub fn check_report(&self, in_process: &BTreeSet<String>) -> Vec<String> {
+    /// How `ktwin up` runs `interface`'s service, given the `handlers` built into this binary:
+    /// the project's `handler` in-process when available (unless `processes`), else its
+    /// `command` as child processes.
+    pub fn runner(&self, interface: &str, handlers: &Handlers, processes: bool) -> Runner {
+        let settings = self.project.services.get(interface);
+        let wanted = settings.and_then(|s| s.handler.as_deref());
+        if let Some((name, handler)) = wanted
+            .filter(|_| !processes)
+            .and_then(|name| Some((name, handlers.get(name)?)))
+        {
+            return Runner::InProcess {
+                handler_name: name.to_owned(),
+                handler: handler.clone(),
+            };
+        }
+        match self.command(interface) {
+            Some(command) => Runner::Process(command),
+            None => Runner::Missing(match wanted {
+                Some(name) if processes => format!(
+                    "--processes runs services as their `command`, and it has none (handler {name:?})"
+                ),
+                Some(name) => format!(
+                    "this ktwin binary has no handler {name:?} (it has: {}) and the service has no `command`",
+                    handler_list(handlers)
+                ),
+                None => format!(
+                    "no `handler` or `command` in {}: it will not run locally",
+                    ktwin_model::project::PROJECT_FILE
+                ),
+            }),
+        }
+    }
+
+    /// What `--check` reports: one line per finding.
+    pub fn check_report(&self, handlers: &Handlers, processes: bool) -> Vec<String> {
         let mut lines = vec![format!(
             "project {:?}: {} interfaces, {} instances, {} services, {} routes, {} subscriptions",
             self.project.file.name,
@@ -114,15 +150,14 @@ impl PlannedProject {
         )];
         for service in self.plan.services() {
             let name = &service.interface;
-            match self.command(name) {
-                Some(command) => lines.push(format!("service {name}: `{}`", command.display())),
-                None if in_process.contains(name) => {
-                    lines.push(format!("service {name}: in-process"))
+            match self.runner(name, handlers, processes) {
+                Runner::InProcess { handler_name, .. } => {
+                    lines.push(format!("service {name}: in-process handler {handler_name}"));
                 }
-                None => lines.push(format!(
-                    "warning: service {name} has no `command` in {}: it will not run locally",
-                    ktwin_model::project::PROJECT_FILE
-                )),
+                Runner::Process(command) => {
+                    lines.push(format!("service {name}: `{}`", command.display()));
+                }
+                Runner::Missing(reason) => lines.push(format!("warning: service {name}: {reason}")),
             }
             if let Some(note) = ScalePolicy::metric_note(&service.autoscaling) {
                 lines.push(format!("warning: service {name}: {note}"));
@@ -143,6 +178,32 @@ impl PlannedProject {
         }
         lines
     }
+}
+
+/// SDK handlers built into a binary, by the name a project's `handler` setting uses.
+pub type Handlers = BTreeMap<String, Arc<dyn TwinHandler>>;
+
+fn handler_list(handlers: &Handlers) -> String {
+    if handlers.is_empty() {
+        "none".to_owned()
+    } else {
+        handlers.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// How one twin service runs locally.
+pub enum Runner {
+    /// An SDK handler mounted in the platform's process.
+    InProcess {
+        /// The handler's registered name.
+        handler_name: String,
+        /// The handler.
+        handler: Arc<dyn TwinHandler>,
+    },
+    /// Child processes of this command, autoscaled.
+    Process(ServiceCommand),
+    /// Neither: why.
+    Missing(String),
 }
 
 /// The planner's input for a project run locally: its interfaces and instances, plus the one
@@ -197,8 +258,10 @@ pub struct UpOptions {
     pub replica_cap: u32,
     /// How long a child replica may take to serve HTTP after start (first `cargo run` builds).
     pub ready_timeout: Duration,
-    /// SDK handlers mounted in-process instead of running the project's command, by interface.
-    pub in_process: BTreeMap<String, Arc<dyn TwinHandler>>,
+    /// SDK handlers built into this binary, which services naming them run in-process.
+    pub handlers: Handlers,
+    /// Run every service as its `command` child processes, even when its handler is built in.
+    pub processes: bool,
     /// Output of services and the status line.
     pub console: Console,
     /// Observes what the store makes durable (benchmarks).
@@ -211,7 +274,8 @@ impl std::fmt::Debug for UpOptions {
             .field("http_port", &self.http_port)
             .field("mqtt", &self.mqtt)
             .field("store", &self.store)
-            .field("in_process", &self.in_process.keys().collect::<Vec<_>>())
+            .field("handlers", &self.handlers.keys().collect::<Vec<_>>())
+            .field("processes", &self.processes)
             .finish_non_exhaustive()
     }
 }
@@ -227,7 +291,8 @@ impl UpOptions {
             store: BackendChoice::Embedded(project_dir.join(".ktwin").join("store.redb")),
             replica_cap: 4,
             ready_timeout: Duration::from_secs(300),
-            in_process: BTreeMap::new(),
+            handlers: Handlers::new(),
+            processes: false,
             console: Console::plain(),
             store_probe: None,
         }
@@ -377,6 +442,7 @@ impl Platform {
                 BrokerFeed {
                     subscription,
                     probe: options.store_probe.clone(),
+                    linger: STORE_LINGER,
                 },
                 ingestor.clone(),
                 IngestConfig::default().max_batch,
@@ -421,39 +487,43 @@ impl Platform {
                 continue;
             };
             let (endpoint, kind): (Arc<dyn ServiceEndpoint>, &'static str) =
-                if let Some(handler) = options.in_process.get(&name) {
-                    (
+                match planned.runner(&name, &options.handlers, options.processes) {
+                    Runner::InProcess { handler, .. } => (
                         Arc::new(InProcessService::new(
                             &name,
-                            handler.clone(),
+                            handler,
                             in_process_ctx.clone(),
                         )),
                         "in-process",
-                    )
-                } else if let Some(command) = planned.command(&name) {
-                    let mut launcher = ProcessLauncher::new(
-                        &name,
-                        command,
-                        platform_env(service, &base),
-                        console.clone(),
-                    );
-                    launcher.ready_timeout = options.ready_timeout;
-                    let policy =
-                        ScalePolicy::from_autoscaling(&service.autoscaling, options.replica_cap);
-                    let config = PoolConfig {
-                        policy,
-                        wait_timeout: options.ready_timeout + Duration::from_secs(30),
-                        ..PoolConfig::default()
-                    };
-                    (
-                        Arc::new(ServicePool::start(&name, Arc::new(launcher), config)),
-                        "process",
-                    )
-                } else {
-                    console.print(&format!(
-                        "warning: service {name} has no local command; its events are not delivered"
-                    ));
-                    continue;
+                    ),
+                    Runner::Process(command) => {
+                        let mut launcher = ProcessLauncher::new(
+                            &name,
+                            command,
+                            platform_env(service, &base),
+                            console.clone(),
+                        );
+                        launcher.ready_timeout = options.ready_timeout;
+                        let policy = ScalePolicy::from_autoscaling(
+                            &service.autoscaling,
+                            options.replica_cap,
+                        );
+                        let config = PoolConfig {
+                            policy,
+                            wait_timeout: options.ready_timeout + Duration::from_secs(30),
+                            ..PoolConfig::default()
+                        };
+                        (
+                            Arc::new(ServicePool::start(&name, Arc::new(launcher), config)),
+                            "process",
+                        )
+                    }
+                    Runner::Missing(reason) => {
+                        console.print(&format!(
+                            "warning: service {name}: {reason}; its events are not delivered"
+                        ));
+                        continue;
+                    }
                 };
             let subscription = broker
                 .subscribe(SubscriptionSpec::new(routes.name.clone(), routes.filter()))

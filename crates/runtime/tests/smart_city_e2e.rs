@@ -6,12 +6,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ktwin_runtime::Console;
 use ktwin_runtime::up::{MqttChoice, PlannedProject, Platform, UpOptions};
-use ktwin_sdk::TwinHandler;
 use ktwin_sim::{DeviceType, LoadProfile, Pace, SimConfig, SimWorld};
 use ktwin_smart_city_services as services;
 use ktwin_store::{BackendChoice, LatestState, TwinEvent};
@@ -23,55 +21,6 @@ fn example() -> PathBuf {
         env!("CARGO_MANIFEST_DIR"),
         "/../../examples/smart-city"
     ))
-}
-
-/// Every smart-city service, by interface.
-fn handlers() -> BTreeMap<String, Arc<dyn TwinHandler>> {
-    use services::names::*;
-    let all: Vec<(&str, Arc<dyn TwinHandler>)> = vec![
-        (
-            AIR_QUALITY,
-            Arc::new(services::air_quality::AirQualityService),
-        ),
-        (POLE, Arc::new(services::pole::PoleService)),
-        (
-            NEIGHBORHOOD,
-            Arc::new(services::neighborhood::NeighborhoodService::default()),
-        ),
-        (CROWD_FLOW, Arc::new(services::flow::FlowService::crowd())),
-        (
-            TRAFFIC_FLOW,
-            Arc::new(services::flow::FlowService::traffic()),
-        ),
-        (
-            WEATHER,
-            Arc::new(services::weather::WeatherService::default()),
-        ),
-        (
-            STREETLIGHT,
-            Arc::new(services::streetlight::StreetlightService::default()),
-        ),
-        (DEVICE, Arc::new(services::device::DeviceService)),
-        (
-            PARKING_SPOT,
-            Arc::new(services::parking::ParkingSpotService::default()),
-        ),
-        (
-            OFF_STREET_PARKING,
-            Arc::new(services::parking::ParkingService::off_street()),
-        ),
-        (
-            ON_STREET_PARKING,
-            Arc::new(services::parking::ParkingService::on_street()),
-        ),
-        (
-            EV_CHARGING,
-            Arc::new(services::ev_charging::EvChargingService::default()),
-        ),
-    ];
-    all.into_iter()
-        .map(|(name, handler)| (name.to_owned(), handler))
-        .collect()
 }
 
 /// Every stored event, through the paged HTTP API.
@@ -134,7 +83,7 @@ async fn smart_city_one_neighborhood_at_10x_for_60s() {
     options.http_port = 0;
     options.mqtt = MqttChoice::Embedded { port: 0 };
     options.store = BackendChoice::Embedded(dir.path().join("store.redb"));
-    options.in_process = handlers();
+    options.handlers = services::handlers().into_iter().collect();
     options.console = Console::recording();
     let platform = Platform::start(planned, options)
         .await

@@ -6,6 +6,12 @@
 //! virtual-topic messages, reconnection with backoff). A connection that fails is retried on
 //! its own; the other connections carry on. Publishing starts once every connection is up
 //! (or after a bounded wait), so the first seconds are not a burst of queued messages.
+//!
+//! A connection stands for a gateway of devices: it subscribes once per device interface it
+//! carries (`ktwin/virtual/<interface>/+`) rather than once per device, and hands each message
+//! to its device, ignoring those of devices on other connections. Per-device filters would
+//! make brokers match every new topic against tens of thousands of filters (rumqttd does so
+//! linearly), which is the broker's cost, not the platform's.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -377,10 +383,7 @@ async fn run_connection(
     }
     let (client, eventloop) = AsyncClient::new(options, 4096);
     let virtual_topics: Vec<String> = if ctx.config.subscribe_virtual {
-        devices
-            .iter()
-            .map(|d| d.topic.replacen("ktwin/real/", "ktwin/virtual/", 1))
-            .collect()
+        devices.iter().map(|d| virtual_topic(&d.topic)).collect()
     } else {
         Vec::new()
     };
@@ -645,6 +648,23 @@ impl Publisher<'_> {
     }
 }
 
+/// The virtual topic of the device publishing on `real_topic`.
+fn virtual_topic(real_topic: &str) -> String {
+    real_topic.replacen("ktwin/real/", "ktwin/virtual/", 1)
+}
+
+/// One filter per interface among `virtual_topics` (`ktwin/virtual/<interface>/+`), sorted.
+fn virtual_filters(virtual_topics: &[String]) -> Vec<String> {
+    let mut filters: Vec<String> = virtual_topics
+        .iter()
+        .filter_map(|topic| topic.rsplit_once('/'))
+        .map(|(interface_level, _)| format!("{interface_level}/+"))
+        .collect();
+    filters.sort();
+    filters.dedup();
+    filters
+}
+
 async fn drive_events(
     mut eventloop: rumqttc::EventLoop,
     client: AsyncClient,
@@ -675,9 +695,9 @@ async fn drive_events(
                 backoff = Duration::from_millis(100);
                 // Clean sessions forget subscriptions: (re)subscribe on every connect, from a
                 // separate task because this one drains the client's request channel.
-                let filters: Vec<SubscribeFilter> = virtual_topics
-                    .iter()
-                    .map(|t| SubscribeFilter::new(t.clone(), QoS::AtLeastOnce))
+                let filters: Vec<SubscribeFilter> = virtual_filters(&virtual_topics)
+                    .into_iter()
+                    .map(|filter| SubscribeFilter::new(filter, QoS::AtLeastOnce))
                     .collect();
                 let client = client.clone();
                 tokio::spawn(async move {
@@ -692,12 +712,13 @@ async fn drive_events(
                 counters.acknowledged.fetch_add(1, Ordering::Relaxed);
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
+                // Another connection's device: its own connection receives it too.
+                let Some(&i) = device_of.get(&publish.topic) else {
+                    continue;
+                };
                 counters.received.fetch_add(1, Ordering::Relaxed);
-                match device_of.get(&publish.topic) {
-                    Some(&i) if virtual_tx.try_send((i, publish.payload)).is_ok() => {}
-                    _ => {
-                        counters.errors.fetch_add(1, Ordering::Relaxed);
-                    }
+                if virtual_tx.try_send((i, publish.payload)).is_err() {
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Ok(Event::Outgoing(Outgoing::Publish(_))) => {
@@ -800,6 +821,24 @@ mod tests {
         let devices = live_devices(&world, &world.phases(), &groups[0]).unwrap();
         assert!(devices.iter().any(|d| !d.controls.is_empty()));
         assert!(devices[0].topic.starts_with("ktwin/real/"));
+    }
+
+    #[test]
+    fn one_virtual_filter_per_interface() {
+        let topics = [
+            "ktwin/real/city-pole/city-pole-nb001-p00001",
+            "ktwin/real/city-pole/city-pole-nb001-p00002",
+            "ktwin/real/ngsi-ld-city-device/ngsi-ld-city-device-aqo-nb001-p00001",
+        ]
+        .map(virtual_topic);
+        assert_eq!(topics[0], "ktwin/virtual/city-pole/city-pole-nb001-p00001");
+        assert_eq!(
+            virtual_filters(&topics),
+            [
+                "ktwin/virtual/city-pole/+",
+                "ktwin/virtual/ngsi-ld-city-device/+"
+            ]
+        );
     }
 
     #[test]

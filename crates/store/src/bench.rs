@@ -11,6 +11,7 @@ use ktwin_events::EventType;
 use serde::Serialize;
 use serde_json::{Map, json};
 
+use crate::backend::embedded::bare_insert_rate;
 use crate::backend::postgres::{create_database, drop_database};
 use crate::cli::{BackendArgs, BackendKind};
 use crate::{Backend, BackendChoice, IngestConfig, Ingestor, InstanceKey, TwinEvent};
@@ -38,6 +39,10 @@ pub struct BenchStoreArgs {
     /// Events per submission.
     #[arg(long, default_value_t = 20_000)]
     pub batch: usize,
+    /// Events per transaction at most: the ingest task commits queued submissions together up
+    /// to this many (group commit).
+    #[arg(long, default_value_t = IngestConfig::default().max_batch)]
+    pub max_batch: usize,
     /// Latest-state reads to time.
     #[arg(long, default_value_t = 20_000)]
     pub reads: usize,
@@ -60,6 +65,10 @@ pub struct BenchReport {
     /// Raw `COPY` of the same rows into a table shaped like the history (PostgreSQL only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub copy_events_per_s: Option<f64>,
+    /// Bare redb inserts of the same history and idempotency entries, in transactions of the
+    /// same size (embedded only): the raw write ceiling of that layout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redb_insert_events_per_s: Option<f64>,
     /// Median latest-state read latency in process, microseconds.
     pub latest_p50_us: f64,
     /// 99th percentile latest-state read latency in process, microseconds.
@@ -104,12 +113,13 @@ async fn ingest_all(
     backend: Arc<dyn Backend>,
     events: Vec<TwinEvent>,
     batch: usize,
+    max_batch: usize,
 ) -> anyhow::Result<f64> {
     let total = events.len();
     let (ingestor, task) = Ingestor::spawn(
         backend,
         IngestConfig {
-            max_batch: batch,
+            max_batch,
             queue: 64,
             ..IngestConfig::default()
         },
@@ -142,7 +152,10 @@ async fn ingest_all(
     Ok(total as f64 / elapsed)
 }
 
+/// Binary `COPY` of the same rows into a table shaped like the history, with the same indexes
+/// (instance keys numbered as `twin_latest` would number them).
 async fn copy_rate(url: &str, events: &[TwinEvent]) -> anyhow::Result<f64> {
+    use std::collections::HashMap;
     use tokio_postgres::binary_copy::BinaryCopyInWriter;
     use tokio_postgres::types::{Json, Type};
 
@@ -151,17 +164,15 @@ async fn copy_rate(url: &str, events: &[TwinEvent]) -> anyhow::Result<f64> {
     client
         .batch_execute("CREATE TABLE copy_probe (LIKE twin_event INCLUDING ALL)")
         .await?;
+    let mut instance_keys: HashMap<&str, i64> = HashMap::new();
     let started = Instant::now();
     let sink = client
-        .copy_in(
-            "COPY copy_probe (interface_id, instance_id, id, type, time, data) FROM STDIN BINARY",
-        )
+        .copy_in("COPY copy_probe (instance_key, id, type, time, data) FROM STDIN (FORMAT binary)")
         .await?;
     let writer = BinaryCopyInWriter::new(
         sink,
         &[
-            Type::TEXT,
-            Type::TEXT,
+            Type::INT8,
             Type::TEXT,
             Type::TEXT,
             Type::TIMESTAMPTZ,
@@ -170,11 +181,12 @@ async fn copy_rate(url: &str, events: &[TwinEvent]) -> anyhow::Result<f64> {
     );
     futures::pin_mut!(writer);
     for e in events {
+        let next = instance_keys.len() as i64 + 1;
+        let instance_key = *instance_keys.entry(&e.instance_id).or_insert(next);
         writer
             .as_mut()
             .write(&[
-                &e.interface_id,
-                &e.instance_id,
+                &instance_key,
                 &e.id,
                 &e.event_type,
                 &e.time,
@@ -216,6 +228,14 @@ async fn read_latencies(
     Ok((at(0.50), at(0.99)))
 }
 
+/// The raw write rate of the same rows measured beside the ingest.
+enum Ceiling {
+    /// PostgreSQL binary `COPY` into a table shaped like the history.
+    Copy(f64),
+    /// Bare redb inserts of the history and idempotency entries.
+    RedbInsert(f64),
+}
+
 /// Runs the benchmark on a scratch database (dropped afterwards).
 pub async fn run_bench(args: BenchStoreArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
@@ -235,10 +255,10 @@ pub async fn run_bench(args: BenchStoreArgs) -> anyhow::Result<ExitCode> {
             let result = async {
                 let backend = BackendChoice::Postgres(url.clone()).open().await?;
                 let copy = copy_rate(&url, &events).await?;
-                let rate = ingest_all(backend.clone(), events, args.batch).await?;
+                let rate = ingest_all(backend.clone(), events, args.batch, args.max_batch).await?;
                 let (p50, p99) =
                     read_latencies(backend.as_ref(), args.instances, args.reads).await?;
-                Ok::<_, anyhow::Error>((rate, Some(copy), p50, p99))
+                Ok::<_, anyhow::Error>((rate, Ceiling::Copy(copy), p50, p99))
             }
             .await;
             drop_database(admin, &scratch).await?;
@@ -246,19 +266,29 @@ pub async fn run_bench(args: BenchStoreArgs) -> anyhow::Result<ExitCode> {
         }
         BackendKind::Embedded => {
             let path = std::env::temp_dir().join(format!("{scratch}.redb"));
+            let bare_path = std::env::temp_dir().join(format!("{scratch}-bare.redb"));
             let result = async {
+                let (events, bare) = tokio::task::spawn_blocking({
+                    let (bare_path, batch) = (bare_path.clone(), args.max_batch);
+                    move || {
+                        let rate = bare_insert_rate(&bare_path, &events, batch);
+                        (events, rate)
+                    }
+                })
+                .await?;
                 let backend = BackendChoice::Embedded(path.clone()).open().await?;
-                let rate = ingest_all(backend.clone(), events, args.batch).await?;
+                let rate = ingest_all(backend.clone(), events, args.batch, args.max_batch).await?;
                 let (p50, p99) =
                     read_latencies(backend.as_ref(), args.instances, args.reads).await?;
-                Ok::<_, anyhow::Error>((rate, None, p50, p99))
+                Ok::<_, anyhow::Error>((rate, Ceiling::RedbInsert(bare?), p50, p99))
             }
             .await;
             let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(&bare_path);
             result?
         }
     };
-    let (events_per_s, copy_events_per_s, latest_p50_us, latest_p99_us) = report;
+    let (events_per_s, ceiling, latest_p50_us, latest_p99_us) = report;
     let report = BenchReport {
         backend: match args.backend.backend {
             BackendKind::Postgres => "postgres",
@@ -267,7 +297,14 @@ pub async fn run_bench(args: BenchStoreArgs) -> anyhow::Result<ExitCode> {
         events: args.events,
         instances: args.instances,
         events_per_s: events_per_s.round(),
-        copy_events_per_s: copy_events_per_s.map(f64::round),
+        copy_events_per_s: match ceiling {
+            Ceiling::Copy(rate) => Some(rate.round()),
+            Ceiling::RedbInsert(_) => None,
+        },
+        redb_insert_events_per_s: match ceiling {
+            Ceiling::RedbInsert(rate) => Some(rate.round()),
+            Ceiling::Copy(_) => None,
+        },
         latest_p50_us: (latest_p50_us * 10.0).round() / 10.0,
         latest_p99_us: (latest_p99_us * 10.0).round() / 10.0,
     };
@@ -282,6 +319,9 @@ pub async fn run_bench(args: BenchStoreArgs) -> anyhow::Result<ExitCode> {
             println!("ingest             {} events/s", report.events_per_s);
             if let Some(copy) = report.copy_events_per_s {
                 println!("raw COPY           {copy} events/s");
+            }
+            if let Some(bare) = report.redb_insert_events_per_s {
+                println!("bare redb inserts  {bare} events/s");
             }
             println!("latest read p50    {} µs", report.latest_p50_us);
             println!("latest read p99    {} µs", report.latest_p99_us);

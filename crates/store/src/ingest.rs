@@ -23,8 +23,9 @@ pub struct IngestConfig {
     pub max_batch: usize,
     /// Submissions waiting for the ingest task, at most; producers wait beyond (backpressure).
     pub queue: usize,
-    /// Batches being committed at once, at most. Latest states do not depend on commit order
-    /// (see [`crate::MergeTree`]), so batches may commit concurrently.
+    /// Batches being committed at once, at most (and at most what the backend can run, see
+    /// [`Backend::concurrent_appends`]). Latest states do not depend on commit order (see
+    /// [`crate::MergeTree`]), so batches may commit concurrently.
     pub concurrency: usize,
 }
 
@@ -81,6 +82,7 @@ async fn run(
     config: IngestConfig,
 ) {
     let max_batch = config.max_batch.max(1);
+    let concurrency = config.concurrency.min(backend.concurrent_appends()).max(1);
     let mut committing = tokio::task::JoinSet::new();
     while let Some(first) = receiver.recv().await {
         let mut events = first.events;
@@ -94,7 +96,7 @@ async fn run(
                 Err(_) => break,
             }
         }
-        while committing.len() >= config.concurrency.max(1) {
+        while committing.len() >= concurrency {
             committing.join_next().await;
         }
         committing.spawn(commit(backend.clone(), events, waiting));

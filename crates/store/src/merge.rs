@@ -122,24 +122,9 @@ impl MergeTree {
     }
 
     fn apply_above(&mut self, version: &Version, patch: &Value, cutoff: Option<&Version>) {
-        if cutoff.is_some_and(|cutoff| version <= cutoff) {
-            return;
-        }
         match patch {
-            Value::Object(members) => {
-                if self.merged.as_ref().is_none_or(|merged| version > merged) {
-                    self.merged = Some(version.clone());
-                }
-                let cutoff = max_version(cutoff, self.replaced.as_ref().map(|r| &r.version));
-                let cutoff = cutoff.cloned();
-                for (key, value) in members {
-                    self.children.entry(key.clone()).or_default().apply_above(
-                        version,
-                        value,
-                        cutoff.as_ref(),
-                    );
-                }
-            }
+            Value::Object(members) => self.merge_members(version, members, cutoff),
+            _ if cutoff.is_some_and(|cutoff| version <= cutoff) => {}
             other => {
                 if self
                     .replaced
@@ -153,6 +138,35 @@ impl MergeTree {
                     self.prune(version);
                 }
             }
+        }
+    }
+
+    /// Records the object patch `members` written at `version`: [`MergeTree::apply`] without
+    /// wrapping the members in a [`Value`].
+    pub fn apply_members(&mut self, version: &Version, members: &Map<String, Value>) {
+        self.merge_members(version, members, None);
+    }
+
+    fn merge_members(
+        &mut self,
+        version: &Version,
+        members: &Map<String, Value>,
+        cutoff: Option<&Version>,
+    ) {
+        if cutoff.is_some_and(|cutoff| version <= cutoff) {
+            return;
+        }
+        if self.merged.as_ref().is_none_or(|merged| version > merged) {
+            self.merged = Some(version.clone());
+        }
+        let cutoff = max_version(cutoff, self.replaced.as_ref().map(|r| &r.version));
+        let cutoff = cutoff.cloned();
+        for (key, value) in members {
+            self.children.entry(key.clone()).or_default().apply_above(
+                version,
+                value,
+                cutoff.as_ref(),
+            );
         }
     }
 

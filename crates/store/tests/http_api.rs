@@ -226,6 +226,21 @@ async fn exercise_routes(backend: Arc<dyn Backend>) {
     // All events, paged: 3 + 1 + 2 = 6 distinct.
     let all = get(&app, "/api/v1/twin-events?limit=1000").await;
     assert_eq!(all.json().as_array().unwrap().len(), 6);
+    // Walking pages of 2 across instances gives the same list.
+    let mut walked = Vec::new();
+    let mut page = get(&app, "/api/v1/twin-events?limit=2").await;
+    loop {
+        walked.extend(page.json().as_array().unwrap().clone());
+        let Some(cursor) = page.header("x-next-cursor") else {
+            break;
+        };
+        page = get(
+            &app,
+            &format!("/api/v1/twin-events?limit=2&cursor={cursor}"),
+        )
+        .await;
+    }
+    assert_eq!(json!(walked), all.json());
 
     // DELETE removes exactly that instance.
     let delete = send(
@@ -255,6 +270,18 @@ async fn exercise_routes(backend: Arc<dyn Backend>) {
             .status,
         StatusCode::OK
     );
+    // The deleted instance starts afresh with its next event.
+    let reborn = binary_event(
+        "e9",
+        pole,
+        "pole-a",
+        "2024-05-20T10:00:09Z",
+        r#"{"aqi": 90}"#,
+    );
+    assert_eq!(send(&app, reborn).await.status, StatusCode::ACCEPTED);
+    let latest = get(&app, "/api/v1/twin-events/city-pole/pole-a/latest").await;
+    assert_eq!(latest.status, StatusCode::OK);
+    assert_eq!(latest.json(), json!({"aqi": 90}));
 
     let openapi = get(&app, "/api/v1/openapi.json").await;
     assert_eq!(openapi.status, StatusCode::OK);

@@ -113,6 +113,10 @@ impl<T> Page<T> {
 pub trait Backend: Send + Sync + 'static {
     /// A short name for logs and benchmarks.
     fn name(&self) -> &'static str;
+    /// How many appends make progress at once. The ingest task commits no more batches
+    /// concurrently: an extra one would only wait for the backend's writer instead of joining
+    /// the next, larger batch.
+    fn concurrent_appends(&self) -> usize;
     /// Stores a batch durably (group commit).
     async fn append(&self, events: Vec<TwinEvent>) -> Result<AppendReport, StoreError>;
     /// The latest state of one instance.
@@ -160,10 +164,7 @@ impl InstanceRecord {
     pub fn absorb<'a>(&mut self, events: impl IntoIterator<Item = &'a TwinEvent>) {
         for event in events {
             let version = event.version();
-            self.tree.apply(
-                &version,
-                &serde_json::Value::Object(event.event_data.clone()),
-            );
+            self.tree.apply_members(&version, &event.event_data);
             if self.last.as_ref().is_none_or(|last| &version > last) {
                 self.last = Some(version);
                 self.last_type.clone_from(&event.event_type);
@@ -191,20 +192,33 @@ impl InstanceRecord {
 }
 
 /// Drops events repeated inside one batch (same instance and id; the first wins) and groups
-/// the rest by instance.
+/// the rest by instance, each group in id order.
 pub(crate) fn group_by_instance(
-    events: Vec<TwinEvent>,
+    mut events: Vec<TwinEvent>,
 ) -> (BTreeMap<InstanceKey, Vec<TwinEvent>>, usize) {
-    let mut groups: BTreeMap<InstanceKey, Vec<TwinEvent>> = BTreeMap::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut repeated = 0;
-    for event in events {
-        let key = event.key();
-        if seen.insert((key.clone(), event.id.clone())) {
-            groups.entry(key).or_default().push(event);
-        } else {
-            repeated += 1;
+    // A stable sort brings each instance's events and repeated ids together, the first arrival
+    // of an id first, without hashing or cloning anything per event.
+    events.sort_by(|a, b| {
+        (&a.interface_id, &a.instance_id, &a.id).cmp(&(&b.interface_id, &b.instance_id, &b.id))
+    });
+    let total = events.len();
+    events.dedup_by(|later, earlier| {
+        later.id == earlier.id
+            && later.instance_id == earlier.instance_id
+            && later.interface_id == earlier.interface_id
+    });
+    let repeated = total - events.len();
+    let mut groups = BTreeMap::new();
+    let mut events = events.into_iter().peekable();
+    while let Some(first) = events.next() {
+        let key = first.key();
+        let mut group = vec![first];
+        while let Some(next) =
+            events.next_if(|e| e.instance_id == key.instance && e.interface_id == key.interface)
+        {
+            group.push(next);
         }
+        groups.insert(key, group);
     }
     (groups, repeated)
 }

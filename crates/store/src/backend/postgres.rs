@@ -1,15 +1,18 @@
 //! PostgreSQL backend: history in `twin_event`, latest state in `twin_latest`, both written in
-//! one transaction per batch with array (`unnest`) statements prepared once per connection.
+//! one transaction per batch. The history goes in by binary `COPY` when the batch holds no
+//! known event (the common case), else by an `INSERT … ON CONFLICT DO NOTHING` that skips them;
+//! latest rows are locked and rewritten with array (`unnest`) statements.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, ToSql, Type};
-use tokio_postgres::{Client, NoTls, Row, Statement};
+use tokio_postgres::{Client, NoTls, Row, Statement, Transaction};
 
 use super::{
     AppendReport, Backend, EventPosition, HistoryQuery, InstanceRecord, Page, StoreError,
@@ -19,11 +22,29 @@ use crate::event::{InstanceKey, LatestState, TwinEvent};
 use crate::merge::{MergeTree, Version};
 
 /// Migrations shipped in `crates/store/migrations`, applied in order at connect.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "events",
-    include_str!("../../migrations/0001_events.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "events",
+        include_str!("../../migrations/0001_events.sql"),
+    ),
+    (
+        2,
+        "instance keys",
+        include_str!("../../migrations/0002_instance_keys.sql"),
+    ),
+];
+
+/// The history columns a batch writes, in `COPY` and `insert_new_events` order.
+const COPY_EVENTS: &str =
+    "COPY twin_event (instance_key, id, type, time, data) FROM STDIN (FORMAT binary)";
+const EVENT_COLUMN_TYPES: [Type; 5] = [
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TIMESTAMPTZ,
+    Type::JSONB,
+];
 
 /// Advisory lock id serialising concurrent migrations of several store replicas.
 const MIGRATION_LOCK: i64 = 0x6b74_7769_6e01;
@@ -33,8 +54,9 @@ const MIGRATION_LOCK: i64 = 0x6b74_7769_6e01;
 const READERS: usize = 2;
 
 /// How many write transactions may run at once: two keep the server busy while the store
-/// folds the next batch. Safe because each transaction locks its instances in key order first,
-/// and latest states do not depend on commit order.
+/// folds the next batch, and the history insert of one overlaps the latest-state update of the
+/// other. Safe because each transaction locks its instances' latest rows in key order, and
+/// latest states do not depend on commit order.
 pub const WRITERS: usize = 2;
 
 /// How to reach PostgreSQL.
@@ -54,16 +76,17 @@ pub(crate) fn describe(err: &tokio_postgres::Error) -> String {
 
 struct Statements {
     ensure_latest: Statement,
+    instance_keys: Statement,
     lock_latest: Statement,
-    insert_events: Statement,
+    insert_new_events: Statement,
     update_latest: Statement,
     latest: Statement,
     history: Statement,
     events: Statement,
     events_first: Statement,
     twins: Statement,
-    delete_events: Statement,
     delete_latest: Statement,
+    delete_events: Statement,
 }
 
 struct Session {
@@ -98,26 +121,36 @@ impl Statements {
                 vec![text_array.clone(), text_array.clone()],
             )
             .await?,
-            // Rows are locked in key order, so concurrent writers cannot deadlock on them.
-            lock_latest: prepare(
-                "SELECT l.interface_id, l.instance_id, l.last_id, l.last_type, l.last_time, \
-                        l.event_count, l.merge_tree \
+            // Read without a lock: a concurrent delete in between shows up when locking.
+            instance_keys: prepare(
+                "SELECT l.interface_id, l.instance_id, l.instance_key \
                  FROM twin_latest l \
                  JOIN unnest($1::text[], $2::text[]) AS k(interface_id, instance_id) \
-                   ON l.interface_id = k.interface_id AND l.instance_id = k.instance_id \
-                 ORDER BY l.interface_id, l.instance_id FOR UPDATE OF l",
+                   ON l.interface_id = k.interface_id AND l.instance_id = k.instance_id",
                 vec![text_array.clone(), text_array.clone()],
             )
             .await?,
-            insert_events: prepare(
-                "INSERT INTO twin_event (interface_id, instance_id, id, type, time, data) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
-                                      $5::timestamptz[], $6::jsonb[]) \
+            // Rows are locked in key order, so concurrent writers cannot deadlock on them. A
+            // no-key lock is what the update takes anyway; a delete still waits for it. A join
+            // rather than `= ANY($1)`: a row found updated by the writer waited for is
+            // rechecked against its own key only, not against the whole array.
+            lock_latest: prepare(
+                "SELECT l.instance_key, l.last_id, l.last_type, l.last_time, l.event_count, \
+                        l.merge_tree \
+                 FROM unnest($1::int8[]) AS k(instance_key) \
+                 JOIN twin_latest l ON l.instance_key = k.instance_key \
+                 ORDER BY k.instance_key FOR NO KEY UPDATE OF l",
+                vec![Type::INT8_ARRAY],
+            )
+            .await?,
+            insert_new_events: prepare(
+                "INSERT INTO twin_event (instance_key, id, type, time, data) \
+                 SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::timestamptz[], \
+                                      $5::jsonb[]) \
                  ON CONFLICT DO NOTHING \
-                 RETURNING interface_id, instance_id, id",
+                 RETURNING instance_key, id",
                 vec![
-                    text_array.clone(),
-                    text_array.clone(),
+                    Type::INT8_ARRAY,
                     text_array.clone(),
                     text_array.clone(),
                     Type::TIMESTAMPTZ_ARRAY,
@@ -129,14 +162,13 @@ impl Statements {
                 "UPDATE twin_latest AS l SET last_id = u.last_id, last_type = u.last_type, \
                         last_time = u.last_time, event_count = u.event_count, state = u.state, \
                         merge_tree = u.merge_tree, updated_at = now() \
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], \
-                             $6::int8[], $7::jsonb[], $8::bytea[]) \
-                      AS u(interface_id, instance_id, last_id, last_type, last_time, \
+                 FROM unnest($1::int8[], $2::text[], $3::text[], $4::timestamptz[], \
+                             $5::int8[], $6::jsonb[], $7::bytea[]) \
+                      AS u(instance_key, last_id, last_type, last_time, \
                            event_count, state, merge_tree) \
-                 WHERE l.interface_id = u.interface_id AND l.instance_id = u.instance_id",
+                 WHERE l.instance_key = u.instance_key",
                 vec![
-                    text_array.clone(),
-                    text_array.clone(),
+                    Type::INT8_ARRAY,
                     text_array.clone(),
                     text_array.clone(),
                     Type::TIMESTAMPTZ_ARRAY,
@@ -152,13 +184,20 @@ impl Statements {
                 vec![Type::TEXT, Type::TEXT],
             )
             .await?,
+            // Bounds as index conditions (no `$n IS NULL OR …`) and the limit inside the
+            // lateral: a page is a bounded backward scan of the time index, whatever the
+            // length of the history.
             history: prepare(
-                "SELECT interface_id, instance_id, id, type, time, data FROM twin_event \
-                 WHERE interface_id = $1 AND instance_id = $2 \
-                   AND ($3::timestamptz IS NULL OR time >= $3) \
-                   AND ($4::timestamptz IS NULL OR time <= $4) \
-                   AND ($5::timestamptz IS NULL OR (time, id) < ($5, $6)) \
-                 ORDER BY time DESC, id DESC LIMIT $7",
+                "SELECT l.interface_id, l.instance_id, e.id, e.type, e.time, e.data \
+                 FROM twin_latest l CROSS JOIN LATERAL ( \
+                     SELECT id, type, time, data FROM twin_event e \
+                     WHERE e.instance_key = l.instance_key \
+                       AND e.time >= COALESCE($3, '-infinity') \
+                       AND e.time <= COALESCE($4, 'infinity') \
+                       AND (e.time, e.id) < (COALESCE($5, 'infinity'), $6) \
+                     ORDER BY e.time DESC, e.id DESC LIMIT $7) e \
+                 WHERE l.interface_id = $1 AND l.instance_id = $2 \
+                 ORDER BY e.time DESC, e.id DESC",
                 vec![
                     Type::TEXT,
                     Type::TEXT,
@@ -170,16 +209,31 @@ impl Statements {
                 ],
             )
             .await?,
+            // Instances in name order, each one's events in time order: only the cursor's own
+            // instance starts after the cursor's event, the following ones at their start.
             events: prepare(
-                "SELECT interface_id, instance_id, id, type, time, data FROM twin_event \
-                 WHERE (interface_id, instance_id, time, id) > ($1, $2, $3, $4) \
-                 ORDER BY interface_id, instance_id, time, id LIMIT $5",
+                "SELECT l.interface_id, l.instance_id, e.id, e.type, e.time, e.data \
+                 FROM twin_latest l CROSS JOIN LATERAL ( \
+                     SELECT id, type, time, data FROM twin_event e \
+                     WHERE e.instance_key = l.instance_key \
+                       AND (e.time, e.id) > ( \
+                           CASE WHEN (l.interface_id, l.instance_id) = ($1, $2) \
+                                THEN $3 ELSE '-infinity' END, \
+                           CASE WHEN (l.interface_id, l.instance_id) = ($1, $2) \
+                                THEN $4 ELSE '' END) \
+                     ORDER BY e.time, e.id LIMIT $5) e \
+                 WHERE (l.interface_id, l.instance_id) >= ($1, $2) \
+                 ORDER BY l.interface_id, l.instance_id, e.time, e.id LIMIT $5",
                 vec![Type::TEXT, Type::TEXT, Type::TIMESTAMPTZ, Type::TEXT, Type::INT8],
             )
             .await?,
             events_first: prepare(
-                "SELECT interface_id, instance_id, id, type, time, data FROM twin_event \
-                 ORDER BY interface_id, instance_id, time, id LIMIT $1",
+                "SELECT l.interface_id, l.instance_id, e.id, e.type, e.time, e.data \
+                 FROM twin_latest l CROSS JOIN LATERAL ( \
+                     SELECT id, type, time, data FROM twin_event e \
+                     WHERE e.instance_key = l.instance_key \
+                     ORDER BY e.time, e.id LIMIT $1) e \
+                 ORDER BY l.interface_id, l.instance_id, e.time, e.id LIMIT $1",
                 vec![Type::INT8],
             )
             .await?,
@@ -190,14 +244,17 @@ impl Statements {
                 vec![Type::TEXT, Type::TEXT, Type::INT8],
             )
             .await?,
-            delete_events: prepare(
-                "DELETE FROM twin_event WHERE interface_id = $1 AND instance_id = $2",
+            // The latest row goes first: deleting it waits for a writer holding its lock, and a
+            // writer that has not locked it yet finds it gone and retries under a new key.
+            delete_latest: prepare(
+                "DELETE FROM twin_latest WHERE interface_id = $1 AND instance_id = $2 \
+                 RETURNING instance_key",
                 vec![Type::TEXT, Type::TEXT],
             )
             .await?,
-            delete_latest: prepare(
-                "DELETE FROM twin_latest WHERE interface_id = $1 AND instance_id = $2",
-                vec![Type::TEXT, Type::TEXT],
+            delete_events: prepare(
+                "DELETE FROM twin_event WHERE instance_key = $1",
+                vec![Type::INT8],
             )
             .await?,
         })
@@ -223,9 +280,61 @@ impl Slot {
     }
 }
 
+/// Keys of instances known to have a latest row, so that steady-state batches neither create
+/// nor look up their rows. An entry goes stale when its instance is deleted (by this store or
+/// another one): the batch then finds the row missing when locking it and is retried after
+/// forgetting its instances.
+#[derive(Default)]
+struct KnownInstances(std::sync::Mutex<HashMap<InstanceKey, i64>>);
+
+impl KnownInstances {
+    /// Entries kept at most; beyond, the map starts over (a miss only costs a lookup).
+    const CAPACITY: usize = 1_000_000;
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<InstanceKey, i64>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The batch's instances whose keys are known, and those whose are not.
+    fn split<'a>(&self, groups: &'a Groups) -> (KeyedGroups<'a>, Vec<&'a InstanceKey>) {
+        let entries = self.entries();
+        let mut keyed = KeyedGroups::new();
+        let mut unknown = Vec::new();
+        for (key, group) in groups {
+            match entries.get(key) {
+                Some(instance_key) => {
+                    keyed.insert(*instance_key, (key, group));
+                }
+                None => unknown.push(key),
+            }
+        }
+        (keyed, unknown)
+    }
+
+    fn remember(&self, keyed: &KeyedGroups) {
+        let mut entries = self.entries();
+        if entries.len() + keyed.len() > Self::CAPACITY {
+            entries.clear();
+        }
+        for (instance_key, (key, _)) in keyed {
+            entries.insert((*key).clone(), *instance_key);
+        }
+    }
+
+    fn forget<'a>(&self, keys: impl IntoIterator<Item = &'a InstanceKey>) {
+        let mut entries = self.entries();
+        for key in keys {
+            entries.remove(key);
+        }
+    }
+}
+
 /// The PostgreSQL backend.
 pub struct PostgresBackend {
     config: tokio_postgres::Config,
+    known: KnownInstances,
     /// Writing sessions, one transaction each at a time.
     writers: Vec<Mutex<Option<Session>>>,
     next_writer: std::sync::atomic::AtomicUsize,
@@ -246,6 +355,7 @@ impl PostgresBackend {
         let _ = migrating.await;
         let backend = Self {
             config: pg_config,
+            known: KnownInstances::default(),
             writers: (0..WRITERS).map(|_| Mutex::new(None)).collect(),
             next_writer: Default::default(),
             readers: (0..READERS).map(|_| Slot::empty()).collect(),
@@ -288,14 +398,18 @@ impl PostgresBackend {
     }
 }
 
+/// How often a write transaction is retried after a deadlock, a serialization failure or a
+/// concurrent delete of one of its instances.
+const MAX_RETRIES: u32 = 3;
+
 /// After a failed write transaction: `None` to retry (deadlock or serialization failure, at
-/// most 3 times), else the error to report. A broken connection is dropped for a fresh one.
+/// most [`MAX_RETRIES`] times), else the error to report. A broken connection is dropped for a fresh one.
 fn after_failure(
     writer: &mut Option<Session>,
     err: tokio_postgres::Error,
     attempt: &mut u32,
 ) -> Option<StoreError> {
-    if *attempt < 3 && is_transient(&err) {
+    if *attempt < MAX_RETRIES && is_transient(&err) {
         *attempt += 1;
         tracing::warn!(error = %describe(&err), attempt, "retrying store transaction");
         return None;
@@ -304,6 +418,10 @@ fn after_failure(
         *writer = None;
     }
     Some(err.into())
+}
+
+fn is_unique_violation(err: &tokio_postgres::Error) -> bool {
+    err.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
 }
 
 fn is_transient(err: &tokio_postgres::Error) -> bool {
@@ -407,6 +525,10 @@ impl Backend for PostgresBackend {
         "postgres"
     }
 
+    fn concurrent_appends(&self) -> usize {
+        WRITERS
+    }
+
     async fn append(&self, events: Vec<TwinEvent>) -> Result<AppendReport, StoreError> {
         let total = events.len();
         if total == 0 {
@@ -414,11 +536,26 @@ impl Backend for PostgresBackend {
         }
         let (groups, _) = group_by_instance(events);
         let mut writer = self.writer().await;
+        let mut mode = HistoryInsert::Copy;
         let mut attempt = 0;
         let stored = loop {
             let session = self.writer_session(&mut writer).await?;
-            match append_transaction(session, &groups).await {
-                Ok(stored) => break stored,
+            match append_transaction(session, &self.known, &groups, mode).await {
+                Ok(Attempt::Stored(stored)) => break stored,
+                Ok(Attempt::InstanceVanished) if attempt < MAX_RETRIES => {
+                    self.known.forget(groups.keys());
+                    attempt += 1;
+                }
+                Ok(Attempt::InstanceVanished) => {
+                    return Err(StoreError::Unavailable(
+                        "instances of the batch kept being deleted while it was stored".into(),
+                    ));
+                }
+                Err(err) if mode == HistoryInsert::Copy && is_unique_violation(&err) => {
+                    // Some event of the batch is stored already (a redelivery): write the batch
+                    // again, skipping the known events.
+                    mode = HistoryInsert::SkipKnown;
+                }
                 Err(err) => {
                     if let Some(err) = after_failure(&mut writer, err, &mut attempt) {
                         return Err(err);
@@ -535,7 +672,10 @@ impl Backend for PostgresBackend {
         loop {
             let session = self.writer_session(&mut writer).await?;
             match delete_transaction(session, key).await {
-                Ok(deleted) => return Ok(deleted),
+                Ok(deleted) => {
+                    self.known.forget([key]);
+                    return Ok(deleted);
+                }
                 Err(err) => {
                     if let Some(err) = after_failure(&mut writer, err, &mut attempt) {
                         return Err(err);
@@ -557,79 +697,114 @@ async fn delete_transaction(
     key: &InstanceKey,
 ) -> Result<u64, tokio_postgres::Error> {
     let transaction = session.client.transaction().await?;
-    let params: [&(dyn ToSql + Sync); 2] = [&key.interface, &key.instance];
+    let Some(row) = transaction
+        .query_opt(
+            &session.statements.delete_latest,
+            &[&key.interface, &key.instance],
+        )
+        .await?
+    else {
+        return Ok(0);
+    };
+    let instance_key: i64 = row.get(0);
     let deleted = transaction
-        .execute(&session.statements.delete_events, &params)
-        .await?;
-    transaction
-        .execute(&session.statements.delete_latest, &params)
+        .execute(&session.statements.delete_events, &[&instance_key])
         .await?;
     transaction.commit().await?;
     Ok(deleted)
 }
 
-/// One batch in one transaction: lock (creating) the instances' latest rows in key order,
-/// insert the history skipping known ids, fold the new events into the merge trees, write the
-/// latest rows back. Returns how many events were new.
+/// How a batch's history rows go in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HistoryInsert {
+    /// Binary `COPY`: the fastest way in, but it fails on an event already stored.
+    Copy,
+    /// `INSERT … ON CONFLICT DO NOTHING`: skips stored events and says which ones were new.
+    SkipKnown,
+}
+
+/// What one attempt at a batch's transaction came to.
+enum Attempt {
+    /// Committed; this many events were new.
+    Stored(usize),
+    /// An instance was deleted while the batch was being written, so its key is stale; the
+    /// transaction was rolled back.
+    InstanceVanished,
+}
+
+/// A batch's events by instance.
+type Groups = BTreeMap<InstanceKey, Vec<TwinEvent>>;
+
+/// A batch's events by instance key in `twin_latest`.
+type KeyedGroups<'a> = BTreeMap<i64, (&'a InstanceKey, &'a [TwinEvent])>;
+
+/// One batch in one transaction: create the latest rows of instances not in `known` and learn
+/// their keys, insert the history (see [`HistoryInsert`]), then lock the latest rows in key order, fold
+/// the new events into the merge trees and write the rows back. The history insert runs before
+/// the locks so that a concurrent writer's insert overlaps this one's latest-state update.
 async fn append_transaction(
     session: &mut Session,
-    groups: &BTreeMap<InstanceKey, Vec<TwinEvent>>,
-) -> Result<usize, tokio_postgres::Error> {
+    known: &KnownInstances,
+    groups: &Groups,
+    mode: HistoryInsert,
+) -> Result<Attempt, tokio_postgres::Error> {
     let statements = &session.statements;
     let transaction = session.client.transaction().await?;
-    let interfaces: Vec<&str> = groups.keys().map(|k| k.interface.as_str()).collect();
-    let instances: Vec<&str> = groups.keys().map(|k| k.instance.as_str()).collect();
-    let flat: Vec<&TwinEvent> = groups.values().flatten().collect();
-    transaction
-        .execute(&statements.ensure_latest, &[&interfaces, &instances])
-        .await?;
+    let (mut keyed, unknown) = known.split(groups);
+    if !unknown.is_empty() {
+        let interfaces: Vec<&str> = unknown.iter().map(|k| k.interface.as_str()).collect();
+        let instances: Vec<&str> = unknown.iter().map(|k| k.instance.as_str()).collect();
+        transaction
+            .execute(&statements.ensure_latest, &[&interfaces, &instances])
+            .await?;
+        let keyed_rows = transaction
+            .query(&statements.instance_keys, &[&interfaces, &instances])
+            .await?;
+        for row in &keyed_rows {
+            let key = InstanceKey::new(row.get::<_, String>(0), row.get::<_, String>(1));
+            if let Some((key, group)) = groups.get_key_value(&key) {
+                keyed.insert(row.get(2), (key, group));
+            }
+        }
+    }
+    if keyed.len() != groups.len() {
+        return Ok(Attempt::InstanceVanished);
+    }
+    let inserted = match mode {
+        HistoryInsert::Copy => {
+            copy_events(&transaction, &keyed).await?;
+            None
+        }
+        HistoryInsert::SkipKnown => {
+            Some(insert_new_events(&transaction, statements, &keyed).await?)
+        }
+    };
+    let new_ids: Option<HashSet<(i64, &str)>> = inserted
+        .as_ref()
+        .map(|rows| rows.iter().map(|row| (row.get(0), row.get(1))).collect());
+    let instance_keys: Vec<i64> = keyed.keys().copied().collect();
     let locked = transaction
-        .query(&statements.lock_latest, &[&interfaces, &instances])
+        .query(&statements.lock_latest, &[&instance_keys])
         .await?;
-    let columns: [Vec<&str>; 4] = [
-        flat.iter().map(|e| e.interface_id.as_str()).collect(),
-        flat.iter().map(|e| e.instance_id.as_str()).collect(),
-        flat.iter().map(|e| e.id.as_str()).collect(),
-        flat.iter().map(|e| e.event_type.as_str()).collect(),
-    ];
-    let times: Vec<DateTime<Utc>> = flat.iter().map(|e| e.time).collect();
-    let data: Vec<Json<&Map<String, Value>>> = flat.iter().map(|e| Json(&e.event_data)).collect();
-    let inserted = transaction
-        .query(
-            &statements.insert_events,
-            &[
-                &columns[0],
-                &columns[1],
-                &columns[2],
-                &columns[3],
-                &times,
-                &data,
-            ],
-        )
-        .await?;
-    let new_ids: HashSet<(&str, &str, &str)> = inserted
-        .iter()
-        .map(|row| (row.get(0), row.get(1), row.get(2)))
-        .collect();
+    if locked.len() != keyed.len() {
+        return Ok(Attempt::InstanceVanished);
+    }
     let mut updates = LatestUpdates::default();
+    let mut stored = 0;
     for row in &locked {
-        let key = InstanceKey::new(row.get::<_, String>(0), row.get::<_, String>(1));
-        let Some(group) = groups.get(&key) else {
-            continue;
+        let instance_key: i64 = row.get("instance_key");
+        let (key, group) = keyed[&instance_key];
+        let fresh: Vec<&TwinEvent> = match &new_ids {
+            None => group.iter().collect(),
+            Some(new_ids) => group
+                .iter()
+                .filter(|e| new_ids.contains(&(instance_key, e.id.as_str())))
+                .collect(),
         };
-        let fresh: Vec<&TwinEvent> = group
-            .iter()
-            .filter(|e| {
-                new_ids.contains(&(
-                    e.interface_id.as_str(),
-                    e.instance_id.as_str(),
-                    e.id.as_str(),
-                ))
-            })
-            .collect();
         if fresh.is_empty() {
             continue;
         }
+        stored += fresh.len();
         let mut record = record_from_row(row).unwrap_or_else(|err| {
             // A tree this build cannot read is rebuilt from the new events only; logged
             // loudly because older fields are then missing from the state.
@@ -637,7 +812,7 @@ async fn append_transaction(
             InstanceRecord::default()
         });
         record.absorb(fresh);
-        updates.push(&key, &record);
+        updates.push(instance_key, key, &record);
     }
     let params = updates.params();
     let params: Vec<&(dyn ToSql + Sync)> =
@@ -646,14 +821,64 @@ async fn append_transaction(
         .execute(&statements.update_latest, &params)
         .await?;
     transaction.commit().await?;
-    Ok(inserted.len())
+    known.remember(&keyed);
+    Ok(Attempt::Stored(stored))
+}
+
+/// Writes every event of the batch into the history by binary `COPY`.
+async fn copy_events(
+    transaction: &Transaction<'_>,
+    keyed: &KeyedGroups<'_>,
+) -> Result<(), tokio_postgres::Error> {
+    let sink = transaction.copy_in(COPY_EVENTS).await?;
+    let writer = BinaryCopyInWriter::new(sink, &EVENT_COLUMN_TYPES);
+    futures::pin_mut!(writer);
+    for (instance_key, (_, group)) in keyed {
+        for event in *group {
+            writer
+                .as_mut()
+                .write(&[
+                    instance_key,
+                    &event.id,
+                    &event.event_type,
+                    &event.time,
+                    &Json(&event.event_data),
+                ])
+                .await?;
+        }
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+/// Writes the events of the batch not stored yet; returns the (instance key, id) of those.
+async fn insert_new_events(
+    transaction: &Transaction<'_>,
+    statements: &Statements,
+    keyed: &KeyedGroups<'_>,
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let flat: Vec<(i64, &TwinEvent)> = keyed
+        .iter()
+        .flat_map(|(key, (_, group))| group.iter().map(|e| (*key, e)))
+        .collect();
+    let instance_keys: Vec<i64> = flat.iter().map(|(key, _)| *key).collect();
+    let ids: Vec<&str> = flat.iter().map(|(_, e)| e.id.as_str()).collect();
+    let types: Vec<&str> = flat.iter().map(|(_, e)| e.event_type.as_str()).collect();
+    let times: Vec<DateTime<Utc>> = flat.iter().map(|(_, e)| e.time).collect();
+    let data: Vec<Json<&Map<String, Value>>> =
+        flat.iter().map(|(_, e)| Json(&e.event_data)).collect();
+    transaction
+        .query(
+            &statements.insert_new_events,
+            &[&instance_keys, &ids, &types, &times, &data],
+        )
+        .await
 }
 
 /// Columns of the `update_latest` statement.
 #[derive(Default)]
 struct LatestUpdates {
-    interfaces: Vec<String>,
-    instances: Vec<String>,
+    instance_keys: Vec<i64>,
     ids: Vec<String>,
     types: Vec<String>,
     times: Vec<DateTime<Utc>>,
@@ -663,10 +888,9 @@ struct LatestUpdates {
 }
 
 impl LatestUpdates {
-    fn push(&mut self, key: &InstanceKey, record: &InstanceRecord) {
+    fn push(&mut self, instance_key: i64, key: &InstanceKey, record: &InstanceRecord) {
         let latest = record.latest_state(key);
-        self.interfaces.push(latest.interface_id);
-        self.instances.push(latest.instance_id);
+        self.instance_keys.push(instance_key);
         self.ids.push(latest.id);
         self.types.push(latest.event_type);
         self.times.push(latest.time);
@@ -678,8 +902,7 @@ impl LatestUpdates {
 
     fn params(self) -> Vec<Box<dyn ToSql + Sync + Send>> {
         vec![
-            Box::new(self.interfaces),
-            Box::new(self.instances),
+            Box::new(self.instance_keys),
             Box::new(self.ids),
             Box::new(self.types),
             Box::new(self.times),

@@ -20,6 +20,7 @@ pub mod streetlight;
 pub mod weather;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use ktwin_sdk::{HandlerError, TwinEvent, TwinHandler};
 use serde_json::{Map, Value};
@@ -66,6 +67,58 @@ pub mod names {
     pub const CMD_UPDATE_VEHICLE_COUNT: &str = "updatevehiclecount";
 }
 
+/// Prefix of the handler names under which [`handlers`] registers the services.
+pub const HANDLER_PREFIX: &str = "smart-city/";
+
+/// Every service as an in-process handler, named `smart-city/<binary>` (the name of its
+/// binary in `src/bin/`), as a project's `handler:` setting refers to it.
+pub fn handlers() -> Vec<(String, Arc<dyn TwinHandler>)> {
+    let all: Vec<(&str, Arc<dyn TwinHandler>)> = vec![
+        (
+            "air-quality-observed",
+            Arc::new(air_quality::AirQualityService),
+        ),
+        ("pole", Arc::new(pole::PoleService)),
+        (
+            "neighborhood",
+            Arc::new(neighborhood::NeighborhoodService::default()),
+        ),
+        ("crowd-flow-observed", Arc::new(flow::FlowService::crowd())),
+        (
+            "traffic-flow-observed",
+            Arc::new(flow::FlowService::traffic()),
+        ),
+        (
+            "weather-observed",
+            Arc::new(weather::WeatherService::default()),
+        ),
+        (
+            "streetlight",
+            Arc::new(streetlight::StreetlightService::default()),
+        ),
+        ("device", Arc::new(device::DeviceService)),
+        (
+            "parking-spot",
+            Arc::new(parking::ParkingSpotService::default()),
+        ),
+        (
+            "off-street-parking",
+            Arc::new(parking::ParkingService::off_street()),
+        ),
+        (
+            "on-street-parking",
+            Arc::new(parking::ParkingService::on_street()),
+        ),
+        (
+            "ev-charging-station",
+            Arc::new(ev_charging::EvChargingService::default()),
+        ),
+    ];
+    all.into_iter()
+        .map(|(name, handler)| (format!("{HANDLER_PREFIX}{name}"), handler))
+        .collect()
+}
+
 /// Runs `handler` as a twin service (the Knative contract), exiting non-zero on failure.
 pub async fn run(handler: impl TwinHandler) -> ExitCode {
     match ktwin_sdk::serve(handler).await {
@@ -88,6 +141,25 @@ pub(crate) fn data_object(event: &TwinEvent) -> Result<Map<String, Value>, Handl
             event.id(),
             event.event_type()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_binary_has_a_handler_of_the_same_name() {
+        let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bin");
+        let mut binaries: Vec<String> = std::fs::read_dir(&bin)
+            .unwrap()
+            .map(|entry| {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                format!("{}{}", super::HANDLER_PREFIX, name.trim_end_matches(".rs"))
+            })
+            .collect();
+        binaries.sort();
+        let mut handlers: Vec<String> = super::handlers().into_iter().map(|(n, _)| n).collect();
+        handlers.sort();
+        assert_eq!(handlers, binaries);
     }
 }
 
