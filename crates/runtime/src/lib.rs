@@ -1,9 +1,10 @@
 //! `ktwin up`: the whole ktwin platform on one machine, in one process.
 //!
 //! It owns the *local realizer* of the planner's plan (the Kubernetes operator is the other
-//! one): the in-memory routing of every planned route, the twin services as autoscaled child
-//! processes ([`pool`], [`process`], [`autoscale`]), the embedded MQTT broker ([`mqtt`]), and the
-//! composition of the other crates' services behind one HTTP port.
+//! one): the in-memory routing of every planned route, the twin services — SDK handlers built
+//! into the binary, mounted in-process ([`service`]), or autoscaled child processes ([`pool`],
+//! [`process`], [`autoscale`]) — the embedded MQTT broker ([`mqtt`]), and the composition of
+//! the other crates' services behind one HTTP port.
 //!
 //! It must not know how events are stored, how MQTT payloads become CloudEvents, or what the
 //! twin graph looks like inside: those belong to `ktwin-store`, `ktwin-dispatcher` and
