@@ -22,6 +22,8 @@ fi
 
 status=0
 cargo test --workspace --no-fail-fast || status=$?
-# Restarts RabbitMQ in the middle of a run, so it runs alone, after everything else.
-cargo test -p ktwin-dispatcher --test restart -- --ignored || status=$?
+# Restarts RabbitMQ in the middle of a run, so it runs alone, after everything else. Selected
+# with --workspace (only ktwin-dispatcher has it) so that it reuses the build above: `-p` would
+# unify features differently and rebuild the dependencies.
+cargo test --workspace --test restart -- --ignored || status=$?
 exit "$status"

@@ -110,9 +110,12 @@ async fn render_metrics() -> impl IntoResponse {
     )
 }
 
-/// Log filter when `RUST_LOG` is unset: the embedded MQTT broker logs every connection at info,
-/// which would drown what ktwin itself says.
-const DEFAULT_LOG_FILTER: &str = "info,rumqttd=warn";
+/// Log filter when `RUST_LOG` is unset. The embedded MQTT broker logs every connection at info
+/// and every client that hangs up or misbehaves at error, which would drown what ktwin itself
+/// says; its own failures (binding the port) reach ktwin as errors, and device-side problems
+/// show in the ingress dispatcher's metrics and dead letters. `RUST_LOG=rumqttd=info` brings
+/// its logs back.
+const DEFAULT_LOG_FILTER: &str = "info,rumqttd=off";
 
 /// Sets up `tracing` to stderr, filtered by `RUST_LOG` (default [`DEFAULT_LOG_FILTER`]). Safe to
 /// call twice.
