@@ -190,16 +190,16 @@ async fn measure(args: &BenchE2eArgs, handlers: Handlers) -> anyhow::Result<E2eR
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     probe.record(true);
     let mut usage = Usage::new();
-    let start_cpu = usage.cpu_ms();
+    let (start_cpu, _) = usage.sample();
     let start_sim_cpu = thread_cpu_ms(sim_tid);
     let started = Instant::now();
     let start_stats = platform.stats();
     tokio::time::sleep(Duration::from_secs(args.duration)).await;
     let wall = started.elapsed().as_secs_f64();
     let end_stats = platform.stats();
-    let end_cpu = usage.cpu_ms();
+    let (end_cpu, end_rss) = usage.sample();
     let end_sim_cpu = thread_cpu_ms(sim_tid);
-    let rss_mb = usage.rss_bytes() as f64 / 1e6;
+    let rss_mb = end_rss as f64 / 1e6;
     probe.record(false);
 
     let report = tokio::task::spawn_blocking(move || sim_thread.join())
@@ -356,22 +356,16 @@ impl Usage {
         family
     }
 
-    fn cpu_ms(&mut self) -> u64 {
+    /// CPU time (ms) and resident memory (bytes) of the family, from one scan of the process
+    /// table.
+    fn sample(&mut self) -> (u64, u64) {
         let family = self.family();
         family
             .iter()
             .filter_map(|pid| self.system.process(*pid))
-            .map(sysinfo::Process::accumulated_cpu_time)
-            .sum()
-    }
-
-    fn rss_bytes(&mut self) -> u64 {
-        let family = self.family();
-        family
-            .iter()
-            .filter_map(|pid| self.system.process(*pid))
-            .map(sysinfo::Process::memory)
-            .sum()
+            .fold((0, 0), |(cpu, rss), process| {
+                (cpu + process.accumulated_cpu_time(), rss + process.memory())
+            })
     }
 }
 
