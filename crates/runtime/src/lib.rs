@@ -16,6 +16,7 @@ pub mod bus;
 pub mod cli;
 pub mod console;
 pub mod mqtt;
+mod mqtt_link;
 pub mod pool;
 pub mod process;
 pub mod routes;

@@ -5,6 +5,11 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+pub use crate::mqtt_link::LinkSource;
+
+/// Client id of the platform's in-process connection to the embedded broker.
+const DEVICE_LINK_ID: &str = "ktwin-up-devices";
+
 /// Largest MQTT payload the embedded broker accepts. Above the dispatcher's JSON limit on
 /// purpose: oversized device messages must reach the dispatcher to be dead-lettered with a
 /// reason instead of the broker silently dropping the connection.
@@ -62,12 +67,22 @@ impl MqttAddress {
 ///
 /// rumqttd offers no way to stop its threads, so it lives until the process exits; `ktwin up`
 /// starts exactly one.
-#[derive(Debug, Clone)]
 pub struct EmbeddedMqtt {
     /// Where MQTT 3.1.1 clients connect.
     pub v4: SocketAddr,
     /// Where MQTT 5 clients connect.
     pub v5: SocketAddr,
+    /// The platform's own connection to the broker, in-process (no socket).
+    pub link: LinkSource,
+}
+
+impl std::fmt::Debug for EmbeddedMqtt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedMqtt")
+            .field("v4", &self.v4)
+            .field("v5", &self.v5)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EmbeddedMqtt {
@@ -81,8 +96,9 @@ impl EmbeddedMqtt {
 }
 
 /// Starts rumqttd on 127.0.0.1: MQTT 3.1.1 on `port` (0 = any free port) and MQTT 5 on a free
-/// port. If `port` is taken (a Mosquitto already running, say) this fails naming the port, so a
-/// device never silently talks to another broker.
+/// port, with an in-process link subscribed to device messages (`ktwin/real/#`). If `port` is
+/// taken (a Mosquitto already running, say) this fails naming the port, so a device never
+/// silently talks to another broker. Blocks until the broker listens.
 pub fn start_embedded(port: u16) -> Result<EmbeddedMqtt, String> {
     let v4 = reserve(port)?;
     let v5 = reserve(0)?;
@@ -113,10 +129,11 @@ pub fn start_embedded(port: u16) -> Result<EmbeddedMqtt, String> {
         v5: Some(HashMap::from([("v5".to_owned(), server("mqtt-v5", v5))])),
         ..Default::default()
     };
+    let mut broker = rumqttd::Broker::new(config);
+    let link = LinkSource::connect(&broker, DEVICE_LINK_ID)?;
     std::thread::Builder::new()
         .name("mqtt-broker".into())
         .spawn(move || {
-            let mut broker = rumqttd::Broker::new(config);
             if let Err(err) = broker.start() {
                 tracing::error!(%err, "embedded MQTT broker stopped");
             }
@@ -124,7 +141,7 @@ pub fn start_embedded(port: u16) -> Result<EmbeddedMqtt, String> {
         .map_err(|err| format!("cannot start the embedded MQTT broker thread: {err}"))?;
     wait_listening(v4, Duration::from_secs(5))?;
     wait_listening(v5, Duration::from_secs(5))?;
-    Ok(EmbeddedMqtt { v4, v5 })
+    Ok(EmbeddedMqtt { v4, v5, link })
 }
 
 /// Checks that `port` is free on the loopback interface (picking one for 0).

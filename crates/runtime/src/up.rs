@@ -368,15 +368,16 @@ impl Platform {
     /// Starts everything for `planned`; returns once devices can publish and the APIs answer.
     pub async fn start(planned: PlannedProject, options: UpOptions) -> anyhow::Result<Self> {
         let console = options.console.clone();
-        let mqtt = match &options.mqtt {
+        // With the embedded broker, device messages come over an in-process link.
+        let (mqtt, device_link) = match &options.mqtt {
             MqttChoice::Embedded { port } => {
                 let port = *port;
-                tokio::task::spawn_blocking(move || start_embedded(port))
+                let embedded = tokio::task::spawn_blocking(move || start_embedded(port))
                     .await?
-                    .map_err(anyhow::Error::msg)?
-                    .address()
+                    .map_err(anyhow::Error::msg)?;
+                (embedded.address(), Some(embedded.link))
             }
-            MqttChoice::External(address) => address.clone(),
+            MqttChoice::External(address) => (address.clone(), None),
         };
 
         let broker = MemoryBroker::new(MemoryBrokerConfig::default());
@@ -565,15 +566,19 @@ impl Platform {
             DispatchMetrics::ingress("ktwin-up", "memory"),
         );
         let ingress_counters = ingress.counters();
-        let mut source_config = MqttSourceConfig::new(
-            &mqtt.host,
-            mqtt.port,
-            &format!("ktwin-up-ingress-{}", std::process::id()),
-        );
-        source_config.persistent_session = false;
-        let source = MqttSource::start(source_config);
         let stop_ingress = CancellationToken::new();
-        let ingress_task = tokio::spawn(ingress.run(source, stop_ingress.clone()));
+        let ingress_task = match device_link {
+            Some(link) => tokio::spawn(ingress.run(link, stop_ingress.clone())),
+            None => {
+                let mut source_config = MqttSourceConfig::new(
+                    &mqtt.host,
+                    mqtt.port,
+                    &format!("ktwin-up-ingress-{}", std::process::id()),
+                );
+                source_config.persistent_session = false;
+                tokio::spawn(ingress.run(MqttSource::start(source_config), stop_ingress.clone()))
+            }
+        };
         readiness.set_ready(true);
 
         Ok(Self {
