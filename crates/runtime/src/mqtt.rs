@@ -15,6 +15,9 @@ const DEVICE_LINK_ID: &str = "ktwin-up-devices";
 /// reason instead of the broker silently dropping the connection.
 pub const MAX_PAYLOAD: usize = 4 * 1024 * 1024;
 
+/// Size of one segment of the broker's in-memory message log (larger than any payload).
+const SEGMENT_BYTES: usize = 16 * 1024 * 1024;
+
 /// Where the MQTT broker is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MqttAddress {
@@ -121,8 +124,12 @@ pub fn start_embedded(port: u16) -> Result<EmbeddedMqtt, String> {
         router: rumqttd::RouterConfig {
             max_connections: 100_000,
             max_outgoing_packet_count: 1_000,
-            max_segment_size: 100 * 1024 * 1024,
-            max_segment_count: 10,
+            // Messages kept per subscription filter for subscribers that are behind: 8 × 16 MiB
+            // (some 400k device messages of ~300 bytes: most of a minute at 200 neighborhoods).
+            // It is held in memory, so this bounds the broker's footprint; a subscriber further
+            // behind loses the oldest.
+            max_segment_size: SEGMENT_BYTES,
+            max_segment_count: 8,
             ..Default::default()
         },
         v4: Some(HashMap::from([("v4".to_owned(), server("mqtt-v4", v4))])),
