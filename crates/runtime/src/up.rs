@@ -288,7 +288,7 @@ impl UpOptions {
             parameters: BTreeMap::new(),
             http_port: 8080,
             mqtt: MqttChoice::Embedded { port: 1883 },
-            store: BackendChoice::Embedded(project_dir.join(".ktwin").join("store.redb")),
+            store: BackendChoice::Embedded(project_dir.join(".ktwin").join("store")),
             replica_cap: 4,
             ready_timeout: Duration::from_secs(300),
             handlers: Handlers::new(),

@@ -11,8 +11,8 @@ use ktwin_events::EventType;
 use serde::Serialize;
 use serde_json::{Map, json};
 
-use crate::backend::embedded::bare_insert_rate;
 use crate::backend::postgres::{create_database, drop_database};
+use crate::backend::redb::bare_insert_rate;
 use crate::cli::{BackendArgs, BackendKind};
 use crate::{Backend, BackendChoice, IngestConfig, Ingestor, InstanceKey, TwinEvent};
 
@@ -66,7 +66,7 @@ pub struct BenchReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub copy_events_per_s: Option<f64>,
     /// Bare redb inserts of the same history and idempotency entries, in transactions of the
-    /// same size (embedded only): the raw write ceiling of that layout.
+    /// same size (redb only): the raw write ceiling of that layout.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redb_insert_events_per_s: Option<f64>,
     /// Median latest-state read latency in process, microseconds.
@@ -228,6 +228,17 @@ async fn read_latencies(
     Ok((at(0.50), at(0.99)))
 }
 
+/// Ingest rate, then latest-read p50 and p99 of `backend`.
+async fn measure(
+    backend: Arc<dyn Backend>,
+    events: Vec<TwinEvent>,
+    args: &BenchStoreArgs,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let rate = ingest_all(backend.clone(), events, args.batch, args.max_batch).await?;
+    let (p50, p99) = read_latencies(backend.as_ref(), args.instances, args.reads).await?;
+    Ok((rate, p50, p99))
+}
+
 /// The raw write rate of the same rows measured beside the ingest.
 enum Ceiling {
     /// PostgreSQL binary `COPY` into a table shaped like the history.
@@ -255,16 +266,25 @@ pub async fn run_bench(args: BenchStoreArgs) -> anyhow::Result<ExitCode> {
             let result = async {
                 let backend = BackendChoice::Postgres(url.clone()).open().await?;
                 let copy = copy_rate(&url, &events).await?;
-                let rate = ingest_all(backend.clone(), events, args.batch, args.max_batch).await?;
-                let (p50, p99) =
-                    read_latencies(backend.as_ref(), args.instances, args.reads).await?;
-                Ok::<_, anyhow::Error>((rate, Ceiling::Copy(copy), p50, p99))
+                let (rate, p50, p99) = measure(backend, events, &args).await?;
+                Ok::<_, anyhow::Error>((rate, Some(Ceiling::Copy(copy)), p50, p99))
             }
             .await;
             drop_database(admin, &scratch).await?;
             result?
         }
         BackendKind::Embedded => {
+            let path = std::env::temp_dir().join(&scratch);
+            let result = async {
+                let backend = BackendChoice::Embedded(path.clone()).open().await?;
+                let (rate, p50, p99) = measure(backend, events, &args).await?;
+                Ok::<_, anyhow::Error>((rate, None, p50, p99))
+            }
+            .await;
+            let _ = std::fs::remove_dir_all(&path);
+            result?
+        }
+        BackendKind::Redb => {
             let path = std::env::temp_dir().join(format!("{scratch}.redb"));
             let bare_path = std::env::temp_dir().join(format!("{scratch}-bare.redb"));
             let result = async {
@@ -276,11 +296,9 @@ pub async fn run_bench(args: BenchStoreArgs) -> anyhow::Result<ExitCode> {
                     }
                 })
                 .await?;
-                let backend = BackendChoice::Embedded(path.clone()).open().await?;
-                let rate = ingest_all(backend.clone(), events, args.batch, args.max_batch).await?;
-                let (p50, p99) =
-                    read_latencies(backend.as_ref(), args.instances, args.reads).await?;
-                Ok::<_, anyhow::Error>((rate, Ceiling::RedbInsert(bare?), p50, p99))
+                let backend = BackendChoice::Redb(path.clone()).open().await?;
+                let (rate, p50, p99) = measure(backend, events, &args).await?;
+                Ok::<_, anyhow::Error>((rate, Some(Ceiling::RedbInsert(bare?)), p50, p99))
             }
             .await;
             let _ = std::fs::remove_file(&path);
@@ -293,17 +311,18 @@ pub async fn run_bench(args: BenchStoreArgs) -> anyhow::Result<ExitCode> {
         backend: match args.backend.backend {
             BackendKind::Postgres => "postgres",
             BackendKind::Embedded => "embedded",
+            BackendKind::Redb => "redb",
         },
         events: args.events,
         instances: args.instances,
         events_per_s: events_per_s.round(),
         copy_events_per_s: match ceiling {
-            Ceiling::Copy(rate) => Some(rate.round()),
-            Ceiling::RedbInsert(_) => None,
+            Some(Ceiling::Copy(rate)) => Some(rate.round()),
+            _ => None,
         },
         redb_insert_events_per_s: match ceiling {
-            Ceiling::RedbInsert(rate) => Some(rate.round()),
-            Ceiling::Copy(_) => None,
+            Some(Ceiling::RedbInsert(rate)) => Some(rate.round()),
+            _ => None,
         },
         latest_p50_us: (latest_p50_us * 10.0).round() / 10.0,
         latest_p99_us: (latest_p99_us * 10.0).round() / 10.0,

@@ -17,8 +17,11 @@ pub use crate::bench::{BenchStoreArgs, run_bench};
 pub enum BackendKind {
     /// PostgreSQL (`--database-url`).
     Postgres,
-    /// Embedded redb file (`--path`).
+    /// Embedded store (`--path`): a fjall database directory, or a redb file for a path ending
+    /// in `.redb`.
     Embedded,
+    /// Embedded redb file (`--path`), the embedded engine before fjall.
+    Redb,
 }
 
 /// Where the store keeps its data.
@@ -39,8 +42,9 @@ pub struct BackendArgs {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     pub database_url: String,
-    /// Database file (backend embedded).
-    #[arg(long, env = "KTWIN_STORE_PATH", default_value = ".ktwin/store.redb")]
+    /// Database directory, or file ending in `.redb` (backends embedded and redb). A directory
+    /// that does not exist beside an existing `<path>.redb` file opens that file.
+    #[arg(long, env = "KTWIN_STORE_PATH", default_value = ".ktwin/store")]
     pub path: PathBuf,
 }
 
@@ -50,6 +54,7 @@ impl BackendArgs {
         match self.backend {
             BackendKind::Postgres => BackendChoice::Postgres(self.database_url.clone()),
             BackendKind::Embedded => BackendChoice::Embedded(self.path.clone()),
+            BackendKind::Redb => BackendChoice::Redb(self.path.clone()),
         }
     }
 }

@@ -3,7 +3,8 @@
 //! It owns the twin-event records, their order (CloudEvent `time`, then `id`), the latest
 //! state as an RFC 7386 merge of every event in that order ([`MergeTree`], independent of
 //! arrival order), idempotent group-committed ingestion ([`Ingestor`], [`ingest_feed`]), the
-//! storage backends ([`PostgresBackend`], [`EmbeddedBackend`]) and the REST API ([`router`]).
+//! storage backends ([`PostgresBackend`], [`FjallBackend`], [`RedbBackend`]) and the REST API
+//! ([`router`]).
 //!
 //! It must not know about Kubernetes, the broker's transports or twin models: the set of known
 //! interfaces is handed in ([`KnownInterfaces`]) and subscriptions are consumed through the
@@ -15,7 +16,7 @@
 //! use std::sync::Arc;
 //! use ktwin_store::{ApiConfig, BackendChoice, IngestConfig, Ingestor};
 //!
-//! let backend = BackendChoice::Embedded(".ktwin/store.redb".into()).open().await?;
+//! let backend = BackendChoice::Embedded(".ktwin/store".into()).open().await?;
 //! let (ingestor, ingest_task) = Ingestor::spawn(backend.clone(), IngestConfig::default());
 //! let app: axum::Router = ktwin_store::router(backend, ingestor, ApiConfig::default());
 //! # let _ = (app, ingest_task); Ok(()) }
@@ -30,13 +31,14 @@ mod event;
 mod ingest;
 mod merge;
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use api::{ApiConfig, KnownInterfaces, StoreApi, router};
 pub use backend::{
-    AppendReport, Backend, EmbeddedBackend, EventPosition, HistoryQuery, Page, PostgresBackend,
-    PostgresConfig, StoreError,
+    AppendReport, Backend, EventPosition, FjallBackend, HistoryQuery, Page, PostgresBackend,
+    PostgresConfig, RedbBackend, StoreError,
 };
 pub use event::{EventError, InstanceKey, LatestState, TwinEvent};
 pub use ingest::{EventFeed, FeedMessage, IngestConfig, Ingestor, ingest_feed};
@@ -61,24 +63,81 @@ pub mod metric_names {
 pub enum BackendChoice {
     /// PostgreSQL at this connection URL (migrations are applied on open).
     Postgres(String),
-    /// An embedded redb file at this path.
+    /// The embedded store at this path: a fjall database directory, or a redb file for a path
+    /// ending in `.redb`. Where the directory does not exist yet but a redb file of the same
+    /// name plus `.redb` does (a store created before fjall), that file is opened, so its
+    /// history is kept.
     Embedded(PathBuf),
+    /// A redb file at this path, whatever its name.
+    Redb(PathBuf),
 }
 
 impl BackendChoice {
     /// Opens the backend.
     pub async fn open(&self) -> Result<Arc<dyn Backend>, StoreError> {
-        Ok(match self {
+        let embedded = match self {
             BackendChoice::Postgres(url) => {
-                Arc::new(PostgresBackend::connect(&PostgresConfig { url: url.clone() }).await?)
+                let config = PostgresConfig { url: url.clone() };
+                return Ok(Arc::new(PostgresBackend::connect(&config).await?));
             }
-            BackendChoice::Embedded(path) => {
-                let path = path.clone();
-                let backend = tokio::task::spawn_blocking(move || EmbeddedBackend::open(&path))
-                    .await
-                    .map_err(|err| StoreError::Unavailable(err.to_string()))??;
-                Arc::new(backend)
-            }
+            BackendChoice::Embedded(path) => embedded_engine(path),
+            BackendChoice::Redb(path) => EmbeddedEngine::Redb(path.clone()),
+        };
+        tokio::task::spawn_blocking(move || -> Result<Arc<dyn Backend>, StoreError> {
+            Ok(match embedded {
+                EmbeddedEngine::Fjall(path) => Arc::new(FjallBackend::open(&path)?),
+                EmbeddedEngine::Redb(path) => Arc::new(RedbBackend::open(&path)?),
+            })
         })
+        .await
+        .map_err(|err| StoreError::Unavailable(err.to_string()))?
+    }
+}
+
+/// Which engine an embedded store at a path uses.
+enum EmbeddedEngine {
+    Fjall(PathBuf),
+    Redb(PathBuf),
+}
+
+fn embedded_engine(path: &Path) -> EmbeddedEngine {
+    if path.extension().is_some_and(|ext| ext == "redb") {
+        return EmbeddedEngine::Redb(path.to_owned());
+    }
+    let mut legacy = OsString::from(path);
+    legacy.push(".redb");
+    let legacy = PathBuf::from(legacy);
+    if !path.exists() && legacy.is_file() {
+        tracing::info!(
+            store = %legacy.display(),
+            "keeping the existing redb event store; remove it to start a fjall store at {}",
+            path.display()
+        );
+        return EmbeddedEngine::Redb(legacy);
+    }
+    EmbeddedEngine::Fjall(path.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn embedded_paths_open_fjall_unless_they_name_a_redb_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = async |name: &str| {
+            let choice = BackendChoice::Embedded(dir.path().join(name));
+            choice.open().await.unwrap().name()
+        };
+        assert_eq!(engine("fresh").await, "fjall");
+        assert_eq!(engine("file.redb").await, "redb");
+        // A store created before fjall keeps being used, under its old name.
+        RedbBackend::open(&dir.path().join("old.redb")).unwrap();
+        assert_eq!(engine("old").await, "redb");
+        assert!(!dir.path().join("old").exists());
+        // Once the directory exists, it is the store.
+        FjallBackend::open(&dir.path().join("both")).unwrap();
+        RedbBackend::open(&dir.path().join("both.redb")).unwrap();
+        assert_eq!(engine("both").await, "fjall");
     }
 }

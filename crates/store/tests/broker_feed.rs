@@ -1,12 +1,14 @@
 //! Ingestion straight from a broker subscription: stored events are acknowledged, events that
 //! are not twin events are dead-lettered, redeliveries are stored once.
 
+mod common;
+
 use std::time::Duration;
 
 use cloudevents::{EventBuilder, EventBuilderV10};
 use ktwin_broker::{Broker, MemoryBroker, SubscriptionSpec, TypeFilter};
 use ktwin_store::broker::BrokerFeed;
-use ktwin_store::{BackendChoice, IngestConfig, Ingestor, InstanceKey, ingest_feed};
+use ktwin_store::{IngestConfig, Ingestor, InstanceKey, ingest_feed};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -22,12 +24,18 @@ fn event(id: &str, ty: &str, data: serde_json::Value) -> cloudevents::Event {
 }
 
 #[tokio::test]
-async fn broker_events_are_stored_and_acknowledged() {
+async fn broker_events_are_stored_and_acknowledged_by_fjall() {
+    broker_events_are_stored_and_acknowledged(common::FJALL).await;
+}
+
+#[tokio::test]
+async fn broker_events_are_stored_and_acknowledged_by_redb() {
+    broker_events_are_stored_and_acknowledged(common::REDB).await;
+}
+
+async fn broker_events_are_stored_and_acknowledged(store: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let backend = BackendChoice::Embedded(dir.path().join("s.redb"))
-        .open()
-        .await
-        .unwrap();
+    let backend = common::open_embedded(dir.path(), store).await;
     let (ingestor, ingest_task) = Ingestor::spawn(backend.clone(), IngestConfig::default());
     let broker = MemoryBroker::default();
     let spec = SubscriptionSpec::new("event-store", TypeFilter::prefix("ktwin."));

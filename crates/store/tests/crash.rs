@@ -1,5 +1,5 @@
 //! Acceptance: the store process killed with SIGKILL during ingest and restarted keeps every
-//! event it acknowledged (202), for both backends.
+//! event it acknowledged (202), for every backend.
 
 mod common;
 
@@ -162,10 +162,9 @@ async fn survives_sigkill(backend_args: Vec<String>) {
     assert_eq!(latest.status(), 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_store_keeps_acknowledged_events_across_sigkill() {
+async fn embedded_survives_sigkill(store: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store.redb");
+    let path = dir.path().join(store);
     survives_sigkill(vec![
         "--backend".into(),
         "embedded".into(),
@@ -173,6 +172,16 @@ async fn embedded_store_keeps_acknowledged_events_across_sigkill() {
         path.display().to_string(),
     ])
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fjall_store_keeps_acknowledged_events_across_sigkill() {
+    embedded_survives_sigkill(common::FJALL).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_store_keeps_acknowledged_events_across_sigkill() {
+    embedded_survives_sigkill(common::REDB).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

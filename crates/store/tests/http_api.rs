@@ -290,14 +290,19 @@ async fn exercise_routes(backend: Arc<dyn Backend>) {
     );
 }
 
-#[tokio::test]
-async fn routes_on_the_embedded_backend() {
+async fn routes_on_embedded(name: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let backend = BackendChoice::Embedded(dir.path().join("s.redb"))
-        .open()
-        .await
-        .unwrap();
-    exercise_routes(backend).await;
+    exercise_routes(common::open_embedded(dir.path(), name).await).await;
+}
+
+#[tokio::test]
+async fn routes_on_fjall() {
+    routes_on_embedded(common::FJALL).await;
+}
+
+#[tokio::test]
+async fn routes_on_redb() {
+    routes_on_embedded(common::REDB).await;
 }
 
 #[tokio::test]
@@ -313,10 +318,7 @@ async fn routes_on_postgres() {
 #[tokio::test]
 async fn bad_input_gets_problem_details() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = BackendChoice::Embedded(dir.path().join("s.redb"))
-        .open()
-        .await
-        .unwrap();
+    let backend = common::open_embedded(dir.path(), common::FJALL).await;
     let config = ApiConfig {
         body_limit: 1024,
         known_interfaces: KnownInterfaces::only(["city-pole".to_owned()]),

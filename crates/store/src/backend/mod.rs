@@ -1,6 +1,7 @@
-//! Storage backends behind one trait: PostgreSQL for clusters, an embedded redb file for
-//! `ktwin up`. Both keep the history keyed by (interface, instance, id) and the latest state
-//! of each instance, updated in the same transaction as the history.
+//! Storage backends behind one trait: PostgreSQL for clusters, an embedded fjall database (or a
+//! redb file, the embedded engine before it) for `ktwin up`. All keep the history keyed by
+//! (interface, instance, id) and the latest state of each instance, updated in the same
+//! transaction as the history.
 
 use std::collections::BTreeMap;
 
@@ -11,10 +12,13 @@ use serde::{Deserialize, Serialize};
 use crate::event::{InstanceKey, LatestState, TwinEvent};
 use crate::merge::{MergeTree, Version};
 
-pub mod embedded;
+mod embedded;
+pub mod fjall;
 pub mod postgres;
+pub mod redb;
 
-pub use embedded::EmbeddedBackend;
+pub use self::fjall::FjallBackend;
+pub use self::redb::RedbBackend;
 pub use postgres::{PostgresBackend, PostgresConfig};
 
 /// What a backend can fail with.

@@ -3,7 +3,27 @@
 
 #![allow(dead_code)]
 
+use std::path::Path;
+use std::sync::Arc;
+
+use ktwin_store::{Backend, BackendChoice};
 use serde_json::{Map, Value};
+
+/// Name of the fjall store (a directory) in a test's folder.
+pub const FJALL: &str = "store";
+/// Name of the redb store (a file) in a test's folder.
+pub const REDB: &str = "store.redb";
+
+/// Opens the embedded store `name` ([`FJALL`] or [`REDB`]) in `dir`, checking the engine.
+pub async fn open_embedded(dir: &Path, name: &str) -> Arc<dyn Backend> {
+    let backend = BackendChoice::Embedded(dir.join(name))
+        .open()
+        .await
+        .unwrap();
+    let engine = if name == REDB { "redb" } else { "fjall" };
+    assert_eq!(backend.name(), engine);
+    backend
+}
 
 /// Server every test uses (trust auth).
 pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
