@@ -158,7 +158,7 @@ async fn measure(args: &BenchE2eArgs, handlers: Handlers) -> anyhow::Result<E2eR
     let mut options = UpOptions::new(dir.path());
     options.http_port = 0;
     options.mqtt = MqttChoice::Embedded { port: 0 };
-    options.store = BackendChoice::Embedded(dir.path().join("store.redb"));
+    options.store = BackendChoice::Embedded(dir.path().join("store"));
     options.replica_cap = args.max_replicas;
     options.handlers = handlers;
     options.processes = args.processes;

@@ -82,7 +82,7 @@ async fn smart_city_one_neighborhood_at_10x_for_60s() {
     let mut options = UpOptions::new(dir.path());
     options.http_port = 0;
     options.mqtt = MqttChoice::Embedded { port: 0 };
-    options.store = BackendChoice::Embedded(dir.path().join("store.redb"));
+    options.store = BackendChoice::Embedded(dir.path().join("store"));
     options.handlers = services::handlers().into_iter().collect();
     options.console = Console::recording();
     let platform = Platform::start(planned, options)
