@@ -33,7 +33,7 @@ use crate::merge::Version;
 pub(crate) trait EmbeddedStore: Clone + Send + Sync + 'static {
     /// The backend's name (see [`Backend::name`]).
     const NAME: &'static str;
-    /// See [`Backend::append`].
+    /// See [`Backend::append`]: [`prepare`], then [`append_to`] under the engine's writer.
     fn append_blocking(&self, events: Vec<TwinEvent>) -> Result<AppendReport, StoreError>;
     /// See [`Backend::latest`]: a point read, served from the engine's cache in the common
     /// case, so it runs inline rather than hopping to the blocking pool.
@@ -80,9 +80,9 @@ impl<S: EmbeddedStore> Backend for S {
         S::NAME
     }
 
-    /// Both engines have a single writer: a second append would only wait for it.
+    /// Both engines have a single writer; a second append [`prepare`]s its batch meanwhile.
     fn concurrent_appends(&self) -> usize {
-        1
+        2
     }
 
     async fn append(&self, events: Vec<TwinEvent>) -> Result<AppendReport, StoreError> {
@@ -367,31 +367,54 @@ pub(crate) trait AppendTarget {
     ) -> Result<(), StoreError>;
 }
 
-/// Stores `events` into `target` (skipping known ones) and updates their instances' records
-/// and latest states; returns how many were new.
+/// One instance's share of a batch: its events in id order (none repeated), each with its
+/// encoded body.
+pub(crate) struct Group {
+    key: InstanceKey,
+    name: Vec<u8>,
+    events: Vec<(TwinEvent, Vec<u8>)>,
+}
+
+/// Groups `events` by instance and encodes their bodies: the part of an append that reads
+/// nothing from the store, done before taking the writer so that it overlaps another append.
+pub(crate) fn prepare(events: Vec<TwinEvent>) -> Result<Vec<Group>, StoreError> {
+    let (groups, _) = group_by_instance(events);
+    groups
+        .into_iter()
+        .map(|(key, events)| {
+            let events = events
+                .into_iter()
+                .map(|event| event_body(&event).map(|body| (event, body)))
+                .collect::<Result<_, _>>()?;
+            let name = name_key(&key.interface, &key.instance);
+            Ok(Group { key, name, events })
+        })
+        .collect()
+}
+
+/// Stores the events of `groups` into `target` (skipping known ones) and updates their
+/// instances' records and latest states; returns how many were new.
 pub(crate) fn append_to(
     target: &mut impl AppendTarget,
-    events: Vec<TwinEvent>,
+    groups: &[Group],
 ) -> Result<usize, StoreError> {
-    let (groups, _) = group_by_instance(events);
     let (mut event_buf, mut id_buf) = (Vec::new(), Vec::new());
     let mut stored = 0;
-    for (key, group) in &groups {
-        let name = name_key(&key.interface, &key.instance);
-        let known = target.instance(&name)?;
+    for Group { key, name, events } in groups {
+        let known = target.instance(name)?;
         let instance = match known {
             Some(instance) => instance,
-            None => target.add_instance(&name)?,
+            None => target.add_instance(name)?,
         };
-        let mut fresh = Vec::with_capacity(group.len());
-        for event in group {
+        let mut fresh = Vec::with_capacity(events.len());
+        for (event, body) in events {
             let micros = event.time.timestamp_micros();
             id_key(&mut id_buf, instance, &event.id);
             if !target.claim_id(&id_buf, micros, known.is_some())? {
                 continue;
             }
             event_key(&mut event_buf, instance, micros, &event.id);
-            target.put_event(&event_buf, &event_body(event)?)?;
+            target.put_event(&event_buf, body)?;
             fresh.push(event);
         }
         if fresh.is_empty() {
@@ -405,7 +428,7 @@ pub(crate) fn append_to(
         record.absorb(fresh);
         let record_bytes = serde_json::to_vec(&record).map_err(corrupt)?;
         let state_bytes = serde_json::to_vec(&record.latest_state(key)).map_err(corrupt)?;
-        target.put_state(instance, &name, &record_bytes, &state_bytes)?;
+        target.put_state(instance, name, &record_bytes, &state_bytes)?;
     }
     Ok(stored)
 }

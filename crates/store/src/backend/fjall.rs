@@ -5,8 +5,8 @@
 //! ([`PersistMode::SyncData`]) before `append` returns and before readers can see it; memtables
 //! are flushed to sorted tables and compacted by fjall's background threads, off the ingest
 //! path. redb, the embedded engine before it ([`super::redb`]), copied and rewrote every B-tree
-//! page a commit touched: about 67 `pwrite`s per commit over its five tables, and a third of
-//! the ingest rate. After a crash fjall replays the journal up to the last complete batch
+//! page a commit touched: about 67 `pwrite`s per commit over its five tables inside `ktwin up`,
+//! and 65–75 % of fjall's ingest rate (`docs/benchmarks.md`). After a crash fjall replays the journal up to the last complete batch
 //! (batches are checksummed), so a process killed at any point reopens with exactly the
 //! acknowledged batches.
 //!
@@ -25,7 +25,8 @@ use ::fjall::{
 
 use super::embedded::{
     AppendTarget, EmbeddedStore, append_to, borrowed, corrupt, decode_latest, event_from_entry,
-    history_range, id_key, instance_range, list_events, name_key, split_event_key, twins_range,
+    history_range, id_key, instance_range, list_events, name_key, prepare, split_event_key,
+    twins_range,
 };
 use super::{AppendReport, EventPosition, HistoryQuery, InstanceRecord, Page, StoreError};
 use crate::event::{InstanceKey, LatestState, TwinEvent};
@@ -106,6 +107,7 @@ impl EmbeddedStore for FjallBackend {
 
     fn append_blocking(&self, events: Vec<TwinEvent>) -> Result<AppendReport, StoreError> {
         let total = events.len();
+        let groups = prepare(events)?;
         // A panic elsewhere left the number as it was before that batch: still right.
         let mut next_instance = self.0.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let mut target = FjallAppend {
@@ -113,7 +115,7 @@ impl EmbeddedStore for FjallBackend {
             batch: self.durable_batch(),
             next_instance: *next_instance,
         };
-        let stored = append_to(&mut target, events)?;
+        let stored = append_to(&mut target, &groups)?;
         let FjallAppend {
             batch,
             next_instance: next,
@@ -121,6 +123,8 @@ impl EmbeddedStore for FjallBackend {
         } = target;
         batch.commit()?;
         *next_instance = next;
+        drop(next_instance);
+        drop(groups); // after the writer's turn: freeing a batch takes a while
         Ok(AppendReport {
             stored,
             duplicates: total - stored,

@@ -18,7 +18,7 @@ use redb::{
 use super::embedded::{
     AppendTarget, EmbeddedStore, append_to, borrowed, corrupt, decode_latest, event_body,
     event_from_body, event_from_entry, event_key, history_range, id_key, instance_range,
-    list_events, name_key, split_event_key, twins_range,
+    list_events, name_key, prepare, split_event_key, twins_range,
 };
 use super::{AppendReport, EventPosition, HistoryQuery, InstanceRecord, Page, StoreError};
 use crate::event::{InstanceKey, LatestState, TwinEvent};
@@ -94,9 +94,11 @@ impl EmbeddedStore for RedbBackend {
 
     fn append_blocking(&self, events: Vec<TwinEvent>) -> Result<AppendReport, StoreError> {
         let total = events.len();
+        let groups = prepare(events)?;
         let txn = self.db.begin_write()?;
-        let stored = append_to(&mut RedbAppend::open(&txn)?, events)?;
+        let stored = append_to(&mut RedbAppend::open(&txn)?, &groups)?;
         txn.commit()?;
+        drop(groups); // after the writer's turn: freeing a batch takes a while
         Ok(AppendReport {
             stored,
             duplicates: total - stored,
@@ -359,7 +361,7 @@ fn convert_legacy(txn: &WriteTransaction) -> Result<(), StoreError> {
             events = events.len(),
             "converting the embedded store to its new layout"
         );
-        append_to(&mut RedbAppend::open(txn)?, events)?;
+        append_to(&mut RedbAppend::open(txn)?, &prepare(events)?)?;
     }
     for table in legacy {
         txn.delete_table(table)?;
