@@ -114,8 +114,9 @@ async fn render_metrics() -> impl IntoResponse {
 /// and every client that hangs up or misbehaves at error, which would drown what ktwin itself
 /// says; its own failures (binding the port) reach ktwin as errors, and device-side problems
 /// show in the ingress dispatcher's metrics and dead letters. `RUST_LOG=rumqttd=info` brings
-/// its logs back.
-const DEFAULT_LOG_FILTER: &str = "info,rumqttd=off";
+/// its logs back. The embedded store's engine (fjall, lsm-tree) narrates its housekeeping at
+/// info; its warnings and errors still show.
+const DEFAULT_LOG_FILTER: &str = "info,rumqttd=off,fjall=warn,lsm_tree=warn";
 
 /// Sets up `tracing` to stderr, filtered by `RUST_LOG` (default [`DEFAULT_LOG_FILTER`]). Safe to
 /// call twice.

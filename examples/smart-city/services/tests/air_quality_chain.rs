@@ -117,7 +117,7 @@ const GRAPH: &str = r#"{"twinInstances":[
 async fn neighborhood_stores_the_worst_level_its_poles_relay() {
     // The event store, embedded backend in a scratch directory, over HTTP.
     let dir = tempfile::tempdir().unwrap();
-    let backend = BackendChoice::Embedded(dir.path().join("store.redb"))
+    let backend = BackendChoice::Embedded(dir.path().join("store"))
         .open()
         .await
         .unwrap();
