@@ -357,13 +357,15 @@ pub(crate) trait AppendTarget {
     fn put_event(&mut self, event_key: &[u8], body: &[u8]) -> Result<(), StoreError>;
     /// The stored merge record of an instance.
     fn record(&mut self, instance: u64) -> Result<Option<InstanceRecord>, StoreError>;
-    /// Stores an instance's merge record and its latest state (by [`name_key`]), both JSON.
+    /// Stores an instance's merge record and its latest state (by [`name_key`]), both JSON
+    /// (`record` is what `record_json` encodes, for an engine that keeps it decoded).
     fn put_state(
         &mut self,
         instance: u64,
         name: &[u8],
-        record: &[u8],
-        latest: &[u8],
+        record: InstanceRecord,
+        record_json: &[u8],
+        latest_json: &[u8],
     ) -> Result<(), StoreError>;
 }
 
@@ -428,7 +430,7 @@ pub(crate) fn append_to(
         record.absorb(fresh);
         let record_bytes = serde_json::to_vec(&record).map_err(corrupt)?;
         let state_bytes = serde_json::to_vec(&record.latest_state(key)).map_err(corrupt)?;
-        target.put_state(instance, name, &record_bytes, &state_bytes)?;
+        target.put_state(instance, name, record, &record_bytes, &state_bytes)?;
     }
     Ok(stored)
 }

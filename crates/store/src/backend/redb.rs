@@ -288,11 +288,12 @@ impl AppendTarget for RedbAppend<'_> {
         &mut self,
         instance: u64,
         name: &[u8],
-        record: &[u8],
-        latest: &[u8],
+        _record: InstanceRecord,
+        record_json: &[u8],
+        latest_json: &[u8],
     ) -> Result<(), StoreError> {
-        self.records.insert(instance, record)?;
-        self.latest.insert(name, latest)?;
+        self.records.insert(instance, record_json)?;
+        self.latest.insert(name, latest_json)?;
         Ok(())
     }
 }
