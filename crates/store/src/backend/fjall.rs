@@ -6,9 +6,9 @@
 //! are flushed to sorted tables and compacted by fjall's background threads, off the ingest
 //! path. redb, the embedded engine before it ([`super::redb`]), copied and rewrote every B-tree
 //! page a commit touched: about 67 `pwrite`s per commit over its five tables inside `ktwin up`,
-//! and 65–75 % of fjall's ingest rate (`docs/benchmarks.md`). After a crash fjall replays the journal up to the last complete batch
-//! (batches are checksummed), so a process killed at any point reopens with exactly the
-//! acknowledged batches.
+//! and 65–75 % of fjall's ingest rate (`docs/benchmarks.md`). After a crash fjall replays the
+//! journal up to the last complete batch (batches are checksummed), so a process killed at any
+//! point reopens with exactly the acknowledged batches.
 //!
 //! This module owns the keyspaces (one per table of [`super::embedded`], whose keys, bodies
 //! and append path it shares with redb) and the single writer: appends and deletes read what
