@@ -25,6 +25,11 @@ enum Command {
     Bench(ktwin_store::cli::BenchStoreArgs),
 }
 
+// mimalloc, not glibc malloc: the store's batches allocate and free many small JSON values,
+// and glibc's free-chunk consolidation cost about a tenth of the ingest (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     ktwin_service::init_tracing();
