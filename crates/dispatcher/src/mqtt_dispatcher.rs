@@ -12,7 +12,7 @@ use ktwin_broker::Broker;
 use tokio_util::sync::CancellationToken;
 
 use crate::dead_letter::{DeadLetterSink, RejectedMessage};
-use crate::ingress::{DuplicateTracker, EventIdentity, IngressPolicy, validate};
+use crate::ingress::{DeviceReading, DuplicateTracker, EventIdentity, IngressPolicy, validate};
 use crate::metrics::{DispatchMetrics, ResponseCode};
 use crate::source::{DeviceSource, SourceMessage};
 
@@ -91,8 +91,11 @@ impl IngressDispatcher {
     /// flight) or the source ends.
     pub async fn run(self, mut source: impl DeviceSource, shutdown: CancellationToken) {
         let syntax = source.syntax();
-        // Far more than can be in flight, so a redelivery after a reconnect is still known.
-        let mut tracker = DuplicateTracker::new(self.max_in_flight.max(1024) * 64);
+        // Far more than can be in flight, so a redelivery after a reconnect is still known;
+        // none for a source that never redelivers.
+        let mut tracker = source
+            .redelivers()
+            .then(|| DuplicateTracker::new(self.max_in_flight.max(1024) * 64));
         let mut in_flight = FuturesOrdered::new();
         let mut source_open = true;
         loop {
@@ -107,15 +110,12 @@ impl IngressDispatcher {
                 message = source.next(), if accepting => match message {
                     Some(message) => {
                         let started = Instant::now();
-                        let fingerprint = DuplicateTracker::fingerprint(&message.topic, &message.payload);
                         match validate(&message.topic, syntax, &message.payload, &self.policy) {
                             Ok(reading) => {
-                                let identity = tracker.identity_for(fingerprint, message.redelivered).cloned();
-                                let event = reading.into_event(identity.as_ref());
-                                tracker.remember(fingerprint, EventIdentity {
-                                    id: event.id().to_owned(),
-                                    time: event.time().copied().unwrap_or_else(chrono::Utc::now),
-                                });
+                                let event = match tracker.as_mut() {
+                                    Some(tracker) => identify(tracker, &message, reading),
+                                    None => reading.into_event(None),
+                                };
                                 in_flight.push_back(self.publish(event, message, started, shutdown.clone()).boxed());
                             }
                             Err(rejection) => {
@@ -217,6 +217,28 @@ impl IngressDispatcher {
             }
         }
     }
+}
+
+/// The event of a validated message, with the identity its first copy got when it is a
+/// redelivery; remembers the identity it is dispatched with.
+fn identify(
+    tracker: &mut DuplicateTracker,
+    message: &SourceMessage,
+    reading: DeviceReading,
+) -> cloudevents::Event {
+    let fingerprint = DuplicateTracker::fingerprint(&message.topic, &message.payload);
+    let identity = tracker
+        .identity_for(fingerprint, message.redelivered)
+        .cloned();
+    let event = reading.into_event(identity.as_ref());
+    tracker.remember(
+        fingerprint,
+        EventIdentity {
+            id: event.id().to_owned(),
+            time: event.time().copied().unwrap_or_else(chrono::Utc::now),
+        },
+    );
+    event
 }
 
 use futures::FutureExt as _;

@@ -77,6 +77,11 @@ pub trait DeviceSource: Send {
     async fn next(&mut self) -> Option<SourceMessage>;
     /// A flag that is true while the source is connected (for readiness).
     fn connected(&self) -> Arc<AtomicBool>;
+    /// Whether a message may come again after a reconnect (AMQP requeues, MQTT QoS 1 resends),
+    /// so the dispatcher must remember what it sent to give a redelivery the same event id.
+    fn redelivers(&self) -> bool {
+        true
+    }
 }
 
 /// Settings of [`AmqpQueueSource`].

@@ -99,4 +99,9 @@ impl DeviceSource for LinkSource {
     fn connected(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.connected)
     }
+
+    /// The broker hands each message to the link once; there is no reconnect.
+    fn redelivers(&self) -> bool {
+        false
+    }
 }
