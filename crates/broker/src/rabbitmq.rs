@@ -3,7 +3,7 @@
 //! publisher confirms, a dead-letter queue per subscription, reconnection with backoff.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -250,7 +250,6 @@ impl AmqpConnector {
 pub struct ConfirmedPublisher {
     connector: AmqpConnector,
     channels: Vec<PublisherChannel>,
-    next: AtomicUsize,
     /// Headers exchange declared on every new channel, if any.
     setup_exchange: Option<String>,
     budget: Duration,
@@ -279,7 +278,6 @@ impl ConfirmedPublisher {
         Self {
             connector,
             channels: vec![PublisherChannel::default()],
-            next: AtomicUsize::new(0),
             setup_exchange: declare_headers_exchange,
             budget,
             max_backoff,
@@ -294,12 +292,6 @@ impl ConfirmedPublisher {
         self
     }
 
-    /// The live confirm-mode channel next in turn.
-    pub async fn get(&self) -> Result<(u64, Channel), BrokerError> {
-        self.channel(self.next.fetch_add(1, Ordering::Relaxed))
-            .await
-    }
-
     /// Opens every channel now, so that configuration errors surface here.
     pub async fn open_all(&self) -> Result<(), BrokerError> {
         for index in 0..self.channels.len() {
@@ -309,7 +301,7 @@ impl ConfirmedPublisher {
     }
 
     /// The live confirm-mode channel `index` (modulo the channel count).
-    async fn channel(&self, index: usize) -> Result<(u64, Channel), BrokerError> {
+    async fn channel(&self, index: usize) -> Result<Channel, BrokerError> {
         let slot = &self.channels[index % self.channels.len()];
         if let Some(live) = slot.live() {
             return Ok(live);
@@ -319,8 +311,11 @@ impl ConfirmedPublisher {
         if let Some(live) = slot.live() {
             return Ok(live);
         }
-        let stale = slot.generation();
-        let (generation, channel) = self.connector.channel(stale).await?;
+        // Not the connection's generation as stale: one channel's error (a channel-level
+        // exception) must not replace a connection the other channels still use. A connection
+        // that died reports itself so, and one that cannot open a channel is replaced by
+        // `AmqpConnector::channel`.
+        let (_, channel) = self.connector.channel(None).await?;
         let amqp = |operation| move |source| BrokerError::Amqp { operation, source };
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -329,13 +324,13 @@ impl ConfirmedPublisher {
         if let Some(exchange) = &self.setup_exchange {
             declare_exchange(&channel, exchange).await?;
         }
-        *slot.current.lock().expect("publisher channel lock") = Some((generation, channel.clone()));
-        Ok((generation, channel))
+        *slot.current.lock().expect("publisher channel lock") = Some(channel.clone());
+        Ok(channel)
     }
 
-    /// Publishes on the channel next in turn and waits for the confirm, retrying (same
-    /// message) across reconnects within the budget. `Ok(false)` means the message was
-    /// `mandatory` and RabbitMQ returned it as unroutable.
+    /// Publishes on the first channel and waits for the confirm, retrying (same message) across
+    /// reconnects within the budget, so messages published one after another keep their order.
+    /// `Ok(false)` means the message was `mandatory` and RabbitMQ returned it as unroutable.
     pub async fn publish(
         &self,
         exchange: &str,
@@ -344,8 +339,7 @@ impl ConfirmedPublisher {
         properties: &BasicProperties,
         body: &[u8],
     ) -> Result<bool, BrokerError> {
-        let affinity = self.next.fetch_add(1, Ordering::Relaxed);
-        self.publish_on(affinity, exchange, routing_key, mandatory, properties, body)
+        self.publish_on(0, exchange, routing_key, mandatory, properties, body)
             .await
     }
 
@@ -365,7 +359,7 @@ impl ConfirmedPublisher {
         let mut backoff = Backoff::new(self.max_backoff);
         loop {
             let attempt = async {
-                let (_, channel) = self.channel(affinity).await?;
+                let channel = self.channel(affinity).await?;
                 let confirm = channel
                     .basic_publish(
                         exchange.into(),
@@ -421,27 +415,18 @@ impl ConfirmedPublisher {
 /// publishes do not queue behind each other while the channel is fine.
 #[derive(Default)]
 struct PublisherChannel {
-    current: std::sync::Mutex<Option<(u64, Channel)>>,
+    current: std::sync::Mutex<Option<Channel>>,
     reopen: Mutex<()>,
 }
 
 impl PublisherChannel {
     /// The current channel, if it is open.
-    fn live(&self) -> Option<(u64, Channel)> {
+    fn live(&self) -> Option<Channel> {
         let current = self.current.lock().expect("publisher channel lock");
         current
             .as_ref()
-            .filter(|(_, channel)| channel.status().connected())
-            .map(|(generation, channel)| (*generation, channel.clone()))
-    }
-
-    /// Generation of the connection the current channel (open or not) was made on.
-    fn generation(&self) -> Option<u64> {
-        self.current
-            .lock()
-            .expect("publisher channel lock")
-            .as_ref()
-            .map(|(generation, _)| *generation)
+            .filter(|channel| channel.status().connected())
+            .cloned()
     }
 }
 
