@@ -122,9 +122,11 @@ impl MergeTree {
     }
 
     fn apply_above(&mut self, version: &Version, patch: &Value, cutoff: Option<&Version>) {
+        if cutoff.is_some_and(|cutoff| version <= cutoff) {
+            return;
+        }
         match patch {
             Value::Object(members) => self.merge_members(version, members, cutoff),
-            _ if cutoff.is_some_and(|cutoff| version <= cutoff) => {}
             other => {
                 if self
                     .replaced
@@ -147,26 +149,25 @@ impl MergeTree {
         self.merge_members(version, members, None);
     }
 
+    /// [`MergeTree::apply_above`] for an object patch whose version is above `cutoff`.
     fn merge_members(
         &mut self,
         version: &Version,
         members: &Map<String, Value>,
         cutoff: Option<&Version>,
     ) {
-        if cutoff.is_some_and(|cutoff| version <= cutoff) {
-            return;
-        }
         if self.merged.as_ref().is_none_or(|merged| version > merged) {
             self.merged = Some(version.clone());
         }
         let cutoff = max_version(cutoff, self.replaced.as_ref().map(|r| &r.version));
-        let cutoff = cutoff.cloned();
         for (key, value) in members {
-            self.children.entry(key.clone()).or_default().apply_above(
-                version,
-                value,
-                cutoff.as_ref(),
-            );
+            // The member's name is copied only the first time it is written (this runs for
+            // every member of every stored event).
+            if !self.children.contains_key(key) {
+                self.children.insert(key.clone(), MergeTree::default());
+            }
+            let child = self.children.get_mut(key).expect("inserted above");
+            child.apply_above(version, value, cutoff);
         }
     }
 
