@@ -313,12 +313,14 @@ impl KnownInstances {
         (keyed, unknown)
     }
 
-    fn remember(&self, keyed: &KeyedGroups) {
+    /// Caches keys learned from the database (never the ones already cached: a batch's
+    /// known instances cost no clone or hashing after its commit).
+    fn remember(&self, learned: &[(i64, &InstanceKey)]) {
         let mut entries = self.entries();
-        if entries.len() + keyed.len() > Self::CAPACITY {
+        if entries.len() + learned.len() > Self::CAPACITY {
             entries.clear();
         }
-        for (instance_key, (key, _)) in keyed {
+        for (instance_key, key) in learned {
             entries.insert((*key).clone(), *instance_key);
         }
     }
@@ -751,6 +753,7 @@ async fn append_transaction(
     let statements = &session.statements;
     let transaction = session.client.transaction().await?;
     let (mut keyed, unknown) = known.split(groups);
+    let mut learned = Vec::new();
     if !unknown.is_empty() {
         let interfaces: Vec<&str> = unknown.iter().map(|k| k.interface.as_str()).collect();
         let instances: Vec<&str> = unknown.iter().map(|k| k.instance.as_str()).collect();
@@ -763,7 +766,9 @@ async fn append_transaction(
         for row in &keyed_rows {
             let key = InstanceKey::new(row.get::<_, String>(0), row.get::<_, String>(1));
             if let Some((key, group)) = groups.get_key_value(&key) {
-                keyed.insert(row.get(2), (key, group));
+                let instance_key = row.get(2);
+                keyed.insert(instance_key, (key, group));
+                learned.push((instance_key, key));
             }
         }
     }
@@ -821,7 +826,9 @@ async fn append_transaction(
         .execute(&statements.update_latest, &params)
         .await?;
     transaction.commit().await?;
-    known.remember(&keyed);
+    if !learned.is_empty() {
+        known.remember(&learned);
+    }
     Ok(Attempt::Stored(stored))
 }
 
