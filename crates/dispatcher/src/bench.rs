@@ -289,11 +289,9 @@ pub async fn publish_qos1_batched(
 /// Publishes the run's messages from `args.publishers` batched connections
 /// ([`publish_qos1_batched`]).
 async fn publish_parallel(args: &BenchDispatchArgs, iface: &str, run: &str) -> anyhow::Result<()> {
-    let publishers = args.publishers.max(1) as u64;
-    let per = args.messages.div_ceil(publishers).max(1);
     let mut tasks = Vec::new();
-    for (p, first) in (0..args.messages).step_by(per as usize).enumerate() {
-        let messages = device_messages(iface, 100, first..(first + per).min(args.messages));
+    for (p, range) in split(args.messages, args.publishers as u64).enumerate() {
+        let messages = device_messages(iface, 100, range);
         let (host, port) = (args.mqtt_host.clone(), args.mqtt_port);
         let client_id = format!("ktwin-bench-pub-{run}-{p}");
         let window = args.publish_window;
@@ -307,6 +305,14 @@ async fn publish_parallel(args: &BenchDispatchArgs, iface: &str, run: &str) -> a
     Ok(())
 }
 
+/// `0..total` cut into at most `parts` consecutive ranges of equal length (the last shorter).
+fn split(total: u64, parts: u64) -> impl Iterator<Item = std::ops::Range<u64>> {
+    let per = total.div_ceil(parts.max(1)).max(1);
+    (0..total)
+        .step_by(usize::try_from(per).unwrap_or(usize::MAX))
+        .map(move |first| first..(first + per).min(total))
+}
+
 fn run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
@@ -316,9 +322,9 @@ fn run_id() -> String {
 async fn ingress_rate(
     args: &BenchDispatchArgs,
     run: &str,
+    iface: &str,
     broker: Arc<dyn Broker>,
 ) -> anyhow::Result<f64> {
-    let iface = format!("bench-{run}");
     let mut config = MqttSourceConfig::new(
         &args.mqtt_host,
         args.mqtt_port,
@@ -353,7 +359,7 @@ async fn ingress_rate(
     // The subscription is sent right after CONNACK; give it a moment to be in place.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
-    publish_parallel(args, &iface, run).await?;
+    publish_parallel(args, iface, run).await?;
     wait_for(
         || counters.dispatched() >= args.messages,
         "dispatched events",
@@ -397,15 +403,23 @@ async fn bus_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
             }
         }
     });
-    let rate = ingress_rate(args, &run_id(), Arc::new(bus.clone())).await;
+    let run = run_id();
+    let rate = ingress_rate(args, &run, &format!("bench-{run}"), Arc::new(bus.clone())).await;
     bus.delete_subscription("bench").await?;
     consumer.await?;
     rate
 }
 
 /// A RabbitMQ broker on a fresh exchange, with the benchmark's settings.
-async fn bench_rabbit_broker(args: &BenchDispatchArgs, run: &str) -> anyhow::Result<RabbitBroker> {
-    RabbitBroker::connect(RabbitConfig {
+/// A broker on a fresh exchange for run `run`, with a queue named `queue` bound to the real
+/// events of `iface` (as a Knative trigger is), so the events are routed and stored.
+async fn bench_rabbit_broker(
+    args: &BenchDispatchArgs,
+    run: &str,
+    iface: &str,
+    queue: &str,
+) -> anyhow::Result<RabbitBroker> {
+    let broker = RabbitBroker::connect(RabbitConfig {
         uri: args.amqp_url.clone(),
         exchange: format!("ktwin-bench-{run}"),
         queue_type: args.queue_type.into(),
@@ -414,7 +428,14 @@ async fn bench_rabbit_broker(args: &BenchDispatchArgs, run: &str) -> anyhow::Res
         ..RabbitConfig::default()
     })
     .await
-    .context("connecting to RabbitMQ")
+    .context("connecting to RabbitMQ")?;
+    let filter = TypeFilter::exact([ktwin_events::EventType::real(iface)?.to_string()]);
+    drop(
+        broker
+            .subscribe(SubscriptionSpec::new(queue, filter))
+            .await?,
+    );
+    Ok(broker)
 }
 
 /// Deletes the benchmark's queue and exchange, and disconnects.
@@ -433,18 +454,9 @@ async fn remove_bench_broker(broker: &RabbitBroker, queue: &str) -> anyhow::Resu
 
 async fn rabbitmq_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
     let run = run_id();
-    let broker = bench_rabbit_broker(args, &run).await?;
-    let queue = format!("ktwin-bench-{run}");
-    // A bound queue, as a Knative trigger has, so events are routed and stored.
-    drop(
-        broker
-            .subscribe(SubscriptionSpec::new(
-                &queue,
-                TypeFilter::exact([format!("ktwin.real.bench-{run}")]),
-            ))
-            .await?,
-    );
-    let rate = ingress_rate(args, &run, Arc::new(broker.clone())).await;
+    let (iface, queue) = (format!("bench-{run}"), format!("ktwin-bench-{run}"));
+    let broker = bench_rabbit_broker(args, &run, &iface, &queue).await?;
+    let rate = ingress_rate(args, &run, &iface, Arc::new(broker.clone())).await;
     remove_bench_broker(&broker, &queue).await?;
     rate
 }
@@ -587,24 +599,14 @@ async fn publish_confirmed(
 /// the same number of unconfirmed messages in flight; only the dispatcher is left out.
 async fn amqp_raw_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
     let run = run_id();
-    let iface = format!("bench-raw-{run}");
-    let broker = bench_rabbit_broker(args, &run).await?;
-    let queue = format!("ktwin-bench-raw-{run}");
-    drop(
-        broker
-            .subscribe(SubscriptionSpec::new(
-                &queue,
-                TypeFilter::exact([format!("ktwin.real.{iface}")]),
-            ))
-            .await?,
-    );
+    let (iface, queue) = (format!("bench-raw-{run}"), format!("ktwin-bench-raw-{run}"));
+    let broker = bench_rabbit_broker(args, &run, &iface, &queue).await?;
     let channels = args.amqp_channels.max(1);
     let window = (args.in_flight / channels).max(1);
     let connection = broker.connector().connection(None).await?.1;
-    let per = args.messages.div_ceil(channels as u64).max(1);
     let mut prepared = Vec::new();
-    for first in (0..args.messages).step_by(per as usize) {
-        let messages = encoded_events(&iface, first..(first + per).min(args.messages))?;
+    for range in split(args.messages, channels as u64) {
+        let messages = encoded_events(&iface, range)?;
         let channel = connection.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -689,4 +691,18 @@ pub async fn run(args: BenchDispatchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn split_covers_every_message_once() {
+        assert_eq!(split(10, 3).collect::<Vec<_>>(), [0..4, 4..8, 8..10]);
+        assert_eq!(split(4, 8).collect::<Vec<_>>(), [0..1, 1..2, 2..3, 3..4]);
+        let whole: Vec<_> = split(5, 0).collect();
+        assert_eq!((whole.len(), whole[0].clone()), (1, 0..5));
+        assert_eq!(split(0, 4).count(), 0);
+    }
 }
