@@ -24,7 +24,6 @@ pub const DEAD_LETTERS: &str = "ktwin_dispatcher_dead_letters_total";
 
 /// Response codes in the Knative broker ingress convention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(usize)]
 pub enum ResponseCode {
     /// Accepted by the broker.
     Accepted,
@@ -35,6 +34,10 @@ pub enum ResponseCode {
 }
 
 impl ResponseCode {
+    /// How many codes there are: the last variant's index + 1 (the series cache has a slot per
+    /// code, indexed `code as usize`).
+    const COUNT: usize = ResponseCode::Failed as usize + 1;
+
     fn code(self) -> &'static str {
         match self {
             ResponseCode::Accepted => "202",
@@ -68,7 +71,7 @@ struct MetricsInner {
     container: String,
     broker: String,
     /// Per event type, the series of each response code.
-    series: Mutex<HashMap<String, [Option<Series>; 3]>>,
+    series: Mutex<HashMap<String, [Option<Series>; ResponseCode::COUNT]>>,
 }
 
 /// The counter and latency histogram of one (event type, response code).
