@@ -242,7 +242,7 @@ pub async fn publish_qos1_batched(
     let (mut reader, mut writer) = stream.into_split();
     let acked = Arc::new(AtomicU64::new(0));
     let progress = Arc::new(tokio::sync::Notify::new());
-    let acks = {
+    let mut acks = {
         let (acked, progress) = (Arc::clone(&acked), Arc::clone(&progress));
         tokio::spawn(async move {
             let mut count = 0;
@@ -263,9 +263,17 @@ pub async fn publish_qos1_batched(
         if in_flight(sent) >= window {
             let waiting = progress.notified();
             if in_flight(sent) >= window {
-                tokio::time::timeout(Duration::from_secs(60), waiting)
-                    .await
-                    .context("no PUBACK from the MQTT broker for 60 s")?;
+                // The reader's own error (a closed connection, say) is the one to report.
+                tokio::select! {
+                    () = waiting => {}
+                    finished = &mut acks => {
+                        finished??;
+                        anyhow::bail!("the PUBACK reader stopped before every message was acknowledged");
+                    }
+                    () = tokio::time::sleep(Duration::from_secs(60)) => {
+                        anyhow::bail!("no PUBACK from the MQTT broker for 60 s");
+                    }
+                }
             }
             continue;
         }
