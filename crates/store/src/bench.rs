@@ -296,9 +296,11 @@ pub async fn run_bench(args: BenchStoreArgs) -> anyhow::Result<ExitCode> {
                     }
                 })
                 .await?;
+                // A failed ceiling run fails the benchmark before the long ingest, not after.
+                let bare = bare?;
                 let backend = BackendChoice::Redb(path.clone()).open().await?;
                 let (rate, p50, p99) = measure(backend, events, &args).await?;
-                Ok::<_, anyhow::Error>((rate, Some(Ceiling::RedbInsert(bare?)), p50, p99))
+                Ok::<_, anyhow::Error>((rate, Some(Ceiling::RedbInsert(bare)), p50, p99))
             }
             .await;
             let _ = std::fs::remove_file(&path);
