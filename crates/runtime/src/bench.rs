@@ -191,14 +191,14 @@ async fn measure(args: &BenchE2eArgs, handlers: Handlers) -> anyhow::Result<E2eR
     probe.record(true);
     let mut usage = Usage::new();
     let (start_cpu, _) = usage.sample();
-    let start_sim_cpu = thread_cpu_ms(sim_tid);
+    let start_sim_cpu = usage.thread_cpu_ms(sim_tid);
     let started = Instant::now();
     let start_stats = platform.stats();
     tokio::time::sleep(Duration::from_secs(args.duration)).await;
     let wall = started.elapsed().as_secs_f64();
     let end_stats = platform.stats();
     let (end_cpu, end_rss) = usage.sample();
-    let end_sim_cpu = thread_cpu_ms(sim_tid);
+    let end_sim_cpu = usage.thread_cpu_ms(sim_tid);
     let rss_mb = end_rss as f64 / 1e6;
     probe.record(false);
 
@@ -281,30 +281,6 @@ fn current_thread_id() -> Option<u32> {
     link.file_name()?.to_str()?.parse().ok()
 }
 
-/// CPU time (user + system) of thread `tid` of this process in milliseconds; 0 where `/proc`
-/// does not say.
-fn thread_cpu_ms(tid: Option<u32>) -> u64 {
-    /// `/proc` counts in USER_HZ ticks, fixed at 100 per second by the Linux ABI.
-    const MS_PER_TICK: u64 = 10;
-    let Some(tid) = tid else { return 0 };
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")) else {
-        return 0;
-    };
-    // Fields after the parenthesised command name: state is the 3rd field of the line,
-    // utime and stime the 14th and 15th.
-    let Some((_, after_name)) = stat.rsplit_once(')') else {
-        return 0;
-    };
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |index: usize| {
-        fields
-            .get(index)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (ticks(11) + ticks(12)) * MS_PER_TICK
-}
-
 /// The `q` quantile of sorted `samples` (nearest rank); 0 when empty.
 fn percentile(samples: &[f64], q: f64) -> f64 {
     if samples.is_empty() {
@@ -366,6 +342,13 @@ impl Usage {
             .fold((0, 0), |(cpu, rss), process| {
                 (cpu + process.accumulated_cpu_time(), rss + process.memory())
             })
+    }
+
+    /// CPU time (ms) of thread `tid` of this process as of the last [`Usage::sample`] (sysinfo
+    /// lists a process's threads too); 0 where unknown.
+    fn thread_cpu_ms(&self, tid: Option<u32>) -> u64 {
+        tid.and_then(|tid| self.system.process(sysinfo::Pid::from_u32(tid)))
+            .map_or(0, sysinfo::Process::accumulated_cpu_time)
     }
 }
 
@@ -441,17 +424,22 @@ mod tests {
     fn a_busy_thread_has_cpu_time() {
         let tid = current_thread_id();
         assert!(tid.is_some(), "/proc/thread-self names this thread");
-        let before = thread_cpu_ms(tid);
+        let mut usage = Usage::new();
+        usage.sample();
+        let before = usage.thread_cpu_ms(tid);
         // Spin until the kernel has charged this thread a tick (a loaded machine may take a
         // while to schedule it), bounded so a broken reading fails instead of hanging.
         let started = Instant::now();
         let mut spin = 0u64;
-        while thread_cpu_ms(tid) == before && started.elapsed() < Duration::from_secs(60) {
-            for _ in 0..100_000 {
+        let mut now = before;
+        while now == before && started.elapsed() < Duration::from_secs(60) {
+            for _ in 0..1_000_000 {
                 spin = std::hint::black_box(spin.wrapping_add(1));
             }
+            usage.sample();
+            now = usage.thread_cpu_ms(tid);
         }
-        assert!(thread_cpu_ms(tid) > before, "spinning shows as CPU time");
+        assert!(now > before, "spinning shows as CPU time");
     }
 
     #[test]
