@@ -98,7 +98,9 @@ fn interfaces_have_the_original_names_and_services() {
 fn world_expands_per_neighborhood_as_the_scenario_says() {
     for n in [1, 3] {
         let project = load(n);
-        let per_neighborhood = 1 + 50 * (1 + 6) + 1 + 20 + 1;
+        // The neighborhood; per pole the pole, 6 sensors and 4 batteries (air quality, noise,
+        // weather, streetlight); the parking; 20 spots with a battery each; the EV station.
+        let per_neighborhood = 1 + 50 * (1 + 6 + 4) + 1 + 20 * 2 + 1;
         assert_eq!(project.instances.len() as u64, 1 + n * per_neighborhood);
         let count = |iface: &str| {
             project
@@ -112,6 +114,7 @@ fn world_expands_per_neighborhood_as_the_scenario_says() {
         assert_eq!(count("ngsi-ld-city-airqualityobserved"), 50 * n);
         assert_eq!(count("ngsi-ld-city-parkingspot"), 20 * n);
         assert_eq!(count("ngsi-ld-city-evchargingstation"), n);
+        assert_eq!(count("ngsi-ld-city-device"), (50 * 4 + 20) * n);
         let problems = project.instance_graph.problems(&project.interface_graph);
         assert!(problems.is_empty(), "{problems:?}");
     }
@@ -130,17 +133,35 @@ fn instance_names_match_what_the_services_expect() {
     );
     assert!(out.iter().any(|r| r.name == "refAirQualityObserved"
         && r.instance == "ngsi-ld-city-airqualityobserved-nb001-p00007"));
-    let aq = g.outgoing("ngsi-ld-city-airqualityobserved-nb001-p00007");
-    assert_eq!(aq.len(), 1);
+    let named = |instance: &str| {
+        let mut out: Vec<(String, String)> = g
+            .outgoing(instance)
+            .iter()
+            .map(|r| (r.name.clone(), r.instance.clone()))
+            .collect();
+        out.sort();
+        out
+    };
+    let pair = |name: &str, instance: &str| (name.to_owned(), instance.to_owned());
     assert_eq!(
-        (aq[0].name.as_str(), aq[0].instance.as_str()),
-        ("citypole", "city-pole-nb001-p00007")
+        named("ngsi-ld-city-airqualityobserved-nb001-p00007"),
+        [
+            pair("citypole", "city-pole-nb001-p00007"),
+            pair("refDevice", "ngsi-ld-city-device-aqo-nb001-p00007"),
+        ]
     );
-    let spot = g.outgoing("ngsi-ld-city-offstreetparkingspot-nb001-ofp0001-s0001");
     assert_eq!(
-        spot[0].instance,
-        "ngsi-ld-city-offstreetparking-nb001-ofp0001"
+        named("ngsi-ld-city-offstreetparkingspot-nb001-ofp0001-s0001"),
+        [
+            pair("refDevice", "ngsi-ld-city-device-nb001-ofp0001-s0001"),
+            pair(
+                "refOffStreetParking",
+                "ngsi-ld-city-offstreetparking-nb001-ofp0001"
+            ),
+        ]
     );
+    // Batteries are leaves: the device interface declares no relationship back.
+    assert!(named("ngsi-ld-city-device-wo-nb001-p00007").is_empty());
     // 50 poles, the off-street parking and the city point at the neighborhood.
     assert_eq!(
         g.incoming("s4city-city-neighborhood-nb001").len(),
@@ -151,8 +172,13 @@ fn instance_names_match_what_the_services_expect() {
 #[test]
 fn twenty_neighborhoods_expand_and_validate_against_the_crd() {
     let project = load(20);
-    assert_eq!(project.instances.len(), 7461);
-    assert_eq!(project.instance_graph.relationship_count(), 2 * 7460);
+    assert_eq!(project.instances.len(), 1 + 20 * 593);
+    // Every instance but the city has a relationship from its parent and one back, except the
+    // 220 batteries per neighborhood, which have none back.
+    assert_eq!(
+        project.instance_graph.relationship_count(),
+        2 * 20 * 593 - 20 * 220
+    );
     let json = serde_json::to_string(&project.instance_graph.to_json()).unwrap();
     assert!(json.len() > 1_000_000, "graph JSON is {} bytes", json.len());
 
