@@ -77,15 +77,10 @@ fn derived_id(received: &TwinEvent, index: usize) -> String {
     digest.update([0]);
     digest.update(index.to_le_bytes());
     let hash = digest.finalize();
-    let hex: String = hash[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    let mut bytes = [0; 16];
+    bytes.copy_from_slice(&hash[..16]);
+    // The hash's first 16 bytes as lowercase hex in UUID groups (not a versioned UUID).
+    uuid::Uuid::from_bytes(bytes).hyphenated().to_string()
 }
 
 #[cfg(test)]
@@ -143,6 +138,9 @@ mod tests {
         assert_ne!(ids(&first)[0], ids(&first)[1]);
         assert_ne!(ids(&first), ids(&other));
         assert_eq!(ids(&first)[0].len(), 36);
+        // The second emitted event's id: the first 16 bytes of SHA-256("pole-1", 0, "e-1", 0,
+        // 1 as 8 little-endian bytes) in UUID groups; ids must not change between releases.
+        assert_eq!(ids(&first)[1], "9bfb6287-0014-7209-ba9c-2ec19e8e2728");
     }
 
     #[tokio::test]
