@@ -1,13 +1,15 @@
 //! The PostgreSQL backend's two retry paths: a batch holding an event already stored (the
 //! binary COPY fails on it and the batch is redone skipping known ids), and an instance key
-//! cached by one store process while another deleted the instance.
+//! cached by one store process while another deleted the instance; and a stored merge tree it
+//! cannot read, which fails the batch instead of being overwritten.
 
 mod common;
 
 use chrono::DateTime;
 use common::ScratchDb;
 use ktwin_store::{
-    AppendReport, Backend, HistoryQuery, InstanceKey, PostgresBackend, PostgresConfig, TwinEvent,
+    AppendReport, Backend, HistoryQuery, InstanceKey, PostgresBackend, PostgresConfig, StoreError,
+    TwinEvent,
 };
 use serde_json::{Value, json};
 
@@ -97,4 +99,38 @@ async fn an_instance_deleted_by_another_store_is_recreated_on_the_next_append() 
     assert_eq!(latest.state, *json!({"b": 2}).as_object().unwrap());
     assert_eq!(latest.event_count, 1);
     assert_eq!(history_ids(&writer).await, ["e2"]);
+}
+
+#[tokio::test]
+async fn an_unreadable_merge_tree_fails_the_batch_and_keeps_the_stored_state() {
+    let db = ScratchDb::create("unreadable_tree").await;
+    let backend = connect(&db).await;
+    backend
+        .append(vec![event("e1", 1, json!({"a": 1, "b": 2}))])
+        .await
+        .unwrap();
+    let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .execute(
+            "UPDATE twin_latest SET merge_tree = 'not a merge tree'::bytea",
+            &[],
+        )
+        .await
+        .unwrap();
+
+    let err = backend
+        .append(vec![event("e2", 2, json!({"c": 3}))])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt(detail) if detail.contains("city-pole/p1")),
+        "{err}"
+    );
+    let latest = backend.latest(&pole()).await.unwrap().unwrap();
+    assert_eq!(latest.state, *json!({"a": 1, "b": 2}).as_object().unwrap());
+    assert_eq!(latest.event_count, 1);
+    assert_eq!(history_ids(&backend).await, ["e1"]);
 }

@@ -553,6 +553,7 @@ impl Backend for PostgresBackend {
                         "instances of the batch kept being deleted while it was stored".into(),
                     ));
                 }
+                Ok(Attempt::Unreadable(detail)) => return Err(StoreError::Corrupt(detail)),
                 Err(err) if mode == HistoryInsert::Copy && is_unique_violation(&err) => {
                     // Some event of the batch is stored already (a redelivery): write the batch
                     // again, skipping the known events.
@@ -732,6 +733,8 @@ enum Attempt {
     /// An instance was deleted while the batch was being written, so its key is stale; the
     /// transaction was rolled back.
     InstanceVanished,
+    /// A stored merge tree could not be decoded; the transaction was rolled back.
+    Unreadable(String),
 }
 
 /// A batch's events by instance.
@@ -810,12 +813,18 @@ async fn append_transaction(
             continue;
         }
         stored += fresh.len();
-        let mut record = record_from_row(row).unwrap_or_else(|err| {
-            // A tree this build cannot read is rebuilt from the new events only; logged
-            // loudly because older fields are then missing from the state.
-            tracing::error!(%err, ?key, "unreadable merge tree, starting afresh");
-            InstanceRecord::default()
-        });
+        // A tree this build cannot read (a newer build's, or damaged) fails the batch, as in
+        // the embedded backends: rebuilding it from the new events alone would overwrite the
+        // stored state with theirs. The transaction rolls back and the events are retried.
+        let mut record = match record_from_row(row) {
+            Ok(record) => record,
+            Err(err) => {
+                return Ok(Attempt::Unreadable(format!(
+                    "merge tree of {}/{}: {err}",
+                    key.interface, key.instance
+                )));
+            }
+        };
         record.absorb(fresh);
         updates.push(instance_key, key, &record);
     }
