@@ -7,8 +7,9 @@
 //! link hands messages over in memory, in batches (one wake-up per batch, not per message).
 //! It subscribes at QoS 0: an acknowledgement between two parts of one process guards against
 //! nothing, since both go down together, while devices still get their QoS 1 acknowledgement
-//! from the broker. Nothing is dropped on the way: the broker keeps each message in its log
-//! until the link has read it, and stops handing out more while the link is behind.
+//! from the broker. The broker keeps each message in its log until the link has read it and
+//! pauses the link while its buffer is full; only a link more than the whole log behind
+//! (128 MiB, see [`crate::mqtt::start_embedded`]) would miss the oldest messages.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;

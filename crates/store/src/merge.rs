@@ -163,11 +163,14 @@ impl MergeTree {
         for (key, value) in members {
             // The member's name is copied only the first time it is written (this runs for
             // every member of every stored event).
-            if !self.children.contains_key(key) {
-                self.children.insert(key.clone(), MergeTree::default());
+            match self.children.get_mut(key) {
+                Some(child) => child.apply_above(version, value, cutoff),
+                None => {
+                    let mut child = MergeTree::default();
+                    child.apply_above(version, value, cutoff);
+                    self.children.insert(key.clone(), child);
+                }
             }
-            let child = self.children.get_mut(key).expect("inserted above");
-            child.apply_above(version, value, cutoff);
         }
     }
 
