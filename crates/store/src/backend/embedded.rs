@@ -9,9 +9,11 @@
 //! - history: [`event_key`] (instance number, time, id) → [`EventBody`], so an instance's
 //!   events are contiguous and time ordered;
 //! - idempotency index: [`id_key`] (instance number, id) → time µs;
-//! - latest states: [`name_key`] → JSON [`LatestState`], read on the hot path;
-//! - merge records: instance number → JSON [`InstanceRecord`], read and written only by
-//!   `append`.
+//! - merge records: instance number → JSON [`InstanceRecord`], from which a twin's latest
+//!   state is derived when it is read ([`latest_from_record`]). A materialized copy of each
+//!   latest state used to be written beside the record on every append: one more JSON
+//!   encoding and one more write per stored event for a state that is read far less often
+//!   than it changes.
 
 use std::borrow::Cow;
 use std::ops::Bound;
@@ -35,8 +37,9 @@ pub(crate) trait EmbeddedStore: Clone + Send + Sync + 'static {
     const NAME: &'static str;
     /// See [`Backend::append`]: [`prepare`], then [`append_to`] under the engine's writer.
     fn append_blocking(&self, events: Vec<TwinEvent>) -> Result<AppendReport, StoreError>;
-    /// See [`Backend::latest`]: a point read, served from the engine's cache in the common
-    /// case, so it runs inline rather than hopping to the blocking pool.
+    /// See [`Backend::latest`]: two point reads (number, merge record) served from the
+    /// engine's cache in the common case, and the record materialized, so it runs inline
+    /// rather than hopping to the blocking pool.
     fn latest_blocking(&self, key: &InstanceKey) -> Result<Option<LatestState>, StoreError>;
     /// See [`Backend::history`].
     fn history_blocking(
@@ -334,8 +337,19 @@ pub(crate) fn event_from_body(
     })
 }
 
-pub(crate) fn decode_latest(bytes: &[u8]) -> Result<LatestState, StoreError> {
-    serde_json::from_slice(bytes).map_err(corrupt)
+/// The latest state of `key` from its stored merge record.
+pub(crate) fn latest_from_record(
+    key: &InstanceKey,
+    record: &[u8],
+) -> Result<LatestState, StoreError> {
+    let record: InstanceRecord = serde_json::from_slice(record).map_err(corrupt)?;
+    Ok(record.latest_state(key))
+}
+
+/// The latest state of the instance with [`name_key`] `name`, from its stored merge record.
+pub(crate) fn latest_from_entry(name: &[u8], record: &[u8]) -> Result<LatestState, StoreError> {
+    let (interface, instance) = split_name_key(name)?;
+    latest_from_record(&InstanceKey::new(interface, instance), record)
 }
 
 /// The tables of one embedded write transaction, as the shared append path uses them.
@@ -357,22 +371,19 @@ pub(crate) trait AppendTarget {
     fn put_event(&mut self, event_key: &[u8], body: &[u8]) -> Result<(), StoreError>;
     /// The stored merge record of an instance.
     fn record(&mut self, instance: u64) -> Result<Option<InstanceRecord>, StoreError>;
-    /// Stores an instance's merge record and its latest state (by [`name_key`]), both JSON
-    /// (`record` is what `record_json` encodes, for an engine that keeps it decoded).
-    fn put_state(
+    /// Stores an instance's merge record as JSON (`record` is what `record_json` encodes, for
+    /// an engine that keeps it decoded).
+    fn put_record(
         &mut self,
         instance: u64,
-        name: &[u8],
         record: InstanceRecord,
         record_json: &[u8],
-        latest_json: &[u8],
     ) -> Result<(), StoreError>;
 }
 
 /// One instance's share of a batch: its events in id order (none repeated), each with its
 /// encoded body.
 pub(crate) struct Group {
-    key: InstanceKey,
     name: Vec<u8>,
     events: Vec<(TwinEvent, Vec<u8>)>,
 }
@@ -389,20 +400,20 @@ pub(crate) fn prepare(events: Vec<TwinEvent>) -> Result<Vec<Group>, StoreError> 
                 .map(|event| event_body(&event).map(|body| (event, body)))
                 .collect::<Result<_, _>>()?;
             let name = name_key(&key.interface, &key.instance);
-            Ok(Group { key, name, events })
+            Ok(Group { name, events })
         })
         .collect()
 }
 
 /// Stores the events of `groups` into `target` (skipping known ones) and updates their
-/// instances' records and latest states; returns how many were new.
+/// instances' merge records; returns how many were new.
 pub(crate) fn append_to(
     target: &mut impl AppendTarget,
     groups: &[Group],
 ) -> Result<usize, StoreError> {
     let (mut event_buf, mut id_buf) = (Vec::new(), Vec::new());
     let mut stored = 0;
-    for Group { key, name, events } in groups {
+    for Group { name, events } in groups {
         let known = target.instance(name)?;
         let instance = match known {
             Some(instance) => instance,
@@ -429,8 +440,7 @@ pub(crate) fn append_to(
         };
         record.absorb(fresh);
         let record_bytes = serde_json::to_vec(&record).map_err(corrupt)?;
-        let state_bytes = serde_json::to_vec(&record.latest_state(key)).map_err(corrupt)?;
-        target.put_state(instance, name, record, &record_bytes, &state_bytes)?;
+        target.put_record(instance, record, &record_bytes)?;
     }
     Ok(stored)
 }

@@ -25,9 +25,9 @@ use ::fjall::{
 };
 
 use super::embedded::{
-    AppendTarget, EmbeddedStore, append_to, borrowed, corrupt, decode_latest, event_from_entry,
-    history_range, id_key, instance_range, list_events, name_key, prepare, split_event_key,
-    twins_range,
+    AppendTarget, EmbeddedStore, append_to, borrowed, corrupt, event_from_entry, history_range,
+    id_key, instance_range, latest_from_entry, latest_from_record, list_events, name_key, prepare,
+    split_event_key, twins_range,
 };
 use super::{AppendReport, EventPosition, HistoryQuery, InstanceRecord, Page, StoreError};
 use crate::event::{InstanceKey, LatestState, TwinEvent};
@@ -38,10 +38,11 @@ const INSTANCES: &str = "twin_instance";
 const EVENTS: &str = "twin_event";
 /// Idempotency index: [`id_key`] → time µs (8 bytes, big-endian).
 const EVENT_IDS: &str = "twin_event_id";
-/// Materialized latest state by [`name_key`], read on the hot path.
-const LATEST: &str = "twin_latest";
-/// Merge record by instance number (8 bytes, big-endian), read and written only by `append`.
+/// Merge record by instance number (8 bytes, big-endian); latest states are derived from it.
 const RECORDS: &str = "twin_record";
+/// Materialized latest states by [`name_key`], which earlier builds wrote beside the records:
+/// dropped on open.
+const OLD_LATEST: &str = "twin_latest";
 
 impl From<::fjall::Error> for StoreError {
     fn from(err: ::fjall::Error) -> Self {
@@ -65,7 +66,6 @@ struct Store {
     instances: Keyspace,
     events: Keyspace,
     ids: Keyspace,
-    latest: Keyspace,
     records: Keyspace,
     /// Held by the one append or delete running.
     writer: Mutex<Writer>,
@@ -80,20 +80,40 @@ struct Writer {
     /// append uses them and put back only once it committed, so a failed append leaves no
     /// uncommitted record behind.
     records: HashMap<u64, InstanceRecord>,
+    /// Instance numbers by [`name_key`], as committed: looking each batch's instances up in
+    /// the keyspace cost more than the rest of finding their records.
+    numbers: HashMap<Vec<u8>, u64>,
 }
 
 /// Merge records kept in memory at most (a few hundred bytes each).
 const CACHED_RECORDS: usize = 50_000;
+/// Instance numbers kept in memory at most (a name and a number each).
+const CACHED_NUMBERS: usize = 500_000;
+
+/// Inserts into a cache bounded to `limit` entries, evicting an arbitrary one when full.
+fn cache<K: std::hash::Hash + Eq + Clone, V>(
+    map: &mut HashMap<K, V>,
+    limit: usize,
+    key: K,
+    value: V,
+) {
+    if map.len() >= limit
+        && !map.contains_key(&key)
+        && let Some(evicted) = map.keys().next().cloned()
+    {
+        map.remove(&evicted);
+    }
+    map.insert(key, value);
+}
 
 impl Writer {
-    fn keep(&mut self, records: Vec<(u64, InstanceRecord)>) {
+    /// Caches what a committed append wrote.
+    fn keep(&mut self, records: Vec<(u64, InstanceRecord)>, numbers: Vec<(Vec<u8>, u64)>) {
         for (instance, record) in records {
-            if self.records.len() >= CACHED_RECORDS
-                && let Some(&evicted) = self.records.keys().next()
-            {
-                self.records.remove(&evicted);
-            }
-            self.records.insert(instance, record);
+            cache(&mut self.records, CACHED_RECORDS, instance, record);
+        }
+        for (name, instance) in numbers {
+            cache(&mut self.numbers, CACHED_NUMBERS, name, instance);
         }
     }
 }
@@ -108,7 +128,10 @@ impl FjallBackend {
             keyspace(EVENTS)?,
             keyspace(EVENT_IDS)?,
         );
-        let (latest, records) = (keyspace(LATEST)?, keyspace(RECORDS)?);
+        let records = keyspace(RECORDS)?;
+        if db.keyspace_exists(OLD_LATEST) {
+            db.delete_keyspace(keyspace(OLD_LATEST)?)?;
+        }
         let next_instance = match records.last_key_value() {
             Some(last) => instance_number(&last.key()?)? + 1,
             None => 0,
@@ -118,11 +141,11 @@ impl FjallBackend {
             instances,
             events,
             ids,
-            latest,
             records,
             writer: Mutex::new(Writer {
                 next_instance,
                 records: HashMap::new(),
+                numbers: HashMap::new(),
             }),
         })))
     }
@@ -141,23 +164,31 @@ impl EmbeddedStore for FjallBackend {
         let groups = prepare(events)?;
         // A panic elsewhere left the writer as it was before that batch: still right.
         let mut writer = self.0.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let Writer {
+            next_instance,
+            records,
+            numbers,
+        } = &mut *writer;
         let mut target = FjallAppend {
             store: &self.0,
             batch: self.durable_batch(),
-            next_instance: writer.next_instance,
-            cached: &mut writer.records,
+            next_instance: *next_instance,
+            cached: records,
+            numbers,
             written: Vec::new(),
+            numbered: Vec::new(),
         };
         let stored = append_to(&mut target, &groups)?;
         let FjallAppend {
             batch,
             next_instance: next,
             written,
+            numbered,
             ..
         } = target;
         batch.commit()?;
         writer.next_instance = next;
-        writer.keep(written);
+        writer.keep(written, numbered);
         drop(writer);
         drop(groups); // after the writer's turn: freeing a batch takes a while
         Ok(AppendReport {
@@ -167,8 +198,17 @@ impl EmbeddedStore for FjallBackend {
     }
 
     fn latest_blocking(&self, key: &InstanceKey) -> Result<Option<LatestState>, StoreError> {
-        let found = self.0.latest.get(name_key(&key.interface, &key.instance))?;
-        found.map(|bytes| decode_latest(&bytes)).transpose()
+        let store = &self.0;
+        let snapshot = store.db.snapshot();
+        let Some(instance) =
+            snapshot.get(&store.instances, name_key(&key.interface, &key.instance))?
+        else {
+            return Ok(None);
+        };
+        let record = snapshot.get(&store.records, instance_number(&instance)?.to_be_bytes())?;
+        record
+            .map(|bytes| latest_from_record(key, &bytes))
+            .transpose()
     }
 
     fn history_blocking(
@@ -226,14 +266,22 @@ impl EmbeddedStore for FjallBackend {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<LatestState>, StoreError> {
+        let store = &self.0;
         let (lower, end) = twins_range(interface, after);
-        let items = self
-            .0
-            .db
-            .snapshot()
-            .range::<&[u8], _>(&self.0.latest, borrowed(&lower, &end))
+        let snapshot = store.db.snapshot();
+        let items = snapshot
+            .range::<&[u8], _>(&store.instances, borrowed(&lower, &end))
             .take(limit.saturating_add(1))
-            .map(|entry| decode_latest(&entry.value()?))
+            .map(|entry| {
+                let (name, instance) = entry.into_inner()?;
+                let instance = instance_number(&instance)?;
+                let record = snapshot
+                    .get(&store.records, instance.to_be_bytes())?
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("instance {instance} has no merge record"))
+                    })?;
+                latest_from_entry(&name, &record)
+            })
             .collect::<Result<_, _>>()?;
         Ok(Page::from_overfetch(items, limit))
     }
@@ -247,6 +295,7 @@ impl EmbeddedStore for FjallBackend {
         };
         let instance = instance_number(&instance)?;
         writer.records.remove(&instance);
+        writer.numbers.remove(&name);
         let mut batch = self.durable_batch();
         let (lower, upper) = instance_range(instance);
         let mut id = Vec::new();
@@ -258,7 +307,6 @@ impl EmbeddedStore for FjallBackend {
             batch.remove(&store.events, event);
             deleted += 1;
         }
-        batch.remove(&store.latest, name.as_slice());
         batch.remove(&store.instances, name);
         batch.remove(&store.records, instance.to_be_bytes());
         batch.commit()?;
@@ -279,23 +327,33 @@ struct FjallAppend<'a> {
     next_instance: u64,
     /// The writer's cached records (see [`Writer::records`]).
     cached: &'a mut HashMap<u64, InstanceRecord>,
+    /// The writer's cached instance numbers (see [`Writer::numbers`]).
+    numbers: &'a mut HashMap<Vec<u8>, u64>,
     /// Records this batch writes, cached once it committed.
     written: Vec<(u64, InstanceRecord)>,
+    /// Instances this batch numbers, cached once it committed.
+    numbered: Vec<(Vec<u8>, u64)>,
 }
 
 impl AppendTarget for FjallAppend<'_> {
     fn instance(&mut self, name: &[u8]) -> Result<Option<u64>, StoreError> {
-        self.store
-            .instances
-            .get(name)?
-            .map(|n| instance_number(&n))
-            .transpose()
+        if let Some(&instance) = self.numbers.get(name) {
+            return Ok(Some(instance));
+        }
+        let Some(stored) = self.store.instances.get(name)? else {
+            return Ok(None);
+        };
+        let instance = instance_number(&stored)?;
+        // Committed already: safe to cache even if this batch fails.
+        cache(self.numbers, CACHED_NUMBERS, name.to_vec(), instance);
+        Ok(Some(instance))
     }
 
     fn add_instance(&mut self, name: &[u8]) -> Result<u64, StoreError> {
         let instance = self.next_instance;
         self.batch
             .insert(&self.store.instances, name, instance.to_be_bytes());
+        self.numbered.push((name.to_vec(), instance));
         self.next_instance += 1;
         Ok(instance)
     }
@@ -330,17 +388,14 @@ impl AppendTarget for FjallAppend<'_> {
             .transpose()
     }
 
-    fn put_state(
+    fn put_record(
         &mut self,
         instance: u64,
-        name: &[u8],
         record: InstanceRecord,
         record_json: &[u8],
-        latest_json: &[u8],
     ) -> Result<(), StoreError> {
         self.batch
             .insert(&self.store.records, instance.to_be_bytes(), record_json);
-        self.batch.insert(&self.store.latest, name, latest_json);
         self.written.push((instance, record));
         Ok(())
     }
@@ -411,6 +466,37 @@ mod tests {
             ids,
             [("p1", "e1"), ("p1", "e2"), ("p2", "e1"), ("p3", "e1")]
         );
+    }
+
+    /// A database of an earlier build, which also wrote materialized states, opens with the
+    /// same states (now derived from the records) and without the old keyspace.
+    #[tokio::test]
+    async fn the_old_latest_keyspace_is_dropped_and_states_come_from_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        {
+            let backend = FjallBackend::open(&path).unwrap();
+            let batch = vec![event("p1", "e1", 1, json!({"a": 1}))];
+            backend.append(batch).await.unwrap();
+            let old = backend
+                .0
+                .db
+                .keyspace(OLD_LATEST, KeyspaceCreateOptions::default)
+                .unwrap();
+            old.insert(name_key("pole", "p1"), b"{\"stale\": true}")
+                .unwrap();
+            backend.0.db.persist(PersistMode::SyncAll).unwrap();
+        }
+        let backend = FjallBackend::open(&path).unwrap();
+        assert!(!backend.0.db.keyspace_exists(OLD_LATEST));
+        let state = backend
+            .latest(&InstanceKey::new("pole", "p1"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(state.state, *json!({"a": 1}).as_object().unwrap());
+        let missing = backend.latest(&InstanceKey::new("pole", "p2")).await;
+        assert!(missing.unwrap().is_none());
     }
 
     /// The records the writer keeps decoded must merge exactly like the stored ones: a late

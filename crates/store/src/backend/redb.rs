@@ -16,9 +16,9 @@ use redb::{
 };
 
 use super::embedded::{
-    AppendTarget, EmbeddedStore, append_to, borrowed, corrupt, decode_latest, event_body,
-    event_from_body, event_from_entry, event_key, history_range, id_key, instance_range,
-    list_events, name_key, prepare, split_event_key, twins_range,
+    AppendTarget, EmbeddedStore, append_to, borrowed, corrupt, event_body, event_from_body,
+    event_from_entry, event_key, history_range, id_key, instance_range, latest_from_entry,
+    latest_from_record, list_events, name_key, prepare, split_event_key, twins_range,
 };
 use super::{AppendReport, EventPosition, HistoryQuery, InstanceRecord, Page, StoreError};
 use crate::event::{InstanceKey, LatestState, TwinEvent};
@@ -29,10 +29,11 @@ const INSTANCES: TableDefinition<&[u8], u64> = TableDefinition::new("twin_instan
 const EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("twin_event.v2");
 /// Idempotency index: [`id_key`] → time µs.
 const EVENT_IDS: TableDefinition<&[u8], i64> = TableDefinition::new("twin_event_id.v2");
-/// Materialized latest state by name, read on the hot path.
-const LATEST: TableDefinition<&[u8], &[u8]> = TableDefinition::new("twin_latest.v2");
-/// Merge record per instance number, read and written only by `append`.
+/// Merge record per instance number; latest states are derived from it.
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("twin_record.v2");
+/// Materialized latest states by name, which earlier builds wrote beside the records: dropped
+/// on open.
+const OLD_LATEST: TableDefinition<&[u8], &[u8]> = TableDefinition::new("twin_latest.v2");
 
 /// The first layout's history (tables keyed by name tuples), converted on open.
 const LEGACY_EVENTS: TableDefinition<(&str, &str, i64, &str), &[u8]> =
@@ -81,8 +82,8 @@ impl RedbBackend {
         txn.open_table(INSTANCES)?;
         txn.open_table(EVENTS)?;
         txn.open_table(EVENT_IDS)?;
-        txn.open_table(LATEST)?;
         txn.open_table(RECORDS)?;
+        txn.delete_table(OLD_LATEST)?;
         convert_legacy(&txn)?;
         txn.commit()?;
         Ok(Self { db: Arc::new(db) })
@@ -107,9 +108,15 @@ impl EmbeddedStore for RedbBackend {
 
     fn latest_blocking(&self, key: &InstanceKey) -> Result<Option<LatestState>, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(LATEST)?;
-        let found = table.get(name_key(&key.interface, &key.instance).as_slice())?;
-        found.map(|bytes| decode_latest(bytes.value())).transpose()
+        let instances = txn.open_table(INSTANCES)?;
+        let Some(instance) = instances.get(name_key(&key.interface, &key.instance).as_slice())?
+        else {
+            return Ok(None);
+        };
+        let record = txn.open_table(RECORDS)?.get(instance.value())?;
+        record
+            .map(|bytes| latest_from_record(key, bytes.value()))
+            .transpose()
     }
 
     fn history_blocking(
@@ -174,11 +181,19 @@ impl EmbeddedStore for RedbBackend {
     ) -> Result<Page<LatestState>, StoreError> {
         let txn = self.db.begin_read()?;
         let (lower, end) = twins_range(interface, after);
+        let records = txn.open_table(RECORDS)?;
         let items = txn
-            .open_table(LATEST)?
+            .open_table(INSTANCES)?
             .range::<&[u8]>(borrowed(&lower, &end))?
             .take(limit.saturating_add(1))
-            .map(|entry| decode_latest(entry?.1.value()))
+            .map(|entry| {
+                let (name, instance) = entry?;
+                let instance = instance.value();
+                let record = records.get(instance)?.ok_or_else(|| {
+                    StoreError::Corrupt(format!("instance {instance} has no merge record"))
+                })?;
+                latest_from_entry(name.value(), record.value())
+            })
             .collect::<Result<_, _>>()?;
         Ok(Page::from_overfetch(items, limit))
     }
@@ -209,7 +224,6 @@ impl EmbeddedStore for RedbBackend {
                 ids.remove(id.as_slice())?;
             }
             deleted = doomed.len() as u64;
-            txn.open_table(LATEST)?.remove(name.as_slice())?;
             txn.open_table(RECORDS)?.remove(instance)?;
         }
         txn.commit()?;
@@ -227,7 +241,6 @@ struct RedbAppend<'txn> {
     instances: Table<'txn, &'static [u8], u64>,
     history: Table<'txn, &'static [u8], &'static [u8]>,
     ids: Table<'txn, &'static [u8], i64>,
-    latest: Table<'txn, &'static [u8], &'static [u8]>,
     records: Table<'txn, u64, &'static [u8]>,
     next_instance: u64,
 }
@@ -240,7 +253,6 @@ impl<'txn> RedbAppend<'txn> {
             instances: txn.open_table(INSTANCES)?,
             history: txn.open_table(EVENTS)?,
             ids: txn.open_table(EVENT_IDS)?,
-            latest: txn.open_table(LATEST)?,
             records,
             next_instance,
         })
@@ -284,16 +296,13 @@ impl AppendTarget for RedbAppend<'_> {
             .transpose()
     }
 
-    fn put_state(
+    fn put_record(
         &mut self,
         instance: u64,
-        name: &[u8],
         _record: InstanceRecord,
         record_json: &[u8],
-        latest_json: &[u8],
     ) -> Result<(), StoreError> {
         self.records.insert(instance, record_json)?;
-        self.latest.insert(name, latest_json)?;
         Ok(())
     }
 }
