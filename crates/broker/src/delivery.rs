@@ -230,8 +230,15 @@ impl Subscription {
     /// the subscription is closed.
     pub async fn recv_batch(&mut self, max: usize) -> Vec<Delivery> {
         let mut out = Vec::with_capacity(max.min(1024));
-        self.source.recv_many(&mut out, max.max(1)).await;
+        self.recv_into(&mut out, max).await;
         out
+    }
+
+    /// Like [`recv_batch`](Self::recv_batch), into a buffer the caller reuses: waits for at
+    /// least one delivery, appends those available (at most `max`) to `out` and returns how
+    /// many; 0 once the subscription is closed. Cancel safe: a cancelled call received nothing.
+    pub async fn recv_into(&mut self, out: &mut Vec<Delivery>, max: usize) -> usize {
+        self.source.recv_many(out, max.max(1)).await
     }
 
     /// Like [`recv_batch`](Self::recv_batch), but after the first delivery keeps collecting for

@@ -37,6 +37,9 @@ impl Default for MemoryBrokerConfig {
     }
 }
 
+/// Event types whose matching subscriptions a broker remembers at most.
+const MAX_CACHED_ROUTES: usize = 4096;
+
 /// The in-memory [`Broker`]. Cloning shares the broker.
 ///
 /// A subscription's queue lives while at least one [`Subscription`] handle of that name exists
@@ -60,6 +63,11 @@ struct Inner {
     config: MemoryBrokerConfig,
     /// Subscriptions by name. Dead letters of removed subscriptions stay until taken.
     queues: RwLock<HashMap<String, Arc<Queue>>>,
+    /// The subscriptions matching each event type published so far, in name order: matching
+    /// every subscription's filter on every publish cost more than the enqueueing. Filled and
+    /// cleared only under the `queues` lock (read to fill, write to clear), so an entry never
+    /// outlives a change of the subscriptions.
+    routes: RwLock<HashMap<String, Arc<[Arc<Queue>]>>>,
     orphan_dead_letters: Mutex<HashMap<String, VecDeque<DeadLetter>>>,
 }
 
@@ -147,7 +155,10 @@ impl MemoryBroker {
         Some(self.inner.config.queue_capacity - queue.slots.available_permits())
     }
 
-    fn matching(&self, ty: &str) -> Vec<Arc<Queue>> {
+    fn matching(&self, ty: &str) -> Arc<[Arc<Queue>]> {
+        if let Some(route) = self.inner.routes.read().expect("routes lock").get(ty) {
+            return Arc::clone(route);
+        }
         let queues = self.inner.queues.read().expect("queues lock");
         let mut matching: Vec<Arc<Queue>> = queues
             .values()
@@ -156,7 +167,14 @@ impl MemoryBroker {
             .collect();
         // A fixed order keeps concurrent publishers from interleaving differently per queue.
         matching.sort_by(|a, b| a.name.cmp(&b.name));
-        matching
+        let route: Arc<[Arc<Queue>]> = matching.into();
+        let mut routes = self.inner.routes.write().expect("routes lock");
+        // Types come from outside too (the HTTP ingress): start over rather than grow forever.
+        if routes.len() >= MAX_CACHED_ROUTES {
+            routes.clear();
+        }
+        routes.insert(ty.to_owned(), Arc::clone(&route));
+        route
     }
 
     async fn reserve(&self, queue: &Queue) -> Result<(), BrokerError> {
@@ -179,7 +197,12 @@ impl MemoryBroker {
     }
 
     fn remove_queue(inner: &Inner, name: &str) -> Option<Arc<Queue>> {
-        let queue = inner.queues.write().expect("queues lock").remove(name)?;
+        let queue = {
+            let mut queues = inner.queues.write().expect("queues lock");
+            let queue = queues.remove(name)?;
+            inner.routes.write().expect("routes lock").clear();
+            queue
+        };
         queue.slots.close();
         let mut state = queue.state.lock().expect("queue lock");
         state.closed = true;
@@ -241,6 +264,7 @@ impl Broker for MemoryBroker {
         let queue = {
             let mut queues = self.inner.queues.write().expect("queues lock");
             let queue = queues.entry(spec.name.clone()).or_insert_with(|| {
+                self.inner.routes.write().expect("routes lock").clear();
                 Arc::new(Queue {
                     name: spec.name.clone(),
                     filter: spec.filter.clone(),

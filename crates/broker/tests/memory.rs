@@ -69,6 +69,32 @@ async fn routes_on_exact_types_and_prefixes() {
     assert_eq!(broker.depth("virtual"), Some(0));
 }
 
+/// Routes are remembered per event type; a subscription added or removed later still changes
+/// where the next event of that type goes.
+#[tokio::test]
+async fn routes_follow_subscriptions_made_and_removed_after_publishing() {
+    let broker = MemoryBroker::default();
+    let ty = "ktwin.real.pole";
+    assert_eq!(
+        broker.publish(event("1", ty)).await.unwrap(),
+        PublishOutcome::Unroutable
+    );
+    let mut late = broker
+        .subscribe(SubscriptionSpec::new("late", TypeFilter::exact([ty])))
+        .await
+        .unwrap();
+    assert_eq!(
+        broker.publish(event("2", ty)).await.unwrap(),
+        PublishOutcome::Routed
+    );
+    assert_eq!(late.recv().await.unwrap().event().id(), "2");
+    broker.delete_subscription("late").await.unwrap();
+    assert_eq!(
+        broker.publish(event("3", ty)).await.unwrap(),
+        PublishOutcome::Unroutable
+    );
+}
+
 #[tokio::test]
 async fn every_matching_subscription_gets_a_copy() {
     let broker = MemoryBroker::default();
