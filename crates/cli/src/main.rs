@@ -71,11 +71,35 @@ fn built_in_handlers() -> ktwin_runtime::up::Handlers {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     ktwin_service::init_tracing();
     let cli = Cli::parse();
-    let result: anyhow::Result<ExitCode> = match cli.command {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    // The platform runs threads of its own beside the runtime's (see
+    // `platform_worker_threads`); tokio's own setting still wins when given.
+    let hosts_platform = matches!(
+        cli.command,
+        Command::Up(_) | Command::Bench(BenchCommand::E2e(_))
+    );
+    if hosts_platform && std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        runtime.worker_threads(ktwin_runtime::platform_worker_threads());
+    }
+    let result = match runtime.build() {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(err) => Err(anyhow::Error::new(err).context("starting the async runtime")),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
         Command::Dtdl(args) => ktwin_dtdl::cli::run(args).await,
         Command::Store(args) => ktwin_store::cli::run(args).await,
         Command::Graph(args) => ktwin_graph::cli::run(args).await,
@@ -94,13 +118,6 @@ async fn main() -> ExitCode {
         Command::Up(args) => ktwin_runtime::cli::run(args, built_in_handlers()).await,
         Command::Bench(BenchCommand::E2e(args)) => {
             ktwin_runtime::bench::run(args, built_in_handlers()).await
-        }
-    };
-    match result {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(2)
         }
     }
 }

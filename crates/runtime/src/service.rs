@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use cloudevents::Event;
-use ktwin_broker::{Broker, Subscription};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use ktwin_broker::{Broker, Delivery, Subscription};
 use ktwin_sdk::{TwinContext, TwinHandler};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::pool::{DeliveryError, PoolStats, ServicePool};
@@ -108,56 +109,63 @@ pub async fn feed_service(
     stop: CancellationToken,
 ) {
     let parallelism = parallelism.max(1);
-    let slots = Arc::new(Semaphore::new(parallelism));
-    loop {
-        let permit = tokio::select! {
-            () = stop.cancelled() => break,
-            permit = Arc::clone(&slots).acquire_owned() => permit.expect("never closed"),
-        };
-        let delivery = tokio::select! {
-            () = stop.cancelled() => break,
-            delivery = subscription.recv() => delivery,
-        };
-        let Some(delivery) = delivery else { break };
-        let (service, broker, counters) = (
-            Arc::clone(&service),
-            Arc::clone(&broker),
-            Arc::clone(&counters),
-        );
-        tokio::spawn(async move {
-            let _permit = permit;
-            let outcome = match service.deliver(delivery.event().clone()).await {
-                Ok(emitted) => {
-                    let count = emitted.len() as u64;
-                    match broker.publish_all(emitted).await {
-                        Ok(_) => {
-                            counters.emitted.fetch_add(count, Ordering::Relaxed);
-                            Ok(())
-                        }
-                        Err(err) => Err(format!("publishing the service's reply events: {err}")),
-                    }
+    // Deliveries run concurrently inside this task rather than as a task each: a task per
+    // event (allocated, scheduled, often stolen by the other worker) cost more than an
+    // in-process handler's work, and a batch taken in one wake-up is served in one.
+    let mut in_flight = FuturesUnordered::new();
+    let mut received = Vec::new();
+    let mut open = true;
+    while open || !in_flight.is_empty() {
+        let room = parallelism - in_flight.len();
+        tokio::select! {
+            biased;
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            () = stop.cancelled(), if open => open = false,
+            n = subscription.recv_into(&mut received, room), if open && room > 0 => {
+                if n == 0 {
+                    open = false;
                 }
-                Err(err) => Err(err.to_string()),
-            };
-            match outcome {
-                Ok(()) => {
-                    counters.acked.fetch_add(1, Ordering::Relaxed);
-                    if let Err(err) = delivery.ack().await {
-                        tracing::warn!(%err, "ack failed");
-                    }
-                }
-                Err(reason) => {
-                    counters.nacked.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%reason, "delivery failed, requeueing");
-                    if let Err(err) = delivery.nack(&reason).await {
-                        tracing::warn!(%err, "nack failed");
-                    }
+                for delivery in received.drain(..) {
+                    in_flight.push(serve(delivery, &*service, &*broker, &counters));
                 }
             }
-        });
+        }
     }
-    // Drain: every permit back means nothing is in flight.
-    let _ = slots
-        .acquire_many(u32::try_from(parallelism).unwrap_or(u32::MAX))
-        .await;
+}
+
+/// Delivers one event, publishes what the service emitted, then settles the delivery.
+async fn serve(
+    delivery: Delivery,
+    service: &dyn ServiceEndpoint,
+    broker: &dyn Broker,
+    counters: &DeliveryCounters,
+) {
+    let outcome = match service.deliver(delivery.event().clone()).await {
+        Ok(emitted) => {
+            let count = emitted.len() as u64;
+            match broker.publish_all(emitted).await {
+                Ok(_) => {
+                    counters.emitted.fetch_add(count, Ordering::Relaxed);
+                    Ok(())
+                }
+                Err(err) => Err(format!("publishing the service's reply events: {err}")),
+            }
+        }
+        Err(err) => Err(err.to_string()),
+    };
+    match outcome {
+        Ok(()) => {
+            counters.acked.fetch_add(1, Ordering::Relaxed);
+            if let Err(err) = delivery.ack().await {
+                tracing::warn!(%err, "ack failed");
+            }
+        }
+        Err(reason) => {
+            counters.nacked.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%reason, "delivery failed, requeueing");
+            if let Err(err) = delivery.nack(&reason).await {
+                tracing::warn!(%err, "nack failed");
+            }
+        }
+    }
 }
