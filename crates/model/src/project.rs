@@ -126,7 +126,8 @@ impl ServiceSettings {
 /// Why a project could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectError {
-    #[error("{}: {source}", path.display())]
+    /// A file could not be read (the cause is the error's source, so a chain prints it once).
+    #[error("cannot read {}", path.display())]
     Io {
         path: PathBuf,
         #[source]
