@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::Utc;
 use cloudevents::{AttributesReader, Event};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -157,15 +157,26 @@ pub trait FeedMessage: Send + 'static {
     async fn reject(self, reason: &str);
 }
 
+/// Batches of one feed being stored at once, at most: one commits while the next is collected
+/// (a feed that waited for each commit before collecting again added the commit time to every
+/// event's latency).
+const FEED_BATCHES_IN_FLIGHT: u32 = 2;
+
 /// Consumes `feed` until it closes or `cancel` fires, storing batches through `ingestor` and
-/// acknowledging each message only after its batch committed.
+/// acknowledging each message only after its batch committed. Returns once the batches taken
+/// are settled.
 pub async fn ingest_feed<F: EventFeed>(
     mut feed: F,
     ingestor: Ingestor,
     max_batch: usize,
     cancel: CancellationToken,
 ) {
+    let slots = Arc::new(Semaphore::new(FEED_BATCHES_IN_FLIGHT as usize));
     loop {
+        let slot = tokio::select! {
+            () = cancel.cancelled() => break,
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("never closed"),
+        };
         let batch = tokio::select! {
             () = cancel.cancelled() => break,
             batch = feed.next_batch(max_batch.max(1)) => batch,
@@ -189,23 +200,30 @@ pub async fn ingest_feed<F: EventFeed>(
                 }
             }
         }
-        match ingestor.submit(events).await {
-            Ok(_) => {
-                for message in accepted {
-                    message.ack().await;
+        let (ingestor, cancel) = (ingestor.clone(), cancel.clone());
+        tokio::spawn(async move {
+            match ingestor.submit(events).await {
+                Ok(_) => {
+                    for message in accepted {
+                        message.ack().await;
+                    }
+                }
+                Err(err) => {
+                    let reason = err.to_string();
+                    for message in accepted {
+                        message.retry(&reason).await;
+                    }
+                    // Give the database a moment instead of spinning on redeliveries: the slot
+                    // stays taken meanwhile.
+                    tokio::select! {
+                        () = cancel.cancelled() => {}
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
                 }
             }
-            Err(err) => {
-                let reason = err.to_string();
-                for message in accepted {
-                    message.retry(&reason).await;
-                }
-                // Give the database a moment instead of spinning on redeliveries.
-                tokio::select! {
-                    () = cancel.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
-                }
-            }
-        }
+            drop(slot);
+        });
     }
+    // Every slot back means every batch taken is settled.
+    let _ = slots.acquire_many(FEED_BATCHES_IN_FLIGHT).await;
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use cloudevents::{EventBuilder, EventBuilderV10};
+use cloudevents::{AttributesWriter, EventBuilder, EventBuilderV10};
 use ktwin_broker::{Broker, MemoryBroker, SubscriptionSpec, TypeFilter};
 use ktwin_store::broker::BrokerFeed;
 use ktwin_store::{IngestConfig, Ingestor, InstanceKey, ingest_feed};
@@ -108,6 +108,60 @@ async fn broker_events_are_stored_and_acknowledged(store: &str) {
         dead[0].reason
     );
 
+    cancel.cancel();
+    consumer.await.unwrap();
+    ingest_task.await.unwrap();
+}
+
+/// Batches commit while the next is collected: each is stored, then acknowledged.
+#[tokio::test]
+async fn batches_in_flight_together_are_all_stored_and_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = common::open_embedded(dir.path(), common::FJALL).await;
+    let (ingestor, ingest_task) = Ingestor::spawn(backend.clone(), IngestConfig::default());
+    let broker = MemoryBroker::default();
+    let spec = SubscriptionSpec::new("event-store", TypeFilter::prefix("ktwin."));
+    let subscription = broker.subscribe(spec).await.unwrap();
+    let cancel = CancellationToken::new();
+    // Batches of 7 at most: many of them, several in flight.
+    let consumer = tokio::spawn(ingest_feed(
+        BrokerFeed::new(subscription, Duration::from_millis(1)),
+        ingestor,
+        7,
+        cancel.clone(),
+    ));
+    for n in 0..500 {
+        let mut event = event(&format!("e{n}"), "ktwin.real.city-pole", json!({"n": n}));
+        event.set_source(format!("pole-{}", n % 50));
+        broker.publish(event).await.unwrap();
+    }
+    let stored = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let mut stored = 0;
+            for pole in 0..50 {
+                let key = InstanceKey::new("city-pole", format!("pole-{pole}"));
+                stored += backend
+                    .latest(&key)
+                    .await
+                    .unwrap()
+                    .map_or(0, |l| l.event_count);
+            }
+            if stored == 500 {
+                return stored;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("every event was stored");
+    assert_eq!(stored, 500);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while broker.depth("event-store") != Some(0) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("every stored event was acknowledged");
     cancel.cancel();
     consumer.await.unwrap();
     ingest_task.await.unwrap();
