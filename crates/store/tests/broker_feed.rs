@@ -33,20 +33,51 @@ async fn broker_events_are_stored_and_acknowledged_by_redb() {
     broker_events_are_stored_and_acknowledged(common::REDB).await;
 }
 
+/// A store fed from a memory broker's `event-store` subscription.
+struct FedStore {
+    _dir: tempfile::TempDir,
+    backend: std::sync::Arc<dyn ktwin_store::Backend>,
+    broker: MemoryBroker,
+    cancel: CancellationToken,
+    consumer: tokio::task::JoinHandle<()>,
+    ingest_task: tokio::task::JoinHandle<()>,
+}
+
+impl FedStore {
+    async fn start(store: &str, linger: Duration, max_batch: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = common::open_embedded(dir.path(), store).await;
+        let (ingestor, ingest_task) = Ingestor::spawn(backend.clone(), IngestConfig::default());
+        let broker = MemoryBroker::default();
+        let spec = SubscriptionSpec::new("event-store", TypeFilter::prefix("ktwin."));
+        let subscription = broker.subscribe(spec).await.unwrap();
+        let cancel = CancellationToken::new();
+        let consumer = tokio::spawn(ingest_feed(
+            BrokerFeed::new(subscription, linger),
+            ingestor,
+            max_batch,
+            cancel.clone(),
+        ));
+        Self {
+            _dir: dir,
+            backend,
+            broker,
+            cancel,
+            consumer,
+            ingest_task,
+        }
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.consumer.await.unwrap();
+        self.ingest_task.await.unwrap();
+    }
+}
+
 async fn broker_events_are_stored_and_acknowledged(store: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = common::open_embedded(dir.path(), store).await;
-    let (ingestor, ingest_task) = Ingestor::spawn(backend.clone(), IngestConfig::default());
-    let broker = MemoryBroker::default();
-    let spec = SubscriptionSpec::new("event-store", TypeFilter::prefix("ktwin."));
-    let subscription = broker.subscribe(spec).await.unwrap();
-    let cancel = CancellationToken::new();
-    let consumer = tokio::spawn(ingest_feed(
-        BrokerFeed::new(subscription, Duration::from_millis(20)),
-        ingestor,
-        1000,
-        cancel.clone(),
-    ));
+    let fed = FedStore::start(store, Duration::from_millis(20), 1000).await;
+    let (backend, broker) = (&fed.backend, &fed.broker);
 
     broker
         .publish(event(
@@ -107,29 +138,15 @@ async fn broker_events_are_stored_and_acknowledged(store: &str) {
         "{}",
         dead[0].reason
     );
-
-    cancel.cancel();
-    consumer.await.unwrap();
-    ingest_task.await.unwrap();
+    fed.stop().await;
 }
 
 /// Batches commit while the next is collected: each is stored, then acknowledged.
 #[tokio::test]
 async fn batches_in_flight_together_are_all_stored_and_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = common::open_embedded(dir.path(), common::FJALL).await;
-    let (ingestor, ingest_task) = Ingestor::spawn(backend.clone(), IngestConfig::default());
-    let broker = MemoryBroker::default();
-    let spec = SubscriptionSpec::new("event-store", TypeFilter::prefix("ktwin."));
-    let subscription = broker.subscribe(spec).await.unwrap();
-    let cancel = CancellationToken::new();
     // Batches of 7 at most: many of them, several in flight.
-    let consumer = tokio::spawn(ingest_feed(
-        BrokerFeed::new(subscription, Duration::from_millis(1)),
-        ingestor,
-        7,
-        cancel.clone(),
-    ));
+    let fed = FedStore::start(common::FJALL, Duration::from_millis(1), 7).await;
+    let (backend, broker) = (&fed.backend, &fed.broker);
     for n in 0..500 {
         let mut event = event(&format!("e{n}"), "ktwin.real.city-pole", json!({"n": n}));
         event.set_source(format!("pole-{}", n % 50));
@@ -162,7 +179,5 @@ async fn batches_in_flight_together_are_all_stored_and_acknowledged() {
     })
     .await
     .expect("every stored event was acknowledged");
-    cancel.cancel();
-    consumer.await.unwrap();
-    ingest_task.await.unwrap();
+    fed.stop().await;
 }
