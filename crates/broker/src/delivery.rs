@@ -244,6 +244,18 @@ impl Subscription {
     /// Like [`recv_batch`](Self::recv_batch), but after the first delivery keeps collecting for
     /// up to `linger` until `max` are gathered (larger batches for batch writers).
     pub async fn recv_batch_linger(&mut self, max: usize, linger: Duration) -> Vec<Delivery> {
+        self.recv_batch_until_quiet(max, linger, linger).await
+    }
+
+    /// Like [`recv_batch_linger`](Self::recv_batch_linger), but also stops collecting once
+    /// nothing arrived for `quiet`: a batch waits out `linger` only while events keep coming,
+    /// so a lone event is not held back for the whole linger.
+    pub async fn recv_batch_until_quiet(
+        &mut self,
+        max: usize,
+        linger: Duration,
+        quiet: Duration,
+    ) -> Vec<Delivery> {
         let max = max.max(1);
         let mut out = self.recv_batch(max).await;
         if out.is_empty() || out.len() >= max {
@@ -252,7 +264,8 @@ impl Subscription {
         let deadline = tokio::time::Instant::now() + linger;
         while out.len() < max {
             let wanted = max - out.len();
-            match tokio::time::timeout_at(deadline, self.source.recv_many(&mut out, wanted)).await {
+            let until = deadline.min(tokio::time::Instant::now() + quiet);
+            match tokio::time::timeout_at(until, self.source.recv_many(&mut out, wanted)).await {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }

@@ -278,6 +278,24 @@ async fn linger_collects_events_published_meanwhile() {
 }
 
 #[tokio::test]
+async fn a_quiet_spell_ends_a_lingering_batch() {
+    let broker = MemoryBroker::default();
+    let mut sub = broker
+        .subscribe(SubscriptionSpec::new("s", TypeFilter::all()))
+        .await
+        .unwrap();
+    broker.publish(event("0", "t")).await.unwrap();
+    // A minute of linger, ended after 10 ms without events: the timeout only guards the test.
+    let batch = tokio::time::timeout(
+        Duration::from_secs(30),
+        sub.recv_batch_until_quiet(4, Duration::from_secs(60), Duration::from_millis(10)),
+    )
+    .await
+    .expect("the quiet spell ended the batch");
+    assert_eq!(batch.len(), 1);
+}
+
+#[tokio::test]
 async fn competing_consumers_share_one_subscription() {
     let broker = MemoryBroker::default();
     let spec = SubscriptionSpec::new("shared", TypeFilter::all());

@@ -121,6 +121,9 @@ pub struct BrokerFeed {
     /// (one fsync), so at a few thousand events/s waiting a few milliseconds turns hundreds of
     /// tiny commits per second into a few larger ones.
     pub linger: std::time::Duration,
+    /// A batch ends early once no event came for this long (see
+    /// [`Subscription::recv_batch_until_quiet`]).
+    pub quiet: std::time::Duration,
 }
 
 #[async_trait]
@@ -129,7 +132,7 @@ impl EventFeed for BrokerFeed {
 
     async fn next_batch(&mut self, max: usize) -> Vec<StoreDelivery> {
         self.subscription
-            .recv_batch_linger(max, self.linger)
+            .recv_batch_until_quiet(max, self.linger, self.quiet)
             .await
             .into_iter()
             .map(|delivery| StoreDelivery {
