@@ -5,7 +5,7 @@ use std::time::Duration;
 use cloudevents::{AttributesReader, Event, EventBuilder, EventBuilderV10};
 use ktwin_broker::{
     Broker, BrokerError, MemoryBroker, MemoryBrokerConfig, NackOutcome, PublishOutcome,
-    SubscriptionSpec, TypeFilter,
+    Subscription, SubscriptionSpec, TypeFilter,
 };
 
 fn event(id: &str, ty: &str) -> Event {
@@ -16,6 +16,16 @@ fn event(id: &str, ty: &str) -> Event {
         .data("application/json", serde_json::json!({"n": id}))
         .build()
         .unwrap()
+}
+
+/// A default broker with subscription `s` taking every event.
+async fn subscribed_to_all() -> (MemoryBroker, Subscription) {
+    let broker = MemoryBroker::default();
+    let sub = broker
+        .subscribe(SubscriptionSpec::new("s", TypeFilter::all()))
+        .await
+        .unwrap();
+    (broker, sub)
 }
 
 fn small(capacity: usize, timeout: Option<Duration>) -> MemoryBroker {
@@ -218,11 +228,7 @@ async fn poison_goes_straight_to_dead_letters_and_the_buffer_is_bounded() {
 
 #[tokio::test]
 async fn dropped_deliveries_are_requeued() {
-    let broker = MemoryBroker::default();
-    let mut sub = broker
-        .subscribe(SubscriptionSpec::new("s", TypeFilter::all()))
-        .await
-        .unwrap();
+    let (broker, mut sub) = subscribed_to_all().await;
     broker.publish(event("1", "t")).await.unwrap();
     drop(sub.recv().await.unwrap());
     let again = sub.recv().await.unwrap();
@@ -231,11 +237,7 @@ async fn dropped_deliveries_are_requeued() {
 
 #[tokio::test]
 async fn batches_take_what_is_available_up_to_the_maximum() {
-    let broker = MemoryBroker::default();
-    let mut sub = broker
-        .subscribe(SubscriptionSpec::new("s", TypeFilter::all()))
-        .await
-        .unwrap();
+    let (broker, mut sub) = subscribed_to_all().await;
     for i in 0..5 {
         broker.publish(event(&i.to_string(), "t")).await.unwrap();
     }
@@ -257,11 +259,7 @@ async fn batches_take_what_is_available_up_to_the_maximum() {
 
 #[tokio::test]
 async fn linger_collects_events_published_meanwhile() {
-    let broker = MemoryBroker::default();
-    let mut sub = broker
-        .subscribe(SubscriptionSpec::new("s", TypeFilter::all()))
-        .await
-        .unwrap();
+    let (broker, mut sub) = subscribed_to_all().await;
     broker.publish(event("0", "t")).await.unwrap();
     let publisher = tokio::spawn({
         let broker = broker.clone();
@@ -279,11 +277,7 @@ async fn linger_collects_events_published_meanwhile() {
 
 #[tokio::test]
 async fn a_quiet_spell_ends_a_lingering_batch() {
-    let broker = MemoryBroker::default();
-    let mut sub = broker
-        .subscribe(SubscriptionSpec::new("s", TypeFilter::all()))
-        .await
-        .unwrap();
+    let (broker, mut sub) = subscribed_to_all().await;
     broker.publish(event("0", "t")).await.unwrap();
     // A minute of linger, ended after 10 ms without events: the timeout only guards the test.
     let batch = tokio::time::timeout(
@@ -328,11 +322,7 @@ async fn a_subscription_lives_while_a_handle_does() {
 
 #[tokio::test]
 async fn deleting_closes_receivers_and_conflicting_filters_are_refused() {
-    let broker = MemoryBroker::default();
-    let mut sub = broker
-        .subscribe(SubscriptionSpec::new("s", TypeFilter::all()))
-        .await
-        .unwrap();
+    let (broker, mut sub) = subscribed_to_all().await;
     let err = broker
         .subscribe(SubscriptionSpec::new("s", TypeFilter::exact(["x"])))
         .await
