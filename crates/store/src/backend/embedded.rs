@@ -346,8 +346,15 @@ pub(crate) fn latest_from_record(
     Ok(record.latest_state(key))
 }
 
-/// The latest state of the instance with [`name_key`] `name`, from its stored merge record.
-pub(crate) fn latest_from_entry(name: &[u8], record: &[u8]) -> Result<LatestState, StoreError> {
+/// The latest state of the instance numbered `instance` with [`name_key`] `name`, from its
+/// stored merge record, which every numbered instance has.
+pub(crate) fn latest_from_entry(
+    name: &[u8],
+    instance: u64,
+    record: Option<&[u8]>,
+) -> Result<LatestState, StoreError> {
+    let record = record
+        .ok_or_else(|| StoreError::Corrupt(format!("instance {instance} has no merge record")))?;
     let (interface, instance) = split_name_key(name)?;
     latest_from_record(&InstanceKey::new(interface, instance), record)
 }

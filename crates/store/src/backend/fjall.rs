@@ -275,12 +275,8 @@ impl EmbeddedStore for FjallBackend {
             .map(|entry| {
                 let (name, instance) = entry.into_inner()?;
                 let instance = instance_number(&instance)?;
-                let record = snapshot
-                    .get(&store.records, instance.to_be_bytes())?
-                    .ok_or_else(|| {
-                        StoreError::Corrupt(format!("instance {instance} has no merge record"))
-                    })?;
-                latest_from_entry(&name, &record)
+                let record = snapshot.get(&store.records, instance.to_be_bytes())?;
+                latest_from_entry(&name, instance, record.as_deref())
             })
             .collect::<Result<_, _>>()?;
         Ok(Page::from_overfetch(items, limit))

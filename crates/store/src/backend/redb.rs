@@ -189,10 +189,8 @@ impl EmbeddedStore for RedbBackend {
             .map(|entry| {
                 let (name, instance) = entry?;
                 let instance = instance.value();
-                let record = records.get(instance)?.ok_or_else(|| {
-                    StoreError::Corrupt(format!("instance {instance} has no merge record"))
-                })?;
-                latest_from_entry(name.value(), record.value())
+                let record = records.get(instance)?;
+                latest_from_entry(name.value(), instance, record.as_ref().map(|r| r.value()))
             })
             .collect::<Result<_, _>>()?;
         Ok(Page::from_overfetch(items, limit))
