@@ -5,6 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cloudevents::Event;
+use futures::FutureExt;
 
 use crate::{BrokerError, TypeFilter};
 
@@ -199,6 +200,9 @@ pub(crate) trait DeliverySource: Send {
 pub struct Subscription {
     name: String,
     source: Box<dyn DeliverySource>,
+    /// When a receive last returned (or the subscription was made): whatever is queued now
+    /// arrived after it.
+    last_received: tokio::time::Instant,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -211,7 +215,11 @@ impl std::fmt::Debug for Subscription {
 
 impl Subscription {
     pub(crate) fn new(name: String, source: Box<dyn DeliverySource>) -> Self {
-        Self { name, source }
+        Self {
+            name,
+            source,
+            last_received: tokio::time::Instant::now(),
+        }
     }
 
     /// The subscription name.
@@ -222,7 +230,7 @@ impl Subscription {
     /// The next delivery; `None` once the subscription is closed.
     pub async fn recv(&mut self) -> Option<Delivery> {
         let mut out = Vec::with_capacity(1);
-        self.source.recv_many(&mut out, 1).await;
+        self.recv_into(&mut out, 1).await;
         out.pop()
     }
 
@@ -238,7 +246,9 @@ impl Subscription {
     /// least one delivery, appends those available (at most `max`) to `out` and returns how
     /// many; 0 once the subscription is closed. Cancel safe: a cancelled call received nothing.
     pub async fn recv_into(&mut self, out: &mut Vec<Delivery>, max: usize) -> usize {
-        self.source.recv_many(out, max.max(1)).await
+        let received = self.source.recv_many(out, max.max(1)).await;
+        self.last_received = tokio::time::Instant::now();
+        received
     }
 
     /// Like [`recv_batch`](Self::recv_batch), but after the first delivery keeps collecting for
@@ -250,6 +260,11 @@ impl Subscription {
     /// Like [`recv_batch_linger`](Self::recv_batch_linger), but also stops collecting once
     /// nothing arrived for `quiet`: a batch waits out `linger` only while events keep coming,
     /// so a lone event is not held back for the whole linger.
+    ///
+    /// The linger counts from the first event's arrival, not from the call: events that queued
+    /// up while the caller was busy (a slow commit, say) have been waiting since the previous
+    /// receive at most, so a backlog older than `linger` is returned at once instead of
+    /// lingering on top of the time it already waited.
     pub async fn recv_batch_until_quiet(
         &mut self,
         max: usize,
@@ -257,12 +272,18 @@ impl Subscription {
         quiet: Duration,
     ) -> Vec<Delivery> {
         let max = max.max(1);
-        let mut out = self.recv_batch(max).await;
-        if out.is_empty() || out.len() >= max {
-            return out;
-        }
-        let deadline = tokio::time::Instant::now() + linger;
-        while out.len() < max {
+        let mut out = Vec::with_capacity(max.min(1024));
+        let first_arrival = match self.source.recv_many(&mut out, max).now_or_never() {
+            // Already queued: it arrived after the previous receive returned.
+            Some(_) => self.last_received,
+            // Cancelled while pending, so nothing was taken: wait for the next arrival.
+            None => {
+                self.source.recv_many(&mut out, max).await;
+                tokio::time::Instant::now()
+            }
+        };
+        let deadline = first_arrival + linger;
+        while !out.is_empty() && out.len() < max {
             let wanted = max - out.len();
             let until = deadline.min(tokio::time::Instant::now() + quiet);
             match tokio::time::timeout_at(until, self.source.recv_many(&mut out, wanted)).await {
@@ -270,6 +291,7 @@ impl Subscription {
                 Ok(_) => {}
             }
         }
+        self.last_received = tokio::time::Instant::now();
         out
     }
 }

@@ -289,6 +289,43 @@ async fn a_quiet_spell_ends_a_lingering_batch() {
     assert_eq!(batch.len(), 1);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_backlog_older_than_the_linger_is_returned_at_once() {
+    let (broker, mut sub) = subscribed_to_all().await;
+    let linger = Duration::from_millis(25);
+    broker.publish(event("0", "t")).await.unwrap();
+    // The consumer was busy elsewhere for longer than the linger while events queued up.
+    tokio::time::sleep(linger * 4).await;
+    broker.publish(event("1", "t")).await.unwrap();
+    let asked = tokio::time::Instant::now();
+    let batch = sub
+        .recv_batch_until_quiet(10, linger, Duration::from_secs(60))
+        .await;
+    assert_eq!(batch.len(), 2);
+    assert_eq!(
+        asked.elapsed(),
+        Duration::ZERO,
+        "the backlog lingered again"
+    );
+
+    // A batch started by a fresh event still lingers for more.
+    let publisher = tokio::spawn({
+        let broker = broker.clone();
+        async move {
+            tokio::time::sleep(linger * 4).await;
+            broker.publish(event("2", "t")).await.unwrap();
+            tokio::time::sleep(linger / 5).await;
+            broker.publish(event("3", "t")).await.unwrap();
+        }
+    });
+    let batch = sub
+        .recv_batch_until_quiet(10, linger, Duration::from_secs(60))
+        .await;
+    assert_eq!(batch.len(), 2);
+    assert_eq!(asked.elapsed(), linger * 4 + linger);
+    publisher.await.unwrap();
+}
+
 #[tokio::test]
 async fn competing_consumers_share_one_subscription() {
     let broker = MemoryBroker::default();
