@@ -8,6 +8,8 @@
 //! [`MergeTree::materialize`] yields exactly what sequential merge patching in version order
 //! gives (proved against [`merge_patch`] by property tests below).
 
+pub(crate) mod compact;
+
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
@@ -231,12 +233,12 @@ fn max_version<'a>(a: Option<&'a Version>, b: Option<&'a Version>) -> Option<&'a
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
 
-    fn version(micros: i64, id: &str) -> Version {
+    pub(crate) fn version(micros: i64, id: &str) -> Version {
         Version {
             micros,
             id: id.to_owned(),
@@ -347,7 +349,8 @@ mod tests {
         })
     }
 
-    fn patch() -> impl Strategy<Value = Value> {
+    /// An object patch of up to four members, nested up to three deep.
+    pub(crate) fn patch() -> impl Strategy<Value = Value> {
         prop::collection::btree_map("[abcd]", patch_value(), 0..4)
             .prop_map(|m| Value::Object(m.into_iter().collect()))
     }

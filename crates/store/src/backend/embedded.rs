@@ -9,7 +9,7 @@
 //! - history: [`event_key`] (instance number, time, id) → [`EventBody`], so an instance's
 //!   events are contiguous and time ordered;
 //! - idempotency index: [`id_key`] (instance number, id) → time µs;
-//! - merge records: instance number → JSON [`InstanceRecord`], from which a twin's latest
+//! - merge records: instance number → [`InstanceRecord::encode`], from which a twin's latest
 //!   state is derived when it is read ([`latest_from_record`]). A materialized copy of each
 //!   latest state used to be written beside the record on every append: one more JSON
 //!   encoding and one more write per stored event for a state that is read far less often
@@ -342,7 +342,7 @@ pub(crate) fn latest_from_record(
     key: &InstanceKey,
     record: &[u8],
 ) -> Result<LatestState, StoreError> {
-    let record: InstanceRecord = serde_json::from_slice(record).map_err(corrupt)?;
+    let record = InstanceRecord::decode(record).map_err(corrupt)?;
     Ok(record.latest_state(key))
 }
 
@@ -446,7 +446,7 @@ pub(crate) fn append_to(
             None => InstanceRecord::default(),
         };
         record.absorb(fresh);
-        let record_bytes = serde_json::to_vec(&record).map_err(corrupt)?;
+        let record_bytes = record.encode();
         target.put_record(instance, record, &record_bytes)?;
     }
     Ok(stored)

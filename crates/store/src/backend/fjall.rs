@@ -380,7 +380,7 @@ impl AppendTarget for FjallAppend<'_> {
         self.store
             .records
             .get(instance.to_be_bytes())?
-            .map(|bytes: Slice| serde_json::from_slice(&bytes).map_err(corrupt))
+            .map(|bytes: Slice| InstanceRecord::decode(&bytes).map_err(corrupt))
             .transpose()
     }
 

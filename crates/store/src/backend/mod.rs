@@ -3,6 +3,7 @@
 //! (interface, instance, id) and the latest state of each instance, updated in the same
 //! transaction as the history.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
@@ -10,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::event::{InstanceKey, LatestState, TwinEvent};
+use crate::merge::compact::{IndexedTree, Interned, Resolver, StoredVersions, VersionTable};
 use crate::merge::{MergeTree, Version};
 
 mod embedded;
@@ -151,6 +153,9 @@ pub trait Backend: Send + Sync + 'static {
 }
 
 /// What a backend keeps per instance besides the history: the merge tree and the newest event.
+///
+/// Embedded backends store it with [`InstanceRecord::encode`]; the derived object form is how
+/// earlier builds stored it, still read by [`InstanceRecord::decode`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct InstanceRecord {
     #[serde(rename = "tree")]
@@ -175,6 +180,51 @@ impl InstanceRecord {
             }
             self.count += 1;
         }
+    }
+
+    /// The stored form: `[tree, last, type, count, versions]`, a JSON array whose tree and
+    /// `last` refer to versions by position in the trailing table (see
+    /// [`crate::merge::compact`]).
+    pub fn encode(&self) -> Vec<u8> {
+        let table = RefCell::new(VersionTable::default());
+        let last = self.last.as_ref().map(|v| table.borrow_mut().position(v));
+        // Tuple elements are written in order, and a `RefCell` is read when it is written: the
+        // table comes last, once the tree has filled it.
+        let stored = (
+            Interned::new(&self.tree, &table),
+            last,
+            &self.last_type,
+            self.count,
+            &table,
+        );
+        serde_json::to_vec(&stored).expect("a merge record has only string keys")
+    }
+
+    /// Reads a record [`encode`](Self::encode)d, or stored as a JSON object by earlier builds.
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        if bytes.first() != Some(&b'[') {
+            return serde_json::from_slice(bytes);
+        }
+        let (tree, last, last_type, count, versions): (
+            IndexedTree,
+            Option<u32>,
+            String,
+            i64,
+            StoredVersions,
+        ) = serde_json::from_slice(bytes)?;
+        let versions = Resolver::new(versions);
+        let invalid = |message: String| {
+            <serde_json::Error as serde::de::Error>::custom(format!("merge record: {message}"))
+        };
+        Ok(Self {
+            tree: versions.tree(tree).map_err(invalid)?,
+            last: last
+                .map(|p| versions.version(p))
+                .transpose()
+                .map_err(invalid)?,
+            last_type,
+            count,
+        })
     }
 
     /// The latest state this record describes.
@@ -225,4 +275,81 @@ pub(crate) fn group_by_instance(
         groups.insert(key, group);
     }
     (groups, repeated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::merge::tests::{patch, version};
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    fn record(patches: &[(Version, Value)]) -> InstanceRecord {
+        let mut record = InstanceRecord {
+            last_type: "ktwin.real.pole".into(),
+            ..InstanceRecord::default()
+        };
+        for (v, p) in patches {
+            record.tree.apply(v, p);
+            record.last = record.last.clone().max(Some(v.clone()));
+            record.count += 1;
+        }
+        record
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+        #[test]
+        fn records_read_back_as_written(
+            patches in prop::collection::vec(((0..6i64), "[xy]", patch()), 0..8),
+        ) {
+            let patches: Vec<_> = patches
+                .into_iter()
+                .map(|(t, id, p)| (version(t, &id), p))
+                .collect();
+            let written = record(&patches);
+            prop_assert_eq!(InstanceRecord::decode(&written.encode()).unwrap(), written);
+        }
+    }
+
+    #[test]
+    fn records_of_earlier_builds_still_read() {
+        let written = record(&[
+            (version(1, "a"), json!({"level": 3, "gone": null})),
+            (version(2, "b"), json!({"nested": {"x": [1, 2]}})),
+        ]);
+        let earlier = serde_json::to_vec(&written).unwrap();
+        assert_eq!(earlier.first(), Some(&b'{'));
+        assert_eq!(InstanceRecord::decode(&earlier).unwrap(), written);
+    }
+
+    #[test]
+    fn each_version_is_stored_once() {
+        // A weather observation: thirteen members written by one event.
+        let members: serde_json::Map<String, Value> = (0..13)
+            .map(|i| (format!("measurement{i}"), json!(f64::from(i) * 1.5)))
+            .collect();
+        let id = "06ea6f42-5ae3-564a-ade9-70477c21c7cc";
+        let written = record(&[(version(1_795_984_000_125_381, id), Value::Object(members))]);
+        let stored = written.encode();
+        let text = std::str::from_utf8(&stored).unwrap();
+        assert_eq!(text.matches(id).count(), 1, "{text}");
+        let earlier = serde_json::to_vec(&written).unwrap();
+        assert!(
+            stored.len() * 2 < earlier.len(),
+            "{} bytes, {} before",
+            stored.len(),
+            earlier.len()
+        );
+    }
+
+    #[test]
+    fn a_position_outside_the_table_is_reported() {
+        let err = InstanceRecord::decode(br#"[{"m":3},0,"t",1,[[1,"a"]]]"#).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("version 3 is referred to but the record's table has 1"),
+            "{err}"
+        );
+    }
 }

@@ -290,7 +290,7 @@ impl AppendTarget for RedbAppend<'_> {
     fn record(&mut self, instance: u64) -> Result<Option<InstanceRecord>, StoreError> {
         self.records
             .get(instance)?
-            .map(|bytes| serde_json::from_slice(bytes.value()).map_err(corrupt))
+            .map(|bytes| InstanceRecord::decode(bytes.value()).map_err(corrupt))
             .transpose()
     }
 
