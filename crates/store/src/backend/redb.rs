@@ -428,4 +428,43 @@ mod tests {
             .collect();
         assert!(left.is_empty(), "legacy tables left: {left:?}");
     }
+
+    #[tokio::test]
+    async fn the_old_latest_table_is_dropped_and_states_come_from_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let key = InstanceKey::new("pole", "p1");
+        {
+            let backend = RedbBackend::open(&path).unwrap();
+            let batch = vec![TwinEvent {
+                id: "e1".into(),
+                time: chrono::DateTime::from_timestamp_micros(1).unwrap(),
+                source: "p1".into(),
+                event_type: "ktwin.store.pole".into(),
+                instance_id: "p1".into(),
+                interface_id: "pole".into(),
+                event_data: json!({"a": 1}).as_object().unwrap().clone(),
+            }];
+            backend.append(batch).await.unwrap();
+            let txn = backend.db.begin_write().unwrap();
+            txn.open_table(OLD_LATEST)
+                .unwrap()
+                .insert(
+                    name_key("pole", "p1").as_slice(),
+                    b"{\"stale\": true}".as_slice(),
+                )
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let backend = RedbBackend::open(&path).unwrap();
+        let txn = backend.db.begin_read().unwrap();
+        let tables: Vec<String> = txn
+            .list_tables()
+            .unwrap()
+            .map(|t| t.name().to_owned())
+            .collect();
+        assert!(!tables.iter().any(|t| t == "twin_latest.v2"), "{tables:?}");
+        let latest = backend.latest(&key).await.unwrap().unwrap();
+        assert_eq!(Value::Object(latest.state), json!({"a": 1}));
+    }
 }
