@@ -1,6 +1,6 @@
 //! Adapters around the in-memory broker: a publish counter for the status line, the HTTP
-//! broker ingress twin services post to (`KTWIN_BROKER`), the event store's feed over a
-//! broker subscription, and the twins' latest states read straight from the store.
+//! broker ingress twin services post to (`KTWIN_BROKER`), a probe of what the store made
+//! durable, and the twins' latest states read straight from the store.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,11 +14,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use cloudevents::Event;
 use ktwin_broker::{
-    Broker, BrokerError, DeadLetter, Delivery, PublishOutcome, Subscription, SubscriptionSpec,
+    Broker, BrokerError, DeadLetter, PublishOutcome, Subscription, SubscriptionSpec,
 };
 use ktwin_sdk::{LookupError, StateLookup};
 use ktwin_service::Problem;
-use ktwin_store::{Backend, EventFeed, FeedMessage, InstanceKey};
+use ktwin_store::broker::StoredObserver;
+use ktwin_store::{Backend, InstanceKey};
 
 /// Path of the broker ingress on the runtime's HTTP port.
 pub const BROKER_PATH: &str = "/api/v1/broker";
@@ -110,46 +111,6 @@ async fn receive(
     }
 }
 
-/// The event store's [`EventFeed`] over a broker subscription, optionally observed by a
-/// [`StoreProbe`].
-pub struct BrokerFeed {
-    /// The store's subscription.
-    pub subscription: Subscription,
-    /// Told about every event once it is durable.
-    pub probe: Option<Arc<StoreProbe>>,
-    /// After the first event of a batch, how long to wait for more: every batch is one commit
-    /// (one fsync), so at a few thousand events/s waiting a few milliseconds turns hundreds of
-    /// tiny commits per second into a few larger ones.
-    pub linger: std::time::Duration,
-    /// A batch ends early once no event came for this long (see
-    /// [`Subscription::recv_batch_until_quiet`]).
-    pub quiet: std::time::Duration,
-}
-
-#[async_trait]
-impl EventFeed for BrokerFeed {
-    type Message = StoreDelivery;
-
-    async fn next_batch(&mut self, max: usize) -> Vec<StoreDelivery> {
-        self.subscription
-            .recv_batch_until_quiet(max, self.linger, self.quiet)
-            .await
-            .into_iter()
-            .map(|delivery| StoreDelivery {
-                delivery,
-                probe: self.probe.clone(),
-            })
-            .collect()
-    }
-}
-
-/// A delivery settled by the store: ack once stored, nack on a transient failure,
-/// dead-letter when it can never be stored.
-pub struct StoreDelivery {
-    delivery: Delivery,
-    probe: Option<Arc<StoreProbe>>,
-}
-
 /// Watches what becomes durable in the store: counts device (real) events and, while
 /// recording, the latency from the device's publish (`timestamp` in the data, which the
 /// services keep in what they store) to the commit.
@@ -181,7 +142,9 @@ impl StoreProbe {
         samples.sort_by(f64::total_cmp);
         samples
     }
+}
 
+impl StoredObserver for StoreProbe {
     fn stored(&self, event: &Event) {
         use cloudevents::AttributesReader;
         if event.ty().starts_with("ktwin.real.") {
@@ -217,34 +180,6 @@ impl StoreProbe {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(ms.max(0.0));
-    }
-}
-
-#[async_trait]
-impl FeedMessage for StoreDelivery {
-    fn event(&self) -> &Event {
-        self.delivery.event()
-    }
-
-    async fn ack(self) {
-        if let Some(probe) = &self.probe {
-            probe.stored(self.delivery.event());
-        }
-        if let Err(err) = self.delivery.ack().await {
-            tracing::warn!(%err, "store ack failed");
-        }
-    }
-
-    async fn retry(self, reason: &str) {
-        if let Err(err) = self.delivery.nack(reason).await {
-            tracing::warn!(%err, "store nack failed");
-        }
-    }
-
-    async fn reject(self, reason: &str) {
-        if let Err(err) = self.delivery.dead_letter(reason).await {
-            tracing::warn!(%err, "store dead-letter failed");
-        }
     }
 }
 

@@ -26,14 +26,13 @@ use ktwin_model::project::{LoadOptions, Project};
 use ktwin_planner::{Endpoint, EnvValue, KtwinConfig, Plan, PlanInput, Subscriber, TwinService};
 use ktwin_sdk::{StaticGraph, TwinContext, TwinHandler};
 use ktwin_service::Readiness;
+use ktwin_store::broker::BrokerFeed;
 use ktwin_store::{ApiConfig, Backend, BackendChoice, IngestConfig, Ingestor, KnownInterfaces};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::autoscale::ScalePolicy;
-use crate::bus::{
-    BROKER_PATH, BrokerFeed, CountingBroker, StoreProbe, StoreStates, ingress_router,
-};
+use crate::bus::{BROKER_PATH, CountingBroker, StoreProbe, StoreStates, ingress_router};
 use crate::console::Console;
 use crate::mqtt::{MqttAddress, start_embedded};
 use crate::pool::{PoolConfig, PoolStats, ServicePool};
@@ -448,12 +447,11 @@ impl Platform {
                 .subscribe(SubscriptionSpec::new(store.name.clone(), store.filter()))
                 .await?;
             store_subscription = Some(store.name.clone());
+            let feed = BrokerFeed::new(subscription, STORE_LINGER).quiet(STORE_QUIET);
             consumer_tasks.push(tokio::spawn(ktwin_store::ingest_feed(
-                BrokerFeed {
-                    subscription,
-                    probe: options.store_probe.clone(),
-                    linger: STORE_LINGER,
-                    quiet: STORE_QUIET,
+                match options.store_probe.clone() {
+                    Some(probe) => feed.observed_by(probe),
+                    None => feed,
                 },
                 ingestor.clone(),
                 IngestConfig::default().max_batch,

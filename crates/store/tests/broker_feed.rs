@@ -3,11 +3,12 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cloudevents::{AttributesWriter, EventBuilder, EventBuilderV10};
 use ktwin_broker::{Broker, MemoryBroker, SubscriptionSpec, TypeFilter};
-use ktwin_store::broker::BrokerFeed;
+use ktwin_store::broker::{BrokerFeed, StoredObserver};
 use ktwin_store::{IngestConfig, Ingestor, InstanceKey, ingest_feed};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +46,16 @@ struct FedStore {
 
 impl FedStore {
     async fn start(store: &str, linger: Duration, max_batch: usize) -> Self {
+        Self::start_with(store, linger, max_batch, |feed| feed).await
+    }
+
+    /// Like [`FedStore::start`], with the feed set up further by `configure`.
+    async fn start_with(
+        store: &str,
+        linger: Duration,
+        max_batch: usize,
+        configure: impl FnOnce(BrokerFeed) -> BrokerFeed,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let backend = common::open_embedded(dir.path(), store).await;
         let (ingestor, ingest_task) = Ingestor::spawn(backend.clone(), IngestConfig::default());
@@ -53,7 +64,7 @@ impl FedStore {
         let subscription = broker.subscribe(spec).await.unwrap();
         let cancel = CancellationToken::new();
         let consumer = tokio::spawn(ingest_feed(
-            BrokerFeed::new(subscription, linger),
+            configure(BrokerFeed::new(subscription, linger)),
             ingestor,
             max_batch,
             cancel.clone(),
@@ -179,5 +190,51 @@ async fn batches_in_flight_together_are_all_stored_and_acknowledged() {
     })
     .await
     .expect("every stored event was acknowledged");
+    fed.stop().await;
+}
+
+/// Remembers the ids of the events it is told were stored.
+#[derive(Default)]
+struct StoredIds(Mutex<Vec<String>>);
+
+impl StoredObserver for StoredIds {
+    fn stored(&self, event: &cloudevents::Event) {
+        use cloudevents::AttributesReader;
+        self.0.lock().unwrap().push(event.id().to_owned());
+    }
+}
+
+#[tokio::test]
+async fn an_observer_hears_of_every_stored_event_and_of_nothing_else() {
+    let observer = Arc::new(StoredIds::default());
+    let fed = FedStore::start_with(common::FJALL, Duration::from_millis(5), 1000, |feed| {
+        feed.quiet(Duration::from_millis(1))
+            .observed_by(observer.clone())
+    })
+    .await;
+    let broker = &fed.broker;
+    for id in ["a", "b", "c"] {
+        broker
+            .publish(event(id, "ktwin.real.city-pole", json!({"id": id})))
+            .await
+            .unwrap();
+    }
+    broker
+        .publish(event("cmd", "ktwin.command.city-pole.reset", json!({})))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while broker.depth("event-store") != Some(0) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("every event was settled");
+    let mut heard = observer.0.lock().unwrap().clone();
+    heard.sort();
+    assert_eq!(heard, ["a", "b", "c"]);
+    let key = InstanceKey::new("city-pole", "pole-1");
+    let latest = fed.backend.latest(&key).await.unwrap().unwrap();
+    assert_eq!(latest.event_count, 3);
     fed.stop().await;
 }
