@@ -79,6 +79,17 @@ impl FedStore {
         }
     }
 
+    /// Waits until every published event was acknowledged or dead-lettered.
+    async fn settled(&self) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while self.broker.depth("event-store") != Some(0) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("every event was acknowledged or dead-lettered");
+    }
+
     async fn stop(self) {
         self.cancel.cancel();
         self.consumer.await.unwrap();
@@ -183,13 +194,7 @@ async fn batches_in_flight_together_are_all_stored_and_acknowledged() {
     .await
     .expect("every event was stored");
     assert_eq!(stored, 500);
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while broker.depth("event-store") != Some(0) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("every stored event was acknowledged");
+    fed.settled().await;
     fed.stop().await;
 }
 
@@ -223,13 +228,7 @@ async fn an_observer_hears_of_every_stored_event_and_of_nothing_else() {
         .publish(event("cmd", "ktwin.command.city-pole.reset", json!({})))
         .await
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while broker.depth("event-store") != Some(0) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("every event was settled");
+    fed.settled().await;
     let mut heard = observer.0.lock().unwrap().clone();
     heard.sort();
     assert_eq!(heard, ["a", "b", "c"]);
