@@ -79,6 +79,11 @@ impl FedStore {
         }
     }
 
+    /// Publishes the event [`event`] builds.
+    async fn publish(&self, id: &str, ty: &str, data: serde_json::Value) {
+        self.broker.publish(event(id, ty, data)).await.unwrap();
+    }
+
     /// Waits until every published event was acknowledged or dead-lettered.
     async fn settled(&self) {
         tokio::time::timeout(Duration::from_secs(5), async {
@@ -101,26 +106,18 @@ async fn broker_events_are_stored_and_acknowledged(store: &str) {
     let fed = FedStore::start(store, Duration::from_millis(20), 1000).await;
     let (backend, broker) = (&fed.backend, &fed.broker);
 
-    broker
-        .publish(event(
-            "a",
-            "ktwin.store.city-pole",
-            json!({"aqi": 1, "lamp": "ok"}),
-        ))
-        .await
-        .unwrap();
-    broker
-        .publish(event("b", "ktwin.real.city-pole", json!({"aqi": 2})))
-        .await
-        .unwrap();
-    broker
-        .publish(event("b", "ktwin.real.city-pole", json!({"aqi": 2})))
-        .await
-        .unwrap();
-    broker
-        .publish(event("c", "ktwin.command.city-pole.reset", json!({})))
-        .await
-        .unwrap();
+    fed.publish(
+        "a",
+        "ktwin.store.city-pole",
+        json!({"aqi": 1, "lamp": "ok"}),
+    )
+    .await;
+    fed.publish("b", "ktwin.real.city-pole", json!({"aqi": 2}))
+        .await;
+    fed.publish("b", "ktwin.real.city-pole", json!({"aqi": 2}))
+        .await;
+    fed.publish("c", "ktwin.command.city-pole.reset", json!({}))
+        .await;
 
     let key = InstanceKey::new("city-pole", "pole-1");
     let latest = tokio::time::timeout(Duration::from_secs(5), async {
@@ -217,17 +214,12 @@ async fn an_observer_hears_of_every_stored_event_and_of_nothing_else() {
             .observed_by(observer.clone())
     })
     .await;
-    let broker = &fed.broker;
     for id in ["a", "b", "c"] {
-        broker
-            .publish(event(id, "ktwin.real.city-pole", json!({"id": id})))
-            .await
-            .unwrap();
+        fed.publish(id, "ktwin.real.city-pole", json!({"id": id}))
+            .await;
     }
-    broker
-        .publish(event("cmd", "ktwin.command.city-pole.reset", json!({})))
-        .await
-        .unwrap();
+    fed.publish("cmd", "ktwin.command.city-pole.reset", json!({}))
+        .await;
     fed.settled().await;
     let mut heard = observer.0.lock().unwrap().clone();
     heard.sort();
