@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::event::{InstanceKey, LatestState, TwinEvent};
-use crate::merge::compact::{IndexedTree, Interned, Resolver, StoredVersions, VersionTable};
+use crate::merge::compact::{
+    IndexedTree, Interned, Resolver, StoredVersions, VersionTable, invalid,
+};
 use crate::merge::{MergeTree, Version};
 
 mod embedded;
@@ -213,9 +215,6 @@ impl InstanceRecord {
             StoredVersions,
         ) = serde_json::from_slice(bytes)?;
         let versions = Resolver::new(versions);
-        let invalid = |message: String| {
-            <serde_json::Error as serde::de::Error>::custom(format!("merge record: {message}"))
-        };
         Ok(Self {
             tree: versions.tree(tree).map_err(invalid)?,
             last: last

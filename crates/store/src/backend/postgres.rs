@@ -19,7 +19,7 @@ use super::{
     group_by_instance,
 };
 use crate::event::{InstanceKey, LatestState, TwinEvent};
-use crate::merge::{MergeTree, Version};
+use crate::merge::{MergeTree, Version, compact};
 
 /// Migrations shipped in `crates/store/migrations`, applied in order at connect.
 const MIGRATIONS: &[(i32, &str, &str)] = &[
@@ -508,7 +508,7 @@ fn record_from_row(row: &Row) -> Result<InstanceRecord, serde_json::Error> {
     let tree: Option<&[u8]> = row.get("merge_tree");
     Ok(InstanceRecord {
         tree: match tree {
-            Some(bytes) => serde_json::from_slice::<MergeTree>(bytes)?,
+            Some(bytes) => compact::decode_tree(bytes)?,
             None => MergeTree::new(),
         },
         last: (count > 0).then(|| Version::new(time, row.get::<_, String>("last_id"))),
@@ -912,8 +912,7 @@ impl LatestUpdates {
         self.times.push(latest.time);
         self.counts.push(latest.event_count);
         self.states.push(Value::Object(latest.state));
-        self.trees
-            .push(serde_json::to_vec(&record.tree).expect("merge trees serialize"));
+        self.trees.push(compact::encode_tree(&record.tree));
     }
 
     fn params(self) -> Vec<Box<dyn ToSql + Sync + Send>> {
