@@ -200,8 +200,8 @@ pub(crate) trait DeliverySource: Send {
 pub struct Subscription {
     name: String,
     source: Box<dyn DeliverySource>,
-    /// When a receive last returned (or the subscription was made): whatever is queued now
-    /// arrived after it.
+    /// When a receive last returned (or the subscription was made): whatever arrived since
+    /// arrived after it; only what a batch capped at its maximum left behind is older.
     last_received: tokio::time::Instant,
 }
 
@@ -261,10 +261,12 @@ impl Subscription {
     /// nothing arrived for `quiet`: a batch waits out `linger` only while events keep coming,
     /// so a lone event is not held back for the whole linger.
     ///
-    /// The linger counts from the first event's arrival, not from the call: events that queued
-    /// up while the caller was busy (a slow commit, say) have been waiting since the previous
-    /// receive at most, so a backlog older than `linger` is returned at once instead of
-    /// lingering on top of the time it already waited.
+    /// The linger does not count from the call. When events are already queued, it counts from
+    /// the previous receive's return, the earliest the first of them can have arrived (or
+    /// earlier, for what a batch capped at `max` left behind): a backlog that queued up while
+    /// the caller was busy (a slow commit, say) for longer than `linger` is returned at once
+    /// instead of lingering on top of the time it already waited. Otherwise it counts from the
+    /// first event's arrival.
     pub async fn recv_batch_until_quiet(
         &mut self,
         max: usize,
@@ -273,8 +275,11 @@ impl Subscription {
     ) -> Vec<Delivery> {
         let max = max.max(1);
         let mut out = Vec::with_capacity(max.min(1024));
-        let first_arrival = match self.source.recv_many(&mut out, max).now_or_never() {
-            // Already queued: it arrived after the previous receive returned.
+        // Unconstrained: with the task's scheduling budget spent, a source would report nothing
+        // queued even when something is.
+        let queued = tokio::task::unconstrained(self.source.recv_many(&mut out, max));
+        let first_arrival = match queued.now_or_never() {
+            // Already queued: it arrived after the previous receive returned, at the earliest.
             Some(_) => self.last_received,
             // Cancelled while pending, so nothing was taken: wait for the next arrival.
             None => {

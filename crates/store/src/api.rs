@@ -323,9 +323,9 @@ fn event_problem(err: crate::event::EventError) -> Problem {
         EventError::BadType { .. } | EventError::BadSource { .. } | EventError::BadId { .. } => {
             StatusCode::BAD_REQUEST
         }
-        EventError::DataNotJson(_) | EventError::DataNotObject { .. } => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
+        EventError::DataNotJson(_)
+        | EventError::DataNotObject { .. }
+        | EventError::DataTooDeep { .. } => StatusCode::UNPROCESSABLE_ENTITY,
     };
     Problem::new(status, err.to_string())
 }

@@ -17,8 +17,9 @@ pub trait StoredObserver: Send + Sync {
     fn stored(&self, event: &Event);
 }
 
-/// A broker subscription read in batches: after the first delivery it waits up to `linger`
-/// for more, so batches (and commits) grow under load.
+/// A broker subscription read in batches that linger for more deliveries, so batches (and
+/// commits) grow under load; see [`Subscription::recv_batch_until_quiet`] for when a batch
+/// ends.
 pub struct BrokerFeed {
     subscription: Subscription,
     linger: Duration,

@@ -110,6 +110,11 @@ impl TwinEvent {
                 found: json_kind(&data),
             });
         };
+        if nests_deeper_than(&data, MAX_DATA_DEPTH) {
+            return Err(EventError::DataTooDeep {
+                limit: MAX_DATA_DEPTH,
+            });
+        }
         if contains_nul(&data) {
             // PostgreSQL's jsonb cannot hold U+0000; refusing here keeps one event from
             // failing every batch it would join.
@@ -125,6 +130,27 @@ impl TwinEvent {
         let time = event.time().copied().unwrap_or(received);
         Ok(Self::new(&event_type, instance, event.id(), time, data))
     }
+}
+
+/// How many levels of objects and arrays event data may have, itself included. A stored merge
+/// tree takes about two JSON levels per level of the data, and serde_json reads at most 128:
+/// deeper data would be stored and then never read back, failing every later append to its
+/// instance.
+pub const MAX_DATA_DEPTH: usize = 32;
+
+/// Whether the object `members` (one level) has more than `limit` levels. Looks no deeper than
+/// that, so data built in memory at any depth is checked without a deep recursion.
+fn nests_deeper_than(members: &Map<String, Value>, limit: usize) -> bool {
+    fn deeper(value: &Value, allowed: usize) -> bool {
+        match value {
+            Value::Array(items) => allowed == 0 || items.iter().any(|v| deeper(v, allowed - 1)),
+            Value::Object(members) => {
+                allowed == 0 || members.values().any(|v| deeper(v, allowed - 1))
+            }
+            _ => false,
+        }
+    }
+    limit == 0 || members.values().any(|v| deeper(v, limit - 1))
 }
 
 fn contains_nul(members: &Map<String, Value>) -> bool {
@@ -186,6 +212,14 @@ pub enum EventError {
     DataNotObject {
         /// What was found instead.
         found: &'static str,
+    },
+    /// The data nests objects and arrays more deeply than a twin's state may.
+    #[error(
+        "data nests objects and arrays more than {limit} levels deep; expected at most {limit}"
+    )]
+    DataTooDeep {
+        /// The most levels allowed ([`MAX_DATA_DEPTH`]).
+        limit: usize,
     },
 }
 
@@ -267,6 +301,45 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, EventError::DataNotJson(_)), "{err}");
+    }
+
+    /// Data `levels` deep (at least 2): objects around an array.
+    fn nested(levels: usize) -> Value {
+        let mut value = json!([1]);
+        for _ in 1..levels {
+            value = json!({"x": value});
+        }
+        value
+    }
+
+    #[test]
+    fn data_nested_deeper_than_a_state_may_be_is_refused() {
+        use crate::backend::InstanceRecord;
+        use crate::merge::compact::{decode_tree, encode_tree};
+        let ty = "ktwin.store.city-pole";
+        let deepest = event(ty, Some(nested(MAX_DATA_DEPTH)));
+        let deepest = TwinEvent::from_cloudevent(&deepest, Utc::now()).unwrap();
+        // The deepest data accepted reads back from the stored forms.
+        let mut record = InstanceRecord::default();
+        record.absorb([&deepest]);
+        assert_eq!(InstanceRecord::decode(&record.encode()).unwrap(), record);
+        assert_eq!(
+            decode_tree(&encode_tree(&record.tree)).unwrap(),
+            record.tree
+        );
+
+        let deeper = event(ty, Some(nested(MAX_DATA_DEPTH + 1)));
+        let err = TwinEvent::from_cloudevent(&deeper, Utc::now()).unwrap_err();
+        assert_eq!(
+            err,
+            EventError::DataTooDeep {
+                limit: MAX_DATA_DEPTH
+            }
+        );
+        assert!(
+            err.to_string().contains("more than 32 levels deep"),
+            "{err}"
+        );
     }
 
     #[test]
