@@ -110,18 +110,9 @@ impl TwinEvent {
                 found: json_kind(&data),
             });
         };
-        if nests_deeper_than(&data, MAX_DATA_DEPTH) {
-            return Err(EventError::DataTooDeep {
-                limit: MAX_DATA_DEPTH,
-            });
-        }
-        if contains_nul(&data) {
-            // PostgreSQL's jsonb cannot hold U+0000; refusing here keeps one event from
-            // failing every batch it would join.
-            return Err(EventError::DataNotJson(
-                "a string contains U+0000, which cannot be stored".into(),
-            ));
-        }
+        // PostgreSQL's jsonb cannot hold U+0000, and deeper data could not be read back once
+        // stored: refusing here keeps one event from failing every batch it would join.
+        check_storable(&data, MAX_DATA_DEPTH)?;
         if event.id().is_empty() || event.id().chars().any(char::is_control) {
             return Err(EventError::BadId {
                 value: event.id().to_owned(),
@@ -138,33 +129,42 @@ impl TwinEvent {
 /// instance.
 pub const MAX_DATA_DEPTH: usize = 32;
 
-/// Whether the object `members` (one level) has more than `limit` levels. Looks no deeper than
-/// that, so data built in memory at any depth is checked without a deep recursion.
-fn nests_deeper_than(members: &Map<String, Value>, limit: usize) -> bool {
-    fn deeper(value: &Value, allowed: usize) -> bool {
-        match value {
-            Value::Array(items) => allowed == 0 || items.iter().any(|v| deeper(v, allowed - 1)),
-            Value::Object(members) => {
-                allowed == 0 || members.values().any(|v| deeper(v, allowed - 1))
-            }
-            _ => false,
+/// Checks in one walk that the object `members` (one level) has at most `levels` levels and no
+/// U+0000 in a name or string. Looks no deeper than `levels`, so data built in memory at any
+/// depth is checked without a deep recursion.
+fn check_storable(members: &Map<String, Value>, levels: usize) -> Result<(), EventError> {
+    let below = levels.checked_sub(1).ok_or_else(too_deep)?;
+    for (name, value) in members {
+        if name.contains('\0') {
+            return Err(nul_refused());
         }
+        check_storable_value(value, below)?;
     }
-    limit == 0 || members.values().any(|v| deeper(v, limit - 1))
+    Ok(())
 }
 
-fn contains_nul(members: &Map<String, Value>) -> bool {
-    fn value_has_nul(value: &Value) -> bool {
-        match value {
-            Value::String(s) => s.contains('\0'),
-            Value::Array(items) => items.iter().any(value_has_nul),
-            Value::Object(members) => contains_nul(members),
-            _ => false,
+fn check_storable_value(value: &Value, levels: usize) -> Result<(), EventError> {
+    match value {
+        Value::String(text) if text.contains('\0') => Err(nul_refused()),
+        Value::Array(items) => {
+            let below = levels.checked_sub(1).ok_or_else(too_deep)?;
+            items
+                .iter()
+                .try_for_each(|item| check_storable_value(item, below))
         }
+        Value::Object(members) => check_storable(members, levels),
+        _ => Ok(()),
     }
-    members
-        .iter()
-        .any(|(key, value)| key.contains('\0') || value_has_nul(value))
+}
+
+fn too_deep() -> EventError {
+    EventError::DataTooDeep {
+        limit: MAX_DATA_DEPTH,
+    }
+}
+
+fn nul_refused() -> EventError {
+    EventError::DataNotJson("a string contains U+0000, which cannot be stored".into())
 }
 
 fn json_kind(value: &Value) -> &'static str {
