@@ -452,6 +452,25 @@ pub(crate) fn append_to(
     Ok(stored)
 }
 
+/// An event of instance `instance` of interface `pole`, for the engines' tests.
+#[cfg(test)]
+pub(crate) fn pole_event(
+    instance: &str,
+    id: &str,
+    micros: i64,
+    data: serde_json::Value,
+) -> TwinEvent {
+    TwinEvent {
+        id: id.into(),
+        time: chrono::DateTime::from_timestamp_micros(micros).unwrap(),
+        source: instance.into(),
+        event_type: "ktwin.store.pole".into(),
+        instance_id: instance.into(),
+        interface_id: "pole".into(),
+        event_data: data.as_object().unwrap().clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

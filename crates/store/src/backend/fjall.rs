@@ -401,20 +401,9 @@ impl AppendTarget for FjallAppend<'_> {
 mod tests {
     use super::*;
     use crate::backend::Backend;
-    use chrono::DateTime;
     use serde_json::{Map, Value, json};
 
-    fn event(instance: &str, id: &str, micros: i64, data: Value) -> TwinEvent {
-        TwinEvent {
-            id: id.into(),
-            time: DateTime::from_timestamp_micros(micros).unwrap(),
-            source: instance.into(),
-            event_type: "ktwin.store.pole".into(),
-            instance_id: instance.into(),
-            interface_id: "pole".into(),
-            event_data: data.as_object().unwrap().clone(),
-        }
-    }
+    use crate::backend::embedded::pole_event as event;
 
     #[tokio::test]
     async fn a_reopened_database_keeps_its_events_and_numbers_new_instances_afresh() {

@@ -381,6 +381,7 @@ fn convert_legacy(txn: &WriteTransaction) -> Result<(), StoreError> {
 mod tests {
     use super::*;
     use crate::backend::Backend;
+    use crate::backend::embedded::pole_event;
     use serde_json::{Value, json};
 
     #[tokio::test]
@@ -436,15 +437,7 @@ mod tests {
         let key = InstanceKey::new("pole", "p1");
         {
             let backend = RedbBackend::open(&path).unwrap();
-            let batch = vec![TwinEvent {
-                id: "e1".into(),
-                time: chrono::DateTime::from_timestamp_micros(1).unwrap(),
-                source: "p1".into(),
-                event_type: "ktwin.store.pole".into(),
-                instance_id: "p1".into(),
-                interface_id: "pole".into(),
-                event_data: json!({"a": 1}).as_object().unwrap().clone(),
-            }];
+            let batch = vec![pole_event("p1", "e1", 1, json!({"a": 1}))];
             backend.append(batch).await.unwrap();
             let txn = backend.db.begin_write().unwrap();
             txn.open_table(OLD_LATEST)
