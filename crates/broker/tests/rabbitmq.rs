@@ -1,4 +1,4 @@
-//! The RabbitMQ broker against the real local RabbitMQ (127.0.0.1:5672, guest/guest).
+//! The RabbitMQ broker against the real RabbitMQ of the test environment (`ktwin_testkit`).
 //! Every test uses its own exchange and queues (uuid suffix) and deletes them.
 
 use std::time::Duration;
@@ -15,7 +15,6 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 
-const URI: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const WAIT: Duration = Duration::from_secs(20);
 
 struct Fixture {
@@ -28,14 +27,19 @@ impl Fixture {
     async fn new(queue_type: QueueType) -> Self {
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let broker = RabbitBroker::connect(RabbitConfig {
-            uri: URI.into(),
+            uri: ktwin_testkit::servers::amqp_url(),
             exchange: format!("ktwin-test-{suffix}"),
             queue_type,
             connection_name: "ktwin-broker-test".into(),
             ..RabbitConfig::default()
         })
         .await
-        .expect("RabbitMQ must run on 127.0.0.1:5672 (scripts/test.sh starts it)");
+        .unwrap_or_else(|err| {
+            panic!(
+                "RabbitMQ must run at {} (scripts/test.sh starts it): {err}",
+                ktwin_testkit::servers::amqp_url()
+            )
+        });
         Self {
             broker,
             suffix,

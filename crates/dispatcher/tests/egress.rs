@@ -31,11 +31,11 @@ fn virtual_event(iface: &str, i: usize) -> Event {
 
 /// Subscribes to `ktwin/virtual/<iface>/#` and forwards (topic, payload).
 async fn device_subscriber(
-    port: u16,
+    server: &MqttServer,
     iface: &str,
     suffix: &str,
 ) -> (mpsc::Receiver<(String, Vec<u8>)>, CancellationToken) {
-    let mut options = MqttOptions::new(format!("device-{suffix}"), "127.0.0.1", port);
+    let mut options = MqttOptions::new(format!("device-{suffix}"), &server.host, server.port);
     options.set_keep_alive(Duration::from_secs(30));
     let (client, mut eventloop) = AsyncClient::new(options, 100);
     client
@@ -75,7 +75,7 @@ async fn device_subscriber(
     (rx, stop)
 }
 
-async fn run_egress(sink: Arc<dyn DeviceSink>, device_port: u16, format: PayloadFormat) {
+async fn run_egress(sink: Arc<dyn DeviceSink>, devices: MqttServer, format: PayloadFormat) {
     let suffix = suffix();
     let iface = format!("it-egress-{suffix}");
     let target = rabbit_target(&suffix, "unused", QueueType::Classic).await;
@@ -87,7 +87,7 @@ async fn run_egress(sink: Arc<dyn DeviceSink>, device_port: u16, format: Payload
         )
         .await
         .unwrap();
-    let (mut received, stop_device) = device_subscriber(device_port, &iface, &suffix).await;
+    let (mut received, stop_device) = device_subscriber(&devices, &iface, &suffix).await;
     let dispatcher = EgressDispatcher::new(
         sink,
         format,
@@ -167,19 +167,20 @@ async fn run_egress(sink: Arc<dyn DeviceSink>, device_port: u16, format: Payload
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn virtual_events_reach_devices_through_amq_topic_as_bare_data() {
     let connector =
-        ktwin_broker::AmqpConnector::connect(AMQP_URL, "it-egress-sink", Duration::from_secs(5))
+        ktwin_broker::AmqpConnector::connect(&amqp_url(), "it-egress-sink", Duration::from_secs(5))
             .await
             .unwrap();
     let sink = Arc::new(AmqpTopicSink::new(connector.clone(), "amq.topic"));
-    run_egress(sink, RABBIT_MQTT_PORT, PayloadFormat::Data).await;
+    run_egress(sink, rabbitmq_mqtt(), PayloadFormat::Data).await;
     connector.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn virtual_events_reach_devices_over_mqtt_as_structured_cloudevents() {
+    let devices = mosquitto();
     let sink = Arc::new(MqttSink::start(
-        "127.0.0.1",
-        MOSQUITTO_PORT,
+        &devices.host,
+        devices.port,
         &format!("it-egress-{}", suffix()),
         None,
     ));
@@ -189,5 +190,5 @@ async fn virtual_events_reach_devices_over_mqtt_as_structured_cloudevents() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    run_egress(sink, MOSQUITTO_PORT, PayloadFormat::Structured).await;
+    run_egress(sink, devices, PayloadFormat::Structured).await;
 }

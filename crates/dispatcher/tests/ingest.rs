@@ -40,8 +40,9 @@ fn amqp_source_config(suffix: &str, ifaces: &[&str]) -> AmqpSourceConfig {
 }
 
 fn mqtt_source_config(suffix: &str, ifaces: &[&str]) -> MqttSourceConfig {
+    let server = mosquitto();
     let mut config =
-        MqttSourceConfig::new("127.0.0.1", MOSQUITTO_PORT, &format!("ktwin-it-{suffix}"));
+        MqttSourceConfig::new(&server.host, server.port, &format!("ktwin-it-{suffix}"));
     config.filters = ifaces.iter().map(|i| format!("ktwin/real/{i}/#")).collect();
     config.persistent_session = false;
     config
@@ -61,13 +62,13 @@ async fn wait_connected(source: &impl DeviceSource) {
     panic!("source did not connect");
 }
 
-async fn publish_split(port: u16, suffix: &str, messages: Vec<(String, Vec<u8>)>) {
+async fn publish_split(server: MqttServer, suffix: &str, messages: Vec<(String, Vec<u8>)>) {
     let half = messages.len() / 2;
     let mut first = messages;
     let second = first.split_off(half);
     let (id_a, id_b) = (format!("pub-a-{suffix}"), format!("pub-b-{suffix}"));
-    let a = publish_qos1("127.0.0.1", port, &id_a, first, None);
-    let b = publish_qos1("127.0.0.1", port, &id_b, second, None);
+    let a = publish_qos1(&server.host, server.port, &id_a, first, None);
+    let b = publish_qos1(&server.host, server.port, &id_b, second, None);
     let (a, b) = tokio::join!(a, b);
     a.unwrap();
     b.unwrap();
@@ -95,7 +96,7 @@ async fn ten_thousand_messages_via_the_rabbitmq_mqtt_plugin_queue() {
     let running = tokio::spawn(dispatcher.run(source, stop.clone()));
 
     publish_split(
-        RABBIT_MQTT_PORT,
+        rabbitmq_mqtt(),
         &suffix,
         device_messages(&iface, DEVICES, 0..MESSAGES),
     )
@@ -132,7 +133,7 @@ async fn ten_thousand_messages_via_a_direct_mosquitto_subscription() {
     let running = tokio::spawn(dispatcher.run(source, stop.clone()));
 
     publish_split(
-        MOSQUITTO_PORT,
+        mosquitto(),
         &suffix,
         device_messages(&iface, DEVICES, 0..MESSAGES),
     )
@@ -190,7 +191,7 @@ fn metric_value(rendered: &str, dispatcher: &str, reason: &str) -> u64 {
 
 async fn run_bad_inputs(
     source: impl DeviceSource + 'static,
-    port: u16,
+    server: MqttServer,
     suffix: &str,
     iface: &str,
     target: &mut Target,
@@ -215,8 +216,8 @@ async fn run_bad_inputs(
         br#"{"msg_count":7}"#.to_vec(),
     ));
     publish_qos1(
-        "127.0.0.1",
-        port,
+        &server.host,
+        server.port,
         &format!("pub-bad-{suffix}"),
         messages,
         None,
@@ -270,7 +271,7 @@ async fn bad_inputs_via_the_plugin_queue_go_to_the_dead_letter_queue_with_reason
         .unwrap();
     let (_, bad) = run_bad_inputs(
         source,
-        RABBIT_MQTT_PORT,
+        rabbitmq_mqtt(),
         &suffix,
         &iface,
         &mut target,
@@ -333,7 +334,7 @@ async fn bad_inputs_via_mosquitto_are_dead_lettered_with_reasons() {
     let dead_letters = Arc::new(MemoryDeadLetters::new(10));
     let (_, bad) = run_bad_inputs(
         source,
-        MOSQUITTO_PORT,
+        mosquitto(),
         &suffix,
         &iface,
         &mut target,

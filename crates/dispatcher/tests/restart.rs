@@ -71,7 +71,8 @@ async fn nothing_is_lost_when_rabbitmq_restarts_mid_run() {
         let chunk = chunk.to_vec();
         let client_id = format!("pub-{n}-{suffix}");
         publishers.push(tokio::spawn(async move {
-            publish_qos1("127.0.0.1", RABBIT_MQTT_PORT, &client_id, chunk, None).await
+            let server = rabbitmq_mqtt();
+            publish_qos1(&server.host, server.port, &client_id, chunk, None).await
         }));
     }
 

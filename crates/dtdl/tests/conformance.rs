@@ -9,19 +9,12 @@ use ktwin_dtdl::conformance;
 const THRESHOLDS: [(u8, f64); 3] = [(2, 99.5), (3, 99.5), (4, 98.0)];
 
 fn corpus() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/corpora/dtdl/conformance/specification"
-    ));
-    dir.is_dir().then_some(dir)
+    ktwin_testkit::shared("corpora/dtdl/conformance/specification")
 }
 
 #[test]
 fn conformance_pass_rates_meet_thresholds() {
     let Some(dir) = corpus() else {
-        eprintln!(
-            "SKIPPED: DTDL conformance corpus not found (../shared/corpora/dtdl/conformance)"
-        );
         return;
     };
     let summary = conformance::run_dirs(&[dir]).expect("conformance cases load");

@@ -6,17 +6,7 @@ use ktwin_dtdl::cli::load_documents;
 use ktwin_dtdl::{ContentKind, ParseError, ParseOptions, parse};
 
 fn corpus(name: &str) -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/corpora/dtdl/"
-    ))
-    .join(name);
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("SKIPPED: corpus {} not found", dir.display());
-        None
-    }
+    ktwin_testkit::shared(&format!("corpora/dtdl/{name}"))
 }
 
 #[test]

@@ -3,24 +3,17 @@
 //! `cargo bench -p ktwin-model --bench world`
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ktwin_model::InstanceGraph;
 use ktwin_model::project::{LoadOptions, Project};
 use ktwin_model::world::{ExpandOptions, World};
 
-fn example() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../examples/smart-city"
-    ))
-}
-
 fn bench(c: &mut Criterion) {
-    let project =
-        Project::load_with(example(), &LoadOptions::default()).expect("example project loads");
-    let world_text = std::fs::read_to_string(example().join("world.yaml")).unwrap();
+    let project = Project::load_with(ktwin_testkit::example_project(), &LoadOptions::default())
+        .expect("example project loads");
+    let world_text =
+        std::fs::read_to_string(ktwin_testkit::example_project().join("world.yaml")).unwrap();
     let world = World::from_yaml(&world_text, "world.yaml").unwrap();
     let options = ExpandOptions {
         parameters: BTreeMap::from([("neighborhoods".to_owned(), 20)]),
@@ -46,7 +39,12 @@ fn bench(c: &mut Criterion) {
     });
     c.bench_function(
         "load smart-city project (compile DTDL + expand 1 neighborhood)",
-        |b| b.iter(|| Project::load_with(example(), &LoadOptions::default()).unwrap()),
+        |b| {
+            b.iter(|| {
+                Project::load_with(ktwin_testkit::example_project(), &LoadOptions::default())
+                    .unwrap()
+            })
+        },
     );
 }
 

@@ -1,24 +1,9 @@
 //! DTDL → TwinInterface: the smart-cities corpus compiles into 63 interfaces that validate
 //! against the generated CRD schema, every schema kind maps, and bad input is reported per file.
 
-use std::path::PathBuf;
-
 use ktwin_dtdl::{Document, ParseOptions};
 use ktwin_model::compile::{NameOptions, compile_documents};
 use ktwin_model::{TwinInterface, output::crd_files};
-
-fn shared(path: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/")).join(path);
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!(
-            "SKIPPED: {} is absent (the shared reference data is not mounted)",
-            p.display()
-        );
-        None
-    }
-}
 
 fn names() -> NameOptions {
     NameOptions {
@@ -54,7 +39,7 @@ fn assert_valid(validator: &jsonschema::Validator, ti: &TwinInterface) {
 
 #[test]
 fn smartcities_corpus_compiles_to_63_valid_interfaces() {
-    let Some(dir) = shared("corpora/dtdl/smartcities") else {
+    let Some(dir) = ktwin_testkit::shared("corpora/dtdl/smartcities") else {
         return;
     };
     let docs = ktwin_model::project::load_documents(&[dir]).unwrap();

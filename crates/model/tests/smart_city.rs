@@ -2,22 +2,14 @@
 //! graph is consistent.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use ktwin_model::project::{LoadOptions, Project};
-
-fn example() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../examples/smart-city"
-    ))
-}
 
 fn load(neighborhoods: u64) -> Project {
     let options = LoadOptions {
         parameters: BTreeMap::from([("neighborhoods".to_owned(), neighborhoods)]),
     };
-    Project::load_with(example(), &options).unwrap_or_else(|e| panic!("{e}"))
+    Project::load_with(ktwin_testkit::example_project(), &options).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
@@ -201,9 +193,10 @@ fn twenty_neighborhoods_expand_and_validate_against_the_crd() {
 /// `world` point back at the example.
 fn broken_project(edit: impl Fn(&str) -> String) -> Result<Project, ktwin_model::ProjectError> {
     let dir = tempfile::tempdir().unwrap();
-    let original = std::fs::read_to_string(example().join("ktwin.yaml")).unwrap();
-    let models = example().join("models");
-    let world = example().join("world.yaml");
+    let original =
+        std::fs::read_to_string(ktwin_testkit::example_project().join("ktwin.yaml")).unwrap();
+    let models = ktwin_testkit::example_project().join("models");
+    let world = ktwin_testkit::example_project().join("world.yaml");
     let text = original
         .replace(
             "models: [models]",

@@ -15,18 +15,6 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smart-city")
 }
 
-fn shared(path: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared")
-        .join(path);
-    if dir.exists() {
-        Some(dir)
-    } else {
-        eprintln!("SKIPPED: {} is absent", dir.display());
-        None
-    }
-}
-
 fn plan_of(dir: &Path) -> Plan {
     let input = load_project(dir, None, true).unwrap();
     ktwin_planner::plan(&input, &KtwinConfig::default()).unwrap()
@@ -301,7 +289,7 @@ fn missing_cluster_dependencies_are_reported_not_rendered_empty() {
 }
 
 fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/smart-city")
+    ktwin_testkit::example_project()
 }
 
 /// The fixture and the repository's smart-city example.
@@ -359,7 +347,7 @@ fn round_trips<T: serde::de::DeserializeOwned + serde::Serialize>(object: &Value
 
 #[test]
 fn every_rendered_object_is_valid() {
-    let Some(crds) = shared("schemas/crds") else {
+    let Some(crds) = ktwin_testkit::shared("schemas/crds") else {
         return;
     };
     let file_of: BTreeMap<&str, &str> = [

@@ -5,7 +5,6 @@
 //! the services' logic implies for the messages sent, and that virtual events reached devices.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ktwin_runtime::Console;
@@ -15,13 +14,6 @@ use ktwin_smart_city_services as services;
 use ktwin_store::{BackendChoice, LatestState, TwinEvent};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-
-fn example() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../examples/smart-city"
-    ))
-}
 
 /// Every stored event, through the paged HTTP API.
 async fn all_events(client: &reqwest::Client, base: &str) -> Vec<TwinEvent> {
@@ -70,7 +62,7 @@ async fn twins(client: &reqwest::Client, base: &str, interface: &str) -> Vec<Lat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smart_city_one_neighborhood_at_10x_for_60s() {
-    let project = example();
+    let project = ktwin_testkit::example_project();
     if !project.join("ktwin.yaml").exists() {
         eprintln!("SKIPPED: {} is missing", project.display());
         return;

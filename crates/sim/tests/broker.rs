@@ -1,6 +1,6 @@
-//! The simulator against the real local Mosquitto (127.0.0.1:1883): per-type rates of the load
-//! model at `--speedup 1`, virtual-topic messages applied, and an unreachable broker not being
-//! fatal. Skipped (loudly) when Mosquitto is not running.
+//! The simulator against the real Mosquitto of the test environment (`ktwin_testkit::servers`):
+//! per-type rates of the load model at `--speedup 1`, virtual-topic messages applied, and an
+//! unreachable broker not being fatal. Mosquitto is required: without it these tests fail.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,22 +8,20 @@ use std::time::Duration;
 
 use ktwin_sdk::{Relationship, TwinGraph, TwinNode};
 use ktwin_sim::{DeviceType, LoadProfile, Pace, SimConfig, SimWorld, run};
+use ktwin_testkit::servers::MqttServer;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio_util::sync::CancellationToken;
 
-const HOST: &str = "127.0.0.1";
-const PORT: u16 = 1883;
-
-fn broker_up() -> bool {
-    let up = std::net::TcpStream::connect_timeout(
-        &([127, 0, 0, 1], PORT).into(),
-        Duration::from_secs(1),
-    )
-    .is_ok();
-    if !up {
-        eprintln!("SKIPPED: no MQTT broker on {HOST}:{PORT} (start Mosquitto to run this test)");
+/// The test broker, which must be running (`scripts/test.sh` starts it).
+fn mosquitto() -> MqttServer {
+    let server = ktwin_testkit::servers::mosquitto();
+    if let Err(err) = std::net::TcpStream::connect((server.host.as_str(), server.port)) {
+        panic!(
+            "no MQTT broker on {}:{} (scripts/test.sh starts Mosquitto): {err}",
+            server.host, server.port
+        );
     }
-    up
+    server
 }
 
 fn node(ty: DeviceType, name: String, device: Option<&str>) -> TwinNode {
@@ -42,9 +40,16 @@ fn node(ty: DeviceType, name: String, device: Option<&str>) -> TwinNode {
 }
 
 /// Counts messages per interface on `ktwin/real/#` whose instance ends with `suffix`.
-async fn count_at_broker(suffix: String) -> (Arc<Mutex<HashMap<String, u64>>>, AsyncClient) {
+async fn count_at_broker(
+    server: &MqttServer,
+    suffix: String,
+) -> (Arc<Mutex<HashMap<String, u64>>>, AsyncClient) {
     let counts = Arc::new(Mutex::new(HashMap::new()));
-    let mut options = MqttOptions::new(format!("sim-test-counter{suffix}"), HOST, PORT);
+    let mut options = MqttOptions::new(
+        format!("sim-test-counter{suffix}"),
+        &server.host,
+        server.port,
+    );
     options.set_keep_alive(Duration::from_secs(30));
     let (client, mut eventloop) = AsyncClient::new(options, 100);
     client
@@ -78,9 +83,7 @@ async fn count_at_broker(suffix: String) -> (Arc<Mutex<HashMap<String, u64>>>, A
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn speedup_one_reproduces_the_per_type_rates_of_the_load_model() {
-    if !broker_up() {
-        return;
-    }
+    let server = mosquitto();
     let suffix = format!("-t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     // 30 devices of each type (phases i/30, so publish times are not round numbers); window
     // 2 of the paper (from 480 s): periods 10, 10, 10, 5, 5, 2, 5 s, streetlights and
@@ -96,9 +99,9 @@ async fn speedup_one_reproduces_the_per_type_rates_of_the_load_model() {
             .collect(),
     };
     let world = SimWorld::from_graph(&graph);
-    let (counts, counter) = count_at_broker(suffix.clone()).await;
+    let (counts, counter) = count_at_broker(&server, suffix.clone()).await;
 
-    let mut config = SimConfig::new(HOST, PORT);
+    let mut config = SimConfig::new(&server.host, server.port);
     config.qos = QoS::AtLeastOnce;
     config.pace = Pace::Profile {
         profile: LoadProfile::paper(),
@@ -139,9 +142,7 @@ async fn speedup_one_reproduces_the_per_type_rates_of_the_load_model() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn virtual_measurement_frequency_reaches_the_controlled_sensor() {
-    if !broker_up() {
-        return;
-    }
+    let server = mosquitto();
     let suffix = format!("-v{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let device = format!("ngsi-ld-city-device-aqo{suffix}");
     let graph = TwinGraph {
@@ -151,7 +152,7 @@ async fn virtual_measurement_frequency_reaches_the_controlled_sensor() {
         ],
     };
     let world = SimWorld::from_graph(&graph);
-    let mut config = SimConfig::new(HOST, PORT);
+    let mut config = SimConfig::new(&server.host, server.port);
     // Window 2: the air-quality sensor publishes every 10 s, the battery is silent.
     config.pace = Pace::Profile {
         profile: LoadProfile::paper(),
@@ -161,7 +162,7 @@ async fn virtual_measurement_frequency_reaches_the_controlled_sensor() {
     config.duration = Some(Duration::from_secs(5));
     config.client_prefix = format!("sim-test{suffix}");
 
-    let (counts, platform) = count_at_broker(suffix.clone()).await;
+    let (counts, platform) = count_at_broker(&server, suffix.clone()).await;
     let send_virtual = {
         let platform = platform.clone();
         let topic = format!("ktwin/virtual/ngsi-ld-city-device/{device}");

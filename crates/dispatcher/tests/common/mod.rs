@@ -1,8 +1,7 @@
 //! Shared fixtures of the dispatcher integration tests: a RabbitMQ broker on a private exchange,
-//! a verifying subscription, and cleanup. Servers: RabbitMQ 127.0.0.1:5672 (MQTT plugin on
-//! 1884), Mosquitto 127.0.0.1:1883.
+//! a verifying subscription, and cleanup. The servers' addresses come from `ktwin_testkit`.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -13,13 +12,8 @@ use ktwin_broker::{
 };
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 
-pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-pub const MOSQUITTO_PORT: u16 = 1883;
-pub const RABBIT_MQTT_PORT: u16 = 1884;
-
-pub fn suffix() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
-}
+pub use ktwin_testkit::servers::{MqttServer, amqp_url, mosquitto, rabbitmq_mqtt};
+pub use ktwin_testkit::unique_suffix as suffix;
 
 pub struct Target {
     pub broker: RabbitBroker,
@@ -31,14 +25,19 @@ pub struct Target {
 /// A broker on exchange `ktwin-it-<suffix>` and a subscription to `ktwin.real.<iface>`.
 pub async fn rabbit_target(suffix: &str, iface: &str, queue_type: QueueType) -> Target {
     let broker = RabbitBroker::connect(RabbitConfig {
-        uri: AMQP_URL.into(),
+        uri: amqp_url(),
         exchange: format!("ktwin-it-{suffix}"),
         queue_type,
         connection_name: format!("ktwin-dispatcher-it-{suffix}"),
         ..RabbitConfig::default()
     })
     .await
-    .expect("RabbitMQ must run on 127.0.0.1:5672 (scripts/test.sh starts it)");
+    .unwrap_or_else(|err| {
+        panic!(
+            "RabbitMQ must run at {} (scripts/test.sh starts it): {err}",
+            amqp_url()
+        )
+    });
     let subscription = format!("verify-{suffix}");
     let events = broker
         .subscribe(

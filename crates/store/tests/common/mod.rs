@@ -1,7 +1,8 @@
-//! Helpers shared by the integration tests: scratch PostgreSQL databases and an independent
-//! merge-patch implementation to check the store against.
+//! Helpers shared by the store's integration tests: embedded stores, scratch PostgreSQL
+//! databases (from `ktwin_testkit`) and an independent merge-patch implementation to check the
+//! store against.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::Path;
 use std::sync::Arc;
@@ -25,43 +26,7 @@ pub async fn open_embedded(dir: &Path, name: &str) -> Arc<dyn Backend> {
     backend
 }
 
-/// Server every test uses (trust auth).
-pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-/// A database created for one test and dropped when the guard goes away.
-pub struct ScratchDb {
-    pub name: String,
-    pub url: String,
-}
-
-impl ScratchDb {
-    pub async fn create(purpose: &str) -> Self {
-        let name = format!("ktwin_test_{purpose}_{}", uuid::Uuid::new_v4().simple());
-        let url = ktwin_store::backend::postgres::create_database(ADMIN_URL, &name)
-            .await
-            .unwrap_or_else(|err| {
-                panic!("PostgreSQL at {ADMIN_URL} is required for this test: {err}")
-            });
-        Self { name, url }
-    }
-}
-
-impl Drop for ScratchDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs inside the test's runtime; a helper thread gets its own.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(ktwin_store::backend::postgres::drop_database(
-                ADMIN_URL, &name,
-            ))
-        })
-        .join();
-    }
-}
+pub use ktwin_testkit::ScratchDb;
 
 /// RFC 7386, written independently of the store's implementation.
 pub fn reference_merge(target: Value, patch: &Value) -> Value {

@@ -1,0 +1,17 @@
+//! Helpers shared by ktwin's tests and benchmarks, and only by them (`publish = false`, a
+//! dev-dependency everywhere): where the test servers are, where the read-only corpora and the
+//! example project live, scratch PostgreSQL databases, and CloudEvents built in one line.
+//!
+//! It knows no ktwin crate (so any crate may use it without a dependency cycle) and nothing a
+//! product binary needs.
+
+#![deny(missing_docs)]
+
+mod event;
+mod paths;
+mod postgres;
+pub mod servers;
+
+pub use event::{cloud_event, unique_suffix};
+pub use paths::{example_project, shared, workspace_root};
+pub use postgres::ScratchDb;
