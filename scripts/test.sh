@@ -20,8 +20,26 @@ if [ "$#" -gt 0 ]; then
   exec cargo test --no-fail-fast "$@"
 fi
 
+# The Python SDK (sdk/python): type-checked, then its pytest suite, run against the `ktwin`
+# binary (`ktwin up`, `ktwin events`), in a virtualenv under target/ that later runs reuse.
+python_tests() {
+  cargo build --workspace --bins || return 1
+  local venv=target/python
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv" || return 1
+  fi
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -e './sdk/python[test]' || return 1
+  local result=0
+  "$venv/bin/mypy" --cache-dir target/mypy-cache --config-file sdk/python/pyproject.toml \
+    sdk/python/src sdk/python/tests || result=1
+  export KTWIN_BIN="$PWD/target/debug/ktwin"
+  (cd sdk/python && ../../"$venv"/bin/python -m pytest) || result=1
+  return "$result"
+}
+
 status=0
 cargo test --workspace --no-fail-fast || status=$?
+python_tests || status=$?
 # Restarts RabbitMQ in the middle of a run, so it runs alone, after everything else. Selected
 # with --workspace (only ktwin-dispatcher has it) so that it reuses the build above: `-p` would
 # unify features differently and rebuild the dependencies.
