@@ -20,20 +20,25 @@ if [ "$#" -gt 0 ]; then
   exec cargo test --no-fail-fast "$@"
 fi
 
-# The Python SDK (sdk/python): type-checked, then its pytest suite, run against the `ktwin`
-# binary (`ktwin up`, `ktwin events`), in a virtualenv under target/ that later runs reuse.
+# The Python SDK (sdk/python) and the Python smart-city services: type-checked, then their
+# pytest suites, run against the `ktwin` binary (`ktwin up`, `ktwin events`, `ktwin sim`), in a
+# virtualenv under target/ that later runs reuse.
 python_tests() {
   cargo build --workspace --bins || return 1
   local venv=target/python
   if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv" || return 1
   fi
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -e './sdk/python[test]' || return 1
+  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    -e './sdk/python[test]' -e './examples/smart-city/services-python[test]' || return 1
   local result=0
   "$venv/bin/mypy" --cache-dir target/mypy-cache --config-file sdk/python/pyproject.toml \
     sdk/python/src sdk/python/tests || result=1
+  (cd examples/smart-city/services-python &&
+    ../../../"$venv"/bin/mypy --cache-dir ../../../target/mypy-cache smart_city tests conftest.py) || result=1
   export KTWIN_BIN="$PWD/target/debug/ktwin"
   (cd sdk/python && ../../"$venv"/bin/python -m pytest) || result=1
+  (cd examples/smart-city/services-python && ../../../"$venv"/bin/python -m pytest) || result=1
   return "$result"
 }
 
