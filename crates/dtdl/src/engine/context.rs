@@ -287,7 +287,7 @@ impl Parser<'_> {
                 ok = false;
                 continue;
             }
-            let c = ctx.as_mut().expect("checked above");
+            let c = ctx.as_mut()?;
             if digest.contexts.contains_key(base) {
                 c.extensions.push(base.to_string());
             } else if self.opts.allow_undefined_extensions {

@@ -7,6 +7,8 @@
 
 mod build;
 mod context;
+mod graph;
+mod pattern;
 mod resolve;
 mod walk;
 

@@ -1,35 +1,20 @@
 //! Stage 1: documents → typed elements, each checked against its class rules.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{Map, Value};
 
 use super::context::ActiveContext;
+use super::pattern::{is_language_code, is_lenient_id, matches};
 use super::{ElemId, Element, Parser, PropValue, RefSite, ptr};
 use crate::digest::{PropertyCommon, PropertyRules, SupplementalType, digest, limit_for};
 
-/// Compiles (once) and returns the regex for a digest pattern.
-pub(crate) fn pattern(p: &str) -> Arc<regex_lite::Regex> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<regex_lite::Regex>>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
-    map.entry(p.to_string())
-        .or_insert_with(|| {
-            Arc::new(regex_lite::Regex::new(p).expect("digest patterns are valid regexes"))
-        })
-        .clone()
-}
-
 /// True when `s` is a syntactically valid DTMI reference in DTDL `version`.
 pub(crate) fn is_dtmi_syntax(s: &str, version: u8) -> bool {
-    let rule = &digest().identifier_reference[&version.to_string()];
-    pattern(&rule.pattern).is_match(s)
-}
-
-/// The identifiers of the original KTWIN ontology: `city:Pole`, `ngsi_ld:city:Streetlight`.
-pub(crate) fn is_lenient_id(s: &str) -> bool {
-    pattern(r"^[A-Za-z][A-Za-z0-9_\-]*(?::[A-Za-z0-9_\-]+)+$").is_match(s)
+    digest()
+        .identifier_reference
+        .get(&version.to_string())
+        .is_some_and(|rule| matches(&rule.pattern, s))
 }
 
 /// The supplemental type and its ancestors (nearest first).
@@ -776,8 +761,11 @@ impl Parser<'_> {
     ) -> bool {
         let digest = digest();
         let vkey = version.to_string();
-        let rule = &digest.identifier_definition[&vkey];
-        let pat = rule.get("pattern").and_then(Value::as_str).unwrap_or("");
+        let rule = digest.identifier_definition.get(&vkey);
+        let pat = rule
+            .and_then(|r| r.get("pattern"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if id.contains('#') {
             self.error(
                 doc,
@@ -788,7 +776,7 @@ impl Parser<'_> {
             );
             return false;
         }
-        if !pattern(pat).is_match(id) {
+        if !matches(pat, id) {
             if self.opts.lenient_ids && is_lenient_id(id) {
                 self.warning(
                     doc,
@@ -808,7 +796,7 @@ impl Parser<'_> {
             return false;
         }
         let max_len = rule
-            .get("maxLength")
+            .and_then(|r| r.get("maxLength"))
             .and_then(|m| m.get(profile).or_else(|| m.get("")))
             .and_then(Value::as_i64)
             .unwrap_or(i64::MAX);
@@ -964,10 +952,7 @@ impl Parser<'_> {
                 // An identifier-valued property (Relationship target): a DTMI, not resolved.
                 match item.as_str() {
                     Some(s)
-                        if rules
-                            .pattern
-                            .as_ref()
-                            .is_none_or(|pat| pattern(pat).is_match(s))
+                        if rules.pattern.as_ref().is_none_or(|pat| matches(pat, s))
                             || (self.opts.lenient_ids && is_lenient_id(s)) =>
                     {
                         values.push(PropValue::Literal((*item).clone()));
@@ -1128,8 +1113,9 @@ impl Parser<'_> {
             return Some(iri.to_string());
         }
         self.recommend_term(doc, pointer, s, Some(s), ctx);
-        let rule = &digest().identifier_reference[&version.to_string()];
-        if pattern(&rule.pattern).is_match(s) {
+        if let Some(rule) = digest().identifier_reference.get(&version.to_string())
+            && matches(&rule.pattern, s)
+        {
             let max = limit_for(&rule.max_length, &ctx.profile).unwrap_or(i64::MAX);
             if s.len() as i64 > max {
                 self.error(
@@ -1222,7 +1208,7 @@ impl Parser<'_> {
                     return None;
                 }
                 if let Some(p) = &rules.pattern
-                    && !pattern(p).is_match(s)
+                    && !matches(p, s)
                 {
                     let desc = rules
                         .pattern_desc
@@ -1628,7 +1614,7 @@ impl Parser<'_> {
             };
             let good = match type_name {
                 "string" | "IRI" | "duration" => raw.as_str().is_some_and(|s| {
-                    def.pattern.as_ref().is_none_or(|p| pattern(p).is_match(s))
+                    def.pattern.as_ref().is_none_or(|p| matches(p, s))
                         && def.max_length.is_none_or(|m| s.chars().count() as i64 <= m)
                 }),
                 "integer" => raw.as_i64().is_some_and(|n| {
@@ -1696,7 +1682,9 @@ impl Parser<'_> {
             return false;
         };
         if let Some(parent) = def.child_of.as_deref() {
-            let std = self.std.expect("standard elements are loaded");
+            let Some(std) = self.std else {
+                return false;
+            };
             let parent_id = elem
                 .parent
                 .as_ref()
@@ -1737,9 +1725,4 @@ fn capitalize(s: &str) -> String {
     c.next()
         .map(|f| f.to_uppercase().chain(c).collect())
         .unwrap_or_default()
-}
-
-/// A loose BCP 47 language tag check (`en`, `en-US`, `zh-Hant-TW`).
-fn is_language_code(code: &str) -> bool {
-    pattern(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$").is_match(code)
 }
