@@ -99,13 +99,12 @@ impl Parser<'_> {
                 .get(&id)
                 .map(|&i| (self.arena.elems[i].doc, self.arena.elems[i].pointer.clone()))
                 .unwrap_or((0, String::new()));
-            self.error(
-                doc,
-                &pointer,
-                "duplicateDefinition",
-                Some(&Value::from(id.as_str())),
-                format!("{id} has more than one definition"),
-            );
+            self.at(doc, &pointer)
+                .value(&Value::from(id.as_str()))
+                .error(
+                    "duplicateDefinition",
+                    format!("{id} has more than one definition"),
+                );
         }
     }
 
@@ -124,17 +123,17 @@ impl Parser<'_> {
                         && target.parent.is_some()
                         && target.partition != self.arena.elems[site.from].partition;
                     if foreign && class != "Interface" {
-                        self.error(doc, &site.pointer, "crossPartitionReference", Some(&Value::from(site.target.as_str())), format!("property '{}' refers to {}, a {class} defined inside another interface; only interfaces can be referenced across interfaces", site.prop, site.target));
+                        self.at(doc, &site.pointer).value(&Value::from(site.target.as_str())).error("crossPartitionReference", format!("property '{}' refers to {}, a {class} defined inside another interface; only interfaces can be referenced across interfaces", site.prop, site.target));
                         continue;
                     }
                     if let Some(required) = &site.class
                         && !digest.is_subclass(&class, required, version)
                     {
-                        self.error(doc, &site.pointer, "notRequiredType", Some(&Value::from(site.target.as_str())), format!("property '{}' refers to {}, which is a {class}; expected a {required}", site.prop, site.target));
+                        self.at(doc, &site.pointer).value(&Value::from(site.target.as_str())).error("notRequiredType", format!("property '{}' refers to {}, which is a {class}; expected a {required}", site.prop, site.target));
                         continue;
                     }
                     if !is_std && !site.versions.is_empty() && !site.versions.contains(&version) {
-                        self.error(doc, &site.pointer, "disallowedVersionReference", Some(&Value::from(site.target.as_str())), format!("property '{}' refers to {}, written in DTDL v{version}, which a DTDL v{from_version} element cannot use here", site.prop, site.target));
+                        self.at(doc, &site.pointer).value(&Value::from(site.target.as_str())).error("disallowedVersionReference", format!("property '{}' refers to {}, written in DTDL v{version}, which a DTDL v{from_version} element cannot use here", site.prop, site.target));
                         continue;
                     }
                 }
@@ -145,7 +144,7 @@ impl Parser<'_> {
                         .flatten()
                         .any(|p| site.target.starts_with(p.as_str()));
                     if reserved {
-                        self.error(doc, &site.pointer, "undefinedReservedId", Some(&Value::from(site.target.as_str())), format!("property '{}' refers to {}, which is not a DTDL v{from_version} standard element", site.prop, site.target));
+                        self.at(doc, &site.pointer).value(&Value::from(site.target.as_str())).error("undefinedReservedId", format!("property '{}' refers to {}, which is not a DTDL v{from_version} standard element", site.prop, site.target));
                     } else {
                         unresolved.insert(site.target.clone());
                     }
@@ -304,7 +303,7 @@ impl Parser<'_> {
             }
         }
         for (doc, pointer, code, message) in errors {
-            self.error(doc, &pointer, code, None, message);
+            self.at(doc, &pointer).error(code, message);
         }
     }
 
