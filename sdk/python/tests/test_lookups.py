@@ -32,7 +32,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_graph_lookups_are_cached(platform: LocalPlatform) -> None:
-    policy = GraphCachePolicy(max_age=60, miss_refetch_after=0.3)
+    policy = GraphCachePolicy(max_age=60, miss_refetch_after=2.0)
     graph = HttpGraph(platform.graph_url, policy)
     async with anyio.create_task_group() as tasks:
         for index in range(1, 21):
@@ -47,7 +47,7 @@ async def test_graph_lookups_are_cached(platform: LocalPlatform) -> None:
     assert graph.fetches == 1, "one sub-graph fetch serves every pole"
     assert await graph.twin("city-pole", "no-such-pole") is None
     assert graph.fetches == 1, "a miss in a young copy is trusted"
-    await anyio.sleep(0.4)
+    await anyio.sleep(2.1)
     assert await graph.twin("city-pole", "no-such-pole") is None
     assert graph.fetches == 2, "a miss in an older copy fetches again (new twins appear)"
     assert await graph.twin("no-such-interface", "x") is None

@@ -1,10 +1,11 @@
-"""The smart-city scenario end to end with the Python neighborhood service in place of the Rust
-one: ``ktwin up`` on this project (one neighborhood; the neighborhood service runs as its
-``command``, a Python child process; the others in-process), the simulated devices at 10× the
+"""The smart-city scenario end to end with the Python neighborhood and device services in place of
+the Rust ones: ``ktwin up`` on this project (one neighborhood; those two services run as their
+``command``, Python child processes; the others in-process), the simulated devices at 10× the
 paper's load model over MQTT, then the checks of the Rust end-to-end test
 (``crates/runtime/tests/smart_city_e2e.rs``) over the HTTP API: every device message stored,
 the neighborhood's AQI the worst level the air-quality service rated, parkings' occupancy
-matching their spots, virtual events delivered to devices."""
+matching their spots, virtual events delivered to devices; and every battery reading stored by
+the device service with its measurement frequency."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 EXAMPLE = PROJECT.parent
 NEIGHBORHOOD = "s4city-city-neighborhood"
 AIR_QUALITY = "ngsi-ld-city-airqualityobserved"
+DEVICE = "ngsi-ld-city-device"
 LEVELS = ["GOOD", "MODERATE", "UNHEALTHY_FOR_SENSITIVE_GROUPS", "UNHEALTHY", "VERY_UNHEALTHY",
           "HAZARDOUS"]
 #: The interface each device type of `ktwin sim`'s report publishes to.
@@ -44,7 +46,7 @@ DEVICE_INTERFACES = {
     "parking-spot": "ngsi-ld-city-parkingspot",
     "ev-charging": "ngsi-ld-city-evchargingstation",
     "streetlight": "ngsi-ld-city-streetlight",
-    "battery": "ngsi-ld-city-device",
+    "battery": DEVICE,
 }
 SIM_SECONDS = 30
 
@@ -116,9 +118,10 @@ def wait_until_settled(platform: LocalPlatform, expected_real: dict[str, int]) -
 def test_smart_city_with_the_python_neighborhood(
     platform: LocalPlatform, ktwin_bin: str, tmp_path: Path
 ) -> None:
-    assert re.search(rf"service\s+{NEIGHBORHOOD} \(process", platform.output()), (
-        "the neighborhood service runs as its Python command:\n" + platform.output()
-    )
+    for python_service in (NEIGHBORHOOD, DEVICE):
+        assert re.search(rf"service\s+{python_service} \(process", platform.output()), (
+            f"{python_service} runs as its Python command:\n" + platform.output()
+        )
     world = tmp_path / "graph.json"
     world.write_text(httpx.get(platform.graph_url).text)
     # Stays subscribed to every device's virtual topic until the end, also after the simulated
@@ -158,6 +161,13 @@ def test_smart_city_with_the_python_neighborhood(
     assert len(neighborhoods) == 1
     assert neighborhoods[0]["state"]["aqiLevel"] == worst, "neighborhood AQI"
     assert neighborhoods[0]["state"]["aqiLevelLastSeen"].keys() == set(rated)
+
+    # Every battery reading stored by the device service, with the frequency it decided.
+    stored_by_device_service = [e for e in events if e["type"] == f"ktwin.store.{DEVICE}"]
+    assert len(stored_by_device_service) == report["per_type"]["battery"]["sent"]
+    for event in stored_by_device_service:
+        assert event["eventData"]["measurementFrequency"] in (15, 60), event
+        assert "dateObserved" in event["eventData"], event
 
     # Parking occupancy: the spots whose last status is "occupied".
     graph = {n["name"]: n for n in json.loads(world.read_text())["twinInstances"]}

@@ -10,7 +10,10 @@ import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
 #: Interfaces whose service this project runs in Python, and the module of each.
-PYTHON_SERVICES = {"s4city-city-neighborhood": "smart_city.neighborhood"}
+PYTHON_SERVICES = {
+    "s4city-city-neighborhood": "smart_city.neighborhood",
+    "ngsi-ld-city-device": "smart_city.device",
+}
 
 
 def load(path: Path) -> dict[str, Any]:
