@@ -21,6 +21,8 @@ if [ "$#" -gt 0 ]; then
 fi
 
 status=0
+# The dashboard's bundle is rebuilt and compared before the binary embedding it is built.
+./scripts/dashboard.sh bundle || status=$?
 cargo test --workspace --no-fail-fast || status=$?
 # Restarts RabbitMQ in the middle of a run, so it runs alone, after everything else. Selected
 # with --workspace (only ktwin-dispatcher has it) so that it reuses the build above: `-p` would
