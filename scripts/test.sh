@@ -45,6 +45,8 @@ python_tests() {
 }
 
 status=0
+# The dashboard's bundle is rebuilt and compared before the binary embedding it is built.
+./scripts/dashboard.sh bundle || status=$?
 cargo test --workspace --no-fail-fast || status=$?
 python_tests || status=$?
 # Restarts RabbitMQ in the middle of a run, so it runs alone, after everything else. Selected
