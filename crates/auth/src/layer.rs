@@ -154,8 +154,23 @@ where
     }
 }
 
-/// The outcome of the checks: go on as this principal, or answer now.
-type Verdict = Result<Option<Principal>, Response>;
+/// A request answered by the checks: the response, and who was refused if they authenticated.
+struct Refused {
+    principal: Option<String>,
+    response: Response,
+}
+
+impl From<Response> for Refused {
+    fn from(response: Response) -> Self {
+        Self {
+            principal: None,
+            response,
+        }
+    }
+}
+
+/// The outcome of the checks: go on as this principal (none on public routes), or answer now.
+type Verdict = Result<Option<Principal>, Refused>;
 
 impl Guard {
     async fn handle<S>(&self, mut request: Request<Body>, mut inner: S) -> Response
@@ -183,7 +198,7 @@ impl Guard {
                 };
                 (name, response)
             }
-            Err(response) => (None, response),
+            Err(refused) => (refused.principal, refused.response),
         };
         tracing::info!(
             target: ACCESS_LOG_TARGET,
@@ -202,8 +217,14 @@ impl Guard {
             Access::Requires { scope, target } => (scope, target),
         };
         let principal = self.authenticate(caller, path).await?;
+        let refuse = |response| {
+            Err(Refused {
+                principal: Some(principal.name.clone()),
+                response,
+            })
+        };
         if !principal.scope.includes(scope) {
-            return Err(forbidden(
+            return refuse(forbidden(
                 path,
                 format!(
                     "{:?} has scope {}; {method} {path} needs {scope}",
@@ -212,7 +233,7 @@ impl Guard {
             ));
         }
         if !principal.grant.allows(&target) {
-            return Err(forbidden(
+            return refuse(forbidden(
                 path,
                 format!("{:?} may not touch {target}", principal.name),
             ));
@@ -221,12 +242,12 @@ impl Guard {
             && let Err(wait) = limiter.check(&principal.name)
         {
             metrics::counter!("ktwin_auth_rate_limited_total").increment(1);
-            return Err(too_many_requests(path, wait, "for this credential"));
+            return refuse(too_many_requests(path, wait, "for this credential"));
         }
         Ok(Some(principal))
     }
 
-    async fn authenticate(&self, caller: Caller, path: &str) -> Result<Principal, Response> {
+    async fn authenticate(&self, caller: Caller, path: &str) -> Result<Principal, Refused> {
         let Some(authenticator) = &self.authenticator else {
             return Ok(Principal::anonymous());
         };
@@ -241,13 +262,11 @@ impl Guard {
                 if let Some(limiter) = &self.failures
                     && let Err(wait) = limiter.check(&caller.address)
                 {
-                    return Err(too_many_requests(
-                        path,
-                        wait,
-                        "after failed authentications",
-                    ));
+                    return Err(
+                        too_many_requests(path, wait, "after failed authentications").into(),
+                    );
                 }
-                Err(refusal(path, &err))
+                Err(refusal(path, &err).into())
             }
         }
     }
