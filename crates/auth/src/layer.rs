@@ -160,17 +160,17 @@ struct Refused {
     response: Response,
 }
 
-impl From<Response> for Refused {
+impl From<Response> for Box<Refused> {
     fn from(response: Response) -> Self {
-        Self {
+        Box::new(Refused {
             principal: None,
             response,
-        }
+        })
     }
 }
 
 /// The outcome of the checks: go on as this principal (none on public routes), or answer now.
-type Verdict = Result<Option<Principal>, Refused>;
+type Verdict = Result<Option<Principal>, Box<Refused>>;
 
 impl Guard {
     async fn handle<S>(&self, mut request: Request<Body>, mut inner: S) -> Response
@@ -218,10 +218,10 @@ impl Guard {
         };
         let principal = self.authenticate(caller, path).await?;
         let refuse = |response| {
-            Err(Refused {
+            Err(Box::new(Refused {
                 principal: Some(principal.name.clone()),
                 response,
-            })
+            }))
         };
         if !principal.scope.includes(scope) {
             return refuse(forbidden(
@@ -247,7 +247,7 @@ impl Guard {
         Ok(Some(principal))
     }
 
-    async fn authenticate(&self, caller: Caller, path: &str) -> Result<Principal, Refused> {
+    async fn authenticate(&self, caller: Caller, path: &str) -> Result<Principal, Box<Refused>> {
         let Some(authenticator) = &self.authenticator else {
             return Ok(Principal::anonymous());
         };
