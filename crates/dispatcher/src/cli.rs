@@ -416,9 +416,11 @@ async fn run_cloudevent(args: CloudEventArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[cfg(feature = "bench")]
 pub use crate::bench::BenchDispatchArgs;
 
 /// Runs `ktwin bench dispatch`.
+#[cfg(feature = "bench")]
 pub async fn run_bench(args: BenchDispatchArgs) -> anyhow::Result<ExitCode> {
     crate::bench::run(args).await
 }

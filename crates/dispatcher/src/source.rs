@@ -18,6 +18,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::TransportError;
 use crate::ingress::TopicSyntax;
 
 /// Binding of the device queue: every real-twin routing key from the MQTT plugin.
@@ -27,7 +28,7 @@ pub const REAL_ROUTING_KEY_PATTERN: &str = "ktwin.real.#";
 #[async_trait]
 pub trait SourceAck: Send {
     /// The message is handled; the source may forget it.
-    async fn ack(self: Box<Self>) -> anyhow::Result<()>;
+    async fn ack(self: Box<Self>) -> Result<(), TransportError>;
 }
 
 /// One device message from a source.
@@ -63,7 +64,7 @@ impl SourceMessage {
     }
 
     /// Acknowledges the message to its source.
-    pub async fn ack(self) -> anyhow::Result<()> {
+    pub async fn ack(self) -> Result<(), TransportError> {
         self.ack.ack().await
     }
 }
@@ -116,9 +117,15 @@ struct AmqpAck(lapin::Acker);
 
 #[async_trait]
 impl SourceAck for AmqpAck {
-    async fn ack(self: Box<Self>) -> anyhow::Result<()> {
-        self.0.ack(BasicAckOptions::default()).await?;
-        Ok(())
+    async fn ack(self: Box<Self>) -> Result<(), TransportError> {
+        self.0
+            .ack(BasicAckOptions::default())
+            .await
+            .map(drop)
+            .map_err(|source| TransportError::Amqp {
+                operation: "basic.ack",
+                source,
+            })
     }
 }
 
@@ -331,7 +338,7 @@ struct MqttAck {
 
 #[async_trait]
 impl SourceAck for MqttAck {
-    async fn ack(self: Box<Self>) -> anyhow::Result<()> {
+    async fn ack(self: Box<Self>) -> Result<(), TransportError> {
         if self.publish.qos == QoS::AtMostOnce {
             return Ok(());
         }

@@ -110,6 +110,19 @@ async fn render_metrics() -> impl IntoResponse {
     )
 }
 
+/// `error` and its causes, `: `-separated: the whole story for a log line or a problem's
+/// detail (an error's `Display` says only its own part).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Log filter when `RUST_LOG` is unset. The embedded MQTT broker logs every connection at info
 /// and every client that hangs up or misbehaves at error, which would drown what ktwin itself
 /// says; its own failures (binding the port) reach ktwin as errors, and device-side problems

@@ -10,6 +10,7 @@ use ktwin_service::{Readiness, ops_router};
 
 use crate::{ApiConfig, BackendChoice, IngestConfig, Ingestor, KnownInterfaces, router};
 
+#[cfg(feature = "bench")]
 pub use crate::bench::{BenchStoreArgs, run_bench};
 
 /// Which storage backend.

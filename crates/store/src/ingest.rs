@@ -69,10 +69,14 @@ impl Ingestor {
         self.queue
             .send(Submission { events, done })
             .await
-            .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))?;
-        receipt
-            .await
-            .map_err(|_| StoreError::Unavailable("the ingest task stopped".into()))?
+            .map_err(|_| StoreError::Unavailable {
+                context: "the store is shutting down".into(),
+                source: None,
+            })?;
+        receipt.await.map_err(|_| StoreError::Unavailable {
+            context: "the ingest task stopped".into(),
+            source: None,
+        })?
     }
 }
 

@@ -66,8 +66,34 @@ pub struct PostgresConfig {
     pub url: String,
 }
 
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        if is_permanent(&err) {
+            StoreError::failed("PostgreSQL", err)
+        } else {
+            StoreError::unavailable("PostgreSQL", err)
+        }
+    }
+}
+
+/// Whether retrying cannot help: the server refused the statement itself (a missing table or
+/// privilege, invalid data, a violated constraint), as opposed to a lost connection, a
+/// restarting or overloaded server, or a deadlock (SQLSTATE classes 08, 40, 53, 57, 58, and
+/// objects in use or locked, 55006 and 55P03).
+fn is_permanent(err: &tokio_postgres::Error) -> bool {
+    let Some(code) = err.code() else {
+        // No SQLSTATE: the connection failed, closed or timed out.
+        return false;
+    };
+    let code = code.code();
+    let transient_class = ["08", "40", "53", "57", "58"]
+        .iter()
+        .any(|class| code.starts_with(class));
+    !(transient_class || code == "55006" || code == "55P03")
+}
+
 /// Describes a PostgreSQL error with the server's message when there is one.
-pub(crate) fn describe(err: &tokio_postgres::Error) -> String {
+fn describe(err: &tokio_postgres::Error) -> String {
     match err.as_db_error() {
         Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
         None => err.to_string(),
@@ -348,7 +374,7 @@ impl PostgresBackend {
     /// Connects, applies pending migrations and prepares statements.
     pub async fn connect(config: &PostgresConfig) -> Result<Self, StoreError> {
         let pg_config: tokio_postgres::Config = config.url.parse().map_err(|err| {
-            StoreError::Unavailable(format!("invalid PostgreSQL URL {:?}: {err}", config.url))
+            StoreError::failed(format!("invalid PostgreSQL URL {:?}", config.url), err)
         })?;
         let (mut client, connection) = pg_config.connect(NoTls).await?;
         let migrating = tokio::spawn(connection);
@@ -549,11 +575,13 @@ impl Backend for PostgresBackend {
                     attempt += 1;
                 }
                 Ok(Attempt::InstanceVanished) => {
-                    return Err(StoreError::Unavailable(
-                        "instances of the batch kept being deleted while it was stored".into(),
-                    ));
+                    return Err(StoreError::Unavailable {
+                        context: "instances of the batch kept being deleted while it was stored"
+                            .into(),
+                        source: None,
+                    });
                 }
-                Ok(Attempt::Unreadable(detail)) => return Err(StoreError::Corrupt(detail)),
+                Ok(Attempt::Unreadable(detail)) => return Err(StoreError::corrupt_data(detail)),
                 Err(err) if mode == HistoryInsert::Copy && is_unique_violation(&err) => {
                     // Some event of the batch is stored already (a redelivery): write the batch
                     // again, skipping the known events.
@@ -929,7 +957,8 @@ impl LatestUpdates {
 }
 
 /// The connection string `url` pointed at database `name` instead (URL or key=value form).
-pub fn with_database(url: &str, name: &str) -> String {
+#[cfg(any(test, feature = "bench"))]
+fn with_database(url: &str, name: &str) -> String {
     if let Some(rest) = url
         .strip_prefix("postgres://")
         .or_else(|| url.strip_prefix("postgresql://"))
@@ -946,9 +975,10 @@ pub fn with_database(url: &str, name: &str) -> String {
     }
 }
 
-/// Creates database `name` (through the server at `admin_url`) and returns a URL for it; used
-/// by tests and benchmarks that need a scratch database.
-pub async fn create_database(admin_url: &str, name: &str) -> Result<String, StoreError> {
+/// Creates database `name` (through the server at `admin_url`) and returns a URL for it: the
+/// scratch database of `ktwin bench store` (tests use `ktwin_testkit::ScratchDb`).
+#[cfg(feature = "bench")]
+pub(crate) async fn create_database(admin_url: &str, name: &str) -> Result<String, StoreError> {
     let (client, connection) = tokio_postgres::connect(admin_url, NoTls).await?;
     let driver = tokio::spawn(connection);
     client
@@ -960,7 +990,8 @@ pub async fn create_database(admin_url: &str, name: &str) -> Result<String, Stor
 }
 
 /// Drops database `name`, disconnecting its sessions.
-pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), StoreError> {
+#[cfg(feature = "bench")]
+pub(crate) async fn drop_database(admin_url: &str, name: &str) -> Result<(), StoreError> {
     let (client, connection) = tokio_postgres::connect(admin_url, NoTls).await?;
     let driver = tokio::spawn(connection);
     client
