@@ -68,7 +68,7 @@ pub struct RabbitConfig {
 impl Default for RabbitConfig {
     fn default() -> Self {
         Self {
-            uri: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            uri: ktwin_events::platform::defaults::AMQP_URL.into(),
             exchange: "ktwin-broker".into(),
             declare_exchange: true,
             queue_type: QueueType::Quorum,

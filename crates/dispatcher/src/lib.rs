@@ -15,6 +15,9 @@
 //! It must not know about twin models beyond a set of known interface names, nor about
 //! storage or Kubernetes.
 
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+
 #[cfg(feature = "bench")]
 pub mod bench;
 #[cfg(feature = "cli")]

@@ -22,6 +22,9 @@
 //! assert_eq!(topic.event_type().to_string(), "ktwin.real.city-pole");
 //! ```
 
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+
 mod cloudevent;
 mod event_type;
 mod name;

@@ -26,6 +26,7 @@ pub enum Format {
 /// Benchmarks the event store on a scratch database.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchStoreArgs {
+    /// Where the store keeps its data.
     #[command(flatten)]
     pub backend: BackendArgs,
     /// Events to ingest.

@@ -26,6 +26,8 @@
 //! # let _ = (app, ingest_task); Ok(()) }
 //! ```
 
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
 // A build without any backend only checks that the crate compiles.
 #![cfg_attr(
     not(any(feature = "fjall", feature = "redb", feature = "postgres")),
