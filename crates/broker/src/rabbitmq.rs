@@ -471,6 +471,7 @@ impl std::fmt::Debug for RabbitBroker {
 impl RabbitBroker {
     /// Connects (failing fast if RabbitMQ is unreachable now) and declares the exchange if
     /// configured.
+    #[tracing::instrument(skip_all, fields(exchange = %config.exchange))]
     pub async fn connect(config: RabbitConfig) -> Result<Self, BrokerError> {
         let connector =
             AmqpConnector::connect(&config.uri, &config.connection_name, config.max_backoff)

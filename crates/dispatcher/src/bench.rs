@@ -183,6 +183,28 @@ pub fn device_messages(
         .collect()
 }
 
+/// Largest MQTT packet the load generator reads.
+const MAX_PACKET: usize = 16 * 1024 * 1024;
+
+/// Reads from `stream` until a whole MQTT packet is buffered in `incoming`.
+async fn next_packet(
+    stream: &mut (impl tokio::io::AsyncReadExt + Unpin),
+    incoming: &mut bytes::BytesMut,
+) -> anyhow::Result<rumqttc::mqttbytes::v4::Packet> {
+    loop {
+        match rumqttc::mqttbytes::v4::Packet::read(incoming, MAX_PACKET) {
+            Ok(packet) => return Ok(packet),
+            Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {
+                anyhow::ensure!(
+                    stream.read_buf(incoming).await? > 0,
+                    "the MQTT broker closed the connection"
+                );
+            }
+            Err(error) => anyhow::bail!("bad packet from the MQTT broker: {error}"),
+        }
+    }
+}
+
 /// The benchmark's load generator for one MQTT connection: QoS 1 PUBLISH packets encoded in
 /// batches and written with one system call per batch, at most `window` unacknowledged, until
 /// every one is acknowledged. A device-like client such as [`publish_qos1`] (rumqttc) makes one
@@ -197,9 +219,8 @@ pub async fn publish_qos1_batched(
     window: usize,
 ) -> anyhow::Result<()> {
     use rumqttc::mqttbytes::v4::{Connect, Disconnect, Packet as Wire, Publish};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
 
-    const MAX_PACKET: usize = 16 * 1024 * 1024;
     let window = window.clamp(1, usize::from(u16::MAX));
     let mut stream = tokio::net::TcpStream::connect((host, port))
         .await
@@ -211,24 +232,6 @@ pub async fn publish_qos1_batched(
     connect.write(&mut out)?;
     stream.write_all(&out).await?;
     let mut incoming = bytes::BytesMut::with_capacity(64 * 1024);
-    // Reads until a whole packet is buffered.
-    async fn next_packet(
-        stream: &mut (impl AsyncReadExt + Unpin),
-        incoming: &mut bytes::BytesMut,
-    ) -> anyhow::Result<Wire> {
-        loop {
-            match Wire::read(incoming, MAX_PACKET) {
-                Ok(packet) => return Ok(packet),
-                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {
-                    anyhow::ensure!(
-                        stream.read_buf(incoming).await? > 0,
-                        "the MQTT broker closed the connection"
-                    );
-                }
-                Err(error) => anyhow::bail!("bad packet from the MQTT broker: {error}"),
-            }
-        }
-    }
     match next_packet(&mut stream, &mut incoming).await? {
         Wire::ConnAck(ack) if ack.code == rumqttc::ConnectReturnCode::Success => {}
         other => anyhow::bail!("MQTT broker refused the connection: {other:?}"),

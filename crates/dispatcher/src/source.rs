@@ -131,6 +131,7 @@ impl SourceAck for AmqpAck {
 
 impl AmqpQueueSource {
     /// Declares the topology if configured (errors surface here) and starts consuming.
+    #[tracing::instrument(skip_all, fields(queue = %config.queue))]
     pub async fn start(
         connector: AmqpConnector,
         config: AmqpSourceConfig,
@@ -406,13 +407,9 @@ impl MqttSource {
     }
 }
 
-async fn mqtt_connection(
-    config: MqttSourceConfig,
-    index: usize,
-    tx: mpsc::Sender<SourceMessage>,
-    count: Arc<ConnectionCount>,
-    stop: CancellationToken,
-) {
+/// The client options and subscription filters of connection `index` of a source: with several
+/// connections each has its own client id and subscribes to the shared `$share/<id>/…` form.
+fn connection_options(config: &MqttSourceConfig, index: usize) -> (MqttOptions, Vec<String>) {
     let shared = config.connections > 1;
     let client_id = if shared {
         format!("{}-{index}", config.client_id)
@@ -439,6 +436,17 @@ async fn mqtt_connection(
     if let Some((user, password)) = &config.credentials {
         options.set_credentials(user, password);
     }
+    (options, filters)
+}
+
+async fn mqtt_connection(
+    config: MqttSourceConfig,
+    index: usize,
+    tx: mpsc::Sender<SourceMessage>,
+    count: Arc<ConnectionCount>,
+    stop: CancellationToken,
+) {
+    let (options, filters) = connection_options(&config, index);
     let (client, mut eventloop) = AsyncClient::new(options, config.buffer.max(16) * 4);
     let mut up = false;
     let mut delay = Duration::from_millis(100);

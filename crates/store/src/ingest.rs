@@ -108,6 +108,7 @@ async fn run(
     while committing.join_next().await.is_some() {}
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(backend = backend.name(), events = events.len()))]
 async fn commit(
     backend: Arc<dyn Backend>,
     events: Vec<TwinEvent>,

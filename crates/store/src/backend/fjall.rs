@@ -144,6 +144,7 @@ impl Writer {
 
 impl FjallBackend {
     /// Opens (or creates) the database in the directory `path`, replaying its journal.
+    #[tracing::instrument(fields(path = %path.display()), skip_all)]
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Database::builder(path).open()?;
         let keyspace = |name| db.keyspace(name, KeyspaceCreateOptions::default);
@@ -183,6 +184,7 @@ impl FjallBackend {
 impl EmbeddedStore for FjallBackend {
     const NAME: &'static str = "fjall";
 
+    #[tracing::instrument(level = "debug", skip_all, fields(events = events.len()))]
     fn append_blocking(&self, events: Vec<TwinEvent>) -> Result<AppendReport, StoreError> {
         let total = events.len();
         let groups = prepare(events)?;

@@ -83,6 +83,7 @@ pub struct RedbBackend {
 
 impl RedbBackend {
     /// Opens (or creates) the database file at `path`; a file of the first layout is converted.
+    #[tracing::instrument(fields(path = %path.display()), skip_all)]
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|err| {
