@@ -22,6 +22,7 @@
 //! ```
 
 mod cloudevent;
+pub mod env;
 mod event_type;
 mod name;
 mod topic;
@@ -33,3 +34,6 @@ pub use topic::{Topic, TopicKind};
 
 /// The prefix every ktwin CloudEvent type starts with.
 pub const TYPE_PREFIX: &str = "ktwin";
+
+/// The MQTT port devices and brokers use unless told otherwise (IANA's port for MQTT).
+pub const MQTT_PORT: u16 = 1883;
