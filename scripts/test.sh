@@ -11,6 +11,8 @@ export KTWIN_TEST_POSTGRES_URL="${KTWIN_TEST_POSTGRES_URL:-postgres://postgres@1
 export KTWIN_TEST_AMQP_URL="${KTWIN_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 export KTWIN_TEST_MQTT_ADDR="${KTWIN_TEST_MQTT_ADDR:-127.0.0.1:1883}"
 export KTWIN_TEST_RABBITMQ_MQTT_ADDR="${KTWIN_TEST_RABBITMQ_MQTT_ADDR:-127.0.0.1:1884}"
+# How long the DTDL parser is fuzzed with mutated models (crates/dtdl/tests/robustness.rs).
+export KTWIN_DTDL_FUZZ_SECS="${KTWIN_DTDL_FUZZ_SECS:-120}"
 
 if [ ! -d ../shared ]; then
   echo "!!! ../shared is absent: tests that need the DTDL corpora and upstream schemas will SKIP" >&2

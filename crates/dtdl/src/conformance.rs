@@ -59,12 +59,9 @@ impl Summary {
 /// The DTDL version a case file is for, from its name (`…V3.json`).
 pub fn version_of(file_name: &str) -> Option<u8> {
     let stem = file_name.strip_suffix(".json")?;
-    match &stem[stem.len().checked_sub(2)?..] {
-        "V2" => Some(2),
-        "V3" => Some(3),
-        "V4" => Some(4),
-        _ => None,
-    }
+    [(2, "V2"), (3, "V3"), (4, "V4")]
+        .into_iter()
+        .find_map(|(version, suffix)| stem.ends_with(suffix).then_some(version))
 }
 
 /// Runs one case; `Err` says why it failed.

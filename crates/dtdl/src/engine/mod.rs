@@ -7,6 +7,9 @@
 
 mod build;
 mod context;
+mod graph;
+mod pattern;
+mod report;
 mod resolve;
 mod walk;
 
@@ -15,7 +18,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::diagnostics::{Diagnostic, PARSING_ERROR_PREFIX, Severity, abbreviate};
+use crate::diagnostics::{Diagnostic, Severity};
 use crate::{ModelSet, ParseError, ParseOptions};
 
 /// Index of an element in an [`Arena`].
@@ -129,53 +132,6 @@ impl<'a> Parser<'a> {
             doc_names: Vec::new(),
             duplicates: BTreeSet::new(),
         }
-    }
-
-    /// Records an error with a DTDL validation id (short name, e.g. `stringTooLong`).
-    pub fn error(
-        &mut self,
-        doc: usize,
-        pointer: &str,
-        code: &str,
-        value: Option<&Value>,
-        message: String,
-    ) {
-        self.push(Severity::Error, doc, pointer, code, value, message);
-    }
-
-    pub fn warning(
-        &mut self,
-        doc: usize,
-        pointer: &str,
-        code: &str,
-        value: Option<&Value>,
-        message: String,
-    ) {
-        self.push(Severity::Warning, doc, pointer, code, value, message);
-    }
-
-    fn push(
-        &mut self,
-        severity: Severity,
-        doc: usize,
-        pointer: &str,
-        code: &str,
-        value: Option<&Value>,
-        message: String,
-    ) {
-        let id = if code.contains(':') {
-            code.to_string()
-        } else {
-            format!("{PARSING_ERROR_PREFIX}{code}")
-        };
-        self.diagnostics.push(Diagnostic {
-            severity,
-            id,
-            document: self.doc_names.get(doc).cloned().unwrap_or_default(),
-            pointer: pointer.to_string(),
-            value: value.map(abbreviate),
-            message,
-        });
     }
 
     pub fn has_errors(&self) -> bool {

@@ -1,9 +1,10 @@
 //! Stage 2: set-level rules — identifiers, references, inheritance and descendant limits.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 use serde_json::Value;
 
+use super::graph::ChainMemo;
 use super::walk::supplemental_chain;
 use super::{Arena, ElemId, Element, Parser, PropValue};
 use crate::digest::{DescendantControl, digest, limit_for};
@@ -23,6 +24,23 @@ impl<'x> Node<'x> {
     pub fn key(&self) -> (usize, ElemId) {
         (self.arena as *const Arena as usize, self.idx)
     }
+}
+
+/// Properties through which an interface's descendants are counted.
+const DESCENDANT_PATH: &[&str] = &[
+    "contents",
+    "fields",
+    "enumValues",
+    "request",
+    "response",
+    "properties",
+    "schema",
+    "elementSchema",
+    "mapValue",
+];
+
+fn is_complex(elem: &Element) -> bool {
+    matches!(elem.class.as_str(), "Array" | "Enum" | "Map" | "Object")
 }
 
 /// Properties through which complex schemas nest.
@@ -81,13 +99,12 @@ impl Parser<'_> {
                 .get(&id)
                 .map(|&i| (self.arena.elems[i].doc, self.arena.elems[i].pointer.clone()))
                 .unwrap_or((0, String::new()));
-            self.error(
-                doc,
-                &pointer,
-                "duplicateDefinition",
-                Some(&Value::from(id.as_str())),
-                format!("{id} has more than one definition"),
-            );
+            self.at(doc, &pointer)
+                .value(&Value::from(id.as_str()))
+                .error(
+                    "duplicateDefinition",
+                    format!("{id} has more than one definition"),
+                );
         }
     }
 
@@ -106,17 +123,17 @@ impl Parser<'_> {
                         && target.parent.is_some()
                         && target.partition != self.arena.elems[site.from].partition;
                     if foreign && class != "Interface" {
-                        self.error(doc, &site.pointer, "crossPartitionReference", Some(&Value::from(site.target.as_str())), format!("property '{}' refers to {}, a {class} defined inside another interface; only interfaces can be referenced across interfaces", site.prop, site.target));
+                        self.at(doc, &site.pointer).value(&Value::from(site.target.as_str())).error("crossPartitionReference", format!("property '{}' refers to {}, a {class} defined inside another interface; only interfaces can be referenced across interfaces", site.prop, site.target));
                         continue;
                     }
                     if let Some(required) = &site.class
                         && !digest.is_subclass(&class, required, version)
                     {
-                        self.error(doc, &site.pointer, "notRequiredType", Some(&Value::from(site.target.as_str())), format!("property '{}' refers to {}, which is a {class}; expected a {required}", site.prop, site.target));
+                        self.at(doc, &site.pointer).value(&Value::from(site.target.as_str())).error("notRequiredType", format!("property '{}' refers to {}, which is a {class}; expected a {required}", site.prop, site.target));
                         continue;
                     }
                     if !is_std && !site.versions.is_empty() && !site.versions.contains(&version) {
-                        self.error(doc, &site.pointer, "disallowedVersionReference", Some(&Value::from(site.target.as_str())), format!("property '{}' refers to {}, written in DTDL v{version}, which a DTDL v{from_version} element cannot use here", site.prop, site.target));
+                        self.at(doc, &site.pointer).value(&Value::from(site.target.as_str())).error("disallowedVersionReference", format!("property '{}' refers to {}, written in DTDL v{version}, which a DTDL v{from_version} element cannot use here", site.prop, site.target));
                         continue;
                     }
                 }
@@ -127,7 +144,7 @@ impl Parser<'_> {
                         .flatten()
                         .any(|p| site.target.starts_with(p.as_str()));
                     if reserved {
-                        self.error(doc, &site.pointer, "undefinedReservedId", Some(&Value::from(site.target.as_str())), format!("property '{}' refers to {}, which is not a DTDL v{from_version} standard element", site.prop, site.target));
+                        self.at(doc, &site.pointer).value(&Value::from(site.target.as_str())).error("undefinedReservedId", format!("property '{}' refers to {}, which is not a DTDL v{from_version} standard element", site.prop, site.target));
                     } else {
                         unresolved.insert(site.target.clone());
                     }
@@ -154,13 +171,15 @@ impl Parser<'_> {
     /// Set-level rules after every reference resolved.
     pub(crate) fn check_set(&mut self) {
         let mut errors: Vec<(usize, String, &'static str, String)> = Vec::new();
+        let mut extends_memo = ChainMemo::new();
+        let mut schema_memo = ChainMemo::new();
         let digest = digest();
         for idx in 0..self.arena.elems.len() {
             let node = self.node(idx);
             let elem = node.elem();
             let (doc, pointer, version) = (elem.doc, elem.pointer.clone(), elem.version);
             match elem.class.as_str() {
-                "Interface" => self.check_interface(node, &mut errors),
+                "Interface" => self.check_interface(node, &mut extends_memo, &mut errors),
                 "Array" | "Enum" | "Map" | "Object" => {
                     if let Some(ctrl) = self.control(&elem.class, version, "elementSchema") {
                         let max = ctrl
@@ -168,10 +187,9 @@ impl Parser<'_> {
                             .as_ref()
                             .and_then(|m| limit_for(m, ""))
                             .unwrap_or(i64::MAX);
-                        let mut stack = Vec::new();
-                        match self.schema_depth(node, &mut stack) {
-                            Err(()) if !ctrl.allow_self => errors.push((doc, pointer.clone(), "recursiveStructureWide", format!("{} contains itself", elem.id))),
-                            Ok(depth) if depth as i64 > max => errors.push((doc, pointer.clone(), "excessiveDepthWide", format!("{} nests complex schemas {depth} levels deep; the limit is {max}", elem.id))),
+                        match self.longest_chain(node, SCHEMA_PATH, is_complex, &mut schema_memo) {
+                            None if !ctrl.allow_self => errors.push((doc, pointer.clone(), "recursiveStructureWide", format!("{} contains itself", elem.id))),
+                            Some(depth) if depth as i64 > max => errors.push((doc, pointer.clone(), "excessiveDepthWide", format!("{} nests complex schemas {depth} levels deep; the limit is {max}", elem.id))),
                             _ => {}
                         }
                     }
@@ -214,15 +232,19 @@ impl Parser<'_> {
                 "Property" => {
                     if let Some(ctrl) = self.control("Property", version, "schema")
                         && let Some(excluded) = &ctrl.exclude_type
-                    {
-                        let mut seen = HashSet::new();
-                        if self
+                        && self
                             .prop_nodes(node, "schema")
                             .into_iter()
-                            .any(|s| self.contains_class(s, excluded, &mut seen))
-                        {
-                            errors.push((doc, pointer.clone(), "excludedType", format!("a DTDL v{version} Property schema may not contain an {excluded}")));
-                        }
+                            .any(|s| self.reaches_class(s, SCHEMA_PATH, excluded))
+                    {
+                        errors.push((
+                            doc,
+                            pointer.clone(),
+                            "excludedType",
+                            format!(
+                                "a DTDL v{version} Property schema may not contain an {excluded}"
+                            ),
+                        ));
                     }
                 }
                 _ => {}
@@ -281,13 +303,14 @@ impl Parser<'_> {
             }
         }
         for (doc, pointer, code, message) in errors {
-            self.error(doc, &pointer, code, None, message);
+            self.at(doc, &pointer).error(code, message);
         }
     }
 
     fn check_interface(
         &self,
         node: Node<'_>,
+        extends_memo: &mut ChainMemo,
         errors: &mut Vec<(usize, String, &'static str, String)>,
     ) {
         let elem = node.elem();
@@ -305,14 +328,7 @@ impl Parser<'_> {
             .as_ref()
             .and_then(|m| limit_for(m, ""))
             .unwrap_or(i64::MAX);
-        // Depth-first over extends, detecting cycles.
-        let mut ancestors = HashSet::new();
-        let mut path = vec![node.key()];
-        let mut max_seen = 0usize;
-        if self
-            .extends_walk(node, &mut path, &mut ancestors, &mut max_seen)
-            .is_err()
-        {
+        let Some(chain) = self.longest_chain(node, &["extends"], |_| true, extends_memo) else {
             errors.push((
                 doc,
                 pointer,
@@ -320,7 +336,8 @@ impl Parser<'_> {
                 format!("{} extends itself", elem.id),
             ));
             return;
-        }
+        };
+        let max_seen = chain.saturating_sub(1);
         if max_seen as i64 > max_depth {
             errors.push((
                 doc,
@@ -331,18 +348,22 @@ impl Parser<'_> {
                     elem.id
                 ),
             ));
+            // Walking its inherited contents would cost as much as the chain is long.
+            return;
         }
-        if ancestors.len() as i64 > max_count {
-            errors.push((
-                doc,
-                pointer.clone(),
-                "excessiveCount",
-                format!(
-                    "{} has {} ancestors; the limit is {max_count}",
-                    elem.id,
-                    ancestors.len()
-                ),
-            ));
+        if let Ok(max_count) = usize::try_from(max_count) {
+            let ancestors = self.reachable(node, &["extends"], max_count).len();
+            if ancestors > max_count {
+                errors.push((
+                    doc,
+                    pointer.clone(),
+                    "excessiveCount",
+                    format!(
+                        "{} has more than {max_count} ancestors; the limit is {max_count}",
+                        elem.id
+                    ),
+                ));
+            }
         }
         // Names must stay unique once inherited contents are imported.
         let contents = self.flattened_contents(node);
@@ -363,8 +384,13 @@ impl Parser<'_> {
             .and_then(|c| c.max_count.as_ref())
             .and_then(|m| limit_for(m, ""))
         {
-            let mut seen = HashSet::new();
-            let count = self.count_descendants(node, &mut seen);
+            let count = self
+                .reachable(
+                    node,
+                    DESCENDANT_PATH,
+                    usize::try_from(limit).unwrap_or(usize::MAX),
+                )
+                .len();
             if count as i64 > limit {
                 errors.push((
                     doc,
@@ -377,115 +403,5 @@ impl Parser<'_> {
                 ));
             }
         }
-    }
-
-    fn extends_walk(
-        &self,
-        node: Node<'_>,
-        path: &mut Vec<(usize, ElemId)>,
-        ancestors: &mut HashSet<(usize, ElemId)>,
-        max_depth: &mut usize,
-    ) -> Result<(), ()> {
-        *max_depth = (*max_depth).max(path.len() - 1);
-        for parent in self.prop_nodes(node, "extends") {
-            if path.contains(&parent.key()) {
-                return Err(());
-            }
-            ancestors.insert(parent.key());
-            path.push(parent.key());
-            self.extends_walk(parent, path, ancestors, max_depth)?;
-            path.pop();
-        }
-        Ok(())
-    }
-
-    /// Contents of an interface, inherited ones first (each element once).
-    pub(crate) fn flattened_contents<'s>(&'s self, node: Node<'s>) -> Vec<Node<'s>> {
-        let mut out = Vec::new();
-        let mut seen_ifaces = HashSet::new();
-        let mut seen = HashSet::new();
-        self.collect_contents(node, &mut out, &mut seen_ifaces, &mut seen);
-        out
-    }
-
-    fn collect_contents<'s>(
-        &'s self,
-        node: Node<'s>,
-        out: &mut Vec<Node<'s>>,
-        seen_ifaces: &mut HashSet<(usize, ElemId)>,
-        seen: &mut HashSet<(usize, ElemId)>,
-    ) {
-        if !seen_ifaces.insert(node.key()) {
-            return;
-        }
-        for parent in self.prop_nodes(node, "extends") {
-            self.collect_contents(parent, out, seen_ifaces, seen);
-        }
-        for c in self.prop_nodes(node, "contents") {
-            if seen.insert(c.key()) {
-                out.push(c);
-            }
-        }
-    }
-
-    /// Nesting depth of complex schemas below (and including) `node`; Err on self-containment.
-    fn schema_depth(&self, node: Node<'_>, stack: &mut Vec<(usize, ElemId)>) -> Result<usize, ()> {
-        if stack.contains(&node.key()) {
-            return Err(());
-        }
-        let complex = matches!(
-            node.elem().class.as_str(),
-            "Array" | "Enum" | "Map" | "Object"
-        );
-        stack.push(node.key());
-        let mut deepest = 0;
-        for prop in SCHEMA_PATH {
-            for child in self.prop_nodes(node, prop) {
-                deepest = deepest.max(self.schema_depth(child, stack)?);
-            }
-        }
-        stack.pop();
-        Ok(deepest + usize::from(complex))
-    }
-
-    fn contains_class(
-        &self,
-        node: Node<'_>,
-        class: &str,
-        seen: &mut HashSet<(usize, ElemId)>,
-    ) -> bool {
-        if !seen.insert(node.key()) {
-            return false;
-        }
-        if node.elem().class == class {
-            return true;
-        }
-        SCHEMA_PATH.iter().any(|p| {
-            self.prop_nodes(node, p)
-                .into_iter()
-                .any(|c| self.contains_class(c, class, seen))
-        })
-    }
-
-    fn count_descendants(&self, node: Node<'_>, seen: &mut HashSet<(usize, ElemId)>) -> usize {
-        let mut count = 0;
-        for prop in [
-            "contents",
-            "fields",
-            "enumValues",
-            "request",
-            "response",
-            "properties",
-            "schema",
-            "elementSchema",
-            "mapValue",
-        ] {
-            for child in self.prop_nodes(node, prop) {
-                if seen.insert(child.key()) {
-                    count += 1 + self.count_descendants(child, seen);
-                }
-            }
-        }
-        count
     }
 }
