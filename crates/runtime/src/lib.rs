@@ -15,6 +15,7 @@ pub mod bench;
 pub mod bus;
 pub mod cli;
 pub mod console;
+pub mod event_stream;
 pub mod mqtt;
 mod mqtt_link;
 pub mod pool;

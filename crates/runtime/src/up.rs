@@ -421,6 +421,7 @@ impl Platform {
         )
         .merge(ingress_router(shared_bus.clone()))
         .merge(graph_router(&planned))
+        .merge(crate::event_stream::router(&broker).await?)
         .merge(ktwin_dashboard::router())
         .merge(ktwin_service::ops_router(readiness.clone()));
         let stop_http = CancellationToken::new();
