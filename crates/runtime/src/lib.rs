@@ -21,6 +21,7 @@ pub mod bus;
 pub mod cli;
 pub mod console;
 mod error;
+pub mod event_stream;
 pub mod mqtt;
 mod mqtt_link;
 pub mod pool;

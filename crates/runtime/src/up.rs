@@ -345,6 +345,14 @@ impl<'a> Assembly<'a> {
         )
         .merge(ingress_router(self.shared_bus()))
         .merge(graph_router(self.planned))
+        .merge(
+            crate::event_stream::router(&self.broker)
+                .await
+                .map_err(|source| UpError::Subscribe {
+                    subscription: "event stream".to_owned(),
+                    source,
+                })?,
+        )
         .merge(ktwin_dashboard::router())
         .merge(ktwin_service::ops_router(readiness.clone()));
         let stop = self.stages.stop_http.clone();

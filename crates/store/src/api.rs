@@ -25,6 +25,8 @@ use crate::event::{InstanceKey, LatestState, TwinEvent};
 use crate::ingest::Ingestor;
 use crate::merge::Version;
 
+pub mod state_at;
+
 /// Page size when the request names none.
 pub const DEFAULT_PAGE: usize = 100;
 /// Largest page a request may ask for.
@@ -112,6 +114,10 @@ pub fn router(backend: Arc<dyn Backend>, ingestor: Ingestor, config: ApiConfig) 
             "/api/v1/twin-events/{interface}/{instance}/latest",
             get(latest),
         )
+        .route(
+            "/api/v1/twin-events/{interface}/{instance}/state",
+            get(state_at::state_at_route),
+        )
         .route("/api/v1/twins/{interface}", get(list_twins))
         .route("/api/v1/openapi.json", get(openapi_json))
         .with_state(state)
@@ -124,7 +130,15 @@ pub fn router(backend: Arc<dyn Backend>, ingestor: Ingestor, config: ApiConfig) 
         title = "ktwin event store",
         description = "History and latest state of every twin"
     ),
-    paths(post_event, list_events, history, latest, delete_instance, list_twins),
+    paths(
+        post_event,
+        list_events,
+        history,
+        latest,
+        state_at::state_at_route,
+        delete_instance,
+        list_twins
+    ),
     components(schemas(TwinEvent, LatestState, Problem, Deleted))
 )]
 pub struct StoreApi;
@@ -666,6 +680,7 @@ mod tests {
             "/api/v1/twin-events",
             "/api/v1/twin-events/{interface}/{instance}",
             "/api/v1/twin-events/{interface}/{instance}/latest",
+            "/api/v1/twin-events/{interface}/{instance}/state",
             "/api/v1/twins/{interface}",
         ] {
             assert!(paths.contains_key(path), "{path} missing from {paths:?}");
