@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{WAIT, connect};
+use common::{WAIT, connect, publish_own_and_forged};
 use ktwin_auth::Reloading;
 use ktwin_auth::Secret;
 use ktwin_auth::mqtt::gate::{MqttGate, Upstream};
@@ -136,21 +136,7 @@ async fn devices_stay_within_their_rights_and_refusals_are_counted() {
         .unwrap();
 
     // Publishing: own topic delivered, another device's dropped and counted.
-    p1.publish("ktwin/real/pole/p2", "forged").await;
-    p1.publish("ktwin/real/pole/p1", "mine").await;
-    p2.publish("ktwin/real/pole/p2", "theirs").await;
-    let mut received = Vec::new();
-    while let Some(message) = platform.next_message(Duration::from_millis(500)).await {
-        received.push(message);
-    }
-    received.sort();
-    assert_eq!(
-        received,
-        [
-            ("ktwin/real/pole/p1".to_owned(), "mine".to_owned()),
-            ("ktwin/real/pole/p2".to_owned(), "theirs".to_owned())
-        ]
-    );
+    publish_own_and_forged(&p1, &p2, &mut platform).await;
     assert_eq!(refusals.publish.load(Ordering::Relaxed), 1);
 
     // Subscribing: another device's virtual topic or a wildcard is refused with a failure.
