@@ -22,8 +22,33 @@ if [ "$#" -gt 0 ]; then
   exec cargo test --no-fail-fast "$@"
 fi
 
+# The Python SDK (sdk/python) and the Python smart-city services: type-checked, then their
+# pytest suites, run against the `ktwin` binary (`ktwin up`, `ktwin events`, `ktwin sim`), in a
+# virtualenv under target/ that later runs reuse.
+python_tests() {
+  cargo build --workspace --bins || return 1
+  local venv=target/python
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv" || return 1
+  fi
+  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    -e './sdk/python[test]' -e './examples/smart-city/services-python[test]' || return 1
+  local result=0
+  "$venv/bin/mypy" --cache-dir target/mypy-cache --config-file sdk/python/pyproject.toml \
+    sdk/python/src sdk/python/tests || result=1
+  (cd examples/smart-city/services-python &&
+    ../../../"$venv"/bin/mypy --cache-dir ../../../target/mypy-cache smart_city tests conftest.py) || result=1
+  export KTWIN_BIN="$PWD/target/debug/ktwin"
+  (cd sdk/python && ../../"$venv"/bin/python -m pytest) || result=1
+  (cd examples/smart-city/services-python && ../../../"$venv"/bin/python -m pytest) || result=1
+  return "$result"
+}
+
 status=0
+# The dashboard's bundle is rebuilt and compared before the binary embedding it is built.
+./scripts/dashboard.sh bundle || status=$?
 cargo test --workspace --no-fail-fast || status=$?
+python_tests || status=$?
 # Restarts RabbitMQ in the middle of a run, so it runs alone, after everything else. Selected
 # with --workspace (only ktwin-dispatcher has it) so that it reuses the build above: `-p` would
 # unify features differently and rebuild the dependencies.

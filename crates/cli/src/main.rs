@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod events;
+
 #[derive(Parser)]
 #[command(
     name = "ktwin",
@@ -47,6 +49,8 @@ enum Command {
     Sim(ktwin_sim::cli::SimArgs),
     /// Run a project locally: the whole platform in one process (MQTT, broker, store, graph, services).
     Up(ktwin_runtime::cli::UpArgs),
+    /// Print the event grammar (types, topics, routing keys) of names, for SDKs in other languages.
+    Events(events::EventsArgs),
 }
 
 #[derive(Subcommand)]
@@ -116,6 +120,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Instances(args) => ktwin_model::cli::run_instances(args).await,
         Command::Sim(args) => ktwin_sim::cli::run_cli(args).await,
         Command::Up(args) => ktwin_runtime::cli::run(args, built_in_handlers()).await,
+        Command::Events(args) => events::run(&args),
         Command::Bench(BenchCommand::E2e(args)) => {
             ktwin_runtime::bench::run(args, built_in_handlers()).await
         }

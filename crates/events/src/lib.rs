@@ -4,7 +4,8 @@
 //! `ktwin.virtual.<iface>`, `ktwin.store.<iface>`, `ktwin.command.<iface>.<command>`), the MQTT
 //! topics devices use (`ktwin/real/<iface>/<instance>`, `ktwin/virtual/<iface>/<instance>`), the
 //! AMQP routing keys RabbitMQ's MQTT plugin derives from them (`/` becomes `.`), and how a ktwin
-//! CloudEvent is built (UUIDv7 id, time, JSON data).
+//! CloudEvent is built (UUIDv7 id, time, JSON data), and the platform's contract with its
+//! components: environment-variable names and default endpoints ([`platform`]).
 //!
 //! It must not know about transports, Kubernetes or storage: it is pure naming and formatting.
 //!
@@ -21,9 +22,13 @@
 //! assert_eq!(topic.event_type().to_string(), "ktwin.real.city-pole");
 //! ```
 
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+
 mod cloudevent;
 mod event_type;
 mod name;
+pub mod platform;
 mod topic;
 
 pub use cloudevent::{EventBuilder, JSON_CONTENT_TYPE, SPEC_VERSION};

@@ -52,7 +52,7 @@ struct NoAck;
 
 #[async_trait]
 impl SourceAck for NoAck {
-    async fn ack(self: Box<Self>) -> anyhow::Result<()> {
+    async fn ack(self: Box<Self>) -> Result<(), ktwin_dispatcher::TransportError> {
         Ok(())
     }
 }

@@ -4,7 +4,7 @@
 //! in-memory broker → one subscription per planned subscriber (twin services, the event
 //! store, the egress dispatcher back to devices). Twin services answer over HTTP or in-process;
 //! what they emit goes back on the broker. One HTTP port serves the store and graph APIs, the
-//! broker ingress for child services, `/health`, `/ready` and `/metrics`.
+//! broker ingress for child services, the dashboard (`/`), `/health`, `/ready` and `/metrics`.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
@@ -421,6 +421,7 @@ impl Platform {
         )
         .merge(ingress_router(shared_bus.clone()))
         .merge(graph_router(&planned))
+        .merge(ktwin_dashboard::router())
         .merge(ktwin_service::ops_router(readiness.clone()));
         let stop_http = CancellationToken::new();
         let http_stop = stop_http.clone();
@@ -630,6 +631,7 @@ impl Platform {
                 self.backend.name()
             ),
             format!("twin graph       {base}/api/v1/twin-graph"),
+            format!("dashboard        {base}/"),
             format!("broker ingress   {base}{BROKER_PATH}"),
             format!("health, metrics  {base}/health  {base}/metrics"),
         ];

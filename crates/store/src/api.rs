@@ -134,10 +134,12 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
 }
 
 fn store_problem(err: StoreError) -> Problem {
-    match err {
-        StoreError::Unavailable(detail) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail),
-        StoreError::Corrupt(detail) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, detail),
-    }
+    let status = if err.is_transient() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    Problem::new(status, err.chain())
 }
 
 fn bad_request(detail: impl Into<String>) -> Problem {

@@ -300,6 +300,7 @@ async fn routes_on_fjall() {
     routes_on_embedded(common::FJALL).await;
 }
 
+#[cfg(feature = "redb")]
 #[tokio::test]
 async fn routes_on_redb() {
     routes_on_embedded(common::REDB).await;
