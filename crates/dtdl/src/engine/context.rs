@@ -341,7 +341,19 @@ impl Parser<'_> {
             self.at(reader.doc, &entry.pointer).value(entry.value).error("missingDtdlContext", format!("@context must start with a DTDL context (e.g. \"dtmi:dtdl:context;3\"), found '{text}'"));
             return false;
         }
-        if !is_versioned_dtmi(entry.base) {
+        // Affiliate contexts may carry a minor version (`dtmi:foo:bar;1.1`) from DTDL v3 on.
+        let with_minor = entry.base.contains(';')
+            && !is_versioned_dtmi(entry.base)
+            && crate::engine::walk::is_dtmi_syntax(entry.base, 3);
+        let version = reader.ctx.as_ref().map_or(2, |c| c.version);
+        if with_minor && version < 3 {
+            let message = format!(
+                "@context specifier '{text}' has a minor version, which DTDL v{version} does not allow"
+            );
+            self.context_error(reader, entry, "invalidContextSpecifierForVersion", message);
+            return true;
+        }
+        if !with_minor && !is_versioned_dtmi(entry.base) {
             let code = if crate::engine::walk::is_dtmi_syntax(entry.base, 3) {
                 "missingContextVersion"
             } else {

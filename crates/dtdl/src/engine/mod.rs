@@ -6,6 +6,7 @@
 //! the arena into the public [`crate::ModelSet`].
 
 mod build;
+mod check;
 mod context;
 mod graph;
 mod pattern;
@@ -46,6 +47,8 @@ pub(crate) struct Element {
     /// True when `@type` had a term or IRI the active contexts do not define.
     pub undefined_cotype: bool,
     pub version: u8,
+    /// The limit profile in force (`""`, `aio_1`, `onvif_1`).
+    pub profile: String,
     pub doc: usize,
     pub pointer: String,
     pub parent: Option<(ElemId, String)>,
@@ -117,6 +120,8 @@ pub(crate) struct Parser<'a> {
     pub doc_names: Vec<String>,
     /// Identifiers defined more than once.
     pub duplicates: BTreeSet<String>,
+    /// The identifier of the element being walked: the primary id of its diagnostics.
+    pub subject: Option<String>,
 }
 
 impl<'a> Parser<'a> {
@@ -131,6 +136,7 @@ impl<'a> Parser<'a> {
             diagnostics: Vec::new(),
             doc_names: Vec::new(),
             duplicates: BTreeSet::new(),
+            subject: None,
         }
     }
 

@@ -12,16 +12,21 @@ pub(crate) struct At<'p, 'a> {
     doc: usize,
     pointer: String,
     value: Option<String>,
+    primary: Option<String>,
+    secondary: Option<String>,
 }
 
 impl<'a> Parser<'a> {
     /// Starts a diagnostic about the value at `pointer` in document `doc`.
     pub(crate) fn at(&mut self, doc: usize, pointer: &str) -> At<'_, 'a> {
+        let primary = self.subject.clone();
         At {
             parser: self,
             doc,
             pointer: pointer.to_string(),
             value: None,
+            primary,
+            secondary: None,
         }
     }
 }
@@ -30,6 +35,18 @@ impl At<'_, '_> {
     /// Quotes the offending value (abbreviated).
     pub(crate) fn value(mut self, value: &Value) -> Self {
         self.value = Some(abbreviate(value));
+        self
+    }
+
+    /// Names the element the diagnostic is about (by default the element being walked).
+    pub(crate) fn primary(mut self, id: &str) -> Self {
+        self.primary = Some(id.to_string());
+        self
+    }
+
+    /// Names the other element involved.
+    pub(crate) fn secondary(mut self, id: &str) -> Self {
+        self.secondary = Some(id.to_string());
         self
     }
 
@@ -62,6 +79,8 @@ impl At<'_, '_> {
             document,
             pointer: self.pointer,
             value: self.value,
+            primary_id: self.primary,
+            secondary_id: self.secondary,
             message,
         });
     }

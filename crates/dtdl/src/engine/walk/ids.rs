@@ -53,7 +53,7 @@ impl Parser<'_> {
 
     /// `<parent base>:_<property>[:__<segment>];<parent version>`, as the reference parser
     /// names elements without `@id`.
-    fn derived_id(&self, link: &ChildLink<'_>) -> String {
+    pub(super) fn derived_id(&self, link: &ChildLink<'_>) -> String {
         let parent = &self.arena.elems[link.parent].id;
         let (base, version) = match parent.rsplit_once(';') {
             Some((b, v)) => (b, Some(v)),

@@ -160,8 +160,29 @@ impl Parser<'_> {
         }
     }
 
-    /// Walks one element; returns its arena index.
+    /// Walks one element; returns its arena index. Its diagnostics name it as their primary
+    /// element (by its `@id`, or the identifier derived from its place).
     pub(crate) fn walk_element(
+        &mut self,
+        doc: usize,
+        obj: &Map<String, Value>,
+        pointer: &str,
+        outer: &ActiveContext,
+        allowed: &str,
+        link: Option<ChildLink<'_>>,
+    ) -> Option<ElemId> {
+        let subject = match (obj.get("@id").and_then(Value::as_str), &link) {
+            (Some(id), _) => Some(id.to_string()),
+            (None, Some(l)) => Some(self.derived_id(l)),
+            (None, None) => None,
+        };
+        let outer_subject = std::mem::replace(&mut self.subject, subject);
+        let walked = self.walk_element_phases(doc, obj, pointer, outer, allowed, link);
+        self.subject = outer_subject;
+        walked
+    }
+
+    fn walk_element_phases(
         &mut self,
         doc: usize,
         obj: &Map<String, Value>,
@@ -218,6 +239,7 @@ impl Parser<'_> {
             cotypes: typing.cotypes.clone(),
             undefined_cotype: typing.undefined_cotype,
             version: here.version(),
+            profile: here.ctx.profile.clone(),
             doc: here.doc,
             pointer: here.pointer.to_string(),
             parent: link.map(|l| (l.parent, l.prop.to_string())),
