@@ -35,8 +35,8 @@ bundle() {
 
 browser() {
   [ -d "$web/node_modules/playwright-core" ] || (cd "$web" && npm ci --no-audit --no-fund --loglevel=error)
-  # --workspace: the features the test suite's build unified, so nothing is rebuilt.
-  cargo build --workspace --bin ktwin
+  # `--tests` resolves features as `cargo test --workspace` does, so its dependency builds are reused.
+  cargo build --workspace --bins --tests
   node "$web/e2e/dashboard.e2e.mjs" \
     --ktwin target/debug/ktwin \
     --project examples/smart-city \

@@ -26,7 +26,7 @@ fi
 # pytest suites, run against the `ktwin` binary (`ktwin up`, `ktwin events`, `ktwin sim`), in a
 # virtualenv under target/ that later runs reuse.
 python_tests() {
-  cargo build --workspace --bins || return 1
+  build_binaries || return 1
   local venv=target/python
   if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv" || return 1
@@ -42,6 +42,12 @@ python_tests() {
   (cd sdk/python && ../../"$venv"/bin/python -m pytest) || result=1
   (cd examples/smart-city/services-python && ../../../"$venv"/bin/python -m pytest) || result=1
   return "$result"
+}
+
+# The binaries the Python and browser tests run. `--tests` resolves features as `cargo test
+# --workspace` did, so the dependencies built for the tests are reused instead of built again.
+build_binaries() {
+  cargo build --workspace --bins --tests
 }
 
 status=0
