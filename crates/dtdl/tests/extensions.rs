@@ -89,6 +89,13 @@ fn mqtt_topics_service_groups_and_payload_format_are_checked() {
             .contains(&"stringInvalid".to_string())
     );
 
+    let mut numeric_format = mqtt_interface(4, 4);
+    numeric_format["payloadFormat"] = json!(404);
+    assert!(
+        error_ids(parse_json(numeric_format, &ParseOptions::default()))
+            .contains(&"stringNotString".to_string())
+    );
+
     let mut no_format = mqtt_interface(3, 4);
     no_format.as_object_mut().unwrap().remove("payloadFormat");
     assert!(

@@ -118,8 +118,16 @@ impl Parser<'_> {
             if literal_fits(def, raw) {
                 return Some(PropValue::Literal(raw.clone()));
             }
+            // A value of the wrong JSON type has its own id; a well-typed but invalid one
+            // (pattern, length, range) is `stringInvalid`.
+            let wrong_type = match type_name {
+                "string" | "IRI" | "duration" => (!raw.is_string()).then_some("stringNotString"),
+                "integer" => (!raw.is_i64()).then_some("integerNotInteger"),
+                "boolean" => Some("booleanNotBoolean"),
+                _ => None,
+            };
             self.at(doc, site.pointer).value(raw).error(
-                "stringInvalid",
+                wrong_type.unwrap_or("stringInvalid"),
                 format!("property '{key}' has value {raw}, which is not a valid {type_name}"),
             );
             return None;
