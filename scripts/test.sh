@@ -53,4 +53,6 @@ python_tests || status=$?
 # with --workspace (only ktwin-dispatcher has it) so that it reuses the build above: `-p` would
 # unify features differently and rebuild the dependencies.
 cargo test --workspace --test restart -- --ignored || status=$?
+# The dashboard in Debian's headless Chromium against `ktwin up --sim` on the example.
+./scripts/dashboard.sh browser || status=$?
 exit "$status"

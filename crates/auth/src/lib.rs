@@ -6,7 +6,8 @@
 //! key set ([`OidcValidator`]); the tower [`AuthLayer`] services put in front of their routes,
 //! driven by each service's [`AccessPolicy`]; per-principal rate limits; MQTT device
 //! credentials and topic ACLs ([`mqtt`]), with generators for Mosquitto and RabbitMQ; and TLS
-//! server configuration from PEM files ([`tls`]).
+//! server configuration from PEM files ([`tls`]); and the credentials a local platform creates on
+//! first start ([`local`]).
 //!
 //! It must not know about the event store, the graph or any other service's internals: a
 //! service tells it, through its policy, what a route needs and which twin it touches.
@@ -18,6 +19,7 @@ mod authn;
 mod files;
 mod grant;
 mod layer;
+pub mod local;
 pub mod mqtt;
 mod oidc;
 mod policy;

@@ -184,6 +184,59 @@ mod tests {
         task.await.unwrap();
     }
 
+    /// Kubernetes mounts a Secret as `key -> ..data/key`, `..data -> ..<timestamp>/`, and
+    /// updates it by renaming a new `..data` link over the old one.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_kubernetes_secret_mount_swapped_atomically_is_followed() {
+        use std::os::unix::fs::symlink;
+        let mount = tempfile::tempdir().unwrap();
+        let write_version = |name: &str, file: &TokenFile| {
+            std::fs::create_dir(mount.path().join(name)).unwrap();
+            file.save(&mount.path().join(name).join("tokens.yaml"))
+                .unwrap();
+        };
+        let mut file = TokenFile::default();
+        let first = file
+            .issue("first", Scope::Read, TwinGrant::all(), None)
+            .unwrap();
+        write_version("..v1", &file);
+        symlink("..v1", mount.path().join("..data")).unwrap();
+        symlink("..data/tokens.yaml", mount.path().join("tokens.yaml")).unwrap();
+        let stop = CancellationToken::new();
+        let (tokens, task) = Reloading::watch(
+            &mount.path().join("tokens.yaml"),
+            Duration::from_millis(20),
+            TokenSet::parse,
+            stop.clone(),
+        )
+        .unwrap();
+
+        file.revoke("first");
+        let second = file
+            .issue("second", Scope::Read, TwinGrant::all(), None)
+            .unwrap();
+        write_version("..v2", &file);
+        symlink("..v2", mount.path().join("..data_tmp")).unwrap();
+        std::fs::rename(mount.path().join("..data_tmp"), mount.path().join("..data")).unwrap();
+        let now = chrono::Utc::now;
+        assert!(
+            eventually(|| tokens
+                .current()
+                .authenticate(second.expose(), now())
+                .is_ok())
+            .await
+        );
+        assert!(
+            tokens
+                .current()
+                .authenticate(first.expose(), now())
+                .is_err()
+        );
+        stop.cancel();
+        task.await.unwrap();
+    }
+
     #[test]
     fn a_missing_file_is_an_error_at_start() {
         let rt = tokio::runtime::Builder::new_current_thread()

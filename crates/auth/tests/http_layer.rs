@@ -247,6 +247,43 @@ async fn a_token_over_its_rate_limit_gets_429_with_retry_after_and_others_do_not
 }
 
 #[tokio::test]
+async fn failed_authentications_are_limited_per_client_address() {
+    let tokens = tokens();
+    let limits = AuthLimits {
+        per_principal: None,
+        failures_per_address: RateLimit::new(1, 2),
+    };
+    let app = app(AuthLayer::with_limits(
+        Authenticator::new(Reloading::fixed(tokens.set)),
+        policy(),
+        limits,
+    ));
+    let from = |address: [u8; 4]| {
+        let connect_info = axum::extract::ConnectInfo(std::net::SocketAddr::from((address, 40000)));
+        let app = app.clone();
+        move |token: Option<Secret>| {
+            let mut request = Request::get("/twins");
+            if let Some(token) = &token {
+                request =
+                    request.header(header::AUTHORIZATION, format!("Bearer {}", token.expose()));
+            }
+            let mut request = request.body(Body::empty()).unwrap();
+            request.extensions_mut().insert(connect_info);
+            let app = app.clone();
+            async move { app.oneshot(request).await.unwrap().status() }
+        }
+    };
+    let guesser = from([10, 0, 0, 1]);
+    let wrong = || Some(Secret::new("ktwin_guess"));
+    assert_eq!(guesser(wrong()).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(guesser(wrong()).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(guesser(wrong()).await, StatusCode::TOO_MANY_REQUESTS);
+    // A valid token is never held back by the failures of its address, nor is another address.
+    assert_eq!(guesser(Some(tokens.reader.clone())).await, StatusCode::OK);
+    assert_eq!(from([10, 0, 0, 2])(wrong()).await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
 async fn insecure_mode_lets_everyone_in_as_anonymous() {
     let app = app(AuthLayer::insecure(policy()));
     let (status, _, body) = call(&app, Method::DELETE, "/twins/a/b", None).await;

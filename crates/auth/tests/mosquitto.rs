@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{WAIT, connect};
+use common::{WAIT, connect, publish_own_and_forged};
 use ktwin_auth::Secret;
 use ktwin_auth::mqtt::mosquitto::{acl_file, line_matches, password_line};
 use ktwin_auth::mqtt::{DeclaredTopics, DeviceGrant, TopicRights};
@@ -124,21 +124,7 @@ async fn generated_files_authenticate_and_confine_devices() {
     );
 
     // Each device publishes to its own topic only; the other device is unaffected.
-    p1.publish("ktwin/real/pole/p2", "forged").await;
-    p1.publish("ktwin/real/pole/p1", "mine").await;
-    p2.publish("ktwin/real/pole/p2", "theirs").await;
-    let mut received = Vec::new();
-    while let Some(message) = platform.next_message(Duration::from_millis(500)).await {
-        received.push(message);
-    }
-    received.sort();
-    assert_eq!(
-        received,
-        [
-            ("ktwin/real/pole/p1".to_owned(), "mine".to_owned()),
-            ("ktwin/real/pole/p2".to_owned(), "theirs".to_owned())
-        ]
-    );
+    publish_own_and_forged(&p1, &p2, &mut platform).await;
 
     // Subscriptions: its own virtual topic, not another device's. (Mosquitto 2.0 acknowledges
     // a denied subscription over MQTT 3.1.1; it then delivers nothing on it.)

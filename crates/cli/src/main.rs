@@ -66,7 +66,7 @@ enum BenchCommand {
 /// The SDK handlers this binary embeds, which `ktwin up` mounts in-process for services whose
 /// `handler` names them: the smart-city reference services, so that the README's first command
 /// runs the whole scenario in one process.
-fn built_in_handlers() -> ktwin_runtime::up::Handlers {
+fn built_in_handlers() -> ktwin_runtime::Handlers {
     ktwin_smart_city_services::handlers().into_iter().collect()
 }
 

@@ -26,6 +26,7 @@
 #![warn(clippy::unwrap_used)]
 
 mod cloudevent;
+pub mod env;
 mod event_type;
 mod name;
 pub mod platform;
@@ -38,3 +39,6 @@ pub use topic::{Topic, TopicKind};
 
 /// The prefix every ktwin CloudEvent type starts with.
 pub const TYPE_PREFIX: &str = "ktwin";
+
+/// The MQTT port devices and brokers use unless told otherwise (IANA's port for MQTT).
+pub const MQTT_PORT: u16 = 1883;

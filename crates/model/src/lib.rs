@@ -12,9 +12,11 @@ pub mod crd;
 pub mod graph;
 pub mod names;
 pub mod output;
+mod parameter;
 pub mod project;
 pub mod world;
 
 pub use crd::*;
 pub use graph::*;
+pub use parameter::{ParameterError, parse_parameter};
 pub use project::{Project, ProjectError, ServiceSettings};

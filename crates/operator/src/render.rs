@@ -734,12 +734,12 @@ impl<'a> Renderer<'a> {
             None,
             vec![
                 EnvVar {
-                    name: "KTWIN_GRAPH_SOURCE".into(),
+                    name: ktwin_events::env::GRAPH_SOURCE.into(),
                     value: Some("kubernetes".into()),
                     value_from: None,
                 },
                 EnvVar {
-                    name: "KTWIN_NAMESPACE".into(),
+                    name: ktwin_events::env::NAMESPACE.into(),
                     value: Some(plan.namespace.clone()),
                     value_from: None,
                 },

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ktwin_events::{EventType, GrammarError};
+use ktwin_events::{EventType, GrammarError, env};
 use ktwin_model::crd::{DispatcherSpec, EventStore, Gateway, MQTTTrigger, TwinInterface};
 
 use crate::config::KtwinConfig;
@@ -343,15 +343,15 @@ fn twin_service(
         .unwrap_or_default()
         .or(&world.config.default_autoscaling);
     let mut env = vec![
-        PlatformEnv::endpoint("KTWIN_BROKER", Endpoint::Broker),
-        PlatformEnv::endpoint("KTWIN_GRAPH_URL", Endpoint::Graph),
-        PlatformEnv::literal("KTWIN_INTERFACE", name),
-        PlatformEnv::literal("KTWIN_NAMESPACE", world.namespace),
+        PlatformEnv::endpoint(env::BROKER, Endpoint::Broker),
+        PlatformEnv::endpoint(env::GRAPH_URL, Endpoint::Graph),
+        PlatformEnv::literal(env::INTERFACE, name),
+        PlatformEnv::literal(env::NAMESPACE, world.namespace),
     ];
     if world.event_store.is_some() {
         env.insert(
             1,
-            PlatformEnv::endpoint("KTWIN_EVENT_STORE", Endpoint::EventStore),
+            PlatformEnv::endpoint(env::EVENT_STORE, Endpoint::EventStore),
         );
     }
     TwinService {

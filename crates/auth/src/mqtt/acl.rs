@@ -195,7 +195,6 @@ impl TopicRights {
 
 /// Refusals of an MQTT front door, by kind (also exported as the metric
 /// `ktwin_mqtt_refusals_total{reason}`).
-#[derive(Debug, Default)]
 pub struct Refusals {
     /// Connections with missing or wrong credentials.
     pub authentication: AtomicU64,
@@ -203,6 +202,39 @@ pub struct Refusals {
     pub publish: AtomicU64,
     /// Subscriptions outside the ACL.
     pub subscribe: AtomicU64,
+    /// A device refused in a loop must not flood the log: lines beyond this rate are only
+    /// counted.
+    log_budget: governor::DefaultDirectRateLimiter,
+}
+
+/// Refusal log lines per second at most (bursts of twice that).
+const REFUSAL_LOG_LINES_PER_SECOND: u32 = 10;
+
+impl Default for Refusals {
+    fn default() -> Self {
+        let per_second = std::num::NonZeroU32::new(REFUSAL_LOG_LINES_PER_SECOND)
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        let burst = per_second
+            .saturating_mul(std::num::NonZeroU32::new(2).unwrap_or(std::num::NonZeroU32::MIN));
+        Self {
+            authentication: AtomicU64::new(0),
+            publish: AtomicU64::new(0),
+            subscribe: AtomicU64::new(0),
+            log_budget: governor::RateLimiter::direct(
+                governor::Quota::per_second(per_second).allow_burst(burst),
+            ),
+        }
+    }
+}
+
+impl std::fmt::Debug for Refusals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refusals")
+            .field("authentication", &self.authentication)
+            .field("publish", &self.publish)
+            .field("subscribe", &self.subscribe)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What was refused, for [`Refusals::record`].
@@ -230,6 +262,9 @@ impl Refusals {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("ktwin_mqtt_refusals_total", "reason" => reason).increment(1);
+        if self.log_budget.check().is_err() {
+            return;
+        }
         tracing::warn!(
             reason,
             username = ?truncate(username, MAX_LOGGED),

@@ -107,3 +107,24 @@ impl Device {
         }
     }
 }
+
+/// Device `p1` (pole/p1) forges a message on `p2`'s topic and publishes on its own; `p2`
+/// publishes on its own. The platform, subscribed to `ktwin/real/#`, must see exactly the two
+/// genuine messages.
+pub async fn publish_own_and_forged(p1: &Device, p2: &Device, platform: &mut Device) {
+    p1.publish("ktwin/real/pole/p2", "forged").await;
+    p1.publish("ktwin/real/pole/p1", "mine").await;
+    p2.publish("ktwin/real/pole/p2", "theirs").await;
+    let mut received = Vec::new();
+    while let Some(message) = platform.next_message(Duration::from_millis(500)).await {
+        received.push(message);
+    }
+    received.sort();
+    assert_eq!(
+        received,
+        [
+            ("ktwin/real/pole/p1".to_owned(), "mine".to_owned()),
+            ("ktwin/real/pole/p2".to_owned(), "theirs".to_owned())
+        ]
+    );
+}
