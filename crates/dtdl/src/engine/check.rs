@@ -39,23 +39,63 @@ fn is_complex(elem: &Element) -> bool {
     matches!(elem.class.as_str(), "Array" | "Enum" | "Map" | "Object")
 }
 
+/// One set-level error: where, about which element (and which other one), what.
+struct Finding {
+    doc: usize,
+    pointer: String,
+    primary: String,
+    secondary: Option<String>,
+    code: &'static str,
+    message: String,
+}
+
 /// What the set-level pass found, and the chain lengths it already measured.
 #[derive(Default)]
-struct Findings {
-    errors: Vec<(usize, String, String, &'static str, String)>,
+pub(crate) struct Findings {
+    errors: Vec<Finding>,
     extends: ChainMemo,
     schemas: ChainMemo,
 }
 
 impl Findings {
-    fn push(&mut self, elem: &Element, code: &'static str, message: String) {
-        self.errors.push((
-            elem.doc,
-            elem.pointer.clone(),
-            elem.id.clone(),
+    pub(crate) fn push(&mut self, elem: &Element, code: &'static str, message: String) {
+        self.record(elem, None, code, message);
+    }
+
+    /// An error about `elem` that involves another element (or property) `secondary`.
+    pub(crate) fn push_pair(
+        &mut self,
+        elem: &Element,
+        secondary: &str,
+        code: &'static str,
+        message: String,
+    ) {
+        self.record(elem, Some(secondary.to_string()), code, message);
+    }
+
+    fn record(
+        &mut self,
+        elem: &Element,
+        secondary: Option<String>,
+        code: &'static str,
+        message: String,
+    ) {
+        // The same rule can be reached through several interfaces that include an element.
+        if self
+            .errors
+            .iter()
+            .any(|f| f.code == code && f.primary == elem.id && f.secondary == secondary)
+        {
+            return;
+        }
+        self.errors.push(Finding {
+            doc: elem.doc,
+            pointer: elem.pointer.clone(),
+            primary: elem.id.clone(),
+            secondary,
             code,
             message,
-        ));
+        });
     }
 }
 
@@ -96,10 +136,14 @@ impl Parser<'_> {
             }
             self.check_cotype_constraints(node, &mut found);
         }
-        for (doc, pointer, primary, code, message) in found.errors {
-            self.at(doc, &pointer)
-                .primary(&primary)
-                .error(code, message);
+        self.check_siblings(&mut found);
+        self.check_unique_values(&mut found);
+        for f in found.errors {
+            let at = self.at(f.doc, &f.pointer).primary(&f.primary);
+            match &f.secondary {
+                Some(secondary) => at.secondary(secondary).error(f.code, f.message),
+                None => at.error(f.code, f.message),
+            }
         }
     }
 
@@ -201,6 +245,10 @@ impl Parser<'_> {
                     let Some(prop) = constraint.get("property").and_then(Value::as_str) else {
                         continue;
                     };
+                    if constraint.get("inverse").and_then(Value::as_bool) == Some(true) {
+                        self.check_inverse(node, tiri, constraint, found);
+                        continue;
+                    }
                     self.check_required_types(node, tiri, prop, constraint, found);
                     self.check_required_values(node, tiri, prop, constraint, found);
                 }

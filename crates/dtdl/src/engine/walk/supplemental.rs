@@ -116,7 +116,12 @@ impl Parser<'_> {
         let type_name = def.type_name.as_deref().unwrap_or("");
         if is_literal_type(def) {
             if literal_fits(def, raw) {
-                return Some(PropValue::Literal(raw.clone()));
+                // An IRI may be written as a term of the active contexts (`"overrides": "unit"`).
+                let resolved = match (type_name, raw.as_str()) {
+                    ("IRI", Some(s)) => here.ctx.resolve_term(s).map(Value::from),
+                    _ => None,
+                };
+                return Some(PropValue::Literal(resolved.unwrap_or_else(|| raw.clone())));
             }
             // A value of the wrong JSON type has its own id; a well-typed but invalid one
             // (pattern, length, range) is `stringInvalid`.
