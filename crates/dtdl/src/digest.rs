@@ -294,4 +294,8 @@ pub(crate) struct SupplementalProperty {
     /// The value is unique among the elements of the same parent property (`index`).
     #[serde(default)]
     pub unique_value: bool,
+    /// The value must conform to the element's value of this property (a `maximum` to the
+    /// element's `schema`).
+    #[serde(default)]
+    pub instance_property: Option<String>,
 }

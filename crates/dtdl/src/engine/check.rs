@@ -2,14 +2,15 @@
 //! descendants (the digest's descendant controls, under the element's limit profile), enum
 //! values against their schema, components, and the constraints of supplemental types.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
 use super::graph::ChainMemo;
 use super::resolve::Node;
+use super::siblings::supplemental_def;
 use super::walk::supplemental_chain;
-use super::{ElemId, Element, Parser, PropValue};
+use super::{Element, Parser, PropValue};
 use crate::digest::{DescendantControl, digest, limit_for};
 
 /// Properties through which an interface's descendants are counted.
@@ -35,6 +36,18 @@ pub(crate) const SCHEMA_PATH: &[&str] = &[
     "enumValues",
 ];
 
+/// Primitive schemas whose values are whole numbers.
+const INTEGRAL_SCHEMAS: &[&str] = &[
+    "Byte",
+    "Short",
+    "Integer",
+    "Long",
+    "UnsignedByte",
+    "UnsignedShort",
+    "UnsignedInteger",
+    "UnsignedLong",
+];
+
 fn is_complex(elem: &Element) -> bool {
     matches!(elem.class.as_str(), "Array" | "Enum" | "Map" | "Object")
 }
@@ -53,6 +66,8 @@ struct Finding {
 #[derive(Default)]
 pub(crate) struct Findings {
     errors: Vec<Finding>,
+    /// (code, primary, secondary) of the errors recorded, to record each once.
+    recorded: HashSet<(&'static str, String, Option<String>)>,
     extends: ChainMemo,
     schemas: ChainMemo,
 }
@@ -81,10 +96,9 @@ impl Findings {
         message: String,
     ) {
         // The same rule can be reached through several interfaces that include an element.
-        if self
-            .errors
-            .iter()
-            .any(|f| f.code == code && f.primary == elem.id && f.secondary == secondary)
+        if !self
+            .recorded
+            .insert((code, elem.id.clone(), secondary.clone()))
         {
             return;
         }
@@ -135,6 +149,7 @@ impl Parser<'_> {
                 _ => {}
             }
             self.check_cotype_constraints(node, &mut found);
+            self.check_instance_conformance(node, &mut found);
         }
         self.check_siblings(&mut found);
         self.check_unique_values(&mut found);
@@ -321,6 +336,36 @@ impl Parser<'_> {
         }
     }
 
+    /// Values that must conform to the element's schema (`maximum`, `scaleFactor` of an
+    /// integer telemetry are integers).
+    fn check_instance_conformance(&self, node: Node<'_>, found: &mut Findings) {
+        let elem = node.elem();
+        for (iri, values) in &elem.supplemental {
+            let Some(governing) =
+                supplemental_def(elem, iri).and_then(|d| d.instance_property.as_deref())
+            else {
+                continue;
+            };
+            let integral = self
+                .prop_nodes(node, governing)
+                .iter()
+                .any(|s| INTEGRAL_SCHEMAS.contains(&s.elem().class.as_str()));
+            let fractional = values.iter().any(|v| {
+                matches!(v, PropValue::Literal(n) if n.is_number() && !n.is_i64() && !n.is_u64())
+            });
+            if integral && fractional {
+                found.push(
+                    elem,
+                    "nonConformantPropertyValue",
+                    format!(
+                        "{} has a fractional '{iri}' though its '{governing}' is an integer schema",
+                        elem.id
+                    ),
+                );
+            }
+        }
+    }
+
     /// Inheritance (no cycle, depth and ancestor limits), names unique once inherited
     /// contents are imported, and the count of descendants.
     fn check_interface(&self, node: Node<'_>, found: &mut Findings) {
@@ -331,13 +376,17 @@ impl Parser<'_> {
         if !self.check_extends(node, ctrl, found) {
             return;
         }
-        let mut names: HashMap<String, (usize, ElemId)> = HashMap::new();
+        // A content inherited by this interface (not one of its own, whose duplicate names
+        // the walk reported as nonUniquePropertyValue).
+        let inherited = |c: &Node<'_>| c.elem().parent.as_ref().is_none_or(|(p, _)| *p != node.idx);
+        let mut names: HashMap<String, Node<'_>> = HashMap::new();
         for c in self.flattened_contents(node) {
             let Some(name) = c.elem().str_prop("name") else {
                 continue;
             };
-            if let Some(prev) = names.insert(name.to_string(), c.key())
-                && prev != c.key()
+            if let Some(prev) = names.insert(name.to_string(), c)
+                && prev.key() != c.key()
+                && (inherited(&prev) || inherited(&c))
             {
                 found.push(elem, "nonUniqueImportedPropertyValue", format!("{} has more than one content named '{name}' once inherited contents are included", elem.id));
                 break;
@@ -365,6 +414,17 @@ impl Parser<'_> {
                 );
             }
         }
+    }
+
+    /// True when the interface's `extends` chain was measured, is acyclic and within its
+    /// depth limit, so walking its inherited contents is bounded.
+    pub(crate) fn contents_walkable(&self, node: Node<'_>, found: &Findings) -> bool {
+        let elem = node.elem();
+        let Some(ctrl) = self.control("Interface", elem.version, "extends") else {
+            return true;
+        };
+        let max_depth = limit(&ctrl.max_depth, &elem.profile).unwrap_or(i64::MAX);
+        matches!(found.extends.get(&node.key()), Some(Some(chain)) if (*chain as i64) - 1 <= max_depth)
     }
 
     /// The `extends` rules; false when the chain is cyclic or too deep to walk its contents.

@@ -37,7 +37,7 @@ pub(crate) fn has_cotype(elem: &Element, iri: &str) -> bool {
 }
 
 /// The definition of supplemental property `iri` among the element's supplemental types.
-fn supplemental_def(elem: &Element, iri: &str) -> Option<&'static SupplementalProperty> {
+pub(crate) fn supplemental_def(elem: &Element, iri: &str) -> Option<&'static SupplementalProperty> {
     elem.cotypes.iter().find_map(|c| {
         supplemental_chain(c)
             .into_iter()
@@ -73,11 +73,25 @@ impl<'s> Siblings<'s> {
 impl Parser<'_> {
     /// The sibling rules of every interface's contents.
     pub(crate) fn check_siblings(&self, found: &mut Findings) {
+        let relevant = self.arena.elems.iter().any(|e| {
+            e.cotypes.iter().any(|c| {
+                supplemental_chain(c).iter().any(|(_, t)| {
+                    !t.siblings.is_empty()
+                        || t.constraints.iter().any(|k| k.get("siblingKey").is_some())
+                })
+            })
+        });
+        if !relevant {
+            return;
+        }
         for idx in 0..self.arena.elems.len() {
             if self.arena.elems[idx].class != "Interface" {
                 continue;
             }
             let iface = self.node(idx);
+            if !self.contents_walkable(iface, found) {
+                continue;
+            }
             let contents = self.flattened_contents(iface);
             let mut by_name = HashMap::new();
             for c in &contents {
