@@ -62,6 +62,9 @@ pub struct ParseFlags {
     /// Accept non-DTMI identifiers of the original KTWIN ontology (e.g. `city:Pole`).
     #[arg(long)]
     pub lenient_ids: bool,
+    /// Reject models written in a DTDL version above this one (2, 3 or 4).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(2..=4))]
+    pub max_dtdl_version: Option<u8>,
 }
 
 impl ParseFlags {
@@ -69,6 +72,7 @@ impl ParseFlags {
         ParseOptions {
             allow_undefined_extensions: self.allow_undefined_extensions,
             lenient_ids: self.lenient_ids,
+            max_dtdl_version: self.max_dtdl_version,
         }
     }
 }

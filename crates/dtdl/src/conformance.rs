@@ -210,6 +210,10 @@ fn evaluate(case: &Value) -> Outcome {
     let options = ParseOptions {
         allow_undefined_extensions: strings(case.get("options"))
             .is_some_and(|o| o.contains("AllowUndefinedExtensions")),
+        max_dtdl_version: case
+            .get("maxDtdlVersion")
+            .and_then(Value::as_u64)
+            .and_then(|v| u8::try_from(v).ok()),
         ..ParseOptions::default()
     };
     let inputs: Vec<(String, Value)> = inputs

@@ -242,6 +242,30 @@ pub(crate) struct SupplementalType {
     pub discotypes: Vec<String>,
     pub parent: Option<String>,
     pub properties: HashMap<String, SupplementalProperty>,
+    /// Rules about the sibling an element names through one of its properties (the
+    /// annotation and overriding extensions: `annotates` names a sibling content).
+    #[serde(default)]
+    pub siblings: Vec<SiblingRule>,
+}
+
+/// A rule on the sibling (another content of the same interface) an element refers to: the
+/// sibling whose `key` property equals the element's `keyref` property.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SiblingRule {
+    pub key: String,
+    pub keyref: String,
+    /// The sibling must be of one of these material classes.
+    #[serde(default)]
+    pub required_types: Vec<String>,
+    #[serde(default)]
+    pub required_types_string: Option<String>,
+    /// The sibling must not carry this supplemental type.
+    #[serde(default)]
+    pub disallowed_type: Option<String>,
+    /// No two elements may refer to the same sibling with the same value of this property.
+    #[serde(default)]
+    pub unique_reference: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -267,4 +291,11 @@ pub(crate) struct SupplementalProperty {
     pub type_iri: Option<String>,
     #[serde(default)]
     pub type_name: Option<String>,
+    /// The value is unique among the elements of the same parent property (`index`).
+    #[serde(default)]
+    pub unique_value: bool,
+    /// The value must conform to the element's value of this property (a `maximum` to the
+    /// element's `schema`).
+    #[serde(default)]
+    pub instance_property: Option<String>,
 }

@@ -86,6 +86,10 @@ pub struct ParseOptions {
     /// Accept the non-DTMI identifiers of the original KTWIN ontology (`city:Pole`,
     /// `ngsi_ld:city:Streetlight`) so existing models can be migrated.
     pub lenient_ids: bool,
+    /// The highest DTDL version a model may be written in (a service that only understands
+    /// DTDL v2 sets 2); a `dtmi:dtdl:context;N` above it is `disallowedContextVersion`.
+    /// `None` accepts every version the parser knows (2 to 4).
+    pub max_dtdl_version: Option<u8>,
 }
 
 /// Parses documents (each an object or an array of objects, UTF-8 with or without BOM) as

@@ -89,6 +89,13 @@ fn mqtt_topics_service_groups_and_payload_format_are_checked() {
             .contains(&"stringInvalid".to_string())
     );
 
+    let mut numeric_format = mqtt_interface(4, 4);
+    numeric_format["payloadFormat"] = json!(404);
+    assert!(
+        error_ids(parse_json(numeric_format, &ParseOptions::default()))
+            .contains(&"stringNotString".to_string())
+    );
+
     let mut no_format = mqtt_interface(3, 4);
     no_format.as_object_mut().unwrap().remove("payloadFormat");
     assert!(
@@ -207,4 +214,58 @@ fn diagnostics_name_the_elements_they_are_about() {
         Some("dtmi:example:Thing:_contents:__p;1")
     );
     assert_eq!(wrong.secondary_id.as_deref(), Some("dtmi:example:Other;1"));
+}
+
+#[test]
+fn a_maximum_dtdl_version_rejects_newer_contexts() {
+    let v3 = json!({ "@context": "dtmi:dtdl:context;3", "@id": "dtmi:example:V3;1",
+                     "@type": "Interface" });
+    let at_most_2 = ParseOptions {
+        max_dtdl_version: Some(2),
+        ..ParseOptions::default()
+    };
+    assert_eq!(
+        error_ids(parse_json(v3.clone(), &at_most_2)),
+        ["disallowedContextVersion"]
+    );
+    let at_most_3 = ParseOptions {
+        max_dtdl_version: Some(3),
+        ..ParseOptions::default()
+    };
+    assert!(parse_json(v3, &at_most_3).is_ok());
+}
+
+#[test]
+fn partner_prefixes_are_reserved_only_under_their_context() {
+    let with =
+        |context: Value, id: &str| json!({ "@context": context, "@id": id, "@type": "Interface" });
+    let options = ParseOptions::default();
+    for (partner, version, id) in [
+        ("dtmi:iotcentral:context;2", 2, "dtmi:iotcentral:Thing;1"),
+        (
+            "dtmi:iotoperations:context;4",
+            4,
+            "dtmi:iotoperations:Thing;1",
+        ),
+    ] {
+        let dtdl = format!("dtmi:dtdl:context;{version}");
+        assert_eq!(
+            error_ids(parse_json(with(json!([dtdl, partner]), id), &options)),
+            ["reservedId"]
+        );
+        assert!(
+            parse_json(with(json!(dtdl), id), &options).is_ok(),
+            "{id} without {partner}"
+        );
+    }
+    // A reference to an element under a reserved prefix that is not defined is an error.
+    let reference = json!({ "@context": "dtmi:dtdl:context;3", "@id": "dtmi:example:R;1",
+                            "@type": "Interface", "contents": ["dtmi:iotcentral:missing;1"] });
+    assert_eq!(
+        error_ids(parse_json(reference, &options)),
+        ["undefinedReservedId"]
+    );
+    // The DTDL prefixes stay reserved whatever the context.
+    let dtdl_id = with(json!("dtmi:dtdl:context;3"), "dtmi:dtdl:Mine;1");
+    assert_eq!(error_ids(parse_json(dtdl_id, &options)), ["reservedId"]);
 }

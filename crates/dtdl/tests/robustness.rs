@@ -133,10 +133,12 @@ fn all_seeds() -> Option<(Vec<Seed>, usize)> {
 const STRICT: ParseOptions = ParseOptions {
     allow_undefined_extensions: false,
     lenient_ids: false,
+    max_dtdl_version: None,
 };
 const LENIENT: ParseOptions = ParseOptions {
     allow_undefined_extensions: true,
     lenient_ids: true,
+    max_dtdl_version: None,
 };
 
 /// Parses the documents under both option sets; `Err` holds the panic message.

@@ -189,7 +189,8 @@ fn semantic_types_require_a_matching_unit() {
         content.supplemental_types,
         ["dtmi:standard:class:Temperature;2"]
     );
-    assert_eq!(errors(&[telemetry("metre")]), ["notRequiredType"]);
+    // A unit of another quantity is not of the type the semantic type needs.
+    assert_eq!(errors(&[telemetry("metre")]), ["badType"]);
     let missing = iface(
         2,
         "dtmi:ex:a;1",

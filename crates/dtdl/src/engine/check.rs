@@ -2,14 +2,15 @@
 //! descendants (the digest's descendant controls, under the element's limit profile), enum
 //! values against their schema, components, and the constraints of supplemental types.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
 use super::graph::ChainMemo;
 use super::resolve::Node;
+use super::siblings::supplemental_def;
 use super::walk::supplemental_chain;
-use super::{ElemId, Element, Parser, PropValue};
+use super::{Element, Parser, PropValue};
 use crate::digest::{DescendantControl, digest, limit_for};
 
 /// Properties through which an interface's descendants are counted.
@@ -35,27 +36,80 @@ pub(crate) const SCHEMA_PATH: &[&str] = &[
     "enumValues",
 ];
 
+/// Primitive schemas whose values are whole numbers.
+const INTEGRAL_SCHEMAS: &[&str] = &[
+    "Byte",
+    "Short",
+    "Integer",
+    "Long",
+    "UnsignedByte",
+    "UnsignedShort",
+    "UnsignedInteger",
+    "UnsignedLong",
+];
+
 fn is_complex(elem: &Element) -> bool {
     matches!(elem.class.as_str(), "Array" | "Enum" | "Map" | "Object")
 }
 
+/// One set-level error: where, about which element (and which other one), what.
+struct Finding {
+    doc: usize,
+    pointer: String,
+    primary: String,
+    secondary: Option<String>,
+    code: &'static str,
+    message: String,
+}
+
 /// What the set-level pass found, and the chain lengths it already measured.
 #[derive(Default)]
-struct Findings {
-    errors: Vec<(usize, String, String, &'static str, String)>,
+pub(crate) struct Findings {
+    errors: Vec<Finding>,
+    /// (code, primary, secondary) of the errors recorded, to record each once.
+    recorded: HashSet<(&'static str, String, Option<String>)>,
     extends: ChainMemo,
     schemas: ChainMemo,
 }
 
 impl Findings {
-    fn push(&mut self, elem: &Element, code: &'static str, message: String) {
-        self.errors.push((
-            elem.doc,
-            elem.pointer.clone(),
-            elem.id.clone(),
+    pub(crate) fn push(&mut self, elem: &Element, code: &'static str, message: String) {
+        self.record(elem, None, code, message);
+    }
+
+    /// An error about `elem` that involves another element (or property) `secondary`.
+    pub(crate) fn push_pair(
+        &mut self,
+        elem: &Element,
+        secondary: &str,
+        code: &'static str,
+        message: String,
+    ) {
+        self.record(elem, Some(secondary.to_string()), code, message);
+    }
+
+    fn record(
+        &mut self,
+        elem: &Element,
+        secondary: Option<String>,
+        code: &'static str,
+        message: String,
+    ) {
+        // The same rule can be reached through several interfaces that include an element.
+        if !self
+            .recorded
+            .insert((code, elem.id.clone(), secondary.clone()))
+        {
+            return;
+        }
+        self.errors.push(Finding {
+            doc: elem.doc,
+            pointer: elem.pointer.clone(),
+            primary: elem.id.clone(),
+            secondary,
             code,
             message,
-        ));
+        });
     }
 }
 
@@ -95,11 +149,16 @@ impl Parser<'_> {
                 _ => {}
             }
             self.check_cotype_constraints(node, &mut found);
+            self.check_instance_conformance(node, &mut found);
         }
-        for (doc, pointer, primary, code, message) in found.errors {
-            self.at(doc, &pointer)
-                .primary(&primary)
-                .error(code, message);
+        self.check_siblings(&mut found);
+        self.check_unique_values(&mut found);
+        for f in found.errors {
+            let at = self.at(f.doc, &f.pointer).primary(&f.primary);
+            match &f.secondary {
+                Some(secondary) => at.secondary(secondary).error(f.code, f.message),
+                None => at.error(f.code, f.message),
+            }
         }
     }
 
@@ -201,6 +260,10 @@ impl Parser<'_> {
                     let Some(prop) = constraint.get("property").and_then(Value::as_str) else {
                         continue;
                     };
+                    if constraint.get("inverse").and_then(Value::as_bool) == Some(true) {
+                        self.check_inverse(node, tiri, constraint, found);
+                        continue;
+                    }
                     self.check_required_types(node, tiri, prop, constraint, found);
                     self.check_required_values(node, tiri, prop, constraint, found);
                 }
@@ -273,6 +336,36 @@ impl Parser<'_> {
         }
     }
 
+    /// Values that must conform to the element's schema (`maximum`, `scaleFactor` of an
+    /// integer telemetry are integers).
+    fn check_instance_conformance(&self, node: Node<'_>, found: &mut Findings) {
+        let elem = node.elem();
+        for (iri, values) in &elem.supplemental {
+            let Some(governing) =
+                supplemental_def(elem, iri).and_then(|d| d.instance_property.as_deref())
+            else {
+                continue;
+            };
+            let integral = self
+                .prop_nodes(node, governing)
+                .iter()
+                .any(|s| INTEGRAL_SCHEMAS.contains(&s.elem().class.as_str()));
+            let fractional = values.iter().any(|v| {
+                matches!(v, PropValue::Literal(n) if n.is_number() && !n.is_i64() && !n.is_u64())
+            });
+            if integral && fractional {
+                found.push(
+                    elem,
+                    "nonConformantPropertyValue",
+                    format!(
+                        "{} has a fractional '{iri}' though its '{governing}' is an integer schema",
+                        elem.id
+                    ),
+                );
+            }
+        }
+    }
+
     /// Inheritance (no cycle, depth and ancestor limits), names unique once inherited
     /// contents are imported, and the count of descendants.
     fn check_interface(&self, node: Node<'_>, found: &mut Findings) {
@@ -283,13 +376,17 @@ impl Parser<'_> {
         if !self.check_extends(node, ctrl, found) {
             return;
         }
-        let mut names: HashMap<String, (usize, ElemId)> = HashMap::new();
+        // A content inherited by this interface (not one of its own, whose duplicate names
+        // the walk reported as nonUniquePropertyValue).
+        let inherited = |c: &Node<'_>| c.elem().parent.as_ref().is_none_or(|(p, _)| *p != node.idx);
+        let mut names: HashMap<String, Node<'_>> = HashMap::new();
         for c in self.flattened_contents(node) {
             let Some(name) = c.elem().str_prop("name") else {
                 continue;
             };
-            if let Some(prev) = names.insert(name.to_string(), c.key())
-                && prev != c.key()
+            if let Some(prev) = names.insert(name.to_string(), c)
+                && prev.key() != c.key()
+                && (inherited(&prev) || inherited(&c))
             {
                 found.push(elem, "nonUniqueImportedPropertyValue", format!("{} has more than one content named '{name}' once inherited contents are included", elem.id));
                 break;
@@ -317,6 +414,17 @@ impl Parser<'_> {
                 );
             }
         }
+    }
+
+    /// True when the interface's `extends` chain was measured, is acyclic and within its
+    /// depth limit, so walking its inherited contents is bounded.
+    pub(crate) fn contents_walkable(&self, node: Node<'_>, found: &Findings) -> bool {
+        let elem = node.elem();
+        let Some(ctrl) = self.control("Interface", elem.version, "extends") else {
+            return true;
+        };
+        let max_depth = limit(&ctrl.max_depth, &elem.profile).unwrap_or(i64::MAX);
+        matches!(found.extends.get(&node.key()), Some(Some(chain)) if (*chain as i64) - 1 <= max_depth)
     }
 
     /// The `extends` rules; false when the chain is cyclic or too deep to walk its contents.

@@ -265,6 +265,13 @@ impl Parser<'_> {
                 return self.context_error(reader, entry, code, message);
             }
         };
+        if let Some(max) = self.opts.max_dtdl_version.filter(|max| v > *max) {
+            let message = format!(
+                "@context specifier '{}' is DTDL v{v}, above the highest version allowed here (v{max})",
+                entry.text
+            );
+            return self.context_error(reader, entry, "disallowedContextVersion", message);
+        }
         match entry.fragment {
             None => {}
             Some(_) if v < 4 => {

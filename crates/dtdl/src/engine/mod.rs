@@ -12,6 +12,7 @@ mod graph;
 mod pattern;
 mod report;
 mod resolve;
+mod siblings;
 mod walk;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -171,26 +172,16 @@ pub(crate) fn parse(
         parser.doc_names.push(name.clone());
         parser.walk_document(i, value);
     }
-    if !parser.has_errors() {
-        parser.check_duplicates();
-    }
-    if parser.has_errors() {
-        return Err(ParseError::Invalid {
-            diagnostics: parser.diagnostics,
-        });
-    }
+    parser.check_duplicates();
     let unresolved = parser.resolve_references();
-    if parser.has_errors() {
-        return Err(ParseError::Invalid {
-            diagnostics: parser.diagnostics,
-        });
-    }
-    if !unresolved.is_empty() {
+    if !parser.has_errors() && !unresolved.is_empty() {
         return Err(ParseError::Unresolved {
             identifiers: unresolved,
             warnings: parser.diagnostics,
         });
     }
+    // Set-level rules run even when elements failed, so one parse reports every class of
+    // error the input has (references that could not be resolved are skipped).
     parser.check_set();
     if parser.has_errors() {
         return Err(ParseError::Invalid {

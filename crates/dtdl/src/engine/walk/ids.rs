@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use super::{ChildLink, Here, Parser};
 use crate::digest::digest;
+use crate::engine::context::ActiveContext;
 use crate::engine::pattern::{is_lenient_id, matches};
 
 /// The digest's `maxLength` of an identifier rule under a limit profile.
@@ -33,7 +34,7 @@ impl Parser<'_> {
                         .error("idNotString", "'@id' must be a non-empty string");
                     return None;
                 };
-                self.check_id_definition(doc, &pointer, s, here.version(), class, &here.ctx.profile)
+                self.check_id_definition(doc, &pointer, s, here.ctx, class)
                     .then(|| (s.to_string(), true))
             }
             (None, None) => {
@@ -77,10 +78,10 @@ impl Parser<'_> {
         doc: usize,
         pointer: &str,
         id: &str,
-        version: u8,
+        ctx: &ActiveContext,
         class: &str,
-        profile: &str,
     ) -> bool {
+        let (version, profile) = (ctx.version, ctx.profile.as_str());
         let digest = digest();
         let vkey = version.to_string();
         let rule = digest.identifier_definition.get(&vkey);
@@ -122,10 +123,15 @@ impl Parser<'_> {
                 return false;
             }
         }
+        // A prefix is reserved by a context (`dtmi:iotcentral:` by the iotcentral context):
+        // only while that context is in force.
         let reserved = digest
             .reserved_id_prefixes
-            .values()
-            .flatten()
+            .iter()
+            .filter(|(context, _)| {
+                *context == ctx.dtdl_context() || ctx.extensions.contains(*context)
+            })
+            .flat_map(|(_, prefixes)| prefixes)
             .any(|prefix| id.starts_with(prefix.as_str()));
         if reserved && !self.standard_mode {
             self.at(doc, pointer).value(&quoted).error(

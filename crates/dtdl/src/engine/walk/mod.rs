@@ -206,7 +206,7 @@ impl Parser<'_> {
             obj,
             ctx,
         };
-        let typing = self.element_types(&here, allowed, link.is_some())?;
+        let typing = self.element_types(&here, allowed, link.as_ref().map(|l| l.parent))?;
         let (id, explicit_id) = self.element_id(&here, typing.class, link.as_ref())?;
         if !typing.ok {
             return None;

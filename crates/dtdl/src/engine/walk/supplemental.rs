@@ -19,21 +19,50 @@ pub(super) struct SupplementalSite<'s> {
     pub def: &'static SupplementalProperty,
 }
 
-/// True when a literal value fits the property's datatype and limits.
-fn literal_fits(def: &SupplementalProperty, raw: &Value) -> bool {
-    let bound = |b: &Option<Value>| b.as_ref().and_then(Value::as_i64);
+/// An ISO 8601 duration (`PT15S`, `P1DT2H`): at least one component, time ones after `T`.
+const DURATION: &str =
+    r"^-?P(?=\d|T\d)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?$";
+
+/// Why a literal value does not fit the property's datatype and limits (`None`: it fits).
+fn literal_misfit(def: &SupplementalProperty, raw: &Value) -> Option<&'static str> {
+    let bound = |b: &Option<Value>| b.as_ref().and_then(Value::as_f64);
     match def.type_name.as_deref().unwrap_or("") {
-        "string" | "IRI" | "duration" => raw.as_str().is_some_and(|s| {
-            def.pattern.as_ref().is_none_or(|p| matches(p, s))
-                && def.max_length.is_none_or(|m| s.chars().count() as i64 <= m)
-        }),
-        "integer" => raw.as_i64().is_some_and(|n| {
-            bound(&def.min_inclusive).is_none_or(|m| n >= m)
-                && bound(&def.max_inclusive).is_none_or(|m| n <= m)
-        }),
-        "decimal" | "double" => raw.is_number(),
-        "boolean" => raw.is_boolean(),
-        _ => false,
+        "string" | "IRI" => {
+            let s = raw.as_str()?;
+            if def.max_length.is_some_and(|m| s.chars().count() as i64 > m) {
+                Some("stringTooLong")
+            } else if def.pattern.as_ref().is_some_and(|p| !matches(p, s)) {
+                Some("stringInvalid")
+            } else {
+                None
+            }
+        }
+        "duration" => {
+            (!raw.as_str().is_some_and(|s| matches(DURATION, s))).then_some("durationInvalid")
+        }
+        "integer" | "decimal" | "double" => {
+            let n = raw.as_f64()?;
+            if bound(&def.min_inclusive).is_some_and(|m| n < m) {
+                Some("valueBelowMin")
+            } else if bound(&def.max_inclusive).is_some_and(|m| n > m) {
+                Some("valueAboveMax")
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The id of a value of the wrong JSON type for the property's datatype, if it is one.
+fn wrong_json_type(type_name: &str, raw: &Value) -> Option<&'static str> {
+    match type_name {
+        "string" | "IRI" => (!raw.is_string()).then_some("stringNotString"),
+        "duration" => (!raw.is_string()).then_some("durationNotString"),
+        "integer" => (!raw.is_i64() && !raw.is_u64()).then_some("integerNotInteger"),
+        "decimal" | "double" => (!raw.is_number()).then_some("numericNotNumeric"),
+        "boolean" => (!raw.is_boolean()).then_some("booleanNotBoolean"),
+        _ => None,
     }
 }
 
@@ -84,10 +113,12 @@ impl Parser<'_> {
     ) -> bool {
         let (def, key) = (site.def, site.key);
         let (code, message) = if !def.plural && count > 1 {
-            (
-                "literalMultipleValues",
-                format!("property '{key}' takes a single value"),
-            )
+            let code = if is_literal_type(def) {
+                "literalMultipleValues"
+            } else {
+                "objectMultipleValues"
+            };
+            (code, format!("property '{key}' takes a single value"))
         } else if let Some(max) = def.max_count.filter(|m| count as i64 > *m) {
             (
                 "objectCountAboveMax",
@@ -115,68 +146,121 @@ impl Parser<'_> {
         let (doc, key, def) = (here.doc, site.key, site.def);
         let type_name = def.type_name.as_deref().unwrap_or("");
         if is_literal_type(def) {
-            if literal_fits(def, raw) {
-                return Some(PropValue::Literal(raw.clone()));
-            }
+            let Some(code) = wrong_json_type(type_name, raw).or_else(|| literal_misfit(def, raw))
+            else {
+                // An IRI may be written as a term of the active contexts (`"overrides": "unit"`).
+                let resolved = match (type_name, raw.as_str()) {
+                    ("IRI", Some(s)) => here.ctx.resolve_term(s).map(Value::from),
+                    _ => None,
+                };
+                return Some(PropValue::Literal(resolved.unwrap_or_else(|| raw.clone())));
+            };
             self.at(doc, site.pointer).value(raw).error(
-                "stringInvalid",
+                code,
                 format!("property '{key}' has value {raw}, which is not a valid {type_name}"),
             );
             return None;
         }
         let Some(s) = raw.as_str() else {
-            self.at(doc, site.pointer).value(raw).error(
-                "refNotStringOrObject",
-                format!("property '{key}' must name a {type_name}"),
-            );
+            self.non_reference_value(doc, site, raw);
             return None;
         };
         let target = here
             .ctx
             .resolve_term(s)
             .map_or_else(|| s.to_string(), str::to_string);
-        if !self.standard_mode && !self.supplemental_target_ok(&target, def) {
-            self.at(doc, site.pointer).value(raw).error(
-                "notRequiredType",
+        if self.standard_mode {
+            return Some(PropValue::Ref(target));
+        }
+        let codes: &[&str] = match self.supplemental_target(&target, def) {
+            Target::Fits => return Some(PropValue::Ref(target)),
+            Target::Unknown => &["notRequiredType"],
+            Target::WrongType => &["badType"],
+            Target::WrongParent => &["badType", "wrongParent"],
+        };
+        for code in codes {
+            self.at(doc, site.pointer).value(raw).secondary(&target).error(
+                code,
                 format!(
                     "property '{key}' has value '{s}', which is not a {type_name} allowed by {}",
                     site.type_iri
                 ),
             );
-            return None;
         }
-        Some(PropValue::Ref(target))
+        None
     }
 
-    /// True when a supplemental object property may refer to `target` (units and the like).
-    fn supplemental_target_ok(&self, target: &str, def: &SupplementalProperty) -> bool {
+    /// A value of an object property that is not a term or DTMI string: an inline object is
+    /// not allowed (and then the property has no value), anything else is not a reference.
+    fn non_reference_value(&mut self, doc: usize, site: &SupplementalSite<'_>, raw: &Value) {
+        let (key, def) = (site.key, site.def);
+        let type_name = def.type_name.as_deref().unwrap_or("");
+        if !raw.is_object() {
+            self.at(doc, site.pointer).value(raw).error(
+                "refNotStringOrObject",
+                format!("property '{key}' must name a {type_name}"),
+            );
+            return;
+        }
+        self.at(doc, site.pointer).value(raw).error(
+            "refObjectNotAllowed",
+            format!("property '{key}' must name a {type_name} by its term or DTMI, not define one"),
+        );
+        if def.min_count.unwrap_or(0) >= 1 && !def.plural {
+            self.at(doc, site.pointer).error(
+                "objectCountBelowMin",
+                format!("property '{key}' needs a {type_name}"),
+            );
+        }
+    }
+
+    /// Whether a supplemental object property may refer to `target` (units and the like).
+    fn supplemental_target(&self, target: &str, def: &SupplementalProperty) -> Target {
         let Some((elem, _)) = self.lookup(target) else {
-            return false;
+            return Target::Unknown;
         };
         if let Some(parent) = def.child_of.as_deref() {
             let Some(std) = self.std else {
-                return false;
+                return Target::Unknown;
             };
             let parent_id = elem
                 .parent
                 .as_ref()
                 .map(|(p, _)| std.elems.get(*p).map(|e| e.id.as_str()).unwrap_or(""));
-            return parent_id == Some(parent);
+            return if parent_id == Some(parent) {
+                Target::Fits
+            } else {
+                Target::WrongParent
+            };
         }
         let Some(required) = def.type_iri.as_deref() else {
-            return true;
+            return Target::Fits;
         };
-        if let Some(class) = required
+        let of_class = required
             .strip_prefix("dtmi:dtdl:class:")
             .and_then(|r| r.split(';').next())
-            && digest().is_subclass(&elem.class, class, elem.version)
-        {
-            return true;
-        }
-        elem.cotypes.iter().any(|c| {
+            .is_some_and(|class| digest().is_subclass(&elem.class, class, elem.version));
+        let of_cotype = elem.cotypes.iter().any(|c| {
             supplemental_chain(c)
                 .iter()
                 .any(|(iri, _)| *iri == required)
-        })
+        });
+        if of_class || of_cotype {
+            Target::Fits
+        } else {
+            Target::WrongType
+        }
     }
+}
+
+/// How the element a supplemental object property names fits the property.
+enum Target {
+    Fits,
+    /// Nothing is defined under that identifier.
+    Unknown,
+    /// The element is not of the property's type.
+    WrongType,
+    /// The element is not a child of the enumeration the property draws from (a unit of
+    /// another quantity).
+    WrongParent,
 }

@@ -4,6 +4,7 @@ use serde_json::Value;
 
 use super::{Here, Outcome, Parser, resolve_iri, supplemental_chain};
 use crate::digest::digest;
+use crate::engine::ElemId;
 
 /// What an element's `@type` says it is.
 pub(crate) struct Typing {
@@ -43,8 +44,9 @@ impl Parser<'_> {
         &mut self,
         here: &Here<'_>,
         allowed: &str,
-        nested: bool,
+        parent: Option<ElemId>,
     ) -> Option<Typing> {
+        let nested = parent.is_some();
         let type_values: Vec<&Value> = match here.obj.get("@type") {
             Some(Value::Array(a)) if a.is_empty() => {
                 self.at(here.doc, &here.key("@type"))
@@ -72,7 +74,7 @@ impl Parser<'_> {
             );
             return None;
         }
-        let class = self.material_class(here, &list, allowed)?;
+        let class = self.material_class(here, &list, allowed, parent)?;
         if !digest().is_subclass(class, allowed, here.version()) {
             let code = if nested {
                 "notRequiredType"
@@ -160,6 +162,7 @@ impl Parser<'_> {
         here: &Here<'_>,
         list: &TypeList,
         allowed: &str,
+        parent: Option<ElemId>,
     ) -> Option<&'static str> {
         if let Some(class) = list.material.first() {
             return Some(class);
@@ -186,6 +189,25 @@ impl Parser<'_> {
         let untyped = here.obj.get("@type").is_none();
         match implied.or(optional) {
             Some(c) if untyped || implied.is_some() => Some(c),
+            _ if untyped && parent.is_none() => {
+                // A top-level element must say it is an Interface.
+                let subject = self.subject.clone().unwrap_or_default();
+                self.at(here.doc, here.pointer).error(
+                    "typeNotRootable",
+                    format!("element has no @type; a top-level element must be a {allowed}"),
+                );
+                let at = self.at(here.doc, here.pointer);
+                let at = if subject.is_empty() {
+                    at
+                } else {
+                    at.secondary(&subject)
+                };
+                at.error(
+                    "badType",
+                    format!("element has no @type; expected a {allowed} type"),
+                );
+                None
+            }
             _ if untyped => {
                 self.at(here.doc, here.pointer).error(
                     "ktwin:dtdl:missingType",
@@ -195,14 +217,33 @@ impl Parser<'_> {
             }
             _ => {
                 if list.ok {
-                    self.at(here.doc, &here.key("@type")).error(
-                        "layerMissingMaterialType",
-                        format!("@type specifies no material type; expected a {allowed} type"),
-                    );
+                    self.missing_material_type(here, allowed, parent);
                 }
                 None
             }
         }
+    }
+
+    /// `@type` lists only supplemental types: a nested element is then not of the class its
+    /// parent's property needs (reported on the parent), a top-level one has no material type.
+    fn missing_material_type(&mut self, here: &Here<'_>, allowed: &str, parent: Option<ElemId>) {
+        let pointer = here.key("@type");
+        let Some(parent) = parent else {
+            self.at(here.doc, &pointer).error(
+                "layerMissingMaterialType",
+                format!("@type specifies no material type; expected a {allowed} type"),
+            );
+            return;
+        };
+        let parent_id = self.arena.elems[parent].id.clone();
+        let subject = self.subject.clone().unwrap_or_default();
+        self.at(here.doc, &pointer)
+            .primary(&parent_id)
+            .secondary(&subject)
+            .error(
+                "badType",
+                format!("@type of {subject} specifies no material type; expected a {allowed} type"),
+            );
     }
 
     /// Placement, version and co-occurrence of the supplemental types.
