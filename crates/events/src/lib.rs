@@ -22,6 +22,7 @@
 //! ```
 
 mod cloudevent;
+pub mod env;
 mod event_type;
 mod name;
 mod topic;

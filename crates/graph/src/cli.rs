@@ -22,10 +22,10 @@ pub enum SourceKind {
 #[derive(Debug, Clone, clap::Args)]
 pub struct GraphArgs {
     /// Address to listen on (port 0 picks a free port; the bound address is printed).
-    #[arg(long, env = "KTWIN_GRAPH_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = ktwin_events::env::GRAPH_LISTEN, default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
     /// Source of truth.
-    #[arg(long, value_enum, default_value = "local", env = "KTWIN_GRAPH_SOURCE")]
+    #[arg(long, value_enum, default_value = "local", env = ktwin_events::env::GRAPH_SOURCE)]
     pub source: SourceKind,
     /// Project directory (local source).
     #[arg(long, default_value = ".", conflicts_with = "graph_file")]
@@ -34,7 +34,7 @@ pub struct GraphArgs {
     #[arg(long)]
     pub graph_file: Option<PathBuf>,
     /// Namespace of the TwinInstances (Kubernetes source); all namespaces when absent.
-    #[arg(long, env = "KTWIN_NAMESPACE")]
+    #[arg(long, env = ktwin_events::env::NAMESPACE)]
     pub namespace: Option<String>,
 }
 

@@ -91,7 +91,8 @@ pub struct InstancesArgs {
     pub lenient_ids: bool,
 }
 
-fn parse_parameter(s: &str) -> Result<(String, u64), String> {
+/// Parses a world parameter `NAME=VALUE` (clap value parser of `--set`).
+pub fn parse_parameter(s: &str) -> Result<(String, u64), String> {
     let (k, v) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?}: expected NAME=VALUE"))?;

@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cloudevents::Event;
+use ktwin_events::env;
 use ktwin_service::{Readiness, ops_router, shutdown_token};
 use tokio_util::sync::CancellationToken;
 
@@ -104,13 +105,13 @@ impl ServeConfig {
         }
         let non_empty = |name: &str| var(name).filter(|v| !v.trim().is_empty());
         Ok(Self {
-            port: parse(&var, "PORT", 8080, "a TCP port number")?,
-            broker: non_empty("KTWIN_BROKER"),
-            event_store: non_empty("KTWIN_EVENT_STORE"),
-            graph_url: non_empty("KTWIN_GRAPH_URL"),
-            graph_json: non_empty("KTWIN_GRAPH"),
-            reply: parse(&var, "KTWIN_REPLY", true, "true or false")?,
-            max_concurrency: parse(&var, "KTWIN_MAX_CONCURRENCY", 64, "a positive integer")?.max(1),
+            port: parse(&var, env::PORT, 8080, "a TCP port number")?,
+            broker: non_empty(env::BROKER),
+            event_store: non_empty(env::EVENT_STORE),
+            graph_url: non_empty(env::GRAPH_URL),
+            graph_json: non_empty(env::GRAPH_JSON),
+            reply: parse(&var, env::REPLY, true, "true or false")?,
+            max_concurrency: parse(&var, env::MAX_CONCURRENCY, 64, "a positive integer")?.max(1),
         })
     }
 
@@ -125,7 +126,7 @@ impl ServeConfig {
     pub fn context(&self) -> Result<TwinContext, ConfigError> {
         let graph: Arc<dyn crate::GraphLookup> = match (&self.graph_json, &self.graph_url) {
             (Some(json), _) => Arc::new(StaticGraph::from_json(json).map_err(|_| ConfigError {
-                name: "KTWIN_GRAPH",
+                name: env::GRAPH_JSON,
                 value: json.chars().take(80).collect(),
                 expected: "a twin graph as JSON ({\"twinInstances\":[...]})",
             })?),

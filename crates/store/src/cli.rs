@@ -32,19 +32,19 @@ pub struct BackendArgs {
         long,
         value_enum,
         default_value = "embedded",
-        env = "KTWIN_STORE_BACKEND"
+        env = ktwin_events::env::STORE_BACKEND
     )]
     pub backend: BackendKind,
     /// PostgreSQL connection URL (backend postgres).
     #[arg(
         long,
-        env = "KTWIN_STORE_DATABASE_URL",
+        env = ktwin_events::env::STORE_DATABASE_URL,
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     pub database_url: String,
     /// Database directory, or file ending in `.redb` (backends embedded and redb). A directory
     /// that does not exist beside an existing `<path>.redb` file opens that file.
-    #[arg(long, env = "KTWIN_STORE_PATH", default_value = ".ktwin/store")]
+    #[arg(long, env = ktwin_events::env::STORE_PATH, default_value = ".ktwin/store")]
     pub path: PathBuf,
 }
 
@@ -63,7 +63,7 @@ impl BackendArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct StoreArgs {
     /// Address to listen on (port 0 picks a free port; the bound address is printed).
-    #[arg(long, env = "KTWIN_STORE_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = ktwin_events::env::STORE_LISTEN, default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
     #[command(flatten)]
     pub backend: BackendArgs,
@@ -76,6 +76,9 @@ pub struct StoreArgs {
     /// Events per transaction, at most.
     #[arg(long, default_value_t = IngestConfig::default().max_batch)]
     pub max_batch: usize,
+    /// Milliseconds a request may take before it is answered 408 (the EventStore's `timeout`).
+    #[arg(long, env = ktwin_events::env::STORE_TIMEOUT, default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
 }
 
 /// Serves the store until Ctrl-C or SIGTERM, then drains in-flight requests and the ingest
@@ -118,7 +121,12 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
             }
         })
     };
-    let app = router(backend, ingestor, config).merge(ops_router(readiness));
+    let app = router(backend, ingestor, config)
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(args.request_timeout_ms.max(1)),
+        ))
+        .merge(ops_router(readiness));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
