@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the servers ktwin's tests talk to are installed and running on loopback:
 # PostgreSQL 5432 (trust auth for 127.0.0.1), RabbitMQ 5672 (guest/guest) with its MQTT plugin
-# listening on 1884 (1883 belongs to Mosquitto), and Mosquitto 1883.
+# listening on 1884 (1883 belongs to Mosquitto), and Mosquitto 1883; and Debian's Chromium and
+# ChromeDriver for the dashboard's browser tests.
 # Idempotent: on a machine where everything already runs it only checks.
 set -euo pipefail
 
@@ -152,7 +153,13 @@ ensure_mosquitto() {
   fi
 }
 
+# The dashboard's browser tests drive Debian's Chromium; nothing may download a browser build.
+ensure_chromium() {
+  command -v chromium >/dev/null && command -v chromedriver >/dev/null || install_pkgs chromium chromium-driver
+}
+
 ensure_postgres
 ensure_rabbitmq
 ensure_mosquitto
-log "PostgreSQL :5432, RabbitMQ :5672 (MQTT :1884), Mosquitto :1883 are up"
+ensure_chromium
+log "PostgreSQL :5432, RabbitMQ :5672 (MQTT :1884), Mosquitto :1883 are up; Chromium is installed"

@@ -127,6 +127,29 @@ fn is_extension_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
+/// The CloudEvent extension value of a header: strings (non-empty UTF-8), booleans and
+/// integers; `None` for other AMQP types.
+fn extension_value(value: &AMQPValue) -> Option<ExtensionValue> {
+    Some(match value {
+        AMQPValue::LongString(s) => match std::str::from_utf8(s.as_bytes()) {
+            Ok("") | Err(_) => return None,
+            Ok(s) => ExtensionValue::String(s.to_owned()),
+        },
+        AMQPValue::ShortString(s) if !s.as_str().is_empty() => {
+            ExtensionValue::String(s.as_str().to_owned())
+        }
+        AMQPValue::Boolean(b) => ExtensionValue::Boolean(*b),
+        AMQPValue::ShortShortInt(i) => ExtensionValue::Integer((*i).into()),
+        AMQPValue::ShortShortUInt(i) => ExtensionValue::Integer((*i).into()),
+        AMQPValue::ShortInt(i) => ExtensionValue::Integer((*i).into()),
+        AMQPValue::ShortUInt(i) => ExtensionValue::Integer((*i).into()),
+        AMQPValue::LongInt(i) => ExtensionValue::Integer((*i).into()),
+        AMQPValue::LongUInt(i) => ExtensionValue::Integer((*i).into()),
+        AMQPValue::LongLongInt(i) => ExtensionValue::Integer(*i),
+        _ => return None,
+    })
+}
+
 /// Decodes a Knative-RabbitMQ-broker message into a CloudEvent. `id` falls back to the
 /// `message_id` property and the content type to the `content_type` property; JSON data is
 /// parsed (kept as bytes if it does not parse).
@@ -172,25 +195,9 @@ pub fn event_from_amqp(properties: &BasicProperties, body: &[u8]) -> Result<Even
         if ATTRIBUTE_HEADERS.contains(&name) || !is_extension_name(name) {
             continue;
         }
-        let value = match value {
-            AMQPValue::LongString(s) => match std::str::from_utf8(s.as_bytes()) {
-                Ok("") | Err(_) => continue,
-                Ok(s) => ExtensionValue::String(s.to_owned()),
-            },
-            AMQPValue::ShortString(s) if !s.as_str().is_empty() => {
-                ExtensionValue::String(s.as_str().to_owned())
-            }
-            AMQPValue::Boolean(b) => ExtensionValue::Boolean(*b),
-            AMQPValue::ShortShortInt(i) => ExtensionValue::Integer((*i).into()),
-            AMQPValue::ShortShortUInt(i) => ExtensionValue::Integer((*i).into()),
-            AMQPValue::ShortInt(i) => ExtensionValue::Integer((*i).into()),
-            AMQPValue::ShortUInt(i) => ExtensionValue::Integer((*i).into()),
-            AMQPValue::LongInt(i) => ExtensionValue::Integer((*i).into()),
-            AMQPValue::LongUInt(i) => ExtensionValue::Integer((*i).into()),
-            AMQPValue::LongLongInt(i) => ExtensionValue::Integer(*i),
-            _ => continue,
-        };
-        builder = builder.extension(name, value);
+        if let Some(value) = extension_value(value) {
+            builder = builder.extension(name, value);
+        }
     }
     let content_type = get("content-type").or_else(|| {
         properties

@@ -33,6 +33,9 @@
 //! # use cloudevents::AttributesReader;
 //! ```
 
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+
 mod amqp_codec;
 mod delivery;
 mod filter;

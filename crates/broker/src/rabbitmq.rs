@@ -68,7 +68,7 @@ pub struct RabbitConfig {
 impl Default for RabbitConfig {
     fn default() -> Self {
         Self {
-            uri: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            uri: ktwin_events::platform::defaults::AMQP_URL.into(),
             exchange: "ktwin-broker".into(),
             declare_exchange: true,
             queue_type: QueueType::Quorum,
@@ -471,6 +471,7 @@ impl std::fmt::Debug for RabbitBroker {
 impl RabbitBroker {
     /// Connects (failing fast if RabbitMQ is unreachable now) and declares the exchange if
     /// configured.
+    #[tracing::instrument(skip_all, fields(exchange = %config.exchange))]
     pub async fn connect(config: RabbitConfig) -> Result<Self, BrokerError> {
         let connector =
             AmqpConnector::connect(&config.uri, &config.connection_name, config.max_backoff)

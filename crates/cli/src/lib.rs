@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+mod events;
 mod service;
 
 use std::process::ExitCode;
@@ -60,6 +61,8 @@ pub enum Command {
     Sim(ktwin_sim::cli::SimArgs),
     /// Run a project locally: the whole platform in one process (MQTT, broker, store, graph, services).
     Up(ktwin_runtime::cli::UpArgs),
+    /// Print the event grammar (types, topics, routing keys) of names, for SDKs in other languages.
+    Events(events::EventsArgs),
     /// Serve a built-in twin service handler over the Knative HTTP contract (e.g. `smart-city/pole`).
     Service(ServiceArgs),
     /// Run the gateway: twin state, history and graph, events and commands behind one token.
@@ -82,7 +85,7 @@ pub enum BenchCommand {
 /// `handler` names them and `ktwin service <handler>` serves on a cluster: the smart-city
 /// reference services, so that the README's first command runs the whole scenario in one
 /// process and the smart-city example deploys them from the one `ktwin` image.
-pub fn built_in_handlers() -> ktwin_runtime::up::Handlers {
+pub fn built_in_handlers() -> ktwin_runtime::Handlers {
     ktwin_smart_city_services::handlers().into_iter().collect()
 }
 
@@ -133,6 +136,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::E2e(args)) => {
             ktwin_runtime::bench::run(args, built_in_handlers()).await
         }
+        Command::Events(args) => events::run(&args),
         Command::Service(args) => service::run(args).await,
         Command::Gateway(args) => ktwin_gateway::cli::run(args).await,
     }

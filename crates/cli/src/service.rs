@@ -30,7 +30,7 @@ pub struct ServiceArgs {
     #[arg(long, env = env::GRAPH_URL)]
     pub graph_url: Option<String>,
     /// A whole twin graph as JSON, instead of the graph service.
-    #[arg(long, env = env::GRAPH_JSON)]
+    #[arg(long, env = env::GRAPH)]
     pub graph: Option<String>,
     /// The TwinInterface served (for logs; the handler knows its own types).
     #[arg(long, env = env::INTERFACE)]

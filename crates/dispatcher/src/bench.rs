@@ -19,9 +19,11 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOp
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio_util::sync::CancellationToken;
 
+use crate::cli::MqttBrokerArgs;
 use crate::ingress::{IngressPolicy, TopicSyntax, validate};
 use crate::metrics::DispatchMetrics;
 use crate::{IngressDispatcher, MemoryDeadLetters, MqttSource, MqttSourceConfig};
+use ktwin_events::platform::{defaults, env};
 
 /// Output format of the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -47,18 +49,11 @@ pub struct BenchDispatchArgs {
     /// MQTT connections sharing the dispatcher's subscription (and the raw subscriber's).
     #[arg(long, default_value_t = MqttSourceConfig::new("", 0, "").connections)]
     pub mqtt_connections: usize,
-    /// MQTT broker (Mosquitto) host.
-    #[arg(long, env = "KTWIN_MQTT_HOST", default_value = "127.0.0.1")]
-    pub mqtt_host: String,
-    /// MQTT broker port.
-    #[arg(long, env = "KTWIN_MQTT_PORT", default_value_t = 1883)]
-    pub mqtt_port: u16,
+    /// The MQTT broker (Mosquitto).
+    #[command(flatten)]
+    pub mqtt: MqttBrokerArgs,
     /// AMQP URI of RabbitMQ.
-    #[arg(
-        long,
-        env = "KTWIN_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-    )]
+    #[arg(long, env = env::AMQP_URL, default_value = defaults::AMQP_URL)]
     pub amqp_url: String,
     /// Unconfirmed events in flight: the dispatcher's pipelining depth, and the raw AMQP
     /// loop's window.
@@ -188,6 +183,28 @@ pub fn device_messages(
         .collect()
 }
 
+/// Largest MQTT packet the load generator reads.
+const MAX_PACKET: usize = 16 * 1024 * 1024;
+
+/// Reads from `stream` until a whole MQTT packet is buffered in `incoming`.
+async fn next_packet(
+    stream: &mut (impl tokio::io::AsyncReadExt + Unpin),
+    incoming: &mut bytes::BytesMut,
+) -> anyhow::Result<rumqttc::mqttbytes::v4::Packet> {
+    loop {
+        match rumqttc::mqttbytes::v4::Packet::read(incoming, MAX_PACKET) {
+            Ok(packet) => return Ok(packet),
+            Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {
+                anyhow::ensure!(
+                    stream.read_buf(incoming).await? > 0,
+                    "the MQTT broker closed the connection"
+                );
+            }
+            Err(error) => anyhow::bail!("bad packet from the MQTT broker: {error}"),
+        }
+    }
+}
+
 /// The benchmark's load generator for one MQTT connection: QoS 1 PUBLISH packets encoded in
 /// batches and written with one system call per batch, at most `window` unacknowledged, until
 /// every one is acknowledged. A device-like client such as [`publish_qos1`] (rumqttc) makes one
@@ -202,9 +219,8 @@ pub async fn publish_qos1_batched(
     window: usize,
 ) -> anyhow::Result<()> {
     use rumqttc::mqttbytes::v4::{Connect, Disconnect, Packet as Wire, Publish};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
 
-    const MAX_PACKET: usize = 16 * 1024 * 1024;
     let window = window.clamp(1, usize::from(u16::MAX));
     let mut stream = tokio::net::TcpStream::connect((host, port))
         .await
@@ -216,24 +232,6 @@ pub async fn publish_qos1_batched(
     connect.write(&mut out)?;
     stream.write_all(&out).await?;
     let mut incoming = bytes::BytesMut::with_capacity(64 * 1024);
-    // Reads until a whole packet is buffered.
-    async fn next_packet(
-        stream: &mut (impl AsyncReadExt + Unpin),
-        incoming: &mut bytes::BytesMut,
-    ) -> anyhow::Result<Wire> {
-        loop {
-            match Wire::read(incoming, MAX_PACKET) {
-                Ok(packet) => return Ok(packet),
-                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {
-                    anyhow::ensure!(
-                        stream.read_buf(incoming).await? > 0,
-                        "the MQTT broker closed the connection"
-                    );
-                }
-                Err(error) => anyhow::bail!("bad packet from the MQTT broker: {error}"),
-            }
-        }
-    }
     match next_packet(&mut stream, &mut incoming).await? {
         Wire::ConnAck(ack) if ack.code == rumqttc::ConnectReturnCode::Success => {}
         other => anyhow::bail!("MQTT broker refused the connection: {other:?}"),
@@ -300,7 +298,7 @@ async fn publish_parallel(args: &BenchDispatchArgs, iface: &str, run: &str) -> a
     let mut tasks = Vec::new();
     for (p, range) in split(args.messages, args.publishers as u64).enumerate() {
         let messages = device_messages(iface, 100, range);
-        let (host, port) = (args.mqtt_host.clone(), args.mqtt_port);
+        let (host, port) = (args.mqtt.mqtt_host.clone(), args.mqtt.mqtt_port);
         let client_id = format!("ktwin-bench-pub-{run}-{p}");
         let window = args.publish_window;
         tasks.push(tokio::spawn(async move {
@@ -334,8 +332,8 @@ async fn ingress_rate(
     broker: Arc<dyn Broker>,
 ) -> anyhow::Result<f64> {
     let mut config = MqttSourceConfig::new(
-        &args.mqtt_host,
-        args.mqtt_port,
+        &args.mqtt.mqtt_host,
+        args.mqtt.mqtt_port,
         &format!("ktwin-bench-sub-{run}"),
     );
     config.filters = vec![format!("ktwin/real/{iface}/#")];
@@ -359,8 +357,8 @@ async fn ingress_rate(
         anyhow::ensure!(
             Instant::now() < deadline,
             "cannot reach MQTT at {}:{}",
-            args.mqtt_host,
-            args.mqtt_port
+            args.mqtt.mqtt_host,
+            args.mqtt.mqtt_port
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -483,8 +481,8 @@ async fn mosquitto_raw_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
     for index in 0..connections {
         let mut options = MqttOptions::new(
             format!("ktwin-bench-raw-{run}-{index}"),
-            &args.mqtt_host,
-            args.mqtt_port,
+            &args.mqtt.mqtt_host,
+            args.mqtt.mqtt_port,
         );
         options.set_keep_alive(Duration::from_secs(30));
         let (client, mut eventloop) = AsyncClient::new(options, 16);

@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use ktwin_broker::{Broker, QueueType, RabbitBroker, RabbitConfig, SubscriptionSpec, TypeFilter};
 use ktwin_events::EventKind;
+use ktwin_events::platform::{defaults, env};
 use ktwin_service::Readiness;
 use tokio_util::sync::CancellationToken;
 
@@ -44,8 +45,8 @@ pub struct AmqpArgs {
     /// AMQP URI of RabbitMQ.
     #[arg(
         long,
-        env = ktwin_events::env::AMQP_URL,
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+        env = env::AMQP_URL,
+        default_value = defaults::AMQP_URL
     )]
     pub amqp_url: String,
     /// The broker's headers exchange (the Knative broker exchange in a cluster).
@@ -67,10 +68,10 @@ pub struct AmqpArgs {
 #[derive(Debug, Clone, Args)]
 pub struct OpsArgs {
     /// Address of `/health`, `/ready` and `/metrics`.
-    #[arg(long, env = "KTWIN_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = env::LISTEN, default_value = defaults::HTTP_LISTEN)]
     pub listen: SocketAddr,
     /// Consumer tag, connection name and `container_name` metric label.
-    #[arg(long, env = ktwin_events::env::SERVICE_NAME)]
+    #[arg(long, env = env::SERVICE_NAME)]
     pub service_name: Option<String>,
     /// `broker_name` metric label.
     #[arg(long, env = "KTWIN_BROKER_NAME", default_value = "ktwin")]
@@ -86,23 +87,31 @@ pub enum SourceKind {
     Mqtt,
 }
 
+/// Where the MQTT broker listens.
+#[derive(Debug, Clone, Args)]
+pub struct MqttBrokerArgs {
+    /// MQTT broker host.
+    #[arg(long, env = env::MQTT_HOST, default_value = defaults::MQTT_HOST)]
+    pub mqtt_host: String,
+    /// MQTT broker port.
+    #[arg(long, env = env::MQTT_PORT, default_value_t = defaults::MQTT_PORT)]
+    pub mqtt_port: u16,
+}
+
 /// MQTT broker connection.
 #[derive(Debug, Clone, Args)]
 pub struct MqttConnArgs {
-    /// MQTT broker host.
-    #[arg(long, env = "KTWIN_MQTT_HOST", default_value = "127.0.0.1")]
-    pub mqtt_host: String,
-    /// MQTT broker port.
-    #[arg(long, env = "KTWIN_MQTT_PORT", default_value_t = 1883)]
-    pub mqtt_port: u16,
+    /// Where the MQTT broker listens.
+    #[command(flatten)]
+    pub broker: MqttBrokerArgs,
     /// MQTT client id (a persistent session is kept under it).
     #[arg(long, env = "KTWIN_MQTT_CLIENT_ID")]
     pub mqtt_client_id: Option<String>,
     /// MQTT user name.
-    #[arg(long, env = "KTWIN_MQTT_USERNAME", requires = "mqtt_password")]
+    #[arg(long, env = env::MQTT_USERNAME, requires = "mqtt_password")]
     pub mqtt_username: Option<String>,
     /// MQTT password.
-    #[arg(long, env = "KTWIN_MQTT_PASSWORD", hide_env_values = true)]
+    #[arg(long, env = env::MQTT_PASSWORD, hide_env_values = true)]
     pub mqtt_password: Option<String>,
     /// Parallel MQTT connections sharing the subscription (`$share/…`); widens the window of
     /// unacknowledged QoS 1 messages the broker allows (`--source mqtt`).
@@ -122,6 +131,7 @@ pub struct MqttArgs {
     /// Where device messages come from.
     #[arg(long, env = ktwin_events::env::SOURCE, value_enum, default_value_t = SourceKind::Amqp)]
     pub source: SourceKind,
+    /// RabbitMQ and the broker exchange.
     #[command(flatten)]
     pub amqp: AmqpArgs,
     /// Queue of device messages (`--source amqp`).
@@ -135,8 +145,9 @@ pub struct MqttArgs {
     #[arg(long, env = ktwin_events::env::DECLARE_QUEUE, default_value_t = true, action = clap::ArgAction::Set)]
     pub declare_queue: bool,
     /// Exchange RabbitMQ's MQTT plugin publishes to.
-    #[arg(long, env = ktwin_events::env::MQTT_EXCHANGE, default_value = "amq.topic")]
+    #[arg(long, env = env::MQTT_EXCHANGE, default_value = defaults::MQTT_EXCHANGE)]
     pub mqtt_exchange: String,
+    /// The MQTT broker connection.
     #[command(flatten)]
     pub mqtt: MqttConnArgs,
     /// Largest accepted payload in bytes.
@@ -155,6 +166,7 @@ pub struct MqttArgs {
         default_value = "mqtt-dispatcher-dead-letters"
     )]
     pub dead_letter_queue: String,
+    /// Health, readiness and metrics endpoints.
     #[command(flatten)]
     pub ops: OpsArgs,
 }
@@ -205,6 +217,7 @@ pub enum SinkKind {
 /// `ktwin dispatcher cloudevent`.
 #[derive(Debug, Args)]
 pub struct CloudEventArgs {
+    /// RabbitMQ and the broker exchange.
     #[command(flatten)]
     pub amqp: AmqpArgs,
     /// Subscription (queue) of virtual events on the broker.
@@ -218,8 +231,9 @@ pub struct CloudEventArgs {
     #[arg(long, env = ktwin_events::env::SINK, value_enum, default_value_t = SinkKind::Amqp)]
     pub sink: SinkKind,
     /// Topic exchange of RabbitMQ's MQTT plugin (`--sink amqp`).
-    #[arg(long, env = ktwin_events::env::MQTT_EXCHANGE, default_value = "amq.topic")]
+    #[arg(long, env = env::MQTT_EXCHANGE, default_value = defaults::MQTT_EXCHANGE)]
     pub topic_exchange: String,
+    /// The MQTT broker connection.
     #[command(flatten)]
     pub mqtt: MqttConnArgs,
     /// Payload sent to devices: the event data (compatible) or the whole structured CloudEvent.
@@ -228,6 +242,7 @@ pub struct CloudEventArgs {
     /// Failed sends before an event is dead-lettered.
     #[arg(long, env = "KTWIN_MAX_DELIVERIES", default_value_t = ktwin_broker::DEFAULT_MAX_DELIVERIES)]
     pub max_deliveries: u32,
+    /// Health, readiness and metrics endpoints.
     #[command(flatten)]
     pub ops: OpsArgs,
 }
@@ -289,7 +304,8 @@ fn serve_ops(
             .await
             .with_context(|| format!("binding --listen {listen}"))?;
         tracing::info!(%listen, "serving /health, /ready and /metrics");
-        axum::serve(listener, ktwin_service::ops_router(readiness))
+        let app = ktwin_service::with_service_layers(ktwin_service::ops_router(readiness));
+        axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await?;
         Ok(())
@@ -339,8 +355,8 @@ async fn run_mqtt(args: MqttArgs) -> anyhow::Result<ExitCode> {
         }
         SourceKind::Mqtt => {
             let mut config = MqttSourceConfig::new(
-                &args.mqtt.mqtt_host,
-                args.mqtt.mqtt_port,
+                &args.mqtt.broker.mqtt_host,
+                args.mqtt.broker.mqtt_port,
                 args.mqtt.mqtt_client_id.as_deref().unwrap_or(&name),
             );
             config.credentials = args.mqtt.credentials();
@@ -376,8 +392,8 @@ async fn run_cloudevent(args: CloudEventArgs) -> anyhow::Result<ExitCode> {
             &args.topic_exchange,
         )),
         SinkKind::Mqtt => Arc::new(MqttSink::start(
-            &args.mqtt.mqtt_host,
-            args.mqtt.mqtt_port,
+            &args.mqtt.broker.mqtt_host,
+            args.mqtt.broker.mqtt_port,
             args.mqtt.mqtt_client_id.as_deref().unwrap_or(&name),
             args.mqtt.credentials(),
         )),
@@ -416,9 +432,11 @@ async fn run_cloudevent(args: CloudEventArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[cfg(feature = "bench")]
 pub use crate::bench::BenchDispatchArgs;
 
 /// Runs `ktwin bench dispatch`.
+#[cfg(feature = "bench")]
 pub async fn run_bench(args: BenchDispatchArgs) -> anyhow::Result<ExitCode> {
     crate::bench::run(args).await
 }

@@ -4,7 +4,8 @@ use cloudevents::{AttributesReader, Data, Event};
 use ktwin_events::{EventType, Topic};
 
 /// What devices receive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum PayloadFormat {
     /// The event data only (what the original dispatcher sent; devices stay compatible).
     #[default]

@@ -9,29 +9,36 @@
 //!
 //! Translation is pure ([`ingress`], [`egress`]); transports sit at the edges behind
 //! [`DeviceSource`], [`DeviceSink`] and [`DeadLetterSink`]. The dispatchers are libraries so the
-//! local runtime can embed them; [`cli`] wraps them as `ktwin dispatcher …` and
-//! `ktwin bench dispatch`.
+//! local runtime can embed them; the `cli` feature wraps them as `ktwin dispatcher …` and the
+//! `bench` feature adds `ktwin bench dispatch` (the `ktwin` binary enables both).
 //!
 //! It must not know about twin models beyond a set of known interface names, nor about
 //! storage or Kubernetes.
 
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+
+#[cfg(feature = "bench")]
 pub mod bench;
+#[cfg(feature = "cli")]
 pub mod cli;
-mod cloudevent_dispatcher;
 mod dead_letter;
 pub mod egress;
+mod egress_dispatcher;
+mod error;
 pub mod ingress;
+mod ingress_dispatcher;
 pub mod metrics;
-mod mqtt_dispatcher;
 mod source;
 
-pub use cloudevent_dispatcher::{
-    AmqpTopicSink, DeviceSink, EgressCounters, EgressDispatcher, MqttSink,
-};
 pub use dead_letter::{
     AmqpDeadLetters, DeadLetterSink, KIND_HEADER, MemoryDeadLetters, RejectedMessage, TOPIC_HEADER,
 };
-pub use mqtt_dispatcher::{IngressCounters, IngressDispatcher};
+pub use egress_dispatcher::{
+    AmqpTopicSink, DeviceSink, EgressCounters, EgressDispatcher, MqttSink,
+};
+pub use error::TransportError;
+pub use ingress_dispatcher::{IngressCounters, IngressDispatcher};
 pub use source::{
     AmqpQueueSource, AmqpSourceConfig, DeviceSource, MqttSource, MqttSourceConfig,
     REAL_ROUTING_KEY_PATTERN, SourceAck, SourceMessage,

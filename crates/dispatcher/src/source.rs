@@ -18,6 +18,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::TransportError;
 use crate::ingress::TopicSyntax;
 
 /// Binding of the device queue: every real-twin routing key from the MQTT plugin.
@@ -27,7 +28,7 @@ pub const REAL_ROUTING_KEY_PATTERN: &str = "ktwin.real.#";
 #[async_trait]
 pub trait SourceAck: Send {
     /// The message is handled; the source may forget it.
-    async fn ack(self: Box<Self>) -> anyhow::Result<()>;
+    async fn ack(self: Box<Self>) -> Result<(), TransportError>;
 }
 
 /// One device message from a source.
@@ -63,7 +64,7 @@ impl SourceMessage {
     }
 
     /// Acknowledges the message to its source.
-    pub async fn ack(self) -> anyhow::Result<()> {
+    pub async fn ack(self) -> Result<(), TransportError> {
         self.ack.ack().await
     }
 }
@@ -116,14 +117,21 @@ struct AmqpAck(lapin::Acker);
 
 #[async_trait]
 impl SourceAck for AmqpAck {
-    async fn ack(self: Box<Self>) -> anyhow::Result<()> {
-        self.0.ack(BasicAckOptions::default()).await?;
-        Ok(())
+    async fn ack(self: Box<Self>) -> Result<(), TransportError> {
+        self.0
+            .ack(BasicAckOptions::default())
+            .await
+            .map(drop)
+            .map_err(|source| TransportError::Amqp {
+                operation: "basic.ack",
+                source,
+            })
     }
 }
 
 impl AmqpQueueSource {
     /// Declares the topology if configured (errors surface here) and starts consuming.
+    #[tracing::instrument(skip_all, fields(queue = %config.queue))]
     pub async fn start(
         connector: AmqpConnector,
         config: AmqpSourceConfig,
@@ -331,7 +339,7 @@ struct MqttAck {
 
 #[async_trait]
 impl SourceAck for MqttAck {
-    async fn ack(self: Box<Self>) -> anyhow::Result<()> {
+    async fn ack(self: Box<Self>) -> Result<(), TransportError> {
         if self.publish.qos == QoS::AtMostOnce {
             return Ok(());
         }
@@ -399,13 +407,9 @@ impl MqttSource {
     }
 }
 
-async fn mqtt_connection(
-    config: MqttSourceConfig,
-    index: usize,
-    tx: mpsc::Sender<SourceMessage>,
-    count: Arc<ConnectionCount>,
-    stop: CancellationToken,
-) {
+/// The client options and subscription filters of connection `index` of a source: with several
+/// connections each has its own client id and subscribes to the shared `$share/<id>/…` form.
+fn connection_options(config: &MqttSourceConfig, index: usize) -> (MqttOptions, Vec<String>) {
     let shared = config.connections > 1;
     let client_id = if shared {
         format!("{}-{index}", config.client_id)
@@ -432,6 +436,17 @@ async fn mqtt_connection(
     if let Some((user, password)) = &config.credentials {
         options.set_credentials(user, password);
     }
+    (options, filters)
+}
+
+async fn mqtt_connection(
+    config: MqttSourceConfig,
+    index: usize,
+    tx: mpsc::Sender<SourceMessage>,
+    count: Arc<ConnectionCount>,
+    stop: CancellationToken,
+) {
+    let (options, filters) = connection_options(&config, index);
     let (client, mut eventloop) = AsyncClient::new(options, config.buffer.max(16) * 4);
     let mut up = false;
     let mut delay = Duration::from_millis(100);

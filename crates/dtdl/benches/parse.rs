@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use ktwin_dtdl::{ParseOptions, cli::load_documents, conformance, parse};
+use ktwin_dtdl::{ParseOptions, conformance, load_documents, parse};
 
 fn corpus(name: &str) -> Option<PathBuf> {
     let dir = PathBuf::from(concat!(

@@ -1,25 +1,28 @@
 //! `ktwin dtdl …`: validate models, run conformance cases, show a resolved interface.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::{Document, ParseError, ParseOptions, Severity, conformance, parse};
+use crate::{ParseError, ParseOptions, Severity, conformance, load_documents, parse};
 
 /// Arguments of `ktwin dtdl`.
 #[derive(Debug, Args)]
 pub struct DtdlArgs {
+    /// The subcommand.
     #[command(subcommand)]
     pub command: DtdlCommand,
 }
 
+/// `ktwin dtdl` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum DtdlCommand {
     /// Validate DTDL files or directories (recursive) as one model set.
     /// Exit status: 0 valid, 1 invalid, 2 usage or I/O error.
     Validate {
         #[command(flatten)]
+        /// Parser options.
         parse: ParseFlags,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -42,6 +45,7 @@ pub enum DtdlCommand {
         /// The interface DTMI.
         dtmi: String,
         #[command(flatten)]
+        /// Parser options.
         parse: ParseFlags,
         /// Files or directories holding the model set.
         #[arg(long, required = true, num_args = 1..)]
@@ -49,6 +53,7 @@ pub enum DtdlCommand {
     },
 }
 
+/// Parser options shared by the subcommands.
 #[derive(Debug, Args)]
 pub struct ParseFlags {
     /// Tolerate unknown extension contexts and undefined types/properties.
@@ -68,9 +73,12 @@ impl ParseFlags {
     }
 }
 
+/// Output format of `ktwin dtdl validate`.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Format {
+    /// Human-readable diagnostics on standard error.
     Text,
+    /// One JSON report on standard output (validity, diagnostics with validation ids).
     Json,
 }
 
@@ -91,39 +99,6 @@ pub async fn run(args: DtdlArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Reads every `.json` file under the paths (files are taken as given).
-pub fn load_documents(paths: &[PathBuf]) -> std::io::Result<Vec<Document>> {
-    let mut files = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            collect_json(p, &mut files)?;
-        } else {
-            files.push(p.clone());
-        }
-    }
-    files.sort();
-    files
-        .into_iter()
-        .map(|f| {
-            let text = std::fs::read_to_string(&f)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", f.display())))?;
-            Ok(Document::new(f.display().to_string(), text))
-        })
-        .collect()
-}
-
-fn collect_json(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            collect_json(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "json") {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
 fn validate(paths: &[PathBuf], options: &ParseOptions, format: Format) -> ExitCode {
     let docs = match load_documents(paths) {
         Ok(d) => d,
@@ -134,64 +109,68 @@ fn validate(paths: &[PathBuf], options: &ParseOptions, format: Format) -> ExitCo
     };
     let result = parse(&docs, options);
     match format {
-        Format::Json => {
-            let report = match &result {
-                Ok(set) => {
-                    serde_json::json!({ "valid": true, "interfaces": set.interfaces.keys().collect::<Vec<_>>(), "diagnostics": set.warnings })
-                }
-                Err(ParseError::Invalid { diagnostics }) => {
-                    serde_json::json!({ "valid": false, "diagnostics": diagnostics })
-                }
-                Err(ParseError::Unresolved {
-                    identifiers,
-                    warnings,
-                }) => {
-                    serde_json::json!({ "valid": false, "unresolvedIdentifiers": identifiers, "diagnostics": warnings })
-                }
-            };
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).unwrap_or_default()
-            );
-        }
-        Format::Text => match &result {
-            Ok(set) => {
-                for w in &set.warnings {
-                    eprintln!("{w}\n");
-                }
-                println!(
-                    "{} document(s) valid: {} interface(s)",
-                    docs.len(),
-                    set.len()
-                );
-            }
-            Err(ParseError::Invalid { diagnostics }) => {
-                for d in diagnostics {
-                    eprintln!("{d}\n");
-                }
-                let errors = diagnostics
-                    .iter()
-                    .filter(|d| d.severity == Severity::Error)
-                    .count();
-                eprintln!("error: {errors} error(s) in {} document(s)", docs.len());
-            }
-            Err(ParseError::Unresolved { identifiers, .. }) => {
-                for id in identifiers {
-                    eprintln!(
-                        "error[unresolvedIdentifier]: {id} is referenced but not defined by any document"
-                    );
-                }
-                eprintln!(
-                    "error: {} unresolved identifier(s); add the documents defining them",
-                    identifiers.len()
-                );
-            }
-        },
+        Format::Json => print_json_report(&result),
+        Format::Text => print_text_report(&result, docs.len()),
     }
     if result.is_ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// The outcome as one JSON document: validity, interfaces or unresolved identifiers, and
+/// every diagnostic with its validation id and the elements it is about.
+fn print_json_report(result: &Result<crate::ModelSet, ParseError>) {
+    let report = match result {
+        Ok(set) => {
+            serde_json::json!({ "valid": true, "interfaces": set.interfaces.keys().collect::<Vec<_>>(), "diagnostics": set.warnings })
+        }
+        Err(ParseError::Invalid { diagnostics }) => {
+            serde_json::json!({ "valid": false, "diagnostics": diagnostics })
+        }
+        Err(ParseError::Unresolved {
+            identifiers,
+            warnings,
+        }) => {
+            serde_json::json!({ "valid": false, "unresolvedIdentifiers": identifiers, "diagnostics": warnings })
+        }
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
+}
+
+fn print_text_report(result: &Result<crate::ModelSet, ParseError>, documents: usize) {
+    match result {
+        Ok(set) => {
+            for w in &set.warnings {
+                eprintln!("{w}\n");
+            }
+            println!("{documents} document(s) valid: {} interface(s)", set.len());
+        }
+        Err(ParseError::Invalid { diagnostics }) => {
+            for d in diagnostics {
+                eprintln!("{d}\n");
+            }
+            let errors = diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .count();
+            eprintln!("error: {errors} error(s) in {documents} document(s)");
+        }
+        Err(ParseError::Unresolved { identifiers, .. }) => {
+            for id in identifiers {
+                eprintln!(
+                    "error[unresolvedIdentifier]: {id} is referenced but not defined by any document"
+                );
+            }
+            eprintln!(
+                "error: {} unresolved identifier(s); add the documents defining them",
+                identifiers.len()
+            );
+        }
     }
 }
 
@@ -210,6 +189,8 @@ fn run_conformance(dirs: &[PathBuf], verbose: bool) -> anyhow::Result<ExitCode> 
     }
     let (warned, discouraged) = summary.discouraged;
     println!("discouraged-but-valid cases warned about: {warned}/{discouraged}");
+    let (matched, named) = summary.named_ids;
+    println!("invalid cases naming validation ids reported with them: {matched}/{named}");
     println!("{} passed, {} failed", summary.passed(), summary.failed());
     Ok(if summary.failed() == 0 {
         ExitCode::SUCCESS

@@ -1,20 +1,105 @@
 //! Runner for the DTDL conformance cases (`valid`, `options`, `input`,
-//! `expect.unresolvedIdentifiers`), as published with the reference parser.
+//! `expect.unresolvedIdentifiers`, `expect.parsingErrors`), as published with the reference
+//! parser. A file holds one case (an object) or many (an array).
+//!
+//! An invalid case passes only when the parse fails as the case says: with exactly the
+//! unresolved identifiers it lists, and with every validation id it names among the ids
+//! reported.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::{ParseError, ParseOptions, parse_values};
+use crate::{ParseError, ParseOptions, Severity, parse_values};
 
-/// Outcome of one case that did not behave as expected.
+/// Why a case file could not be run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConformanceError {
+    /// A directory or file could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The path that failed.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A case file is not JSON.
+    #[error("{file}: {source}")]
+    Json {
+        /// The file name.
+        file: String,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A case file's name does not end in `V2.json`, `V3.json` or `V4.json`.
+    #[error("{file}: name does not end in V2/V3/V4.json")]
+    UnknownVersion {
+        /// The file name.
+        file: String,
+    },
+}
+
+/// How a case's outcome differed from what it expects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mismatch {
+    /// The case is not of the documented form.
+    MalformedCase(&'static str),
+    /// A valid case was rejected; `reported` describes the first error.
+    ExpectedValid {
+        /// The first error, or the unresolved identifiers.
+        reported: String,
+    },
+    /// An invalid case was accepted.
+    ExpectedInvalid,
+    /// The parse stopped at other unresolved identifiers than the case lists.
+    Unresolved {
+        /// What the case lists.
+        expected: BTreeSet<String>,
+        /// What the parse asked for (empty when it failed otherwise).
+        reported: BTreeSet<String>,
+    },
+    /// The case names validation ids the parse did not report.
+    ValidationIds {
+        /// The ids the case names and the parse did not report.
+        missing: BTreeSet<String>,
+        /// The ids the parse reported.
+        reported: BTreeSet<String>,
+    },
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mismatch::MalformedCase(what) => write!(f, "malformed case: {what}"),
+            Mismatch::ExpectedValid { reported } => write!(f, "expected valid, got: {reported}"),
+            Mismatch::ExpectedInvalid => f.write_str("expected invalid, but the parse succeeded"),
+            Mismatch::Unresolved { expected, reported } => {
+                write!(f, "expected unresolved {expected:?}, got {reported:?}")
+            }
+            Mismatch::ValidationIds { missing, reported } => {
+                write!(f, "expected validation ids {missing:?}, got {reported:?}")
+            }
+        }
+    }
+}
+
+/// One case that did not behave as expected.
 #[derive(Debug, Clone)]
 pub struct Failure {
+    /// The case file's name.
     pub file: String,
+    /// The case's index in the file.
     pub index: usize,
+    /// The DTDL version of the file.
     pub version: u8,
-    pub reason: String,
+    /// What differed.
+    pub reason: Mismatch,
 }
 
 /// Pass/fail counts per DTDL version plus the failures.
@@ -22,16 +107,21 @@ pub struct Failure {
 pub struct Summary {
     /// version → (passed, failed)
     pub per_version: BTreeMap<u8, (usize, usize)>,
+    /// Every case that failed.
     pub failures: Vec<Failure>,
     /// Valid-but-discouraged cases (`desirable: false`): (warned about, total).
     pub discouraged: (usize, usize),
+    /// Invalid cases that name validation ids: (all named ids reported, total).
+    pub named_ids: (usize, usize),
 }
 
 impl Summary {
+    /// Cases that behaved as expected.
     pub fn passed(&self) -> usize {
         self.per_version.values().map(|(p, _)| p).sum()
     }
 
+    /// Cases that did not.
     pub fn failed(&self) -> usize {
         self.per_version.values().map(|(_, f)| f).sum()
     }
@@ -44,102 +134,139 @@ impl Summary {
         }
     }
 
-    fn record(&mut self, version: u8, failure: Option<Failure>) {
-        let entry = self.per_version.entry(version).or_default();
-        match failure {
-            None => entry.0 += 1,
-            Some(f) => {
-                entry.1 += 1;
-                self.failures.push(f);
-            }
-        }
+    fn record(&mut self, failure: Failure) {
+        self.per_version.entry(failure.version).or_default().1 += 1;
+        self.failures.push(failure);
     }
 }
 
 /// The DTDL version a case file is for, from its name (`…V3.json`).
 pub fn version_of(file_name: &str) -> Option<u8> {
     let stem = file_name.strip_suffix(".json")?;
-    match &stem[stem.len().checked_sub(2)?..] {
-        "V2" => Some(2),
-        "V3" => Some(3),
-        "V4" => Some(4),
-        _ => None,
-    }
+    [(2, "V2"), (3, "V3"), (4, "V4")]
+        .into_iter()
+        .find_map(|(version, suffix)| stem.ends_with(suffix).then_some(version))
 }
 
-/// Runs one case; `Err` says why it failed.
-pub fn run_case(case: &Value) -> Result<(), String> {
-    evaluate(case).0
+/// What a case expects of an invalid parse.
+struct Expectation {
+    unresolved: Option<BTreeSet<String>>,
+    validation_ids: BTreeSet<String>,
 }
 
-/// Runs one case; also says whether the parse produced warnings.
-fn evaluate(case: &Value) -> (Result<(), String>, bool) {
-    match classify(case) {
-        Ok((result, warned)) => (result, warned),
-        Err(reason) => (Err(reason), false),
-    }
+fn strings(value: Option<&Value>) -> Option<BTreeSet<String>> {
+    value.and_then(Value::as_array).map(|a| {
+        a.iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect()
+    })
 }
 
-type Classified = (Result<(), String>, bool);
-
-fn classify(case: &Value) -> Result<Classified, String> {
-    let valid = case
-        .get("valid")
-        .and_then(Value::as_bool)
-        .ok_or("case has no boolean 'valid'")?;
-    let options = ParseOptions {
-        allow_undefined_extensions: case
-            .get("options")
-            .and_then(Value::as_array)
-            .is_some_and(|o| o.iter().any(|v| v == "AllowUndefinedExtensions")),
-        lenient_ids: false,
-    };
-    let inputs: Vec<(String, Value)> = case
-        .get("input")
+fn expectation(case: &Value) -> Expectation {
+    let validation_ids = case
+        .pointer("/expect/parsingErrors")
         .and_then(Value::as_array)
-        .ok_or("case has no 'input' array")?
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|e| e.get("ValidationID").and_then(Value::as_str))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    Expectation {
+        unresolved: strings(case.pointer("/expect/unresolvedIdentifiers")),
+        validation_ids,
+    }
+}
+
+/// The outcome of one case.
+struct Outcome {
+    result: Result<(), Mismatch>,
+    /// The parse succeeded with warnings.
+    warned: bool,
+    /// The case names validation ids (whether they were all reported or not).
+    names_ids: bool,
+}
+
+/// Runs one case.
+pub fn run_case(case: &Value) -> Result<(), Mismatch> {
+    evaluate(case).result
+}
+
+fn evaluate(case: &Value) -> Outcome {
+    let malformed = |what| Outcome {
+        result: Err(Mismatch::MalformedCase(what)),
+        warned: false,
+        names_ids: false,
+    };
+    let Some(valid) = case.get("valid").and_then(Value::as_bool) else {
+        return malformed("no boolean 'valid'");
+    };
+    let Some(inputs) = case.get("input").and_then(Value::as_array) else {
+        return malformed("no 'input' array");
+    };
+    let options = ParseOptions {
+        allow_undefined_extensions: strings(case.get("options"))
+            .is_some_and(|o| o.contains("AllowUndefinedExtensions")),
+        ..ParseOptions::default()
+    };
+    let inputs: Vec<(String, Value)> = inputs
         .iter()
         .enumerate()
         .map(|(i, v)| (format!("input[{i}]"), v.clone()))
         .collect();
-    let expected_unresolved: Option<BTreeSet<String>> = case
-        .pointer("/expect/unresolvedIdentifiers")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        });
+    let expected = expectation(case);
     let outcome = parse_values(&inputs, &options);
     let warned = matches!(&outcome, Ok(set) if !set.warnings.is_empty());
-    let result = match (valid, outcome, expected_unresolved) {
-        (true, Ok(_), _) => Ok(()),
-        (true, Err(e), _) => Err(format!("expected valid, got: {}", describe(&e))),
-        (false, Ok(_), _) => Err("expected invalid, but the parse succeeded".into()),
-        (false, Err(ParseError::Unresolved { identifiers, .. }), Some(expected)) => {
-            if identifiers == expected {
-                Ok(())
-            } else {
-                Err(format!(
-                    "expected unresolved {expected:?}, got unresolved {identifiers:?}"
-                ))
-            }
-        }
-        (false, Err(e), Some(expected)) => Err(format!(
-            "expected unresolved {expected:?}, got: {}",
-            describe(&e)
-        )),
-        (false, Err(_), None) => Ok(()),
+    let names_ids = !valid && !expected.validation_ids.is_empty();
+    let result = match (valid, outcome) {
+        (true, Ok(_)) => Ok(()),
+        (true, Err(e)) => Err(Mismatch::ExpectedValid {
+            reported: describe(&e),
+        }),
+        (false, Ok(_)) => Err(Mismatch::ExpectedInvalid),
+        (false, Err(e)) => judge_invalid(&expected, &e),
     };
-    Ok((result, warned))
+    Outcome {
+        result,
+        warned,
+        names_ids,
+    }
+}
+
+/// An invalid case failed to parse: did it fail the way the case says?
+fn judge_invalid(expected: &Expectation, error: &ParseError) -> Result<(), Mismatch> {
+    let reported_unresolved = match error {
+        ParseError::Unresolved { identifiers, .. } => identifiers.clone(),
+        _ => BTreeSet::new(),
+    };
+    if let Some(unresolved) = &expected.unresolved
+        && *unresolved != reported_unresolved
+    {
+        return Err(Mismatch::Unresolved {
+            expected: unresolved.clone(),
+            reported: reported_unresolved,
+        });
+    }
+    let reported: BTreeSet<String> = error.errors().map(|d| d.id.clone()).collect();
+    let missing: BTreeSet<String> = expected
+        .validation_ids
+        .difference(&reported)
+        .cloned()
+        .collect();
+    if expected.unresolved.is_none() && !missing.is_empty() {
+        return Err(Mismatch::ValidationIds { missing, reported });
+    }
+    Ok(())
 }
 
 fn describe(e: &ParseError) -> String {
     match e {
         ParseError::Invalid { diagnostics } => diagnostics
             .iter()
-            .find(|d| d.severity == crate::Severity::Error)
+            .find(|d| d.severity == Severity::Error)
             .map(|d| {
                 format!(
                     "[{}] {} at {}{}",
@@ -154,34 +281,54 @@ fn describe(e: &ParseError) -> String {
     }
 }
 
-/// Runs every case of one file's text.
-pub fn run_file(summary: &mut Summary, file_name: &str, text: &str) -> Result<(), String> {
-    let version = version_of(file_name)
-        .ok_or_else(|| format!("{file_name}: name does not end in V2/V3/V4.json"))?;
-    let cases: Value = serde_json::from_str(text.trim_start_matches('\u{feff}'))
-        .map_err(|e| format!("{file_name}: {e}"))?;
-    let cases = cases
-        .as_array()
-        .ok_or_else(|| format!("{file_name}: expected a JSON array of cases"))?;
+/// Runs every case of one file's text (a JSON array of cases, or one case).
+pub fn run_file(
+    summary: &mut Summary,
+    file_name: &str,
+    text: &str,
+) -> Result<(), ConformanceError> {
+    let version = version_of(file_name).ok_or_else(|| ConformanceError::UnknownVersion {
+        file: file_name.to_string(),
+    })?;
+    let cases: Value =
+        serde_json::from_str(text.trim_start_matches('\u{feff}')).map_err(|source| {
+            ConformanceError::Json {
+                file: file_name.to_string(),
+                source,
+            }
+        })?;
+    let cases = match cases {
+        Value::Array(cases) => cases,
+        one => vec![one],
+    };
     for (index, case) in cases.iter().enumerate() {
-        let (result, warned) = evaluate(case);
-        if case.get("desirable").and_then(Value::as_bool) == Some(false) && result.is_ok() {
+        let outcome = evaluate(case);
+        if case.get("desirable").and_then(Value::as_bool) == Some(false) && outcome.result.is_ok() {
             summary.discouraged.1 += 1;
-            summary.discouraged.0 += usize::from(warned);
+            summary.discouraged.0 += usize::from(outcome.warned);
         }
-        let failure = result.err().map(|reason| Failure {
-            file: file_name.to_string(),
-            index,
-            version,
-            reason,
-        });
-        summary.record(version, failure);
+        if outcome.names_ids {
+            summary.named_ids.1 += 1;
+            summary.named_ids.0 += usize::from(!matches!(
+                outcome.result,
+                Err(Mismatch::ValidationIds { .. } | Mismatch::ExpectedInvalid)
+            ));
+        }
+        match outcome.result {
+            Ok(()) => summary.per_version.entry(version).or_default().0 += 1,
+            Err(reason) => summary.record(Failure {
+                file: file_name.to_string(),
+                index,
+                version,
+                reason,
+            }),
+        }
     }
     Ok(())
 }
 
 /// Case files (`*V2.json`, `*V3.json`, `*V4.json`) under the directories, sorted.
-pub fn case_files(dirs: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+pub fn case_files(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, ConformanceError> {
     let mut files = Vec::new();
     for dir in dirs {
         collect(dir, &mut files)?;
@@ -196,10 +343,14 @@ pub fn case_files(dirs: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn collect(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), ConformanceError> {
+    let read_error = |source| ConformanceError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
     if path.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            collect(&entry?.path(), out)?;
+        for entry in std::fs::read_dir(path).map_err(read_error)? {
+            collect(&entry.map_err(read_error)?.path(), out)?;
         }
     } else {
         out.push(path.to_path_buf());
@@ -208,17 +359,19 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 }
 
 /// Runs every case file under the directories.
-pub fn run_dirs(dirs: &[PathBuf]) -> anyhow::Result<Summary> {
+pub fn run_dirs(dirs: &[PathBuf]) -> Result<Summary, ConformanceError> {
     let mut summary = Summary::default();
     for file in case_files(dirs)? {
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let text = std::fs::read_to_string(&file).map_err(|source| ConformanceError::Read {
+            path: file.clone(),
+            source,
+        })?;
         let name = file
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default()
             .to_string();
-        run_file(&mut summary, &name, &text).map_err(anyhow::Error::msg)?;
+        run_file(&mut summary, &name, &text)?;
     }
     Ok(summary)
 }

@@ -20,7 +20,9 @@ pub enum Severity {
 
 /// One finding about the input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Diagnostic {
+    /// Error or warning.
     pub severity: Severity,
     /// Stable validation id: `dtmi:dtdl:parsingError:<name>` where DTDL defines one,
     /// `ktwin:dtdl:<name>` otherwise.
@@ -32,6 +34,13 @@ pub struct Diagnostic {
     /// The offending value, abbreviated, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// The element the finding is about (its DTMI, written or derived), as the reference
+    /// parser reports it.
+    #[serde(rename = "primaryId", skip_serializing_if = "Option::is_none")]
+    pub primary_id: Option<String>,
+    /// The other element involved (the target of a bad reference, a conflicting definition).
+    #[serde(rename = "secondaryId", skip_serializing_if = "Option::is_none")]
+    pub secondary_id: Option<String>,
     /// One line saying what is wrong and what was expected.
     pub message: String,
 }
@@ -54,6 +63,9 @@ impl fmt::Display for Diagnostic {
         };
         write!(f, "{level}[{}]: {}", self.short_id(), self.message)?;
         write!(f, "\n  --> {}#{}", self.document, self.pointer)?;
+        if let Some(id) = &self.primary_id {
+            write!(f, "\n  = element: {id}")?;
+        }
         if let Some(v) = &self.value {
             write!(f, "\n  = value: {v}")?;
         }

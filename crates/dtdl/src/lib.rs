@@ -31,25 +31,44 @@
 //! A parse either yields the model set, or [`ParseError::Invalid`] with diagnostics
 //! (validation id, document, JSON pointer, value, message), or [`ParseError::Unresolved`]
 //! listing exactly the DTMIs referenced but not defined.
+//!
+//! Features: `cli` (the `ktwin dtdl …` subcommands, enabled by the `ktwin` binary) and
+//! `conformance` (the runner of the reference parser's conformance cases, which `cli` uses);
+//! a default build exports neither.
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
 
+#[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "conformance")]
 pub mod conformance;
 mod diagnostics;
 mod digest;
 mod engine;
+mod load;
 pub mod model;
+mod mqtt;
 
 pub use diagnostics::{Diagnostic, PARSING_ERROR_PREFIX, ParseError, Severity};
-pub use model::*;
+pub use load::{LoadError, load_documents};
+pub use model::{
+    Annotations, CommandDef, CommandPayload, ComponentDef, Content, ContentKind, EnumValue,
+    Interface, LocalizedString, ModelSet, NamedSchema, Primitive, PropertyDef, RelationshipDef,
+    RelationshipProperty, Schema, TelemetryDef,
+};
+pub use mqtt::{MqttBinding, TopicPattern};
 
 /// One input document: a name used in diagnostics (usually the file path) and its JSON text.
 #[derive(Debug, Clone)]
 pub struct Document {
+    /// Name used in diagnostics (usually the file path).
     pub name: String,
+    /// The JSON text.
     pub text: String,
 }
 
 impl Document {
+    /// A document named `name` holding `text`.
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
         Document {
             name: name.into(),
@@ -84,6 +103,8 @@ pub fn parse(documents: &[Document], options: &ParseOptions) -> Result<ModelSet,
                 document: doc.name.clone(),
                 pointer: String::new(),
                 value: None,
+                primary_id: None,
+                secondary_id: None,
                 message: format!("document is not valid JSON: {e}"),
             }),
         }

@@ -49,10 +49,13 @@ impl ModelSet {
 #[serde(rename_all = "camelCase")]
 pub struct Annotations {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    /// `displayName`, by language.
     pub display_name: LocalizedString,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    /// `description`, by language.
     pub description: LocalizedString,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// `comment`, a note for model authors.
     pub comment: Option<String>,
 }
 
@@ -65,6 +68,7 @@ pub struct Interface {
     /// DTDL language version the interface is written in (2, 3 or 4).
     pub dtdl_version: u8,
     #[serde(flatten)]
+    /// Display name, description and comment.
     pub annotations: Annotations,
     /// Direct parents (`extends`), in declaration order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -77,9 +81,23 @@ pub struct Interface {
     /// Supplemental (co-)types written on the interface itself, as DTMIs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub supplemental_types: Vec<String>,
+    /// Values of properties added by those co-types (e.g. the MQTT extension's
+    /// `telemetryTopic`), keyed by the property's short name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub supplemental_properties: BTreeMap<String, serde_json::Value>,
 }
 
 impl Interface {
+    /// How the interface is conveyed over MQTT, when it is co-typed `Mqtt` (DTDL MQTT
+    /// extension v1–v4): payload format, telemetry/command/property topic patterns and
+    /// shared-subscription groups.
+    pub fn mqtt(&self) -> Option<crate::MqttBinding> {
+        crate::MqttBinding::from_supplemental(
+            &self.supplemental_types,
+            &self.supplemental_properties,
+        )
+    }
+
     /// The content named `name`, own or inherited.
     pub fn content(&self, name: &str) -> Option<&Content> {
         self.contents.iter().find(|c| c.name == name)
@@ -137,6 +155,7 @@ pub struct Content {
     /// DTMI of the interface that declares this content (differs from the owner when inherited).
     pub origin: String,
     #[serde(flatten)]
+    /// Display name, description and comment.
     pub annotations: Annotations,
     /// Supplemental types (semantic types such as `Temperature`, extension types such as
     /// `Historized`), as DTMIs.
@@ -147,6 +166,7 @@ pub struct Content {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub supplemental_properties: BTreeMap<String, serde_json::Value>,
     #[serde(flatten)]
+    /// What the content is, with its kind-specific definition.
     pub kind: ContentKind,
 }
 
@@ -165,16 +185,22 @@ impl Content {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind")]
 pub enum ContentKind {
+    /// A Property.
     Property(PropertyDef),
+    /// A Telemetry.
     Telemetry(TelemetryDef),
+    /// A Command.
     Command(CommandDef),
+    /// A Relationship.
     Relationship(RelationshipDef),
+    /// A Component.
     Component(ComponentDef),
 }
 
 /// A Property content.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PropertyDef {
+    /// The value schema.
     pub schema: Schema,
     /// True when a twin's clients may set the value (DTDL default: false).
     pub writable: bool,
@@ -183,6 +209,7 @@ pub struct PropertyDef {
 /// A Telemetry content.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TelemetryDef {
+    /// The value schema.
     pub schema: Schema,
 }
 
@@ -191,8 +218,10 @@ pub struct TelemetryDef {
 #[serde(rename_all = "camelCase")]
 pub struct CommandDef {
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The request payload, if the command takes one.
     pub request: Option<CommandPayload>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The response payload, if the command returns one.
     pub response: Option<CommandPayload>,
     /// `synchronous`/`asynchronous` (DTDL v2, deprecated afterwards).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -202,9 +231,12 @@ pub struct CommandDef {
 /// A Command request or response.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CommandPayload {
+    /// The name (unique among its siblings).
     pub name: String,
     #[serde(flatten)]
+    /// Display name, description and comment.
     pub annotations: Annotations,
+    /// The value schema.
     pub schema: Schema,
     /// DTDL v4: the payload may be null.
     pub nullable: bool,
@@ -218,9 +250,12 @@ pub struct RelationshipDef {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Minimum number of targets (DTDL v2).
     pub min_multiplicity: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Maximum number of targets.
     pub max_multiplicity: Option<u64>,
+    /// True when clients may set it (DTDL default: false).
     pub writable: bool,
     /// Properties of the relationship edge itself.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -230,10 +265,14 @@ pub struct RelationshipDef {
 /// A property carried by a relationship.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RelationshipProperty {
+    /// The name (unique among its siblings).
     pub name: String,
     #[serde(flatten)]
+    /// Display name, description and comment.
     pub annotations: Annotations,
+    /// The value schema.
     pub schema: Schema,
+    /// True when clients may set it (DTDL default: false).
     pub writable: bool,
 }
 
@@ -249,44 +288,66 @@ pub struct ComponentDef {
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum Schema {
     /// A primitive schema.
-    Primitive { primitive: Primitive },
+    /// A primitive schema.
+    Primitive {
+        /// Which primitive.
+        primitive: Primitive,
+    },
     /// A homogeneous array.
     Array {
+        /// The schema's DTMI (explicit or derived).
         id: String,
         #[serde(flatten)]
+        /// Display name, description and comment.
         annotations: Annotations,
         #[serde(rename = "elementSchema")]
+        /// The schema of every element.
         element_schema: Box<Schema>,
     },
     /// An enumeration.
     Enum {
+        /// The schema's DTMI (explicit or derived).
         id: String,
         #[serde(flatten)]
+        /// Display name, description and comment.
         annotations: Annotations,
         #[serde(rename = "valueSchema")]
+        /// The schema of the enum values (`integer` or `string`).
         value_schema: Primitive,
         #[serde(rename = "enumValues")]
+        /// The values.
         enum_values: Vec<EnumValue>,
     },
     /// A map from string keys to values.
     Map {
+        /// The schema's DTMI (explicit or derived).
         id: String,
         #[serde(flatten)]
+        /// Display name, description and comment.
         annotations: Annotations,
         #[serde(rename = "mapKey")]
+        /// The key (a string schema).
         map_key: NamedSchema,
         #[serde(rename = "mapValue")]
+        /// The value.
         map_value: NamedSchema,
     },
     /// A record of named fields.
     Object {
+        /// The schema's DTMI (explicit or derived).
         id: String,
         #[serde(flatten)]
+        /// Display name, description and comment.
         annotations: Annotations,
+        /// The fields.
         fields: Vec<NamedSchema>,
     },
     /// A reference to an enclosing complex schema (self-referential schemas, DTDL v4).
-    Ref { id: String },
+    /// A reference to an enclosing complex schema by DTMI.
+    Ref {
+        /// The DTMI of the enclosing schema.
+        id: String,
+    },
 }
 
 impl Schema {
@@ -306,9 +367,12 @@ impl Schema {
 /// A map key, map value or object field: a name with a schema.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NamedSchema {
+    /// The name (unique among its siblings).
     pub name: String,
     #[serde(flatten)]
+    /// Display name, description and comment.
     pub annotations: Annotations,
+    /// The schema.
     pub schema: Box<Schema>,
 }
 
@@ -316,8 +380,10 @@ pub struct NamedSchema {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EnumValue {
+    /// The name (unique among its siblings).
     pub name: String,
     #[serde(flatten)]
+    /// Display name, description and comment.
     pub annotations: Annotations,
     /// The value: a JSON integer or string, as the enum's value schema says.
     pub enum_value: serde_json::Value,
@@ -327,24 +393,43 @@ pub struct EnumValue {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Primitive {
+    /// The DTDL `boolean` schema.
     Boolean,
+    /// The DTDL `byte` schema.
     Byte,
+    /// The DTDL `bytes` schema.
     Bytes,
+    /// The DTDL `date` schema.
     Date,
+    /// The DTDL `dateTime` schema.
     DateTime,
+    /// The DTDL `decimal` schema.
     Decimal,
+    /// The DTDL `double` schema.
     Double,
+    /// The DTDL `duration` schema.
     Duration,
+    /// The DTDL `float` schema.
     Float,
+    /// The DTDL `integer` schema.
     Integer,
+    /// The DTDL `long` schema.
     Long,
+    /// The DTDL `short` schema.
     Short,
+    /// The DTDL `string` schema.
     String,
+    /// The DTDL `time` schema.
     Time,
+    /// The DTDL `unsignedByte` schema.
     UnsignedByte,
+    /// The DTDL `unsignedInteger` schema.
     UnsignedInteger,
+    /// The DTDL `unsignedLong` schema.
     UnsignedLong,
+    /// The DTDL `unsignedShort` schema.
     UnsignedShort,
+    /// The DTDL `uuid` schema.
     Uuid,
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use ktwin_dtdl::cli::load_documents;
+use ktwin_dtdl::load_documents;
 use ktwin_dtdl::{ContentKind, ParseError, ParseOptions, parse};
 
 fn corpus(name: &str) -> Option<PathBuf> {

@@ -1,32 +1,39 @@
-//! Names of the environment variables through which the platform configures its components.
-//!
-//! The planner and the operator write them into containers; the components' command lines
-//! (clap `env = …`) and the SDK read them. Both sides name them through these constants, so a
-//! renamed variable cannot leave a writer and a reader disagreeing.
+//! Names of the environment variables through which the platform configures its parts: written
+//! once here, used both where they are set (the planner, the operator's manifests, `ktwin up`)
+//! and where they are read (the SDK's server, the services' command lines).
 
-/// Broker ingress URL twin services post CloudEvents to.
-pub const BROKER: &str = "KTWIN_BROKER";
-/// Root URL of the event store API.
-pub const EVENT_STORE: &str = "KTWIN_EVENT_STORE";
-/// URL of the twin graph API (`…/api/v1/twin-graph`).
-pub const GRAPH_URL: &str = "KTWIN_GRAPH_URL";
-/// A whole twin graph as JSON, used by a twin service instead of the graph service.
-pub const GRAPH_JSON: &str = "KTWIN_GRAPH";
-/// The TwinInterface a twin service serves.
-pub const INTERFACE: &str = "KTWIN_INTERFACE";
-/// The namespace of the twin world.
-pub const NAMESPACE: &str = "KTWIN_NAMESPACE";
-/// Whether a twin service puts one emitted event in its HTTP reply.
-pub const REPLY: &str = "KTWIN_REPLY";
-/// Events a twin service handles at once.
-pub const MAX_CONCURRENCY: &str = "KTWIN_MAX_CONCURRENCY";
-/// The port of the Knative container contract.
+/// The TCP port a twin service listens on (Knative's container contract).
 pub const PORT: &str = "PORT";
-
-/// Where the graph service reads TwinInstances from (`kubernetes` or `local`).
-pub const GRAPH_SOURCE: &str = "KTWIN_GRAPH_SOURCE";
-/// Listen address of the graph service.
+/// URL twin services POST emitted CloudEvents to (the broker ingress).
+pub const BROKER: &str = "KTWIN_BROKER";
+/// Base URL of the event store's REST API.
+pub const EVENT_STORE: &str = "KTWIN_EVENT_STORE";
+/// URL of the twin graph (`GET` returns `{"twinInstances":[…]}`).
+pub const GRAPH_URL: &str = "KTWIN_GRAPH_URL";
+/// The twin graph itself, as JSON, for services run without a graph service.
+pub const GRAPH: &str = "KTWIN_GRAPH";
+/// The TwinInterface a service serves.
+pub const INTERFACE: &str = "KTWIN_INTERFACE";
+/// The namespace of the twins.
+pub const NAMESPACE: &str = "KTWIN_NAMESPACE";
+/// Whether a service answers with the last emitted event in its HTTP reply (Knative reply).
+pub const REPLY: &str = "KTWIN_REPLY";
+/// Events a service handles at once at most.
+pub const MAX_CONCURRENCY: &str = "KTWIN_MAX_CONCURRENCY";
+/// The graph service's listen address.
 pub const GRAPH_LISTEN: &str = "KTWIN_GRAPH_LISTEN";
+/// Where the graph service reads the graph from (`kubernetes` or `local`).
+pub const GRAPH_SOURCE: &str = "KTWIN_GRAPH_SOURCE";
+/// MQTT broker host of devices and dispatchers.
+pub const MQTT_HOST: &str = "KTWIN_MQTT_HOST";
+/// MQTT broker port of devices and dispatchers.
+pub const MQTT_PORT: &str = "KTWIN_MQTT_PORT";
+/// MQTT user name.
+pub const MQTT_USERNAME: &str = "KTWIN_MQTT_USERNAME";
+/// MQTT password.
+pub const MQTT_PASSWORD: &str = "KTWIN_MQTT_PASSWORD";
+/// PostgreSQL URL `ktwin up` stores events in instead of its embedded store.
+pub const STORE_URL: &str = "KTWIN_STORE_URL";
 
 /// Event store backend (`embedded`, `postgres`, `redb`).
 pub const STORE_BACKEND: &str = "KTWIN_STORE_BACKEND";
@@ -38,7 +45,6 @@ pub const STORE_PATH: &str = "KTWIN_STORE_PATH";
 pub const STORE_LISTEN: &str = "KTWIN_STORE_LISTEN";
 /// Request timeout of the event store, in milliseconds (the original's `TIMEOUT`).
 pub const STORE_TIMEOUT: &str = "TIMEOUT";
-
 /// AMQP URL of RabbitMQ, with credentials.
 pub const AMQP_URL: &str = "KTWIN_AMQP_URL";
 /// AMQP user name (from a Secret; expanded into [`AMQP_URL`] by the kubelet).
@@ -67,7 +73,6 @@ pub const SOURCE: &str = "KTWIN_SOURCE";
 pub const SINK: &str = "KTWIN_SINK";
 /// Consumer tag, connection name and metric label of a dispatcher (the original's name).
 pub const SERVICE_NAME: &str = "SERVICE_NAME";
-
 /// Listen address of the gateway.
 pub const GATEWAY_LISTEN: &str = "KTWIN_GATEWAY_LISTEN";
 /// Bearer token callers of the gateway present.
@@ -78,11 +83,11 @@ pub const GATEWAY_GRAPH: &str = "KTWIN_GATEWAY_GRAPH";
 pub const GATEWAY_EVENT_STORE: &str = "KTWIN_GATEWAY_EVENT_STORE";
 /// Whether the gateway accepts events and commands.
 pub const GATEWAY_COMMANDS: &str = "KTWIN_GATEWAY_COMMANDS";
-
 /// Name of the pod (downward API), the operator's identity in its leader Lease.
 pub const POD_NAME: &str = "POD_NAME";
 /// Namespace of the pod (downward API), where the operator keeps its Lease.
 pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
-/// The `ktwin` image the operator runs platform components from when its configuration
 /// names none.
 pub const IMAGE: &str = "KTWIN_IMAGE";
+/// Address a dispatcher's health and metrics endpoints listen on.
+pub const LISTEN: &str = "KTWIN_LISTEN";

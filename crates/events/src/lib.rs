@@ -4,7 +4,8 @@
 //! `ktwin.virtual.<iface>`, `ktwin.store.<iface>`, `ktwin.command.<iface>.<command>`), the MQTT
 //! topics devices use (`ktwin/real/<iface>/<instance>`, `ktwin/virtual/<iface>/<instance>`), the
 //! AMQP routing keys RabbitMQ's MQTT plugin derives from them (`/` becomes `.`), and how a ktwin
-//! CloudEvent is built (UUIDv7 id, time, JSON data).
+//! CloudEvent is built (UUIDv7 id, time, JSON data), and the platform's contract with its
+//! components: environment-variable names and default endpoints ([`platform`]).
 //!
 //! It must not know about transports, Kubernetes or storage: it is pure naming and formatting.
 //!
@@ -21,10 +22,14 @@
 //! assert_eq!(topic.event_type().to_string(), "ktwin.real.city-pole");
 //! ```
 
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+
 mod cloudevent;
 pub mod env;
 mod event_type;
 mod name;
+pub mod platform;
 mod topic;
 
 pub use cloudevent::{EventBuilder, JSON_CONTENT_TYPE, SPEC_VERSION};
@@ -34,3 +39,6 @@ pub use topic::{Topic, TopicKind};
 
 /// The prefix every ktwin CloudEvent type starts with.
 pub const TYPE_PREFIX: &str = "ktwin";
+
+/// The MQTT port devices and brokers use unless told otherwise (IANA's port for MQTT).
+pub const MQTT_PORT: u16 = 1883;

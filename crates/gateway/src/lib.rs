@@ -38,7 +38,5 @@ pub fn router(config: GatewayConfig, access: Access, readiness: Readiness) -> Ro
         std::sync::Arc::new(access),
         require_bearer,
     ));
-    ops_router(readiness)
-        .merge(api)
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+    ktwin_service::with_service_layers(ops_router(readiness).merge(api))
 }

@@ -94,7 +94,9 @@ pub async fn run(args: GraphArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("serving HTTP")?;
     shutdown.cancel();
-    let _ = source_task.await;
+    if let Err(err) = source_task.await {
+        tracing::error!(%err, "the graph source task failed");
+    }
     ready_task.abort();
     Ok(ExitCode::SUCCESS)
 }

@@ -18,7 +18,11 @@
 //! # let _ = app;
 //! ```
 
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+
 pub mod api;
+#[cfg(feature = "cli")]
 pub mod cli;
 mod kubernetes;
 mod local;
@@ -27,5 +31,5 @@ mod state;
 pub use api::{GraphApi, InstanceView, OPENAPI_PATH, router};
 pub use ktwin_model::InstanceGraph;
 pub use kubernetes::watch_kubernetes;
-pub use local::{LocalSource, load_local, watch_local};
+pub use local::{LoadError, LocalSource, load_local, watch_local};
 pub use state::{GraphState, Snapshot};

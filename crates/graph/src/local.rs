@@ -41,31 +41,83 @@ impl LocalSource {
     }
 }
 
+/// Why the graph could not be loaded from files.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The project does not load.
+    #[error("loading project {}", dir.display())]
+    Project {
+        /// The project directory.
+        dir: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: ktwin_model::ProjectError,
+    },
+    /// The graph file cannot be read.
+    #[error("reading {}", file.display())]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The graph file is not a graph document.
+    #[error(
+        "{}: expected {{\"twinInstances\":[{{\"name\",\"interface\",\"relationships\"}}]}}",
+        file.display()
+    )]
+    NotAGraph {
+        /// The file.
+        file: PathBuf,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// Loads the graph from `source` now.
-pub fn load_local(source: &LocalSource) -> Result<InstanceGraph, String> {
+pub fn load_local(source: &LocalSource) -> Result<InstanceGraph, LoadError> {
     match source {
         LocalSource::Project(dir) => Project::load(dir)
             .map(|project| project.instance_graph)
-            .map_err(|err| format!("loading project {}: {err}", dir.display())),
+            .map_err(|source| LoadError::Project {
+                dir: dir.clone(),
+                source,
+            }),
         LocalSource::GraphFile(file) => {
-            let text = std::fs::read_to_string(file)
-                .map_err(|err| format!("reading {}: {err}", file.display()))?;
-            let doc: GraphJson = serde_json::from_str(&text).map_err(|err| {
-                format!(
-                    "{}: {err}; expected {{\"twinInstances\":[{{\"name\",\"interface\",\"relationships\"}}]}}",
-                    file.display()
-                )
+            let text = std::fs::read_to_string(file).map_err(|source| LoadError::Read {
+                file: file.clone(),
+                source,
             })?;
+            let doc: GraphJson =
+                serde_json::from_str(&text).map_err(|source| LoadError::NotAGraph {
+                    file: file.clone(),
+                    source,
+                })?;
             Ok(InstanceGraph::from_json(&doc))
         }
     }
+}
+
+/// An error and its sources on one line (`a: b: c`), as the graph state reports it.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 async fn reload(source: &LocalSource, state: &GraphState) {
     let owned = source.clone();
     match tokio::task::spawn_blocking(move || load_local(&owned)).await {
         Ok(Ok(graph)) => state.publish(graph),
-        Ok(Err(reason)) => state.fail(reason),
+        Ok(Err(err)) => state.fail(chain(&err)),
         Err(err) => state.fail(format!("graph loader crashed: {err}")),
     }
 }

@@ -79,7 +79,7 @@ pub struct InstancesArgs {
     #[arg(long, value_enum, default_value_t = InstancesFormat::Yaml)]
     pub format: InstancesFormat,
     /// World parameter, e.g. `--set neighborhoods=20` (repeatable).
-    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_parameter)]
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = crate::parse_parameter)]
     pub parameters: Vec<(String, u64)>,
     #[arg(long, default_value = "ktwin")]
     pub namespace: String,
@@ -89,17 +89,6 @@ pub struct InstancesArgs {
     /// Accept the short non-DTMI ids of the original KTWIN ontology.
     #[arg(long)]
     pub lenient_ids: bool,
-}
-
-/// Parses a world parameter `NAME=VALUE` (clap value parser of `--set`).
-pub fn parse_parameter(s: &str) -> Result<(String, u64), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("{s:?}: expected NAME=VALUE"))?;
-    let v = v
-        .parse()
-        .map_err(|_| format!("{s:?}: the value must be a non-negative integer"))?;
-    Ok((k.to_owned(), v))
 }
 
 /// Runs `ktwin crds`.

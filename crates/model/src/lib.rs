@@ -13,9 +13,11 @@ pub mod crd;
 pub mod graph;
 pub mod names;
 pub mod output;
+mod parameter;
 pub mod project;
 pub mod world;
 
 pub use crd::{EventStore, Gateway, MQTTTrigger, TwinInstance, TwinInterface};
 pub use graph::{GraphJson, InstanceGraph, InterfaceGraph};
+pub use parameter::{ParameterError, parse_parameter};
 pub use project::{Project, ProjectError, ServiceSettings};

@@ -391,8 +391,8 @@ fn yaml_error(file: &str, e: &serde_yaml_ng::Error) -> ProjectError {
 
 /// Reads every `*.json` file under the paths (sorted, recursive); files are taken as given.
 pub fn load_documents(paths: &[PathBuf]) -> Result<Vec<Document>, ProjectError> {
-    ktwin_dtdl::cli::load_documents(paths).map_err(|source| ProjectError::Io {
-        path: paths.first().cloned().unwrap_or_default(),
-        source,
+    ktwin_dtdl::load_documents(paths).map_err(|e| ProjectError::Io {
+        path: e.path,
+        source: e.source,
     })
 }

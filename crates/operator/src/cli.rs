@@ -73,7 +73,7 @@ pub struct PlanArgs {
     #[arg(long)]
     pub no_defaults: bool,
     /// World parameter of a project, e.g. `--set neighborhoods=20` (repeatable).
-    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = ktwin_model::cli::parse_parameter)]
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = ktwin_model::parse_parameter)]
     pub parameters: Vec<(String, u64)>,
 }
 

@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::StoreProbe;
 use crate::console::Console;
 use crate::mqtt::MqttAddress;
-use crate::up::{Handlers, MqttChoice, PlannedProject, Platform, UpOptions};
+use crate::project::{Handlers, PlannedProject};
+use crate::up::{MqttChoice, Platform, UpOptions};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -150,11 +151,22 @@ fn peak_window_start(profile: &LoadProfile, world: &SimWorld) -> f64 {
     best.1
 }
 
-async fn measure(args: &BenchE2eArgs, handlers: Handlers) -> anyhow::Result<E2eReport> {
+/// The platform under test, with its store in a temporary directory (removed on drop) and the
+/// interfaces whose device events it stores.
+struct PlatformUnderTest {
+    platform: Platform,
+    persisted: Vec<String>,
+    _store_dir: tempfile::TempDir,
+}
+
+async fn start_platform(
+    args: &BenchE2eArgs,
+    handlers: Handlers,
+    probe: Arc<StoreProbe>,
+) -> anyhow::Result<PlatformUnderTest> {
     let parameters = BTreeMap::from([("neighborhoods".to_owned(), args.neighborhoods)]);
     let planned = PlannedProject::load(&args.project_dir, &parameters)?;
     let dir = tempfile::tempdir().context("temporary store directory")?;
-    let probe = Arc::new(StoreProbe::default());
     let mut options = UpOptions::new(dir.path());
     options.http_port = 0;
     options.mqtt = MqttChoice::Embedded { port: 0 };
@@ -163,7 +175,7 @@ async fn measure(args: &BenchE2eArgs, handlers: Handlers) -> anyhow::Result<E2eR
     options.handlers = handlers;
     options.processes = args.processes;
     options.console = Console::plain();
-    options.store_probe = Some(probe.clone());
+    options.store_probe = Some(probe);
     let persisted: Vec<String> = planned
         .project
         .services
@@ -171,12 +183,18 @@ async fn measure(args: &BenchE2eArgs, handlers: Handlers) -> anyhow::Result<E2eR
         .filter(|(_, s)| s.persist_real_event == Some(true))
         .map(|(name, _)| name.clone())
         .collect();
-    let platform = Platform::start(planned, options).await?;
+    Ok(PlatformUnderTest {
+        platform: Platform::start(planned, options).await?,
+        persisted,
+        _store_dir: dir,
+    })
+}
 
-    let world = SimWorld::from_graph_json(&platform.planned.graph_json(), "world")
-        .map_err(anyhow::Error::msg)?;
+/// The simulated devices: the busiest window of the paper's profile, QoS 1, for the warm-up
+/// and the measured window.
+fn sim_config(platform: &Platform, world: &SimWorld, args: &BenchE2eArgs) -> SimConfig {
     let profile = LoadProfile::paper();
-    let start_at = peak_window_start(&profile, &world);
+    let start_at = peak_window_start(&profile, world);
     let mut sim = SimConfig::new(&platform.mqtt.host, platform.mqtt.port);
     sim.qos = QoS::AtLeastOnce;
     sim.pace = Pace::Profile {
@@ -185,6 +203,18 @@ async fn measure(args: &BenchE2eArgs, handlers: Handlers) -> anyhow::Result<E2eR
         speedup: args.speedup,
     };
     sim.duration = Some(Duration::from_secs(args.warmup + args.duration));
+    sim
+}
+
+async fn measure(args: &BenchE2eArgs, handlers: Handlers) -> anyhow::Result<E2eReport> {
+    let probe = Arc::new(StoreProbe::default());
+    let PlatformUnderTest {
+        platform,
+        persisted,
+        _store_dir,
+    } = start_platform(args, handlers, probe.clone()).await?;
+    let world = SimWorld::from_graph_json(&platform.planned.graph_json(), "world")?;
+    let sim = sim_config(&platform, &world, args);
     let (sim_thread, sim_tid) = spawn_sim_thread(world, sim)?;
 
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
@@ -204,8 +234,7 @@ async fn measure(args: &BenchE2eArgs, handlers: Handlers) -> anyhow::Result<E2eR
 
     let report = tokio::task::spawn_blocking(move || sim_thread.join())
         .await?
-        .map_err(|_| anyhow::anyhow!("the simulator thread panicked"))?
-        .map_err(anyhow::Error::msg)?;
+        .map_err(|_| anyhow::anyhow!("the simulator thread panicked"))??;
     let sim_cpu_ms = end_sim_cpu.saturating_sub(start_sim_cpu);
     let platform_cpu_ms = end_cpu.saturating_sub(start_cpu).saturating_sub(sim_cpu_ms);
     let started = Instant::now();
@@ -245,7 +274,7 @@ async fn measure(args: &BenchE2eArgs, handlers: Handlers) -> anyhow::Result<E2eR
 }
 
 /// The simulated devices' thread, which returns their report.
-type SimThread = std::thread::JoinHandle<Result<ktwin_sim::SimReport, String>>;
+type SimThread = std::thread::JoinHandle<anyhow::Result<ktwin_sim::SimReport>>;
 
 /// Starts the simulated devices on a thread of their own (with a single-threaded runtime), so
 /// that their CPU time can be told apart from the platform's; returns the thread and its Linux
@@ -262,13 +291,14 @@ fn spawn_sim_thread(
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|err| format!("simulator runtime: {err}"))?;
-            runtime.block_on(ktwin_sim::run(
+                .context("simulator runtime")?;
+            let report = runtime.block_on(ktwin_sim::run(
                 &world,
                 &config,
                 CancellationToken::new(),
                 |_, _, _| {},
-            ))
+            ))?;
+            Ok(report)
         })
         .context("starting the simulator thread")?;
     let tid = tid_rx.recv().ok().flatten();

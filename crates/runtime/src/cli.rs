@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::console::Console;
 use crate::mqtt::MqttAddress;
-use crate::up::{Handlers, MqttChoice, PlannedProject, Platform, UpOptions};
+use crate::project::{Handlers, PlannedProject};
+use crate::up::{MqttChoice, Platform, PlatformStats, UpOptions};
 
 /// Arguments of `ktwin up`.
 #[derive(Debug, Clone, clap::Args)]
@@ -39,13 +40,13 @@ pub struct UpArgs {
     pub mqtt_port: Option<u16>,
     /// Store events in PostgreSQL (`postgres://…`) instead of the embedded store under
     /// `PROJECT_DIR/.ktwin/`.
-    #[arg(long, value_name = "URL", env = "KTWIN_STORE_URL")]
+    #[arg(long, value_name = "URL", env = ktwin_events::env::STORE_URL)]
     pub store: Option<String>,
     /// HTTP port of the store and graph APIs, `/metrics` and `/health` (on 127.0.0.1).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
     /// A world parameter, e.g. `--set neighborhoods=3` (repeatable).
-    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_parameter)]
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = ktwin_model::parse_parameter)]
     pub parameters: Vec<(String, u64)>,
     /// Replicas per twin service at most on this machine.
     #[arg(long, default_value_t = 4)]
@@ -67,7 +68,7 @@ pub struct UpArgs {
 /// `ktwin up` works beside a Mosquitto already listening on 1883. The devices started by `--sim`
 /// and the start-up banner use whichever port this returns.
 fn default_mqtt_port() -> anyhow::Result<u16> {
-    const MQTT_PORT: u16 = 1883;
+    const MQTT_PORT: u16 = ktwin_events::MQTT_PORT;
     if std::net::TcpListener::bind(("127.0.0.1", MQTT_PORT)).is_ok() {
         return Ok(MQTT_PORT);
     }
@@ -79,16 +80,6 @@ fn default_mqtt_port() -> anyhow::Result<u16> {
          (pass --mqtt-port or --mqtt URL to choose)"
     );
     Ok(port)
-}
-
-fn parse_parameter(text: &str) -> Result<(String, u64), String> {
-    let (name, value) = text
-        .split_once('=')
-        .ok_or_else(|| format!("{text:?}: expected NAME=VALUE, e.g. neighborhoods=3"))?;
-    let value = value
-        .parse()
-        .map_err(|_| format!("{text:?}: the value {value:?} is not a non-negative integer"))?;
-    Ok((name.trim().to_owned(), value))
 }
 
 impl UpArgs {
@@ -106,8 +97,7 @@ impl UpArgs {
         options.ready_timeout = Duration::from_secs(self.ready_timeout);
         options.console = console;
         if let Some(url) = &self.mqtt {
-            options.mqtt =
-                MqttChoice::External(MqttAddress::parse(url).map_err(anyhow::Error::msg)?);
+            options.mqtt = MqttChoice::External(MqttAddress::parse(url)?);
         } else {
             let port = match self.mqtt_port {
                 Some(port) => port,
@@ -137,7 +127,7 @@ impl UpArgs {
 ///
 /// ```no_run
 /// # async fn my_main(args: ktwin_runtime::cli::UpArgs) -> anyhow::Result<std::process::ExitCode> {
-/// let handlers = ktwin_runtime::up::Handlers::new(); // insert("my/pole".into(), Arc::new(…))
+/// let handlers = ktwin_runtime::Handlers::new(); // insert("my/pole".into(), Arc::new(…))
 /// ktwin_runtime::cli::run(args, handlers).await
 /// # }
 /// ```
@@ -208,9 +198,8 @@ fn start_sim(
     speedup: f64,
     shutdown: CancellationToken,
     console: Console,
-) -> anyhow::Result<tokio::task::JoinHandle<Result<ktwin_sim::SimReport, String>>> {
-    let world = SimWorld::from_graph_json(&platform.planned.graph_json(), "the project's world")
-        .map_err(anyhow::Error::msg)?;
+) -> anyhow::Result<tokio::task::JoinHandle<Result<ktwin_sim::SimReport, ktwin_sim::SimError>>> {
+    let world = SimWorld::from_graph_json(&platform.planned.graph_json(), "the project's world")?;
     let mut config = SimConfig::new(&platform.mqtt.host, platform.mqtt.port);
     config.pace = Pace::Profile {
         profile: LoadProfile::paper(),
@@ -258,7 +247,7 @@ async fn status_loop(
 }
 
 /// `events/s 123.4 | queued 7 (twin/city-pole 5) | services up 3/12 | devices in 456 out 7`.
-pub fn status_line(stats: &crate::up::PlatformStats, events_per_s: f64) -> String {
+pub fn status_line(stats: &PlatformStats, events_per_s: f64) -> String {
     let busiest = stats
         .queue_depths
         .iter()
@@ -281,21 +270,6 @@ pub fn status_line(stats: &crate::up::PlatformStats, events_per_s: f64) -> Strin
 mod tests {
     use super::*;
     use crate::pool::PoolStats;
-    use crate::up::PlatformStats;
-
-    #[test]
-    fn parameters_parse_with_clear_errors() {
-        assert_eq!(
-            parse_parameter("neighborhoods=3").unwrap(),
-            ("neighborhoods".into(), 3)
-        );
-        assert!(
-            parse_parameter("neighborhoods")
-                .unwrap_err()
-                .contains("NAME=VALUE")
-        );
-        assert!(parse_parameter("n=-1").unwrap_err().contains("\"-1\""));
-    }
 
     #[test]
     fn status_line_names_the_busiest_queue() {

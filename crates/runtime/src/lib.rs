@@ -10,23 +10,36 @@
 //! twin graph looks like inside: those belong to `ktwin-store`, `ktwin-dispatcher` and
 //! `ktwin-graph`, which it only wires together.
 
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+
 pub mod autoscale;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod bus;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod console;
+mod error;
+pub mod event_stream;
 pub mod mqtt;
 mod mqtt_link;
 pub mod pool;
 pub mod process;
+mod project;
 pub mod routes;
 pub mod service;
+mod tasks;
 pub mod up;
 
 pub use autoscale::{Autoscaler, ScalePolicy};
 pub use console::Console;
+pub use error::{MqttError, UpError};
 pub use pool::{DeliveryError, LaunchError, Launcher, PoolConfig, PoolStats, Replica, ServicePool};
 pub use process::{ProcessLauncher, ProcessReplica, ServiceCommand};
+pub use project::{
+    Handlers, LOCAL_EVENT_STORE, LOCAL_MQTT_TRIGGER, PlannedProject, Runner, plan_input,
+};
 
 /// Worker threads of the async runtime that runs the platform: half the machine's cores, at
 /// least one.
@@ -35,8 +48,9 @@ pub use process::{ProcessLauncher, ProcessReplica, ServiceCommand};
 /// broker's network and router threads, and the store's writer (a blocking thread that spends
 /// its time committing and in `fdatasync`). With a worker per core the workers outnumbered
 /// the cores, and at a few thousand events a second each wake-up of a task also woke the
-/// other, idle worker to look for work: on two cores one worker used 12–20 % less CPU for the
-/// same load, and had the better tail at 200 neighborhoods (`docs/benchmarks.md`).
+/// other, idle worker to look for work: on two cores one worker used less CPU for the same
+/// load and had the better tail at 200 neighborhoods (`docs/benchmarks.md`, "ktwin up (end to
+/// end)", stop 13).
 pub fn platform_worker_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).max(1))
 }

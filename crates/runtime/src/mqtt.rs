@@ -5,6 +5,9 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use ktwin_events::MQTT_PORT;
+
+pub use crate::error::MqttError;
 pub use crate::mqtt_link::LinkSource;
 
 /// Client id of the platform's in-process connection to the embedded broker.
@@ -28,31 +31,34 @@ pub struct MqttAddress {
 }
 
 impl MqttAddress {
-    /// Parses `mqtt://host[:port]` or `tcp://host[:port]` (port 1883 by default) or `host:port`.
-    pub fn parse(url: &str) -> Result<Self, String> {
+    /// Parses `mqtt://host[:port]` or `tcp://host[:port]` (port [`MQTT_PORT`] by default) or
+    /// `host:port`.
+    pub fn parse(url: &str) -> Result<Self, MqttError> {
         let rest = url
             .strip_prefix("mqtt://")
             .or_else(|| url.strip_prefix("tcp://"))
             .unwrap_or(url)
             .trim_end_matches('/');
         if rest.contains("://") {
-            return Err(format!(
-                "MQTT URL {url:?}: unsupported scheme; expected mqtt://host[:port] (TLS is not supported locally)"
-            ));
+            return Err(MqttError::UnsupportedScheme {
+                url: url.to_owned(),
+            });
         }
         let (host, port) = match rest.rsplit_once(':') {
             Some((host, port)) => (
                 host,
-                port.parse::<u16>().map_err(|_| {
-                    format!("MQTT URL {url:?}: port {port:?} is not a TCP port number")
+                port.parse::<u16>().map_err(|source| MqttError::BadPort {
+                    url: url.to_owned(),
+                    port: port.to_owned(),
+                    source,
                 })?,
             ),
-            None => (rest, 1883),
+            None => (rest, MQTT_PORT),
         };
         if host.is_empty() {
-            return Err(format!(
-                "MQTT URL {url:?}: no host; expected mqtt://host[:port]"
-            ));
+            return Err(MqttError::NoHost {
+                url: url.to_owned(),
+            });
         }
         Ok(Self {
             host: host.to_owned(),
@@ -102,7 +108,7 @@ impl EmbeddedMqtt {
 /// port, with an in-process link subscribed to device messages (`ktwin/real/#`). If `port` is
 /// taken (a Mosquitto already running, say) this fails naming the port, so a device never
 /// silently talks to another broker. Blocks until the broker listens.
-pub fn start_embedded(port: u16) -> Result<EmbeddedMqtt, String> {
+pub fn start_embedded(port: u16) -> Result<EmbeddedMqtt, MqttError> {
     let v4 = reserve(port)?;
     let v5 = reserve(0)?;
     let server = |name: &str, listen: SocketAddr| rumqttd::ServerSettings {
@@ -145,25 +151,20 @@ pub fn start_embedded(port: u16) -> Result<EmbeddedMqtt, String> {
                 tracing::error!(%err, "embedded MQTT broker stopped");
             }
         })
-        .map_err(|err| format!("cannot start the embedded MQTT broker thread: {err}"))?;
+        .map_err(MqttError::Thread)?;
     wait_listening(v4, Duration::from_secs(5))?;
     wait_listening(v5, Duration::from_secs(5))?;
     Ok(EmbeddedMqtt { v4, v5, link })
 }
 
 /// Checks that `port` is free on the loopback interface (picking one for 0).
-fn reserve(port: u16) -> Result<SocketAddr, String> {
-    let listener = TcpListener::bind(("127.0.0.1", port)).map_err(|err| {
-        format!(
-            "cannot use 127.0.0.1:{port} for the embedded MQTT broker ({err}); another broker may be running there: pass --mqtt mqtt://127.0.0.1:{port} to use it, or --mqtt-port to pick another port"
-        )
-    })?;
-    listener
-        .local_addr()
-        .map_err(|err| format!("embedded MQTT broker address: {err}"))
+fn reserve(port: u16) -> Result<SocketAddr, MqttError> {
+    TcpListener::bind(("127.0.0.1", port))
+        .and_then(|listener| listener.local_addr())
+        .map_err(|source| MqttError::PortTaken { port, source })
 }
 
-fn wait_listening(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+fn wait_listening(addr: SocketAddr, timeout: Duration) -> Result<(), MqttError> {
     let started = Instant::now();
     while started.elapsed() < timeout {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
@@ -171,9 +172,7 @@ fn wait_listening(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Err(format!(
-        "the embedded MQTT broker did not listen on {addr} within {timeout:?}"
-    ))
+    Err(MqttError::NotListening { addr, timeout })
 }
 
 #[cfg(test)]
@@ -194,21 +193,10 @@ mod tests {
             MqttAddress::parse("localhost:1883").unwrap().host,
             "localhost"
         );
-        assert!(
-            MqttAddress::parse("mqtts://x:8883")
-                .unwrap_err()
-                .contains("unsupported scheme")
-        );
-        assert!(
-            MqttAddress::parse("mqtt://x:http")
-                .unwrap_err()
-                .contains("\"http\"")
-        );
-        assert!(
-            MqttAddress::parse("mqtt://:1883")
-                .unwrap_err()
-                .contains("no host")
-        );
+        let message = |url: &str| MqttAddress::parse(url).unwrap_err().to_string();
+        assert!(message("mqtts://x:8883").contains("unsupported scheme"));
+        assert!(message("mqtt://x:http").contains("\"http\""));
+        assert!(message("mqtt://:1883").contains("no host"));
         assert_eq!(
             MqttAddress::parse("mqtt://h:1/").unwrap().url(),
             "mqtt://h:1"
@@ -219,7 +207,7 @@ mod tests {
     fn a_taken_port_is_refused_with_advice() {
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
-        let err = start_embedded(port).unwrap_err();
+        let err = start_embedded(port).unwrap_err().to_string();
         assert!(
             err.contains(&format!("127.0.0.1:{port}")) && err.contains("--mqtt"),
             "{err}"

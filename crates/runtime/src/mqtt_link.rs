@@ -21,6 +21,8 @@ use ktwin_events::TopicKind;
 use rumqttd::Notification;
 use rumqttd::local::{LinkRx, LinkTx};
 
+use crate::error::MqttError;
+
 /// Device messages (`ktwin/real/#`) read from the embedded broker over an in-process link.
 pub struct LinkSource {
     // Kept so the broker keeps the connection: dropping either half disconnects it.
@@ -32,9 +34,10 @@ pub struct LinkSource {
 impl LinkSource {
     /// Connects to `broker` as `client_id` and subscribes to device messages. Blocks until the
     /// broker's router accepted the connection.
-    pub fn connect(broker: &rumqttd::Broker, client_id: &str) -> Result<Self, String> {
-        let refused = |err: rumqttd::local::LinkError| {
-            format!("the embedded MQTT broker refused the platform's link {client_id:?}: {err}")
+    pub fn connect(broker: &rumqttd::Broker, client_id: &str) -> Result<Self, MqttError> {
+        let refused = |source| MqttError::LinkRefused {
+            client_id: client_id.to_owned(),
+            source: Box::new(source),
         };
         let (mut tx, rx) = broker.link(client_id).map_err(refused)?;
         tx.subscribe(TopicKind::Real.mqtt_filter())
@@ -52,7 +55,7 @@ struct NoAck;
 
 #[async_trait]
 impl SourceAck for NoAck {
-    async fn ack(self: Box<Self>) -> anyhow::Result<()> {
+    async fn ack(self: Box<Self>) -> Result<(), ktwin_dispatcher::TransportError> {
         Ok(())
     }
 }

@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use cloudevents::{AttributesReader, Event};
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::autoscale::{Autoscaler, ScalePolicy};
+use crate::tasks::TaskGroup;
 
 /// Why a replica could not be started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -249,8 +250,10 @@ impl ServicePool {
     /// Stops taking events, lets replicas finish what they hold, then stops them.
     pub async fn shutdown(&self) {
         self.stop.cancel();
-        if let Some(scaler) = self.scaler.lock().await.take() {
-            let _ = scaler.await;
+        if let Some(scaler) = self.scaler.lock().await.take()
+            && let Err(err) = scaler.await
+        {
+            tracing::error!(service = %self.shared.name, %err, "the pool's scaler task failed");
         }
     }
 }
@@ -259,53 +262,96 @@ impl ServicePool {
 struct Running {
     replica: Box<dyn Replica>,
     workers: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: TaskGroup,
 }
 
 impl Running {
-    async fn stop(self) {
+    async fn stop(mut self) {
         self.workers.cancel();
-        for task in self.tasks {
-            let _ = task.await;
-        }
+        self.tasks.join().await;
         self.replica.stop().await;
     }
 }
 
+/// The scaler task's state: replicas running and being launched, and the autoscaler deciding
+/// how many there should be.
+struct Scaler {
+    shared: Arc<Shared>,
+    launcher: Arc<dyn Launcher>,
+    autoscaler: Autoscaler,
+    running: Vec<Running>,
+    launching: JoinSet<Result<Box<dyn Replica>, LaunchError>>,
+    /// Replicas scaled in, finishing what they hold.
+    stopping: TaskGroup,
+    next_index: u32,
+    launch_backoff: Duration,
+    retry_launch_at: Instant,
+}
+
 async fn scale_loop(shared: Arc<Shared>, launcher: Arc<dyn Launcher>, stop: CancellationToken) {
-    let mut autoscaler = Autoscaler::new(shared.config.policy.clone());
-    let mut running: Vec<Running> = Vec::new();
-    let mut launching: JoinSet<Result<Box<dyn Replica>, LaunchError>> = JoinSet::new();
-    let mut next_index: u32 = 0;
-    let mut launch_backoff = Duration::ZERO;
-    let mut retry_launch_at = Instant::now();
-    let mut tick = tokio::time::interval(shared.config.tick);
+    let mut scaler = Scaler {
+        autoscaler: Autoscaler::new(shared.config.policy.clone()),
+        shared,
+        launcher,
+        running: Vec::new(),
+        launching: JoinSet::new(),
+        stopping: TaskGroup::new("scaled-in replicas"),
+        next_index: 0,
+        launch_backoff: Duration::ZERO,
+        retry_launch_at: Instant::now(),
+    };
+    let mut tick = tokio::time::interval(scaler.shared.config.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
             _ = tick.tick() => {}
-            () = shared.demand.notified() => autoscaler.demand(Instant::now()),
-            Some(launched) = launching.join_next(), if !launching.is_empty() => {
-                match launched {
-                    Ok(Ok(replica)) => {
-                        launch_backoff = Duration::ZERO;
-                        tracing::info!(replica = replica.label(), url = replica.url(), "replica ready");
-                        running.push(start_workers(&shared, replica));
-                    }
-                    Ok(Err(err)) => {
-                        launch_backoff = (launch_backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
-                        retry_launch_at = Instant::now() + launch_backoff;
-                        tracing::error!(service = %shared.name, %err, retry_in = ?launch_backoff, "replica failed to start");
-                    }
-                    Err(err) => tracing::error!(service = %shared.name, %err, "replica launch task failed"),
-                }
-                shared.replicas.store(running.len(), Ordering::Relaxed);
+            () = scaler.shared.demand.notified() => scaler.autoscaler.demand(Instant::now()),
+            Some(launched) = scaler.launching.join_next(), if !scaler.launching.is_empty() => {
+                scaler.launched(launched);
             }
         }
-        // Replicas that died are replaced; their in-flight events fail and are redelivered.
-        let mut alive = Vec::with_capacity(running.len());
-        for replica in running.drain(..) {
+        scaler.replace_dead().await;
+        scaler.rescale();
+    }
+    scaler.finish().await;
+}
+
+impl Scaler {
+    fn publish_replicas(&self) {
+        self.shared
+            .replicas
+            .store(self.running.len(), Ordering::Relaxed);
+    }
+
+    /// A launch finished: the replica starts taking events, or the next launch backs off.
+    fn launched(&mut self, launched: Result<Result<Box<dyn Replica>, LaunchError>, JoinError>) {
+        let service = &self.shared.name;
+        match launched {
+            Ok(Ok(replica)) => {
+                self.launch_backoff = Duration::ZERO;
+                tracing::info!(
+                    replica = replica.label(),
+                    url = replica.url(),
+                    "replica ready"
+                );
+                self.running.push(start_workers(&self.shared, replica));
+            }
+            Ok(Err(err)) => {
+                self.launch_backoff = (self.launch_backoff * 2)
+                    .clamp(Duration::from_secs(1), Duration::from_secs(30));
+                self.retry_launch_at = Instant::now() + self.launch_backoff;
+                tracing::error!(%service, %err, retry_in = ?self.launch_backoff, "replica failed to start");
+            }
+            Err(err) => tracing::error!(%service, %err, "replica launch task failed"),
+        }
+        self.publish_replicas();
+    }
+
+    /// Replicas that died are replaced; their in-flight events fail and are redelivered.
+    async fn replace_dead(&mut self) {
+        let mut alive = Vec::with_capacity(self.running.len());
+        for replica in self.running.drain(..) {
             if replica.replica.is_alive().await {
                 alive.push(replica);
             } else {
@@ -314,61 +360,79 @@ async fn scale_loop(shared: Arc<Shared>, launcher: Arc<dyn Launcher>, stop: Canc
                     "replica exited unexpectedly"
                 );
                 replica.workers.cancel();
+                self.stopping.spawn(
+                    replica.replica.label().to_owned(),
+                    replica.tasks.join_quietly(),
+                );
             }
         }
-        running = alive;
-        shared.replicas.store(running.len(), Ordering::Relaxed);
+        self.running = alive;
+        self.publish_replicas();
+    }
 
+    /// Starts or stops replicas as the autoscaler decides from the observed concurrency.
+    fn rescale(&mut self) {
+        let shared = &self.shared;
         let now = Instant::now();
         let concurrency =
             shared.waiting.load(Ordering::Relaxed) + shared.in_flight.load(Ordering::Relaxed);
-        autoscaler.observe(now, concurrency);
-        let current = u32::try_from(running.len() + launching.len()).unwrap_or(u32::MAX);
-        let desired = autoscaler.desired(now, current);
-        if desired > current && now >= retry_launch_at {
+        self.autoscaler.observe(now, concurrency);
+        let current = u32::try_from(self.running.len() + self.launching.len()).unwrap_or(u32::MAX);
+        let desired = self.autoscaler.desired(now, current);
+        if desired > current && now >= self.retry_launch_at {
             for _ in current..desired {
-                let launcher = Arc::clone(&launcher);
-                let index = next_index;
-                next_index += 1;
-                launching.spawn(async move { launcher.launch(index).await });
+                let launcher = Arc::clone(&self.launcher);
+                let index = self.next_index;
+                self.next_index += 1;
+                self.launching
+                    .spawn(async move { launcher.launch(index).await });
             }
             tracing::info!(service = %shared.name, from = current, to = desired, concurrency, "scaling out");
-        } else if desired < current && launching.is_empty() {
+        } else if desired < current && self.launching.is_empty() {
             let excess = (current - desired) as usize;
             tracing::info!(service = %shared.name, from = current, to = desired, "scaling in");
-            for replica in running.split_off(running.len().saturating_sub(excess)) {
-                tokio::spawn(replica.stop());
+            let keep = self.running.len().saturating_sub(excess);
+            for replica in self.running.split_off(keep) {
+                self.stopping
+                    .spawn(replica.replica.label().to_owned(), replica.stop());
             }
-            shared.replicas.store(running.len(), Ordering::Relaxed);
+            self.publish_replicas();
         }
     }
-    // Shutdown: replicas finish what they took; events still queued fail and are redelivered.
-    launching.abort_all();
-    shared.replicas.store(0, Ordering::Relaxed);
-    let stops: Vec<_> = running.into_iter().map(Running::stop).collect();
-    futures::future::join_all(stops).await;
-    let mut jobs = shared.jobs.lock().await;
-    jobs.close();
-    while let Ok(job) = jobs.try_recv() {
-        shared.waiting.fetch_sub(1, Ordering::Relaxed);
-        let _ = job
-            .reply
-            .send(Err(DeliveryError::ShuttingDown(shared.name.clone())));
+
+    /// Shutdown: replicas finish what they took; events still queued fail and are redelivered.
+    async fn finish(mut self) {
+        self.launching.abort_all();
+        self.shared.replicas.store(0, Ordering::Relaxed);
+        let stops: Vec<_> = self.running.drain(..).map(Running::stop).collect();
+        futures::future::join_all(stops).await;
+        self.stopping.join().await;
+        let mut jobs = self.shared.jobs.lock().await;
+        jobs.close();
+        while let Ok(job) = jobs.try_recv() {
+            self.shared.waiting.fetch_sub(1, Ordering::Relaxed);
+            // Nobody may wait for the answer any more; that is fine.
+            let _ = job
+                .reply
+                .send(Err(DeliveryError::ShuttingDown(self.shared.name.clone())));
+        }
     }
 }
 
 fn start_workers(shared: &Arc<Shared>, replica: Box<dyn Replica>) -> Running {
     let workers = CancellationToken::new();
-    let tasks = (0..shared.config.policy.replica_concurrency.max(1))
-        .map(|_| {
-            tokio::spawn(work(
+    let mut tasks = TaskGroup::new("replica workers");
+    for worker in 0..shared.config.policy.replica_concurrency.max(1) {
+        tasks.spawn(
+            format!("{} worker {worker}", replica.label()),
+            work(
                 Arc::clone(shared),
                 replica.url().to_owned(),
                 replica.label().to_owned(),
                 workers.clone(),
-            ))
-        })
-        .collect();
+            ),
+        );
+    }
     Running {
         replica,
         workers,
@@ -397,6 +461,7 @@ async fn work(shared: Arc<Shared>, url: String, label: String, cancel: Cancellat
         shared.in_flight.fetch_add(1, Ordering::Relaxed);
         let result = post_event(&shared.client, &url, &label, job.event).await;
         shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        // The deliverer may have given up waiting; the outcome is then nobody's to take.
         let _ = job.reply.send(result);
     }
 }

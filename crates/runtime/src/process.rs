@@ -118,7 +118,7 @@ impl Launcher for ProcessLauncher {
             .args(&self.command.args)
             .envs(self.command.env.iter().map(|(k, v)| (k, v)))
             .envs(self.platform_env.iter().map(|(k, v)| (k, v)))
-            .env("PORT", port.to_string())
+            .env(ktwin_events::env::PORT, port.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -4,16 +4,16 @@
 //! in-memory broker → one subscription per planned subscriber (twin services, the event
 //! store, the egress dispatcher back to devices). Twin services answer over HTTP or in-process;
 //! what they emit goes back on the broker. One HTTP port serves the store and graph APIs, the
-//! broker ingress for child services, `/health`, `/ready` and `/metrics`.
+//! broker ingress for child services, the dashboard (`/`), `/health`, `/ready` and `/metrics`.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-use ktwin_broker::{Broker, MemoryBroker, MemoryBrokerConfig, SubscriptionSpec};
+use ktwin_broker::{Broker, MemoryBroker, MemoryBrokerConfig, Subscription, SubscriptionSpec};
 use ktwin_dispatcher::egress::PayloadFormat;
 use ktwin_dispatcher::ingress::IngressPolicy;
 use ktwin_dispatcher::metrics::DispatchMetrics;
@@ -21,224 +21,34 @@ use ktwin_dispatcher::{
     EgressCounters, EgressDispatcher, IngressCounters, IngressDispatcher, MemoryDeadLetters,
     MqttSink, MqttSource, MqttSourceConfig,
 };
-use ktwin_model::crd::{EventStore, MQTTTrigger};
-use ktwin_model::project::{LoadOptions, Project};
-use ktwin_planner::{Endpoint, EnvValue, KtwinConfig, Plan, PlanInput, Subscriber, TwinService};
-use ktwin_sdk::{StaticGraph, TwinContext, TwinHandler};
+use ktwin_planner::{Endpoint, EnvValue, Subscriber, TwinService};
+use ktwin_sdk::{StaticGraph, TwinContext};
 use ktwin_service::Readiness;
 use ktwin_store::broker::BrokerFeed;
 use ktwin_store::{ApiConfig, Backend, BackendChoice, IngestConfig, Ingestor, KnownInterfaces};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::autoscale::ScalePolicy;
 use crate::bus::{BROKER_PATH, CountingBroker, StoreProbe, StoreStates, ingress_router};
 use crate::console::Console;
-use crate::mqtt::{MqttAddress, start_embedded};
+use crate::error::UpError;
+use crate::mqtt::{LinkSource, MqttAddress, start_embedded};
 use crate::pool::{PoolConfig, PoolStats, ServicePool};
-use crate::process::{ProcessLauncher, ServiceCommand};
-use crate::routes::LocalRoutes;
+use crate::process::ProcessLauncher;
+use crate::project::{Handlers, LOCAL_EVENT_STORE, PlannedProject, Runner};
 use crate::service::{DeliveryCounters, InProcessService, ServiceEndpoint, feed_service};
-
-/// Name of the EventStore the local platform provides.
-pub const LOCAL_EVENT_STORE: &str = "ktwin-event-store";
-/// Name of the MQTTTrigger the local platform provides.
-pub const LOCAL_MQTT_TRIGGER: &str = "ktwin-mqtt";
+use crate::tasks::TaskGroup;
 
 /// How long the event store's feed waits to fill a batch (one commit) after its first event.
 /// A commit costs a journal write and an `fdatasync` whatever its size, so at a few thousand
-/// events a second fewer, larger commits save CPU: 25 ms instead of 10 ms used about 7 % less
-/// of the platform's CPU at 20 neighborhoods, for some 8 ms more median latency
-/// (`docs/benchmarks.md`).
+/// events a second fewer, larger commits save CPU for a little more median latency
+/// (`docs/benchmarks.md`, "ktwin up (end to end)", stop 13).
 const STORE_LINGER: Duration = Duration::from_millis(25);
 
-/// A store batch ends early once no event came for this long: at a hundred events a second
-/// the whole linger only delayed each event (1 neighborhood: median 28 ms with it, 13 ms with
-/// this), while at 20 neighborhoods events come far more often than this.
+/// A store batch ends early once no event came for this long: at low rates the whole linger
+/// only delayed each event, while under load events come far more often than this (same
+/// section of `docs/benchmarks.md`).
 const STORE_QUIET: Duration = Duration::from_millis(10);
-
-/// A project loaded and planned, ready to run or to report on (`--check`).
-#[derive(Debug, Clone)]
-pub struct PlannedProject {
-    /// The loaded project.
-    pub project: Project,
-    /// Its plan, with the local event store and dispatchers.
-    pub plan: Plan,
-    /// The plan's routing as local broker subscriptions.
-    pub routes: LocalRoutes,
-}
-
-impl PlannedProject {
-    /// Loads `dir` with world `parameters` (e.g. `neighborhoods=1`) and plans it with one
-    /// event store and one pair of dispatchers, as the local platform has.
-    pub fn load(dir: &Path, parameters: &BTreeMap<String, u64>) -> anyhow::Result<Self> {
-        let project = Project::load_with(
-            dir,
-            &LoadOptions {
-                parameters: parameters.clone(),
-            },
-        )
-        .with_context(|| format!("loading project {}", dir.display()))?;
-        let plan = ktwin_planner::plan(&plan_input(&project)?, &KtwinConfig::default())
-            .with_context(|| format!("planning project {}", dir.display()))?;
-        let routes = LocalRoutes::realize(&plan);
-        Ok(Self {
-            project,
-            plan,
-            routes,
-        })
-    }
-
-    /// The local command of `interface`'s service, if the project gives one.
-    pub fn command(&self, interface: &str) -> Option<ServiceCommand> {
-        let settings = self.project.services.get(interface)?;
-        let (program, args) = settings.command.split_first()?;
-        let program = if program.contains('/') {
-            self.project.root.join(program)
-        } else {
-            PathBuf::from(program)
-        };
-        let mut command = ServiceCommand::new(program)
-            .args(args.iter().cloned())
-            .cwd(&self.project.root);
-        for (name, value) in &settings.env {
-            command = command.env(name, value);
-        }
-        Some(command)
-    }
-
-    /// The twin graph as the graph API serves it (`{"twinInstances":[…]}`).
-    pub fn graph_json(&self) -> String {
-        serde_json::to_string(&self.project.instance_graph.to_json()).expect("graphs serialize")
-    }
-
-    /// How `ktwin up` runs `interface`'s service, given the `handlers` built into this binary:
-    /// the project's `handler` in-process when available (unless `processes`), else its
-    /// `command` as child processes.
-    pub fn runner(&self, interface: &str, handlers: &Handlers, processes: bool) -> Runner {
-        let settings = self.project.services.get(interface);
-        let wanted = settings.and_then(|s| s.handler.as_deref());
-        if let Some((name, handler)) = wanted
-            .filter(|_| !processes)
-            .and_then(|name| Some((name, handlers.get(name)?)))
-        {
-            return Runner::InProcess {
-                handler_name: name.to_owned(),
-                handler: handler.clone(),
-            };
-        }
-        match self.command(interface) {
-            Some(command) => Runner::Process(command),
-            None => Runner::Missing(match wanted {
-                Some(name) if processes => format!(
-                    "--processes runs services as their `command`, and it has none (handler {name:?})"
-                ),
-                Some(name) => format!(
-                    "this ktwin binary has no handler {name:?} (it has: {}) and the service has no `command`",
-                    handler_list(handlers)
-                ),
-                None => format!(
-                    "no `handler` or `command` in {}: it will not run locally",
-                    ktwin_model::project::PROJECT_FILE
-                ),
-            }),
-        }
-    }
-
-    /// What `--check` reports: one line per finding.
-    pub fn check_report(&self, handlers: &Handlers, processes: bool) -> Vec<String> {
-        let mut lines = vec![format!(
-            "project {:?}: {} interfaces, {} instances, {} services, {} routes, {} subscriptions",
-            self.project.file.name,
-            self.project.interfaces.len(),
-            self.project.instances.len(),
-            self.plan.services().count(),
-            self.plan.routes().count(),
-            self.routes.subscriptions.len(),
-        )];
-        for service in self.plan.services() {
-            let name = &service.interface;
-            match self.runner(name, handlers, processes) {
-                Runner::InProcess { handler_name, .. } => {
-                    lines.push(format!("service {name}: in-process handler {handler_name}"));
-                }
-                Runner::Process(command) => {
-                    lines.push(format!("service {name}: `{}`", command.display()));
-                }
-                Runner::Missing(reason) => lines.push(format!("warning: service {name}: {reason}")),
-            }
-            if let Some(note) = ScalePolicy::metric_note(&service.autoscaling) {
-                lines.push(format!("warning: service {name}: {note}"));
-            }
-        }
-        for diagnostic in &self.plan.diagnostics {
-            lines.push(format!(
-                "note: {}: {}",
-                diagnostic.object, diagnostic.message
-            ));
-        }
-        for problem in self
-            .project
-            .instance_graph
-            .problems(&self.project.interface_graph)
-        {
-            lines.push(format!("warning: {problem}"));
-        }
-        lines
-    }
-}
-
-/// SDK handlers built into a binary, by the name a project's `handler` setting uses.
-pub type Handlers = BTreeMap<String, Arc<dyn TwinHandler>>;
-
-fn handler_list(handlers: &Handlers) -> String {
-    if handlers.is_empty() {
-        "none".to_owned()
-    } else {
-        handlers.keys().cloned().collect::<Vec<_>>().join(", ")
-    }
-}
-
-/// How one twin service runs locally.
-pub enum Runner {
-    /// An SDK handler mounted in the platform's process.
-    InProcess {
-        /// The handler's registered name.
-        handler_name: String,
-        /// The handler.
-        handler: Arc<dyn TwinHandler>,
-    },
-    /// Child processes of this command, autoscaled.
-    Process(ServiceCommand),
-    /// Neither: why.
-    Missing(String),
-}
-
-/// The planner's input for a project run locally: its interfaces and instances, plus the one
-/// event store and MQTT trigger `ktwin up` always provides.
-pub fn plan_input(project: &Project) -> anyhow::Result<PlanInput> {
-    let namespace = project.file.namespace.clone();
-    let object = |api: &str, kind: &str, name: &str| {
-        serde_json::json!({
-            "apiVersion": api,
-            "kind": kind,
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {},
-        })
-    };
-    let event_store: EventStore =
-        serde_json::from_value(object("core.ktwin/v0", "EventStore", LOCAL_EVENT_STORE))?;
-    let mqtt_trigger: MQTTTrigger =
-        serde_json::from_value(object("core.ktwin/v0", "MQTTTrigger", LOCAL_MQTT_TRIGGER))?;
-    Ok(PlanInput {
-        namespace: namespace.clone(),
-        interfaces: project.interfaces.clone(),
-        instances: project.instances.clone(),
-        event_stores: vec![event_store],
-        mqtt_triggers: vec![mqtt_trigger],
-        gateways: Vec::new(),
-    })
-}
 
 /// Which MQTT broker devices use.
 #[derive(Debug, Clone)]
@@ -289,13 +99,15 @@ impl std::fmt::Debug for UpOptions {
 }
 
 impl UpOptions {
-    /// Defaults for `project_dir`: embedded MQTT on 1883, embedded store under
+    /// Defaults for `project_dir`: embedded MQTT on the MQTT port, embedded store under
     /// `<project>/.ktwin/`, HTTP on 8080, at most 4 replicas per service.
     pub fn new(project_dir: &Path) -> Self {
         Self {
             parameters: BTreeMap::new(),
             http_port: 8080,
-            mqtt: MqttChoice::Embedded { port: 1883 },
+            mqtt: MqttChoice::Embedded {
+                port: ktwin_events::MQTT_PORT,
+            },
             store: BackendChoice::Embedded(project_dir.join(".ktwin").join("store")),
             replica_cap: 4,
             ready_timeout: Duration::from_secs(300),
@@ -363,104 +175,226 @@ pub struct Platform {
     ingress: Arc<IngressCounters>,
     egress: Arc<EgressCounters>,
     readiness: Readiness,
+    stages: Stages,
+}
+
+/// The platform's tasks by the stage of shutdown that stops them, in that order: device
+/// messages in, then the subscriptions' consumers, then the HTTP APIs, then the store's writer
+/// (which ends once every handle on the ingestor is gone).
+struct Stages {
     stop_ingress: CancellationToken,
+    ingress: TaskGroup,
     stop_consumers: CancellationToken,
+    consumers: TaskGroup,
     stop_http: CancellationToken,
-    ingress_task: JoinHandle<()>,
-    consumer_tasks: Vec<JoinHandle<()>>,
-    http_task: JoinHandle<()>,
-    ingest_task: JoinHandle<()>,
+    http: TaskGroup,
+    ingest: TaskGroup,
+}
+
+impl Stages {
+    fn new() -> Self {
+        Self {
+            stop_ingress: CancellationToken::new(),
+            ingress: TaskGroup::new("ingress"),
+            stop_consumers: CancellationToken::new(),
+            consumers: TaskGroup::new("consumers"),
+            stop_http: CancellationToken::new(),
+            http: TaskGroup::new("http"),
+            ingest: TaskGroup::new("store writer"),
+        }
+    }
+}
+
+/// The platform while [`Platform::start`] assembles it: what each `start_*` step wires into.
+struct Assembly<'a> {
+    planned: &'a PlannedProject,
+    options: &'a UpOptions,
+    broker: MemoryBroker,
+    bus: Arc<CountingBroker>,
+    stages: Stages,
 }
 
 impl Platform {
     /// Starts everything for `planned`; returns once devices can publish and the APIs answer.
-    pub async fn start(planned: PlannedProject, options: UpOptions) -> anyhow::Result<Self> {
-        let console = options.console.clone();
-        // With the embedded broker, device messages come over an in-process link.
-        let (mqtt, device_link) = match &options.mqtt {
-            MqttChoice::Embedded { port } => {
-                let port = *port;
-                let embedded = tokio::task::spawn_blocking(move || start_embedded(port))
-                    .await?
-                    .map_err(anyhow::Error::msg)?;
-                (embedded.address(), Some(embedded.link))
-            }
-            MqttChoice::External(address) => (address.clone(), None),
-        };
+    pub async fn start(planned: PlannedProject, options: UpOptions) -> Result<Self, UpError> {
+        let (mqtt, device_link) = start_mqtt(&options.mqtt).await?;
+        let mut parts = Assembly::new(&planned, &options);
+        let (backend, ingestor) = parts.start_store().await?;
+        let readiness = Readiness::new();
+        // HTTP first: child services are pointed at it.
+        let http = parts.start_http(&backend, &ingestor, &readiness).await?;
+        let store_subscription = parts.start_store_feed(ingestor).await?;
+        let egress = parts.start_egress(&mqtt).await?;
+        let services = parts
+            .start_services(&backend, &format!("http://{http}"))
+            .await?;
+        let ingress = parts.start_ingress(&mqtt, device_link);
+        readiness.set_ready(true);
+        let Assembly {
+            broker,
+            bus,
+            stages,
+            ..
+        } = parts;
+        Ok(Self {
+            http,
+            mqtt,
+            planned,
+            broker,
+            bus,
+            backend,
+            services,
+            store_subscription,
+            ingress,
+            egress,
+            readiness,
+            stages,
+        })
+    }
+}
 
+/// With the embedded broker, device messages come over an in-process link.
+async fn start_mqtt(choice: &MqttChoice) -> Result<(MqttAddress, Option<LinkSource>), UpError> {
+    match choice {
+        MqttChoice::Embedded { port } => {
+            let port = *port;
+            let embedded = tokio::task::spawn_blocking(move || start_embedded(port))
+                .await
+                .map_err(|source| UpError::Join {
+                    what: "embedded MQTT broker",
+                    source,
+                })?
+                .map_err(UpError::Mqtt)?;
+            Ok((embedded.address(), Some(embedded.link)))
+        }
+        MqttChoice::External(address) => Ok((address.clone(), None)),
+    }
+}
+
+impl<'a> Assembly<'a> {
+    fn new(planned: &'a PlannedProject, options: &'a UpOptions) -> Self {
         let broker = MemoryBroker::new(MemoryBrokerConfig::default());
         let bus = Arc::new(CountingBroker::new(Arc::new(broker.clone())));
-        let shared_bus: Arc<dyn Broker> = bus.clone();
+        Self {
+            planned,
+            options,
+            broker,
+            bus,
+            stages: Stages::new(),
+        }
+    }
 
-        let backend = options
-            .store
-            .open()
+    /// The bus every publisher uses (it counts what is published).
+    fn shared_bus(&self) -> Arc<dyn Broker> {
+        self.bus.clone()
+    }
+
+    /// Subscribes `subscriber`'s planned route, if the plan has one.
+    async fn subscribe(&self, subscriber: &Subscriber) -> Result<Option<Subscription>, UpError> {
+        let Some(route) = self.planned.routes.subscription(subscriber) else {
+            return Ok(None);
+        };
+        self.broker
+            .subscribe(SubscriptionSpec::new(route.name.clone(), route.filter()))
             .await
-            .with_context(|| format!("opening the event store ({:?})", options.store))?;
-        let (ingestor, ingest_task) = Ingestor::spawn(backend.clone(), IngestConfig::default());
-        let interfaces: BTreeSet<String> = planned
+            .map(Some)
+            .map_err(|source| UpError::Subscribe {
+                subscription: route.name.clone(),
+                source,
+            })
+    }
+
+    /// Opens the event store and starts its writer.
+    async fn start_store(&mut self) -> Result<(Arc<dyn Backend>, Ingestor), UpError> {
+        let choice = &self.options.store;
+        let backend = choice.open().await.map_err(|source| UpError::Store {
+            choice: format!("{choice:?}"),
+            source,
+        })?;
+        let (ingestor, writer) = Ingestor::spawn(backend.clone(), IngestConfig::default());
+        self.stages.ingest.adopt("store writer", writer);
+        Ok((backend, ingestor))
+    }
+
+    /// Serves the store and graph APIs, the broker ingress and the ops routes; returns where.
+    async fn start_http(
+        &mut self,
+        backend: &Arc<dyn Backend>,
+        ingestor: &Ingestor,
+        readiness: &Readiness,
+    ) -> Result<SocketAddr, UpError> {
+        let port = self.options.http_port;
+        let bind_error = |source| UpError::HttpBind { port, source };
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(bind_error)?;
+        let http = listener.local_addr().map_err(bind_error)?;
+        let interfaces = self
+            .planned
             .project
             .interfaces
             .iter()
-            .filter_map(|i| i.metadata.name.clone())
-            .collect();
-
-        // HTTP first: child services are pointed at it.
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.http_port))
-            .await
-            .with_context(|| format!("binding the HTTP port 127.0.0.1:{}", options.http_port))?;
-        let http = listener.local_addr()?;
-        let readiness = Readiness::new();
+            .filter_map(|i| i.metadata.name.clone());
         let app = ktwin_store::router(
             backend.clone(),
             ingestor.clone(),
             ApiConfig {
-                known_interfaces: KnownInterfaces::only(interfaces.iter().cloned()),
+                known_interfaces: KnownInterfaces::only(interfaces),
                 ..ApiConfig::default()
             },
         )
-        .merge(ingress_router(shared_bus.clone()))
-        .merge(graph_router(&planned))
+        .merge(ingress_router(self.shared_bus()))
+        .merge(graph_router(self.planned))
+        .merge(
+            crate::event_stream::router(&self.broker)
+                .await
+                .map_err(|source| UpError::Subscribe {
+                    subscription: "event stream".to_owned(),
+                    source,
+                })?,
+        )
+        .merge(ktwin_dashboard::router())
         .merge(ktwin_service::ops_router(readiness.clone()));
-        let stop_http = CancellationToken::new();
-        let http_stop = stop_http.clone();
-        let http_task = tokio::spawn(async move {
+        let stop = self.stages.stop_http.clone();
+        self.stages.http.spawn("HTTP server", async move {
             if let Err(err) = axum::serve(listener, app)
-                .with_graceful_shutdown(http_stop.cancelled_owned())
+                .with_graceful_shutdown(stop.cancelled_owned())
                 .await
             {
                 tracing::error!(%err, "HTTP server stopped");
             }
         });
-        let base = format!("http://{http}");
+        Ok(http)
+    }
 
-        let stop_consumers = CancellationToken::new();
-        let mut consumer_tasks = Vec::new();
-
-        // The event store's subscription.
-        let mut store_subscription = None;
-        if let Some(store) = planned
-            .routes
-            .subscription(&Subscriber::EventStore(LOCAL_EVENT_STORE.into()))
-        {
-            let subscription = broker
-                .subscribe(SubscriptionSpec::new(store.name.clone(), store.filter()))
-                .await?;
-            store_subscription = Some(store.name.clone());
-            let feed = BrokerFeed::new(subscription, STORE_LINGER).quiet(STORE_QUIET);
-            consumer_tasks.push(tokio::spawn(ktwin_store::ingest_feed(
-                match options.store_probe.clone() {
-                    Some(probe) => feed.observed_by(probe),
-                    None => feed,
-                },
-                ingestor.clone(),
+    /// The event store's subscription, fed to the store in batches; returns its name.
+    async fn start_store_feed(&mut self, ingestor: Ingestor) -> Result<Option<String>, UpError> {
+        let Some(subscription) = self
+            .subscribe(&Subscriber::EventStore(LOCAL_EVENT_STORE.into()))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let name = subscription.name().to_owned();
+        let feed = BrokerFeed::new(subscription, STORE_LINGER).quiet(STORE_QUIET);
+        let feed = match self.options.store_probe.clone() {
+            Some(probe) => feed.observed_by(probe),
+            None => feed,
+        };
+        self.stages.consumers.spawn(
+            format!("store feed {name}"),
+            ktwin_store::ingest_feed(
+                feed,
+                ingestor,
                 IngestConfig::default().max_batch,
-                stop_consumers.clone(),
-            )));
-        }
-        drop(ingestor);
+                self.stages.stop_consumers.clone(),
+            ),
+        );
+        Ok(Some(name))
+    }
 
-        // Devices: virtual events back over MQTT.
+    /// Devices: virtual events back over MQTT.
+    async fn start_egress(&mut self, mqtt: &MqttAddress) -> Result<Arc<EgressCounters>, UpError> {
         let egress = EgressDispatcher::new(
             Arc::new(MqttSink::start(
                 &mqtt.host,
@@ -471,112 +405,135 @@ impl Platform {
             PayloadFormat::Data,
             DispatchMetrics::egress("ktwin-up", "memory"),
         );
-        let egress_counters = egress.counters();
-        if let Some(devices) = planned.routes.subscription(&Subscriber::Devices) {
-            let subscription = broker
-                .subscribe(SubscriptionSpec::new(
-                    devices.name.clone(),
-                    devices.filter(),
-                ))
-                .await?;
-            consumer_tasks.push(tokio::spawn(
-                egress.run(subscription, stop_consumers.clone()),
-            ));
+        let counters = egress.counters();
+        if let Some(subscription) = self.subscribe(&Subscriber::Devices).await? {
+            self.stages.consumers.spawn(
+                "egress to devices",
+                egress.run(subscription, self.stages.stop_consumers.clone()),
+            );
         }
+        Ok(counters)
+    }
 
-        // Twin services.
-        let in_process_ctx = TwinContext::new(
-            Arc::new(StaticGraph::from_json(&planned.graph_json()).context("twin graph")?),
-            Arc::new(StoreStates(backend.clone())),
-        );
+    /// Twin services: each one's endpoint fed from its subscription.
+    async fn start_services(
+        &mut self,
+        backend: &Arc<dyn Backend>,
+        base_url: &str,
+    ) -> Result<Vec<RunningService>, UpError> {
+        let graph = StaticGraph::from_json(&self.planned.graph_json()).map_err(UpError::Graph)?;
+        let in_process_ctx =
+            TwinContext::new(Arc::new(graph), Arc::new(StoreStates(backend.clone())));
         let mut services = Vec::new();
-        for service in planned.plan.services() {
+        for service in self.planned.plan.services() {
             let name = service.interface.clone();
-            let Some(routes) = planned.routes.subscription(&Subscriber::Twin(name.clone())) else {
+            let subscriber = Subscriber::Twin(name.clone());
+            if self.planned.routes.subscription(&subscriber).is_none() {
+                continue;
+            }
+            let Some((endpoint, kind)) = self.endpoint(service, &in_process_ctx, base_url) else {
                 continue;
             };
-            let (endpoint, kind): (Arc<dyn ServiceEndpoint>, &'static str) =
-                match planned.runner(&name, &options.handlers, options.processes) {
-                    Runner::InProcess { handler, .. } => (
-                        Arc::new(InProcessService::new(
-                            &name,
-                            handler,
-                            in_process_ctx.clone(),
-                        )),
-                        "in-process",
-                    ),
-                    Runner::Process(command) => {
-                        let mut launcher = ProcessLauncher::new(
-                            &name,
-                            command,
-                            platform_env(service, &base),
-                            console.clone(),
-                        );
-                        launcher.ready_timeout = options.ready_timeout;
-                        let policy = ScalePolicy::from_autoscaling(
-                            &service.autoscaling,
-                            options.replica_cap,
-                        );
-                        let config = PoolConfig {
-                            policy,
-                            wait_timeout: options.ready_timeout + Duration::from_secs(30),
-                            ..PoolConfig::default()
-                        };
-                        (
-                            Arc::new(ServicePool::start(&name, Arc::new(launcher), config)),
-                            "process",
-                        )
-                    }
-                    Runner::Missing(reason) => {
-                        console.print(&format!(
-                            "warning: service {name}: {reason}; its events are not delivered"
-                        ));
-                        continue;
-                    }
-                };
-            let subscription = broker
-                .subscribe(SubscriptionSpec::new(routes.name.clone(), routes.filter()))
-                .await?;
+            let Some(subscription) = self.subscribe(&subscriber).await? else {
+                continue;
+            };
             let counters = Arc::new(DeliveryCounters::default());
             let parallelism = service.autoscaling.parallelism.unwrap_or(100) as usize;
-            consumer_tasks.push(tokio::spawn(feed_service(
-                subscription,
-                endpoint.clone(),
-                shared_bus.clone(),
-                parallelism,
-                counters.clone(),
-                stop_consumers.clone(),
-            )));
+            let subscription_name = subscription.name().to_owned();
+            self.stages.consumers.spawn(
+                format!("service {name}"),
+                feed_service(
+                    subscription,
+                    endpoint.clone(),
+                    self.shared_bus(),
+                    parallelism,
+                    counters.clone(),
+                    self.stages.stop_consumers.clone(),
+                ),
+            );
             services.push(RunningService {
                 name,
-                subscription: routes.name.clone(),
+                subscription: subscription_name,
                 endpoint,
                 counters,
                 kind,
             });
         }
+        Ok(services)
+    }
 
-        // Devices in: MQTT → events.
+    /// Where `service`'s events go: its handler in-process, or a pool of its command's
+    /// processes; `None` (with a warning) when it cannot run here.
+    fn endpoint(
+        &self,
+        service: &TwinService,
+        in_process_ctx: &TwinContext,
+        base_url: &str,
+    ) -> Option<(Arc<dyn ServiceEndpoint>, &'static str)> {
+        let name = &service.interface;
+        let options = self.options;
+        match self
+            .planned
+            .runner(name, &options.handlers, options.processes)
+        {
+            Runner::InProcess { handler, .. } => Some((
+                Arc::new(InProcessService::new(name, handler, in_process_ctx.clone())),
+                "in-process",
+            )),
+            Runner::Process(command) => {
+                let mut launcher = ProcessLauncher::new(
+                    name,
+                    command,
+                    platform_env(service, base_url),
+                    options.console.clone(),
+                );
+                launcher.ready_timeout = options.ready_timeout;
+                let config = PoolConfig {
+                    policy: ScalePolicy::from_autoscaling(
+                        &service.autoscaling,
+                        options.replica_cap,
+                    ),
+                    wait_timeout: options.ready_timeout + Duration::from_secs(30),
+                    ..PoolConfig::default()
+                };
+                Some((
+                    Arc::new(ServicePool::start(name, Arc::new(launcher), config)),
+                    "process",
+                ))
+            }
+            Runner::Missing(reason) => {
+                options.console.print(&format!(
+                    "warning: service {name}: {reason}; its events are not delivered"
+                ));
+                None
+            }
+        }
+    }
+
+    /// Devices in: MQTT → events.
+    fn start_ingress(
+        &mut self,
+        mqtt: &MqttAddress,
+        device_link: Option<LinkSource>,
+    ) -> Arc<IngressCounters> {
+        let known_interfaces: HashSet<String> =
+            self.planned.routes.mqtt_ingress.iter().cloned().collect();
         let ingress = IngressDispatcher::new(
-            shared_bus.clone(),
+            self.shared_bus(),
             Arc::new(MemoryDeadLetters::new(10_000)),
             IngressPolicy {
-                known_interfaces: Some(
-                    planned
-                        .routes
-                        .mqtt_ingress
-                        .iter()
-                        .cloned()
-                        .collect::<HashSet<_>>(),
-                ),
+                known_interfaces: Some(known_interfaces),
                 ..IngressPolicy::default()
             },
             DispatchMetrics::ingress("ktwin-up", "memory"),
         );
-        let ingress_counters = ingress.counters();
-        let stop_ingress = CancellationToken::new();
-        let ingress_task = match device_link {
-            Some(link) => tokio::spawn(ingress.run(link, stop_ingress.clone())),
+        let counters = ingress.counters();
+        let stop = self.stages.stop_ingress.clone();
+        match device_link {
+            Some(link) => self
+                .stages
+                .ingress
+                .spawn("ingress (embedded link)", ingress.run(link, stop)),
             None => {
                 let mut source_config = MqttSourceConfig::new(
                     &mqtt.host,
@@ -584,33 +541,17 @@ impl Platform {
                     &format!("ktwin-up-ingress-{}", std::process::id()),
                 );
                 source_config.persistent_session = false;
-                tokio::spawn(ingress.run(MqttSource::start(source_config), stop_ingress.clone()))
+                self.stages.ingress.spawn(
+                    "ingress (MQTT client)",
+                    ingress.run(MqttSource::start(source_config), stop),
+                );
             }
-        };
-        readiness.set_ready(true);
-
-        Ok(Self {
-            http,
-            mqtt,
-            planned,
-            broker,
-            bus,
-            backend,
-            services,
-            store_subscription,
-            ingress: ingress_counters,
-            egress: egress_counters,
-            readiness,
-            stop_ingress,
-            stop_consumers,
-            stop_http,
-            ingress_task,
-            consumer_tasks,
-            http_task,
-            ingest_task,
-        })
+        }
+        counters
     }
+}
 
+impl Platform {
     /// What started and where, for the start-up output.
     pub fn describe(&self) -> Vec<String> {
         let base = format!("http://{}", self.http);
@@ -630,6 +571,7 @@ impl Platform {
                 self.backend.name()
             ),
             format!("twin graph       {base}/api/v1/twin-graph"),
+            format!("dashboard        {base}/"),
             format!("broker ingress   {base}{BROKER_PATH}"),
             format!("health, metrics  {base}/health  {base}/metrics"),
         ];
@@ -662,10 +604,6 @@ impl Platform {
             }
         }
         PlatformStats {
-            published: self.bus.published(),
-            ingested: self.ingress.dispatched(),
-            rejected: self.ingress.dead_lettered(),
-            sent_to_devices: self.egress.sent.load(std::sync::atomic::Ordering::Relaxed),
             queue_depths,
             services: self
                 .services
@@ -675,8 +613,20 @@ impl Platform {
             failed_deliveries: self
                 .services
                 .iter()
-                .map(|s| s.counters.nacked.load(std::sync::atomic::Ordering::Relaxed))
+                .map(|s| s.counters.nacked.load(Ordering::Relaxed))
                 .sum(),
+            ..self.flow()
+        }
+    }
+
+    /// The counts of what flowed through the platform (no queue or service figures).
+    fn flow(&self) -> PlatformStats {
+        PlatformStats {
+            published: self.bus.published(),
+            ingested: self.ingress.dispatched(),
+            rejected: self.ingress.dead_lettered(),
+            sent_to_devices: self.egress.sent.load(Ordering::Relaxed),
+            ..PlatformStats::default()
         }
     }
 
@@ -706,67 +656,40 @@ impl Platform {
         false
     }
 
+    /// Whether every service and store subscription is empty.
+    fn drained(&self) -> bool {
+        self.services
+            .iter()
+            .map(|s| s.subscription.as_str())
+            .chain(self.store_subscription.as_deref())
+            .all(|name| self.broker.depth(name).unwrap_or(0) == 0)
+    }
+
     /// Stops cleanly: no new device messages, lets queued events finish (up to `drain`), stops
     /// services (replicas finish what they hold), flushes the store, closes the APIs.
-    pub async fn shutdown(self, drain: Duration) -> PlatformStats {
+    pub async fn shutdown(mut self, drain: Duration) -> PlatformStats {
         self.readiness.set_ready(false);
-        self.stop_ingress.cancel();
-        let _ = self.ingress_task.await;
-        if !self_wait_idle(
-            &self.broker,
-            &self.services,
-            self.store_subscription.as_deref(),
-            drain,
-        )
-        .await
-        {
+        self.stages.stop_ingress.cancel();
+        self.stages.ingress.join().await;
+        let started = Instant::now();
+        while !self.drained() && started.elapsed() < drain {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !self.drained() {
             tracing::warn!(
                 ?drain,
                 "events still queued after the drain period; they are dropped"
             );
         }
-        let stats = PlatformStats {
-            published: self.bus.published(),
-            ingested: self.ingress.dispatched(),
-            rejected: self.ingress.dead_lettered(),
-            sent_to_devices: self.egress.sent.load(std::sync::atomic::Ordering::Relaxed),
-            ..PlatformStats::default()
-        };
-        self.stop_consumers.cancel();
-        for task in self.consumer_tasks {
-            let _ = task.await;
-        }
+        let stats = self.flow();
+        self.stages.stop_consumers.cancel();
+        self.stages.consumers.join().await;
         futures::future::join_all(self.services.iter().map(|s| s.endpoint.shutdown())).await;
-        self.stop_http.cancel();
-        let _ = self.http_task.await;
-        let _ = self.ingest_task.await;
+        self.stages.stop_http.cancel();
+        self.stages.http.join().await;
+        self.stages.ingest.join().await;
         stats
     }
-}
-
-/// [`Platform::wait_idle`] over parts, for use while the platform is being taken apart.
-async fn self_wait_idle(
-    broker: &MemoryBroker,
-    services: &[RunningService],
-    store: Option<&str>,
-    timeout: Duration,
-) -> bool {
-    let names: Vec<&str> = services
-        .iter()
-        .map(|s| s.subscription.as_str())
-        .chain(store)
-        .collect();
-    let started = Instant::now();
-    while started.elapsed() < timeout {
-        if names
-            .iter()
-            .all(|name| broker.depth(name).unwrap_or(0) == 0)
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 /// The planned platform variables of a service, with endpoints resolved to this runtime.

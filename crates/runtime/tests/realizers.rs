@@ -13,7 +13,7 @@ use ktwin_operator::render::{
     Discovered, EVENT_STORE_SEED_TYPE, event_store_service_name, render_plan, twin_service_name,
 };
 use ktwin_planner::{KtwinConfig, Plan, RoutingTable, Subscriber, routing_table};
-use ktwin_runtime::up::PlannedProject;
+use ktwin_runtime::PlannedProject;
 use serde_json::Value;
 
 fn smart_city() -> Option<PlannedProject> {

@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use ktwin_runtime::Console;
-use ktwin_runtime::up::{MqttChoice, PlannedProject, Platform, UpOptions};
+use ktwin_runtime::PlannedProject;
+use ktwin_runtime::up::{MqttChoice, Platform, UpOptions};
 use ktwin_sim::{DeviceType, LoadProfile, Pace, SimConfig, SimWorld};
 use ktwin_smart_city_services as services;
 use ktwin_store::{BackendChoice, LatestState, TwinEvent};

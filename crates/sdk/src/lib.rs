@@ -14,6 +14,62 @@
 //!
 //! This crate owns the service-side contract only; it must not know about brokers' internals,
 //! storage engines, Kubernetes, or any particular twin model.
+//!
+//! A service that stores each pole reading with its temperature in Fahrenheit, and what the
+//! runtime does with one reading:
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use ktwin_sdk::cloudevents::{AttributesReader, Event, EventBuilder, EventBuilderV10};
+//! use ktwin_sdk::{
+//!     EventType, HandlerError, MemoryStates, StaticGraph, TwinContext, TwinEvent, TwinHandler,
+//!     async_trait, dispatch, store_event,
+//! };
+//!
+//! struct Pole;
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Reading {
+//!     temperature: f64,
+//! }
+//!
+//! #[async_trait]
+//! impl TwinHandler for Pole {
+//!     fn subscriptions(&self) -> Vec<EventType> {
+//!         vec![EventType::real("city-pole").expect("a valid interface name")]
+//!     }
+//!
+//!     async fn handle(
+//!         &self,
+//!         event: &TwinEvent,
+//!         _ctx: &TwinContext,
+//!     ) -> Result<Vec<Event>, HandlerError> {
+//!         let reading: Reading = event.data()?;
+//!         let stored = serde_json::json!({"fahrenheit": reading.temperature * 1.8 + 32.0});
+//!         Ok(vec![store_event(event.interface(), event.instance(), stored)?])
+//!     }
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let ctx = TwinContext::in_memory(StaticGraph::default(), Arc::new(MemoryStates::new()));
+//! let reading = EventBuilderV10::new()
+//!     .id("1")
+//!     .ty("ktwin.real.city-pole")
+//!     .source("pole-1")
+//!     .data("application/json", serde_json::json!({"temperature": 20.0}))
+//!     .build()
+//!     .unwrap();
+//! let emitted = dispatch(&Pole, &ctx, reading).await.unwrap();
+//! assert_eq!(emitted[0].ty(), "ktwin.store.city-pole");
+//! assert_eq!(emitted[0].source().as_str(), "pole-1");
+//! # });
+//! ```
+//!
+//! [`serve`] runs the same handler behind HTTP on `$PORT`.
+
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
 
 mod broker;
 mod context;

@@ -83,6 +83,8 @@ pub struct ConfigError {
     name: &'static str,
     value: String,
     expected: &'static str,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl ServeConfig {
@@ -100,6 +102,7 @@ impl ServeConfig {
                     name,
                     value,
                     expected,
+                    source: None,
                 }),
             }
         }
@@ -109,7 +112,7 @@ impl ServeConfig {
             broker: non_empty(env::BROKER),
             event_store: non_empty(env::EVENT_STORE),
             graph_url: non_empty(env::GRAPH_URL),
-            graph_json: non_empty(env::GRAPH_JSON),
+            graph_json: non_empty(env::GRAPH),
             reply: parse(&var, env::REPLY, true, "true or false")?,
             max_concurrency: parse(&var, env::MAX_CONCURRENCY, 64, "a positive integer")?.max(1),
         })
@@ -125,11 +128,14 @@ impl ServeConfig {
     /// stand-ins (logged), so a service can run alone for development.
     pub fn context(&self) -> Result<TwinContext, ConfigError> {
         let graph: Arc<dyn crate::GraphLookup> = match (&self.graph_json, &self.graph_url) {
-            (Some(json), _) => Arc::new(StaticGraph::from_json(json).map_err(|_| ConfigError {
-                name: env::GRAPH_JSON,
-                value: json.chars().take(80).collect(),
-                expected: "a twin graph as JSON ({\"twinInstances\":[...]})",
-            })?),
+            (Some(json), _) => {
+                Arc::new(StaticGraph::from_json(json).map_err(|err| ConfigError {
+                    name: env::GRAPH,
+                    value: json.chars().take(80).collect(),
+                    expected: "a twin graph as JSON ({\"twinInstances\":[...]})",
+                    source: Some(Box::new(err)),
+                })?)
+            }
             (None, Some(url)) => Arc::new(HttpGraph::new(url, GraphCachePolicy::default())),
             (None, None) => {
                 tracing::warn!("neither KTWIN_GRAPH nor KTWIN_GRAPH_URL set: empty twin graph");

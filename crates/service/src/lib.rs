@@ -2,7 +2,9 @@
 //! endpoints, the Prometheus recorder, tracing set-up, and shutdown on Ctrl-C or SIGTERM.
 //!
 //! It owns nothing about events, twins or storage; services mount [`ops_router`] beside their
-//! own routes and flip their [`Readiness`] when their dependencies are up.
+//! own routes, serve the whole app [`with_service_layers`] (trace, timeout, panic catching,
+//! problem details for bare errors), and flip their [`Readiness`] when their dependencies are
+//! up.
 //!
 //! ```
 //! use ktwin_service::{Readiness, ops_router};
@@ -13,8 +15,13 @@
 //! # let _ = app;
 //! ```
 
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+
+mod http;
 mod problem;
 
+pub use http::{PANICS, REQUEST_TIMEOUT, with_service_layers};
 pub use problem::{PROBLEM_JSON, Problem};
 
 use std::sync::Arc;
@@ -108,6 +115,19 @@ async fn render_metrics() -> impl IntoResponse {
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
         prometheus().render(),
     )
+}
+
+/// `error` and its causes, `: `-separated: the whole story for a log line or a problem's
+/// detail (an error's `Display` says only its own part).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Log filter when `RUST_LOG` is unset. The embedded MQTT broker logs every connection at info

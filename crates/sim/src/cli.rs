@@ -33,18 +33,18 @@ pub struct SimArgs {
     #[arg(long, value_name = "N", conflicts_with = "world")]
     pub neighborhoods: Option<usize>,
     /// MQTT broker host.
-    #[arg(long, default_value = "127.0.0.1", env = "KTWIN_MQTT_HOST")]
+    #[arg(long, default_value = "127.0.0.1", env = ktwin_events::env::MQTT_HOST)]
     pub host: String,
     /// MQTT broker port.
-    #[arg(long, default_value_t = 1883, env = "KTWIN_MQTT_PORT")]
+    #[arg(long, default_value_t = ktwin_events::MQTT_PORT, env = ktwin_events::env::MQTT_PORT)]
     pub port: u16,
     /// MQTT user name (with --password).
-    #[arg(long, env = "KTWIN_MQTT_USERNAME", requires = "password")]
+    #[arg(long, env = ktwin_events::env::MQTT_USERNAME, requires = "password")]
     pub username: Option<String>,
     /// MQTT password (with --username).
     #[arg(
         long,
-        env = "KTWIN_MQTT_PASSWORD",
+        env = ktwin_events::env::MQTT_PASSWORD,
         requires = "username",
         hide_env_values = true
     )]
@@ -89,8 +89,10 @@ impl SimArgs {
             (Some(path), _) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading world {}", path.display()))?;
-                SimWorld::from_graph_json(&text, &path.display().to_string())
-                    .map_err(anyhow::Error::msg)
+                Ok(SimWorld::from_graph_json(
+                    &text,
+                    &path.display().to_string(),
+                )?)
             }
             (None, Some(n)) if n > 0 => Ok(SimWorld::from_graph(&paper_city(n, ""))),
             _ => anyhow::bail!("--neighborhoods: expected at least 1 (or pass --world FILE)"),
@@ -147,8 +149,7 @@ pub async fn run_cli(args: SimArgs) -> anyhow::Result<ExitCode> {
             totals.errors()
         ));
     })
-    .await
-    .map_err(anyhow::Error::msg)?;
+    .await?;
     bar.finish_and_clear();
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),

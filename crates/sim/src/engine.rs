@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::SimError;
 use crate::load::{DeviceType, LoadProfile};
 use crate::payload::{DeviceState, Rng};
 use crate::world::{SimDevice, SimWorld};
@@ -94,7 +95,7 @@ impl SimConfig {
         }
     }
 
-    fn wall_duration(&self) -> Result<Duration, String> {
+    fn wall_duration(&self) -> Result<Duration, SimError> {
         if let Some(d) = self.duration {
             return Ok(d);
         }
@@ -107,25 +108,28 @@ impl SimConfig {
                 let model = (profile.cycle() - start_at.rem_euclid(profile.cycle())).max(0.0);
                 Ok(Duration::from_secs_f64(model / speedup))
             }
-            Pace::Rate(_) => Err("--rate needs --duration".into()),
+            Pace::Rate(_) => Err(SimError::RateNeedsDuration),
         }
     }
 
-    fn validate(&self, world: &SimWorld) -> Result<(), String> {
+    fn validate(&self, world: &SimWorld) -> Result<(), SimError> {
         if world.devices.is_empty() {
-            return Err("the world has no devices".into());
+            return Err(SimError::NoDevices);
         }
         if self.connections == 0 {
-            return Err("connections: expected at least 1".into());
+            return Err(SimError::NoConnections);
         }
         match &self.pace {
             Pace::Profile {
                 speedup, start_at, ..
-            } if !(*speedup > 0.0 && speedup.is_finite()) || *start_at < 0.0 => Err(format!(
-                "speedup {speedup} / start {start_at}: expected speedup > 0 and start ≥ 0"
-            )),
+            } if !(*speedup > 0.0 && speedup.is_finite()) || *start_at < 0.0 => {
+                Err(SimError::BadProfile {
+                    speedup: *speedup,
+                    start_at: *start_at,
+                })
+            }
             Pace::Rate(rate) if !(*rate > 0.0 && rate.is_finite()) => {
-                Err(format!("rate {rate}: expected messages per second > 0"))
+                Err(SimError::BadRate { rate: *rate })
             }
             _ => Ok(()),
         }
@@ -238,7 +242,7 @@ pub async fn run(
     config: &SimConfig,
     shutdown: CancellationToken,
     on_tick: impl Fn(&Totals, Duration, Duration),
-) -> Result<SimReport, String> {
+) -> Result<SimReport, SimError> {
     config.validate(world)?;
     let wall = config.wall_duration()?;
     let groups = partition(world, config.connections);
@@ -288,7 +292,9 @@ pub async fn run(
     let elapsed = Instant::now().saturating_duration_since(started);
     stop.cancel();
     for task in tasks {
-        let _ = task.await;
+        if let Err(err) = task.await {
+            tracing::error!(%err, "a simulated connection's task failed");
+        }
     }
     on_tick(&totals, elapsed, wall);
     Ok(report(world, config, &totals, elapsed))
@@ -319,7 +325,7 @@ fn live_devices(
     world: &SimWorld,
     phases: &[f64],
     members: &[usize],
-) -> Result<Vec<LiveDevice>, String> {
+) -> Result<Vec<LiveDevice>, SimError> {
     let local: HashMap<&str, usize> = members
         .iter()
         .enumerate()
@@ -333,8 +339,12 @@ fn live_devices(
                 instance,
                 ..
             } = &world.devices[g];
-            let topic = Topic::new(TopicKind::Real, device_type.interface(), instance)
-                .map_err(|e| format!("device {instance}: {e}"))?;
+            let topic = Topic::new(TopicKind::Real, device_type.interface(), instance).map_err(
+                |source| SimError::DeviceTopic {
+                    instance: instance.clone(),
+                    source,
+                },
+            )?;
             Ok(LiveDevice {
                 device_type: *device_type,
                 topic: topic.mqtt_topic(),
@@ -344,7 +354,7 @@ fn live_devices(
                 generation: 0,
             })
         })
-        .collect::<Result<_, String>>()?;
+        .collect::<Result<_, SimError>>()?;
     for (l, &g) in members.iter().enumerate() {
         if let Some(controller) = world.devices[g].controller.as_deref()
             && let Some(&c) = local.get(controller)
@@ -370,18 +380,7 @@ async fn run_connection(
     mut devices: Vec<LiveDevice>,
     connections: usize,
 ) {
-    let mut options = MqttOptions::new(
-        format!("{}-{}", ctx.config.client_prefix, ctx.id),
-        ctx.config.host.clone(),
-        ctx.config.port,
-    );
-    options.set_keep_alive(Duration::from_secs(30));
-    options.set_clean_session(true);
-    options.set_inflight(1000);
-    if let Some((user, password)) = &ctx.config.credentials {
-        options.set_credentials(user.clone(), password.clone());
-    }
-    let (client, eventloop) = AsyncClient::new(options, 4096);
+    let (client, eventloop) = AsyncClient::new(mqtt_options(&ctx), 4096);
     let virtual_topics: Vec<String> = if ctx.config.subscribe_virtual {
         devices.iter().map(|d| virtual_topic(&d.topic)).collect()
     } else {
@@ -398,17 +397,7 @@ async fn run_connection(
         ctx.totals.clone(),
         events_stop.clone(),
     ));
-
-    let started = loop {
-        if let Some(start) = *ctx.start.borrow() {
-            break Some(start);
-        }
-        tokio::select! {
-            () = ctx.stop.cancelled() => break None,
-            changed = ctx.start.changed() => if changed.is_err() { break None },
-        }
-    };
-    if let Some(started) = started {
+    if let Some(started) = wait_for_start(&mut ctx).await {
         let mut publisher = Publisher {
             client: &client,
             qos: ctx.config.qos,
@@ -417,37 +406,52 @@ async fn run_connection(
             rng: Rng::new(ctx.seed),
             buffer: Vec::with_capacity(512),
         };
-        match &ctx.config.pace {
-            Pace::Profile {
-                profile,
-                speedup,
-                start_at,
-            } => {
-                let clock = ModelClock {
-                    started,
-                    speedup: *speedup,
-                    start_at: *start_at,
-                };
-                publisher
-                    .run_profile(&mut devices, profile, clock, &mut virtual_rx, &ctx.stop)
-                    .await;
-            }
-            Pace::Rate(rate) => {
-                publisher
-                    .run_rate(
-                        &mut devices,
-                        rate / connections as f64,
-                        started,
-                        &mut virtual_rx,
-                        &ctx.stop,
-                    )
-                    .await;
-            }
+        publisher
+            .run(&mut devices, &ctx, started, connections, &mut virtual_rx)
+            .await;
+    }
+    drain(&ctx, &client).await;
+    events_stop.cancel();
+    match tokio::time::timeout(Duration::from_secs(2), events).await {
+        Ok(Err(err)) if err.is_panic() => {
+            tracing::error!(connection = ctx.id, %err, "the MQTT event loop task panicked");
+        }
+        _ => {}
+    }
+}
+
+/// The MQTT client options of connection `ctx.id`.
+fn mqtt_options(ctx: &ConnectionContext) -> MqttOptions {
+    let mut options = MqttOptions::new(
+        format!("{}-{}", ctx.config.client_prefix, ctx.id),
+        ctx.config.host.clone(),
+        ctx.config.port,
+    );
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_clean_session(true);
+    options.set_inflight(1000);
+    if let Some((user, password)) = &ctx.config.credentials {
+        options.set_credentials(user.clone(), password.clone());
+    }
+    options
+}
+
+/// Waits for the common start signal; `None` if the run stopped first.
+async fn wait_for_start(ctx: &mut ConnectionContext) -> Option<Instant> {
+    loop {
+        if let Some(start) = *ctx.start.borrow() {
+            return Some(start);
+        }
+        tokio::select! {
+            () = ctx.stop.cancelled() => return None,
+            changed = ctx.start.changed() => if changed.is_err() { return None },
         }
     }
+}
 
-    // Drain: wait (bounded) until what was queued is on the wire (QoS 0) or acknowledged
-    // (QoS 1), then disconnect.
+/// Waits (bounded) until what was queued is on the wire (QoS 0) or acknowledged (QoS 1), then
+/// disconnects.
+async fn drain(ctx: &ConnectionContext, client: &AsyncClient) {
     let drained = |c: &ConnectionCounters| {
         let queued = c.queued.load(Ordering::Relaxed);
         match ctx.config.qos {
@@ -459,9 +463,8 @@ async fn run_connection(
     while !drained(&ctx.counters) && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // A broker that is gone cannot take the DISCONNECT either; nothing is left to lose.
     let _ = tokio::time::timeout(Duration::from_secs(1), client.disconnect()).await;
-    events_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(2), events).await;
 }
 
 /// Wall clock ↔ model time.
@@ -515,6 +518,37 @@ struct Publisher<'a> {
 }
 
 impl Publisher<'_> {
+    /// Publishes on `ctx`'s pace until the run stops.
+    async fn run(
+        &mut self,
+        devices: &mut [LiveDevice],
+        ctx: &ConnectionContext,
+        started: Instant,
+        connections: usize,
+        virtual_rx: &mut mpsc::Receiver<(usize, bytes::Bytes)>,
+    ) {
+        match &ctx.config.pace {
+            Pace::Profile {
+                profile,
+                speedup,
+                start_at,
+            } => {
+                let clock = ModelClock {
+                    started,
+                    speedup: *speedup,
+                    start_at: *start_at,
+                };
+                self.run_profile(devices, profile, clock, virtual_rx, &ctx.stop)
+                    .await;
+            }
+            Pace::Rate(rate) => {
+                let rate = rate / connections as f64;
+                self.run_rate(devices, rate, started, virtual_rx, &ctx.stop)
+                    .await;
+            }
+        }
+    }
+
     async fn publish(&mut self, device: &mut LiveDevice, timestamp: &str) -> bool {
         device.state.advance(&mut self.rng);
         device.state.render(timestamp, &mut self.buffer);
@@ -846,13 +880,26 @@ mod tests {
         let world = SimWorld::from_graph(&paper_city(1, ""));
         let mut config = SimConfig::new("127.0.0.1", 1883);
         config.pace = Pace::Rate(0.0);
-        assert!(config.validate(&world).unwrap_err().contains("rate"));
+        assert!(
+            config
+                .validate(&world)
+                .unwrap_err()
+                .to_string()
+                .contains("rate")
+        );
         config.pace = Pace::Rate(10.0);
-        assert!(config.wall_duration().unwrap_err().contains("--duration"));
+        assert!(
+            config
+                .wall_duration()
+                .unwrap_err()
+                .to_string()
+                .contains("--duration")
+        );
         assert!(
             config
                 .validate(&SimWorld::default())
                 .unwrap_err()
+                .to_string()
                 .contains("no devices")
         );
         let config = SimConfig::new("127.0.0.1", 1883);

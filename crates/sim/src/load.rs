@@ -11,6 +11,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::error::UnknownDeviceType;
+
 /// The kinds of simulated devices, one per device-facing twin interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DeviceType {
@@ -91,17 +93,15 @@ impl fmt::Display for DeviceType {
 }
 
 impl FromStr for DeviceType {
-    type Err = String;
+    type Err = UnknownDeviceType;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::ALL
             .into_iter()
             .find(|t| t.name() == s || t.interface() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown device type {s:?}: expected one of {}",
-                    Self::ALL.map(DeviceType::name).join(", ")
-                )
+            .ok_or_else(|| UnknownDeviceType {
+                name: s.to_owned(),
+                expected: Self::ALL.map(DeviceType::name).join(", "),
             })
     }
 }
@@ -354,6 +354,7 @@ mod tests {
             "toaster"
                 .parse::<DeviceType>()
                 .unwrap_err()
+                .to_string()
                 .contains("air-quality")
         );
     }

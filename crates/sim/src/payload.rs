@@ -8,6 +8,7 @@
 
 use std::io::Write;
 
+use crate::error::VirtualError;
 use crate::load::DeviceType;
 
 /// A small, fast, seedable PRNG (SplitMix64); the simulator needs variety, not cryptography.
@@ -256,12 +257,12 @@ impl DeviceState {
     /// `measurementFrequency` (s) becomes the device's period; any field the device reports
     /// takes the value sent (keys matched case-insensitively). Returns whether the period
     /// changed. Bad payloads are ignored with a reason.
-    pub fn apply_virtual(&mut self, payload: &[u8]) -> Result<bool, String> {
+    pub fn apply_virtual(&mut self, payload: &[u8]) -> Result<bool, VirtualError> {
         let value: serde_json::Value =
-            serde_json::from_slice(payload).map_err(|e| format!("not JSON: {e}"))?;
-        let object = value
-            .as_object()
-            .ok_or_else(|| format!("expected a JSON object, got {value}"))?;
+            serde_json::from_slice(payload).map_err(VirtualError::NotJson)?;
+        let object = value.as_object().ok_or_else(|| VirtualError::NotAnObject {
+            found: value.to_string().chars().take(80).collect(),
+        })?;
         let mut period_changed = false;
         for (key, value) in object {
             if key.eq_ignore_ascii_case("measurementFrequency") {
@@ -271,9 +272,9 @@ impl DeviceState {
                         self.period_override = Some(p);
                     }
                     _ => {
-                        return Err(format!(
-                            "measurementFrequency {value}: expected seconds > 0"
-                        ));
+                        return Err(VirtualError::BadFrequency {
+                            value: value.to_string(),
+                        });
                     }
                 }
             } else if let Some(i) = walks(self.device_type)
@@ -345,13 +346,15 @@ mod tests {
     #[test]
     fn applies_what_the_platform_sends() {
         let mut battery = DeviceState::new(DeviceType::Battery);
-        assert_eq!(
-            battery.apply_virtual(br#"{"measurementFrequency":60}"#),
-            Ok(true)
+        assert!(
+            battery
+                .apply_virtual(br#"{"measurementFrequency":60}"#)
+                .unwrap()
         );
-        assert_eq!(
-            battery.apply_virtual(br#"{"MeasurementFrequency":60}"#),
-            Ok(false)
+        assert!(
+            !battery
+                .apply_virtual(br#"{"MeasurementFrequency":60}"#)
+                .unwrap()
         );
         assert_eq!(battery.period_override, Some(60.0));
         assert!(

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use ktwin_sdk::{Relationship, TwinGraph, TwinNode};
 
+use crate::error::WorldError;
 use crate::load::DeviceType;
 
 /// One simulated device.
@@ -58,15 +59,18 @@ impl SimWorld {
     }
 
     /// Parses a twin graph JSON file's content; `file` names it in errors.
-    pub fn from_graph_json(text: &str, file: &str) -> Result<Self, String> {
-        let graph: TwinGraph = serde_json::from_str(text)
-            .map_err(|e| format!("{file}: not a twin graph ({{\"twinInstances\":[...]}}): {e}"))?;
+    pub fn from_graph_json(text: &str, file: &str) -> Result<Self, WorldError> {
+        let graph: TwinGraph =
+            serde_json::from_str(text).map_err(|source| WorldError::NotAGraph {
+                file: file.to_owned(),
+                source,
+            })?;
         let world = Self::from_graph(&graph);
         if world.devices.is_empty() {
-            return Err(format!(
-                "{file}: no instance of a device interface ({})",
-                DeviceType::ALL.map(DeviceType::interface).join(", ")
-            ));
+            return Err(WorldError::NoDevices {
+                file: file.to_owned(),
+                interfaces: DeviceType::ALL.map(DeviceType::interface).join(", "),
+            });
         }
         Ok(world)
     }
@@ -210,7 +214,9 @@ mod tests {
         assert_eq!(world.devices.len(), 3);
         assert_eq!(world.devices[0].controller.as_deref(), Some("dev-1"));
         assert_eq!(world.phases(), vec![0.0, 0.5, 0.0]);
-        let err = SimWorld::from_graph_json(r#"{"twinInstances":[]}"#, "g.json").unwrap_err();
+        let err = SimWorld::from_graph_json(r#"{"twinInstances":[]}"#, "g.json")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("g.json") && err.contains("no instance"),
             "{err}"
@@ -218,6 +224,7 @@ mod tests {
         assert!(
             SimWorld::from_graph_json("[", "x.json")
                 .unwrap_err()
+                .to_string()
                 .contains("x.json")
         );
     }

@@ -25,6 +25,8 @@ use crate::event::{InstanceKey, LatestState, TwinEvent};
 use crate::ingest::Ingestor;
 use crate::merge::Version;
 
+pub mod state_at;
+
 /// Page size when the request names none.
 pub const DEFAULT_PAGE: usize = 100;
 /// Largest page a request may ask for.
@@ -112,6 +114,10 @@ pub fn router(backend: Arc<dyn Backend>, ingestor: Ingestor, config: ApiConfig) 
             "/api/v1/twin-events/{interface}/{instance}/latest",
             get(latest),
         )
+        .route(
+            "/api/v1/twin-events/{interface}/{instance}/state",
+            get(state_at::state_at_route),
+        )
         .route("/api/v1/twins/{interface}", get(list_twins))
         .route("/api/v1/openapi.json", get(openapi_json))
         .with_state(state)
@@ -124,7 +130,15 @@ pub fn router(backend: Arc<dyn Backend>, ingestor: Ingestor, config: ApiConfig) 
         title = "ktwin event store",
         description = "History and latest state of every twin"
     ),
-    paths(post_event, list_events, history, latest, delete_instance, list_twins),
+    paths(
+        post_event,
+        list_events,
+        history,
+        latest,
+        state_at::state_at_route,
+        delete_instance,
+        list_twins
+    ),
     components(schemas(TwinEvent, LatestState, Problem, Deleted))
 )]
 pub struct StoreApi;
@@ -134,10 +148,12 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
 }
 
 fn store_problem(err: StoreError) -> Problem {
-    match err {
-        StoreError::Unavailable(detail) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail),
-        StoreError::Corrupt(detail) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, detail),
-    }
+    let status = if err.is_transient() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    Problem::new(status, err.chain())
 }
 
 fn bad_request(detail: impl Into<String>) -> Problem {
@@ -224,15 +240,24 @@ fn decode_cursor<T: DeserializeOwned>(cursor: &str) -> Result<T, Problem> {
             "invalid cursor {cursor:?}: pass the value of a previous response's {NEXT_CURSOR_HEADER} header"
         ))
     };
-    if !cursor.len().is_multiple_of(2) {
-        return Err(invalid());
-    }
-    let bytes: Vec<u8> = (0..cursor.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&cursor[i..i + 2], 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| invalid())?;
+    // Pairs of bytes, not of characters: a cursor is ASCII hex, and slicing a string that is not
+    // (`a\u{e9}b`) at a byte offset inside a character would panic.
+    let bytes: Vec<u8> = cursor
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| match pair {
+            [high, low] => Some(hex_digit(*high)? << 4 | hex_digit(*low)?),
+            _ => None,
+        })
+        .collect::<Option<_>>()
+        .ok_or_else(invalid)?;
     serde_json::from_slice(&bytes).map_err(|_| invalid())
+}
+
+fn hex_digit(byte: u8) -> Option<u8> {
+    char::from(byte)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 fn page_limit(limit: Option<usize>) -> Result<usize, Problem> {
@@ -636,7 +661,7 @@ mod tests {
         let cursor = encode_cursor(&version);
         assert!(cursor.chars().all(|c| c.is_ascii_hexdigit()));
         assert_eq!(decode_cursor::<Version>(&cursor).unwrap(), version);
-        for bad in ["zz", "abc", "00"] {
+        for bad in ["zz", "abc", "00", "a\u{e9}b", "\u{e9}\u{e9}", "+1"] {
             assert_eq!(decode_cursor::<Version>(bad).unwrap_err().status, 400);
         }
     }
@@ -664,6 +689,7 @@ mod tests {
             "/api/v1/twin-events",
             "/api/v1/twin-events/{interface}/{instance}",
             "/api/v1/twin-events/{interface}/{instance}/latest",
+            "/api/v1/twin-events/{interface}/{instance}/state",
             "/api/v1/twins/{interface}",
         ] {
             assert!(paths.contains_key(path), "{path} missing from {paths:?}");

@@ -11,8 +11,6 @@ use ktwin_events::EventType;
 use serde::Serialize;
 use serde_json::{Map, json};
 
-use crate::backend::postgres::{create_database, drop_database};
-use crate::backend::redb::bare_insert_rate;
 use crate::cli::{BackendArgs, BackendKind};
 use crate::{Backend, BackendChoice, IngestConfig, Ingestor, InstanceKey, TwinEvent};
 
@@ -28,6 +26,7 @@ pub enum Format {
 /// Benchmarks the event store on a scratch database.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchStoreArgs {
+    /// Where the store keeps its data.
     #[command(flatten)]
     pub backend: BackendArgs,
     /// Events to ingest.
@@ -152,6 +151,7 @@ async fn ingest_all(
     Ok(total as f64 / elapsed)
 }
 
+#[cfg(feature = "postgres")]
 /// Binary `COPY` of the same rows into a table shaped like the history, with the same indexes
 /// (instance keys numbered as `twin_latest` would number them).
 async fn copy_rate(url: &str, events: &[TwinEvent]) -> anyhow::Result<f64> {
@@ -247,6 +247,92 @@ enum Ceiling {
     RedbInsert(f64),
 }
 
+/// What one backend's run measured: ingest rate, the ceiling beside it, latest-read p50, p99.
+type Measured = (f64, Option<Ceiling>, f64, f64);
+
+#[cfg(feature = "postgres")]
+async fn bench_postgres(
+    args: &BenchStoreArgs,
+    events: Vec<TwinEvent>,
+    scratch: &str,
+) -> anyhow::Result<Measured> {
+    use crate::backend::postgres::{create_database, drop_database};
+    let admin = &args.backend.database_url;
+    let url = create_database(admin, scratch).await?;
+    let result = async {
+        let backend = BackendChoice::Postgres(url.clone()).open().await?;
+        let copy = copy_rate(&url, &events).await?;
+        let (rate, p50, p99) = measure(backend, events, args).await?;
+        Ok::<_, anyhow::Error>((rate, Some(Ceiling::Copy(copy)), p50, p99))
+    }
+    .await;
+    drop_database(admin, scratch).await?;
+    result
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn bench_postgres(
+    _: &BenchStoreArgs,
+    _: Vec<TwinEvent>,
+    _: &str,
+) -> anyhow::Result<Measured> {
+    Err(crate::StoreError::Unsupported {
+        backend: "postgres",
+    }
+    .into())
+}
+
+async fn bench_embedded(
+    args: &BenchStoreArgs,
+    events: Vec<TwinEvent>,
+    scratch: &str,
+) -> anyhow::Result<Measured> {
+    let path = std::env::temp_dir().join(scratch);
+    let result = async {
+        let backend = BackendChoice::Embedded(path.clone()).open().await?;
+        let (rate, p50, p99) = measure(backend, events, args).await?;
+        Ok::<_, anyhow::Error>((rate, None, p50, p99))
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&path);
+    result
+}
+
+#[cfg(feature = "redb")]
+async fn bench_redb(
+    args: &BenchStoreArgs,
+    events: Vec<TwinEvent>,
+    scratch: &str,
+) -> anyhow::Result<Measured> {
+    use crate::backend::redb::bare_insert_rate;
+    let path = std::env::temp_dir().join(format!("{scratch}.redb"));
+    let bare_path = std::env::temp_dir().join(format!("{scratch}-bare.redb"));
+    let result = async {
+        let (events, bare) = tokio::task::spawn_blocking({
+            let (bare_path, batch) = (bare_path.clone(), args.max_batch);
+            move || {
+                let rate = bare_insert_rate(&bare_path, &events, batch);
+                (events, rate)
+            }
+        })
+        .await?;
+        // A failed ceiling run fails the benchmark before the long ingest, not after.
+        let bare = bare?;
+        let backend = BackendChoice::Redb(path.clone()).open().await?;
+        let (rate, p50, p99) = measure(backend, events, args).await?;
+        Ok::<_, anyhow::Error>((rate, Some(Ceiling::RedbInsert(bare)), p50, p99))
+    }
+    .await;
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&bare_path);
+    result
+}
+
+#[cfg(not(feature = "redb"))]
+async fn bench_redb(_: &BenchStoreArgs, _: Vec<TwinEvent>, _: &str) -> anyhow::Result<Measured> {
+    Err(crate::StoreError::Unsupported { backend: "redb" }.into())
+}
+
 /// Runs the benchmark on a scratch database (dropped afterwards).
 pub async fn run_bench(args: BenchStoreArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
@@ -259,94 +345,58 @@ pub async fn run_bench(args: BenchStoreArgs) -> anyhow::Result<ExitCode> {
         "ingesting {} events over {} instances into {:?}…",
         args.events, args.instances, args.backend.backend
     );
-    let report = match args.backend.backend {
-        BackendKind::Postgres => {
-            let admin = &args.backend.database_url;
-            let url = create_database(admin, &scratch).await?;
-            let result = async {
-                let backend = BackendChoice::Postgres(url.clone()).open().await?;
-                let copy = copy_rate(&url, &events).await?;
-                let (rate, p50, p99) = measure(backend, events, &args).await?;
-                Ok::<_, anyhow::Error>((rate, Some(Ceiling::Copy(copy)), p50, p99))
-            }
-            .await;
-            drop_database(admin, &scratch).await?;
-            result?
-        }
-        BackendKind::Embedded => {
-            let path = std::env::temp_dir().join(&scratch);
-            let result = async {
-                let backend = BackendChoice::Embedded(path.clone()).open().await?;
-                let (rate, p50, p99) = measure(backend, events, &args).await?;
-                Ok::<_, anyhow::Error>((rate, None, p50, p99))
-            }
-            .await;
-            let _ = std::fs::remove_dir_all(&path);
-            result?
-        }
-        BackendKind::Redb => {
-            let path = std::env::temp_dir().join(format!("{scratch}.redb"));
-            let bare_path = std::env::temp_dir().join(format!("{scratch}-bare.redb"));
-            let result = async {
-                let (events, bare) = tokio::task::spawn_blocking({
-                    let (bare_path, batch) = (bare_path.clone(), args.max_batch);
-                    move || {
-                        let rate = bare_insert_rate(&bare_path, &events, batch);
-                        (events, rate)
-                    }
-                })
-                .await?;
-                // A failed ceiling run fails the benchmark before the long ingest, not after.
-                let bare = bare?;
-                let backend = BackendChoice::Redb(path.clone()).open().await?;
-                let (rate, p50, p99) = measure(backend, events, &args).await?;
-                Ok::<_, anyhow::Error>((rate, Some(Ceiling::RedbInsert(bare)), p50, p99))
-            }
-            .await;
-            let _ = std::fs::remove_file(&path);
-            let _ = std::fs::remove_file(&bare_path);
-            result?
-        }
+    let measured = match args.backend.backend {
+        BackendKind::Postgres => bench_postgres(&args, events, &scratch).await?,
+        BackendKind::Embedded => bench_embedded(&args, events, &scratch).await?,
+        BackendKind::Redb => bench_redb(&args, events, &scratch).await?,
     };
-    let (events_per_s, ceiling, latest_p50_us, latest_p99_us) = report;
-    let report = BenchReport {
-        backend: match args.backend.backend {
-            BackendKind::Postgres => "postgres",
-            BackendKind::Embedded => "embedded",
-            BackendKind::Redb => "redb",
-        },
-        events: args.events,
-        instances: args.instances,
-        events_per_s: events_per_s.round(),
-        copy_events_per_s: match ceiling {
-            Some(Ceiling::Copy(rate)) => Some(rate.round()),
-            _ => None,
-        },
-        redb_insert_events_per_s: match ceiling {
-            Some(Ceiling::RedbInsert(rate)) => Some(rate.round()),
-            _ => None,
-        },
-        latest_p50_us: (latest_p50_us * 10.0).round() / 10.0,
-        latest_p99_us: (latest_p99_us * 10.0).round() / 10.0,
-    };
+    let report = BenchReport::new(&args, measured);
     match args.format {
         Format::Json => println!("{}", serde_json::to_string(&report)?),
-        Format::Text => {
-            println!("backend            {}", report.backend);
-            println!(
-                "events             {} over {} instances",
-                report.events, report.instances
-            );
-            println!("ingest             {} events/s", report.events_per_s);
-            if let Some(copy) = report.copy_events_per_s {
-                println!("raw COPY           {copy} events/s");
-            }
-            if let Some(bare) = report.redb_insert_events_per_s {
-                println!("bare redb inserts  {bare} events/s");
-            }
-            println!("latest read p50    {} µs", report.latest_p50_us);
-            println!("latest read p99    {} µs", report.latest_p99_us);
-        }
+        Format::Text => report.print(),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+impl BenchReport {
+    fn new(args: &BenchStoreArgs, measured: Measured) -> Self {
+        let (events_per_s, ceiling, latest_p50_us, latest_p99_us) = measured;
+        BenchReport {
+            backend: match args.backend.backend {
+                BackendKind::Postgres => "postgres",
+                BackendKind::Embedded => "embedded",
+                BackendKind::Redb => "redb",
+            },
+            events: args.events,
+            instances: args.instances,
+            events_per_s: events_per_s.round(),
+            copy_events_per_s: match ceiling {
+                Some(Ceiling::Copy(rate)) => Some(rate.round()),
+                _ => None,
+            },
+            redb_insert_events_per_s: match ceiling {
+                Some(Ceiling::RedbInsert(rate)) => Some(rate.round()),
+                _ => None,
+            },
+            latest_p50_us: (latest_p50_us * 10.0).round() / 10.0,
+            latest_p99_us: (latest_p99_us * 10.0).round() / 10.0,
+        }
+    }
+
+    fn print(&self) {
+        println!("backend            {}", self.backend);
+        println!(
+            "events             {} over {} instances",
+            self.events, self.instances
+        );
+        println!("ingest             {} events/s", self.events_per_s);
+        if let Some(copy) = self.copy_events_per_s {
+            println!("raw COPY           {copy} events/s");
+        }
+        if let Some(bare) = self.redb_insert_events_per_s {
+            println!("bare redb inserts  {bare} events/s");
+        }
+        println!("latest read p50    {} µs", self.latest_p50_us);
+        println!("latest read p99    {} µs", self.latest_p99_us);
+    }
 }

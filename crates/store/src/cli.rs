@@ -6,10 +6,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use ktwin_service::{Readiness, ops_router};
+use ktwin_events::platform::{defaults, env};
+use ktwin_service::{Readiness, ops_router, with_service_layers};
 
 use crate::{ApiConfig, BackendChoice, IngestConfig, Ingestor, KnownInterfaces, router};
 
+#[cfg(feature = "bench")]
 pub use crate::bench::{BenchStoreArgs, run_bench};
 
 /// Which storage backend.
@@ -32,19 +34,19 @@ pub struct BackendArgs {
         long,
         value_enum,
         default_value = "embedded",
-        env = ktwin_events::env::STORE_BACKEND
+        env = env::STORE_BACKEND
     )]
     pub backend: BackendKind,
     /// PostgreSQL connection URL (backend postgres).
     #[arg(
         long,
-        env = ktwin_events::env::STORE_DATABASE_URL,
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        env = env::STORE_DATABASE_URL,
+        default_value = defaults::POSTGRES_URL
     )]
     pub database_url: String,
     /// Database directory, or file ending in `.redb` (backends embedded and redb). A directory
     /// that does not exist beside an existing `<path>.redb` file opens that file.
-    #[arg(long, env = ktwin_events::env::STORE_PATH, default_value = ".ktwin/store")]
+    #[arg(long, env = env::STORE_PATH, default_value = ".ktwin/store")]
     pub path: PathBuf,
 }
 
@@ -63,12 +65,13 @@ impl BackendArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct StoreArgs {
     /// Address to listen on (port 0 picks a free port; the bound address is printed).
-    #[arg(long, env = ktwin_events::env::STORE_LISTEN, default_value = "0.0.0.0:8080")]
+    #[arg(long, env = env::STORE_LISTEN, default_value = defaults::HTTP_LISTEN)]
     pub listen: SocketAddr,
+    /// Where the store keeps its data.
     #[command(flatten)]
     pub backend: BackendArgs,
     /// Largest accepted request body in bytes.
-    #[arg(long, default_value_t = 1024 * 1024)]
+    #[arg(long, default_value_t = ApiConfig::default().body_limit)]
     pub body_limit: usize,
     /// Known twin interface (repeat); events of other interfaces get 404. None = accept all.
     #[arg(long = "interface")]
@@ -76,8 +79,9 @@ pub struct StoreArgs {
     /// Events per transaction, at most.
     #[arg(long, default_value_t = IngestConfig::default().max_batch)]
     pub max_batch: usize,
-    /// Milliseconds a request may take before it is answered 408 (the EventStore's `timeout`).
-    #[arg(long, env = ktwin_events::env::STORE_TIMEOUT, default_value_t = 30_000)]
+    /// Milliseconds an API request may take before it is answered 503 (the EventStore's
+    /// `timeout`, passed as `TIMEOUT`).
+    #[arg(long, env = env::STORE_TIMEOUT, default_value_t = 30_000)]
     pub request_timeout_ms: u64,
 }
 
@@ -121,12 +125,14 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
             }
         })
     };
-    let app = router(backend, ingestor, config)
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
+    // The EventStore's `timeout` bounds the API's requests; the probes keep the shared limit.
+    let api = router(backend, ingestor, config).layer(
+        tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_millis(args.request_timeout_ms.max(1)),
-        ))
-        .merge(ops_router(readiness));
+        ),
+    );
+    let app = with_service_layers(api.merge(ops_router(readiness)));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

@@ -69,10 +69,14 @@ impl Ingestor {
         self.queue
             .send(Submission { events, done })
             .await
-            .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))?;
-        receipt
-            .await
-            .map_err(|_| StoreError::Unavailable("the ingest task stopped".into()))?
+            .map_err(|_| StoreError::Unavailable {
+                context: "the store is shutting down".into(),
+                source: None,
+            })?;
+        receipt.await.map_err(|_| StoreError::Unavailable {
+            context: "the ingest task stopped".into(),
+            source: None,
+        })?
     }
 }
 
@@ -104,6 +108,7 @@ async fn run(
     while committing.join_next().await.is_some() {}
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(backend = backend.name(), events = events.len()))]
 async fn commit(
     backend: Arc<dyn Backend>,
     events: Vec<TwinEvent>,

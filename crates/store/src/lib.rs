@@ -10,9 +10,13 @@
 //! interfaces is handed in ([`KnownInterfaces`]) and subscriptions are consumed through the
 //! small [`EventFeed`] trait ([`broker::BrokerFeed`] adapts a ktwin-broker subscription).
 //!
+//! Backends are cargo features: `fjall` and `postgres` by default, `redb` for stores created by
+//! earlier builds. `cli` adds `ktwin store` ([`cli`]) and `bench` adds `ktwin bench store`; the
+//! `ktwin` binary enables them all.
+//!
 //! Embedding (as `ktwin up` does):
 //! ```no_run
-//! # async fn embed() -> anyhow::Result<()> {
+//! # async fn embed() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! use ktwin_store::{ApiConfig, BackendChoice, IngestConfig, Ingestor};
 //!
@@ -22,10 +26,20 @@
 //! # let _ = (app, ingest_task); Ok(()) }
 //! ```
 
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+// A build without any backend only checks that the crate compiles.
+#![cfg_attr(
+    not(any(feature = "fjall", feature = "redb", feature = "postgres")),
+    allow(dead_code)
+)]
+
 pub mod api;
 pub mod backend;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod broker;
+#[cfg(feature = "cli")]
 pub mod cli;
 mod event;
 mod ingest;
@@ -36,10 +50,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use api::{ApiConfig, KnownInterfaces, StoreApi, router};
-pub use backend::{
-    AppendReport, Backend, EventPosition, FjallBackend, HistoryQuery, Page, PostgresBackend,
-    PostgresConfig, RedbBackend, StoreError,
-};
+#[cfg(feature = "fjall")]
+pub use backend::FjallBackend;
+#[cfg(feature = "redb")]
+pub use backend::RedbBackend;
+pub use backend::{AppendReport, Backend, EventPosition, HistoryQuery, Page, StoreError};
+#[cfg(feature = "postgres")]
+pub use backend::{PostgresBackend, PostgresConfig};
 pub use event::{EventError, InstanceKey, LatestState, TwinEvent};
 pub use ingest::{EventFeed, FeedMessage, IngestConfig, Ingestor, ingest_feed};
 pub use merge::{MergeTree, Version, merge_patch};
@@ -60,6 +77,7 @@ pub mod metric_names {
 
 /// Which backend to open.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum BackendChoice {
     /// PostgreSQL at this connection URL (migrations are applied on open).
     Postgres(String),
@@ -73,31 +91,55 @@ pub enum BackendChoice {
 }
 
 impl BackendChoice {
-    /// Opens the backend.
+    /// Opens the backend; a backend whose cargo feature is off is refused with
+    /// [`StoreError::Unsupported`].
     pub async fn open(&self) -> Result<Arc<dyn Backend>, StoreError> {
         let embedded = match self {
-            BackendChoice::Postgres(url) => {
-                let config = PostgresConfig { url: url.clone() };
-                return Ok(Arc::new(PostgresBackend::connect(&config).await?));
-            }
+            BackendChoice::Postgres(url) => return open_postgres(url).await,
             BackendChoice::Embedded(path) => embedded_engine(path),
             BackendChoice::Redb(path) => EmbeddedEngine::Redb(path.clone()),
         };
-        tokio::task::spawn_blocking(move || -> Result<Arc<dyn Backend>, StoreError> {
-            Ok(match embedded {
-                EmbeddedEngine::Fjall(path) => Arc::new(FjallBackend::open(&path)?),
-                EmbeddedEngine::Redb(path) => Arc::new(RedbBackend::open(&path)?),
-            })
-        })
-        .await
-        .map_err(|err| StoreError::Unavailable(err.to_string()))?
+        tokio::task::spawn_blocking(move || embedded.open())
+            .await
+            .map_err(|err| StoreError::unavailable("opening the embedded store", err))?
     }
 }
 
-/// Which engine an embedded store at a path uses.
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str) -> Result<Arc<dyn Backend>, StoreError> {
+    let config = PostgresConfig {
+        url: url.to_owned(),
+    };
+    Ok(Arc::new(PostgresBackend::connect(&config).await?))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(_url: &str) -> Result<Arc<dyn Backend>, StoreError> {
+    Err(StoreError::Unsupported {
+        backend: "postgres",
+    })
+}
+
+/// Which engine an embedded store at a path uses (the path is unused for an engine not built in).
+#[cfg_attr(not(all(feature = "fjall", feature = "redb")), allow(dead_code))]
 enum EmbeddedEngine {
     Fjall(PathBuf),
     Redb(PathBuf),
+}
+
+impl EmbeddedEngine {
+    fn open(self) -> Result<Arc<dyn Backend>, StoreError> {
+        match self {
+            #[cfg(feature = "fjall")]
+            EmbeddedEngine::Fjall(path) => Ok(Arc::new(FjallBackend::open(&path)?)),
+            #[cfg(feature = "redb")]
+            EmbeddedEngine::Redb(path) => Ok(Arc::new(RedbBackend::open(&path)?)),
+            #[cfg(not(feature = "fjall"))]
+            EmbeddedEngine::Fjall(_) => Err(StoreError::Unsupported { backend: "fjall" }),
+            #[cfg(not(feature = "redb"))]
+            EmbeddedEngine::Redb(_) => Err(StoreError::Unsupported { backend: "redb" }),
+        }
+    }
 }
 
 fn embedded_engine(path: &Path) -> EmbeddedEngine {
@@ -118,7 +160,7 @@ fn embedded_engine(path: &Path) -> EmbeddedEngine {
     EmbeddedEngine::Fjall(path.to_owned())
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "fjall", feature = "redb"))]
 mod tests {
     use super::*;
 

@@ -29,6 +29,7 @@ async fn broker_events_are_stored_and_acknowledged_by_fjall() {
     broker_events_are_stored_and_acknowledged(common::FJALL).await;
 }
 
+#[cfg(feature = "redb")]
 #[tokio::test]
 async fn broker_events_are_stored_and_acknowledged_by_redb() {
     broker_events_are_stored_and_acknowledged(common::REDB).await;

@@ -179,6 +179,7 @@ async fn fjall_store_keeps_acknowledged_events_across_sigkill() {
     embedded_survives_sigkill(common::FJALL).await;
 }
 
+#[cfg(feature = "redb")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redb_store_keeps_acknowledged_events_across_sigkill() {
     embedded_survives_sigkill(common::REDB).await;

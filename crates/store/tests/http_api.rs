@@ -300,6 +300,7 @@ async fn routes_on_fjall() {
     routes_on_embedded(common::FJALL).await;
 }
 
+#[cfg(feature = "redb")]
 #[tokio::test]
 async fn routes_on_redb() {
     routes_on_embedded(common::REDB).await;
@@ -401,4 +402,15 @@ async fn bad_input_gets_problem_details() {
     get(&app, "/api/v1/twin-events?cursor=nothex")
         .await
         .assert_problem(StatusCode::BAD_REQUEST, "cursor");
+    // A cursor with a character of two bytes used to be sliced inside it, panicking the
+    // handler (issue 18).
+    for listing in [
+        "/api/v1/twin-events",
+        "/api/v1/twin-events/city-pole/pole-1",
+        "/api/v1/twins/city-pole",
+    ] {
+        get(&app, &format!("{listing}?cursor=a%C3%A9b"))
+            .await
+            .assert_problem(StatusCode::BAD_REQUEST, "cursor");
+    }
 }

@@ -126,7 +126,7 @@ async fn an_unreadable_merge_tree_fails_the_batch_and_keeps_the_stored_state() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, StoreError::Corrupt(detail) if detail.contains("city-pole/p1")),
+        matches!(&err, StoreError::Corrupt { context, .. } if context.contains("city-pole/p1")),
         "{err}"
     );
     let latest = backend.latest(&pole()).await.unwrap().unwrap();

@@ -49,6 +49,7 @@ impl Parser<'_> {
                 .map(|s| self.build_schema(s, &mut Vec::new()))
                 .collect(),
             supplemental_types: elem.cotypes.clone(),
+            supplemental_properties: self.supplemental_values(node),
         }
     }
 
@@ -60,70 +61,23 @@ impl Parser<'_> {
             .literal("writable")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        let kind =
-            match elem.class.as_str() {
-                "Property" => ContentKind::Property(PropertyDef {
-                    schema: schema(),
-                    writable,
-                }),
-                "Telemetry" => ContentKind::Telemetry(TelemetryDef { schema: schema() }),
-                "Command" => ContentKind::Command(CommandDef {
-                    request: self
-                        .prop_nodes(node, "request")
-                        .first()
-                        .map(|n| self.build_payload(*n)),
-                    response: self
-                        .prop_nodes(node, "response")
-                        .first()
-                        .map(|n| self.build_payload(*n)),
-                    command_type: elem
-                        .props
-                        .get("commandType")
-                        .and_then(|v| v.first())
-                        .and_then(|v| match v {
-                            PropValue::Ref(iri) => iri
-                                .rsplit(':')
-                                .next()
-                                .and_then(|t| t.split(';').next())
-                                .map(str::to_string),
-                            _ => None,
-                        }),
-                }),
-                "Relationship" => ContentKind::Relationship(RelationshipDef {
-                    target: elem.props.get("target").and_then(|v| v.first()).and_then(
-                        |v| match v {
-                            PropValue::Ref(t) => Some(t.clone()),
-                            PropValue::Literal(Value::String(t)) => Some(t.clone()),
-                            _ => None,
-                        },
-                    ),
-                    min_multiplicity: elem.literal("minMultiplicity").and_then(Value::as_u64),
-                    max_multiplicity: elem.literal("maxMultiplicity").and_then(Value::as_u64),
-                    writable,
-                    properties: self
-                        .prop_nodes(node, "properties")
-                        .into_iter()
-                        .map(|p| RelationshipProperty {
-                            name: p.elem().str_prop("name").unwrap_or_default().to_string(),
-                            annotations: annotations(p),
-                            schema: self.first_schema(p, "schema"),
-                            writable: p
-                                .elem()
-                                .literal("writable")
-                                .and_then(Value::as_bool)
-                                .unwrap_or(false),
-                        })
-                        .collect(),
-                }),
-                "Component" => ContentKind::Component(ComponentDef {
-                    schema: self
-                        .prop_nodes(node, "schema")
-                        .first()
-                        .map(|n| n.elem().id.clone())
-                        .unwrap_or_default(),
-                }),
-                _ => return None,
-            };
+        let kind = match elem.class.as_str() {
+            "Property" => ContentKind::Property(PropertyDef {
+                schema: schema(),
+                writable,
+            }),
+            "Telemetry" => ContentKind::Telemetry(TelemetryDef { schema: schema() }),
+            "Command" => ContentKind::Command(self.build_command(node)),
+            "Relationship" => ContentKind::Relationship(self.build_relationship(node)),
+            "Component" => ContentKind::Component(ComponentDef {
+                schema: self
+                    .prop_nodes(node, "schema")
+                    .first()
+                    .map(|n| n.elem().id.clone())
+                    .unwrap_or_default(),
+            }),
+            _ => return None,
+        };
         Some(Content {
             name: elem.str_prop("name").unwrap_or_default().to_string(),
             id: elem.id.clone(),
@@ -133,6 +87,68 @@ impl Parser<'_> {
             supplemental_properties: self.supplemental_values(node),
             kind,
         })
+    }
+
+    fn build_command(&self, node: Node<'_>) -> CommandDef {
+        let elem = node.elem();
+        CommandDef {
+            request: self
+                .prop_nodes(node, "request")
+                .first()
+                .map(|n| self.build_payload(*n)),
+            response: self
+                .prop_nodes(node, "response")
+                .first()
+                .map(|n| self.build_payload(*n)),
+            command_type: elem
+                .props
+                .get("commandType")
+                .and_then(|v| v.first())
+                .and_then(|v| match v {
+                    PropValue::Ref(iri) => iri
+                        .rsplit(':')
+                        .next()
+                        .and_then(|t| t.split(';').next())
+                        .map(str::to_string),
+                    _ => None,
+                }),
+        }
+    }
+
+    fn build_relationship(&self, node: Node<'_>) -> RelationshipDef {
+        let elem = node.elem();
+        let writable = elem
+            .literal("writable")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        RelationshipDef {
+            target: elem
+                .props
+                .get("target")
+                .and_then(|v| v.first())
+                .and_then(|v| match v {
+                    PropValue::Ref(t) => Some(t.clone()),
+                    PropValue::Literal(Value::String(t)) => Some(t.clone()),
+                    _ => None,
+                }),
+            min_multiplicity: elem.literal("minMultiplicity").and_then(Value::as_u64),
+            max_multiplicity: elem.literal("maxMultiplicity").and_then(Value::as_u64),
+            writable,
+            properties: self
+                .prop_nodes(node, "properties")
+                .into_iter()
+                .map(|p| RelationshipProperty {
+                    name: p.elem().str_prop("name").unwrap_or_default().to_string(),
+                    annotations: annotations(p),
+                    schema: self.first_schema(p, "schema"),
+                    writable: p
+                        .elem()
+                        .literal("writable")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
+                })
+                .collect(),
+        }
     }
 
     /// The interface that declares a content.
@@ -237,54 +253,8 @@ impl Parser<'_> {
                     },
                 }),
             },
-            "Enum" => Schema::Enum {
-                id,
-                annotations: annotations(node),
-                value_schema: self
-                    .prop_nodes(node, "valueSchema")
-                    .first()
-                    .and_then(|n| {
-                        Primitive::from_dtmi(&n.elem().id)
-                            .or_else(|| primitive_of_class(&n.elem().class))
-                    })
-                    .unwrap_or(Primitive::String),
-                enum_values: self
-                    .prop_nodes(node, "enumValues")
-                    .into_iter()
-                    .map(|v| EnumValue {
-                        name: v.elem().str_prop("name").unwrap_or_default().to_string(),
-                        annotations: annotations(v),
-                        enum_value: v
-                            .elem()
-                            .literal("enumValue")
-                            .cloned()
-                            .unwrap_or(Value::Null),
-                    })
-                    .collect(),
-            },
-            "Map" => {
-                let key = self
-                    .prop_nodes(node, "mapKey")
-                    .first()
-                    .map(|k| self.named(*k, stack));
-                let value = self
-                    .prop_nodes(node, "mapValue")
-                    .first()
-                    .map(|v| self.named(*v, stack));
-                let empty = || NamedSchema {
-                    name: String::new(),
-                    annotations: Annotations::default(),
-                    schema: Box::new(Schema::Primitive {
-                        primitive: Primitive::String,
-                    }),
-                };
-                Schema::Map {
-                    id,
-                    annotations: annotations(node),
-                    map_key: key.unwrap_or_else(empty),
-                    map_value: value.unwrap_or_else(empty),
-                }
-            }
+            "Enum" => self.build_enum(node, id),
+            "Map" => self.build_map(node, id, stack),
             _ => Schema::Object {
                 id,
                 annotations: annotations(node),
@@ -297,6 +267,58 @@ impl Parser<'_> {
         };
         stack.pop();
         schema
+    }
+
+    fn build_enum(&self, node: Node<'_>, id: String) -> Schema {
+        Schema::Enum {
+            id,
+            annotations: annotations(node),
+            value_schema: self
+                .prop_nodes(node, "valueSchema")
+                .first()
+                .and_then(|n| {
+                    Primitive::from_dtmi(&n.elem().id)
+                        .or_else(|| primitive_of_class(&n.elem().class))
+                })
+                .unwrap_or(Primitive::String),
+            enum_values: self
+                .prop_nodes(node, "enumValues")
+                .into_iter()
+                .map(|v| EnumValue {
+                    name: v.elem().str_prop("name").unwrap_or_default().to_string(),
+                    annotations: annotations(v),
+                    enum_value: v
+                        .elem()
+                        .literal("enumValue")
+                        .cloned()
+                        .unwrap_or(Value::Null),
+                })
+                .collect(),
+        }
+    }
+
+    fn build_map(&self, node: Node<'_>, id: String, stack: &mut Vec<(usize, usize)>) -> Schema {
+        let key = self
+            .prop_nodes(node, "mapKey")
+            .first()
+            .map(|k| self.named(*k, stack));
+        let value = self
+            .prop_nodes(node, "mapValue")
+            .first()
+            .map(|v| self.named(*v, stack));
+        let empty = || NamedSchema {
+            name: String::new(),
+            annotations: Annotations::default(),
+            schema: Box::new(Schema::Primitive {
+                primitive: Primitive::String,
+            }),
+        };
+        Schema::Map {
+            id,
+            annotations: annotations(node),
+            map_key: key.unwrap_or_else(empty),
+            map_value: value.unwrap_or_else(empty),
+        }
     }
 }
 

@@ -18,6 +18,15 @@ pub(crate) struct ActiveContext {
 }
 
 impl ActiveContext {
+    fn new(version: u8, extensions: Vec<String>) -> Self {
+        ActiveContext {
+            version,
+            extensions,
+            undefined: false,
+            profile: String::new(),
+        }
+    }
+
     pub fn dtdl_context(&self) -> &'static str {
         match self.version {
             2 => "dtmi:dtdl:context;2",
@@ -55,6 +64,28 @@ fn dtdl_context_version(spec: &str) -> Option<Result<u8, &'static str>> {
     }
 }
 
+/// The state of an `@context` being read, entry by entry.
+struct ContextReader<'v> {
+    doc: usize,
+    /// The contexts in force so far (the enclosing ones for a nested `@context`).
+    ctx: Option<ActiveContext>,
+    /// False once an entry was rejected.
+    ok: bool,
+    /// The previous entry was a `#limitless` DTDL context, so a limit context may follow.
+    after_limitless: bool,
+    seen: Vec<&'v str>,
+}
+
+/// One `@context` entry: its text, where it is, and what follows it.
+struct Entry<'v> {
+    pointer: String,
+    value: &'v Value,
+    text: &'v str,
+    base: &'v str,
+    fragment: Option<&'v str>,
+    is_last: bool,
+}
+
 impl Parser<'_> {
     /// Processes an `@context` value. `parent` is the enclosing context (None at top level).
     pub(crate) fn process_context(
@@ -68,233 +99,35 @@ impl Parser<'_> {
             Value::Array(a) => a.iter().collect(),
             other => vec![other],
         };
-        if specs.is_empty() && parent.is_some() {
+        if specs.is_empty() {
+            if parent.is_none() {
+                self.at(doc, pointer).error(
+                    "emptyContext",
+                    "@context is empty; expected a DTDL context such as \"dtmi:dtdl:context;3\"",
+                );
+            }
             return parent.cloned();
         }
-        if specs.is_empty() {
-            self.error(
-                doc,
-                pointer,
-                "emptyContext",
-                None,
-                "@context is empty; expected a DTDL context such as \"dtmi:dtdl:context;3\"".into(),
-            );
-            return None;
-        }
-        let mut ctx = parent.cloned();
-        let mut ok = true;
-        let mut after_limitless = false;
-        let mut seen_specs: Vec<&str> = Vec::new();
+        let mut reader = ContextReader {
+            doc,
+            ctx: parent.cloned(),
+            ok: true,
+            after_limitless: false,
+            seen: Vec::new(),
+        };
         for (i, spec) in specs.iter().enumerate() {
-            let p = if matches!(value, Value::Array(_)) {
+            let entry_pointer = if value.is_array() {
                 super::ptr(pointer, &i.to_string())
             } else {
                 pointer.to_string()
             };
-            let Some(s) = spec.as_str() else {
-                let code = if spec.is_object() {
-                    "disallowedLocalContext"
-                } else {
-                    "invalidContextSpecifier"
-                };
-                self.error(doc, &p, code, Some(spec), "@context entries must be context DTMI strings; local context definitions are not allowed".into());
-                ok = false;
+            let Some(entry) =
+                self.context_entry(&mut reader, entry_pointer, spec, i + 1 == specs.len())
+            else {
                 continue;
             };
-            if seen_specs.contains(&s) {
-                self.warning(
-                    doc,
-                    &p,
-                    "ktwin:dtdl:duplicateContext",
-                    Some(spec),
-                    format!("@context lists '{s}' more than once"),
-                );
-            }
-            seen_specs.push(s);
-            let (base, fragment) = match s.split_once('#') {
-                Some((b, f)) => (b, Some(f)),
-                None => (s, None),
-            };
-            if !base.starts_with("dtmi:") {
-                self.error(
-                    doc,
-                    &p,
-                    "nonDtmiContextSpecifier",
-                    Some(spec),
-                    format!("@context specifier '{s}' is not a DTMI"),
-                );
-                ok = false;
-                continue;
-            }
-            let was_after_limitless = std::mem::take(&mut after_limitless);
-            if let Some(version) = dtdl_context_version(base) {
-                match version {
-                    Err(code) => {
-                        self.error(
-                            doc,
-                            &p,
-                            code,
-                            Some(spec),
-                            format!(
-                                "@context specifier '{s}' does not name a DTDL version 2, 3 or 4"
-                            ),
-                        );
-                        ok = false;
-                    }
-                    Ok(v) => {
-                        match fragment {
-                            None => {}
-                            Some(_) if v < 4 => {
-                                self.error(
-                                    doc,
-                                    &p,
-                                    "disallowedContextFragment",
-                                    Some(spec),
-                                    format!("DTDL v{v} contexts take no fragment"),
-                                );
-                                ok = false;
-                            }
-                            Some("limitless") => {
-                                after_limitless = true;
-                                if i + 1 >= specs.len() {
-                                    self.error(
-                                        doc,
-                                        &p,
-                                        "missingLimitContext",
-                                        Some(spec),
-                                        "'#limitless' must be followed by a limit context".into(),
-                                    );
-                                    ok = false;
-                                }
-                            }
-                            Some("limits") if was_after_limitless => {}
-                            Some("limits") => {
-                                self.error(
-                                    doc,
-                                    &p,
-                                    "misplacedLimitContext",
-                                    Some(spec),
-                                    "'#limits' must immediately follow a '#limitless' DTDL context"
-                                        .into(),
-                                );
-                                ok = false;
-                            }
-                            Some(_) => {
-                                self.error(
-                                    doc,
-                                    &p,
-                                    "invalidContextFragment",
-                                    Some(spec),
-                                    "only '#limitless' or '#limits' fragments are allowed".into(),
-                                );
-                                ok = false;
-                            }
-                        }
-                        // A later DTDL context (nested or repeated) sets the version.
-                        match &mut ctx {
-                            Some(c) => {
-                                c.version = v;
-                                if fragment != Some("limits") {
-                                    c.profile.clear();
-                                }
-                            }
-                            None => {
-                                ctx = Some(ActiveContext {
-                                    version: v,
-                                    extensions: Vec::new(),
-                                    undefined: false,
-                                    profile: String::new(),
-                                });
-                            }
-                        }
-                    }
-                }
-                continue;
-            }
-            let digest = digest();
-            if let Some(limit) = digest.limit_contexts.get(base) {
-                if !was_after_limitless {
-                    self.error(doc, &p, "misplacedLimitContext", Some(spec), format!("limit context '{s}' must immediately follow 'dtmi:dtdl:context;4#limitless'"));
-                    ok = false;
-                } else if let Some(c) = &mut ctx {
-                    if c.version != limit.dtdl_version {
-                        self.error(
-                            doc,
-                            &p,
-                            "disallowedLimitContext",
-                            Some(spec),
-                            format!("limit context '{s}' is for DTDL v{}", limit.dtdl_version),
-                        );
-                        ok = false;
-                    }
-                    c.profile = limit.spec.clone();
-                }
-                continue;
-            }
-            if was_after_limitless {
-                self.error(
-                    doc,
-                    &p,
-                    "missingLimitContext",
-                    Some(spec),
-                    "'#limitless' must be followed by a limit context".into(),
-                );
-                ok = false;
-            }
-            if fragment.is_some() {
-                self.error(
-                    doc,
-                    &p,
-                    "invalidContextFragment",
-                    Some(spec),
-                    format!("@context specifier '{s}' has a fragment"),
-                );
-                ok = false;
-                continue;
-            }
-            if let Some(&implied) = digest.affiliate_contexts_implicit_dtdl_versions.get(base) {
-                // An affiliate context must be accompanied by a DTDL context (checked below).
-                match &mut ctx {
-                    Some(c) => c.extensions.push(base.to_string()),
-                    None => {
-                        ctx = Some(ActiveContext {
-                            version: implied,
-                            extensions: vec![base.to_string()],
-                            undefined: false,
-                            profile: String::new(),
-                        })
-                    }
-                }
-                continue;
-            }
-            if ctx.is_none() {
-                self.error(doc, &p, "missingDtdlContext", Some(spec), format!("@context must start with a DTDL context (e.g. \"dtmi:dtdl:context;3\"), found '{s}'"));
+            if !self.read_context_entry(&mut reader, &entry) {
                 return None;
-            }
-            if !is_versioned_dtmi(base) {
-                let code = if crate::engine::walk::is_dtmi_syntax(base, 3) {
-                    "missingContextVersion"
-                } else {
-                    "invalidContextSpecifier"
-                };
-                self.error(
-                    doc,
-                    &p,
-                    code,
-                    Some(spec),
-                    format!("@context specifier '{s}' is not a versioned DTMI"),
-                );
-                ok = false;
-                continue;
-            }
-            let c = ctx.as_mut().expect("checked above");
-            if digest.contexts.contains_key(base) {
-                c.extensions.push(base.to_string());
-            } else if self.opts.allow_undefined_extensions {
-                c.undefined = true;
-            } else {
-                self.error(doc, &p, "unresolvableContextSpecifier", Some(spec), format!("@context specifier '{s}' is not a known DTDL extension (use --allow-undefined-extensions to tolerate it)"));
-                ok = false;
             }
         }
         let has_dtdl = specs.iter().any(|s| {
@@ -302,17 +135,249 @@ impl Parser<'_> {
                 .and_then(|s| dtdl_context_version(s.split('#').next().unwrap_or(s)))
                 .is_some_and(|v| v.is_ok())
         });
-        if parent.is_none() && ok && !has_dtdl {
-            self.error(
-                doc,
-                pointer,
+        if parent.is_none() && reader.ok && !has_dtdl {
+            self.at(doc, pointer).value(value).error(
                 "missingDtdlContext",
-                Some(value),
-                "@context has no DTDL context; expected e.g. \"dtmi:dtdl:context;3\"".into(),
+                "@context has no DTDL context; expected e.g. \"dtmi:dtdl:context;3\"",
             );
             return None;
         }
-        if ok { ctx } else { None }
+        if reader.ok { reader.ctx } else { None }
+    }
+
+    /// Checks the form of one entry (a DTMI string, not repeated); `None` when it is unusable.
+    fn context_entry<'v>(
+        &mut self,
+        reader: &mut ContextReader<'v>,
+        pointer: String,
+        value: &'v Value,
+        is_last: bool,
+    ) -> Option<Entry<'v>> {
+        let doc = reader.doc;
+        let Some(text) = value.as_str() else {
+            let code = if value.is_object() {
+                "disallowedLocalContext"
+            } else {
+                "invalidContextSpecifier"
+            };
+            self.at(doc, &pointer).value(value).error(code, "@context entries must be context DTMI strings; local context definitions are not allowed");
+            reader.ok = false;
+            return None;
+        };
+        if reader.seen.contains(&text) {
+            self.at(doc, &pointer).value(value).warning(
+                "ktwin:dtdl:duplicateContext",
+                format!("@context lists '{text}' more than once"),
+            );
+        }
+        reader.seen.push(text);
+        let (base, fragment) = match text.split_once('#') {
+            Some((b, f)) => (b, Some(f)),
+            None => (text, None),
+        };
+        if !base.starts_with("dtmi:") {
+            self.at(doc, &pointer).value(value).error(
+                "nonDtmiContextSpecifier",
+                format!("@context specifier '{text}' is not a DTMI"),
+            );
+            reader.ok = false;
+            return None;
+        }
+        Some(Entry {
+            pointer,
+            value,
+            text,
+            base,
+            fragment,
+            is_last,
+        })
+    }
+
+    /// Applies one entry; false when the whole `@context` must be given up.
+    fn read_context_entry(&mut self, reader: &mut ContextReader<'_>, entry: &Entry<'_>) -> bool {
+        let was_after_limitless = std::mem::take(&mut reader.after_limitless);
+        if let Some(version) = dtdl_context_version(entry.base) {
+            self.dtdl_context_entry(reader, entry, version, was_after_limitless);
+            return true;
+        }
+        let digest = digest();
+        if let Some(limit) = digest.limit_contexts.get(entry.base) {
+            self.limit_context_entry(reader, entry, limit, was_after_limitless);
+            return true;
+        }
+        if was_after_limitless {
+            self.context_error(
+                reader,
+                entry,
+                "missingLimitContext",
+                "'#limitless' must be followed by a limit context".into(),
+            );
+        }
+        if entry.fragment.is_some() {
+            let message = format!("@context specifier '{}' has a fragment", entry.text);
+            self.context_error(reader, entry, "invalidContextFragment", message);
+            return true;
+        }
+        if let Some(&implied) = digest
+            .affiliate_contexts_implicit_dtdl_versions
+            .get(entry.base)
+        {
+            // An affiliate context may stand in for the DTDL context it implies.
+            match &mut reader.ctx {
+                Some(c) => c.extensions.push(entry.base.to_string()),
+                None => {
+                    reader.ctx = Some(ActiveContext::new(implied, vec![entry.base.to_string()]))
+                }
+            }
+            return true;
+        }
+        self.extension_context_entry(reader, entry)
+    }
+
+    fn context_error(
+        &mut self,
+        reader: &mut ContextReader<'_>,
+        entry: &Entry<'_>,
+        code: &str,
+        message: String,
+    ) {
+        self.at(reader.doc, &entry.pointer)
+            .value(entry.value)
+            .error(code, message);
+        reader.ok = false;
+    }
+
+    /// `dtmi:dtdl:context;N`, with an optional `#limitless`/`#limits` fragment in v4.
+    fn dtdl_context_entry(
+        &mut self,
+        reader: &mut ContextReader<'_>,
+        entry: &Entry<'_>,
+        version: Result<u8, &'static str>,
+        was_after_limitless: bool,
+    ) {
+        let v = match version {
+            Ok(v) => v,
+            Err(code) => {
+                let message = format!(
+                    "@context specifier '{}' does not name a DTDL version 2, 3 or 4",
+                    entry.text
+                );
+                return self.context_error(reader, entry, code, message);
+            }
+        };
+        match entry.fragment {
+            None => {}
+            Some(_) if v < 4 => {
+                let message = format!("DTDL v{v} contexts take no fragment");
+                self.context_error(reader, entry, "disallowedContextFragment", message);
+            }
+            Some("limitless") => {
+                reader.after_limitless = true;
+                if entry.is_last {
+                    let message = "'#limitless' must be followed by a limit context".into();
+                    self.context_error(reader, entry, "missingLimitContext", message);
+                }
+            }
+            Some("limits") if was_after_limitless => {}
+            Some("limits") => {
+                let message =
+                    "'#limits' must immediately follow a '#limitless' DTDL context".into();
+                self.context_error(reader, entry, "misplacedLimitContext", message);
+            }
+            Some(_) => {
+                let message = "only '#limitless' or '#limits' fragments are allowed".into();
+                self.context_error(reader, entry, "invalidContextFragment", message);
+            }
+        }
+        // A later DTDL context (nested or repeated) sets the version.
+        match &mut reader.ctx {
+            Some(c) => {
+                c.version = v;
+                if entry.fragment != Some("limits") {
+                    c.profile.clear();
+                }
+            }
+            None => reader.ctx = Some(ActiveContext::new(v, Vec::new())),
+        }
+    }
+
+    /// A limit context (`dtmi:dtdl:limits:aio;1`): only right after `#limitless`.
+    fn limit_context_entry(
+        &mut self,
+        reader: &mut ContextReader<'_>,
+        entry: &Entry<'_>,
+        limit: &crate::digest::LimitContext,
+        was_after_limitless: bool,
+    ) {
+        if !was_after_limitless {
+            let message = format!(
+                "limit context '{}' must immediately follow 'dtmi:dtdl:context;4#limitless'",
+                entry.text
+            );
+            return self.context_error(reader, entry, "misplacedLimitContext", message);
+        }
+        let Some(c) = &mut reader.ctx else {
+            return;
+        };
+        let wrong_version = c.version != limit.dtdl_version;
+        c.profile = limit.spec.clone();
+        if wrong_version {
+            let message = format!(
+                "limit context '{}' is for DTDL v{}",
+                entry.text, limit.dtdl_version
+            );
+            self.context_error(reader, entry, "disallowedLimitContext", message);
+        }
+    }
+
+    /// An extension context; false when no DTDL context precedes it.
+    fn extension_context_entry(
+        &mut self,
+        reader: &mut ContextReader<'_>,
+        entry: &Entry<'_>,
+    ) -> bool {
+        let text = entry.text;
+        if reader.ctx.is_none() {
+            self.at(reader.doc, &entry.pointer).value(entry.value).error("missingDtdlContext", format!("@context must start with a DTDL context (e.g. \"dtmi:dtdl:context;3\"), found '{text}'"));
+            return false;
+        }
+        // Affiliate contexts may carry a minor version (`dtmi:foo:bar;1.1`) from DTDL v3 on.
+        let with_minor = entry.base.contains(';')
+            && !is_versioned_dtmi(entry.base)
+            && crate::engine::walk::is_dtmi_syntax(entry.base, 3);
+        let version = reader.ctx.as_ref().map_or(2, |c| c.version);
+        if with_minor && version < 3 {
+            let message = format!(
+                "@context specifier '{text}' has a minor version, which DTDL v{version} does not allow"
+            );
+            self.context_error(reader, entry, "invalidContextSpecifierForVersion", message);
+            return true;
+        }
+        if !with_minor && !is_versioned_dtmi(entry.base) {
+            let code = if crate::engine::walk::is_dtmi_syntax(entry.base, 3) {
+                "missingContextVersion"
+            } else {
+                "invalidContextSpecifier"
+            };
+            let message = format!("@context specifier '{text}' is not a versioned DTMI");
+            self.context_error(reader, entry, code, message);
+            return true;
+        }
+        if digest().contexts.contains_key(entry.base) {
+            if let Some(c) = &mut reader.ctx {
+                c.extensions.push(entry.base.to_string());
+            }
+        } else if self.opts.allow_undefined_extensions {
+            if let Some(c) = &mut reader.ctx {
+                c.undefined = true;
+            }
+        } else {
+            let message = format!(
+                "@context specifier '{text}' is not a known DTDL extension (use --allow-undefined-extensions to tolerate it)"
+            );
+            self.context_error(reader, entry, "unresolvableContextSpecifier", message);
+        }
+        true
     }
 }
 

@@ -6,7 +6,11 @@
 //! the arena into the public [`crate::ModelSet`].
 
 mod build;
+mod check;
 mod context;
+mod graph;
+mod pattern;
+mod report;
 mod resolve;
 mod walk;
 
@@ -15,7 +19,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::diagnostics::{Diagnostic, PARSING_ERROR_PREFIX, Severity, abbreviate};
+use crate::diagnostics::{Diagnostic, Severity};
 use crate::{ModelSet, ParseError, ParseOptions};
 
 /// Index of an element in an [`Arena`].
@@ -43,6 +47,8 @@ pub(crate) struct Element {
     /// True when `@type` had a term or IRI the active contexts do not define.
     pub undefined_cotype: bool,
     pub version: u8,
+    /// The limit profile in force (`""`, `aio_1`, `onvif_1`).
+    pub profile: String,
     pub doc: usize,
     pub pointer: String,
     pub parent: Option<(ElemId, String)>,
@@ -114,6 +120,8 @@ pub(crate) struct Parser<'a> {
     pub doc_names: Vec<String>,
     /// Identifiers defined more than once.
     pub duplicates: BTreeSet<String>,
+    /// The identifier of the element being walked: the primary id of its diagnostics.
+    pub subject: Option<String>,
 }
 
 impl<'a> Parser<'a> {
@@ -128,54 +136,8 @@ impl<'a> Parser<'a> {
             diagnostics: Vec::new(),
             doc_names: Vec::new(),
             duplicates: BTreeSet::new(),
+            subject: None,
         }
-    }
-
-    /// Records an error with a DTDL validation id (short name, e.g. `stringTooLong`).
-    pub fn error(
-        &mut self,
-        doc: usize,
-        pointer: &str,
-        code: &str,
-        value: Option<&Value>,
-        message: String,
-    ) {
-        self.push(Severity::Error, doc, pointer, code, value, message);
-    }
-
-    pub fn warning(
-        &mut self,
-        doc: usize,
-        pointer: &str,
-        code: &str,
-        value: Option<&Value>,
-        message: String,
-    ) {
-        self.push(Severity::Warning, doc, pointer, code, value, message);
-    }
-
-    fn push(
-        &mut self,
-        severity: Severity,
-        doc: usize,
-        pointer: &str,
-        code: &str,
-        value: Option<&Value>,
-        message: String,
-    ) {
-        let id = if code.contains(':') {
-            code.to_string()
-        } else {
-            format!("{PARSING_ERROR_PREFIX}{code}")
-        };
-        self.diagnostics.push(Diagnostic {
-            severity,
-            id,
-            document: self.doc_names.get(doc).cloned().unwrap_or_default(),
-            pointer: pointer.to_string(),
-            value: value.map(abbreviate),
-            message,
-        });
     }
 
     pub fn has_errors(&self) -> bool {

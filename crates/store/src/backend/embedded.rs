@@ -74,7 +74,7 @@ async fn blocking<S: EmbeddedStore, T: Send + 'static>(
     let store = store.clone();
     tokio::task::spawn_blocking(move || work(&store))
         .await
-        .map_err(|err| StoreError::Unavailable(format!("embedded store task failed: {err}")))?
+        .map_err(|err| StoreError::unavailable("embedded store task", err))?
 }
 
 #[async_trait]
@@ -151,9 +151,9 @@ pub(crate) fn name_key(interface: &str, instance: &str) -> Vec<u8> {
 }
 
 fn split_name_key(key: &[u8]) -> Result<(&str, &str), StoreError> {
-    let text = std::str::from_utf8(key).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+    let text = std::str::from_utf8(key).map_err(|err| StoreError::corrupt("instance key", err))?;
     text.split_once('\0')
-        .ok_or_else(|| StoreError::Corrupt(format!("instance key {text:?} has no separator")))
+        .ok_or_else(|| StoreError::corrupt_data(format!("instance key {text:?} has no separator")))
 }
 
 /// Time µs as 8 bytes that sort like the signed number.
@@ -170,10 +170,10 @@ pub(crate) fn event_key(key: &mut Vec<u8>, instance: u64, micros: i64, id: &str)
 }
 
 pub(crate) fn split_event_key(key: &[u8]) -> Result<(u64, i64, &str), StoreError> {
-    let corrupt = || StoreError::Corrupt("event key shorter than 16 bytes".into());
+    let corrupt = || StoreError::corrupt_data("event key shorter than 16 bytes");
     let (instance, rest) = key.split_first_chunk::<8>().ok_or_else(corrupt)?;
     let (time, id) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
-    let id = std::str::from_utf8(id).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+    let id = std::str::from_utf8(id).map_err(|err| StoreError::corrupt("event id", err))?;
     let micros = (u64::from_be_bytes(*time) ^ (1 << 63)) as i64;
     Ok((u64::from_be_bytes(*instance), micros, id))
 }
@@ -298,7 +298,7 @@ pub(crate) struct EventBody<'a> {
 }
 
 pub(crate) fn corrupt(err: serde_json::Error) -> StoreError {
-    StoreError::Corrupt(err.to_string())
+    StoreError::corrupt("stored JSON", err)
 }
 
 pub(crate) fn event_body(event: &TwinEvent) -> Result<Vec<u8>, StoreError> {
@@ -353,8 +353,9 @@ pub(crate) fn latest_from_entry(
     instance: u64,
     record: Option<&[u8]>,
 ) -> Result<LatestState, StoreError> {
-    let record = record
-        .ok_or_else(|| StoreError::Corrupt(format!("instance {instance} has no merge record")))?;
+    let record = record.ok_or_else(|| {
+        StoreError::corrupt_data(format!("instance {instance} has no merge record"))
+    })?;
     let (interface, instance) = split_name_key(name)?;
     latest_from_record(&InstanceKey::new(interface, instance), record)
 }

@@ -46,14 +46,38 @@ const OLD_LATEST: &str = "twin_latest";
 
 impl From<::fjall::Error> for StoreError {
     fn from(err: ::fjall::Error) -> Self {
-        StoreError::Unavailable(format!("embedded database: {err}"))
+        use ::fjall::Error;
+        match err {
+            // fjall refuses every write once one failed (a failed fsync may have lost pages
+            // the journal counts on): only reopening the database recovers.
+            Error::Poisoned => StoreError::failed(
+                "the embedded database refuses writes since an earlier write failed; restart to recover",
+                err,
+            ),
+            Error::Locked => {
+                StoreError::failed("the embedded database is open in another process", err)
+            }
+            Error::Io(_) | Error::KeyspaceDeleted => {
+                StoreError::unavailable("embedded database", err)
+            }
+            _ => StoreError::corrupt("embedded database", err),
+        }
     }
 }
 
+/// The error of a failed commit: fjall poisons the database on it, so it is permanent whatever
+/// its cause.
+fn commit_failed(err: ::fjall::Error) -> StoreError {
+    StoreError::failed(
+        "committing to the embedded database failed, and it refuses writes until reopened",
+        err,
+    )
+}
+
 fn instance_number(bytes: &[u8]) -> Result<u64, StoreError> {
-    let bytes = bytes
-        .try_into()
-        .map_err(|_| StoreError::Corrupt(format!("instance number of {} bytes", bytes.len())))?;
+    let bytes = bytes.try_into().map_err(|_| {
+        StoreError::corrupt_data(format!("instance number of {} bytes", bytes.len()))
+    })?;
     Ok(u64::from_be_bytes(bytes))
 }
 
@@ -120,6 +144,7 @@ impl Writer {
 
 impl FjallBackend {
     /// Opens (or creates) the database in the directory `path`, replaying its journal.
+    #[tracing::instrument(fields(path = %path.display()), skip_all)]
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Database::builder(path).open()?;
         let keyspace = |name| db.keyspace(name, KeyspaceCreateOptions::default);
@@ -159,6 +184,7 @@ impl FjallBackend {
 impl EmbeddedStore for FjallBackend {
     const NAME: &'static str = "fjall";
 
+    #[tracing::instrument(level = "debug", skip_all, fields(events = events.len()))]
     fn append_blocking(&self, events: Vec<TwinEvent>) -> Result<AppendReport, StoreError> {
         let total = events.len();
         let groups = prepare(events)?;
@@ -186,7 +212,7 @@ impl EmbeddedStore for FjallBackend {
             numbered,
             ..
         } = target;
-        batch.commit()?;
+        batch.commit().map_err(commit_failed)?;
         writer.next_instance = next;
         writer.keep(written, numbered);
         drop(writer);
@@ -305,7 +331,7 @@ impl EmbeddedStore for FjallBackend {
         }
         batch.remove(&store.instances, name);
         batch.remove(&store.records, instance.to_be_bytes());
-        batch.commit()?;
+        batch.commit().map_err(commit_failed)?;
         Ok(deleted)
     }
 

@@ -3,42 +3,129 @@
 //! (interface, instance, id) and the latest state of each instance, updated in the same
 //! transaction as the history.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::event::{InstanceKey, LatestState, TwinEvent};
-use crate::merge::compact::{
-    IndexedTree, Interned, Resolver, StoredVersions, VersionTable, invalid,
-};
 use crate::merge::{MergeTree, Version};
 
+#[cfg(any(feature = "fjall", feature = "redb"))]
 mod embedded;
+#[cfg(feature = "fjall")]
 pub mod fjall;
+#[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redb")]
 pub mod redb;
 
+#[cfg(feature = "fjall")]
 pub use self::fjall::FjallBackend;
+#[cfg(feature = "redb")]
 pub use self::redb::RedbBackend;
+#[cfg(feature = "postgres")]
 pub use postgres::{PostgresBackend, PostgresConfig};
 
-/// What a backend can fail with.
+/// The error a [`StoreError`] was caused by. Shared, so that every producer whose events were
+/// in a failed batch gets the same error.
+pub type ErrorSource = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a backend can fail with. [`is_transient`](Self::is_transient) says whether retrying
+/// can help: ingestion retries transient failures until they pass, and stops at a permanent one
+/// rather than discarding what it was given.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
-    /// The database cannot be reached or failed.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
+    /// The database cannot be reached or failed in a way that passes (connection lost,
+    /// deadlock, server restarting, the store shutting down): retry later.
+    #[error("database unavailable: {context}")]
+    Unavailable {
+        /// What was being done.
+        context: String,
+        /// The database's own error, when there is one.
+        #[source]
+        source: Option<ErrorSource>,
+    },
+    /// The database failed in a way that retrying cannot fix: an embedded engine whose write
+    /// failed refuses every later write until it is reopened, a schema the store does not know.
+    #[error("database failed permanently: {context}")]
+    Failed {
+        /// What was being done.
+        context: String,
+        /// The database's own error.
+        #[source]
+        source: Option<ErrorSource>,
+    },
     /// Stored data could not be decoded (corruption or a newer schema).
-    #[error("corrupt stored data: {0}")]
-    Corrupt(String),
+    #[error("corrupt stored data: {context}")]
+    Corrupt {
+        /// What could not be decoded.
+        context: String,
+        /// The decoder's error, when there is one.
+        #[source]
+        source: Option<ErrorSource>,
+    },
+    /// The backend is not built into this binary (its cargo feature is off).
+    #[error("the {backend} backend is not built into this binary (cargo feature {backend:?})")]
+    Unsupported {
+        /// The backend's name, which is also its feature's.
+        backend: &'static str,
+    },
 }
 
-impl From<tokio_postgres::Error> for StoreError {
-    fn from(err: tokio_postgres::Error) -> Self {
-        StoreError::Unavailable(postgres::describe(&err))
+impl StoreError {
+    /// A transient failure of `context`, caused by `source`.
+    pub fn unavailable(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        StoreError::Unavailable {
+            context: context.into(),
+            source: Some(Arc::from(source.into())),
+        }
+    }
+
+    /// A permanent failure of `context`, caused by `source`.
+    pub fn failed(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        StoreError::Failed {
+            context: context.into(),
+            source: Some(Arc::from(source.into())),
+        }
+    }
+
+    /// Undecodable data described by `context`, found by `source`.
+    pub fn corrupt(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        StoreError::Corrupt {
+            context: context.into(),
+            source: Some(Arc::from(source.into())),
+        }
+    }
+
+    /// Undecodable data, described by `context` alone.
+    pub fn corrupt_data(context: impl Into<String>) -> Self {
+        StoreError::Corrupt {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// Whether retrying the same operation later can succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+
+    /// The message with every cause, `: `-separated (for logs and problem details).
+    pub fn chain(&self) -> String {
+        ktwin_service::error_chain(self)
     }
 }
 
@@ -187,7 +274,10 @@ impl InstanceRecord {
     /// The stored form: `[tree, last, type, count, versions]`, a JSON array whose tree and
     /// `last` refer to versions by position in the trailing table (see
     /// [`crate::merge::compact`]).
+    #[cfg(any(test, feature = "fjall", feature = "redb"))]
     pub fn encode(&self) -> Vec<u8> {
+        use crate::merge::compact::{Interned, VersionTable};
+        use std::cell::RefCell;
         let table = RefCell::new(VersionTable::default());
         let last = self.last.as_ref().map(|v| table.borrow_mut().position(v));
         // Tuple elements are written in order, and a `RefCell` is read when it is written: the
@@ -203,7 +293,9 @@ impl InstanceRecord {
     }
 
     /// Reads a record [`encode`](Self::encode)d, or stored as a JSON object by earlier builds.
+    #[cfg(any(test, feature = "fjall", feature = "redb"))]
     pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        use crate::merge::compact::{IndexedTree, Resolver, StoredVersions, invalid};
         if bytes.first() != Some(&b'[') {
             return serde_json::from_slice(bytes);
         }

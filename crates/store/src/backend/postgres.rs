@@ -66,13 +66,133 @@ pub struct PostgresConfig {
     pub url: String,
 }
 
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        if is_permanent(&err) {
+            StoreError::failed("PostgreSQL", err)
+        } else {
+            StoreError::unavailable("PostgreSQL", err)
+        }
+    }
+}
+
+/// Whether retrying cannot help: the server refused the statement itself (a missing table or
+/// privilege, invalid data, a violated constraint), as opposed to a lost connection, a
+/// restarting or overloaded server, or a deadlock (SQLSTATE classes 08, 40, 53, 57, 58, and
+/// objects in use or locked, 55006 and 55P03).
+fn is_permanent(err: &tokio_postgres::Error) -> bool {
+    let Some(code) = err.code() else {
+        // No SQLSTATE: the connection failed, closed or timed out.
+        return false;
+    };
+    let code = code.code();
+    let transient_class = ["08", "40", "53", "57", "58"]
+        .iter()
+        .any(|class| code.starts_with(class));
+    !(transient_class || code == "55006" || code == "55P03")
+}
+
 /// Describes a PostgreSQL error with the server's message when there is one.
-pub(crate) fn describe(err: &tokio_postgres::Error) -> String {
+fn describe(err: &tokio_postgres::Error) -> String {
     match err.as_db_error() {
         Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
         None => err.to_string(),
     }
 }
+
+// The statements a session prepares.
+
+/// Gives each new instance its latest-state row, which numbers it (`instance_key`).
+const ENSURE_LATEST: &str = "INSERT INTO twin_latest (interface_id, instance_id) \
+    SELECT * FROM unnest($1::text[], $2::text[]) \
+    ON CONFLICT (interface_id, instance_id) DO NOTHING";
+
+/// Read without a lock: a concurrent delete in between shows up when locking.
+const INSTANCE_KEYS: &str = "SELECT l.interface_id, l.instance_id, l.instance_key \
+    FROM twin_latest l \
+    JOIN unnest($1::text[], $2::text[]) AS k(interface_id, instance_id) \
+    ON l.interface_id = k.interface_id AND l.instance_id = k.instance_id";
+
+/// Rows are locked in key order, so concurrent writers cannot deadlock on them. A
+/// no-key lock is what the update takes anyway; a delete still waits for it. A join
+/// rather than `= ANY($1)`: a row found updated by the writer waited for is
+/// rechecked against its own key only, not against the whole array.
+const LOCK_LATEST: &str = "SELECT l.instance_key, l.last_id, l.last_type, l.last_time, l.event_count, \
+    l.merge_tree \
+    FROM unnest($1::int8[]) AS k(instance_key) \
+    JOIN twin_latest l ON l.instance_key = k.instance_key \
+    ORDER BY k.instance_key FOR NO KEY UPDATE OF l";
+
+/// A batch's history, skipping events already stored; returns those inserted.
+const INSERT_NEW_EVENTS: &str = "INSERT INTO twin_event (instance_key, id, type, time, data) \
+    SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::timestamptz[], \
+    $5::jsonb[]) \
+    ON CONFLICT DO NOTHING \
+    RETURNING instance_key, id";
+
+/// The new latest states and merge trees of a batch's instances.
+const UPDATE_LATEST: &str = "UPDATE twin_latest AS l SET last_id = u.last_id, last_type = u.last_type, \
+    last_time = u.last_time, event_count = u.event_count, state = u.state, \
+    merge_tree = u.merge_tree, updated_at = now() \
+    FROM unnest($1::int8[], $2::text[], $3::text[], $4::timestamptz[], \
+    $5::int8[], $6::jsonb[], $7::bytea[]) \
+    AS u(instance_key, last_id, last_type, last_time, \
+    event_count, state, merge_tree) \
+    WHERE l.instance_key = u.instance_key";
+
+/// One instance's latest state.
+const LATEST: &str = "SELECT interface_id, instance_id, last_id, last_type, last_time, event_count, state \
+    FROM twin_latest WHERE interface_id = $1 AND instance_id = $2 AND event_count > 0";
+
+/// Bounds as index conditions (no `$n IS NULL OR …`) and the limit inside the
+/// lateral: a page is a bounded backward scan of the time index, whatever the
+/// length of the history.
+const HISTORY: &str = "SELECT l.interface_id, l.instance_id, e.id, e.type, e.time, e.data \
+    FROM twin_latest l CROSS JOIN LATERAL ( \
+    SELECT id, type, time, data FROM twin_event e \
+    WHERE e.instance_key = l.instance_key \
+    AND e.time >= COALESCE($3, '-infinity') \
+    AND e.time <= COALESCE($4, 'infinity') \
+    AND (e.time, e.id) < (COALESCE($5, 'infinity'), $6) \
+    ORDER BY e.time DESC, e.id DESC LIMIT $7) e \
+    WHERE l.interface_id = $1 AND l.instance_id = $2 \
+    ORDER BY e.time DESC, e.id DESC";
+
+/// Instances in name order, each one's events in time order: only the cursor's own
+/// instance starts after the cursor's event, the following ones at their start.
+const EVENTS: &str = "SELECT l.interface_id, l.instance_id, e.id, e.type, e.time, e.data \
+    FROM twin_latest l CROSS JOIN LATERAL ( \
+    SELECT id, type, time, data FROM twin_event e \
+    WHERE e.instance_key = l.instance_key \
+    AND (e.time, e.id) > ( \
+    CASE WHEN (l.interface_id, l.instance_id) = ($1, $2) \
+    THEN $3 ELSE '-infinity' END, \
+    CASE WHEN (l.interface_id, l.instance_id) = ($1, $2) \
+    THEN $4 ELSE '' END) \
+    ORDER BY e.time, e.id LIMIT $5) e \
+    WHERE (l.interface_id, l.instance_id) >= ($1, $2) \
+    ORDER BY l.interface_id, l.instance_id, e.time, e.id LIMIT $5";
+
+/// The first page of all events (see [`EVENTS`]).
+const EVENTS_FIRST: &str = "SELECT l.interface_id, l.instance_id, e.id, e.type, e.time, e.data \
+    FROM twin_latest l CROSS JOIN LATERAL ( \
+    SELECT id, type, time, data FROM twin_event e \
+    WHERE e.instance_key = l.instance_key \
+    ORDER BY e.time, e.id LIMIT $1) e \
+    ORDER BY l.interface_id, l.instance_id, e.time, e.id LIMIT $1";
+
+/// The latest states of one interface's instances, after a name.
+const TWINS: &str = "SELECT interface_id, instance_id, last_id, last_type, last_time, event_count, state \
+    FROM twin_latest WHERE interface_id = $1 AND instance_id > $2 AND event_count > 0 \
+    ORDER BY instance_id LIMIT $3";
+
+/// The latest row goes first: deleting it waits for a writer holding its lock, and a
+/// writer that has not locked it yet finds it gone and retries under a new key.
+const DELETE_LATEST: &str = "DELETE FROM twin_latest WHERE interface_id = $1 AND instance_id = $2 \
+    RETURNING instance_key";
+
+/// One instance's history.
+const DELETE_EVENTS: &str = "DELETE FROM twin_event WHERE instance_key = $1";
 
 struct Statements {
     ensure_latest: Statement,
@@ -114,41 +234,13 @@ impl Statements {
             client.prepare_typed(sql, &types).await
         };
         Ok(Self {
-            ensure_latest: prepare(
-                "INSERT INTO twin_latest (interface_id, instance_id) \
-                 SELECT * FROM unnest($1::text[], $2::text[]) \
-                 ON CONFLICT (interface_id, instance_id) DO NOTHING",
-                vec![text_array.clone(), text_array.clone()],
-            )
-            .await?,
-            // Read without a lock: a concurrent delete in between shows up when locking.
-            instance_keys: prepare(
-                "SELECT l.interface_id, l.instance_id, l.instance_key \
-                 FROM twin_latest l \
-                 JOIN unnest($1::text[], $2::text[]) AS k(interface_id, instance_id) \
-                   ON l.interface_id = k.interface_id AND l.instance_id = k.instance_id",
-                vec![text_array.clone(), text_array.clone()],
-            )
-            .await?,
-            // Rows are locked in key order, so concurrent writers cannot deadlock on them. A
-            // no-key lock is what the update takes anyway; a delete still waits for it. A join
-            // rather than `= ANY($1)`: a row found updated by the writer waited for is
-            // rechecked against its own key only, not against the whole array.
-            lock_latest: prepare(
-                "SELECT l.instance_key, l.last_id, l.last_type, l.last_time, l.event_count, \
-                        l.merge_tree \
-                 FROM unnest($1::int8[]) AS k(instance_key) \
-                 JOIN twin_latest l ON l.instance_key = k.instance_key \
-                 ORDER BY k.instance_key FOR NO KEY UPDATE OF l",
-                vec![Type::INT8_ARRAY],
-            )
-            .await?,
+            ensure_latest: prepare(ENSURE_LATEST, vec![text_array.clone(), text_array.clone()])
+                .await?,
+            instance_keys: prepare(INSTANCE_KEYS, vec![text_array.clone(), text_array.clone()])
+                .await?,
+            lock_latest: prepare(LOCK_LATEST, vec![Type::INT8_ARRAY]).await?,
             insert_new_events: prepare(
-                "INSERT INTO twin_event (instance_key, id, type, time, data) \
-                 SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::timestamptz[], \
-                                      $5::jsonb[]) \
-                 ON CONFLICT DO NOTHING \
-                 RETURNING instance_key, id",
+                INSERT_NEW_EVENTS,
                 vec![
                     Type::INT8_ARRAY,
                     text_array.clone(),
@@ -159,14 +251,7 @@ impl Statements {
             )
             .await?,
             update_latest: prepare(
-                "UPDATE twin_latest AS l SET last_id = u.last_id, last_type = u.last_type, \
-                        last_time = u.last_time, event_count = u.event_count, state = u.state, \
-                        merge_tree = u.merge_tree, updated_at = now() \
-                 FROM unnest($1::int8[], $2::text[], $3::text[], $4::timestamptz[], \
-                             $5::int8[], $6::jsonb[], $7::bytea[]) \
-                      AS u(instance_key, last_id, last_type, last_time, \
-                           event_count, state, merge_tree) \
-                 WHERE l.instance_key = u.instance_key",
+                UPDATE_LATEST,
                 vec![
                     Type::INT8_ARRAY,
                     text_array.clone(),
@@ -178,26 +263,9 @@ impl Statements {
                 ],
             )
             .await?,
-            latest: prepare(
-                "SELECT interface_id, instance_id, last_id, last_type, last_time, event_count, state \
-                 FROM twin_latest WHERE interface_id = $1 AND instance_id = $2 AND event_count > 0",
-                vec![Type::TEXT, Type::TEXT],
-            )
-            .await?,
-            // Bounds as index conditions (no `$n IS NULL OR …`) and the limit inside the
-            // lateral: a page is a bounded backward scan of the time index, whatever the
-            // length of the history.
+            latest: prepare(LATEST, vec![Type::TEXT, Type::TEXT]).await?,
             history: prepare(
-                "SELECT l.interface_id, l.instance_id, e.id, e.type, e.time, e.data \
-                 FROM twin_latest l CROSS JOIN LATERAL ( \
-                     SELECT id, type, time, data FROM twin_event e \
-                     WHERE e.instance_key = l.instance_key \
-                       AND e.time >= COALESCE($3, '-infinity') \
-                       AND e.time <= COALESCE($4, 'infinity') \
-                       AND (e.time, e.id) < (COALESCE($5, 'infinity'), $6) \
-                     ORDER BY e.time DESC, e.id DESC LIMIT $7) e \
-                 WHERE l.interface_id = $1 AND l.instance_id = $2 \
-                 ORDER BY e.time DESC, e.id DESC",
+                HISTORY,
                 vec![
                     Type::TEXT,
                     Type::TEXT,
@@ -209,54 +277,21 @@ impl Statements {
                 ],
             )
             .await?,
-            // Instances in name order, each one's events in time order: only the cursor's own
-            // instance starts after the cursor's event, the following ones at their start.
             events: prepare(
-                "SELECT l.interface_id, l.instance_id, e.id, e.type, e.time, e.data \
-                 FROM twin_latest l CROSS JOIN LATERAL ( \
-                     SELECT id, type, time, data FROM twin_event e \
-                     WHERE e.instance_key = l.instance_key \
-                       AND (e.time, e.id) > ( \
-                           CASE WHEN (l.interface_id, l.instance_id) = ($1, $2) \
-                                THEN $3 ELSE '-infinity' END, \
-                           CASE WHEN (l.interface_id, l.instance_id) = ($1, $2) \
-                                THEN $4 ELSE '' END) \
-                     ORDER BY e.time, e.id LIMIT $5) e \
-                 WHERE (l.interface_id, l.instance_id) >= ($1, $2) \
-                 ORDER BY l.interface_id, l.instance_id, e.time, e.id LIMIT $5",
-                vec![Type::TEXT, Type::TEXT, Type::TIMESTAMPTZ, Type::TEXT, Type::INT8],
+                EVENTS,
+                vec![
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TIMESTAMPTZ,
+                    Type::TEXT,
+                    Type::INT8,
+                ],
             )
             .await?,
-            events_first: prepare(
-                "SELECT l.interface_id, l.instance_id, e.id, e.type, e.time, e.data \
-                 FROM twin_latest l CROSS JOIN LATERAL ( \
-                     SELECT id, type, time, data FROM twin_event e \
-                     WHERE e.instance_key = l.instance_key \
-                     ORDER BY e.time, e.id LIMIT $1) e \
-                 ORDER BY l.interface_id, l.instance_id, e.time, e.id LIMIT $1",
-                vec![Type::INT8],
-            )
-            .await?,
-            twins: prepare(
-                "SELECT interface_id, instance_id, last_id, last_type, last_time, event_count, state \
-                 FROM twin_latest WHERE interface_id = $1 AND instance_id > $2 AND event_count > 0 \
-                 ORDER BY instance_id LIMIT $3",
-                vec![Type::TEXT, Type::TEXT, Type::INT8],
-            )
-            .await?,
-            // The latest row goes first: deleting it waits for a writer holding its lock, and a
-            // writer that has not locked it yet finds it gone and retries under a new key.
-            delete_latest: prepare(
-                "DELETE FROM twin_latest WHERE interface_id = $1 AND instance_id = $2 \
-                 RETURNING instance_key",
-                vec![Type::TEXT, Type::TEXT],
-            )
-            .await?,
-            delete_events: prepare(
-                "DELETE FROM twin_event WHERE instance_key = $1",
-                vec![Type::INT8],
-            )
-            .await?,
+            events_first: prepare(EVENTS_FIRST, vec![Type::INT8]).await?,
+            twins: prepare(TWINS, vec![Type::TEXT, Type::TEXT, Type::INT8]).await?,
+            delete_latest: prepare(DELETE_LATEST, vec![Type::TEXT, Type::TEXT]).await?,
+            delete_events: prepare(DELETE_EVENTS, vec![Type::INT8]).await?,
         })
     }
 }
@@ -346,9 +381,10 @@ pub struct PostgresBackend {
 
 impl PostgresBackend {
     /// Connects, applies pending migrations and prepares statements.
+    #[tracing::instrument(skip_all)]
     pub async fn connect(config: &PostgresConfig) -> Result<Self, StoreError> {
         let pg_config: tokio_postgres::Config = config.url.parse().map_err(|err| {
-            StoreError::Unavailable(format!("invalid PostgreSQL URL {:?}: {err}", config.url))
+            StoreError::failed(format!("invalid PostgreSQL URL {:?}", config.url), err)
         })?;
         let (mut client, connection) = pg_config.connect(NoTls).await?;
         let migrating = tokio::spawn(connection);
@@ -549,11 +585,13 @@ impl Backend for PostgresBackend {
                     attempt += 1;
                 }
                 Ok(Attempt::InstanceVanished) => {
-                    return Err(StoreError::Unavailable(
-                        "instances of the batch kept being deleted while it was stored".into(),
-                    ));
+                    return Err(StoreError::Unavailable {
+                        context: "instances of the batch kept being deleted while it was stored"
+                            .into(),
+                        source: None,
+                    });
                 }
-                Ok(Attempt::Unreadable(detail)) => return Err(StoreError::Corrupt(detail)),
+                Ok(Attempt::Unreadable(detail)) => return Err(StoreError::corrupt_data(detail)),
                 Err(err) if mode == HistoryInsert::Copy && is_unique_violation(&err) => {
                     // Some event of the batch is stored already (a redelivery): write the batch
                     // again, skipping the known events.
@@ -756,25 +794,7 @@ async fn append_transaction(
     let statements = &session.statements;
     let transaction = session.client.transaction().await?;
     let (mut keyed, unknown) = known.split(groups);
-    let mut learned = Vec::new();
-    if !unknown.is_empty() {
-        let interfaces: Vec<&str> = unknown.iter().map(|k| k.interface.as_str()).collect();
-        let instances: Vec<&str> = unknown.iter().map(|k| k.instance.as_str()).collect();
-        transaction
-            .execute(&statements.ensure_latest, &[&interfaces, &instances])
-            .await?;
-        let keyed_rows = transaction
-            .query(&statements.instance_keys, &[&interfaces, &instances])
-            .await?;
-        for row in &keyed_rows {
-            let key = InstanceKey::new(row.get::<_, String>(0), row.get::<_, String>(1));
-            if let Some((key, group)) = groups.get_key_value(&key) {
-                let instance_key = row.get(2);
-                keyed.insert(instance_key, (key, group));
-                learned.push((instance_key, key));
-            }
-        }
-    }
+    let learned = key_new_instances(&transaction, statements, &unknown, groups, &mut keyed).await?;
     if keyed.len() != groups.len() {
         return Ok(Attempt::InstanceVanished);
     }
@@ -797,12 +817,70 @@ async fn append_transaction(
     if locked.len() != keyed.len() {
         return Ok(Attempt::InstanceVanished);
     }
+    let (updates, stored) = match merge_locked(&locked, &keyed, new_ids.as_ref()) {
+        Ok(merged) => merged,
+        Err(unreadable) => return Ok(Attempt::Unreadable(unreadable)),
+    };
+    let params = updates.params();
+    let params: Vec<&(dyn ToSql + Sync)> =
+        params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
+    transaction
+        .execute(&statements.update_latest, &params)
+        .await?;
+    transaction.commit().await?;
+    if !learned.is_empty() {
+        known.remember(&learned);
+    }
+    Ok(Attempt::Stored(stored))
+}
+
+/// Creates the latest rows of the `unknown` instances (those already there stay) and adds their
+/// keys to `keyed`; returns the keys learned. An instance missing afterwards was deleted
+/// meanwhile, which the caller sees as `keyed` falling short of `groups`.
+async fn key_new_instances<'a>(
+    transaction: &Transaction<'_>,
+    statements: &Statements,
+    unknown: &[&'a InstanceKey],
+    groups: &'a Groups,
+    keyed: &mut KeyedGroups<'a>,
+) -> Result<Vec<(i64, &'a InstanceKey)>, tokio_postgres::Error> {
+    let mut learned = Vec::new();
+    if unknown.is_empty() {
+        return Ok(learned);
+    }
+    let interfaces: Vec<&str> = unknown.iter().map(|k| k.interface.as_str()).collect();
+    let instances: Vec<&str> = unknown.iter().map(|k| k.instance.as_str()).collect();
+    transaction
+        .execute(&statements.ensure_latest, &[&interfaces, &instances])
+        .await?;
+    let keyed_rows = transaction
+        .query(&statements.instance_keys, &[&interfaces, &instances])
+        .await?;
+    for row in &keyed_rows {
+        let key = InstanceKey::new(row.get::<_, String>(0), row.get::<_, String>(1));
+        if let Some((key, group)) = groups.get_key_value(&key) {
+            let instance_key = row.get(2);
+            keyed.insert(instance_key, (key, group));
+            learned.push((instance_key, key));
+        }
+    }
+    Ok(learned)
+}
+
+/// Folds each locked instance's newly stored events (all of its group, or those in `new_ids`)
+/// into its merge record; returns the latest-state updates and how many events were new, or
+/// which record could not be read.
+fn merge_locked(
+    locked: &[Row],
+    keyed: &KeyedGroups<'_>,
+    new_ids: Option<&HashSet<(i64, &str)>>,
+) -> Result<(LatestUpdates, usize), String> {
     let mut updates = LatestUpdates::default();
     let mut stored = 0;
-    for row in &locked {
+    for row in locked {
         let instance_key: i64 = row.get("instance_key");
         let (key, group) = keyed[&instance_key];
-        let fresh: Vec<&TwinEvent> = match &new_ids {
+        let fresh: Vec<&TwinEvent> = match new_ids {
             None => group.iter().collect(),
             Some(new_ids) => group
                 .iter()
@@ -816,29 +894,12 @@ async fn append_transaction(
         // A tree this build cannot read (a newer build's, or damaged) fails the batch, as in
         // the embedded backends: rebuilding it from the new events alone would overwrite the
         // stored state with theirs. The transaction rolls back and the events are retried.
-        let mut record = match record_from_row(row) {
-            Ok(record) => record,
-            Err(err) => {
-                return Ok(Attempt::Unreadable(format!(
-                    "merge tree of {}/{}: {err}",
-                    key.interface, key.instance
-                )));
-            }
-        };
+        let mut record = record_from_row(row)
+            .map_err(|err| format!("merge tree of {}/{}: {err}", key.interface, key.instance))?;
         record.absorb(fresh);
         updates.push(instance_key, key, &record);
     }
-    let params = updates.params();
-    let params: Vec<&(dyn ToSql + Sync)> =
-        params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
-    transaction
-        .execute(&statements.update_latest, &params)
-        .await?;
-    transaction.commit().await?;
-    if !learned.is_empty() {
-        known.remember(&learned);
-    }
-    Ok(Attempt::Stored(stored))
+    Ok((updates, stored))
 }
 
 /// Writes every event of the batch into the history by binary `COPY`.
@@ -929,7 +990,8 @@ impl LatestUpdates {
 }
 
 /// The connection string `url` pointed at database `name` instead (URL or key=value form).
-pub fn with_database(url: &str, name: &str) -> String {
+#[cfg(any(test, feature = "bench"))]
+fn with_database(url: &str, name: &str) -> String {
     if let Some(rest) = url
         .strip_prefix("postgres://")
         .or_else(|| url.strip_prefix("postgresql://"))
@@ -946,9 +1008,10 @@ pub fn with_database(url: &str, name: &str) -> String {
     }
 }
 
-/// Creates database `name` (through the server at `admin_url`) and returns a URL for it; used
-/// by tests and benchmarks that need a scratch database.
-pub async fn create_database(admin_url: &str, name: &str) -> Result<String, StoreError> {
+/// Creates database `name` (through the server at `admin_url`) and returns a URL for it: the
+/// scratch database of `ktwin bench store` (tests use `ktwin_testkit::ScratchDb`).
+#[cfg(feature = "bench")]
+pub(crate) async fn create_database(admin_url: &str, name: &str) -> Result<String, StoreError> {
     let (client, connection) = tokio_postgres::connect(admin_url, NoTls).await?;
     let driver = tokio::spawn(connection);
     client
@@ -960,7 +1023,8 @@ pub async fn create_database(admin_url: &str, name: &str) -> Result<String, Stor
 }
 
 /// Drops database `name`, disconnecting its sessions.
-pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), StoreError> {
+#[cfg(feature = "bench")]
+pub(crate) async fn drop_database(admin_url: &str, name: &str) -> Result<(), StoreError> {
     let (client, connection) = tokio_postgres::connect(admin_url, NoTls).await?;
     let driver = tokio::spawn(connection);
     client

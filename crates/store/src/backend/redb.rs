@@ -4,11 +4,9 @@
 //! one write transaction per batch is the group commit. Layout and append path:
 //! [`super::embedded`].
 
-use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 use redb::{
     Database, ReadableDatabase, ReadableTable, Table, TableDefinition, TableHandle,
@@ -16,16 +14,16 @@ use redb::{
 };
 
 use super::embedded::{
-    AppendTarget, EmbeddedStore, append_to, borrowed, corrupt, event_body, event_from_body,
-    event_from_entry, event_key, history_range, id_key, instance_range, latest_from_entry,
-    latest_from_record, list_events, name_key, prepare, split_event_key, twins_range,
+    AppendTarget, EmbeddedStore, append_to, borrowed, corrupt, event_from_body, event_from_entry,
+    history_range, id_key, instance_range, latest_from_entry, latest_from_record, list_events,
+    name_key, prepare, split_event_key, twins_range,
 };
 use super::{AppendReport, EventPosition, HistoryQuery, InstanceRecord, Page, StoreError};
 use crate::event::{InstanceKey, LatestState, TwinEvent};
 
 /// Instance number by name (see [`name_key`]).
 const INSTANCES: TableDefinition<&[u8], u64> = TableDefinition::new("twin_instance.v2");
-/// History by [`event_key`] → event body.
+/// History by [`super::embedded::event_key`] → event body.
 const EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("twin_event.v2");
 /// Idempotency index: [`id_key`] → time µs.
 const EVENT_IDS: TableDefinition<&[u8], i64> = TableDefinition::new("twin_event_id.v2");
@@ -42,7 +40,21 @@ const LEGACY_TABLES: [&str; 4] = ["twin_event", "twin_event_id", "twin_latest", 
 
 impl From<redb::Error> for StoreError {
     fn from(err: redb::Error) -> Self {
-        StoreError::Unavailable(format!("embedded database: {err}"))
+        use redb::Error;
+        match err {
+            // redb refuses every operation after a failed write until the file is reopened.
+            Error::PreviousIo => StoreError::failed(
+                "the redb store refuses writes since an earlier write failed; restart to recover",
+                err.to_string(),
+            ),
+            Error::DatabaseAlreadyOpen => {
+                StoreError::failed("the redb store is open in another process", err.to_string())
+            }
+            Error::Corrupted(_) | Error::UpgradeRequired(_) => {
+                StoreError::corrupt("redb store", err.to_string())
+            }
+            _ => StoreError::unavailable("redb store", err.to_string()),
+        }
     }
 }
 
@@ -71,10 +83,11 @@ pub struct RedbBackend {
 
 impl RedbBackend {
     /// Opens (or creates) the database file at `path`; a file of the first layout is converted.
+    #[tracing::instrument(fields(path = %path.display()), skip_all)]
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|err| {
-                StoreError::Unavailable(format!("cannot create {}: {err}", parent.display()))
+                StoreError::unavailable(format!("creating {}", parent.display()), err)
             })?;
         }
         let db = Database::create(path)?;
@@ -309,11 +322,15 @@ impl AppendTarget for RedbAppend<'_> {
 /// keys and bodies `append` writes, and nothing else: no lookups, merging or latest states)
 /// into a new file at `path`, one write transaction per `batch` events: the ceiling of this
 /// backend's layout, measured by `ktwin bench store`.
-pub fn bare_insert_rate(
+#[cfg(feature = "bench")]
+pub(crate) fn bare_insert_rate(
     path: &Path,
     events: &[TwinEvent],
     batch: usize,
 ) -> Result<f64, StoreError> {
+    use super::embedded::{event_body, event_key};
+    use std::collections::HashMap;
+    use std::time::Instant;
     let db = Database::create(path)?;
     let mut numbers: HashMap<(&str, &str), u64> = HashMap::new();
     let (mut event_buf, mut id_buf) = (Vec::new(), Vec::new());

@@ -22,6 +22,7 @@ struct Args {
 #[derive(Subcommand)]
 enum Command {
     /// Benchmark a backend (as `ktwin bench store`).
+    #[cfg(feature = "bench")]
     Bench(ktwin_store::cli::BenchStoreArgs),
 }
 
@@ -35,6 +36,7 @@ async fn main() -> ExitCode {
     ktwin_service::init_tracing();
     let args = Args::parse();
     let result = match args.command {
+        #[cfg(feature = "bench")]
         Some(Command::Bench(bench)) => ktwin_store::cli::run_bench(bench).await,
         None => ktwin_store::cli::run(args.store).await,
     };

@@ -150,6 +150,7 @@ impl Resolver {
 
 /// A whole tree in its storage form, `[tree, versions]`, for a backend that keeps the rest of
 /// a record in columns of its own.
+#[cfg(any(test, feature = "postgres"))]
 pub(crate) fn encode_tree(tree: &MergeTree) -> Vec<u8> {
     let table = RefCell::new(VersionTable::default());
     // The table is written after the tree, which fills it (a `RefCell` is read when written).
@@ -158,6 +159,7 @@ pub(crate) fn encode_tree(tree: &MergeTree) -> Vec<u8> {
 }
 
 /// Reads a tree [`encode_tree`]d, or stored as a JSON object by earlier builds.
+#[cfg(any(test, feature = "postgres"))]
 pub(crate) fn decode_tree(bytes: &[u8]) -> Result<MergeTree, serde_json::Error> {
     if bytes.first() != Some(&b'[') {
         return serde_json::from_slice(bytes);

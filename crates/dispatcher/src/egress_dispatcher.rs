@@ -16,6 +16,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::{Mutex, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::TransportError;
 use crate::egress::{DeviceMessage, PayloadFormat, to_device_message};
 use crate::metrics::{DispatchMetrics, ResponseCode};
 
@@ -23,7 +24,7 @@ use crate::metrics::{DispatchMetrics, ResponseCode};
 #[async_trait]
 pub trait DeviceSink: Send + Sync {
     /// Sends one message; returns once the transport confirmed it.
-    async fn send(&self, message: &DeviceMessage) -> anyhow::Result<()>;
+    async fn send(&self, message: &DeviceMessage) -> Result<(), TransportError>;
     /// Whether the transport is connected (for readiness).
     fn is_connected(&self) -> bool;
 }
@@ -56,7 +57,7 @@ impl AmqpTopicSink {
 
 #[async_trait]
 impl DeviceSink for AmqpTopicSink {
-    async fn send(&self, message: &DeviceMessage) -> anyhow::Result<()> {
+    async fn send(&self, message: &DeviceMessage) -> Result<(), TransportError> {
         let properties = BasicProperties::default()
             .with_content_type("application/json".into())
             .with_delivery_mode(2);
@@ -188,7 +189,7 @@ impl MqttSink {
 
 #[async_trait]
 impl DeviceSink for MqttSink {
-    async fn send(&self, message: &DeviceMessage) -> anyhow::Result<()> {
+    async fn send(&self, message: &DeviceMessage) -> Result<(), TransportError> {
         let (tx, rx) = oneshot::channel();
         {
             let _order = self.order.lock().await;
@@ -204,8 +205,8 @@ impl DeviceSink for MqttSink {
         }
         tokio::time::timeout(self.timeout, rx)
             .await
-            .map_err(|_| anyhow::anyhow!("no PUBACK within {:?}", self.timeout))?
-            .map_err(|_| anyhow::anyhow!("MQTT client stopped before the PUBACK"))
+            .map_err(|_| TransportError::Timeout(self.timeout))?
+            .map_err(|_| TransportError::Stopped)
     }
 
     fn is_connected(&self) -> bool {
@@ -317,7 +318,10 @@ impl EgressDispatcher {
                         counters.failures.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(%error, topic = %message.topic.mqtt_topic(), "device send failed");
                         delivery
-                            .nack(&format!("device send failed: {error:#}"))
+                            .nack(&format!(
+                                "device send failed: {}",
+                                ktwin_service::error_chain(&error)
+                            ))
                             .await
                             .map(drop)
                     }

@@ -1,0 +1,81 @@
+//! MQTT topic filters: whether a topic matches a filter, and whether a requested filter stays
+//! within an allowed one (so a subscription can be checked before anything matches it).
+
+/// Whether `filter` is a well-formed MQTT filter: `#` only as the whole last level, `+` only as
+/// a whole level, no NUL, not empty.
+pub fn is_valid_filter(filter: &str) -> bool {
+    if filter.is_empty() || filter.contains('\0') {
+        return false;
+    }
+    let levels: Vec<&str> = filter.split('/').collect();
+    levels.iter().enumerate().all(|(i, level)| {
+        let wildcard_free = !level.contains(['+', '#']);
+        wildcard_free || *level == "+" || (*level == "#" && i == levels.len() - 1)
+    })
+}
+
+/// Whether every topic `requested` can match is also matched by `allowed`. For a topic (no
+/// wildcards) this is plain matching. Topics starting with `$` are never matched by a
+/// wildcard in the first level, as MQTT requires.
+pub fn is_within(requested: &str, allowed: &str) -> bool {
+    if !is_valid_filter(requested) || !is_valid_filter(allowed) {
+        return false;
+    }
+    if requested.starts_with('$') && allowed.starts_with(['+', '#']) {
+        return false;
+    }
+    let mut wanted = requested.split('/');
+    let mut granted = allowed.split('/');
+    loop {
+        match (wanted.next(), granted.next()) {
+            (_, Some("#")) => return true,
+            (None, None) => return true,
+            // (`a/#` also matches `a` itself: the first arm.)
+            (None, Some(_)) | (Some(_), None) | (Some("#"), Some(_)) => return false,
+            (Some(_), Some("+")) => {}
+            (Some(level), Some(literal)) => {
+                if level != literal {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_match_filters() {
+        assert!(is_within("ktwin/real/pole/p1", "ktwin/real/pole/p1"));
+        assert!(is_within("ktwin/real/pole/p1", "ktwin/real/pole/+"));
+        assert!(is_within("ktwin/real/pole/p1", "ktwin/real/#"));
+        assert!(is_within("ktwin/real/pole/p1", "#"));
+        assert!(!is_within("ktwin/real/pole/p1", "ktwin/real/pole/p2"));
+        assert!(!is_within("ktwin/real/pole/p1/x", "ktwin/real/pole/+"));
+        assert!(!is_within("ktwin/real/pole", "ktwin/real/pole/+"));
+        assert!(!is_within("$SYS/broker", "#"));
+        assert!(is_within("$SYS/broker", "$SYS/#"));
+    }
+
+    #[test]
+    fn requested_filters_must_stay_within_the_allowed_one() {
+        assert!(is_within("ktwin/virtual/pole/+", "ktwin/virtual/pole/+"));
+        assert!(is_within("ktwin/virtual/pole/+", "ktwin/virtual/pole/#"));
+        assert!(is_within("ktwin/virtual/pole/#", "ktwin/virtual/pole/#"));
+        assert!(!is_within("ktwin/virtual/pole/#", "ktwin/virtual/pole/+"));
+        assert!(!is_within("ktwin/virtual/+/p1", "ktwin/virtual/pole/p1"));
+        assert!(!is_within("ktwin/virtual/pole/+", "ktwin/virtual/pole/p1"));
+        assert!(!is_within("#", "ktwin/#"));
+        assert!(!is_within("+/virtual/pole/p1", "ktwin/virtual/pole/p1"));
+    }
+
+    #[test]
+    fn malformed_filters_are_never_within() {
+        for bad in ["", "a/#/b", "a+", "a/b#", "a\0b"] {
+            assert!(!is_valid_filter(bad), "{bad:?}");
+            assert!(!is_within(bad, "#"), "{bad:?}");
+        }
+    }
+}

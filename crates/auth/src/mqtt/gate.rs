@@ -1,0 +1,467 @@
+//! The front door of an embedded MQTT broker that cannot check topics itself.
+//!
+//! rumqttd 0.20 authenticates a connection (a static map or an external hook) but has no
+//! publish or subscribe authorisation (`docs/security.md`). The gate stands in front of it:
+//! devices connect to the gate (optionally over TLS), which checks each device's username and
+//! password against the [`DeviceRegistry`], connects on its behalf to the broker's own
+//! listener (loopback only, with a per-process secret no device knows), and then passes every
+//! packet through except what the device's [`TopicRights`] do not allow:
+//!
+//! - a PUBLISH outside its rights is dropped (QoS 1 is acknowledged, as Mosquitto does, since
+//!   MQTT 3.1.1 has no negative acknowledgement; QoS 2 closes the connection);
+//! - a SUBSCRIBE naming any filter outside its rights is answered by the gate with a failure
+//!   for every filter and never reaches the broker;
+//! - a will message outside its rights refuses the connection.
+//!
+//! Refusals are counted and logged ([`Refusals`]), never with the password. Client ids are
+//! namespaced by username towards the broker (`<username>:<client id>`), so one credential
+//! cannot take over another's session by reusing its client id. Sessions, keep-alive, QoS
+//! and wills stay the broker's business: the gate forwards those packets untouched. MQTT 5
+//! clients are refused (protocol version) on a gated listener.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rumqttc::mqttbytes::v4::{
+    ConnAck, ConnectReturnCode, Packet, PubAck, SubAck, SubscribeReasonCode,
+};
+use rumqttc::mqttbytes::{self, QoS};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use super::acl::{DeclaredTopics, Refusal, Refusals, TopicRights};
+use super::credentials::DeviceRegistry;
+use crate::reload::Reloading;
+use crate::secret::Secret;
+
+/// How long a new connection may take to send its CONNECT (and finish TLS).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Frames queued towards one device before the gate stops reading from the broker for it.
+const DEVICE_QUEUE: usize = 256;
+
+/// How the gate reaches the broker behind it.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// The broker's listener (on loopback).
+    pub address: SocketAddr,
+    /// The username the broker requires of the gate.
+    pub username: String,
+    /// The password the broker requires of the gate (generated per process).
+    pub password: Secret,
+}
+
+/// The gate: authentication and topic ACLs in front of a broker.
+pub struct MqttGate {
+    upstream: Upstream,
+    registry: Reloading<DeviceRegistry>,
+    declared: Arc<DeclaredTopics>,
+    refusals: Arc<Refusals>,
+    tls: Option<TlsAcceptor>,
+    max_packet_bytes: usize,
+}
+
+impl std::fmt::Debug for MqttGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttGate")
+            .field("upstream", &self.upstream.address)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why one connection through the gate ended early.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("MQTT: {0}")]
+    Protocol(#[from] mqttbytes::Error),
+    #[error("the connection did not start with a CONNECT in time")]
+    NoConnect,
+    #[error("refused")]
+    Refused,
+}
+
+impl MqttGate {
+    /// A gate checking devices against `registry` (and the topics `declared` adds), accepting
+    /// packets up to `max_packet_bytes`, in front of `upstream`.
+    pub fn new(
+        upstream: Upstream,
+        registry: Reloading<DeviceRegistry>,
+        declared: DeclaredTopics,
+        max_packet_bytes: usize,
+    ) -> Self {
+        Self {
+            upstream,
+            registry,
+            declared: Arc::new(declared),
+            refusals: Arc::new(Refusals::default()),
+            tls: None,
+            max_packet_bytes,
+        }
+    }
+
+    /// Devices connect over TLS.
+    pub fn with_tls(mut self, acceptor: TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
+        self
+    }
+
+    /// What the gate refused so far.
+    pub fn refusals(&self) -> Arc<Refusals> {
+        Arc::clone(&self.refusals)
+    }
+
+    /// Accepts devices on `listener` until `stop` is cancelled.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, stop: CancellationToken) {
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = stop.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        tracing::warn!(%err, "accepting an MQTT connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let gate = Arc::clone(&self);
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let _ = stream.set_nodelay(true);
+                let result = match gate.tls.clone() {
+                    Some(tls) => {
+                        match tokio::time::timeout(CONNECT_TIMEOUT, tls.accept(stream)).await {
+                            Ok(Ok(stream)) => gate.connection(stream, stop).await,
+                            _ => Err(ConnectionError::NoConnect),
+                        }
+                    }
+                    None => gate.connection(stream, stop).await,
+                };
+                if let Err(err) = result {
+                    tracing::debug!(%peer, %err, "MQTT connection through the gate ended");
+                }
+            });
+        }
+    }
+
+    /// One device: CONNECT checked, then packets relayed both ways until either side closes.
+    async fn connection<S>(&self, stream: S, stop: CancellationToken) -> Result<(), ConnectionError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (device_read, mut device_write) = tokio::io::split(stream);
+        let mut device = FrameReader::new(device_read, self.max_packet_bytes);
+        let first = tokio::time::timeout(CONNECT_TIMEOUT, device.next())
+            .await
+            .map_err(|_| ConnectionError::NoConnect)??
+            .ok_or(ConnectionError::NoConnect)?;
+        let (session, upstream_connect) = match self.admit(&first).await {
+            Ok(admitted) => admitted,
+            Err(code) => {
+                write_packet(
+                    &mut device_write,
+                    &Packet::ConnAck(ConnAck::new(code, false)),
+                )
+                .await?;
+                return Err(ConnectionError::Refused);
+            }
+        };
+        let upstream = TcpStream::connect(self.upstream.address).await?;
+        let _ = upstream.set_nodelay(true);
+        let (upstream_read, mut upstream_write) = upstream.into_split();
+        upstream_write.write_all(&upstream_connect).await?;
+
+        let (to_device, queued) = mpsc::channel::<Bytes>(DEVICE_QUEUE);
+        let mut writer = tokio::spawn(write_frames(device_write, queued));
+        let upstream = FrameReader::new(upstream_read, self.max_packet_bytes);
+        // Whichever side ends first (the broker closing, e.g. after a missed keep-alive, or
+        // the device) ends the connection.
+        let result = tokio::select! {
+            () = stop.cancelled() => Ok(()),
+            () = relay_frames(upstream, to_device.clone()) => Ok(()),
+            result = self.relay_device(&session, &mut device, &mut upstream_write, &to_device) => result,
+        };
+        drop(to_device);
+        // What is queued goes out, unless the device stopped reading.
+        if tokio::time::timeout(CONNECT_TIMEOUT, &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+            tracing::debug!(client_id = %session.client_id, "device stopped reading; closing");
+        }
+        result
+    }
+
+    /// Checks a CONNECT: its credentials and will. On success, the session's rights and the
+    /// CONNECT to send upstream (gate login, namespaced client id).
+    async fn admit(&self, frame: &Bytes) -> Result<(Session, Bytes), ConnectReturnCode> {
+        let mut buffer = BytesMut::from(&frame[..]);
+        let connect = match Packet::read(&mut buffer, self.max_packet_bytes) {
+            Ok(Packet::Connect(connect)) => connect,
+            Err(mqttbytes::Error::InvalidProtocolLevel(_)) => {
+                return Err(ConnectReturnCode::RefusedProtocolVersion);
+            }
+            _ => return Err(ConnectReturnCode::NotAuthorized),
+        };
+        let client_id = connect.client_id.clone();
+        let Some(login) = connect.login.clone() else {
+            self.refusals
+                .record(Refusal::Authentication, "", &client_id, "");
+            return Err(ConnectReturnCode::NotAuthorized);
+        };
+        let registry = self.registry.current();
+        let username = login.username.clone();
+        let verified = tokio::task::spawn_blocking(move || {
+            registry.verify(&login.username, login.password.as_bytes())
+        })
+        .await;
+        let Ok(Ok(grant)) = verified else {
+            self.refusals
+                .record(Refusal::Authentication, &username, &client_id, "");
+            return Err(ConnectReturnCode::BadUserNamePassword);
+        };
+        let rights = TopicRights::of(&grant, &self.declared);
+        if let Some(will) = &connect.last_will
+            && !rights.may_publish(&will.topic)
+        {
+            self.refusals
+                .record(Refusal::Publish, &username, &client_id, &will.topic);
+            return Err(ConnectReturnCode::NotAuthorized);
+        }
+        let mut upstream = connect;
+        upstream.client_id = namespaced_client_id(&username, &client_id);
+        upstream.set_login(
+            self.upstream.username.clone(),
+            self.upstream.password.expose(),
+        );
+        let mut bytes = BytesMut::new();
+        Packet::Connect(upstream)
+            .write(&mut bytes, usize::MAX)
+            .map_err(|_| ConnectReturnCode::NotAuthorized)?;
+        let session = Session {
+            username,
+            client_id,
+            rights,
+        };
+        Ok((session, bytes.freeze()))
+    }
+
+    /// Device → broker: every frame checked, forwarded or answered by the gate.
+    async fn relay_device<R: AsyncRead + Unpin>(
+        &self,
+        session: &Session,
+        device: &mut FrameReader<R>,
+        upstream: &mut tokio::net::tcp::OwnedWriteHalf,
+        to_device: &mpsc::Sender<Bytes>,
+    ) -> Result<(), ConnectionError> {
+        while let Some(frame) = device.next().await? {
+            match self.judge(session, &frame)? {
+                Verdict::Forward => upstream.write_all(&frame).await?,
+                Verdict::Answer(packet) => {
+                    let mut bytes = BytesMut::new();
+                    packet.write(&mut bytes, usize::MAX)?;
+                    if to_device.send(bytes.freeze()).await.is_err() {
+                        break;
+                    }
+                }
+                Verdict::Drop => {}
+                Verdict::Close => return Err(ConnectionError::Refused),
+            }
+        }
+        Ok(())
+    }
+
+    fn judge(&self, session: &Session, frame: &Bytes) -> Result<Verdict, ConnectionError> {
+        match frame.first().map(|byte| byte >> 4) {
+            Some(PUBLISH) => {
+                let publish =
+                    PublishHead::parse(frame).ok_or(mqttbytes::Error::IncorrectPacketFormat)?;
+                if session.rights.may_publish(&publish.topic) {
+                    return Ok(Verdict::Forward);
+                }
+                self.refuse(session, Refusal::Publish, &publish.topic);
+                Ok(match publish.qos {
+                    QoS::AtMostOnce => Verdict::Drop,
+                    QoS::AtLeastOnce => Verdict::Answer(Packet::PubAck(PubAck::new(publish.pkid))),
+                    QoS::ExactlyOnce => Verdict::Close,
+                })
+            }
+            Some(SUBSCRIBE) => {
+                let mut buffer = BytesMut::from(&frame[..]);
+                let Packet::Subscribe(subscribe) =
+                    Packet::read(&mut buffer, self.max_packet_bytes)?
+                else {
+                    return Err(mqttbytes::Error::IncorrectPacketFormat.into());
+                };
+                let denied: Vec<&str> = subscribe
+                    .filters
+                    .iter()
+                    .map(|f| f.path.as_str())
+                    .filter(|path| !session.rights.may_subscribe(path))
+                    .collect();
+                if denied.is_empty() {
+                    return Ok(Verdict::Forward);
+                }
+                for path in denied {
+                    self.refuse(session, Refusal::Subscribe, path);
+                }
+                let failures = vec![SubscribeReasonCode::Failure; subscribe.filters.len()];
+                Ok(Verdict::Answer(Packet::SubAck(SubAck::new(
+                    subscribe.pkid,
+                    failures,
+                ))))
+            }
+            // A second CONNECT is a protocol violation.
+            Some(CONNECT) => Ok(Verdict::Close),
+            _ => Ok(Verdict::Forward),
+        }
+    }
+
+    fn refuse(&self, session: &Session, refusal: Refusal, topic: &str) {
+        self.refusals
+            .record(refusal, &session.username, &session.client_id, topic);
+    }
+}
+
+/// The client id the broker sees: `<username>:<client id>`, so two credentials never share
+/// one. rumqttd refuses `+ $ # /` in client ids, so a username holding one is replaced by its
+/// SHA-256.
+fn namespaced_client_id(username: &str, client_id: &str) -> String {
+    if username.contains(['+', '$', '#', '/']) {
+        format!(
+            "{}:{client_id}",
+            crate::secret::SecretDigest::of(username).to_hex()
+        )
+    } else {
+        format!("{username}:{client_id}")
+    }
+}
+
+const CONNECT: u8 = 1;
+const PUBLISH: u8 = 3;
+const SUBSCRIBE: u8 = 8;
+
+/// Who is connected and what they may do.
+struct Session {
+    username: String,
+    client_id: String,
+    rights: TopicRights,
+}
+
+/// What to do with one frame from a device.
+enum Verdict {
+    Forward,
+    Answer(Packet),
+    Drop,
+    Close,
+}
+
+/// The parts of a PUBLISH the ACL needs, read without copying the payload.
+struct PublishHead {
+    topic: String,
+    qos: QoS,
+    pkid: u16,
+}
+
+impl PublishHead {
+    fn parse(frame: &[u8]) -> Option<Self> {
+        let qos = mqttbytes::qos((frame.first()? >> 1) & 0b11).ok()?;
+        // The remaining length (1-4 bytes, high bit = more) follows the first byte.
+        let length_bytes = frame[1..].iter().take(4).position(|b| b & 0x80 == 0)? + 1;
+        let mut at = 1 + length_bytes;
+        let topic_len = usize::from(u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]));
+        at += 2;
+        let topic = std::str::from_utf8(frame.get(at..at + topic_len)?)
+            .ok()?
+            .to_owned();
+        at += topic_len;
+        let pkid = match qos {
+            QoS::AtMostOnce => 0,
+            _ => u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]),
+        };
+        Some(Self { topic, qos, pkid })
+    }
+}
+
+/// Whole MQTT packets from a byte stream, each at most `max` bytes.
+struct FrameReader<R> {
+    reader: R,
+    buffer: BytesMut,
+    max: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    fn new(reader: R, max: usize) -> Self {
+        Self {
+            reader,
+            buffer: BytesMut::with_capacity(4096),
+            max,
+        }
+    }
+
+    /// The next packet's bytes, or `None` at the end of the stream.
+    async fn next(&mut self) -> Result<Option<Bytes>, ConnectionError> {
+        loop {
+            match mqttbytes::check(self.buffer.iter(), self.max) {
+                Ok(header) => {
+                    return Ok(Some(self.buffer.split_to(header.frame_length()).freeze()));
+                }
+                Err(mqttbytes::Error::InsufficientBytes(_)) => {}
+                Err(err) => return Err(err.into()),
+            }
+            if self.reader.read_buf(&mut self.buffer).await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+async fn write_packet<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    packet: &Packet,
+) -> Result<(), ConnectionError> {
+    let mut bytes = BytesMut::new();
+    packet.write(&mut bytes, usize::MAX)?;
+    writer.write_all(&bytes).await?;
+    Ok(writer.flush().await?)
+}
+
+/// Broker → device: whole frames onto the device's queue.
+async fn relay_frames<R: AsyncRead + Unpin>(
+    mut upstream: FrameReader<R>,
+    to_device: mpsc::Sender<Bytes>,
+) {
+    while let Ok(Some(frame)) = upstream.next().await {
+        if to_device.send(frame).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Writes queued frames to the device, batching what has queued into one write.
+async fn write_frames<W: AsyncWrite + Unpin>(mut device: W, mut queued: mpsc::Receiver<Bytes>) {
+    let mut batch = BytesMut::new();
+    while let Some(frame) = queued.recv().await {
+        batch.extend_from_slice(&frame);
+        while let Ok(more) = queued.try_recv() {
+            batch.extend_from_slice(&more);
+            if batch.len() > 64 * 1024 {
+                break;
+            }
+        }
+        if device.write_all(&batch).await.is_err() {
+            return;
+        }
+        batch.clear();
+    }
+    let _ = device.shutdown().await;
+}

@@ -1,0 +1,22 @@
+//! Devices over MQTT: credentials ([`DeviceRegistry`], Argon2id hashes in a file or mounted
+//! Secret), what each may publish and subscribe to ([`TopicRights`], from a [`DeviceGrant`]
+//! and the topics DTDL MQTT extensions declare), refusal accounting ([`Refusals`]), and the
+//! equivalent files for an external broker ([`mosquitto`], [`rabbitmq`]); the [`gate`] enforces
+//! them in front of an embedded broker that cannot.
+
+mod acl;
+mod credentials;
+mod filter;
+pub mod gate;
+pub mod mosquitto;
+pub mod rabbitmq;
+
+pub use acl::{
+    DeclaredTopics, DeviceGrant, DeviceRef, InterfaceTopics, PatternError, Refusal, Refusals,
+    TopicPattern, TopicRights,
+};
+pub use credentials::{
+    CredentialError, CredentialFileError, DEVICE_PASSWORD_PREFIX, DeviceCredential,
+    DeviceCredentialFile, DeviceRegistry,
+};
+pub use filter::{is_valid_filter, is_within};

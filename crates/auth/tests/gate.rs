@@ -1,0 +1,233 @@
+//! The MQTT gate in front of a real embedded rumqttd: devices authenticate, each publishes and
+//! subscribes only within its rights, refusals are counted, another device is unaffected, and
+//! the broker behind cannot be reached without the gate's secret.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{WAIT, connect, publish_own_and_forged};
+use ktwin_auth::Reloading;
+use ktwin_auth::Secret;
+use ktwin_auth::mqtt::gate::{MqttGate, Upstream};
+use ktwin_auth::mqtt::{DeclaredTopics, DeviceCredentialFile, DeviceGrant, DeviceRegistry};
+use rumqttc::SubscribeReasonCode;
+use tokio_util::sync::CancellationToken;
+
+const GATE_USER: &str = "ktwin-gate";
+
+/// rumqttd on a free loopback port, accepting only the gate's credentials.
+fn start_rumqttd(password: &Secret) -> SocketAddr {
+    let listen = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let server = rumqttd::ServerSettings {
+        name: "gated".to_owned(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: rumqttd::ConnectionSettings {
+            connection_timeout_ms: 10_000,
+            max_payload_size: 1024 * 1024,
+            max_inflight_count: 100,
+            auth: Some(HashMap::from([(
+                GATE_USER.to_owned(),
+                password.expose().to_owned(),
+            )])),
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    };
+    let config = rumqttd::Config {
+        router: rumqttd::RouterConfig {
+            max_connections: 100,
+            max_outgoing_packet_count: 100,
+            max_segment_size: 1024 * 1024,
+            max_segment_count: 4,
+            ..Default::default()
+        },
+        v4: Some(HashMap::from([("v4".to_owned(), server)])),
+        ..Default::default()
+    };
+    let mut broker = rumqttd::Broker::new(config);
+    std::thread::spawn(move || {
+        if let Err(err) = broker.start() {
+            panic!("rumqttd stopped: {err}");
+        }
+    });
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(listen).is_err() {
+        assert!(started.elapsed() < WAIT, "rumqttd did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    listen
+}
+
+struct Setup {
+    gate_port: u16,
+    broker: SocketAddr,
+    gate_password: Secret,
+    p1: Secret,
+    p2: Secret,
+    gate: Arc<MqttGate>,
+    stop: CancellationToken,
+}
+
+async fn setup() -> Setup {
+    let mut file = DeviceCredentialFile::default();
+    let p1 = file.issue("p1", DeviceGrant::device("pole", "p1")).unwrap();
+    let p2 = file.issue("p2", DeviceGrant::device("pole", "p2")).unwrap();
+    let gate_password = Secret::generate("gate_");
+    let broker = start_rumqttd(&gate_password);
+    let upstream = Upstream {
+        address: broker,
+        username: GATE_USER.to_owned(),
+        password: gate_password.clone(),
+    };
+    let registry = Reloading::fixed(DeviceRegistry::new(&file).unwrap());
+    let gate = Arc::new(MqttGate::new(
+        upstream,
+        registry,
+        DeclaredTopics::default(),
+        1024 * 1024,
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gate_port = listener.local_addr().unwrap().port();
+    let stop = CancellationToken::new();
+    tokio::spawn(Arc::clone(&gate).serve(listener, stop.clone()));
+    Setup {
+        gate_port,
+        broker,
+        gate_password,
+        p1,
+        p2,
+        gate,
+        stop,
+    }
+}
+
+#[tokio::test]
+async fn devices_stay_within_their_rights_and_refusals_are_counted() {
+    let s = setup().await;
+    let refusals = s.gate.refusals();
+    let mut platform = connect(
+        s.broker.port(),
+        "platform",
+        GATE_USER,
+        s.gate_password.expose(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        platform.subscribe("ktwin/real/#").await,
+        Some(SubscribeReasonCode::Success(_))
+    ));
+
+    let mut p1 = connect(s.gate_port, "dev-1", "p1", s.p1.expose())
+        .await
+        .unwrap();
+    let mut p2 = connect(s.gate_port, "dev-2", "p2", s.p2.expose())
+        .await
+        .unwrap();
+
+    // Publishing: own topic delivered, another device's dropped and counted.
+    publish_own_and_forged(&p1, &p2, &mut platform).await;
+    assert_eq!(refusals.publish.load(Ordering::Relaxed), 1);
+
+    // Subscribing: another device's virtual topic or a wildcard is refused with a failure.
+    assert_eq!(
+        p1.subscribe("ktwin/virtual/pole/p2").await,
+        Some(SubscribeReasonCode::Failure)
+    );
+    assert_eq!(
+        p1.subscribe("ktwin/virtual/#").await,
+        Some(SubscribeReasonCode::Failure)
+    );
+    assert_eq!(refusals.subscribe.load(Ordering::Relaxed), 2);
+    assert!(matches!(
+        p1.subscribe("ktwin/virtual/pole/p1").await,
+        Some(SubscribeReasonCode::Success(_))
+    ));
+    assert!(matches!(
+        p2.subscribe("ktwin/virtual/pole/p2").await,
+        Some(SubscribeReasonCode::Success(_))
+    ));
+    platform.publish("ktwin/virtual/pole/p2", "for p2").await;
+    platform.publish("ktwin/virtual/pole/p1", "for p1").await;
+    assert_eq!(
+        p1.next_message(WAIT).await,
+        Some(("ktwin/virtual/pole/p1".to_owned(), "for p1".to_owned()))
+    );
+    assert_eq!(
+        p2.next_message(WAIT).await,
+        Some(("ktwin/virtual/pole/p2".to_owned(), "for p2".to_owned()))
+    );
+    assert_eq!(p1.next_message(Duration::from_millis(300)).await, None);
+    s.stop.cancel();
+}
+
+#[tokio::test]
+async fn bad_credentials_are_refused_and_the_broker_cannot_be_reached_around_the_gate() {
+    let s = setup().await;
+    let refusals = s.gate.refusals();
+    assert!(
+        connect(s.gate_port, "x", "p1", s.p2.expose())
+            .await
+            .is_err()
+    );
+    assert!(
+        connect(s.gate_port, "x", "nobody", s.p1.expose())
+            .await
+            .is_err()
+    );
+    assert_eq!(refusals.authentication.load(Ordering::Relaxed), 2);
+    // The device's own password does not open the broker behind the gate.
+    assert!(
+        connect(s.broker.port(), "x", "p1", s.p1.expose())
+            .await
+            .is_err()
+    );
+    assert!(
+        connect(s.broker.port(), "x", GATE_USER, s.p1.expose())
+            .await
+            .is_err()
+    );
+    s.stop.cancel();
+}
+
+#[tokio::test]
+async fn a_client_id_reused_by_another_credential_does_not_take_over_the_session() {
+    let s = setup().await;
+    let mut platform = connect(
+        s.broker.port(),
+        "platform",
+        GATE_USER,
+        s.gate_password.expose(),
+    )
+    .await
+    .unwrap();
+    let mut p1 = connect(s.gate_port, "shared-id", "p1", s.p1.expose())
+        .await
+        .unwrap();
+    assert!(matches!(
+        p1.subscribe("ktwin/virtual/pole/p1").await,
+        Some(SubscribeReasonCode::Success(_))
+    ));
+    let _p2 = connect(s.gate_port, "shared-id", "p2", s.p2.expose())
+        .await
+        .unwrap();
+    platform
+        .publish("ktwin/virtual/pole/p1", "still here")
+        .await;
+    assert_eq!(
+        p1.next_message(WAIT).await,
+        Some(("ktwin/virtual/pole/p1".to_owned(), "still here".to_owned()))
+    );
+    let _ = platform.closed_within(Duration::from_millis(1)).await;
+    s.stop.cancel();
+}

@@ -1,0 +1,158 @@
+//! The layers every ktwin HTTP service wears, in one place so they are the same everywhere: a
+//! trace span per request, a last-line catch of handler panics (answered with a problem and
+//! counted), a request timeout, and problem details for errors answered with a bare status
+//! (unknown routes, wrong methods, the timeout itself).
+
+use std::any::Any;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::Problem;
+
+/// How long a request may take before it is answered with 503: longer than any store commit
+/// or graph query under load, shorter than a client's patience.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Counter of requests whose handler panicked. Unlabelled: paths come from strangers, and a
+/// label per path would grow the series without bound.
+pub const PANICS: &str = "ktwin_http_handler_panics_total";
+
+/// `router` with the layers every service wears (see the module documentation). Apply it once,
+/// to the whole app a listener serves.
+pub fn with_service_layers(router: Router) -> Router {
+    router
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(axum::middleware::map_response(problem_for_bare_errors))
+        .layer(CatchPanicLayer::custom(panic_problem))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
+                tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
+            }),
+        )
+}
+
+/// An error answered without a body (or with a plain-text one: axum's own rejections) gets a
+/// problem-details body naming its status.
+async fn problem_for_bare_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(crate::PROBLEM_JSON.as_bytes()));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let detail = match std::str::from_utf8(&text).map(str::trim) {
+        Ok(text) if !text.is_empty() => text.to_owned(),
+        _ => bare_status_detail(status),
+    };
+    let mut problem = Problem::new(status, detail).into_response();
+    // Headers such as `Allow` of a 405 stay.
+    for (name, value) in &parts.headers {
+        if name != CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            problem.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    problem
+}
+
+fn bare_status_detail(status: StatusCode) -> String {
+    match status {
+        StatusCode::NOT_FOUND => "no such route".to_owned(),
+        StatusCode::METHOD_NOT_ALLOWED => "this route does not take that method".to_owned(),
+        StatusCode::SERVICE_UNAVAILABLE => {
+            format!("the request took longer than {REQUEST_TIMEOUT:?}, or the service is not ready")
+        }
+        other => other
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_owned(),
+    }
+}
+
+fn panic_problem(panic: Box<dyn Any + Send + 'static>) -> Response {
+    metrics::counter!(PANICS).increment(1);
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = message, "a request handler panicked");
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the service failed on this request; it is logged and counted",
+    )
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn answer(app: Router, request: Request<Body>) -> (StatusCode, String, String) {
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            content_type,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
+    }
+
+    async fn boom() -> &'static str {
+        panic!("kaboom")
+    }
+
+    #[tokio::test]
+    async fn bare_errors_and_panics_become_problems() {
+        let app = with_service_layers(
+            Router::new()
+                .route("/ok", get(|| async { "fine" }))
+                .route("/boom", get(boom)),
+        );
+        let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+        let (status, _, body) = answer(app.clone(), get("/ok")).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "fine"));
+        let (status, content_type, body) = answer(app.clone(), get("/nowhere")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(content_type, crate::PROBLEM_JSON);
+        assert!(body.contains("no such route"), "{body}");
+        let post = Request::post("/ok").body(Body::empty()).unwrap();
+        let (status, content_type, _) = answer(app.clone(), post).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(content_type, crate::PROBLEM_JSON);
+        let panics_before = crate::prometheus().render();
+        let (status, content_type, body) = answer(app, get("/boom")).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(content_type, crate::PROBLEM_JSON);
+        assert!(
+            !body.contains("kaboom"),
+            "panic messages stay in the log: {body}"
+        );
+        let rendered = crate::prometheus().render();
+        assert!(rendered.contains(PANICS), "{rendered}");
+        assert_ne!(panics_before, rendered);
+    }
+}

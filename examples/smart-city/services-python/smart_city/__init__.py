@@ -1,0 +1,1 @@
+"""Smart-city twin services on ktwin's Python SDK (ports of ``examples/smart-city/services``)."""

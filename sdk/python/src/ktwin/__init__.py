@@ -1,0 +1,92 @@
+"""SDK for ktwin twin services in Python.
+
+A twin service is a :class:`TwinService` whose handlers declare the event types they subscribe
+to and return the events to emit, built with :func:`store_event`, :func:`virtual_event`,
+:func:`real_event`, :func:`command_event` or :meth:`Context.command_to_related`. Each handler
+gets the :class:`TwinEvent` (kind, interface, instance and command parsed from the CloudEvent
+type and source) and a :class:`Context` (twin graph, latest state of any twin, clock).
+:func:`serve` runs the service under the Knative contract (HTTP on ``$PORT``, CloudEvents in,
+``2xx`` done, non-``2xx`` redeliver, emitted events in the reply or posted to
+``KTWIN_BROKER``); :class:`TwinApp` is the same as an ASGI app.
+
+Command convention: the ``source`` of a command event is the **target** instance, the one that
+executes the command (as in the original Go SDK and ktwin's Rust SDK).
+"""
+
+from .app import TwinApp
+from .broker import BrokerClient, RetryPolicy, to_binary
+from .config import ServeConfig
+from .context import Context, SyncContext
+from .errors import ConfigError, HandlerError, HandlerFailed, InvalidEvent, Unavailable
+from .events import (
+    Fields,
+    TwinEvent,
+    build_event,
+    command_event,
+    derived_id,
+    parse_time,
+    real_event,
+    store_event,
+    virtual_event,
+)
+from .grammar import (
+    JSON_CONTENT_TYPE,
+    SPEC_VERSION,
+    TYPE_PREFIX,
+    EventKind,
+    EventType,
+    GrammarError,
+    Topic,
+    TopicKind,
+    validate_name,
+)
+from .graph import GraphCachePolicy, GraphLookup, HttpGraph, Relationship, StaticGraph, TwinNode
+from .serve import serve
+from .service import TwinService
+from .state import HttpEventStore, MemoryStates, OwnedStates, StateLookup, StoredState
+
+__all__ = [
+    "JSON_CONTENT_TYPE",
+    "SPEC_VERSION",
+    "TYPE_PREFIX",
+    "BrokerClient",
+    "ConfigError",
+    "Context",
+    "EventKind",
+    "EventType",
+    "Fields",
+    "GrammarError",
+    "GraphCachePolicy",
+    "GraphLookup",
+    "HandlerError",
+    "HandlerFailed",
+    "HttpEventStore",
+    "HttpGraph",
+    "InvalidEvent",
+    "MemoryStates",
+    "OwnedStates",
+    "Relationship",
+    "RetryPolicy",
+    "ServeConfig",
+    "StateLookup",
+    "StaticGraph",
+    "StoredState",
+    "SyncContext",
+    "Topic",
+    "TopicKind",
+    "TwinApp",
+    "TwinEvent",
+    "TwinNode",
+    "TwinService",
+    "Unavailable",
+    "build_event",
+    "command_event",
+    "derived_id",
+    "parse_time",
+    "real_event",
+    "serve",
+    "store_event",
+    "to_binary",
+    "validate_name",
+    "virtual_event",
+]

@@ -1,0 +1,214 @@
+"""The latest state of any twin, as the event store keeps it.
+
+:class:`HttpEventStore` reads ``GET {KTWIN_EVENT_STORE}/api/v1/twin-events/{iface}/{instance}/latest``
+(a binary-mode CloudEvent whose data is the merged state, or ``404``); :class:`MemoryStates`
+keeps states in memory (tests). :class:`OwnedStates` is state a service owns and updates from
+event to event without lost updates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from urllib.parse import quote
+
+import anyio
+import httpx
+from cloudevents.core.base import BaseCloudEvent
+from cloudevents.core.bindings.http import HTTPMessage, from_http_event
+
+from ._cache import BoundedCache
+from .errors import HandlerFailed, Unavailable
+from .events import Fields, event_json
+
+if TYPE_CHECKING:
+    from .context import Context
+
+log = logging.getLogger("ktwin.state")
+
+
+@dataclass(frozen=True)
+class StoredState:
+    """The latest state of one instance: the merged data and the newest event's attributes."""
+
+    cloud_event: BaseCloudEvent
+    data: dict[str, Any]
+
+    @property
+    def fields(self) -> Fields:
+        """The data with case-insensitive keys."""
+        return Fields(self.data)
+
+    @property
+    def id(self) -> str:
+        """Id of the newest stored event."""
+        return self.cloud_event.get_id()
+
+    @property
+    def time(self) -> dt.datetime | None:
+        """Time of the newest stored event."""
+        return self.cloud_event.get_time()
+
+    @classmethod
+    def of(cls, cloud_event: BaseCloudEvent, what: str) -> StoredState:
+        """The state carried by ``cloud_event``; data that is not a JSON object raises
+        :class:`HandlerFailed` naming ``what``."""
+        try:
+            data = event_json(cloud_event)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise HandlerFailed(f"{what}: stored data is not JSON: {err}") from err
+        if not isinstance(data, dict):
+            raise HandlerFailed(f"{what}: stored data is not a JSON object")
+        return cls(cloud_event, data)
+
+
+class StateLookup(Protocol):
+    """Reads the latest stored state of a twin instance; ``None`` = nothing stored yet."""
+
+    async def latest(self, interface: str, instance: str) -> StoredState | None:
+        """The latest state of ``instance`` of ``interface``."""
+        ...
+
+
+class HttpEventStore:
+    """A client of the event store's ``latest`` route. With ``cache_ttl`` > 0 a state read less
+    than that many seconds ago is reused (bounded by ``cache_bytes``); the default 0 always asks
+    the store, since a reused state can be older than what the service itself just emitted."""
+
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float = 5.0,
+        cache_ttl: float = 0.0,
+        cache_bytes: int = 16 * 1024 * 1024,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.cache_ttl = cache_ttl
+        self._client = client or httpx.AsyncClient(timeout=timeout)
+        self._cache: BoundedCache[StoredState | None] = BoundedCache(cache_bytes)
+
+    async def aclose(self) -> None:
+        """Closes the HTTP client."""
+        await self._client.aclose()
+
+    async def latest(self, interface: str, instance: str) -> StoredState | None:
+        key = f"{interface}/{instance}"
+        if self.cache_ttl > 0:
+            entry = self._cache.get(key)
+            if entry is not None and entry.age < self.cache_ttl:
+                return entry.value
+        url = (
+            f"{self.base_url}/api/v1/twin-events/"
+            f"{quote(interface, safe='')}/{quote(instance, safe='')}/latest"
+        )
+        what = f"latest state of {interface}/{instance} ({url})"
+        try:
+            response = await self._client.get(url)
+        except httpx.HTTPError as err:
+            raise Unavailable(f"{what}: {err!r}") from err
+        if response.status_code == 404:
+            state = None
+        elif response.is_success:
+            message = HTTPMessage(dict(response.headers), response.content)
+            try:
+                state = StoredState.of(from_http_event(message), what)
+            except HandlerFailed:
+                raise
+            except Exception as err:  # the cloudevents SDK raises several types
+                raise Unavailable(f"{what}: not a CloudEvent: {err}") from err
+        else:
+            raise Unavailable(f"{what}: status {response.status_code}: {response.text[:200]}")
+        if self.cache_ttl > 0:
+            self._cache.put(key, state, len(response.content) + len(key))
+        return state
+
+
+class MemoryStates:
+    """States held in memory: the latest event put for each instance wins."""
+
+    def __init__(self) -> None:
+        self._states: dict[tuple[str, str], StoredState] = {}
+
+    def put(self, cloud_event: BaseCloudEvent) -> None:
+        """Records ``cloud_event`` as the latest state of its instance; the interface is the
+        third segment of its type, as the event store derives it."""
+        interface = cloud_event.get_type().split(".")[2]
+        key = (interface, cloud_event.get_source())
+        self._states[key] = StoredState.of(cloud_event, f"state of {key}")
+
+    async def latest(self, interface: str, instance: str) -> StoredState | None:
+        return self._states.get((interface, instance))
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class _Slot(Generic[T]):
+    def __init__(self) -> None:
+        self.lock = anyio.Lock()
+        self.loaded = False
+        self.current: T | None = None
+        self.before_last: T | None = None
+        self.last_event_id: str | None = None
+
+
+class OwnedStates(Generic[T]):
+    """Per-instance states a service owns, decoded from the stored data by ``decode``.
+
+    The originals read the event store, computed and wrote back through the broker: the next
+    event could read the old state while the write was still queued, and concurrent events
+    overwrote each other. :meth:`update` serialises updates per instance and keeps the state it
+    last produced, so the store is read only the first time an instance is seen. A redelivered
+    event (same id as the last update) starts again from the state before that update, so a
+    retry does not apply it twice.
+
+    At most ``max_instances`` instances are kept; the least recently updated ones are forgotten
+    and read from the store again when seen next. One replica should own an instance's state.
+    """
+
+    def __init__(self, decode: Callable[[Fields], T], max_instances: int = 100_000) -> None:
+        self._decode = decode
+        self._max_instances = max_instances
+        self._slots: OrderedDict[tuple[str, str], _Slot[T]] = OrderedDict()
+
+    def _slot(self, key: tuple[str, str]) -> _Slot[T]:
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = _Slot()
+        self._slots.move_to_end(key)
+        while len(self._slots) > self._max_instances:
+            oldest = next(iter(self._slots))
+            if self._slots[oldest].lock.locked():
+                break
+            del self._slots[oldest]
+        return slot
+
+    async def update(
+        self,
+        ctx: Context,
+        interface: str,
+        instance: str,
+        event_id: str,
+        update: Callable[[T | None], tuple[T, R]],
+    ) -> R:
+        """Runs ``update`` on the state of ``instance`` (loaded from the event store on first
+        use), one event at a time per instance. ``update`` gets the previous state (``None`` if
+        there is none) and returns the new state and a result; the new state is kept only if
+        ``update`` returns."""
+        slot = self._slot((interface, instance))
+        async with slot.lock:
+            if not slot.loaded:
+                stored = await ctx.latest(interface, instance)
+                slot.current = None if stored is None else self._decode(stored.fields)
+                slot.loaded = True
+            redelivered = slot.last_event_id == event_id
+            previous = slot.before_last if redelivered else slot.current
+            state, result = update(previous)
+            slot.before_last, slot.current, slot.last_event_id = previous, state, event_id
+            return result
