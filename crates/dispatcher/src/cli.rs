@@ -50,13 +50,13 @@ pub struct AmqpArgs {
     )]
     pub amqp_url: String,
     /// The broker's headers exchange (the Knative broker exchange in a cluster).
-    #[arg(long, env = "PUBLISHER_EXCHANGE", default_value = "ktwin-broker")]
+    #[arg(long, env = ktwin_events::env::PUBLISHER_EXCHANGE, default_value = "ktwin-broker")]
     pub exchange: String,
     /// Declare the broker exchange (durable headers); off when the operator owns it.
-    #[arg(long, env = "DECLARE_EXCHANGE", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = ktwin_events::env::DECLARE_EXCHANGE, default_value_t = true, action = clap::ArgAction::Set)]
     pub declare_exchange: bool,
     /// Unacknowledged messages per consumer (prefetch).
-    #[arg(long, env = "KTWIN_PREFETCH", default_value_t = 512)]
+    #[arg(long, env = ktwin_events::env::PREFETCH, default_value_t = 512)]
     pub prefetch: u16,
     /// Channels publishing to RabbitMQ in parallel (each is one Erlang process on the server);
     /// one source's events always share a channel, so their order is kept.
@@ -129,7 +129,7 @@ impl MqttConnArgs {
 #[derive(Debug, Args)]
 pub struct MqttArgs {
     /// Where device messages come from.
-    #[arg(long, env = "KTWIN_SOURCE", value_enum, default_value_t = SourceKind::Amqp)]
+    #[arg(long, env = ktwin_events::env::SOURCE, value_enum, default_value_t = SourceKind::Amqp)]
     pub source: SourceKind,
     /// RabbitMQ and the broker exchange.
     #[command(flatten)]
@@ -137,12 +137,12 @@ pub struct MqttArgs {
     /// Queue of device messages (`--source amqp`).
     #[arg(
         long,
-        env = "SUBSCRIBER_QUEUE",
+        env = ktwin_events::env::SUBSCRIBER_QUEUE,
         default_value = "mqtt-dispatcher-queue"
     )]
     pub queue: String,
     /// Declare the device queue (quorum) and bind it to the MQTT exchange with `ktwin.real.#`.
-    #[arg(long, env = "DECLARE_QUEUE", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = ktwin_events::env::DECLARE_QUEUE, default_value_t = true, action = clap::ArgAction::Set)]
     pub declare_queue: bool,
     /// Exchange RabbitMQ's MQTT plugin publishes to.
     #[arg(long, env = env::MQTT_EXCHANGE, default_value = defaults::MQTT_EXCHANGE)]
@@ -223,12 +223,12 @@ pub struct CloudEventArgs {
     /// Subscription (queue) of virtual events on the broker.
     #[arg(
         long,
-        env = "SUBSCRIBER_QUEUE",
+        env = ktwin_events::env::SUBSCRIBER_QUEUE,
         default_value = "cloud-event-dispatcher-queue"
     )]
     pub queue: String,
     /// Where device messages go.
-    #[arg(long, env = "KTWIN_SINK", value_enum, default_value_t = SinkKind::Amqp)]
+    #[arg(long, env = ktwin_events::env::SINK, value_enum, default_value_t = SinkKind::Amqp)]
     pub sink: SinkKind,
     /// Topic exchange of RabbitMQ's MQTT plugin (`--sink amqp`).
     #[arg(long, env = env::MQTT_EXCHANGE, default_value = defaults::MQTT_EXCHANGE)]

@@ -34,3 +34,60 @@ pub const MQTT_USERNAME: &str = "KTWIN_MQTT_USERNAME";
 pub const MQTT_PASSWORD: &str = "KTWIN_MQTT_PASSWORD";
 /// PostgreSQL URL `ktwin up` stores events in instead of its embedded store.
 pub const STORE_URL: &str = "KTWIN_STORE_URL";
+
+/// Event store backend (`embedded`, `postgres`, `redb`).
+pub const STORE_BACKEND: &str = "KTWIN_STORE_BACKEND";
+/// PostgreSQL URL of the event store.
+pub const STORE_DATABASE_URL: &str = "KTWIN_STORE_DATABASE_URL";
+/// Data directory of the embedded event store.
+pub const STORE_PATH: &str = "KTWIN_STORE_PATH";
+/// Listen address of the event store.
+pub const STORE_LISTEN: &str = "KTWIN_STORE_LISTEN";
+/// Request timeout of the event store, in milliseconds (the original's `TIMEOUT`).
+pub const STORE_TIMEOUT: &str = "TIMEOUT";
+/// AMQP URL of RabbitMQ, with credentials.
+pub const AMQP_URL: &str = "KTWIN_AMQP_URL";
+/// AMQP user name (from a Secret; expanded into [`AMQP_URL`] by the kubelet).
+pub const AMQP_USERNAME: &str = "KTWIN_AMQP_USERNAME";
+/// AMQP password (from a Secret).
+pub const AMQP_PASSWORD: &str = "KTWIN_AMQP_PASSWORD";
+/// AMQP host (from a Secret).
+pub const AMQP_HOST: &str = "KTWIN_AMQP_HOST";
+/// AMQP port (from a Secret).
+pub const AMQP_PORT: &str = "KTWIN_AMQP_PORT";
+/// The broker's headers exchange the dispatchers publish to (the original's name).
+pub const PUBLISHER_EXCHANGE: &str = "PUBLISHER_EXCHANGE";
+/// Whether a dispatcher declares the broker exchange (the original's name).
+pub const DECLARE_EXCHANGE: &str = "DECLARE_EXCHANGE";
+/// Whether the MQTT dispatcher declares and binds its queue (the original's name).
+pub const DECLARE_QUEUE: &str = "DECLARE_QUEUE";
+/// The queue a dispatcher consumes (the original's name).
+pub const SUBSCRIBER_QUEUE: &str = "SUBSCRIBER_QUEUE";
+/// The topic exchange of RabbitMQ's MQTT plugin.
+pub const MQTT_EXCHANGE: &str = "KTWIN_MQTT_EXCHANGE";
+/// AMQP prefetch of a dispatcher.
+pub const PREFETCH: &str = "KTWIN_PREFETCH";
+/// Where the MQTT dispatcher reads device messages (`amqp` or `mqtt`).
+pub const SOURCE: &str = "KTWIN_SOURCE";
+/// Where the CloudEvent dispatcher sends device messages (`amqp` or `mqtt`).
+pub const SINK: &str = "KTWIN_SINK";
+/// Consumer tag, connection name and metric label of a dispatcher (the original's name).
+pub const SERVICE_NAME: &str = "SERVICE_NAME";
+/// Listen address of the gateway.
+pub const GATEWAY_LISTEN: &str = "KTWIN_GATEWAY_LISTEN";
+/// Bearer token callers of the gateway present.
+pub const GATEWAY_TOKEN: &str = "KTWIN_GATEWAY_TOKEN";
+/// Whether the gateway serves the twin graph.
+pub const GATEWAY_GRAPH: &str = "KTWIN_GATEWAY_GRAPH";
+/// Whether the gateway serves twin state and history.
+pub const GATEWAY_EVENT_STORE: &str = "KTWIN_GATEWAY_EVENT_STORE";
+/// Whether the gateway accepts events and commands.
+pub const GATEWAY_COMMANDS: &str = "KTWIN_GATEWAY_COMMANDS";
+/// Name of the pod (downward API), the operator's identity in its leader Lease.
+pub const POD_NAME: &str = "POD_NAME";
+/// Namespace of the pod (downward API), where the operator keeps its Lease.
+pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
+/// names none.
+pub const IMAGE: &str = "KTWIN_IMAGE";
+/// Address a dispatcher's health and metrics endpoints listen on.
+pub const LISTEN: &str = "KTWIN_LISTEN";

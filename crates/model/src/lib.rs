@@ -6,6 +6,7 @@
 //! graph. It must not know about transports, reconciliation or running services: those crates
 //! consume these types.
 
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod compile;
 pub mod crd;
@@ -16,7 +17,7 @@ mod parameter;
 pub mod project;
 pub mod world;
 
-pub use crd::*;
-pub use graph::*;
+pub use crd::{EventStore, Gateway, MQTTTrigger, TwinInstance, TwinInterface};
+pub use graph::{GraphJson, InstanceGraph, InterfaceGraph};
 pub use parameter::{ParameterError, parse_parameter};
 pub use project::{Project, ProjectError, ServiceSettings};

@@ -1,19 +1,30 @@
 //! Deterministic YAML/JSON rendering of resources and writing of output trees.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+/// A file of an output tree that could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("writing {}", path.display())]
+pub struct WriteError {
+    /// The file or directory.
+    pub path: PathBuf,
+    /// The cause.
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// One resource as a YAML document (fields in declaration order, absent fields omitted, so
 /// there is no `creationTimestamp: null` or `status: {}` noise).
-pub fn to_yaml<T: Serialize>(value: &T) -> anyhow::Result<String> {
-    Ok(serde_yaml_ng::to_string(value)?)
+pub fn to_yaml<T: Serialize>(value: &T) -> Result<String, serde_yaml_ng::Error> {
+    serde_yaml_ng::to_string(value)
 }
 
 /// Several resources as one multi-document YAML stream.
 pub fn to_yaml_stream<'a, T: Serialize + 'a>(
     values: impl IntoIterator<Item = &'a T>,
-) -> anyhow::Result<String> {
+) -> Result<String, serde_yaml_ng::Error> {
     let mut out = String::new();
     for v in values {
         out.push_str("---\n");
@@ -23,16 +34,21 @@ pub fn to_yaml_stream<'a, T: Serialize + 'a>(
 }
 
 /// Writes `text` to `path`, creating parent directories.
-pub fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
+pub fn write_file(path: &Path, text: &str) -> Result<(), WriteError> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent).map_err(|source| WriteError {
+            path: parent.to_owned(),
+            source,
+        })?;
     }
-    std::fs::write(path, text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    std::fs::write(path, text).map_err(|source| WriteError {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// The CRDs as `deploy/crds/` holds them: file name → YAML.
-pub fn crd_files() -> anyhow::Result<Vec<(String, String)>> {
+pub fn crd_files() -> Result<Vec<(String, String)>, serde_yaml_ng::Error> {
     crate::crd::all_crds()
         .iter()
         .map(|crd| Ok((crate::crd::crd_file_name(crd), to_yaml(crd)?)))

@@ -17,6 +17,9 @@ use crate::crd::{
 use crate::graph::{InstanceGraph, InterfaceGraph};
 use crate::world::{ExpandOptions, World, WorldError};
 
+/// The `ktwin` subcommand serving a built-in handler (`ktwin service <handler>`).
+pub const SERVICE_SUBCOMMAND: &str = "service";
+
 /// Name of the project file inside a project directory.
 pub const PROJECT_FILE: &str = "ktwin.yaml";
 
@@ -341,9 +344,16 @@ pub fn apply_service(
             ..Default::default()
         })
         .collect();
+    // Without an image, a built-in handler runs from the platform's `ktwin` image, which the
+    // planner fills in: `ktwin service <handler>` serves it over the Knative contract.
+    let args = match (&image, &settings.handler) {
+        (None, Some(handler)) => Some(vec![SERVICE_SUBCOMMAND.to_owned(), handler.clone()]),
+        _ => None,
+    };
     let container = Container {
         name: name.clone(),
         image,
+        args,
         image_pull_policy: Some("IfNotPresent".into()),
         env: (!env.is_empty()).then_some(env),
         ..Default::default()

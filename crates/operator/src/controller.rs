@@ -433,7 +433,12 @@ fn action(missing: &[Missing]) -> Action {
 
 const INTERFACE_CHILDREN: [ChildKind; 3] =
     [ChildKind::KService, ChildKind::Trigger, ChildKind::Binding];
-const EVENT_STORE_CHILDREN: [ChildKind; 2] = [ChildKind::KService, ChildKind::Trigger];
+const EVENT_STORE_CHILDREN: [ChildKind; 4] = [
+    ChildKind::KService,
+    ChildKind::Trigger,
+    ChildKind::StatefulSet,
+    ChildKind::Service,
+];
 const DISPATCHER_CHILDREN: [ChildKind; 3] =
     [ChildKind::Queue, ChildKind::Deployment, ChildKind::Service];
 const GATEWAY_CHILDREN: [ChildKind; 2] = [ChildKind::Deployment, ChildKind::Service];

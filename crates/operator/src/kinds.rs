@@ -16,18 +16,21 @@ pub enum ChildKind {
     Queue,
     /// apps/v1 Deployment.
     Deployment,
+    /// apps/v1 StatefulSet.
+    StatefulSet,
     /// v1 Service.
     Service,
 }
 
 impl ChildKind {
     /// Every kind, in apply order (queues before the bindings into them, services last).
-    pub const ALL: [ChildKind; 6] = [
+    pub const ALL: [ChildKind; 7] = [
         ChildKind::Queue,
         ChildKind::KService,
         ChildKind::Trigger,
         ChildKind::Binding,
         ChildKind::Deployment,
+        ChildKind::StatefulSet,
         ChildKind::Service,
     ];
 
@@ -39,6 +42,7 @@ impl ChildKind {
             ChildKind::Binding => ("rabbitmq.com", "v1beta1", "Binding", "bindings"),
             ChildKind::Queue => ("rabbitmq.com", "v1beta1", "Queue", "queues"),
             ChildKind::Deployment => ("apps", "v1", "Deployment", "deployments"),
+            ChildKind::StatefulSet => ("apps", "v1", "StatefulSet", "statefulsets"),
             ChildKind::Service => ("", "v1", "Service", "services"),
         }
     }

@@ -1,18 +1,21 @@
 //! The ktwin Kubernetes operator: the Kubernetes realizer of the planner's plan.
 //!
 //! It owns rendering a [`ktwin_planner::Plan`] into Knative Serving/Eventing, RabbitMQ topology
-//! and core objects ([`render`]), the install bundle ([`bundle`]), and the controllers that apply
-//! them with server-side apply, prune what is no longer desired and report status ([`controller`]).
+//! and core objects ([`render`]), installing the platform ([`install`]: the bundle, the Helm
+//! chart generated from it, applying it), and the controllers that apply what is rendered with
+//! server-side apply, prune what is no longer desired and report status ([`controller`]).
 //! It must not decide routing: which event reaches whom is the planner's job.
 
-pub mod bundle;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod controller;
+pub mod install;
 pub mod kinds;
 pub mod leader;
+pub mod manifests;
 pub mod metrics;
 pub mod names;
 pub mod render;
 mod run;
 
-pub use run::{OperatorOptions, run};
+pub use run::{OperatorOptions, RunError, run};

@@ -34,16 +34,80 @@ pub fn fit(name: &str, max: usize) -> String {
     if name.len() <= max {
         return name.to_owned();
     }
-    let digest = Sha256::digest(name.as_bytes());
-    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let hash = short_hash(name);
     let keep = max.saturating_sub(hash.len() + 1);
     let prefix = name[..keep].trim_end_matches(['-', '.']);
     format!("{prefix}-{hash}")
 }
 
-/// A DNS-1035 label made from parts joined by `-`, lower-cased and fitted to 63 characters.
+/// The first 8 hex digits of the SHA-256 of `text`.
+fn short_hash(text: &str) -> String {
+    Sha256::digest(text.as_bytes())[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A valid DNS-1035 label (what Kubernetes accepts as a Service or Knative Service name, and
+/// as a label value) of at most `max` characters, made from `parts` joined by `-`.
+///
+/// Names that only need lower-casing keep their readable form (the original operator's names,
+/// so a namespace it populated is adopted). Otherwise every character outside `[a-z0-9-]`
+/// becomes `-`, and an 8-hex hash of the original text is appended, so `refStreet_light` and
+/// `refstreet-light` stay different objects; too long names are hash-truncated by [`fit`].
+pub fn dns_label(parts: &[&str], max: usize) -> String {
+    let original = parts.join("-");
+    let lower = original.to_lowercase();
+    let valid = |s: &str| {
+        s.starts_with(|c: char| c.is_ascii_lowercase())
+            && !s.ends_with('-')
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
+    if valid(&lower) {
+        return fit(&lower, max);
+    }
+    let mut cleaned = String::with_capacity(lower.len());
+    for c in lower.chars() {
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            c
+        } else {
+            '-'
+        };
+        if !(c == '-' && cleaned.ends_with('-')) {
+            cleaned.push(c);
+        }
+    }
+    let cleaned = cleaned.trim_matches('-');
+    let cleaned = if cleaned.starts_with(|c: char| c.is_ascii_lowercase()) {
+        cleaned.to_owned()
+    } else {
+        format!("k-{cleaned}")
+    };
+    let hash = short_hash(&original);
+    let keep = max.saturating_sub(hash.len() + 1);
+    let prefix: String = cleaned.chars().take(keep).collect();
+    format!("{}-{hash}", prefix.trim_end_matches('-'))
+}
+
+/// A DNS-1035 label made from parts joined by `-`, fitted to 63 characters ([`dns_label`]).
 pub fn label_name(parts: &[&str]) -> String {
-    fit(&parts.join("-").to_lowercase(), MAX_LABEL)
+    dns_label(parts, MAX_LABEL)
+}
+
+/// knative.dev/pkg `kmeta.ChildName`, which eventing-rabbitmq names its objects with:
+/// `prefix + uid` when that fits in 63 characters, else the first 31 characters of `prefix`
+/// followed by the MD5 of `prefix + uid` in hex.
+pub fn knative_child_name(prefix: &str, uid: &str) -> String {
+    use md5::Digest as _;
+    let whole = format!("{prefix}{uid}");
+    if whole.len() <= MAX_LABEL {
+        return whole;
+    }
+    let digest = md5::Md5::digest(whole.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let head: String = prefix.chars().take(31).collect();
+    format!("{head}{hex}")
 }
 
 #[cfg(test)]
@@ -57,6 +121,41 @@ mod tests {
             label_name(&["city-pole", "refStreetlight", "real-dispatcher"]),
             "city-pole-refstreetlight-real-dispatcher"
         );
+    }
+
+    #[test]
+    fn names_with_invalid_characters_are_sanitised_and_kept_distinct() {
+        let a = label_name(&["city-pole", "ref_Street.Light", "real-dispatcher"]);
+        let b = label_name(&["city-pole", "ref-street-light", "real-dispatcher"]);
+        for name in [&a, &b] {
+            assert!(name.len() <= MAX_LABEL);
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{name}"
+            );
+            assert!(!name.ends_with('-') && name.starts_with(|c: char| c.is_ascii_lowercase()));
+        }
+        assert_ne!(a, b);
+        assert!(
+            a.starts_with("city-pole-ref-street-light-real-dispatcher-"),
+            "{a}"
+        );
+        assert_eq!(dns_label(&["9lives"], MAX_LABEL).chars().next(), Some('k'));
+        let long = dns_label(&[&"x_".repeat(60)], MAX_KSERVICE);
+        assert!(long.len() <= MAX_KSERVICE, "{long}");
+    }
+
+    #[test]
+    fn child_names_follow_knative() {
+        assert_eq!(
+            knative_child_name("b.ktwin.ktwin.", "uid-1"),
+            "b.ktwin.ktwin.uid-1"
+        );
+        let uid = "6c9e2c1a-4c1b-4c43-9b0a-5b5f5f0e7a11";
+        let long = knative_child_name("b.a-rather-long-namespace.a-broker.", uid);
+        assert_eq!(long.len(), 31 + 32);
+        assert!(long.starts_with("b.a-rather-long-namespace.a-bro"));
     }
 
     #[test]

@@ -5,17 +5,21 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SecretKeySelector, Service, ServicePort, ServiceSpec,
+    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, Service, ServicePort, ServiceSpec,
+    VolumeMount, VolumeResourceRequirements,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use ktwin_events::env;
 use ktwin_planner::{
-    Autoscaling, DispatcherKind, DispatcherPlan, DispatchersPlan, Endpoint, EnvValue,
-    EventStorePlan, GatewayPlan, GraphPlan, InterfacePlan, KtwinConfig, MqttIngress, Plan,
-    PlatformEnv, Route, RoutePurpose, ScaleMetric, Subscriber,
+    Autoscaling, DispatcherKind, DispatchersPlan, Endpoint, EnvValue, EventStorePlan, GatewayPlan,
+    InterfacePlan, KtwinConfig, MqttIngress, Plan, PlatformEnv, Route, RoutePurpose, ScaleMetric,
+    StoreStorage, Subscriber,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -23,7 +27,7 @@ use serde_json::{Value, json};
 use crate::kinds::ChildKind;
 use crate::names::{
     LABEL_EVENT_STORE, LABEL_MANAGED_BY, LABEL_OWNER_UID, LABEL_TRIGGER, LABEL_TWIN_INTERFACE,
-    MANAGED_BY, MAX_KSERVICE, MAX_LABEL, fit, label_name,
+    MANAGED_BY, MAX_KSERVICE, MAX_LABEL, dns_label, fit, label_name,
 };
 
 /// The seed filter of the event-store trigger: it matches no ktwin event, so the store receives
@@ -33,6 +37,14 @@ pub const EVENT_STORE_SEED_TYPE: &str = "ktwin.event-store";
 /// deleting one never removes another's identical binding (RabbitMQ ignores `x-` arguments when
 /// matching headers).
 pub const BINDING_ID_ARGUMENT: &str = "x-ktwin-binding";
+/// The most dispatcher workers eventing-rabbitmq accepts on a Trigger: its webhook refuses
+/// `rabbitmq.eventing.knative.dev/parallelism` outside 1..=1000
+/// (`pkg/apis/eventing/v1alpha1/trigger_validation.go`), so larger values are capped.
+pub const MAX_TRIGGER_PARALLELISM: u32 = 1000;
+/// Name of the embedded event store's volume (and of its claim template).
+pub const STORE_VOLUME: &str = "data";
+/// The non-root user of the `ktwin` image (distroless `nonroot`).
+pub const RUN_AS_USER: i64 = 65532;
 
 /// What only the cluster knows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -200,17 +212,17 @@ impl Rendered {
 
 /// Name of the Knative Service of an interface's twins.
 pub fn twin_service_name(interface: &str) -> String {
-    fit(interface, MAX_KSERVICE)
+    dns_label(&[interface], MAX_KSERVICE)
 }
 
 /// Name of the Trigger feeding an interface's service.
 pub fn twin_trigger_name(interface: &str) -> String {
-    fit(interface, MAX_LABEL)
+    dns_label(&[interface], MAX_LABEL)
 }
 
 /// Name of the Knative Service of an event store.
 pub fn event_store_service_name(store: &str) -> String {
-    fit(store, MAX_KSERVICE)
+    dns_label(&[store], MAX_KSERVICE)
 }
 
 /// Name of the Trigger feeding an event store.
@@ -306,7 +318,11 @@ impl<'a> Renderer<'a> {
             // The kubelet expands `$(VAR)` from the secret-referenced variables [`Self::env`]
             // defines just before, so credentials never appear in the object.
             Endpoint::Amqp => Ok(format!(
-                "amqp://$(KTWIN_AMQP_USERNAME):$(KTWIN_AMQP_PASSWORD)@$(KTWIN_AMQP_HOST):$(KTWIN_AMQP_PORT)/{}",
+                "amqp://$({}):$({})@$({}):$({})/{}",
+                env::AMQP_USERNAME,
+                env::AMQP_PASSWORD,
+                env::AMQP_HOST,
+                env::AMQP_PORT,
                 self.config.vhost.replace('/', "%2f")
             )),
             Endpoint::Graph => Ok(format!(
@@ -318,7 +334,7 @@ impl<'a> Renderer<'a> {
         }
     }
 
-    fn env(&self, env: &[PlatformEnv]) -> Result<Vec<EnvVar>, Missing> {
+    fn env(&self, vars: &[PlatformEnv]) -> Result<Vec<EnvVar>, Missing> {
         let literal = |name: &str, value: String| EnvVar {
             name: name.to_owned(),
             value: Some(value),
@@ -337,17 +353,17 @@ impl<'a> Renderer<'a> {
             }),
         };
         let mut out = Vec::new();
-        for e in env {
+        for e in vars {
             match &e.value {
                 EnvValue::Literal(value) => out.push(literal(&e.name, value.clone())),
                 EnvValue::SecretKey { name, key } => out.push(secret(&e.name, name, key)),
                 EnvValue::Endpoint(Endpoint::Amqp) => {
                     let s = &self.config.rabbitmq_secret;
                     for (var, key) in [
-                        ("KTWIN_AMQP_USERNAME", &s.username_key),
-                        ("KTWIN_AMQP_PASSWORD", &s.password_key),
-                        ("KTWIN_AMQP_HOST", &s.host_key),
-                        ("KTWIN_AMQP_PORT", &s.port_key),
+                        (env::AMQP_USERNAME, &s.username_key),
+                        (env::AMQP_PASSWORD, &s.password_key),
+                        (env::AMQP_HOST, &s.host_key),
+                        (env::AMQP_PORT, &s.port_key),
                     ] {
                         out.push(secret(var, &s.name, key));
                     }
@@ -409,9 +425,9 @@ impl<'a> Renderer<'a> {
                 .map(|r| r.event_type.to_string())
                 .unwrap_or(seed);
             let mut meta = self.metadata(&trigger, owner, &labels);
-            if let Some(parallelism) = service.autoscaling.parallelism {
-                meta["annotations"] =
-                    json!({"rabbitmq.eventing.knative.dev/parallelism": parallelism.to_string()});
+            let annotations = dispatcher_annotations(service.autoscaling.parallelism, None);
+            if !annotations.is_empty() {
+                meta["annotations"] = json!(annotations);
             }
             let mut spec = self.broker_ref();
             spec["filter"] = json!({"attributes": {"type": filter}});
@@ -510,40 +526,32 @@ impl<'a> Renderer<'a> {
             .ok_or_else(|| Missing::TriggerQueue(trigger.to_owned()))
     }
 
-    /// Renders an event store (Knative Service and its Trigger).
+    /// Renders an event store: with a database, a Knative Service scaling its stateless
+    /// replicas; embedded, a one-replica StatefulSet on a PersistentVolumeClaim behind a
+    /// Service. Either way the Trigger feeding it, and the same URL.
     pub fn event_store(&self, plan: &EventStorePlan, owner: &Owner) -> Rendered {
         let mut out = Rendered::default();
         let name = event_store_service_name(&plan.name);
         let labels = [(LABEL_EVENT_STORE, plan.name.as_str())];
-        match self.env(&plan.env) {
-            Ok(env) => {
-                let template = PodTemplateSpec {
-                    metadata: None,
-                    spec: Some(PodSpec {
-                        containers: vec![Container {
-                            name: "event-store".into(),
-                            image: Some(plan.image.clone()),
-                            args: Some(plan.args.clone()),
-                            resources: plan.resources.clone(),
-                            ports: Some(vec![ContainerPort {
-                                container_port: i32::from(self.config.service_port),
-                                ..Default::default()
-                            }]),
-                            readiness_probe: Some(http_probe("/ready", self.config.service_port)),
-                            ..Default::default()
-                        }],
-                        ..Default::default()
-                    }),
-                };
-                out.push(
-                    ChildKind::KService,
-                    json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service",
-                        "metadata": self.metadata(&name, owner, &labels),
-                        "spec": {"template": knative_template(&template, &plan.autoscaling, &env, &plan.node_selector)}}),
-                );
+        let subscriber = match self.env(&plan.env) {
+            Err(missing) => {
+                out.miss(missing);
+                None
             }
-            Err(missing) => out.miss(missing),
-        }
+            Ok(env) => Some(match &plan.storage {
+                StoreStorage::Database { .. } => {
+                    out.push(ChildKind::KService, self.store_kservice(plan, owner, env));
+                    json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": name})
+                }
+                StoreStorage::Embedded { .. } => {
+                    out.extend(self.store_statefulset(plan, owner, env));
+                    json!({"apiVersion": "v1", "kind": "Service", "name": name})
+                }
+            }),
+        };
+        let subscriber = subscriber.unwrap_or_else(
+            || json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": name}),
+        );
         let trigger = event_store_trigger_name(&plan.name);
         let mut meta = self.metadata(&trigger, owner, &labels);
         let annotations = dispatcher_annotations(
@@ -555,16 +563,132 @@ impl<'a> Renderer<'a> {
         }
         let mut spec = self.broker_ref();
         spec["filter"] = json!({"attributes": {"type": EVENT_STORE_SEED_TYPE}});
-        spec["subscriber"] = json!({
-            "ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": name},
-            "uri": plan.ingest_path,
-        });
+        spec["subscriber"] = json!({"ref": subscriber, "uri": plan.ingest_path});
         out.push(
             ChildKind::Trigger,
             json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
                    "metadata": meta, "spec": spec}),
         );
         out.finish()
+    }
+
+    fn store_container(&self, plan: &EventStorePlan, env: Vec<EnvVar>) -> Container {
+        let port = self.config.service_port;
+        Container {
+            name: "event-store".into(),
+            image: Some(plan.image.clone()),
+            args: Some(plan.args.clone()),
+            env: Some(env),
+            resources: plan.resources.clone(),
+            ports: Some(vec![ContainerPort {
+                name: Some("http".into()),
+                container_port: i32::from(port),
+                ..Default::default()
+            }]),
+            readiness_probe: Some(http_probe("/ready", port)),
+            liveness_probe: Some(http_probe("/health", port)),
+            ..Default::default()
+        }
+    }
+
+    fn store_kservice(&self, plan: &EventStorePlan, owner: &Owner, env: Vec<EnvVar>) -> Value {
+        let name = event_store_service_name(&plan.name);
+        let labels = [(LABEL_EVENT_STORE, plan.name.as_str())];
+        let mut container = self.store_container(plan, Vec::new());
+        // Knative names the port itself and refuses a probe port of its own choosing.
+        container.ports = Some(vec![ContainerPort {
+            container_port: i32::from(self.config.service_port),
+            ..Default::default()
+        }]);
+        container.liveness_probe = None;
+        container.readiness_probe = Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/ready".into()),
+                ..Default::default()
+            }),
+            period_seconds: Some(10),
+            ..Default::default()
+        });
+        let template = PodTemplateSpec {
+            metadata: None,
+            spec: Some(PodSpec {
+                containers: vec![container],
+                ..Default::default()
+            }),
+        };
+        let template = knative_template(&template, &plan.autoscaling, &env, &plan.node_selector);
+        json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+            "metadata": self.metadata(&name, owner, &labels),
+            "spec": {"template": template}})
+    }
+
+    /// The embedded store: one replica owning its volume (a second would open the same
+    /// database), reached through a Service on port 80 like a Knative service.
+    fn store_statefulset(
+        &self,
+        plan: &EventStorePlan,
+        owner: &Owner,
+        env: Vec<EnvVar>,
+    ) -> Rendered {
+        let StoreStorage::Embedded {
+            size,
+            storage_class,
+            path,
+        } = &plan.storage
+        else {
+            return Rendered::default();
+        };
+        let name = event_store_service_name(&plan.name);
+        let selector: BTreeMap<String, String> =
+            [(LABEL_EVENT_STORE.to_owned(), fit(&plan.name, MAX_LABEL))].into();
+        let mut container = self.store_container(plan, env);
+        container.volume_mounts = Some(vec![VolumeMount {
+            name: STORE_VOLUME.into(),
+            mount_path: path.clone(),
+            ..Default::default()
+        }]);
+        container.security_context = Some(restricted_container());
+        let claim = PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some(STORE_VOLUME.into()),
+                ..Default::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(vec!["ReadWriteOnce".into()]),
+                storage_class_name: storage_class.clone(),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some([("storage".to_owned(), Quantity(size.clone()))].into()),
+                    limits: None,
+                }),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        let meta: ObjectMeta = serde_json::from_value(self.metadata(
+            &name,
+            owner,
+            &[(LABEL_EVENT_STORE, plan.name.as_str())],
+        ))
+        .unwrap_or_default();
+        let statefulset = StatefulSet {
+            metadata: meta.clone(),
+            spec: StatefulSetSpec {
+                replicas: Some(1),
+                service_name: Some(name.clone()),
+                selector: label_selector(&selector),
+                template: pod_template(&selector, container, &plan.node_selector),
+                volume_claim_templates: Some(vec![claim]),
+                ..Default::default()
+            },
+            status: None,
+        };
+        let mut out = Rendered::default();
+        out.push(ChildKind::StatefulSet, typed_object(&statefulset));
+        out.push(
+            ChildKind::Service,
+            typed_object(&http_service(meta, selector, 80)),
+        );
+        out
     }
 
     /// Renders the dispatchers of an MQTTTrigger (Queues, Deployments, metrics Services).
@@ -584,182 +708,171 @@ impl<'a> Renderer<'a> {
                         "rabbitmqClusterReference": self.cluster_reference(),
                     }}),
             );
-            match self.dispatcher_workload(dispatcher, owner) {
-                Ok(objects) => out.extend(objects),
+            match self.env(&dispatcher.env) {
+                Ok(env) => {
+                    let workload = Workload {
+                        name: &dispatcher.name,
+                        image: &dispatcher.image,
+                        args: &dispatcher.args,
+                        replicas: dispatcher.replicas,
+                        resources: dispatcher.resources.clone(),
+                        env,
+                        node_selector: &dispatcher.node_selector,
+                        service_type: "ClusterIP",
+                        port: self.config.service_port,
+                    };
+                    let meta = self.metadata(
+                        &dispatcher.name,
+                        owner,
+                        &[(LABEL_TRIGGER, &dispatcher.name)],
+                    );
+                    out.extend(workload.render(meta));
+                }
                 Err(missing) => out.miss(missing),
             }
         }
         out.finish()
     }
 
-    fn dispatcher_workload(
-        &self,
-        dispatcher: &DispatcherPlan,
-        owner: &Owner,
-    ) -> Result<Rendered, Missing> {
-        let env = self.env(&dispatcher.env)?;
-        Ok(self.workload(
-            &dispatcher.name,
-            owner,
-            &dispatcher.image,
-            &dispatcher.args,
-            dispatcher.replicas,
-            dispatcher.resources.clone(),
-            env,
-            &dispatcher.node_selector,
-            "ClusterIP",
-            self.config.service_port,
-        ))
-    }
-
-    /// A Deployment plus a Service in front of its HTTP port (health and metrics), both
-    /// labelled `ktwin/trigger=<name>` as the original's ServiceMonitor expects.
-    #[allow(clippy::too_many_arguments)]
-    fn workload(
-        &self,
-        name: &str,
-        owner: &Owner,
-        image: &str,
-        args: &[String],
-        replicas: u32,
-        resources: Option<ResourceRequirements>,
-        env: Vec<EnvVar>,
-        node_selector: &BTreeMap<String, String>,
-        service_type: &str,
-        port: u16,
-    ) -> Rendered {
-        let mut out = Rendered::default();
-        let selector: BTreeMap<String, String> =
-            [(LABEL_TRIGGER.to_owned(), name.to_owned())].into();
-        let meta: ObjectMeta =
-            serde_json::from_value(self.metadata(name, owner, &[(LABEL_TRIGGER, name)]))
-                .unwrap_or_default();
-        let deployment = Deployment {
-            metadata: meta.clone(),
-            spec: DeploymentSpec {
-                replicas: Some(i32::try_from(replicas).unwrap_or(i32::MAX)),
-                selector: LabelSelector {
-                    match_labels: Some(selector.clone()),
-                    match_expressions: None,
-                },
-                template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta {
-                        labels: Some(selector.clone()),
-                        ..Default::default()
-                    }),
-                    spec: Some(PodSpec {
-                        containers: vec![Container {
-                            name: name.to_owned(),
-                            image: Some(image.to_owned()),
-                            args: Some(args.to_vec()),
-                            env: Some(env),
-                            ports: Some(vec![ContainerPort {
-                                name: Some("http".into()),
-                                container_port: i32::from(port),
-                                ..Default::default()
-                            }]),
-                            resources,
-                            liveness_probe: Some(http_probe("/health", port)),
-                            readiness_probe: Some(http_probe("/ready", port)),
-                            security_context: Some(restricted_container()),
-                            ..Default::default()
-                        }],
-                        node_selector: (!node_selector.is_empty()).then(|| node_selector.clone()),
-                        ..Default::default()
-                    }),
-                },
-                ..Default::default()
-            },
-            status: None,
-        };
-        out.push(ChildKind::Deployment, typed_object(&deployment));
-        let service = Service {
-            metadata: meta,
-            spec: Some(ServiceSpec {
-                type_: Some(service_type.to_owned()),
-                selector: Some(selector),
-                ports: Some(vec![ServicePort {
-                    name: Some("http".into()),
-                    port: i32::from(port),
-                    target_port: Some(IntOrString::String("http".into())),
-                    protocol: Some("TCP".into()),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            status: None,
-        };
-        out.push(ChildKind::Service, typed_object(&service));
-        out
-    }
-
     /// Renders a gateway (Deployment and Service).
     pub fn gateway(&self, plan: &GatewayPlan, owner: &Owner) -> Rendered {
         match self.env(&plan.env) {
-            Ok(env) => self
-                .workload(
-                    &plan.name,
-                    owner,
-                    &plan.image,
-                    &plan.args,
-                    plan.replicas,
-                    plan.resources.clone(),
+            Ok(env) => {
+                let workload = Workload {
+                    name: &plan.name,
+                    image: &plan.image,
+                    args: &plan.args,
+                    replicas: plan.replicas,
+                    resources: plan.resources.clone(),
                     env,
-                    &BTreeMap::new(),
-                    &plan.service_type,
-                    plan.port,
-                )
-                .finish(),
+                    node_selector: &BTreeMap::new(),
+                    service_type: &plan.service_type,
+                    port: plan.port,
+                };
+                let meta = self.metadata(&plan.name, owner, &[(LABEL_TRIGGER, &plan.name)]);
+                workload.render(meta).finish()
+            }
             Err(missing) => Rendered {
                 objects: Vec::new(),
                 missing: vec![missing],
             },
         }
     }
+}
 
-    /// Renders the twin graph service (part of the install bundle, owned by nobody).
-    pub fn graph(&self, plan: &GraphPlan) -> Rendered {
-        let owner = Owner {
-            api_version: String::new(),
-            kind: String::new(),
-            name: String::new(),
-            uid: None,
+/// A Deployment running one `ktwin` component, and the Service in front of its HTTP port
+/// (health, readiness, metrics and its API), both selected by `ktwin/trigger=<name>` as the
+/// original's ServiceMonitor expects.
+#[derive(Debug, Clone)]
+pub struct Workload<'a> {
+    /// Name of the Deployment, its container and Service.
+    pub name: &'a str,
+    /// Container image.
+    pub image: &'a str,
+    /// Container arguments (the `ktwin` subcommand).
+    pub args: &'a [String],
+    /// Replicas.
+    pub replicas: u32,
+    /// Container resources.
+    pub resources: Option<ResourceRequirements>,
+    /// Container environment.
+    pub env: Vec<EnvVar>,
+    /// Node selector of the pods.
+    pub node_selector: &'a BTreeMap<String, String>,
+    /// Type of the Service.
+    pub service_type: &'a str,
+    /// Port the container listens on and the Service exposes.
+    pub port: u16,
+}
+
+impl Workload<'_> {
+    /// The Deployment and the Service, with `metadata` (name, namespace, labels, owner).
+    pub fn render(self, metadata: Value) -> Rendered {
+        let mut out = Rendered::default();
+        let selector: BTreeMap<String, String> =
+            [(LABEL_TRIGGER.to_owned(), self.name.to_owned())].into();
+        let meta: ObjectMeta = serde_json::from_value(metadata).unwrap_or_default();
+        let container = Container {
+            name: self.name.to_owned(),
+            image: Some(self.image.to_owned()),
+            args: Some(self.args.to_vec()),
+            env: Some(self.env),
+            ports: Some(vec![ContainerPort {
+                name: Some("http".into()),
+                container_port: i32::from(self.port),
+                ..Default::default()
+            }]),
+            resources: self.resources,
+            liveness_probe: Some(http_probe("/health", self.port)),
+            readiness_probe: Some(http_probe("/ready", self.port)),
+            security_context: Some(restricted_container()),
+            ..Default::default()
         };
-        let mut out = self.workload(
-            &plan.name,
-            &owner,
-            &plan.image,
-            &plan.args,
-            1,
-            None,
-            vec![
-                EnvVar {
-                    name: ktwin_events::env::GRAPH_SOURCE.into(),
-                    value: Some("kubernetes".into()),
-                    value_from: None,
-                },
-                EnvVar {
-                    name: ktwin_events::env::NAMESPACE.into(),
-                    value: Some(plan.namespace.clone()),
-                    value_from: None,
-                },
-            ],
-            &BTreeMap::new(),
-            "ClusterIP",
-            plan.port,
-        );
-        // Services are reached on port 80 like Knative services; the pod listens on `port`.
-        for object in &mut out.objects {
-            match object.kind {
-                ChildKind::Service => object.object["spec"]["ports"][0]["port"] = json!(80),
-                ChildKind::Deployment => {
-                    object.object["spec"]["template"]["spec"]["serviceAccountName"] =
-                        json!(plan.name);
-                }
-                _ => {}
-            }
+        let deployment = Deployment {
+            metadata: meta.clone(),
+            spec: DeploymentSpec {
+                replicas: Some(i32::try_from(self.replicas).unwrap_or(i32::MAX)),
+                selector: label_selector(&selector),
+                template: pod_template(&selector, container, self.node_selector),
+                ..Default::default()
+            },
+            status: None,
+        };
+        out.push(ChildKind::Deployment, typed_object(&deployment));
+        let mut service = http_service(meta, selector, self.port);
+        if let Some(spec) = service.spec.as_mut() {
+            spec.type_ = Some(self.service_type.to_owned());
         }
-        out.finish()
+        out.push(ChildKind::Service, typed_object(&service));
+        out
+    }
+}
+
+fn label_selector(labels: &BTreeMap<String, String>) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(labels.clone()),
+        match_expressions: None,
+    }
+}
+
+/// The pods of a platform workload: labelled for its selector, restricted, on the configured
+/// nodes.
+fn pod_template(
+    labels: &BTreeMap<String, String>,
+    container: Container,
+    node_selector: &BTreeMap<String, String>,
+) -> PodTemplateSpec {
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels.clone()),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![container],
+            node_selector: (!node_selector.is_empty()).then(|| node_selector.clone()),
+            security_context: Some(restricted_pod()),
+            ..Default::default()
+        }),
+    }
+}
+
+/// A Service exposing `port` of the pods selected by `selector` on their `http` port.
+fn http_service(metadata: ObjectMeta, selector: BTreeMap<String, String>, port: u16) -> Service {
+    Service {
+        metadata,
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(selector),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: i32::from(port),
+                target_port: Some(IntOrString::String("http".into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
     }
 }
 
@@ -825,7 +938,23 @@ fn http_probe(path: &str, port: u16) -> Probe {
     }
 }
 
-fn restricted_container() -> k8s_openapi::api::core::v1::SecurityContext {
+/// The pod-level security of every platform pod: not root (the image's user 65532, which
+/// also owns mounted volumes), the runtime's default seccomp profile.
+pub fn restricted_pod() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS_USER),
+        fs_group: Some(RUN_AS_USER),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// The container-level security of every platform container.
+pub fn restricted_container() -> k8s_openapi::api::core::v1::SecurityContext {
     k8s_openapi::api::core::v1::SecurityContext {
         allow_privilege_escalation: Some(false),
         run_as_non_root: Some(true),
@@ -848,7 +977,7 @@ fn dispatcher_annotations(
     if let Some(parallelism) = parallelism {
         annotations.insert(
             "rabbitmq.eventing.knative.dev/parallelism".into(),
-            parallelism.to_string(),
+            parallelism.clamp(1, MAX_TRIGGER_PARALLELISM).to_string(),
         );
     }
     if let Some(resources) = resources {

@@ -59,11 +59,38 @@ where
         .collect()
 }
 
+/// Why the operator stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The ops address could not be bound.
+    #[error("binding {address}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Another replica took the Lease; this one exits so its pod restarts as a candidate.
+    #[error("lost leadership; exiting so a new leader takes over")]
+    LostLeadership,
+}
+
 /// Runs the controllers until shutdown (or loss of leadership).
-pub async fn run(client: Client, options: OperatorOptions) -> anyhow::Result<()> {
+///
+/// Readiness means "serving": every replica is Ready as soon as its ops endpoints answer, the
+/// leader and the standbys alike, so a Deployment of several replicas becomes Available and
+/// rolls. Only the Lease holder reconciles.
+pub async fn run(client: Client, options: OperatorOptions) -> Result<(), RunError> {
     let readiness = ktwin_service::Readiness::new();
     let shutdown = ktwin_service::shutdown_token();
-    let listener = tokio::net::TcpListener::bind(options.listen).await?;
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| RunError::Bind {
+            address: options.listen,
+            source,
+        })?;
+    readiness.set_ready(true);
     let ops = ktwin_service::ops_router(readiness.clone());
     let ops_shutdown = shutdown.clone();
     tokio::spawn(async move {
@@ -91,7 +118,6 @@ pub async fn run(client: Client, options: OperatorOptions) -> anyhow::Result<()>
             () = shutdown.cancelled() => return Ok(()),
         }
     }
-    readiness.set_ready(true);
     tracing::info!("reconciling");
 
     let ctx = Arc::new(Context::new(client.clone(), options.config));
@@ -151,7 +177,12 @@ pub async fn run(client: Client, options: OperatorOptions) -> anyhow::Result<()>
         .for_each(|_| async {});
 
     let mut stores = Controller::new(Api::<EventStore>::all(client.clone()), wc.clone());
-    for kind in [ChildKind::KService, ChildKind::Trigger] {
+    for kind in [
+        ChildKind::KService,
+        ChildKind::Trigger,
+        ChildKind::StatefulSet,
+        ChildKind::Service,
+    ] {
         let (api, ar) = dynamic(kind);
         stores = stores.owns_with(api, ar, wc.clone());
     }
@@ -186,7 +217,7 @@ pub async fn run(client: Client, options: OperatorOptions) -> anyhow::Result<()>
             _ = controllers => {}
             () = elector.keep() => {
                 shutdown.cancel();
-                anyhow::bail!("lost leadership; exiting so a new leader takes over");
+                return Err(RunError::LostLeadership);
             }
         },
         None => {

@@ -1,22 +1,18 @@
-//! The install bundle and the Helm chart's CRDs stay in sync with the CRD types.
+//! The install bundle: what it holds, least privilege, and readiness that lets two operator
+//! replicas become Available.
 
-use std::path::Path;
-
-use ktwin_operator::bundle::{InstallOptions, install_bundle, operator_rules, to_yaml_stream};
-use ktwin_planner::KtwinConfig;
+use ktwin_operator::install::apply::{Step, install_steps};
+use ktwin_operator::install::{
+    DEFAULT_OPERATOR_NAMESPACE, InstallValues, install_bundle, operator_rules,
+};
 use serde_json::Value;
 
-fn crds() -> Vec<Value> {
-    install_bundle(&KtwinConfig::default(), &InstallOptions::default())
-        .into_iter()
-        .filter(|o| o["kind"] == "CustomResourceDefinition")
-        .collect()
+fn bundle(values: &InstallValues) -> Vec<Value> {
+    install_bundle(values, DEFAULT_OPERATOR_NAMESPACE).unwrap()
 }
 
-#[test]
-fn bundle_holds_namespaces_crds_rbac_operator_graph_and_defaults() {
-    let bundle = install_bundle(&KtwinConfig::default(), &InstallOptions::default());
-    let kinds: Vec<String> = bundle
+fn names(objects: &[Value]) -> Vec<String> {
+    objects
         .iter()
         .map(|o| {
             format!(
@@ -25,12 +21,19 @@ fn bundle_holds_namespaces_crds_rbac_operator_graph_and_defaults() {
                 o["metadata"]["name"].as_str().unwrap()
             )
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn bundle_holds_namespaces_crds_rbac_operator_graph_and_the_world() {
+    let objects = bundle(&InstallValues::default());
+    let kinds = names(&objects);
     for expected in [
         "Namespace/ktwin-system",
         "Namespace/ktwin",
         "CustomResourceDefinition/twininterfaces.dtd.ktwin",
         "ClusterRole/ktwin-operator",
+        "ConfigMap/ktwin-operator-config",
         "Deployment/ktwin-operator",
         "Deployment/ktwin-graph",
         "Service/ktwin-graph",
@@ -42,15 +45,60 @@ fn bundle_holds_namespaces_crds_rbac_operator_graph_and_defaults() {
             "{expected} missing from {kinds:?}"
         );
     }
-    assert_eq!(crds().len(), 5);
-    let without = install_bundle(
-        &KtwinConfig::default(),
-        &InstallOptions {
-            defaults: false,
-            ..InstallOptions::default()
-        },
+    let crds = objects
+        .iter()
+        .filter(|o| o["kind"] == "CustomResourceDefinition")
+        .count();
+    assert_eq!(crds, 5);
+    let mut values = InstallValues::default();
+    values.event_store.enabled = false;
+    assert!(!bundle(&values).iter().any(|o| o["kind"] == "EventStore"));
+}
+
+#[test]
+fn the_graph_runs_the_graph_service_on_the_kubernetes_source() {
+    let objects = bundle(&InstallValues::default());
+    let graph = objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "ktwin-graph")
+        .unwrap();
+    let container = &graph["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["args"], serde_json::json!(["graph"]));
+    let env = container["env"].as_array().unwrap();
+    let var = |name: &str| env.iter().find(|e| e["name"] == name).unwrap()["value"].clone();
+    assert_eq!(var("KTWIN_GRAPH_SOURCE"), "kubernetes");
+    assert_eq!(var("KTWIN_NAMESPACE"), "ktwin");
+    assert_eq!(
+        graph["spec"]["template"]["spec"]["serviceAccountName"],
+        "ktwin-graph"
     );
-    assert!(!without.iter().any(|o| o["kind"] == "EventStore"));
+}
+
+#[test]
+fn the_operator_reads_the_values_config_and_its_image() {
+    let mut values = InstallValues::default();
+    values.image.repository = "registry.example/ktwin".into();
+    values.config.images.mqtt_dispatcher = Some("registry.example/dispatcher:2".into());
+    let objects = bundle(&values);
+    let config = objects.iter().find(|o| o["kind"] == "ConfigMap").unwrap();
+    let text = config["data"]["config.yaml"].as_str().unwrap();
+    let parsed: ktwin_planner::KtwinConfig = serde_yaml_ng::from_str(text).unwrap();
+    assert_eq!(parsed, values.config);
+    let operator = objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "ktwin-operator")
+        .unwrap();
+    let container = &operator["spec"]["template"]["spec"]["containers"][0];
+    let image = format!("registry.example/ktwin:{}", values.image.tag);
+    assert_eq!(container["image"], image.as_str());
+    let env = container["env"].as_array().unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "KTWIN_IMAGE" && e["value"] == image.as_str())
+    );
+    // Readiness is "serving", on every replica (leadership is not readiness).
+    assert_eq!(operator["spec"]["replicas"], 2);
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/ready");
 }
 
 #[test]
@@ -63,23 +111,39 @@ fn operator_cannot_read_secrets() {
     }
 }
 
-/// `deploy/helm/ktwin/crds/ktwin.yaml` is generated from the CRD types; run this test with
-/// `KTWIN_REGENERATE=1` after changing them.
 #[test]
-fn helm_chart_crds_match_the_types() {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/helm/ktwin/crds/ktwin.yaml");
-    let expected = format!(
-        "# Generated from crates/model (test helm_chart_crds_match_the_types); do not edit.\n{}",
-        to_yaml_stream(&crds()).unwrap()
-    );
-    if std::env::var_os("KTWIN_REGENERATE").is_some() {
-        std::fs::write(&path, &expected).unwrap();
-    }
-    let actual = std::fs::read_to_string(&path).unwrap_or_default();
+fn install_applies_crds_waits_for_them_then_applies_the_rest() {
+    let objects = bundle(&InstallValues::default());
+    let steps: Vec<Step> = install_steps(&objects)
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    let last_crd = steps
+        .iter()
+        .rposition(|s| matches!(s, Step::Apply { kind, .. } if kind == "CustomResourceDefinition"))
+        .unwrap();
+    let first_wait = steps
+        .iter()
+        .position(|s| matches!(s, Step::WaitEstablished(_)))
+        .unwrap();
+    let first_other = steps
+        .iter()
+        .position(|s| matches!(s, Step::Apply { kind, .. } if kind != "CustomResourceDefinition"))
+        .unwrap();
     assert!(
-        actual == expected,
-        "{} is stale: rerun with KTWIN_REGENERATE=1",
-        path.display()
+        last_crd < first_wait && first_wait < first_other,
+        "{steps:?}"
     );
+    let waits = steps
+        .iter()
+        .filter(|s| matches!(s, Step::WaitEstablished(_)))
+        .count();
+    assert_eq!(waits, 5);
+    // The world's resources come after the CRDs that define them are served.
+    let event_store = steps
+        .iter()
+        .position(|s| matches!(s, Step::Apply { kind, .. } if kind == "EventStore"))
+        .unwrap();
+    assert!(event_store > first_wait);
+    assert_eq!(steps.len(), objects.len() + waits);
 }

@@ -499,6 +499,7 @@ async fn one_leader_at_a_time_until_its_lease_expires() {
 
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/ktwin/deployments";
 const SERVICES: &str = "/api/v1/namespaces/ktwin/services";
+const STATEFULSETS: &str = "/apis/apps/v1/namespaces/ktwin/statefulsets";
 
 #[tokio::test]
 async fn mqtt_trigger_and_event_store_reconcile_idempotently() {
@@ -520,17 +521,29 @@ async fn mqtt_trigger_and_event_store_reconcile_idempotently() {
         fake.names(DEPLOYMENTS),
         vec!["cloud-event-dispatcher", "mqtt-dispatcher"]
     );
+    // The default store is embedded: one replica with its volume, behind a Service.
     assert_eq!(
         fake.names(SERVICES),
-        vec!["cloud-event-dispatcher", "mqtt-dispatcher"]
+        vec!["cloud-event-dispatcher", "event-store", "mqtt-dispatcher"]
+    );
+    let statefulset = fake.get(STATEFULSETS, "event-store").unwrap();
+    assert_eq!(statefulset["spec"]["replicas"], 1);
+    assert_eq!(
+        statefulset["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+        "10Gi"
     );
     let queues = fake.names(QUEUES);
     assert!(
         queues.contains(&"mqtt-dispatcher-queue".to_owned()),
         "{queues:?}"
     );
-    assert_eq!(fake.names(KSVC), vec!["event-store"]);
+    assert!(fake.names(KSVC).is_empty());
     assert_eq!(fake.names(TRIGGERS), vec!["event-store-trigger"]);
+    let store_trigger = fake.get(TRIGGERS, "event-store-trigger").unwrap();
+    assert_eq!(
+        store_trigger["spec"]["subscriber"]["ref"],
+        json!({"apiVersion": "v1", "kind": "Service", "name": "event-store"})
+    );
     let mqtt = fake.get(DEPLOYMENTS, "mqtt-dispatcher").unwrap();
     let env = mqtt["spec"]["template"]["spec"]["containers"][0]["env"].clone();
     let exchange = env

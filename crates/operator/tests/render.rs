@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use ktwin_operator::cli::load_project;
 use ktwin_operator::kinds::ChildKind;
+use ktwin_operator::manifests::load_project;
 use ktwin_operator::render::{Desired, Discovered, render_plan, routing_table_of};
 use ktwin_planner::{KtwinConfig, Plan, routing_table};
 use serde_json::{Value, json};
@@ -368,10 +368,11 @@ fn every_rendered_object_is_valid() {
     for dir in project_dirs() {
         let plan = plan_of(&dir);
         let mut all: Vec<Value> = objects(&plan).into_iter().map(|d| d.object).collect();
-        let bundle = ktwin_operator::bundle::install_bundle(
-            &KtwinConfig::default(),
-            &ktwin_operator::bundle::InstallOptions::default(),
-        );
+        let bundle = ktwin_operator::install::install_bundle(
+            &ktwin_operator::install::InstallValues::default(),
+            ktwin_operator::install::DEFAULT_OPERATOR_NAMESPACE,
+        )
+        .unwrap();
         all.extend(bundle);
         for object in &all {
             let api_version = object["apiVersion"].as_str().unwrap();
@@ -395,6 +396,8 @@ fn every_rendered_object_is_valid() {
                 use k8s_openapi::api::{apps, core, rbac};
                 match key.as_str() {
                     "apps/v1/Deployment" => round_trips::<apps::v1::Deployment>(object),
+                    "apps/v1/StatefulSet" => round_trips::<apps::v1::StatefulSet>(object),
+                    "v1/ConfigMap" => round_trips::<core::v1::ConfigMap>(object),
                     "v1/Service" => round_trips::<core::v1::Service>(object),
                     "v1/Namespace" => round_trips::<core::v1::Namespace>(object),
                     "v1/ServiceAccount" => round_trips::<core::v1::ServiceAccount>(object),
@@ -425,6 +428,7 @@ fn every_rendered_object_is_valid() {
         "rabbitmq.com/v1beta1/Binding",
         "rabbitmq.com/v1beta1/Queue",
         "apps/v1/Deployment",
+        "apps/v1/StatefulSet",
         "v1/Service",
     ] {
         assert!(
@@ -445,7 +449,7 @@ fn plan_output_snapshot() {
     let objects: Vec<Value> = rendered.objects.into_iter().map(|d| d.object).collect();
     insta::assert_snapshot!(
         "fixture_objects",
-        ktwin_operator::bundle::to_yaml_stream(&objects).unwrap()
+        ktwin_operator::install::to_yaml_stream(&objects).unwrap()
     );
     insta::assert_yaml_snapshot!("fixture_routes", routing_table(&plan));
 }
@@ -467,7 +471,7 @@ fn smart_city_plan_snapshot() {
     let objects: Vec<Value> = rendered.objects.into_iter().map(|d| d.object).collect();
     insta::assert_snapshot!(
         "smart_city_objects",
-        ktwin_operator::bundle::to_yaml_stream(&objects).unwrap()
+        ktwin_operator::install::to_yaml_stream(&objects).unwrap()
     );
     insta::assert_yaml_snapshot!("smart_city_routes", routing_table(&plan));
 }

@@ -34,37 +34,72 @@ impl ObjectRef {
     }
 }
 
+/// The image every platform component runs from when the configuration names none: the one
+/// `ktwin` image of this build (each component is a subcommand of the binary).
+pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/ktwin/ktwin:", env!("CARGO_PKG_VERSION"));
+
 /// Container images of the platform components, as full references (`registry/name:tag`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Every component is a subcommand of the `ktwin` binary, so one image serves them all:
+/// [`Images::default`] names it, and a component's own entry overrides it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Images {
+    /// The `ktwin` image; absent means the operator's own image (`KTWIN_IMAGE`), else
+    /// [`DEFAULT_IMAGE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
     /// The event store service.
-    pub event_store: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_store: Option<String>,
     /// The MQTT → CloudEvent dispatcher.
-    pub mqtt_dispatcher: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_dispatcher: Option<String>,
     /// The CloudEvent → MQTT dispatcher.
-    pub cloud_event_dispatcher: String,
-    /// The twin graph service.
-    pub graph: String,
-    /// The authenticated API gateway.
-    pub gateway: String,
-    /// The operator itself (for the install bundle).
-    pub operator: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_event_dispatcher: Option<String>,
+    /// The gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// Twin services running a handler built into `ktwin` (`ktwin service <handler>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub twin_service: Option<String>,
 }
 
 impl Images {
-    /// Every image from `registry` with `tag`; the binaries are all the one `ktwin` image, run
-    /// with different subcommands, so one reference serves them all.
-    pub fn uniform(registry: &str, tag: &str) -> Self {
-        let image = format!("{}/ktwin:{tag}", registry.trim_end_matches('/'));
-        Self {
-            event_store: image.clone(),
-            mqtt_dispatcher: image.clone(),
-            cloud_event_dispatcher: image.clone(),
-            graph: image.clone(),
-            gateway: image.clone(),
-            operator: image,
-        }
+    fn pick<'a>(&'a self, own: &'a Option<String>) -> &'a str {
+        own.as_deref()
+            .or(self.default.as_deref())
+            .unwrap_or(DEFAULT_IMAGE)
+    }
+
+    /// The `ktwin` image.
+    pub fn ktwin(&self) -> &str {
+        self.pick(&None)
+    }
+
+    /// Image of the event store.
+    pub fn event_store(&self) -> &str {
+        self.pick(&self.event_store)
+    }
+
+    /// Image of the MQTT → CloudEvent dispatcher.
+    pub fn mqtt_dispatcher(&self) -> &str {
+        self.pick(&self.mqtt_dispatcher)
+    }
+
+    /// Image of the CloudEvent → MQTT dispatcher.
+    pub fn cloud_event_dispatcher(&self) -> &str {
+        self.pick(&self.cloud_event_dispatcher)
+    }
+
+    /// Image of the gateway.
+    pub fn gateway(&self) -> &str {
+        self.pick(&self.gateway)
+    }
+
+    /// Image of twin services that run a built-in handler.
+    pub fn twin_service(&self) -> &str {
+        self.pick(&self.twin_service)
     }
 }
 
@@ -78,8 +113,6 @@ pub struct ComponentArgs {
     pub mqtt_dispatcher: Vec<String>,
     /// The CloudEvent → MQTT dispatcher.
     pub cloud_event_dispatcher: Vec<String>,
-    /// The twin graph service.
-    pub graph: Vec<String>,
     /// The gateway.
     pub gateway: Vec<String>,
 }
@@ -91,7 +124,6 @@ impl Default for ComponentArgs {
             event_store: args(&["store"]),
             mqtt_dispatcher: args(&["dispatcher", "mqtt"]),
             cloud_event_dispatcher: args(&["dispatcher", "cloudevent"]),
-            graph: args(&["graph"]),
             gateway: args(&["gateway"]),
         }
     }
@@ -140,16 +172,6 @@ impl Default for RabbitmqSecret {
     }
 }
 
-/// Optional Secret key holding the event store's database URL, passed by `secretKeyRef`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretKey {
-    /// Secret name.
-    pub name: String,
-    /// Key inside the Secret.
-    pub key: String,
-}
-
 /// Everything about the platform the planner must be told.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -164,10 +186,6 @@ pub struct KtwinConfig {
     pub mqtt_exchange: String,
     /// Dispatcher credentials.
     pub rabbitmq_secret: RabbitmqSecret,
-    /// Secret key holding the event store's PostgreSQL URL; `None` runs the store on its
-    /// embedded single-pod database (not for production: scaled pods do not share it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event_store_database: Option<SecretKey>,
     /// The EventStore twins persist to, when several exist in a world.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_store: Option<String>,
@@ -175,6 +193,7 @@ pub struct KtwinConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mqtt_trigger: Option<String>,
     /// Component images.
+    #[serde(default)]
     pub images: Images,
     /// Component container arguments.
     #[serde(default)]
@@ -205,13 +224,9 @@ impl Default for KtwinConfig {
             vhost: "/".into(),
             mqtt_exchange: "amq.topic".into(),
             rabbitmq_secret: RabbitmqSecret::default(),
-            event_store_database: Some(SecretKey {
-                name: "ktwin-event-store-database".into(),
-                key: "url".into(),
-            }),
             event_store: None,
             mqtt_trigger: None,
-            images: Images::uniform("ghcr.io/ktwin", env!("CARGO_PKG_VERSION")),
+            images: Images::default(),
             args: ComponentArgs::default(),
             node_selectors: NodeSelectors::default(),
             default_autoscaling: Autoscaling {

@@ -17,20 +17,29 @@
 //! assert!(routing_table(&plan).deliveries.is_empty());
 //! ```
 
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+
 mod build;
+mod components;
 mod config;
 mod input;
+mod interface;
 mod plan;
 mod routing;
+mod world;
 
-pub use build::{PlanError, World, autoscaling_from_model, plan, plan_interface};
+pub use build::plan;
+pub use components::EMBEDDED_STORE_PATH;
 pub use config::{
-    ComponentArgs, Images, KtwinConfig, NodeSelectors, ObjectRef, RabbitmqSecret, SecretKey,
+    ComponentArgs, DEFAULT_IMAGE, Images, KtwinConfig, NodeSelectors, ObjectRef, RabbitmqSecret,
 };
 pub use input::{PlanInput, name_of};
+pub use interface::{autoscaling_from_model, plan_interface};
 pub use plan::{
     Autoscaling, Diagnostic, DispatcherKind, DispatcherPlan, DispatchersPlan, Endpoint, EnvValue,
     EventStorePlan, GatewayPlan, GraphPlan, InterfacePlan, MqttIngress, Plan, PlatformEnv, Route,
-    RoutePurpose, ScaleMetric, Subscriber, TwinService,
+    RoutePurpose, ScaleMetric, StoreStorage, Subscriber, TwinService,
 };
 pub use routing::{RoutingTable, routing_table};
+pub use world::{PlanError, World};

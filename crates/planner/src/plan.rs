@@ -265,11 +265,36 @@ pub struct EventStorePlan {
     pub dispatcher_resources: Option<ResourceRequirements>,
     /// Path events are POSTed to.
     pub ingest_path: String,
+    /// Where the events are kept, which decides how the store runs.
+    pub storage: StoreStorage,
     /// Environment of the store.
     pub env: Vec<PlatformEnv>,
     /// Extra node selector entries.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+}
+
+/// Where an event store keeps its events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StoreStorage {
+    /// Its embedded database on a persistent volume: exactly one replica, with stable storage.
+    Embedded {
+        /// Requested volume size (a Kubernetes quantity).
+        size: String,
+        /// StorageClass; `None` is the cluster's default.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        storage_class: Option<String>,
+        /// Where the volume is mounted and the database lives.
+        path: String,
+    },
+    /// PostgreSQL, whose URL is a Secret key: stateless replicas that scale.
+    Database {
+        /// Secret name.
+        secret: String,
+        /// Key of the URL in the Secret.
+        key: String,
+    },
 }
 
 /// Which dispatcher.
@@ -344,7 +369,7 @@ pub struct DispatchersPlan {
     pub cloud_event: DispatcherPlan,
 }
 
-/// The twin graph service.
+/// The twin graph service (installed once per world by the install bundle).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GraphPlan {
@@ -352,10 +377,6 @@ pub struct GraphPlan {
     pub name: String,
     /// Namespace.
     pub namespace: String,
-    /// Container image.
-    pub image: String,
-    /// Container arguments (the `ktwin` subcommand running the component).
-    pub args: Vec<String>,
     /// Container port.
     pub port: u16,
     /// API path.

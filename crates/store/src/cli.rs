@@ -79,6 +79,10 @@ pub struct StoreArgs {
     /// Events per transaction, at most.
     #[arg(long, default_value_t = IngestConfig::default().max_batch)]
     pub max_batch: usize,
+    /// Milliseconds an API request may take before it is answered 503 (the EventStore's
+    /// `timeout`, passed as `TIMEOUT`).
+    #[arg(long, env = env::STORE_TIMEOUT, default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
 }
 
 /// Serves the store until Ctrl-C or SIGTERM, then drains in-flight requests and the ingest
@@ -121,7 +125,14 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
             }
         })
     };
-    let app = with_service_layers(router(backend, ingestor, config).merge(ops_router(readiness)));
+    // The EventStore's `timeout` bounds the API's requests; the probes keep the shared limit.
+    let api = router(backend, ingestor, config).layer(
+        tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_millis(args.request_timeout_ms.max(1)),
+        ),
+    );
+    let app = with_service_layers(api.merge(ops_router(readiness)));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 mod event;
+pub mod helm;
 mod paths;
 mod postgres;
 pub mod servers;

@@ -45,6 +45,7 @@ fn default_timeout() -> i32 {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct EventStoreSpec {
+    /// Scaling of the store's replicas (with `database`) and parallelism of its feed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_scaling: Option<AutoScaling>,
     /// Requests and limits of the event-store container.
@@ -57,6 +58,70 @@ pub struct EventStoreSpec {
     #[serde(default = "default_timeout")]
     #[schemars(range(min = 1, max = 600000))]
     pub timeout: i32,
+    /// PostgreSQL holding the events: the store then runs as stateless, scalable replicas.
+    /// Absent, the store keeps its events in its embedded database on a PersistentVolumeClaim
+    /// and runs as one replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<EventStoreDatabase>,
+    /// The volume of the embedded database (ignored with `database`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<EventStoreStorage>,
+}
+
+/// A PostgreSQL database: the key of a Secret (in the store's namespace) holding its URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventStoreDatabase {
+    /// The Secret holding the URL (`postgres://user:password@host:5432/db`).
+    pub secret_key_ref: DatabaseSecretKey,
+}
+
+/// A key of a Secret in the same namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DatabaseSecretKey {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key inside the Secret.
+    #[serde(default = "default_database_key")]
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+/// Key of the database URL in its Secret when none is named.
+pub const DEFAULT_DATABASE_KEY: &str = "url";
+
+fn default_database_key() -> String {
+    DEFAULT_DATABASE_KEY.to_owned()
+}
+
+/// The PersistentVolumeClaim of the embedded store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventStoreStorage {
+    /// Requested size, a Kubernetes quantity.
+    #[serde(default = "default_storage_size")]
+    #[schemars(length(min = 1))]
+    pub size: String,
+    /// StorageClass of the claim; absent means the cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+/// Size of the embedded store's volume when none is given.
+pub const DEFAULT_STORAGE_SIZE: &str = "10Gi";
+
+fn default_storage_size() -> String {
+    DEFAULT_STORAGE_SIZE.to_owned()
+}
+
+impl Default for EventStoreStorage {
+    fn default() -> Self {
+        EventStoreStorage {
+            size: default_storage_size(),
+            storage_class_name: None,
+        }
+    }
 }
 
 impl Default for EventStoreSpec {
@@ -66,6 +131,8 @@ impl Default for EventStoreSpec {
             resources: None,
             dispatcher_resources: None,
             timeout: DEFAULT_EVENT_STORE_TIMEOUT,
+            database: None,
+            storage: None,
         }
     }
 }

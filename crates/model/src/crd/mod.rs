@@ -12,12 +12,29 @@ mod mqtt_trigger;
 mod twin_instance;
 mod twin_interface;
 
-pub use common::*;
-pub use event_store::*;
-pub use gateway::*;
-pub use mqtt_trigger::*;
-pub use twin_instance::*;
-pub use twin_interface::*;
+pub use common::{AutoScalerMetric, AutoScaling, CONDITION_READY, Phase, find_condition};
+pub use event_store::{
+    DEFAULT_DATABASE_KEY, DEFAULT_EVENT_STORE_TIMEOUT, DEFAULT_STORAGE_SIZE, DatabaseSecretKey,
+    EventStore, EventStoreDatabase, EventStoreSpec, EventStoreStatus, EventStoreStorage,
+};
+pub use gateway::{
+    Gateway, GatewayApis, GatewayAuth, GatewayService, GatewayServiceType, GatewaySpec,
+    GatewayStatus, SecretKeyRef,
+};
+pub use mqtt_trigger::{
+    DEFAULT_MQTT_EXCHANGE, DEFAULT_PREFETCH, DispatcherSpec, MQTTTrigger, MQTTTriggerSpec,
+    MQTTTriggerStatus, QueueType,
+};
+pub use twin_instance::{
+    HttpEndpoint, TopicEndpoint, TwinInstance, TwinInstanceData, TwinInstanceDataValue,
+    TwinInstanceEndpointSettings, TwinInstanceRelationship, TwinInstanceSpec, TwinInstanceStatus,
+};
+pub use twin_interface::{
+    CommandPayload, ComplexKind, EnumValueSchema, PrimitiveType, TwinArraySchema, TwinCommand,
+    TwinComplexType, TwinComponent, TwinEnumSchema, TwinEnumValue, TwinInterface,
+    TwinInterfaceEventStore, TwinInterfaceService, TwinInterfaceSpec, TwinInterfaceStatus,
+    TwinMapSchema, TwinNamedSchema, TwinProperty, TwinRelationship, TwinSchema, TwinTelemetry,
+};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,

@@ -4,5 +4,7 @@
 mod instance;
 mod interface;
 
-pub use instance::*;
-pub use interface::*;
+pub use instance::{
+    GraphJson, GraphNode, IncomingRelationship, InstanceGraph, InstanceNode, InstanceProblem,
+};
+pub use interface::{InterfaceGraph, InterfaceProblem};
