@@ -37,6 +37,7 @@
 #![warn(clippy::unwrap_used)]
 
 mod amqp_codec;
+mod dead_letter;
 mod delivery;
 mod filter;
 mod memory;
@@ -48,6 +49,7 @@ use cloudevents::Event;
 pub use amqp_codec::{
     DEAD_LETTER_REASON_HEADER, DecodeError, event_from_amqp, event_to_amqp, header_string,
 };
+pub use dead_letter::{DeadLetterSink, NewDeadLetter};
 pub use delivery::{
     DEFAULT_MAX_DELIVERIES, DeadLetter, Delivery, NackOutcome, Subscription, SubscriptionSpec,
 };
@@ -156,6 +158,8 @@ pub mod metric_names {
     pub const UNROUTABLE: &str = "ktwin_broker_unroutable_events_total";
     /// Counter of dead-lettered events, label `subscription`.
     pub const DEAD_LETTERS: &str = "ktwin_broker_dead_letters_total";
+    /// Counter of in-memory dead letters discarded over their byte bound, label `subscription`.
+    pub const DEAD_LETTERS_DISCARDED: &str = "ktwin_broker_dead_letters_discarded_total";
     /// Counter of RabbitMQ reconnections.
     pub const RECONNECTS: &str = "ktwin_broker_reconnects_total";
 }

@@ -10,9 +10,12 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::delivery::{DeliverySource, Settle, Settlement};
 use crate::{
-    Broker, BrokerError, DeadLetter, Delivery, PublishOutcome, Subscription, SubscriptionSpec,
-    TypeFilter, metric_names,
+    Broker, BrokerError, DeadLetter, DeadLetterSink, Delivery, NewDeadLetter, PublishOutcome,
+    Subscription, SubscriptionSpec, TypeFilter, metric_names,
 };
+
+/// Where a broker's dead letters go, once set: shared by its queues.
+type SinkSlot = Arc<RwLock<Option<Arc<dyn DeadLetterSink>>>>;
 
 /// Limits of a [`MemoryBroker`].
 #[derive(Debug, Clone)]
@@ -20,8 +23,11 @@ pub struct MemoryBrokerConfig {
     /// Events a subscription holds at most, ready and unacknowledged together. Publishers wait
     /// when a matching subscription is full.
     pub queue_capacity: usize,
-    /// Dead letters kept per subscription; older ones are discarded (and counted) beyond that.
-    pub dead_letter_capacity: usize,
+    /// Bytes of dead letters (see [`NewDeadLetter::size`]) kept in memory per subscription
+    /// when no [`DeadLetterSink`] is set ([`MemoryBroker::keep_dead_letters_in`]); beyond it
+    /// the oldest are discarded, counted in `ktwin_broker_dead_letters_discarded_total` and
+    /// logged.
+    pub dead_letter_bytes: usize,
     /// How long a publisher waits for room before failing with
     /// [`BrokerError::Backpressure`]; `None` waits forever.
     pub publish_timeout: Option<Duration>,
@@ -31,7 +37,7 @@ impl Default for MemoryBrokerConfig {
     fn default() -> Self {
         Self {
             queue_capacity: 10_000,
-            dead_letter_capacity: 1_000,
+            dead_letter_bytes: 16 * 1024 * 1024,
             publish_timeout: Some(Duration::from_secs(30)),
         }
     }
@@ -69,6 +75,7 @@ struct Inner {
     /// outlives a change of the subscriptions.
     routes: RwLock<HashMap<String, Arc<[Arc<Queue>]>>>,
     orphan_dead_letters: Mutex<HashMap<String, VecDeque<DeadLetter>>>,
+    dead_letter_sink: SinkSlot,
 }
 
 struct Entry {
@@ -79,6 +86,8 @@ struct Entry {
 struct QueueState {
     ready: VecDeque<Entry>,
     dead: VecDeque<DeadLetter>,
+    /// Bytes of `dead`, as [`NewDeadLetter::size`] counts them.
+    dead_bytes: usize,
     closed: bool,
     consumers: usize,
 }
@@ -87,7 +96,8 @@ struct Queue {
     name: String,
     filter: TypeFilter,
     max_deliveries: u32,
-    dead_letter_capacity: usize,
+    dead_letter_bytes: usize,
+    dead_letter_sink: SinkSlot,
     /// Free slots: a slot is held from publish until ack or dead-letter, so ready plus
     /// in-flight events never exceed the capacity.
     slots: Semaphore,
@@ -115,10 +125,35 @@ impl Queue {
         self.available.notify_one();
     }
 
-    fn dead_letter(&self, entry: Entry, reason: String) {
+    /// Gives up on `entry`: to the broker's dead-letter sink when it has one (if the sink
+    /// fails, the event is requeued rather than lost), else into the queue's byte-bounded
+    /// buffer.
+    async fn dead_letter(&self, entry: Entry, reason: String) {
         tracing::warn!(subscription = %self.name, id = entry.event.id(), %reason, "dead-lettering event");
+        let sink = self
+            .dead_letter_sink
+            .read()
+            .expect("dead-letter sink lock")
+            .clone();
+        if let Some(sink) = sink {
+            let letter = NewDeadLetter::of_event(&self.name, &reason, &entry.event);
+            if let Err(error) = sink.put(letter).await {
+                tracing::warn!(subscription = %self.name, id = entry.event.id(), %error, "keeping a dead letter failed; the event is requeued");
+                self.requeue(entry);
+                return;
+            }
+        } else {
+            self.keep_dead_letter(entry, reason);
+        }
         metrics::counter!(metric_names::DEAD_LETTERS, "subscription" => self.name.clone())
             .increment(1);
+        self.slots.add_permits(1);
+    }
+
+    /// Keeps a dead letter in memory, discarding the oldest (counted, logged) beyond the
+    /// queue's byte bound.
+    fn keep_dead_letter(&self, entry: Entry, reason: String) {
+        let size = NewDeadLetter::of_event(&self.name, &reason, &entry.event).size();
         let letter = DeadLetter {
             subscription: self.name.clone(),
             reason,
@@ -127,13 +162,30 @@ impl Queue {
             at: chrono::Utc::now(),
         };
         let mut state = self.state.lock().expect("queue lock");
-        if state.dead.len() >= self.dead_letter_capacity {
-            state.dead.pop_front();
-            tracing::warn!(subscription = %self.name, "dead-letter buffer full, discarding the oldest");
+        let mut discarded = 0u64;
+        while state.dead_bytes + size > self.dead_letter_bytes {
+            let Some(oldest) = state.dead.pop_front() else {
+                break;
+            };
+            state.dead_bytes -= dead_letter_size(&oldest);
+            discarded += 1;
         }
+        state.dead_bytes += size;
         state.dead.push_back(letter);
         drop(state);
-        self.slots.add_permits(1);
+        if discarded > 0 {
+            metrics::counter!(metric_names::DEAD_LETTERS_DISCARDED, "subscription" => self.name.clone())
+                .increment(discarded);
+            tracing::warn!(subscription = %self.name, discarded, bound = self.dead_letter_bytes, "in-memory dead letters over their byte bound: the oldest were discarded");
+        }
+    }
+}
+
+/// What a kept dead letter counts against its queue's byte bound.
+fn dead_letter_size(letter: &DeadLetter) -> usize {
+    match &letter.event {
+        Some(event) => NewDeadLetter::of_event(&letter.subscription, &letter.reason, event).size(),
+        None => letter.raw.as_ref().map_or(0, Vec::len) + letter.reason.len(),
     }
 }
 
@@ -146,6 +198,26 @@ impl MemoryBroker {
                 ..Inner::default()
             }),
         }
+    }
+
+    /// Sends dead letters of every subscription to `sink` from now on (the event store, say)
+    /// instead of keeping them in memory.
+    pub fn keep_dead_letters_in(&self, sink: Arc<dyn DeadLetterSink>) {
+        *self
+            .inner
+            .dead_letter_sink
+            .write()
+            .expect("dead-letter sink lock") = Some(sink);
+    }
+
+    /// The sink set by [`keep_dead_letters_in`](Self::keep_dead_letters_in), if any: other
+    /// components of the same platform (a dispatcher) keep their dead letters there too.
+    pub fn dead_letter_sink(&self) -> Option<Arc<dyn DeadLetterSink>> {
+        self.inner
+            .dead_letter_sink
+            .read()
+            .expect("dead-letter sink lock")
+            .clone()
     }
 
     /// Events currently held by subscription `name` (ready and unacknowledged), if it exists.
@@ -208,6 +280,7 @@ impl MemoryBroker {
         state.closed = true;
         let discarded = state.ready.len();
         let dead = std::mem::take(&mut state.dead);
+        state.dead_bytes = 0;
         drop(state);
         queue.available.notify_waiters();
         if discarded > 0 {
@@ -239,14 +312,23 @@ impl Broker for MemoryBroker {
                 .increment(1);
             return Ok(PublishOutcome::Unroutable);
         };
+        // A slot in every matching queue first, then the event into all of them: a publish
+        // that fails (one queue stayed full) leaves no copy anywhere, so the publisher's retry
+        // gives no queue a second one.
+        for (reserved, queue) in queues.iter().enumerate() {
+            if let Err(err) = self.reserve(queue).await {
+                for queue in &queues[..reserved] {
+                    queue.slots.add_permits(1);
+                }
+                return Err(err);
+            }
+        }
         for queue in rest {
-            self.reserve(queue).await?;
             queue.push_back(Entry {
                 event: event.clone(),
                 delivery_count: 0,
             });
         }
-        self.reserve(last).await?;
         last.push_back(Entry {
             event,
             delivery_count: 0,
@@ -269,11 +351,13 @@ impl Broker for MemoryBroker {
                     name: spec.name.clone(),
                     filter: spec.filter.clone(),
                     max_deliveries: spec.max_deliveries,
-                    dead_letter_capacity: self.inner.config.dead_letter_capacity.max(1),
+                    dead_letter_bytes: self.inner.config.dead_letter_bytes,
+                    dead_letter_sink: Arc::clone(&self.inner.dead_letter_sink),
                     slots: Semaphore::new(self.inner.config.queue_capacity.max(1)),
                     state: Mutex::new(QueueState {
                         ready: VecDeque::new(),
                         dead: VecDeque::new(),
+                        dead_bytes: 0,
                         closed: false,
                         consumers: 0,
                     }),
@@ -330,7 +414,10 @@ impl Broker for MemoryBroker {
         if let Some(queue) = self.inner.queues.read().expect("queues lock").get(name) {
             let mut state = queue.state.lock().expect("queue lock");
             let n = (max - taken.len()).min(state.dead.len());
-            taken.extend(state.dead.drain(..n));
+            let drained: Vec<DeadLetter> = state.dead.drain(..n).collect();
+            let freed: usize = drained.iter().map(dead_letter_size).sum();
+            state.dead_bytes = state.dead_bytes.saturating_sub(freed);
+            taken.extend(drained);
         }
         Ok(taken)
     }
@@ -424,7 +511,9 @@ impl Settle for MemorySettle {
         match settlement {
             Settlement::Ack => self.queue.slots.add_permits(1),
             Settlement::Requeue => self.queue.requeue(self.entry(event)),
-            Settlement::DeadLetter(reason) => self.queue.dead_letter(self.entry(event), reason),
+            Settlement::DeadLetter(reason) => {
+                self.queue.dead_letter(self.entry(event), reason).await;
+            }
         }
         Ok(())
     }

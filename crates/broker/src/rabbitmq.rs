@@ -68,7 +68,7 @@ pub struct RabbitConfig {
 impl Default for RabbitConfig {
     fn default() -> Self {
         Self {
-            uri: ktwin_events::platform::defaults::AMQP_URL.into(),
+            uri: ktwin_events::defaults::AMQP_URL.into(),
             exchange: "ktwin-broker".into(),
             declare_exchange: true,
             queue_type: QueueType::Quorum,

@@ -3,9 +3,13 @@
 use std::time::Duration;
 
 use cloudevents::{AttributesReader, Event, EventBuilder, EventBuilderV10};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::FutureExt;
 use ktwin_broker::{
-    Broker, BrokerError, MemoryBroker, MemoryBrokerConfig, NackOutcome, PublishOutcome,
-    Subscription, SubscriptionSpec, TypeFilter,
+    Broker, BrokerError, DeadLetterSink, MemoryBroker, MemoryBrokerConfig, NackOutcome,
+    NewDeadLetter, PublishOutcome, Subscription, SubscriptionSpec, TypeFilter,
 };
 
 fn event(id: &str, ty: &str) -> Event {
@@ -28,10 +32,16 @@ async fn subscribed_to_all() -> (MemoryBroker, Subscription) {
     (broker, sub)
 }
 
+/// Bytes one dead letter of [`event`] with a one-digit id takes from subscription `s`.
+fn letter_size() -> usize {
+    NewDeadLetter::of_event("s", "bad data", &event("0", "t")).size()
+}
+
+/// A broker holding `capacity` events per subscription and three dead letters' bytes.
 fn small(capacity: usize, timeout: Option<Duration>) -> MemoryBroker {
     MemoryBroker::new(MemoryBrokerConfig {
         queue_capacity: capacity,
-        dead_letter_capacity: 3,
+        dead_letter_bytes: 3 * letter_size(),
         publish_timeout: timeout,
     })
 }
@@ -130,22 +140,108 @@ async fn a_full_subscription_holds_publishers_back_until_acked() {
         .unwrap();
     broker.publish(event("1", "t")).await.unwrap();
     broker.publish(event("2", "t")).await.unwrap();
-    let blocked = tokio::spawn({
-        let broker = broker.clone();
-        async move { broker.publish(event("3", "t")).await }
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Polled once, a publish into a full queue waits for a slot (registered, not finished).
+    let mut blocked = Box::pin(broker.publish(event("3", "t")));
     assert!(
-        !blocked.is_finished(),
+        futures::poll!(&mut blocked).is_pending(),
         "publish into a full queue must wait"
     );
     // Receiving is not enough: the slot is held until the ack.
     let first = sub.recv().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!blocked.is_finished());
+    assert!(futures::poll!(&mut blocked).is_pending());
     first.ack().await.unwrap();
-    blocked.await.unwrap().unwrap();
+    blocked.await.unwrap();
     assert_eq!(broker.depth("s"), Some(2));
+}
+
+#[tokio::test]
+async fn a_publish_that_fails_on_one_full_queue_leaves_no_copy_in_the_others() {
+    let broker = small(1, Some(Duration::from_millis(30)));
+    let mut a = broker
+        .subscribe(SubscriptionSpec::new("a", TypeFilter::all()))
+        .await
+        .unwrap();
+    let mut b = broker
+        .subscribe(SubscriptionSpec::new("b", TypeFilter::all()))
+        .await
+        .unwrap();
+    broker.publish(event("1", "t")).await.unwrap();
+    a.recv().await.unwrap().ack().await.unwrap();
+    // `a` has room, `b` is full: the publish fails on `b`.
+    let err = broker.publish(event("2", "t")).await.unwrap_err();
+    assert!(matches!(err, BrokerError::Backpressure { .. }), "{err}");
+    assert_eq!(
+        broker.depth("a"),
+        Some(0),
+        "the failed publish left a copy in `a`, which the retry would duplicate"
+    );
+    // Once `b` has room, the retry reaches both, once each.
+    b.recv().await.unwrap().ack().await.unwrap();
+    broker.publish(event("2", "t")).await.unwrap();
+    for sub in [&mut a, &mut b] {
+        let d = sub.recv().await.unwrap();
+        assert_eq!((d.event().id(), d.delivery_count()), ("2", 1));
+        d.ack().await.unwrap();
+    }
+    assert_eq!((broker.depth("a"), broker.depth("b")), (Some(0), Some(0)));
+}
+
+/// A sink keeping letters in a vector, or failing while `failing` is set.
+#[derive(Default)]
+struct VecSink {
+    kept: Mutex<Vec<NewDeadLetter>>,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl DeadLetterSink for VecSink {
+    async fn put(&self, letter: NewDeadLetter) -> Result<(), BrokerError> {
+        if self.failing.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(BrokerError::Unavailable("sink down".into()));
+        }
+        self.kept.lock().unwrap().push(letter);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn dead_letters_go_to_the_sink_and_come_back_while_it_fails() {
+    let broker = small(10, None);
+    let sink = Arc::new(VecSink::default());
+    broker.keep_dead_letters_in(sink.clone());
+    let mut sub = broker
+        .subscribe(SubscriptionSpec::new("s", TypeFilter::all()))
+        .await
+        .unwrap();
+    broker.publish(event("1", "t")).await.unwrap();
+    sink.failing
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    sub.recv()
+        .await
+        .unwrap()
+        .dead_letter("bad data")
+        .await
+        .unwrap();
+    // Not kept, so not dropped: delivered again.
+    let again = sub.recv().await.unwrap();
+    assert_eq!(again.event().id(), "1");
+    sink.failing
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    again.dead_letter("bad data").await.unwrap();
+    let kept = sink.kept.lock().unwrap().clone();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        (kept[0].origin.as_str(), kept[0].reason.as_str()),
+        ("s", "bad data")
+    );
+    assert_eq!(kept[0].header("ce-id"), Some("1"));
+    assert_eq!(kept[0].payload, br#"{"n":"1"}"#);
+    assert!(broker.take_dead_letters("s", 10).await.unwrap().is_empty());
+    assert_eq!(broker.depth("s"), Some(0));
+    assert!(
+        sub.recv().now_or_never().is_none(),
+        "nothing left to deliver"
+    );
 }
 
 #[tokio::test]
@@ -218,7 +314,11 @@ async fn poison_goes_straight_to_dead_letters_and_the_buffer_is_bounded() {
         .iter()
         .map(|l| l.event.as_ref().unwrap().id())
         .collect();
-    assert_eq!(ids, ["2", "3", "4"], "only the newest three are kept");
+    assert_eq!(
+        ids,
+        ["2", "3", "4"],
+        "only the newest three letters' bytes are kept"
+    );
     assert!(
         letters
             .iter()

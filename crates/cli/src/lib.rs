@@ -67,6 +67,8 @@ pub enum Command {
     Service(ServiceArgs),
     /// Run the gateway: twin state, history and graph, events and commands behind one token.
     Gateway(ktwin_gateway::cli::GatewayArgs),
+    /// List, replay or purge the dead letters of a running platform.
+    DeadLetters(ktwin_dispatcher::dead_letters_cli::DeadLettersArgs),
 }
 
 /// `ktwin bench` subcommands.
@@ -139,5 +141,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events(args) => events::run(&args),
         Command::Service(args) => service::run(args).await,
         Command::Gateway(args) => ktwin_gateway::cli::run(args).await,
+        Command::DeadLetters(args) => ktwin_dispatcher::dead_letters_cli::run(args).await,
     }
 }

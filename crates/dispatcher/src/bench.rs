@@ -23,7 +23,7 @@ use crate::cli::MqttBrokerArgs;
 use crate::ingress::{IngressPolicy, TopicSyntax, validate};
 use crate::metrics::DispatchMetrics;
 use crate::{IngressDispatcher, MemoryDeadLetters, MqttSource, MqttSourceConfig};
-use ktwin_events::platform::{defaults, env};
+use ktwin_events::{defaults, env};
 
 /// Output format of the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -344,7 +344,7 @@ async fn ingress_rate(
     let connected = crate::DeviceSource::connected(&source);
     let dispatcher = IngressDispatcher::new(
         broker,
-        Arc::new(MemoryDeadLetters::new(100)),
+        Arc::new(MemoryDeadLetters::new(1 << 20)),
         IngressPolicy::default(),
         DispatchMetrics::ingress("bench", "bench"),
     )

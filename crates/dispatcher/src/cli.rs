@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use ktwin_broker::{Broker, QueueType, RabbitBroker, RabbitConfig, SubscriptionSpec, TypeFilter};
 use ktwin_events::EventKind;
-use ktwin_events::platform::{defaults, env};
+use ktwin_events::{defaults, env};
 use ktwin_service::Readiness;
 use tokio_util::sync::CancellationToken;
 
@@ -94,7 +94,7 @@ pub struct MqttBrokerArgs {
     #[arg(long, env = env::MQTT_HOST, default_value = defaults::MQTT_HOST)]
     pub mqtt_host: String,
     /// MQTT broker port.
-    #[arg(long, env = env::MQTT_PORT, default_value_t = defaults::MQTT_PORT)]
+    #[arg(long, env = env::MQTT_PORT, default_value_t = ktwin_events::MQTT_PORT)]
     pub mqtt_port: u16,
 }
 

@@ -5,7 +5,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ktwin_broker::{AmqpConnector, BrokerError, ConfirmedPublisher, DEAD_LETTER_REASON_HEADER};
+use ktwin_broker::{
+    AmqpConnector, BrokerError, ConfirmedPublisher, DEAD_LETTER_REASON_HEADER, DeadLetterSink,
+    NewDeadLetter,
+};
 use lapin::BasicProperties;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable};
@@ -15,24 +18,27 @@ pub const TOPIC_HEADER: &str = "x-ktwin-topic";
 /// Header with the rejection category (`not_json`, `bad_topic`, …).
 pub const KIND_HEADER: &str = "x-ktwin-reject-kind";
 
-/// A refused device message with the reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RejectedMessage {
-    /// The topic or routing key it arrived on.
-    pub topic: String,
-    /// The payload as received.
-    pub payload: Vec<u8>,
-    /// Rejection category (metric label).
-    pub kind: &'static str,
-    /// Why, naming the offending value.
-    pub reason: String,
-}
+/// Who dead-letters refused device messages (the `origin` of their letters).
+pub const INGRESS_ORIGIN: &str = "ingress";
 
-/// Stores dead letters durably enough that the source message can then be acknowledged.
-#[async_trait]
-pub trait DeadLetterSink: Send + Sync {
-    /// Stores one dead letter.
-    async fn put(&self, letter: RejectedMessage) -> Result<(), BrokerError>;
+/// The dead letter of a device message refused by the ingress: the topic (or routing key) it
+/// arrived on and the rejection category (`not_json`, `bad_topic`, …) as headers, the payload
+/// as received.
+pub fn device_dead_letter(
+    topic: &str,
+    payload: &[u8],
+    kind: &'static str,
+    reason: impl Into<String>,
+) -> NewDeadLetter {
+    NewDeadLetter {
+        origin: INGRESS_ORIGIN.to_owned(),
+        reason: reason.into(),
+        headers: vec![
+            (TOPIC_HEADER.to_owned(), topic.to_owned()),
+            (KIND_HEADER.to_owned(), kind.to_owned()),
+        ],
+        payload: payload.to_vec(),
+    }
 }
 
 /// Dead letters in a durable RabbitMQ queue (published with confirms), reason in the
@@ -81,12 +87,13 @@ impl AmqpDeadLetters {
 
 #[async_trait]
 impl DeadLetterSink for AmqpDeadLetters {
-    async fn put(&self, letter: RejectedMessage) -> Result<(), BrokerError> {
+    async fn put(&self, letter: NewDeadLetter) -> Result<(), BrokerError> {
         let mut headers = FieldTable::default();
         let text = |s: &str| AMQPValue::LongString(s.into());
+        for (name, value) in &letter.headers {
+            headers.insert(name.as_str().into(), text(value));
+        }
         headers.insert(DEAD_LETTER_REASON_HEADER.into(), text(&letter.reason));
-        headers.insert(TOPIC_HEADER.into(), text(&letter.topic));
-        headers.insert(KIND_HEADER.into(), text(letter.kind));
         let properties = BasicProperties::default()
             .with_headers(headers)
             .with_delivery_mode(2);
@@ -97,48 +104,60 @@ impl DeadLetterSink for AmqpDeadLetters {
     }
 }
 
-/// Dead letters kept in memory (local runtime, tests): the newest `capacity`, with a count of
-/// those discarded.
+/// Dead letters kept in memory (tests, benchmarks): the newest that fit in a byte bound (as
+/// [`NewDeadLetter::size`] counts), with a count of those discarded.
 #[derive(Debug)]
 pub struct MemoryDeadLetters {
-    capacity: usize,
-    state: Mutex<(VecDeque<RejectedMessage>, u64)>,
+    max_bytes: usize,
+    state: Mutex<KeptLetters>,
+}
+
+#[derive(Debug, Default)]
+struct KeptLetters {
+    letters: VecDeque<NewDeadLetter>,
+    bytes: usize,
+    discarded: u64,
 }
 
 impl MemoryDeadLetters {
-    /// Keeps at most `capacity` dead letters.
-    pub fn new(capacity: usize) -> Self {
+    /// Keeps at most `max_bytes` of dead letters (always the newest one).
+    pub fn new(max_bytes: usize) -> Self {
         Self {
-            capacity: capacity.max(1),
-            state: Mutex::new((VecDeque::new(), 0)),
+            max_bytes,
+            state: Mutex::default(),
         }
     }
 
     /// Removes and returns the kept dead letters, oldest first.
-    pub fn take(&self) -> Vec<RejectedMessage> {
-        self.state
-            .lock()
-            .expect("dead letters lock")
-            .0
-            .drain(..)
-            .collect()
+    pub fn take(&self) -> Vec<NewDeadLetter> {
+        let mut state = self.state.lock().expect("dead letters lock");
+        state.bytes = 0;
+        state.letters.drain(..).collect()
     }
 
-    /// How many were discarded because the buffer was full.
+    /// How many were discarded because the bound was reached.
     pub fn discarded(&self) -> u64 {
-        self.state.lock().expect("dead letters lock").1
+        self.state.lock().expect("dead letters lock").discarded
     }
 }
 
 #[async_trait]
 impl DeadLetterSink for MemoryDeadLetters {
-    async fn put(&self, letter: RejectedMessage) -> Result<(), BrokerError> {
+    async fn put(&self, letter: NewDeadLetter) -> Result<(), BrokerError> {
+        let size = letter.size();
         let mut state = self.state.lock().expect("dead letters lock");
-        if state.0.len() >= self.capacity {
-            state.0.pop_front();
-            state.1 += 1;
+        while state.bytes + size > self.max_bytes
+            && let Some(oldest) = state.letters.pop_front()
+        {
+            state.bytes -= oldest.size();
+            state.discarded += 1;
+            tracing::warn!(
+                bound = self.max_bytes,
+                "in-memory dead letters full: discarding the oldest"
+            );
         }
-        state.0.push_back(letter);
+        state.bytes += size;
+        state.letters.push_back(letter);
         Ok(())
     }
 }

@@ -1,9 +1,8 @@
 //! The CloudEvent → MQTT dispatcher: `ktwin.virtual.*` events from a broker subscription out to
 //! device topics, acknowledging each event only after the device transport confirmed it.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -12,8 +11,6 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use ktwin_broker::{AmqpConnector, BrokerError, ConfirmedPublisher, Delivery, Subscription};
 use lapin::BasicProperties;
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
-use tokio::sync::{Mutex, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::TransportError;
@@ -75,142 +72,6 @@ impl DeviceSink for AmqpTopicSink {
 
     fn is_connected(&self) -> bool {
         self.connector.is_connected()
-    }
-}
-
-/// PUBACK bookkeeping: publish requests in the order they were handed to the client, then by
-/// packet id once the event loop assigned one.
-#[derive(Default)]
-struct PubAcks {
-    queued: VecDeque<oneshot::Sender<()>>,
-    by_packet_id: HashMap<u16, oneshot::Sender<()>>,
-}
-
-/// Direct MQTT publishing (QoS 1, waits for the PUBACK) to any MQTT 3.1.1 broker.
-pub struct MqttSink {
-    client: AsyncClient,
-    acks: Arc<std::sync::Mutex<PubAcks>>,
-    /// Serialises "register, then request" so registrations match request order.
-    order: Mutex<()>,
-    connected: Arc<AtomicBool>,
-    timeout: Duration,
-    _stop: tokio_util::sync::DropGuard,
-}
-
-impl std::fmt::Debug for MqttSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MqttSink")
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-impl MqttSink {
-    /// Connects to `host:port` as `client_id`.
-    pub fn start(
-        host: &str,
-        port: u16,
-        client_id: &str,
-        credentials: Option<(String, String)>,
-    ) -> Self {
-        let mut options = MqttOptions::new(client_id, host, port);
-        options
-            .set_clean_session(false)
-            .set_keep_alive(Duration::from_secs(30))
-            .set_inflight(1000)
-            .set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
-        if let Some((user, password)) = credentials {
-            options.set_credentials(user, password);
-        }
-        let (client, mut eventloop) = AsyncClient::new(options, 4096);
-        let acks: Arc<std::sync::Mutex<PubAcks>> = Arc::default();
-        let connected = Arc::new(AtomicBool::new(false));
-        let stop = CancellationToken::new();
-        let (loop_acks, flag, token, loop_client) = (
-            Arc::clone(&acks),
-            Arc::clone(&connected),
-            stop.clone(),
-            client.clone(),
-        );
-        tokio::spawn(async move {
-            let mut delay = Duration::from_millis(100);
-            loop {
-                let event = tokio::select! {
-                    event = eventloop.poll() => event,
-                    () = token.cancelled() => {
-                        let _ = loop_client.try_disconnect();
-                        return;
-                    }
-                };
-                match event {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        flag.store(true, Ordering::Release);
-                        delay = Duration::from_millis(100);
-                    }
-                    Ok(Event::Outgoing(Outgoing::Publish(packet_id))) => {
-                        let mut acks = loop_acks.lock().expect("acks lock");
-                        // A packet id already known is a retransmission after a reconnect.
-                        if !acks.by_packet_id.contains_key(&packet_id)
-                            && let Some(waiter) = acks.queued.pop_front()
-                        {
-                            acks.by_packet_id.insert(packet_id, waiter);
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        if let Some(waiter) = loop_acks
-                            .lock()
-                            .expect("acks lock")
-                            .by_packet_id
-                            .remove(&ack.pkid)
-                        {
-                            let _ = waiter.send(());
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        flag.store(false, Ordering::Release);
-                        tracing::warn!(%error, ?delay, "MQTT connection lost, reconnecting");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
-        });
-        Self {
-            client,
-            acks,
-            order: Mutex::new(()),
-            connected,
-            timeout: Duration::from_secs(30),
-            _stop: stop.drop_guard(),
-        }
-    }
-}
-
-#[async_trait]
-impl DeviceSink for MqttSink {
-    async fn send(&self, message: &DeviceMessage) -> Result<(), TransportError> {
-        let (tx, rx) = oneshot::channel();
-        {
-            let _order = self.order.lock().await;
-            self.acks.lock().expect("acks lock").queued.push_back(tx);
-            self.client
-                .publish(
-                    message.topic.mqtt_topic(),
-                    QoS::AtLeastOnce,
-                    false,
-                    message.payload.clone(),
-                )
-                .await?;
-        }
-        tokio::time::timeout(self.timeout, rx)
-            .await
-            .map_err(|_| TransportError::Timeout(self.timeout))?
-            .map_err(|_| TransportError::Stopped)
-    }
-
-    fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::Acquire)
     }
 }
 

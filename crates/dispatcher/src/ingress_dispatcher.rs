@@ -11,10 +11,11 @@ use futures::stream::FuturesOrdered;
 use ktwin_broker::Broker;
 use tokio_util::sync::CancellationToken;
 
-use crate::dead_letter::{DeadLetterSink, RejectedMessage};
+use crate::dead_letter::device_dead_letter;
 use crate::ingress::{DeviceReading, DuplicateTracker, EventIdentity, IngressPolicy, validate};
 use crate::metrics::{DispatchMetrics, ResponseCode};
 use crate::source::{DeviceSource, SourceMessage};
+use ktwin_broker::DeadLetterSink;
 
 /// Live counts of an ingress dispatcher (for tests, benchmarks and progress bars).
 #[derive(Debug, Default)]
@@ -188,12 +189,12 @@ impl IngressDispatcher {
         let counters = Arc::clone(&self.counters);
         async move {
             tracing::warn!(topic = %message.topic, reason = %rejection, "dead-lettering device message");
-            let letter = RejectedMessage {
-                topic: message.topic.clone(),
-                payload: message.payload.to_vec(),
-                kind: rejection.kind.as_label(),
-                reason: rejection.detail.clone(),
-            };
+            let letter = device_dead_letter(
+                &message.topic,
+                &message.payload,
+                rejection.kind.as_label(),
+                rejection.detail.clone(),
+            );
             let mut delay = Duration::from_millis(100);
             loop {
                 match sink.put(letter.clone()).await {

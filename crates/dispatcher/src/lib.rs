@@ -23,22 +23,26 @@ pub mod bench;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod dead_letter;
+#[cfg(feature = "cli")]
+pub mod dead_letters_cli;
 pub mod egress;
 mod egress_dispatcher;
 mod error;
 pub mod ingress;
 mod ingress_dispatcher;
 pub mod metrics;
+mod mqtt_sink;
 mod source;
 
 pub use dead_letter::{
-    AmqpDeadLetters, DeadLetterSink, KIND_HEADER, MemoryDeadLetters, RejectedMessage, TOPIC_HEADER,
+    AmqpDeadLetters, INGRESS_ORIGIN, KIND_HEADER, MemoryDeadLetters, TOPIC_HEADER,
+    device_dead_letter,
 };
-pub use egress_dispatcher::{
-    AmqpTopicSink, DeviceSink, EgressCounters, EgressDispatcher, MqttSink,
-};
+pub use egress_dispatcher::{AmqpTopicSink, DeviceSink, EgressCounters, EgressDispatcher};
 pub use error::TransportError;
 pub use ingress_dispatcher::{IngressCounters, IngressDispatcher};
+pub use ktwin_broker::{DeadLetterSink, NewDeadLetter};
+pub use mqtt_sink::MqttSink;
 pub use source::{
     AmqpQueueSource, AmqpSourceConfig, DeviceSource, MqttSource, MqttSourceConfig,
     REAL_ROUTING_KEY_PATTERN, SourceAck, SourceMessage,

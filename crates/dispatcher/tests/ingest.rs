@@ -87,7 +87,7 @@ async fn ten_thousand_messages_via_the_rabbitmq_mqtt_plugin_queue() {
     wait_connected(&source).await;
     let dispatcher = IngressDispatcher::new(
         Arc::new(target.broker.clone()),
-        Arc::new(MemoryDeadLetters::new(10)),
+        Arc::new(MemoryDeadLetters::new(1 << 20)),
         policy(&[&iface]),
         DispatchMetrics::ingress(&format!("it-{suffix}"), "ktwin"),
     );
@@ -124,7 +124,7 @@ async fn ten_thousand_messages_via_a_direct_mosquitto_subscription() {
     wait_connected(&source).await;
     let dispatcher = IngressDispatcher::new(
         Arc::new(target.broker.clone()),
-        Arc::new(MemoryDeadLetters::new(10)),
+        Arc::new(MemoryDeadLetters::new(1 << 20)),
         policy(&[&iface]),
         DispatchMetrics::ingress(&format!("it-{suffix}"), "ktwin"),
     );
@@ -331,7 +331,7 @@ async fn bad_inputs_via_mosquitto_are_dead_lettered_with_reasons() {
     let mut target = rabbit_target(&suffix, &iface, QueueType::Classic).await;
     let source = MqttSource::start(mqtt_source_config(&suffix, &[&iface, &unknown]));
     wait_connected(&source).await;
-    let dead_letters = Arc::new(MemoryDeadLetters::new(10));
+    let dead_letters = Arc::new(MemoryDeadLetters::new(1 << 20));
     let (_, bad) = run_bad_inputs(
         source,
         mosquitto(),
@@ -343,20 +343,21 @@ async fn bad_inputs_via_mosquitto_are_dead_lettered_with_reasons() {
     .await;
     let mut letters = dead_letters.take();
     // Shared-subscription connections deliver in parallel: compare in a fixed order.
-    letters.sort_by(|a, b| {
-        (&a.topic, a.kind, a.payload.len()).cmp(&(&b.topic, b.kind, b.payload.len()))
-    });
+    let topic = |l: &ktwin_dispatcher::NewDeadLetter| l.header(TOPIC_HEADER).unwrap().to_owned();
+    let kind = |l: &ktwin_dispatcher::NewDeadLetter| l.header(KIND_HEADER).unwrap().to_owned();
+    letters.sort_by_key(|l| (topic(l), kind(l), l.payload.len()));
     let mut expected = bad.clone();
     expected.sort_by(|a, b| (&a.0, a.2, a.1.len()).cmp(&(&b.0, b.2, b.1.len())));
     assert_eq!(letters.len(), expected.len());
     for ((topic, payload, kind), letter) in expected.iter().zip(&letters) {
-        assert_eq!(&letter.topic, topic);
-        assert_eq!(&letter.kind, kind);
+        assert_eq!(letter.header(TOPIC_HEADER), Some(topic.as_str()));
+        assert_eq!(letter.header(KIND_HEADER), Some(*kind));
+        assert_eq!(letter.origin, ktwin_dispatcher::INGRESS_ORIGIN);
         assert_eq!(&letter.payload, payload);
     }
     let too_few = letters
         .iter()
-        .find(|l| l.topic == format!("ktwin/real/{iface}"))
+        .find(|l| l.header(TOPIC_HEADER) == Some(format!("ktwin/real/{iface}").as_str()))
         .unwrap();
     assert!(
         too_few

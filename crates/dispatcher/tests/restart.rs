@@ -57,7 +57,7 @@ async fn nothing_is_lost_when_rabbitmq_restarts_mid_run() {
     }
     let dispatcher = IngressDispatcher::new(
         Arc::new(target.broker.clone()),
-        Arc::new(MemoryDeadLetters::new(10)),
+        Arc::new(MemoryDeadLetters::new(1 << 20)),
         IngressPolicy::default(),
         DispatchMetrics::ingress(&format!("it-{suffix}"), "ktwin"),
     );

@@ -87,7 +87,11 @@ pub const GATEWAY_COMMANDS: &str = "KTWIN_GATEWAY_COMMANDS";
 pub const POD_NAME: &str = "POD_NAME";
 /// Namespace of the pod (downward API), where the operator keeps its Lease.
 pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
-/// names none.
+/// The ktwin image the operator deploys for a component whose resource names none.
 pub const IMAGE: &str = "KTWIN_IMAGE";
 /// Address a dispatcher's health and metrics endpoints listen on.
 pub const LISTEN: &str = "KTWIN_LISTEN";
+/// Bearer token command-line clients send to the platform's HTTP API.
+pub const TOKEN: &str = "KTWIN_TOKEN";
+/// Base URL of the platform's HTTP API for command-line clients (`ktwin dead-letters`).
+pub const PLATFORM_URL: &str = "KTWIN_URL";

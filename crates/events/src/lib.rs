@@ -5,7 +5,7 @@
 //! topics devices use (`ktwin/real/<iface>/<instance>`, `ktwin/virtual/<iface>/<instance>`), the
 //! AMQP routing keys RabbitMQ's MQTT plugin derives from them (`/` becomes `.`), and how a ktwin
 //! CloudEvent is built (UUIDv7 id, time, JSON data), and the platform's contract with its
-//! components: environment-variable names and default endpoints ([`platform`]).
+//! components: environment-variable names ([`env`]) and default endpoints ([`defaults`]).
 //!
 //! It must not know about transports, Kubernetes or storage: it is pure naming and formatting.
 //!
@@ -26,10 +26,10 @@
 #![warn(clippy::unwrap_used)]
 
 mod cloudevent;
+pub mod defaults;
 pub mod env;
 mod event_type;
 mod name;
-pub mod platform;
 mod topic;
 
 pub use cloudevent::{EventBuilder, JSON_CONTENT_TYPE, SPEC_VERSION};

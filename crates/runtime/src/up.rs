@@ -18,14 +18,16 @@ use ktwin_dispatcher::egress::PayloadFormat;
 use ktwin_dispatcher::ingress::IngressPolicy;
 use ktwin_dispatcher::metrics::DispatchMetrics;
 use ktwin_dispatcher::{
-    EgressCounters, EgressDispatcher, IngressCounters, IngressDispatcher, MemoryDeadLetters,
-    MqttSink, MqttSource, MqttSourceConfig,
+    EgressCounters, EgressDispatcher, IngressCounters, IngressDispatcher, MqttSink, MqttSource,
+    MqttSourceConfig,
 };
 use ktwin_planner::{Endpoint, EnvValue, Subscriber, TwinService};
 use ktwin_sdk::{StaticGraph, TwinContext};
 use ktwin_service::Readiness;
-use ktwin_store::broker::BrokerFeed;
-use ktwin_store::{ApiConfig, Backend, BackendChoice, IngestConfig, Ingestor, KnownInterfaces};
+use ktwin_store::broker::{BrokerFeed, StoreDeadLetters};
+use ktwin_store::{
+    ApiConfig, Backend, BackendChoice, DeadLetterLimits, IngestConfig, Ingestor, KnownInterfaces,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::autoscale::ScalePolicy;
@@ -223,6 +225,13 @@ impl Platform {
         let readiness = Readiness::new();
         // HTTP first: child services are pointed at it.
         let http = parts.start_http(&backend, &ingestor, &readiness).await?;
+        // Readiness follows the event store: false once a permanent failure halts ingestion.
+        tokio::spawn(ktwin_store::keep_readiness(
+            backend.clone(),
+            ingestor.clone(),
+            readiness.clone(),
+            parts.stages.stop_ingress.clone(),
+        ));
         let store_subscription = parts.start_store_feed(ingestor).await?;
         let egress = parts.start_egress(&mqtt).await?;
         let services = parts
@@ -311,6 +320,8 @@ impl<'a> Assembly<'a> {
             choice: format!("{choice:?}"),
             source,
         })?;
+        let dead_letters = StoreDeadLetters::new(backend.clone(), DeadLetterLimits::default());
+        self.broker.keep_dead_letters_in(Arc::new(dead_letters));
         let (ingestor, writer) = Ingestor::spawn(backend.clone(), IngestConfig::default());
         self.stages.ingest.adopt("store writer", writer);
         Ok((backend, ingestor))
@@ -520,7 +531,9 @@ impl<'a> Assembly<'a> {
             self.planned.routes.mqtt_ingress.iter().cloned().collect();
         let ingress = IngressDispatcher::new(
             self.shared_bus(),
-            Arc::new(MemoryDeadLetters::new(10_000)),
+            self.broker
+                .dead_letter_sink()
+                .expect("set when the store opened"),
             IngressPolicy {
                 known_interfaces: Some(known_interfaces),
                 ..IngressPolicy::default()

@@ -25,6 +25,7 @@ use crate::event::{InstanceKey, LatestState, TwinEvent};
 use crate::ingest::Ingestor;
 use crate::merge::Version;
 
+pub mod dead_letters;
 pub mod state_at;
 
 /// Page size when the request names none.
@@ -119,6 +120,18 @@ pub fn router(backend: Arc<dyn Backend>, ingestor: Ingestor, config: ApiConfig) 
             get(state_at::state_at_route),
         )
         .route("/api/v1/twins/{interface}", get(list_twins))
+        .route(
+            "/api/v1/dead-letters",
+            get(dead_letters::list_dead_letters).delete(dead_letters::purge_dead_letters),
+        )
+        .route(
+            "/api/v1/dead-letters/usage",
+            get(dead_letters::dead_letter_usage),
+        )
+        .route(
+            "/api/v1/dead-letters/{seq}",
+            axum::routing::delete(dead_letters::delete_dead_letter),
+        )
         .route("/api/v1/openapi.json", get(openapi_json))
         .with_state(state)
 }
@@ -137,9 +150,20 @@ pub fn router(backend: Arc<dyn Backend>, ingestor: Ingestor, config: ApiConfig) 
         latest,
         state_at::state_at_route,
         delete_instance,
-        list_twins
+        list_twins,
+        dead_letters::list_dead_letters,
+        dead_letters::dead_letter_usage,
+        dead_letters::purge_dead_letters,
+        dead_letters::delete_dead_letter
     ),
-    components(schemas(TwinEvent, LatestState, Problem, Deleted))
+    components(schemas(
+        TwinEvent,
+        LatestState,
+        Problem,
+        Deleted,
+        dead_letters::DeadLetterView,
+        crate::DeadLetterUsage
+    ))
 )]
 pub struct StoreApi;
 
@@ -150,6 +174,8 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
 fn store_problem(err: StoreError) -> Problem {
     let status = if err.is_transient() {
         StatusCode::SERVICE_UNAVAILABLE
+    } else if matches!(err, StoreError::Full { .. }) {
+        StatusCode::INSUFFICIENT_STORAGE
     } else {
         StatusCode::INTERNAL_SERVER_ERROR
     };
@@ -399,7 +425,7 @@ async fn post_event(
 /// Paging of all events.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-struct PageParams {
+pub(crate) struct PageParams {
     /// Page size (1–1000, default 100).
     #[serde(default, deserialize_with = "number_from_str")]
     limit: Option<usize>,
@@ -575,7 +601,7 @@ fn latest_response(latest: &LatestState) -> Response {
 
 /// Result of deleting an instance's history.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-struct Deleted {
+pub(crate) struct Deleted {
     /// How many events were deleted.
     deleted: u64,
 }
@@ -691,6 +717,9 @@ mod tests {
             "/api/v1/twin-events/{interface}/{instance}/latest",
             "/api/v1/twin-events/{interface}/{instance}/state",
             "/api/v1/twins/{interface}",
+            "/api/v1/dead-letters",
+            "/api/v1/dead-letters/usage",
+            "/api/v1/dead-letters/{seq}",
         ] {
             assert!(paths.contains_key(path), "{path} missing from {paths:?}");
         }

@@ -1,13 +1,16 @@
-//! Adapter from a ktwin-broker subscription to the store's [`EventFeed`], so the local runtime
-//! ingests straight from the bus (no HTTP hop). The coupling stays in this file.
+//! Adapters between ktwin-broker and the store: a subscription as the store's [`EventFeed`], so
+//! the local runtime ingests straight from the bus (no HTTP hop), and the store's dead letters
+//! as the bus's [`DeadLetterSink`]. The coupling stays in this file.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cloudevents::Event;
-use ktwin_broker::{Delivery, Subscription};
+use cloudevents::{AttributesReader, Event};
+use ktwin_broker::{BrokerError, DeadLetterSink, Delivery, NewDeadLetter, Subscription};
 
+use crate::backend::Backend;
+use crate::dead_letters::DeadLetterLimits;
 use crate::ingest::{EventFeed, FeedMessage};
 
 /// Told about every event a [`BrokerFeed`] stored, once it is durable and before it is
@@ -107,14 +110,64 @@ impl FeedMessage for FedDelivery {
     }
 
     async fn retry(self, reason: &str) {
-        if let Err(err) = self.delivery.nack(reason).await {
-            tracing::warn!(%err, "requeueing an unstored event failed");
-        }
+        // Dropped unsettled, a delivery is requeued without counting as a failed delivery: the
+        // store's trouble is no fault of the event's, and must not dead-letter it.
+        tracing::debug!(%reason, id = %self.delivery.event().id(), "releasing an unstored event");
+        drop(self.delivery);
     }
 
     async fn reject(self, reason: &str) {
         if let Err(err) = self.delivery.dead_letter(reason).await {
             tracing::warn!(%err, "dead-lettering a non-twin event failed");
         }
+    }
+}
+
+/// A [`DeadLetterSink`] keeping letters in the store's database (see [`crate::dead_letters`]),
+/// durable before `put` returns.
+#[derive(Clone)]
+pub struct StoreDeadLetters {
+    backend: Arc<dyn Backend>,
+    limits: DeadLetterLimits,
+}
+
+impl std::fmt::Debug for StoreDeadLetters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreDeadLetters")
+            .field("backend", &self.backend.name())
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl StoreDeadLetters {
+    /// Keeps letters in `backend` within `limits`.
+    pub fn new(backend: Arc<dyn Backend>, limits: DeadLetterLimits) -> Self {
+        Self { backend, limits }
+    }
+}
+
+#[async_trait]
+impl DeadLetterSink for StoreDeadLetters {
+    async fn put(&self, letter: NewDeadLetter) -> Result<(), BrokerError> {
+        let Some(store) = self.backend.dead_letters() else {
+            // Only the legacy redb engine keeps none: refusing would hold the message forever.
+            metrics::counter!(crate::metric_names::DEAD_LETTERS_UNKEPT).increment(1);
+            tracing::error!(
+                backend = self.backend.name(),
+                origin = %letter.origin,
+                reason = %letter.reason,
+                "this backend keeps no dead letters: the letter is dropped (counted in {})",
+                crate::metric_names::DEAD_LETTERS_UNKEPT
+            );
+            return Ok(());
+        };
+        store
+            .put(letter, self.limits)
+            .await
+            .map(drop)
+            .map_err(|err| {
+                BrokerError::Unavailable(format!("keeping a dead letter: {}", err.chain()))
+            })
     }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use ktwin_events::platform::{defaults, env};
+use ktwin_events::{defaults, env};
 use ktwin_service::{Readiness, ops_router, with_service_layers};
 
 use crate::{ApiConfig, BackendChoice, IngestConfig, Ingestor, KnownInterfaces, router};
@@ -112,19 +112,12 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
     let readiness = Readiness::new();
     readiness.set_ready(true);
     let shutdown = ktwin_service::shutdown_token();
-    let watcher = {
-        let (backend, readiness, shutdown) = (backend.clone(), readiness.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            // Readiness follows the database: a store that cannot commit must not get traffic.
-            while !shutdown.is_cancelled() {
-                readiness.set_ready(backend.check().await.is_ok());
-                tokio::select! {
-                    () = shutdown.cancelled() => {}
-                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
-                }
-            }
-        })
-    };
+    let watcher = tokio::spawn(crate::keep_readiness(
+        backend.clone(),
+        ingestor.clone(),
+        readiness.clone(),
+        shutdown.clone(),
+    ));
     // The EventStore's `timeout` bounds the API's requests; the probes keep the shared limit.
     let api = router(backend, ingestor, config).layer(
         tower_http::timeout::TimeoutLayer::with_status_code(

@@ -46,17 +46,54 @@ struct Submission {
 
 /// Handle to the ingest task; cheap to clone. The task ends once every handle is dropped and
 /// the queue is drained.
+///
+/// A commit that fails permanently ([`StoreError::is_transient`] false) halts ingestion:
+/// every later submission is refused with that error, feeds stop taking events (they stay with
+/// their source), and [`failure`](Self::failure) reports it until the process restarts.
 #[derive(Clone)]
 pub struct Ingestor {
     queue: mpsc::Sender<Submission>,
+    halt: Arc<Halt>,
+}
+
+/// The permanent failure that halted ingestion, once there is one.
+#[derive(Default)]
+struct Halt {
+    failure: std::sync::OnceLock<StoreError>,
+    halted: CancellationToken,
+}
+
+impl Halt {
+    fn halt(&self, err: &StoreError) {
+        if self.failure.set(err.clone()).is_ok() {
+            metrics::gauge!(metric_names::HALTED).set(1.0);
+            tracing::error!(
+                error = %err.chain(),
+                "the event store failed permanently: ingestion is halted (nothing is acknowledged \
+                 or dropped; sources keep their events) until the store is repaired and restarted"
+            );
+            self.halted.cancel();
+        }
+    }
 }
 
 impl Ingestor {
     /// Starts the ingest task over `backend`.
     pub fn spawn(backend: Arc<dyn Backend>, config: IngestConfig) -> (Self, JoinHandle<()>) {
         let (queue, receiver) = mpsc::channel(config.queue.max(1));
-        let task = tokio::spawn(run(backend, receiver, config));
-        (Self { queue }, task)
+        let halt = Arc::new(Halt::default());
+        let task = tokio::spawn(run(backend, receiver, config, Arc::clone(&halt)));
+        (Self { queue, halt }, task)
+    }
+
+    /// The permanent failure that halted ingestion, if one did.
+    pub fn failure(&self) -> Option<StoreError> {
+        self.halt.failure.get().cloned()
+    }
+
+    /// Completes once ingestion is halted by a permanent failure.
+    pub async fn halted(&self) {
+        self.halt.halted.cancelled().await;
     }
 
     /// Stores `events`; returns once they are durable (or failed together). Submissions queued
@@ -64,6 +101,9 @@ impl Ingestor {
     pub async fn submit(&self, events: Vec<TwinEvent>) -> Result<AppendReport, StoreError> {
         if events.is_empty() {
             return Ok(AppendReport::default());
+        }
+        if let Some(failure) = self.failure() {
+            return Err(failure);
         }
         let (done, receipt) = oneshot::channel();
         self.queue
@@ -84,6 +124,7 @@ async fn run(
     backend: Arc<dyn Backend>,
     mut receiver: mpsc::Receiver<Submission>,
     config: IngestConfig,
+    halt: Arc<Halt>,
 ) {
     let max_batch = config.max_batch.max(1);
     let concurrency = config.concurrency.min(backend.concurrent_appends()).max(1);
@@ -103,7 +144,7 @@ async fn run(
         while committing.len() >= concurrency {
             committing.join_next().await;
         }
-        committing.spawn(commit(backend.clone(), events, waiting));
+        committing.spawn(commit(backend.clone(), events, waiting, Arc::clone(&halt)));
     }
     while committing.join_next().await.is_some() {}
 }
@@ -113,6 +154,7 @@ async fn commit(
     backend: Arc<dyn Backend>,
     events: Vec<TwinEvent>,
     waiting: Vec<oneshot::Sender<Result<AppendReport, StoreError>>>,
+    halt: Arc<Halt>,
 ) {
     let count = events.len();
     let started = Instant::now();
@@ -129,13 +171,41 @@ async fn commit(
         Err(err) => {
             metrics::counter!(metric_names::FAILED_BATCHES, "backend" => backend.name())
                 .increment(1);
-            tracing::error!(%err, events = count, "storing a batch failed");
+            if err.is_transient() {
+                tracing::warn!(error = %err.chain(), events = count, "storing a batch failed; it is retried");
+            } else {
+                halt.halt(err);
+            }
         }
     }
     // Every producer in the batch learns the batch's outcome (counts are the batch's).
     for done in waiting {
         let _ = done.send(result.clone());
     }
+}
+
+/// How often [`keep_readiness`] asks the backend whether it answers.
+const READINESS_PROBE: Duration = Duration::from_secs(5);
+
+/// Keeps `readiness` true while the backend answers and ingestion is not halted, until
+/// `shutdown` (then false: a draining service takes no new traffic). A store that cannot
+/// commit must not get traffic; a halt turns it false at once.
+pub async fn keep_readiness(
+    backend: Arc<dyn Backend>,
+    ingestor: Ingestor,
+    readiness: ktwin_service::Readiness,
+    shutdown: CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        let answers = backend.check().await.is_ok();
+        readiness.set_ready(answers && ingestor.failure().is_none());
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = ingestor.halted() => readiness.set_ready(false),
+            () = tokio::time::sleep(READINESS_PROBE) => {}
+        }
+    }
+    readiness.set_ready(false);
 }
 
 /// A subscription the store can consume events from, e.g. a broker queue. Kept this small so
@@ -156,10 +226,63 @@ pub trait FeedMessage: Send + 'static {
     fn event(&self) -> &Event;
     /// Stored: the feed may forget it.
     async fn ack(self);
-    /// Not stored because of a transient failure: deliver again.
+    /// Not stored (the store is shutting down, or halted): deliver again later. Not a failed
+    /// delivery: it must never count towards dead-lettering.
     async fn retry(self, reason: &str);
     /// Never storable (not a twin event): dead-letter it.
     async fn reject(self, reason: &str);
+}
+
+/// The first pause before a batch whose commit failed transiently is tried again; it doubles
+/// up to [`MAX_RETRY_DELAY`].
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
+/// The longest pause between two attempts to store a batch.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+
+/// Stores one batch of a feed and settles its messages: acknowledged once stored. A transient
+/// failure is retried, with backoff, for as long as it lasts: the messages stay unsettled
+/// meanwhile (so the feed's slots fill and the source pushes back), and are never
+/// dead-lettered for it. On shutdown or a permanent failure they are released unstored, for
+/// their source to deliver again.
+async fn store_batch<M: FeedMessage>(
+    ingestor: &Ingestor,
+    mut events: Vec<TwinEvent>,
+    accepted: Vec<M>,
+    received: chrono::DateTime<Utc>,
+    cancel: &CancellationToken,
+) {
+    let mut delay = FIRST_RETRY_DELAY;
+    let released = loop {
+        let err = match ingestor.submit(events).await {
+            Ok(_) => {
+                for message in accepted {
+                    message.ack().await;
+                }
+                return;
+            }
+            Err(err) => err,
+        };
+        if !err.is_transient() {
+            // The ingestor halted on it (and said so); hold the messages until shutdown.
+            cancel.cancelled().await;
+            break err;
+        }
+        metrics::counter!(metric_names::RETRIED_BATCHES).increment(1);
+        tokio::select! {
+            () = cancel.cancelled() => break err,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(MAX_RETRY_DELAY);
+        // The same events again; they were accepted once, so they convert again.
+        events = accepted
+            .iter()
+            .filter_map(|m| TwinEvent::from_cloudevent(m.event(), received).ok())
+            .collect();
+    };
+    let reason = released.chain();
+    for message in accepted {
+        message.retry(&reason).await;
+    }
 }
 
 /// Batches of one feed being stored at once, at most: one commits while the next is collected
@@ -178,6 +301,12 @@ pub async fn ingest_feed<F: EventFeed>(
 ) {
     let slots = Arc::new(Semaphore::new(FEED_BATCHES_IN_FLIGHT as usize));
     loop {
+        if ingestor.failure().is_some() {
+            // Halted: take nothing more, so the source keeps its events (and pushes back on
+            // its producers) until the operator restarts the repaired store.
+            cancel.cancelled().await;
+            break;
+        }
         let slot = tokio::select! {
             () = cancel.cancelled() => break,
             slot = Arc::clone(&slots).acquire_owned() => slot.expect("never closed"),
@@ -207,25 +336,7 @@ pub async fn ingest_feed<F: EventFeed>(
         }
         let (ingestor, cancel) = (ingestor.clone(), cancel.clone());
         tokio::spawn(async move {
-            match ingestor.submit(events).await {
-                Ok(_) => {
-                    for message in accepted {
-                        message.ack().await;
-                    }
-                }
-                Err(err) => {
-                    let reason = err.to_string();
-                    for message in accepted {
-                        message.retry(&reason).await;
-                    }
-                    // Give the database a moment instead of spinning on redeliveries: the slot
-                    // stays taken meanwhile.
-                    tokio::select! {
-                        () = cancel.cancelled() => {}
-                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    }
-                }
-            }
+            store_batch(&ingestor, events, accepted, received, &cancel).await;
             drop(slot);
         });
     }

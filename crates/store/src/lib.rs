@@ -41,6 +41,7 @@ pub mod bench;
 pub mod broker;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod dead_letters;
 mod event;
 mod ingest;
 mod merge;
@@ -57,8 +58,12 @@ pub use backend::RedbBackend;
 pub use backend::{AppendReport, Backend, EventPosition, HistoryQuery, Page, StoreError};
 #[cfg(feature = "postgres")]
 pub use backend::{PostgresBackend, PostgresConfig};
+pub use dead_letters::{
+    DeadLetterLimits, DeadLetterStore, DeadLetterUsage, LetterSelection, OverflowPolicy,
+    StoredDeadLetter,
+};
 pub use event::{EventError, InstanceKey, LatestState, TwinEvent};
-pub use ingest::{EventFeed, FeedMessage, IngestConfig, Ingestor, ingest_feed};
+pub use ingest::{EventFeed, FeedMessage, IngestConfig, Ingestor, ingest_feed, keep_readiness};
 pub use merge::{MergeTree, Version, merge_patch};
 
 /// Names of the metrics the store records.
@@ -69,10 +74,24 @@ pub mod metric_names {
     pub const DUPLICATES: &str = "ktwin_store_events_duplicate_total";
     /// Counter of batches whose commit failed, label `backend`.
     pub const FAILED_BATCHES: &str = "ktwin_store_batches_failed_total";
+    /// Counter of feed batches tried again after a transient failure.
+    pub const RETRIED_BATCHES: &str = "ktwin_store_batches_retried_total";
+    /// Gauge, 1 once a permanent failure halted ingestion.
+    pub const HALTED: &str = "ktwin_store_ingestion_halted";
     /// Counter of feed messages rejected as not being twin events, label `reason`.
     pub const REJECTED: &str = "ktwin_store_events_rejected_total";
     /// Histogram of batch commit durations in seconds, label `backend`.
     pub const COMMIT_SECONDS: &str = "ktwin_store_commit_seconds";
+    /// Counter of dead letters kept.
+    pub const DEAD_LETTERS: &str = "ktwin_store_dead_letters_total";
+    /// Counter of dead letters dropped because the backend keeps none (the legacy redb engine).
+    pub const DEAD_LETTERS_UNKEPT: &str = "ktwin_store_dead_letters_unkept_total";
+    /// Gauge of the bytes of kept dead letters.
+    pub const DEAD_LETTER_BYTES: &str = "ktwin_store_dead_letter_bytes";
+    /// Counter of what the dead letters' byte budget did, label `action`: `evicted` (an old
+    /// letter deleted to make room), `refused` (a new one not kept), `truncated` (a payload cut
+    /// to fit the whole budget).
+    pub const DEAD_LETTER_OVERFLOW: &str = "ktwin_store_dead_letter_overflow_total";
 }
 
 /// Which backend to open.

@@ -1,6 +1,7 @@
 //! Helpers shared by ktwin's tests and benchmarks, and only by them (`publish = false`, a
 //! dev-dependency everywhere): where the test servers are, where the read-only corpora and the
-//! example project live, scratch PostgreSQL databases, and CloudEvents built in one line.
+//! example project live, scratch PostgreSQL databases, CloudEvents built in one line, and a
+//! scripted MQTT peer for tests of MQTT clients.
 //!
 //! It knows no ktwin crate (so any crate may use it without a dependency cycle) and nothing a
 //! product binary needs.
@@ -9,6 +10,7 @@
 
 mod event;
 pub mod helm;
+pub mod mqtt_peer;
 mod paths;
 mod postgres;
 pub mod servers;

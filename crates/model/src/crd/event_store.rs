@@ -72,7 +72,7 @@ pub struct EventStoreSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventStoreDatabase {
-    /// The Secret holding the URL (`postgres://user:password@host:5432/db`).
+    /// The Secret holding the PostgreSQL connection URL (with its user and password).
     pub secret_key_ref: DatabaseSecretKey,
 }
 

@@ -27,6 +27,7 @@ use super::{
     AppendReport, Backend, EventPosition, HistoryQuery, InstanceRecord, Page, StoreError,
     group_by_instance,
 };
+use crate::dead_letters::DeadLetterStore;
 use crate::event::{InstanceKey, LatestState, TwinEvent};
 use crate::merge::Version;
 
@@ -64,6 +65,10 @@ pub(crate) trait EmbeddedStore: Clone + Send + Sync + 'static {
     fn delete_blocking(&self, key: &InstanceKey) -> Result<u64, StoreError>;
     /// See [`Backend::check`].
     fn check_blocking(&self) -> Result<(), StoreError>;
+    /// See [`Backend::dead_letters`].
+    fn dead_letter_store(&self) -> Option<&dyn DeadLetterStore> {
+        None
+    }
 }
 
 /// Runs `work` on `store` on the blocking pool.
@@ -137,6 +142,10 @@ impl<S: EmbeddedStore> Backend for S {
 
     async fn check(&self) -> Result<(), StoreError> {
         blocking(self, |this| this.check_blocking()).await
+    }
+
+    fn dead_letters(&self) -> Option<&dyn DeadLetterStore> {
+        self.dead_letter_store()
     }
 }
 

@@ -24,6 +24,8 @@ use ::fjall::{
     Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode, Readable, Slice,
 };
 
+mod dead_letters;
+
 use super::embedded::{
     AppendTarget, EmbeddedStore, append_to, borrowed, corrupt, event_from_entry, history_range,
     id_key, instance_range, latest_from_entry, latest_from_record, list_events, name_key, prepare,
@@ -91,6 +93,7 @@ struct Store {
     events: Keyspace,
     ids: Keyspace,
     records: Keyspace,
+    dead: dead_letters::FjallDeadLetters,
     /// Held by the one append or delete running.
     writer: Mutex<Writer>,
 }
@@ -161,7 +164,9 @@ impl FjallBackend {
             Some(last) => instance_number(&last.key()?)? + 1,
             None => 0,
         };
+        let dead = dead_letters::FjallDeadLetters::open(&db)?;
         Ok(Self(Arc::new(Store {
+            dead,
             db,
             instances,
             events,
@@ -339,6 +344,10 @@ impl EmbeddedStore for FjallBackend {
         // Fails once a write has failed (fjall then refuses every further write).
         self.0.db.persist(PersistMode::Buffer)?;
         Ok(())
+    }
+
+    fn dead_letter_store(&self) -> Option<&dyn crate::DeadLetterStore> {
+        Some(self)
     }
 }
 

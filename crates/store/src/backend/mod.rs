@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::dead_letters::DeadLetterStore;
 use crate::event::{InstanceKey, LatestState, TwinEvent};
 use crate::merge::{MergeTree, Version};
 
@@ -67,6 +68,13 @@ pub enum StoreError {
         /// The decoder's error, when there is one.
         #[source]
         source: Option<ErrorSource>,
+    },
+    /// A bounded store is full and its policy is to refuse rather than evict (dead letters
+    /// under [`crate::OverflowPolicy::RefuseNew`]).
+    #[error("full: {context}")]
+    Full {
+        /// What is full and how to make room.
+        context: String,
     },
     /// The backend is not built into this binary (its cargo feature is off).
     #[error("the {backend} backend is not built into this binary (cargo feature {backend:?})")]
@@ -239,6 +247,10 @@ pub trait Backend: Send + Sync + 'static {
     async fn delete(&self, key: &InstanceKey) -> Result<u64, StoreError>;
     /// Whether the database answers.
     async fn check(&self) -> Result<(), StoreError>;
+    /// Where this backend keeps dead letters, if it can (not the legacy redb engine).
+    fn dead_letters(&self) -> Option<&dyn DeadLetterStore> {
+        None
+    }
 }
 
 /// What a backend keeps per instance besides the history: the merge tree and the newest event.

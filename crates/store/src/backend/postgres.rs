@@ -21,6 +21,8 @@ use super::{
 use crate::event::{InstanceKey, LatestState, TwinEvent};
 use crate::merge::{MergeTree, Version, compact};
 
+mod dead_letters;
+
 /// Migrations shipped in `crates/store/migrations`, applied in order at connect.
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (
@@ -32,6 +34,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         2,
         "instance keys",
         include_str!("../../migrations/0002_instance_keys.sql"),
+    ),
+    (
+        3,
+        "dead letters",
+        include_str!("../../migrations/0003_dead_letters.sql"),
     ),
 ];
 
@@ -730,6 +737,10 @@ impl Backend for PostgresBackend {
         let session = self.reader().await?;
         session.client.simple_query("SELECT 1").await?;
         Ok(())
+    }
+
+    fn dead_letters(&self) -> Option<&dyn crate::DeadLetterStore> {
+        Some(self)
     }
 }
 
