@@ -331,7 +331,8 @@ async fn bad_inputs_via_mosquitto_are_dead_lettered_with_reasons() {
     let mut target = rabbit_target(&suffix, &iface, QueueType::Classic).await;
     let source = MqttSource::start(mqtt_source_config(&suffix, &[&iface, &unknown]));
     wait_connected(&source).await;
-    let dead_letters = Arc::new(MemoryDeadLetters::new(1 << 20));
+    // Room for every bad input, the 2 MiB one included: a smaller bound evicts the older letters.
+    let dead_letters = Arc::new(MemoryDeadLetters::new(8 << 20));
     let (_, bad) = run_bad_inputs(
         source,
         mosquitto(),
