@@ -319,9 +319,11 @@ async fn scale_loop(shared: Arc<Shared>, launcher: Arc<dyn Launcher>, stop: Canc
 
 impl Scaler {
     fn publish_replicas(&self) {
-        self.shared
-            .replicas
-            .store(self.running.len(), Ordering::Relaxed);
+        let running = self.running.len();
+        self.shared.replicas.store(running, Ordering::Relaxed);
+        // Also when no event comes: a service scaled to zero shows zero.
+        metrics::gauge!(crate::service::metric_names::REPLICAS, "service" => self.shared.name.clone())
+            .set(running as f64);
     }
 
     /// A launch finished: the replica starts taking events, or the next launch backs off.

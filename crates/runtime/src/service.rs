@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use cloudevents::Event;
@@ -11,6 +12,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use ktwin_broker::{Broker, Delivery, Subscription};
 use ktwin_sdk::{TwinContext, TwinHandler};
+use metrics::{Counter, Gauge, Histogram};
 use tokio_util::sync::CancellationToken;
 
 use crate::pool::{DeliveryError, PoolStats, ServicePool};
@@ -85,8 +87,19 @@ impl ServiceEndpoint for InProcessService {
     async fn shutdown(&self) {}
 }
 
-/// Counts of a subscription loop.
-#[derive(Debug, Default)]
+/// Names of the metrics the runtime records per twin service (label `service`, the interface).
+pub mod metric_names {
+    /// Histogram of the seconds from handing an event to the service to its reply events being
+    /// published.
+    pub const EVENT_SECONDS: &str = "ktwin_service_event_duration_seconds";
+    /// Counter of deliveries, label `outcome` (`acked` or `nacked`).
+    pub const EVENTS: &str = "ktwin_service_events_total";
+    /// Gauge of the service's running replicas.
+    pub const REPLICAS: &str = "ktwin_service_replicas";
+}
+
+/// Counts of a subscription loop, and the service's Prometheus series.
+#[derive(Debug)]
 pub struct DeliveryCounters {
     /// Events handled and acknowledged.
     pub acked: AtomicU64,
@@ -94,6 +107,42 @@ pub struct DeliveryCounters {
     pub nacked: AtomicU64,
     /// Events emitted by the service and published.
     pub emitted: AtomicU64,
+    series: ServiceSeries,
+}
+
+/// The series of one service, registered once (a registry look-up per event costs more than an
+/// in-process handler's work).
+#[derive(Debug)]
+struct ServiceSeries {
+    seconds: Histogram,
+    acked: Counter,
+    nacked: Counter,
+    replicas: Gauge,
+}
+
+impl DeliveryCounters {
+    /// Counters of service `service`, whose series exist (at zero) from now on.
+    pub fn new(service: &str) -> Self {
+        let label = [("service", service.to_owned())];
+        let outcome = |outcome: &'static str| {
+            metrics::counter!(
+                metric_names::EVENTS,
+                "service" => service.to_owned(),
+                "outcome" => outcome
+            )
+        };
+        Self {
+            acked: AtomicU64::new(0),
+            nacked: AtomicU64::new(0),
+            emitted: AtomicU64::new(0),
+            series: ServiceSeries {
+                seconds: metrics::histogram!(metric_names::EVENT_SECONDS, &label),
+                acked: outcome("acked"),
+                nacked: outcome("nacked"),
+                replicas: metrics::gauge!(metric_names::REPLICAS, &label),
+            },
+        }
+    }
 }
 
 /// Feeds `subscription` to `service` with at most `parallelism` events in flight until `stop`
@@ -140,6 +189,7 @@ async fn serve(
     broker: &dyn Broker,
     counters: &DeliveryCounters,
 ) {
+    let started = Instant::now();
     let outcome = match service.deliver(delivery.event().clone()).await {
         Ok(emitted) => {
             let count = emitted.len() as u64;
@@ -153,15 +203,20 @@ async fn serve(
         }
         Err(err) => Err(err.to_string()),
     };
+    let series = &counters.series;
+    series.seconds.record(started.elapsed().as_secs_f64());
+    series.replicas.set(service.stats().replicas as f64);
     match outcome {
         Ok(()) => {
             counters.acked.fetch_add(1, Ordering::Relaxed);
+            series.acked.increment(1);
             if let Err(err) = delivery.ack().await {
                 tracing::warn!(%err, "ack failed");
             }
         }
         Err(reason) => {
             counters.nacked.fetch_add(1, Ordering::Relaxed);
+            series.nacked.increment(1);
             tracing::warn!(%reason, "delivery failed, requeueing");
             if let Err(err) = delivery.nack(&reason).await {
                 tracing::warn!(%err, "nack failed");

@@ -448,7 +448,7 @@ impl<'a> Assembly<'a> {
             let Some(subscription) = self.subscribe(&subscriber).await? else {
                 continue;
             };
-            let counters = Arc::new(DeliveryCounters::default());
+            let counters = Arc::new(DeliveryCounters::new(&name));
             let parallelism = service.autoscaling.parallelism.unwrap_or(100) as usize;
             let subscription_name = subscription.name().to_owned();
             self.stages.consumers.spawn(

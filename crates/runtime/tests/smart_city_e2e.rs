@@ -61,6 +61,85 @@ async fn twins(client: &reqwest::Client, base: &str, interface: &str) -> Vec<Lat
     }
 }
 
+/// Every series a panel of `deploy/grafana/` queries is exported by this `ktwin up`, once a bad
+/// device message has been dead-lettered (dead-letter series appear with the first one).
+async fn grafana_panels_query_exported_series(
+    platform: &Platform,
+    client: &reqwest::Client,
+    base: &str,
+) {
+    let rejected = platform.stats().rejected;
+    let (mqtt, mut connection) = rumqttc::AsyncClient::new(
+        rumqttc::MqttOptions::new("grafana-check", &platform.mqtt.host, platform.mqtt.port),
+        10,
+    );
+    mqtt.publish(
+        "ktwin/real/ngsi-ld-city-airqualityobserved/not-json",
+        rumqttc::QoS::AtLeastOnce,
+        false,
+        "temperature=8",
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    while platform.stats().rejected == rejected {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the bad message is not refused: {:?}",
+            platform.stats()
+        );
+        tokio::select! {
+            polled = connection.poll() => { polled.unwrap(); }
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let exported = |series: &str| {
+        metrics.lines().any(|line| {
+            line.strip_prefix(series)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+    };
+    let dir = ktwin_testkit::workspace_root().join("deploy/grafana");
+    let mut queried = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|ext| ext != "json") {
+            continue;
+        }
+        let dashboard: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                for series in expr
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                    .filter(|word| word.starts_with("ktwin_") || word.starts_with("rabbitmq_"))
+                {
+                    assert!(
+                        exported(series),
+                        "{}: panel {:?} queries {series}, which ktwin up does not export",
+                        path.display(),
+                        panel["title"]
+                    );
+                    queried += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        queried >= 10,
+        "only {queried} series queried in {}",
+        dir.display()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smart_city_one_neighborhood_at_10x_for_60s() {
     let project = ktwin_testkit::example_project();
@@ -166,18 +245,7 @@ async fn smart_city_one_neighborhood_at_10x_for_60s() {
 
     let health = client.get(format!("{base}/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("ktwin_store_events_stored_total"),
-        "metrics served"
-    );
+    grafana_panels_query_exported_series(&platform, &client, &base).await;
     let graph: Value = client
         .get(format!("{base}/api/v1/twin-graph"))
         .send()
