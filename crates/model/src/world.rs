@@ -192,6 +192,8 @@ impl Plan<'_> {
     }
 }
 
+/// Validates one group (interface, count, suffix, relationships to its parent) and its
+/// children, resolving `$parameter` counts.
 fn plan<'a>(
     group: &'a Group,
     parent: Option<&str>,
@@ -207,9 +209,64 @@ fn plan<'a>(
             format!("unknown interface {iface:?}"),
         ));
     }
-    let count = match &group.count {
-        None => 1,
-        Some(Count::Fixed(n)) => *n,
+    let count = resolve_count(group, field, params, err)?;
+    check_suffix(group, count, field, err)?;
+    let relationships = RelationshipCheck {
+        interfaces,
+        field,
+        count,
+        err,
+    };
+    match (parent, &group.relationship, &group.inverse) {
+        (None, Some(_), _) | (None, _, Some(_)) => {
+            return Err(err(
+                format!("{field}.relationship"),
+                "a root group has no parent to relate to: move it under a parent group".into(),
+            ));
+        }
+        (Some(parent), rel, inverse) => {
+            if let Some(rel) = rel {
+                relationships.check(rel, parent, iface, "relationship", count > 1)?;
+            }
+            if let Some(inv) = inverse {
+                relationships.check(inv, iface, parent, "inverse", false)?;
+            }
+        }
+        (None, None, None) => {}
+    }
+    let children = group
+        .children
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            plan(
+                c,
+                Some(iface),
+                &format!("{field}.children[{i}]"),
+                interfaces,
+                params,
+                err,
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Plan {
+        group,
+        field: field.to_owned(),
+        count,
+        children,
+    })
+}
+
+/// The group's count: 1 when absent, the number, or the value of its `$parameter`.
+fn resolve_count(
+    group: &Group,
+    field: &str,
+    params: &BTreeMap<String, u64>,
+    err: &impl Fn(String, String) -> WorldError,
+) -> Result<u64, WorldError> {
+    match &group.count {
+        None => Ok(1),
+        Some(Count::Fixed(n)) => Ok(*n),
         Some(Count::Parameter(p)) => {
             let key = p.strip_prefix('$').ok_or_else(|| {
                 err(
@@ -217,14 +274,24 @@ fn plan<'a>(
                     format!("{p:?} is neither a number nor a $parameter"),
                 )
             })?;
-            *params.get(key).ok_or_else(|| {
+            params.get(key).copied().ok_or_else(|| {
                 err(
                     format!("{field}.count"),
                     format!("parameter {key:?} is not declared under parameters"),
                 )
-            })?
+            })
         }
-    };
+    }
+}
+
+/// The suffix uses known placeholders only, and contains `{index}` when the group can repeat
+/// (otherwise its instances would share a name).
+fn check_suffix(
+    group: &Group,
+    count: u64,
+    field: &str,
+    err: &impl Fn(String, String) -> WorldError,
+) -> Result<(), WorldError> {
     if let Some(s) = &group.suffix {
         check_template(s).map_err(|m| err(format!("{field}.suffix"), m))?;
     }
@@ -241,13 +308,32 @@ fn plan<'a>(
                 .into(),
         ));
     }
-    let check_rel = |rel: &str,
-                     from: &str,
-                     to: &str,
-                     what: &str,
-                     repeated: bool|
-     -> Result<(), WorldError> {
-        let f = format!("{field}.{what}");
+    Ok(())
+}
+
+/// Checks a group's `relationship` / `inverse` against the interfaces.
+struct RelationshipCheck<'a, E> {
+    interfaces: &'a InterfaceGraph,
+    /// Path of the group.
+    field: &'a str,
+    /// The group's count, for the multiplicity message.
+    count: u64,
+    err: &'a E,
+}
+
+impl<E: Fn(String, String) -> WorldError> RelationshipCheck<'_, E> {
+    /// `rel` is declared on `from` (or a parent), targets `to` (or a parent of `to`), and
+    /// allows more than one target when the group is `repeated`.
+    fn check(
+        &self,
+        rel: &str,
+        from: &str,
+        to: &str,
+        what: &str,
+        repeated: bool,
+    ) -> Result<(), WorldError> {
+        let (interfaces, err, count) = (self.interfaces, self.err, self.count);
+        let f = format!("{}.{what}", self.field);
         let Some(declared) = interfaces.relationship(from, rel) else {
             let known: Vec<_> = interfaces
                 .relationships(from)
@@ -281,45 +367,7 @@ fn plan<'a>(
             ));
         }
         Ok(())
-    };
-    match (parent, &group.relationship, &group.inverse) {
-        (None, Some(_), _) | (None, _, Some(_)) => {
-            return Err(err(
-                format!("{field}.relationship"),
-                "a root group has no parent to relate to: move it under a parent group".into(),
-            ));
-        }
-        (Some(parent), rel, inverse) => {
-            if let Some(rel) = rel {
-                check_rel(rel, parent, iface, "relationship", count > 1)?;
-            }
-            if let Some(inv) = inverse {
-                check_rel(inv, iface, parent, "inverse", false)?;
-            }
-        }
-        (None, None, None) => {}
     }
-    let children = group
-        .children
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            plan(
-                c,
-                Some(iface),
-                &format!("{field}.children[{i}]"),
-                interfaces,
-                params,
-                err,
-            )
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(Plan {
-        group,
-        field: field.to_owned(),
-        count,
-        children,
-    })
 }
 
 /// Accepts `{index}` and `{index:0N}` placeholders only.
