@@ -293,7 +293,7 @@ fn check_suffix(
     err: &impl Fn(String, String) -> WorldError,
 ) -> Result<(), WorldError> {
     if let Some(s) = &group.suffix {
-        check_template(s).map_err(|m| err(format!("{field}.suffix"), m))?;
+        check_template(s).map_err(|e| err(format!("{field}.suffix"), e.to_string()))?;
     }
     let can_repeat = count > 1 || matches!(group.count, Some(Count::Parameter(_)));
     if can_repeat
@@ -370,13 +370,29 @@ impl<E: Fn(String, String) -> WorldError> RelationshipCheck<'_, E> {
     }
 }
 
+/// Why a suffix template is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum TemplateError {
+    #[error("unclosed '{{' in {template:?}")]
+    Unclosed { template: String },
+    #[error(
+        "unknown placeholder {{{placeholder}}} in {template:?}: expected {{index}} or {{index:0N}}"
+    )]
+    UnknownPlaceholder {
+        template: String,
+        placeholder: String,
+    },
+}
+
 /// Accepts `{index}` and `{index:0N}` placeholders only.
-fn check_template(t: &str) -> Result<(), String> {
+fn check_template(t: &str) -> Result<(), TemplateError> {
     let mut rest = t;
     while let Some(open) = rest.find('{') {
         let close = rest[open..]
             .find('}')
-            .ok_or_else(|| format!("unclosed '{{' in {t:?}"))?
+            .ok_or_else(|| TemplateError::Unclosed {
+                template: t.to_owned(),
+            })?
             + open;
         let inner = &rest[open + 1..close];
         let ok = inner == "index"
@@ -384,9 +400,10 @@ fn check_template(t: &str) -> Result<(), String> {
                 .strip_prefix("index:0")
                 .is_some_and(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_digit()));
         if !ok {
-            return Err(format!(
-                "unknown placeholder {{{inner}}} in {t:?}: expected {{index}} or {{index:0N}}"
-            ));
+            return Err(TemplateError::UnknownPlaceholder {
+                template: t.to_owned(),
+                placeholder: inner.to_owned(),
+            });
         }
         rest = &rest[close + 1..];
     }
