@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use ktwin_dtdl::{
-    Annotations, CommandPayload as DtdlPayload, ContentKind, Document, Interface, ModelSet,
-    NamedSchema, ParseError, ParseOptions, Schema,
+    Annotations, CommandPayload as DtdlPayload, Content, ContentKind, Document, Interface,
+    ModelSet, NamedSchema, ParseError, ParseOptions, RelationshipDef, Schema,
 };
 
 use crate::crd::{
@@ -260,19 +260,13 @@ pub fn compile_interface(
     iface: &Interface,
     names: &NameOptions,
 ) -> Result<TwinInterface, CompileError> {
-    let name_of = |dtmi: &str, field: String| {
-        names.name(dtmi).map_err(|source| CompileError::Name {
-            dtmi: iface.id.clone(),
-            field,
-            source,
-        })
-    };
-    let name = name_of(&iface.id, "@id".into())?;
+    let namer = Namer { iface, names };
+    let name = namer.name(&iface.id, "@id".into())?;
     let parents = iface
         .extends
         .iter()
         .enumerate()
-        .map(|(i, p)| name_of(p, format!("extends[{i}]")))
+        .map(|(i, p)| namer.name(p, format!("extends[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
     let mut spec = TwinInterfaceSpec {
         id: Some(name.clone()),
@@ -289,75 +283,7 @@ pub fn compile_interface(
         ..Default::default()
     };
     for content in iface.contents.iter().filter(|c| c.origin == iface.id) {
-        let id = explicit_id(&content.id);
-        let a = &content.annotations;
-        match &content.kind {
-            ContentKind::Property(p) => spec.properties.push(TwinProperty {
-                id,
-                comment: a.comment.clone(),
-                description: localized(&a.description),
-                display_name: localized(&a.display_name),
-                name: content.name.clone(),
-                schema: Some(schema(&p.schema)),
-                writable: p.writable,
-            }),
-            ContentKind::Telemetry(t) => spec.telemetries.push(TwinTelemetry {
-                id,
-                comment: a.comment.clone(),
-                description: localized(&a.description),
-                display_name: localized(&a.display_name),
-                name: content.name.clone(),
-                schema: Some(schema(&t.schema)),
-                unit: content.unit().map(short_term),
-            }),
-            ContentKind::Command(c) => spec.commands.push(TwinCommand {
-                id,
-                comment: a.comment.clone(),
-                description: localized(&a.description),
-                display_name: localized(&a.display_name),
-                name: content.name.clone(),
-                request: c.request.as_ref().map(payload),
-                response: c.response.as_ref().map(payload),
-            }),
-            ContentKind::Relationship(r) => spec.relationships.push(TwinRelationship {
-                id,
-                comment: a.comment.clone(),
-                description: localized(&a.description),
-                display_name: localized(&a.display_name),
-                name: content.name.clone(),
-                max_multiplicity: r.max_multiplicity.and_then(|m| i64::try_from(m).ok()),
-                min_multiplicity: r.min_multiplicity.and_then(|m| i64::try_from(m).ok()),
-                properties: r
-                    .properties
-                    .iter()
-                    .map(|p| TwinProperty {
-                        name: p.name.clone(),
-                        comment: p.annotations.comment.clone(),
-                        description: localized(&p.annotations.description),
-                        display_name: localized(&p.annotations.display_name),
-                        schema: Some(schema(&p.schema)),
-                        writable: p.writable,
-                        id: None,
-                    })
-                    .collect(),
-                interface: r
-                    .target
-                    .as_deref()
-                    .map(|t| name_of(t, format!("contents/{}/target", content.name)))
-                    .transpose()?,
-                schema: None,
-                writeable: r.writable,
-                aggregate_data: false,
-            }),
-            ContentKind::Component(c) => spec.components.push(TwinComponent {
-                id,
-                comment: a.comment.clone(),
-                description: localized(&a.description),
-                display_name: localized(&a.display_name),
-                name: content.name.clone(),
-                interface: name_of(&c.schema, format!("contents/{}/schema", content.name))?,
-            }),
-        }
+        add_content(&mut spec, content, &namer)?;
     }
     let mut ti = TwinInterface::new(&name, spec);
     ti.metadata = ObjectMeta {
@@ -367,6 +293,113 @@ pub fn compile_interface(
         ..Default::default()
     };
     Ok(ti)
+}
+
+/// Turns the DTMIs an interface refers to into TwinInterface names; errors name the
+/// interface and the field.
+struct Namer<'a> {
+    iface: &'a Interface,
+    names: &'a NameOptions,
+}
+
+impl Namer<'_> {
+    fn name(&self, dtmi: &str, field: String) -> Result<String, CompileError> {
+        self.names.name(dtmi).map_err(|source| CompileError::Name {
+            dtmi: self.iface.id.clone(),
+            field,
+            source,
+        })
+    }
+}
+
+/// Adds one of the interface's own contents to the list of its kind.
+fn add_content(
+    spec: &mut TwinInterfaceSpec,
+    content: &Content,
+    namer: &Namer<'_>,
+) -> Result<(), CompileError> {
+    let id = explicit_id(&content.id);
+    let a = &content.annotations;
+    match &content.kind {
+        ContentKind::Property(p) => spec.properties.push(TwinProperty {
+            id,
+            comment: a.comment.clone(),
+            description: localized(&a.description),
+            display_name: localized(&a.display_name),
+            name: content.name.clone(),
+            schema: Some(schema(&p.schema)),
+            writable: p.writable,
+        }),
+        ContentKind::Telemetry(t) => spec.telemetries.push(TwinTelemetry {
+            id,
+            comment: a.comment.clone(),
+            description: localized(&a.description),
+            display_name: localized(&a.display_name),
+            name: content.name.clone(),
+            schema: Some(schema(&t.schema)),
+            unit: content.unit().map(short_term),
+        }),
+        ContentKind::Command(c) => spec.commands.push(TwinCommand {
+            id,
+            comment: a.comment.clone(),
+            description: localized(&a.description),
+            display_name: localized(&a.display_name),
+            name: content.name.clone(),
+            request: c.request.as_ref().map(payload),
+            response: c.response.as_ref().map(payload),
+        }),
+        ContentKind::Relationship(r) => spec
+            .relationships
+            .push(relationship(content, r, id, namer)?),
+        ContentKind::Component(c) => spec.components.push(TwinComponent {
+            id,
+            comment: a.comment.clone(),
+            description: localized(&a.description),
+            display_name: localized(&a.display_name),
+            name: content.name.clone(),
+            interface: namer.name(&c.schema, format!("contents/{}/schema", content.name))?,
+        }),
+    }
+    Ok(())
+}
+
+fn relationship(
+    content: &Content,
+    r: &RelationshipDef,
+    id: Option<String>,
+    namer: &Namer<'_>,
+) -> Result<TwinRelationship, CompileError> {
+    let a = &content.annotations;
+    Ok(TwinRelationship {
+        id,
+        comment: a.comment.clone(),
+        description: localized(&a.description),
+        display_name: localized(&a.display_name),
+        name: content.name.clone(),
+        max_multiplicity: r.max_multiplicity.and_then(|m| i64::try_from(m).ok()),
+        min_multiplicity: r.min_multiplicity.and_then(|m| i64::try_from(m).ok()),
+        properties: r
+            .properties
+            .iter()
+            .map(|p| TwinProperty {
+                name: p.name.clone(),
+                comment: p.annotations.comment.clone(),
+                description: localized(&p.annotations.description),
+                display_name: localized(&p.annotations.display_name),
+                schema: Some(schema(&p.schema)),
+                writable: p.writable,
+                id: None,
+            })
+            .collect(),
+        interface: r
+            .target
+            .as_deref()
+            .map(|t| namer.name(t, format!("contents/{}/target", content.name)))
+            .transpose()?,
+        schema: None,
+        writeable: r.writable,
+        aggregate_data: false,
+    })
 }
 
 /// Element ids the DTDL parser derived from the position (`…:_contents:__name;1`) are noise in

@@ -251,7 +251,7 @@ impl Project {
                 ));
             };
             apply_service(iface, &settings, file.image_template.as_deref())
-                .map_err(|m| field(&f, m))?;
+                .map_err(|e| field(&f, e.to_string()))?;
             services.insert(iface_name.clone(), settings);
         }
 
@@ -295,12 +295,34 @@ impl Project {
     }
 }
 
+/// Why a service cannot be attached to an interface.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// Nothing says what to run.
+    #[error("a service needs an image, a command, a handler, or the project's imageTemplate")]
+    NothingToRun,
+    /// `aggregateData` names a relationship the interface does not declare.
+    #[error(
+        "aggregateData: {interface} declares no relationship {relationship:?} (it declares: {})",
+        declared.join(", ")
+    )]
+    UnknownRelationship {
+        /// The interface.
+        interface: String,
+        /// The relationship named.
+        relationship: String,
+        /// The relationships it declares.
+        declared: Vec<String>,
+    },
+}
+
 /// Attaches the service described by `settings` to the interface.
 pub fn apply_service(
     iface: &mut TwinInterface,
     settings: &ServiceSettings,
     image_template: Option<&str>,
-) -> Result<(), String> {
+) -> Result<(), ServiceError> {
     let name = iface.metadata.name.clone().unwrap_or_default();
     let image = settings.image.clone().or_else(|| {
         settings
@@ -310,22 +332,20 @@ pub fn apply_service(
             .flatten()
     });
     if image.is_none() && settings.command.is_empty() && settings.handler.is_none() {
-        return Err(
-            "a service needs an image, a command, a handler, or the project's imageTemplate".into(),
-        );
+        return Err(ServiceError::NothingToRun);
     }
     for rel in &settings.aggregate_data {
         let Some(own) = iface.spec.relationships.iter_mut().find(|r| &r.name == rel) else {
-            let known: Vec<_> = iface
-                .spec
-                .relationships
-                .iter()
-                .map(|r| r.name.as_str())
-                .collect();
-            return Err(format!(
-                "aggregateData: {name} declares no relationship {rel:?} (it declares: {})",
-                known.join(", ")
-            ));
+            return Err(ServiceError::UnknownRelationship {
+                interface: name,
+                relationship: rel.clone(),
+                declared: iface
+                    .spec
+                    .relationships
+                    .iter()
+                    .map(|r| r.name.clone())
+                    .collect(),
+            });
         };
         own.aggregate_data = true;
     }

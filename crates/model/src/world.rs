@@ -192,6 +192,8 @@ impl Plan<'_> {
     }
 }
 
+/// Validates one group (interface, count, suffix, relationships to its parent) and its
+/// children, resolving `$parameter` counts.
 fn plan<'a>(
     group: &'a Group,
     parent: Option<&str>,
@@ -207,9 +209,64 @@ fn plan<'a>(
             format!("unknown interface {iface:?}"),
         ));
     }
-    let count = match &group.count {
-        None => 1,
-        Some(Count::Fixed(n)) => *n,
+    let count = resolve_count(group, field, params, err)?;
+    check_suffix(group, count, field, err)?;
+    let relationships = RelationshipCheck {
+        interfaces,
+        field,
+        count,
+        err,
+    };
+    match (parent, &group.relationship, &group.inverse) {
+        (None, Some(_), _) | (None, _, Some(_)) => {
+            return Err(err(
+                format!("{field}.relationship"),
+                "a root group has no parent to relate to: move it under a parent group".into(),
+            ));
+        }
+        (Some(parent), rel, inverse) => {
+            if let Some(rel) = rel {
+                relationships.check(rel, parent, iface, "relationship", count > 1)?;
+            }
+            if let Some(inv) = inverse {
+                relationships.check(inv, iface, parent, "inverse", false)?;
+            }
+        }
+        (None, None, None) => {}
+    }
+    let children = group
+        .children
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            plan(
+                c,
+                Some(iface),
+                &format!("{field}.children[{i}]"),
+                interfaces,
+                params,
+                err,
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Plan {
+        group,
+        field: field.to_owned(),
+        count,
+        children,
+    })
+}
+
+/// The group's count: 1 when absent, the number, or the value of its `$parameter`.
+fn resolve_count(
+    group: &Group,
+    field: &str,
+    params: &BTreeMap<String, u64>,
+    err: &impl Fn(String, String) -> WorldError,
+) -> Result<u64, WorldError> {
+    match &group.count {
+        None => Ok(1),
+        Some(Count::Fixed(n)) => Ok(*n),
         Some(Count::Parameter(p)) => {
             let key = p.strip_prefix('$').ok_or_else(|| {
                 err(
@@ -217,16 +274,26 @@ fn plan<'a>(
                     format!("{p:?} is neither a number nor a $parameter"),
                 )
             })?;
-            *params.get(key).ok_or_else(|| {
+            params.get(key).copied().ok_or_else(|| {
                 err(
                     format!("{field}.count"),
                     format!("parameter {key:?} is not declared under parameters"),
                 )
-            })?
+            })
         }
-    };
+    }
+}
+
+/// The suffix uses known placeholders only, and contains `{index}` when the group can repeat
+/// (otherwise its instances would share a name).
+fn check_suffix(
+    group: &Group,
+    count: u64,
+    field: &str,
+    err: &impl Fn(String, String) -> WorldError,
+) -> Result<(), WorldError> {
     if let Some(s) = &group.suffix {
-        check_template(s).map_err(|m| err(format!("{field}.suffix"), m))?;
+        check_template(s).map_err(|e| err(format!("{field}.suffix"), e.to_string()))?;
     }
     let can_repeat = count > 1 || matches!(group.count, Some(Count::Parameter(_)));
     if can_repeat
@@ -241,13 +308,32 @@ fn plan<'a>(
                 .into(),
         ));
     }
-    let check_rel = |rel: &str,
-                     from: &str,
-                     to: &str,
-                     what: &str,
-                     repeated: bool|
-     -> Result<(), WorldError> {
-        let f = format!("{field}.{what}");
+    Ok(())
+}
+
+/// Checks a group's `relationship` / `inverse` against the interfaces.
+struct RelationshipCheck<'a, E> {
+    interfaces: &'a InterfaceGraph,
+    /// Path of the group.
+    field: &'a str,
+    /// The group's count, for the multiplicity message.
+    count: u64,
+    err: &'a E,
+}
+
+impl<E: Fn(String, String) -> WorldError> RelationshipCheck<'_, E> {
+    /// `rel` is declared on `from` (or a parent), targets `to` (or a parent of `to`), and
+    /// allows more than one target when the group is `repeated`.
+    fn check(
+        &self,
+        rel: &str,
+        from: &str,
+        to: &str,
+        what: &str,
+        repeated: bool,
+    ) -> Result<(), WorldError> {
+        let (interfaces, err, count) = (self.interfaces, self.err, self.count);
+        let f = format!("{}.{what}", self.field);
         let Some(declared) = interfaces.relationship(from, rel) else {
             let known: Vec<_> = interfaces
                 .relationships(from)
@@ -281,54 +367,32 @@ fn plan<'a>(
             ));
         }
         Ok(())
-    };
-    match (parent, &group.relationship, &group.inverse) {
-        (None, Some(_), _) | (None, _, Some(_)) => {
-            return Err(err(
-                format!("{field}.relationship"),
-                "a root group has no parent to relate to: move it under a parent group".into(),
-            ));
-        }
-        (Some(parent), rel, inverse) => {
-            if let Some(rel) = rel {
-                check_rel(rel, parent, iface, "relationship", count > 1)?;
-            }
-            if let Some(inv) = inverse {
-                check_rel(inv, iface, parent, "inverse", false)?;
-            }
-        }
-        (None, None, None) => {}
     }
-    let children = group
-        .children
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            plan(
-                c,
-                Some(iface),
-                &format!("{field}.children[{i}]"),
-                interfaces,
-                params,
-                err,
-            )
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(Plan {
-        group,
-        field: field.to_owned(),
-        count,
-        children,
-    })
+}
+
+/// Why a suffix template is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum TemplateError {
+    #[error("unclosed '{{' in {template:?}")]
+    Unclosed { template: String },
+    #[error(
+        "unknown placeholder {{{placeholder}}} in {template:?}: expected {{index}} or {{index:0N}}"
+    )]
+    UnknownPlaceholder {
+        template: String,
+        placeholder: String,
+    },
 }
 
 /// Accepts `{index}` and `{index:0N}` placeholders only.
-fn check_template(t: &str) -> Result<(), String> {
+fn check_template(t: &str) -> Result<(), TemplateError> {
     let mut rest = t;
     while let Some(open) = rest.find('{') {
         let close = rest[open..]
             .find('}')
-            .ok_or_else(|| format!("unclosed '{{' in {t:?}"))?
+            .ok_or_else(|| TemplateError::Unclosed {
+                template: t.to_owned(),
+            })?
             + open;
         let inner = &rest[open + 1..close];
         let ok = inner == "index"
@@ -336,9 +400,10 @@ fn check_template(t: &str) -> Result<(), String> {
                 .strip_prefix("index:0")
                 .is_some_and(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_digit()));
         if !ok {
-            return Err(format!(
-                "unknown placeholder {{{inner}}} in {t:?}: expected {{index}} or {{index:0N}}"
-            ));
+            return Err(TemplateError::UnknownPlaceholder {
+                template: t.to_owned(),
+                placeholder: inner.to_owned(),
+            });
         }
         rest = &rest[close + 1..];
     }

@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cloudevents::AttributesReader as _;
 use ktwin_broker::{Broker, BrokerError, Subscription, SubscriptionSpec, TypeFilter};
+use ktwin_service::query::{percent_decode, query_pairs};
 use ktwin_service::{PROBLEM_JSON, Problem};
 use serde::Deserialize;
 use tokio::sync::{Semaphore, broadcast, mpsc};
@@ -177,17 +178,11 @@ async fn feed(
 fn type_filter(uri: &Uri) -> Result<TypeFilter, Problem> {
     let mut filter = TypeFilter::exact(Vec::<String>::new());
     let mut any = false;
-    for pair in uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+    for (key, value) in query_pairs(uri.query().unwrap_or("")) {
         if key != "type" {
             continue;
         }
-        let value = percent_decode(value).ok_or_else(|| bad_type(value))?;
+        let value = percent_decode(value).map_err(|_| bad_type(value))?;
         any = true;
         filter = match value.strip_suffix('*') {
             Some(prefix) if !prefix.contains('*') => filter.or_prefix(prefix),
@@ -205,24 +200,6 @@ fn bad_type(value: &str) -> Problem {
             "type {value:?}: expected an event type, or a prefix ending in * (e.g. ktwin.real.*)"
         ),
     )
-}
-
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                out.push(u8::from_str_radix(text.get(i + 1..i + 3)?, 16).ok()?);
-                i += 2;
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
 }
 
 /// The stream's query.

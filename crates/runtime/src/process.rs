@@ -235,28 +235,68 @@ fn free_port() -> std::io::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// Why a replica did not become ready.
+#[derive(Debug, thiserror::Error)]
+enum NotReady {
+    /// The HTTP client for the health probe could not be built.
+    #[error("cannot build the health probe's HTTP client: {0}")]
+    Client(reqwest::Error),
+    /// The process ended first.
+    #[error("exited with {0} before becoming ready")]
+    Exited(ExitStatus),
+    /// The time ran out; the last probe's outcome says why.
+    #[error("not ready after {timeout:?} ({last})")]
+    Timeout {
+        /// How long it was given.
+        timeout: Duration,
+        /// What the last probe saw.
+        last: LastProbe,
+    },
+}
+
+/// What the last health probe saw.
+#[derive(Debug)]
+enum LastProbe {
+    /// No probe has answered or failed yet.
+    NoAnswer,
+    /// `/health` answered with a server error.
+    Status(reqwest::StatusCode),
+    /// The request failed.
+    Failed(reqwest::Error),
+}
+
+impl std::fmt::Display for LastProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LastProbe::NoAnswer => f.write_str("no answer yet"),
+            LastProbe::Status(status) => write!(f, "GET /health answered {status}"),
+            LastProbe::Failed(err) => write!(f, "{err}"),
+        }
+    }
+}
+
 /// Polls the replica until it answers HTTP on `/health` (any status below 500 counts: a
 /// service without that route is still serving), it exits, or `timeout` passes.
-async fn wait_ready(replica: &ProcessReplica, timeout: Duration) -> Result<(), String> {
+async fn wait_ready(replica: &ProcessReplica, timeout: Duration) -> Result<(), NotReady> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(1))
         .build()
-        .map_err(|err| err.to_string())?;
+        .map_err(NotReady::Client)?;
     let health = format!("{}health", replica.url);
     let started = Instant::now();
-    let mut last_error = String::from("no answer yet");
+    let mut last = LastProbe::NoAnswer;
     while started.elapsed() < timeout {
         if let Some(status) = replica.try_exit_status().await {
-            return Err(format!("exited with {status} before becoming ready"));
+            return Err(NotReady::Exited(status));
         }
         match client.get(&health).send().await {
             Ok(response) if response.status().as_u16() < 500 => return Ok(()),
-            Ok(response) => last_error = format!("GET /health answered {}", response.status()),
-            Err(err) => last_error = err.to_string(),
+            Ok(response) => last = LastProbe::Status(response.status()),
+            Err(err) => last = LastProbe::Failed(err),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err(format!("not ready after {timeout:?} ({last_error})"))
+    Err(NotReady::Timeout { timeout, last })
 }
 
 /// Copies `reader` to the console line by line with the replica's prefix.

@@ -20,6 +20,7 @@
 
 mod http;
 mod problem;
+pub mod query;
 
 pub use http::{PANICS, REQUEST_TIMEOUT, with_service_layers};
 pub use problem::{PROBLEM_JSON, Problem};

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, SecondsFormat, Utc};
 use cloudevents::Event;
+use ktwin_service::query::decode_pairs;
 use ktwin_service::{PROBLEM_JSON, Problem};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -194,51 +195,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
         let query = parts.uri.query().unwrap_or("");
-        serde_urlencoded_like(query)
-            .and_then(|pairs| {
-                let object: serde_json::Map<String, serde_json::Value> = pairs
-                    .into_iter()
-                    .map(|(k, v)| (k, serde_json::Value::String(v)))
-                    .collect();
-                serde_json::from_value(serde_json::Value::Object(object)).map_err(|e| e.to_string())
-            })
+        let invalid = |detail: &dyn std::fmt::Display| {
+            bad_request(format!("invalid query string {query:?}: {detail}"))
+        };
+        let object: serde_json::Map<String, serde_json::Value> = decode_pairs(query)
+            .map_err(|e| invalid(&e))?
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        serde_json::from_value(serde_json::Value::Object(object))
             .map(ApiQuery)
-            .map_err(|detail| bad_request(format!("invalid query string {query:?}: {detail}")))
+            .map_err(|e| invalid(&e))
     }
-}
-
-/// Splits `a=1&b=x` into decoded pairs (percent-decoding, `+` as space).
-fn serde_urlencoded_like(query: &str) -> Result<Vec<(String, String)>, String> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            Ok((percent_decode(key)?, percent_decode(value)?))
-        })
-        .collect()
-}
-
-fn percent_decode(text: &str) -> Result<String, String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = text
-                    .get(i + 1..i + 3)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| format!("bad percent escape in {text:?}"))?;
-                out.push(hex);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).map_err(|_| format!("{text:?} is not UTF-8"))
 }
 
 /// Query values are strings; numbers are parsed from them.
@@ -690,14 +658,6 @@ mod tests {
         for bad in ["zz", "abc", "00", "a\u{e9}b", "\u{e9}\u{e9}", "+1"] {
             assert_eq!(decode_cursor::<Version>(bad).unwrap_err().status, 400);
         }
-    }
-
-    #[test]
-    fn query_strings_decode() {
-        let pairs = serde_urlencoded_like("since=2024-01-01T00%3A00%3A00Z&limit=5&x=a+b").unwrap();
-        assert_eq!(pairs[0], ("since".into(), "2024-01-01T00:00:00Z".into()));
-        assert_eq!(pairs[2], ("x".into(), "a b".into()));
-        assert!(serde_urlencoded_like("a=%zz").is_err());
     }
 
     #[test]

@@ -598,7 +598,7 @@ impl Backend for PostgresBackend {
                         source: None,
                     });
                 }
-                Ok(Attempt::Unreadable(detail)) => return Err(StoreError::corrupt_data(detail)),
+                Ok(Attempt::Unreadable(err)) => return Err(err),
                 Err(err) if mode == HistoryInsert::Copy && is_unique_violation(&err) => {
                     // Some event of the batch is stored already (a redelivery): write the batch
                     // again, skipping the known events.
@@ -783,7 +783,7 @@ enum Attempt {
     /// transaction was rolled back.
     InstanceVanished,
     /// A stored merge tree could not be decoded; the transaction was rolled back.
-    Unreadable(String),
+    Unreadable(StoreError),
 }
 
 /// A batch's events by instance.
@@ -885,7 +885,7 @@ fn merge_locked(
     locked: &[Row],
     keyed: &KeyedGroups<'_>,
     new_ids: Option<&HashSet<(i64, &str)>>,
-) -> Result<(LatestUpdates, usize), String> {
+) -> Result<(LatestUpdates, usize), StoreError> {
     let mut updates = LatestUpdates::default();
     let mut stored = 0;
     for row in locked {
@@ -905,8 +905,12 @@ fn merge_locked(
         // A tree this build cannot read (a newer build's, or damaged) fails the batch, as in
         // the embedded backends: rebuilding it from the new events alone would overwrite the
         // stored state with theirs. The transaction rolls back and the events are retried.
-        let mut record = record_from_row(row)
-            .map_err(|err| format!("merge tree of {}/{}: {err}", key.interface, key.instance))?;
+        let mut record = record_from_row(row).map_err(|err| {
+            StoreError::corrupt(
+                format!("merge tree of {}/{}", key.interface, key.instance),
+                err,
+            )
+        })?;
         record.absorb(fresh);
         updates.push(instance_key, key, &record);
     }

@@ -116,17 +116,18 @@ impl Resolver {
     }
 
     /// The version at `position`; an error naming it when the table has none there.
-    pub fn version(&self, position: u32) -> Result<Version, String> {
-        self.0.get(position as usize).cloned().ok_or_else(|| {
-            format!(
-                "version {position} is referred to but the record's table has {}",
-                self.0.len()
-            )
-        })
+    pub fn version(&self, position: u32) -> Result<Version, MissingVersion> {
+        self.0
+            .get(position as usize)
+            .cloned()
+            .ok_or(MissingVersion {
+                position,
+                table_len: self.0.len(),
+            })
     }
 
     /// The tree `indexed` describes.
-    pub fn tree(&self, indexed: IndexedTree) -> Result<MergeTree, String> {
+    pub fn tree(&self, indexed: IndexedTree) -> Result<MergeTree, MissingVersion> {
         let replaced = match indexed.replaced {
             Some((position, value)) => Some(Replacement {
                 version: self.version(position)?,
@@ -139,7 +140,7 @@ impl Resolver {
             .children
             .into_iter()
             .map(|(key, child)| Ok((key, self.tree(child)?)))
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, MissingVersion>>()?;
         Ok(MergeTree {
             replaced,
             merged,
@@ -168,9 +169,19 @@ pub(crate) fn decode_tree(bytes: &[u8]) -> Result<MergeTree, serde_json::Error> 
     Resolver::new(versions).tree(tree).map_err(invalid)
 }
 
+/// A stored tree refers to a position its record's version table does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("version {position} is referred to but the record's table has {table_len}")]
+pub(crate) struct MissingVersion {
+    /// The position referred to.
+    position: u32,
+    /// How many versions the table has.
+    table_len: usize,
+}
+
 /// A stored tree whose positions do not match its table, as a decoding error.
-pub(crate) fn invalid(message: String) -> serde_json::Error {
-    <serde_json::Error as serde::de::Error>::custom(format!("merge record: {message}"))
+pub(crate) fn invalid(error: MissingVersion) -> serde_json::Error {
+    <serde_json::Error as serde::de::Error>::custom(format!("merge record: {error}"))
 }
 
 #[cfg(test)]
