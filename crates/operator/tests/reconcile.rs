@@ -782,3 +782,91 @@ async fn twin_instance_status_reports_dangling_relationships_and_device_topics()
         "an unchanged status is not rewritten"
     );
 }
+
+/// Polls `done` while the operator works; a guard against hanging, not a timing assertion.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..3000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+fn operator_options(leader_elect: bool) -> ktwin_operator::OperatorOptions {
+    ktwin_operator::OperatorOptions {
+        config: KtwinConfig::default(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        leader_elect,
+        lease_namespace: NS.into(),
+        identity: "operator-a".into(),
+    }
+}
+
+#[tokio::test]
+async fn the_running_controllers_react_to_watched_changes() {
+    let fake = cluster();
+    let operator = tokio::spawn(ktwin_operator::run(
+        fake.client(NS),
+        operator_options(false),
+    ));
+    eventually("the interface's children are applied", || {
+        fake.get(KSVC, "city-pole").is_some() && live_bindings(&fake).len() == 7
+    })
+    .await;
+    eventually("the dispatchers and the store are applied", || {
+        fake.names(DEPLOYMENTS).len() == 2 && fake.get(STATEFULSETS, "event-store").is_some()
+    })
+    .await;
+    // Knative reporting the Service Ready is seen through the watch on owned children.
+    fake.run_controllers();
+    eventually("Ready follows the Knative Service", || {
+        fake.get(INTERFACES, "city-pole").unwrap()["status"]["serviceReady"] == true
+    })
+    .await;
+    // A user's edit reaches the children.
+    fake.edit(INTERFACES, "city-pole", |o| {
+        o["spec"]["service"]["autoScaling"]["maxScale"] = json!(9)
+    });
+    eventually("the edit is applied", || {
+        fake.get(KSVC, "city-pole").unwrap()["spec"]["template"]["metadata"]["annotations"]
+            ["autoscaling.knative.dev/max-scale"]
+            == "9"
+    })
+    .await;
+    // A deleted child is restored.
+    fake.remove(TRIGGERS, "city-pole");
+    eventually("the deleted Trigger is restored", || {
+        fake.get(TRIGGERS, "city-pole").is_some()
+    })
+    .await;
+    assert!(!operator.is_finished(), "{:?}", operator.await);
+    operator.abort();
+}
+
+#[tokio::test]
+async fn a_replica_that_loses_the_lease_stops() {
+    let fake = cluster();
+    let operator = tokio::spawn(ktwin_operator::run(fake.client(NS), operator_options(true)));
+    eventually("the leader reconciles", || {
+        fake.get(KSVC, "city-pole").is_some()
+    })
+    .await;
+    let lease = fake.get(LEASES, "ktwin-operator-leader").unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "operator-a");
+    // Another replica holds the lease now (as after a partition).
+    fake.edit(LEASES, "ktwin-operator-leader", |l| {
+        l["spec"]["holderIdentity"] = json!("operator-b");
+        l["spec"]["renewTime"] = json!("2099-01-01T00:00:00.000000Z");
+    });
+    // The hang guard is generous: the replica notices at its next renewal.
+    let result = tokio::time::timeout(Duration::from_secs(120), operator)
+        .await
+        .map(|joined| joined.unwrap());
+    let result = result.expect("the replica kept running without the lease");
+    assert!(
+        matches!(result, Err(ktwin_operator::RunError::LostLeadership)),
+        "{result:?}"
+    );
+}

@@ -9,6 +9,7 @@
 //! - `generation` bumps on spec changes, the `status` subresource is the only way to write
 //!   status, finalizers hold a deleted object (with `deletionTimestamp`) until removed;
 //! - APIs can be left unserved (a CRD not installed): every request to them is a 404;
+//! - lists and watches across namespaces, so kube-runtime controllers run against it;
 //! - the topology operator's finalizers on Bindings, Queues and Exchanges.
 //!
 //! Other controllers (Knative, the topology operator) act only when a test calls them.
@@ -19,38 +20,75 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
+use axum::body::Body;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use kube::Client;
 use serde_json::{Value, json};
+use tokio::sync::watch;
 
 /// Where a request goes.
 struct Target {
-    /// Collection path, e.g. `/apis/rabbitmq.com/v1beta1/namespaces/ktwin/bindings`.
+    /// Collection path, e.g. `/apis/rabbitmq.com/v1beta1/namespaces/ktwin/bindings`; for a
+    /// request across namespaces, `/apis/rabbitmq.com/v1beta1/bindings`.
     collection: String,
+    /// `/apis/<group>/<version>` or `/api/v1`.
+    prefix: String,
+    /// The plural.
+    plural: String,
+    /// Whether the request is for one namespace.
+    namespaced: bool,
     /// `plural.group` (`plural` for the core group).
     resource: String,
     name: Option<String>,
     subresource: Option<String>,
 }
 
+impl Target {
+    /// Whether objects stored under `collection` are in this request's scope.
+    fn covers(&self, collection: &str) -> bool {
+        if self.namespaced {
+            return collection == self.collection;
+        }
+        collection
+            .strip_prefix(&format!("{}/namespaces/", self.prefix))
+            .and_then(|rest| rest.strip_suffix(&format!("/{}", self.plural)))
+            .is_some_and(|namespace| !namespace.contains('/'))
+    }
+}
+
+fn target_of(target: &Target) -> Target {
+    Target {
+        collection: target.collection.clone(),
+        prefix: target.prefix.clone(),
+        plural: target.plural.clone(),
+        namespaced: target.namespaced,
+        resource: target.resource.clone(),
+        name: target.name.clone(),
+        subresource: target.subresource.clone(),
+    }
+}
+
 fn target(path: &str) -> Target {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let at = segments
-        .iter()
-        .position(|s| *s == "namespaces")
-        .unwrap_or_else(|| panic!("the fake serves namespaced requests only: {path}"));
-    let plural = segments[at + 2];
+    let base = if segments[0] == "api" { 2 } else { 3 };
+    let prefix = format!("/{}", segments[..base].join("/"));
+    let namespaced = segments.get(base) == Some(&"namespaces");
+    let at = if namespaced { base + 2 } else { base };
+    let plural = segments[at].to_owned();
     let resource = if segments[0] == "api" {
-        plural.to_owned()
+        plural.clone()
     } else {
         format!("{plural}.{}", segments[1])
     };
     Target {
-        collection: format!("/{}", segments[..at + 3].join("/")),
+        collection: format!("/{}", segments[..=at].join("/")),
+        prefix,
+        plural,
+        namespaced,
         resource,
-        name: segments.get(at + 3).map(|s| s.to_string()),
-        subresource: segments.get(at + 4).map(|s| s.to_string()),
+        name: segments.get(at + 1).map(|s| s.to_string()),
+        subresource: segments.get(at + 2).map(|s| s.to_string()),
     }
 }
 
@@ -177,12 +215,27 @@ struct State {
     unserved: BTreeSet<String>,
     /// Every request that is not a read, as `METHOD path`.
     writes: Vec<String>,
+    /// Every change, for watches: (resourceVersion, collection, ADDED/MODIFIED/DELETED, object).
+    events: Vec<(u64, String, &'static str, Value)>,
     next_version: u64,
 }
 
 /// The fake API server.
-#[derive(Clone, Default)]
-pub struct FakeApi(Arc<Mutex<State>>);
+#[derive(Clone)]
+pub struct FakeApi {
+    state: Arc<Mutex<State>>,
+    /// Counts changes, waking watches.
+    changes: Arc<watch::Sender<u64>>,
+}
+
+impl Default for FakeApi {
+    fn default() -> Self {
+        Self {
+            state: Arc::default(),
+            changes: Arc::new(watch::channel(0).0),
+        }
+    }
+}
 
 type Answer = (StatusCode, Value);
 
@@ -197,6 +250,40 @@ impl State {
     fn version(&mut self) -> String {
         self.next_version += 1;
         self.next_version.to_string()
+    }
+
+    /// Records a change of `object` for watches. A deletion gets a new resourceVersion, as on
+    /// a real server (watches resume after the version they saw, so an event carrying an old
+    /// one would be lost).
+    fn emit(&mut self, collection: &str, type_: &'static str, object: &Value) {
+        let mut object = object.clone();
+        if type_ == "DELETED" {
+            object["metadata"]["resourceVersion"] = json!(self.version());
+        }
+        let version = object["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .expect("a stored object has a resourceVersion");
+        self.events
+            .push((version, collection.to_owned(), type_, object));
+    }
+
+    /// Stores `object` as another controller would, recording the change.
+    fn put_as_is(&mut self, collection: &str, mut object: Value) {
+        let version = self.version();
+        object["metadata"]["resourceVersion"] = json!(version);
+        let name = object["metadata"]["name"]
+            .as_str()
+            .expect("a name")
+            .to_owned();
+        let objects = self.objects.entry(collection.into()).or_default();
+        let type_ = if objects.contains_key(&name) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        objects.insert(name, object.clone());
+        self.emit(collection, type_, &object);
     }
 
     /// Stores `new` (built from the request) after admission, over `old` if any.
@@ -264,8 +351,11 @@ impl State {
             objects.remove(name);
             self.applied
                 .remove(&(target.collection.clone(), name.to_owned()));
+            self.emit(&target.collection, "DELETED", &new);
         } else {
             objects.insert(name.to_owned(), new.clone());
+            let type_ = if old.is_some() { "MODIFIED" } else { "ADDED" };
+            self.emit(&target.collection, type_, &new);
         }
         answer(if old.is_some() { 200 } else { 201 }, new)
     }
@@ -319,9 +409,9 @@ impl State {
                 let version = self.version();
                 let items: Vec<Value> = self
                     .objects
-                    .get(&target.collection)
-                    .into_iter()
-                    .flat_map(|c| c.values())
+                    .iter()
+                    .filter(|(collection, _)| target.covers(collection))
+                    .flat_map(|(_, c)| c.values())
                     .filter(|o| selected(o, &query))
                     .cloned()
                     .collect();
@@ -451,13 +541,20 @@ impl FakeApi {
             let fake = fake.clone();
             async move {
                 let (parts, body) = request.into_parts();
-                let bytes = body.collect().await.expect("a request body").to_bytes();
-                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                let (code, value) = fake.0.lock().expect("the fake's lock").handle(&parts, body);
+                let query = parts.uri.query().unwrap_or_default().to_owned();
+                let (code, body) = if query_param(&query, "watch").as_deref() == Some("true") {
+                    (StatusCode::OK, fake.watch(parts.uri.path(), &query))
+                } else {
+                    let bytes = body.collect().await.expect("a request body").to_bytes();
+                    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    let (code, value) = fake.state().handle(&parts, body);
+                    fake.changed();
+                    (code, Body::from(value.to_string()))
+                };
                 let response = Response::builder()
                     .status(code)
                     .header("content-type", "application/json")
-                    .body(Full::new(bytes::Bytes::from(value.to_string())))
+                    .body(body)
                     .expect("a response");
                 Ok::<_, Infallible>(response)
             }
@@ -465,21 +562,63 @@ impl FakeApi {
         Client::new(service, namespace)
     }
 
+    /// A watch: the changes after the requested resourceVersion in the request's scope, one
+    /// JSON event per line, then each new one as it happens.
+    fn watch(&self, path: &str, query: &str) -> Body {
+        let target = target(path);
+        let since: u64 = query_param(query, "resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let query = query.to_owned();
+        let changes = self.changes.subscribe();
+        let stream = futures::stream::unfold(
+            (self.clone(), changes, since),
+            move |(fake, mut changes, mut since)| {
+                let (target, query) = (target_of(&target), query.clone());
+                async move {
+                    loop {
+                        let lines: String = {
+                            let state = fake.state();
+                            let batch: Vec<_> = state
+                                .events
+                                .iter()
+                                .filter(|(v, c, _, o)| {
+                                    *v > since && target.covers(c) && selected(o, &query)
+                                })
+                                .collect();
+                            since = state.events.last().map_or(since, |(v, ..)| (*v).max(since));
+                            batch
+                                .iter()
+                                .map(|(_, _, type_, object)| {
+                                    format!("{}\n", json!({"type": type_, "object": object}))
+                                })
+                                .collect()
+                        };
+                        if !lines.is_empty() {
+                            let chunk = bytes::Bytes::from(lines);
+                            return Some((Ok::<_, Infallible>(chunk), (fake, changes, since)));
+                        }
+                        changes.changed().await.ok()?;
+                    }
+                }
+            },
+        );
+        Body::from_stream(stream)
+    }
+
+    /// Wakes the watches after a change.
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.0.lock().expect("the fake's lock")
+        self.state.lock().expect("the fake's lock")
     }
 
     /// Stores `object` as is (what another controller or an earlier install left).
     pub fn put(&self, collection: &str, object: Value) {
-        let name = object["metadata"]["name"]
-            .as_str()
-            .expect("a name")
-            .to_owned();
-        self.state()
-            .objects
-            .entry(collection.into())
-            .or_default()
-            .insert(name, object);
+        self.state().put_as_is(collection, object);
+        self.changed();
     }
 
     /// The stored object.
@@ -507,28 +646,35 @@ impl FakeApi {
 
     /// Removes an object at once, whatever its finalizers.
     pub fn remove(&self, collection: &str, name: &str) {
-        self.state()
+        let mut state = self.state();
+        if let Some(object) = state
             .objects
             .get_mut(collection)
-            .map(|m| m.remove(name));
+            .and_then(|m| m.remove(name))
+        {
+            state.emit(collection, "DELETED", &object);
+        }
+        drop(state);
+        self.changed();
     }
 
     /// Changes a stored object as a user's update would: `generation` follows spec changes.
     pub fn edit(&self, collection: &str, name: &str, edit: impl FnOnce(&mut Value)) {
         let mut state = self.state();
-        state.next_version += 1;
-        let version = state.next_version.to_string();
-        let object = state
+        let mut object = state
             .objects
-            .get_mut(collection)
-            .and_then(|c| c.get_mut(name))
+            .get(collection)
+            .and_then(|c| c.get(name))
+            .cloned()
             .expect("the object to edit");
-        let before = content(object);
-        edit(object);
+        let before = content(&object);
+        edit(&mut object);
         let generation = object["metadata"]["generation"].as_i64().unwrap_or(1);
-        let changed = before != content(object);
+        let changed = before != content(&object);
         object["metadata"]["generation"] = json!(generation + i64::from(changed));
-        object["metadata"]["resourceVersion"] = json!(version);
+        state.put_as_is(collection, object);
+        drop(state);
+        self.changed();
     }
 
     /// Stops serving `resource` (`plural.group`), as when its CRD is not installed.
@@ -545,12 +691,24 @@ impl FakeApi {
     /// RabbitMQ server and removes its finalizer, so they go.
     pub fn run_topology_operator(&self) {
         let mut state = self.state();
-        for (collection, objects) in state.objects.iter_mut() {
-            if !collection.contains("/rabbitmq.com/") {
-                continue;
-            }
-            objects.retain(|_, o| o["metadata"]["deletionTimestamp"].is_null());
+        let gone: Vec<(String, Value)> = state
+            .objects
+            .iter()
+            .filter(|(collection, _)| collection.contains("/rabbitmq.com/"))
+            .flat_map(|(collection, objects)| {
+                objects
+                    .values()
+                    .filter(|o| o["metadata"]["deletionTimestamp"].is_string())
+                    .map(|o| (collection.clone(), o.clone()))
+            })
+            .collect();
+        for (collection, object) in gone {
+            let name = object["metadata"]["name"].as_str().unwrap_or_default();
+            state.objects.get_mut(&collection).map(|c| c.remove(name));
+            state.emit(&collection, "DELETED", &object);
         }
+        drop(state);
+        self.changed();
     }
 
     /// What Knative and the Kubernetes controllers do: every Knative Service and Trigger
@@ -558,11 +716,13 @@ impl FakeApi {
     /// StatefulSet gets all its replicas ready.
     pub fn run_controllers(&self) {
         let mut state = self.state();
-        for (collection, objects) in state.objects.iter_mut() {
+        let mut updated = Vec::new();
+        for (collection, objects) in &state.objects {
             let knative =
                 collection.contains("/serving.knative.dev/") || collection.contains("/triggers");
             let apps = collection.starts_with("/apis/apps/");
-            for object in objects.values_mut() {
+            for object in objects.values() {
+                let mut object = object.clone();
                 let generation = object["metadata"]["generation"].clone();
                 if knative {
                     object["status"]["observedGeneration"] = generation;
@@ -578,8 +738,20 @@ impl FakeApi {
                 } else if apps {
                     object["status"]["observedGeneration"] = generation;
                     object["status"]["readyReplicas"] = object["spec"]["replicas"].clone();
+                } else {
+                    continue;
+                }
+                if objects.get(object["metadata"]["name"].as_str().unwrap_or_default())
+                    != Some(&object)
+                {
+                    updated.push((collection.clone(), object));
                 }
             }
         }
+        for (collection, object) in updated {
+            state.put_as_is(&collection, object);
+        }
+        drop(state);
+        self.changed();
     }
 }
