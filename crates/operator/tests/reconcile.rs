@@ -870,3 +870,122 @@ async fn a_replica_that_loses_the_lease_stops() {
         "{result:?}"
     );
 }
+
+const GATEWAYS: &str = "/apis/core.ktwin/v0/namespaces/ktwin/gateways";
+
+#[tokio::test]
+async fn a_gateway_is_deployed_reported_and_cleaned_up() {
+    use ktwin_model::crd::Gateway;
+    use ktwin_operator::controller::reconcile_gateway;
+    let fake = cluster();
+    fake.put(
+        GATEWAYS,
+        json!({"apiVersion": "core.ktwin/v0", "kind": "Gateway",
+               "metadata": {"name": "front-door", "namespace": NS, "uid": "uid-gw",
+                            "generation": 1},
+               "spec": {"auth": {"bearerTokenSecret": {"name": "front-door-token"}},
+                        "service": {"type": "LoadBalancer", "port": 8080}}}),
+    );
+    let ctx = Arc::new(Context::new(fake.client(NS), KtwinConfig::default()));
+    let gateway = || -> Arc<Gateway> {
+        Arc::new(serde_json::from_value(fake.get(GATEWAYS, "front-door").unwrap()).unwrap())
+    };
+    reconcile_gateway(gateway(), ctx.clone()).await.unwrap();
+    let deployment = fake.get(DEPLOYMENTS, "front-door").unwrap();
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["args"][0],
+        "gateway"
+    );
+    assert_eq!(
+        fake.get(SERVICES, "front-door").unwrap()["spec"]["type"],
+        "LoadBalancer"
+    );
+    assert_eq!(
+        fake.get(GATEWAYS, "front-door").unwrap()["status"]["phase"],
+        "Pending"
+    );
+    fake.run_controllers();
+    reconcile_gateway(gateway(), ctx.clone()).await.unwrap();
+    let status = fake.get(GATEWAYS, "front-door").unwrap()["status"].clone();
+    assert_eq!(status["phase"], "Running", "{status}");
+    assert_eq!(
+        status["url"],
+        "http://front-door.ktwin.svc.cluster.local:8080"
+    );
+    fake.edit(GATEWAYS, "front-door", |g| {
+        g["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z")
+    });
+    assert_eq!(
+        reconcile_gateway(gateway(), ctx).await.unwrap(),
+        Action::await_change()
+    );
+    assert!(fake.get(DEPLOYMENTS, "front-door").is_none());
+    assert!(fake.get(SERVICES, "front-door").is_none());
+    assert!(fake.get(GATEWAYS, "front-door").is_none());
+}
+
+#[tokio::test]
+async fn deleting_an_mqtt_trigger_or_event_store_removes_their_children() {
+    let fake = cluster();
+    fake.unserve("queues.rabbitmq.com");
+    let ctx = Arc::new(Context::new(fake.client(NS), KtwinConfig::default()));
+    let trigger = || -> Arc<MQTTTrigger> {
+        Arc::new(serde_json::from_value(fake.get(MQTT_TRIGGERS, "mqtt").unwrap()).unwrap())
+    };
+    let store = || -> Arc<EventStore> {
+        Arc::new(serde_json::from_value(fake.get(EVENT_STORES, "event-store").unwrap()).unwrap())
+    };
+    reconcile_mqtt_trigger(trigger(), ctx.clone())
+        .await
+        .unwrap();
+    reconcile_event_store(store(), ctx.clone()).await.unwrap();
+    let conditions = fake.get(MQTT_TRIGGERS, "mqtt").unwrap()["status"]["conditions"].clone();
+    assert!(
+        conditions
+            .to_string()
+            .contains("rabbitmq.com/v1beta1 Queue"),
+        "{conditions}"
+    );
+    assert_eq!(
+        fake.names(DEPLOYMENTS).len(),
+        2,
+        "the dispatchers run without their queues"
+    );
+    for (collection, name) in [(MQTT_TRIGGERS, "mqtt"), (EVENT_STORES, "event-store")] {
+        fake.edit(collection, name, |o| {
+            o["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z")
+        });
+    }
+    reconcile_mqtt_trigger(trigger(), ctx.clone())
+        .await
+        .unwrap();
+    reconcile_event_store(store(), ctx).await.unwrap();
+    assert!(fake.names(DEPLOYMENTS).is_empty());
+    assert!(fake.names(STATEFULSETS).is_empty());
+    assert!(fake.names(SERVICES).is_empty());
+    assert!(fake.names(TRIGGERS).is_empty());
+    assert!(fake.get(MQTT_TRIGGERS, "mqtt").is_none());
+    assert!(fake.get(EVENT_STORES, "event-store").is_none());
+}
+
+#[tokio::test]
+async fn two_event_stores_without_a_choice_fail_with_the_fix() {
+    let fake = cluster();
+    fake.put(
+        EVENT_STORES,
+        json!({"apiVersion": "core.ktwin/v0", "kind": "EventStore",
+               "metadata": {"name": "event-store-2", "namespace": NS, "uid": "uid-es2"},
+               "spec": {}}),
+    );
+    assert_eq!(reconcile(&fake).await, Action::await_change());
+    let object = fake.get(INTERFACES, "city-pole").unwrap();
+    assert_eq!(object["status"]["phase"], "Failed");
+    let message = condition(&fake, "Ready")["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("eventStore") && message.contains("event-store-2"),
+        "{message}"
+    );
+}
