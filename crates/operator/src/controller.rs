@@ -6,31 +6,31 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use ktwin_model::crd::{EventStore, Gateway, MQTTTrigger, TwinInterface};
 use ktwin_planner::{KtwinConfig, PlanInput, World, plan_interface};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::ApiResource;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::kinds::{ChildKind, external};
 use crate::names::{
     FIELD_MANAGER, FINALIZER, LABEL_KNATIVE_BROKER, LABEL_KNATIVE_TRIGGER, LABEL_OWNER_UID,
+    LABEL_TWIN_INTERFACE, MAX_LABEL, fit, knative_child_name,
 };
 use crate::render::{
-    Discovered, Missing, Owner, Rendered, Renderer, event_store_trigger_name, twin_trigger_name,
+    Desired, Discovered, Missing, Owner, Rendered, Renderer, event_store_trigger_name,
+    twin_service_name, twin_trigger_name,
 };
+use crate::status::{self, Health};
 
-/// How long to wait before looking again at a missing dependency; watches on Brokers and Queues
-/// normally wake the reconciler earlier.
-pub const DEPENDENCY_RETRY: Duration = Duration::from_secs(60);
-/// Periodic resync of a healthy object (children are also watched).
-pub const RESYNC: Duration = Duration::from_secs(600);
+pub use crate::status::{DEPENDENCY_RETRY, RESYNC};
 
 /// Reconciliation failure.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,31 @@ pub enum Error {
     /// The object has no namespace (the API server never sends such a namespaced object).
     #[error("{0} has no namespace")]
     NoNamespace(String),
+    /// Some children could not be written (the others were).
+    #[error("{}", summary(.0))]
+    Children(Vec<ChildError>),
+}
+
+fn summary(errors: &[ChildError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Error {
+    /// The HTTP status of the API error behind this one, if any.
+    pub fn status_code(&self) -> Option<u16> {
+        match self {
+            Error::Kube { source, .. } => status_code(source),
+            Error::Children(errors) => errors.iter().find_map(|e| match e {
+                ChildError::Api { source, .. } => status_code(source),
+                ChildError::Foreign { .. } => None,
+            }),
+            Error::Plan(_) | Error::NoNamespace(_) => None,
+        }
+    }
 }
 
 fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
@@ -99,13 +124,71 @@ impl Context {
     }
 }
 
-/// What a sync of children did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A child object that could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ChildError {
+    /// A request about the child failed or was refused.
+    #[error("{action} {object}: {source}")]
+    Api {
+        /// What was being done (`applying`, `deleting`, ...).
+        action: &'static str,
+        /// `Kind/name`, or the kind's plural for a list.
+        object: String,
+        /// The API error.
+        source: kube::Error,
+    },
+    /// An object of the desired name is controlled by another owner; ktwin does not take it.
+    #[error("{object} exists and is controlled by {owner}; ktwin does not take it over")]
+    Foreign {
+        /// `Kind/name`.
+        object: String,
+        /// `Kind/name` of its controller.
+        owner: String,
+    },
+}
+
+impl ChildError {
+    /// Whether the API server refused the object (schema 422, Knative webhooks 400, topology
+    /// operator webhooks 403) or another controller holds it: retrying the same object cannot
+    /// succeed until the spec or the cluster changes.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            ChildError::Api {
+                source: kube::Error::Api(status),
+                ..
+            } => matches!(status.code, 400 | 403 | 422),
+            ChildError::Api { .. } => false,
+            ChildError::Foreign { .. } => true,
+        }
+    }
+}
+
+/// What a sync of children did. It never stops at the first failing child: every child is
+/// tried, and what failed is listed.
+#[derive(Debug, Default)]
 pub struct SyncReport {
     /// Objects written (created or changed).
     pub applied: Vec<String>,
     /// Objects deleted because they are no longer desired.
     pub pruned: Vec<String>,
+    /// Objects deleted because a field their admission webhook holds immutable changed; they are
+    /// created again once gone (at once, or on a later reconcile while a finalizer runs).
+    pub recreated: Vec<String>,
+    /// Desired objects still being deleted; applied when their deletion completes.
+    pub terminating: Vec<String>,
+    /// Children that could not be written.
+    pub failed: Vec<ChildError>,
+    /// APIs the server does not serve; their objects were skipped.
+    pub missing_apis: Vec<Missing>,
+    /// Each desired child as the API server last returned it, by kind and name.
+    pub live: BTreeMap<(ChildKind, String), Value>,
+}
+
+impl SyncReport {
+    /// The live object of `kind` named `name`, if it exists.
+    pub fn live(&self, kind: ChildKind, name: &str) -> Option<&Value> {
+        self.live.get(&(kind, name.to_owned()))
+    }
 }
 
 /// Whether every field of `desired` has the same value in `current` (fields only the server
@@ -122,88 +205,288 @@ pub fn is_subset(desired: &Value, current: &Value) -> bool {
     }
 }
 
-/// Applies `rendered` for the owner with uid `owner_uid`, skipping objects already as desired,
-/// and, when `prune` is set, deletes this owner's children of `kinds` that are not desired.
+/// The first field of `kind` that admission holds immutable and that applying `desired` over
+/// `live` would change, as a dotted path.
+pub fn immutable_change(kind: ChildKind, desired: &Value, live: &Value) -> Option<String> {
+    kind.immutable_fields().iter().find_map(|(path, whole)| {
+        let pick = |v: &Value| path.iter().try_fold(v.clone(), |v, k| v.get(*k).cloned());
+        let wanted = pick(desired)?;
+        let changed = match pick(live) {
+            None => true,
+            Some(current) if *whole => current != wanted,
+            Some(current) => !is_subset(&wanted, &current),
+        };
+        changed.then(|| path.join("."))
+    })
+}
+
+fn status_code(err: &kube::Error) -> Option<u16> {
+    match err {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+/// `Kind/name` of the controller of `live` when it is not the owner with uid `owner_uid`.
+fn foreign_controller(live: &Value, owner_uid: &str) -> Option<String> {
+    live["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|r| r["controller"] == true && r["uid"] != owner_uid)
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r["kind"].as_str().unwrap_or_default(),
+                r["name"].as_str().unwrap_or_default()
+            )
+        })
+}
+
+/// The outcome of applying one child.
+enum Applied {
+    /// Already as desired.
+    Unchanged(Value),
+    /// Written; `recreated` when it was first deleted for an immutable change.
+    Written { live: Value, recreated: bool },
+    /// Being deleted (by us for an immutable change, or by someone else); applied once gone.
+    Terminating { recreated: bool },
+}
+
+/// How an owner's existing children are found.
+#[derive(Debug, Clone, Copy)]
+pub struct Children<'a> {
+    /// The owner's uid: ktwin labels every child it writes with it.
+    pub owner_uid: &'a str,
+    /// A label selector also finding the children the original operator wrote, which carry no
+    /// owner label; of those, only the ones controlled by this owner count.
+    pub legacy_selector: Option<&'a str>,
+}
+
+impl<'a> Children<'a> {
+    /// The children ktwin labelled as this owner's.
+    pub fn of(owner_uid: &'a str) -> Self {
+        Self {
+            owner_uid,
+            legacy_selector: None,
+        }
+    }
+}
+
+/// Applies `rendered` for `owner`, skipping objects already as desired,
+/// recreating those whose immutable fields change, and, when `prune` is set, deleting this
+/// owner's children of `kinds` that are not desired. A kind whose API is not served is skipped
+/// and reported; a failing child is reported and the others still go on.
 pub async fn sync_children(
     ctx: &Context,
     namespace: &str,
-    owner_uid: &str,
+    owner: &Children<'_>,
     kinds: &[ChildKind],
     rendered: &Rendered,
     prune: bool,
-) -> Result<SyncReport, Error> {
+) -> SyncReport {
     let mut report = SyncReport::default();
-    let selector = format!("{LABEL_OWNER_UID}={owner_uid}");
     for kind in kinds {
-        let api = ctx.dynamic(namespace, *kind);
-        let current: BTreeMap<String, Value> = api
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(kube_err(format!("listing {}s", kind.kind())))?
-            .items
-            .into_iter()
-            .map(|o| {
-                let name = o.name_any();
-                (name, serde_json::to_value(o).unwrap_or_default())
-            })
-            .collect();
-        let desired: Vec<_> = rendered
-            .objects
-            .iter()
-            .filter(|d| d.kind == *kind)
-            .collect();
-        for object in &desired {
-            let name = object.name();
-            if current
-                .get(name)
-                .is_some_and(|c| is_subset(&object.object, c))
-            {
+        sync_kind(ctx, namespace, owner, *kind, rendered, prune, &mut report).await;
+    }
+    crate::metrics::children(&report);
+    report
+}
+
+async fn sync_kind(
+    ctx: &Context,
+    namespace: &str,
+    owner: &Children<'_>,
+    kind: ChildKind,
+    rendered: &Rendered,
+    prune: bool,
+    report: &mut SyncReport,
+) {
+    let api = ctx.dynamic(namespace, kind);
+    let owner_uid = owner.owner_uid;
+    let current = match existing_children(&api, owner).await {
+        Ok(current) => current,
+        Err(err) if status_code(&err) == Some(404) => {
+            report.missing_apis.push(Missing::Api(kind.api_name()));
+            return;
+        }
+        Err(source) => {
+            report.failed.push(ChildError::Api {
+                action: "listing",
+                object: format!("{}s", kind.kind()),
+                source,
+            });
+            return;
+        }
+    };
+    let desired: Vec<_> = rendered.objects.iter().filter(|d| d.kind == kind).collect();
+    for object in &desired {
+        let id = format!("{}/{}", kind.kind(), object.name());
+        let key = (kind, object.name().to_owned());
+        match apply_child(&api, kind, owner_uid, object, current.get(object.name())).await {
+            Ok(Applied::Unchanged(live)) => {
+                report.live.insert(key, live);
+            }
+            Ok(Applied::Written { live, recreated }) => {
+                if recreated {
+                    report.recreated.push(id.clone());
+                }
+                report.applied.push(id);
+                report.live.insert(key, live);
+            }
+            Ok(Applied::Terminating { recreated }) => {
+                if recreated {
+                    report.recreated.push(id.clone());
+                }
+                report.terminating.push(id);
+            }
+            Err(err) => report.failed.push(err),
+        }
+    }
+    if prune {
+        for name in current.keys() {
+            if desired.iter().any(|d| d.name() == name) {
                 continue;
             }
-            api.patch(
-                name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&object.object),
-            )
-            .await
-            .map_err(kube_err(format!("applying {} {name}", kind.kind())))?;
-            report.applied.push(format!("{}/{name}", kind.kind()));
-        }
-        if prune {
-            for name in current.keys() {
-                if desired.iter().any(|d| d.name() == name) {
-                    continue;
-                }
-                delete_ignoring_absent(&api, name)
-                    .await
-                    .map_err(kube_err(format!("pruning {} {name}", kind.kind())))?;
-                report.pruned.push(format!("{}/{name}", kind.kind()));
+            let id = format!("{}/{name}", kind.kind());
+            match delete_ignoring_absent(&api, name).await {
+                Ok(()) => report.pruned.push(id),
+                Err(source) => report.failed.push(ChildError::Api {
+                    action: "pruning",
+                    object: id,
+                    source,
+                }),
             }
         }
     }
-    crate::metrics::children(&report);
-    Ok(report)
+}
+
+/// The existing children of `owner` of the kind `api` serves, by name.
+async fn existing_children(
+    api: &Api<DynamicObject>,
+    owner: &Children<'_>,
+) -> Result<BTreeMap<String, Value>, kube::Error> {
+    let mut current = BTreeMap::new();
+    let labelled = format!("{LABEL_OWNER_UID}={}", owner.owner_uid);
+    for (selector, check_owner) in [
+        (Some(labelled.as_str()), false),
+        (owner.legacy_selector, true),
+    ] {
+        let Some(selector) = selector else { continue };
+        for object in api
+            .list(&ListParams::default().labels(selector))
+            .await?
+            .items
+        {
+            let value = serde_json::to_value(&object).unwrap_or_default();
+            let controlled = value["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|refs| {
+                    refs.iter()
+                        .any(|r| r["controller"] == true && r["uid"] == owner.owner_uid)
+                });
+            if !check_owner || controlled {
+                current.insert(object.name_any(), value);
+            }
+        }
+    }
+    Ok(current)
+}
+
+/// Applies one child with server-side apply. An object of that name that is not labelled as
+/// ours (a namespace populated by the original operator, or by an earlier version) is looked
+/// up and adopted unless another object controls it.
+async fn apply_child(
+    api: &Api<DynamicObject>,
+    kind: ChildKind,
+    owner_uid: &str,
+    desired: &Desired,
+    listed: Option<&Value>,
+) -> Result<Applied, ChildError> {
+    let name = desired.name();
+    let id = format!("{}/{name}", kind.kind());
+    let api_err = |action: &'static str, id: &str| {
+        let object = id.to_owned();
+        move |source| ChildError::Api {
+            action,
+            object,
+            source,
+        }
+    };
+    let live = match listed {
+        Some(live) => Some(live.clone()),
+        None => api
+            .get_opt(name)
+            .await
+            .map_err(api_err("reading", &id))?
+            .map(|o| serde_json::to_value(o).unwrap_or_default()),
+    };
+    let mut recreated = false;
+    if let Some(live) = live {
+        if live["metadata"]["deletionTimestamp"].is_string() {
+            return Ok(Applied::Terminating { recreated });
+        }
+        if let Some(owner) = foreign_controller(&live, owner_uid) {
+            return Err(ChildError::Foreign { object: id, owner });
+        }
+        if is_subset(&desired.object, &live) {
+            return Ok(Applied::Unchanged(live));
+        }
+        if let Some(field) = immutable_change(kind, &desired.object, &live) {
+            // Admission refuses the change in place (403 from the topology operator's
+            // webhooks, 400 from Knative's, 422 for apps): replace the object.
+            tracing::info!(object = %id, %field, "an immutable field changed: recreating");
+            delete_ignoring_absent(api, name)
+                .await
+                .map_err(api_err("deleting", &id))?;
+            recreated = true;
+            let still_there = api
+                .get_opt(name)
+                .await
+                .map_err(api_err("reading", &id))?
+                .is_some();
+            if still_there {
+                return Ok(Applied::Terminating { recreated });
+            }
+        }
+    }
+    let written = api
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired.object),
+        )
+        .await
+        .map_err(api_err("applying", &id))?;
+    Ok(Applied::Written {
+        live: serde_json::to_value(written).unwrap_or_default(),
+        recreated,
+    })
 }
 
 async fn delete_ignoring_absent(api: &Api<DynamicObject>, name: &str) -> Result<(), kube::Error> {
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(err) if status_code(&err) == Some(404) => Ok(()),
         Err(err) => Err(err),
     }
 }
 
 /// Deletes every child of `kinds` owned by `owner_uid` (explicitly, rather than waiting for
-/// garbage collection, so the topology operator removes broker-side bindings promptly).
+/// garbage collection, so the topology operator removes broker-side bindings promptly). An API
+/// that is not served has no children to delete, so deletion completes without it.
 async fn delete_children(
     ctx: &Context,
     namespace: &str,
     owner_uid: &str,
     kinds: &[ChildKind],
 ) -> Result<(), Error> {
-    sync_children(ctx, namespace, owner_uid, kinds, &Rendered::default(), true)
-        .await
-        .map(|_| ())
+    let children = Children::of(owner_uid);
+    let report = sync_children(ctx, namespace, &children, kinds, &Rendered::default(), true).await;
+    if report.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Children(report.failed))
+    }
 }
 
 /// Adds or runs the finalizer. Returns `true` when the object is being deleted (cleanup done,
@@ -251,56 +534,96 @@ where
 }
 
 /// Reads what the cluster provides for rendering; absent things stay `None` (reported later as
-/// missing dependencies, never as a panic or an empty name).
+/// missing dependencies, never as a panic or an empty name), and APIs the server does not serve
+/// are returned as missing.
+///
+/// The broker's exchange is the Exchange eventing-rabbitmq names after the Broker's UID
+/// (`ChildName("b.<ns>.<broker>.", uid)`), not merely one labelled with the broker, which could
+/// be its dead-letter exchange or a leftover of a deleted Broker of the same name.
 pub async fn discover(
     ctx: &Context,
     namespace: &str,
     triggers: &[String],
-) -> Result<Discovered, Error> {
-    let broker = &ctx.config.broker;
-    let broker_ns = broker.namespace_in(namespace);
-    let brokers: Api<DynamicObject> =
-        Api::namespaced_with(ctx.client.clone(), broker_ns, &external::broker());
-    let broker_url = brokers
-        .get_opt(&broker.name)
-        .await
-        .map_err(kube_err(format!("reading Broker {}", broker.name)))?
-        .and_then(|b| {
-            b.data["status"]["address"]["url"]
-                .as_str()
-                .filter(|u| !u.is_empty())
-                .map(str::to_owned)
-        });
-    let exchanges: Api<DynamicObject> =
-        Api::namespaced_with(ctx.client.clone(), broker_ns, &external::exchange());
-    let broker_exchange = exchanges
-        .list(&ListParams::default().labels(&format!("{LABEL_KNATIVE_BROKER}={}", broker.name)))
-        .await
-        .map_err(kube_err("listing broker Exchanges"))?
-        .items
-        .into_iter()
-        .find_map(|e| spec_name(&e));
-    let queues: Api<DynamicObject> =
-        Api::namespaced_with(ctx.client.clone(), namespace, &external::queue());
-    let mut trigger_queues = BTreeMap::new();
+) -> Result<(Discovered, Vec<Missing>), Error> {
+    let broker_name = &ctx.config.broker.name;
+    let mut missing = Vec::new();
+    let mut discovered = Discovered::default();
+    let by_broker = ListParams::default().labels(&format!("{LABEL_KNATIVE_BROKER}={broker_name}"));
+    // A list tells "no such object" from "no such API" (a get answers 404 to both).
+    let brokers = list_served(
+        ctx,
+        namespace,
+        &external::broker(),
+        &ListParams::default().fields(&format!("metadata.name={broker_name}")),
+        &mut missing,
+    )
+    .await?;
+    let broker = brokers.into_iter().find(|b| b.name_any() == *broker_name);
+    discovered.broker_url = broker.as_ref().and_then(|b| {
+        b.data["status"]["address"]["url"]
+            .as_str()
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+    });
+    if let Some(uid) = broker.as_ref().and_then(|b| b.uid()) {
+        let exchange = knative_child_name(&format!("b.{namespace}.{broker_name}."), &uid);
+        discovered.broker_exchange = list_served(
+            ctx,
+            namespace,
+            &external::exchange(),
+            &by_broker,
+            &mut missing,
+        )
+        .await?
+        .iter()
+        .find(|e| e.name_any() == exchange)
+        .and_then(spec_name);
+    }
     for trigger in triggers {
         let selector = format!("{LABEL_KNATIVE_TRIGGER}={trigger}");
-        if let Some(queue) = queues
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(kube_err(format!("listing the Queue of Trigger {trigger}")))?
-            .items
-            .iter()
-            .find_map(spec_name)
-        {
-            trigger_queues.insert(trigger.clone(), queue);
+        let before = missing.len();
+        let queues = list_served(
+            ctx,
+            namespace,
+            &external::queue(),
+            &ListParams::default().labels(&selector),
+            &mut missing,
+        )
+        .await?;
+        if missing.len() > before {
+            break;
+        }
+        if let Some(queue) = queues.iter().find_map(spec_name) {
+            discovered.trigger_queues.insert(trigger.clone(), queue);
         }
     }
-    Ok(Discovered {
-        broker_url,
-        broker_exchange,
-        trigger_queues,
-    })
+    Ok((discovered, missing))
+}
+
+/// Lists `resource` in `namespace`; when the server does not serve it, records that as
+/// [`Missing::Api`] and returns nothing.
+async fn list_served(
+    ctx: &Context,
+    namespace: &str,
+    resource: &ApiResource,
+    params: &ListParams,
+    missing: &mut Vec<Missing>,
+) -> Result<Vec<DynamicObject>, Error> {
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, resource);
+    match api.list(params).await {
+        Ok(list) => Ok(list.items),
+        Err(err) if status_code(&err) == Some(404) => {
+            let api = format!("{} {}", resource.api_version, resource.kind);
+            if !missing.contains(&Missing::Api(api.clone())) {
+                missing.push(Missing::Api(api));
+            }
+            Ok(Vec::new())
+        }
+        Err(source) => Err(Error::Kube {
+            action: format!("listing {}s", resource.kind),
+            source,
+        }),
+    }
 }
 
 fn spec_name(object: &DynamicObject) -> Option<String> {
@@ -310,138 +633,21 @@ fn spec_name(object: &DynamicObject) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn condition(
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: if ok { "True" } else { "False" }.into(),
-        reason: reason.into(),
-        message,
-        observed_generation: generation,
-        last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
-    }
-}
-
-/// Ready and DependenciesReady conditions from the missing dependencies.
-pub fn conditions(missing: &[Missing], generation: Option<i64>) -> Vec<Condition> {
-    match missing.first() {
-        None => vec![
-            condition(
-                "Ready",
-                true,
-                "Reconciled",
-                "all children applied".into(),
-                generation,
-            ),
-            condition(
-                "DependenciesReady",
-                true,
-                "DependenciesFound",
-                "broker, exchange and queues exist".into(),
-                generation,
-            ),
-        ],
-        Some(first) => {
-            let message = missing
-                .iter()
-                .map(Missing::message)
-                .collect::<Vec<_>>()
-                .join("; ");
-            vec![
-                condition(
-                    "Ready",
-                    false,
-                    "DependenciesNotReady",
-                    message.clone(),
-                    generation,
-                ),
-                condition(
-                    "DependenciesReady",
-                    false,
-                    first.reason(),
-                    message,
-                    generation,
-                ),
-            ]
-        }
-    }
-}
-
-/// Patches `status` unless it already says the same (conditions compared without their
-/// transition times, which are kept when a condition does not change).
-async fn update_status<K>(
-    api: &Api<K>,
-    object: &K,
-    current: Option<&Value>,
-    mut status: Value,
-) -> Result<bool, Error>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
-{
-    let current = current.cloned().unwrap_or(Value::Null);
-    // Absent values (e.g. no generation) are left out rather than written as null.
-    if let Some(fields) = status.as_object_mut() {
-        fields.retain(|_, v| !v.is_null());
-    }
-    if let (Some(new), Some(old)) = (
-        status["conditions"].as_array_mut(),
-        current["conditions"].as_array(),
-    ) {
-        for condition in new.iter_mut() {
-            if let Some(previous) = old
-                .iter()
-                .find(|o| o["type"] == condition["type"] && o["status"] == condition["status"])
-            {
-                condition["lastTransitionTime"] = previous["lastTransitionTime"].clone();
-            }
-        }
-    }
-    if is_subset(&status, &current) {
-        return Ok(false);
-    }
-    let name = object.name_any();
-    api.patch_status(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(&json!({"status": status})),
-    )
-    .await
-    .map_err(kube_err(format!("writing the status of {name}")))?;
-    Ok(true)
-}
-
-fn phase(missing: &[Missing]) -> &'static str {
-    if missing.is_empty() {
-        "Running"
-    } else {
-        "Pending"
-    }
-}
-
-fn action(missing: &[Missing]) -> Action {
-    if missing.is_empty() {
-        Action::requeue(RESYNC)
-    } else {
-        Action::requeue(DEPENDENCY_RETRY)
-    }
-}
-
-const INTERFACE_CHILDREN: [ChildKind; 3] =
+/// The kinds of a TwinInterface's children.
+pub const INTERFACE_CHILDREN: [ChildKind; 3] =
     [ChildKind::KService, ChildKind::Trigger, ChildKind::Binding];
-const EVENT_STORE_CHILDREN: [ChildKind; 4] = [
+/// The kinds of an EventStore's children.
+pub const EVENT_STORE_CHILDREN: [ChildKind; 4] = [
     ChildKind::KService,
     ChildKind::Trigger,
     ChildKind::StatefulSet,
     ChildKind::Service,
 ];
-const DISPATCHER_CHILDREN: [ChildKind; 3] =
+/// The kinds of an MQTTTrigger's children (its dispatchers).
+pub const DISPATCHER_CHILDREN: [ChildKind; 3] =
     [ChildKind::Queue, ChildKind::Deployment, ChildKind::Service];
-const GATEWAY_CHILDREN: [ChildKind; 2] = [ChildKind::Deployment, ChildKind::Service];
+/// The kinds of a Gateway's children.
+pub const GATEWAY_CHILDREN: [ChildKind; 2] = [ChildKind::Deployment, ChildKind::Service];
 
 async fn world_input(ctx: &Context, namespace: &str) -> Result<PlanInput, Error> {
     let event_stores = Api::<EventStore>::namespaced(ctx.client.clone(), namespace)
@@ -462,40 +668,79 @@ async fn world_input(ctx: &Context, namespace: &str) -> Result<PlanInput, Error>
     })
 }
 
+/// Reports a resource whose model cannot be planned as `Failed`; nothing is applied until it
+/// (or the world it is planned in) changes.
+async fn invalid<K>(api: &Api<K>, object: &K, error: Error) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    tracing::warn!(object = %object.name_any(), %error, "cannot be planned");
+    let health = Health::invalid(&error);
+    status::write(api, object, &health, json!({})).await?;
+    health.into_action()
+}
+
+/// Runs `reconcile` for `object`, counting it and publishing a Warning Event when it fails.
+async fn observed<K, F>(
+    kind: &'static str,
+    object: &K,
+    ctx: &Context,
+    reconcile: F,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()>,
+    F: std::future::Future<Output = Result<Action, Error>>,
+{
+    let started = Instant::now();
+    let result = reconcile.await;
+    crate::metrics::reconciled(kind, started.elapsed(), result.is_ok());
+    if let Err(err) = &result {
+        ctx.warn(object, "ReconcileFailed", err.to_string()).await;
+    }
+    result
+}
+
+fn namespace_of<K: Resource>(object: &K) -> Result<String, Error> {
+    object
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(object.name_any()))
+}
+
 /// Reconciles one TwinInterface: Knative Service, Trigger and routing Bindings.
 pub async fn reconcile_interface(
     interface: Arc<TwinInterface>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_interface_inner(&interface, &ctx).await;
-    crate::metrics::reconciled("TwinInterface", started.elapsed(), result.is_ok());
-    if let Err(err) = &result {
-        ctx.warn(interface.as_ref(), "ReconcileFailed", err.to_string())
-            .await;
-    }
-    result
+    observed(
+        "TwinInterface",
+        interface.as_ref(),
+        &ctx,
+        reconcile_interface_inner(&interface, &ctx),
+    )
+    .await
 }
 
 async fn reconcile_interface_inner(
     interface: &TwinInterface,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    let namespace = interface
-        .namespace()
-        .ok_or_else(|| Error::NoNamespace(interface.name_any()))?;
+    let namespace = namespace_of(interface)?;
     let api: Api<TwinInterface> = Api::namespaced(ctx.client.clone(), &namespace);
     if finalize(ctx, &api, interface, &INTERFACE_CHILDREN).await? {
         return Ok(Action::await_change());
     }
     let input = world_input(ctx, &namespace).await?;
-    let world = World::resolve(
+    let planned = World::resolve(
         &namespace,
         &ctx.config,
         &input.event_stores,
         &input.mqtt_triggers,
-    )?;
-    let (plan, _) = plan_interface(interface, &world)?;
+    )
+    .and_then(|world| Ok((plan_interface(interface, &world)?.0, world)));
+    let (plan, world) = match planned {
+        Ok(planned) => planned,
+        Err(err) => return invalid(&api, interface, err.into()).await,
+    };
     let mut triggers = Vec::new();
     if plan.service.is_some() {
         triggers.push(twin_trigger_name(&plan.interface));
@@ -503,7 +748,7 @@ async fn reconcile_interface_inner(
     if let Some(store) = world.event_store {
         triggers.push(event_store_trigger_name(store));
     }
-    let discovered = discover(ctx, &namespace, &triggers).await?;
+    let (discovered, mut missing) = discover(ctx, &namespace, &triggers).await?;
     let mqtt_exchange = input
         .mqtt_triggers
         .iter()
@@ -517,74 +762,73 @@ async fn reconcile_interface_inner(
         mqtt_exchange: mqtt_exchange.as_deref(),
     };
     let rendered = renderer.interface(&plan, &Owner::of(interface));
-    let uid = interface.uid().unwrap_or_default();
+    missing.extend(rendered.missing.iter().cloned());
     // Prune only with the full desired set: with a dependency missing, bindings that cannot be
     // rendered right now must not be deleted.
-    let complete = rendered.missing.is_empty();
-    sync_children(
+    let uid = interface.uid().unwrap_or_default();
+    let legacy = format!(
+        "{LABEL_TWIN_INTERFACE}={}",
+        fit(&interface.name_any(), MAX_LABEL)
+    );
+    let children = Children {
+        owner_uid: &uid,
+        legacy_selector: Some(&legacy),
+    };
+    let report = sync_children(
         ctx,
         &namespace,
-        &uid,
+        &children,
         &INTERFACE_CHILDREN,
         &rendered,
-        complete,
+        missing.is_empty(),
     )
-    .await?;
-    let previous = interface
-        .status
+    .await;
+    let service = plan
+        .service
         .as_ref()
-        .and_then(|s| serde_json::to_value(s).ok());
-    let bindings: Vec<&str> = rendered
-        .objects
-        .iter()
-        .filter(|d| d.kind == ChildKind::Binding)
-        .map(|d| d.name())
-        .collect();
-    let mut status = json!({
-        "phase": phase(&rendered.missing),
-        "observedGeneration": interface.meta().generation,
-        "conditions": conditions(&rendered.missing, interface.meta().generation),
-        "bindings": bindings,
+        .and_then(|_| report.live(ChildKind::KService, &twin_service_name(&plan.interface)));
+    let mut fields = json!({
+        "bindings": rendered.objects.iter()
+            .filter(|d| d.kind == ChildKind::Binding)
+            .map(Desired::name)
+            .collect::<Vec<_>>(),
+        "queue": discovered.trigger_queues.get(&twin_trigger_name(&plan.interface)),
     });
-    if let Some(queue) = discovered
-        .trigger_queues
-        .get(&twin_trigger_name(&plan.interface))
-    {
-        status["queue"] = json!(queue);
+    if plan.service.is_some() {
+        fields["serviceReady"] =
+            json!(service.is_some_and(|s| status::readiness(ChildKind::KService, s).is_ok()));
+        fields["serviceUrl"] = service.map_or(Value::Null, |s| s["status"]["url"].clone());
     }
-    let changed = update_status(&api, interface, previous.as_ref(), status).await?;
-    if changed && !rendered.missing.is_empty() {
-        let note = rendered
+    let health = Health::of(&missing, report);
+    let changed = status::write(&api, interface, &health, fields).await?;
+    if let Some(first) = health.missing.first().filter(|_| changed) {
+        let note = health
             .missing
             .iter()
             .map(Missing::message)
             .collect::<Vec<_>>()
             .join("; ");
-        ctx.warn(interface, rendered.missing[0].reason(), note)
-            .await;
+        ctx.warn(interface, first.reason(), note).await;
     }
-    Ok(action(&rendered.missing))
+    health.into_action()
 }
 
-/// Reconciles one EventStore: its Knative Service and Trigger.
+/// Reconciles one EventStore: its Knative Service or StatefulSet, Service and Trigger.
 pub async fn reconcile_event_store(
     store: Arc<EventStore>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_event_store_inner(&store, &ctx).await;
-    crate::metrics::reconciled("EventStore", started.elapsed(), result.is_ok());
-    if let Err(err) = &result {
-        ctx.warn(store.as_ref(), "ReconcileFailed", err.to_string())
-            .await;
-    }
-    result
+    observed(
+        "EventStore",
+        store.as_ref(),
+        &ctx,
+        reconcile_event_store_inner(&store, &ctx),
+    )
+    .await
 }
 
 async fn reconcile_event_store_inner(store: &EventStore, ctx: &Context) -> Result<Action, Error> {
-    let namespace = store
-        .namespace()
-        .ok_or_else(|| Error::NoNamespace(store.name_any()))?;
+    let namespace = namespace_of(store)?;
     let api: Api<EventStore> = Api::namespaced(ctx.client.clone(), &namespace);
     if finalize(ctx, &api, store, &EVENT_STORE_CHILDREN).await? {
         return Ok(Action::await_change());
@@ -594,7 +838,10 @@ async fn reconcile_event_store_inner(store: &EventStore, ctx: &Context) -> Resul
         event_stores: vec![store.clone()],
         ..Default::default()
     };
-    let plan = ktwin_planner::plan(&input, &ctx.config)?;
+    let plan = match ktwin_planner::plan(&input, &ctx.config) {
+        Ok(plan) => plan,
+        Err(err) => return invalid(&api, store, err.into()).await,
+    };
     let discovered = Discovered::default();
     let renderer = Renderer::for_plan(&plan, &ctx.config, &discovered);
     let rendered = match &plan.event_store {
@@ -602,31 +849,22 @@ async fn reconcile_event_store_inner(store: &EventStore, ctx: &Context) -> Resul
         None => Rendered::default(),
     };
     let uid = store.uid().unwrap_or_default();
-    sync_children(
+    let report = sync_children(
         ctx,
         &namespace,
-        &uid,
+        &Children::of(&uid),
         &EVENT_STORE_CHILDREN,
         &rendered,
         true,
     )
-    .await?;
+    .await;
     let url = ctx.config.service_url(
         &crate::render::event_store_service_name(&store.name_any()),
         &namespace,
     );
-    let previous = store
-        .status
-        .as_ref()
-        .and_then(|s| serde_json::to_value(s).ok());
-    let status = json!({
-        "phase": phase(&rendered.missing),
-        "observedGeneration": store.meta().generation,
-        "conditions": conditions(&rendered.missing, store.meta().generation),
-        "url": url,
-    });
-    update_status(&api, store, previous.as_ref(), status).await?;
-    Ok(action(&rendered.missing))
+    let health = Health::of(&rendered.missing, report);
+    status::write(&api, store, &health, json!({"url": url})).await?;
+    health.into_action()
 }
 
 /// Reconciles one MQTTTrigger: the dispatcher Queues, Deployments and Services.
@@ -634,23 +872,20 @@ pub async fn reconcile_mqtt_trigger(
     trigger: Arc<MQTTTrigger>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_mqtt_trigger_inner(&trigger, &ctx).await;
-    crate::metrics::reconciled("MQTTTrigger", started.elapsed(), result.is_ok());
-    if let Err(err) = &result {
-        ctx.warn(trigger.as_ref(), "ReconcileFailed", err.to_string())
-            .await;
-    }
-    result
+    observed(
+        "MQTTTrigger",
+        trigger.as_ref(),
+        &ctx,
+        reconcile_mqtt_trigger_inner(&trigger, &ctx),
+    )
+    .await
 }
 
 async fn reconcile_mqtt_trigger_inner(
     trigger: &MQTTTrigger,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    let namespace = trigger
-        .namespace()
-        .ok_or_else(|| Error::NoNamespace(trigger.name_any()))?;
+    let namespace = namespace_of(trigger)?;
     let api: Api<MQTTTrigger> = Api::namespaced(ctx.client.clone(), &namespace);
     if finalize(ctx, &api, trigger, &DISPATCHER_CHILDREN).await? {
         return Ok(Action::await_change());
@@ -660,61 +895,66 @@ async fn reconcile_mqtt_trigger_inner(
         mqtt_triggers: vec![trigger.clone()],
         ..Default::default()
     };
-    let plan = ktwin_planner::plan(&input, &ctx.config)?;
-    let discovered = discover(ctx, &namespace, &[]).await?;
+    let plan = match ktwin_planner::plan(&input, &ctx.config) {
+        Ok(plan) => plan,
+        Err(err) => return invalid(&api, trigger, err.into()).await,
+    };
+    let (discovered, mut missing) = discover(ctx, &namespace, &[]).await?;
     let renderer = Renderer::for_plan(&plan, &ctx.config, &discovered);
     let rendered = match &plan.dispatchers {
         Some(plan) => renderer.dispatchers(plan, &Owner::of(trigger)),
         None => Rendered::default(),
     };
+    missing.extend(rendered.missing.iter().cloned());
     let uid = trigger.uid().unwrap_or_default();
-    let complete = rendered.missing.is_empty();
-    sync_children(
+    let report = sync_children(
         ctx,
         &namespace,
-        &uid,
+        &Children::of(&uid),
         &DISPATCHER_CHILDREN,
         &rendered,
-        complete,
+        missing.is_empty(),
     )
-    .await?;
-    let previous = trigger
-        .status
-        .as_ref()
-        .and_then(|s| serde_json::to_value(s).ok());
-    let status = json!({
-        "phase": phase(&rendered.missing),
-        "observedGeneration": trigger.meta().generation,
-        "conditions": conditions(&rendered.missing, trigger.meta().generation),
+    .await;
+    let ready_replicas = |name: Option<&str>| {
+        name.and_then(|n| report.live(ChildKind::Deployment, n))
+            .map(|d| d["status"]["readyReplicas"].as_i64().unwrap_or(0))
+    };
+    let dispatchers = plan.dispatchers.as_ref();
+    let fields = json!({
+        "mqttDispatcherReadyReplicas": ready_replicas(dispatchers.map(|d| d.mqtt.name.as_str())),
+        "cloudEventDispatcherReadyReplicas":
+            ready_replicas(dispatchers.map(|d| d.cloud_event.name.as_str())),
     });
-    update_status(&api, trigger, previous.as_ref(), status).await?;
-    Ok(action(&rendered.missing))
+    let health = Health::of(&missing, report);
+    status::write(&api, trigger, &health, fields).await?;
+    health.into_action()
 }
 
 /// Reconciles one Gateway: its Deployment and Service.
 pub async fn reconcile_gateway(gateway: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_gateway_inner(&gateway, &ctx).await;
-    crate::metrics::reconciled("Gateway", started.elapsed(), result.is_ok());
-    if let Err(err) = &result {
-        ctx.warn(gateway.as_ref(), "ReconcileFailed", err.to_string())
-            .await;
-    }
-    result
+    observed(
+        "Gateway",
+        gateway.as_ref(),
+        &ctx,
+        reconcile_gateway_inner(&gateway, &ctx),
+    )
+    .await
 }
 
 async fn reconcile_gateway_inner(gateway: &Gateway, ctx: &Context) -> Result<Action, Error> {
-    let namespace = gateway
-        .namespace()
-        .ok_or_else(|| Error::NoNamespace(gateway.name_any()))?;
+    let namespace = namespace_of(gateway)?;
     let api: Api<Gateway> = Api::namespaced(ctx.client.clone(), &namespace);
     if finalize(ctx, &api, gateway, &GATEWAY_CHILDREN).await? {
         return Ok(Action::await_change());
     }
     let mut input = world_input(ctx, &namespace).await?;
     input.gateways = vec![gateway.clone()];
-    let plan = ktwin_planner::plan(&input, &ctx.config)?;
-    let discovered = discover(ctx, &namespace, &[]).await?;
+    let plan = match ktwin_planner::plan(&input, &ctx.config) {
+        Ok(plan) => plan,
+        Err(err) => return invalid(&api, gateway, err.into()).await,
+    };
+    let (discovered, mut missing) = discover(ctx, &namespace, &[]).await?;
     let renderer = Renderer::for_plan(&plan, &ctx.config, &discovered);
     let mut rendered = Rendered::default();
     for gateway_plan in &plan.gateways {
@@ -722,28 +962,24 @@ async fn reconcile_gateway_inner(gateway: &Gateway, ctx: &Context) -> Result<Act
         rendered.objects.extend(part.objects);
         rendered.missing.extend(part.missing);
     }
+    missing.extend(rendered.missing.iter().cloned());
     let uid = gateway.uid().unwrap_or_default();
-    let complete = rendered.missing.is_empty();
-    sync_children(
+    let report = sync_children(
         ctx,
         &namespace,
-        &uid,
+        &Children::of(&uid),
         &GATEWAY_CHILDREN,
         &rendered,
-        complete,
+        missing.is_empty(),
     )
-    .await?;
-    let previous = gateway
-        .status
-        .as_ref()
-        .and_then(|s| serde_json::to_value(s).ok());
-    let status = json!({
-        "phase": phase(&rendered.missing),
-        "observedGeneration": gateway.meta().generation,
-        "conditions": conditions(&rendered.missing, gateway.meta().generation),
-    });
-    update_status(&api, gateway, previous.as_ref(), status).await?;
-    Ok(action(&rendered.missing))
+    .await;
+    let url = plan
+        .gateways
+        .first()
+        .map(|g| format!("{}:{}", ctx.config.service_url(&g.name, &namespace), g.port));
+    let health = Health::of(&missing, report);
+    status::write(&api, gateway, &health, json!({"url": url})).await?;
+    health.into_action()
 }
 
 #[cfg(test)]
@@ -761,29 +997,27 @@ mod tests {
     }
 
     #[test]
-    fn conditions_name_the_first_missing_dependency() {
-        let ok = conditions(&[], Some(3));
-        assert!(
-            ok.iter()
-                .all(|c| c.status == "True" && c.observed_generation == Some(3))
+    fn immutable_changes_are_found_per_kind() {
+        let live = json!({"spec": {"source": "b.ktwin.ktwin.uid-1", "destination": "q",
+            "arguments": {"type": "t", "x-match": "all"},
+            "rabbitmqClusterReference": {"name": "rabbitmq", "namespace": "ktwin"}}});
+        let same = json!({"spec": {"source": "b.ktwin.ktwin.uid-1", "destination": "q",
+            "arguments": {"type": "t", "x-match": "all"},
+            "rabbitmqClusterReference": {"name": "rabbitmq"}}});
+        assert_eq!(immutable_change(ChildKind::Binding, &same, &live), None);
+        let mut moved = same.clone();
+        moved["spec"]["source"] = json!("b.ktwin.ktwin.uid-2");
+        assert_eq!(
+            immutable_change(ChildKind::Binding, &moved, &live).as_deref(),
+            Some("spec.source")
         );
-        let missing = conditions(
-            &[
-                Missing::Broker("ktwin".into()),
-                Missing::TriggerQueue("city-pole".into()),
-            ],
-            None,
+        let mut more = same.clone();
+        more["spec"]["arguments"]["x-ktwin-binding"] = json!("b");
+        assert_eq!(
+            immutable_change(ChildKind::Binding, &more, &live).as_deref(),
+            Some("spec.arguments")
         );
-        let dependencies = missing
-            .iter()
-            .find(|c| c.type_ == "DependenciesReady")
-            .unwrap();
-        assert_eq!(dependencies.status, "False");
-        assert_eq!(dependencies.reason, "BrokerNotReady");
-        assert!(
-            dependencies.message.contains("city-pole"),
-            "{}",
-            dependencies.message
-        );
+        // Knative Services have no field ktwin writes that admission freezes.
+        assert_eq!(immutable_change(ChildKind::KService, &moved, &live), None);
     }
 }

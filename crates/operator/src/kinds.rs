@@ -62,6 +62,55 @@ impl ChildKind {
         self.gvk().2
     }
 
+    /// `apiVersion Kind`, how conditions name an API, e.g. `rabbitmq.com/v1beta1 Binding`.
+    pub fn api_name(self) -> String {
+        format!("{} {}", self.api_version(), self.kind())
+    }
+
+    /// Fields the admission webhooks of this kind refuse to change on an existing object, as
+    /// JSON paths; `true` marks a value compared whole (a map ktwin owns entirely), `false` one
+    /// where fields only the server adds do not count. A change to any of them is made by
+    /// deleting and recreating the object.
+    ///
+    /// Sources (see `../shared/reference/cluster-admission.md`): the topology operator's
+    /// `internal/webhook/v1beta1/binding_webhook.go` (the whole Binding spec) and
+    /// `queue_webhook.go`; eventing's `trigger_validation.go` (`spec.broker`) and
+    /// eventing-rabbitmq's `trigger_validation.go` (`spec.filter`); Kubernetes'
+    /// `pkg/apis/apps/validation/validation.go` (a Deployment's selector; a StatefulSet's spec
+    /// except replicas, template, update strategy and a few others).
+    pub fn immutable_fields(self) -> &'static [(&'static [&'static str], bool)] {
+        const CLUSTER: (&[&str], bool) = (&["spec", "rabbitmqClusterReference"], false);
+        match self {
+            ChildKind::Binding => &[
+                (&["spec", "vhost"], true),
+                (&["spec", "source"], true),
+                (&["spec", "destination"], true),
+                (&["spec", "destinationType"], true),
+                (&["spec", "routingKey"], true),
+                (&["spec", "arguments"], true),
+                CLUSTER,
+            ],
+            ChildKind::Queue => &[
+                (&["spec", "name"], true),
+                (&["spec", "vhost"], true),
+                (&["spec", "type"], true),
+                (&["spec", "autoDelete"], true),
+                (&["spec", "durable"], true),
+                (&["spec", "arguments"], true),
+                CLUSTER,
+            ],
+            ChildKind::Trigger => &[(&["spec", "broker"], true), (&["spec", "filter"], true)],
+            ChildKind::Deployment => &[(&["spec", "selector"], true)],
+            ChildKind::StatefulSet => &[
+                (&["spec", "selector"], true),
+                (&["spec", "serviceName"], true),
+                (&["spec", "podManagementPolicy"], true),
+                (&["spec", "volumeClaimTemplates"], false),
+            ],
+            ChildKind::KService | ChildKind::Service => &[],
+        }
+    }
+
     /// The API resource for dynamic clients.
     pub fn api_resource(self) -> ApiResource {
         let (group, version, kind, plural) = self.gvk();

@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod controller;
 pub mod install;
+pub mod instance;
 pub mod kinds;
 pub mod leader;
 pub mod manifests;
@@ -17,5 +18,6 @@ pub mod metrics;
 pub mod names;
 pub mod render;
 mod run;
+pub mod status;
 
 pub use run::{OperatorOptions, RunError, run};

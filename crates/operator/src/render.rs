@@ -51,7 +51,8 @@ pub const RUN_AS_USER: i64 = 65532;
 pub struct Discovered {
     /// The broker ingress URL (`Broker.status.address.url`).
     pub broker_url: Option<String>,
-    /// The broker's headers exchange (`Exchange.spec.name`, labelled with the broker).
+    /// The broker's headers exchange (`Exchange.spec.name` of the Exchange eventing-rabbitmq
+    /// names after the Broker's UID).
     pub broker_exchange: Option<String>,
     /// Trigger name → its queue's RabbitMQ name (`Queue.spec.name`, labelled with the trigger).
     pub trigger_queues: BTreeMap<String, String>,
@@ -82,6 +83,10 @@ impl Discovered {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Missing {
+    /// The API server does not serve this API (`group/version Kind`): its CRD is not
+    /// installed. Objects of that kind are skipped; everything else still applies. It sorts
+    /// first: it is the cause of the others.
+    Api(String),
     /// The Broker has no address: absent or not ready.
     Broker(String),
     /// eventing-rabbitmq has not created the broker's exchange.
@@ -97,6 +102,7 @@ impl Missing {
             Missing::Broker(_) => "BrokerNotReady",
             Missing::BrokerExchange(_) => "BrokerExchangeMissing",
             Missing::TriggerQueue(_) => "TriggerQueueMissing",
+            Missing::Api(_) => "ApiNotInstalled",
         }
     }
 
@@ -112,6 +118,9 @@ impl Missing {
             Missing::TriggerQueue(trigger) => {
                 format!("eventing-rabbitmq has not created the queue of Trigger {trigger:?} yet")
             }
+            Missing::Api(api) => format!(
+                "the API server does not serve {api}: install its CustomResourceDefinition (Knative Serving/Eventing, eventing-rabbitmq, the RabbitMQ messaging topology operator)"
+            ),
         }
     }
 }
@@ -377,13 +386,10 @@ impl<'a> Renderer<'a> {
         Ok(out)
     }
 
+    /// `spec.broker`: eventing-rabbitmq resolves nothing else (the planner refuses a broker in
+    /// another namespace).
     fn broker_ref(&self) -> Value {
-        match &self.config.broker.namespace {
-            Some(ns) if ns != self.namespace => json!({"brokerRef": {
-                "apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
-                "name": self.config.broker.name, "namespace": ns}}),
-            _ => json!({"broker": self.config.broker.name}),
-        }
+        json!({"broker": self.config.broker.name})
     }
 
     fn cluster_reference(&self) -> Value {

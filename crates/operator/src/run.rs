@@ -6,18 +6,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use ktwin_model::crd::{EventStore, Gateway, MQTTTrigger, TwinInterface};
+use ktwin_model::crd::{EventStore, Gateway, MQTTTrigger, TwinInstance, TwinInterface};
 use ktwin_planner::KtwinConfig;
 use kube::api::{Api, DynamicObject};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{Action, Controller, Error as ControllerError};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
 
 use crate::controller::{
-    Context, Error, reconcile_event_store, reconcile_gateway, reconcile_interface,
+    Context, DISPATCHER_CHILDREN, EVENT_STORE_CHILDREN, Error, GATEWAY_CHILDREN,
+    INTERFACE_CHILDREN, reconcile_event_store, reconcile_gateway, reconcile_interface,
     reconcile_mqtt_trigger,
 };
+use crate::instance::reconcile_twin_instance;
 use crate::kinds::{ChildKind, external};
 use crate::leader::LeaderElector;
 use crate::names::LABEL_KNATIVE_TRIGGER;
@@ -38,12 +42,43 @@ pub struct OperatorOptions {
     pub identity: String,
 }
 
+/// How long to wait after a failed reconcile: a conflict (409, someone wrote in between) is
+/// retried at once; a refusal (400/403/422: admission or schema) cannot succeed before something
+/// changes, and the watches bring that change, so it is retried rarely; anything else (the API
+/// server or a dependency failing) after a short pause.
+pub fn retry_after(error: &Error) -> Duration {
+    match error.status_code() {
+        Some(409) => Duration::from_secs(1),
+        Some(400 | 403 | 422) => Duration::from_secs(300),
+        Some(404) => Duration::from_secs(60),
+        _ => Duration::from_secs(15),
+    }
+}
+
 fn error_policy<K>(object: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action
 where
     K: Resource<DynamicType = ()>,
 {
-    tracing::warn!(object = %object.name_any(), %error, "reconcile failed");
-    Action::requeue(Duration::from_secs(30))
+    let retry = retry_after(error);
+    tracing::warn!(object = %object.name_any(), %error, retry_in = ?retry, "reconcile failed");
+    Action::requeue(retry)
+}
+
+/// Logs what a controller's stream yields: watch failures (an API not served, RBAC, a lost
+/// connection) at warn, since nothing reconciles while they last; reconcile failures were
+/// already logged by [`error_policy`].
+async fn log_result<K, E>(result: Result<(ObjectRef<K>, Action), ControllerError<Error, E>>)
+where
+    K: Resource<DynamicType = ()>,
+    E: std::error::Error,
+{
+    match result {
+        Ok(_) | Err(ControllerError::ReconcilerFailed(..)) => {}
+        Err(err @ ControllerError::ObjectNotFound(_)) => {
+            tracing::debug!(error = %err, "object gone before its reconcile");
+        }
+        Err(err) => tracing::warn!(kind = %K::kind(&()), error = %err, "controller watch failed"),
+    }
 }
 
 /// Every object of `store` in `namespace`.
@@ -82,26 +117,8 @@ pub enum RunError {
 /// leader and the standbys alike, so a Deployment of several replicas becomes Available and
 /// rolls. Only the Lease holder reconciles.
 pub async fn run(client: Client, options: OperatorOptions) -> Result<(), RunError> {
-    let readiness = ktwin_service::Readiness::new();
     let shutdown = ktwin_service::shutdown_token();
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .map_err(|source| RunError::Bind {
-            address: options.listen,
-            source,
-        })?;
-    readiness.set_ready(true);
-    let ops = ktwin_service::ops_router(readiness.clone());
-    let ops_shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        let served = axum::serve(listener, ops)
-            .with_graceful_shutdown(ops_shutdown.cancelled_owned())
-            .await;
-        if let Err(err) = served {
-            tracing::error!(%err, "ops server failed");
-        }
-    });
-
+    serve_ops(options.listen, &shutdown).await?;
     let elector = options.leader_elect.then(|| {
         LeaderElector::new(
             client.clone(),
@@ -119,35 +136,110 @@ pub async fn run(client: Client, options: OperatorOptions) -> Result<(), RunErro
         }
     }
     tracing::info!("reconciling");
-
     let ctx = Arc::new(Context::new(client.clone(), options.config));
-    let wc = watcher::Config::default();
-    let dynamic = |kind: ChildKind| {
-        let ar = kind.api_resource();
-        (Api::<DynamicObject>::all_with(client.clone(), &ar), ar)
-    };
-
-    let interfaces = Controller::new(Api::<TwinInterface>::all(client.clone()), wc.clone());
-    let store = interfaces.store();
-    let mut interfaces = interfaces;
-    for kind in [ChildKind::KService, ChildKind::Trigger, ChildKind::Binding] {
-        let (api, ar) = dynamic(kind);
-        interfaces = interfaces.owns_with(api, ar, wc.clone());
+    let controllers = futures::future::join5(
+        drive(
+            interfaces(&client),
+            reconcile_interface,
+            ctx.clone(),
+            &shutdown,
+        ),
+        drive(
+            owning::<EventStore>(&client, &EVENT_STORE_CHILDREN),
+            reconcile_event_store,
+            ctx.clone(),
+            &shutdown,
+        ),
+        drive(
+            owning::<MQTTTrigger>(&client, &DISPATCHER_CHILDREN),
+            reconcile_mqtt_trigger,
+            ctx.clone(),
+            &shutdown,
+        ),
+        drive(
+            owning::<Gateway>(&client, &GATEWAY_CHILDREN),
+            reconcile_gateway,
+            ctx.clone(),
+            &shutdown,
+        ),
+        drive(instances(&client), reconcile_twin_instance, ctx, &shutdown),
+    );
+    match &elector {
+        Some(elector) => tokio::select! {
+            _ = controllers => Ok(()),
+            () = elector.keep() => {
+                shutdown.cancel();
+                Err(RunError::LostLeadership)
+            }
+        },
+        None => {
+            controllers.await;
+            Ok(())
+        }
     }
-    let queue_ar = external::queue();
+}
+
+/// Serves `/health`, `/ready` (true at once: readiness is serving) and `/metrics` until
+/// shutdown.
+async fn serve_ops(address: SocketAddr, shutdown: &CancellationToken) -> Result<(), RunError> {
+    let readiness = ktwin_service::Readiness::new();
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| RunError::Bind { address, source })?;
+    readiness.set_ready(true);
+    let ops = ktwin_service::ops_router(readiness);
+    let ops_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let served = axum::serve(listener, ops)
+            .with_graceful_shutdown(ops_shutdown.cancelled_owned())
+            .await;
+        if let Err(err) = served {
+            tracing::error!(%err, "ops server failed");
+        }
+    });
+    Ok(())
+}
+
+/// A controller of `K` woken by changes to its children of `kinds`.
+fn owning<K>(client: &Client, kinds: &[ChildKind]) -> Controller<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let wc = watcher::Config::default();
+    let mut controller = Controller::new(Api::<K>::all(client.clone()), wc.clone());
+    for kind in kinds {
+        let ar = kind.api_resource();
+        let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
+        controller = controller.owns_with(api, ar, wc.clone());
+    }
+    controller
+}
+
+/// The TwinInterface controller: woken by its children, by eventing-rabbitmq creating a
+/// trigger's queue (which unblocks that interface's bindings; the event store's queue unblocks
+/// every interface of the namespace), by Brokers, and by the namespace's EventStores and
+/// MQTTTriggers, which the interfaces' plans depend on.
+fn interfaces(client: &Client) -> Controller<TwinInterface> {
+    let wc = watcher::Config::default();
+    let controller = owning::<TwinInterface>(client, &INTERFACE_CHILDREN);
+    let store = controller.store();
     let (by_queue, by_broker, by_store, by_trigger) =
-        (store.clone(), store.clone(), store.clone(), store.clone());
-    let interfaces = interfaces
-        // eventing-rabbitmq creating a trigger's queue unblocks that interface's bindings; the
-        // event store's queue unblocks every interface of the namespace.
+        (store.clone(), store.clone(), store.clone(), store);
+    let queue_ar = external::queue();
+    controller
         .watches_with(
             Api::<DynamicObject>::all_with(client.clone(), &queue_ar),
             queue_ar,
             wc.clone(),
             move |queue| {
                 let trigger = queue.labels().get(LABEL_KNATIVE_TRIGGER).cloned();
-                let namespace = queue.namespace();
-                let all = all_in(&by_queue, namespace.clone());
+                let all = all_in(&by_queue, queue.namespace());
                 let own: Vec<_> = all
                     .iter()
                     .filter(|r| Some(twin_trigger_name(&r.name)) == trigger)
@@ -167,62 +259,77 @@ pub async fn run(client: Client, options: OperatorOptions) -> Result<(), RunErro
             wc.clone(),
             move |s| all_in(&by_store, s.namespace()),
         )
+        .watches(Api::<MQTTTrigger>::all(client.clone()), wc, move |t| {
+            all_in(&by_trigger, t.namespace())
+        })
+}
+
+/// The TwinInstance controller (status only): woken by its instances, by instances that
+/// become or stop being the target of one's relationships, and by its interface.
+fn instances(client: &Client) -> Controller<TwinInstance> {
+    let wc = watcher::Config::default();
+    let controller = Controller::new(Api::<TwinInstance>::all(client.clone()), wc.clone());
+    let (by_target, by_interface) = (controller.store(), controller.store());
+    controller
         .watches(
-            Api::<MQTTTrigger>::all(client.clone()),
+            Api::<TwinInstance>::all(client.clone()),
             wc.clone(),
-            move |t| all_in(&by_trigger, t.namespace()),
+            move |target| {
+                let name = target.name_any();
+                matching(&by_target, target.namespace(), |i| {
+                    i.spec
+                        .twin_instance_relationships
+                        .iter()
+                        .any(|r| r.instance == name)
+                })
+            },
         )
-        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
-        .run(reconcile_interface, error_policy, ctx.clone())
-        .for_each(|_| async {});
+        .watches(
+            Api::<TwinInterface>::all(client.clone()),
+            wc,
+            move |interface| {
+                let name = interface.name_any();
+                matching(&by_interface, interface.namespace(), |i| {
+                    i.spec.interface == name
+                })
+            },
+        )
+}
 
-    let mut stores = Controller::new(Api::<EventStore>::all(client.clone()), wc.clone());
-    for kind in [
-        ChildKind::KService,
-        ChildKind::Trigger,
-        ChildKind::StatefulSet,
-        ChildKind::Service,
-    ] {
-        let (api, ar) = dynamic(kind);
-        stores = stores.owns_with(api, ar, wc.clone());
-    }
-    let stores = stores
-        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
-        .run(reconcile_event_store, error_policy, ctx.clone())
-        .for_each(|_| async {});
+/// The instances of `store` in `namespace` that `keep`.
+fn matching(
+    store: &Store<TwinInstance>,
+    namespace: Option<String>,
+    keep: impl Fn(&TwinInstance) -> bool,
+) -> Vec<ObjectRef<TwinInstance>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|i| i.namespace() == namespace && keep(i))
+        .map(|i| ObjectRef::from_obj(i.as_ref()))
+        .collect()
+}
 
-    let mut triggers = Controller::new(Api::<MQTTTrigger>::all(client.clone()), wc.clone());
-    for kind in [ChildKind::Queue, ChildKind::Deployment, ChildKind::Service] {
-        let (api, ar) = dynamic(kind);
-        triggers = triggers.owns_with(api, ar, wc.clone());
-    }
-    let triggers = triggers
+/// Runs `controller` with `reconcile` until shutdown, logging what fails.
+async fn drive<K, F, Fut>(
+    controller: Controller<K>,
+    reconcile: F,
+    ctx: Arc<Context>,
+    shutdown: &CancellationToken,
+) where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    F: FnMut(Arc<K>, Arc<Context>) -> Fut,
+    Fut: std::future::Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    controller
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
-        .run(reconcile_mqtt_trigger, error_policy, ctx.clone())
-        .for_each(|_| async {});
-
-    let mut gateways = Controller::new(Api::<Gateway>::all(client.clone()), wc.clone());
-    for kind in [ChildKind::Deployment, ChildKind::Service] {
-        let (api, ar) = dynamic(kind);
-        gateways = gateways.owns_with(api, ar, wc.clone());
-    }
-    let gateways = gateways
-        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
-        .run(reconcile_gateway, error_policy, ctx)
-        .for_each(|_| async {});
-
-    let controllers = futures::future::join4(interfaces, stores, triggers, gateways);
-    match &elector {
-        Some(elector) => tokio::select! {
-            _ = controllers => {}
-            () = elector.keep() => {
-                shutdown.cancel();
-                return Err(RunError::LostLeadership);
-            }
-        },
-        None => {
-            controllers.await;
-        }
-    }
-    Ok(())
+        .run(reconcile, error_policy, ctx)
+        .for_each(log_result)
+        .await;
 }

@@ -1,19 +1,21 @@
-//! Reconciler tests against an in-process fake of the Kubernetes API endpoints the operator uses
-//! (get, list with label selectors, server-side apply, merge patch, status, delete, create),
-//! behind a real `kube::Client`.
+//! The reconcilers against the strict fake API server of `fake_api` (admission rules of
+//! Knative, eventing-rabbitmq and the topology operator, server-side apply, conflicts,
+//! finalizers, unserved APIs), behind a real `kube::Client`.
 
-use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+mod fake_api;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use ktwin_model::crd::TwinInterface;
-use ktwin_operator::controller::{Context, DEPENDENCY_RETRY, RESYNC, reconcile_interface};
+use fake_api::FakeApi;
+use ktwin_model::crd::{EventStore, MQTTTrigger, TwinInterface};
+use ktwin_operator::controller::{
+    Context, DEPENDENCY_RETRY, RESYNC, reconcile_event_store, reconcile_interface,
+    reconcile_mqtt_trigger,
+};
 use ktwin_operator::leader::LeaderElector;
+use ktwin_operator::names::knative_child_name;
 use ktwin_planner::KtwinConfig;
-use kube::Client;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
@@ -28,271 +30,41 @@ const INTERFACES: &str = "/apis/dtd.ktwin/v0/namespaces/ktwin/twininterfaces";
 const EVENT_STORES: &str = "/apis/core.ktwin/v0/namespaces/ktwin/eventstores";
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/ktwin/leases";
 const MQTT_TRIGGERS: &str = "/apis/core.ktwin/v0/namespaces/ktwin/mqtttriggers";
+const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/ktwin/deployments";
+const SERVICES: &str = "/api/v1/namespaces/ktwin/services";
+const STATEFULSETS: &str = "/apis/apps/v1/namespaces/ktwin/statefulsets";
+const COMMAND_BINDING: &str = "city-pole-reboot-command-dispatcher";
 
-#[derive(Default)]
-struct State {
-    /// Collection path → name → object.
-    objects: BTreeMap<String, BTreeMap<String, Value>>,
-    /// Every request that is not a read, as `METHOD path`.
-    writes: Vec<String>,
-    next_version: u64,
-}
-
-/// The fake API server.
-#[derive(Clone, Default)]
-struct Fake(Arc<Mutex<State>>);
-
-/// RFC 7386 merge; server-side apply is approximated by the same merge (enough for the fields
-/// ktwin writes, which it always writes whole).
-fn merge(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (t, p) => *t = p.clone(),
+/// What eventing-rabbitmq creates for Broker `ktwin` with `uid`: the Broker with its address
+/// and its exchange named after the uid (plus a dead-letter exchange with the same label).
+fn put_broker(fake: &FakeApi, uid: &str) {
+    fake.put(
+        BROKERS,
+        json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+               "metadata": {"name": "ktwin", "namespace": NS, "uid": uid},
+               "status": {"address": {"url": "http://ktwin-broker-ingress.ktwin.svc.cluster.local"}}}),
+    );
+    for prefix in ["b.ktwin.ktwin.dlx.", "b.ktwin.ktwin."] {
+        let name = knative_child_name(prefix, uid);
+        fake.put(
+            EXCHANGES,
+            json!({"apiVersion": "rabbitmq.com/v1beta1", "kind": "Exchange",
+                   "metadata": {"name": name, "namespace": NS,
+                                "labels": {"eventing.knative.dev/broker": "ktwin"}},
+                   "spec": {"name": name, "type": "headers"}}),
+        );
     }
 }
 
-fn split(path: &str) -> (String, Option<String>, Option<String>) {
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let at = segments
-        .iter()
-        .position(|s| *s == "namespaces")
-        .expect("only namespaced requests");
-    let collection = format!("/{}", segments[..at + 3].join("/"));
-    (
-        collection,
-        segments.get(at + 3).map(|s| s.to_string()),
-        segments.get(at + 4).map(|s| s.to_string()),
-    )
-}
-
-fn status(code: u16, reason: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
-           "message": reason, "reason": reason, "code": code})
-}
-
-fn matches_selector(object: &Value, query: &str) -> bool {
-    let selector = query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("labelSelector="))
-        .map(|s| {
-            s.replace("%3D", "=")
-                .replace("%2F", "/")
-                .replace("%2C", ",")
-        });
-    let Some(selector) = selector else {
-        return true;
-    };
-    selector.split(',').filter(|s| !s.is_empty()).all(|term| {
-        let (key, value) = term.split_once('=').unwrap();
-        object["metadata"]["labels"][key] == value
-    })
-}
-
-impl Fake {
-    fn client(&self) -> Client {
-        let fake = self.clone();
-        let service = tower::service_fn(move |request: Request<kube::client::Body>| {
-            let fake = fake.clone();
-            async move {
-                let (parts, body) = request.into_parts();
-                let bytes = body.collect().await.unwrap().to_bytes();
-                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                let (code, value) = fake.handle(&parts, body);
-                let response = Response::builder()
-                    .status(code)
-                    .header("content-type", "application/json")
-                    .body(Full::new(bytes::Bytes::from(value.to_string())))
-                    .unwrap();
-                Ok::<_, Infallible>(response)
-            }
-        });
-        Client::new(service, NS)
-    }
-
-    fn handle(&self, parts: &http::request::Parts, body: Value) -> (StatusCode, Value) {
-        let path = parts.uri.path().to_owned();
-        let query = parts.uri.query().unwrap_or_default().to_owned();
-        let method = parts.method.as_str().to_owned();
-        let content_type = parts
-            .headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let mut state = self.0.lock().unwrap();
-        if method != "GET" {
-            state.writes.push(format!("{method} {path}"));
-        }
-        state.next_version += 1;
-        let version = state.next_version.to_string();
-        let (collection, name, subresource) = split(&path);
-        let objects = state.objects.entry(collection).or_default();
-        match (method.as_str(), name) {
-            ("GET", None) => {
-                let items: Vec<Value> = objects
-                    .values()
-                    .filter(|o| matches_selector(o, &query))
-                    .cloned()
-                    .collect();
-                (
-                    StatusCode::OK,
-                    json!({"apiVersion": "v1", "kind": "List",
-                           "metadata": {"resourceVersion": version}, "items": items}),
-                )
-            }
-            ("GET", Some(name)) => match objects.get(&name) {
-                Some(object) => (StatusCode::OK, object.clone()),
-                None => (StatusCode::NOT_FOUND, status(404, "NotFound")),
-            },
-            ("POST", None) => {
-                let name = body["metadata"]["name"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| format!("generated-{version}"));
-                if objects.contains_key(&name) {
-                    return (StatusCode::CONFLICT, status(409, "AlreadyExists"));
-                }
-                let mut object = body;
-                object["metadata"]["name"] = json!(name);
-                object["metadata"]["resourceVersion"] = json!(version);
-                objects.insert(name, object.clone());
-                (StatusCode::CREATED, object)
-            }
-            ("PUT", Some(name)) => {
-                let Some(existing) = objects.get(&name) else {
-                    return (StatusCode::NOT_FOUND, status(404, "NotFound"));
-                };
-                // Optimistic concurrency, as the API server does for updates.
-                if body["metadata"]["resourceVersion"] != existing["metadata"]["resourceVersion"] {
-                    return (StatusCode::CONFLICT, status(409, "Conflict"));
-                }
-                let mut object = body;
-                object["metadata"]["resourceVersion"] = json!(version);
-                objects.insert(name, object.clone());
-                (StatusCode::OK, object)
-            }
-            ("PATCH", Some(name)) => {
-                let apply = content_type.starts_with("application/apply-patch");
-                let existing = objects.get(&name).cloned();
-                let mut object = match (existing, apply) {
-                    (Some(object), _) => object,
-                    (None, true) => json!({"metadata": {
-                        "uid": format!("uid-{name}"), "creationTimestamp": "2026-01-01T00:00:00Z"}}),
-                    (None, false) => return (StatusCode::NOT_FOUND, status(404, "NotFound")),
-                };
-                let mut patch = body;
-                if subresource.as_deref() == Some("status") {
-                    patch = json!({"status": patch["status"].clone()});
-                } else if let Some(meta) = patch["metadata"].as_object_mut() {
-                    meta.remove("resourceVersion");
-                }
-                merge(&mut object, &patch);
-                object["metadata"]["resourceVersion"] = json!(version);
-                let finalizing = object["metadata"]["deletionTimestamp"].is_string()
-                    && object["metadata"]["finalizers"]
-                        .as_array()
-                        .is_none_or(|f| f.is_empty());
-                if finalizing {
-                    objects.remove(&name);
-                } else {
-                    objects.insert(name, object.clone());
-                }
-                (StatusCode::OK, object)
-            }
-            ("DELETE", Some(name)) => match objects.remove(&name) {
-                Some(object) => (StatusCode::OK, object),
-                None => (StatusCode::NOT_FOUND, status(404, "NotFound")),
-            },
-            other => panic!("unexpected request {other:?} {path}"),
-        }
-    }
-
-    fn put(&self, collection: &str, object: Value) {
-        let name = object["metadata"]["name"].as_str().unwrap().to_owned();
-        self.0
-            .lock()
-            .unwrap()
-            .objects
-            .entry(collection.into())
-            .or_default()
-            .insert(name, object);
-    }
-
-    fn get(&self, collection: &str, name: &str) -> Option<Value> {
-        self.0
-            .lock()
-            .unwrap()
-            .objects
-            .get(collection)?
-            .get(name)
-            .cloned()
-    }
-
-    fn names(&self, collection: &str) -> Vec<String> {
-        let state = self.0.lock().unwrap();
-        state
-            .objects
-            .get(collection)
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    fn remove(&self, collection: &str, name: &str) {
-        self.0
-            .lock()
-            .unwrap()
-            .objects
-            .get_mut(collection)
-            .map(|m| m.remove(name));
-    }
-
-    fn take_writes(&self) -> Vec<String> {
-        std::mem::take(&mut self.0.lock().unwrap().writes)
-    }
-
-    fn interface(&self) -> Arc<TwinInterface> {
-        Arc::new(serde_json::from_value(self.get(INTERFACES, "city-pole").unwrap()).unwrap())
-    }
-
-    fn edit_interface(&self, edit: impl FnOnce(&mut Value)) {
-        let mut state = self.0.lock().unwrap();
-        let object = state
-            .objects
-            .get_mut(INTERFACES)
-            .unwrap()
-            .get_mut("city-pole")
-            .unwrap();
-        edit(object);
-        let generation = object["metadata"]["generation"].as_i64().unwrap_or(1);
-        object["metadata"]["generation"] = json!(generation + 1);
-    }
+fn exchange_of(uid: &str) -> String {
+    knative_child_name("b.ktwin.ktwin.", uid)
 }
 
 /// A cluster where Knative, eventing-rabbitmq and the topology operator are installed and have
 /// created the broker's exchange and the triggers' queues.
-fn cluster() -> Fake {
-    let fake = Fake::default();
-    fake.put(
-        BROKERS,
-        json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
-               "metadata": {"name": "ktwin", "namespace": NS},
-               "status": {"address": {"url": "http://ktwin-broker-ingress.ktwin.svc.cluster.local"}}}),
-    );
-    fake.put(
-        EXCHANGES,
-        json!({"apiVersion": "rabbitmq.com/v1beta1", "kind": "Exchange",
-               "metadata": {"name": "b.ktwin", "namespace": NS,
-                            "labels": {"eventing.knative.dev/broker": "ktwin"}},
-               "spec": {"name": "b.ktwin.ktwin.uid"}}),
-    );
+fn cluster() -> FakeApi {
+    let fake = FakeApi::default();
+    put_broker(&fake, "broker-uid-1");
     for trigger in ["city-pole", "event-store-trigger"] {
         fake.put(
             QUEUES,
@@ -306,12 +78,14 @@ fn cluster() -> Fake {
     fake.put(
         EVENT_STORES,
         json!({"apiVersion": "core.ktwin/v0", "kind": "EventStore",
-               "metadata": {"name": "event-store", "namespace": NS, "uid": "uid-es"}, "spec": {}}),
+               "metadata": {"name": "event-store", "namespace": NS, "uid": "uid-es",
+                            "resourceVersion": "1", "generation": 1}, "spec": {}}),
     );
     fake.put(
         MQTT_TRIGGERS,
         json!({"apiVersion": "core.ktwin/v0", "kind": "MQTTTrigger",
-               "metadata": {"name": "mqtt", "namespace": NS, "uid": "uid-mqtt"}, "spec": {}}),
+               "metadata": {"name": "mqtt", "namespace": NS, "uid": "uid-mqtt",
+                            "resourceVersion": "1", "generation": 1}, "spec": {}}),
     );
     fake.put(
         INTERFACES,
@@ -331,56 +105,102 @@ fn cluster() -> Fake {
     fake
 }
 
-async fn reconcile(fake: &Fake) -> Action {
-    let ctx = Arc::new(Context::new(fake.client(), KtwinConfig::default()));
-    reconcile_interface(fake.interface(), ctx).await.unwrap()
+fn interface(fake: &FakeApi) -> Arc<TwinInterface> {
+    Arc::new(serde_json::from_value(fake.get(INTERFACES, "city-pole").unwrap()).unwrap())
 }
 
-fn condition(fake: &Fake, type_: &str) -> Value {
+async fn try_reconcile(fake: &FakeApi) -> Result<Action, ktwin_operator::controller::Error> {
+    let ctx = Arc::new(Context::new(fake.client(NS), KtwinConfig::default()));
+    reconcile_interface(interface(fake), ctx).await
+}
+
+async fn reconcile(fake: &FakeApi) -> Action {
+    try_reconcile(fake).await.unwrap()
+}
+
+/// Reconciles and lets the other controllers act until the interface is Ready.
+async fn converge(fake: &FakeApi) {
+    for _ in 0..4 {
+        if reconcile(fake).await == Action::requeue(RESYNC) {
+            return;
+        }
+        fake.run_topology_operator();
+        fake.run_controllers();
+    }
+    panic!(
+        "did not converge: {:#}",
+        fake.get(INTERFACES, "city-pole").unwrap()["status"]
+    );
+}
+
+fn condition(fake: &FakeApi, type_: &str) -> Value {
     let object = fake.get(INTERFACES, "city-pole").unwrap();
     object["status"]["conditions"]
         .as_array()
         .unwrap()
         .iter()
         .find(|c| c["type"] == type_)
-        .unwrap()
+        .unwrap_or_else(|| panic!("no {type_} condition in {:#}", object["status"]))
         .clone()
 }
 
+fn live_bindings(fake: &FakeApi) -> Vec<Value> {
+    fake.all(BINDINGS)
+        .into_iter()
+        .filter(|b| b["metadata"]["deletionTimestamp"].is_null())
+        .collect()
+}
+
 #[tokio::test]
-async fn create_applies_every_child_and_reports_ready() {
+async fn ready_only_once_the_knative_service_is_ready() {
     let fake = cluster();
-    assert_eq!(reconcile(&fake).await, Action::requeue(RESYNC));
+    assert_eq!(reconcile(&fake).await, Action::requeue(DEPENDENCY_RETRY));
     assert_eq!(fake.names(KSVC), vec!["city-pole"]);
     assert_eq!(fake.names(TRIGGERS), vec!["city-pole"]);
     let bindings = fake.names(BINDINGS);
     assert!(
-        bindings.contains(&"city-pole-reboot-command-dispatcher".to_owned()),
+        bindings.contains(&COMMAND_BINDING.to_owned()),
         "{bindings:?}"
     );
     assert_eq!(bindings.len(), 7, "{bindings:?}");
     let ksvc = fake.get(KSVC, "city-pole").unwrap();
     assert_eq!(ksvc["metadata"]["ownerReferences"][0]["controller"], true);
     assert_eq!(ksvc["metadata"]["labels"]["ktwin/owner-uid"], "uid-pole");
-    let interface = fake.get(INTERFACES, "city-pole").unwrap();
+    let object = fake.get(INTERFACES, "city-pole").unwrap();
     assert_eq!(
-        interface["metadata"]["finalizers"],
+        object["metadata"]["finalizers"],
         json!(["ktwin.dev/cleanup"])
     );
-    assert_eq!(condition(&fake, "Ready")["status"], "True");
-    assert_eq!(interface["status"]["queue"], "t.ktwin.city-pole.uid");
-    assert_eq!(interface["status"]["observedGeneration"], 1);
+    // Applied is not ready: Knative has not reported the Service yet.
+    assert_eq!(condition(&fake, "Ready")["status"], "False");
+    assert_eq!(condition(&fake, "ChildrenApplied")["status"], "True");
+    assert_eq!(condition(&fake, "Ready")["reason"], "ChildrenNotReady");
+    assert_eq!(object["status"]["serviceReady"], false);
+    assert_eq!(object["status"]["phase"], "Pending");
     let writes = fake.take_writes();
     assert!(
         writes.iter().all(|w| w.starts_with("PATCH ")),
         "only server-side apply and patches: {writes:?}"
     );
+
+    fake.run_controllers();
+    assert_eq!(reconcile(&fake).await, Action::requeue(RESYNC));
+    let object = fake.get(INTERFACES, "city-pole").unwrap();
+    assert_eq!(condition(&fake, "Ready")["status"], "True");
+    assert_eq!(object["status"]["phase"], "Running");
+    assert_eq!(object["status"]["serviceReady"], true);
+    assert_eq!(
+        object["status"]["serviceUrl"],
+        "http://city-pole.ktwin.svc.cluster.local"
+    );
+    assert_eq!(object["status"]["queue"], "t.ktwin.city-pole.uid");
+    assert_eq!(object["status"]["observedGeneration"], 1);
 }
 
 #[tokio::test]
 async fn a_second_reconcile_writes_nothing() {
     let fake = cluster();
-    reconcile(&fake).await;
+    converge(&fake).await;
     fake.take_writes();
     assert_eq!(reconcile(&fake).await, Action::requeue(RESYNC));
     assert_eq!(fake.take_writes(), Vec::<String>::new());
@@ -389,15 +209,18 @@ async fn a_second_reconcile_writes_nothing() {
 #[tokio::test]
 async fn changed_autoscaling_patches_only_the_service() {
     let fake = cluster();
-    reconcile(&fake).await;
+    converge(&fake).await;
     fake.take_writes();
-    fake.edit_interface(|o| o["spec"]["service"]["autoScaling"]["maxScale"] = json!(9));
+    fake.edit(INTERFACES, "city-pole", |o| {
+        o["spec"]["service"]["autoScaling"]["maxScale"] = json!(9)
+    });
     reconcile(&fake).await;
     let ksvc = fake.get(KSVC, "city-pole").unwrap();
     assert_eq!(
         ksvc["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/max-scale"],
         "9"
     );
+    assert_eq!(ksvc["metadata"]["generation"], 2);
     let writes = fake.take_writes();
     assert!(
         writes.contains(&format!("PATCH {KSVC}/city-pole")),
@@ -407,37 +230,45 @@ async fn changed_autoscaling_patches_only_the_service() {
         !writes.iter().any(|w| w.contains("/bindings/")),
         "{writes:?}"
     );
+    // The new generation is not ready until Knative says so.
+    assert_eq!(condition(&fake, "Ready")["status"], "False");
 }
 
 #[tokio::test]
 async fn a_removed_command_deletes_its_binding() {
     let fake = cluster();
-    reconcile(&fake).await;
+    converge(&fake).await;
     fake.take_writes();
-    fake.edit_interface(|o| o["spec"]["commands"] = json!([]));
+    fake.edit(INTERFACES, "city-pole", |o| {
+        o["spec"]["commands"] = json!([])
+    });
     reconcile(&fake).await;
-    let bindings = fake.names(BINDINGS);
-    assert!(!bindings.contains(&"city-pole-reboot-command-dispatcher".to_owned()));
-    assert_eq!(bindings.len(), 6, "{bindings:?}");
     let writes = fake.take_writes();
     assert!(
-        writes.contains(&format!(
-            "DELETE {BINDINGS}/city-pole-reboot-command-dispatcher"
-        )),
+        writes.contains(&format!("DELETE {BINDINGS}/{COMMAND_BINDING}")),
         "{writes:?}"
     );
+    fake.run_topology_operator();
+    let bindings = fake.names(BINDINGS);
+    assert!(!bindings.contains(&COMMAND_BINDING.to_owned()));
+    assert_eq!(bindings.len(), 6, "{bindings:?}");
 }
 
 #[tokio::test]
 async fn deletion_runs_the_finalizer() {
     let fake = cluster();
-    reconcile(&fake).await;
-    fake.edit_interface(|o| o["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z"));
+    converge(&fake).await;
+    fake.edit(INTERFACES, "city-pole", |o| {
+        o["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z")
+    });
     assert_eq!(reconcile(&fake).await, Action::await_change());
     assert!(fake.names(KSVC).is_empty());
     assert!(fake.names(TRIGGERS).is_empty());
+    // The topology operator finishes deleting the bindings on its own.
+    assert!(live_bindings(&fake).is_empty());
+    fake.run_topology_operator();
     assert!(fake.names(BINDINGS).is_empty());
-    // The finalizer was the last one: the object is gone.
+    // Our finalizer was the last one: the object is gone.
     assert!(fake.get(INTERFACES, "city-pole").is_none());
 }
 
@@ -464,7 +295,7 @@ async fn a_missing_broker_is_a_condition_not_a_panic() {
 #[tokio::test]
 async fn a_missing_trigger_queue_keeps_existing_bindings() {
     let fake = cluster();
-    reconcile(&fake).await;
+    converge(&fake).await;
     fake.remove(QUEUES, "t.city-pole");
     assert_eq!(reconcile(&fake).await, Action::requeue(DEPENDENCY_RETRY));
     assert_eq!(
@@ -472,21 +303,241 @@ async fn a_missing_trigger_queue_keeps_existing_bindings() {
         "TriggerQueueMissing"
     );
     // Not pruned: the desired set is incomplete while the queue is missing.
+    assert_eq!(live_bindings(&fake).len(), 7);
+}
+
+#[tokio::test]
+async fn the_broker_exchange_is_the_one_named_after_the_broker_uid() {
+    let fake = cluster();
+    // A leftover exchange of an earlier Broker of the same name, sorting first.
+    fake.put(
+        EXCHANGES,
+        json!({"apiVersion": "rabbitmq.com/v1beta1", "kind": "Exchange",
+               "metadata": {"name": "b.ktwin.ktwin.aaaa", "namespace": NS,
+                            "labels": {"eventing.knative.dev/broker": "ktwin"}},
+               "spec": {"name": "b.ktwin.ktwin.aaaa"}}),
+    );
+    converge(&fake).await;
+    let sources: Vec<Value> = live_bindings(&fake)
+        .iter()
+        .filter(|b| b["spec"]["destinationType"] == "queue" && b["spec"]["routingKey"].is_null())
+        .map(|b| b["spec"]["source"].clone())
+        .collect();
+    assert!(!sources.is_empty());
+    assert!(
+        sources
+            .iter()
+            .all(|s| *s == exchange_of("broker-uid-1").as_str()),
+        "{sources:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_recreated_broker_moves_every_binding_to_its_new_exchange() {
+    let fake = cluster();
+    converge(&fake).await;
+    // The Broker is deleted and created again: new UID, new exchange name. A Binding's source
+    // is immutable (the topology operator's webhook answers 403 to an update).
+    for name in fake.names(EXCHANGES) {
+        fake.remove(EXCHANGES, &name);
+    }
+    put_broker(&fake, "broker-uid-2");
+    assert_eq!(reconcile(&fake).await, Action::requeue(DEPENDENCY_RETRY));
+    let applied = condition(&fake, "ChildrenApplied");
+    assert_eq!(applied["reason"], "Recreating", "{applied}");
+    assert!(live_bindings(&fake).len() < 7);
+    converge(&fake).await;
+    let bindings = live_bindings(&fake);
+    assert_eq!(bindings.len(), 7);
+    let old = exchange_of("broker-uid-1");
+    assert!(
+        bindings.iter().all(|b| b["spec"]["source"] != old.as_str()),
+        "{bindings:#?}"
+    );
+    assert_eq!(condition(&fake, "Ready")["status"], "True");
+}
+
+/// The objects the original operator created for `city-pole`: the same names, owned by the
+/// same TwinInterface, but without ktwin's labels, with its own binding arguments (no
+/// `x-ktwin-binding`) and an exchange of its time.
+async fn populate_as_the_original_operator(fake: &FakeApi) {
+    let scratch = cluster();
+    converge(&scratch).await;
+    for collection in [KSVC, TRIGGERS, BINDINGS] {
+        for mut object in scratch.all(collection) {
+            let meta = object["metadata"].as_object_mut().unwrap();
+            meta.retain(|k, _| ["name", "namespace", "ownerReferences"].contains(&k.as_str()));
+            meta.insert(
+                "labels".into(),
+                json!({"ktwin/twin-interface": "city-pole", "eventing.knative.dev/trigger": "city-pole"}),
+            );
+            meta.insert("resourceVersion".into(), json!("1"));
+            meta.insert("generation".into(), json!(1));
+            if let Some(arguments) = object["spec"]["arguments"].as_object_mut() {
+                arguments.remove("x-ktwin-binding");
+            }
+            if object["spec"]["source"] == exchange_of("broker-uid-1").as_str() {
+                object["spec"]["source"] = json!("b.ktwin.ktwin.original");
+            }
+            if let Some(fields) = object.as_object_mut() {
+                fields.remove("status");
+            }
+            fake.put(collection, object);
+        }
+    }
+    // A binding the original left behind when a command was removed (it never pruned).
+    fake.put(
+        BINDINGS,
+        json!({"apiVersion": "rabbitmq.com/v1beta1", "kind": "Binding",
+               "metadata": {"name": "city-pole-reset-command-dispatcher", "namespace": NS,
+                            "labels": {"ktwin/twin-interface": "city-pole"},
+                            "ownerReferences": [{"apiVersion": "dtd.ktwin/v0",
+                                "kind": "TwinInterface", "name": "city-pole",
+                                "uid": "uid-pole", "controller": true}]},
+               "spec": {"source": "b.ktwin.ktwin.original", "destination": "t.ktwin.city-pole.uid",
+                        "destinationType": "queue",
+                        "rabbitmqClusterReference": {"name": "rabbitmq"}}}),
+    );
+}
+
+#[tokio::test]
+async fn a_namespace_populated_by_the_original_operator_is_taken_over() {
+    let fake = cluster();
+    populate_as_the_original_operator(&fake).await;
+    converge(&fake).await;
+    let bindings = live_bindings(&fake);
+    let mut names: Vec<&str> = bindings
+        .iter()
+        .map(|b| b["metadata"]["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names.len(), 7, "{names:?}");
+    assert!(
+        !names.contains(&"city-pole-reset-command-dispatcher"),
+        "{names:?}"
+    );
+    for binding in &bindings {
+        assert_eq!(binding["metadata"]["labels"]["ktwin/owner-uid"], "uid-pole");
+        assert!(
+            binding["spec"]["arguments"]["x-ktwin-binding"].is_string(),
+            "{binding}"
+        );
+    }
+    let ksvc = fake.get(KSVC, "city-pole").unwrap();
+    assert_eq!(ksvc["metadata"]["labels"]["ktwin/owner-uid"], "uid-pole");
+}
+
+#[tokio::test]
+async fn one_refused_child_does_not_stop_the_others() {
+    let fake = cluster();
+    // A Binding of a desired name controlled by another object: not ours to take.
+    fake.put(
+        BINDINGS,
+        json!({"apiVersion": "rabbitmq.com/v1beta1", "kind": "Binding",
+               "metadata": {"name": COMMAND_BINDING, "namespace": NS,
+                            "ownerReferences": [{"apiVersion": "dtd.ktwin/v0",
+                                "kind": "TwinInterface", "name": "other",
+                                "uid": "uid-other", "controller": true}]},
+               "spec": {"source": "x", "destination": "y", "destinationType": "queue",
+                        "rabbitmqClusterReference": {"name": "rabbitmq"}}}),
+    );
+    let err = try_reconcile(&fake).await.unwrap_err();
+    assert!(err.to_string().contains(COMMAND_BINDING), "{err}");
+    // Everything else was applied.
+    assert_eq!(fake.names(KSVC), vec!["city-pole"]);
     assert_eq!(fake.names(BINDINGS).len(), 7);
+    let applied = condition(&fake, "ChildrenApplied");
+    assert_eq!(applied["reason"], "ApplyFailed");
+    assert!(
+        applied["message"]
+            .as_str()
+            .unwrap()
+            .contains("TwinInterface/other")
+    );
+    let object = fake.get(INTERFACES, "city-pole").unwrap();
+    assert_eq!(object["status"]["phase"], "Failed");
+}
+
+#[tokio::test]
+async fn without_the_topology_crds_knative_objects_still_apply_and_deletion_completes() {
+    let fake = cluster();
+    for resource in [
+        "bindings.rabbitmq.com",
+        "queues.rabbitmq.com",
+        "exchanges.rabbitmq.com",
+    ] {
+        fake.unserve(resource);
+    }
+    assert_eq!(reconcile(&fake).await, Action::requeue(DEPENDENCY_RETRY));
+    assert_eq!(fake.names(KSVC), vec!["city-pole"]);
+    assert_eq!(fake.names(TRIGGERS), vec!["city-pole"]);
+    let dependencies = condition(&fake, "DependenciesReady");
+    assert_eq!(dependencies["status"], "False");
+    assert_eq!(dependencies["reason"], "ApiNotInstalled");
+    let message = dependencies["message"].as_str().unwrap();
+    assert!(
+        message.contains("rabbitmq.com/v1beta1 Binding"),
+        "{message}"
+    );
+    assert!(
+        message.contains("rabbitmq.com/v1beta1 Exchange"),
+        "{message}"
+    );
+    fake.edit(INTERFACES, "city-pole", |o| {
+        o["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z")
+    });
+    assert_eq!(reconcile(&fake).await, Action::await_change());
+    assert!(fake.get(INTERFACES, "city-pole").is_none());
+    assert!(fake.names(KSVC).is_empty());
+}
+
+#[tokio::test]
+async fn a_model_that_cannot_be_planned_is_failed_with_the_reason() {
+    let fake = cluster();
+    let mut config = KtwinConfig::default();
+    config.broker.namespace = Some("elsewhere".into());
+    let ctx = Arc::new(Context::new(fake.client(NS), config));
+    let action = reconcile_interface(interface(&fake), ctx).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    let object = fake.get(INTERFACES, "city-pole").unwrap();
+    assert_eq!(object["status"]["phase"], "Failed");
+    let applied = condition(&fake, "ChildrenApplied");
+    assert_eq!(applied["reason"], "InvalidModel");
+    assert!(
+        applied["message"].as_str().unwrap().contains("elsewhere"),
+        "{applied}"
+    );
+    assert!(fake.names(KSVC).is_empty());
+}
+
+#[tokio::test]
+async fn names_and_parallelism_pass_admission() {
+    let fake = cluster();
+    fake.edit(INTERFACES, "city-pole", |o| {
+        o["spec"]["commands"] = json!([{"name": "re_boot"}, {"name": "SwitchOff"}]);
+        o["spec"]["service"]["autoScaling"]["parallelism"] = json!(5000);
+    });
+    converge(&fake).await;
+    let trigger = fake.get(TRIGGERS, "city-pole").unwrap();
+    assert_eq!(
+        trigger["metadata"]["annotations"]["rabbitmq.eventing.knative.dev/parallelism"],
+        "1000"
+    );
+    assert_eq!(live_bindings(&fake).len(), 8);
 }
 
 #[tokio::test]
 async fn one_leader_at_a_time_until_its_lease_expires() {
-    let fake = Fake::default();
+    let fake = FakeApi::default();
     let lease = Duration::from_secs(15);
-    let a = LeaderElector::new(fake.client(), NS, "ktwin-operator-leader", "a", lease);
-    let b = LeaderElector::new(fake.client(), NS, "ktwin-operator-leader", "b", lease);
+    let a = LeaderElector::new(fake.client(NS), NS, "ktwin-operator-leader", "a", lease);
+    let b = LeaderElector::new(fake.client(NS), NS, "ktwin-operator-leader", "b", lease);
     assert!(a.try_acquire().await.unwrap());
     assert!(!b.try_acquire().await.unwrap());
     assert!(a.try_acquire().await.unwrap(), "the holder renews");
-    let mut expired = fake.get(LEASES, "ktwin-operator-leader").unwrap();
-    expired["spec"]["renewTime"] = json!("2020-01-01T00:00:00.000000Z");
-    fake.put(LEASES, expired);
+    fake.edit(LEASES, "ktwin-operator-leader", |l| {
+        l["spec"]["renewTime"] = json!("2020-01-01T00:00:00.000000Z")
+    });
     assert!(
         b.try_acquire().await.unwrap(),
         "an expired lease is taken over"
@@ -497,16 +548,10 @@ async fn one_leader_at_a_time_until_its_lease_expires() {
     assert_eq!(lease["spec"]["leaseTransitions"], 1);
 }
 
-const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/ktwin/deployments";
-const SERVICES: &str = "/api/v1/namespaces/ktwin/services";
-const STATEFULSETS: &str = "/apis/apps/v1/namespaces/ktwin/statefulsets";
-
 #[tokio::test]
 async fn mqtt_trigger_and_event_store_reconcile_idempotently() {
-    use ktwin_model::crd::{EventStore, MQTTTrigger};
-    use ktwin_operator::controller::{reconcile_event_store, reconcile_mqtt_trigger};
     let fake = cluster();
-    let ctx = Arc::new(Context::new(fake.client(), KtwinConfig::default()));
+    let ctx = Arc::new(Context::new(fake.client(NS), KtwinConfig::default()));
     let trigger = || -> Arc<MQTTTrigger> {
         Arc::new(serde_json::from_value(fake.get(MQTT_TRIGGERS, "mqtt").unwrap()).unwrap())
     };
@@ -551,16 +596,396 @@ async fn mqtt_trigger_and_event_store_reconcile_idempotently() {
         .unwrap()
         .iter()
         .find(|e| e["name"] == "PUBLISHER_EXCHANGE");
-    assert_eq!(exchange.unwrap()["value"], "b.ktwin.ktwin.uid");
+    assert_eq!(
+        exchange.unwrap()["value"],
+        exchange_of("broker-uid-1").as_str()
+    );
     let store_status = fake.get(EVENT_STORES, "event-store").unwrap()["status"].clone();
     assert_eq!(
         store_status["url"],
         "http://event-store.ktwin.svc.cluster.local"
     );
+    assert_eq!(store_status["phase"], "Pending", "{store_status}");
+    let trigger_status = fake.get(MQTT_TRIGGERS, "mqtt").unwrap()["status"].clone();
+    assert_eq!(
+        trigger_status["mqttDispatcherReadyReplicas"], 0,
+        "{trigger_status}"
+    );
+
+    fake.run_controllers();
+    reconcile_mqtt_trigger(trigger(), ctx.clone())
+        .await
+        .unwrap();
+    reconcile_event_store(store(), ctx.clone()).await.unwrap();
+    let trigger_status = fake.get(MQTT_TRIGGERS, "mqtt").unwrap()["status"].clone();
+    assert_eq!(trigger_status["phase"], "Running", "{trigger_status}");
+    assert_eq!(
+        trigger_status["mqttDispatcherReadyReplicas"], 1,
+        "{trigger_status}"
+    );
+    assert_eq!(trigger_status["cloudEventDispatcherReadyReplicas"], 1);
+    let store_status = fake.get(EVENT_STORES, "event-store").unwrap()["status"].clone();
+    assert_eq!(store_status["phase"], "Running", "{store_status}");
     fake.take_writes();
     reconcile_mqtt_trigger(trigger(), ctx.clone())
         .await
         .unwrap();
     reconcile_event_store(store(), ctx).await.unwrap();
     assert_eq!(fake.take_writes(), Vec::<String>::new());
+}
+
+/// The fake is only worth its tests if it refuses what a real cluster refuses.
+#[tokio::test]
+async fn the_fake_refuses_what_a_cluster_refuses() {
+    use ktwin_operator::kinds::ChildKind;
+    use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+    let fake = FakeApi::default();
+    let api = |kind: ChildKind| -> Api<DynamicObject> {
+        Api::namespaced_with(fake.client(NS), NS, &kind.api_resource())
+    };
+    let apply = |kind: ChildKind, object: Value| async move {
+        let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+        api(kind)
+            .patch(
+                &name,
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&object),
+            )
+            .await
+    };
+    let code = |result: Result<DynamicObject, kube::Error>| match result {
+        Ok(_) => 200,
+        Err(kube::Error::Api(status)) => status.code,
+        Err(other) => panic!("{other}"),
+    };
+    let binding = |source: &str| {
+        json!({"apiVersion": "rabbitmq.com/v1beta1", "kind": "Binding",
+               "metadata": {"name": "b", "namespace": NS},
+               "spec": {"source": source, "destination": "q", "destinationType": "queue",
+                        "rabbitmqClusterReference": {"name": "rabbitmq"}}})
+    };
+    assert_eq!(code(apply(ChildKind::Binding, binding("x1")).await), 200);
+    // binding_webhook.go: the spec is immutable (403).
+    assert_eq!(code(apply(ChildKind::Binding, binding("x2")).await), 403);
+    // Object names are DNS-1123 subdomains (422).
+    let mut bad_name = binding("x1");
+    bad_name["metadata"]["name"] = json!("ref_streetlight");
+    assert_eq!(code(apply(ChildKind::Binding, bad_name).await), 422);
+    // Required fields (422).
+    let mut no_cluster = binding("x1");
+    no_cluster["metadata"]["name"] = json!("c");
+    no_cluster["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("rabbitmqClusterReference");
+    assert_eq!(code(apply(ChildKind::Binding, no_cluster).await), 422);
+    // Quorum queues must be durable (403).
+    let queue = json!({"apiVersion": "rabbitmq.com/v1beta1", "kind": "Queue",
+        "metadata": {"name": "q", "namespace": NS},
+        "spec": {"name": "q", "type": "quorum", "durable": false,
+                 "rabbitmqClusterReference": {"name": "rabbitmq"}}});
+    assert_eq!(code(apply(ChildKind::Queue, queue).await), 403);
+    // eventing-rabbitmq: parallelism in 1..=1000 (400).
+    let trigger = |parallelism: &str| {
+        json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
+               "metadata": {"name": "t", "namespace": NS,
+                            "annotations": {"rabbitmq.eventing.knative.dev/parallelism": parallelism}},
+               "spec": {"broker": "ktwin", "filter": {"attributes": {"type": "a"}},
+                        "subscriber": {"uri": "http://s"}}})
+    };
+    assert_eq!(code(apply(ChildKind::Trigger, trigger("1001")).await), 400);
+    assert_eq!(code(apply(ChildKind::Trigger, trigger("1000")).await), 200);
+    // Knative Serving: reserved environment variables (400).
+    let ksvc = json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+        "metadata": {"name": "s", "namespace": NS},
+        "spec": {"template": {"spec": {"containers": [
+            {"image": "i", "env": [{"name": "K_SERVICE", "value": "x"}]}]}}}});
+    assert_eq!(code(apply(ChildKind::KService, ksvc).await), 400);
+    // Server-side apply removes what the manager no longer applies.
+    let mut labelled = trigger("1");
+    labelled["metadata"]["labels"] = json!({"a": "1", "b": "2"});
+    apply(ChildKind::Trigger, labelled.clone()).await.unwrap();
+    labelled["metadata"]["labels"] = json!({"a": "1"});
+    let written = apply(ChildKind::Trigger, labelled).await.unwrap();
+    assert_eq!(written.metadata.labels.unwrap().get("b"), None);
+    // A write carrying a stale resourceVersion is a conflict (409).
+    let mut stale = api(ChildKind::Trigger).get("t").await.unwrap();
+    stale.metadata.resource_version = Some("1".into());
+    let replaced = api(ChildKind::Trigger)
+        .replace("t", &PostParams::default(), &stale)
+        .await;
+    assert_eq!(code(replaced), 409);
+}
+
+const INSTANCES: &str = "/apis/dtd.ktwin/v0/namespaces/ktwin/twininstances";
+
+#[tokio::test]
+async fn twin_instance_status_reports_dangling_relationships_and_device_topics() {
+    use ktwin_model::crd::TwinInstance;
+    use ktwin_operator::instance::reconcile_twin_instance;
+    let fake = cluster();
+    let instance = |name: &str, interface: &str, relationships: Value| {
+        json!({"apiVersion": "dtd.ktwin/v0", "kind": "TwinInstance",
+               "metadata": {"name": name, "namespace": NS, "uid": format!("uid-{name}"),
+                            "generation": 1, "resourceVersion": "1"},
+               "spec": {"interface": interface, "twinInstanceRelationships": relationships}})
+    };
+    fake.put(
+        INSTANCES,
+        instance(
+            "pole-1",
+            "city-pole",
+            json!([{"name": "refStreetlight", "interface": "ngsi-ld-city-streetlight",
+                    "instance": "light-1"}]),
+        ),
+    );
+    let ctx = Arc::new(Context::new(fake.client(NS), KtwinConfig::default()));
+    let reconcile_pole = || async {
+        let pole: TwinInstance =
+            serde_json::from_value(fake.get(INSTANCES, "pole-1").unwrap()).unwrap();
+        reconcile_twin_instance(Arc::new(pole), ctx.clone())
+            .await
+            .unwrap();
+        fake.get(INSTANCES, "pole-1").unwrap()["status"].clone()
+    };
+    let status = reconcile_pole().await;
+    assert_eq!(status["phase"], "Pending", "{status}");
+    assert_eq!(status["danglingRelationships"][0]["instance"], "light-1");
+    assert_eq!(status["mqttPublishTopic"], "ktwin/real/city-pole/pole-1");
+    assert_eq!(
+        status["mqttSubscribeTopic"],
+        "ktwin/virtual/city-pole/pole-1"
+    );
+    // A target of another interface still dangles; the right one resolves it.
+    fake.put(INSTANCES, instance("light-1", "city-pole", json!([])));
+    assert_eq!(
+        reconcile_pole().await["danglingRelationships"][0]["instance"],
+        "light-1"
+    );
+    fake.put(
+        INSTANCES,
+        instance("light-1", "ngsi-ld-city-streetlight", json!([])),
+    );
+    let status = reconcile_pole().await;
+    assert_eq!(status["phase"], "Running", "{status}");
+    assert!(
+        status["danglingRelationships"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "{status}"
+    );
+    fake.take_writes();
+    reconcile_pole().await;
+    assert_eq!(
+        fake.take_writes(),
+        Vec::<String>::new(),
+        "an unchanged status is not rewritten"
+    );
+}
+
+/// Polls `done` while the operator works; a guard against hanging, not a timing assertion.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..3000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+fn operator_options(leader_elect: bool) -> ktwin_operator::OperatorOptions {
+    ktwin_operator::OperatorOptions {
+        config: KtwinConfig::default(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        leader_elect,
+        lease_namespace: NS.into(),
+        identity: "operator-a".into(),
+    }
+}
+
+#[tokio::test]
+async fn the_running_controllers_react_to_watched_changes() {
+    let fake = cluster();
+    let operator = tokio::spawn(ktwin_operator::run(
+        fake.client(NS),
+        operator_options(false),
+    ));
+    eventually("the interface's children are applied", || {
+        fake.get(KSVC, "city-pole").is_some() && live_bindings(&fake).len() == 7
+    })
+    .await;
+    eventually("the dispatchers and the store are applied", || {
+        fake.names(DEPLOYMENTS).len() == 2 && fake.get(STATEFULSETS, "event-store").is_some()
+    })
+    .await;
+    // Knative reporting the Service Ready is seen through the watch on owned children.
+    fake.run_controllers();
+    eventually("Ready follows the Knative Service", || {
+        fake.get(INTERFACES, "city-pole").unwrap()["status"]["serviceReady"] == true
+    })
+    .await;
+    // A user's edit reaches the children.
+    fake.edit(INTERFACES, "city-pole", |o| {
+        o["spec"]["service"]["autoScaling"]["maxScale"] = json!(9)
+    });
+    eventually("the edit is applied", || {
+        fake.get(KSVC, "city-pole").unwrap()["spec"]["template"]["metadata"]["annotations"]
+            ["autoscaling.knative.dev/max-scale"]
+            == "9"
+    })
+    .await;
+    // A deleted child is restored.
+    fake.remove(TRIGGERS, "city-pole");
+    eventually("the deleted Trigger is restored", || {
+        fake.get(TRIGGERS, "city-pole").is_some()
+    })
+    .await;
+    assert!(!operator.is_finished(), "{:?}", operator.await);
+    operator.abort();
+}
+
+#[tokio::test]
+async fn a_replica_that_loses_the_lease_stops() {
+    let fake = cluster();
+    let operator = tokio::spawn(ktwin_operator::run(fake.client(NS), operator_options(true)));
+    eventually("the leader reconciles", || {
+        fake.get(KSVC, "city-pole").is_some()
+    })
+    .await;
+    let lease = fake.get(LEASES, "ktwin-operator-leader").unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "operator-a");
+    // Another replica holds the lease now (as after a partition).
+    fake.edit(LEASES, "ktwin-operator-leader", |l| {
+        l["spec"]["holderIdentity"] = json!("operator-b");
+        l["spec"]["renewTime"] = json!("2099-01-01T00:00:00.000000Z");
+    });
+    // The hang guard is generous: the replica notices at its next renewal.
+    let result = tokio::time::timeout(Duration::from_secs(120), operator)
+        .await
+        .map(|joined| joined.unwrap());
+    let result = result.expect("the replica kept running without the lease");
+    assert!(
+        matches!(result, Err(ktwin_operator::RunError::LostLeadership)),
+        "{result:?}"
+    );
+}
+
+const GATEWAYS: &str = "/apis/core.ktwin/v0/namespaces/ktwin/gateways";
+
+#[tokio::test]
+async fn a_gateway_is_deployed_reported_and_cleaned_up() {
+    use ktwin_model::crd::Gateway;
+    use ktwin_operator::controller::reconcile_gateway;
+    let fake = cluster();
+    fake.put(
+        GATEWAYS,
+        json!({"apiVersion": "core.ktwin/v0", "kind": "Gateway",
+               "metadata": {"name": "front-door", "namespace": NS, "uid": "uid-gw",
+                            "generation": 1},
+               "spec": {"auth": {"bearerTokenSecret": {"name": "front-door-token"}},
+                        "service": {"type": "LoadBalancer", "port": 8080}}}),
+    );
+    let ctx = Arc::new(Context::new(fake.client(NS), KtwinConfig::default()));
+    let gateway = || -> Arc<Gateway> {
+        Arc::new(serde_json::from_value(fake.get(GATEWAYS, "front-door").unwrap()).unwrap())
+    };
+    reconcile_gateway(gateway(), ctx.clone()).await.unwrap();
+    let deployment = fake.get(DEPLOYMENTS, "front-door").unwrap();
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["args"][0],
+        "gateway"
+    );
+    assert_eq!(
+        fake.get(SERVICES, "front-door").unwrap()["spec"]["type"],
+        "LoadBalancer"
+    );
+    assert_eq!(
+        fake.get(GATEWAYS, "front-door").unwrap()["status"]["phase"],
+        "Pending"
+    );
+    fake.run_controllers();
+    reconcile_gateway(gateway(), ctx.clone()).await.unwrap();
+    let status = fake.get(GATEWAYS, "front-door").unwrap()["status"].clone();
+    assert_eq!(status["phase"], "Running", "{status}");
+    assert_eq!(
+        status["url"],
+        "http://front-door.ktwin.svc.cluster.local:8080"
+    );
+    fake.edit(GATEWAYS, "front-door", |g| {
+        g["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z")
+    });
+    assert_eq!(
+        reconcile_gateway(gateway(), ctx).await.unwrap(),
+        Action::await_change()
+    );
+    assert!(fake.get(DEPLOYMENTS, "front-door").is_none());
+    assert!(fake.get(SERVICES, "front-door").is_none());
+    assert!(fake.get(GATEWAYS, "front-door").is_none());
+}
+
+#[tokio::test]
+async fn deleting_an_mqtt_trigger_or_event_store_removes_their_children() {
+    let fake = cluster();
+    fake.unserve("queues.rabbitmq.com");
+    let ctx = Arc::new(Context::new(fake.client(NS), KtwinConfig::default()));
+    let trigger = || -> Arc<MQTTTrigger> {
+        Arc::new(serde_json::from_value(fake.get(MQTT_TRIGGERS, "mqtt").unwrap()).unwrap())
+    };
+    let store = || -> Arc<EventStore> {
+        Arc::new(serde_json::from_value(fake.get(EVENT_STORES, "event-store").unwrap()).unwrap())
+    };
+    reconcile_mqtt_trigger(trigger(), ctx.clone())
+        .await
+        .unwrap();
+    reconcile_event_store(store(), ctx.clone()).await.unwrap();
+    let conditions = fake.get(MQTT_TRIGGERS, "mqtt").unwrap()["status"]["conditions"].clone();
+    assert!(
+        conditions
+            .to_string()
+            .contains("rabbitmq.com/v1beta1 Queue"),
+        "{conditions}"
+    );
+    assert_eq!(
+        fake.names(DEPLOYMENTS).len(),
+        2,
+        "the dispatchers run without their queues"
+    );
+    for (collection, name) in [(MQTT_TRIGGERS, "mqtt"), (EVENT_STORES, "event-store")] {
+        fake.edit(collection, name, |o| {
+            o["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z")
+        });
+    }
+    reconcile_mqtt_trigger(trigger(), ctx.clone())
+        .await
+        .unwrap();
+    reconcile_event_store(store(), ctx).await.unwrap();
+    assert!(fake.names(DEPLOYMENTS).is_empty());
+    assert!(fake.names(STATEFULSETS).is_empty());
+    assert!(fake.names(SERVICES).is_empty());
+    assert!(fake.names(TRIGGERS).is_empty());
+    assert!(fake.get(MQTT_TRIGGERS, "mqtt").is_none());
+    assert!(fake.get(EVENT_STORES, "event-store").is_none());
+}
+
+#[tokio::test]
+async fn two_event_stores_without_a_choice_fail_with_the_fix() {
+    let fake = cluster();
+    fake.put(
+        EVENT_STORES,
+        json!({"apiVersion": "core.ktwin/v0", "kind": "EventStore",
+               "metadata": {"name": "event-store-2", "namespace": NS, "uid": "uid-es2"},
+               "spec": {}}),
+    );
+    assert_eq!(reconcile(&fake).await, Action::await_change());
+    let object = fake.get(INTERFACES, "city-pole").unwrap();
+    assert_eq!(object["status"]["phase"], "Failed");
+    let message = condition(&fake, "Ready")["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("eventStore") && message.contains("event-store-2"),
+        "{message}"
+    );
 }

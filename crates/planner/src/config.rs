@@ -176,7 +176,9 @@ impl Default for RabbitmqSecret {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KtwinConfig {
-    /// The Knative Broker events are published to.
+    /// The Knative Broker events are published to. It must be in the twins' namespace (a
+    /// `namespace` naming another one is refused by planning: eventing-rabbitmq looks a
+    /// Trigger's broker up only in the Trigger's namespace).
     pub broker: ObjectRef,
     /// The RabbitmqCluster holding the broker's exchanges and ktwin's queues.
     pub rabbitmq_cluster: ObjectRef,

@@ -49,6 +49,20 @@ pub enum PlanError {
         /// The configuration field to set.
         field: &'static str,
     },
+    /// The configured Broker is in another namespace: eventing-rabbitmq resolves a Trigger's
+    /// broker only by `spec.broker` in the Trigger's own namespace
+    /// (`../shared/reference/cluster-admission.md`, Trigger), so such a world cannot be routed.
+    #[error(
+        "broker.namespace is {broker_namespace:?} but the twins are in {namespace:?}: eventing-rabbitmq only uses a Broker in the Trigger's own namespace; create Broker {broker:?} in {namespace:?} and leave broker.namespace unset"
+    )]
+    CrossNamespaceBroker {
+        /// The configured broker name.
+        broker: String,
+        /// Its configured namespace.
+        broker_namespace: String,
+        /// The world's namespace.
+        namespace: String,
+    },
 }
 
 /// A [`PlanError::InvalidName`] for `field` of TwinInterface `interface`.
@@ -89,6 +103,18 @@ impl<'a> World<'a> {
         event_stores: &'a [EventStore],
         mqtt_triggers: &'a [MQTTTrigger],
     ) -> Result<Self, PlanError> {
+        if let Some(other) = config
+            .broker
+            .namespace
+            .as_deref()
+            .filter(|ns| *ns != namespace)
+        {
+            return Err(PlanError::CrossNamespaceBroker {
+                broker: config.broker.name.clone(),
+                broker_namespace: other.to_owned(),
+                namespace: namespace.to_owned(),
+            });
+        }
         let event_store = pick(
             Candidates {
                 what: "EventStore",
@@ -149,5 +175,30 @@ fn pick<'a>(
             field: choice.field,
         }),
         None => Ok(names.first().copied()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ObjectRef;
+
+    #[test]
+    fn a_broker_in_another_namespace_is_refused() {
+        let mut config = KtwinConfig {
+            broker: ObjectRef {
+                name: "ktwin".into(),
+                namespace: Some("shared".into()),
+            },
+            ..KtwinConfig::default()
+        };
+        let err = World::resolve("city", &config, &[], &[]).err().unwrap();
+        assert!(
+            matches!(&err, PlanError::CrossNamespaceBroker { broker_namespace, .. } if broker_namespace == "shared"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("broker.namespace"), "{err}");
+        config.broker.namespace = Some("city".into());
+        assert!(World::resolve("city", &config, &[], &[]).is_ok());
     }
 }
