@@ -130,6 +130,9 @@ pub enum UpError {
         #[source]
         source: ktwin_broker::BrokerError,
     },
+    /// The project's models could not be read again for `GET /api/v1/models`.
+    #[error("serving the project's DTDL models")]
+    Models(#[source] crate::model_api::ModelApiError),
     /// A start-up step on a blocking thread failed to run.
     #[error("start-up task {what} did not complete")]
     Join {

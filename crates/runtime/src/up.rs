@@ -364,6 +364,7 @@ impl<'a> Assembly<'a> {
                     source,
                 })?,
         )
+        .merge(crate::model_api::router(self.planned, self.shared_bus()).map_err(UpError::Models)?)
         .merge(ktwin_dashboard::router())
         .merge(ktwin_service::ops_router(readiness.clone()));
         let stop = self.stages.stop_http.clone();

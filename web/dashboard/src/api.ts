@@ -59,10 +59,12 @@ export interface Page<T> {
   next: string | null;
 }
 
-/** What a sent command became. */
+/** What a sent command became (`202` of the command route). */
 export interface CommandAccepted {
   id: string;
   type: string;
+  source: string;
+  /** When it was sent: what the twin stores as a result is timed after it. */
   time: string;
 }
 
@@ -202,7 +204,10 @@ export class Api {
     return this.page(`/api/v1/twin-events/${enc(iface)}/${enc(instance)}?${query}`);
   }
 
-  /** Sends `command` to a twin; the server validates the payload against the command's DTDL schema. */
+  /**
+   * Sends `command` to a twin as its command event; the server checks the payload against the
+   * command's DTDL request schema (400 names the field, its value and what was expected).
+   */
   sendCommand(
     iface: string,
     instance: string,
@@ -210,7 +215,7 @@ export class Api {
     payload: unknown,
   ): Promise<CommandAccepted> {
     return this.json(
-      `/api/v1/twins/${enc(iface)}/${enc(instance)}/commands/${enc(command)}`,
+      `/api/v1/commands/${enc(iface)}/${enc(instance)}/${enc(command)}`,
       {
         method: "POST",
         headers: { "Content-Type": "application/json" },

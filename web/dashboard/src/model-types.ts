@@ -82,6 +82,8 @@ export interface Diagnostic {
   document: string;
   pointer: string;
   value?: string;
+  /** The element the finding is about (its DTMI, written or derived). */
+  primaryId?: string;
   message: string;
 }
 

@@ -61,7 +61,8 @@ export class ModelView {
   }
 
   private diagnosticsOf(iface: ModelInterface): Diagnostic[] {
-    return (this.doc?.diagnostics ?? []).filter((d) => (iface.document !== undefined && d.document === iface.document) || d.value === iface.id);
+    return (this.doc?.diagnostics ?? []).filter((d) =>
+      (iface.document !== undefined && d.document === iface.document) || d.value === iface.id || aboutInterface(d.primaryId, iface.id));
   }
 
   /** Shows the interface with DTMI or ktwin name `id`. */
@@ -87,4 +88,12 @@ function findingList(findings: Diagnostic[]): HTMLElement {
     h("li", { class: d.severity },
       h("strong", {}, d.severity), ` ${d.message} `,
       h("code", {}, `${d.document}#${d.pointer}`))));
+}
+
+/** Whether an element DTMI is the interface `dtmi` or one of its (derived-id) parts. */
+function aboutInterface(element: string | undefined, dtmi: string): boolean {
+  if (!element) return false;
+  if (element === dtmi) return true;
+  const [path, version] = dtmi.split(";");
+  return element.startsWith(`${path}:`) && element.endsWith(`;${version}`);
 }
