@@ -65,6 +65,9 @@ pub const DECLARE_QUEUE: &str = "DECLARE_QUEUE";
 pub const SUBSCRIBER_QUEUE: &str = "SUBSCRIBER_QUEUE";
 /// The topic exchange of RabbitMQ's MQTT plugin.
 pub const MQTT_EXCHANGE: &str = "KTWIN_MQTT_EXCHANGE";
+/// The device topics interfaces declare with the DTDL MQTT extension, as a JSON array of
+/// [`crate::DeviceBinding`]s (the dispatchers match and send on them).
+pub const DEVICE_BINDINGS: &str = "KTWIN_DEVICE_BINDINGS";
 /// AMQP prefetch of a dispatcher.
 pub const PREFETCH: &str = "KTWIN_PREFETCH";
 /// Where the MQTT dispatcher reads device messages (`amqp` or `mqtt`).

@@ -3,7 +3,8 @@
 //! It owns the names that travel on the wire: CloudEvent `type`s (`ktwin.real.<iface>`,
 //! `ktwin.virtual.<iface>`, `ktwin.store.<iface>`, `ktwin.command.<iface>.<command>`), the MQTT
 //! topics devices use (`ktwin/real/<iface>/<instance>`, `ktwin/virtual/<iface>/<instance>`), the
-//! AMQP routing keys RabbitMQ's MQTT plugin derives from them (`/` becomes `.`), and how a ktwin
+//! AMQP routing keys RabbitMQ's MQTT plugin derives from them (`/` becomes `.`), the device
+//! topics a model declares with the DTDL MQTT extension ([`DeviceBindings`]), and how a ktwin
 //! CloudEvent is built (UUIDv7 id, time, JSON data), and the platform's contract with its
 //! components: environment-variable names ([`env`]) and default endpoints ([`defaults`]).
 //!
@@ -27,12 +28,17 @@
 
 mod cloudevent;
 pub mod defaults;
+mod device_topic;
 pub mod env;
 mod event_type;
 mod name;
 mod topic;
 
 pub use cloudevent::{EventBuilder, JSON_CONTENT_TYPE, SPEC_VERSION};
+pub use device_topic::{
+    BindingError, CommandTopic, CommandTopicError, DeviceBinding, DeviceBindings,
+    JSON_PAYLOAD_FORMAT, TelemetryTopic, mqtt_topic_of_routing_key, routing_key_of_mqtt_topic,
+};
 pub use event_type::{EventKind, EventType};
 pub use name::{GrammarError, validate_name};
 pub use topic::{Topic, TopicKind};
