@@ -11,9 +11,13 @@ use async_trait::async_trait;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 
 use crate::console::Console;
 use crate::pool::{LaunchError, Launcher, Replica};
+
+/// How long a stopped replica's last output may take to reach the console.
+const OUTPUT_FLUSH: Duration = Duration::from_secs(5);
 
 /// How to run one twin service locally: a program, its arguments, environment and directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,11 +133,20 @@ impl Launcher for ProcessLauncher {
         let mut child = command.spawn().map_err(|err| {
             LaunchError::new(format!("cannot start `{}`: {err}", self.command.display()))
         })?;
+        let mut output = Vec::new();
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(forward_lines(out, label.clone(), self.console.clone()));
+            output.push(tokio::spawn(forward_lines(
+                out,
+                label.clone(),
+                self.console.clone(),
+            )));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(forward_lines(err, label.clone(), self.console.clone()));
+            output.push(tokio::spawn(forward_lines(
+                err,
+                label.clone(),
+                self.console.clone(),
+            )));
         }
         let replica = ProcessReplica {
             label,
@@ -142,6 +155,7 @@ impl Launcher for ProcessLauncher {
             child: Arc::new(Mutex::new(child)),
             exited: Arc::new(AtomicBool::new(false)),
             stop_grace: self.stop_grace,
+            output: Mutex::new(output),
         };
         match wait_ready(&replica, self.ready_timeout).await {
             Ok(()) => Ok(Box::new(replica)),
@@ -164,6 +178,8 @@ pub struct ProcessReplica {
     child: Arc<Mutex<Child>>,
     exited: Arc<AtomicBool>,
     stop_grace: Duration,
+    /// The tasks copying its stdout and stderr to the console.
+    output: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl ProcessReplica {
@@ -173,6 +189,15 @@ impl ProcessReplica {
             self.exited.store(true, Ordering::Release);
         }
         status
+    }
+
+    /// Waits until what the exited process wrote last is on the console (its pipes close at
+    /// exit; a grandchild still holding them is not waited for beyond a bound).
+    async fn flush_output(&self) {
+        let tasks = std::mem::take(&mut *self.output.lock().await);
+        for task in tasks {
+            let _ = tokio::time::timeout(OUTPUT_FLUSH, task).await;
+        }
     }
 
     async fn kill(&self) {
@@ -214,6 +239,7 @@ impl Replica for ProcessReplica {
                 self.kill().await;
             }
         }
+        self.flush_output().await;
     }
 }
 
