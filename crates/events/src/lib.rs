@@ -5,7 +5,7 @@
 //! topics devices use (`ktwin/real/<iface>/<instance>`, `ktwin/virtual/<iface>/<instance>`), the
 //! AMQP routing keys RabbitMQ's MQTT plugin derives from them (`/` becomes `.`), and how a ktwin
 //! CloudEvent is built (UUIDv7 id, time, JSON data), and the platform's contract with its
-//! components: environment-variable names ([`env`]) and default endpoints ([`defaults`]).
+//! components: environment-variable names ([`env`](mod@env)) and default endpoints ([`defaults`]).
 //!
 //! It must not know about transports, Kubernetes or storage: it is pure naming and formatting.
 //!
