@@ -90,7 +90,7 @@ impl OidcConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum JwtError {
-    /// Not a JWT, or longer than [`MAX_JWT_BYTES`].
+    /// Not a JWT, or longer than `MAX_JWT_BYTES`.
     #[error("malformed JWT")]
     Malformed,
     /// Its `alg` is not on the allow-list.
@@ -147,7 +147,7 @@ pub enum JwksError {
         /// The status.
         status: u16,
     },
-    /// The document is larger than [`MAX_JWKS_BYTES`].
+    /// The document is larger than `MAX_JWKS_BYTES`.
     #[error("{url}: key set larger than {MAX_JWKS_BYTES} bytes")]
     TooLarge {
         /// The JWKS URL.

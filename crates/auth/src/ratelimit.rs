@@ -50,7 +50,7 @@ impl<K: Hash + Eq + Clone> std::fmt::Debug for KeyedLimiter<K> {
 }
 
 impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
-    /// A limiter applying `limit` to each key, tracking at most [`MAX_LIMITER_KEYS`].
+    /// A limiter applying `limit` to each key, tracking at most `MAX_LIMITER_KEYS`.
     pub fn new(limit: RateLimit) -> Self {
         Self::with_max_keys(limit, MAX_LIMITER_KEYS)
     }

@@ -17,7 +17,7 @@ pub const SECRET_BYTES: usize = 32;
 pub struct Secret(String);
 
 impl Secret {
-    /// `prefix` followed by [`SECRET_BYTES`] random bytes in URL-safe base64. The prefix lets
+    /// `prefix` followed by `SECRET_BYTES` random bytes in URL-safe base64. The prefix lets
     /// secret scanners and people recognise what leaked.
     ///
     /// # Panics

@@ -57,10 +57,7 @@ async fn serve_jwks(jwks: Jwks) -> String {
             }),
         )
         .with_state(jwks);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+    format!("{}/jwks", ktwin_testkit::serve(app).await)
 }
 
 fn token(key: &SigningKey, claims: serde_json::Value) -> String {

@@ -12,20 +12,8 @@ use common::{WAIT, connect};
 use ktwin_auth::Secret;
 use ktwin_auth::mqtt::rabbitmq::{RabbitUser, definitions};
 use ktwin_auth::mqtt::{DeclaredTopics, DeviceGrant, TopicRights};
-use ktwin_testkit::servers;
+use ktwin_testkit::servers::{self, rabbitmqctl};
 use rumqttc::SubscribeReasonCode;
-
-fn rabbitmqctl(args: &[&str]) {
-    let output = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("rabbitmqctl runs (scripts/services.sh installs RabbitMQ)");
-    assert!(
-        output.status.success(),
-        "rabbitmqctl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 /// The test's vhost and users, removed when dropped (also when an assertion fails).
 struct Scratch {

@@ -37,10 +37,7 @@ async fn serve(backend: Arc<dyn Backend>, posted: Arc<Mutex<Vec<(HeaderMap, Byte
     });
     let app = ktwin_store::router(backend, ingestor, ApiConfig::default())
         .route("/api/v1/broker", ingress);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}")
+    ktwin_testkit::serve(app).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,18 +19,11 @@ use ktwin_dispatcher::metrics::DispatchMetrics;
 use ktwin_dispatcher::{
     AmqpQueueSource, AmqpSourceConfig, DeviceSource, IngressDispatcher, MemoryDeadLetters,
 };
+use ktwin_testkit::servers::rabbitmqctl;
 use tokio_util::sync::CancellationToken;
 
 const MESSAGES: u64 = 50_000;
 const DEVICES: u64 = 100;
-
-fn rabbitmqctl(args: &[&str]) {
-    let status = Command::new("rabbitmqctl")
-        .args(args)
-        .status()
-        .expect("rabbitmqctl on PATH");
-    assert!(status.success(), "rabbitmqctl {args:?} failed");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "restarts RabbitMQ; run alone with --ignored"]

@@ -6,7 +6,7 @@
 //! AMQP routing keys RabbitMQ's MQTT plugin derives from them (`/` becomes `.`), the device
 //! topics a model declares with the DTDL MQTT extension ([`DeviceBindings`]), and how a ktwin
 //! CloudEvent is built (UUIDv7 id, time, JSON data), and the platform's contract with its
-//! components: environment-variable names ([`env`]) and default endpoints ([`defaults`]).
+//! components: environment-variable names ([`env`](mod@env)) and default endpoints ([`defaults`]).
 //!
 //! It must not know about transports, Kubernetes or storage: it is pure naming and formatting.
 //!

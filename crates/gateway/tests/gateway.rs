@@ -9,16 +9,10 @@ use ktwin_gateway::{Access, Apis, GatewayConfig, Upstreams, router};
 use ktwin_model::crd::{TwinInstance, TwinInstanceSpec};
 use ktwin_sdk::{EventType, HandlerError, TwinContext, TwinEvent, TwinHandler, async_trait};
 use ktwin_service::Readiness;
+use ktwin_testkit::serve;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "s3cret-token";
-
-async fn serve(app: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{address}")
-}
 
 /// The real event store on a scratch embedded database.
 async fn store(dir: &std::path::Path) -> String {

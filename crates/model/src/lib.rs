@@ -6,6 +6,8 @@
 //! graph. It must not know about transports, reconciliation or running services: those crates
 //! consume these types.
 
+#![warn(clippy::unwrap_used)]
+
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod compile;

@@ -100,9 +100,7 @@ async fn recording_ingress() -> (String, Arc<Mutex<Vec<cloudevents::Event>>>) {
             StatusCode::ACCEPTED
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = format!("{}/", ktwin_testkit::serve(app).await);
     (url, received)
 }
 
@@ -240,9 +238,7 @@ async fn graph_and_state_clients_speak_the_original_routes() {
                 }
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let base = ktwin_testkit::serve(app).await;
 
     let graph = HttpGraph::new(
         &format!("{base}/api/v1/twin-graph/"),

@@ -139,7 +139,7 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 /// info; its warnings and errors still show.
 const DEFAULT_LOG_FILTER: &str = "info,rumqttd=off,fjall=warn,lsm_tree=warn";
 
-/// Sets up `tracing` to stderr, filtered by `RUST_LOG` (default [`DEFAULT_LOG_FILTER`]). Safe to
+/// Sets up `tracing` to stderr, filtered by `RUST_LOG` (default `DEFAULT_LOG_FILTER`). Safe to
 /// call twice.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

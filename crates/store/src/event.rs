@@ -218,7 +218,7 @@ pub enum EventError {
         "data nests objects and arrays more than {limit} levels deep; expected at most {limit}"
     )]
     DataTooDeep {
-        /// The most levels allowed ([`MAX_DATA_DEPTH`]).
+        /// The most levels allowed (`MAX_DATA_DEPTH`).
         limit: usize,
     },
 }

@@ -1,7 +1,7 @@
 //! Helpers shared by ktwin's tests and benchmarks, and only by them (`publish = false`, a
 //! dev-dependency everywhere): where the test servers are, where the read-only corpora and the
-//! example project live, scratch PostgreSQL databases, CloudEvents built in one line, and a
-//! scripted MQTT peer for tests of MQTT clients.
+//! example project live, scratch PostgreSQL databases, CloudEvents built in one line, routers
+//! served on a free port, and a scripted MQTT peer for tests of MQTT clients.
 //!
 //! It knows no ktwin crate (so any crate may use it without a dependency cycle) and nothing a
 //! product binary needs.
@@ -10,11 +10,13 @@
 
 mod event;
 pub mod helm;
+mod http;
 pub mod mqtt_peer;
 mod paths;
 mod postgres;
 pub mod servers;
 
 pub use event::{cloud_event, unique_suffix};
+pub use http::serve;
 pub use paths::{example_project, shared, workspace_root};
 pub use postgres::ScratchDb;

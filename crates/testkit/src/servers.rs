@@ -14,6 +14,23 @@ pub mod env {
     pub const RABBITMQ_MQTT_ADDR: &str = "KTWIN_TEST_RABBITMQ_MQTT_ADDR";
 }
 
+/// Runs `rabbitmqctl` with `args` on the test machine's RabbitMQ (to stop and start its app,
+/// add users, …).
+///
+/// # Panics
+/// When it cannot run or fails: the test cannot go on.
+pub fn rabbitmqctl(args: &[&str]) {
+    let output = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs (scripts/services.sh installs RabbitMQ)");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 fn var_or(name: &str, default: &str) -> String {
     std::env::var(name)
         .ok()

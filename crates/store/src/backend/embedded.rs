@@ -88,7 +88,7 @@ impl<S: EmbeddedStore> Backend for S {
         S::NAME
     }
 
-    /// Both engines have a single writer; a second append [`prepare`]s its batch meanwhile.
+    /// Both engines have a single writer; a second append prepares its batch meanwhile.
     fn concurrent_appends(&self) -> usize {
         2
     }

@@ -10,7 +10,7 @@
 //! journal up to the last complete batch (batches are checksummed), so a process killed at any
 //! point reopens with exactly the acknowledged batches.
 //!
-//! This module owns the keyspaces (one per table of [`super::embedded`], whose keys, bodies
+//! This module owns the keyspaces (one per table of `super::embedded`, whose keys, bodies
 //! and append path it shares with redb) and the single writer: appends and deletes read what
 //! they are about to change, so they take turns on one lock, which also hands out instance
 //! numbers.

@@ -2,7 +2,7 @@
 //! fjall; see [`super::fjall`]). redb commits are copy-on-write with a checksummed two-phase
 //! commit, so a process killed at any point reopens with exactly the committed transactions;
 //! one write transaction per batch is the group commit. Layout and append path:
-//! [`super::embedded`].
+//! `super::embedded`.
 
 use std::ops::Bound;
 use std::path::Path;

@@ -23,13 +23,7 @@ use ktwin_smart_city_services::air_quality::AirQualityService;
 use ktwin_smart_city_services::neighborhood::NeighborhoodService;
 use ktwin_smart_city_services::pole::PoleService;
 use ktwin_store::{ApiConfig, BackendChoice, IngestConfig, Ingestor};
-
-async fn serve(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
-}
+use ktwin_testkit::serve;
 
 /// Where the stand-in broker delivers each type.
 struct Triggers {
