@@ -74,6 +74,16 @@ impl Error {
             Error::Plan(_) | Error::NoNamespace(_) => None,
         }
     }
+
+    /// Whether retrying cannot succeed before the object or the cluster changes: admission
+    /// refused (400/403/422), or every failing child was refused or belongs to someone else.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            Error::Kube { source, .. } => matches!(status_code(source), Some(400 | 403 | 422)),
+            Error::Children(errors) => errors.iter().all(ChildError::is_refusal),
+            Error::Plan(_) | Error::NoNamespace(_) => false,
+        }
+    }
 }
 
 fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {

@@ -49,7 +49,7 @@ pub struct OperatorOptions {
 pub fn retry_after(error: &Error) -> Duration {
     match error.status_code() {
         Some(409) => Duration::from_secs(1),
-        Some(400 | 403 | 422) => Duration::from_secs(300),
+        _ if error.is_refusal() => Duration::from_secs(300),
         Some(404) => Duration::from_secs(60),
         _ => Duration::from_secs(15),
     }
@@ -332,4 +332,32 @@ async fn drive<K, F, Fut>(
         .run(reconcile, error_policy, ctx)
         .for_each(log_result)
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16) -> Error {
+        let status = kube::core::Status::failure("refused", "Invalid").with_code(code);
+        Error::Kube {
+            action: "applying".into(),
+            source: kube::Error::Api(Box::new(status)),
+        }
+    }
+
+    #[test]
+    fn conflicts_retry_at_once_refusals_rarely() {
+        assert_eq!(retry_after(&api_error(409)), Duration::from_secs(1));
+        for refused in [400, 403, 422] {
+            assert_eq!(retry_after(&api_error(refused)), Duration::from_secs(300));
+        }
+        assert_eq!(retry_after(&api_error(404)), Duration::from_secs(60));
+        assert_eq!(retry_after(&api_error(500)), Duration::from_secs(15));
+        let children = Error::Children(vec![crate::controller::ChildError::Foreign {
+            object: "Binding/b".into(),
+            owner: "TwinInterface/other".into(),
+        }]);
+        assert_eq!(retry_after(&children), Duration::from_secs(300));
+    }
 }
