@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use ktwin_broker::{Broker, QueueType, RabbitBroker, RabbitConfig, SubscriptionSpec, TypeFilter};
-use ktwin_events::EventKind;
+use ktwin_events::{DeviceBinding, DeviceBindings, EventKind, routing_key_of_mqtt_topic};
 use ktwin_events::{defaults, env};
 use ktwin_service::Readiness;
 use tokio_util::sync::CancellationToken;
@@ -76,6 +76,40 @@ pub struct OpsArgs {
     /// `broker_name` metric label.
     #[arg(long, env = "KTWIN_BROKER_NAME", default_value = "ktwin")]
     pub broker_name: String,
+}
+
+/// The device topics interfaces declare with the DTDL MQTT extension.
+#[derive(Debug, Clone, Args)]
+pub struct DeviceBindingsArgs {
+    /// JSON array of device bindings (`interface`, `modelId`, `payloadFormat`,
+    /// `telemetryTopic`, `commandTopic`, `commands`), as the planner writes it.
+    #[arg(long, env = env::DEVICE_BINDINGS)]
+    pub device_bindings: Option<String>,
+}
+
+impl DeviceBindingsArgs {
+    /// The bindings, checked (none when unset).
+    pub fn load(&self) -> anyhow::Result<DeviceBindings> {
+        let Some(json) = &self.device_bindings else {
+            return Ok(DeviceBindings::default());
+        };
+        let list: Vec<DeviceBinding> = serde_json::from_str(json).with_context(|| {
+            format!(
+                "--device-bindings ({}) is not a JSON array of device bindings",
+                env::DEVICE_BINDINGS
+            )
+        })?;
+        Ok(DeviceBindings::new(list)?)
+    }
+}
+
+/// The command event types sent to devices on declared command topics.
+fn device_command_types(bindings: &DeviceBindings) -> Vec<String> {
+    bindings
+        .bindings()
+        .flat_map(DeviceBinding::command_event_types)
+        .map(|ty| ty.to_string())
+        .collect()
 }
 
 /// Where device messages come from.
@@ -159,6 +193,9 @@ pub struct MqttArgs {
     /// File with one known interface per line (`#` comments allowed).
     #[arg(long, env = "KTWIN_INTERFACES_FILE")]
     pub interfaces_file: Option<PathBuf>,
+    /// Device topics declared with the DTDL MQTT extension.
+    #[command(flatten)]
+    pub bindings: DeviceBindingsArgs,
     /// Durable queue receiving refused device messages, reason in a header.
     #[arg(
         long,
@@ -201,6 +238,7 @@ impl MqttArgs {
         Ok(IngressPolicy {
             max_payload_bytes: self.max_payload_bytes,
             known_interfaces: (!known.is_empty()).then_some(known),
+            bindings: self.bindings.load()?,
         })
     }
 }
@@ -239,6 +277,10 @@ pub struct CloudEventArgs {
     /// Payload sent to devices: the event data (compatible) or the whole structured CloudEvent.
     #[arg(long, env = "KTWIN_PAYLOAD_FORMAT", value_enum, default_value_t = PayloadFormat::Data)]
     pub format: PayloadFormat,
+    /// Device topics declared with the DTDL MQTT extension (commands go to their command
+    /// topics).
+    #[command(flatten)]
+    pub bindings: DeviceBindingsArgs,
     /// Failed sends before an event is dead-lettered.
     #[arg(long, env = "KTWIN_MAX_DELIVERIES", default_value_t = ktwin_broker::DEFAULT_MAX_DELIVERIES)]
     pub max_deliveries: u32,
@@ -314,6 +356,7 @@ fn serve_ops(
 
 async fn run_mqtt(args: MqttArgs) -> anyhow::Result<ExitCode> {
     let policy = args.policy()?;
+    let declared_filters = policy.bindings.telemetry_filters();
     let name = args
         .ops
         .service_name
@@ -341,7 +384,14 @@ async fn run_mqtt(args: MqttArgs) -> anyhow::Result<ExitCode> {
                 AmqpSourceConfig {
                     queue: args.queue.clone(),
                     declare: args.declare_queue,
-                    binding_keys: vec![crate::REAL_ROUTING_KEY_PATTERN.to_owned()],
+                    // RabbitMQ's MQTT plugin swaps '/' and '.'; its `+` is AMQP's `*`.
+                    binding_keys: std::iter::once(crate::REAL_ROUTING_KEY_PATTERN.to_owned())
+                        .chain(
+                            declared_filters
+                                .iter()
+                                .map(|f| routing_key_of_mqtt_topic(f).replace('+', "*")),
+                        )
+                        .collect(),
                     mqtt_exchange: args.mqtt_exchange.clone(),
                     prefetch: args.amqp.prefetch,
                     consumer_tag: name.clone(),
@@ -360,6 +410,7 @@ async fn run_mqtt(args: MqttArgs) -> anyhow::Result<ExitCode> {
                 args.mqtt.mqtt_client_id.as_deref().unwrap_or(&name),
             );
             config.credentials = args.mqtt.credentials();
+            config.filters.extend(declared_filters);
             config.connections = args.mqtt.mqtt_connections.max(1);
             config.buffer = usize::from(args.amqp.prefetch);
             config.max_packet_bytes = config
@@ -384,6 +435,11 @@ async fn run_cloudevent(args: CloudEventArgs) -> anyhow::Result<ExitCode> {
         .service_name
         .clone()
         .unwrap_or_else(|| "cloud-event-dispatcher".into());
+    let bindings = args.bindings.load()?;
+    let filter = device_command_types(&bindings).into_iter().fold(
+        TypeFilter::prefix(EventKind::Virtual.type_prefix()),
+        |f, ty| f.or_type(ty),
+    );
     let shutdown = ktwin_service::shutdown_token();
     let broker = connect_broker(&args.amqp, &name).await?;
     let sink: Arc<dyn DeviceSink> = match args.sink {
@@ -400,12 +456,9 @@ async fn run_cloudevent(args: CloudEventArgs) -> anyhow::Result<ExitCode> {
     };
     let subscription = broker
         .subscribe(
-            SubscriptionSpec::new(
-                &args.queue,
-                TypeFilter::prefix(EventKind::Virtual.type_prefix()),
-            )
-            .max_deliveries(args.max_deliveries)
-            .prefetch(args.amqp.prefetch),
+            SubscriptionSpec::new(&args.queue, filter)
+                .max_deliveries(args.max_deliveries)
+                .prefetch(args.amqp.prefetch),
         )
         .await?;
     let broker_check = broker.clone();
@@ -423,6 +476,7 @@ async fn run_cloudevent(args: CloudEventArgs) -> anyhow::Result<ExitCode> {
         args.format,
         DispatchMetrics::egress(&name, &args.ops.broker_name),
     )
+    .bindings(bindings)
     .max_in_flight(usize::from(args.amqp.prefetch))
     .run(subscription, shutdown.clone())
     .await;
@@ -501,6 +555,30 @@ mod tests {
         };
         assert_eq!(args.format, PayloadFormat::Structured);
         assert_eq!(args.sink, SinkKind::Mqtt);
+    }
+
+    #[test]
+    fn device_bindings_come_as_json_and_are_checked() {
+        let json = r#"[{"interface":"vehicle","modelId":"dtmi:example:Vehicle;1","payloadFormat":"Json/ecma/404","telemetryTopic":"vehicles/{senderId}","commandTopic":"cmd/{executorId}/{commandName}","commands":["setColor"]}]"#;
+        let args = DeviceBindingsArgs {
+            device_bindings: Some(json.into()),
+        };
+        let bindings = args.load().unwrap();
+        assert_eq!(bindings.telemetry_filters(), ["vehicles/+"]);
+        assert_eq!(
+            device_command_types(&bindings),
+            ["ktwin.command.vehicle.setcolor"]
+        );
+        let bad = DeviceBindingsArgs {
+            device_bindings: Some(json.replace("{senderId}", "{sender}")),
+        };
+        let err = format!("{:#}", bad.load().unwrap_err());
+        assert!(err.contains("{sender}"), "{err}");
+        let junk = DeviceBindingsArgs {
+            device_bindings: Some("{".into()),
+        };
+        let err = format!("{:#}", junk.load().unwrap_err());
+        assert!(err.contains(env::DEVICE_BINDINGS), "{err}");
     }
 
     #[test]

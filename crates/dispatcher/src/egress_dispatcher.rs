@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::TransportError;
 use crate::egress::{DeviceMessage, PayloadFormat, to_device_message};
 use crate::metrics::{DispatchMetrics, ResponseCode};
+use ktwin_events::DeviceBindings;
 
 /// Delivers messages to devices.
 #[async_trait]
@@ -61,7 +62,7 @@ impl DeviceSink for AmqpTopicSink {
         self.publisher
             .publish(
                 &self.exchange,
-                &message.topic.routing_key(),
+                &message.routing_key(),
                 false,
                 &properties,
                 &message.payload,
@@ -90,6 +91,7 @@ pub struct EgressCounters {
 pub struct EgressDispatcher {
     sink: Arc<dyn DeviceSink>,
     format: PayloadFormat,
+    bindings: Arc<DeviceBindings>,
     metrics: DispatchMetrics,
     max_in_flight: usize,
     counters: Arc<EgressCounters>,
@@ -109,10 +111,18 @@ impl EgressDispatcher {
         Self {
             sink,
             format,
+            bindings: Arc::default(),
             metrics,
             max_in_flight: 256,
             counters: Arc::default(),
         }
+    }
+
+    /// Sends the commands of interfaces declaring an MQTT command topic there (the
+    /// subscription must carry those `ktwin.command.*` events too).
+    pub fn bindings(mut self, bindings: DeviceBindings) -> Self {
+        self.bindings = Arc::new(bindings);
+        self
     }
 
     /// Sends in flight at most.
@@ -158,12 +168,14 @@ impl EgressDispatcher {
         let metrics = self.metrics.clone();
         let counters = Arc::clone(&self.counters);
         let format = self.format;
+        let bindings = Arc::clone(&self.bindings);
         async move {
             let started = Instant::now();
             let ty = delivery.event().ty().to_owned();
-            let settled = match to_device_message(delivery.event(), format) {
+            let settled = match to_device_message(delivery.event(), format, &bindings) {
                 Err(error) => {
-                    metrics.dead_letter("not_a_device_event");
+                    tracing::warn!(%error, "dead-lettering an event devices cannot get");
+                    metrics.dead_letter(error.as_label());
                     metrics.observe(&ty, ResponseCode::BadRequest, started.elapsed());
                     counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
                     delivery.dead_letter(&error.to_string()).await
@@ -177,7 +189,7 @@ impl EgressDispatcher {
                     Err(error) => {
                         metrics.observe(&ty, ResponseCode::Failed, started.elapsed());
                         counters.failures.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%error, topic = %message.topic.mqtt_topic(), "device send failed");
+                        tracing::warn!(%error, topic = %message.topic, "device send failed");
                         delivery
                             .nack(&format!(
                                 "device send failed: {}",

@@ -1,12 +1,16 @@
 //! Device message → CloudEvent translation, and the reasons a device message is refused.
 //! Pure: no I/O.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use chrono::{DateTime, Utc};
 use cloudevents::Event;
-use ktwin_events::{EventBuilder, Topic, TopicKind};
+use ktwin_events::{
+    DeviceBindings, EventBuilder, JSON_PAYLOAD_FORMAT, TelemetryTopic, Topic, TopicKind,
+    mqtt_topic_of_routing_key,
+};
 
 /// Default largest accepted payload: 256 KiB.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 256 * 1024;
@@ -27,6 +31,9 @@ pub struct IngressPolicy {
     pub max_payload_bytes: usize,
     /// Interfaces of the loaded model; `None` accepts any interface.
     pub known_interfaces: Option<HashSet<String>>,
+    /// Telemetry topics interfaces declare with the DTDL MQTT extension, tried before the
+    /// fixed `ktwin/real/<iface>/<instance>` grammar.
+    pub bindings: DeviceBindings,
 }
 
 impl Default for IngressPolicy {
@@ -34,6 +41,7 @@ impl Default for IngressPolicy {
         Self {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             known_interfaces: None,
+            bindings: DeviceBindings::default(),
         }
     }
 }
@@ -51,6 +59,8 @@ pub enum RejectKind {
     BadTopic,
     /// The interface is not in the loaded model.
     UnknownInterface,
+    /// The topic's interface declares a payload format other than JSON.
+    UnsupportedPayloadFormat,
 }
 
 impl RejectKind {
@@ -62,6 +72,7 @@ impl RejectKind {
             RejectKind::NotJsonObject => "not_json_object",
             RejectKind::BadTopic => "bad_topic",
             RejectKind::UnknownInterface => "unknown_interface",
+            RejectKind::UnsupportedPayloadFormat => "unsupported_payload_format",
         }
     }
 }
@@ -105,8 +116,9 @@ impl DeviceReading {
     }
 }
 
-/// Validates a device message: size, topic shape (`real` kind only), known interface, JSON
-/// object payload — in that order, so oversized payloads are never parsed.
+/// Validates a device message: size, topic shape (a declared telemetry topic, else
+/// `ktwin/real/<iface>/<instance>`), known interface, payload format, JSON object payload — in
+/// that order, so oversized payloads are never parsed.
 pub fn validate(
     topic: &str,
     syntax: TopicSyntax,
@@ -123,6 +135,15 @@ pub fn validate(
             ),
         ));
     }
+    if !policy.bindings.is_empty() {
+        let mqtt_topic = match syntax {
+            TopicSyntax::Mqtt => Cow::Borrowed(topic),
+            TopicSyntax::RoutingKey => Cow::Owned(mqtt_topic_of_routing_key(topic)),
+        };
+        if let Some(declared) = policy.bindings.telemetry(&mqtt_topic) {
+            return declared_reading(&mqtt_topic, &declared, payload, policy);
+        }
+    }
     let parsed = match syntax {
         TopicSyntax::Mqtt => Topic::parse_mqtt(topic),
         TopicSyntax::RoutingKey => Topic::parse_routing_key(topic),
@@ -137,36 +158,124 @@ pub fn validate(
                 ),
             ));
         }
-        Err(err) => return Err(Rejection::new(RejectKind::BadTopic, err.to_string())),
+        Err(err) if policy.bindings.is_empty() => {
+            return Err(Rejection::new(RejectKind::BadTopic, err.to_string()));
+        }
+        Err(_) => {
+            let what = match syntax {
+                TopicSyntax::Mqtt => "topic",
+                TopicSyntax::RoutingKey => "routing key",
+            };
+            return Err(Rejection::new(
+                RejectKind::BadTopic,
+                format!(
+                    "{what} {topic:?} matches neither the ktwin/real/<iface>/<instance> grammar nor a declared telemetry topic ({})",
+                    policy.bindings.telemetry_patterns().join(", ")
+                ),
+            ));
+        }
     };
-    if let Some(known) = &policy.known_interfaces
-        && !known.contains(&topic.interface)
-    {
+    check_known(&topic, policy)?;
+    let data = parse_json(payload, &topic.mqtt_topic())?;
+    if !data.is_object() {
+        return Err(not_an_object(&topic.mqtt_topic()));
+    }
+    Ok(DeviceReading { topic, data })
+}
+
+/// A message on a telemetry topic an interface declares: the same reading as on
+/// `ktwin/real/<iface>/<instance>`; with `{telemetryName}` in the pattern, the payload is that
+/// one telemetry's value.
+fn declared_reading(
+    topic: &str,
+    declared: &TelemetryTopic<'_>,
+    payload: &[u8],
+    policy: &IngressPolicy,
+) -> Result<DeviceReading, Rejection> {
+    let interface = declared.interface;
+    if !declared.is_json() {
         return Err(Rejection::new(
+            RejectKind::UnsupportedPayloadFormat,
+            format!(
+                "topic {topic:?} is telemetry of interface {interface:?}, which declares payloadFormat {:?}; ktwin reads only {JSON_PAYLOAD_FORMAT:?}",
+                declared.payload_format
+            ),
+        ));
+    }
+    let twin = Topic::new(TopicKind::Real, interface, declared.instance).map_err(|err| {
+        Rejection::new(
+            RejectKind::BadTopic,
+            format!(
+                "topic {topic:?} matches {:?} of interface {interface:?}, but its {{senderId}} is no twin instance: {err}",
+                declared.pattern
+            ),
+        )
+    })?;
+    check_known(&twin, policy)?;
+    let value = parse_json(payload, topic)?;
+    let data = match declared.telemetry_name {
+        Some(name) => serde_json::json!({ name: value }),
+        None if value.is_object() => value,
+        None => return Err(not_an_object(topic)),
+    };
+    Ok(DeviceReading { topic: twin, data })
+}
+
+fn check_known(topic: &Topic, policy: &IngressPolicy) -> Result<(), Rejection> {
+    match &policy.known_interfaces {
+        Some(known) if !known.contains(&topic.interface) => Err(Rejection::new(
             RejectKind::UnknownInterface,
             format!(
                 "interface {:?} (topic {:?}) is not in the loaded model",
                 topic.interface,
                 topic.mqtt_topic()
             ),
-        ));
+        )),
+        _ => Ok(()),
     }
-    let data: serde_json::Value = serde_json::from_slice(payload).map_err(|err| {
+}
+
+fn parse_json(payload: &[u8], topic: &str) -> Result<serde_json::Value, Rejection> {
+    serde_json::from_slice(payload).map_err(|err| {
         Rejection::new(
             RejectKind::NotJson,
-            format!("payload on {:?} is not JSON: {err}", topic.mqtt_topic()),
+            format!("payload on {topic:?} is not JSON: {err}"),
         )
-    })?;
-    if !data.is_object() {
-        return Err(Rejection::new(
-            RejectKind::NotJsonObject,
-            format!(
-                "payload on {:?} is JSON but not an object (expected {{...}})",
-                topic.mqtt_topic()
-            ),
-        ));
+    })
+}
+
+fn not_an_object(topic: &str) -> Rejection {
+    Rejection::new(
+        RejectKind::NotJsonObject,
+        format!("payload on {topic:?} is JSON but not an object (expected {{...}})"),
+    )
+}
+
+/// Remembers which topics were already reported, so a device publishing on a topic nothing
+/// matches is logged once, not once per message. Bounded: past `capacity` topics, nothing new
+/// is remembered (and nothing more is logged as new).
+#[derive(Debug)]
+pub struct FirstSeen {
+    capacity: usize,
+    seen: HashSet<String>,
+}
+
+impl FirstSeen {
+    /// Remembers at most `capacity` topics.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            seen: HashSet::new(),
+        }
     }
-    Ok(DeviceReading { topic, data })
+
+    /// Whether `topic` is seen for the first time (and there was room to remember it).
+    pub fn first(&mut self, topic: &str) -> bool {
+        if self.seen.len() >= self.capacity || self.seen.contains(topic) {
+            return false;
+        }
+        self.seen.insert(topic.to_owned())
+    }
 }
 
 /// The id and time given to the event of a device message.
@@ -247,8 +356,117 @@ mod tests {
     fn policy() -> IngressPolicy {
         IngressPolicy {
             max_payload_bytes: 64,
-            known_interfaces: Some(["city-pole".to_owned()].into()),
+            known_interfaces: Some(["city-pole".to_owned(), "vehicle".to_owned()].into()),
+            bindings: DeviceBindings::new(vec![ktwin_events::DeviceBinding {
+                interface: "vehicle".into(),
+                model_id: "dtmi:example:Vehicle;1".into(),
+                payload_format: JSON_PAYLOAD_FORMAT.into(),
+                telemetry_topic: Some("vehicles/{modelId}/{senderId}/telemetry".into()),
+                command_topic: None,
+                commands: Vec::new(),
+            }])
+            .unwrap(),
         }
+    }
+
+    #[test]
+    fn declared_topics_give_the_event_of_the_fixed_grammar() {
+        let fixed = validate(
+            "ktwin/real/vehicle/car-7",
+            TopicSyntax::Mqtt,
+            br#"{"speed":3}"#,
+            &policy(),
+        )
+        .unwrap();
+        for (topic, syntax) in [
+            (
+                "vehicles/dtmi:example:Vehicle;1/car-7/telemetry",
+                TopicSyntax::Mqtt,
+            ),
+            (
+                "vehicles.dtmi:example:Vehicle;1.car-7.telemetry",
+                TopicSyntax::RoutingKey,
+            ),
+        ] {
+            let declared = validate(topic, syntax, br#"{"speed":3}"#, &policy()).unwrap();
+            assert_eq!(declared, fixed, "{topic}");
+        }
+        let cases: [(&str, &[u8], RejectKind, &str); 4] = [
+            (
+                "vehicles/dtmi:example:Vehicle;1/car-7/telemetry",
+                b"3",
+                RejectKind::NotJsonObject,
+                "not an object",
+            ),
+            (
+                "vehicles/dtmi:example:Vehicle;1/car-7/telemetry",
+                b"{",
+                RejectKind::NotJson,
+                "not JSON",
+            ),
+            (
+                "vehicles/dtmi:example:Truck;1/car-7/telemetry",
+                b"{}",
+                RejectKind::BadTopic,
+                "vehicles/{modelId}/{senderId}/telemetry",
+            ),
+            (
+                "vehicles/dtmi:example:Vehicle;1/a.b/telemetry",
+                b"{}",
+                RejectKind::BadTopic,
+                "no twin instance",
+            ),
+        ];
+        for (topic, payload, kind, needle) in cases {
+            let err = validate(topic, TopicSyntax::Mqtt, payload, &policy()).unwrap_err();
+            assert_eq!(err.kind, kind, "{topic}: {err}");
+            assert!(err.detail.contains(needle), "{err} lacks {needle:?}");
+        }
+    }
+
+    #[test]
+    fn one_telemetry_per_topic_and_other_formats() {
+        let binding = |format: &str| ktwin_events::DeviceBinding {
+            interface: "meter".into(),
+            model_id: "dtmi:example:Meter;1".into(),
+            payload_format: format.into(),
+            telemetry_topic: Some("meters/{senderId}/{telemetryName}".into()),
+            command_topic: None,
+            commands: Vec::new(),
+        };
+        let policy = |format: &str| IngressPolicy {
+            bindings: DeviceBindings::new(vec![binding(format)]).unwrap(),
+            ..IngressPolicy::default()
+        };
+        let reading = validate(
+            "meters/m-1/power",
+            TopicSyntax::Mqtt,
+            b"42.5",
+            &policy(JSON_PAYLOAD_FORMAT),
+        )
+        .unwrap();
+        assert_eq!(reading.topic.interface, "meter");
+        assert_eq!(reading.topic.instance, "m-1");
+        assert_eq!(reading.data, serde_json::json!({"power": 42.5}));
+        let err = validate(
+            "meters/m-1/power",
+            TopicSyntax::Mqtt,
+            b"42.5",
+            &policy("Protobuf/3"),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, RejectKind::UnsupportedPayloadFormat);
+        assert!(err.detail.contains("Protobuf/3"), "{err:?}");
+        assert_eq!(err.kind.as_label(), "unsupported_payload_format");
+    }
+
+    #[test]
+    fn unmatched_topics_are_reported_once() {
+        let mut seen = FirstSeen::new(2);
+        assert!(seen.first("a"));
+        assert!(!seen.first("a"));
+        assert!(seen.first("b"));
+        assert!(!seen.first("c"), "bounded");
     }
 
     #[test]

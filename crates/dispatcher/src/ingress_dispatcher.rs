@@ -12,7 +12,9 @@ use ktwin_broker::Broker;
 use tokio_util::sync::CancellationToken;
 
 use crate::dead_letter::device_dead_letter;
-use crate::ingress::{DeviceReading, DuplicateTracker, EventIdentity, IngressPolicy, validate};
+use crate::ingress::{
+    DeviceReading, DuplicateTracker, EventIdentity, FirstSeen, IngressPolicy, RejectKind, validate,
+};
 use crate::metrics::{DispatchMetrics, ResponseCode};
 use crate::source::{DeviceSource, SourceMessage};
 use ktwin_broker::DeadLetterSink;
@@ -97,6 +99,8 @@ impl IngressDispatcher {
         let mut tracker = source
             .redelivers()
             .then(|| DuplicateTracker::new(self.max_in_flight.max(1024) * 64));
+        // A device on a topic nothing matches publishes again and again: warn once per topic.
+        let mut unmatched = FirstSeen::new(1024);
         let mut in_flight = FuturesOrdered::new();
         let mut source_open = true;
         loop {
@@ -120,7 +124,8 @@ impl IngressDispatcher {
                                 in_flight.push_back(self.publish(event, message, started, shutdown.clone()).boxed());
                             }
                             Err(rejection) => {
-                                in_flight.push_back(self.dead_letter(message, rejection, started, shutdown.clone()).boxed());
+                                let warn = rejection.kind != RejectKind::BadTopic || unmatched.first(&message.topic);
+                                in_flight.push_back(self.dead_letter(message, rejection, warn, started, shutdown.clone()).boxed());
                             }
                         }
                     }
@@ -181,6 +186,7 @@ impl IngressDispatcher {
         &self,
         message: SourceMessage,
         rejection: crate::ingress::Rejection,
+        warn: bool,
         started: Instant,
         shutdown: CancellationToken,
     ) -> impl Future<Output = ()> + Send + 'static {
@@ -188,7 +194,11 @@ impl IngressDispatcher {
         let metrics = self.metrics.clone();
         let counters = Arc::clone(&self.counters);
         async move {
-            tracing::warn!(topic = %message.topic, reason = %rejection, "dead-lettering device message");
+            if warn {
+                tracing::warn!(topic = %message.topic, reason = %rejection, "dead-lettering device message");
+            } else {
+                tracing::debug!(topic = %message.topic, reason = %rejection, "dead-lettering device message (topic already reported)");
+            }
             let letter = device_dead_letter(
                 &message.topic,
                 &message.payload,

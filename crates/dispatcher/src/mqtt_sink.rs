@@ -272,7 +272,7 @@ impl DeviceSink for MqttSink {
     async fn send(&self, message: &DeviceMessage) -> Result<(), TransportError> {
         let (acked, receipt) = oneshot::channel();
         let request = SendRequest {
-            topic: message.topic.mqtt_topic(),
+            topic: message.topic.clone(),
             payload: message.payload.clone(),
             acked,
         };

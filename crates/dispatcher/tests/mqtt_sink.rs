@@ -13,7 +13,9 @@ use tokio::task::JoinHandle;
 
 fn message(n: usize) -> DeviceMessage {
     DeviceMessage {
-        topic: Topic::new(TopicKind::Virtual, "city-pole", "pole-1").unwrap(),
+        topic: Topic::new(TopicKind::Virtual, "city-pole", "pole-1")
+            .unwrap()
+            .mqtt_topic(),
         payload: format!("{{\"n\":{n}}}").into_bytes(),
     }
 }

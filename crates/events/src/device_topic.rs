@@ -43,6 +43,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::TYPE_PREFIX;
+use crate::event_type::EventType;
 use crate::name::validate_name;
 
 /// The `payloadFormat` of JSON payloads (RFC 8259 / ECMA-404).
@@ -73,6 +74,16 @@ impl DeviceBinding {
     /// Whether payloads are JSON, the only format ktwin reads and writes.
     pub fn is_json(&self) -> bool {
         self.payload_format == JSON_PAYLOAD_FORMAT
+    }
+
+    /// The command events (`ktwin.command.<iface>.<command>`) devices get on the declared
+    /// command topic; none without one (names unusable in event types are left out: the
+    /// planner refuses them first).
+    pub fn command_event_types(&self) -> impl Iterator<Item = EventType> + '_ {
+        self.commands
+            .iter()
+            .filter(|_| self.command_topic.is_some())
+            .filter_map(|command| EventType::command(&self.interface, command).ok())
     }
 }
 
@@ -297,6 +308,12 @@ impl TopicTemplate {
         Ok(Level::Literal(label.to_owned()))
     }
 
+    fn has(&self, token: &Token) -> bool {
+        self.levels
+            .iter()
+            .any(|l| matches!(l, Level::Token(t) if t == token))
+    }
+
     /// The MQTT subscription filter receiving every topic of the pattern (`+` per token).
     fn subscription_filter(&self) -> String {
         self.levels
@@ -447,6 +464,23 @@ impl DeviceBindings {
             };
             let telemetry = parse(&binding.telemetry_topic, Use::Telemetry)?;
             let command = parse(&binding.command_topic, Use::Command)?;
+            if binding.model_id.is_empty()
+                && let Some(template) = telemetry
+                    .iter()
+                    .chain(&command)
+                    .find(|t| t.has(&Token::ModelId))
+            {
+                return Err(BindingError::Pattern {
+                    interface: binding.interface.clone(),
+                    field: if Some(template) == telemetry.as_ref() {
+                        Use::Telemetry.field()
+                    } else {
+                        Use::Command.field()
+                    },
+                    pattern: template.text.clone(),
+                    reason: "uses {modelId} but the interface has no DTMI (spec.dtmi)".into(),
+                });
+            }
             if let Some(new) = &telemetry {
                 for other in &bound {
                     if let Some(old) = &other.telemetry
@@ -648,6 +682,12 @@ mod tests {
         ] {
             assert!(bindings.telemetry(miss).is_none(), "{miss}");
         }
+        let types: Vec<String> = bindings
+            .bindings()
+            .flat_map(DeviceBinding::command_event_types)
+            .map(|t| t.to_string())
+            .collect();
+        assert_eq!(types, ["ktwin.command.vehicle.setcolor"]);
         let command = bindings.command("vehicle", "SETCOLOR", "car-7").unwrap();
         assert_eq!(command.unwrap().topic, "vehicles/car-7/command/setColor");
         assert!(bindings.command("other", "setColor", "car-7").is_none());
@@ -710,6 +750,12 @@ mod tests {
             binding("b", Some("devices/{modelId}/{senderId}"), None),
         ])
         .unwrap();
+        let mut anonymous = binding("a", Some("d/{modelId}/{senderId}"), None);
+        anonymous.model_id = String::new();
+        let message = DeviceBindings::new(vec![anonymous])
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("no DTMI"), "{message}");
         let twice = DeviceBindings::new(vec![binding("a", None, None), binding("a", None, None)]);
         assert!(matches!(twice, Err(BindingError::Duplicate(_))));
     }

@@ -13,8 +13,8 @@ use ktwin_dtdl::{
 use crate::crd::{
     CommandPayload, ComplexKind, EnumValueSchema, PrimitiveType, TwinArraySchema, TwinCommand,
     TwinComplexType, TwinComponent, TwinEnumSchema, TwinEnumValue, TwinInterface,
-    TwinInterfaceSpec, TwinMapSchema, TwinNamedSchema, TwinProperty, TwinRelationship, TwinSchema,
-    TwinTelemetry,
+    TwinInterfaceSpec, TwinMapSchema, TwinMqtt, TwinNamedSchema, TwinProperty, TwinRelationship,
+    TwinSchema, TwinTelemetry,
 };
 use crate::names::{NameError, interface_name};
 
@@ -280,6 +280,11 @@ pub fn compile_interface(
         } else {
             Vec::new()
         },
+        mqtt: iface.mqtt().map(|binding| TwinMqtt {
+            payload_format: binding.payload_format,
+            telemetry_topic: binding.telemetry_topic.map(|t| t.to_string()),
+            command_topic: binding.command_topic.map(|t| t.to_string()),
+        }),
         ..Default::default()
     };
     for content in iface.contents.iter().filter(|c| c.origin == iface.id) {

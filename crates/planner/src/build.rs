@@ -42,7 +42,8 @@ pub fn plan(input: &PlanInput, config: &KtwinConfig) -> Result<Plan, PlanError> 
         .mqtt_triggers
         .iter()
         .find(|m| Some(name_of(*m)) == world.mqtt_trigger)
-        .map(|m| dispatchers_plan(m, &world));
+        .map(|m| dispatchers_plan(m, &input.interfaces, &world))
+        .transpose()?;
     let mut gateways: Vec<GatewayPlan> = input
         .gateways
         .iter()

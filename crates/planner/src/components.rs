@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use ktwin_events::env;
-use ktwin_model::crd::{DispatcherSpec, EventStore, Gateway, MQTTTrigger};
+use ktwin_events::{DeviceBinding, DeviceBindings, env};
+use ktwin_model::crd::{DispatcherSpec, EventStore, Gateway, MQTTTrigger, TwinInterface};
 
 use crate::input::name_of;
 use crate::interface::autoscaling_from_model;
@@ -11,7 +11,7 @@ use crate::plan::{
     DispatcherKind, DispatcherPlan, DispatchersPlan, Endpoint, EnvValue, EventStorePlan,
     GatewayPlan, PlatformEnv, StoreStorage,
 };
-use crate::world::World;
+use crate::world::{PlanError, World};
 
 /// Where the embedded event store's volume is mounted.
 pub const EMBEDDED_STORE_PATH: &str = "/var/lib/ktwin/store";
@@ -74,8 +74,39 @@ pub(crate) fn event_store_plan(store: &EventStore, world: &World<'_>) -> EventSt
     }
 }
 
+/// The device topics the interfaces declare with the DTDL MQTT extension (`spec.mqtt`), sorted
+/// by interface and checked together: a pattern ktwin cannot use, or two telemetry topics one
+/// topic can match, make the plan fail naming them.
+fn device_bindings(interfaces: &[TwinInterface]) -> Result<Vec<DeviceBinding>, PlanError> {
+    let mut bindings: Vec<DeviceBinding> = interfaces
+        .iter()
+        .filter_map(|interface| {
+            let spec = &interface.spec;
+            let mqtt = spec.mqtt.as_ref()?;
+            Some(DeviceBinding {
+                interface: name_of(interface).to_owned(),
+                model_id: spec.dtmi.clone().unwrap_or_default(),
+                payload_format: mqtt.payload_format.clone(),
+                telemetry_topic: mqtt.telemetry_topic.clone(),
+                command_topic: mqtt.command_topic.clone(),
+                commands: spec.commands.iter().map(|c| c.name.clone()).collect(),
+            })
+        })
+        .collect();
+    bindings.sort_by(|a, b| a.interface.cmp(&b.interface));
+    // An interface declared twice is planned once (with a diagnostic elsewhere).
+    bindings.dedup_by(|a, b| a.interface == b.interface);
+    DeviceBindings::new(bindings.clone()).map_err(PlanError::InvalidBinding)?;
+    Ok(bindings)
+}
+
 /// The variables of one dispatcher.
-fn dispatcher_env(kind: DispatcherKind, spec: &DispatcherSpec, exchange: &str) -> Vec<PlatformEnv> {
+fn dispatcher_env(
+    kind: DispatcherKind,
+    spec: &DispatcherSpec,
+    exchange: &str,
+    bindings: &[DeviceBinding],
+) -> Vec<PlatformEnv> {
     let literal = |name: &str, value: &str| PlatformEnv::literal(name, value);
     let mut vars = vec![
         PlatformEnv::endpoint(env::AMQP_URL, Endpoint::Amqp),
@@ -95,13 +126,23 @@ fn dispatcher_env(kind: DispatcherKind, spec: &DispatcherSpec, exchange: &str) -
         }
         DispatcherKind::CloudEvent => vars.push(literal(env::SINK, "amqp")),
     }
+    if !bindings.is_empty() {
+        // Strings and lists of strings: serialising cannot fail.
+        let json = serde_json::to_string(bindings).unwrap_or_default();
+        vars.push(literal(env::DEVICE_BINDINGS, &json));
+    }
     vars
 }
 
-/// The two dispatchers of an MQTTTrigger.
-pub(crate) fn dispatchers_plan(trigger: &MQTTTrigger, world: &World<'_>) -> DispatchersPlan {
+/// The two dispatchers of an MQTTTrigger, with the device topics `interfaces` declare.
+pub(crate) fn dispatchers_plan(
+    trigger: &MQTTTrigger,
+    interfaces: &[TwinInterface],
+    world: &World<'_>,
+) -> Result<DispatchersPlan, PlanError> {
     let config = world.config;
     let exchange = trigger.spec.exchange.clone();
+    let device_bindings = device_bindings(interfaces)?;
     let dispatcher = |kind: DispatcherKind, spec: &DispatcherSpec, node_selector| {
         let (default_image, args) = match kind {
             DispatcherKind::Mqtt => (
@@ -125,11 +166,11 @@ pub(crate) fn dispatchers_plan(trigger: &MQTTTrigger, world: &World<'_>) -> Disp
             replicas: u32::try_from(spec.replicas).unwrap_or(1),
             prefetch: u16::try_from(spec.prefetch).unwrap_or(u16::MAX),
             resources: spec.resources.clone(),
-            env: dispatcher_env(kind, spec, &exchange),
+            env: dispatcher_env(kind, spec, &exchange, &device_bindings),
             node_selector,
         }
     };
-    DispatchersPlan {
+    Ok(DispatchersPlan {
         name: name_of(trigger).to_owned(),
         namespace: world.namespace.to_owned(),
         mqtt_exchange: exchange.clone(),
@@ -144,7 +185,8 @@ pub(crate) fn dispatchers_plan(trigger: &MQTTTrigger, world: &World<'_>) -> Disp
             &trigger.spec.cloud_event_dispatcher,
             config.node_selectors.core.clone(),
         ),
-    }
+        device_bindings,
+    })
 }
 
 /// A gateway: which APIs it serves, where they are, and the token its callers present.

@@ -109,7 +109,11 @@ impl Routes {
                 child.relationship
             ));
         }
-        if !spec.commands.is_empty() {
+        let to_devices = spec
+            .mqtt
+            .as_ref()
+            .is_some_and(|m| m.command_topic.is_some());
+        if !spec.commands.is_empty() && !to_devices {
             self.note("commands are declared but the interface has no service to run them; they route nothing".into());
         }
     }

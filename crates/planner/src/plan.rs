@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::core::v1::{PodTemplateSpec, ResourceRequirements};
-use ktwin_events::EventType;
+use ktwin_events::{DeviceBinding, EventType};
 use serde::{Deserialize, Serialize};
 
 /// The autoscaling metric of a twin service.
@@ -367,6 +367,10 @@ pub struct DispatchersPlan {
     pub mqtt: DispatcherPlan,
     /// CloudEvent → MQTT.
     pub cloud_event: DispatcherPlan,
+    /// The device topics interfaces declare with the DTDL MQTT extension, sorted by interface
+    /// (both dispatchers get them as [`ktwin_events::env::DEVICE_BINDINGS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_bindings: Vec<DeviceBinding>,
 }
 
 /// The twin graph service (installed once per world by the install bundle).
@@ -464,5 +468,14 @@ impl Plan {
     /// The twin services.
     pub fn services(&self) -> impl Iterator<Item = &TwinService> {
         self.interfaces.iter().filter_map(|i| i.service.as_ref())
+    }
+
+    /// Command events that devices receive on their interface's declared MQTT command topic
+    /// (through the CloudEvent → MQTT dispatcher, beside any twin service running them).
+    pub fn device_commands(&self) -> impl Iterator<Item = EventType> {
+        self.dispatchers
+            .iter()
+            .flat_map(|d| &d.device_bindings)
+            .flat_map(DeviceBinding::command_event_types)
     }
 }

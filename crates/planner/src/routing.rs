@@ -41,6 +41,9 @@ pub fn routing_table(plan: &Plan) -> RoutingTable {
     for route in plan.routes() {
         table.deliver(route.event_type.clone(), route.subscriber.clone());
     }
+    for command in plan.device_commands() {
+        table.deliver(command, Subscriber::Devices);
+    }
     table.mqtt_ingress = plan.mqtt_ingress().map(|i| i.interface.clone()).collect();
     table
 }

@@ -1,7 +1,7 @@
 //! The world an interface is planned against: its namespace, the configuration and the shared
 //! components (EventStore, MQTTTrigger) resolved once; and why no plan can be made.
 
-use ktwin_events::GrammarError;
+use ktwin_events::{BindingError, GrammarError};
 use ktwin_model::crd::{EventStore, MQTTTrigger};
 
 use crate::config::KtwinConfig;
@@ -21,6 +21,9 @@ pub enum PlanError {
         /// What is wrong with it.
         source: GrammarError,
     },
+    /// The device topics interfaces declare with the DTDL MQTT extension cannot be used.
+    #[error("the interfaces' MQTT bindings: {0}")]
+    InvalidBinding(#[source] BindingError),
     /// A configured reference names an object that does not exist.
     #[error(
         "{what} {name:?} named in the configuration does not exist in namespace {namespace:?}; existing: {existing:?}"

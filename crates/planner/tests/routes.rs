@@ -334,3 +334,77 @@ fn commands_differing_only_in_case_share_one_route() {
             .any(|d| d.message.contains("case-insensitive"))
     );
 }
+
+/// A device interface co-typed `Mqtt` (DTDL MQTT extension), serviceless.
+fn vehicle(telemetry_topic: &str) -> TwinInterface {
+    yaml(&format!(
+        r#"
+apiVersion: dtd.ktwin/v0
+kind: TwinInterface
+metadata: {{name: vehicle, namespace: ktwin}}
+spec:
+  dtmi: "dtmi:example:Vehicle;1"
+  commands: [{{name: setColor}}]
+  mqtt:
+    payloadFormat: Json/ecma/404
+    telemetryTopic: "{telemetry_topic}"
+    commandTopic: "vehicles/{{executorId}}/command/{{commandName}}"
+"#
+    ))
+}
+
+#[test]
+fn declared_device_topics_reach_both_dispatchers_and_their_commands_the_devices() {
+    let plan = plan(
+        &world(vec![vehicle("vehicles/{modelId}/{senderId}/telemetry")]),
+        &KtwinConfig::default(),
+    )
+    .unwrap();
+    let dispatchers = plan.dispatchers.as_ref().unwrap();
+    assert_eq!(dispatchers.device_bindings.len(), 1);
+    let binding = &dispatchers.device_bindings[0];
+    assert_eq!(binding.interface, "vehicle");
+    assert_eq!(binding.model_id, "dtmi:example:Vehicle;1");
+    assert_eq!(binding.commands, ["setColor"]);
+    for dispatcher in [&dispatchers.mqtt, &dispatchers.cloud_event] {
+        let var = dispatcher
+            .env
+            .iter()
+            .find(|v| v.name == ktwin_events::env::DEVICE_BINDINGS)
+            .expect("bindings passed to the dispatcher");
+        let EnvValue::Literal(json) = &var.value else {
+            panic!("literal JSON expected")
+        };
+        let back: Vec<ktwin_events::DeviceBinding> = serde_json::from_str(json).unwrap();
+        assert_eq!(back, dispatchers.device_bindings);
+    }
+    let command = EventType::command("vehicle", "setColor").unwrap();
+    let table = routing_table(&plan);
+    assert!(
+        table
+            .subscribers(&command)
+            .any(|s| *s == Subscriber::Devices),
+        "{table:?}"
+    );
+    // No service runs the command, but the device gets it: no "routes nothing" diagnostic.
+    assert!(
+        !plan
+            .diagnostics
+            .iter()
+            .any(|d| d.message.contains("route nothing")),
+        "{:?}",
+        plan.diagnostics
+    );
+}
+
+#[test]
+fn unusable_device_topics_fail_the_plan_naming_them() {
+    let err = plan(
+        &world(vec![vehicle("vehicles/{deviceId}/telemetry")]),
+        &KtwinConfig::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, PlanError::InvalidBinding(_)), "{err}");
+    let message = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(message.contains("{deviceId}"), "{message}");
+}

@@ -23,10 +23,13 @@ use rumqttd::local::{LinkRx, LinkTx};
 
 use crate::error::MqttError;
 
-/// Device messages (`ktwin/real/#`) read from the embedded broker over an in-process link.
+/// Device messages (`ktwin/real/#`, and the telemetry topics models declare) read from the
+/// embedded broker over an in-process link.
 pub struct LinkSource {
-    // Kept so the broker keeps the connection: dropping either half disconnects it.
-    _tx: LinkTx,
+    // Kept so the broker keeps the connection (dropping either half disconnects it), and to
+    // subscribe to declared topics.
+    tx: LinkTx,
+    client_id: String,
     rx: LinkRx,
     connected: Arc<AtomicBool>,
 }
@@ -43,10 +46,25 @@ impl LinkSource {
         tx.subscribe(TopicKind::Real.mqtt_filter())
             .map_err(refused)?;
         Ok(Self {
-            _tx: tx,
+            tx,
+            client_id: client_id.to_owned(),
             rx,
             connected: Arc::new(AtomicBool::new(true)),
         })
+    }
+}
+
+impl LinkSource {
+    /// Also receives the messages of `filter` (a telemetry topic a model declares with the DTDL
+    /// MQTT extension).
+    pub fn subscribe(&mut self, filter: &str) -> Result<(), MqttError> {
+        self.tx
+            .subscribe(filter)
+            .map(drop)
+            .map_err(|source| MqttError::LinkRefused {
+                client_id: self.client_id.clone(),
+                source: Box::new(source),
+            })
     }
 }
 

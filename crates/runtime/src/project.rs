@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use ktwin_events::DeviceBindings;
 use ktwin_model::crd::{EventStore, MQTTTrigger};
 use ktwin_model::project::{LoadOptions, Project};
 use ktwin_planner::{KtwinConfig, Plan, PlanInput};
@@ -58,6 +59,18 @@ impl PlannedProject {
             plan,
             routes,
         })
+    }
+
+    /// The device topics the project's interfaces declare with the DTDL MQTT extension.
+    pub fn device_bindings(&self) -> DeviceBindings {
+        let declared = self
+            .plan
+            .dispatchers
+            .iter()
+            .flat_map(|d| d.device_bindings.clone())
+            .collect();
+        DeviceBindings::new(declared)
+            .expect("the planner refuses the bindings DeviceBindings refuses")
     }
 
     /// The local command of `interface`'s service, if the project gives one.

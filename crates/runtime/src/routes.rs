@@ -45,6 +45,12 @@ impl LocalRoutes {
                 .or_default()
                 .insert(route.event_type.clone());
         }
+        for command in plan.device_commands() {
+            by_subscriber
+                .entry(Subscriber::Devices)
+                .or_default()
+                .insert(command);
+        }
         Self {
             subscriptions: by_subscriber
                 .into_iter()

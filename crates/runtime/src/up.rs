@@ -219,7 +219,8 @@ struct Assembly<'a> {
 impl Platform {
     /// Starts everything for `planned`; returns once devices can publish and the APIs answer.
     pub async fn start(planned: PlannedProject, options: UpOptions) -> Result<Self, UpError> {
-        let (mqtt, device_link) = start_mqtt(&options.mqtt).await?;
+        let declared = planned.device_bindings().telemetry_filters();
+        let (mqtt, device_link) = start_mqtt(&options.mqtt, &declared).await?;
         let mut parts = Assembly::new(&planned, &options);
         let (backend, ingestor) = parts.start_store().await?;
         let readiness = Readiness::new();
@@ -262,18 +263,25 @@ impl Platform {
     }
 }
 
-/// With the embedded broker, device messages come over an in-process link.
-async fn start_mqtt(choice: &MqttChoice) -> Result<(MqttAddress, Option<LinkSource>), UpError> {
+/// With the embedded broker, device messages come over an in-process link, subscribed to the
+/// fixed grammar and to the `declared` telemetry filters.
+async fn start_mqtt(
+    choice: &MqttChoice,
+    declared: &[String],
+) -> Result<(MqttAddress, Option<LinkSource>), UpError> {
     match choice {
         MqttChoice::Embedded { port } => {
             let port = *port;
-            let embedded = tokio::task::spawn_blocking(move || start_embedded(port))
+            let mut embedded = tokio::task::spawn_blocking(move || start_embedded(port))
                 .await
                 .map_err(|source| UpError::Join {
                     what: "embedded MQTT broker",
                     source,
                 })?
                 .map_err(UpError::Mqtt)?;
+            for filter in declared {
+                embedded.link.subscribe(filter).map_err(UpError::Mqtt)?;
+            }
             Ok((embedded.address(), Some(embedded.link)))
         }
         MqttChoice::External(address) => Ok((address.clone(), None)),
@@ -416,7 +424,8 @@ impl<'a> Assembly<'a> {
             )),
             PayloadFormat::Data,
             DispatchMetrics::egress("ktwin-up", "memory"),
-        );
+        )
+        .bindings(self.planned.device_bindings());
         let counters = egress.counters();
         if let Some(subscription) = self.subscribe(&Subscriber::Devices).await? {
             self.stages.consumers.spawn(
@@ -537,6 +546,7 @@ impl<'a> Assembly<'a> {
                 .expect("set when the store opened"),
             IngressPolicy {
                 known_interfaces: Some(known_interfaces),
+                bindings: self.planned.device_bindings(),
                 ..IngressPolicy::default()
             },
             DispatchMetrics::ingress("ktwin-up", "memory"),
@@ -555,6 +565,9 @@ impl<'a> Assembly<'a> {
                     &format!("ktwin-up-ingress-{}", std::process::id()),
                 );
                 source_config.persistent_session = false;
+                source_config
+                    .filters
+                    .extend(self.planned.device_bindings().telemetry_filters());
                 self.stages.ingress.spawn(
                     "ingress (MQTT client)",
                     ingress.run(MqttSource::start(source_config), stop),
@@ -585,10 +598,33 @@ impl Platform {
                 self.backend.name()
             ),
             format!("twin graph       {base}/api/v1/twin-graph"),
+        ];
+        for binding in self.planned.device_bindings().bindings() {
+            let topics = [
+                ("telemetry", &binding.telemetry_topic),
+                ("commands", &binding.command_topic),
+            ];
+            let declared: Vec<String> = topics
+                .iter()
+                .filter_map(|(what, topic)| Some(format!("{what} on {}", topic.as_deref()?)))
+                .collect();
+            let refused = if binding.is_json() {
+                ""
+            } else {
+                "; not JSON, so its messages are refused"
+            };
+            lines.push(format!(
+                "device topics    {}: {} (payloadFormat {}{refused})",
+                binding.interface,
+                declared.join(", "),
+                binding.payload_format
+            ));
+        }
+        lines.extend([
             format!("dashboard        {base}/"),
             format!("broker ingress   {base}{BROKER_PATH}"),
             format!("health, metrics  {base}/health  {base}/metrics"),
-        ];
+        ]);
         for service in &self.services {
             lines.push(format!(
                 "service          {} ({}, subscription {})",

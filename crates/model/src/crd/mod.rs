@@ -33,7 +33,8 @@ pub use twin_interface::{
     CommandPayload, ComplexKind, EnumValueSchema, PrimitiveType, TwinArraySchema, TwinCommand,
     TwinComplexType, TwinComponent, TwinEnumSchema, TwinEnumValue, TwinInterface,
     TwinInterfaceEventStore, TwinInterfaceService, TwinInterfaceSpec, TwinInterfaceStatus,
-    TwinMapSchema, TwinNamedSchema, TwinProperty, TwinRelationship, TwinSchema, TwinTelemetry,
+    TwinMapSchema, TwinMqtt, TwinNamedSchema, TwinProperty, TwinRelationship, TwinSchema,
+    TwinTelemetry,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{

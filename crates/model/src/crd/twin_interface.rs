@@ -89,6 +89,25 @@ pub struct TwinInterfaceSpec {
     /// a parent aggregates).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<TwinInterfaceService>,
+    /// The device topics the interface declares with the DTDL MQTT extension (co-type `Mqtt`),
+    /// used beside `ktwin/real/<iface>/<instance>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<TwinMqtt>,
+}
+
+/// How the devices of an interface talk MQTT (the `Mqtt` co-type of the DTDL MQTT extension).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TwinMqtt {
+    /// How payloads are serialized (`Json/ecma/404` is the one ktwin reads and writes).
+    #[schemars(length(min = 1))]
+    pub payload_format: String,
+    /// Topic pattern devices publish telemetry on, e.g. `vehicles/{modelId}/{senderId}/telemetry`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry_topic: Option<String>,
+    /// Topic pattern commands are sent on, e.g. `vehicles/{executorId}/command/{commandName}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_topic: Option<String>,
 }
 
 impl TwinInterfaceSpec {
