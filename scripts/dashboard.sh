@@ -4,7 +4,9 @@
 #            tests, and fail when the rebuilt bundle differs from the committed one that the
 #            ktwin binary embeds;
 #   browser  drive Debian's Chromium (playwright-core, no downloaded browser) against
-#            `ktwin up --sim` on the example, saving screenshots under target/dashboard-e2e.
+#            `ktwin up --sim` on the example, saving screenshots under target/dashboard-e2e;
+#   bench    (not part of `all`) first render and search with 20 neighbourhoods against a
+#            release `ktwin`, figures for docs/benchmarks.md.
 # Without Node the checks are skipped with a loud message (and fail when CI is set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,9 +45,20 @@ browser() {
     --out target/dashboard-e2e
 }
 
+bench() {
+  [ -d "$web/node_modules/playwright-core" ] || (cd "$web" && npm ci --no-audit --no-fund --loglevel=error)
+  cargo build --release -p ktwin --bin ktwin
+  node "$web/e2e/bench.mjs" \
+    --ktwin target/release/ktwin \
+    --project examples/smart-city \
+    --neighborhoods 20 \
+    --runs 5
+}
+
 case "$step" in
   bundle) bundle ;;
   browser) browser ;;
   all) bundle && browser ;;
-  *) echo "usage: $0 [bundle|browser|all]" >&2; exit 2 ;;
+  bench) bench ;;
+  *) echo "usage: $0 [bundle|browser|all|bench]" >&2; exit 2 ;;
 esac
