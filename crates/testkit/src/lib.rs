@@ -1,7 +1,7 @@
 //! Helpers shared by ktwin's tests and benchmarks, and only by them (`publish = false`, a
 //! dev-dependency everywhere): where the test servers are, where the read-only corpora and the
 //! example project live, scratch PostgreSQL databases, CloudEvents built in one line, and a
-//! scripted MQTT peer for tests of MQTT clients.
+//! scripted MQTT peer for tests of MQTT clients, a local OIDC issuer, and the table-driven check of a service's access control.
 //!
 //! It knows no ktwin crate (so any crate may use it without a dependency cycle) and nothing a
 //! product binary needs.
@@ -11,8 +11,10 @@
 mod event;
 pub mod helm;
 pub mod mqtt_peer;
+pub mod oidc;
 mod paths;
 mod postgres;
+pub mod route_auth;
 pub mod servers;
 
 pub use event::{cloud_event, unique_suffix};
