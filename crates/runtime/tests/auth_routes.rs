@@ -2,11 +2,15 @@
 //! token, an unknown token, an expired or a forged JWT → 401; a scope below the route's or a
 //! grant on other twins → 403; the admin token gets through. The table must name exactly the
 //! routes of the platform's route policy (the event store's, the graph's, the broker ingress,
-//! the event stream, the dashboard and the ops routes).
+//! the event stream, the dashboard and the ops routes). And devices: the embedded MQTT broker
+//! is behind the gate, so a device logs in and stays within its topics.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use ktwin_auth::local::TOKENS_FILE;
+use ktwin_auth::local::{DEVICES_FILE, TOKENS_FILE};
+use ktwin_auth::mqtt::{DeviceCredentialFile, DeviceGrant};
 use ktwin_auth::{Scope, TokenFile, TwinGrant};
 use ktwin_runtime::up::{MqttChoice, Platform, UpOptions};
 use ktwin_runtime::{Console, PlannedProject, UpAuth};
@@ -14,6 +18,7 @@ use ktwin_store::BackendChoice;
 use ktwin_testkit::oidc::TestIssuer;
 use ktwin_testkit::route_auth::{Credentials, Needs, RouteCase, assert_covers, check_routes};
 use reqwest::Method;
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS};
 
 /// The table: every route of the platform, with a concrete path on twin `interface/instance`.
 fn routes(interface: &str, instance: &str) -> Vec<RouteCase> {
@@ -211,5 +216,125 @@ async fn every_route_of_ktwin_up_refuses_what_it_must() {
     let policy = ktwin_runtime::access::route_policy().build().unwrap();
     assert_covers(&cases, policy.paths());
     check_routes(&format!("http://{}", platform.http), &cases, &credentials).await;
-    platform.shutdown(std::time::Duration::from_secs(5)).await;
+    platform.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Connects to `port` as `client_id` with `login`; the CONNACK's code, and the connection when
+/// it was accepted.
+async fn mqtt_connect(
+    port: u16,
+    client_id: &str,
+    login: Option<(&str, &str)>,
+) -> (ConnectReturnCode, Option<(AsyncClient, EventLoop)>) {
+    let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+    if let Some((username, password)) = login {
+        options.set_credentials(username, password);
+    }
+    let (client, mut events) = AsyncClient::new(options, 16);
+    let code = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => return ack.code,
+                Ok(_) => {}
+                Err(rumqttc::ConnectionError::ConnectionRefused(code)) => return code,
+                Err(err) => panic!("MQTT connection failed: {err}"),
+            }
+        }
+    })
+    .await
+    .expect("a CONNACK");
+    let accepted = (code == ConnectReturnCode::Success).then_some((client, events));
+    (code, accepted)
+}
+
+async fn wait_for(what: &str, check: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_log_in_to_the_embedded_broker_and_stay_within_their_topics() {
+    let project = ktwin_testkit::example_project();
+    let planned = PlannedProject::load(&project, &BTreeMap::new()).expect("the example plans");
+    let twin = planned
+        .project
+        .instances
+        .first()
+        .expect("the example has twins");
+    let interface = twin.spec.interface.clone();
+    let instance = twin.metadata.name.clone().expect("named");
+
+    // A device credential added before the start; the platform adds the simulator's.
+    let dir = tempfile::tempdir().unwrap();
+    let mut devices = DeviceCredentialFile::default();
+    let password = devices
+        .issue("device-1", DeviceGrant::device(&interface, &instance))
+        .unwrap();
+    devices
+        .save(&dir.path().join(".ktwin").join("auth").join(DEVICES_FILE))
+        .unwrap();
+    let mut options = UpOptions::new(dir.path());
+    options.http_port = 0;
+    options.mqtt = MqttChoice::Embedded { port: 0 };
+    options.store = BackendChoice::Embedded(dir.path().join("store"));
+    options.console = Console::recording();
+    let platform = Platform::start(planned, options)
+        .await
+        .expect("platform starts");
+    let port = platform.mqtt.port;
+    let refusals = platform.mqtt_refusals().expect("the gate is in front");
+
+    for (login, expected) in [
+        (None, ConnectReturnCode::NotAuthorized),
+        (
+            Some(("device-1", "wrong")),
+            ConnectReturnCode::BadUserNamePassword,
+        ),
+    ] {
+        let (code, _) = mqtt_connect(port, "intruder", login).await;
+        assert_eq!(code, expected, "{login:?}");
+    }
+    let (code, device) =
+        mqtt_connect(port, "device-1", Some(("device-1", password.expose()))).await;
+    assert_eq!(code, ConnectReturnCode::Success);
+    let (device, mut events) = device.unwrap();
+    tokio::spawn(async move { while events.poll().await.is_ok() {} });
+
+    // Its own topic reaches the platform; another twin's topic and a wildcard do not.
+    let own = format!("ktwin/real/{interface}/{instance}");
+    let forged = format!("ktwin/real/{interface}/{instance}-forged");
+    device
+        .publish(&forged, QoS::AtLeastOnce, false, "{}")
+        .await
+        .unwrap();
+    device
+        .subscribe("ktwin/virtual/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    device
+        .publish(&own, QoS::AtLeastOnce, false, "{}")
+        .await
+        .unwrap();
+    wait_for("the device's own message", || {
+        platform.stats().ingested >= 1
+    })
+    .await;
+    wait_for("the refusals", || {
+        refusals.publish.load(Ordering::Relaxed) == 1
+            && refusals.subscribe.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert_eq!(refusals.authentication.load(Ordering::Relaxed), 2);
+    assert_eq!(
+        platform.stats().ingested,
+        1,
+        "the forged message was not ingested"
+    );
+    platform.shutdown(Duration::from_secs(5)).await;
 }
