@@ -46,13 +46,41 @@ impl AuthError {
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     tokens: Reloading<TokenSet>,
+    own: Option<Arc<TokenSet>>,
     oidc: Option<Arc<OidcValidator>>,
+    session_cookie: Option<&'static str>,
 }
 
 impl Authenticator {
     /// Accepts the tokens of `tokens`.
     pub fn new(tokens: Reloading<TokenSet>) -> Self {
-        Self { tokens, oidc: None }
+        Self {
+            tokens,
+            own: None,
+            oidc: None,
+            session_cookie: None,
+        }
+    }
+
+    /// Also accepts a token in the cookie `name` when a request has no `Authorization`
+    /// header: the session a browser got with the dashboard's page
+    /// ([`crate::local::BrowserSession`]). Requests that change something must come from the
+    /// page's own origin ([`crate::AuthLayer`] checks `Sec-Fetch-Site` / `Origin`).
+    pub fn with_session_cookie(mut self, name: &'static str) -> Self {
+        self.session_cookie = Some(name);
+        self
+    }
+
+    /// The session cookie's name, if one is accepted.
+    pub fn session_cookie(&self) -> Option<&'static str> {
+        self.session_cookie
+    }
+
+    /// Also accepts `own`: tokens a process issued to its own parts for one run (kept in
+    /// memory only, never in the token file).
+    pub fn with_own_tokens(mut self, own: TokenSet) -> Self {
+        self.own = Some(Arc::new(own));
+        self
     }
 
     /// Also accepts JWTs `oidc` validates.
@@ -69,10 +97,12 @@ impl Authenticator {
         let header = authorization.ok_or(AuthError::Missing)?;
         let credential = bearer(header).ok_or(AuthError::NotBearer)?;
         if credential.starts_with(TOKEN_PREFIX) || self.oidc.is_none() && !is_jwt(credential) {
-            return Ok(self
-                .tokens
-                .current()
-                .authenticate(credential, chrono::Utc::now())?);
+            let now = chrono::Utc::now();
+            let from_file = self.tokens.current().authenticate(credential, now);
+            return Ok(match (from_file, &self.own) {
+                (Err(TokenError::Unknown), Some(own)) => own.authenticate(credential, now)?,
+                (result, _) => result?,
+            });
         }
         match &self.oidc {
             Some(oidc) => Ok(oidc.validate(credential).await?),
@@ -134,5 +164,31 @@ mod tests {
         ));
         let jwt = auth.authenticate(Some(&header("Bearer a.b.c"))).await;
         assert!(matches!(jwt, Err(AuthError::NoIssuer)));
+    }
+
+    #[tokio::test]
+    async fn own_tokens_authenticate_beside_the_file() {
+        let mut file = TokenFile::default();
+        let from_file = file
+            .issue("admin", Scope::Admin, TwinGrant::all(), None)
+            .unwrap();
+        let mut own = TokenFile::default();
+        let service = own
+            .issue("service/pole", Scope::Write, TwinGrant::all(), None)
+            .unwrap();
+        let auth = Authenticator::new(Reloading::fixed(TokenSet::new(&file).unwrap()))
+            .with_own_tokens(TokenSet::new(&own).unwrap());
+        let header = |token: &str| HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+        for (token, name) in [(&from_file, "admin"), (&service, "service/pole")] {
+            let principal = auth
+                .authenticate(Some(&header(token.expose())))
+                .await
+                .unwrap();
+            assert_eq!(principal.name, name);
+        }
+        assert!(matches!(
+            auth.authenticate(Some(&header("ktwin_unknown"))).await,
+            Err(AuthError::Token(TokenError::Unknown))
+        ));
     }
 }

@@ -182,7 +182,7 @@ impl Guard {
         let path = request.uri().path().to_owned();
         // Only what the checks need is taken from the request (the body is not `Sync`).
         let caller = Caller {
-            authorization: request.headers().get(AUTHORIZATION).cloned(),
+            authorization: self.credential(&request),
             address: client_address(&request),
         };
         let verdict = self.check(caller, &method, &path).await;
@@ -269,6 +269,54 @@ impl Guard {
                 Err(refusal(path, &err).into())
             }
         }
+    }
+}
+
+impl Guard {
+    /// The `Authorization` header, or else the session cookie as a bearer credential when the
+    /// authenticator accepts one and the request may use it.
+    fn credential(&self, request: &Request<Body>) -> Option<HeaderValue> {
+        let headers = request.headers();
+        if let Some(header) = headers.get(AUTHORIZATION) {
+            return Some(header.clone());
+        }
+        let name = self.authenticator.as_ref()?.session_cookie()?;
+        let token = cookie(headers, name)?;
+        if !request.method().is_safe() && !same_origin(headers) {
+            // A cookie travels with requests other sites make the browser send; only the
+            // page's own scripts may change something with it.
+            tracing::debug!(target: ACCESS_LOG_TARGET, "session cookie ignored on a cross-site request");
+            return None;
+        }
+        HeaderValue::from_str(&format!("Bearer {token}")).ok()
+    }
+}
+
+/// The value of the cookie `name`, from any `Cookie` header.
+fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.trim())
+        .filter(|value| !value.is_empty())
+}
+
+/// Whether the browser says the request comes from a page of this origin: `Sec-Fetch-Site:
+/// same-origin`, or an `Origin` whose host and port are this request's `Host`.
+fn same_origin(headers: &http::HeaderMap) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    if let Some(site) = header("sec-fetch-site") {
+        return site == "same-origin";
+    }
+    match (header("origin"), header("host")) {
+        (Some(origin), Some(host)) => origin
+            .split_once("://")
+            .is_some_and(|(_, authority)| authority == host),
+        _ => false,
     }
 }
 

@@ -16,6 +16,8 @@
 #![warn(clippy::unwrap_used)]
 
 mod authn;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod files;
 mod grant;
 mod layer;

@@ -1,11 +1,19 @@
 //! Credentials of a platform run on one machine (`ktwin up`): created on first start in the
 //! project's state directory, readable by their owner only, and reused on later starts, so
 //! auth is on by default without a manual step. The simulator gets a device credential of its
-//! own.
+//! own, and the local user's browser a session cookie with the dashboard's page
+//! ([`BrowserSession`]).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use http::HeaderValue;
+use http::header::{HOST, SET_COOKIE};
 
 use crate::files::{FileError, read_bounded, write_private};
 use crate::mqtt::{CredentialFileError, DeviceCredentialFile, DeviceGrant, DeviceRegistry};
@@ -25,6 +33,9 @@ pub const SIMULATOR_PASSWORD_FILE: &str = "simulator.password";
 pub const ADMIN_TOKEN_NAME: &str = "admin";
 /// MQTT username of the simulator.
 pub const SIMULATOR_USERNAME: &str = "ktwin-simulator";
+
+/// The cookie carrying a browser's session ([`BrowserSession`]).
+pub const SESSION_COOKIE: &str = "ktwin_session";
 
 /// Local credentials that could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +159,74 @@ fn ensure_simulator(dir: &Path, interfaces: &BTreeSet<String>) -> Result<Secret,
         format!("{}\n", password.expose()).as_bytes(),
     )?;
     Ok(password)
+}
+
+/// Hands a session token to the browser of the machine's user with the dashboard's page, as
+/// an `HttpOnly`, `SameSite=Strict` cookie ([`SESSION_COOKIE`]), so that the dashboard works
+/// without pasting a token. Only requests from a loopback address that name a loopback host
+/// (`127.0.0.1`, `localhost`, `[::1]`) get it: a page of another site that rebinds its DNS
+/// name to 127.0.0.1 sends its own name as `Host` and gets nothing.
+#[derive(Clone)]
+pub struct BrowserSession {
+    cookie: HeaderValue,
+}
+
+impl std::fmt::Debug for BrowserSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BrowserSession(***)")
+    }
+}
+
+impl BrowserSession {
+    /// A session carrying `token` (which must be a valid header value, as generated tokens are).
+    pub fn new(token: &Secret) -> Option<Self> {
+        let mut cookie = HeaderValue::from_str(&format!(
+            "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
+            token.expose()
+        ))
+        .ok()?;
+        cookie.set_sensitive(true);
+        Some(Self { cookie })
+    }
+
+    /// Middleware for the page's routes (`axum::middleware::from_fn_with_state`).
+    pub async fn offer(
+        State(session): State<Arc<BrowserSession>>,
+        request: Request,
+        next: Next,
+    ) -> Response {
+        let local = is_local_browser(&request);
+        let mut response = next.run(request).await;
+        if local {
+            response
+                .headers_mut()
+                .append(SET_COOKIE, session.cookie.clone());
+        }
+        response
+    }
+}
+
+/// Whether `request` comes from a loopback address and names a loopback host.
+fn is_local_browser(request: &Request) -> bool {
+    let peer_is_loopback = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|info| info.0.ip().is_loopback());
+    let host = request
+        .headers()
+        .get(HOST)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    // `[::1]:8080`, `127.0.0.1:8080`, `localhost`: the host without its port.
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or("", |(address, _)| address),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    let host_is_loopback = name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    peer_is_loopback && host_is_loopback
 }
 
 /// A listener that may not run without authentication.

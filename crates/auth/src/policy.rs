@@ -79,6 +79,7 @@ pub enum PolicyError {
 #[derive(Debug, Clone)]
 pub struct RoutePolicy {
     routes: matchit::Router<Vec<Rule>>,
+    paths: Vec<String>,
     fallback: Scope,
 }
 
@@ -93,6 +94,12 @@ impl RoutePolicy {
     /// An empty table.
     pub fn builder() -> RoutePolicyBuilder {
         RoutePolicyBuilder::default()
+    }
+
+    /// The path templates the table names, in the order they were added (tests check that
+    /// every route of a service is named).
+    pub fn paths(&self) -> &[String] {
+        &self.paths
     }
 }
 
@@ -121,6 +128,13 @@ impl RoutePolicyBuilder {
         self
     }
 
+    /// Adds every rule of `other` (the policies of services mounted on one port).
+    pub fn merge(mut self, other: RoutePolicyBuilder) -> Self {
+        self.rules.extend(other.rules);
+        self.fallback = self.fallback.or(other.fallback);
+        self
+    }
+
     /// What routes the table does not name need (on every twin).
     pub fn fallback(mut self, scope: Scope) -> Self {
         self.fallback = Some(scope);
@@ -137,6 +151,7 @@ impl RoutePolicyBuilder {
             }
         }
         let mut routes = matchit::Router::new();
+        let paths = grouped.iter().map(|(path, _)| path.clone()).collect();
         for (path, rules) in grouped {
             routes
                 .insert(path.clone(), rules)
@@ -144,6 +159,7 @@ impl RoutePolicyBuilder {
         }
         Ok(RoutePolicy {
             routes,
+            paths,
             fallback: self.fallback.unwrap_or(Scope::Admin),
         })
     }

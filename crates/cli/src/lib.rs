@@ -65,8 +65,10 @@ pub enum Command {
     Events(events::EventsArgs),
     /// Serve a built-in twin service handler over the Knative HTTP contract (e.g. `smart-city/pole`).
     Service(ServiceArgs),
-    /// Run the gateway: twin state, history and graph, events and commands behind one token.
+    /// Run the gateway: twin state, history and graph, events and commands, authenticated.
     Gateway(ktwin_gateway::cli::GatewayArgs),
+    /// Create, scope, rotate and revoke API tokens and device credentials.
+    Auth(ktwin_auth::cli::AuthArgs),
     /// List, replay or purge the dead letters of a running platform.
     DeadLetters(ktwin_dispatcher::dead_letters_cli::DeadLettersArgs),
 }
@@ -141,6 +143,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events(args) => events::run(&args),
         Command::Service(args) => service::run(args).await,
         Command::Gateway(args) => ktwin_gateway::cli::run(args).await,
+        Command::Auth(args) => ktwin_auth::cli::run(args),
         Command::DeadLetters(args) => ktwin_dispatcher::dead_letters_cli::run(args).await,
     }
 }

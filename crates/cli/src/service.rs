@@ -44,6 +44,10 @@ pub struct ServiceArgs {
     /// Events handled at once; more wait.
     #[arg(long, env = env::MAX_CONCURRENCY, default_value_t = 64)]
     pub max_concurrency: usize,
+    /// Bearer token for the broker, event store and graph service (`ktwin up` gives each
+    /// service process one).
+    #[arg(long, env = env::TOKEN, hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// Runs `ktwin service`.
@@ -71,6 +75,7 @@ pub async fn run(args: ServiceArgs) -> anyhow::Result<ExitCode> {
         graph_json: args.graph,
         reply: args.reply,
         max_concurrency: args.max_concurrency.max(1),
+        token: args.token.filter(|token| !token.trim().is_empty()),
     };
     let ctx = config.context().context("configuring the service")?;
     tracing::info!(handler = %name, interface = ?args.interface, namespace = ?args.namespace, "serving");

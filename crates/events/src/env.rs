@@ -80,6 +80,16 @@ pub const SERVICE_NAME: &str = "SERVICE_NAME";
 pub const GATEWAY_LISTEN: &str = "KTWIN_GATEWAY_LISTEN";
 /// Bearer token callers of the gateway present.
 pub const GATEWAY_TOKEN: &str = "KTWIN_GATEWAY_TOKEN";
+/// Token file (names, scopes, grants, hashes) of the gateway's callers, reloaded on change.
+pub const GATEWAY_TOKENS_FILE: &str = "KTWIN_GATEWAY_TOKENS_FILE";
+/// Requests per second one credential may make of the gateway (sustained).
+pub const GATEWAY_RATE_LIMIT: &str = "KTWIN_GATEWAY_RATE_LIMIT";
+/// OIDC issuer (`iss`) whose JWTs a service accepts.
+pub const OIDC_ISSUER: &str = "KTWIN_OIDC_ISSUER";
+/// Audience (`aud`) JWTs must name.
+pub const OIDC_AUDIENCE: &str = "KTWIN_OIDC_AUDIENCE";
+/// The OIDC issuer's key set URL.
+pub const OIDC_JWKS_URL: &str = "KTWIN_OIDC_JWKS_URL";
 /// Whether the gateway serves the twin graph.
 pub const GATEWAY_GRAPH: &str = "KTWIN_GATEWAY_GRAPH";
 /// Whether the gateway serves twin state and history.

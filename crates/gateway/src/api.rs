@@ -7,9 +7,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header::CONTENT_TYPE};
+use axum::http::{HeaderValue, Method, StatusCode, header::CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use ktwin_auth::{RoutePolicy, RoutePolicyBuilder, Scope, TwinParam};
 use ktwin_events::{EventBuilder, EventType, GrammarError};
 use ktwin_sdk::{BrokerClient, HandlerError, RetryPolicy};
 use ktwin_service::Problem;
@@ -48,6 +49,9 @@ pub struct GatewayConfig {
     pub body_limit: usize,
     /// Time an upstream may take to answer.
     pub upstream_timeout: Duration,
+    /// Bearer token sent to the upstream services (a `ktwin up` behind the gateway; in a
+    /// cluster the services are reached inside it and need none).
+    pub upstream_token: Option<String>,
 }
 
 struct Gateway {
@@ -58,19 +62,30 @@ struct Gateway {
 
 type Shared = State<Arc<Gateway>>;
 
-/// The API routes, without access control (see [`crate::router`]).
+/// The API routes, without access control (see [`crate::router`] and [`route_policy`]).
 pub fn api(config: GatewayConfig) -> Router {
+    let token = config.upstream_token.as_deref();
     let broker = config.upstreams.broker_url.as_deref().map(|url| {
-        BrokerClient::new(
+        let client = BrokerClient::new(
             url,
             RetryPolicy {
                 timeout: config.upstream_timeout,
                 ..RetryPolicy::default()
             },
-        )
+        );
+        match token {
+            Some(token) => client.with_token(token),
+            None => client,
+        }
     });
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(Ok(mut value)) = token.map(|t| HeaderValue::from_str(&format!("Bearer {t}"))) {
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let http = reqwest::Client::builder()
         .timeout(config.upstream_timeout)
+        .default_headers(headers)
         .build()
         .unwrap_or_default();
     let body_limit = config.body_limit;
@@ -95,6 +110,58 @@ pub fn api(config: GatewayConfig) -> Router {
         )
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// What each route of [`api`] needs: `read` on the twins a read returns, `write` on the twin
+/// an event or a command is about.
+pub fn route_policy() -> RoutePolicyBuilder {
+    let twin = TwinParam::Twin {
+        interface: "interface",
+        instance: "instance",
+    };
+    RoutePolicy::builder()
+        .rule(
+            &[Method::GET],
+            "/api/v1/twin-graph",
+            Scope::Read,
+            TwinParam::AllTwins,
+        )
+        .rule(
+            &[Method::GET],
+            "/api/v1/twin-graph/{interface}",
+            Scope::Read,
+            TwinParam::Interface("interface"),
+        )
+        .rule(
+            &[Method::GET],
+            "/api/v1/twin-events/{interface}/{instance}",
+            Scope::Read,
+            twin.clone(),
+        )
+        .rule(
+            &[Method::GET],
+            "/api/v1/twin-events/{interface}/{instance}/latest",
+            Scope::Read,
+            twin.clone(),
+        )
+        .rule(
+            &[Method::GET],
+            "/api/v1/twins/{interface}",
+            Scope::Read,
+            TwinParam::Interface("interface"),
+        )
+        .rule(
+            &[Method::POST],
+            "/api/v1/events/{interface}/{instance}",
+            Scope::Write,
+            twin.clone(),
+        )
+        .rule(
+            &[Method::POST],
+            "/api/v1/commands/{interface}/{instance}/{command}",
+            Scope::Write,
+            twin,
+        )
 }
 
 fn disabled(what: &str) -> Response {

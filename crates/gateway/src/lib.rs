@@ -9,10 +9,10 @@
 //! | `POST /api/v1/events/{interface}/{instance}` | a real event from outside (`ktwin.real.<interface>`) to the broker |
 //! | `POST /api/v1/commands/{interface}/{instance}/{command}` | a command (`ktwin.command.<interface>.<command>`) to the broker |
 //!
-//! Each group can be switched off ([`Apis`]); a switched-off group answers 404. Callers present
-//! a bearer token ([`Access`]): the check is one tower layer around the API, so stricter
-//! authentication, authorisation and rate limits are layers added in the same place
-//! ([`router`]).
+//! Each group can be switched off ([`Apis`]); a switched-off group answers 404. Every API call
+//! passes a `ktwin_auth::AuthLayer` ([`router`]) enforcing [`route_policy`]: API tokens or
+//! OIDC JWTs with scopes and per-twin grants, rate limits per credential (429 with
+//! `Retry-After`) and an access log.
 //!
 //! It owns the routing of requests to upstream services and the translation of posted JSON
 //! into CloudEvents; it must not know how the services store or compute anything.
@@ -21,22 +21,17 @@
 #![warn(clippy::unwrap_used)]
 
 mod api;
-mod auth;
 #[cfg(feature = "cli")]
 pub mod cli;
 
-pub use api::{Apis, GatewayConfig, Upstreams, api};
-pub use auth::{Access, require_bearer};
+pub use api::{Apis, GatewayConfig, Upstreams, api, route_policy};
 
 use axum::Router;
+use ktwin_auth::AuthLayer;
 use ktwin_service::{Readiness, ops_router};
 
 /// The gateway's whole app: `/health`, `/ready`, `/metrics` (open, for the kubelet and
-/// Prometheus) and the API behind `access`.
-pub fn router(config: GatewayConfig, access: Access, readiness: Readiness) -> Router {
-    let api = api(config).layer(axum::middleware::from_fn_with_state(
-        std::sync::Arc::new(access),
-        require_bearer,
-    ));
-    ktwin_service::with_service_layers(ops_router(readiness).merge(api))
+/// Prometheus) and the API behind `auth` (built with [`route_policy`]).
+pub fn router(config: GatewayConfig, auth: AuthLayer, readiness: Readiness) -> Router {
+    ktwin_service::with_service_layers(ops_router(readiness).merge(api(config).layer(auth)))
 }

@@ -5,7 +5,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ktwin_gateway::{Access, Apis, GatewayConfig, Upstreams, router};
+use ktwin_auth::{
+    AuthLayer, Authenticator, Reloading, Scope, SecretDigest, TokenEntry, TokenFile, TokenSet,
+    TwinGrant,
+};
+use ktwin_gateway::{Apis, GatewayConfig, Upstreams, route_policy, router};
 use ktwin_model::crd::{TwinInstance, TwinInstanceSpec};
 use ktwin_sdk::{EventType, HandlerError, TwinContext, TwinEvent, TwinHandler, async_trait};
 use ktwin_service::Readiness;
@@ -13,6 +17,21 @@ use ktwin_testkit::serve;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "s3cret-token";
+
+/// The gateway's access control, accepting [`TOKEN`] with `write` on every twin.
+fn auth() -> AuthLayer {
+    let file = TokenFile {
+        tokens: vec![TokenEntry {
+            name: "client".into(),
+            sha256: SecretDigest::of(TOKEN).to_hex(),
+            scope: Scope::Write,
+            grant: TwinGrant::all(),
+            expires: None,
+        }],
+    };
+    let tokens = Reloading::fixed(TokenSet::new(&file).unwrap());
+    AuthLayer::new(Authenticator::new(tokens), route_policy().build().unwrap())
+}
 
 /// The real event store on a scratch embedded database.
 async fn store(dir: &std::path::Path) -> String {
@@ -103,15 +122,11 @@ async fn world(apis: Apis) -> World {
         },
         body_limit: 64 * 1024,
         upstream_timeout: Duration::from_secs(5),
+        upstream_token: None,
     };
     let readiness = Readiness::new();
     readiness.set_ready(true);
-    let gateway = serve(router(
-        config(service),
-        Access::Token(TOKEN.into()),
-        readiness,
-    ))
-    .await;
+    let gateway = serve(router(config(service), auth(), readiness)).await;
     World {
         gateway,
         store,
@@ -281,13 +296,9 @@ async fn posted_events_reach_the_broker_and_the_store() {
         },
         body_limit: 1024,
         upstream_timeout: Duration::from_secs(5),
+        upstream_token: None,
     };
-    let gateway = serve(router(
-        config,
-        Access::Token(TOKEN.into()),
-        Readiness::new(),
-    ))
-    .await;
+    let gateway = serve(router(config, auth(), Readiness::new())).await;
     let client = reqwest::Client::new();
     let posted = client
         .post(format!("{gateway}/api/v1/events/city-pole/pole-2"))

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use ktwin_auth::{RoutePolicy, RoutePolicyBuilder, Scope, TwinParam};
 use ktwin_model::InstanceGraph;
 use ktwin_service::{PROBLEM_JSON, Problem};
 use serde::Serialize;
@@ -40,6 +41,31 @@ pub fn router(state: GraphState) -> Router {
         .route("/api/v1/twin-graph/instances/{instance}", get(instance))
         .route(OPENAPI_PATH, get(|| async { Json(GraphApi::openapi()) }))
         .with_state(state)
+}
+
+/// What each route of [`router`] needs (`ktwin_auth::AuthLayer`): `read` on the twins it
+/// returns; the OpenAPI document is public.
+pub fn route_policy() -> RoutePolicyBuilder {
+    RoutePolicy::builder()
+        .public(OPENAPI_PATH)
+        .rule(
+            &[Method::GET],
+            "/api/v1/twin-graph",
+            Scope::Read,
+            TwinParam::AllTwins,
+        )
+        .rule(
+            &[Method::GET],
+            "/api/v1/twin-graph/{interface}",
+            Scope::Read,
+            TwinParam::Interface("interface"),
+        )
+        .rule(
+            &[Method::GET],
+            "/api/v1/twin-graph/instances/{instance}",
+            Scope::Read,
+            TwinParam::Instance("instance"),
+        )
 }
 
 fn current(state: &GraphState) -> Result<Arc<InstanceGraph>, Problem> {

@@ -28,7 +28,7 @@ mod kubernetes;
 mod local;
 mod state;
 
-pub use api::{GraphApi, InstanceView, OPENAPI_PATH, router};
+pub use api::{GraphApi, InstanceView, OPENAPI_PATH, route_policy, router};
 pub use ktwin_model::InstanceGraph;
 pub use kubernetes::watch_kubernetes;
 pub use local::{LoadError, LocalSource, load_local, watch_local};

@@ -196,6 +196,7 @@ fn sim_config(platform: &Platform, world: &SimWorld, args: &BenchE2eArgs) -> Sim
     let profile = LoadProfile::paper();
     let start_at = peak_window_start(&profile, world);
     let mut sim = SimConfig::new(&platform.mqtt.host, platform.mqtt.port);
+    sim.credentials = platform.simulator_login();
     sim.qos = QoS::AtLeastOnce;
     sim.pace = Pace::Profile {
         start_at,

@@ -11,6 +11,7 @@ use ktwin_sim::{LoadProfile, Pace, SimConfig, SimWorld};
 use ktwin_store::BackendChoice;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::UpAuth;
 use crate::console::Console;
 use crate::mqtt::MqttAddress;
 use crate::project::{Handlers, PlannedProject};
@@ -62,6 +63,11 @@ pub struct UpArgs {
     /// How long Ctrl-C waits for queued events to be handled.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub drain_timeout: u64,
+    /// Turn authentication off (APIs and MQTT); refused unless every listener is on
+    /// loopback. By default the APIs need a bearer token and devices MQTT credentials, both
+    /// created on first start under PROJECT_DIR/.ktwin/auth/.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// The MQTT standard port when it is free; otherwise a free port chosen by the OS, so that
@@ -96,6 +102,9 @@ impl UpArgs {
         options.replica_cap = self.max_replicas;
         options.ready_timeout = Duration::from_secs(self.ready_timeout);
         options.console = console;
+        if self.insecure {
+            options.auth = UpAuth::Insecure;
+        }
         if let Some(url) = &self.mqtt {
             options.mqtt = MqttChoice::External(MqttAddress::parse(url)?);
         } else {
@@ -201,6 +210,7 @@ fn start_sim(
 ) -> anyhow::Result<tokio::task::JoinHandle<Result<ktwin_sim::SimReport, ktwin_sim::SimError>>> {
     let world = SimWorld::from_graph_json(&platform.planned.graph_json(), "the project's world")?;
     let mut config = SimConfig::new(&platform.mqtt.host, platform.mqtt.port);
+    config.credentials = platform.simulator_login();
     config.pace = Pace::Profile {
         profile: LoadProfile::paper(),
         speedup,

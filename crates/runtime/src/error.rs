@@ -133,6 +133,24 @@ pub enum UpError {
     /// The project's models could not be read again for `GET /api/v1/models`.
     #[error("serving the project's DTDL models")]
     Models(#[source] crate::model_api::ModelApiError),
+    /// The platform's credentials could not be prepared.
+    #[error("preparing the platform's credentials in {}", dir.display())]
+    Credentials {
+        /// Where they are kept.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: ktwin_auth::local::LocalAuthError,
+    },
+    /// The credentials the platform issues to its own parts could not be made.
+    #[error("issuing the platform's own tokens")]
+    OwnTokens(#[source] ktwin_auth::TokenFileError),
+    /// The route policy of the platform's APIs is not well formed.
+    #[error("the platform's route policy")]
+    Policy(#[source] ktwin_auth::PolicyError),
+    /// `--insecure` with a listener that is not on loopback.
+    #[error(transparent)]
+    Insecure(#[from] ktwin_auth::local::InsecureError),
     /// A start-up step on a blocking thread failed to run.
     #[error("start-up task {what} did not complete")]
     Join {

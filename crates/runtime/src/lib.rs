@@ -3,8 +3,9 @@
 //! It owns the *local realizer* of the planner's plan (the Kubernetes operator is the other
 //! one): the in-memory routing of every planned route, the twin services — SDK handlers built
 //! into the binary, mounted in-process ([`service`]), or autoscaled child processes ([`pool`],
-//! [`process`], [`autoscale`]) — the embedded MQTT broker ([`mqtt`]), and the composition of
-//! the other crates' services behind one HTTP port.
+//! [`process`], [`autoscale`]) — the embedded MQTT broker ([`mqtt`]), the composition of
+//! the other crates' services behind one HTTP port, and who may use them ([`access`]: auth on
+//! by default, with credentials created on first start).
 //!
 //! It must not know how events are stored, how MQTT payloads become CloudEvents, or what the
 //! twin graph looks like inside: those belong to `ktwin-store`, `ktwin-dispatcher` and
@@ -13,6 +14,7 @@
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+pub mod access;
 pub mod autoscale;
 #[cfg(feature = "bench")]
 pub mod bench;
@@ -34,6 +36,7 @@ pub mod service;
 mod tasks;
 pub mod up;
 
+pub use access::{PlatformAccess, UpAuth};
 pub use autoscale::{Autoscaler, ScalePolicy};
 pub use console::Console;
 pub use error::{MqttError, UpError};

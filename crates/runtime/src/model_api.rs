@@ -94,6 +94,29 @@ struct ModelApi {
     bus: Arc<dyn Broker>,
 }
 
+/// Who may use these routes: the models to readers, a command to writers of its twin; the
+/// OpenAPI document is public like the platform's others.
+pub fn route_policy() -> ktwin_auth::RoutePolicyBuilder {
+    use ktwin_auth::{RoutePolicy, Scope, TwinParam};
+    RoutePolicy::builder()
+        .rule(
+            &[http::Method::GET],
+            MODELS_PATH,
+            Scope::Read,
+            TwinParam::NoTwin,
+        )
+        .rule(
+            &[http::Method::POST],
+            COMMAND_PATH,
+            Scope::Write,
+            TwinParam::Twin {
+                interface: "interface",
+                instance: "instance",
+            },
+        )
+        .public(MODELS_OPENAPI_PATH)
+}
+
 /// [`MODELS_PATH`], [`COMMAND_PATH`] and [`MODELS_OPENAPI_PATH`] for `planned`, publishing
 /// commands on `bus`.
 pub fn router(planned: &PlannedProject, bus: Arc<dyn Broker>) -> Result<Router, ModelApiError> {

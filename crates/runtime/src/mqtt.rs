@@ -108,9 +108,15 @@ impl EmbeddedMqtt {
 /// port, with an in-process link subscribed to device messages (`ktwin/real/#`). If `port` is
 /// taken (a Mosquitto already running, say) this fails naming the port, so a device never
 /// silently talks to another broker. Blocks until the broker listens.
-pub fn start_embedded(port: u16) -> Result<EmbeddedMqtt, MqttError> {
+///
+/// With a `login` (username, password), both listeners accept only that login: the broker then
+/// sits behind `ktwin_auth`'s MQTT gate, which authenticates devices and enforces their topic
+/// ACLs (rumqttd has no publish or subscribe authorisation of its own).
+pub fn start_embedded(port: u16, login: Option<(&str, &str)>) -> Result<EmbeddedMqtt, MqttError> {
     let v4 = reserve(port)?;
     let v5 = reserve(0)?;
+    let auth = login
+        .map(|(username, password)| HashMap::from([(username.to_owned(), password.to_owned())]));
     let server = |name: &str, listen: SocketAddr| rumqttd::ServerSettings {
         name: name.to_owned(),
         listen,
@@ -120,7 +126,7 @@ pub fn start_embedded(port: u16) -> Result<EmbeddedMqtt, MqttError> {
             connection_timeout_ms: 60_000,
             max_payload_size: MAX_PAYLOAD,
             max_inflight_count: 500,
-            auth: None,
+            auth: auth.clone(),
             external_auth: None,
             dynamic_filters: true,
         },
@@ -207,7 +213,7 @@ mod tests {
     fn a_taken_port_is_refused_with_advice() {
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
-        let err = start_embedded(port).unwrap_err().to_string();
+        let err = start_embedded(port, None).unwrap_err().to_string();
         assert!(
             err.contains(&format!("127.0.0.1:{port}")) && err.contains("--mqtt"),
             "{err}"

@@ -4,9 +4,11 @@
 //! in-memory broker → one subscription per planned subscriber (twin services, the event
 //! store, the egress dispatcher back to devices). Twin services answer over HTTP or in-process;
 //! what they emit goes back on the broker. One HTTP port serves the store and graph APIs, the
-//! broker ingress for child services, the dashboard (`/`), `/health`, `/ready` and `/metrics`.
+//! broker ingress for child services, the dashboard (`/`), `/health`, `/ready` and `/metrics`,
+//! all behind the access control of [`crate::access`]; devices reach the embedded MQTT broker
+//! through `ktwin_auth`'s gate, which checks their credentials and topics.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use ktwin_dispatcher::{
     EgressCounters, EgressDispatcher, IngressCounters, IngressDispatcher, MqttSink, MqttSource,
     MqttSourceConfig,
 };
+use ktwin_events::DeviceBindings;
 use ktwin_planner::{Endpoint, EnvValue, Subscriber, TwinService};
 use ktwin_sdk::{StaticGraph, TwinContext};
 use ktwin_service::Readiness;
@@ -30,11 +33,17 @@ use ktwin_store::{
 };
 use tokio_util::sync::CancellationToken;
 
+use ktwin_auth::local::LocalCredentials;
+use ktwin_auth::mqtt::gate::{MqttGate, Upstream};
+use ktwin_auth::mqtt::{DeclaredTopics, DeviceRegistry, InterfaceTopics, Refusals, TopicPattern};
+use ktwin_auth::{DEFAULT_RELOAD_INTERVAL, Reloading, Secret};
+
+use crate::access::{PlatformAccess, UpAuth};
 use crate::autoscale::ScalePolicy;
 use crate::bus::{BROKER_PATH, CountingBroker, StoreProbe, StoreStates, ingress_router};
 use crate::console::Console;
 use crate::error::UpError;
-use crate::mqtt::{LinkSource, MqttAddress, start_embedded};
+use crate::mqtt::{EmbeddedMqtt, LinkSource, MAX_PAYLOAD, MqttAddress, MqttError, start_embedded};
 use crate::pool::{PoolConfig, PoolStats, ServicePool};
 use crate::process::ProcessLauncher;
 use crate::project::{Handlers, LOCAL_EVENT_STORE, PlannedProject, Runner};
@@ -86,6 +95,8 @@ pub struct UpOptions {
     pub console: Console,
     /// Observes what the store makes durable (benchmarks).
     pub store_probe: Option<Arc<StoreProbe>>,
+    /// Who may use the platform.
+    pub auth: UpAuth,
 }
 
 impl std::fmt::Debug for UpOptions {
@@ -96,13 +107,14 @@ impl std::fmt::Debug for UpOptions {
             .field("store", &self.store)
             .field("handlers", &self.handlers.keys().collect::<Vec<_>>())
             .field("processes", &self.processes)
+            .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
 }
 
 impl UpOptions {
-    /// Defaults for `project_dir`: embedded MQTT on the MQTT port, embedded store under
-    /// `<project>/.ktwin/`, HTTP on 8080, at most 4 replicas per service.
+    /// Defaults for `project_dir`: embedded MQTT on the MQTT port, embedded store and
+    /// credentials under `<project>/.ktwin/`, HTTP on 8080, at most 4 replicas per service.
     pub fn new(project_dir: &Path) -> Self {
         Self {
             parameters: BTreeMap::new(),
@@ -117,6 +129,7 @@ impl UpOptions {
             processes: false,
             console: Console::plain(),
             store_probe: None,
+            auth: UpAuth::Local(project_dir.join(".ktwin").join("auth")),
         }
     }
 }
@@ -169,6 +182,8 @@ pub struct Platform {
     pub mqtt: MqttAddress,
     /// The planned project.
     pub planned: PlannedProject,
+    access: PlatformAccess,
+    mqtt_refusals: Option<Arc<Refusals>>,
     broker: MemoryBroker,
     bus: Arc<CountingBroker>,
     backend: Arc<dyn Backend>,
@@ -219,13 +234,20 @@ struct Assembly<'a> {
 impl Platform {
     /// Starts everything for `planned`; returns once devices can publish and the APIs answer.
     pub async fn start(planned: PlannedProject, options: UpOptions) -> Result<Self, UpError> {
-        let declared = planned.device_bindings().telemetry_filters();
-        let (mqtt, device_link) = start_mqtt(&options.mqtt, &declared).await?;
         let mut parts = Assembly::new(&planned, &options);
+        let access = parts.prepare_access()?;
+        let mqtt = parts.start_mqtt(&access).await?;
         let (backend, ingestor) = parts.start_store().await?;
         let readiness = Readiness::new();
         // HTTP first: child services are pointed at it.
-        let http = parts.start_http(&backend, &ingestor, &readiness).await?;
+        let http = parts
+            .start_http(&backend, &ingestor, &readiness, &access)
+            .await?;
+        if access.credentials.is_none() {
+            let mut listeners = vec![http];
+            listeners.extend(mqtt.embedded_listener);
+            ktwin_auth::local::loopback_only(&listeners)?;
+        }
         // Readiness follows the event store: false once a permanent failure halts ingestion.
         tokio::spawn(ktwin_store::keep_readiness(
             backend.clone(),
@@ -236,9 +258,9 @@ impl Platform {
         let store_subscription = parts.start_store_feed(ingestor).await?;
         let egress = parts.start_egress(&mqtt).await?;
         let services = parts
-            .start_services(&backend, &format!("http://{http}"))
+            .start_services(&backend, &format!("http://{http}"), &access)
             .await?;
-        let ingress = parts.start_ingress(&mqtt, device_link);
+        let ingress = parts.start_ingress(&mqtt.platform, mqtt.link);
         readiness.set_ready(true);
         let Assembly {
             broker,
@@ -248,8 +270,10 @@ impl Platform {
         } = parts;
         Ok(Self {
             http,
-            mqtt,
+            mqtt: mqtt.devices,
             planned,
+            access,
+            mqtt_refusals: mqtt.refusals,
             broker,
             bus,
             backend,
@@ -263,28 +287,178 @@ impl Platform {
     }
 }
 
-/// With the embedded broker, device messages come over an in-process link, subscribed to the
-/// fixed grammar and to the `declared` telemetry filters.
-async fn start_mqtt(
-    choice: &MqttChoice,
+/// Username of the MQTT gate (and the platform's own clients) at the embedded broker.
+const GATE_USERNAME: &str = "ktwin-gate";
+
+/// Room for a PUBLISH's header (topic, packet id) above the largest payload at the gate.
+const GATE_HEADER_ROOM: usize = 64 * 1024;
+
+/// The MQTT broker as the platform uses it.
+struct MqttSetup {
+    /// Where devices connect: the gate, or the broker itself.
+    devices: MqttAddress,
+    /// Where the platform's own clients connect, and with which login.
+    platform: MqttAddress,
+    platform_login: Option<(String, Secret)>,
+    /// With the embedded broker, device messages come over an in-process link.
+    link: Option<LinkSource>,
+    /// The embedded broker's device listener (checked by `--insecure`).
+    embedded_listener: Option<SocketAddr>,
+    /// What the gate refused.
+    refusals: Option<Arc<Refusals>>,
+}
+
+/// Starts the embedded broker on a blocking thread, accepting only `login` if given.
+/// Device messages come over its in-process link, subscribed to the fixed grammar and to the
+/// `declared` telemetry filters of the project's DTDL MQTT extensions.
+async fn start_embedded_broker(
+    port: u16,
+    login: Option<(String, Secret)>,
     declared: &[String],
-) -> Result<(MqttAddress, Option<LinkSource>), UpError> {
-    match choice {
-        MqttChoice::Embedded { port } => {
-            let port = *port;
-            let mut embedded = tokio::task::spawn_blocking(move || start_embedded(port))
-                .await
-                .map_err(|source| UpError::Join {
-                    what: "embedded MQTT broker",
-                    source,
-                })?
-                .map_err(UpError::Mqtt)?;
-            for filter in declared {
-                embedded.link.subscribe(filter).map_err(UpError::Mqtt)?;
+) -> Result<EmbeddedMqtt, UpError> {
+    let mut embedded = tokio::task::spawn_blocking(move || {
+        let login = login.as_ref();
+        start_embedded(
+            port,
+            login.map(|(user, password)| (user.as_str(), password.expose())),
+        )
+    })
+    .await
+    .map_err(|source| UpError::Join {
+        what: "embedded MQTT broker",
+        source,
+    })?
+    .map_err(UpError::Mqtt)?;
+    for filter in declared {
+        embedded.link.subscribe(filter).map_err(UpError::Mqtt)?;
+    }
+    Ok(embedded)
+}
+
+/// What devices of each interface may use beyond ktwin's own topics: the telemetry and command
+/// topics its DTDL MQTT extension declares (`{modelId}` is the interface's DTMI there).
+fn declared_topics(bindings: &DeviceBindings) -> DeclaredTopics {
+    let mut declared = DeclaredTopics::default();
+    for binding in bindings.bindings() {
+        let pattern = |topic: &Option<String>| {
+            let topic = topic.as_deref()?.replace("{modelId}", &binding.model_id);
+            TopicPattern::parse(&topic)
+                .inspect_err(|err| {
+                    tracing::warn!(interface = %binding.interface, %err, "the MQTT gate cannot allow this declared topic");
+                })
+                .ok()
+        };
+        declared.0.insert(
+            binding.interface.clone(),
+            InterfaceTopics {
+                publish: pattern(&binding.telemetry_topic).into_iter().collect(),
+                subscribe: pattern(&binding.command_topic).into_iter().collect(),
+            },
+        );
+    }
+    declared
+}
+
+impl Assembly<'_> {
+    /// The route policy, local credentials and the tokens of this run.
+    fn prepare_access(&self) -> Result<PlatformAccess, UpError> {
+        let interfaces: BTreeSet<String> = self
+            .planned
+            .project
+            .interfaces
+            .iter()
+            .filter_map(|i| i.metadata.name.clone())
+            .collect();
+        let services: Vec<String> = self
+            .planned
+            .plan
+            .services()
+            .map(|service| service.interface.clone())
+            .collect();
+        PlatformAccess::prepare(
+            &self.options.auth,
+            &interfaces,
+            &services,
+            &self.stages.stop_http,
+        )
+    }
+
+    /// The MQTT broker: external, embedded and open (`--insecure`), or embedded behind the
+    /// gate, which checks each device's credentials and topics against the devices file.
+    async fn start_mqtt(&mut self, access: &PlatformAccess) -> Result<MqttSetup, UpError> {
+        let port = match &self.options.mqtt {
+            MqttChoice::External(address) => {
+                return Ok(MqttSetup {
+                    devices: address.clone(),
+                    platform: address.clone(),
+                    platform_login: None,
+                    link: None,
+                    embedded_listener: None,
+                    refusals: None,
+                });
             }
-            Ok((embedded.address(), Some(embedded.link)))
-        }
-        MqttChoice::External(address) => Ok((address.clone(), None)),
+            MqttChoice::Embedded { port } => *port,
+        };
+        let bindings = self.planned.device_bindings();
+        let declared = bindings.telemetry_filters();
+        let Some(credentials) = &access.credentials else {
+            let embedded = start_embedded_broker(port, None, &declared).await?;
+            return Ok(MqttSetup {
+                devices: embedded.address(),
+                platform: embedded.address(),
+                platform_login: None,
+                embedded_listener: Some(embedded.v4),
+                link: Some(embedded.link),
+                refusals: None,
+            });
+        };
+        // The gate takes the device port; the broker listens on a free port behind it.
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(|source| UpError::Mqtt(MqttError::PortTaken { port, source }))?;
+        let gate_address = listener
+            .local_addr()
+            .map_err(|source| UpError::Mqtt(MqttError::PortTaken { port, source }))?;
+        let login = (GATE_USERNAME.to_owned(), Secret::generate("gate_"));
+        let embedded = start_embedded_broker(0, Some(login.clone()), &declared).await?;
+        let devices_file = credentials.devices_file();
+        let (registry, _watcher) = Reloading::watch(
+            &devices_file,
+            DEFAULT_RELOAD_INTERVAL,
+            DeviceRegistry::parse,
+            self.stages.stop_ingress.clone(),
+        )
+        .map_err(|source| UpError::Credentials {
+            dir: credentials.dir.clone(),
+            source: source.into(),
+        })?;
+        let upstream = Upstream {
+            address: embedded.v4,
+            username: login.0.clone(),
+            password: login.1.clone(),
+        };
+        let gate = Arc::new(MqttGate::new(
+            upstream,
+            registry,
+            declared_topics(&bindings),
+            MAX_PAYLOAD + GATE_HEADER_ROOM,
+        ));
+        let refusals = gate.refusals();
+        self.stages.ingress.spawn(
+            "MQTT gate",
+            gate.serve(listener, self.stages.stop_ingress.clone()),
+        );
+        Ok(MqttSetup {
+            devices: MqttAddress {
+                host: gate_address.ip().to_string(),
+                port: gate_address.port(),
+            },
+            platform: embedded.address(),
+            platform_login: Some(login),
+            embedded_listener: Some(gate_address),
+            link: Some(embedded.link),
+            refusals: Some(refusals),
+        })
     }
 }
 
@@ -341,6 +515,7 @@ impl<'a> Assembly<'a> {
         backend: &Arc<dyn Backend>,
         ingestor: &Ingestor,
         readiness: &Readiness,
+        access: &PlatformAccess,
     ) -> Result<SocketAddr, UpError> {
         let port = self.options.http_port;
         let bind_error = |source| UpError::HttpBind { port, source };
@@ -354,7 +529,7 @@ impl<'a> Assembly<'a> {
             .interfaces
             .iter()
             .filter_map(|i| i.metadata.name.clone());
-        let app = ktwin_store::router(
+        let api = ktwin_store::router(
             backend.clone(),
             ingestor.clone(),
             ApiConfig {
@@ -373,13 +548,16 @@ impl<'a> Assembly<'a> {
                 })?,
         )
         .merge(crate::model_api::router(self.planned, self.shared_bus()).map_err(UpError::Models)?)
-        .merge(ktwin_dashboard::router())
         .merge(ktwin_service::ops_router(readiness.clone()));
+        let app = access.protect(api, ktwin_dashboard::router());
         let stop = self.stages.stop_http.clone();
         self.stages.http.spawn("HTTP server", async move {
-            if let Err(err) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
+            if let Err(err) = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
             {
                 tracing::error!(%err, "HTTP server stopped");
             }
@@ -414,13 +592,17 @@ impl<'a> Assembly<'a> {
     }
 
     /// Devices: virtual events back over MQTT.
-    async fn start_egress(&mut self, mqtt: &MqttAddress) -> Result<Arc<EgressCounters>, UpError> {
+    async fn start_egress(&mut self, mqtt: &MqttSetup) -> Result<Arc<EgressCounters>, UpError> {
+        let login = mqtt
+            .platform_login
+            .as_ref()
+            .map(|(user, password)| (user.clone(), password.expose().to_owned()));
         let egress = EgressDispatcher::new(
             Arc::new(MqttSink::start(
-                &mqtt.host,
-                mqtt.port,
+                &mqtt.platform.host,
+                mqtt.platform.port,
                 &format!("ktwin-up-egress-{}", std::process::id()),
-                None,
+                login,
             )),
             PayloadFormat::Data,
             DispatchMetrics::egress("ktwin-up", "memory"),
@@ -441,6 +623,7 @@ impl<'a> Assembly<'a> {
         &mut self,
         backend: &Arc<dyn Backend>,
         base_url: &str,
+        access: &PlatformAccess,
     ) -> Result<Vec<RunningService>, UpError> {
         let graph = StaticGraph::from_json(&self.planned.graph_json()).map_err(UpError::Graph)?;
         let in_process_ctx =
@@ -452,7 +635,9 @@ impl<'a> Assembly<'a> {
             if self.planned.routes.subscription(&subscriber).is_none() {
                 continue;
             }
-            let Some((endpoint, kind)) = self.endpoint(service, &in_process_ctx, base_url) else {
+            let token = access.service_token(&name);
+            let Some((endpoint, kind)) = self.endpoint(service, &in_process_ctx, base_url, token)
+            else {
                 continue;
             };
             let Some(subscription) = self.subscribe(&subscriber).await? else {
@@ -490,6 +675,7 @@ impl<'a> Assembly<'a> {
         service: &TwinService,
         in_process_ctx: &TwinContext,
         base_url: &str,
+        token: Option<&Secret>,
     ) -> Option<(Arc<dyn ServiceEndpoint>, &'static str)> {
         let name = &service.interface;
         let options = self.options;
@@ -502,12 +688,15 @@ impl<'a> Assembly<'a> {
                 "in-process",
             )),
             Runner::Process(command) => {
-                let mut launcher = ProcessLauncher::new(
-                    name,
-                    command,
-                    platform_env(service, base_url),
-                    options.console.clone(),
-                );
+                let mut env = platform_env(service, base_url);
+                if let Some(token) = token {
+                    env.push((
+                        ktwin_events::env::TOKEN.to_owned(),
+                        token.expose().to_owned(),
+                    ));
+                }
+                let mut launcher =
+                    ProcessLauncher::new(name, command, env, options.console.clone());
                 launcher.ready_timeout = options.ready_timeout;
                 let config = PoolConfig {
                     policy: ScalePolicy::from_autoscaling(
@@ -590,8 +779,16 @@ impl Platform {
                 self.planned.project.instances.len()
             ),
             format!(
-                "MQTT broker      mqtt://{}:{}  (devices publish on ktwin/real/<interface>/<instance>)",
-                self.mqtt.host, self.mqtt.port
+                "MQTT broker      mqtt://{}:{}  (devices publish on ktwin/real/<interface>/<instance>{})",
+                self.mqtt.host,
+                self.mqtt.port,
+                match &self.access.credentials {
+                    Some(credentials) if self.mqtt_refusals.is_some() => format!(
+                        "; they log in with credentials of {}",
+                        credentials.devices_file().display()
+                    ),
+                    _ => String::new(),
+                }
             ),
             format!(
                 "event store      {base}/api/v1/twin-events  ({} backend)",
@@ -625,6 +822,11 @@ impl Platform {
             format!("broker ingress   {base}{BROKER_PATH}"),
             format!("health, metrics  {base}/health  {base}/metrics"),
         ]);
+        lines.push(match &self.access.credentials {
+            Some(credentials) => credentials.usage(&base),
+            None => "auth OFF (--insecure): anyone on this machine may read and change the world"
+                .to_owned(),
+        });
         for service in &self.services {
             lines.push(format!(
                 "service          {} ({}, subscription {})",
@@ -678,6 +880,24 @@ impl Platform {
             sent_to_devices: self.egress.sent.load(Ordering::Relaxed),
             ..PlatformStats::default()
         }
+    }
+
+    /// The local credentials (none when auth is off).
+    pub fn credentials(&self) -> Option<&LocalCredentials> {
+        self.access.credentials.as_ref()
+    }
+
+    /// The simulator's MQTT login (`SimConfig::credentials`), when devices must log in.
+    pub fn simulator_login(&self) -> Option<(String, String)> {
+        self.credentials().map(|credentials| {
+            let (username, password) = &credentials.simulator;
+            (username.clone(), password.expose().to_owned())
+        })
+    }
+
+    /// What the MQTT gate refused so far (none without the gate).
+    pub fn mqtt_refusals(&self) -> Option<Arc<Refusals>> {
+        self.mqtt_refusals.clone()
     }
 
     /// The event store backend (tests and benchmarks read states from it directly).

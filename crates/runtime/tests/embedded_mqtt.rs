@@ -7,7 +7,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 #[tokio::test]
 async fn embedded_broker_routes_messages_between_clients() {
-    let broker = start_embedded(0).expect("embedded broker starts on a free port");
+    let broker = start_embedded(0, None).expect("embedded broker starts on a free port");
     let address = broker.address();
     assert_eq!(address.host, "127.0.0.1");
 

@@ -166,6 +166,7 @@ async fn smart_city_one_neighborhood_at_10x_for_60s() {
     let world =
         SimWorld::from_graph_json(&platform.planned.graph_json(), "smart-city world").unwrap();
     let mut sim = SimConfig::new(&platform.mqtt.host, platform.mqtt.port);
+    sim.credentials = platform.simulator_login();
     sim.qos = rumqttc::QoS::AtLeastOnce;
     sim.pace = Pace::Profile {
         profile: LoadProfile::paper(),
@@ -189,7 +190,15 @@ async fn smart_city_one_neighborhood_at_10x_for_60s() {
         ktwin_sim::run(&world, &sim, CancellationToken::new(), |_, _, _| {}).await
     });
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let client = reqwest::Client::new();
+    // Auth is on by default: the API calls carry the admin token created on first start.
+    let admin = &platform.credentials().expect("auth on").admin_token;
+    let client = reqwest::Client::builder()
+        .default_headers(reqwest::header::HeaderMap::from_iter([(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", admin.expose()).parse().unwrap(),
+        )]))
+        .build()
+        .unwrap();
     for instance in &targets {
         let event = <cloudevents::EventBuilderV10 as cloudevents::EventBuilder>::new()
             .id(format!("virtual-{instance}"))

@@ -51,12 +51,15 @@ impl BrokerClient {
     pub fn new(url: &str, retry: RetryPolicy) -> Self {
         Self {
             url: url.to_owned(),
-            client: reqwest::Client::builder()
-                .timeout(retry.timeout)
-                .build()
-                .unwrap_or_default(),
+            client: crate::http_client::client(retry.timeout, None),
             retry,
         }
+    }
+
+    /// Sends `token` as a bearer token (a platform with authentication on).
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.client = crate::http_client::client(self.retry.timeout, Some(token));
+        self
     }
 
     /// Posts `event`; any 2xx (the broker answers 202) is success. Transport errors, 5xx and

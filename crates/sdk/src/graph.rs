@@ -141,13 +141,16 @@ impl HttpGraph {
     pub fn new(base_url: &str, policy: GraphCachePolicy) -> Self {
         Self {
             base_url: base_url.trim_end_matches('/').to_owned(),
-            client: reqwest::Client::builder()
-                .timeout(policy.request_timeout)
-                .build()
-                .unwrap_or_default(),
+            client: crate::http_client::client(policy.request_timeout, None),
             policy,
             cache: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Sends `token` as a bearer token (a platform with authentication on).
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.client = crate::http_client::client(self.policy.request_timeout, Some(token));
+        self
     }
 
     async fn fetch(

@@ -78,6 +78,7 @@ mod error;
 mod event;
 mod graph;
 mod handler;
+mod http_client;
 mod json;
 mod owned_state;
 mod server;

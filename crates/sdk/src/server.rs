@@ -58,7 +58,7 @@ impl Emitter {
 }
 
 /// Configuration of [`serve`], from the environment the operator injects.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeConfig {
     /// `PORT`, default 8080.
     pub port: u16,
@@ -74,6 +74,24 @@ pub struct ServeConfig {
     pub reply: bool,
     /// `KTWIN_MAX_CONCURRENCY` (default 64): events handled at once; more wait.
     pub max_concurrency: usize,
+    /// `KTWIN_TOKEN`: bearer token sent to the broker, event store and graph service.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ServeConfig {
+    // The token never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("port", &self.port)
+            .field("broker", &self.broker)
+            .field("event_store", &self.event_store)
+            .field("graph_url", &self.graph_url)
+            .field("graph_json", &self.graph_json.as_ref().map(String::len))
+            .field("reply", &self.reply)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// A configuration variable with an unusable value.
@@ -115,6 +133,7 @@ impl ServeConfig {
             graph_json: non_empty(env::GRAPH),
             reply: parse(&var, env::REPLY, true, "true or false")?,
             max_concurrency: parse(&var, env::MAX_CONCURRENCY, 64, "a positive integer")?.max(1),
+            token: non_empty(env::TOKEN),
         })
     }
 
@@ -136,14 +155,26 @@ impl ServeConfig {
                     source: Some(Box::new(err)),
                 })?)
             }
-            (None, Some(url)) => Arc::new(HttpGraph::new(url, GraphCachePolicy::default())),
+            (None, Some(url)) => {
+                let graph = HttpGraph::new(url, GraphCachePolicy::default());
+                Arc::new(match &self.token {
+                    Some(token) => graph.with_token(token),
+                    None => graph,
+                })
+            }
             (None, None) => {
                 tracing::warn!("neither KTWIN_GRAPH nor KTWIN_GRAPH_URL set: empty twin graph");
                 Arc::new(StaticGraph::default())
             }
         };
         let states: Arc<dyn crate::StateLookup> = match &self.event_store {
-            Some(url) => Arc::new(HttpEventStore::new(url, Duration::from_secs(5))),
+            Some(url) => {
+                let store = HttpEventStore::new(url, Duration::from_secs(5));
+                Arc::new(match &self.token {
+                    Some(token) => store.with_token(token),
+                    None => store,
+                })
+            }
             None => {
                 tracing::warn!("KTWIN_EVENT_STORE not set: no stored states");
                 Arc::new(MemoryStates::new())
@@ -156,10 +187,13 @@ impl ServeConfig {
     pub fn emitter(&self) -> Emitter {
         Emitter {
             reply: self.reply,
-            broker: self
-                .broker
-                .as_deref()
-                .map(|url| BrokerClient::new(url, RetryPolicy::default())),
+            broker: self.broker.as_deref().map(|url| {
+                let broker = BrokerClient::new(url, RetryPolicy::default());
+                match &self.token {
+                    Some(token) => broker.with_token(token),
+                    None => broker,
+                }
+            }),
         }
     }
 }

@@ -24,6 +24,7 @@ pub trait StateLookup: Send + Sync {
 pub struct HttpEventStore {
     base_url: String,
     client: reqwest::Client,
+    timeout: Duration,
 }
 
 impl HttpEventStore {
@@ -32,11 +33,15 @@ impl HttpEventStore {
     pub fn new(base_url: &str, timeout: Duration) -> Self {
         Self {
             base_url: base_url.trim_end_matches('/').to_owned(),
-            client: reqwest::Client::builder()
-                .timeout(timeout)
-                .build()
-                .unwrap_or_default(),
+            client: crate::http_client::client(timeout, None),
+            timeout,
         }
+    }
+
+    /// Sends `token` as a bearer token (a platform with authentication on).
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.client = crate::http_client::client(self.timeout, Some(token));
+        self
     }
 }
 

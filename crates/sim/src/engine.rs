@@ -49,7 +49,7 @@ pub enum Pace {
 }
 
 /// A simulation run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SimConfig {
     /// MQTT broker host.
     pub host: String,
@@ -72,6 +72,24 @@ pub struct SimConfig {
     pub client_prefix: String,
     /// Subscribe to each device's virtual topic and apply what arrives.
     pub subscribe_virtual: bool,
+}
+
+impl std::fmt::Debug for SimConfig {
+    // The password never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.credentials.as_ref().map(|(user, _)| user))
+            .field("qos", &self.qos)
+            .field("pace", &self.pace)
+            .field("duration", &self.duration)
+            .field("connections", &self.connections)
+            .field("seed", &self.seed)
+            .field("client_prefix", &self.client_prefix)
+            .field("subscribe_virtual", &self.subscribe_virtual)
+            .finish()
+    }
 }
 
 impl SimConfig {

@@ -10,11 +10,12 @@ use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LINK};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, Uri};
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, SecondsFormat, Utc};
 use cloudevents::Event;
+use ktwin_auth::{RoutePolicy, RoutePolicyBuilder, Scope, TwinParam};
 use ktwin_service::query::decode_pairs;
 use ktwin_service::{PROBLEM_JSON, Problem};
 use serde::de::DeserializeOwned;
@@ -135,6 +136,85 @@ pub fn router(backend: Arc<dyn Backend>, ingestor: Ingestor, config: ApiConfig) 
         )
         .route("/api/v1/openapi.json", get(openapi_json))
         .with_state(state)
+}
+
+/// What each route of [`router`] needs (`ktwin_auth::AuthLayer`): reads need `read` on the
+/// twins they return, writes `write`; posting events (whose bodies may name any twin) and the
+/// dead letters (events of any twin) need a grant on every twin, purging dead letters `admin`.
+/// The OpenAPI document is public.
+pub fn route_policy() -> RoutePolicyBuilder {
+    let twin = TwinParam::Twin {
+        interface: "interface",
+        instance: "instance",
+    };
+    RoutePolicy::builder()
+        .public("/api/v1/openapi.json")
+        .rule(
+            &[Method::GET],
+            "/api/v1/twin-events",
+            Scope::Read,
+            TwinParam::AllTwins,
+        )
+        .rule(
+            &[Method::POST],
+            "/api/v1/twin-events",
+            Scope::Write,
+            TwinParam::AllTwins,
+        )
+        .rule(
+            &[Method::GET],
+            "/api/v1/twin-events/{interface}/{instance}",
+            Scope::Read,
+            twin.clone(),
+        )
+        .rule(
+            &[Method::DELETE],
+            "/api/v1/twin-events/{interface}/{instance}",
+            Scope::Write,
+            twin.clone(),
+        )
+        .rule(
+            &[Method::GET],
+            "/api/v1/twin-events/{interface}/{instance}/latest",
+            Scope::Read,
+            twin.clone(),
+        )
+        .rule(
+            &[Method::GET],
+            "/api/v1/twin-events/{interface}/{instance}/state",
+            Scope::Read,
+            twin,
+        )
+        .rule(
+            &[Method::GET],
+            "/api/v1/twins/{interface}",
+            Scope::Read,
+            TwinParam::Interface("interface"),
+        )
+        .rule(
+            &[Method::GET],
+            "/api/v1/dead-letters",
+            Scope::Read,
+            TwinParam::AllTwins,
+        )
+        .rule(
+            &[Method::DELETE],
+            "/api/v1/dead-letters",
+            Scope::Admin,
+            TwinParam::AllTwins,
+        )
+        .rule(
+            &[Method::GET],
+            "/api/v1/dead-letters/usage",
+            Scope::Read,
+            TwinParam::NoTwin,
+        )
+        .rule(
+            &[Method::DELETE],
+            "/api/v1/dead-letters/{seq}",
+            Scope::Admin,
+            TwinParam::AllTwins,
+        )
 }
 
 /// The OpenAPI 3 document of the event store.

@@ -50,7 +50,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use api::{ApiConfig, KnownInterfaces, StoreApi, router};
+pub use api::{ApiConfig, KnownInterfaces, StoreApi, route_policy, router};
 #[cfg(feature = "fjall")]
 pub use backend::FjallBackend;
 #[cfg(feature = "redb")]

@@ -1,7 +1,8 @@
 //! Helpers shared by ktwin's tests and benchmarks, and only by them (`publish = false`, a
 //! dev-dependency everywhere): where the test servers are, where the read-only corpora and the
 //! example project live, scratch PostgreSQL databases, CloudEvents built in one line, routers
-//! served on a free port, and a scripted MQTT peer for tests of MQTT clients.
+//! served on a free port, a scripted MQTT peer for tests of MQTT clients, a local OIDC issuer,
+//! and the table-driven check of a service's access control.
 //!
 //! It knows no ktwin crate (so any crate may use it without a dependency cycle) and nothing a
 //! product binary needs.
@@ -12,8 +13,10 @@ mod event;
 pub mod helm;
 mod http;
 pub mod mqtt_peer;
+pub mod oidc;
 mod paths;
 mod postgres;
+pub mod route_auth;
 pub mod servers;
 
 pub use event::{cloud_event, unique_suffix};

@@ -72,8 +72,11 @@ def make_service() -> TwinService:
 
 @pytest.fixture(scope="module")
 def served(platform: LocalPlatform) -> Iterator[ServedApp]:
-    ctx = Context(HttpGraph(platform.graph_url), HttpEventStore(platform.url))
-    app = TwinApp(make_service(), ctx, BrokerClient(platform.broker_url))
+    token = platform.token
+    ctx = Context(
+        HttpGraph(platform.graph_url, token=token), HttpEventStore(platform.url, token=token)
+    )
+    app = TwinApp(make_service(), ctx, BrokerClient(platform.broker_url, token=token))
     with ServedApp(app) as running:
         yield running
 
@@ -85,7 +88,10 @@ def post(url: str, ty: str, source: str, data: Any, event_id: str = "e-1") -> ht
 
 
 def latest(platform: LocalPlatform, interface: str, instance: str) -> httpx.Response:
-    return httpx.get(f"{platform.url}/api/v1/twin-events/{interface}/{instance}/latest")
+    return httpx.get(
+        f"{platform.url}/api/v1/twin-events/{interface}/{instance}/latest",
+        headers=platform.headers(),
+    )
 
 
 def test_emitted_events_go_to_the_reply_and_the_broker(

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.anyio
 
 async def test_graph_lookups_are_cached(platform: LocalPlatform) -> None:
     policy = GraphCachePolicy(max_age=60, miss_refetch_after=2.0)
-    graph = HttpGraph(platform.graph_url, policy)
+    graph = HttpGraph(platform.graph_url, policy, token=platform.token)
     async with anyio.create_task_group() as tasks:
         for index in range(1, 21):
             tasks.start_soon(graph.twin, "city-pole", f"city-pole-nb001-p{index:05}")
@@ -98,14 +98,14 @@ def test_caches_are_bounded_by_bytes() -> None:
 
 
 async def test_latest_states_come_from_the_event_store(platform: LocalPlatform) -> None:
-    states = HttpEventStore(platform.url, cache_ttl=30)
+    states = HttpEventStore(platform.url, cache_ttl=30, token=platform.token)
     instance = "ngsi-ld-city-device-wo-nb001-p00002"
     assert await states.latest("ngsi-ld-city-device", instance) is None
-    broker = BrokerClient(platform.broker_url)
+    broker = BrokerClient(platform.broker_url, token=platform.token)
     await broker.post(store_event("ngsi-ld-city-device", instance, {"batteryLevel": 42}))
     # The 404 above is cached for 30 s; a client without a cache sees the new state.
     assert await states.latest("ngsi-ld-city-device", instance) is None
-    uncached = HttpEventStore(platform.url)
+    uncached = HttpEventStore(platform.url, token=platform.token)
     deadline = time.monotonic() + 10
     while (state := await uncached.latest("ngsi-ld-city-device", instance)) is None:
         assert time.monotonic() < deadline

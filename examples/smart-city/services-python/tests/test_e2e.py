@@ -56,9 +56,11 @@ def platform(ktwin_bin: str) -> Iterator[LocalPlatform]:
     # The service's command is `python3 -m …`: the interpreter running the tests (which has
     # the SDK) comes first on PATH.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    # A listener subscribed to every device's virtual topic plays a broker administrator, which
+    # only an open broker allows: the platform runs with auth off (loopback only).
     with LocalPlatform(
         PROJECT, ktwin_bin, copy_root=EXAMPLE, parameters={"neighborhoods": 1},
-        env={"PATH": path},
+        env={"PATH": path}, insecure=True,
     ) as running:
         yield running
 

@@ -49,8 +49,11 @@ def platform(ktwin_bin: str, wire_log: Path) -> Iterator[LocalPlatform]:
         "persistRealEvent": True,
         "persistVirtualEvent": True,
     }
+    # The original KTWIN service sends no token and the test device plays the original
+    # simulator, which has no MQTT login; so the platform runs with auth off (loopback only).
     with LocalPlatform(
-        EXAMPLE, ktwin_bin, parameters={"neighborhoods": 1}, services={DEVICE: original}
+        EXAMPLE, ktwin_bin, parameters={"neighborhoods": 1}, services={DEVICE: original},
+        insecure=True,
     ) as running:
         yield running
 

@@ -18,3 +18,6 @@ REPLY = "KTWIN_REPLY"
 MAX_CONCURRENCY = "KTWIN_MAX_CONCURRENCY"
 #: Seconds a latest state read from the event store may be reused (Python SDK; default 0).
 STATE_CACHE_TTL = "KTWIN_STATE_CACHE_TTL"
+#: Bearer token sent to the broker, the event store and the graph service (``ktwin up`` gives
+#: each service process one; on a cluster the in-cluster services need none).
+TOKEN = "KTWIN_TOKEN"

@@ -10,6 +10,7 @@ import httpx
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.bindings.http import HTTPMessage, to_binary_event
 
+from ._http import bearer
 from .errors import Unavailable
 
 
@@ -39,10 +40,13 @@ class BrokerClient:
         url: str,
         retry: RetryPolicy | None = None,
         client: httpx.AsyncClient | None = None,
+        token: str | None = None,
     ) -> None:
         self.url = url
         self.retry = retry or RetryPolicy()
-        self._client = client or httpx.AsyncClient(timeout=self.retry.timeout)
+        self._client = client or httpx.AsyncClient(
+            timeout=self.retry.timeout, headers=bearer(token)
+        )
 
     async def aclose(self) -> None:
         """Closes the HTTP client."""

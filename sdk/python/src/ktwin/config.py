@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from . import _env
@@ -51,6 +51,8 @@ class ServeConfig:
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     state_cache_ttl: float = 0.0
     body_limit: int = DEFAULT_BODY_LIMIT
+    #: ``KTWIN_TOKEN``: bearer token for the platform's services (never shown by ``repr``).
+    token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServeConfig:
@@ -88,6 +90,7 @@ class ServeConfig:
             state_cache_ttl=max(
                 0.0, parsed(_env.STATE_CACHE_TTL, float, 0.0, "seconds, e.g. 0.5")
             ),
+            token=text(_env.TOKEN),
         )
 
     def graph(self) -> GraphLookup:
@@ -103,7 +106,7 @@ class ServeConfig:
                     'a twin graph as JSON ({"twinInstances":[...]})',
                 ) from None
         if self.graph_url is not None:
-            return HttpGraph(self.graph_url)
+            return HttpGraph(self.graph_url, token=self.token)
         log.warning("neither %s nor %s set: empty twin graph", _env.GRAPH, _env.GRAPH_URL)
         return StaticGraph()
 
@@ -113,7 +116,10 @@ class ServeConfig:
             log.warning("%s not set: no stored states", _env.EVENT_STORE)
             return MemoryStates()
         return HttpEventStore(
-            self.event_store, timeout=STATE_REQUEST_TIMEOUT, cache_ttl=self.state_cache_ttl
+            self.event_store,
+            timeout=STATE_REQUEST_TIMEOUT,
+            cache_ttl=self.state_cache_ttl,
+            token=self.token,
         )
 
     def context(self) -> Context:
@@ -122,4 +128,4 @@ class ServeConfig:
 
     def broker_client(self) -> BrokerClient | None:
         """The client of ``KTWIN_BROKER``, if set."""
-        return BrokerClient(self.broker) if self.broker else None
+        return BrokerClient(self.broker, token=self.token) if self.broker else None

@@ -18,6 +18,7 @@ import anyio
 import httpx
 
 from ._cache import BoundedCache
+from ._http import bearer
 from .errors import Unavailable
 
 log = logging.getLogger("ktwin.graph")
@@ -111,10 +112,13 @@ class HttpGraph:
         base_url: str,
         policy: GraphCachePolicy | None = None,
         client: httpx.AsyncClient | None = None,
+        token: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.policy = policy or GraphCachePolicy()
-        self._client = client or httpx.AsyncClient(timeout=self.policy.request_timeout)
+        self._client = client or httpx.AsyncClient(
+            timeout=self.policy.request_timeout, headers=bearer(token)
+        )
         self._cache: BoundedCache[dict[str, TwinNode]] = BoundedCache(self.policy.max_bytes)
         self._locks: dict[str, anyio.Lock] = {}
         self.fetches = 0

@@ -22,6 +22,7 @@ from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 
 from ._cache import BoundedCache
+from ._http import bearer
 from .errors import HandlerFailed, Unavailable
 from .events import Fields, event_json
 
@@ -86,10 +87,11 @@ class HttpEventStore:
         cache_ttl: float = 0.0,
         cache_bytes: int = 16 * 1024 * 1024,
         client: httpx.AsyncClient | None = None,
+        token: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.cache_ttl = cache_ttl
-        self._client = client or httpx.AsyncClient(timeout=timeout)
+        self._client = client or httpx.AsyncClient(timeout=timeout, headers=bearer(token))
         self._cache: BoundedCache[StoredState | None] = BoundedCache(cache_bytes)
 
     async def aclose(self) -> None:

@@ -26,6 +26,7 @@ import httpx
 import uvicorn
 
 from . import _env
+from ._http import bearer
 
 #: Environment variable naming the ``ktwin`` binary the helpers run.
 KTWIN_BIN = "KTWIN_BIN"
@@ -93,7 +94,11 @@ class LocalPlatform(_Stoppable):
 
     ``services`` replaces entries of the project's ``services`` (YAML text of the mapping
     entries is not needed: pass a dict per interface, it is written as JSON, which is YAML).
-    ``parameters`` are world parameters (``--set``). Output goes to ``log_path``.
+    ``parameters`` are world parameters (``--set``). Output goes to ``log_path``. Auth is on,
+    as by default: calls carry the admin token ``ktwin up`` created (:meth:`headers`), services
+    started beside it get a token in :meth:`service_env`; ``insecure`` turns it off
+    (``--insecure``), for tests that play a broker administrator or run services that send no
+    token.
     """
 
     def __init__(
@@ -105,7 +110,9 @@ class LocalPlatform(_Stoppable):
         services: Mapping[str, Mapping[str, Any]] | None = None,
         env: Mapping[str, str] | None = None,
         ready_timeout: float = 120.0,
+        insecure: bool = False,
     ) -> None:
+        self.insecure = insecure
         self.workdir = Path(tempfile.mkdtemp(prefix="ktwin-up-"))
         root = copy_root or project
         ignored = shutil.ignore_patterns(".ktwin", "target", "__pycache__", ".pytest_cache")
@@ -120,6 +127,8 @@ class LocalPlatform(_Stoppable):
         self._stopped_output: str | None = None
         args = [ktwin, "up", str(self.project), "--port", str(self.port)]
         args += ["--mqtt-port", str(self.mqtt_port)]
+        if insecure:
+            args.append("--insecure")
         for name, value in (parameters or {}).items():
             args += ["--set", f"{name}={value}"]
         self._log = open(self.log_path, "wb")
@@ -138,6 +147,18 @@ class LocalPlatform(_Stoppable):
             raise
 
     @property
+    def token(self) -> str | None:
+        """The admin token ``ktwin up`` created on first start (none with ``insecure``)."""
+        if self.insecure:
+            return None
+        path = self.project / ".ktwin" / "auth" / "admin.token"
+        return path.read_text().strip()
+
+    def headers(self) -> dict[str, str]:
+        """The ``Authorization`` header of the admin token (empty with ``insecure``)."""
+        return bearer(self.token)
+
+    @property
     def broker_url(self) -> str:
         """The broker ingress (what ``KTWIN_BROKER`` points at)."""
         return f"{self.url}/api/v1/broker"
@@ -149,11 +170,14 @@ class LocalPlatform(_Stoppable):
 
     def service_env(self) -> dict[str, str]:
         """The platform variables a twin service of this platform gets."""
-        return {
+        env = {
             _env.BROKER: self.broker_url,
             _env.EVENT_STORE: self.url,
             _env.GRAPH_URL: self.graph_url,
         }
+        if self.token is not None:
+            env[_env.TOKEN] = self.token
+        return env
 
     def paged(self, path: str, page: int = 1000) -> list[Any]:
         """Every item of a paged list of the event store (``GET {path}?limit=…``, following
@@ -164,7 +188,9 @@ class LocalPlatform(_Stoppable):
             params: dict[str, str | int] = {"limit": page}
             if cursor is not None:
                 params["cursor"] = cursor
-            response = httpx.get(f"{self.url}{path}", params=params, timeout=30)
+            response = httpx.get(
+                f"{self.url}{path}", params=params, headers=self.headers(), timeout=30
+            )
             response.raise_for_status()
             items.extend(response.json())
             cursor = response.headers.get("x-next-cursor")
@@ -183,7 +209,9 @@ class LocalPlatform(_Stoppable):
     def latest(self, interface: str, instance: str) -> dict[str, Any] | None:
         """The latest state of one instance, ``None`` when nothing is stored."""
         response = httpx.get(
-            f"{self.url}/api/v1/twin-events/{interface}/{instance}/latest", timeout=30
+            f"{self.url}/api/v1/twin-events/{interface}/{instance}/latest",
+            headers=self.headers(),
+            timeout=30,
         )
         if response.status_code == 404:
             return None
