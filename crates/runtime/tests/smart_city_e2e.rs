@@ -69,10 +69,12 @@ async fn grafana_panels_query_exported_series(
     base: &str,
 ) {
     let rejected = platform.stats().rejected;
-    let (mqtt, mut connection) = rumqttc::AsyncClient::new(
-        rumqttc::MqttOptions::new("grafana-check", &platform.mqtt.host, platform.mqtt.port),
-        10,
-    );
+    let mut options =
+        rumqttc::MqttOptions::new("grafana-check", &platform.mqtt.host, platform.mqtt.port);
+    if let Some((username, password)) = platform.simulator_login() {
+        options.set_credentials(username, password);
+    }
+    let (mqtt, mut connection) = rumqttc::AsyncClient::new(options, 10);
     mqtt.publish(
         "ktwin/real/ngsi-ld-city-airqualityobserved/not-json",
         rumqttc::QoS::AtLeastOnce,
