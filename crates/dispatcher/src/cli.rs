@@ -341,7 +341,10 @@ async fn run_mqtt(args: MqttArgs) -> anyhow::Result<ExitCode> {
                 AmqpSourceConfig {
                     queue: args.queue.clone(),
                     declare: args.declare_queue,
-                    binding_keys: vec![crate::REAL_ROUTING_KEY_PATTERN.to_owned()],
+                    binding_keys: vec![
+                        crate::REAL_ROUTING_KEY_PATTERN.to_owned(),
+                        crate::DOTTED_TOPIC_ROUTING_KEY_PATTERN.to_owned(),
+                    ],
                     mqtt_exchange: args.mqtt_exchange.clone(),
                     prefetch: args.amqp.prefetch,
                     consumer_tag: name.clone(),
