@@ -12,6 +12,19 @@ use ktwin_broker::Broker;
 use tokio_util::sync::CancellationToken;
 
 use crate::dead_letter::device_dead_letter;
+
+/// Log lines about refused device messages, at most 10 a second (bursts of 20).
+static REFUSAL_LOG_BUDGET: std::sync::LazyLock<governor::DefaultDirectRateLimiter> =
+    std::sync::LazyLock::new(|| {
+        let per_second = std::num::NonZeroU32::new(10).unwrap_or(std::num::NonZeroU32::MIN);
+        governor::RateLimiter::direct(
+            governor::Quota::per_second(per_second).allow_burst(
+                per_second.saturating_mul(
+                    std::num::NonZeroU32::new(2).unwrap_or(std::num::NonZeroU32::MIN),
+                ),
+            ),
+        )
+    });
 use crate::ingress::{DeviceReading, DuplicateTracker, EventIdentity, IngressPolicy, validate};
 use crate::metrics::{DispatchMetrics, ResponseCode};
 use crate::source::{DeviceSource, SourceMessage};
@@ -188,7 +201,11 @@ impl IngressDispatcher {
         let metrics = self.metrics.clone();
         let counters = Arc::clone(&self.counters);
         async move {
-            tracing::warn!(topic = %message.topic, reason = %rejection, "dead-lettering device message");
+            // A device refused in a loop must not flood the log: beyond a few lines a second the
+            // refusals are only counted.
+            if REFUSAL_LOG_BUDGET.check().is_ok() {
+                tracing::warn!(topic = %message.topic, reason = %rejection, "dead-lettering device message");
+            }
             let letter = device_dead_letter(
                 &message.topic,
                 &message.payload,
