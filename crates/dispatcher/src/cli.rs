@@ -385,13 +385,17 @@ async fn run_mqtt(args: MqttArgs) -> anyhow::Result<ExitCode> {
                     queue: args.queue.clone(),
                     declare: args.declare_queue,
                     // RabbitMQ's MQTT plugin swaps '/' and '.'; its `+` is AMQP's `*`.
-                    binding_keys: std::iter::once(crate::REAL_ROUTING_KEY_PATTERN.to_owned())
-                        .chain(
-                            declared_filters
-                                .iter()
-                                .map(|f| routing_key_of_mqtt_topic(f).replace('+', "*")),
-                        )
-                        .collect(),
+                    binding_keys: [
+                        crate::REAL_ROUTING_KEY_PATTERN.to_owned(),
+                        crate::DOTTED_TOPIC_ROUTING_KEY_PATTERN.to_owned(),
+                    ]
+                    .into_iter()
+                    .chain(
+                        declared_filters
+                            .iter()
+                            .map(|f| routing_key_of_mqtt_topic(f).replace('+', "*")),
+                    )
+                    .collect(),
                     mqtt_exchange: args.mqtt_exchange.clone(),
                     prefetch: args.amqp.prefetch,
                     consumer_tag: name.clone(),

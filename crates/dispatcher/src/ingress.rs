@@ -144,17 +144,19 @@ pub fn validate(
             return declared_reading(&mqtt_topic, &declared, payload, policy);
         }
     }
-    let parsed = match syntax {
-        TopicSyntax::Mqtt => Topic::parse_mqtt(topic),
-        TopicSyntax::RoutingKey => Topic::parse_routing_key(topic),
-    };
-    let topic = match parsed {
+    // Either spelling on either transport: the original's devices publish dotted topics, and
+    // RabbitMQ's MQTT plugin swaps the separators when it makes a routing key of a topic.
+    let topic = match Topic::parse_device(topic) {
         Ok(t) if t.kind == TopicKind::Real => t,
         Ok(_) => {
             return Err(Rejection::new(
                 RejectKind::BadTopic,
                 format!(
-                    "topic {topic:?} is a virtual (platform → device) topic; devices publish on ktwin/real/<iface>/<instance>"
+                    "topic {topic:?} is a virtual (platform → device) topic; devices publish on {}",
+                    match syntax {
+                        TopicSyntax::Mqtt => "ktwin/real/<iface>/<instance>",
+                        TopicSyntax::RoutingKey => "ktwin.real.<iface>.<instance>",
+                    }
                 ),
             ));
         }
@@ -471,9 +473,13 @@ mod tests {
 
     #[test]
     fn both_topic_syntaxes_give_the_same_event() {
+        // Each spelling on each transport: the original's devices publish dotted MQTT topics,
+        // which RabbitMQ's MQTT plugin turns into slash-separated routing keys.
         for (topic, syntax) in [
             ("ktwin/real/city-pole/pole-1", TopicSyntax::Mqtt),
+            ("ktwin.real.city-pole.pole-1", TopicSyntax::Mqtt),
             ("ktwin.real.city-pole.pole-1", TopicSyntax::RoutingKey),
+            ("ktwin/real/city-pole/pole-1", TopicSyntax::RoutingKey),
         ] {
             let reading = validate(topic, syntax, br#"{"a":1}"#, &policy()).unwrap();
             let event = reading.into_event(None);

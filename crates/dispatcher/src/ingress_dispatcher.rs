@@ -12,12 +12,26 @@ use ktwin_broker::Broker;
 use tokio_util::sync::CancellationToken;
 
 use crate::dead_letter::device_dead_letter;
+
 use crate::ingress::{
     DeviceReading, DuplicateTracker, EventIdentity, FirstSeen, IngressPolicy, RejectKind, validate,
 };
 use crate::metrics::{DispatchMetrics, ResponseCode};
 use crate::source::{DeviceSource, SourceMessage};
 use ktwin_broker::DeadLetterSink;
+
+/// Log lines about refused device messages, at most 10 a second (bursts of 20).
+static REFUSAL_LOG_BUDGET: std::sync::LazyLock<governor::DefaultDirectRateLimiter> =
+    std::sync::LazyLock::new(|| {
+        let per_second = std::num::NonZeroU32::new(10).unwrap_or(std::num::NonZeroU32::MIN);
+        governor::RateLimiter::direct(
+            governor::Quota::per_second(per_second).allow_burst(
+                per_second.saturating_mul(
+                    std::num::NonZeroU32::new(2).unwrap_or(std::num::NonZeroU32::MIN),
+                ),
+            ),
+        )
+    });
 
 /// Live counts of an ingress dispatcher (for tests, benchmarks and progress bars).
 #[derive(Debug, Default)]
@@ -194,10 +208,12 @@ impl IngressDispatcher {
         let metrics = self.metrics.clone();
         let counters = Arc::clone(&self.counters);
         async move {
-            if warn {
+            // A device refused in a loop must not flood the log: beyond a few lines a second the
+            // refusals are only counted.
+            if warn && REFUSAL_LOG_BUDGET.check().is_ok() {
                 tracing::warn!(topic = %message.topic, reason = %rejection, "dead-lettering device message");
             } else {
-                tracing::debug!(topic = %message.topic, reason = %rejection, "dead-lettering device message (topic already reported)");
+                tracing::debug!(topic = %message.topic, reason = %rejection, "dead-lettering device message (already reported, or over the log budget)");
             }
             let letter = device_dead_letter(
                 &message.topic,

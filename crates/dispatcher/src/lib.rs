@@ -44,6 +44,6 @@ pub use ingress_dispatcher::{IngressCounters, IngressDispatcher};
 pub use ktwin_broker::{DeadLetterSink, NewDeadLetter};
 pub use mqtt_sink::MqttSink;
 pub use source::{
-    AmqpQueueSource, AmqpSourceConfig, DeviceSource, MqttSource, MqttSourceConfig,
-    REAL_ROUTING_KEY_PATTERN, SourceAck, SourceMessage,
+    AmqpQueueSource, AmqpSourceConfig, DOTTED_TOPIC_ROUTING_KEY_PATTERN, DeviceSource, MqttSource,
+    MqttSourceConfig, REAL_ROUTING_KEY_PATTERN, SourceAck, SourceMessage,
 };

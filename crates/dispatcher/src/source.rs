@@ -24,6 +24,12 @@ use crate::ingress::TopicSyntax;
 /// Binding of the device queue: every real-twin routing key from the MQTT plugin.
 pub const REAL_ROUTING_KEY_PATTERN: &str = "ktwin.real.#";
 
+/// Binding of the device queue for dotted device topics (`ktwin.real.<iface>.<instance>`, as
+/// the original KTWIN's devices publish): RabbitMQ's MQTT plugin swaps `/` and `.` in a topic,
+/// so the routing key is the single word `ktwin/real/<iface>/<instance>`, which only `*`
+/// matches. One-word keys outside the grammar are then dead-lettered as bad topics.
+pub const DOTTED_TOPIC_ROUTING_KEY_PATTERN: &str = "*";
+
 /// Acknowledges one source message.
 #[async_trait]
 pub trait SourceAck: Send {
@@ -93,7 +99,8 @@ pub struct AmqpSourceConfig {
     /// Declare the queue (durable quorum) and bind it to `mqtt_exchange` with `binding_keys`;
     /// off when the operator owns the topology.
     pub declare: bool,
-    /// Routing-key patterns bound when declaring: [`REAL_ROUTING_KEY_PATTERN`] by default, or
+    /// Routing-key patterns bound when declaring: [`REAL_ROUTING_KEY_PATTERN`] and
+    /// [`DOTTED_TOPIC_ROUTING_KEY_PATTERN`] by default, or
     /// `ktwin.real.<iface>.#` per interface as the operator does.
     pub binding_keys: Vec<String>,
     /// Exchange RabbitMQ's MQTT plugin publishes to.
@@ -290,7 +297,8 @@ pub struct MqttSourceConfig {
     /// Client id; with a persistent session, messages published while the dispatcher is
     /// down are kept by the broker under this id.
     pub client_id: String,
-    /// Subscription filters, normally just `ktwin/real/#`.
+    /// Subscription filters, normally `ktwin/real/#` and `+` (dotted device topics, see
+    /// [`TopicKind::mqtt_filters`]).
     pub filters: Vec<String>,
     /// Keep the session (and QoS 1 messages) across reconnects.
     pub persistent_session: bool,
@@ -307,14 +315,14 @@ pub struct MqttSourceConfig {
 }
 
 impl MqttSourceConfig {
-    /// Defaults for `host:port`: filter `ktwin/real/#`, persistent session, 16 MiB packets, 16
+    /// Defaults for `host:port`: filters `ktwin/real/#` and `+`, persistent session, 16 MiB packets, 16
     /// shared connections.
     pub fn new(host: &str, port: u16, client_id: &str) -> Self {
         Self {
             host: host.to_owned(),
             port,
             client_id: client_id.to_owned(),
-            filters: vec![TopicKind::Real.mqtt_filter()],
+            filters: TopicKind::Real.mqtt_filters().into(),
             persistent_session: true,
             buffer: 1024,
             max_packet_bytes: 16 * 1024 * 1024,

@@ -369,3 +369,98 @@ async fn bad_inputs_via_mosquitto_are_dead_lettered_with_reasons() {
     );
     target.cleanup().await;
 }
+
+/// The original KTWIN's devices publish on dotted topics, `ktwin.real.<iface>.<instance>`: the
+/// default subscription (`ktwin/real/#` and `+`) takes them in beside the slash form, and a
+/// one-level topic outside the grammar is dead-lettered and counted as `bad_topic` instead of
+/// being ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dotted_topics_via_mosquitto_are_ingested_and_strays_counted() {
+    ktwin_service::prometheus();
+    let suffix = suffix();
+    let iface = format!("it-dotted-{suffix}");
+    let mut target = rabbit_target(&suffix, &iface, QueueType::Classic).await;
+    let server = mosquitto();
+    let mut config =
+        MqttSourceConfig::new(&server.host, server.port, &format!("ktwin-it-{suffix}"));
+    assert_eq!(config.filters, ["ktwin/real/#", "+"]);
+    // Slash topics of this test only (other tests publish on the same server).
+    config.filters[0] = format!("ktwin/real/{iface}/#");
+    config.persistent_session = false;
+    config.connections = 1;
+    let source = MqttSource::start(config);
+    wait_connected(&source).await;
+    let dead_letters = Arc::new(MemoryDeadLetters::new(1 << 20));
+    let name = format!("it-dotted-{suffix}");
+    let dispatcher = IngressDispatcher::new(
+        Arc::new(target.broker.clone()),
+        dead_letters.clone(),
+        policy(&[&iface]),
+        DispatchMetrics::ingress(&name, "ktwin"),
+    );
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(dispatcher.run(source, stop.clone()));
+    let strays = [format!("ktwin.real.{iface}"), format!("stray-{suffix}")];
+    let mut messages: Vec<(String, Vec<u8>)> = strays
+        .iter()
+        .map(|topic| (topic.clone(), b"{}".to_vec()))
+        .collect();
+    messages.push((
+        format!("ktwin.real.{iface}.d1"),
+        br#"{"msg_count":7}"#.to_vec(),
+    ));
+    messages.push((
+        format!("ktwin/real/{iface}/d2"),
+        br#"{"msg_count":8}"#.to_vec(),
+    ));
+    publish_qos1(
+        &server.host,
+        server.port,
+        &format!("pub-dotted-{suffix}"),
+        messages,
+        None,
+    )
+    .await
+    .unwrap();
+
+    let seen = collect(&mut target.events, 2, Duration::from_secs(20)).await;
+    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), [7, 8]);
+    use cloudevents::AttributesReader;
+    let dotted = &seen[&7][0];
+    assert_eq!(dotted.ty(), format!("ktwin.real.{iface}"));
+    assert_eq!(dotted.source().as_str(), "d1");
+    // Dead letters are counted after they are stored, which can follow the good readings.
+    let mut letters = Vec::new();
+    for _ in 0..400 {
+        letters.extend(dead_letters.take());
+        let has = |topic: &str| {
+            letters
+                .iter()
+                .any(|l| l.headers.iter().any(|(_, v)| v == topic))
+        };
+        if strays.iter().all(|topic| has(topic)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for topic in &strays {
+        let letter = letters
+            .iter()
+            .find(|l| l.headers.iter().any(|(_, v)| v == topic))
+            .unwrap_or_else(|| panic!("no dead letter for {topic:?}: {letters:?}"));
+        let kind = letter.headers.iter().find(|(n, _)| n == KIND_HEADER);
+        assert_eq!(
+            kind.map(|(_, v)| v.as_str()),
+            Some("bad_topic"),
+            "{letter:?}"
+        );
+    }
+    let rendered = ktwin_service::prometheus().render();
+    assert!(
+        metric_value(&rendered, &name, "bad_topic") >= 2,
+        "{rendered}"
+    );
+    stop.cancel();
+    running.await.unwrap();
+    target.cleanup().await;
+}

@@ -33,6 +33,16 @@ impl TopicKind {
         format!("{TYPE_PREFIX}/{}/#", self.as_str())
     }
 
+    /// MQTT subscription filters for every device topic of this kind in both spellings a device
+    /// may use: `ktwin/real/#`, and `+` for the dotted `ktwin.real.<iface>.<instance>` of the
+    /// original KTWIN's devices. A dotted topic is one level, which no filter narrows by
+    /// prefix: `+` lets every one-level topic through, and those outside the grammar are then
+    /// refused as bad topics. A topic of more levels outside `ktwin/real/` reaches no
+    /// subscriber.
+    pub fn mqtt_filters(self) -> [String; 2] {
+        [self.mqtt_filter(), "+".to_owned()]
+    }
+
     /// AMQP topic-exchange binding pattern for every instance of `interface`, e.g.
     /// `ktwin.real.city-pole.#`.
     pub fn routing_key_pattern(self, interface: &str) -> Result<String, GrammarError> {
@@ -85,6 +95,19 @@ impl Topic {
         Self::parse_with(key, '.').ok_or_else(|| GrammarError::RoutingKey(key.to_owned()))?
     }
 
+    /// Parses a device address in either spelling: `ktwin/<kind>/<interface>/<instance>`, or
+    /// the dotted `ktwin.<kind>.<interface>.<instance>` on which the original KTWIN's devices
+    /// publish (RabbitMQ's MQTT plugin accepted it as a topic; its routing key then has the
+    /// separators swapped, so either spelling also arrives as a routing key). Names contain
+    /// neither separator, so an address with a `/` is read as the slash form.
+    pub fn parse_device(address: &str) -> Result<Self, GrammarError> {
+        if address.contains('/') {
+            Self::parse_mqtt(address)
+        } else {
+            Self::parse_routing_key(address)
+        }
+    }
+
     /// `None` when the shape is wrong, `Some(Err)` when a name is invalid.
     fn parse_with(s: &str, sep: char) -> Option<Result<Self, GrammarError>> {
         let mut parts = s.split(sep);
@@ -135,6 +158,30 @@ impl Topic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_addresses_parse_in_both_spellings() {
+        let topic = Topic::new(TopicKind::Real, "city-pole", "pole-1").unwrap();
+        assert_eq!(
+            Topic::parse_device("ktwin/real/city-pole/pole-1").unwrap(),
+            topic
+        );
+        assert_eq!(
+            Topic::parse_device("ktwin.real.city-pole.pole-1").unwrap(),
+            topic
+        );
+        for bad in [
+            "ktwin/real/city.pole/pole-1",
+            "ktwin.real.city-pole",
+            "ktwin.real.city-pole.pole-1.x",
+            "city.real.pole.p",
+            "pole",
+            "",
+        ] {
+            assert!(Topic::parse_device(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(TopicKind::Real.mqtt_filters(), ["ktwin/real/#", "+"]);
+    }
     use proptest::prelude::*;
 
     #[test]

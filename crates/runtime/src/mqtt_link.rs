@@ -43,8 +43,9 @@ impl LinkSource {
             source: Box::new(source),
         };
         let (mut tx, rx) = broker.link(client_id).map_err(refused)?;
-        tx.subscribe(TopicKind::Real.mqtt_filter())
-            .map_err(refused)?;
+        for filter in TopicKind::Real.mqtt_filters() {
+            tx.subscribe(filter).map_err(refused)?;
+        }
         Ok(Self {
             tx,
             client_id: client_id.to_owned(),

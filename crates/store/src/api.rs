@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::backend::{Backend, EventPosition, HistoryQuery, StoreError};
+use crate::changed::NewVersion;
 use crate::event::{InstanceKey, LatestState, TwinEvent};
 use crate::ingest::Ingestor;
 use crate::merge::Version;
@@ -429,7 +430,15 @@ fn event_problem(err: crate::event::EventError) -> Problem {
     Problem::new(status, err.to_string())
 }
 
-/// Stores a twin event (or a batch). Idempotent by event id; returns once durable.
+/// Header of a `202` to a stored event (or batch) listing, comma-separated, the ids the
+/// request's events were stored under as new versions, if any.
+pub const NEW_VERSIONS_HEADER: &str = "ktwin-new-versions";
+
+/// Stores a twin event (or a batch); returns once durable. Idempotent by event id and data: an
+/// event whose id is stored with the same data is a redelivery, left as it is; one whose id is
+/// stored with other data is stored as a new version under `<id>~<16 hex digits of the
+/// SHA-256 of its canonical data>`, listed in the `ktwin-new-versions` header of the answer
+/// (a header, not a body: a broker delivering to this route would take a body for a reply).
 #[utoipa::path(
     post,
     path = "/api/v1/twin-events",
@@ -440,7 +449,9 @@ fn event_problem(err: crate::event::EventError) -> Problem {
                        (application/cloudevents-batch+json)"
     ),
     responses(
-        (status = 202, description = "Stored durably"),
+        (status = 202, description = "Stored durably", headers(
+            ("ktwin-new-versions" = String, description = "Ids of the request's events stored as new versions (same id, other data), comma-separated; absent when none")
+        )),
         (status = 400, description = "Not a CloudEvent or not a twin event type", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "Interface unknown to the loaded model", body = Problem, content_type = PROBLEM_JSON),
         (status = 413, description = "Body over the limit", body = Problem, content_type = PROBLEM_JSON),
@@ -463,11 +474,55 @@ async fn post_event(
             state.config.known_interfaces.check(&event.interface_id)?;
             events.push(event);
         }
-        state.ingestor.submit(events).await.map_err(store_problem)?;
-        Ok::<_, Problem>(StatusCode::ACCEPTED.into_response())
+        let sent = SentEvents::of(&events);
+        let report = state.ingestor.submit(events).await.map_err(store_problem)?;
+        let versions = sent.own(report.versions);
+        let mut response = StatusCode::ACCEPTED.into_response();
+        if !versions.is_empty() {
+            let ids: Vec<&str> = versions.iter().map(|v| v.stored_id.as_str()).collect();
+            // Ids are CloudEvent ids the request carried in a header or a JSON string: a
+            // control character makes the header invalid, and the list is then left out.
+            if let Ok(value) = HeaderValue::from_str(&ids.join(", ")) {
+                response
+                    .headers_mut()
+                    .insert(HeaderName::from_static(NEW_VERSIONS_HEADER), value);
+            }
+        }
+        Ok::<_, Problem>(response)
     }
     .await;
     result.unwrap_or_else(|problem| problem.at(uri.path()).into_response())
+}
+
+/// Which events a request sent, to pick its own new versions out of its batch's report (a batch
+/// joins several requests): a hash per (interface, instance, id), so the common answer costs
+/// no copy of the events' names.
+struct SentEvents(Vec<u64>);
+
+impl SentEvents {
+    fn hash(interface: &str, instance: &str, id: &str) -> u64 {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        BuildHasherDefault::<DefaultHasher>::default().hash_one((interface, instance, id))
+    }
+
+    fn of(events: &[TwinEvent]) -> Self {
+        let mut hashes: Vec<u64> = events
+            .iter()
+            .map(|e| Self::hash(&e.interface_id, &e.instance_id, &e.id))
+            .collect();
+        hashes.sort_unstable();
+        Self(hashes)
+    }
+
+    fn own(&self, versions: Vec<NewVersion>) -> Vec<NewVersion> {
+        versions
+            .into_iter()
+            .filter(|v| {
+                let hash = Self::hash(&v.interface, &v.instance, &v.id);
+                self.0.binary_search(&hash).is_ok()
+            })
+            .collect()
+    }
 }
 
 /// Paging of all events.

@@ -167,6 +167,8 @@ async fn commit(
                 .increment(report.stored as u64);
             metrics::counter!(metric_names::DUPLICATES, "backend" => backend.name())
                 .increment(report.duplicates as u64);
+            metrics::counter!(metric_names::NEW_VERSIONS, "backend" => backend.name())
+                .increment(report.versions.len() as u64);
         }
         Err(err) => {
             metrics::counter!(metric_names::FAILED_BATCHES, "backend" => backend.name())

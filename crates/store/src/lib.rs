@@ -39,6 +39,7 @@ pub mod backend;
 #[cfg(feature = "bench")]
 pub mod bench;
 pub mod broker;
+mod changed;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod dead_letters;
@@ -50,7 +51,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use api::{ApiConfig, KnownInterfaces, StoreApi, route_policy, router};
+pub use api::{ApiConfig, KnownInterfaces, NEW_VERSIONS_HEADER, StoreApi, route_policy, router};
 #[cfg(feature = "fjall")]
 pub use backend::FjallBackend;
 #[cfg(feature = "redb")]
@@ -58,6 +59,7 @@ pub use backend::RedbBackend;
 pub use backend::{AppendReport, Backend, EventPosition, HistoryQuery, Page, StoreError};
 #[cfg(feature = "postgres")]
 pub use backend::{PostgresBackend, PostgresConfig};
+pub use changed::{NewVersion, VERSION_SEPARATOR, version_id};
 pub use dead_letters::{
     DeadLetterLimits, DeadLetterStore, DeadLetterUsage, LetterSelection, OverflowPolicy,
     StoredDeadLetter,
@@ -72,6 +74,9 @@ pub mod metric_names {
     pub const STORED: &str = "ktwin_store_events_stored_total";
     /// Counter of redelivered events skipped, label `backend`.
     pub const DUPLICATES: &str = "ktwin_store_events_duplicate_total";
+    /// Counter of events stored as new versions under a derived id because their id was taken
+    /// by a stored event with other data (see [`crate::version_id`]), label `backend`.
+    pub const NEW_VERSIONS: &str = "ktwin_store_events_new_version_total";
     /// Counter of batches whose commit failed, label `backend`.
     pub const FAILED_BATCHES: &str = "ktwin_store_batches_failed_total";
     /// Counter of feed batches tried again after a transient failure.

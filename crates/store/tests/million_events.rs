@@ -158,7 +158,8 @@ async fn million_events_merge_idempotently_in_any_order() {
         first,
         AppendReport {
             stored: TOTAL as usize,
-            duplicates: 0
+            duplicates: 0,
+            versions: Vec::new(),
         }
     );
     let states = latest_states(backend.as_ref()).await;
@@ -169,7 +170,8 @@ async fn million_events_merge_idempotently_in_any_order() {
         again,
         AppendReport {
             stored: 0,
-            duplicates: TOTAL as usize
+            duplicates: TOTAL as usize,
+            versions: Vec::new(),
         }
     );
     assert_eq!(

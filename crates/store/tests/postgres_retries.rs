@@ -59,7 +59,7 @@ async fn a_batch_mixing_stored_and_new_events_stores_only_the_new_ones() {
         .unwrap();
     let report = backend
         .append(vec![
-            event("e2", 2, json!({"b": 99})),
+            event("e2", 2, json!({"b": 2})),
             event("e3", 3, json!({"c": 3})),
         ])
         .await
@@ -68,7 +68,8 @@ async fn a_batch_mixing_stored_and_new_events_stores_only_the_new_ones() {
         report,
         AppendReport {
             stored: 1,
-            duplicates: 1
+            duplicates: 1,
+            versions: Vec::new(),
         }
     );
     let latest = backend.latest(&pole()).await.unwrap().unwrap();

@@ -25,8 +25,9 @@ use serde_json::{Map, Value};
 
 use super::{
     AppendReport, Backend, EventPosition, HistoryQuery, InstanceRecord, Page, StoreError,
-    group_by_instance,
+    changed_version, group_by_instance,
 };
+use crate::changed::NewVersion;
 use crate::dead_letters::DeadLetterStore;
 use crate::event::{InstanceKey, LatestState, TwinEvent};
 use crate::merge::Version;
@@ -384,6 +385,10 @@ pub(crate) trait AppendTarget {
         micros: i64,
         known_instance: bool,
     ) -> Result<bool, StoreError>;
+    /// The time µs an [`id_key`] has in the idempotency index (which `claim_id` refused).
+    fn claimed_time(&mut self, id_key: &[u8]) -> Result<Option<i64>, StoreError>;
+    /// The stored body of the event under this [`event_key`].
+    fn stored_event(&mut self, event_key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Stores an event's body under its [`event_key`].
     fn put_event(&mut self, event_key: &[u8], body: &[u8]) -> Result<(), StoreError>;
     /// The stored merge record of an instance.
@@ -398,55 +403,58 @@ pub(crate) trait AppendTarget {
     ) -> Result<(), StoreError>;
 }
 
-/// One instance's share of a batch: its events in id order (none repeated), each with its
-/// encoded body.
+/// One instance's share of a batch: its key, its events in id order (none repeated) and the
+/// changes of their ids the batch holds too (see [`group_by_instance`]), each with its encoded
+/// body.
 pub(crate) struct Group {
+    key: InstanceKey,
     name: Vec<u8>,
     events: Vec<(TwinEvent, Vec<u8>)>,
+    changes: Vec<(TwinEvent, Vec<u8>)>,
+}
+
+/// Encodes the bodies of `events`.
+fn with_bodies(events: Vec<TwinEvent>) -> Result<Vec<(TwinEvent, Vec<u8>)>, StoreError> {
+    events
+        .into_iter()
+        .map(|event| event_body(&event).map(|body| (event, body)))
+        .collect()
 }
 
 /// Groups `events` by instance and encodes their bodies: the part of an append that reads
 /// nothing from the store, done before taking the writer so that it overlaps another append.
 pub(crate) fn prepare(events: Vec<TwinEvent>) -> Result<Vec<Group>, StoreError> {
-    let (groups, _) = group_by_instance(events);
+    let (groups, mut later) = group_by_instance(events);
     groups
         .into_iter()
         .map(|(key, events)| {
-            let events = events
-                .into_iter()
-                .map(|event| event_body(&event).map(|body| (event, body)))
-                .collect::<Result<_, _>>()?;
-            let name = name_key(&key.interface, &key.instance);
-            Ok(Group { name, events })
+            let changes = later.remove(&key).unwrap_or_default();
+            Ok(Group {
+                name: name_key(&key.interface, &key.instance),
+                events: with_bodies(events)?,
+                changes: with_bodies(changes)?,
+                key,
+            })
         })
         .collect()
 }
 
-/// Stores the events of `groups` into `target` (skipping known ones) and updates their
-/// instances' merge records; returns how many were new.
+/// Stores the events of `groups` into `target` (skipping known ones, storing changed ones as
+/// new versions) and updates their instances' merge records; returns how many were new, and
+/// which of those were new versions.
 pub(crate) fn append_to(
     target: &mut impl AppendTarget,
     groups: &[Group],
-) -> Result<usize, StoreError> {
-    let (mut event_buf, mut id_buf) = (Vec::new(), Vec::new());
+) -> Result<(usize, Vec<NewVersion>), StoreError> {
     let mut stored = 0;
-    for Group { name, events } in groups {
-        let known = target.instance(name)?;
+    let mut versions = Vec::new();
+    for group in groups {
+        let known = target.instance(&group.name)?;
         let instance = match known {
             Some(instance) => instance,
-            None => target.add_instance(name)?,
+            None => target.add_instance(&group.name)?,
         };
-        let mut fresh = Vec::with_capacity(events.len());
-        for (event, body) in events {
-            let micros = event.time.timestamp_micros();
-            id_key(&mut id_buf, instance, &event.id);
-            if !target.claim_id(&id_buf, micros, known.is_some())? {
-                continue;
-            }
-            event_key(&mut event_buf, instance, micros, &event.id);
-            target.put_event(&event_buf, body)?;
-            fresh.push(event);
-        }
+        let fresh = store_group(target, instance, known.is_some(), group, &mut versions)?;
         if fresh.is_empty() {
             continue;
         }
@@ -455,11 +463,139 @@ pub(crate) fn append_to(
             Some(_) => target.record(instance)?.unwrap_or_default(),
             None => InstanceRecord::default(),
         };
-        record.absorb(fresh);
+        record.absorb(fresh.iter().map(AsRef::as_ref));
         let record_bytes = record.encode();
         target.put_record(instance, record, &record_bytes)?;
     }
-    Ok(stored)
+    Ok((stored, versions))
+}
+
+/// Stores the history of one group: its events whose ids are new, then the new versions of
+/// those whose ids are taken by other data and of its changes; returns the events stored.
+fn store_group<'g>(
+    target: &mut impl AppendTarget,
+    instance: u64,
+    known_instance: bool,
+    group: &'g Group,
+    versions: &mut Vec<NewVersion>,
+) -> Result<Vec<Cow<'g, TwinEvent>>, StoreError> {
+    let mut stored = Stored {
+        instance,
+        key_buf: Vec::new(),
+        events: Vec::with_capacity(group.events.len()),
+    };
+    let mut id_buf = Vec::new();
+    // Whether each event's id was new: a change of it then compares with that event's data,
+    // which the store cannot read back before the commit.
+    let mut claimed = Vec::with_capacity(group.events.len());
+    for (event, body) in &group.events {
+        id_key(&mut id_buf, instance, &event.id);
+        let new = target.claim_id(&id_buf, event.time.timestamp_micros(), known_instance)?;
+        claimed.push(new);
+        if new {
+            stored.put(target, Cow::Borrowed(event), body)?;
+        } else if let Some(version) = claim_version(target, instance, event, None, group)? {
+            versions.push(NewVersion::record(
+                &group.key,
+                &event.id,
+                version.id.clone(),
+            ));
+            stored.put(target, Cow::Owned(version), body)?;
+        }
+    }
+    for (change, body) in &group.changes {
+        // A change follows the batch's event of its id.
+        let Ok(first) = group.events.binary_search_by(|(e, _)| e.id.cmp(&change.id)) else {
+            continue;
+        };
+        let first_data = claimed[first].then_some(&group.events[first].0.event_data);
+        if let Some(version) = claim_version(target, instance, change, first_data, group)? {
+            versions.push(NewVersion::record(
+                &group.key,
+                &change.id,
+                version.id.clone(),
+            ));
+            stored.put(target, Cow::Owned(version), body)?;
+        }
+    }
+    Ok(stored.events)
+}
+
+/// The events of one instance stored by an append.
+struct Stored<'g> {
+    instance: u64,
+    key_buf: Vec<u8>,
+    events: Vec<Cow<'g, TwinEvent>>,
+}
+
+impl<'g> Stored<'g> {
+    fn put(
+        &mut self,
+        target: &mut impl AppendTarget,
+        event: Cow<'g, TwinEvent>,
+        body: &[u8],
+    ) -> Result<(), StoreError> {
+        let micros = event.time.timestamp_micros();
+        event_key(&mut self.key_buf, self.instance, micros, &event.id);
+        target.put_event(&self.key_buf, body)?;
+        self.events.push(event);
+        Ok(())
+    }
+}
+
+/// For an `event` whose id is taken, by a stored event or by the batch's event with
+/// `taken_by` data: `None` if it is a redelivery, or a redelivery of a change already stored
+/// as a version; else the new version, its id claimed. Only duplicates pay for this read.
+fn claim_version(
+    target: &mut impl AppendTarget,
+    instance: u64,
+    event: &TwinEvent,
+    taken_by: Option<&Map<String, Value>>,
+    group: &Group,
+) -> Result<Option<TwinEvent>, StoreError> {
+    let mut id_buf = Vec::new();
+    id_key(&mut id_buf, instance, &event.id);
+    let version = match taken_by {
+        Some(data) => changed_version(event, data),
+        None => {
+            let body = stored_body(target, instance, &id_buf, &event.id)?;
+            let stored: EventBody<'_> = serde_json::from_slice(&body).map_err(corrupt)?;
+            changed_version(event, &stored.data)
+        }
+    };
+    let Some(version) = version else {
+        return Ok(None);
+    };
+    // An event of the batch sent with the version's id is that version (the engines' claims
+    // may not see the batch's own).
+    if group
+        .events
+        .binary_search_by(|(e, _)| e.id.as_str().cmp(&version.id))
+        .is_ok()
+    {
+        return Ok(None);
+    }
+    id_key(&mut id_buf, instance, &version.id);
+    let claimed = target.claim_id(&id_buf, event.time.timestamp_micros(), true)?;
+    Ok(claimed.then_some(version))
+}
+
+/// The stored body of the event of `instance` with `id`, whose [`id_key`] is `id_key`.
+fn stored_body(
+    target: &mut impl AppendTarget,
+    instance: u64,
+    id_key: &[u8],
+    id: &str,
+) -> Result<Vec<u8>, StoreError> {
+    let missing = || {
+        StoreError::corrupt_data(format!(
+            "event {id:?} of instance {instance} is in the idempotency index but not in the history"
+        ))
+    };
+    let micros = target.claimed_time(id_key)?.ok_or_else(missing)?;
+    let mut stored_key = Vec::new();
+    event_key(&mut stored_key, instance, micros, id);
+    target.stored_event(&stored_key)?.ok_or_else(missing)
 }
 
 /// An event of instance `instance` of interface `pole`, for the engines' tests.

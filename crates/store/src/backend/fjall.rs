@@ -209,7 +209,7 @@ impl EmbeddedStore for FjallBackend {
             written: Vec::new(),
             numbered: Vec::new(),
         };
-        let stored = append_to(&mut target, &groups)?;
+        let (stored, versions) = append_to(&mut target, &groups)?;
         let FjallAppend {
             batch,
             next_instance: next,
@@ -225,6 +225,7 @@ impl EmbeddedStore for FjallBackend {
         Ok(AppendReport {
             stored,
             duplicates: total - stored,
+            versions,
         })
     }
 
@@ -403,6 +404,19 @@ impl AppendTarget for FjallAppend<'_> {
         Ok(true)
     }
 
+    fn claimed_time(&mut self, id_key: &[u8]) -> Result<Option<i64>, StoreError> {
+        let Some(stored) = self.store.ids.get(id_key)? else {
+            return Ok(None);
+        };
+        let micros = <[u8; 8]>::try_from(&*stored)
+            .map_err(|_| StoreError::corrupt_data("an idempotency entry is not 8 bytes"))?;
+        Ok(Some(i64::from_be_bytes(micros)))
+    }
+
+    fn stored_event(&mut self, event_key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.store.events.get(event_key)?.map(|body| body.to_vec()))
+    }
+
     fn put_event(&mut self, event_key: &[u8], body: &[u8]) -> Result<(), StoreError> {
         self.batch.insert(&self.store.events, event_key, body);
         Ok(())
@@ -455,7 +469,7 @@ mod tests {
         }
         let backend = FjallBackend::open(&path).unwrap();
         let batch = vec![
-            event("p1", "e1", 1, json!({"a": 9})),
+            event("p1", "e1", 1, json!({"a": 1})),
             event("p1", "e2", 2, json!({"c": 2})),
             event("p3", "e1", 1, json!({"d": 3})),
         ];

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
+use crate::changed::{NewVersion, version_id};
 use crate::dead_letters::DeadLetterStore;
 use crate::event::{InstanceKey, LatestState, TwinEvent};
 use crate::merge::{MergeTree, Version};
@@ -138,12 +140,15 @@ impl StoreError {
 }
 
 /// The outcome of appending a batch.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AppendReport {
-    /// Events stored for the first time.
+    /// Events stored for the first time, new versions included.
     pub stored: usize,
-    /// Events already present (same instance and id), left untouched.
+    /// Events already present (same instance, id and data), left untouched.
     pub duplicates: usize,
+    /// Events whose id was taken by an event with other data, stored as new versions under a
+    /// derived id (see [`crate::version_id`]); each is counted in `stored` too.
+    pub versions: Vec<NewVersion>,
 }
 
 impl AppendReport {
@@ -151,6 +156,7 @@ impl AppendReport {
     pub fn add(&mut self, other: AppendReport) {
         self.stored += other.stored;
         self.duplicates += other.duplicates;
+        self.versions.extend(other.versions);
     }
 }
 
@@ -210,7 +216,8 @@ impl<T> Page<T> {
 /// Storage of twin events and latest states.
 ///
 /// Contract: `append` returns only once the batch is durable; events already stored (same
-/// instance and id) are skipped; the latest state of each touched instance is updated
+/// instance, id and data) are skipped; an event whose id is stored with other data is stored
+/// under its [`version_id`] (skipped if that is stored already); the latest state of each touched instance is updated
 /// atomically with the history.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
@@ -348,36 +355,62 @@ impl InstanceRecord {
     }
 }
 
-/// Drops events repeated inside one batch (same instance and id; the first wins) and groups
-/// the rest by instance, each group in id order.
-pub(crate) fn group_by_instance(
-    mut events: Vec<TwinEvent>,
-) -> (BTreeMap<InstanceKey, Vec<TwinEvent>>, usize) {
+/// A batch's events by instance, each instance's in id order.
+pub(crate) type Groups = BTreeMap<InstanceKey, Vec<TwinEvent>>;
+
+/// Groups a batch by instance, each group in id order, one event per id: the first to arrive.
+/// The others with its id are dropped when they have its data or an earlier one's
+/// (redeliveries), else returned in the second map: each is a change of that id, which the
+/// backend stores as a new version unless the stored event of the id has its data.
+pub(crate) fn group_by_instance(mut events: Vec<TwinEvent>) -> (Groups, Groups) {
     // A stable sort brings each instance's events and repeated ids together, the first arrival
     // of an id first, without hashing or cloning anything per event.
     events.sort_by(|a, b| {
         (&a.interface_id, &a.instance_id, &a.id).cmp(&(&b.interface_id, &b.instance_id, &b.id))
     });
-    let total = events.len();
-    events.dedup_by(|later, earlier| {
-        later.id == earlier.id
-            && later.instance_id == earlier.instance_id
-            && later.interface_id == earlier.interface_id
-    });
-    let repeated = total - events.len();
-    let mut groups = BTreeMap::new();
+    let mut groups = Groups::new();
+    let mut later = Groups::new();
     let mut events = events.into_iter().peekable();
     while let Some(first) = events.next() {
         let key = first.key();
         let mut group = vec![first];
+        let mut changes: Vec<TwinEvent> = Vec::new();
         while let Some(next) =
             events.next_if(|e| e.instance_id == key.instance && e.interface_id == key.interface)
         {
-            group.push(next);
+            let previous = group.last().expect("a group has its first event");
+            if next.id != previous.id {
+                group.push(next);
+                continue;
+            }
+            let seen = std::iter::once(previous)
+                .chain(changes.iter().rev().take_while(|c| c.id == next.id))
+                .any(|e| e.event_data == next.event_data);
+            if !seen {
+                changes.push(next);
+            }
+        }
+        if !changes.is_empty() {
+            later.insert(key.clone(), changes);
         }
         groups.insert(key, group);
     }
-    (groups, repeated)
+    (groups, later)
+}
+
+/// The version an event whose id is taken is stored as: `None` for a redelivery (the stored
+/// event has the same data), else the event under its [`version_id`].
+pub(crate) fn changed_version(
+    event: &TwinEvent,
+    stored_data: &Map<String, Value>,
+) -> Option<TwinEvent> {
+    if stored_data == &event.event_data {
+        return None;
+    }
+    Some(TwinEvent {
+        id: version_id(&event.id, &event.event_data),
+        ..event.clone()
+    })
 }
 
 #[cfg(test)]

@@ -15,9 +15,10 @@ use tokio_postgres::types::{Json, ToSql, Type};
 use tokio_postgres::{Client, NoTls, Row, Statement, Transaction};
 
 use super::{
-    AppendReport, Backend, EventPosition, HistoryQuery, InstanceRecord, Page, StoreError,
+    AppendReport, Backend, EventPosition, Groups, HistoryQuery, InstanceRecord, Page, StoreError,
     group_by_instance,
 };
+use crate::changed::{NewVersion, version_id};
 use crate::event::{InstanceKey, LatestState, TwinEvent};
 use crate::merge::{MergeTree, Version, compact};
 
@@ -137,6 +138,14 @@ const INSERT_NEW_EVENTS: &str = "INSERT INTO twin_event (instance_key, id, type,
     ON CONFLICT DO NOTHING \
     RETURNING instance_key, id";
 
+/// Which of the events whose id is stored (their positions, from 1) have other data than the
+/// stored event of their id.
+const CHANGED_EVENTS: &str = "SELECT k.n \
+    FROM unnest($1::int8[], $2::text[], $3::jsonb[]) WITH ORDINALITY \
+    AS k(instance_key, id, data, n) \
+    JOIN twin_event e ON e.instance_key = k.instance_key AND e.id = k.id \
+    WHERE e.data <> k.data";
+
 /// The new latest states and merge trees of a batch's instances.
 const UPDATE_LATEST: &str = "UPDATE twin_latest AS l SET last_id = u.last_id, last_type = u.last_type, \
     last_time = u.last_time, event_count = u.event_count, state = u.state, \
@@ -206,6 +215,7 @@ struct Statements {
     instance_keys: Statement,
     lock_latest: Statement,
     insert_new_events: Statement,
+    changed_events: Statement,
     update_latest: Statement,
     latest: Statement,
     history: Statement,
@@ -255,6 +265,11 @@ impl Statements {
                     Type::TIMESTAMPTZ_ARRAY,
                     Type::JSONB_ARRAY,
                 ],
+            )
+            .await?,
+            changed_events: prepare(
+                CHANGED_EVENTS,
+                vec![Type::INT8_ARRAY, text_array.clone(), Type::JSONB_ARRAY],
             )
             .await?,
             update_latest: prepare(
@@ -579,14 +594,18 @@ impl Backend for PostgresBackend {
         if total == 0 {
             return Ok(AppendReport::default());
         }
-        let (groups, _) = group_by_instance(events);
+        let (groups, later) = group_by_instance(events);
+        let batch = Batch {
+            groups: &groups,
+            later: &later,
+        };
         let mut writer = self.writer().await;
         let mut mode = HistoryInsert::Copy;
         let mut attempt = 0;
-        let stored = loop {
+        let (stored, versions) = loop {
             let session = self.writer_session(&mut writer).await?;
-            match append_transaction(session, &self.known, &groups, mode).await {
-                Ok(Attempt::Stored(stored)) => break stored,
+            match append_transaction(session, &self.known, batch, mode).await {
+                Ok(Attempt::Stored(stored, versions)) => break (stored, versions),
                 Ok(Attempt::InstanceVanished) if attempt < MAX_RETRIES => {
                     self.known.forget(groups.keys());
                     attempt += 1;
@@ -614,6 +633,7 @@ impl Backend for PostgresBackend {
         Ok(AppendReport {
             stored,
             duplicates: total - stored,
+            versions,
         })
     }
 
@@ -771,14 +791,16 @@ async fn delete_transaction(
 enum HistoryInsert {
     /// Binary `COPY`: the fastest way in, but it fails on an event already stored.
     Copy,
-    /// `INSERT … ON CONFLICT DO NOTHING`: skips stored events and says which ones were new.
+    /// `INSERT … ON CONFLICT DO NOTHING`: skips stored events and says which ones were new;
+    /// those skipped with other data than the stored event of their id are stored as new
+    /// versions.
     SkipKnown,
 }
 
 /// What one attempt at a batch's transaction came to.
 enum Attempt {
-    /// Committed; this many events were new.
-    Stored(usize),
+    /// Committed; this many events were new, these of them as new versions.
+    Stored(usize, Vec<NewVersion>),
     /// An instance was deleted while the batch was being written, so its key is stale; the
     /// transaction was rolled back.
     InstanceVanished,
@@ -786,8 +808,17 @@ enum Attempt {
     Unreadable(StoreError),
 }
 
-/// A batch's events by instance.
-type Groups = BTreeMap<InstanceKey, Vec<TwinEvent>>;
+/// A batch's events by instance, one per id, and the changes of those ids it holds too (see
+/// [`group_by_instance`]).
+#[derive(Clone, Copy)]
+struct Batch<'a> {
+    groups: &'a Groups,
+    later: &'a Groups,
+}
+
+/// New versions of events whose id was stored with other data, each with the id it was sent
+/// with, by instance key.
+type Versions = BTreeMap<i64, Vec<(String, TwinEvent)>>;
 
 /// A batch's events by instance key in `twin_latest`.
 type KeyedGroups<'a> = BTreeMap<i64, (&'a InstanceKey, &'a [TwinEvent])>;
@@ -799,28 +830,20 @@ type KeyedGroups<'a> = BTreeMap<i64, (&'a InstanceKey, &'a [TwinEvent])>;
 async fn append_transaction(
     session: &mut Session,
     known: &KnownInstances,
-    groups: &Groups,
+    batch: Batch<'_>,
     mode: HistoryInsert,
 ) -> Result<Attempt, tokio_postgres::Error> {
     let statements = &session.statements;
     let transaction = session.client.transaction().await?;
+    let groups = batch.groups;
     let (mut keyed, unknown) = known.split(groups);
     let learned = key_new_instances(&transaction, statements, &unknown, groups, &mut keyed).await?;
     if keyed.len() != groups.len() {
         return Ok(Attempt::InstanceVanished);
     }
-    let inserted = match mode {
-        HistoryInsert::Copy => {
-            copy_events(&transaction, &keyed).await?;
-            None
-        }
-        HistoryInsert::SkipKnown => {
-            Some(insert_new_events(&transaction, statements, &keyed).await?)
-        }
-    };
-    let new_ids: Option<HashSet<(i64, &str)>> = inserted
-        .as_ref()
-        .map(|rows| rows.iter().map(|row| (row.get(0), row.get(1))).collect());
+    let (inserted, versions) =
+        insert_history(&transaction, statements, &keyed, batch.later, mode).await?;
+    let new_ids = inserted.as_deref().map(new_ids);
     let instance_keys: Vec<i64> = keyed.keys().copied().collect();
     let locked = transaction
         .query(&statements.lock_latest, &[&instance_keys])
@@ -828,7 +851,11 @@ async fn append_transaction(
     if locked.len() != keyed.len() {
         return Ok(Attempt::InstanceVanished);
     }
-    let (updates, stored) = match merge_locked(&locked, &keyed, new_ids.as_ref()) {
+    let fresh = Fresh {
+        new_ids: new_ids.as_ref(),
+        versions: &versions,
+    };
+    let (updates, stored, reported) = match merge_locked(&locked, &keyed, &fresh) {
         Ok(merged) => merged,
         Err(unreadable) => return Ok(Attempt::Unreadable(unreadable)),
     };
@@ -842,7 +869,115 @@ async fn append_transaction(
     if !learned.is_empty() {
         known.remember(&learned);
     }
-    Ok(Attempt::Stored(stored))
+    Ok(Attempt::Stored(stored, reported))
+}
+
+/// The (instance key, id) pairs of inserted events.
+type NewIds<'a> = HashSet<(i64, &'a str)>;
+
+/// The (instance key, id) pairs of the rows an insert returned.
+fn new_ids(inserted: &[Row]) -> NewIds<'_> {
+    inserted
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+/// Inserts the batch's history (see [`HistoryInsert`]), then the new versions of the events
+/// whose id was stored with other data, among those skipped and the batch's changes (`later`).
+/// Returns the rows of the events inserted (`None` after a `COPY`, which inserts all), and
+/// the versions inserted.
+async fn insert_history(
+    transaction: &Transaction<'_>,
+    statements: &Statements,
+    keyed: &KeyedGroups<'_>,
+    later: &Groups,
+    mode: HistoryInsert,
+) -> Result<(Option<Vec<Row>>, Versions), tokio_postgres::Error> {
+    let (inserted, mut taken) = match mode {
+        HistoryInsert::Copy => {
+            copy_events(transaction, keyed).await?;
+            (None, Vec::new())
+        }
+        HistoryInsert::SkipKnown => {
+            let flat: Vec<(i64, &TwinEvent)> = keyed
+                .iter()
+                .flat_map(|(key, (_, group))| group.iter().map(|e| (*key, e)))
+                .collect();
+            let inserted = insert_new_events(transaction, statements, &flat).await?;
+            let fresh = new_ids(&inserted);
+            let skipped: Vec<(i64, &TwinEvent)> = flat
+                .into_iter()
+                .filter(|(key, e)| !fresh.contains(&(*key, e.id.as_str())))
+                .collect();
+            drop(fresh);
+            (Some(inserted), skipped)
+        }
+    };
+    if !later.is_empty() {
+        for (instance_key, (key, _)) in keyed {
+            if let Some(changes) = later.get(*key) {
+                taken.extend(changes.iter().map(|e| (*instance_key, e)));
+            }
+        }
+    }
+    let versions = insert_versions(transaction, statements, keyed, &taken).await?;
+    Ok((inserted, versions))
+}
+
+/// Inserts the new versions of the `taken` events (whose ids are stored) that have other data
+/// than the stored event of their id; returns those not stored yet.
+async fn insert_versions(
+    transaction: &Transaction<'_>,
+    statements: &Statements,
+    keyed: &KeyedGroups<'_>,
+    taken: &[(i64, &TwinEvent)],
+) -> Result<Versions, tokio_postgres::Error> {
+    let mut versions = Versions::new();
+    if taken.is_empty() {
+        return Ok(versions);
+    }
+    let instance_keys: Vec<i64> = taken.iter().map(|(key, _)| *key).collect();
+    let ids: Vec<&str> = taken.iter().map(|(_, e)| e.id.as_str()).collect();
+    let data: Vec<Json<&Map<String, Value>>> =
+        taken.iter().map(|(_, e)| Json(&e.event_data)).collect();
+    let changed = transaction
+        .query(&statements.changed_events, &[&instance_keys, &ids, &data])
+        .await?;
+    let candidates: Vec<(i64, &str, TwinEvent)> = changed
+        .iter()
+        .filter_map(|row| {
+            let position = usize::try_from(row.get::<_, i64>(0)).ok()?.checked_sub(1)?;
+            let (key, event) = taken.get(position)?;
+            let version = TwinEvent {
+                id: version_id(&event.id, &event.event_data),
+                ..(*event).clone()
+            };
+            Some((*key, event.id.as_str(), version))
+        })
+        // An event of the batch sent with the version's id is that version.
+        .filter(|(key, _, v)| {
+            keyed[key]
+                .1
+                .binary_search_by(|e| e.id.as_str().cmp(&v.id))
+                .is_err()
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Ok(versions);
+    }
+    let flat: Vec<(i64, &TwinEvent)> = candidates.iter().map(|(key, _, v)| (*key, v)).collect();
+    let inserted = insert_new_events(transaction, statements, &flat).await?;
+    let inserted = new_ids(&inserted);
+    for (key, sent_as, version) in candidates {
+        if inserted.contains(&(key, version.id.as_str())) {
+            versions
+                .entry(key)
+                .or_default()
+                .push((sent_as.to_owned(), version));
+        }
+    }
+    Ok(versions)
 }
 
 /// Creates the latest rows of the `unknown` instances (those already there stay) and adds their
@@ -878,30 +1013,44 @@ async fn key_new_instances<'a>(
     Ok(learned)
 }
 
-/// Folds each locked instance's newly stored events (all of its group, or those in `new_ids`)
-/// into its merge record; returns the latest-state updates and how many events were new, or
+/// What a transaction stored: all of the batch (after a `COPY`) or the events in `new_ids`,
+/// plus `versions`.
+struct Fresh<'a> {
+    new_ids: Option<&'a NewIds<'a>>,
+    versions: &'a Versions,
+}
+
+/// Folds each locked instance's newly stored events into its merge record; returns the
+/// latest-state updates, how many events were new and which of those were new versions, or
 /// which record could not be read.
 fn merge_locked(
     locked: &[Row],
     keyed: &KeyedGroups<'_>,
-    new_ids: Option<&HashSet<(i64, &str)>>,
-) -> Result<(LatestUpdates, usize), StoreError> {
+    fresh: &Fresh<'_>,
+) -> Result<(LatestUpdates, usize, Vec<NewVersion>), StoreError> {
     let mut updates = LatestUpdates::default();
     let mut stored = 0;
+    let mut reported = Vec::new();
     for row in locked {
         let instance_key: i64 = row.get("instance_key");
         let (key, group) = keyed[&instance_key];
-        let fresh: Vec<&TwinEvent> = match new_ids {
+        let mut new: Vec<&TwinEvent> = match fresh.new_ids {
             None => group.iter().collect(),
             Some(new_ids) => group
                 .iter()
                 .filter(|e| new_ids.contains(&(instance_key, e.id.as_str())))
                 .collect(),
         };
-        if fresh.is_empty() {
+        if let Some(versions) = fresh.versions.get(&instance_key) {
+            for (sent_as, version) in versions {
+                reported.push(NewVersion::record(key, sent_as, version.id.clone()));
+                new.push(version);
+            }
+        }
+        if new.is_empty() {
             continue;
         }
-        stored += fresh.len();
+        stored += new.len();
         // A tree this build cannot read (a newer build's, or damaged) fails the batch, as in
         // the embedded backends: rebuilding it from the new events alone would overwrite the
         // stored state with theirs. The transaction rolls back and the events are retried.
@@ -911,10 +1060,10 @@ fn merge_locked(
                 err,
             )
         })?;
-        record.absorb(fresh);
+        record.absorb(new);
         updates.push(instance_key, key, &record);
     }
-    Ok((updates, stored))
+    Ok((updates, stored, reported))
 }
 
 /// Writes every event of the batch into the history by binary `COPY`.
@@ -943,16 +1092,13 @@ async fn copy_events(
     Ok(())
 }
 
-/// Writes the events of the batch not stored yet; returns the (instance key, id) of those.
+/// Writes the `events` (with their instance keys) not stored yet; returns the (instance key,
+/// id) of those.
 async fn insert_new_events(
     transaction: &Transaction<'_>,
     statements: &Statements,
-    keyed: &KeyedGroups<'_>,
+    flat: &[(i64, &TwinEvent)],
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
-    let flat: Vec<(i64, &TwinEvent)> = keyed
-        .iter()
-        .flat_map(|(key, (_, group))| group.iter().map(|e| (*key, e)))
-        .collect();
     let instance_keys: Vec<i64> = flat.iter().map(|(key, _)| *key).collect();
     let ids: Vec<&str> = flat.iter().map(|(_, e)| e.id.as_str()).collect();
     let types: Vec<&str> = flat.iter().map(|(_, e)| e.event_type.as_str()).collect();

@@ -110,12 +110,13 @@ impl EmbeddedStore for RedbBackend {
         let total = events.len();
         let groups = prepare(events)?;
         let txn = self.db.begin_write()?;
-        let stored = append_to(&mut RedbAppend::open(&txn)?, &groups)?;
+        let (stored, versions) = append_to(&mut RedbAppend::open(&txn)?, &groups)?;
         txn.commit()?;
         drop(groups); // after the writer's turn: freeing a batch takes a while
         Ok(AppendReport {
             stored,
             duplicates: total - stored,
+            versions,
         })
     }
 
@@ -293,6 +294,17 @@ impl AppendTarget for RedbAppend<'_> {
             Some(_) => Ok(false),
             None => Ok(true),
         }
+    }
+
+    fn claimed_time(&mut self, id_key: &[u8]) -> Result<Option<i64>, StoreError> {
+        Ok(self.ids.get(id_key)?.map(|t| t.value()))
+    }
+
+    fn stored_event(&mut self, event_key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .history
+            .get(event_key)?
+            .map(|body| body.value().to_vec()))
     }
 
     fn put_event(&mut self, event_key: &[u8], body: &[u8]) -> Result<(), StoreError> {
