@@ -3,6 +3,8 @@
 //! against its schema, runs in the twin's service, and what the service changes is stored;
 //! bad commands get a problem naming what is wrong.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -69,7 +71,7 @@ async fn models_list_interfaces_and_commands_reach_the_store() {
         return;
     };
     let base = format!("http://{}", platform.http);
-    let client = reqwest::Client::new();
+    let client = common::api_client(&platform);
 
     let models: Value = client
         .get(format!("{base}/api/v1/models"))
@@ -164,7 +166,7 @@ async fn bad_commands_get_a_problem_naming_what_is_wrong() {
         return;
     };
     let base = format!("http://{}", platform.http);
-    let client = reqwest::Client::new();
+    let client = common::api_client(&platform);
     let parking = twin_of(&platform, PARKING);
     let neighborhood = twin_of(&platform, NEIGHBORHOOD);
     let command = |interface: &str, twin: &str, name: &str| {

@@ -4,6 +4,8 @@
 //! device message was stored, that the neighborhood's AQI and the parkings' occupancy are what
 //! the services' logic implies for the messages sent, and that virtual events reached devices.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -69,11 +71,7 @@ async fn grafana_panels_query_exported_series(
     base: &str,
 ) {
     let rejected = platform.stats().rejected;
-    let mut options =
-        rumqttc::MqttOptions::new("grafana-check", &platform.mqtt.host, platform.mqtt.port);
-    if let Some((username, password)) = platform.simulator_login() {
-        options.set_credentials(username, password);
-    }
+    let options = common::device_options(platform, "grafana-check");
     let (mqtt, mut connection) = rumqttc::AsyncClient::new(options, 10);
     mqtt.publish(
         "ktwin/real/ngsi-ld-city-airqualityobserved/not-json",
@@ -193,14 +191,7 @@ async fn smart_city_one_neighborhood_at_10x_for_60s() {
     });
     tokio::time::sleep(Duration::from_secs(5)).await;
     // Auth is on by default: the API calls carry the admin token created on first start.
-    let admin = &platform.credentials().expect("auth on").admin_token;
-    let client = reqwest::Client::builder()
-        .default_headers(reqwest::header::HeaderMap::from_iter([(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {}", admin.expose()).parse().unwrap(),
-        )]))
-        .build()
-        .unwrap();
+    let client = common::api_client(&platform);
     for instance in &targets {
         let event = <cloudevents::EventBuilderV10 as cloudevents::EventBuilder>::new()
             .id(format!("virtual-{instance}"))

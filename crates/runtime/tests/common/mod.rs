@@ -1,0 +1,34 @@
+//! What the runtime's platform tests share: clients that log in as `ktwin up` expects (auth is
+//! on by default).
+
+#![allow(
+    dead_code,
+    reason = "each test binary including this module uses a part of it"
+)]
+
+use ktwin_runtime::up::Platform;
+
+/// An HTTP client sending the admin token `ktwin up` created on first start.
+pub fn api_client(platform: &Platform) -> reqwest::Client {
+    let admin = &platform.credentials().expect("auth is on").admin_token;
+    let mut bearer: reqwest::header::HeaderValue = format!("Bearer {}", admin.expose())
+        .parse()
+        .expect("a token is a valid header value");
+    bearer.set_sensitive(true);
+    reqwest::Client::builder()
+        .default_headers(reqwest::header::HeaderMap::from_iter([(
+            reqwest::header::AUTHORIZATION,
+            bearer,
+        )]))
+        .build()
+        .expect("an HTTP client")
+}
+
+/// MQTT options of a client logged in with the simulator's credential (it speaks for every
+/// device of the project).
+pub fn device_options(platform: &Platform, client_id: &str) -> rumqttc::MqttOptions {
+    let mut options = rumqttc::MqttOptions::new(client_id, &platform.mqtt.host, platform.mqtt.port);
+    let (username, password) = platform.simulator_login().expect("auth is on");
+    options.set_credentials(username, password);
+    options
+}
