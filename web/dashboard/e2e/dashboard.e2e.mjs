@@ -94,7 +94,7 @@ try {
   });
 
   const twinOf = async (iface) => {
-    const graph = await (await fetch(`${platform.base}/api/v1/twin-graph`)).json();
+    const graph = await (await platform.api(`/api/v1/twin-graph`)).json();
     return graph.twinInstances.find((t) => t.interface === iface).name;
   };
   const openCommands = async (twin) => {
@@ -118,7 +118,7 @@ try {
     assert(await status.getAttribute("data-stored") === "true", `not stored: ${await status.textContent()}`);
     const sentAt = new Date(await status.getAttribute("data-sent-at"));
     await shot("panel-command");
-    const latest = await fetch(`${platform.base}/api/v1/twin-events/${NEIGHBORHOOD}/${neighborhood}/latest`);
+    const latest = await platform.api(`/api/v1/twin-events/${NEIGHBORHOOD}/${neighborhood}/latest`);
     assert(latest.ok, `latest state: ${latest.status}`);
     const state = await latest.json();
     assert(state.aqiLevel === "HAZARDOUS", `stored aqiLevel ${state.aqiLevel}`);
@@ -137,7 +137,7 @@ try {
     const message = await status.textContent();
     assert(/vehicleEntranceCount/.test(message) && /whole number/.test(message), `form error: ${message}`);
     // The server checks too, for scripts: the problem names the field, the value and the expectation.
-    const response = await fetch(`${platform.base}/api/v1/commands/${PARKING}/${parking}/updatevehiclecount`, {
+    const response = await platform.api(`/api/v1/commands/${PARKING}/${parking}/updatevehiclecount`, {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ vehicleExitCount: "two" }),
     });
     const problem = await response.json();

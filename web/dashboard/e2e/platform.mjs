@@ -2,7 +2,7 @@
 // tests and the benchmark. Nothing here downloads a browser: Playwright drives /usr/bin/chromium.
 
 import { spawn } from "node:child_process";
-import { cpSync, mkdtempSync, rmSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -24,7 +24,8 @@ export function options(defaults) {
 
 /**
  * Runs `ktwin up` on a scratch copy of `project` (its store starts empty) with `args`; resolves
- * once its HTTP API is ready, with its base URL and a stop function.
+ * once its HTTP API is ready, with its base URL, `api` (fetch with the admin token) and a stop
+ * function.
  */
 export async function startPlatform(ktwin, project, args = []) {
   const dir = mkdtempSync(join(tmpdir(), "ktwin-dashboard-"));
@@ -62,7 +63,11 @@ export async function startPlatform(ktwin, project, args = []) {
     });
     rmSync(dir, { recursive: true, force: true });
   };
-  return { base, stop, output: () => output };
+  // Auth is on: API calls outside the page carry the admin token `ktwin up` created on first start.
+  const token = readFileSync(join(dir, ".ktwin", "auth", "admin.token"), "utf8").trim();
+  const api = (path, init = {}) =>
+    fetch(`${base}${path}`, { ...init, headers: { ...init.headers, Authorization: `Bearer ${token}` } });
+  return { base, api, stop, output: () => output };
 }
 
 export async function launchBrowser() {
