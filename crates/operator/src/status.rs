@@ -168,10 +168,37 @@ impl Health {
     }
 }
 
+/// Why a live child is not ready yet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotReady {
+    /// Its controller reports a `Ready` condition other than `True`.
+    #[error("Ready={status} ({reason}: {message})")]
+    Condition {
+        /// The condition's status (`False`, `Unknown`).
+        status: String,
+        /// The condition's reason.
+        reason: String,
+        /// The condition's message.
+        message: String,
+    },
+    /// Its controller has not reconciled its current generation.
+    #[error("not reconciled by its controller yet")]
+    NotReconciled,
+    /// Fewer replicas are ready than wanted.
+    #[error("{ready}/{wanted} replicas ready")]
+    Replicas {
+        /// Replicas ready.
+        ready: i64,
+        /// Replicas wanted.
+        wanted: i64,
+    },
+}
+
 /// Whether a live child is ready as its own controller reports it: a Knative Service or Trigger
 /// by its `Ready` condition for its current generation, a Deployment or StatefulSet by its
 /// ready replicas; other kinds are ready once they exist.
-pub fn readiness(kind: ChildKind, live: &Value) -> Result<(), String> {
+pub fn readiness(kind: ChildKind, live: &Value) -> Result<(), NotReady> {
     let generation = live["metadata"]["generation"].as_i64();
     let observed = live["status"]["observedGeneration"].as_i64();
     let current = generation.is_none_or(|g| observed.is_some_and(|o| o >= g));
@@ -182,13 +209,12 @@ pub fn readiness(kind: ChildKind, live: &Value) -> Result<(), String> {
                 .and_then(|c| c.iter().find(|c| c["type"] == "Ready"));
             match ready {
                 Some(c) if c["status"] == "True" && current => Ok(()),
-                Some(c) if current => Err(format!(
-                    "Ready={} ({}: {})",
-                    c["status"].as_str().unwrap_or("Unknown"),
-                    c["reason"].as_str().unwrap_or_default(),
-                    c["message"].as_str().unwrap_or_default()
-                )),
-                _ => Err("not reconciled by its controller yet".into()),
+                Some(c) if current => Err(NotReady::Condition {
+                    status: c["status"].as_str().unwrap_or("Unknown").to_owned(),
+                    reason: c["reason"].as_str().unwrap_or_default().to_owned(),
+                    message: c["message"].as_str().unwrap_or_default().to_owned(),
+                }),
+                _ => Err(NotReady::NotReconciled),
             }
         }
         ChildKind::Deployment | ChildKind::StatefulSet => {
@@ -197,7 +223,7 @@ pub fn readiness(kind: ChildKind, live: &Value) -> Result<(), String> {
             if current && ready >= wanted {
                 Ok(())
             } else {
-                Err(format!("{ready}/{wanted} replicas ready"))
+                Err(NotReady::Replicas { ready, wanted })
             }
         }
         ChildKind::Binding | ChildKind::Queue | ChildKind::Service => Ok(()),
@@ -346,7 +372,9 @@ mod tests {
         let failing = json!({"metadata": {"generation": 1}, "status": {"observedGeneration": 1,
             "conditions": [{"type": "Ready", "status": "False", "reason": "RevisionFailed",
                             "message": "image pull"}]}});
-        let why = readiness(ChildKind::KService, &failing).unwrap_err();
+        let why = readiness(ChildKind::KService, &failing)
+            .unwrap_err()
+            .to_string();
         assert!(
             why.contains("RevisionFailed") && why.contains("image pull"),
             "{why}"
@@ -355,8 +383,8 @@ mod tests {
         let deployment = json!({"metadata": {"generation": 1}, "spec": {"replicas": 2},
             "status": {"observedGeneration": 1, "readyReplicas": 1}});
         assert_eq!(
-            readiness(ChildKind::Deployment, &deployment),
-            Err("1/2 replicas ready".into())
+            readiness(ChildKind::Deployment, &deployment).map_err(|why| why.to_string()),
+            Err("1/2 replicas ready".to_owned())
         );
     }
 }
