@@ -387,13 +387,16 @@ fn mutated_models_never_panic() {
         .unwrap_or(10);
     let deadline = Instant::now() + Duration::from_secs(budget);
     let strategy = (0..seeds.len(), prop::collection::vec(mutation(), 1..8));
-    let mut runner = TestRunner::new(Config {
+    let config = Config {
         cases: 256,
         failure_persistence: None,
         ..Config::default()
-    });
+    };
     let mut rounds = 0u64;
     while Instant::now() < deadline {
+        // A runner runs its cases once: later `run` calls on it return at once, so each round
+        // takes a new one (with a new random seed).
+        let mut runner = TestRunner::new(config.clone());
         let outcome = runner.run(&strategy, |(seed, mutations)| {
             let mut documents = seeds[seed].documents.clone();
             mutate(&mut documents, &mutations);
