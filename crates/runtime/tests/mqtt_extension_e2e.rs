@@ -175,15 +175,7 @@ async fn a_device_on_its_declared_topics() {
         serde_json::json!({"newColor": "blue"}),
     )
     .unwrap();
-    let (headers, body) = ktwin_sdk::to_binary_http(command).unwrap();
-    let response = http
-        .post(format!("{base}/api/v1/broker"))
-        .headers(headers)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    assert_eq!(common::post_to_broker(&http, &base, command).await, 202);
     let publish = within("the command", next_publish(&mut events)).await;
     assert_eq!(publish.topic, COMMAND);
     let payload: serde_json::Value = serde_json::from_slice(&publish.payload).unwrap();

@@ -202,15 +202,7 @@ async fn smart_city_one_neighborhood_at_10x_for_60s() {
                 serde_json::json!({"measurementFrequency": 10}),
             );
         let event = cloudevents::EventBuilder::build(event).unwrap();
-        let (headers, body) = ktwin_sdk::to_binary_http(event).unwrap();
-        let response = client
-            .post(format!("{base}/api/v1/broker"))
-            .headers(headers)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202);
+        assert_eq!(common::post_to_broker(&client, &base, event).await, 202);
     }
     let report = simulation.await.unwrap().expect("simulation runs");
     assert!(

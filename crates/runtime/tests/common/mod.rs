@@ -32,3 +32,20 @@ pub fn device_options(platform: &Platform, client_id: &str) -> rumqttc::MqttOpti
     options.set_credentials(username, password);
     options
 }
+
+/// Posts `event` to the platform's broker ingress as a twin service would; returns the status.
+pub async fn post_to_broker(
+    client: &reqwest::Client,
+    base: &str,
+    event: cloudevents::Event,
+) -> reqwest::StatusCode {
+    let (headers, body) = ktwin_sdk::to_binary_http(event).expect("an event encodes");
+    client
+        .post(format!("{base}/api/v1/broker"))
+        .headers(headers)
+        .body(body)
+        .send()
+        .await
+        .expect("the broker ingress answers")
+        .status()
+}
