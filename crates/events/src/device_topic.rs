@@ -100,7 +100,8 @@ pub enum BindingError {
         /// The pattern as declared.
         pattern: String,
         /// What is wrong, and what was expected.
-        reason: String,
+        #[source]
+        reason: PatternError,
     },
     /// Two interfaces declare telemetry topics that one topic can match.
     #[error(
@@ -119,6 +120,63 @@ pub enum BindingError {
     /// An interface is declared twice.
     #[error("interface {0:?} has two MQTT bindings")]
     Duplicate(String),
+}
+
+/// Why a topic pattern breaks the extension's grammar or ktwin's use of its tokens.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PatternError {
+    /// The first level is the platform's own `ktwin`.
+    #[error(
+        "topics under {TYPE_PREFIX}/ are the platform's own (ktwin/real/<iface>/<instance>); declare another first level"
+    )]
+    PlatformPrefix,
+    /// A token is named on two levels.
+    #[error("token {0} appears twice; a topic names it once")]
+    RepeatedToken(String),
+    /// A telemetry topic cannot name the twin instance.
+    #[error("has no {{senderId}} level, so a message cannot name its twin instance")]
+    NoSenderId,
+    /// A `{...}` level whose inside is not a token name.
+    #[error("level {0:?} is not a token (letters, optionally after a `prefix:`)")]
+    NotAToken(String),
+    /// A token name that ktwin does not fill and that has no prefix of its own.
+    #[error(
+        "token {label:?} is not one ktwin fills: use {{modelId}}, {{senderId}}, {{telemetryName}}, {{executorId}}, {{commandName}} or a prefixed token of your own such as {{ex:{name}}}"
+    )]
+    UnknownToken {
+        /// The level as written.
+        label: String,
+        /// The token's name.
+        name: String,
+    },
+    /// A token that means nothing in this kind of topic.
+    #[error("token {label:?} has no meaning in a {field}")]
+    TokenOutOfPlace {
+        /// The level as written.
+        label: String,
+        /// `telemetryTopic` or `commandTopic`.
+        field: &'static str,
+    },
+    /// `{modelId}` in the pattern of an interface that has no DTMI to fill it with.
+    #[error("uses {{modelId}} but the interface has no DTMI (spec.dtmi)")]
+    ModelIdWithoutDtmi,
+    /// Two `/` in a row, or one at an end.
+    #[error("has an empty level (two '/' in a row, or one at an end)")]
+    EmptyLevel,
+    /// A first level starting with `$`.
+    #[error("starts with '$', which MQTT reserves for brokers")]
+    ReservedDollar,
+    /// A literal level holding a character MQTT or the pattern grammar reserves.
+    #[error(
+        "level {label:?} holds {bad:?}: literal levels are printable ASCII without space, '\"', '+', '#', '{{' or '}}'"
+    )]
+    BadCharacter {
+        /// The level as written.
+        label: String,
+        /// The first character not allowed.
+        bad: char,
+    },
 }
 
 /// Why a command cannot be sent on an interface's command topic.
@@ -238,15 +296,13 @@ fn token_name(text: &str) -> bool {
 }
 
 impl TopicTemplate {
-    fn parse(text: &str, usage: Use) -> Result<TopicTemplate, String> {
+    fn parse(text: &str, usage: Use) -> Result<TopicTemplate, PatternError> {
         let mut levels = Vec::new();
         for (i, label) in text.split('/').enumerate() {
             levels.push(Self::level(label, i, usage)?);
         }
         if matches!(levels.first(), Some(Level::Literal(first)) if first == TYPE_PREFIX) {
-            return Err(format!(
-                "topics under {TYPE_PREFIX}/ are the platform's own (ktwin/real/<iface>/<instance>); declare another first level"
-            ));
+            return Err(PatternError::PlatformPrefix);
         }
         let count = |wanted: &Token| {
             levels
@@ -258,15 +314,11 @@ impl TopicTemplate {
             if let Level::Token(token) = level
                 && count(token) > 1
             {
-                return Err(format!(
-                    "token {token:?} appears twice; a topic names it once"
-                ));
+                return Err(PatternError::RepeatedToken(format!("{token:?}")));
             }
         }
         if usage == Use::Telemetry && count(&Token::SenderId) == 0 {
-            return Err(
-                "has no {senderId} level, so a message cannot name its twin instance".into(),
-            );
+            return Err(PatternError::NoSenderId);
         }
         Ok(TopicTemplate {
             text: text.to_owned(),
@@ -274,36 +326,34 @@ impl TopicTemplate {
         })
     }
 
-    fn level(label: &str, index: usize, usage: Use) -> Result<Level, String> {
+    fn level(label: &str, index: usize, usage: Use) -> Result<Level, PatternError> {
         if let Some(inner) = label.strip_prefix('{').and_then(|l| l.strip_suffix('}')) {
             if !token_name(inner) {
-                return Err(format!(
-                    "level {label:?} is not a token (letters, optionally after a `prefix:`)"
-                ));
+                return Err(PatternError::NotAToken(label.to_owned()));
             }
-            let token = Token::parse(inner).ok_or_else(|| {
-                format!(
-                    "token {label:?} is not one ktwin fills: use {{modelId}}, {{senderId}}, {{telemetryName}}, {{executorId}}, {{commandName}} or a prefixed token of your own such as {{ex:{inner}}}"
-                )
+            let token = Token::parse(inner).ok_or_else(|| PatternError::UnknownToken {
+                label: label.to_owned(),
+                name: inner.to_owned(),
             })?;
             if !usage.allows(&token) {
-                return Err(format!(
-                    "token {label:?} has no meaning in a {}",
-                    usage.field()
-                ));
+                return Err(PatternError::TokenOutOfPlace {
+                    label: label.to_owned(),
+                    field: usage.field(),
+                });
             }
             return Ok(Level::Token(token));
         }
         if label.is_empty() {
-            return Err("has an empty level (two '/' in a row, or one at an end)".into());
+            return Err(PatternError::EmptyLevel);
         }
         if index == 0 && label.starts_with('$') {
-            return Err("starts with '$', which MQTT reserves for brokers".into());
+            return Err(PatternError::ReservedDollar);
         }
         if let Some(bad) = label.chars().find(|c| !label_char(*c)) {
-            return Err(format!(
-                "level {label:?} holds {bad:?}: literal levels are printable ASCII without space, '\"', '+', '#', '{{' or '}}'"
-            ));
+            return Err(PatternError::BadCharacter {
+                label: label.to_owned(),
+                bad,
+            });
         }
         Ok(Level::Literal(label.to_owned()))
     }
@@ -478,7 +528,7 @@ impl DeviceBindings {
                         Use::Command.field()
                     },
                     pattern: template.text.clone(),
-                    reason: "uses {modelId} but the interface has no DTMI (spec.dtmi)".into(),
+                    reason: PatternError::ModelIdWithoutDtmi,
                 });
             }
             if let Some(new) = &telemetry {

@@ -37,7 +37,8 @@ mod topic;
 pub use cloudevent::{EventBuilder, JSON_CONTENT_TYPE, SPEC_VERSION};
 pub use device_topic::{
     BindingError, CommandTopic, CommandTopicError, DeviceBinding, DeviceBindings,
-    JSON_PAYLOAD_FORMAT, TelemetryTopic, mqtt_topic_of_routing_key, routing_key_of_mqtt_topic,
+    JSON_PAYLOAD_FORMAT, PatternError, TelemetryTopic, mqtt_topic_of_routing_key,
+    routing_key_of_mqtt_topic,
 };
 pub use event_type::{EventKind, EventType};
 pub use name::{GrammarError, validate_name};
