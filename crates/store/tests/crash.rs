@@ -204,8 +204,7 @@ async fn fjall_store_keeps_acknowledged_events_across_a_power_cut() {
     let path = folder.join(common::FJALL);
     let sync_log = power_cut::SyncLog::compile(&path, &folder.join("sync.log"));
     let args = embedded_args(&path);
-    let acknowledged =
-        ingest_until_killed(Store::start_with(&args, sync_log.environment())).await;
+    let acknowledged = ingest_until_killed(Store::start_with(&args, sync_log.environment())).await;
     let cut = sync_log.cut();
     eprintln!("power cut: {cut:?}");
     assert!(

@@ -13,6 +13,10 @@
  *
  * Lines: "W <dev> <ino> <offset> <length>" and "S <dev> <ino> <size>", each one write(2) on
  * an O_APPEND descriptor (atomic, and kept by the page cache when the process is killed).
+ * A write is logged before it is made and a sync after it returned, so a write still running
+ * on another thread when a sync of the same file returns counts as synced: that errs towards
+ * keeping data, never towards a false failure (fjall writes and syncs its journal under one
+ * lock, so it does not happen there).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
