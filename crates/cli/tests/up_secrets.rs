@@ -4,131 +4,12 @@
 //! and a wrong token; then nothing the run printed may contain the admin token, the session
 //! token or the simulator's password.
 
-use std::io::Read as _;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{Up, copy_project, read_secret};
 use ktwin_auth::local::{ADMIN_TOKEN_FILE, SESSION_COOKIE, SIMULATOR_PASSWORD_FILE};
-
-/// What the child printed, on both streams.
-type Output = Arc<Mutex<String>>;
-
-fn collect(mut stream: impl std::io::Read + Send + 'static, output: Output) {
-    std::thread::spawn(move || {
-        let mut chunk = [0u8; 8192];
-        while let Ok(read) = stream.read(&mut chunk) {
-            if read == 0 {
-                break;
-            }
-            output
-                .lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&chunk[..read]));
-        }
-    });
-}
-
-/// Copies the example project without its state (`.ktwin/`) and build output.
-fn copy_project(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        if name == ".ktwin" || name == "target" {
-            continue;
-        }
-        let target = to.join(&name);
-        if entry.file_type().unwrap().is_dir() {
-            copy_project(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-struct Up {
-    child: Child,
-    output: Output,
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Up {
-    fn start(project: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ktwin"))
-            .args(["up", project.to_str().unwrap(), "--sim", "--speedup", "20"])
-            .args(["--port", "0", "--mqtt-port", "0"])
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let output = Output::default();
-        collect(child.stdout.take().unwrap(), output.clone());
-        collect(child.stderr.take().unwrap(), output.clone());
-        Self { child, output }
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-
-    /// The base URL of the APIs, once `ktwin up` printed it.
-    async fn base_url(&mut self) -> String {
-        let started = Instant::now();
-        loop {
-            let output = self.output();
-            if let Some(url) = output
-                .lines()
-                .find_map(|line| line.strip_prefix("twin graph"))
-                .and_then(|rest| rest.trim().strip_suffix("/api/v1/twin-graph"))
-            {
-                return url.to_owned();
-            }
-            assert!(
-                self.child.try_wait().unwrap().is_none(),
-                "ktwin up exited:\n{output}"
-            );
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "ktwin up did not start:\n{output}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Stops it like Ctrl-C and waits for it to exit.
-    async fn stop(&mut self) {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
-        assert!(sent.success());
-        let started = Instant::now();
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "ktwin up did not stop"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-fn read_secret(path: &Path) -> String {
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .unwrap()
-        .read_to_string(&mut text)
-        .unwrap();
-    text.trim().to_owned()
-}
 
 /// The session value of the cookie the dashboard's page sets.
 async fn session_cookie(client: &reqwest::Client, base: &str) -> String {
@@ -162,7 +43,7 @@ async fn an_end_to_end_run_logs_no_secret() {
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join("smart-city");
     copy_project(&ktwin_testkit::example_project(), &project);
-    let mut up = Up::start(&project);
+    let mut up = Up::start(&project, &["--sim", "--speedup", "20"], "debug");
     let base = up.base_url().await;
     let auth = project.join(".ktwin").join("auth");
     let admin = read_secret(&auth.join(ADMIN_TOKEN_FILE));
