@@ -169,7 +169,7 @@ fn types_must_be_known_and_single_material() {
             "dtmi:ex:a;1",
             json!([{"@type": "Interface", "@id": "dtmi:ex:b;1"}])
         )]),
-        ["notRequiredType"]
+        ["badType"]
     );
 }
 
@@ -379,7 +379,7 @@ fn references_must_have_the_right_class_and_version() {
     );
     assert_eq!(
         errors(&[property_schema, iface(3, "dtmi:ex:b;1", json!([]))]),
-        ["notRequiredType"]
+        ["badType"]
     );
     let v2_child = json!({"@context": "dtmi:dtdl:context;2", "@id": "dtmi:ex:a;1", "@type": "Interface", "extends": "dtmi:ex:b;1"});
     assert_eq!(

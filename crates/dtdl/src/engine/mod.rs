@@ -9,6 +9,7 @@ mod build;
 mod check;
 mod context;
 mod graph;
+mod instance;
 mod pattern;
 mod report;
 mod resolve;
@@ -92,6 +93,9 @@ pub(crate) struct RefSite {
     pub class: Option<String>,
     /// DTDL versions the target may be written in (empty: any).
     pub versions: Vec<u8>,
+    /// The value was written as a term (not a DTMI): a term that names no element is of the
+    /// wrong type, not an identifier to resolve.
+    pub term: bool,
 }
 
 /// The standard elements (primitive schemas, geospatial objects, units…) parsed once.

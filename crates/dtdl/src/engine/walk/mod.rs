@@ -2,10 +2,11 @@
 //!
 //! [`Parser::walk_element`] runs the phases of one element in order: its `@context`, its
 //! `@type` ([`types`]), its `@id` ([`ids`]), the element's registration in the arena, then its
-//! properties ([`props`], with values in [`values`], literals in [`literal`] and the
-//! properties that supplemental types add in [`supplemental`]).
+//! properties ([`props`], with values in [`values`], literals in [`literal`], localizable
+//! strings in [`lang`] and the properties that supplemental types add in [`supplemental`]).
 
 mod ids;
+mod lang;
 mod literal;
 mod props;
 mod supplemental;
@@ -229,9 +230,13 @@ impl Parser<'_> {
         link: Option<&ChildLink<'_>>,
     ) -> ElemId {
         let me = self.arena.elems.len();
+        // An element of a partition class (an Interface, even one nested in a component or
+        // `extends`) starts a partition; the reference parser lets nothing reach into it.
         let partition = match link {
-            Some(l) => self.arena.elems[l.parent].partition,
-            None => me,
+            Some(l) if !digest().partition_classes.iter().any(|c| c == typing.class) => {
+                self.arena.elems[l.parent].partition
+            }
+            _ => me,
         };
         self.arena.elems.push(Element {
             id: id.clone(),

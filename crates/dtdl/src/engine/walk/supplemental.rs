@@ -66,6 +66,19 @@ fn wrong_json_type(type_name: &str, raw: &Value) -> Option<&'static str> {
     }
 }
 
+/// The family of validation ids of a literal property's JSON-LD value objects (`None` for
+/// properties naming elements).
+fn value_object_datatype(def: &SupplementalProperty) -> Option<&'static str> {
+    match def.type_name.as_deref().unwrap_or("") {
+        "string" | "IRI" => Some("string"),
+        "duration" => Some("duration"),
+        "integer" => Some("integer"),
+        "decimal" | "double" => Some("numeric"),
+        "boolean" => Some("boolean"),
+        _ => None,
+    }
+}
+
 fn is_literal_type(def: &SupplementalProperty) -> bool {
     matches!(
         def.type_name.as_deref().unwrap_or(""),
@@ -89,10 +102,25 @@ impl Parser<'_> {
             return false;
         }
         let mut values = Vec::new();
+        let datatype = value_object_datatype(site.def);
         for item in items {
-            let raw = match item {
-                Value::Object(o) => o.get("@value").unwrap_or(item),
-                v => v,
+            let raw = match (item, datatype) {
+                (Value::Object(o), Some(datatype)) => {
+                    let version = here.version();
+                    let unwrapped = self.value_object(
+                        here.doc,
+                        site.pointer,
+                        site.key,
+                        o,
+                        Some(datatype),
+                        version,
+                    );
+                    match unwrapped {
+                        Some(v) => v,
+                        None => return false,
+                    }
+                }
+                (v, _) => v,
             };
             match self.supplemental_value(here, site, raw) {
                 Some(v) => values.push(v),

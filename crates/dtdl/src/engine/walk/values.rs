@@ -135,6 +135,7 @@ impl Parser<'_> {
                         .clone()
                         .or_else(|| site.common.class.clone()),
                     versions: site.rules.versions.clone(),
+                    term: here.ctx.resolve_term(s).is_some(),
                 });
                 Some(PropValue::Ref(target))
             }
