@@ -712,3 +712,30 @@ fn a_dtdl_context_may_not_follow_an_extension() {
                      "@id": "dtmi:ex:A;1", "@type": "Interface" }),
     ]);
 }
+
+#[test]
+fn an_element_without_id_is_named_by_its_name() {
+    let e = find(
+        &[iface(
+            3,
+            json!([{ "@type": "Telemetry", "schema": "double" }]),
+        )],
+        "missingDtmiSegPropertyValue",
+    );
+    assert_eq!(e.primary_id.as_deref(), Some("dtmi:ex:Thing;1"));
+    find(
+        &[iface(
+            3,
+            json!([{ "@type": "Telemetry", "name": true, "schema": "double" }]),
+        )],
+        "dtmiSegPropertyNotStringOrNumber",
+    );
+    // With an @id the name is only a required property.
+    assert_eq!(
+        ids(&[iface(
+            3,
+            json!([{ "@id": "dtmi:ex:t;1", "@type": "Telemetry", "schema": "double" }])
+        )]),
+        ["missingLiteralProperty"]
+    );
+}

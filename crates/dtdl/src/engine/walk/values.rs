@@ -213,23 +213,14 @@ impl Parser<'_> {
             .clone()
             .or_else(|| site.common.class.clone())
             .unwrap_or_default();
-        let segment = site
-            .common
-            .dtmi_segment
-            .as_ref()
-            .and_then(|seg| child.get(seg))
-            .and_then(|v| match v {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            })
-            .unwrap_or_else(|| {
-                if site.common.plural {
-                    idx.to_string()
-                } else {
-                    String::new()
-                }
-            });
+        let segment = match site.common.dtmi_segment.as_deref() {
+            // An element without `@id` is named after its parent and this segment.
+            Some(seg) if !child.contains_key("@id") && !site.rules.id_required => {
+                self.dtmi_segment(here.doc, p, site.key, child, seg)?
+            }
+            _ if site.common.plural => idx.to_string(),
+            _ => String::new(),
+        };
         let link = ChildLink {
             parent: site.me,
             prop: site.name,
@@ -248,6 +239,51 @@ impl Parser<'_> {
             );
         }
         Some(c)
+    }
+
+    /// The segment an element without `@id` is identified by: its `name` (a string or a
+    /// number, `1.5` written `1_5`); an element without one cannot be identified.
+    fn dtmi_segment(
+        &mut self,
+        doc: usize,
+        p: &str,
+        key: &str,
+        child: &Map<String, Value>,
+        seg: &str,
+    ) -> Option<String> {
+        let written = child.iter().find_map(|(k, v)| {
+            (k == seg || digest().property_names.get(k).is_some_and(|n| n == seg)).then_some(v)
+        });
+        let Some(written) = written else {
+            self.at(doc, p).error(
+                "missingDtmiSegPropertyValue",
+                format!("property '{key}' has an element with neither '@id' nor '{seg}'"),
+            );
+            return None;
+        };
+        // One value, possibly in an array or a JSON-LD value object.
+        let single = match written {
+            Value::Array(items) if items.len() == 1 => items.first().unwrap_or(written),
+            v => v,
+        };
+        let value = match single {
+            Value::Object(o) => o.get("@value").unwrap_or(single),
+            v => v,
+        };
+        match value {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) if n.is_f64() => Some(n.to_string().replace('.', "_")),
+            Value::Number(n) => Some(n.to_string()),
+            other => {
+                self.at(doc, &ptr(p, seg)).value(other).error(
+                    "dtmiSegPropertyNotStringOrNumber",
+                    format!(
+                        "property '{key}' has an element whose '{seg}' is not a string or number"
+                    ),
+                );
+                None
+            }
+        }
     }
 
     /// Uniqueness of names (and enum values) among inline children.
