@@ -255,11 +255,20 @@ fn names_follow_the_pattern_and_length_limits() {
         "dtmi:ex:a;1",
         json!([{"@type": "Property", "name": long, "schema": "double"}]),
     )]);
+    // Without @id the name identifies the element: the reference parser stops there.
     assert_eq!(
         errors(&[iface(
             3,
             "dtmi:ex:a;1",
             json!([{"@type": "Property", "schema": "double"}])
+        )]),
+        ["missingDtmiSegPropertyValue"]
+    );
+    assert_eq!(
+        errors(&[iface(
+            3,
+            "dtmi:ex:a;1",
+            json!([{"@id": "dtmi:ex:p;1", "@type": "Property", "schema": "double"}])
         )]),
         ["missingLiteralProperty"]
     );
