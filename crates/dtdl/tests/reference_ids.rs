@@ -739,3 +739,35 @@ fn an_element_without_id_is_named_by_its_name() {
         ["missingLiteralProperty"]
     );
 }
+
+#[test]
+fn a_top_level_element_needs_an_id_before_anything_else() {
+    let untyped = json!({ "@context": "dtmi:dtdl:context;3", "@type": "Telemetry" });
+    assert_eq!(ids(&[untyped]), ["missingTopLevelId"]);
+}
+
+#[test]
+fn local_contexts_are_named_by_where_they_are() {
+    let with =
+        |context: Value| json!({ "@context": context, "@id": "dtmi:ex:A;1", "@type": "Interface" });
+    assert_eq!(
+        ids(&[with(
+            json!(["dtmi:dtdl:context;3", { "term": "dtmi:ex:term;1" }])
+        )]),
+        ["disallowedLocalContext"]
+    );
+    assert_eq!(
+        ids(&[with(
+            json!([{ "term": "dtmi:ex:term;1" }, "dtmi:dtdl:context;3"])
+        )]),
+        ["missingDtdlContext"]
+    );
+    assert_eq!(
+        ids(&[with(json!([
+            "dtmi:dtdl:context;3",
+            { "term": "dtmi:ex:term;1" },
+            "dtmi:dtdl:extension:quantitativeTypes;1"
+        ]))]),
+        ["localContextNotLast"]
+    );
+}

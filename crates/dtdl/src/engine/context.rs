@@ -162,10 +162,13 @@ impl Parser<'_> {
     ) -> Option<Entry<'v>> {
         let doc = reader.doc;
         let Some(text) = value.as_str() else {
-            let code = if value.is_object() {
-                "disallowedLocalContext"
-            } else {
-                "invalidContextSpecifier"
+            // A local context (term definitions) is only read last, where no DTDL version
+            // allows it; elsewhere it interrupts the DTDL context or the affiliates.
+            let code = match (value.is_object(), is_last, &reader.ctx) {
+                (false, _, _) => "invalidContextSpecifier",
+                (true, true, _) => "disallowedLocalContext",
+                (true, false, None) => "missingDtdlContext",
+                (true, false, Some(_)) => "localContextNotLast",
             };
             self.at(doc, &pointer).value(value).error(code, "@context entries must be context DTMI strings; local context definitions are not allowed");
             reader.ok = false;

@@ -37,10 +37,8 @@ impl Parser<'_> {
                 self.check_id_definition(doc, &pointer, s, here.ctx, class)
                     .then(|| (s.to_string(), true))
             }
-            (None, None) => {
-                self.at(doc, here.pointer).error("missingTopLevelId", "top-level element has no '@id'; expected a DTMI such as \"dtmi:example:Thing;1\"");
-                None
-            }
+            // A top-level element without `@id` (missingTopLevelId) is not walked.
+            (None, None) => None,
             (None, Some(l)) if l.id_required => {
                 self.at(doc, here.pointer).error(
                     "missingRequiredId",

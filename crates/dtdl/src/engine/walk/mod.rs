@@ -126,6 +126,14 @@ impl Parser<'_> {
                 .error("topLevelGraphDisallowed", "'@graph' is not allowed");
             return;
         }
+        // Without an identifier the reference parser reads nothing more of the element.
+        if !obj.contains_key("@id") {
+            self.at(doc, pointer).error(
+                "missingTopLevelId",
+                "top-level element has no '@id'; expected a DTMI such as \"dtmi:example:Thing;1\"",
+            );
+            return;
+        }
         self.check_partition_size(doc, obj, pointer, &ctx);
         let allowed = if self.standard_mode {
             "Entity"
