@@ -771,3 +771,29 @@ fn local_contexts_are_named_by_where_they_are() {
         ["localContextNotLast"]
     );
 }
+
+#[test]
+fn value_objects_of_extension_properties_report_their_datatype() {
+    valid(&[limited(
+        json!("double"),
+        json!({ "maximum": { "@value": 5.5 } }),
+    )]);
+    let cases = [
+        (json!({ "@value": "five" }), "numericValueNotNumeric"),
+        (
+            json!({ "@value": 5, "@type": "xsd:string" }),
+            "numericTypeNotNumeric",
+        ),
+        (json!({ "@type": "xsd:decimal" }), "numericObjectNoValue"),
+        (
+            json!({ "@value": 5, "@id": "dtmi:ex:v;1" }),
+            "valueObjectId",
+        ),
+    ];
+    for (value, code) in cases {
+        find(
+            &[limited(json!("double"), json!({ "maximum": value }))],
+            code,
+        );
+    }
+}
