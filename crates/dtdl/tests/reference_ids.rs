@@ -797,3 +797,33 @@ fn value_objects_of_extension_properties_report_their_datatype() {
         );
     }
 }
+
+#[test]
+fn extension_references_are_terms_or_dtmis_resolved_with_the_set() {
+    let temperature = |unit: &str| {
+        iface(
+            2,
+            json!([{ "@type": ["Telemetry", "Temperature"], "name": "t", "schema": "double", "unit": unit }]),
+        )
+    };
+    valid(&[temperature("degreeCelsius")]);
+    assert_eq!(ids(&[temperature("furlong")]), ["badDtmiOrTerm"]);
+    assert_eq!(ids(&[temperature("Telemetry")]), ["badType"]);
+    let e = find(
+        &[temperature("dtmi:standard:unit:furlong;2")],
+        "undefinedReservedId",
+    );
+    assert_eq!(
+        e.secondary_id.as_deref(),
+        Some("dtmi:standard:unit:furlong;2")
+    );
+    match outcome(&[temperature("dtmi:ex:furlong;1")]) {
+        Err(ParseError::Unresolved { identifiers, .. }) => {
+            assert_eq!(
+                identifiers,
+                BTreeSet::from(["dtmi:ex:furlong;1".to_string()])
+            )
+        }
+        other => panic!("expected an unresolved unit, got {other:?}"),
+    }
+}
