@@ -54,7 +54,8 @@ pub(crate) struct Element {
     pub doc: usize,
     pub pointer: String,
     pub parent: Option<(ElemId, String)>,
-    /// The top-level element this one is nested in (itself for top-level elements).
+    /// The partition this element belongs to: the nearest enclosing element of a partition
+    /// class (an Interface, nested or not; itself for an Interface).
     pub partition: ElemId,
     /// Material properties by short name.
     pub props: BTreeMap<String, Vec<PropValue>>,
