@@ -827,3 +827,24 @@ fn extension_references_are_terms_or_dtmis_resolved_with_the_set() {
         other => panic!("expected an unresolved unit, got {other:?}"),
     }
 }
+
+#[test]
+fn an_object_with_only_an_id_is_a_reference_in_dtdl_v2() {
+    let with_schema = |version: u8, schema: Value| {
+        json!({ "@context": format!("dtmi:dtdl:context;{version}"), "@id": "dtmi:ex:Thing;1",
+                "@type": "Interface",
+                "schemas": [{ "@id": "dtmi:ex:point;1", "@type": "Object",
+                              "fields": [{ "name": "x", "schema": "double" }] }],
+                "contents": [{ "@type": "Telemetry", "name": "t", "schema": schema }] })
+    };
+    valid(&[with_schema(2, json!({ "@id": "dtmi:ex:point;1" }))]);
+    valid(&[with_schema(2, json!({ "@id": "double" }))]);
+    assert_eq!(
+        ids(&[with_schema(2, json!({ "@id": "not a dtmi" }))]),
+        ["idRefBadDtmiOrTerm"]
+    );
+    assert_eq!(
+        ids(&[with_schema(3, json!({ "@id": "dtmi:ex:point;1" }))]),
+        ["idReference"]
+    );
+}

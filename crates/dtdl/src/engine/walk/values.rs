@@ -139,6 +139,16 @@ impl Parser<'_> {
                 });
                 Some(PropValue::Ref(target))
             }
+            // In DTDL v2 an object with nothing but `@id` refers to the element (v3 on:
+            // idReference, reported by `inline_child`).
+            Value::Object(child) if here.version() < 3 && child.len() == 1 => {
+                match child.get("@id") {
+                    Some(Value::String(id)) => self.id_only_reference(here, site, idx, id, p),
+                    _ => self
+                        .inline_child(here, site, idx, child, p)
+                        .map(PropValue::Child),
+                }
+            }
             Value::Object(child) if site.rules.values.is_none() => self
                 .inline_child(here, site, idx, child, p)
                 .map(PropValue::Child),
@@ -161,6 +171,30 @@ impl Parser<'_> {
                 None
             }
         }
+    }
+
+    /// `{"@id": "…"}` (DTDL v2): a reference when the identifier is a DTMI or a term,
+    /// `idRefBadDtmiOrTerm` otherwise.
+    fn id_only_reference(
+        &mut self,
+        here: &Here<'_>,
+        site: &PropertySite<'_>,
+        idx: usize,
+        id: &str,
+        p: &str,
+    ) -> Option<PropValue> {
+        if here.ctx.resolve_term(id).is_some() || super::is_dtmi_syntax(id, here.version()) {
+            return self.walk_value(here, site, idx, &Value::from(id), &ptr(p, "@id"));
+        }
+        self.at(here.doc, &ptr(p, "@id")).value(&Value::from(id)).error(
+            "idRefBadDtmiOrTerm",
+            format!(
+                "property '{}' has a value whose '@id' '{id}' is neither a DTMI nor a DTDL v{} term",
+                site.key,
+                here.version()
+            ),
+        );
+        None
     }
 
     /// An identifier-valued property (a Relationship's target): a DTMI, not resolved.
