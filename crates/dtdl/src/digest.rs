@@ -45,6 +45,8 @@ pub(crate) struct Digest {
     pub limit_contexts: HashMap<String, LimitContext>,
     pub material_classes: HashMap<String, MaterialClass>,
     pub partitions: HashMap<String, Partition>,
+    /// Classes whose elements are partitions (their descendants belong to them).
+    pub partition_classes: Vec<String>,
     pub reserved_id_prefixes: HashMap<String, Vec<String>>,
     pub supplemental_types: HashMap<String, SupplementalType>,
     pub affiliate_contexts_implicit_dtdl_versions: HashMap<String, u8>,
@@ -144,6 +146,66 @@ pub(crate) struct MaterialClass {
     pub extensible_material_subclasses: HashMap<String, Vec<String>>,
     pub properties: HashMap<String, ClassProperty>,
     pub type_optional_versions: Vec<u8>,
+    /// What a JSON value must be to be an instance of an element of this class (schemas).
+    #[serde(default)]
+    pub instance: Option<Instance>,
+}
+
+/// The instance rules of a schema class, per DTDL version.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Instance {
+    #[serde(rename = "2")]
+    v2: Option<InstanceRule>,
+    #[serde(rename = "3")]
+    v3: Option<InstanceRule>,
+    #[serde(rename = "4")]
+    v4: Option<InstanceRule>,
+    /// What an instance is, in words (`is a numeric value that conforms to …`).
+    #[serde(rename = "criteriaText", default)]
+    pub criteria_text: String,
+}
+
+impl Instance {
+    pub fn for_version(&self, version: u8) -> Option<&InstanceRule> {
+        match version {
+            2 => self.v2.as_ref(),
+            3 => self.v3.as_ref(),
+            _ => self.v4.as_ref(),
+        }
+    }
+}
+
+/// The criteria on the instance itself (`element`) and on each of its members or items
+/// (`eachChild`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct InstanceRule {
+    pub each_child: InstanceCriteria,
+    pub element: InstanceCriteria,
+}
+
+/// One set of instance criteria.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct InstanceCriteria {
+    /// `number`, `string`, `boolean`, `array` or `object`.
+    #[serde(default)]
+    pub json_type: Option<String>,
+    /// The XSD datatype (`int`, `unsignedByte`, `double`, `date` …).
+    #[serde(default)]
+    pub datatype: Option<String>,
+    /// A pattern the value's text must match.
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// The value must also conform to the element's values of these properties.
+    #[serde(default)]
+    pub instance_property: Vec<String>,
+    /// The value must equal the element's value of this property (an enum value).
+    #[serde(default)]
+    pub has_value: Option<String>,
+    /// A member's name must equal the element's value of this property (an object field).
+    #[serde(default)]
+    pub name_has_value: Option<String>,
 }
 
 impl MaterialClass {

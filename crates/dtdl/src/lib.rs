@@ -30,13 +30,16 @@
 //!
 //! A parse either yields the model set, or [`ParseError::Invalid`] with diagnostics
 //! (validation id, document, JSON pointer, value, message), or [`ParseError::Unresolved`]
-//! listing exactly the DTMIs referenced but not defined.
+//! listing exactly the DTMIs referenced but not defined; [`parse_resolving`] asks a
+//! resolver for those and parses again until every reference is defined.
 //!
 //! Features: `cli` (the `ktwin dtdl …` subcommands, enabled by the `ktwin` binary) and
 //! `conformance` (the runner of the reference parser's conformance cases, which `cli` uses);
 //! a default build exports neither.
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
 
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -119,6 +122,57 @@ pub fn parse(documents: &[Document], options: &ParseOptions) -> Result<ModelSet,
         });
     }
     parse_values(&inputs, options)
+}
+
+/// Parses documents as one model set, asking `resolve` for the definitions of the identifiers
+/// they reference but do not define (a component's or an extended interface's DTMI, a
+/// schema defined elsewhere), as the reference parser's `DtmiResolver` does: round by round,
+/// until every reference is defined. `resolve` gets the identifiers still undefined and
+/// returns documents defining them (from a model repository, a database, …); the documents it
+/// returns may reference further identifiers, which the next round asks for.
+///
+/// Stops with [`ParseError::Unresolved`] listing the identifiers `resolve` was asked for and
+/// did not define (all of them when it returns no document), and with
+/// [`ParseError::Invalid`] when the documents, resolved ones included, break DTDL rules.
+pub fn parse_resolving<R>(
+    documents: &[Document],
+    options: &ParseOptions,
+    mut resolve: R,
+) -> Result<ModelSet, ParseError>
+where
+    R: FnMut(&BTreeSet<String>) -> Vec<Document>,
+{
+    let mut all = documents.to_vec();
+    let mut asked = BTreeSet::new();
+    loop {
+        let (identifiers, warnings) = match parse(&all, options) {
+            Err(ParseError::Unresolved {
+                identifiers,
+                warnings,
+            }) => (identifiers, warnings),
+            other => return other,
+        };
+        // Asked for before and still undefined: the resolver could not define them.
+        let still_missing: BTreeSet<String> = identifiers.intersection(&asked).cloned().collect();
+        let resolved = if still_missing.is_empty() {
+            resolve(&identifiers)
+        } else {
+            Vec::new()
+        };
+        if resolved.is_empty() {
+            let identifiers = if still_missing.is_empty() {
+                identifiers
+            } else {
+                still_missing
+            };
+            return Err(ParseError::Unresolved {
+                identifiers,
+                warnings,
+            });
+        }
+        asked.extend(identifiers);
+        all.extend(resolved);
+    }
 }
 
 /// Parses already-decoded JSON documents (name, value) as one model set.

@@ -207,7 +207,7 @@ fn diagnostics_name_the_elements_they_are_about() {
     };
     let wrong = diagnostics
         .iter()
-        .find(|d| d.short_id() == "notRequiredType")
+        .find(|d| d.short_id() == "badType")
         .expect("the wrong reference is reported");
     assert_eq!(
         wrong.primary_id.as_deref(),

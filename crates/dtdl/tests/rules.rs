@@ -169,7 +169,7 @@ fn types_must_be_known_and_single_material() {
             "dtmi:ex:a;1",
             json!([{"@type": "Interface", "@id": "dtmi:ex:b;1"}])
         )]),
-        ["notRequiredType"]
+        ["badType"]
     );
 }
 
@@ -255,11 +255,20 @@ fn names_follow_the_pattern_and_length_limits() {
         "dtmi:ex:a;1",
         json!([{"@type": "Property", "name": long, "schema": "double"}]),
     )]);
+    // Without @id the name identifies the element: the reference parser stops there.
     assert_eq!(
         errors(&[iface(
             3,
             "dtmi:ex:a;1",
             json!([{"@type": "Property", "schema": "double"}])
+        )]),
+        ["missingDtmiSegPropertyValue"]
+    );
+    assert_eq!(
+        errors(&[iface(
+            3,
+            "dtmi:ex:a;1",
+            json!([{"@id": "dtmi:ex:p;1", "@type": "Property", "schema": "double"}])
         )]),
         ["missingLiteralProperty"]
     );
@@ -379,7 +388,7 @@ fn references_must_have_the_right_class_and_version() {
     );
     assert_eq!(
         errors(&[property_schema, iface(3, "dtmi:ex:b;1", json!([]))]),
-        ["notRequiredType"]
+        ["badType"]
     );
     let v2_child = json!({"@context": "dtmi:dtdl:context;2", "@id": "dtmi:ex:a;1", "@type": "Interface", "extends": "dtmi:ex:b;1"});
     assert_eq!(

@@ -36,18 +36,6 @@ pub(crate) const SCHEMA_PATH: &[&str] = &[
     "enumValues",
 ];
 
-/// Primitive schemas whose values are whole numbers.
-const INTEGRAL_SCHEMAS: &[&str] = &[
-    "Byte",
-    "Short",
-    "Integer",
-    "Long",
-    "UnsignedByte",
-    "UnsignedShort",
-    "UnsignedInteger",
-    "UnsignedLong",
-];
-
 fn is_complex(elem: &Element) -> bool {
     matches!(elem.class.as_str(), "Array" | "Enum" | "Map" | "Object")
 }
@@ -188,7 +176,8 @@ impl Parser<'_> {
         }
     }
 
-    /// Each enum value is of the enum's value schema.
+    /// Each enum value is of the enum's value schema (the digest's descendant control with a
+    /// `datatypeProperty`): reported on the value, naming the enum that governs it.
     fn check_enum_values(&self, node: Node<'_>, found: &mut Findings) {
         let value_schema = self
             .prop_nodes(node, "valueSchema")
@@ -198,18 +187,21 @@ impl Parser<'_> {
             let Some(v) = ev.elem().literal("enumValue") else {
                 continue;
             };
+            // `integer` is the XSD int of the reference parser: a 32-bit whole number.
             let fits = match value_schema.as_deref() {
-                Some("Integer") => v.is_i64(),
+                Some("Integer") => v.as_i64().is_some_and(|n| i32::try_from(n).is_ok()),
                 Some("String") => v.is_string(),
                 _ => true,
             };
             if !fits {
-                found.push(
+                let schema = value_schema.clone().unwrap_or_default().to_lowercase();
+                found.push_pair(
                     ev.elem(),
+                    &node.elem().id,
                     "nonConformantDatatype",
                     format!(
-                        "enumValue {v} does not match the enum's valueSchema {}",
-                        value_schema.clone().unwrap_or_default()
+                        "enumValue {v} is not of the datatype {schema} that the valueSchema of {} requires",
+                        node.elem().id
                     ),
                 );
             }
@@ -336,8 +328,8 @@ impl Parser<'_> {
         }
     }
 
-    /// Values that must conform to the element's schema (`maximum`, `scaleFactor` of an
-    /// integer telemetry are integers).
+    /// Values that must conform to the element's schema (`maximum`, `minimum` and
+    /// `scaleFactor` of a telemetry are instances of its `schema`).
     fn check_instance_conformance(&self, node: Node<'_>, found: &mut Findings) {
         let elem = node.elem();
         for (iri, values) in &elem.supplemental {
@@ -346,22 +338,21 @@ impl Parser<'_> {
             else {
                 continue;
             };
-            let integral = self
-                .prop_nodes(node, governing)
-                .iter()
-                .any(|s| INTEGRAL_SCHEMAS.contains(&s.elem().class.as_str()));
-            let fractional = values.iter().any(|v| {
-                matches!(v, PropValue::Literal(n) if n.is_number() && !n.is_i64() && !n.is_u64())
-            });
-            if integral && fractional {
-                found.push(
-                    elem,
-                    "nonConformantPropertyValue",
-                    format!(
-                        "{} has a fractional '{iri}' though its '{governing}' is an integer schema",
-                        elem.id
-                    ),
-                );
+            for schema in self.prop_nodes(node, governing) {
+                let violation = values.iter().find_map(|v| match v {
+                    PropValue::Literal(value) => self.instance_violation(value, None, schema, 0),
+                    _ => None,
+                });
+                if let Some(why) = violation {
+                    found.push(
+                        elem,
+                        "nonConformantPropertyValue",
+                        format!(
+                            "{}'s '{iri}' does not conform to its '{governing}': {why}",
+                            elem.id
+                        ),
+                    );
+                }
             }
         }
     }

@@ -73,6 +73,11 @@ struct ContextReader<'v> {
     ok: bool,
     /// The previous entry was a `#limitless` DTDL context, so a limit context may follow.
     after_limitless: bool,
+    /// An extension or affiliate context was read after a DTDL context: no DTDL context
+    /// may follow.
+    affiliate_seen: bool,
+    /// A DTDL context was read in this `@context`.
+    dtdl_seen: bool,
     seen: Vec<&'v str>,
 }
 
@@ -113,6 +118,8 @@ impl Parser<'_> {
             ctx: parent.cloned(),
             ok: true,
             after_limitless: false,
+            affiliate_seen: false,
+            dtdl_seen: false,
             seen: Vec::new(),
         };
         for (i, spec) in specs.iter().enumerate() {
@@ -155,10 +162,13 @@ impl Parser<'_> {
     ) -> Option<Entry<'v>> {
         let doc = reader.doc;
         let Some(text) = value.as_str() else {
-            let code = if value.is_object() {
-                "disallowedLocalContext"
-            } else {
-                "invalidContextSpecifier"
+            // A local context (term definitions) is only read last, where no DTDL version
+            // allows it; elsewhere it interrupts the DTDL context or the affiliates.
+            let code = match (value.is_object(), is_last, &reader.ctx) {
+                (false, _, _) => "invalidContextSpecifier",
+                (true, true, _) => "disallowedLocalContext",
+                (true, false, None) => "missingDtdlContext",
+                (true, false, Some(_)) => "localContextNotLast",
             };
             self.at(doc, &pointer).value(value).error(code, "@context entries must be context DTMI strings; local context definitions are not allowed");
             reader.ok = false;
@@ -197,6 +207,15 @@ impl Parser<'_> {
     fn read_context_entry(&mut self, reader: &mut ContextReader<'_>, entry: &Entry<'_>) -> bool {
         let was_after_limitless = std::mem::take(&mut reader.after_limitless);
         if let Some(version) = dtdl_context_version(entry.base) {
+            if reader.affiliate_seen {
+                let message = format!(
+                    "DTDL context '{}' follows an extension context; the DTDL context comes first",
+                    entry.text
+                );
+                self.context_error(reader, entry, "dtdlContextFollowsAffiliate", message);
+                return true;
+            }
+            reader.dtdl_seen = true;
             self.dtdl_context_entry(reader, entry, version, was_after_limitless);
             return true;
         }
@@ -222,7 +241,9 @@ impl Parser<'_> {
             .affiliate_contexts_implicit_dtdl_versions
             .get(entry.base)
         {
-            // An affiliate context may stand in for the DTDL context it implies.
+            // An affiliate context may stand in for the DTDL context it implies (and precede
+            // the DTDL context).
+            reader.affiliate_seen |= reader.dtdl_seen;
             match &mut reader.ctx {
                 Some(c) => c.extensions.push(entry.base.to_string()),
                 None => {
@@ -344,6 +365,7 @@ impl Parser<'_> {
         entry: &Entry<'_>,
     ) -> bool {
         let text = entry.text;
+        reader.affiliate_seen = true;
         if reader.ctx.is_none() {
             self.at(reader.doc, &entry.pointer).value(entry.value).error("missingDtdlContext", format!("@context must start with a DTDL context (e.g. \"dtmi:dtdl:context;3\"), found '{text}'"));
             return false;

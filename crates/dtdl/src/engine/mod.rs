@@ -9,6 +9,7 @@ mod build;
 mod check;
 mod context;
 mod graph;
+mod instance;
 mod pattern;
 mod report;
 mod resolve;
@@ -53,7 +54,8 @@ pub(crate) struct Element {
     pub doc: usize,
     pub pointer: String,
     pub parent: Option<(ElemId, String)>,
-    /// The top-level element this one is nested in (itself for top-level elements).
+    /// The partition this element belongs to: the nearest enclosing element of a partition
+    /// class (an Interface, nested or not; itself for an Interface).
     pub partition: ElemId,
     /// Material properties by short name.
     pub props: BTreeMap<String, Vec<PropValue>>,
@@ -92,6 +94,9 @@ pub(crate) struct RefSite {
     pub class: Option<String>,
     /// DTDL versions the target may be written in (empty: any).
     pub versions: Vec<u8>,
+    /// The value was written as a term (not a DTMI): a term that names no element is of the
+    /// wrong type, not an identifier to resolve.
+    pub term: bool,
 }
 
 /// The standard elements (primitive schemas, geospatial objects, units…) parsed once.

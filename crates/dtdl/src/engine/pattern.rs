@@ -33,9 +33,14 @@ pub(crate) fn is_lenient_id(s: &str) -> bool {
     matches(r"^[A-Za-z][A-Za-z0-9_\-]*(?::[A-Za-z0-9_\-]+)+$", s)
 }
 
-/// A loose BCP 47 language tag check (`en`, `en-US`, `zh-Hant-TW`).
+/// A language code as the DTDL specification (v4, "Localizable string") and the reference
+/// parser define it: a lowercase language, an optional script and an optional region
+/// (`en`, `en-US`, `zh-Hant-TW`, `es-419`).
 pub(crate) fn is_language_code(code: &str) -> bool {
-    matches(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$", code)
+    matches(
+        r"^[a-z]{2,4}(-[A-Z][a-z]{3})?(-([A-Z]{2}|[0-9]{3}))?$",
+        code,
+    )
 }
 
 #[cfg(test)]

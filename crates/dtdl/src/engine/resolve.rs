@@ -102,13 +102,27 @@ impl Parser<'_> {
                     if let Some(required) = &site.class
                         && !digest.is_subclass(&class, required, version)
                     {
-                        self.at(doc, &site.pointer).primary(&from_id).secondary(&site.target).value(&Value::from(site.target.as_str())).error("notRequiredType", format!("property '{}' refers to {}, which is a {class}; expected a {required}", site.prop, site.target));
+                        self.at(doc, &site.pointer).primary(&from_id).secondary(&site.target).value(&Value::from(site.target.as_str())).error("badType", format!("property '{}' refers to {}, which is a {class}; expected a {required}", site.prop, site.target));
                         continue;
                     }
                     if !is_std && !site.versions.is_empty() && !site.versions.contains(&version) {
                         self.at(doc, &site.pointer).primary(&from_id).secondary(&site.target).value(&Value::from(site.target.as_str())).error("disallowedVersionReference", format!("property '{}' refers to {}, written in DTDL v{version}, which a DTDL v{from_version} element cannot use here", site.prop, site.target));
                         continue;
                     }
+                }
+                None if site.term => {
+                    let expected = site.class.as_deref().unwrap_or("element");
+                    self.at(doc, &site.pointer)
+                        .primary(&from_id)
+                        .secondary(&site.target)
+                        .value(&Value::from(site.target.as_str()))
+                        .error(
+                            "badType",
+                            format!(
+                                "property '{}' has value '{}', a term that names no {expected}",
+                                site.prop, site.target
+                            ),
+                        );
                 }
                 None => {
                     let reserved = digest

@@ -37,10 +37,8 @@ impl Parser<'_> {
                 self.check_id_definition(doc, &pointer, s, here.ctx, class)
                     .then(|| (s.to_string(), true))
             }
-            (None, None) => {
-                self.at(doc, here.pointer).error("missingTopLevelId", "top-level element has no '@id'; expected a DTMI such as \"dtmi:example:Thing;1\"");
-                None
-            }
+            // A top-level element without `@id` (missingTopLevelId) is not walked.
+            (None, None) => None,
             (None, Some(l)) if l.id_required => {
                 self.at(doc, here.pointer).error(
                     "missingRequiredId",
@@ -91,6 +89,23 @@ impl Parser<'_> {
                 "disallowedIdFragment",
                 format!("identifier '{id}' has a fragment"),
             );
+            // Nor is it a DTMI, whose syntax has no fragment: the reference parser's
+            // identifier check says so first.
+            self.at(doc, pointer).value(&quoted).error(
+                "invalidId",
+                format!("identifier '{id}' is not a valid DTMI for DTDL v{version}"),
+            );
+            return false;
+        }
+        // The reference parser measures the identifier before it checks its form.
+        if let Some(max) = max_length(rule, profile).filter(|m| id.len() as i64 > *m) {
+            self.at(doc, pointer).value(&quoted).error(
+                "idTooLong",
+                format!(
+                    "identifier is {} characters long, the limit is {max}",
+                    id.len()
+                ),
+            );
             return false;
         }
         let pattern = rule
@@ -100,28 +115,19 @@ impl Parser<'_> {
         if !matches(pattern, id) {
             return self.non_dtmi_id(doc, pointer, id, version);
         }
-        let too_long = [
-            (max_length(rule, profile), "idTooLong", "identifier"),
-            (
-                max_length(
-                    digest
-                        .identifier_definition
-                        .get(class)
-                        .and_then(|c| c.get(&vkey)),
-                    profile,
-                ),
+        let type_rule = digest
+            .identifier_definition
+            .get(class)
+            .and_then(|c| c.get(&vkey));
+        if let Some(max) = max_length(type_rule, profile).filter(|m| id.len() as i64 > *m) {
+            self.at(doc, pointer).value(&quoted).error(
                 "idTooLongForType",
-                "identifier of this type",
-            ),
-        ];
-        for (max, code, what) in too_long {
-            if let Some(max) = max.filter(|m| id.len() as i64 > *m) {
-                self.at(doc, pointer).value(&quoted).error(
-                    code,
-                    format!("{what} is {} characters long, the limit is {max}", id.len()),
-                );
-                return false;
-            }
+                format!(
+                    "identifier of a {class} is {} characters long, the limit is {max}",
+                    id.len()
+                ),
+            );
+            return false;
         }
         // A prefix is reserved by a context (`dtmi:iotcentral:` by the iotcentral context):
         // only while that context is in force.

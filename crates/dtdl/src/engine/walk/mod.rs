@@ -2,10 +2,11 @@
 //!
 //! [`Parser::walk_element`] runs the phases of one element in order: its `@context`, its
 //! `@type` ([`types`]), its `@id` ([`ids`]), the element's registration in the arena, then its
-//! properties ([`props`], with values in [`values`], literals in [`literal`] and the
-//! properties that supplemental types add in [`supplemental`]).
+//! properties ([`props`], with values in [`values`], literals in [`literal`], localizable
+//! strings in [`lang`] and the properties that supplemental types add in [`supplemental`]).
 
 mod ids;
+mod lang;
 mod literal;
 mod props;
 mod supplemental;
@@ -125,6 +126,14 @@ impl Parser<'_> {
                 .error("topLevelGraphDisallowed", "'@graph' is not allowed");
             return;
         }
+        // Without an identifier the reference parser reads nothing more of the element.
+        if !obj.contains_key("@id") {
+            self.at(doc, pointer).error(
+                "missingTopLevelId",
+                "top-level element has no '@id'; expected a DTMI such as \"dtmi:example:Thing;1\"",
+            );
+            return;
+        }
         self.check_partition_size(doc, obj, pointer, &ctx);
         let allowed = if self.standard_mode {
             "Entity"
@@ -229,9 +238,13 @@ impl Parser<'_> {
         link: Option<&ChildLink<'_>>,
     ) -> ElemId {
         let me = self.arena.elems.len();
+        // An element of a partition class (an Interface, even one nested in a component or
+        // `extends`) starts a partition; the reference parser lets nothing reach into it.
         let partition = match link {
-            Some(l) => self.arena.elems[l.parent].partition,
-            None => me,
+            Some(l) if !digest().partition_classes.iter().any(|c| c == typing.class) => {
+                self.arena.elems[l.parent].partition
+            }
+            _ => me,
         };
         self.arena.elems.push(Element {
             id: id.clone(),

@@ -86,7 +86,8 @@ impl Parser<'_> {
                 continue;
             }
             if key.starts_with('@') {
-                self.walk_keyword(here, key);
+                let top_level = self.arena.elems[me].parent.is_none();
+                self.walk_keyword(here, key, top_level);
                 continue;
             }
             let iri = resolve_iri(here.ctx, key);
@@ -104,15 +105,21 @@ impl Parser<'_> {
         }
     }
 
-    /// A JSON-LD keyword other than `@context`, `@id` and `@type`.
-    fn walk_keyword(&mut self, here: &Here<'_>, key: &str) {
+    /// A JSON-LD keyword other than `@context`, `@id` and `@type` (`@graph` of a top-level
+    /// element is reported before its walk).
+    fn walk_keyword(&mut self, here: &Here<'_>, key: &str, top_level: bool) {
         let version = here.version();
         if key == "@graph" {
             self.at(here.doc, &here.key(key))
                 .error("graphDisallowed", "'@graph' is not allowed");
         } else if version >= 3 {
+            let code = if top_level {
+                "topLevelKeywordDisallowed"
+            } else {
+                "keywordDisallowed"
+            };
             self.at(here.doc, &here.key(key)).error(
-                "keywordDisallowed",
+                code,
                 format!("JSON-LD keyword '{key}' is not allowed in DTDL v{version}"),
             );
         }

@@ -5,7 +5,7 @@ use serde_json::Value;
 use super::{Here, Parser, supplemental_chain};
 use crate::digest::{SupplementalProperty, digest};
 use crate::engine::pattern::matches;
-use crate::engine::{ElemId, PropValue};
+use crate::engine::{ElemId, PropValue, RefSite};
 
 /// The supplemental property being walked.
 pub(super) struct SupplementalSite<'s> {
@@ -66,6 +66,19 @@ fn wrong_json_type(type_name: &str, raw: &Value) -> Option<&'static str> {
     }
 }
 
+/// The family of validation ids of a literal property's JSON-LD value objects (`None` for
+/// properties naming elements).
+fn value_object_datatype(def: &SupplementalProperty) -> Option<&'static str> {
+    match def.type_name.as_deref().unwrap_or("") {
+        "string" | "IRI" => Some("string"),
+        "duration" => Some("duration"),
+        "integer" => Some("integer"),
+        "decimal" | "double" => Some("numeric"),
+        "boolean" => Some("boolean"),
+        _ => None,
+    }
+}
+
 fn is_literal_type(def: &SupplementalProperty) -> bool {
     matches!(
         def.type_name.as_deref().unwrap_or(""),
@@ -89,10 +102,25 @@ impl Parser<'_> {
             return false;
         }
         let mut values = Vec::new();
+        let datatype = value_object_datatype(site.def);
         for item in items {
-            let raw = match item {
-                Value::Object(o) => o.get("@value").unwrap_or(item),
-                v => v,
+            let raw = match (item, datatype) {
+                (Value::Object(o), Some(datatype)) => {
+                    let version = here.version();
+                    let unwrapped = self.value_object(
+                        here.doc,
+                        site.pointer,
+                        site.key,
+                        o,
+                        Some(datatype),
+                        version,
+                    );
+                    match unwrapped {
+                        Some(v) => v,
+                        None => return false,
+                    }
+                }
+                (v, _) => v,
             };
             match self.supplemental_value(here, site, raw) {
                 Some(v) => values.push(v),
@@ -174,7 +202,7 @@ impl Parser<'_> {
         }
         let codes: &[&str] = match self.supplemental_target(&target, def) {
             Target::Fits => return Some(PropValue::Ref(target)),
-            Target::Unknown => &["notRequiredType"],
+            Target::Unknown => return self.unknown_supplemental_target(here, site, s, target),
             Target::WrongType => &["badType"],
             Target::WrongParent => &["badType", "wrongParent"],
         };
@@ -187,6 +215,45 @@ impl Parser<'_> {
                 ),
             );
         }
+        None
+    }
+
+    /// A value naming no element known so far: a term of the active contexts names no
+    /// element of the property's type (`badType`); a DTMI is resolved with the set's other
+    /// references (it may be defined later, or be undefined); anything else is neither
+    /// (`badDtmiOrTerm`), as the reference parser reads supplemental properties.
+    fn unknown_supplemental_target(
+        &mut self,
+        here: &Here<'_>,
+        site: &SupplementalSite<'_>,
+        written: &str,
+        target: String,
+    ) -> Option<PropValue> {
+        let (doc, key, version) = (here.doc, site.key, here.version());
+        let raw = Value::from(written);
+        if here.ctx.resolve_term(written).is_some() {
+            self.at(doc, site.pointer).value(&raw).secondary(&target).error(
+                "badType",
+                format!("property '{key}' has value '{written}', a term that names no element it allows"),
+            );
+            return None;
+        }
+        if super::is_dtmi_syntax(written, version) {
+            self.refs.push(RefSite {
+                from: site.me,
+                prop: site.iri.to_string(),
+                target: target.clone(),
+                pointer: site.pointer.to_string(),
+                class: None,
+                versions: Vec::new(),
+                term: false,
+            });
+            return Some(PropValue::Ref(target));
+        }
+        self.at(doc, site.pointer).value(&raw).error(
+            "badDtmiOrTerm",
+            format!("property '{key}' has value '{written}', which is neither a DTMI nor a DTDL v{version} term"),
+        );
         None
     }
 

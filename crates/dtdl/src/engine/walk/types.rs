@@ -46,11 +46,9 @@ impl Parser<'_> {
         allowed: &str,
         parent: Option<ElemId>,
     ) -> Option<Typing> {
-        let nested = parent.is_some();
         let type_values: Vec<&Value> = match here.obj.get("@type") {
             Some(Value::Array(a)) if a.is_empty() => {
-                self.at(here.doc, &here.key("@type"))
-                    .error("ktwin:dtdl:emptyType", "@type is empty");
+                self.missing_material_type(here, allowed, parent);
                 return None;
             }
             Some(Value::Array(a)) => a.iter().collect(),
@@ -76,15 +74,15 @@ impl Parser<'_> {
         }
         let class = self.material_class(here, &list, allowed, parent)?;
         if !digest().is_subclass(class, allowed, here.version()) {
-            let code = if nested {
-                "notRequiredType"
-            } else {
-                "typeNotRootable"
-            };
-            self.at(here.doc, &here.key("@type")).error(
-                code,
-                format!("@type {class} is not allowed here; expected @type {allowed}"),
-            );
+            let message = format!("@type {class} is not allowed here; expected @type {allowed}");
+            match parent {
+                // Reported on the parent whose property holds the element, as the reference
+                // parser does.
+                Some(parent) => self.bad_type(here, parent, message),
+                None => self
+                    .at(here.doc, &here.key("@type"))
+                    .error("typeNotRootable", message),
+            }
             return None;
         }
         digest().class(class)?;
@@ -209,10 +207,10 @@ impl Parser<'_> {
                 None
             }
             _ if untyped => {
-                self.at(here.doc, here.pointer).error(
-                    "ktwin:dtdl:missingType",
-                    format!("element has no @type; expected a {allowed} type"),
-                );
+                if let Some(parent) = parent {
+                    let message = format!("element has no @type; expected a {allowed} type");
+                    self.bad_type(here, parent, message);
+                }
                 None
             }
             _ => {
@@ -225,25 +223,31 @@ impl Parser<'_> {
     }
 
     /// `@type` lists only supplemental types: a nested element is then not of the class its
-    /// parent's property needs (reported on the parent), a top-level one has no material type.
+    /// parent's property needs (reported on the parent), a top-level one is not an Interface.
     fn missing_material_type(&mut self, here: &Here<'_>, allowed: &str, parent: Option<ElemId>) {
-        let pointer = here.key("@type");
-        let Some(parent) = parent else {
-            self.at(here.doc, &pointer).error(
-                "layerMissingMaterialType",
-                format!("@type specifies no material type; expected a {allowed} type"),
-            );
-            return;
-        };
+        let message = format!("@type specifies no material type; expected a {allowed} type");
+        match parent {
+            Some(parent) => self.bad_type(here, parent, message),
+            None => self
+                .at(here.doc, &here.key("@type"))
+                .error("typeNotRootable", message),
+        }
+    }
+
+    /// `badType`: the element is not of a class its parent's property allows; the parent is
+    /// the primary element, the element the secondary one.
+    fn bad_type(&mut self, here: &Here<'_>, parent: ElemId, message: String) {
         let parent_id = self.arena.elems[parent].id.clone();
         let subject = self.subject.clone().unwrap_or_default();
+        let pointer = if here.obj.contains_key("@type") {
+            here.key("@type")
+        } else {
+            here.pointer.to_string()
+        };
         self.at(here.doc, &pointer)
             .primary(&parent_id)
             .secondary(&subject)
-            .error(
-                "badType",
-                format!("@type of {subject} specifies no material type; expected a {allowed} type"),
-            );
+            .error("badType", message);
     }
 
     /// Placement, version and co-occurrence of the supplemental types.

@@ -135,8 +135,19 @@ impl Parser<'_> {
                         .clone()
                         .or_else(|| site.common.class.clone()),
                     versions: site.rules.versions.clone(),
+                    term: here.ctx.resolve_term(s).is_some(),
                 });
                 Some(PropValue::Ref(target))
+            }
+            // In DTDL v2 an object with nothing but `@id` refers to the element (v3 on:
+            // idReference, reported by `inline_child`).
+            Value::Object(child) if here.version() < 3 && child.len() == 1 => {
+                match child.get("@id") {
+                    Some(Value::String(id)) => self.id_only_reference(here, site, idx, id, p),
+                    _ => self
+                        .inline_child(here, site, idx, child, p)
+                        .map(PropValue::Child),
+                }
             }
             Value::Object(child) if site.rules.values.is_none() => self
                 .inline_child(here, site, idx, child, p)
@@ -160,6 +171,30 @@ impl Parser<'_> {
                 None
             }
         }
+    }
+
+    /// `{"@id": "…"}` (DTDL v2): a reference when the identifier is a DTMI or a term,
+    /// `idRefBadDtmiOrTerm` otherwise.
+    fn id_only_reference(
+        &mut self,
+        here: &Here<'_>,
+        site: &PropertySite<'_>,
+        idx: usize,
+        id: &str,
+        p: &str,
+    ) -> Option<PropValue> {
+        if here.ctx.resolve_term(id).is_some() || super::is_dtmi_syntax(id, here.version()) {
+            return self.walk_value(here, site, idx, &Value::from(id), &ptr(p, "@id"));
+        }
+        self.at(here.doc, &ptr(p, "@id")).value(&Value::from(id)).error(
+            "idRefBadDtmiOrTerm",
+            format!(
+                "property '{}' has a value whose '@id' '{id}' is neither a DTMI nor a DTDL v{} term",
+                site.key,
+                here.version()
+            ),
+        );
+        None
     }
 
     /// An identifier-valued property (a Relationship's target): a DTMI, not resolved.
@@ -212,23 +247,14 @@ impl Parser<'_> {
             .clone()
             .or_else(|| site.common.class.clone())
             .unwrap_or_default();
-        let segment = site
-            .common
-            .dtmi_segment
-            .as_ref()
-            .and_then(|seg| child.get(seg))
-            .and_then(|v| match v {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            })
-            .unwrap_or_else(|| {
-                if site.common.plural {
-                    idx.to_string()
-                } else {
-                    String::new()
-                }
-            });
+        let segment = match site.common.dtmi_segment.as_deref() {
+            // An element without `@id` is named after its parent and this segment.
+            Some(seg) if !child.contains_key("@id") && !site.rules.id_required => {
+                self.dtmi_segment(here.doc, p, site.key, child, seg)?
+            }
+            _ if site.common.plural => idx.to_string(),
+            _ => String::new(),
+        };
         let link = ChildLink {
             parent: site.me,
             prop: site.name,
@@ -247,6 +273,51 @@ impl Parser<'_> {
             );
         }
         Some(c)
+    }
+
+    /// The segment an element without `@id` is identified by: its `name` (a string or a
+    /// number, `1.5` written `1_5`); an element without one cannot be identified.
+    fn dtmi_segment(
+        &mut self,
+        doc: usize,
+        p: &str,
+        key: &str,
+        child: &Map<String, Value>,
+        seg: &str,
+    ) -> Option<String> {
+        let written = child.iter().find_map(|(k, v)| {
+            (k == seg || digest().property_names.get(k).is_some_and(|n| n == seg)).then_some(v)
+        });
+        let Some(written) = written else {
+            self.at(doc, p).error(
+                "missingDtmiSegPropertyValue",
+                format!("property '{key}' has an element with neither '@id' nor '{seg}'"),
+            );
+            return None;
+        };
+        // One value, possibly in an array or a JSON-LD value object.
+        let single = match written {
+            Value::Array(items) if items.len() == 1 => items.first().unwrap_or(written),
+            v => v,
+        };
+        let value = match single {
+            Value::Object(o) => o.get("@value").unwrap_or(single),
+            v => v,
+        };
+        match value {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) if n.is_f64() => Some(n.to_string().replace('.', "_")),
+            Value::Number(n) => Some(n.to_string()),
+            other => {
+                self.at(doc, &ptr(p, seg)).value(other).error(
+                    "dtmiSegPropertyNotStringOrNumber",
+                    format!(
+                        "property '{key}' has an element whose '{seg}' is not a string or number"
+                    ),
+                );
+                None
+            }
+        }
     }
 
     /// Uniqueness of names (and enum values) among inline children.
