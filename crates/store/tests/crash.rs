@@ -20,7 +20,8 @@ impl Store {
     /// Starts the store binary on a free port with `backend_args` and waits for its address.
     fn start(backend_args: &[String]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ktwin-store"))
-            .args(["--listen", "127.0.0.1:0"])
+            // On loopback, so without authentication (not what this test is about).
+            .args(["--listen", "127.0.0.1:0", "--insecure"])
             .args(backend_args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
