@@ -67,6 +67,7 @@ struct Guard {
 #[derive(Clone)]
 pub struct AuthLayer {
     guard: Arc<Guard>,
+    access_log: tracing::Level,
 }
 
 impl std::fmt::Debug for AuthLayer {
@@ -110,7 +111,15 @@ impl AuthLayer {
                 per_principal: limits.per_principal.map(KeyedLimiter::new),
                 failures: limits.failures_per_address.map(KeyedLimiter::new),
             }),
+            access_log: tracing::Level::INFO,
         }
+    }
+
+    /// Writes the access log at debug level instead of info: for a local platform whose
+    /// console is for people (`ktwin up`), not for an audit trail (the gateway keeps info).
+    pub fn with_debug_access_log(mut self) -> Self {
+        self.access_log = tracing::Level::DEBUG;
+        self
     }
 }
 
@@ -121,6 +130,7 @@ impl<S> Layer<S> for AuthLayer {
         AuthService {
             inner,
             guard: Arc::clone(&self.guard),
+            access_log: self.access_log,
         }
     }
 }
@@ -130,6 +140,7 @@ impl<S> Layer<S> for AuthLayer {
 pub struct AuthService<S> {
     inner: S,
     guard: Arc<Guard>,
+    access_log: tracing::Level,
 }
 
 impl<S> Service<Request<Body>> for AuthService<S>
@@ -150,7 +161,8 @@ where
         let ready = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, ready);
         let guard = Arc::clone(&self.guard);
-        Box::pin(async move { Ok(guard.handle(request, inner).await) })
+        let access_log = self.access_log;
+        Box::pin(async move { Ok(guard.handle(request, inner, access_log).await) })
     }
 }
 
@@ -173,7 +185,12 @@ impl From<Response> for Box<Refused> {
 type Verdict = Result<Option<Principal>, Box<Refused>>;
 
 impl Guard {
-    async fn handle<S>(&self, mut request: Request<Body>, mut inner: S) -> Response
+    async fn handle<S>(
+        &self,
+        mut request: Request<Body>,
+        mut inner: S,
+        access_log: tracing::Level,
+    ) -> Response
     where
         S: Service<Request<Body>, Response = Response, Error = Infallible>,
     {
@@ -200,14 +217,16 @@ impl Guard {
             }
             Err(refused) => (refused.principal, refused.response),
         };
-        tracing::info!(
-            target: ACCESS_LOG_TARGET,
-            method = %method,
-            path = %truncate(&path, MAX_LOGGED_PATH),
-            status = response.status().as_u16(),
-            principal = principal_name.as_deref().unwrap_or("-"),
-            elapsed_us = started.elapsed().as_micros() as u64,
-        );
+        let path = truncate(&path, MAX_LOGGED_PATH);
+        let status = response.status().as_u16();
+        let principal = principal_name.as_deref().unwrap_or("-");
+        let elapsed_us = started.elapsed().as_micros() as u64;
+        // `tracing` fixes a callsite's level at compile time: one callsite per level.
+        if access_log == tracing::Level::DEBUG {
+            tracing::debug!(target: ACCESS_LOG_TARGET, method = %method, path = %path, status, principal, elapsed_us);
+        } else {
+            tracing::info!(target: ACCESS_LOG_TARGET, method = %method, path = %path, status, principal, elapsed_us);
+        }
         response
     }
 

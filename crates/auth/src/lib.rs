@@ -30,6 +30,8 @@ mod ratelimit;
 mod reload;
 mod scope;
 mod secret;
+#[cfg(feature = "cli")]
+pub mod service_args;
 pub mod tls;
 mod token;
 

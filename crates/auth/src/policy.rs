@@ -105,11 +105,17 @@ impl RoutePolicy {
 
 impl RoutePolicyBuilder {
     /// `path` is open to anyone, whatever the method.
-    pub fn public(mut self, path: &str) -> Self {
+    pub fn public(self, path: &str) -> Self {
+        self.public_for(&[], path)
+    }
+
+    /// `methods` on `path` are open to anyone (an empty `methods` means all). Rules for one path
+    /// are tried in the order they were added, so this one wins over a later rule for it.
+    pub fn public_for(mut self, methods: &[Method], path: &str) -> Self {
         self.rules.push((
             path.to_owned(),
             Rule {
-                methods: Vec::new(),
+                methods: methods.to_vec(),
                 decision: None,
             },
         ));
@@ -226,6 +232,10 @@ mod tests {
     use super::*;
 
     fn store_like() -> RoutePolicy {
+        store_like_rules().build().unwrap()
+    }
+
+    fn store_like_rules() -> RoutePolicyBuilder {
         RoutePolicy::builder()
             .public("/health")
             .rule(
@@ -258,8 +268,6 @@ mod tests {
                     instance: "instance",
                 },
             )
-            .build()
-            .unwrap()
     }
 
     #[test]
@@ -297,6 +305,26 @@ mod tests {
         assert_eq!(
             policy.access(&Method::PUT, "/api/v1/twin-events"),
             admin_everywhere
+        );
+    }
+
+    #[test]
+    fn a_public_method_rule_added_first_opens_only_that_method() {
+        let policy = RoutePolicy::builder()
+            .public_for(&[Method::POST], "/api/v1/twin-events")
+            .merge(store_like_rules())
+            .build()
+            .unwrap();
+        assert_eq!(
+            policy.access(&Method::POST, "/api/v1/twin-events"),
+            Access::Public
+        );
+        assert_eq!(
+            policy.access(&Method::GET, "/api/v1/twin-events"),
+            Access::Requires {
+                scope: Scope::Read,
+                target: Target::AllTwins
+            }
         );
     }
 

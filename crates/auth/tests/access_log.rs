@@ -36,7 +36,7 @@ async fn the_access_log_names_principals_but_never_tokens() {
 
     let tokens = tokens();
     let app = app(AuthLayer::new(
-        Authenticator::new(Reloading::fixed(tokens.set)),
+        Authenticator::new(Reloading::fixed(tokens.set.clone())),
         policy(),
     ));
     call(
@@ -77,4 +77,47 @@ async fn the_access_log_names_principals_but_never_tokens() {
     ] {
         assert!(!log.contains(secret), "{secret} logged: {log}");
     }
+
+    drop(_guard);
+    a_debug_access_log_is_silent_at_info(&tokens).await;
+}
+
+/// `ktwin up`'s layer logs at debug: a console at info shows no line per request, while the
+/// gateway's layer (info) still does. In the same test as the other, so no other thread
+/// registers the callsites first.
+async fn a_debug_access_log_is_silent_at_info(tokens: &router::Tokens) {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let layer = || {
+        AuthLayer::new(
+            Authenticator::new(Reloading::fixed(tokens.set.clone())),
+            policy(),
+        )
+    };
+    let quiet = app(layer().with_debug_access_log());
+    call(
+        &quiet,
+        Method::GET,
+        "/twins/city-pole/pole-1",
+        Some(&tokens.reader),
+    )
+    .await;
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(log.matches("ktwin::access").count(), 0, "{log}");
+    let audited = app(layer());
+    call(
+        &audited,
+        Method::GET,
+        "/twins/city-pole/pole-1",
+        Some(&tokens.reader),
+    )
+    .await;
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(log.matches("ktwin::access").count(), 1, "{log}");
 }

@@ -43,6 +43,10 @@ pub const STORE_DATABASE_URL: &str = "KTWIN_STORE_DATABASE_URL";
 pub const STORE_PATH: &str = "KTWIN_STORE_PATH";
 /// Listen address of the event store.
 pub const STORE_LISTEN: &str = "KTWIN_STORE_LISTEN";
+/// Whether the event store accepts posted events (`POST /api/v1/twin-events`) without a
+/// credential: a Knative Trigger delivering them cannot present one (the NetworkPolicy of the
+/// store then admits only the broker's dispatcher and the platform's pods).
+pub const STORE_OPEN_INGEST: &str = "KTWIN_STORE_OPEN_INGEST";
 /// Request timeout of the event store, in milliseconds (the original's `TIMEOUT`).
 pub const STORE_TIMEOUT: &str = "TIMEOUT";
 /// AMQP URL of RabbitMQ, with credentials.
@@ -78,10 +82,12 @@ pub const SINK: &str = "KTWIN_SINK";
 pub const SERVICE_NAME: &str = "SERVICE_NAME";
 /// Listen address of the gateway.
 pub const GATEWAY_LISTEN: &str = "KTWIN_GATEWAY_LISTEN";
-/// Bearer token callers of the gateway present.
-pub const GATEWAY_TOKEN: &str = "KTWIN_GATEWAY_TOKEN";
-/// Token file (names, scopes, grants, hashes) of the gateway's callers, reloaded on change.
-pub const GATEWAY_TOKENS_FILE: &str = "KTWIN_GATEWAY_TOKENS_FILE";
+/// The bearer token (`write` on every twin) callers of a standalone service (gateway, event
+/// store, graph) present: the platform's token, passed from a Secret by `secretKeyRef`.
+pub const API_TOKEN: &str = "KTWIN_API_TOKEN";
+/// Token file (names, scopes, grants, hashes) of a standalone service's callers, reloaded on
+/// change.
+pub const TOKENS_FILE: &str = "KTWIN_TOKENS_FILE";
 /// Requests per second one credential may make of the gateway (sustained).
 pub const GATEWAY_RATE_LIMIT: &str = "KTWIN_GATEWAY_RATE_LIMIT";
 /// OIDC issuer (`iss`) whose JWTs a service accepts.

@@ -5,9 +5,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use ktwin_service::{Readiness, ops_router};
+use ktwin_auth::service_args::{self, ServiceAuthArgs};
+use ktwin_auth::{AuthLimits, RoutePolicyBuilder};
+use ktwin_service::{Readiness, ops_router, with_service_layers};
 
-use crate::{GraphState, LocalSource, router, watch_kubernetes, watch_local};
+use crate::{GraphState, LocalSource, route_policy, router, watch_kubernetes, watch_local};
+
+/// Where the standalone service also serves the OpenAPI document (the path of `ktwin store`'s).
+pub const ROOT_OPENAPI_PATH: &str = "/api/v1/openapi.json";
+
+/// The standalone service's route policy: [`route_policy`] and its second OpenAPI path.
+pub fn standalone_policy() -> RoutePolicyBuilder {
+    route_policy().public(ROOT_OPENAPI_PATH)
+}
 
 /// Where the twin graph comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -21,9 +31,13 @@ pub enum SourceKind {
 /// Runs the graph service.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GraphArgs {
-    /// Address to listen on (port 0 picks a free port; the bound address is printed).
-    #[arg(long, env = ktwin_events::env::GRAPH_LISTEN, default_value = "0.0.0.0:8080")]
+    /// Address to listen on (port 0 picks a free port; the bound address is printed). This
+    /// machine only unless configured (a cluster's manifests listen on every address).
+    #[arg(long, env = ktwin_events::env::GRAPH_LISTEN, default_value = ktwin_events::defaults::LOOPBACK_HTTP_LISTEN)]
     pub listen: SocketAddr,
+    /// Who may call.
+    #[command(flatten)]
+    pub auth: ServiceAuthArgs,
     /// Source of truth.
     #[arg(long, value_enum, default_value = "local", env = ktwin_events::env::GRAPH_SOURCE)]
     pub source: SourceKind,
@@ -42,6 +56,16 @@ pub struct GraphArgs {
 pub async fn run(args: GraphArgs) -> anyhow::Result<ExitCode> {
     let state = GraphState::new();
     let shutdown = ktwin_service::shutdown_token();
+    let auth = args.auth.layer(
+        "the graph service",
+        args.listen,
+        standalone_policy().build()?,
+        AuthLimits {
+            per_principal: None,
+            failures_per_address: service_args::failure_limit(),
+        },
+        &shutdown,
+    )?;
     let source_task = match args.source {
         SourceKind::Kubernetes => {
             let client = kube::Client::try_default()
@@ -76,23 +100,25 @@ pub async fn run(args: GraphArgs) -> anyhow::Result<ExitCode> {
             }
         })
     };
-    let app = router(state)
-        .route(
-            "/api/v1/openapi.json",
-            axum::routing::get(|| async {
-                axum::Json(<crate::GraphApi as utoipa::OpenApi>::openapi())
-            }),
-        )
-        .merge(ops_router(readiness));
+    let api = router(state).route(
+        ROOT_OPENAPI_PATH,
+        axum::routing::get(|| async {
+            axum::Json(<crate::GraphApi as utoipa::OpenApi>::openapi())
+        }),
+    );
+    let app = with_service_layers(api.layer(auth).merge(ops_router(readiness)));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let address = listener.local_addr()?;
     println!("ktwin graph listening on http://{address}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await
-        .context("serving HTTP")?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+    .await
+    .context("serving HTTP")?;
     shutdown.cancel();
     if let Err(err) = source_task.await {
         tracing::error!(%err, "the graph source task failed");

@@ -16,6 +16,9 @@ pub const LABEL_EVENT_STORE: &str = "ktwin/event-store";
 pub const LABEL_TRIGGER: &str = "ktwin/trigger";
 /// Label key: uid of the owning custom resource; pruning lists children by it.
 pub const LABEL_OWNER_UID: &str = "ktwin/owner-uid";
+/// Label key on pods that accept connections from outside the world's namespace (gateways);
+/// the world's NetworkPolicy admits only the platform's own flows to every other pod.
+pub const LABEL_PUBLIC: &str = "ktwin/public";
 /// Label key eventing-rabbitmq puts on a trigger's Queue.
 pub const LABEL_KNATIVE_TRIGGER: &str = "eventing.knative.dev/trigger";
 /// Label key eventing-rabbitmq puts on a broker's Exchange and Queues.

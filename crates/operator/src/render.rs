@@ -26,8 +26,8 @@ use serde_json::{Value, json};
 
 use crate::kinds::ChildKind;
 use crate::names::{
-    LABEL_EVENT_STORE, LABEL_MANAGED_BY, LABEL_OWNER_UID, LABEL_TRIGGER, LABEL_TWIN_INTERFACE,
-    MANAGED_BY, MAX_KSERVICE, MAX_LABEL, dns_label, fit, label_name,
+    LABEL_EVENT_STORE, LABEL_MANAGED_BY, LABEL_OWNER_UID, LABEL_PUBLIC, LABEL_TRIGGER,
+    LABEL_TWIN_INTERFACE, MANAGED_BY, MAX_KSERVICE, MAX_LABEL, dns_label, fit, label_name,
 };
 
 /// The seed filter of the event-store trigger: it matches no ktwin event, so the store receives
@@ -756,7 +756,15 @@ impl<'a> Renderer<'a> {
                     port: plan.port,
                 };
                 let meta = self.metadata(&plan.name, owner, &[(LABEL_TRIGGER, &plan.name)]);
-                workload.render(meta).finish()
+                let mut rendered = workload.render(meta);
+                // Clients outside the world reach a gateway: the world's NetworkPolicy spares it.
+                for desired in &mut rendered.objects {
+                    if desired.kind == ChildKind::Deployment {
+                        desired.object["spec"]["template"]["metadata"]["labels"][LABEL_PUBLIC] =
+                            json!("true");
+                    }
+                }
+                rendered.finish()
             }
             Err(missing) => Rendered {
                 objects: Vec::new(),
@@ -973,6 +981,30 @@ pub fn restricted_container() -> k8s_openapi::api::core::v1::SecurityContext {
     }
 }
 
+/// A Knative container gets what [`restricted_pod`] and [`restricted_container`] give other
+/// pods, at container level (Knative refuses most pod-level fields unless a feature flag is
+/// on), except a user id: the user's image picks its own non-root user. A field the user's
+/// template sets explicitly is kept (a service that must write to its root filesystem says so).
+fn restrict_knative_container(container: &mut Container) {
+    let restricted = restricted_container();
+    let context = container
+        .security_context
+        .get_or_insert_with(Default::default);
+    context.allow_privilege_escalation = context
+        .allow_privilege_escalation
+        .or(restricted.allow_privilege_escalation);
+    context.run_as_non_root = context.run_as_non_root.or(restricted.run_as_non_root);
+    context.read_only_root_filesystem = context
+        .read_only_root_filesystem
+        .or(restricted.read_only_root_filesystem);
+    if context.capabilities.is_none() {
+        context.capabilities = restricted.capabilities;
+    }
+    if context.seccomp_profile.is_none() {
+        context.seccomp_profile = restricted_pod().seccomp_profile;
+    }
+}
+
 /// The eventing-rabbitmq trigger annotations for dispatcher prefetch and resources; absent
 /// values are left out (the original wrote `"0"`, §10.16).
 fn dispatcher_annotations(
@@ -1022,6 +1054,7 @@ fn knative_template(
     }
     let spec = template.spec.get_or_insert_with(Default::default);
     for container in &mut spec.containers {
+        restrict_knative_container(container);
         let vars = container.env.get_or_insert_with(Vec::new);
         for platform in env {
             match vars.iter_mut().find(|v| v.name == platform.name) {

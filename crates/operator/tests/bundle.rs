@@ -147,3 +147,46 @@ fn install_applies_crds_waits_for_them_then_applies_the_rest() {
     assert!(event_store > first_wait);
     assert_eq!(steps.len(), objects.len() + waits);
 }
+
+#[test]
+fn a_network_policy_admits_only_the_platforms_flows_to_the_worlds_pods() {
+    let objects = bundle(&InstallValues::default());
+    let policy = objects
+        .iter()
+        .find(|o| o["kind"] == "NetworkPolicy")
+        .expect("the bundle holds the world's NetworkPolicy");
+    assert_eq!(policy["metadata"]["namespace"], "ktwin");
+    let spec = &policy["spec"];
+    assert_eq!(spec["policyTypes"], serde_json::json!(["Ingress"]));
+    // Every pod but the public ones (gateways) and RabbitMQ's is selected…
+    let selector = spec["podSelector"]["matchExpressions"].as_array().unwrap();
+    assert!(selector.contains(&serde_json::json!(
+        {"key": "ktwin/public", "operator": "DoesNotExist"}
+    )));
+    assert!(selector.contains(&serde_json::json!(
+        {"key": "app.kubernetes.io/component", "operator": "NotIn", "values": ["rabbitmq"]}
+    )));
+    let graph = objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "ktwin-graph")
+        .unwrap();
+    let graph_labels = graph["spec"]["template"]["metadata"]["labels"]
+        .as_object()
+        .unwrap();
+    assert!(
+        !graph_labels.contains_key("ktwin/public"),
+        "the graph is selected"
+    );
+    // …and admits its own namespace's pods and Knative's namespaces, nothing else.
+    let from = spec["ingress"][0]["from"].as_array().unwrap();
+    assert_eq!(spec["ingress"].as_array().unwrap().len(), 1);
+    assert_eq!(from[0], serde_json::json!({"podSelector": {}}));
+    assert_eq!(
+        from[1]["namespaceSelector"]["matchExpressions"][0]["values"],
+        serde_json::json!(["knative-serving", "knative-eventing"])
+    );
+    assert!(from.len() == 2, "{from:?}");
+    let mut values = InstallValues::default();
+    values.network_policy.enabled = false;
+    assert!(!bundle(&values).iter().any(|o| o["kind"] == "NetworkPolicy"));
+}

@@ -638,7 +638,7 @@ async fn mqtt_trigger_and_event_store_reconcile_idempotently() {
 #[tokio::test]
 async fn the_fake_refuses_what_a_cluster_refuses() {
     use ktwin_operator::kinds::ChildKind;
-    use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+    use kube::api::{Api, DynamicObject, Patch, PatchParams};
     let fake = FakeApi::default();
     let api = |kind: ChildKind| -> Api<DynamicObject> {
         Api::namespaced_with(fake.client(NS), NS, &kind.api_resource())
@@ -708,13 +708,13 @@ async fn the_fake_refuses_what_a_cluster_refuses() {
     labelled["metadata"]["labels"] = json!({"a": "1"});
     let written = apply(ChildKind::Trigger, labelled).await.unwrap();
     assert_eq!(written.metadata.labels.unwrap().get("b"), None);
-    // A write carrying a stale resourceVersion is a conflict (409).
-    let mut stale = api(ChildKind::Trigger).get("t").await.unwrap();
-    stale.metadata.resource_version = Some("1".into());
-    let replaced = api(ChildKind::Trigger)
-        .replace("t", &PostParams::default(), &stale)
+    // A write carrying a stale resourceVersion is a conflict (409). (A patch: the operator
+    // may not `update` a Trigger, and the fake enforces its RBAC.)
+    let stale = json!({"metadata": {"resourceVersion": "1", "labels": {"c": "3"}}});
+    let patched = api(ChildKind::Trigger)
+        .patch("t", &PatchParams::default(), &Patch::Merge(&stale))
         .await;
-    assert_eq!(code(replaced), 409);
+    assert_eq!(code(patched), 409);
 }
 
 const INSTANCES: &str = "/apis/dtd.ktwin/v0/namespaces/ktwin/twininstances";
@@ -987,5 +987,101 @@ async fn two_event_stores_without_a_choice_fail_with_the_fix() {
     assert!(
         message.contains("eventStore") && message.contains("event-store-2"),
         "{message}"
+    );
+}
+
+/// Least privilege: the fake enforces the bundle's RBAC on every test of this file (a call it
+/// does not grant is a 403, as on a cluster); this test runs the operator through a whole
+/// lifecycle — every kind created, made ready, changed and deleted, leader election on — and
+/// requires that what the bundle grants is exactly what the operator used.
+#[tokio::test]
+async fn the_operator_is_granted_exactly_the_api_calls_it_makes() {
+    let fake = cluster();
+    fake.put(
+        GATEWAYS,
+        json!({"apiVersion": "core.ktwin/v0", "kind": "Gateway",
+               "metadata": {"name": "front-door", "namespace": NS, "uid": "uid-gw",
+                            "generation": 1},
+               "spec": {"auth": {"bearerTokenSecret": {"name": "front-door-token"}},
+                        "service": {"type": "LoadBalancer", "port": 8080}}}),
+    );
+    fake.put(
+        INSTANCES,
+        json!({"apiVersion": "dtd.ktwin/v0", "kind": "TwinInstance",
+               "metadata": {"name": "pole-1", "namespace": NS, "uid": "uid-pole-1",
+                            "generation": 1, "resourceVersion": "1"},
+               "spec": {"interface": "city-pole"}}),
+    );
+    let operator = tokio::spawn(ktwin_operator::run(fake.client(NS), operator_options(true)));
+    eventually("every child is applied", || {
+        fake.get(KSVC, "city-pole").is_some()
+            && fake.get(STATEFULSETS, "event-store").is_some()
+            && fake.get(DEPLOYMENTS, "front-door").is_some()
+    })
+    .await;
+    fake.run_controllers();
+    eventually("Ready follows the children", || {
+        fake.get(INTERFACES, "city-pole").unwrap()["status"]["serviceReady"] == true
+            && fake.get(GATEWAYS, "front-door").unwrap()["status"]["phase"] == "Running"
+            && !fake.get(INSTANCES, "pole-1").unwrap()["status"].is_null()
+    })
+    .await;
+    fake.edit(INTERFACES, "city-pole", |o| {
+        o["spec"]["commands"] = json!([])
+    });
+    eventually("the removed command's binding is deleted", || {
+        live_bindings(&fake)
+            .iter()
+            .all(|b| b["metadata"]["name"] != COMMAND_BINDING)
+    })
+    .await;
+    for (collection, name) in [
+        (GATEWAYS, "front-door"),
+        (INTERFACES, "city-pole"),
+        (MQTT_TRIGGERS, "mqtt"),
+        (EVENT_STORES, "event-store"),
+    ] {
+        fake.edit(collection, name, |o| {
+            o["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z")
+        });
+    }
+    eventually("every resource's finalizer ran", || {
+        fake.run_topology_operator();
+        [GATEWAYS, INTERFACES, MQTT_TRIGGERS, EVENT_STORES]
+            .iter()
+            .all(|collection| fake.names(collection).is_empty())
+    })
+    .await;
+    operator.abort();
+
+    let mut used = fake.calls();
+    // Granted for paths this lifecycle does not take, each permitted only because the fake
+    // enforces the same rules on every test of this file: a Warning Event (created, then patched
+    // when it repeats) when a reconcile fails, the Lease's renewal (`update`) after its first
+    // period, and `update` on an owner's finalizers, which the API server's
+    // OwnerReferencesPermissionEnforcement plugin (not modelled by the fake) checks for
+    // `blockOwnerDeletion`.
+    let call = |group: &str, resource: &str, verb: &str| {
+        (group.to_owned(), resource.to_owned(), verb.to_owned())
+    };
+    used.extend([
+        call("events.k8s.io", "events", "create"),
+        call("events.k8s.io", "events", "patch"),
+        call("coordination.k8s.io", "leases", "update"),
+        call("dtd.ktwin", "twininterfaces/finalizers", "update"),
+        call("core.ktwin", "eventstores/finalizers", "update"),
+        call("core.ktwin", "mqtttriggers/finalizers", "update"),
+        call("core.ktwin", "gateways/finalizers", "update"),
+    ]);
+    let granted = fake_api::rbac::granted_calls(&fake_api::rbac::granted_rules());
+    let unused: Vec<_> = granted.difference(&used).collect();
+    let missing: Vec<_> = used.difference(&granted).collect();
+    assert!(missing.is_empty(), "used but not granted: {missing:?}");
+    assert!(unused.is_empty(), "granted but never used: {unused:?}");
+    // And never a Secret, anywhere.
+    assert!(
+        !granted
+            .iter()
+            .any(|(_, resource, _)| resource.starts_with("secrets"))
     );
 }

@@ -410,6 +410,9 @@ fn every_rendered_object_is_valid() {
                     "apiextensions.k8s.io/v1/CustomResourceDefinition" => round_trips::<
                         k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
                     >(object),
+                    "networking.k8s.io/v1/NetworkPolicy" => {
+                        round_trips::<k8s_openapi::api::networking::v1::NetworkPolicy>(object)
+                    }
                     "core.ktwin/v0/EventStore" => {
                         serde_json::from_value::<ktwin_model::crd::EventStore>(object.clone()).unwrap();
                     }
@@ -474,4 +477,154 @@ fn smart_city_plan_snapshot() {
         ktwin_operator::install::to_yaml_stream(&objects).unwrap()
     );
     insta::assert_yaml_snapshot!("smart_city_routes", routing_table(&plan));
+}
+
+/// The smart-city fixture's plan with a Gateway, rendered, and the install bundle: every
+/// object that runs pods.
+fn every_rendered_workload() -> Vec<Value> {
+    let mut input = load_project(&fixture(), None, true).unwrap();
+    input.gateways.push(
+        serde_json::from_value(json!({
+            "apiVersion": "core.ktwin/v0", "kind": "Gateway",
+            "metadata": {"name": "front-door", "namespace": "ktwin"},
+            "spec": {
+                "auth": {"bearerTokenSecret": {"name": "front-door-token", "key": "token"}},
+                "apis": {"graph": true, "eventStore": true, "commands": true},
+                "service": {"type": "LoadBalancer", "port": 8080}
+            }
+        }))
+        .unwrap(),
+    );
+    let plan = ktwin_planner::plan(&input, &KtwinConfig::default()).unwrap();
+    assert!(!plan.gateways.is_empty(), "the Gateway is planned");
+    let mut all: Vec<Value> = objects(&plan).into_iter().map(|d| d.object).collect();
+    let values = ktwin_operator::install::InstallValues::default();
+    all.extend(
+        ktwin_operator::install::install_bundle(
+            &values,
+            ktwin_operator::install::DEFAULT_OPERATOR_NAMESPACE,
+        )
+        .unwrap(),
+    );
+    all.retain(|o| {
+        matches!(
+            (o["apiVersion"].as_str(), o["kind"].as_str()),
+            (Some("apps/v1"), Some("Deployment" | "StatefulSet"))
+                | (Some("serving.knative.dev/v1"), Some("Service"))
+        )
+    });
+    all
+}
+
+#[test]
+fn every_pod_is_non_root_read_only_without_capabilities_under_runtime_default_seccomp() {
+    let workloads = every_rendered_workload();
+    let kinds: Vec<_> = workloads
+        .iter()
+        .map(|o| format!("{}/{}", o["kind"], o["metadata"]["name"]))
+        .collect();
+    for expected in [
+        "front-door",
+        "event-store",
+        "mqtt-dispatcher",
+        "ktwin-graph",
+        "ktwin-operator",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k.contains(&format!("\"{expected}\""))),
+            "{expected} among {kinds:?}"
+        );
+    }
+    for object in &workloads {
+        let name = format!("{} {}", object["kind"], object["metadata"]["name"]);
+        let pod = &object["spec"]["template"]["spec"];
+        for container in pod["containers"].as_array().unwrap() {
+            let security = &container["securityContext"];
+            let either = |field: &str| {
+                let own = &security[field];
+                if own.is_null() {
+                    pod["securityContext"][field].clone()
+                } else {
+                    own.clone()
+                }
+            };
+            assert_eq!(either("runAsNonRoot"), json!(true), "{name}: runAsNonRoot");
+            assert_eq!(
+                either("seccompProfile")["type"],
+                json!("RuntimeDefault"),
+                "{name}: seccomp"
+            );
+            assert_eq!(
+                security["readOnlyRootFilesystem"],
+                json!(true),
+                "{name}: read-only root"
+            );
+            assert_eq!(
+                security["allowPrivilegeEscalation"],
+                json!(false),
+                "{name}: escalation"
+            );
+            assert_eq!(
+                security["capabilities"]["drop"],
+                json!(["ALL"]),
+                "{name}: capabilities"
+            );
+            assert!(
+                security["capabilities"]["add"].is_null(),
+                "{name}: added capabilities"
+            );
+        }
+        // The world's NetworkPolicy spares exactly the gateways.
+        let public = &object["spec"]["template"]["metadata"]["labels"]["ktwin/public"];
+        let is_gateway = object["metadata"]["name"] == "front-door";
+        assert_eq!(public.is_string(), is_gateway, "{name}: ktwin/public label");
+    }
+}
+
+#[test]
+fn credentials_reach_pods_only_by_secret_key_ref_and_callers_get_the_platform_token() {
+    let secretish = |name: &str| {
+        ["TOKEN", "PASSWORD", "DATABASE_URL", "USERNAME"]
+            .iter()
+            .any(|word| name.contains(word))
+    };
+    let mut token_holders = Vec::new();
+    for object in every_rendered_workload() {
+        let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+        for container in object["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap()
+        {
+            for var in container["env"].as_array().into_iter().flatten() {
+                let var_name = var["name"].as_str().unwrap();
+                if !secretish(var_name) {
+                    continue;
+                }
+                assert!(
+                    var.get("value").is_none(),
+                    "{name}: {var_name} is a literal"
+                );
+                assert!(
+                    var["valueFrom"]["secretKeyRef"]["name"].is_string(),
+                    "{name}: {var_name} is not from a Secret: {var}"
+                );
+                if var["valueFrom"]["secretKeyRef"]["name"] == "ktwin-api-token" {
+                    token_holders.push(format!("{name}:{var_name}"));
+                }
+            }
+        }
+    }
+    // The store and the graph accept the platform's token; twin services and the gateway
+    // present it to them.
+    for expected in [
+        "event-store:KTWIN_API_TOKEN",
+        "ktwin-graph:KTWIN_API_TOKEN",
+        "front-door:KTWIN_TOKEN",
+        "ngsi-ld-city-airqualityobserved:KTWIN_TOKEN",
+    ] {
+        assert!(
+            token_holders.iter().any(|holder| holder == expected),
+            "{expected} missing from {token_holders:?}"
+        );
+    }
 }

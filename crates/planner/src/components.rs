@@ -34,10 +34,17 @@ pub(crate) fn event_store_plan(store: &EventStore, world: &World<'_>) -> EventSt
             }
         }
     };
-    let mut env = vec![PlatformEnv::literal(
-        env::STORE_TIMEOUT,
-        spec.timeout.to_string(),
-    )];
+    // The store listens on the pod's every address and accepts the platform's token; the
+    // broker's Trigger posts events without one (`KTWIN_STORE_OPEN_INGEST`).
+    let mut env = vec![
+        PlatformEnv::literal(env::STORE_TIMEOUT, spec.timeout.to_string()),
+        PlatformEnv::literal(
+            env::STORE_LISTEN,
+            format!("0.0.0.0:{}", config.service_port),
+        ),
+        PlatformEnv::literal(env::STORE_OPEN_INGEST, "true"),
+        config.api_token(env::API_TOKEN),
+    ];
     match &storage {
         StoreStorage::Database { secret, key } => {
             env.push(PlatformEnv::literal(env::STORE_BACKEND, "postgres"));
@@ -194,13 +201,15 @@ pub(crate) fn gateway_plan(gateway: &Gateway, world: &World<'_>) -> GatewayPlan 
     let spec = &gateway.spec;
     let flag = |name: &str, on: bool| PlatformEnv::literal(name, on.to_string());
     let mut vars = vec![
+        // The callers' token; the platform's token for the services behind.
         PlatformEnv {
-            name: env::GATEWAY_TOKEN.into(),
+            name: env::API_TOKEN.into(),
             value: EnvValue::SecretKey {
                 name: spec.auth.bearer_token_secret.name.clone(),
                 key: spec.auth.bearer_token_secret.key.clone(),
             },
         },
+        world.config.api_token(env::TOKEN),
         flag(env::GATEWAY_GRAPH, spec.apis.graph),
         flag(env::GATEWAY_EVENT_STORE, spec.apis.event_store),
         flag(env::GATEWAY_COMMANDS, spec.apis.commands),

@@ -172,6 +172,27 @@ impl Default for RabbitmqSecret {
     }
 }
 
+/// The key of a Secret holding the platform's API token: the token the event store and the
+/// graph accept (`write` on every twin) and twin services and gateways present to them. Passed
+/// only by `secretKeyRef`; ktwin never writes it into a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiTokenSecret {
+    /// Secret name (in the world's namespace; `ktwin install` documents creating it).
+    pub name: String,
+    /// Key holding the token.
+    pub key: String,
+}
+
+impl Default for ApiTokenSecret {
+    fn default() -> Self {
+        Self {
+            name: "ktwin-api-token".into(),
+            key: "token".into(),
+        }
+    }
+}
+
 /// Everything about the platform the planner must be told.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -188,6 +209,9 @@ pub struct KtwinConfig {
     pub mqtt_exchange: String,
     /// Dispatcher credentials.
     pub rabbitmq_secret: RabbitmqSecret,
+    /// The platform's API token (event store and graph).
+    #[serde(default)]
+    pub api_token_secret: ApiTokenSecret,
     /// The EventStore twins persist to, when several exist in a world.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_store: Option<String>,
@@ -226,6 +250,7 @@ impl Default for KtwinConfig {
             vhost: "/".into(),
             mqtt_exchange: "amq.topic".into(),
             rabbitmq_secret: RabbitmqSecret::default(),
+            api_token_secret: ApiTokenSecret::default(),
             event_store: None,
             mqtt_trigger: None,
             images: Images::default(),
@@ -249,6 +274,17 @@ impl Default for KtwinConfig {
 }
 
 impl KtwinConfig {
+    /// `name` from the platform's API-token Secret.
+    pub fn api_token(&self, name: &str) -> crate::plan::PlatformEnv {
+        crate::plan::PlatformEnv {
+            name: name.to_owned(),
+            value: crate::plan::EnvValue::SecretKey {
+                name: self.api_token_secret.name.clone(),
+                key: self.api_token_secret.key.clone(),
+            },
+        }
+    }
+
     /// The in-cluster URL of service `name` in `namespace` on the HTTP port 80 (Knative and
     /// the install bundle's Services both expose port 80).
     pub fn service_url(&self, name: &str, namespace: &str) -> String {

@@ -261,6 +261,8 @@ fn twin_service(name: &str, service: &TwinInterfaceService, world: &World<'_>) -
         PlatformEnv::endpoint(env::GRAPH_URL, Endpoint::Graph),
         PlatformEnv::literal(env::INTERFACE, name),
         PlatformEnv::literal(env::NAMESPACE, world.namespace),
+        // The SDK presents it to the event store and the graph.
+        world.config.api_token(env::TOKEN),
     ]);
     let mut template = service.template.clone();
     for container in template

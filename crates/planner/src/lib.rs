@@ -32,7 +32,8 @@ mod world;
 pub use build::plan;
 pub use components::EMBEDDED_STORE_PATH;
 pub use config::{
-    ComponentArgs, DEFAULT_IMAGE, Images, KtwinConfig, NodeSelectors, ObjectRef, RabbitmqSecret,
+    ApiTokenSecret, ComponentArgs, DEFAULT_IMAGE, Images, KtwinConfig, NodeSelectors, ObjectRef,
+    RabbitmqSecret,
 };
 pub use input::{PlanInput, name_of};
 pub use interface::{autoscaling_from_model, plan_interface};

@@ -95,7 +95,7 @@ impl PlatformAccess {
         let UpAuth::Local(dir) = auth else {
             return Ok(Self {
                 credentials: None,
-                layer: AuthLayer::insecure(policy),
+                layer: AuthLayer::insecure(policy).with_debug_access_log(),
                 session: None,
                 service_tokens: BTreeMap::new(),
             });
@@ -136,7 +136,10 @@ impl PlatformAccess {
                 per_principal: None,
                 failures_per_address: RateLimit::new(50, 500),
             },
-        );
+        )
+        // A line per API call would drown the console people watch; RUST_LOG=ktwin::access=debug
+        // shows them.
+        .with_debug_access_log();
         Ok(Self {
             credentials: Some(credentials),
             layer,

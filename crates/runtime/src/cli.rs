@@ -68,6 +68,12 @@ pub struct UpArgs {
     /// created on first start under PROJECT_DIR/.ktwin/auth/.
     #[arg(long)]
     pub insecure: bool,
+    /// Serve the HTTP port over TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The MQTT standard port when it is free; otherwise a free port chosen by the OS, so that
@@ -104,6 +110,12 @@ impl UpArgs {
         options.console = console;
         if self.insecure {
             options.auth = UpAuth::Insecure;
+        }
+        if let (Some(certificate), Some(private_key)) = (&self.tls_cert, &self.tls_key) {
+            options.tls = Some(ktwin_auth::tls::TlsFiles {
+                certificate: certificate.clone(),
+                private_key: private_key.clone(),
+            });
         }
         if let Some(url) = &self.mqtt {
             options.mqtt = MqttChoice::External(MqttAddress::parse(url)?);

@@ -118,6 +118,9 @@ pub enum UpError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS certificate or key of the HTTP listener cannot be used.
+    #[error("TLS for the HTTP port")]
+    Tls(#[source] ktwin_auth::tls::TlsError),
     /// The project's twin graph does not serialise for the in-process services.
     #[error("the twin graph of in-process services")]
     Graph(#[source] serde_json::Error),

@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use ktwin_auth::local::LocalCredentials;
 use ktwin_auth::mqtt::gate::{MqttGate, Upstream};
 use ktwin_auth::mqtt::{DeclaredTopics, DeviceRegistry, InterfaceTopics, Refusals, TopicPattern};
+use ktwin_auth::tls::TlsFiles;
 use ktwin_auth::{DEFAULT_RELOAD_INTERVAL, Reloading, Secret};
 
 use crate::access::{PlatformAccess, UpAuth};
@@ -97,6 +98,9 @@ pub struct UpOptions {
     pub store_probe: Option<Arc<StoreProbe>>,
     /// Who may use the platform.
     pub auth: UpAuth,
+    /// Serve the HTTP port over TLS with this certificate (the platform's own services then
+    /// use a second, plain listener on a free loopback port).
+    pub tls: Option<TlsFiles>,
 }
 
 impl std::fmt::Debug for UpOptions {
@@ -108,6 +112,7 @@ impl std::fmt::Debug for UpOptions {
             .field("handlers", &self.handlers.keys().collect::<Vec<_>>())
             .field("processes", &self.processes)
             .field("auth", &self.auth)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -130,6 +135,7 @@ impl UpOptions {
             console: Console::plain(),
             store_probe: None,
             auth: UpAuth::Local(project_dir.join(".ktwin").join("auth")),
+            tls: None,
         }
     }
 }
@@ -178,6 +184,8 @@ impl PlatformStats {
 pub struct Platform {
     /// Where the HTTP APIs listen.
     pub http: SocketAddr,
+    /// Whether [`Platform::http`] speaks TLS.
+    pub https: bool,
     /// Where devices connect.
     pub mqtt: MqttAddress,
     /// The planned project.
@@ -240,11 +248,11 @@ impl Platform {
         let (backend, ingestor) = parts.start_store().await?;
         let readiness = Readiness::new();
         // HTTP first: child services are pointed at it.
-        let http = parts
+        let (http, internal_http) = parts
             .start_http(&backend, &ingestor, &readiness, &access)
             .await?;
         if access.credentials.is_none() {
-            let mut listeners = vec![http];
+            let mut listeners = vec![http, internal_http];
             listeners.extend(mqtt.embedded_listener);
             ktwin_auth::local::loopback_only(&listeners)?;
         }
@@ -258,7 +266,7 @@ impl Platform {
         let store_subscription = parts.start_store_feed(ingestor).await?;
         let egress = parts.start_egress(&mqtt).await?;
         let services = parts
-            .start_services(&backend, &format!("http://{http}"), &access)
+            .start_services(&backend, &format!("http://{internal_http}"), &access)
             .await?;
         let ingress = parts.start_ingress(&mqtt.platform, mqtt.link);
         readiness.set_ready(true);
@@ -270,6 +278,7 @@ impl Platform {
         } = parts;
         Ok(Self {
             http,
+            https: options.tls.is_some(),
             mqtt: mqtt.devices,
             planned,
             access,
@@ -285,6 +294,16 @@ impl Platform {
             stages,
         })
     }
+}
+
+/// A listener on 127.0.0.1:`port` (0 = any free port) and its address.
+async fn bind_loopback(port: u16) -> Result<(tokio::net::TcpListener, SocketAddr), UpError> {
+    let bind_error = |source| UpError::HttpBind { port, source };
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(bind_error)?;
+    let address = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, address))
 }
 
 /// Username of the MQTT gate (and the platform's own clients) at the embedded broker.
@@ -509,20 +528,45 @@ impl<'a> Assembly<'a> {
         Ok((backend, ingestor))
     }
 
-    /// Serves the store and graph APIs, the broker ingress and the ops routes; returns where.
+    /// Serves the store and graph APIs, the broker ingress and the ops routes; returns where
+    /// (the port asked for, and where the platform's own services call: the same, or with TLS
+    /// a plain listener on a free loopback port).
     async fn start_http(
         &mut self,
         backend: &Arc<dyn Backend>,
         ingestor: &Ingestor,
         readiness: &Readiness,
         access: &PlatformAccess,
-    ) -> Result<SocketAddr, UpError> {
+    ) -> Result<(SocketAddr, SocketAddr), UpError> {
+        let acceptor = match &self.options.tls {
+            Some(files) => Some(files.acceptor().map_err(UpError::Tls)?),
+            None => None,
+        };
         let port = self.options.http_port;
-        let bind_error = |source| UpError::HttpBind { port, source };
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .map_err(bind_error)?;
-        let http = listener.local_addr().map_err(bind_error)?;
+        let (listener, http) = bind_loopback(port).await?;
+        let app = self.http_app(backend, ingestor, readiness, access).await?;
+        let Some(acceptor) = acceptor else {
+            self.serve_plain(listener, app.clone());
+            return Ok((http, http));
+        };
+        let (internal, internal_http) = bind_loopback(0).await?;
+        self.serve_plain(internal, app.clone());
+        let stop = self.stages.stop_http.clone();
+        self.stages.http.spawn(
+            "HTTPS server",
+            ktwin_auth::tls::serve_https(listener, acceptor, app, stop),
+        );
+        Ok((http, internal_http))
+    }
+
+    /// Every route of the HTTP port, behind the access layer and the service layers.
+    async fn http_app(
+        &self,
+        backend: &Arc<dyn Backend>,
+        ingestor: &Ingestor,
+        readiness: &Readiness,
+        access: &PlatformAccess,
+    ) -> Result<axum::Router, UpError> {
         let interfaces = self
             .planned
             .project
@@ -549,7 +593,13 @@ impl<'a> Assembly<'a> {
         )
         .merge(crate::model_api::router(self.planned, self.shared_bus()).map_err(UpError::Models)?)
         .merge(ktwin_service::ops_router(readiness.clone()));
-        let app = access.protect(api, ktwin_dashboard::router());
+        // The limits, timeout and problem details every ktwin service wears.
+        Ok(ktwin_service::with_service_layers(
+            access.protect(api, ktwin_dashboard::router()),
+        ))
+    }
+
+    fn serve_plain(&mut self, listener: tokio::net::TcpListener, app: axum::Router) {
         let stop = self.stages.stop_http.clone();
         self.stages.http.spawn("HTTP server", async move {
             if let Err(err) = axum::serve(
@@ -562,7 +612,6 @@ impl<'a> Assembly<'a> {
                 tracing::error!(%err, "HTTP server stopped");
             }
         });
-        Ok(http)
     }
 
     /// The event store's subscription, fed to the store in batches; returns its name.
@@ -770,7 +819,8 @@ impl<'a> Assembly<'a> {
 impl Platform {
     /// What started and where, for the start-up output.
     pub fn describe(&self) -> Vec<String> {
-        let base = format!("http://{}", self.http);
+        let scheme = if self.https { "https" } else { "http" };
+        let base = format!("{scheme}://{}", self.http);
         let mut lines = vec![
             format!(
                 "project {} ({} interfaces, {} twins)",

@@ -16,113 +16,18 @@ use ktwin_runtime::up::{MqttChoice, Platform, UpOptions};
 use ktwin_runtime::{Console, PlannedProject, UpAuth};
 use ktwin_store::BackendChoice;
 use ktwin_testkit::oidc::TestIssuer;
-use ktwin_testkit::route_auth::{Credentials, Needs, RouteCase, assert_covers, check_routes};
+use ktwin_testkit::route_auth::{
+    Credentials, Needs, RouteCase, assert_covers, check_routes, graph_routes, store_routes,
+};
 use reqwest::Method;
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS};
 
 /// The table: every route of the platform, with a concrete path on twin `interface/instance`.
 fn routes(interface: &str, instance: &str) -> Vec<RouteCase> {
-    let twin = format!("/api/v1/twin-events/{interface}/{instance}");
     let case = RouteCase::new;
-    vec![
-        case(
-            Method::GET,
-            "/api/v1/twin-events",
-            "/api/v1/twin-events",
-            Needs::Read,
-            true,
-        ),
-        case(
-            Method::POST,
-            "/api/v1/twin-events",
-            "/api/v1/twin-events",
-            Needs::Write,
-            true,
-        ),
-        case(
-            Method::GET,
-            "/api/v1/twin-events/{interface}/{instance}",
-            &twin,
-            Needs::Read,
-            true,
-        ),
-        case(
-            Method::DELETE,
-            "/api/v1/twin-events/{interface}/{instance}",
-            &twin,
-            Needs::Write,
-            true,
-        ),
-        case(
-            Method::GET,
-            "/api/v1/twin-events/{interface}/{instance}/latest",
-            &format!("{twin}/latest"),
-            Needs::Read,
-            true,
-        ),
-        case(
-            Method::GET,
-            "/api/v1/twin-events/{interface}/{instance}/state",
-            &format!("{twin}/state"),
-            Needs::Read,
-            true,
-        ),
-        case(
-            Method::GET,
-            "/api/v1/twins/{interface}",
-            &format!("/api/v1/twins/{interface}"),
-            Needs::Read,
-            true,
-        ),
-        case(
-            Method::GET,
-            "/api/v1/dead-letters",
-            "/api/v1/dead-letters",
-            Needs::Read,
-            true,
-        ),
-        case(
-            Method::DELETE,
-            "/api/v1/dead-letters",
-            "/api/v1/dead-letters",
-            Needs::Admin,
-            true,
-        ),
-        case(
-            Method::GET,
-            "/api/v1/dead-letters/usage",
-            "/api/v1/dead-letters/usage",
-            Needs::Read,
-            false,
-        ),
-        case(
-            Method::DELETE,
-            "/api/v1/dead-letters/{seq}",
-            "/api/v1/dead-letters/1",
-            Needs::Admin,
-            true,
-        ),
-        case(
-            Method::GET,
-            "/api/v1/twin-graph",
-            "/api/v1/twin-graph",
-            Needs::Read,
-            true,
-        ),
-        case(
-            Method::GET,
-            "/api/v1/twin-graph/{interface}",
-            &format!("/api/v1/twin-graph/{interface}"),
-            Needs::Read,
-            true,
-        ),
-        case(
-            Method::GET,
-            "/api/v1/twin-graph/instances/{instance}",
-            &format!("/api/v1/twin-graph/instances/{instance}"),
-            Needs::Read,
-            true,
-        ),
+    let mut routes = store_routes(interface, instance);
+    routes.extend(graph_routes(interface, instance));
+    routes.extend([
         case(
             Method::POST,
             "/api/v1/broker",
@@ -152,8 +57,6 @@ fn routes(interface: &str, instance: &str) -> Vec<RouteCase> {
             true,
         ),
         RouteCase::public("/api/v1/models/openapi.json", "/api/v1/models/openapi.json"),
-        RouteCase::public("/api/v1/openapi.json", "/api/v1/openapi.json"),
-        RouteCase::public(ktwin_graph::OPENAPI_PATH, ktwin_graph::OPENAPI_PATH),
         RouteCase::public("/api/v1/events/openapi.json", "/api/v1/events/openapi.json"),
         RouteCase::public("/health", "/health"),
         RouteCase::public("/ready", "/ready"),
@@ -161,7 +64,8 @@ fn routes(interface: &str, instance: &str) -> Vec<RouteCase> {
         RouteCase::public("/", "/"),
         RouteCase::public("/index.html", "/index.html"),
         RouteCase::public("/assets/{*file}", "/assets/missing.js"),
-    ]
+    ]);
+    routes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

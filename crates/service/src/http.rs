@@ -1,17 +1,22 @@
 //! The layers every ktwin HTTP service wears, in one place so they are the same everywhere: a
 //! trace span per request, a last-line catch of handler panics (answered with a problem and
-//! counted), a request timeout, and problem details for errors answered with a bare status
-//! (unknown routes, wrong methods, the timeout itself).
+//! counted), a bound on requests in flight (503 with `Retry-After` beyond it), a ceiling on
+//! request bodies (413), a request timeout, and problem details for errors answered with a bare
+//! status (unknown routes, wrong methods, the timeout itself). Header count and size are
+//! bounded by hyper (100 headers, ~400 KiB: 431).
 
 use std::any::Any;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::header::CONTENT_TYPE;
-use axum::http::{Request, StatusCode};
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
+use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -25,14 +30,42 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// label per path would grow the series without bound.
 pub const PANICS: &str = "ktwin_http_handler_panics_total";
 
+/// Bounds every service applies to what callers send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceLimits {
+    /// Requests being handled at once; one more is answered 503 with `Retry-After` (a long
+    /// event stream holds its slot while it is open).
+    pub max_in_flight: usize,
+    /// Largest request body in bytes, whatever the route (413 beyond it); routes set lower
+    /// limits of their own.
+    pub max_body: usize,
+}
+
+impl Default for ServiceLimits {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 1024,
+            max_body: 8 * 1024 * 1024,
+        }
+    }
+}
+
 /// `router` with the layers every service wears (see the module documentation). Apply it once,
 /// to the whole app a listener serves.
 pub fn with_service_layers(router: Router) -> Router {
+    with_service_layers_limited(router, ServiceLimits::default())
+}
+
+/// [`with_service_layers`] with other [`ServiceLimits`].
+pub fn with_service_layers_limited(router: Router, limits: ServiceLimits) -> Router {
+    let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
     router
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,
         ))
+        .layer(RequestBodyLimitLayer::new(limits.max_body))
+        .layer(axum::middleware::from_fn_with_state(in_flight, bounded))
         .layer(axum::middleware::map_response(problem_for_bare_errors))
         .layer(CatchPanicLayer::custom(panic_problem))
         .layer(
@@ -40,6 +73,36 @@ pub fn with_service_layers(router: Router) -> Router {
                 tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
             }),
         )
+}
+
+/// Counter of requests refused because too many were in flight.
+pub const REFUSED_IN_FLIGHT: &str = "ktwin_http_refused_in_flight_total";
+
+/// Runs the request if a slot is free, else answers 503 at once (queueing would only make a
+/// flood wait longer and hold its memory). Liveness (`/health`) is never refused: an overloaded
+/// service is not a dead one.
+async fn bounded(
+    axum::extract::State(in_flight): axum::extract::State<Arc<Semaphore>>,
+    request: Request<Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.uri().path() == "/health" {
+        return next.run(request).await;
+    }
+    let Ok(_slot) = in_flight.try_acquire_owned() else {
+        metrics::counter!(REFUSED_IN_FLIGHT).increment(1);
+        let mut response = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many requests in flight; retry in 1 s",
+        )
+        .at(request.uri().path())
+        .into_response();
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
+    next.run(request).await
 }
 
 /// An error answered without a body (or with a plain-text one: axum's own rejections) gets a

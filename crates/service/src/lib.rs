@@ -22,7 +22,10 @@ mod http;
 mod problem;
 pub mod query;
 
-pub use http::{PANICS, REQUEST_TIMEOUT, with_service_layers};
+pub use http::{
+    PANICS, REFUSED_IN_FLIGHT, REQUEST_TIMEOUT, ServiceLimits, with_service_layers,
+    with_service_layers_limited,
+};
 pub use problem::{PROBLEM_JSON, Problem};
 
 use std::sync::Arc;

@@ -35,6 +35,8 @@ pub mod state_at;
 pub const DEFAULT_PAGE: usize = 100;
 /// Largest page a request may ask for.
 pub const MAX_PAGE: usize = 1000;
+/// Where events are posted (by the broker's Trigger in a cluster) and listed.
+pub const INGEST_PATH: &str = "/api/v1/twin-events";
 /// Header carrying the cursor of the next page (also given as a `Link: rel="next"`).
 pub const NEXT_CURSOR_HEADER: &str = "x-next-cursor";
 
@@ -109,7 +111,7 @@ pub fn router(backend: Arc<dyn Backend>, ingestor: Ingestor, config: ApiConfig) 
         config: Arc::new(config),
     };
     Router::new()
-        .route("/api/v1/twin-events", get(list_events).post(post_event))
+        .route(INGEST_PATH, get(list_events).post(post_event))
         .route(
             "/api/v1/twin-events/{interface}/{instance}",
             get(history).delete(delete_instance),
@@ -152,13 +154,13 @@ pub fn route_policy() -> RoutePolicyBuilder {
         .public("/api/v1/openapi.json")
         .rule(
             &[Method::GET],
-            "/api/v1/twin-events",
+            INGEST_PATH,
             Scope::Read,
             TwinParam::AllTwins,
         )
         .rule(
             &[Method::POST],
-            "/api/v1/twin-events",
+            INGEST_PATH,
             Scope::Write,
             TwinParam::AllTwins,
         )

@@ -6,10 +6,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::http::Method;
+use ktwin_auth::service_args::{self, ServiceAuthArgs};
+use ktwin_auth::{AuthLimits, RoutePolicy, RoutePolicyBuilder};
 use ktwin_events::{defaults, env};
 use ktwin_service::{Readiness, ops_router, with_service_layers};
 
-use crate::{ApiConfig, BackendChoice, IngestConfig, Ingestor, KnownInterfaces, router};
+use crate::{
+    ApiConfig, BackendChoice, INGEST_PATH, IngestConfig, Ingestor, KnownInterfaces, route_policy,
+    router,
+};
 
 #[cfg(feature = "bench")]
 pub use crate::bench::{BenchStoreArgs, run_bench};
@@ -64,9 +70,17 @@ impl BackendArgs {
 /// Runs the event-store service.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StoreArgs {
-    /// Address to listen on (port 0 picks a free port; the bound address is printed).
-    #[arg(long, env = env::STORE_LISTEN, default_value = defaults::HTTP_LISTEN)]
+    /// Address to listen on (port 0 picks a free port; the bound address is printed). This
+    /// machine only unless configured (a cluster's manifests listen on every address).
+    #[arg(long, env = env::STORE_LISTEN, default_value = defaults::LOOPBACK_HTTP_LISTEN)]
     pub listen: SocketAddr,
+    /// Who may call.
+    #[command(flatten)]
+    pub auth: ServiceAuthArgs,
+    /// Accept posted events (`POST /api/v1/twin-events`) without a credential: for a Knative
+    /// Trigger, which cannot present one; every other route still needs one.
+    #[arg(long, env = env::STORE_OPEN_INGEST, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub open_ingest: bool,
     /// Where the store keeps its data.
     #[command(flatten)]
     pub backend: BackendArgs,
@@ -83,6 +97,18 @@ pub struct StoreArgs {
     /// `timeout`, passed as `TIMEOUT`).
     #[arg(long, env = env::STORE_TIMEOUT, default_value_t = 30_000)]
     pub request_timeout_ms: u64,
+}
+
+/// The standalone store's route policy: [`route_policy`], with posted events open to anyone
+/// when `open_ingest`.
+pub fn standalone_policy(open_ingest: bool) -> RoutePolicyBuilder {
+    let open = RoutePolicy::builder();
+    let open = if open_ingest {
+        open.public_for(&[Method::POST], INGEST_PATH)
+    } else {
+        open
+    };
+    open.merge(route_policy())
 }
 
 /// Serves the store until Ctrl-C or SIGTERM, then drains in-flight requests and the ingest
@@ -109,9 +135,22 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
         body_limit: args.body_limit,
         known_interfaces,
     };
+    let shutdown = ktwin_service::shutdown_token();
+    let auth = args.auth.layer(
+        "the event store",
+        args.listen,
+        standalone_policy(args.open_ingest).build()?,
+        AuthLimits {
+            per_principal: None,
+            failures_per_address: service_args::failure_limit(),
+        },
+        &shutdown,
+    )?;
+    if args.open_ingest {
+        eprintln!("note: --open-ingest: POST {INGEST_PATH} accepts events without a credential");
+    }
     let readiness = Readiness::new();
     readiness.set_ready(true);
-    let shutdown = ktwin_service::shutdown_token();
     let watcher = tokio::spawn(crate::keep_readiness(
         backend.clone(),
         ingestor.clone(),
@@ -125,17 +164,20 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
             Duration::from_millis(args.request_timeout_ms.max(1)),
         ),
     );
-    let app = with_service_layers(api.merge(ops_router(readiness)));
+    let app = with_service_layers(api.layer(auth).merge(ops_router(readiness)));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let address = listener.local_addr()?;
     println!("ktwin store listening on http://{address}");
     tracing::info!(%address, backend = ?args.backend.backend, "event store listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await
-        .context("serving HTTP")?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+    .await
+    .context("serving HTTP")?;
     // The router (and its ingestor handles) is gone: the ingest task drains and ends.
     ingest_task.await.context("ingest task")?;
     watcher.abort();

@@ -51,7 +51,9 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use api::{ApiConfig, KnownInterfaces, NEW_VERSIONS_HEADER, StoreApi, route_policy, router};
+pub use api::{
+    ApiConfig, INGEST_PATH, KnownInterfaces, NEW_VERSIONS_HEADER, StoreApi, route_policy, router,
+};
 #[cfg(feature = "fjall")]
 pub use backend::FjallBackend;
 #[cfg(feature = "redb")]

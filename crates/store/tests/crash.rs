@@ -30,7 +30,8 @@ impl Store {
     /// [`Store::start`] with more environment variables.
     fn start_with(backend_args: &[String], environment: Vec<(&str, PathBuf)>) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ktwin-store"))
-            .args(["--listen", "127.0.0.1:0"])
+            // On loopback, so without authentication (not what this test is about).
+            .args(["--listen", "127.0.0.1:0", "--insecure"])
             .args(backend_args)
             .env("RUST_LOG", "warn")
             .envs(environment)

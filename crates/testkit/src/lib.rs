@@ -2,7 +2,7 @@
 //! dev-dependency everywhere): where the test servers are, where the read-only corpora and the
 //! example project live, scratch PostgreSQL databases, CloudEvents built in one line, routers
 //! served on a free port, a scripted MQTT peer for tests of MQTT clients, a local OIDC issuer,
-//! and the table-driven check of a service's access control.
+//! self-signed certificates, and the table-driven check of a service's access control.
 //!
 //! It knows no ktwin crate (so any crate may use it without a dependency cycle) and nothing a
 //! product binary needs.
@@ -18,6 +18,7 @@ mod paths;
 mod postgres;
 pub mod route_auth;
 pub mod servers;
+pub mod tls;
 
 pub use event::{cloud_event, unique_suffix};
 pub use http::serve;

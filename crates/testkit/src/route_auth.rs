@@ -163,3 +163,124 @@ pub fn assert_covers(cases: &[RouteCase], paths: &[String]) {
         "the table and the route policy name the same routes"
     );
 }
+
+/// Every route of the event store's route policy (`ktwin_store::route_policy`), with concrete
+/// paths on the twin `interface`/`instance`: shared by the tests of the standalone store and
+/// of `ktwin up`, which serves the same routes.
+pub fn store_routes(interface: &str, instance: &str) -> Vec<RouteCase> {
+    let twin = format!("/api/v1/twin-events/{interface}/{instance}");
+    let case = RouteCase::new;
+    vec![
+        case(
+            Method::GET,
+            "/api/v1/twin-events",
+            "/api/v1/twin-events",
+            Needs::Read,
+            true,
+        ),
+        case(
+            Method::POST,
+            "/api/v1/twin-events",
+            "/api/v1/twin-events",
+            Needs::Write,
+            true,
+        ),
+        case(
+            Method::GET,
+            "/api/v1/twin-events/{interface}/{instance}",
+            &twin,
+            Needs::Read,
+            true,
+        ),
+        case(
+            Method::DELETE,
+            "/api/v1/twin-events/{interface}/{instance}",
+            &twin,
+            Needs::Write,
+            true,
+        ),
+        case(
+            Method::GET,
+            "/api/v1/twin-events/{interface}/{instance}/latest",
+            &format!("{twin}/latest"),
+            Needs::Read,
+            true,
+        ),
+        case(
+            Method::GET,
+            "/api/v1/twin-events/{interface}/{instance}/state",
+            &format!("{twin}/state"),
+            Needs::Read,
+            true,
+        ),
+        case(
+            Method::GET,
+            "/api/v1/twins/{interface}",
+            &format!("/api/v1/twins/{interface}"),
+            Needs::Read,
+            true,
+        ),
+        case(
+            Method::GET,
+            "/api/v1/dead-letters",
+            "/api/v1/dead-letters",
+            Needs::Read,
+            true,
+        ),
+        case(
+            Method::DELETE,
+            "/api/v1/dead-letters",
+            "/api/v1/dead-letters",
+            Needs::Admin,
+            true,
+        ),
+        case(
+            Method::GET,
+            "/api/v1/dead-letters/usage",
+            "/api/v1/dead-letters/usage",
+            Needs::Read,
+            false,
+        ),
+        case(
+            Method::DELETE,
+            "/api/v1/dead-letters/{seq}",
+            "/api/v1/dead-letters/1",
+            Needs::Admin,
+            true,
+        ),
+        RouteCase::public("/api/v1/openapi.json", "/api/v1/openapi.json"),
+    ]
+}
+
+/// Every route of the graph service's route policy (`ktwin_graph::route_policy`), with
+/// concrete paths on the twin `interface`/`instance`.
+pub fn graph_routes(interface: &str, instance: &str) -> Vec<RouteCase> {
+    let case = RouteCase::new;
+    vec![
+        case(
+            Method::GET,
+            "/api/v1/twin-graph",
+            "/api/v1/twin-graph",
+            Needs::Read,
+            true,
+        ),
+        case(
+            Method::GET,
+            "/api/v1/twin-graph/{interface}",
+            &format!("/api/v1/twin-graph/{interface}"),
+            Needs::Read,
+            true,
+        ),
+        case(
+            Method::GET,
+            "/api/v1/twin-graph/instances/{instance}",
+            &format!("/api/v1/twin-graph/instances/{instance}"),
+            Needs::Read,
+            true,
+        ),
+        RouteCase::public(
+            "/api/v1/twin-graph/openapi.json",
+            "/api/v1/twin-graph/openapi.json",
+        ),
+    ]
+}

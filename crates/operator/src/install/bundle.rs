@@ -10,7 +10,7 @@ use ktwin_events::env;
 use serde_json::{Value, json};
 
 use super::values::{InstallValues, Source, UnknownValue};
-use crate::names::{LABEL_MANAGED_BY, MANAGED_BY};
+use crate::names::{LABEL_MANAGED_BY, LABEL_PUBLIC, MANAGED_BY};
 use crate::render::{Workload, restricted_container, restricted_pod};
 
 /// Name of the operator's ServiceAccount, Deployment and RBAC objects.
@@ -38,51 +38,56 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
 }
 
 const READ: &[&str] = &["get", "list", "watch"];
-const MANAGE: &[&str] = &[
-    "get", "list", "watch", "create", "patch", "update", "delete",
-];
+/// Children: read, server-side apply (`patch`, which also creates), delete. Never `create` or
+/// `update`: every write is an apply.
+const APPLY: &[&str] = &["get", "list", "watch", "patch", "delete"];
 
-/// The operator's cluster permissions: read and update its own resources, manage the children
-/// it renders, read the broker's objects, publish Events. No access to Secrets (components
-/// reference them by `secretKeyRef`).
+/// The operator's cluster permissions, exactly what its calls need (the operator's tests run
+/// against a fake API server enforcing these rules and compare them with the calls made):
+/// watch its resources and apply their finalizers, status and children, read the broker's
+/// objects, publish Events. No access to Secrets (components reference them by
+/// `secretKeyRef`).
 pub fn operator_rules() -> Vec<Value> {
-    let kinds = [
-        "twininterfaces",
-        "twininstances",
-        "eventstores",
-        "mqtttriggers",
-        "gateways",
-    ];
-    let sub =
-        |suffix: &str| -> Vec<String> { kinds.iter().map(|k| format!("{k}/{suffix}")).collect() };
-    let status = sub("status");
-    let finalizers = sub("finalizers");
-    fn refs(list: &[String]) -> Vec<&str> {
-        list.iter().map(String::as_str).collect()
-    }
+    // Owners of children: blockOwnerDeletion in their children's ownerReferences needs
+    // `update` on the owner's `finalizers` (admission plugin OwnerReferencesPermissionEnforcement).
+    let owners = ["twininterfaces", "eventstores", "mqtttriggers", "gateways"];
+    let finalizers: Vec<String> = owners.iter().map(|k| format!("{k}/finalizers")).collect();
+    let finalizers: Vec<&str> = finalizers.iter().map(String::as_str).collect();
     vec![
         rule(
-            &["dtd.ktwin", "core.ktwin"],
-            &kinds,
-            &["get", "list", "watch", "patch", "update"],
+            &["dtd.ktwin"],
+            &["twininterfaces"],
+            &["get", "list", "watch", "patch"],
+        ),
+        rule(&["dtd.ktwin"], &["twininstances"], &["list", "watch"]),
+        rule(
+            &["dtd.ktwin"],
+            &["twininterfaces/status", "twininstances/status"],
+            &["patch"],
         ),
         rule(
-            &["dtd.ktwin", "core.ktwin"],
-            &refs(&status),
-            &["get", "patch", "update"],
+            &["core.ktwin"],
+            &["eventstores", "mqtttriggers", "gateways"],
+            &["list", "watch", "patch"],
         ),
         rule(
-            &["dtd.ktwin", "core.ktwin"],
-            &refs(&finalizers),
-            &["update"],
+            &["core.ktwin"],
+            &[
+                "eventstores/status",
+                "mqtttriggers/status",
+                "gateways/status",
+            ],
+            &["patch"],
         ),
-        rule(&["serving.knative.dev"], &["services"], MANAGE),
-        rule(&["eventing.knative.dev"], &["triggers"], MANAGE),
-        rule(&["eventing.knative.dev"], &["brokers"], READ),
-        rule(&["rabbitmq.com"], &["bindings", "queues"], MANAGE),
-        rule(&["rabbitmq.com"], &["exchanges"], READ),
-        rule(&["apps"], &["deployments", "statefulsets"], MANAGE),
-        rule(&[""], &["services"], MANAGE),
+        rule(&["dtd.ktwin"], &finalizers[..1], &["update"]),
+        rule(&["core.ktwin"], &finalizers[1..], &["update"]),
+        rule(&["serving.knative.dev"], &["services"], APPLY),
+        rule(&["eventing.knative.dev"], &["triggers"], APPLY),
+        rule(&["eventing.knative.dev"], &["brokers"], &["list", "watch"]),
+        rule(&["rabbitmq.com"], &["bindings", "queues"], APPLY),
+        rule(&["rabbitmq.com"], &["exchanges"], &["list"]),
+        rule(&["apps"], &["deployments", "statefulsets"], APPLY),
+        rule(&[""], &["services"], APPLY),
         rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
     ]
 }
@@ -149,6 +154,7 @@ pub fn bundle_objects(v: &Source<'_>) -> Result<Vec<BundleObject>, UnknownValue>
     let mut objects = vec![world_namespace];
     objects.extend(operator_objects(v)?);
     objects.extend(graph_objects(v)?);
+    objects.push(network_policy(v)?);
     objects.push(BundleObject {
         template: "world.yaml",
         condition: Some("eventStore.enabled"),
@@ -166,6 +172,31 @@ pub fn bundle_objects(v: &Source<'_>) -> Result<Vec<BundleObject>, UnknownValue>
             "spec": v.get("mqttTrigger.spec")?}),
     });
     Ok(objects)
+}
+
+/// The world's NetworkPolicy ([`super::values::NetworkPolicyValues`]): ingress to the world's
+/// pods only from its own pods and the allowed namespaces (Knative's), except to gateways and
+/// RabbitMQ, which clients and devices reach from outside.
+fn network_policy(v: &Source<'_>) -> Result<BundleObject, UnknownValue> {
+    let selector = json!({"matchExpressions": [
+        {"key": LABEL_PUBLIC, "operator": "DoesNotExist"},
+        {"key": "app.kubernetes.io/component", "operator": "NotIn", "values": ["rabbitmq"]},
+    ]});
+    let namespaces = json!({"matchExpressions": [{
+        "key": "kubernetes.io/metadata.name", "operator": "In",
+        "values": v.get("networkPolicy.allowNamespaces")?,
+    }]});
+    Ok(BundleObject {
+        template: "network-policy.yaml",
+        condition: Some("networkPolicy.enabled"),
+        object: json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": meta("ktwin-platform", Some(v.get("namespace")?)),
+        "spec": {
+            "podSelector": selector,
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {}}, {"namespaceSelector": namespaces}]}],
+        }}),
+    })
 }
 
 fn always(template: &'static str, object: Value) -> BundleObject {
@@ -298,12 +329,20 @@ fn graph_objects(v: &Source<'_>) -> Result<Vec<BundleObject>, UnknownValue> {
         ),
     ];
     let literal = |name: &str, value: Value| json!({"name": name, "value": value});
+    let port = ktwin_planner::KtwinConfig::default().service_port;
+    // Callers present the platform's API token (twin services and gateways get it from the
+    // same Secret, by `secretKeyRef`).
+    let token = json!({"name": env::API_TOKEN, "valueFrom": {"secretKeyRef": {
+        "name": v.string("config.apiTokenSecret.name")?,
+        "key": v.string("config.apiTokenSecret.key")?,
+    }}});
     let env: Vec<k8s_openapi::api::core::v1::EnvVar> = serde_json::from_value(json!([
         literal(env::GRAPH_SOURCE, json!("kubernetes")),
         literal(env::NAMESPACE, v.string("namespace")?),
+        literal(env::GRAPH_LISTEN, json!(format!("0.0.0.0:{port}"))),
+        token,
     ]))
     .unwrap_or_default();
-    let port = ktwin_planner::KtwinConfig::default().service_port;
     let image = v.image();
     let workload = Workload {
         name,

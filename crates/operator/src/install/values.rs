@@ -36,6 +36,8 @@ pub struct InstallValues {
     pub event_store: EventStoreValues,
     /// The world's MQTTTrigger.
     pub mqtt_trigger: MqttTriggerValues,
+    /// The NetworkPolicy admitting only the platform's own flows to the world's pods.
+    pub network_policy: NetworkPolicyValues,
     /// The platform configuration the operator plans with (images, broker, RabbitMQ, defaults).
     pub config: KtwinConfig,
 }
@@ -106,6 +108,28 @@ pub struct MqttTriggerValues {
     pub spec: MQTTTriggerSpec,
 }
 
+/// The world's NetworkPolicy: every pod of the world's namespace except gateways (labelled
+/// [`crate::names::LABEL_PUBLIC`]) and RabbitMQ's (devices connect to them from outside) accepts
+/// connections only from pods of that namespace and of `allowNamespaces`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkPolicyValues {
+    /// Create it.
+    pub enabled: bool,
+    /// Other namespaces whose pods may connect: Knative's activator and the eventing
+    /// dispatchers by default; add Prometheus' namespace to scrape `/metrics`.
+    pub allow_namespaces: Vec<String>,
+}
+
+impl Default for NetworkPolicyValues {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allow_namespaces: vec!["knative-serving".into(), "knative-eventing".into()],
+        }
+    }
+}
+
 fn resources(cpu: (&str, &str), memory: (&str, &str)) -> ResourceRequirements {
     serde_json::from_value(json!({
         "requests": {"cpu": cpu.0, "memory": memory.0},
@@ -145,6 +169,7 @@ impl Default for InstallValues {
                 name: "mqtt".into(),
                 spec: MQTTTriggerSpec::default(),
             },
+            network_policy: NetworkPolicyValues::default(),
             config: KtwinConfig::default(),
         }
     }

@@ -12,9 +12,12 @@
 //! - lists and watches across namespaces, so kube-runtime controllers run against it;
 //! - the topology operator's finalizers on Bindings, Queues and Exchanges.
 //!
+//! - RBAC: only what the install bundle grants the operator ([`rbac`]); each call recorded.
+//!
 //! Other controllers (Knative, the topology operator) act only when a test calls them.
 
 pub mod admission;
+pub mod rbac;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -215,6 +218,8 @@ struct State {
     unserved: BTreeSet<String>,
     /// Every request that is not a read, as `METHOD path`.
     writes: Vec<String>,
+    /// Every API call allowed, as RBAC names it.
+    calls: BTreeSet<rbac::Call>,
     /// Every change, for watches: (resourceVersion, collection, ADDED/MODIFIED/DELETED, object).
     events: Vec<(u64, String, &'static str, Value)>,
     next_version: u64,
@@ -224,6 +229,8 @@ struct State {
 #[derive(Clone)]
 pub struct FakeApi {
     state: Arc<Mutex<State>>,
+    /// What RBAC allows: the install bundle's grants to the operator.
+    granted: Arc<BTreeSet<rbac::Call>>,
     /// Counts changes, waking watches.
     changes: Arc<watch::Sender<u64>>,
 }
@@ -232,6 +239,7 @@ impl Default for FakeApi {
     fn default() -> Self {
         Self {
             state: Arc::default(),
+            granted: Arc::new(rbac::granted_calls(&rbac::granted_rules())),
             changes: Arc::new(watch::channel(0).0),
         }
     }
@@ -542,9 +550,19 @@ impl FakeApi {
             async move {
                 let (parts, body) = request.into_parts();
                 let query = parts.uri.query().unwrap_or_default().to_owned();
-                let (code, body) = if query_param(&query, "watch").as_deref() == Some("true") {
+                let call = rbac::call_of(&parts.method, parts.uri.path(), &query);
+                let (code, body) = if !fake.granted.contains(&call) {
+                    let (group, resource, verb) = &call;
+                    let message = format!(
+                        "forbidden: the operator may not {verb} {resource} in API group {group:?}"
+                    );
+                    let refusal = status(403, "Forbidden", &message);
+                    (StatusCode::FORBIDDEN, Body::from(refusal.to_string()))
+                } else if query_param(&query, "watch").as_deref() == Some("true") {
+                    fake.state().calls.insert(call);
                     (StatusCode::OK, fake.watch(parts.uri.path(), &query))
                 } else {
+                    fake.state().calls.insert(call);
                     let bytes = body.collect().await.expect("a request body").to_bytes();
                     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                     let (code, value) = fake.state().handle(&parts, body);
@@ -680,6 +698,11 @@ impl FakeApi {
     /// Stops serving `resource` (`plural.group`), as when its CRD is not installed.
     pub fn unserve(&self, resource: &str) {
         self.state().unserved.insert(resource.into());
+    }
+
+    /// Every API call the operator made (and RBAC allowed) so far.
+    pub fn calls(&self) -> BTreeSet<rbac::Call> {
+        self.state().calls.clone()
     }
 
     /// Requests that were not reads since the last call.
