@@ -138,7 +138,7 @@ pub async fn run(args: BenchE2eArgs, handlers: Handlers) -> anyhow::Result<ExitC
 
 fn print_text(report: &E2eReport) {
     let t = &report.tally;
-    let ratio = |r: Option<f64>| r.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.2}"));
+    let ratio = |r: Option<f64>| r.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.3}"));
     println!("neighborhoods            {}", report.neighborhoods);
     println!("device messages/s        {:.1}", report.device_msgs_per_s);
     println!("events/s                 {:.1}", report.events_per_s);
