@@ -565,7 +565,7 @@ pub fn missing_mosquitto_limits(conf: &str, messages: u64, window: usize) -> Vec
                 let mut words = line.split_whitespace();
                 (words.next() == Some(key)).then(|| words.next()?.parse::<u64>().ok())?
             })
-            .last()
+            .next_back()
     };
     let enough = |key: &str, needed: u64| value(key).is_some_and(|v| v == 0 || v >= needed);
     let mut missing = Vec::new();
