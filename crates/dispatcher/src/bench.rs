@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use futures::StreamExt;
 use ktwin_broker::{
-    Broker, MemoryBroker, MemoryBrokerConfig, QueueType, RabbitBroker, RabbitConfig,
+    Broker, MemoryBroker, MemoryBrokerConfig, QueueType, RabbitBroker, RabbitConfig, Subscription,
     SubscriptionSpec, TypeFilter, event_to_amqp,
 };
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions};
@@ -24,6 +24,7 @@ use crate::ingress::{IngressPolicy, TopicSyntax, validate};
 use crate::metrics::DispatchMetrics;
 use crate::{IngressDispatcher, MemoryDeadLetters, MqttSource, MqttSourceConfig};
 use ktwin_events::{defaults, env};
+use ktwin_service::machine::Machine;
 
 /// Output format of the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -88,21 +89,84 @@ impl From<BenchQueueType> for QueueType {
     }
 }
 
-/// Results in messages per second.
+/// Results in messages per second, each from the first publish to the last message received
+/// by a consumer.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DispatchBenchResult {
     /// Messages per measurement.
     pub messages: u64,
-    /// MQTT (Mosquitto) → dispatcher → in-memory bus.
+    /// MQTT (Mosquitto) → dispatcher → in-memory bus (`ktwin up`'s sizing) → consumer.
     pub bus_msgs_per_s: f64,
-    /// MQTT (Mosquitto) → dispatcher → RabbitMQ headers exchange, publisher confirms.
+    /// MQTT (Mosquitto) → dispatcher → RabbitMQ headers exchange, publisher confirms → queue
+    /// consumer.
     pub rabbitmq_msgs_per_s: f64,
     /// Raw Mosquitto: the same QoS 1 load into the same QoS 1 subscription (shared
     /// connections), each message acknowledged on receipt.
     pub mosquitto_raw_msgs_per_s: f64,
     /// Raw AMQP publish loop with confirms, with the dispatcher's topology, messages, channels
-    /// and window.
+    /// and window, the same consumer draining the queue; from the first publish to the last
+    /// confirm (so the ratio to it charges the dispatcher's path with the wait for receipt).
     pub amqp_raw_msgs_per_s: f64,
+    /// What each dispatcher measurement's consumer received: duplicates and dead letters.
+    pub bus_receipt: ReceiptSummary,
+    /// The same for RabbitMQ.
+    pub rabbitmq_receipt: ReceiptSummary,
+    /// The ratios the dispatcher is judged by.
+    pub ratios: DispatchRatios,
+    /// CPU model, cores, load average at the start and the end.
+    pub machine: Machine,
+}
+
+/// The ratios `ktwin bench dispatch` is judged by, from the same run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DispatchRatios {
+    /// In-memory bus ÷ raw Mosquitto pub→sub.
+    pub bus_per_mosquitto_raw: f64,
+    /// RabbitMQ with confirms ÷ raw AMQP with confirms.
+    pub rabbitmq_per_amqp_raw: f64,
+}
+
+/// Distinct event ids received, duplicates apart, and dead letters of one measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ReceiptSummary {
+    /// Distinct events the consumer received.
+    pub received: u64,
+    /// Deliveries of an id already received.
+    pub duplicates: u64,
+    /// Messages the dispatcher dead-lettered.
+    pub dead_letters: u64,
+}
+
+/// What a consumer received, counted by event id: a duplicate never stands in for a missing
+/// event.
+#[derive(Debug, Default)]
+pub struct Receipts {
+    seen: std::sync::Mutex<std::collections::HashSet<String>>,
+    duplicates: AtomicU64,
+}
+
+impl Receipts {
+    /// One delivery of event `id`.
+    pub fn record(&self, id: &str) {
+        let first = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_owned());
+        if !first {
+            self.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Distinct ids received.
+    pub fn distinct(&self) -> u64 {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).len() as u64
+    }
+
+    /// Deliveries of an id already received.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
+    }
 }
 
 /// A small device reading of realistic size.
@@ -323,14 +387,22 @@ fn run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
 
-/// MQTT → dispatcher → `broker`; messages per second from the first publish to the last
-/// confirmed event.
+/// How the dispatcher of a measurement is set up.
+struct DispatcherSetup {
+    /// Unconfirmed events in flight (`None`: the dispatcher's default, as `ktwin up`).
+    in_flight: Option<usize>,
+}
+
+/// MQTT → dispatcher → `broker` → `subscription`'s consumer; messages per second from the
+/// first publish to the last distinct event received, and what was received.
 async fn ingress_rate(
     args: &BenchDispatchArgs,
     run: &str,
     iface: &str,
     broker: Arc<dyn Broker>,
-) -> anyhow::Result<f64> {
+    subscription: Subscription,
+    setup: DispatcherSetup,
+) -> anyhow::Result<(f64, ReceiptSummary)> {
     let mut config = MqttSourceConfig::new(
         &args.mqtt.mqtt_host,
         args.mqtt.mqtt_port,
@@ -342,14 +414,23 @@ async fn ingress_rate(
     config.connections = args.mqtt_connections;
     let source = MqttSource::start(config);
     let connected = crate::DeviceSource::connected(&source);
-    let dispatcher = IngressDispatcher::new(
+    // As `ktwin up`: only the project's interfaces are accepted.
+    let policy = IngressPolicy {
+        known_interfaces: Some(std::iter::once(iface.to_owned()).collect()),
+        ..IngressPolicy::default()
+    };
+    let mut dispatcher = IngressDispatcher::new(
         broker,
         Arc::new(MemoryDeadLetters::new(1 << 20)),
-        IngressPolicy::default(),
+        policy,
         DispatchMetrics::ingress("bench", "bench"),
-    )
-    .max_in_flight(args.in_flight);
+    );
+    if let Some(in_flight) = setup.in_flight {
+        dispatcher = dispatcher.max_in_flight(in_flight);
+    }
     let counters = dispatcher.counters();
+    let receipts = Arc::new(Receipts::default());
+    let consumer = tokio::spawn(consume(subscription, Arc::clone(&receipts)));
     let stop = CancellationToken::new();
     let task = tokio::spawn(dispatcher.run(source, stop.clone()));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -366,16 +447,37 @@ async fn ingress_rate(
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     publish_parallel(args, iface, run).await?;
-    wait_for(
-        || counters.dispatched() >= args.messages,
-        "dispatched events",
-        Duration::from_secs(120),
+    let waited = wait_for_progress(
+        || receipts.distinct() + counters.dead_lettered(),
+        args.messages,
+        STALL,
     )
-    .await?;
+    .await;
     let elapsed = started.elapsed();
     stop.cancel();
     task.await?;
-    Ok(args.messages as f64 / elapsed.as_secs_f64())
+    consumer.abort();
+    let summary = ReceiptSummary {
+        received: receipts.distinct(),
+        duplicates: receipts.duplicates(),
+        dead_letters: counters.dead_lettered(),
+    };
+    waited.map_err(|got| stalled(args, "events through the dispatcher", got))?;
+    Ok((args.messages as f64 / elapsed.as_secs_f64(), summary))
+}
+
+/// Receives and acknowledges every delivery of `subscription`, counting ids in `receipts`.
+async fn consume(mut subscription: Subscription, receipts: Arc<Receipts>) {
+    loop {
+        let batch = subscription.recv_batch(1024).await;
+        if batch.is_empty() {
+            return;
+        }
+        for delivery in batch {
+            receipts.record(cloudevents::AttributesReader::id(delivery.event()));
+            let _ = delivery.ack().await;
+        }
+    }
 }
 
 async fn wait_for(done: impl Fn() -> bool, what: &str, limit: Duration) -> anyhow::Result<()> {
@@ -387,44 +489,132 @@ async fn wait_for(done: impl Fn() -> bool, what: &str, limit: Duration) -> anyho
     Ok(())
 }
 
-async fn bus_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
-    let bus = MemoryBroker::new(MemoryBrokerConfig {
-        queue_capacity: 65_536,
-        ..MemoryBrokerConfig::default()
-    });
-    let mut subscription = bus
+/// How long a measurement may go without progress before it is reported as stalled.
+const STALL: Duration = Duration::from_secs(20);
+
+/// Waits until `count()` reaches `target`; `Err(count)` once it made no progress for `stall`.
+async fn wait_for_progress(
+    count: impl Fn() -> u64,
+    target: u64,
+    stall: Duration,
+) -> Result<(), u64> {
+    let mut last = (count(), Instant::now());
+    loop {
+        let now = count();
+        if now >= target {
+            return Ok(());
+        }
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > stall {
+            return Err(now);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The error of a measurement that stalled at `got` of the run's messages, naming the likely
+/// cause when Mosquitto's limits are not the ones `scripts/services.sh` sets.
+fn stalled(args: &BenchDispatchArgs, what: &str, got: u64) -> anyhow::Error {
+    let mut message = format!(
+        "{what}: {got} of {} arrived, then nothing for {} s",
+        args.messages,
+        STALL.as_secs()
+    );
+    if let Some(missing) = local_mosquitto_limits(args) {
+        message.push_str(&format!("; {missing}"));
+    }
+    anyhow::anyhow!(message)
+}
+
+/// Which limits `scripts/services.sh` sets that the local Mosquitto's configuration lacks, as
+/// a sentence; `None` when they are there or the broker is not local.
+fn local_mosquitto_limits(args: &BenchDispatchArgs) -> Option<String> {
+    let local = matches!(
+        args.mqtt.mqtt_host.as_str(),
+        "127.0.0.1" | "localhost" | "::1"
+    );
+    if !local {
+        return None;
+    }
+    let mut conf = std::fs::read_to_string("/etc/mosquitto/mosquitto.conf").unwrap_or_default();
+    if let Ok(dir) = std::fs::read_dir("/etc/mosquitto/conf.d") {
+        for entry in dir.flatten() {
+            conf.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+            conf.push('\n');
+        }
+    }
+    let missing = missing_mosquitto_limits(&conf, args.messages, args.publish_window);
+    (!missing.is_empty()).then(|| {
+        format!(
+            "the local Mosquitto's configuration (/etc/mosquitto) lacks {}: with its defaults \
+             (20 QoS 1 messages in flight per client, 1000 queued) it drops a burst silently; \
+             run scripts/services.sh, which sets them and restarts Mosquitto",
+            missing.join(", ")
+        )
+    })
+}
+
+/// The Mosquitto settings in `conf` too small for a burst of `messages` from publishers with
+/// `window` unacknowledged each (`max_inflight_messages`, `max_queued_messages`,
+/// `max_queued_bytes`; 0 means unlimited). A setting given twice counts as its last value.
+pub fn missing_mosquitto_limits(conf: &str, messages: u64, window: usize) -> Vec<&'static str> {
+    let value = |key: &str| {
+        conf.lines()
+            .filter_map(|line| {
+                let mut words = line.split_whitespace();
+                (words.next() == Some(key)).then(|| words.next()?.parse::<u64>().ok())?
+            })
+            .next_back()
+    };
+    let enough = |key: &str, needed: u64| value(key).is_some_and(|v| v == 0 || v >= needed);
+    let mut missing = Vec::new();
+    if !enough("max_inflight_messages", window as u64) {
+        missing.push("max_inflight_messages");
+    }
+    if !enough("max_queued_messages", messages) {
+        missing.push("max_queued_messages");
+    }
+    if value("max_queued_bytes").is_some_and(|v| v != 0) {
+        missing.push("max_queued_bytes 0");
+    }
+    missing
+}
+
+/// Through the in-memory bus sized as `ktwin up` sizes it (its queues smaller than the run,
+/// so the consumer's pace pushes back on the dispatcher), with `ktwin up`'s in-flight depth.
+async fn bus_rate(args: &BenchDispatchArgs) -> anyhow::Result<(f64, ReceiptSummary)> {
+    let bus = MemoryBroker::new(MemoryBrokerConfig::default());
+    let subscription = bus
         .subscribe(SubscriptionSpec::new(
             "bench",
             TypeFilter::prefix("ktwin.real."),
         ))
         .await?;
-    let consumer = tokio::spawn(async move {
-        loop {
-            let batch = subscription.recv_batch(1024).await;
-            if batch.is_empty() {
-                return;
-            }
-            for delivery in batch {
-                let _ = delivery.ack().await;
-            }
-        }
-    });
     let run = run_id();
-    let rate = ingress_rate(args, &run, &format!("bench-{run}"), Arc::new(bus.clone())).await;
+    let setup = DispatcherSetup { in_flight: None };
+    let iface = format!("bench-{run}");
+    let rate = ingress_rate(
+        args,
+        &run,
+        &iface,
+        Arc::new(bus.clone()),
+        subscription,
+        setup,
+    )
+    .await;
     bus.delete_subscription("bench").await?;
-    consumer.await?;
     rate
 }
 
-/// A RabbitMQ broker on a fresh exchange, with the benchmark's settings.
-/// A broker on a fresh exchange for run `run`, with a queue named `queue` bound to the real
-/// events of `iface` (as a Knative trigger is), so the events are routed and stored.
+/// A broker on a fresh exchange for run `run`, with the benchmark's settings and a queue named
+/// `queue` bound to the real events of `iface` (as a Knative trigger is), and its consumer.
 async fn bench_rabbit_broker(
     args: &BenchDispatchArgs,
     run: &str,
     iface: &str,
     queue: &str,
-) -> anyhow::Result<RabbitBroker> {
+) -> anyhow::Result<(RabbitBroker, Subscription)> {
     let broker = RabbitBroker::connect(RabbitConfig {
         uri: args.amqp_url.clone(),
         exchange: format!("ktwin-bench-{run}"),
@@ -436,12 +626,10 @@ async fn bench_rabbit_broker(
     .await
     .context("connecting to RabbitMQ")?;
     let filter = TypeFilter::exact([ktwin_events::EventType::real(iface)?.to_string()]);
-    drop(
-        broker
-            .subscribe(SubscriptionSpec::new(queue, filter))
-            .await?,
-    );
-    Ok(broker)
+    let subscription = broker
+        .subscribe(SubscriptionSpec::new(queue, filter))
+        .await?;
+    Ok((broker, subscription))
 }
 
 /// Deletes the benchmark's queue and exchange, and disconnects.
@@ -458,11 +646,22 @@ async fn remove_bench_broker(broker: &RabbitBroker, queue: &str) -> anyhow::Resu
     Ok(())
 }
 
-async fn rabbitmq_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
+async fn rabbitmq_rate(args: &BenchDispatchArgs) -> anyhow::Result<(f64, ReceiptSummary)> {
     let run = run_id();
     let (iface, queue) = (format!("bench-{run}"), format!("ktwin-bench-{run}"));
-    let broker = bench_rabbit_broker(args, &run, &iface, &queue).await?;
-    let rate = ingress_rate(args, &run, &iface, Arc::new(broker.clone())).await;
+    let (broker, subscription) = bench_rabbit_broker(args, &run, &iface, &queue).await?;
+    let setup = DispatcherSetup {
+        in_flight: Some(args.in_flight),
+    };
+    let rate = ingress_rate(
+        args,
+        &run,
+        &iface,
+        Arc::new(broker.clone()),
+        subscription,
+        setup,
+    )
+    .await;
     remove_bench_broker(&broker, &queue).await?;
     rate
 }
@@ -523,12 +722,9 @@ async fn mosquitto_raw_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
     .await?;
     let started = Instant::now();
     publish_parallel(args, &iface, &run).await?;
-    wait_for(
-        || received.load(Ordering::Relaxed) >= args.messages,
-        "raw MQTT messages",
-        Duration::from_secs(120),
-    )
-    .await?;
+    wait_for_progress(|| received.load(Ordering::Relaxed), args.messages, STALL)
+        .await
+        .map_err(|got| stalled(args, "raw MQTT messages", got))?;
     let elapsed = started.elapsed();
     stop.cancel();
     for subscriber in subscribers {
@@ -606,7 +802,9 @@ async fn publish_confirmed(
 async fn amqp_raw_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
     let run = run_id();
     let (iface, queue) = (format!("bench-raw-{run}"), format!("ktwin-bench-raw-{run}"));
-    let broker = bench_rabbit_broker(args, &run, &iface, &queue).await?;
+    let (broker, subscription) = bench_rabbit_broker(args, &run, &iface, &queue).await?;
+    let receipts = Arc::new(Receipts::default());
+    let consumer = tokio::spawn(consume(subscription, Arc::clone(&receipts)));
     let channels = args.amqp_channels.max(1);
     let window = (args.in_flight / channels).max(1);
     let connection = broker.connector().connection(None).await?.1;
@@ -631,7 +829,12 @@ async fn amqp_raw_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
     for publisher in publishers {
         channels.push(publisher.await??);
     }
+    // The clock stops at the last confirm (raw AMQP with confirms), with the same consumer
+    // draining the queue as in the dispatcher's measurement; receipt is checked after.
     let elapsed = started.elapsed();
+    let waited = wait_for_progress(|| receipts.distinct(), args.messages, STALL).await;
+    consumer.abort();
+    waited.map_err(|got| anyhow::anyhow!("raw AMQP: {got} of {} received", args.messages))?;
     for channel in channels {
         let _ = channel.close(200, "done".into()).await;
     }
@@ -641,6 +844,10 @@ async fn amqp_raw_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
 
 /// Runs the four measurements in one process and prints them.
 pub async fn run(args: BenchDispatchArgs) -> anyhow::Result<ExitCode> {
+    let mut machine = Machine::start();
+    if let Some(missing) = local_mosquitto_limits(&args) {
+        eprintln!("warning: {missing}");
+    }
     let progress = indicatif::ProgressBar::new(4);
     if args.format == OutputFormat::Json {
         progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -657,51 +864,108 @@ pub async fn run(args: BenchDispatchArgs) -> anyhow::Result<ExitCode> {
     let amqp_raw_msgs_per_s = amqp_raw_rate(&args).await.context("raw AMQP measurement")?;
     progress.inc(1);
     progress.set_message("MQTT → dispatcher → in-memory bus");
-    let bus_msgs_per_s = bus_rate(&args).await.context("bus measurement")?;
+    let (bus_msgs_per_s, bus_receipt) = bus_rate(&args).await.context("bus measurement")?;
     progress.inc(1);
     progress.set_message("MQTT → dispatcher → RabbitMQ");
-    let rabbitmq_msgs_per_s = rabbitmq_rate(&args).await.context("RabbitMQ measurement")?;
+    let (rabbitmq_msgs_per_s, rabbitmq_receipt) =
+        rabbitmq_rate(&args).await.context("RabbitMQ measurement")?;
     progress.finish_and_clear();
+    machine.finish();
     let result = DispatchBenchResult {
         messages: args.messages,
         bus_msgs_per_s,
         rabbitmq_msgs_per_s,
         mosquitto_raw_msgs_per_s,
         amqp_raw_msgs_per_s,
+        bus_receipt,
+        rabbitmq_receipt,
+        ratios: DispatchRatios {
+            bus_per_mosquitto_raw: bus_msgs_per_s / mosquitto_raw_msgs_per_s,
+            rabbitmq_per_amqp_raw: rabbitmq_msgs_per_s / amqp_raw_msgs_per_s,
+        },
+        machine,
     };
     match args.format {
         OutputFormat::Json => println!("{}", serde_json::to_string(&result)?),
-        OutputFormat::Text => {
-            println!("messages per measurement: {}", result.messages);
-            println!(
-                "{:<40} {:>12.0} msg/s",
-                "MQTT → CloudEvent → in-memory bus", result.bus_msgs_per_s
-            );
-            println!(
-                "{:<40} {:>12.0} msg/s",
-                "MQTT → CloudEvent → RabbitMQ (confirms)", result.rabbitmq_msgs_per_s
-            );
-            println!(
-                "{:<40} {:>12.0} msg/s",
-                "raw Mosquitto pub → sub (QoS 1)", result.mosquitto_raw_msgs_per_s
-            );
-            println!(
-                "{:<40} {:>12.0} msg/s",
-                "raw AMQP publish (confirms)", result.amqp_raw_msgs_per_s
-            );
-            println!(
-                "ratios: bus/mosquitto {:.2}, rabbitmq/amqp-raw {:.2}",
-                result.bus_msgs_per_s / result.mosquitto_raw_msgs_per_s,
-                result.rabbitmq_msgs_per_s / result.amqp_raw_msgs_per_s
-            );
-        }
+        OutputFormat::Text => print_text(&result),
     }
-    Ok(ExitCode::SUCCESS)
+    let clean = |r: &ReceiptSummary| r.duplicates == 0 && r.dead_letters == 0;
+    Ok(
+        if clean(&result.bus_receipt) && clean(&result.rabbitmq_receipt) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
+}
+
+fn print_text(result: &DispatchBenchResult) {
+    println!("messages per measurement: {}", result.messages);
+    let rate = |what: &str, rate: f64| println!("{what:<40} {rate:>12.0} msg/s");
+    rate("MQTT → CloudEvent → in-memory bus", result.bus_msgs_per_s);
+    rate(
+        "MQTT → CloudEvent → RabbitMQ (confirms)",
+        result.rabbitmq_msgs_per_s,
+    );
+    rate(
+        "raw Mosquitto pub → sub (QoS 1)",
+        result.mosquitto_raw_msgs_per_s,
+    );
+    rate("raw AMQP publish (confirms)", result.amqp_raw_msgs_per_s);
+    for (what, r) in [
+        ("bus", &result.bus_receipt),
+        ("RabbitMQ", &result.rabbitmq_receipt),
+    ] {
+        println!(
+            "{what:<9} received {} distinct, {} duplicates, {} dead letters",
+            r.received, r.duplicates, r.dead_letters
+        );
+    }
+    println!(
+        "ratios: bus ÷ raw Mosquitto {:.2}, RabbitMQ ÷ raw AMQP {:.2}",
+        result.ratios.bus_per_mosquitto_raw, result.ratios.rabbitmq_per_amqp_raw
+    );
+    println!("machine: {}", result.machine.describe());
 }
 
 #[cfg(test)]
 mod tests {
-    use super::split;
+    use super::{Receipts, missing_mosquitto_limits, split};
+
+    #[test]
+    fn a_duplicate_receipt_does_not_stand_in_for_a_missing_one() {
+        let receipts = Receipts::default();
+        for id in ["a", "b", "b", "c", "a"] {
+            receipts.record(id);
+        }
+        assert_eq!((receipts.distinct(), receipts.duplicates()), (3, 2));
+    }
+
+    #[test]
+    fn mosquitto_limits_of_services_sh_are_enough() {
+        let conf = "# ktwin\nmax_inflight_messages 1000\nmax_queued_messages 1000000\nmax_queued_bytes 0\n";
+        assert!(missing_mosquitto_limits(conf, 50_000, 1000).is_empty());
+        let unlimited = "max_inflight_messages 0\nmax_queued_messages 0\n";
+        assert!(missing_mosquitto_limits(unlimited, 50_000, 1000).is_empty());
+    }
+
+    #[test]
+    fn mosquitto_defaults_are_reported_missing() {
+        assert_eq!(
+            missing_mosquitto_limits("listener 1883\n", 50_000, 1000),
+            ["max_inflight_messages", "max_queued_messages"]
+        );
+        let small = "max_inflight_messages 20\nmax_queued_messages 1000000\nmax_queued_bytes 4096\n\
+                     max_queued_messages 1000\n";
+        assert_eq!(
+            missing_mosquitto_limits(small, 50_000, 1000),
+            [
+                "max_inflight_messages",
+                "max_queued_messages",
+                "max_queued_bytes 0"
+            ]
+        );
+    }
 
     #[test]
     fn split_covers_every_message_once() {

@@ -16,11 +16,12 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::StoreProbe;
 use crate::console::Console;
 use crate::mqtt::MqttAddress;
 use crate::project::{Handlers, PlannedProject};
+use crate::store_probe::{StoreProbe, TallySummary};
 use crate::up::{MqttChoice, Platform, UpOptions};
+use ktwin_service::machine::Machine;
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -49,6 +50,10 @@ pub struct BenchE2eArgs {
     /// Speed of the load model (1 = the paper's rates).
     #[arg(long, default_value_t = 1.0)]
     pub speedup: f64,
+    /// Seconds to wait, after the load stops, for events still in flight to be stored; an
+    /// event not stored by then counts as lost.
+    #[arg(long, default_value_t = 60)]
+    pub drain_deadline: u64,
     /// Mosquitto for the raw pub→sub reference rate; unreachable → reported as null.
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
     pub mosquitto: String,
@@ -73,16 +78,15 @@ pub struct E2eReport {
     pub device_msgs_per_s: f64,
     /// Events published on the broker per second (device and emitted events).
     pub events_per_s: f64,
-    /// Median device publish → durable-in-store latency.
-    pub p50_ms: f64,
-    /// 99th percentile of the same.
-    pub p99_ms: f64,
-    /// Device messages of persisted interfaces the simulator sent (whole run).
-    pub sent: u64,
-    /// Device events the store made durable (whole run).
-    pub stored: u64,
-    /// `sent - stored`.
-    pub lost: u64,
+    /// Device publish → durable-in-store latency of every device event of a persisted
+    /// interface published in the measured window, however late it was stored (within the
+    /// drain deadline); sent / stored (distinct ids) / duplicates / lost over the whole run.
+    #[serde(flatten)]
+    pub tally: TallySummary,
+    /// Seconds allowed after the load for the last events to be stored.
+    pub drain_deadline_s: u64,
+    /// Seconds it took them (the deadline when some were never stored).
+    pub drained_in_s: f64,
     /// CPU of the platform and its service processes, percent of one core (the simulated
     /// devices, which run on a thread of their own, excluded).
     pub cpu_percent: f64,
@@ -92,6 +96,30 @@ pub struct E2eReport {
     pub rss_mb: f64,
     /// Raw Mosquitto pub→sub rate (QoS 0, one publisher, one subscriber) in the same run.
     pub mosquitto_raw_msgs_per_s: Option<f64>,
+    /// The ratios the platform is judged by (issue 23), from this run's figures.
+    pub ratios: E2eRatios,
+    /// CPU model, cores, load average at the start and the end.
+    pub machine: Machine,
+}
+
+/// The ratios `ktwin bench e2e` is judged by, each from figures of the same run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct E2eRatios {
+    /// Platform CPU ÷ simulator CPU (the work of relaying and storing a message against the
+    /// work of producing it).
+    pub platform_cpu_per_sim_cpu: Option<f64>,
+    /// Device messages/s ÷ raw Mosquitto pub→sub messages/s.
+    pub device_rate_per_mosquitto_raw: Option<f64>,
+}
+
+impl E2eRatios {
+    fn new(cpu: f64, sim_cpu: f64, device_rate: f64, raw: Option<f64>) -> Self {
+        let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
+        Self {
+            platform_cpu_per_sim_cpu: ratio(cpu, sim_cpu),
+            device_rate_per_mosquitto_raw: raw.and_then(|raw| ratio(device_rate, raw)),
+        }
+    }
 }
 
 /// Runs `ktwin bench e2e` with the SDK `handlers` built into the calling binary.
@@ -99,32 +127,42 @@ pub async fn run(args: BenchE2eArgs, handlers: Handlers) -> anyhow::Result<ExitC
     let report = measure(&args, handlers).await?;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string(&report)?),
-        Format::Text => {
-            println!("neighborhoods            {}", report.neighborhoods);
-            println!("device messages/s        {:.1}", report.device_msgs_per_s);
-            println!("events/s                 {:.1}", report.events_per_s);
-            println!(
-                "latency p50 / p99        {:.1} ms / {:.1} ms",
-                report.p50_ms, report.p99_ms
-            );
-            println!(
-                "sent / stored / lost     {} / {} / {}",
-                report.sent, report.stored, report.lost
-            );
-            println!("CPU (one core = 100%)    {:.1}%", report.cpu_percent);
-            println!("simulator CPU            {:.1}%", report.sim_cpu_percent);
-            println!("RSS                      {:.1} MB", report.rss_mb);
-            match report.mosquitto_raw_msgs_per_s {
-                Some(rate) => println!("raw Mosquitto pub→sub    {rate:.0} msg/s"),
-                None => println!("raw Mosquitto pub→sub    (unreachable)"),
-            }
-        }
+        Format::Text => print_text(&report),
     }
-    Ok(if report.lost == 0 {
+    Ok(if report.tally.lost == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn print_text(report: &E2eReport) {
+    let t = &report.tally;
+    let ratio = |r: Option<f64>| r.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.3}"));
+    println!("neighborhoods            {}", report.neighborhoods);
+    println!("device messages/s        {:.1}", report.device_msgs_per_s);
+    println!("events/s                 {:.1}", report.events_per_s);
+    println!(
+        "latency p50 / p99 / max  {:.1} ms / {:.1} ms / {:.1} ms ({} events published in the window, stored whenever)",
+        t.p50_ms, t.p99_ms, t.max_ms, t.samples
+    );
+    println!(
+        "sent / stored / dup / lost {} / {} / {} / {} (stored = distinct ids; drained in {:.1} s, deadline {} s)",
+        t.sent, t.stored, t.duplicates, t.lost, report.drained_in_s, report.drain_deadline_s
+    );
+    println!("CPU (one core = 100%)    {:.1}%", report.cpu_percent);
+    println!("simulator CPU            {:.1}%", report.sim_cpu_percent);
+    println!("RSS                      {:.1} MB", report.rss_mb);
+    match report.mosquitto_raw_msgs_per_s {
+        Some(rate) => println!("raw Mosquitto pub→sub    {rate:.0} msg/s"),
+        None => println!("raw Mosquitto pub→sub    (unreachable)"),
+    }
+    println!(
+        "ratios                   platform CPU ÷ simulator CPU {}; device msgs/s ÷ raw Mosquitto {}",
+        ratio(report.ratios.platform_cpu_per_sim_cpu),
+        ratio(report.ratios.device_rate_per_mosquitto_raw)
+    );
+    println!("machine                  {}", report.machine.describe());
 }
 
 /// The model time at which the busiest window of `profile` starts: the one with the highest
@@ -208,6 +246,7 @@ fn sim_config(platform: &Platform, world: &SimWorld, args: &BenchE2eArgs) -> Sim
 }
 
 async fn measure(args: &BenchE2eArgs, handlers: Handlers) -> anyhow::Result<E2eReport> {
+    let mut machine = Machine::start();
     let probe = Arc::new(StoreProbe::default());
     let PlatformUnderTest {
         platform,
@@ -219,59 +258,70 @@ async fn measure(args: &BenchE2eArgs, handlers: Handlers) -> anyhow::Result<E2eR
     let (sim_thread, sim_tid) = spawn_sim_thread(world, sim)?;
 
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
-    probe.record(true);
+    probe.open_window();
     let mut usage = Usage::new();
     let (start_cpu, _) = usage.sample();
     let start_sim_cpu = usage.thread_cpu_ms(sim_tid);
     let started = Instant::now();
     let start_stats = platform.stats();
     tokio::time::sleep(Duration::from_secs(args.duration)).await;
+    probe.close_window();
     let wall = started.elapsed().as_secs_f64();
     let end_stats = platform.stats();
     let (end_cpu, end_rss) = usage.sample();
     let end_sim_cpu = usage.thread_cpu_ms(sim_tid);
-    let rss_mb = end_rss as f64 / 1e6;
-    probe.record(false);
 
     let report = tokio::task::spawn_blocking(move || sim_thread.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the simulator thread panicked"))??;
     let sim_cpu_ms = end_sim_cpu.saturating_sub(start_sim_cpu);
     let platform_cpu_ms = end_cpu.saturating_sub(start_cpu).saturating_sub(sim_cpu_ms);
-    let started = Instant::now();
-    while platform.stats().ingested + platform.stats().rejected < report.sent
-        && started.elapsed() < Duration::from_secs(60)
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    platform.wait_idle(Duration::from_secs(120)).await;
     let sent: u64 = DeviceType::ALL
         .iter()
         .filter(|t| persisted.iter().any(|p| p == t.interface()))
         .map(|t| report.per_type.get(t.name()).map_or(0, |r| r.sent))
         .sum();
-    let stored = probe.real_stored();
-    let latencies = probe.latencies_ms();
+    let drained_in_s = drain(&probe, sent, Duration::from_secs(args.drain_deadline)).await;
+    let tally = probe.summary(sent);
     platform.shutdown(Duration::from_secs(10)).await;
 
     let mosquitto_raw_msgs_per_s = match MqttAddress::parse(&args.mosquitto) {
         Ok(address) => raw_pub_sub_rate(&address, 50_000).await.ok(),
         Err(_) => None,
     };
+    machine.finish();
+    let device_msgs_per_s = (end_stats.ingested - start_stats.ingested) as f64 / wall;
+    let cpu_percent = platform_cpu_ms as f64 / (wall * 1000.0) * 100.0;
+    let sim_cpu_percent = sim_cpu_ms as f64 / (wall * 1000.0) * 100.0;
     Ok(E2eReport {
         neighborhoods: args.neighborhoods,
-        device_msgs_per_s: (end_stats.ingested - start_stats.ingested) as f64 / wall,
+        device_msgs_per_s,
         events_per_s: (end_stats.published - start_stats.published) as f64 / wall,
-        p50_ms: percentile(&latencies, 0.50),
-        p99_ms: percentile(&latencies, 0.99),
-        sent,
-        stored,
-        lost: sent.saturating_sub(stored),
-        cpu_percent: platform_cpu_ms as f64 / (wall * 1000.0) * 100.0,
-        sim_cpu_percent: sim_cpu_ms as f64 / (wall * 1000.0) * 100.0,
-        rss_mb,
+        tally,
+        drain_deadline_s: args.drain_deadline,
+        drained_in_s,
+        cpu_percent,
+        sim_cpu_percent,
+        rss_mb: end_rss as f64 / 1e6,
         mosquitto_raw_msgs_per_s,
+        ratios: E2eRatios::new(
+            cpu_percent,
+            sim_cpu_percent,
+            device_msgs_per_s,
+            mosquitto_raw_msgs_per_s,
+        ),
+        machine,
     })
+}
+
+/// Waits until `sent` distinct device events are stored or `deadline` passed; the seconds it
+/// waited.
+async fn drain(probe: &StoreProbe, sent: u64, deadline: Duration) -> f64 {
+    let started = Instant::now();
+    while probe.distinct() < sent && started.elapsed() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed().as_secs_f64()
 }
 
 /// The simulated devices' thread, which returns their report.
@@ -310,20 +360,6 @@ fn spawn_sim_thread(
 fn current_thread_id() -> Option<u32> {
     let link = std::fs::read_link("/proc/thread-self").ok()?;
     link.file_name()?.to_str()?.parse().ok()
-}
-
-/// The `q` quantile of sorted `samples` (nearest rank); 0 when empty.
-fn percentile(samples: &[f64], q: f64) -> f64 {
-    if samples.is_empty() {
-        return 0.0;
-    }
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
-    samples[rank - 1]
 }
 
 /// CPU time and memory of this process and its descendants (the service processes).
@@ -452,6 +488,16 @@ mod tests {
     }
 
     #[test]
+    fn ratios_from_the_same_run() {
+        let ratios = E2eRatios::new(15.0, 5.0, 100.0, Some(1000.0));
+        assert_eq!(ratios.platform_cpu_per_sim_cpu, Some(3.0));
+        assert_eq!(ratios.device_rate_per_mosquitto_raw, Some(0.1));
+        let missing = E2eRatios::new(15.0, 0.0, 100.0, None);
+        assert_eq!(missing.platform_cpu_per_sim_cpu, None);
+        assert_eq!(missing.device_rate_per_mosquitto_raw, None);
+    }
+
+    #[test]
     fn a_busy_thread_has_cpu_time() {
         let tid = current_thread_id();
         assert!(tid.is_some(), "/proc/thread-self names this thread");
@@ -471,14 +517,5 @@ mod tests {
             now = usage.thread_cpu_ms(tid);
         }
         assert!(now > before, "spinning shows as CPU time");
-    }
-
-    #[test]
-    fn percentiles_by_nearest_rank() {
-        let samples: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert!((percentile(&samples, 0.5) - 50.0).abs() < f64::EPSILON);
-        assert!((percentile(&samples, 0.99) - 99.0).abs() < f64::EPSILON);
-        assert!((percentile(&[7.0], 0.99) - 7.0).abs() < f64::EPSILON);
-        assert!(percentile(&[], 0.5).abs() < f64::EPSILON);
     }
 }

@@ -1,6 +1,6 @@
 //! Adapters around the in-memory broker: a publish counter for the status line, the HTTP
 //! broker ingress twin services post to (`KTWIN_BROKER`), a probe of what the store made
-//! durable, and the twins' latest states read straight from the store.
+//! durable ([`StoreProbe`], re-exported), and the twins' latest states read straight from the store.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,8 +18,9 @@ use ktwin_broker::{
 };
 use ktwin_sdk::{LookupError, StateLookup};
 use ktwin_service::Problem;
-use ktwin_store::broker::StoredObserver;
 use ktwin_store::{Backend, InstanceKey};
+
+pub use crate::store_probe::StoreProbe;
 
 /// Path of the broker ingress on the runtime's HTTP port.
 pub const BROKER_PATH: &str = "/api/v1/broker";
@@ -108,78 +109,6 @@ async fn receive(
         Err(err) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
             .at(BROKER_PATH)
             .into_response(),
-    }
-}
-
-/// Watches what becomes durable in the store: counts device (real) events and, while
-/// recording, the latency from the device's publish (`timestamp` in the data, which the
-/// services keep in what they store) to the commit.
-#[derive(Debug, Default)]
-pub struct StoreProbe {
-    real_stored: AtomicU64,
-    recording: std::sync::atomic::AtomicBool,
-    latencies_ms: std::sync::Mutex<Vec<f64>>,
-}
-
-impl StoreProbe {
-    /// Starts or stops recording latencies.
-    pub fn record(&self, on: bool) {
-        self.recording.store(on, Ordering::Release);
-    }
-
-    /// Device events stored so far.
-    pub fn real_stored(&self) -> u64 {
-        self.real_stored.load(Ordering::Relaxed)
-    }
-
-    /// The recorded latencies in milliseconds, sorted.
-    pub fn latencies_ms(&self) -> Vec<f64> {
-        let mut samples = self
-            .latencies_ms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        samples.sort_by(f64::total_cmp);
-        samples
-    }
-}
-
-impl StoredObserver for StoreProbe {
-    fn stored(&self, event: &Event) {
-        use cloudevents::AttributesReader;
-        if event.ty().starts_with("ktwin.real.") {
-            self.real_stored.fetch_add(1, Ordering::Relaxed);
-        }
-        if !self.recording.load(Ordering::Acquire) {
-            return;
-        }
-        let published = match event.data() {
-            Some(cloudevents::Data::Json(data)) => data
-                .get("timestamp")
-                .and_then(|t| t.as_str())
-                .map(str::to_owned),
-            Some(cloudevents::Data::Binary(bytes)) => {
-                serde_json::from_slice::<serde_json::Value>(bytes)
-                    .ok()
-                    .and_then(|d| {
-                        d.get("timestamp")
-                            .and_then(|t| t.as_str())
-                            .map(str::to_owned)
-                    })
-            }
-            _ => None,
-        };
-        let Some(published) = published.and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
-        else {
-            return;
-        };
-        let latency = chrono::Utc::now().signed_duration_since(published);
-        #[allow(clippy::cast_precision_loss)]
-        let ms = latency.num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0;
-        self.latencies_ms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(ms.max(0.0));
     }
 }
 

@@ -33,6 +33,7 @@ pub mod process;
 mod project;
 pub mod routes;
 pub mod service;
+pub mod store_probe;
 mod tasks;
 pub mod up;
 

@@ -19,6 +19,8 @@
 #![warn(clippy::unwrap_used)]
 
 mod http;
+#[cfg(feature = "bench")]
+pub mod machine;
 mod problem;
 pub mod query;
 

@@ -13,6 +13,7 @@ use serde_json::{Map, json};
 
 use crate::cli::{BackendArgs, BackendKind};
 use crate::{Backend, BackendChoice, IngestConfig, Ingestor, InstanceKey, TwinEvent};
+use ktwin_service::machine::Machine;
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -45,10 +46,47 @@ pub struct BenchStoreArgs {
     /// Latest-state reads to time.
     #[arg(long, default_value_t = 20_000)]
     pub reads: usize,
+    /// How event ids are made: random (hash-derived, the realistic case for the id index) or
+    /// sequential (the best case).
+    #[arg(long, value_enum, default_value_t = IdKind::Random)]
+    pub ids: IdKind,
+    /// Event times in arrival order: out of order (up to `LATE_BY` late, as devices with
+    /// their own clocks and retries deliver them) or monotonic (the best case).
+    #[arg(long, value_enum, default_value_t = Arrival::OutOfOrder)]
+    pub arrival: Arrival,
+    /// Directory for the embedded backends' scratch store.
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    pub scratch_dir: std::path::PathBuf,
+    /// Measure on tmpfs anyway (where `fdatasync` costs nothing, so the figures flatter).
+    #[arg(long)]
+    pub allow_tmpfs: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
 }
+
+/// How the synthetic events' ids are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdKind {
+    /// UUID-shaped ids from a hash of the sequence number: no order for an index to exploit.
+    Random,
+    /// Zero-padded sequence numbers: every insert at the end of the id index.
+    Sequential,
+}
+
+/// The order of the synthetic events' times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arrival {
+    /// Each event up to [`LATE_BY`] older than its predecessor allows.
+    OutOfOrder,
+    /// Every event later than the one before.
+    Monotonic,
+}
+
+/// How late an out-of-order event arrives at most.
+pub const LATE_BY: Duration = Duration::from_secs(1);
 
 /// The figures of one run.
 #[derive(Debug, Clone, Serialize)]
@@ -59,6 +97,13 @@ pub struct BenchReport {
     pub events: usize,
     /// Instances.
     pub instances: usize,
+    /// How ids were made.
+    pub ids: IdKind,
+    /// Order of the event times.
+    pub arrival: Arrival,
+    /// Filesystem of the scratch directory (embedded backends).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<String>,
     /// Ingest throughput through the [`Ingestor`] (group commit), events per second.
     pub events_per_s: f64,
     /// Raw `COPY` of the same rows into a table shaped like the history (PostgreSQL only).
@@ -72,10 +117,22 @@ pub struct BenchReport {
     pub latest_p50_us: f64,
     /// 99th percentile latest-state read latency in process, microseconds.
     pub latest_p99_us: f64,
+    /// The ratio the store is judged by: ingest ÷ raw `COPY` of the same rows in the same run
+    /// (PostgreSQL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingest_per_copy: Option<f64>,
+    /// CPU model, cores, load average at the start and the end.
+    pub machine: Machine,
 }
 
-/// Deterministic synthetic events: `events` over `instances`, a few fields each, some nested.
-pub fn synthetic_events(events: usize, instances: usize) -> Vec<TwinEvent> {
+/// Deterministic synthetic events: `events` over `instances`, a few fields each, some nested,
+/// with ids and times as `ids` and `arrival` say.
+pub fn synthetic_events(
+    events: usize,
+    instances: usize,
+    ids: IdKind,
+    arrival: Arrival,
+) -> Vec<TwinEvent> {
     let event_type = EventType::store("bench-sensor").expect("valid interface");
     let start: DateTime<Utc> = DateTime::from_timestamp(1_700_000_000, 0).expect("valid time");
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
@@ -85,6 +142,7 @@ pub fn synthetic_events(events: usize, instances: usize) -> Vec<TwinEvent> {
         seed ^= seed << 17;
         seed
     };
+    let late_by_us = LATE_BY.as_micros() as u64;
     (0..events)
         .map(|n| {
             let instance = format!("sensor-{:06}", n % instances.max(1));
@@ -97,15 +155,61 @@ pub fn synthetic_events(events: usize, instances: usize) -> Vec<TwinEvent> {
                     json!({"battery": next() % 100, "ok": true}),
                 );
             }
-            TwinEvent::new(
-                &event_type,
-                &instance,
-                format!("{n:012}"),
-                start + Duration::from_micros(n as u64 * 10),
-                data,
-            )
+            let id = match ids {
+                IdKind::Sequential => format!("{n:012}"),
+                IdKind::Random => uuid::Uuid::from_u64_pair(next(), next()).to_string(),
+            };
+            let late = match arrival {
+                Arrival::Monotonic => 0,
+                Arrival::OutOfOrder => next() % late_by_us,
+            };
+            let time = start + Duration::from_micros(n as u64 * 10 + late_by_us)
+                - Duration::from_micros(late);
+            TwinEvent::new(&event_type, &instance, id, time, data)
         })
         .collect()
+}
+
+/// The filesystem type mounted at the longest mount point containing `path`, from the text
+/// of `/proc/mounts` (`device mountpoint type options …` per line; spaces escaped as `\040`).
+pub fn filesystem_of(mounts: &str, path: &std::path::Path) -> Option<String> {
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_, point, kind) = (fields.next()?, fields.next()?, fields.next()?);
+            let point = point.replace("\\040", " ");
+            path.starts_with(&point)
+                .then(|| (point.len(), kind.to_owned()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, kind)| kind)
+}
+
+/// The filesystem of the scratch directory; refuses tmpfs (where `fdatasync` is free) unless
+/// allowed.
+fn scratch_filesystem(args: &BenchStoreArgs) -> anyhow::Result<Option<String>> {
+    let dir = std::fs::canonicalize(&args.scratch_dir)
+        .with_context(|| format!("scratch directory {}", args.scratch_dir.display()))?;
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let filesystem = filesystem_of(&mounts, &dir);
+    refuse_tmpfs(filesystem.as_deref(), args.allow_tmpfs, &dir)?;
+    Ok(filesystem)
+}
+
+fn refuse_tmpfs(
+    filesystem: Option<&str>,
+    allowed: bool,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        allowed || !matches!(filesystem, Some("tmpfs" | "ramfs")),
+        "the scratch directory {} is on {}, where fdatasync costs nothing and the figures \
+         flatter: pass --scratch-dir on a disk, or --allow-tmpfs to measure anyway",
+        dir.display(),
+        filesystem.unwrap_or_default()
+    );
+    Ok(())
 }
 
 async fn ingest_all(
@@ -287,7 +391,7 @@ async fn bench_embedded(
     events: Vec<TwinEvent>,
     scratch: &str,
 ) -> anyhow::Result<Measured> {
-    let path = std::env::temp_dir().join(scratch);
+    let path = args.scratch_dir.join(scratch);
     let result = async {
         let backend = BackendChoice::Embedded(path.clone()).open().await?;
         let (rate, p50, p99) = measure(backend, events, args).await?;
@@ -305,8 +409,8 @@ async fn bench_redb(
     scratch: &str,
 ) -> anyhow::Result<Measured> {
     use crate::backend::redb::bare_insert_rate;
-    let path = std::env::temp_dir().join(format!("{scratch}.redb"));
-    let bare_path = std::env::temp_dir().join(format!("{scratch}-bare.redb"));
+    let path = args.scratch_dir.join(format!("{scratch}.redb"));
+    let bare_path = args.scratch_dir.join(format!("{scratch}-bare.redb"));
     let result = async {
         let (events, bare) = tokio::task::spawn_blocking({
             let (bare_path, batch) = (bare_path.clone(), args.max_batch);
@@ -339,7 +443,12 @@ pub async fn run_bench(args: BenchStoreArgs) -> anyhow::Result<ExitCode> {
         args.events > 0 && args.instances > 0 && args.reads > 0,
         "--events, --instances and --reads must be positive"
     );
-    let events = synthetic_events(args.events, args.instances);
+    let mut machine = Machine::start();
+    let filesystem = match args.backend.backend {
+        BackendKind::Postgres => None,
+        BackendKind::Embedded | BackendKind::Redb => scratch_filesystem(&args)?,
+    };
+    let events = synthetic_events(args.events, args.instances, args.ids, args.arrival);
     let scratch = format!("ktwin_bench_{}", uuid::Uuid::new_v4().simple());
     eprintln!(
         "ingesting {} events over {} instances into {:?}…",
@@ -350,7 +459,8 @@ pub async fn run_bench(args: BenchStoreArgs) -> anyhow::Result<ExitCode> {
         BackendKind::Embedded => bench_embedded(&args, events, &scratch).await?,
         BackendKind::Redb => bench_redb(&args, events, &scratch).await?,
     };
-    let report = BenchReport::new(&args, measured);
+    machine.finish();
+    let report = BenchReport::new(&args, measured, filesystem, machine);
     match args.format {
         Format::Json => println!("{}", serde_json::to_string(&report)?),
         Format::Text => report.print(),
@@ -359,8 +469,19 @@ pub async fn run_bench(args: BenchStoreArgs) -> anyhow::Result<ExitCode> {
 }
 
 impl BenchReport {
-    fn new(args: &BenchStoreArgs, measured: Measured) -> Self {
+    fn new(
+        args: &BenchStoreArgs,
+        measured: Measured,
+        filesystem: Option<String>,
+        machine: Machine,
+    ) -> Self {
         let (events_per_s, ceiling, latest_p50_us, latest_p99_us) = measured;
+        let ingest_per_copy = match ceiling {
+            Some(Ceiling::Copy(copy)) if copy > 0.0 => {
+                Some((events_per_s / copy * 100.0).round() / 100.0)
+            }
+            _ => None,
+        };
         BenchReport {
             backend: match args.backend.backend {
                 BackendKind::Postgres => "postgres",
@@ -369,6 +490,9 @@ impl BenchReport {
             },
             events: args.events,
             instances: args.instances,
+            ids: args.ids,
+            arrival: args.arrival,
+            filesystem,
             events_per_s: events_per_s.round(),
             copy_events_per_s: match ceiling {
                 Some(Ceiling::Copy(rate)) => Some(rate.round()),
@@ -380,6 +504,8 @@ impl BenchReport {
             },
             latest_p50_us: (latest_p50_us * 10.0).round() / 10.0,
             latest_p99_us: (latest_p99_us * 10.0).round() / 10.0,
+            ingest_per_copy,
+            machine,
         }
     }
 
@@ -398,5 +524,87 @@ impl BenchReport {
         }
         println!("latest read p50    {} µs", self.latest_p50_us);
         println!("latest read p99    {} µs", self.latest_p99_us);
+        println!("ids / arrival      {:?} / {:?}", self.ids, self.arrival);
+        if let Some(filesystem) = &self.filesystem {
+            println!("scratch filesystem {filesystem}");
+        }
+        if let Some(ratio) = self.ingest_per_copy {
+            println!("ratio              ingest ÷ COPY {ratio:.2}");
+        }
+        println!("machine            {}", self.machine.describe());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::path::Path;
+
+    #[test]
+    fn random_ids_are_distinct_and_unordered() {
+        let events = synthetic_events(1000, 10, IdKind::Random, Arrival::Monotonic);
+        let ids: HashSet<_> = events.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(events.windows(2).any(|w| w[0].id > w[1].id), "not sorted");
+        let sequential = synthetic_events(1000, 10, IdKind::Sequential, Arrival::Monotonic);
+        assert!(sequential.windows(2).all(|w| w[0].id < w[1].id));
+    }
+
+    #[test]
+    fn out_of_order_times_stay_within_the_lateness_bound() {
+        let events = synthetic_events(1000, 10, IdKind::Random, Arrival::OutOfOrder);
+        assert!(
+            events.windows(2).any(|w| w[0].time > w[1].time),
+            "some arrive late"
+        );
+        let latest = events.iter().map(|e| e.time).max().expect("events");
+        let monotonic = synthetic_events(1000, 10, IdKind::Random, Arrival::Monotonic);
+        assert!(monotonic.windows(2).all(|w| w[0].time < w[1].time));
+        for (late, on_time) in events.iter().zip(&monotonic) {
+            assert!(late.time <= on_time.time);
+            assert!(on_time.time - late.time < chrono::Duration::from_std(LATE_BY).expect("small"));
+        }
+        assert!(latest <= monotonic.last().expect("events").time);
+    }
+
+    const MOUNTS: &str = "/dev/root / ext4 rw,relatime 0 0\n\
+        tmpfs /tmp tmpfs rw,nosuid 0 0\n\
+        /dev/sdb1 /tmp/disk xfs rw 0 0\n\
+        /dev/sdc1 /mnt/my\\040disk btrfs rw 0 0\n";
+
+    #[test]
+    fn the_filesystem_of_the_longest_mount_point() {
+        assert_eq!(
+            filesystem_of(MOUNTS, Path::new("/work/x")).as_deref(),
+            Some("ext4")
+        );
+        assert_eq!(
+            filesystem_of(MOUNTS, Path::new("/tmp/x")).as_deref(),
+            Some("tmpfs")
+        );
+        assert_eq!(
+            filesystem_of(MOUNTS, Path::new("/tmp/disk/x")).as_deref(),
+            Some("xfs")
+        );
+        assert_eq!(
+            filesystem_of(MOUNTS, Path::new("/tmpfoo")).as_deref(),
+            Some("ext4")
+        );
+        assert_eq!(
+            filesystem_of(MOUNTS, Path::new("/mnt/my disk/a")).as_deref(),
+            Some("btrfs")
+        );
+        assert_eq!(filesystem_of("", Path::new("/x")), None);
+    }
+
+    #[test]
+    fn tmpfs_is_refused_unless_allowed() {
+        let dir = Path::new("/tmp");
+        let refused = refuse_tmpfs(Some("tmpfs"), false, dir).expect_err("tmpfs refused");
+        assert!(refused.to_string().contains("--allow-tmpfs"), "{refused}");
+        assert!(refuse_tmpfs(Some("tmpfs"), true, dir).is_ok());
+        assert!(refuse_tmpfs(Some("ext4"), false, dir).is_ok());
+        assert!(refuse_tmpfs(None, false, dir).is_ok());
     }
 }
