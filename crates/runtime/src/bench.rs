@@ -22,6 +22,8 @@ use crate::mqtt::MqttAddress;
 use crate::project::{Handlers, PlannedProject};
 use crate::up::{MqttChoice, Platform, UpOptions};
 
+pub mod soak;
+
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
