@@ -25,6 +25,7 @@ async fn a_short_soak_through_every_fault_loses_nothing() {
     let report = soak(&args, ktwin::built_in_handlers())
         .await
         .expect("the soak runs");
+    eprintln!("{}", serde_json::to_string(&report).unwrap());
     for fault in [
         "store_outage",
         "link_stall",
