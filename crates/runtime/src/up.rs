@@ -243,7 +243,9 @@ impl Platform {
     pub async fn start(planned: PlannedProject, options: UpOptions) -> Result<Self, UpError> {
         let mut parts = Assembly::new(&planned, &options);
         let access = parts.prepare_access()?;
-        let mut mqtt = parts.start_mqtt(&access).await?;
+        let mqtt = parts.start_mqtt(&access).await?;
+        #[cfg(feature = "bench")]
+        let mut mqtt = mqtt;
         #[cfg(feature = "bench")]
         if let (Some(faults), Some(link)) = (&options.faults, mqtt.link.as_mut()) {
             link.stalled_by(faults.link_stall());

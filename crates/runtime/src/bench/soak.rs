@@ -500,7 +500,7 @@ async fn count_stored(backend: &dyn Backend, persisted: &[String]) -> anyhow::Re
         let page = backend.events(after.as_ref(), 1000).await?;
         for event in &page.items {
             if event.event_type.starts_with("ktwin.real.")
-                && persisted.iter().any(|p| *p == event.interface_id)
+                && persisted.contains(&event.interface_id)
             {
                 rows += 1;
                 ids.insert(event.id.clone());
