@@ -169,7 +169,7 @@ pub async fn soak(args: &BenchSoakArgs, handlers: Handlers) -> anyhow::Result<So
     let (sim_thread, _) = spawn_sim_thread(world, sim)?;
 
     let burst = Burst::new(&platform, burst_topic);
-    let load = run_schedule(args, &faults, &burst, duration).await?;
+    let load = run_schedule(args, &platform, &faults, &burst, duration).await?;
     let sim = tokio::task::spawn_blocking(move || sim_thread.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the simulator thread panicked"))??;
@@ -331,6 +331,7 @@ struct LoadFigures {
 /// load's duration passed and every fault is over.
 async fn run_schedule(
     args: &BenchSoakArgs,
+    platform: &Platform,
     faults: &Faults,
     burst: &Burst,
     duration: Duration,
@@ -364,7 +365,7 @@ async fn run_schedule(
                 if figures.rss_start == 0 && started.elapsed() >= settle {
                     figures.rss_start = rss;
                 }
-                progress(started.elapsed(), duration, rss);
+                progress(started.elapsed(), duration, rss, platform);
             }
             () = tokio::time::sleep_until(due) => {
                 let Some((_, step)) = next.next() else { break };
@@ -389,15 +390,19 @@ async fn run_schedule(
     Ok(figures)
 }
 
-/// A line on standard error now and then: long work shows progress.
-fn progress(elapsed: Duration, duration: Duration, rss: u64) {
-    let secs = elapsed.as_secs();
-    if secs % 60 < 5 {
+/// A line on standard error about once a minute: long work shows progress, and whether the
+/// platform keeps up (events queued, messages the link lost).
+fn progress(elapsed: Duration, duration: Duration, rss: u64, platform: &Platform) {
+    if elapsed.as_secs() % 60 < 5 {
+        let stats = platform.stats();
         eprintln!(
-            "soak: {:.1} of {:.1} min, RSS {:.1} MB",
+            "soak: {:.1} of {:.1} min, RSS {:.1} MB, {} device messages in, {} events queued, {} dropped by the link",
             elapsed.as_secs_f64() / 60.0,
             duration.as_secs_f64() / 60.0,
-            rss as f64 / 1e6
+            rss as f64 / 1e6,
+            stats.ingested + stats.rejected,
+            stats.queued(),
+            platform.link_dropped()
         );
     }
 }
