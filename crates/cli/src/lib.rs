@@ -83,6 +83,8 @@ pub enum BenchCommand {
     Dispatch(ktwin_dispatcher::cli::BenchDispatchArgs),
     /// The whole platform end to end under the paper's peak-window load.
     E2e(ktwin_runtime::bench::BenchE2eArgs),
+    /// The scenario for minutes with faults injected; fails when anything acknowledged is lost.
+    Soak(ktwin_runtime::bench::soak::BenchSoakArgs),
 }
 
 /// The SDK handlers this binary embeds, which `ktwin up` mounts in-process for services whose
@@ -101,7 +103,7 @@ pub fn main(cli: Cli) -> ExitCode {
     // `platform_worker_threads`); tokio's own setting still wins when given.
     let hosts_platform = matches!(
         cli.command,
-        Command::Up(_) | Command::Bench(BenchCommand::E2e(_))
+        Command::Up(_) | Command::Bench(BenchCommand::E2e(_) | BenchCommand::Soak(_))
     );
     if hosts_platform && std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
         runtime.worker_threads(ktwin_runtime::platform_worker_threads());
@@ -139,6 +141,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up(args) => ktwin_runtime::cli::run(args, built_in_handlers()).await,
         Command::Bench(BenchCommand::E2e(args)) => {
             ktwin_runtime::bench::run(args, built_in_handlers()).await
+        }
+        Command::Bench(BenchCommand::Soak(args)) => {
+            ktwin_runtime::bench::soak::run(args, built_in_handlers()).await
         }
         Command::Events(args) => events::run(&args),
         Command::Service(args) => service::run(args).await,

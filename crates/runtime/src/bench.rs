@@ -23,6 +23,8 @@ use crate::store_probe::{StoreProbe, TallySummary};
 use crate::up::{MqttChoice, Platform, UpOptions};
 use ktwin_service::machine::Machine;
 
+pub mod soak;
+
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {

@@ -24,6 +24,8 @@ pub mod cli;
 pub mod console;
 mod error;
 pub mod event_stream;
+#[cfg(feature = "bench")]
+pub mod faults;
 pub mod model_api;
 pub mod mqtt;
 mod mqtt_link;

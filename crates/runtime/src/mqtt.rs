@@ -18,8 +18,30 @@ const DEVICE_LINK_ID: &str = "ktwin-up-devices";
 /// reason instead of the broker silently dropping the connection.
 pub const MAX_PAYLOAD: usize = 4 * 1024 * 1024;
 
-/// Size of one segment of the broker's in-memory message log (larger than any payload).
-const SEGMENT_BYTES: usize = 16 * 1024 * 1024;
+/// How much of the device messages the embedded broker keeps for the platform's link while the
+/// link is behind (its consumers blocked on bus backpressure): an in-memory log per subscription
+/// filter of `segments` segments of about `segment_bytes` each (a message counts its topic,
+/// payload and 4 bytes). A link further behind than the log loses the oldest messages, which
+/// devices already had their acknowledgement for: [`LinkSource`] counts them
+/// (`ktwin_mqtt_link_dropped_total`) and logs them (`docs/architecture.md`, "MQTT link backlog").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageLog {
+    /// Bytes of one segment (at least 1 KiB; larger than any payload).
+    pub segment_bytes: usize,
+    /// Segments kept, the one being written included (at least 1).
+    pub segments: usize,
+}
+
+impl Default for MessageLog {
+    /// 8 × 16 MiB: some 400k device messages of ~300 bytes, most of a minute at 200
+    /// neighborhoods. It is held in memory, so it bounds the broker's footprint.
+    fn default() -> Self {
+        Self {
+            segment_bytes: 16 * 1024 * 1024,
+            segments: 8,
+        }
+    }
+}
 
 /// Where the MQTT broker is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +135,15 @@ impl EmbeddedMqtt {
 /// sits behind `ktwin_auth`'s MQTT gate, which authenticates devices and enforces their topic
 /// ACLs (rumqttd has no publish or subscribe authorisation of its own).
 pub fn start_embedded(port: u16, login: Option<(&str, &str)>) -> Result<EmbeddedMqtt, MqttError> {
+    start_embedded_with(port, login, MessageLog::default())
+}
+
+/// [`start_embedded`] keeping `log` for the platform's link while it is behind.
+pub fn start_embedded_with(
+    port: u16,
+    login: Option<(&str, &str)>,
+    log: MessageLog,
+) -> Result<EmbeddedMqtt, MqttError> {
     let v4 = reserve(port)?;
     let v5 = reserve(0)?;
     let auth = login
@@ -136,12 +167,10 @@ pub fn start_embedded(port: u16, login: Option<(&str, &str)>) -> Result<Embedded
         router: rumqttd::RouterConfig {
             max_connections: 100_000,
             max_outgoing_packet_count: 1_000,
-            // Messages kept per subscription filter for subscribers that are behind: 8 × 16 MiB
-            // (some 400k device messages of ~300 bytes: most of a minute at 200 neighborhoods).
-            // It is held in memory, so this bounds the broker's footprint; a subscriber further
-            // behind loses the oldest.
-            max_segment_size: SEGMENT_BYTES,
-            max_segment_count: 8,
+            // Messages kept per subscription filter for subscribers that are behind.
+            // rumqttd panics below these.
+            max_segment_size: log.segment_bytes.max(1024),
+            max_segment_count: log.segments.max(1),
             ..Default::default()
         },
         v4: Some(HashMap::from([("v4".to_owned(), server("mqtt-v4", v4))])),

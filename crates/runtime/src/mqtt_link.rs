@@ -8,11 +8,15 @@
 //! It subscribes at QoS 0: an acknowledgement between two parts of one process guards against
 //! nothing, since both go down together, while devices still get their QoS 1 acknowledgement
 //! from the broker. The broker keeps each message in its log until the link has read it and
-//! pauses the link while its buffer is full; only a link more than the whole log behind
-//! (128 MiB, see [`crate::mqtt::start_embedded`]) would miss the oldest messages.
+//! pauses the link while its buffer is full; a link more than the whole log behind
+//! ([`crate::mqtt::MessageLog`]) misses the oldest messages. rumqttd does not hold its
+//! publishers back for a slow subscriber, so the link finds such a loss by the gap in the log
+//! offsets it reads, counts it (`ktwin_mqtt_link_dropped_total`) and logs it, at most every
+//! [`DROP_LOG_INTERVAL`].
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use ktwin_dispatcher::ingress::TopicSyntax;
@@ -23,6 +27,12 @@ use rumqttd::local::{LinkRx, LinkTx};
 
 use crate::error::MqttError;
 
+/// Counter of device messages the embedded broker dropped before the link read them.
+pub const DROPPED_METRIC: &str = "ktwin_mqtt_link_dropped_total";
+
+/// The link logs its drops at most this often (each line counts those since the last).
+pub const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Device messages (`ktwin/real/#`, and the telemetry topics models declare) read from the
 /// embedded broker over an in-process link.
 pub struct LinkSource {
@@ -32,6 +42,12 @@ pub struct LinkSource {
     client_id: String,
     rx: LinkRx,
     connected: Arc<AtomicBool>,
+    gaps: LogGaps,
+    dropped: Arc<AtomicU64>,
+    drop_log: DropLog,
+    /// While it reads true, the link reads nothing (a soak's injected stall).
+    #[cfg(feature = "bench")]
+    stall: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl LinkSource {
@@ -43,15 +59,52 @@ impl LinkSource {
             source: Box::new(source),
         };
         let (mut tx, rx) = broker.link(client_id).map_err(refused)?;
+        let mut gaps = LogGaps::default();
         for filter in TopicKind::Real.mqtt_filters() {
-            tx.subscribe(filter).map_err(refused)?;
+            tx.subscribe(filter.clone()).map_err(refused)?;
+            // Subscribed before the broker runs: its log starts empty, at offset 0.
+            gaps.add(filter, Some(0));
         }
         Ok(Self {
             tx,
             client_id: client_id.to_owned(),
             rx,
             connected: Arc::new(AtomicBool::new(true)),
+            gaps,
+            dropped: Arc::new(AtomicU64::new(0)),
+            drop_log: DropLog::default(),
+            #[cfg(feature = "bench")]
+            stall: None,
         })
+    }
+
+    /// Reads nothing while `stall` reads true (fault injection, feature `bench`).
+    #[cfg(feature = "bench")]
+    pub(crate) fn stalled_by(&mut self, stall: tokio::sync::watch::Receiver<bool>) {
+        self.stall = Some(stall);
+    }
+
+    /// Device messages the broker dropped before this link read them (also the
+    /// `ktwin_mqtt_link_dropped_total` counter).
+    pub fn dropped(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.dropped)
+    }
+
+    /// Counts and logs what the broker dropped before the message at `offset` of `topic`'s log.
+    fn check_gap(&mut self, topic: &str, offset: u64) {
+        let missed = self.gaps.observe(topic, offset);
+        if missed == 0 {
+            return;
+        }
+        self.dropped.fetch_add(missed, Ordering::Relaxed);
+        metrics::counter!(DROPPED_METRIC).increment(missed);
+        if let Some(count) = self.drop_log.record(missed, Instant::now()) {
+            tracing::error!(
+                dropped = count,
+                total = self.dropped.load(Ordering::Relaxed),
+                "the embedded MQTT broker dropped device messages it had acknowledged: the platform fell further behind than the broker's message log (see docs/architecture.md, \"MQTT link backlog\")"
+            );
+        }
     }
 }
 
@@ -61,11 +114,76 @@ impl LinkSource {
     pub fn subscribe(&mut self, filter: &str) -> Result<(), MqttError> {
         self.tx
             .subscribe(filter)
-            .map(drop)
             .map_err(|source| MqttError::LinkRefused {
                 client_id: self.client_id.clone(),
                 source: Box::new(source),
-            })
+            })?;
+        // Devices may already publish on it: where its log starts shows with the first message.
+        self.gaps.add(filter.to_owned(), None);
+        Ok(())
+    }
+}
+
+/// The next log offset the link expects per subscription filter: rumqttd keeps one log per
+/// filter, numbers its messages without a gap, and hands each to the link with its offset.
+#[derive(Debug, Default)]
+struct LogGaps {
+    filters: Vec<(String, Option<u64>)>,
+}
+
+impl LogGaps {
+    fn add(&mut self, filter: String, next: Option<u64>) {
+        if !self.filters.iter().any(|(known, _)| *known == filter) {
+            self.filters.push((filter, next));
+        }
+    }
+
+    /// Records the message at `offset` of the log of a filter `topic` matches; returns how many
+    /// messages of that log were skipped before it. A topic matching several filters is in
+    /// each of their logs: the copy is taken for the log that expects this very offset, else
+    /// for the one with the smallest skip.
+    fn observe(&mut self, topic: &str, offset: u64) -> u64 {
+        // How far ahead of what a log expects this offset is; a log already past it cannot be
+        // its source, and one whose start is unknown ranks after an exact match.
+        let distance = |next: Option<u64>| match next {
+            Some(next) if offset >= next => (offset - next, false),
+            Some(_) => (u64::MAX, false),
+            None => (0, true),
+        };
+        let Some((_, next)) = self
+            .filters
+            .iter_mut()
+            .filter(|(filter, _)| rumqttd::protocol::matches(topic, filter))
+            .min_by_key(|(_, next)| distance(*next))
+        else {
+            return 0;
+        };
+        let missed = next.map_or(0, |next| offset.saturating_sub(next));
+        *next = Some(offset + 1);
+        missed
+    }
+}
+
+/// When to log drops: the first at once, later ones at most every [`DROP_LOG_INTERVAL`],
+/// summed.
+#[derive(Debug, Default)]
+struct DropLog {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl DropLog {
+    /// Adds `missed` drops at `now`; returns the drops to log now, if it is time.
+    fn record(&mut self, missed: u64, now: Instant) -> Option<u64> {
+        self.unlogged += missed;
+        let due = self
+            .last
+            .is_none_or(|last| now.duration_since(last) >= DROP_LOG_INTERVAL);
+        if !due {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
     }
 }
 
@@ -87,11 +205,19 @@ impl DeviceSource for LinkSource {
 
     async fn next(&mut self) -> Option<SourceMessage> {
         loop {
+            #[cfg(feature = "bench")]
+            if let Some(stall) = &mut self.stall {
+                // A closed switch (the soak is gone) stalls nothing.
+                let _ = stall.wait_for(|stalled| !stalled).await;
+            }
             match self.rx.next().await {
                 Ok(Some(Notification::Forward(forward))) => {
                     let publish = forward.publish;
                     // Not UTF-8 cannot be a valid topic: the dispatcher dead-letters it by name.
                     let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+                    if let Some((_, offset)) = forward.cursor {
+                        self.check_gap(&topic, offset);
+                    }
                     return Some(SourceMessage::new(
                         topic,
                         publish.payload,
@@ -126,5 +252,49 @@ impl DeviceSource for LinkSource {
     /// The broker hands each message to the link once; there is no reconnect.
     fn redelivers(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_skipped_offset_counts_as_dropped() {
+        let mut gaps = LogGaps::default();
+        gaps.add("ktwin/real/#".to_owned(), Some(0));
+        gaps.add("+".to_owned(), Some(0));
+        assert_eq!(gaps.observe("ktwin/real/pole/p1", 0), 0);
+        assert_eq!(gaps.observe("ktwin/real/pole/p1", 1), 0);
+        assert_eq!(gaps.observe("ktwin/real/pole/p1", 5), 3);
+        // Another filter's log has offsets of its own.
+        assert_eq!(gaps.observe("pole", 0), 0);
+        assert_eq!(gaps.observe("ktwin/real/pole/p2", 6), 0);
+        // A filter subscribed late starts where its first message is.
+        gaps.add("sensors/+/temp".to_owned(), None);
+        assert_eq!(gaps.observe("sensors/a/temp", 40), 0);
+        assert_eq!(gaps.observe("sensors/a/temp", 42), 1);
+        assert_eq!(gaps.observe("unsubscribed/topic", 9), 0);
+    }
+
+    #[test]
+    fn a_topic_in_two_logs_is_counted_against_the_log_expecting_it() {
+        let mut gaps = LogGaps::default();
+        gaps.add("ktwin/real/#".to_owned(), Some(10));
+        gaps.add("ktwin/real/pole/+".to_owned(), Some(3));
+        assert_eq!(gaps.observe("ktwin/real/pole/p1", 3), 0);
+        assert_eq!(gaps.observe("ktwin/real/pole/p1", 10), 0);
+        assert_eq!(gaps.observe("ktwin/real/pole/p1", 4), 0);
+        assert_eq!(gaps.observe("ktwin/real/pole/p1", 11), 0);
+    }
+
+    #[test]
+    fn drops_are_logged_at_once_then_at_most_every_interval() {
+        let mut log = DropLog::default();
+        let start = Instant::now();
+        assert_eq!(log.record(3, start), Some(3));
+        assert_eq!(log.record(2, start + Duration::from_secs(1)), None);
+        assert_eq!(log.record(4, start + Duration::from_secs(2)), None);
+        assert_eq!(log.record(1, start + DROP_LOG_INTERVAL), Some(7));
     }
 }

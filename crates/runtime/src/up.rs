@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ktwin_broker::{Broker, MemoryBroker, MemoryBrokerConfig, Subscription, SubscriptionSpec};
@@ -101,6 +101,9 @@ pub struct UpOptions {
     /// Serve the HTTP port over TLS with this certificate (the platform's own services then
     /// use a second, plain listener on a free loopback port).
     pub tls: Option<TlsFiles>,
+    /// Faults a soak injects (store outage, link stall, replica kill).
+    #[cfg(feature = "bench")]
+    pub faults: Option<crate::faults::Faults>,
 }
 
 impl std::fmt::Debug for UpOptions {
@@ -136,6 +139,8 @@ impl UpOptions {
             store_probe: None,
             auth: UpAuth::Local(project_dir.join(".ktwin").join("auth")),
             tls: None,
+            #[cfg(feature = "bench")]
+            faults: None,
         }
     }
 }
@@ -199,6 +204,8 @@ pub struct Platform {
     store_subscription: Option<String>,
     ingress: Arc<IngressCounters>,
     egress: Arc<EgressCounters>,
+    /// Device messages the embedded broker dropped before its link read them.
+    link_dropped: Option<Arc<AtomicU64>>,
     readiness: Readiness,
     stages: Stages,
 }
@@ -245,6 +252,13 @@ impl Platform {
         let mut parts = Assembly::new(&planned, &options);
         let access = parts.prepare_access()?;
         let mqtt = parts.start_mqtt(&access).await?;
+        #[cfg(feature = "bench")]
+        let mut mqtt = mqtt;
+        #[cfg(feature = "bench")]
+        if let (Some(faults), Some(link)) = (&options.faults, mqtt.link.as_mut()) {
+            link.stalled_by(faults.link_stall());
+        }
+        let link_dropped = mqtt.link.as_ref().map(LinkSource::dropped);
         let (backend, ingestor) = parts.start_store().await?;
         let readiness = Readiness::new();
         // HTTP first: child services are pointed at it.
@@ -290,6 +304,7 @@ impl Platform {
             store_subscription,
             ingress,
             egress,
+            link_dropped,
             readiness,
             stages,
         })
@@ -521,6 +536,11 @@ impl<'a> Assembly<'a> {
             choice: format!("{choice:?}"),
             source,
         })?;
+        #[cfg(feature = "bench")]
+        let backend = match &self.options.faults {
+            Some(faults) => faults.store(backend),
+            None => backend,
+        };
         let dead_letters = StoreDeadLetters::new(backend.clone(), DeadLetterLimits::default());
         self.broker.keep_dead_letters_in(Arc::new(dead_letters));
         let (ingestor, writer) = Ingestor::spawn(backend.clone(), IngestConfig::default());
@@ -688,6 +708,11 @@ impl<'a> Assembly<'a> {
             let Some((endpoint, kind)) = self.endpoint(service, &in_process_ctx, base_url, token)
             else {
                 continue;
+            };
+            #[cfg(feature = "bench")]
+            let endpoint = match &self.options.faults {
+                Some(faults) => faults.service(&name, endpoint),
+                None => endpoint,
             };
             let Some(subscription) = self.subscribe(&subscriber).await? else {
                 continue;
@@ -948,6 +973,14 @@ impl Platform {
     /// What the MQTT gate refused so far (none without the gate).
     pub fn mqtt_refusals(&self) -> Option<Arc<Refusals>> {
         self.mqtt_refusals.clone()
+    }
+
+    /// Device messages the embedded broker dropped before its link read them (0 with an
+    /// external broker, whose own metrics tell).
+    pub fn link_dropped(&self) -> u64 {
+        self.link_dropped
+            .as_ref()
+            .map_or(0, |dropped| dropped.load(Ordering::Relaxed))
     }
 
     /// The event store backend (tests and benchmarks read states from it directly).
