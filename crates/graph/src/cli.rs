@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use ktwin_service::{Readiness, ops_router};
+use ktwin_service::{Readiness, ops_router, with_service_layers};
 
 use crate::{GraphState, LocalSource, router, watch_kubernetes, watch_local};
 
@@ -76,14 +76,17 @@ pub async fn run(args: GraphArgs) -> anyhow::Result<ExitCode> {
             }
         })
     };
-    let app = router(state)
-        .route(
-            "/api/v1/openapi.json",
-            axum::routing::get(|| async {
-                axum::Json(<crate::GraphApi as utoipa::OpenApi>::openapi())
-            }),
-        )
-        .merge(ops_router(readiness));
+    let app = with_service_layers(
+        "graph",
+        router(state)
+            .route(
+                "/api/v1/openapi.json",
+                axum::routing::get(|| async {
+                    axum::Json(<crate::GraphApi as utoipa::OpenApi>::openapi())
+                }),
+            )
+            .merge(ops_router(readiness)),
+    );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

@@ -549,7 +549,12 @@ impl<'a> Assembly<'a> {
         )
         .merge(crate::model_api::router(self.planned, self.shared_bus()).map_err(UpError::Models)?)
         .merge(ktwin_service::ops_router(readiness.clone()));
-        let app = access.protect(api, ktwin_dashboard::router());
+        // The service layers go outside the auth layer: its refusals get problem bodies too, and
+        // a panic anywhere (dashboard included) is answered and counted as `runtime`.
+        let app = ktwin_service::with_service_layers(
+            "runtime",
+            access.protect(api, ktwin_dashboard::router()),
+        );
         let stop = self.stages.stop_http.clone();
         self.stages.http.spawn("HTTP server", async move {
             if let Err(err) = axum::serve(

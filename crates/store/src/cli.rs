@@ -125,7 +125,7 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
             Duration::from_millis(args.request_timeout_ms.max(1)),
         ),
     );
-    let app = with_service_layers(api.merge(ops_router(readiness)));
+    let app = with_service_layers("store", api.merge(ops_router(readiness)));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
