@@ -69,7 +69,13 @@ fn fuzz(auth_on: bool) {
         .credentials()
         .map(|credentials| credentials.admin_token.expose().to_owned());
     let base = format!("http://{}", platform.http);
-    let client = reqwest::Client::new();
+    // A fresh connection per request: a server may close a connection after answering early
+    // without reading a large body, and a pooled client would then send the next request on
+    // that closed connection.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     http_fuzz::fuzz(TEMPLATES, |request| {
         runtime.block_on(http_fuzz::send_http(
             &client,
