@@ -154,7 +154,8 @@ pub trait Broker: Send + Sync {
 
 /// Metric names the broker records (Prometheus through the `metrics` facade).
 pub mod metric_names {
-    /// Counter of published events no subscription matched, label `event_type`.
+    /// Counter of published events no subscription matched, label `event_type` (bounded: see
+    /// [`count_unroutable`]).
     pub const UNROUTABLE: &str = "ktwin_broker_unroutable_events_total";
     /// Counter of dead-lettered events, label `subscription`.
     pub const DEAD_LETTERS: &str = "ktwin_broker_dead_letters_total";
@@ -162,4 +163,13 @@ pub mod metric_names {
     pub const DEAD_LETTERS_DISCARDED: &str = "ktwin_broker_dead_letters_discarded_total";
     /// Counter of RabbitMQ reconnections.
     pub const RECONNECTS: &str = "ktwin_broker_reconnects_total";
+
+    /// Counts an unroutable event of type `event_type`. Unroutable types are the ones nobody
+    /// subscribed to, which anyone posting events can invent: past
+    /// [`ktwin_events::DEFAULT_EVENT_TYPE_LABELS`] distinct types they share the `other` label.
+    pub fn count_unroutable(event_type: &str) {
+        static LABELS: std::sync::LazyLock<ktwin_events::EventTypeLabels> =
+            std::sync::LazyLock::new(ktwin_events::EventTypeLabels::default);
+        metrics::counter!(UNROUTABLE, "event_type" => LABELS.label(event_type)).increment(1);
+    }
 }

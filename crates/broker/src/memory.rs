@@ -308,8 +308,7 @@ impl Broker for MemoryBroker {
     async fn publish(&self, event: Event) -> Result<PublishOutcome, BrokerError> {
         let queues = self.matching(event.ty());
         let Some((last, rest)) = queues.split_last() else {
-            metrics::counter!(metric_names::UNROUTABLE, "event_type" => event.ty().to_owned())
-                .increment(1);
+            metric_names::count_unroutable(event.ty());
             return Ok(PublishOutcome::Unroutable);
         };
         // A slot in every matching queue first, then the event into all of them: a publish

@@ -603,8 +603,7 @@ impl Broker for RabbitBroker {
         if routed {
             Ok(PublishOutcome::Routed)
         } else {
-            metrics::counter!(metric_names::UNROUTABLE, "event_type" => event.ty().to_owned())
-                .increment(1);
+            metric_names::count_unroutable(event.ty());
             Ok(PublishOutcome::Unroutable)
         }
     }

@@ -346,7 +346,8 @@ fn serve_ops(
             .await
             .with_context(|| format!("binding --listen {listen}"))?;
         tracing::info!(%listen, "serving /health, /ready and /metrics");
-        let app = ktwin_service::with_service_layers(ktwin_service::ops_router(readiness));
+        let app =
+            ktwin_service::with_service_layers("dispatcher", ktwin_service::ops_router(readiness));
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await?;

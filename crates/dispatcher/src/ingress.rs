@@ -614,4 +614,71 @@ mod tests {
         assert!(tracker.identity_for(0, true).is_none());
         assert!(tracker.identity_for(4, true).is_some());
     }
+
+    /// Topics near the grammars (fixed and declared) with arbitrary parts, and arbitrary ones.
+    fn any_topic() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let part = prop_oneof![
+            3 => prop::sample::select(vec![
+                "ktwin", "real", "virtual", "city-pole", "vehicle", "vehicles",
+                "dtmi:example:Vehicle;1", "telemetry", "car-7", "", "+", "#", ".", "..",
+            ]).prop_map(str::to_owned),
+            2 => "\\PC{0,12}",
+            1 => "[a-z0-9./-]{0,300}",
+        ];
+        prop_oneof![
+            4 => (prop::collection::vec(part, 0..7), prop::sample::select(vec!['/', '.']))
+                .prop_map(|(parts, separator)| parts.join(&separator.to_string())),
+            1 => "\\PC{0,64}",
+        ]
+    }
+
+    fn any_payload() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..80),
+            "\\PC{0,40}".prop_map(String::into_bytes),
+            prop::sample::select(vec![
+                r#"{"speed":3}"#,
+                "3",
+                "null",
+                "[]",
+                r#"{"a":{"b":[1,2,{"c":null}]}}"#,
+                "1e999",
+                r#""\ud800""#,
+                "{",
+                "",
+            ])
+            .prop_map(|s| s.as_bytes().to_vec()),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(4000))]
+        /// The dispatcher's topic/payload → event function on arbitrary input: no panic; an
+        /// accepted message becomes an event of a known interface about the topic's twin, and a
+        /// refused one has a reason naming the topic.
+        #[test]
+        fn arbitrary_messages_are_read_or_refused_with_a_reason(
+            topic in any_topic(),
+            payload in any_payload(),
+            routing_key in proptest::bool::ANY,
+        ) {
+            let syntax = if routing_key { TopicSyntax::RoutingKey } else { TopicSyntax::Mqtt };
+            let policy = policy();
+            match validate(&topic, syntax, &payload, &policy) {
+                Ok(reading) => {
+                    let interface = reading.topic.interface.clone();
+                    let instance = reading.topic.instance.clone();
+                    proptest::prop_assert!(["city-pole", "vehicle"].contains(&interface.as_str()));
+                    let event = reading.into_event(None);
+                    proptest::prop_assert_eq!(event.ty(), format!("ktwin.real.{interface}"));
+                    proptest::prop_assert_eq!(event.source().to_string(), instance);
+                }
+                Err(rejection) => {
+                    proptest::prop_assert!(!rejection.detail.is_empty());
+                }
+            }
+        }
+    }
 }

@@ -7,9 +7,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ktwin_events::EventTypeLabels;
 use metrics::{Counter, Histogram};
 
-/// Counter of events entering the broker, labels `event_type`, `response_code`,
+/// Counter of events entering the broker, labels `event_type` (`other` past
+/// [`ktwin_events::DEFAULT_EVENT_TYPE_LABELS`] distinct types), `response_code`,
 /// `response_code_class`, `container_name`, `broker_name`.
 pub const INGRESS_EVENTS: &str = "rabbitmq_ingress_event_count";
 /// Histogram of the time from receiving a device message to the broker confirming its event,
@@ -70,7 +72,10 @@ struct MetricsInner {
     latency: &'static str,
     container: String,
     broker: String,
-    /// Per event type, the series of each response code.
+    /// The event types labelled by name; devices (any interface when no model is loaded) and
+    /// posted virtual events choose the types, so later ones are `other`.
+    labels: EventTypeLabels,
+    /// Per event type label, the series of each response code.
     series: Mutex<HashMap<String, [Option<Series>; ResponseCode::COUNT]>>,
 }
 
@@ -98,6 +103,7 @@ impl DispatchMetrics {
                 latency,
                 container: container.to_owned(),
                 broker: broker.to_owned(),
+                labels: EventTypeLabels::default(),
                 series: Mutex::default(),
             }),
         }
@@ -125,11 +131,14 @@ impl DispatchMetrics {
         let mut series = inner.series.lock().expect("metrics lock");
         let slot = match series.get_mut(event_type) {
             Some(codes) => &mut codes[code as usize],
-            None => &mut series.entry(event_type.to_owned()).or_default()[code as usize],
+            None => {
+                let label = inner.labels.label(event_type);
+                &mut series.entry(label).or_default()[code as usize]
+            }
         };
         slot.get_or_insert_with(|| {
             let labels = [
-                ("event_type", event_type.to_owned()),
+                ("event_type", inner.labels.label(event_type)),
                 ("response_code", code.code().to_owned()),
                 ("response_code_class", code.class().to_owned()),
                 ("container_name", inner.container.clone()),
@@ -147,5 +156,36 @@ impl DispatchMetrics {
     pub fn dead_letter(&self, reason: &'static str) {
         metrics::counter!(DEAD_LETTERS, "dispatcher" => self.inner.container.clone(), "reason" => reason)
             .increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ktwin_events::DEFAULT_EVENT_TYPE_LABELS;
+
+    #[test]
+    fn invented_event_types_share_the_other_label() {
+        let container = "label-bound-test";
+        let metrics = DispatchMetrics::ingress(container, "ktwin");
+        let invented = DEFAULT_EVENT_TYPE_LABELS + 50;
+        for i in 0..invented {
+            let ty = format!("ktwin.real.made-up-{i}");
+            metrics.observe(&ty, ResponseCode::Accepted, Duration::from_millis(1));
+        }
+        let rendered = ktwin_service::prometheus().render();
+        let series: Vec<&str> = rendered
+            .lines()
+            .filter(|l| l.starts_with(&format!("{INGRESS_EVENTS}{{")))
+            .filter(|l| l.contains(&format!("container_name=\"{container}\"")))
+            .collect();
+        assert_eq!(series.len(), DEFAULT_EVENT_TYPE_LABELS + 1, "{rendered}");
+        let other = series
+            .iter()
+            .find(|l| l.contains("event_type=\"other\""))
+            .expect("an `other` series");
+        assert!(other.ends_with(" 50"), "{other}");
+        let cached = metrics.inner.series.lock().expect("metrics lock").len();
+        assert_eq!(cached, DEFAULT_EVENT_TYPE_LABELS + 1);
     }
 }

@@ -464,3 +464,85 @@ async fn dotted_topics_via_mosquitto_are_ingested_and_strays_counted() {
     running.await.unwrap();
     target.cleanup().await;
 }
+
+/// Arbitrary topics under the subscribed prefix (MQTT-valid: no wildcard, no NUL) and
+/// arbitrary payloads, drawn from a fixed seed.
+fn arbitrary_messages(iface: &str, n: usize) -> Vec<(String, Vec<u8>)> {
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+    let suffix = prop_oneof![
+        // Printable (Mosquitto refuses control characters), no wildcard.
+        "\\PC{0,40}".prop_map(|s| s.replace(['+', '#'], "_")),
+        "d[0-9]{1,3}",
+        "[a-z]{1,8}/[a-z]{1,8}",
+        Just(String::new()),
+    ];
+    let payload = prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..200),
+        "\\PC{0,60}".prop_map(String::into_bytes),
+        Just(br#"{"ok":true}"#.to_vec()),
+        Just(b"[1,2]".to_vec()),
+    ];
+    let prefix = format!("ktwin/real/{iface}/");
+    let strategy = prop::collection::vec((suffix, payload), n).prop_map(move |pairs| {
+        pairs
+            .into_iter()
+            .map(|(suffix, payload)| (format!("{prefix}{suffix}"), payload))
+            .collect::<Vec<_>>()
+    });
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    strategy
+        .new_tree(&mut runner)
+        .expect("a deterministic draw")
+        .current()
+}
+
+/// Arbitrary topics and payloads through a real Mosquitto: the dispatcher reads or refuses
+/// each (dispatched + dead-lettered = published) and goes on to the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arbitrary_messages_via_mosquitto_are_each_read_or_refused() {
+    let suffix = suffix();
+    let iface = format!("it-fuzz-{suffix}");
+    let target = rabbit_target(&suffix, &iface, QueueType::Classic).await;
+    let server = mosquitto();
+    let mut config = mqtt_source_config(&suffix, &[&iface]);
+    config.connections = 1;
+    let source = MqttSource::start(config);
+    wait_connected(&source).await;
+    let dispatcher = IngressDispatcher::new(
+        Arc::new(target.broker.clone()),
+        Arc::new(MemoryDeadLetters::new(8 << 20)),
+        policy(&[&iface]),
+        DispatchMetrics::ingress(&format!("it-fuzz-{suffix}"), "ktwin"),
+    );
+    let counters = dispatcher.counters();
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(dispatcher.run(source, stop.clone()));
+    let mut messages = arbitrary_messages(&iface, 60);
+    messages.push((
+        format!("ktwin/real/{iface}/d1"),
+        br#"{"msg_count":7}"#.to_vec(),
+    ));
+    let published = messages.len() as u64;
+    publish_qos1(
+        &server.host,
+        server.port,
+        &format!("pub-fuzz-{suffix}"),
+        messages,
+        None,
+    )
+    .await
+    .unwrap();
+    let handled = || counters.dispatched() + counters.dead_lettered();
+    for _ in 0..600 {
+        if handled() >= published {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(handled(), published, "every message read or refused");
+    assert!(!running.is_finished(), "the dispatcher is still running");
+    stop.cancel();
+    running.await.unwrap();
+    target.cleanup().await;
+}

@@ -6,7 +6,8 @@
 //! AMQP routing keys RabbitMQ's MQTT plugin derives from them (`/` becomes `.`), the device
 //! topics a model declares with the DTDL MQTT extension ([`DeviceBindings`]), and how a ktwin
 //! CloudEvent is built (UUIDv7 id, time, JSON data), and the platform's contract with its
-//! components: environment-variable names ([`env`](mod@env)) and default endpoints ([`defaults`]).
+//! components: environment-variable names ([`env`](mod@env)) and default endpoints ([`defaults`]),
+//! and event types as bounded metric labels ([`EventTypeLabels`]).
 //!
 //! It must not know about transports, Kubernetes or storage: it is pure naming and formatting.
 //!
@@ -31,6 +32,7 @@ pub mod defaults;
 mod device_topic;
 pub mod env;
 mod event_type;
+mod label;
 mod name;
 mod topic;
 
@@ -41,6 +43,7 @@ pub use device_topic::{
     routing_key_of_mqtt_topic,
 };
 pub use event_type::{EventKind, EventType};
+pub use label::{DEFAULT_EVENT_TYPE_LABELS, EventTypeLabels, OTHER_LABEL};
 pub use name::{GrammarError, validate_name};
 pub use topic::{Topic, TopicKind};
 

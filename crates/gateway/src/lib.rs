@@ -33,5 +33,8 @@ use ktwin_service::{Readiness, ops_router};
 /// The gateway's whole app: `/health`, `/ready`, `/metrics` (open, for the kubelet and
 /// Prometheus) and the API behind `auth` (built with [`route_policy`]).
 pub fn router(config: GatewayConfig, auth: AuthLayer, readiness: Readiness) -> Router {
-    ktwin_service::with_service_layers(ops_router(readiness).merge(api(config).layer(auth)))
+    ktwin_service::with_service_layers(
+        "gateway",
+        ops_router(readiness).merge(api(config).layer(auth)),
+    )
 }

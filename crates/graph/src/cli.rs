@@ -106,7 +106,7 @@ pub async fn run(args: GraphArgs) -> anyhow::Result<ExitCode> {
             axum::Json(<crate::GraphApi as utoipa::OpenApi>::openapi())
         }),
     );
-    let app = with_service_layers(api.layer(auth).merge(ops_router(readiness)));
+    let app = with_service_layers("graph", api.layer(auth).merge(ops_router(readiness)));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

@@ -613,8 +613,11 @@ impl<'a> Assembly<'a> {
         )
         .merge(crate::model_api::router(self.planned, self.shared_bus()).map_err(UpError::Models)?)
         .merge(ktwin_service::ops_router(readiness.clone()));
-        // The limits, timeout and problem details every ktwin service wears.
+        // The limits, timeout and problem details every ktwin service wears, outside the auth
+        // layer: its refusals get problem bodies too, and a panic anywhere (dashboard included)
+        // is answered and counted as `runtime`.
         Ok(ktwin_service::with_service_layers(
+            "runtime",
             access.protect(api, ktwin_dashboard::router()),
         ))
     }

@@ -94,7 +94,7 @@ pub use graph::{
 };
 pub use handler::{TwinHandler, dispatch};
 pub use json::{from_json, from_json_slice};
-pub use owned_state::OwnedStates;
+pub use owned_state::{OwnedLimits, OwnedStates};
 pub use server::{ConfigError, Emitter, ServeConfig, ServeError, router, serve, serve_with};
 pub use state::{HttpEventStore, MemoryStates, StateLookup};
 

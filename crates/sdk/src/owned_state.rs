@@ -5,25 +5,63 @@
 //! event could read the old state while the write was still queued, and concurrent events
 //! overwrote each other (defect 10.4 #2). [`OwnedStates`] serialises updates per instance and
 //! keeps the state it last emitted (write-through), so the store is read only the first time
-//! an instance is seen. A redelivered event (same id as the last update) starts again from the
-//! state before that update, so retries do not apply it twice.
+//! an instance is seen.
+//!
+//! A redelivered event — the last one or any of the [`OwnedLimits::remembered_events`] before
+//! it, in any order — is recognised by its id and not applied again: the update answers what
+//! it answered the first time, so the handler emits the same events again, and those carry
+//! the same derived ids (`dispatch`), which their receivers recognise in turn (the event store
+//! keeps one copy, another `OwnedStates` answers from memory).
+//!
+//! Memory is bounded by bytes ([`OwnedLimits::max_bytes`]; instance names come from the wire):
+//! past the bound the least recently used idle instances are forgotten, and read from the
+//! store again when their next event comes.
 //!
 //! One replica owns an instance's state; several replicas of one service would each keep
 //! their own copy, so such services run with a single replica (or a partitioned runtime).
 
-use std::collections::HashMap;
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::context::TwinContext;
 use crate::error::HandlerError;
 
+/// Bounds of an [`OwnedStates`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnedLimits {
+    /// Bytes of state (JSON-encoded size of the states, the remembered results and the keys)
+    /// kept at most; least recently used instances are forgotten beyond.
+    pub max_bytes: usize,
+    /// Applied events remembered per instance, so that a redelivery of any of them is not
+    /// applied twice.
+    pub remembered_events: usize,
+}
+
+impl Default for OwnedLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 * 1024 * 1024,
+            remembered_events: 64,
+        }
+    }
+}
+
+/// An event applied to a state, with the result its update answered.
+struct Applied {
+    id: String,
+    result: Arc<dyn Any + Send + Sync>,
+    bytes: usize,
+}
+
 struct Slot<T> {
     loaded: bool,
     current: Option<T>,
-    before_last: Option<T>,
-    last_event_id: Option<String>,
+    current_bytes: usize,
+    applied: VecDeque<Applied>,
 }
 
 impl<T> Default for Slot<T> {
@@ -31,28 +69,138 @@ impl<T> Default for Slot<T> {
         Self {
             loaded: false,
             current: None,
-            before_last: None,
-            last_event_id: None,
+            current_bytes: 0,
+            applied: VecDeque::new(),
         }
     }
 }
 
+impl<T> Slot<T> {
+    fn bytes(&self) -> usize {
+        self.current_bytes + self.applied.iter().map(|a| a.bytes).sum::<usize>()
+    }
+
+    fn result_of<R: Clone + 'static>(&self, event_id: &str) -> Option<R> {
+        self.applied
+            .iter()
+            .rev()
+            .find(|applied| applied.id == event_id)
+            .and_then(|applied| applied.result.downcast_ref::<R>().cloned())
+    }
+}
+
+type Key = (String, String);
 type SlotRef<T> = Arc<tokio::sync::Mutex<Slot<T>>>;
+
+struct Entry<T> {
+    slot: SlotRef<T>,
+    bytes: usize,
+    used: u64,
+}
+
+/// The instances' slots, with their byte accounting and use order (for eviction).
+struct Slots<T> {
+    entries: HashMap<Key, Entry<T>>,
+    by_use: BTreeMap<u64, Key>,
+    bytes: usize,
+    clock: u64,
+}
+
+impl<T> Default for Slots<T> {
+    fn default() -> Self {
+        Self {
+            entries: HashMap::new(),
+            by_use: BTreeMap::new(),
+            bytes: 0,
+            clock: 0,
+        }
+    }
+}
+
+impl<T> Slots<T> {
+    /// The slot of `key` (new if unknown), marked as just used.
+    fn take(&mut self, key: &Key) -> SlotRef<T> {
+        self.clock += 1;
+        let clock = self.clock;
+        let entry = self.entries.entry(key.clone()).or_insert_with(|| Entry {
+            slot: SlotRef::default(),
+            bytes: key.0.len() + key.1.len(),
+            used: 0,
+        });
+        if entry.used == 0 {
+            self.bytes += entry.bytes;
+        } else {
+            self.by_use.remove(&entry.used);
+        }
+        entry.used = clock;
+        self.by_use.insert(clock, key.clone());
+        entry.slot.clone()
+    }
+
+    /// Records that `key`'s slot now holds `bytes`, then forgets least recently used idle
+    /// slots until the total is within `max_bytes`.
+    fn resize(&mut self, key: &Key, bytes: usize, max_bytes: usize) {
+        if let Some(entry) = self.entries.get_mut(key) {
+            let bytes = bytes + key.0.len() + key.1.len();
+            self.bytes = self.bytes - entry.bytes + bytes;
+            entry.bytes = bytes;
+        }
+        let mut busy = Vec::new();
+        while self.bytes > max_bytes {
+            let Some((used, oldest)) = self.by_use.pop_first() else {
+                break;
+            };
+            let entry = &self.entries[&oldest];
+            // Only this map holds an idle slot: no update waits for it or runs in it.
+            if Arc::strong_count(&entry.slot) > 1 {
+                busy.push((used, oldest));
+                continue;
+            }
+            if let Some(evicted) = self.entries.remove(&oldest) {
+                self.bytes -= evicted.bytes;
+            }
+        }
+        self.by_use.extend(busy);
+    }
+}
 
 /// Per-instance states of type `T`, keyed by (interface, instance).
 pub struct OwnedStates<T> {
-    slots: Mutex<HashMap<(String, String), SlotRef<T>>>,
+    slots: Mutex<Slots<T>>,
+    limits: OwnedLimits,
 }
 
 impl<T> Default for OwnedStates<T> {
     fn default() -> Self {
-        Self {
-            slots: Mutex::new(HashMap::new()),
-        }
+        Self::with_limits(OwnedLimits::default())
     }
 }
 
-impl<T: DeserializeOwned + Clone + Send> OwnedStates<T> {
+impl<T> OwnedStates<T> {
+    /// No states yet, kept within `limits`.
+    pub fn with_limits(limits: OwnedLimits) -> Self {
+        Self {
+            slots: Mutex::new(Slots::default()),
+            limits,
+        }
+    }
+
+    /// Instances whose state is in memory.
+    pub fn instances(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Bytes of state in memory (as [`OwnedLimits::max_bytes`] counts them).
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slots<T>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<T: DeserializeOwned + Serialize + Clone + Send> OwnedStates<T> {
     /// No states yet.
     pub fn new() -> Self {
         Self::default()
@@ -61,7 +209,8 @@ impl<T: DeserializeOwned + Clone + Send> OwnedStates<T> {
     /// Runs `update` on the state of `instance` (loaded from the event store on first use),
     /// one event at a time per instance. `update` gets the previous state (`None` if there is
     /// none) and returns the new state and a result; the new state is kept only if `update`
-    /// succeeds.
+    /// succeeds. For a redelivered event (`event_id` among the remembered ones), `update` is
+    /// not called and the result of its first application is returned.
     pub async fn update<R>(
         &self,
         ctx: &TwinContext,
@@ -69,30 +218,42 @@ impl<T: DeserializeOwned + Clone + Send> OwnedStates<T> {
         instance: &str,
         event_id: &str,
         update: impl FnOnce(Option<T>) -> Result<(T, R), HandlerError>,
-    ) -> Result<R, HandlerError> {
-        let slot = {
-            let mut slots = self.slots.lock().expect("state map lock poisoned");
-            slots
-                .entry((interface.to_owned(), instance.to_owned()))
-                .or_default()
-                .clone()
-        };
+    ) -> Result<R, HandlerError>
+    where
+        R: Serialize + Clone + Send + Sync + 'static,
+    {
+        let key = (interface.to_owned(), instance.to_owned());
+        let slot = self.lock().take(&key);
         let mut slot = slot.lock().await;
+        if let Some(result) = slot.result_of::<R>(event_id) {
+            return Ok(result);
+        }
         if !slot.loaded {
             slot.current = ctx.latest::<T>(interface, instance).await?;
+            slot.current_bytes = json_bytes(&slot.current);
             slot.loaded = true;
         }
-        let previous = if slot.last_event_id.as_deref() == Some(event_id) {
-            slot.before_last.clone()
-        } else {
-            slot.current.clone()
-        };
-        let (next, result) = update(previous.clone())?;
-        slot.before_last = previous;
+        let (next, result) = update(slot.current.clone())?;
+        slot.current_bytes = json_bytes(&next);
         slot.current = Some(next);
-        slot.last_event_id = Some(event_id.to_owned());
+        slot.applied.push_back(Applied {
+            id: event_id.to_owned(),
+            result: Arc::new(result.clone()),
+            bytes: event_id.len() + json_bytes(&result),
+        });
+        while slot.applied.len() > self.limits.remembered_events.max(1) {
+            slot.applied.pop_front();
+        }
+        let bytes = slot.bytes();
+        drop(slot);
+        self.lock().resize(&key, bytes, self.limits.max_bytes);
         Ok(result)
     }
+}
+
+/// The size of `value` as JSON: what it costs in memory, roughly, whatever its type.
+fn json_bytes(value: &impl Serialize) -> usize {
+    serde_json::to_vec(value).map_or(0, |bytes| bytes.len())
 }
 
 #[cfg(test)]
@@ -102,7 +263,7 @@ mod tests {
     use crate::graph::StaticGraph;
     use crate::state::MemoryStates;
 
-    #[derive(Clone, serde::Deserialize)]
+    #[derive(Clone, serde::Deserialize, serde::Serialize)]
     struct Counter {
         n: u32,
     }
@@ -141,7 +302,7 @@ mod tests {
             .update(&ctx, "p", "p1", "last", increment)
             .await
             .unwrap();
-        assert_eq!(again, 31, "a redelivery starts from the state before it");
+        assert_eq!(again, 31, "a redelivery answers what it answered first");
         let failed = owned
             .update(&ctx, "p", "p1", "bad", |_| {
                 Err::<(Counter, ()), _>(HandlerError::Invalid("x".into()))
@@ -155,5 +316,58 @@ mod tests {
                 .unwrap(),
             32
         );
+    }
+
+    /// Redeliveries of any earlier event, shuffled among new ones, change nothing and answer
+    /// what the first delivery answered.
+    #[tokio::test]
+    async fn redeliveries_of_earlier_events_are_not_applied_again() {
+        let ctx = TwinContext::in_memory(StaticGraph::default(), Arc::new(MemoryStates::new()));
+        let owned = OwnedStates::<Counter>::new();
+        for i in 0..40u32 {
+            let id = format!("e{i}");
+            let n = owned.update(&ctx, "p", "p1", &id, increment).await;
+            assert_eq!(n.unwrap(), i + 1);
+            // Every third event, an earlier one comes again: the last, or one six events back.
+            if i % 3 == 2 {
+                let earlier = i.saturating_sub(if i % 2 == 0 { 0 } else { 6 });
+                let again = owned
+                    .update(&ctx, "p", "p1", &format!("e{earlier}"), increment)
+                    .await
+                    .unwrap();
+                assert_eq!(again, earlier + 1, "redelivery of e{earlier}");
+            }
+        }
+        let last = owned.update(&ctx, "p", "p1", "e39", increment).await;
+        assert_eq!(last.unwrap(), 40);
+        let next = owned.update(&ctx, "p", "p1", "e40", increment).await;
+        assert_eq!(next.unwrap(), 41);
+    }
+
+    #[tokio::test]
+    async fn memory_stays_within_its_bytes_and_forgotten_states_reload() {
+        let states = Arc::new(MemoryStates::new());
+        states.put(store_event("p", "instance-0", serde_json::json!({"n": 100})).unwrap());
+        let ctx = TwinContext::in_memory(StaticGraph::default(), states);
+        let limits = OwnedLimits {
+            max_bytes: 4096,
+            remembered_events: 8,
+        };
+        let owned = OwnedStates::<Counter>::with_limits(limits);
+        for i in 0..2000 {
+            let instance = format!("instance-{}", i % 500);
+            owned
+                .update(&ctx, "p", &instance, &format!("e{i}"), increment)
+                .await
+                .unwrap();
+            assert!(owned.bytes() <= limits.max_bytes, "{} bytes", owned.bytes());
+        }
+        assert!(owned.instances() < 500, "{} instances", owned.instances());
+        // A forgotten instance starts again from the store.
+        let n = owned
+            .update(&ctx, "p", "instance-0", "again", increment)
+            .await
+            .unwrap();
+        assert_eq!(n, 101);
     }
 }

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cloudevents::Event;
 use ktwin_events::env;
-use ktwin_service::{Readiness, ops_router, shutdown_token};
+use ktwin_service::{Problem, Readiness, ops_router, shutdown_token};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{BrokerClient, RetryPolicy, to_binary_http};
@@ -222,8 +222,11 @@ pub fn router(
         .fallback(receive)
         .with_state(state)
         .layer(tower::limit::ConcurrencyLimitLayer::new(max_concurrency));
-    ops_router(readiness).merge(events)
+    ktwin_service::with_service_layers(SERVICE_LABEL, ops_router(readiness).merge(events))
 }
+
+/// The `service` label of this app in the shared HTTP metrics (`ktwin_http_panics_total`).
+const SERVICE_LABEL: &str = "twin-service";
 
 async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
@@ -246,11 +249,11 @@ async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Byt
         Ok(None) => StatusCode::OK.into_response(),
         Ok(Some(reply)) => match to_binary_http(reply) {
             Ok((headers, body)) => (StatusCode::OK, headers, body).into_response(),
-            Err(err) => (err.status(), err.to_string()).into_response(),
+            Err(err) => Problem::new(err.status(), err.to_string()).into_response(),
         },
         Err(err) => {
             tracing::warn!(%err, "event not processed");
-            (err.status(), err.to_string()).into_response()
+            Problem::new(err.status(), err.to_string()).into_response()
         }
     }
 }

@@ -26,9 +26,10 @@ use crate::Problem;
 /// or graph query under load, shorter than a client's patience.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Counter of requests whose handler panicked. Unlabelled: paths come from strangers, and a
+/// Counter of requests whose handler panicked, labelled `service` (the app that caught it: a
+/// fixed name per binary). No label comes from a request: paths come from strangers, and a
 /// label per path would grow the series without bound.
-pub const PANICS: &str = "ktwin_http_handler_panics_total";
+pub const PANICS: &str = "ktwin_http_panics_total";
 
 /// Bounds every service applies to what callers send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,14 +51,19 @@ impl Default for ServiceLimits {
     }
 }
 
-/// `router` with the layers every service wears (see the module documentation). Apply it once,
-/// to the whole app a listener serves.
-pub fn with_service_layers(router: Router) -> Router {
-    with_service_layers_limited(router, ServiceLimits::default())
+/// `router` with the layers every service wears (see the module documentation); `service`
+/// names the app in the panic counter. Apply it once, to the whole app a listener serves, as
+/// its last (outermost) layers.
+pub fn with_service_layers(service: &'static str, router: Router) -> Router {
+    with_service_layers_limited(service, router, ServiceLimits::default())
 }
 
 /// [`with_service_layers`] with other [`ServiceLimits`].
-pub fn with_service_layers_limited(router: Router, limits: ServiceLimits) -> Router {
+pub fn with_service_layers_limited(
+    service: &'static str,
+    router: Router,
+    limits: ServiceLimits,
+) -> Router {
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
     router
         .layer(TimeoutLayer::with_status_code(
@@ -67,7 +73,7 @@ pub fn with_service_layers_limited(router: Router, limits: ServiceLimits) -> Rou
         .layer(RequestBodyLimitLayer::new(limits.max_body))
         .layer(axum::middleware::from_fn_with_state(in_flight, bounded))
         .layer(axum::middleware::map_response(problem_for_bare_errors))
-        .layer(CatchPanicLayer::custom(panic_problem))
+        .layer(CatchPanicLayer::custom(move |panic| panic_problem(service, panic)))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
                 tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
@@ -146,14 +152,14 @@ fn bare_status_detail(status: StatusCode) -> String {
     }
 }
 
-fn panic_problem(panic: Box<dyn Any + Send + 'static>) -> Response {
-    metrics::counter!(PANICS).increment(1);
+fn panic_problem(service: &'static str, panic: Box<dyn Any + Send + 'static>) -> Response {
+    metrics::counter!(PANICS, "service" => service).increment(1);
     let message = panic
         .downcast_ref::<String>()
         .map(String::as_str)
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("(no message)");
-    tracing::error!(panic = message, "a request handler panicked");
+    tracing::error!(service, panic = message, "a request handler panicked");
     Problem::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "the service failed on this request; it is logged and counted",
@@ -191,6 +197,7 @@ mod tests {
     #[tokio::test]
     async fn bare_errors_and_panics_become_problems() {
         let app = with_service_layers(
+            "layers-test",
             Router::new()
                 .route("/ok", get(|| async { "fine" }))
                 .route("/boom", get(boom)),
@@ -206,7 +213,14 @@ mod tests {
         let (status, content_type, _) = answer(app.clone(), post).await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(content_type, crate::PROBLEM_JSON);
-        let panics_before = crate::prometheus().render();
+        let panics = |rendered: &str| {
+            rendered
+                .lines()
+                .find(|line| line.starts_with(&format!("{PANICS}{{service=\"layers-test\"}}")))
+                .and_then(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let panics_before = panics(&crate::prometheus().render());
         let (status, content_type, body) = answer(app, get("/boom")).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(content_type, crate::PROBLEM_JSON);
@@ -215,7 +229,6 @@ mod tests {
             "panic messages stay in the log: {body}"
         );
         let rendered = crate::prometheus().render();
-        assert!(rendered.contains(PANICS), "{rendered}");
-        assert_ne!(panics_before, rendered);
+        assert_eq!(panics(&rendered), panics_before + 1, "{rendered}");
     }
 }

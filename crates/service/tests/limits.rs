@@ -42,6 +42,7 @@ async fn serve(gate: Arc<Gate>) -> String {
         )
         .route("/fast", get(|| async { "ok" }));
     let app = with_service_layers_limited(
+        "limits-test",
         app,
         ServiceLimits {
             max_in_flight: MAX_IN_FLIGHT,

@@ -164,7 +164,7 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
             Duration::from_millis(args.request_timeout_ms.max(1)),
         ),
     );
-    let app = with_service_layers(api.layer(auth).merge(ops_router(readiness)));
+    let app = with_service_layers("store", api.layer(auth).merge(ops_router(readiness)));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

@@ -2,7 +2,8 @@
 //! dev-dependency everywhere): where the test servers are, where the read-only corpora and the
 //! example project live, scratch PostgreSQL databases, CloudEvents built in one line, routers
 //! served on a free port, a scripted MQTT peer for tests of MQTT clients, a local OIDC issuer,
-//! self-signed certificates, and the table-driven check of a service's access control.
+//! self-signed certificates, the table-driven check of a service's access control, and the
+//! arbitrary requests of the route fuzz tests.
 //!
 //! It knows no ktwin crate (so any crate may use it without a dependency cycle) and nothing a
 //! product binary needs.
@@ -12,6 +13,7 @@
 mod event;
 pub mod helm;
 mod http;
+pub mod http_fuzz;
 pub mod mqtt_peer;
 pub mod oidc;
 mod paths;
