@@ -385,7 +385,7 @@ async fn run_mqtt(args: MqttArgs) -> anyhow::Result<ExitCode> {
                 AmqpSourceConfig {
                     queue: args.queue.clone(),
                     declare: args.declare_queue,
-                    // RabbitMQ's MQTT plugin swaps '/' and '.'; its `+` is AMQP's `*`.
+                    // RabbitMQ's MQTT plugin makes `/` a `.` and `+` a `*`.
                     binding_keys: [
                         crate::REAL_ROUTING_KEY_PATTERN.to_owned(),
                         crate::DOTTED_TOPIC_ROUTING_KEY_PATTERN.to_owned(),
@@ -394,7 +394,7 @@ async fn run_mqtt(args: MqttArgs) -> anyhow::Result<ExitCode> {
                     .chain(
                         declared_filters
                             .iter()
-                            .map(|f| routing_key_of_mqtt_topic(f).replace('+', "*")),
+                            .map(|f| routing_key_of_mqtt_topic(f)),
                     )
                     .collect(),
                     mqtt_exchange: args.mqtt_exchange.clone(),

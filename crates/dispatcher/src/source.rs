@@ -24,10 +24,10 @@ use crate::ingress::TopicSyntax;
 /// Binding of the device queue: every real-twin routing key from the MQTT plugin.
 pub const REAL_ROUTING_KEY_PATTERN: &str = "ktwin.real.#";
 
-/// Binding of the device queue for dotted device topics (`ktwin.real.<iface>.<instance>`, as
-/// the original KTWIN's devices publish): RabbitMQ's MQTT plugin swaps `/` and `.` in a topic,
-/// so the routing key is the single word `ktwin/real/<iface>/<instance>`, which only `*`
-/// matches. One-word keys outside the grammar are then dead-lettered as bad topics.
+/// Binding of the device queue for one-level topics: RabbitMQ's MQTT plugin translates only
+/// `/` (to `.`), so a dotted device topic (`ktwin.real.<iface>.<instance>`, as the original
+/// KTWIN's devices publish) already arrives through [`REAL_ROUTING_KEY_PATTERN`]; this one lets
+/// a stray one-level topic in, to be dead-lettered and counted as a bad topic.
 pub const DOTTED_TOPIC_ROUTING_KEY_PATTERN: &str = "*";
 
 /// Acknowledges one source message.

@@ -577,6 +577,17 @@ impl DeviceBindings {
         filters
     }
 
+    /// The MQTT subscription filter receiving `interface`'s declared telemetry topic (`+` for
+    /// each token), if it declares one.
+    pub fn telemetry_filter(&self, interface: &str) -> Option<String> {
+        self.bound
+            .iter()
+            .find(|b| b.binding.interface == interface)?
+            .telemetry
+            .as_ref()
+            .map(TopicTemplate::subscription_filter)
+    }
+
     /// The declared telemetry patterns, for messages naming what was expected.
     pub fn telemetry_patterns(&self) -> Vec<&str> {
         self.bound
@@ -664,22 +675,29 @@ impl DeviceBindings {
     }
 }
 
-/// The MQTT topic of an AMQP routing key from RabbitMQ's MQTT plugin, which swaps `/` and `.`
-/// between the two.
+/// The MQTT topic RabbitMQ's MQTT plugin gives an AMQP routing key it delivers to an MQTT
+/// subscriber: `.` becomes `/` and `*` becomes `+` (`rabbit_mqtt_util`'s `amqp2mqtt`).
 pub fn mqtt_topic_of_routing_key(key: &str) -> String {
-    swap_separators(key)
+    key.chars()
+        .map(|c| match c {
+            '.' => '/',
+            '*' => '+',
+            c => c,
+        })
+        .collect()
 }
 
-/// The AMQP routing key RabbitMQ's MQTT plugin gives an MQTT topic (`/` and `.` swapped).
+/// The AMQP routing key (or binding key, for a filter) RabbitMQ's MQTT plugin gives an MQTT
+/// topic: `/` becomes `.` and `+` becomes `*`; a `.` in the topic is kept
+/// (`rabbit_mqtt_util`'s `mqtt2amqp`). So the dotted `ktwin.real.<iface>.<instance>` the
+/// original KTWIN's devices publish on has the same routing key as
+/// `ktwin/real/<iface>/<instance>`.
 pub fn routing_key_of_mqtt_topic(topic: &str) -> String {
-    swap_separators(topic)
-}
-
-fn swap_separators(s: &str) -> String {
-    s.chars()
+    topic
+        .chars()
         .map(|c| match c {
             '/' => '.',
-            '.' => '/',
+            '+' => '*',
             c => c,
         })
         .collect()
@@ -823,9 +841,17 @@ mod tests {
     }
 
     #[test]
-    fn routing_keys_swap_separators() {
-        assert_eq!(routing_key_of_mqtt_topic("a/b.c/d"), "a.b/c.d");
-        assert_eq!(mqtt_topic_of_routing_key("a.b/c.d"), "a/b.c/d");
+    /// As RabbitMQ's MQTT plugin maps them (checked against RabbitMQ 3.10's plugin in the
+    /// operator's topology test): only `/` and `+` are translated towards AMQP.
+    fn routing_keys_translate_like_the_rabbitmq_plugin() {
+        assert_eq!(routing_key_of_mqtt_topic("a/b.c/d"), "a.b.c.d");
+        assert_eq!(
+            routing_key_of_mqtt_topic("ktwin.real.city-pole.p1"),
+            routing_key_of_mqtt_topic("ktwin/real/city-pole/p1")
+        );
+        assert_eq!(routing_key_of_mqtt_topic("v/+/t/#"), "v.*.t.#");
+        assert_eq!(mqtt_topic_of_routing_key("a.b.c"), "a/b/c");
+        assert_eq!(mqtt_topic_of_routing_key("v.*.t.#"), "v/+/t/#");
     }
 
     /// A literal level: label characters, not starting with `$` (kept off the first level

@@ -97,9 +97,9 @@ impl Topic {
 
     /// Parses a device address in either spelling: `ktwin/<kind>/<interface>/<instance>`, or
     /// the dotted `ktwin.<kind>.<interface>.<instance>` on which the original KTWIN's devices
-    /// publish (RabbitMQ's MQTT plugin accepted it as a topic; its routing key then has the
-    /// separators swapped, so either spelling also arrives as a routing key). Names contain
-    /// neither separator, so an address with a `/` is read as the slash form.
+    /// publish (RabbitMQ's MQTT plugin accepts it as a topic and, translating only `/`, gives
+    /// it the same routing key as the slash form). Names contain neither separator, so an
+    /// address with a `/` is read as the slash form.
     pub fn parse_device(address: &str) -> Result<Self, GrammarError> {
         if address.contains('/') {
             Self::parse_mqtt(address)

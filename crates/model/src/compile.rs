@@ -477,11 +477,11 @@ pub fn schema(s: &Schema) -> TwinSchema {
             ..
         } => TwinSchema {
             enum_type: Some(TwinEnumSchema {
-                value_schema: if *value_schema == ktwin_dtdl::Primitive::Integer {
+                value_schema: Some(if *value_schema == ktwin_dtdl::Primitive::Integer {
                     EnumValueSchema::Integer
                 } else {
                     EnumValueSchema::String
-                },
+                }),
                 enum_values: enum_values
                     .iter()
                     .map(|v| TwinEnumValue {

@@ -8,12 +8,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ktwin_model::crd::{EventStore, Gateway, MQTTTrigger, TwinInterface};
+use ktwin_model::crd::{EventStore, Gateway, MQTTTrigger, TwinInstance, TwinInterface};
 use ktwin_planner::{KtwinConfig, PlanInput, World, plan_interface};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::ApiResource;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -91,6 +92,9 @@ fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     move |source| Error::Kube { action, source }
 }
 
+/// How long a reconcile waits for a reflector's first list before asking the API server.
+const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Shared state of the reconcilers.
 #[derive(Clone)]
 pub struct Context {
@@ -100,6 +104,13 @@ pub struct Context {
     pub config: Arc<KtwinConfig>,
     /// Kubernetes Events publisher.
     pub recorder: Recorder,
+    /// The TwinInterfaces the interface controller's reflector holds; without it (a reconcile
+    /// called directly) they are listed from the API server when needed.
+    pub interfaces: Option<Store<TwinInterface>>,
+    /// The TwinInstances the instance controller's reflector holds, likewise.
+    pub instances: Option<Store<TwinInstance>>,
+    /// Consecutive failures per object, for the error policy's backoff.
+    pub backoff: Arc<crate::backoff::Backoff>,
 }
 
 impl Context {
@@ -113,9 +124,78 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             config: Arc::new(config),
+            interfaces: None,
+            instances: None,
+            backoff: Arc::default(),
         }
     }
 
+    /// Reads the namespace's TwinInterfaces from `store` instead of listing them.
+    pub fn with_interfaces(mut self, store: Store<TwinInterface>) -> Self {
+        self.interfaces = Some(store);
+        self
+    }
+
+    /// Reads the namespace's TwinInstances from `store` instead of listing them.
+    pub fn with_instances(mut self, store: Store<TwinInstance>) -> Self {
+        self.instances = Some(store);
+        self
+    }
+
+    /// The TwinInterfaces of `namespace` (see [`in_namespace`]).
+    pub(crate) async fn interfaces_in(
+        &self,
+        namespace: &str,
+    ) -> Result<Vec<Arc<TwinInterface>>, Error> {
+        in_namespace(&self.client, self.interfaces.as_ref(), namespace).await
+    }
+
+    /// The TwinInstances of `namespace` (see [`in_namespace`]).
+    pub(crate) async fn instances_in(
+        &self,
+        namespace: &str,
+    ) -> Result<Vec<Arc<TwinInstance>>, Error> {
+        in_namespace(&self.client, self.instances.as_ref(), namespace).await
+    }
+}
+
+/// The objects of `namespace`: from the reflector `store` once it has listed them all,
+/// otherwise (no reflector, or its first list not done within [`STORE_WAIT`]) from the API
+/// server.
+async fn in_namespace<K>(
+    client: &Client,
+    store: Option<&Store<K>>,
+    namespace: &str,
+) -> Result<Vec<Arc<K>>, Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    if let Some(store) = store
+        && let Ok(Ok(())) = tokio::time::timeout(STORE_WAIT, store.wait_until_ready()).await
+    {
+        return Ok(store
+            .state()
+            .into_iter()
+            .filter(|o| o.namespace().as_deref() == Some(namespace))
+            .collect());
+    }
+    Ok(Api::<K>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .map_err(kube_err(format!("listing {}s", K::kind(&()))))?
+        .items
+        .into_iter()
+        .map(Arc::new)
+        .collect())
+}
+
+impl Context {
     fn dynamic(&self, namespace: &str, kind: ChildKind) -> Api<DynamicObject> {
         Api::namespaced_with(self.client.clone(), namespace, &kind.api_resource())
     }
@@ -716,6 +796,26 @@ fn namespace_of<K: Resource>(object: &K) -> Result<String, Error> {
         .ok_or_else(|| Error::NoNamespace(object.name_any()))
 }
 
+/// The schemas of `interface` given as ids (`primitiveType: ngsi_ld:city:AirQualityLevel`)
+/// that name no TwinInterface of the namespace, by its name (the id normalised as the compiler
+/// names interfaces) or its DTMI, as `field = "id"`.
+async fn unresolved_schemas(
+    ctx: &Context,
+    namespace: &str,
+    interface: &TwinInterface,
+) -> Result<Vec<String>, Error> {
+    let ids = interface.spec.schema_ids();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let known = ctx.interfaces_in(namespace).await?;
+    Ok(ids
+        .into_iter()
+        .filter(|(_, id)| !known.iter().any(|k| k.is_named_by(id)))
+        .map(|(field, id)| format!("{field} = {id:?}"))
+        .collect())
+}
+
 /// Reconciles one TwinInterface: Knative Service, Trigger and routing Bindings.
 pub async fn reconcile_interface(
     interface: Arc<TwinInterface>,
@@ -809,7 +909,8 @@ async fn reconcile_interface_inner(
             json!(service.is_some_and(|s| status::readiness(ChildKind::KService, s).is_ok()));
         fields["serviceUrl"] = service.map_or(Value::Null, |s| s["status"]["url"].clone());
     }
-    let health = Health::of(&missing, report);
+    let mut health = Health::of(&missing, report);
+    health.unresolved_schemas = Some(unresolved_schemas(ctx, &namespace, interface).await?);
     let changed = status::write(&api, interface, &health, fields).await?;
     if let Some(first) = health.missing.first().filter(|_| changed) {
         let note = health
@@ -900,9 +1001,18 @@ async fn reconcile_mqtt_trigger_inner(
     if finalize(ctx, &api, trigger, &DISPATCHER_CHILDREN).await? {
         return Ok(Action::await_change());
     }
+    // The dispatchers carry the device topics the interfaces declare (DTDL MQTT extension).
+    let interfaces = ctx
+        .interfaces_in(&namespace)
+        .await?
+        .into_iter()
+        .filter(|i| i.spec.mqtt.is_some())
+        .map(|i| TwinInterface::clone(&i))
+        .collect();
     let input = PlanInput {
         namespace: namespace.clone(),
         mqtt_triggers: vec![trigger.clone()],
+        interfaces,
         ..Default::default()
     };
     let plan = match ktwin_planner::plan(&input, &ctx.config) {

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ktwin_events::{Topic, TopicKind};
-use ktwin_model::crd::{TwinInstance, TwinInstanceRelationship, TwinInterface};
+use ktwin_model::crd::{TwinInstance, TwinInstanceRelationship};
 use ktwin_model::graph::{InstanceGraph, InstanceProblem};
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -68,27 +68,22 @@ async fn reconcile(instance: &TwinInstance, ctx: &Context) -> Result<Action, Err
         .ok_or_else(|| Error::NoNamespace(instance.name_any()))?;
     let api: Api<TwinInstance> = Api::namespaced(ctx.client.clone(), &namespace);
     let interface_name = &instance.spec.interface;
-    let interface = Api::<TwinInterface>::namespaced(ctx.client.clone(), &namespace)
-        .get_opt(interface_name)
-        .await
-        .map_err(|source| Error::Kube {
-            action: format!("reading TwinInterface {interface_name}"),
-            source,
-        })?;
-    let others = api
-        .list(&ListParams::default())
-        .await
-        .map_err(|source| Error::Kube {
-            action: "listing TwinInstances".into(),
-            source,
-        })?
-        .items;
-    let others: Vec<TwinInstance> = others
+    // The schema lets `spec.interface` be absent (the original's samples): nothing to look up.
+    let resolved = !interface_name.is_empty()
+        && ctx
+            .interfaces_in(&namespace)
+            .await?
+            .iter()
+            .any(|i| i.name_any() == *interface_name);
+    let others: Vec<TwinInstance> = ctx
+        .instances_in(&namespace)
+        .await?
         .into_iter()
         .filter(|o| o.name_any() != instance.name_any())
+        .map(|o| TwinInstance::clone(&o))
         .collect();
     let dangling = dangling(instance, &others);
-    let status = instance_status(instance, &namespace, interface.is_some(), dangling);
+    let status = instance_status(instance, &namespace, resolved, dangling);
     status::patch_if_changed(&api, instance, status).await?;
     Ok(Action::requeue(RESYNC))
 }
@@ -115,6 +110,8 @@ fn instance_status(
         },
         if resolved {
             format!("TwinInterface {interface_name:?} exists")
+        } else if interface_name.is_empty() {
+            "spec.interface is not set: name the TwinInterface this instance belongs to".to_owned()
         } else {
             format!("no TwinInterface {interface_name:?} in namespace {namespace:?}")
         },
@@ -145,6 +142,7 @@ fn instance_status(
         .map(ToString::to_string);
     let ready = resolved && dangling.is_empty() && topic_error.is_none();
     let (reason, message) = match (&topic_error, resolved, dangling.is_empty()) {
+        _ if interface_name.is_empty() => ("NoInterface", interface_condition.message.clone()),
         (Some(err), _, _) => ("InvalidName", err.clone()),
         (None, false, _) => ("InterfaceNotFound", interface_condition.message.clone()),
         (None, true, false) => (

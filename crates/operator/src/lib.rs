@@ -6,6 +6,10 @@
 //! server-side apply, prune what is no longer desired and report status ([`controller`]).
 //! It must not decide routing: which event reaches whom is the planner's job.
 
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+
+pub mod backoff;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod controller;

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use ktwin_events::env;
+use ktwin_events::{DeviceBinding, DeviceBindings, env, routing_key_of_mqtt_topic};
 use ktwin_planner::{
     Autoscaling, DispatcherKind, DispatchersPlan, Endpoint, EnvValue, EventStorePlan, GatewayPlan,
     InterfacePlan, KtwinConfig, MqttIngress, Plan, PlatformEnv, Route, RoutePurpose, ScaleMetric,
@@ -244,6 +244,9 @@ pub fn route_binding_name(route: &Route) -> String {
     let owner = route.owner.as_str();
     match &route.purpose {
         RoutePurpose::Real => label_name(&[owner, "real-dispatcher"]),
+        RoutePurpose::Command(command) if route.subscriber == Subscriber::Devices => {
+            label_name(&[owner, command, "device-command-dispatcher"])
+        }
         RoutePurpose::Command(command) => label_name(&[owner, command, "command-dispatcher"]),
         RoutePurpose::AggregateReal(rel) => label_name(&[owner, rel, "real-dispatcher"]),
         RoutePurpose::Virtual => label_name(&[owner, "virtual-cloud-event-dispatcher"]),
@@ -252,6 +255,12 @@ pub fn route_binding_name(route: &Route) -> String {
         RoutePurpose::PersistVirtual => label_name(&[owner, "virtual-event-store"]),
         RoutePurpose::Store => label_name(&[owner, "event-store"]),
     }
+}
+
+/// Name of the Binding bridging the telemetry topic an interface declares with the DTDL MQTT
+/// extension.
+pub fn declared_ingress_binding_name(interface: &str) -> String {
+    label_name(&[interface, "declared-mqtt-dispatcher"])
 }
 
 /// Name of the Binding realizing a device ingress.
@@ -451,6 +460,9 @@ impl<'a> Renderer<'a> {
                 Err(missing) => out.miss(missing),
             }
         }
+        if let Some(device) = &plan.device {
+            out.extend(self.device_bindings(device, owner, &labels));
+        }
         if let Some(exchange) = self.mqtt_exchange {
             for ingress in &plan.mqtt_ingress {
                 let name = ingress_binding_name(ingress);
@@ -474,6 +486,53 @@ impl<'a> Renderer<'a> {
             }
         }
         out.finish()
+    }
+
+    /// The Bindings of an interface's declared device topics (DTDL MQTT extension): its
+    /// telemetry topic, as RabbitMQ's MQTT plugin makes a routing key of it, into the MQTT
+    /// dispatcher's queue; its commands into the CloudEvent dispatcher's queue, which sends
+    /// them on the declared command topic.
+    fn device_bindings(
+        &self,
+        device: &DeviceBinding,
+        owner: &Owner,
+        labels: &[(&str, &str)],
+    ) -> Rendered {
+        let mut out = Rendered::default();
+        let filter = DeviceBindings::new(vec![device.clone()])
+            .ok()
+            .and_then(|bindings| bindings.telemetry_filter(&device.interface));
+        if let (Some(exchange), Some(filter)) = (self.mqtt_exchange, filter) {
+            let name = declared_ingress_binding_name(&device.interface);
+            out.push(
+                ChildKind::Binding,
+                json!({"apiVersion": "rabbitmq.com/v1beta1", "kind": "Binding",
+                "metadata": self.metadata(&name, owner, labels),
+                "spec": {
+                    "vhost": self.config.vhost,
+                    "source": exchange,
+                    "destination": DispatcherKind::Mqtt.queue(),
+                    "destinationType": "queue",
+                    "routingKey": routing_key_of_mqtt_topic(&filter),
+                    "arguments": {BINDING_ID_ARGUMENT: name},
+                    "rabbitmqClusterReference": self.cluster_reference(),
+                }}),
+            );
+        }
+        for event_type in device.command_event_types() {
+            let command = event_type.command_name().unwrap_or_default().to_owned();
+            let route = Route {
+                owner: device.interface.clone(),
+                purpose: RoutePurpose::Command(command),
+                event_type,
+                subscriber: Subscriber::Devices,
+            };
+            match self.route_binding(&route, owner, labels) {
+                Ok(binding) => out.push(ChildKind::Binding, binding),
+                Err(missing) => out.miss(missing),
+            }
+        }
+        out
     }
 
     /// Whether the route is realized by the Trigger's own filter rather than a Binding.

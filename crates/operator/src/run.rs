@@ -42,26 +42,24 @@ pub struct OperatorOptions {
     pub identity: String,
 }
 
-/// How long to wait after a failed reconcile: a conflict (409, someone wrote in between) is
-/// retried at once; a refusal (400/403/422: admission or schema) cannot succeed before something
-/// changes, and the watches bring that change, so it is retried rarely; anything else (the API
-/// server or a dependency failing) after a short pause.
-pub fn retry_after(error: &Error) -> Duration {
-    match error.status_code() {
-        Some(409) => Duration::from_secs(1),
-        _ if error.is_refusal() => Duration::from_secs(300),
-        Some(404) => Duration::from_secs(60),
-        _ => Duration::from_secs(15),
-    }
-}
-
-fn error_policy<K>(object: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action
+/// The retry of a failed reconcile: backed off per object ([`crate::backoff`]).
+fn error_policy<K>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action
 where
     K: Resource<DynamicType = ()>,
 {
-    let retry = retry_after(error);
+    let retry = ctx.backoff.failed(&backoff_key(object.as_ref()), error);
     tracing::warn!(object = %object.name_any(), %error, retry_in = ?retry, "reconcile failed");
     Action::requeue(retry)
+}
+
+/// The key of an object's failure count: `Kind/namespace/name`.
+fn backoff_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    )
 }
 
 /// Logs what a controller's stream yields: watch failures (an API not served, RBAC, a lost
@@ -136,14 +134,17 @@ pub async fn run(client: Client, options: OperatorOptions) -> Result<(), RunErro
         }
     }
     tracing::info!("reconciling");
-    let ctx = Arc::new(Context::new(client.clone(), options.config));
+    // The reconcilers read the namespace's interfaces and instances from these controllers'
+    // reflectors instead of listing them on every reconcile.
+    let interfaces = interfaces(&client);
+    let instances = instances(&client);
+    let ctx = Arc::new(
+        Context::new(client.clone(), options.config)
+            .with_interfaces(interfaces.store())
+            .with_instances(instances.store()),
+    );
     let controllers = futures::future::join5(
-        drive(
-            interfaces(&client),
-            reconcile_interface,
-            ctx.clone(),
-            &shutdown,
-        ),
+        drive(interfaces, reconcile_interface, ctx.clone(), &shutdown),
         drive(
             owning::<EventStore>(&client, &EVENT_STORE_CHILDREN),
             reconcile_event_store,
@@ -151,7 +152,7 @@ pub async fn run(client: Client, options: OperatorOptions) -> Result<(), RunErro
             &shutdown,
         ),
         drive(
-            owning::<MQTTTrigger>(&client, &DISPATCHER_CHILDREN),
+            dispatchers(&client),
             reconcile_mqtt_trigger,
             ctx.clone(),
             &shutdown,
@@ -162,7 +163,7 @@ pub async fn run(client: Client, options: OperatorOptions) -> Result<(), RunErro
             ctx.clone(),
             &shutdown,
         ),
-        drive(instances(&client), reconcile_twin_instance, ctx, &shutdown),
+        drive(instances, reconcile_twin_instance, ctx, &shutdown),
     );
     match &elector {
         Some(elector) => tokio::select! {
@@ -229,8 +230,13 @@ fn interfaces(client: &Client) -> Controller<TwinInterface> {
     let wc = watcher::Config::default();
     let controller = owning::<TwinInterface>(client, &INTERFACE_CHILDREN);
     let store = controller.store();
-    let (by_queue, by_broker, by_store, by_trigger) =
-        (store.clone(), store.clone(), store.clone(), store);
+    let (by_queue, by_broker, by_store, by_trigger, by_schema) = (
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        store,
+    );
     let queue_ar = external::queue();
     controller
         .watches_with(
@@ -259,9 +265,45 @@ fn interfaces(client: &Client) -> Controller<TwinInterface> {
             wc.clone(),
             move |s| all_in(&by_store, s.namespace()),
         )
-        .watches(Api::<MQTTTrigger>::all(client.clone()), wc, move |t| {
-            all_in(&by_trigger, t.namespace())
-        })
+        .watches(
+            Api::<MQTTTrigger>::all(client.clone()),
+            wc.clone(),
+            move |t| all_in(&by_trigger, t.namespace()),
+        )
+        // An interface appearing (or going) resolves (or unresolves) the schema ids of the
+        // others that name it.
+        .watches(
+            Api::<TwinInterface>::all(client.clone()),
+            wc,
+            move |named| {
+                by_schema
+                    .state()
+                    .into_iter()
+                    .filter(|i| {
+                        i.namespace() == named.namespace() && i.name_any() != named.name_any()
+                    })
+                    .filter(|i| {
+                        i.spec
+                            .schema_ids()
+                            .iter()
+                            .any(|(_, id)| named.is_named_by(id))
+                    })
+                    .map(|i| ObjectRef::from_obj(i.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+}
+
+/// The MQTTTrigger controller: woken by its children and by the namespace's TwinInterfaces,
+/// whose declared device topics its dispatchers carry.
+fn dispatchers(client: &Client) -> Controller<MQTTTrigger> {
+    let controller = owning::<MQTTTrigger>(client, &DISPATCHER_CHILDREN);
+    let store = controller.store();
+    controller.watches(
+        Api::<TwinInterface>::all(client.clone()),
+        watcher::Config::default(),
+        move |interface| all_in(&store, interface.namespace()),
+    )
 }
 
 /// The TwinInstance controller (status only): woken by its instances, by instances that
@@ -327,37 +369,22 @@ async fn drive<K, F, Fut>(
     F: FnMut(Arc<K>, Arc<Context>) -> Fut,
     Fut: std::future::Future<Output = Result<Action, Error>> + Send + 'static,
 {
+    let mut reconcile = reconcile;
+    // A success forgets the object's failures, so its next failure is retried quickly again.
+    let reconcile_and_reset = move |object: Arc<K>, ctx: Arc<Context>| {
+        let key = backoff_key(object.as_ref());
+        let done = reconcile(object, ctx.clone());
+        async move {
+            let result = done.await;
+            if result.is_ok() {
+                ctx.backoff.succeeded(&key);
+            }
+            result
+        }
+    };
     controller
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile_and_reset, error_policy, ctx)
         .for_each(log_result)
         .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn api_error(code: u16) -> Error {
-        let status = kube::core::Status::failure("refused", "Invalid").with_code(code);
-        Error::Kube {
-            action: "applying".into(),
-            source: kube::Error::Api(Box::new(status)),
-        }
-    }
-
-    #[test]
-    fn conflicts_retry_at_once_refusals_rarely() {
-        assert_eq!(retry_after(&api_error(409)), Duration::from_secs(1));
-        for refused in [400, 403, 422] {
-            assert_eq!(retry_after(&api_error(refused)), Duration::from_secs(300));
-        }
-        assert_eq!(retry_after(&api_error(404)), Duration::from_secs(60));
-        assert_eq!(retry_after(&api_error(500)), Duration::from_secs(15));
-        let children = Error::Children(vec![crate::controller::ChildError::Foreign {
-            object: "Binding/b".into(),
-            owner: "TwinInterface/other".into(),
-        }]);
-        assert_eq!(retry_after(&children), Duration::from_secs(300));
-    }
 }

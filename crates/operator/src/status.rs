@@ -33,6 +33,10 @@ pub struct Health {
     pub not_ready: Vec<String>,
     /// Why the resource itself cannot be reconciled (an invalid model): a terminal failure.
     pub invalid: Option<String>,
+    /// For a TwinInterface: its schemas given as ids that name no TwinInterface of the
+    /// namespace (`field = "id"`), reported in `SchemasResolved`. They do not keep it from
+    /// being Ready: ktwin routes events whatever their schema.
+    pub unresolved_schemas: Option<Vec<String>>,
 }
 
 impl Health {
@@ -60,6 +64,7 @@ impl Health {
             terminating: report.terminating,
             not_ready,
             invalid: None,
+            unresolved_schemas: None,
         }
     }
 
@@ -141,6 +146,21 @@ impl Health {
             .find(|(ok, _, _)| !ok)
             .map(|(_, reason, message)| (false, *reason, message.clone()))
             .unwrap_or((true, "Ready", "every child is applied and ready".into()));
+        let schemas = self.unresolved_schemas.as_ref().map(|ids| match ids.as_slice() {
+            [] => (
+                true,
+                "SchemasResolved",
+                "every schema is a DTDL schema or names a TwinInterface of the namespace".into(),
+            ),
+            ids => (
+                false,
+                "UnresolvedSchema",
+                format!(
+                    "no TwinInterface of the namespace has the name or DTMI of {}; the schema is kept as written",
+                    ids.join(", ")
+                ),
+            ),
+        });
         [
             ("Ready", overall),
             ("DependenciesReady", dependencies),
@@ -148,6 +168,7 @@ impl Health {
             ("ChildrenReady", ready),
         ]
         .into_iter()
+        .chain(schemas.map(|s| ("SchemasResolved", s)))
         .map(|(type_, (ok, reason, message))| condition(type_, ok, reason, message, generation))
         .collect()
     }

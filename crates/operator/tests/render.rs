@@ -302,38 +302,7 @@ fn project_dirs() -> Vec<PathBuf> {
 /// preserves unknown fields.
 fn strict_schema(file: &Path, version: &str) -> Value {
     let crd: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
-    let schema = crd["spec"]["versions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == version)
-        .unwrap_or_else(|| panic!("{} serves no {version}", file.display()))["schema"]["openAPIV3Schema"]
-        .clone();
-    fn strict(node: &mut Value) {
-        if let Value::Object(map) = node {
-            let preserve =
-                map.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
-            if map.contains_key("properties")
-                && !preserve
-                && !map.contains_key("additionalProperties")
-            {
-                map.insert("additionalProperties".into(), Value::Bool(false));
-            }
-            for value in map.values_mut() {
-                strict(value);
-            }
-        } else if let Value::Array(items) = node {
-            items.iter_mut().for_each(strict);
-        }
-    }
-    let mut schema = schema;
-    // The API server declares these for every object; CRD schemas leave them out.
-    for field in ["apiVersion", "kind"] {
-        schema["properties"][field] = json!({"type": "string"});
-    }
-    schema["properties"]["metadata"] = json!({"type": "object"});
-    strict(&mut schema);
-    schema
+    ktwin_testkit::crd::strict_schema(&crd, version)
 }
 
 /// Deserializes a core object into its k8s-openapi type and back: a field the type does not

@@ -283,3 +283,211 @@ async fn the_rendered_topology_routes_every_event_type_as_the_plan_says() {
     }
     connection.close(200, "done".into()).await.unwrap();
 }
+
+/// Publishes `payload` on `topic` through RabbitMQ's MQTT plugin (QoS 1: routed once acked).
+async fn publish_through_the_plugin(client_id: &str, topics: &[String]) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let server = ktwin_testkit::servers::rabbitmq_mqtt();
+    let mut options = MqttOptions::new(client_id, &server.host, server.port);
+    options.set_credentials("guest", "guest");
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    for topic in topics {
+        client
+            .publish(topic.as_str(), QoS::AtLeastOnce, false, b"{}".to_vec())
+            .await
+            .unwrap();
+    }
+    let mut acked = 0;
+    while acked < topics.len() {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(20), eventloop.poll())
+            .await
+            .expect("RabbitMQ's MQTT plugin (KTWIN_TEST_RABBITMQ_MQTT_ADDR) answers")
+            .expect("RabbitMQ's MQTT plugin (KTWIN_TEST_RABBITMQ_MQTT_ADDR)");
+        if let Event::Incoming(Packet::PubAck(_)) = event {
+            acked += 1;
+        }
+    }
+    client.disconnect().await.unwrap();
+}
+
+/// Every message waiting in `queue`, as its routing key.
+async fn drain_keys(channel: &Channel, queue: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    while let Some(message) = channel
+        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        keys.push(message.delivery.routing_key.to_string());
+    }
+    keys.sort();
+    keys
+}
+
+/// Device topics reach the MQTT dispatcher's queue through the Bindings the operator renders on
+/// `amq.topic`, as RabbitMQ's MQTT plugin (the local server's) makes routing keys of them:
+/// `ktwin/real/<iface>/<instance>`, the dotted `ktwin.real.<iface>.<instance>` the original's
+/// devices use (the plugin translates only `/`, so both get the same key), and a telemetry topic
+/// declared with the DTDL MQTT extension; a topic of no binding does not. The interface's
+/// commands reach the CloudEvent dispatcher's queue, which sends them on the declared topic.
+#[tokio::test]
+async fn device_topics_through_rabbitmqs_mqtt_plugin_reach_the_dispatcher_queue() {
+    use ktwin_events::routing_key_of_mqtt_topic;
+    use ktwin_model::crd::{MQTTTrigger, TwinCommand, TwinInterface, TwinInterfaceSpec, TwinMqtt};
+    let suffix = ktwin_testkit::unique_suffix();
+    let run = format!("ktwin-plugin-test-{suffix}");
+    let iface = format!("vehicle-{suffix}");
+    let dtmi = format!("dtmi:ktwintest:Vehicle{suffix};1");
+    let mut interface = TwinInterface::new(
+        &iface,
+        TwinInterfaceSpec {
+            dtmi: Some(dtmi.clone()),
+            commands: vec![TwinCommand {
+                name: "setColor".into(),
+                ..Default::default()
+            }],
+            mqtt: Some(TwinMqtt {
+                payload_format: "Json/ecma/404".into(),
+                telemetry_topic: Some(format!("fleet-{suffix}/{{modelId}}/{{senderId}}/telemetry")),
+                command_topic: Some(format!(
+                    "fleet-{suffix}/{{executorId}}/command/{{commandName}}"
+                )),
+            }),
+            ..Default::default()
+        },
+    );
+    interface.metadata.namespace = Some("ktwin".into());
+    let mut trigger = MQTTTrigger::new("mqtt", Default::default());
+    trigger.metadata.namespace = Some("ktwin".into());
+    let input = ktwin_planner::PlanInput {
+        namespace: "ktwin".into(),
+        interfaces: vec![interface],
+        mqtt_triggers: vec![trigger],
+        ..Default::default()
+    };
+    let config = KtwinConfig::default();
+    let plan = ktwin_planner::plan(&input, &config).unwrap();
+    let mut discovered = Discovered::placeholders(&plan);
+    discovered.broker_url = Some("http://broker".into());
+    discovered.broker_exchange = Some(format!("{run}.broker"));
+    let rendered = render_plan(&plan, &config, &discovered);
+    let mqtt_exchange = plan.dispatchers.as_ref().unwrap().mqtt_exchange.clone();
+    assert_eq!(mqtt_exchange, "amq.topic");
+
+    let connection = Connection::connect(
+        &ktwin_testkit::servers::amqp_url(),
+        ConnectionProperties::default(),
+    )
+    .await
+    .expect("the RabbitMQ test server (KTWIN_TEST_AMQP_URL)");
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .exchange_declare(
+            format!("{run}.broker").as_str().into(),
+            ExchangeKind::Headers,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    // The dispatchers' queues under this run's names, bound as the rendered Bindings say (on
+    // the real `amq.topic`, where the plugin publishes).
+    let queue_of = |destination: &str| format!("{run}.{destination}");
+    let mut declared = BTreeSet::new();
+    for binding in rendered
+        .objects
+        .iter()
+        .filter(|d| d.kind == ChildKind::Binding)
+    {
+        let spec = &binding.object["spec"];
+        let destination = spec["destination"].as_str().unwrap();
+        if destination != DispatcherKind::Mqtt.queue()
+            && destination != DispatcherKind::CloudEvent.queue()
+        {
+            continue;
+        }
+        let queue = queue_of(destination);
+        if declared.insert(queue.clone()) {
+            declare_queue(&channel, &queue).await;
+        }
+        let source = spec["source"].as_str().unwrap();
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                source.into(),
+                spec["routingKey"].as_str().unwrap_or_default().into(),
+                QueueBindOptions::default(),
+                table(&spec["arguments"]),
+            )
+            .await
+            .unwrap();
+    }
+    let mqtt_queue = queue_of(&DispatcherKind::Mqtt.queue());
+    assert!(declared.contains(&mqtt_queue), "{declared:?}");
+
+    let topics = [
+        format!("ktwin/real/{iface}/car-1"),
+        format!("ktwin.real.{iface}.car-2"),
+        format!("fleet-{suffix}/{dtmi}/car-3/telemetry"),
+        // No binding: a topic of the interface's prefix but not its pattern.
+        format!("fleet-{suffix}/{dtmi}/car-4/status"),
+    ];
+    publish_through_the_plugin(&format!("{run}-device"), &topics).await;
+    let mut expected: Vec<String> = topics[..3]
+        .iter()
+        .map(|t| routing_key_of_mqtt_topic(t))
+        .collect();
+    expected.sort();
+    let mut got = Vec::new();
+    // A guard against hanging, not a timing assertion: routed messages are enqueued before the
+    // plugin acknowledges them.
+    for _ in 0..100 {
+        got.extend(drain_keys(&channel, &mqtt_queue).await);
+        if got.len() >= expected.len() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    got.sort();
+    assert_eq!(got, expected, "what reached the MQTT dispatcher's queue");
+    assert!(
+        got.contains(&format!("ktwin.real.{iface}.car-2")),
+        "the plugin keeps the dots of the original's spelling: {got:?}"
+    );
+
+    // A command for the interface, as a twin service posts it, reaches the CloudEvent
+    // dispatcher's queue.
+    let mut headers = FieldTable::default();
+    for (key, value) in [
+        ("type", format!("ktwin.command.{iface}.setcolor")),
+        ("source", "car-1".to_owned()),
+    ] {
+        headers.insert(key.into(), AMQPValue::LongString(value.into()));
+    }
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    channel
+        .basic_publish(
+            format!("{run}.broker").as_str().into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            b"{}",
+            BasicProperties::default().with_headers(headers),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let commands = drain(&channel, &queue_of(&DispatcherKind::CloudEvent.queue())).await;
+    assert_eq!(commands, vec![format!("ktwin.command.{iface}.setcolor")]);
+    channel
+        .exchange_delete(
+            format!("{run}.broker").as_str().into(),
+            ExchangeDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    connection.close(200, "done".into()).await.unwrap();
+}

@@ -85,26 +85,31 @@ pub(crate) fn event_store_plan(store: &EventStore, world: &World<'_>) -> EventSt
 /// by interface and checked together: a pattern ktwin cannot use, or two telemetry topics one
 /// topic can match, make the plan fail naming them.
 fn device_bindings(interfaces: &[TwinInterface]) -> Result<Vec<DeviceBinding>, PlanError> {
-    let mut bindings: Vec<DeviceBinding> = interfaces
-        .iter()
-        .filter_map(|interface| {
-            let spec = &interface.spec;
-            let mqtt = spec.mqtt.as_ref()?;
-            Some(DeviceBinding {
-                interface: name_of(interface).to_owned(),
-                model_id: spec.dtmi.clone().unwrap_or_default(),
-                payload_format: mqtt.payload_format.clone(),
-                telemetry_topic: mqtt.telemetry_topic.clone(),
-                command_topic: mqtt.command_topic.clone(),
-                commands: spec.commands.iter().map(|c| c.name.clone()).collect(),
-            })
-        })
-        .collect();
+    let mut bindings: Vec<DeviceBinding> = interfaces.iter().filter_map(device_binding).collect();
     bindings.sort_by(|a, b| a.interface.cmp(&b.interface));
     // An interface declared twice is planned once (with a diagnostic elsewhere).
     bindings.dedup_by(|a, b| a.interface == b.interface);
     DeviceBindings::new(bindings.clone()).map_err(PlanError::InvalidBinding)?;
     Ok(bindings)
+}
+
+/// The device topics one interface declares with the DTDL MQTT extension (`spec.mqtt`).
+pub(crate) fn device_binding(interface: &TwinInterface) -> Option<DeviceBinding> {
+    let spec = &interface.spec;
+    let mqtt = spec.mqtt.as_ref()?;
+    Some(DeviceBinding {
+        interface: name_of(interface).to_owned(),
+        model_id: spec.dtmi.clone().unwrap_or_default(),
+        payload_format: mqtt.payload_format.clone(),
+        telemetry_topic: mqtt.telemetry_topic.clone(),
+        command_topic: mqtt.command_topic.clone(),
+        commands: spec
+            .commands
+            .iter()
+            .filter(|c| !c.name.is_empty())
+            .map(|c| c.name.clone())
+            .collect(),
+    })
 }
 
 /// The variables of one dispatcher.

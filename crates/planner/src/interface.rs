@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Container;
-use ktwin_events::{EventType, GrammarError, env};
+use ktwin_events::{DeviceBinding, DeviceBindings, EventType, GrammarError, env};
 use ktwin_model::crd::{TwinInterface, TwinInterfaceService, TwinInterfaceSpec};
 
 use crate::plan::{
@@ -197,6 +197,19 @@ fn mqtt_ingress(name: &str, aggregated: &[Aggregated], world: &World<'_>) -> Vec
     all.into_iter().collect()
 }
 
+/// The interface's declared device topics, checked, when the world has dispatchers to carry
+/// them.
+fn device(
+    interface: &TwinInterface,
+    world: &World<'_>,
+) -> Result<Option<DeviceBinding>, PlanError> {
+    let Some(binding) = crate::components::device_binding(interface) else {
+        return Ok(None);
+    };
+    DeviceBindings::new(vec![binding.clone()]).map_err(PlanError::InvalidBinding)?;
+    Ok(world.has_dispatchers().then_some(binding))
+}
+
 /// Plans one TwinInterface: its service and every route and device ingress it owns.
 ///
 /// Routes follow the original operator, fixed: command names are canonical lower case, every
@@ -236,6 +249,7 @@ pub fn plan_interface(
         service,
         routes: routes.routes.into_iter().collect(),
         mqtt_ingress: mqtt_ingress(&name, &aggregated, world),
+        device: device(interface, world)?,
     };
     Ok((plan, routes.diagnostics))
 }

@@ -241,6 +241,11 @@ pub struct InterfacePlan {
     pub routes: Vec<Route>,
     /// Device ingress it owns, sorted.
     pub mqtt_ingress: Vec<MqttIngress>,
+    /// The device topics it declares with the DTDL MQTT extension, when the world has
+    /// dispatchers: its devices' telemetry topic is bridged in beside
+    /// `ktwin/real/<iface>/<instance>`, and its commands also go to the declared command topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceBinding>,
 }
 
 /// The event store of a world.

@@ -116,6 +116,7 @@ mod tests {
             namespace: "ktwin".into(),
             service: None,
             routes,
+            device: None,
             mqtt_ingress: ingress
                 .into_iter()
                 .map(|i| MqttIngress {

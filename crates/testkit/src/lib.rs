@@ -2,14 +2,16 @@
 //! dev-dependency everywhere): where the test servers are, where the read-only corpora and the
 //! example project live, scratch PostgreSQL databases, CloudEvents built in one line, routers
 //! served on a free port, a scripted MQTT peer for tests of MQTT clients, a local OIDC issuer,
-//! self-signed certificates, the table-driven check of a service's access control, and the
-//! arbitrary requests of the route fuzz tests.
+//! self-signed certificates, the table-driven check of a service's access control, the
+//! arbitrary requests of the route fuzz tests, and what the API server does with a custom
+//! resource (schema validation, the original KTWIN's resources as fixtures).
 //!
 //! It knows no ktwin crate (so any crate may use it without a dependency cycle) and nothing a
 //! product binary needs.
 
 #![deny(missing_docs)]
 
+pub mod crd;
 mod event;
 pub mod helm;
 mod http;

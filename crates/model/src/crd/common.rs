@@ -59,9 +59,10 @@ pub struct AutoScaling {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100))]
     pub target_utilization_percentage: Option<i32>,
-    /// Concurrent deliveries of the trigger dispatcher (prefetch).
+    /// Concurrent deliveries of the trigger dispatcher (prefetch); eventing-rabbitmq's webhook
+    /// accepts 1–1000 (`pkg/apis/eventing/v1alpha1/trigger_validation.go`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 10000))]
+    #[schemars(range(min = 1, max = 1000))]
     pub parallelism: Option<i32>,
     /// Scaling metric; Knative's default is `concurrency`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -30,15 +30,15 @@ pub use twin_instance::{
     TwinInstanceEndpointSettings, TwinInstanceRelationship, TwinInstanceSpec, TwinInstanceStatus,
 };
 pub use twin_interface::{
-    CommandPayload, ComplexKind, EnumValueSchema, PrimitiveType, TwinArraySchema, TwinCommand,
-    TwinComplexType, TwinComponent, TwinEnumSchema, TwinEnumValue, TwinInterface,
+    CommandPayload, ComplexKind, EnumValueSchema, PrimitiveSchema, PrimitiveType, TwinArraySchema,
+    TwinCommand, TwinComplexType, TwinComponent, TwinEnumSchema, TwinEnumValue, TwinInterface,
     TwinInterfaceEventStore, TwinInterfaceService, TwinInterfaceSpec, TwinInterfaceStatus,
     TwinMapSchema, TwinMqtt, TwinNamedSchema, TwinProperty, TwinRelationship, TwinSchema,
     TwinTelemetry,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+    CustomResourceDefinition, JSON, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
 use kube::CustomResourceExt;
 
@@ -46,12 +46,39 @@ use kube::CustomResourceExt;
 /// Gateway).
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
     vec![
-        twin_interface_crd(),
-        TwinInstance::crd(),
-        EventStore::crd(),
-        MQTTTrigger::crd(),
+        spec_optional(twin_interface_crd()),
+        spec_optional(TwinInstance::crd()),
+        spec_optional(EventStore::crd()),
+        spec_optional(MQTTTrigger::crd()),
+        // A Gateway says how callers authenticate; there is no unauthenticated default.
         Gateway::crd(),
     ]
+}
+
+/// The CRD with `spec` optional, as in the original v0 CRDs: its MQTTTrigger had no spec, and
+/// its scaffold samples an empty one (`spec:` is null, which the API server prunes). The API
+/// server defaults a missing spec to `{}` (and its fields to their own defaults), so every
+/// stored object has one and ktwin's types read it.
+pub fn spec_optional(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        let Some(root) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        if let Some(required) = root.required.as_mut() {
+            required.retain(|field| field != "spec");
+        }
+        if root.required.as_ref().is_some_and(Vec::is_empty) {
+            root.required = None;
+        }
+        if let Some(spec) = root.properties.as_mut().and_then(|p| p.get_mut("spec")) {
+            spec.default = Some(JSON(serde_json::json!({})));
+        }
+    }
+    crd
 }
 
 /// File name of a CRD under `deploy/crds/`: `<group>_<plural>.yaml`.

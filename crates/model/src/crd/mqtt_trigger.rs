@@ -15,7 +15,7 @@ pub const DEFAULT_MQTT_EXCHANGE: &str = "amq.topic";
 
 /// Desired state of the MQTT bridge. The original spec carried nothing (`foo`); this one says
 /// how the two dispatchers run.
-#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "core.ktwin",
     version = "v0",
@@ -60,6 +60,18 @@ pub struct MQTTTriggerSpec {
 
 fn default_exchange() -> String {
     DEFAULT_MQTT_EXCHANGE.to_owned()
+}
+
+/// What an MQTTTrigger without `spec` (the original's) gets: the serde defaults.
+impl Default for MQTTTriggerSpec {
+    fn default() -> Self {
+        MQTTTriggerSpec {
+            mqtt_dispatcher: DispatcherSpec::default(),
+            cloud_event_dispatcher: DispatcherSpec::default(),
+            queue_type: QueueType::default(),
+            exchange: default_exchange(),
+        }
+    }
 }
 
 /// How one dispatcher Deployment runs.

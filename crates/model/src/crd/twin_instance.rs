@@ -36,7 +36,10 @@ use super::common::{Phase, conditions_schema};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TwinInstanceSpec {
-    /// The TwinInterface this instance belongs to.
+    /// The TwinInterface this instance belongs to. Optional in the schema, as in the original
+    /// v0 API (its samples have an empty spec); an instance without one is reported in its
+    /// status, not refused by the API server.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1, max = 63))]
     pub interface: String,
     /// Deprecated v0 field, never populated by ktwin: endpoints are reported in the status.

@@ -95,6 +95,17 @@ pub struct TwinInterfaceSpec {
     pub mqtt: Option<TwinMqtt>,
 }
 
+impl TwinInterface {
+    /// Whether the schema id `id` (a `primitiveType` that is no DTDL primitive) names this
+    /// interface: its DTMI, or the id normalised as the compiler names interfaces
+    /// (`ngsi_ld:city:AirQualityLevel` → `ngsi-ld-city-airqualitylevel`) is its name.
+    pub fn is_named_by(&self, id: &str) -> bool {
+        self.spec.dtmi.as_deref() == Some(id)
+            || crate::names::interface_name(id, None)
+                .is_ok_and(|name| self.metadata.name.as_deref() == Some(name.as_str()))
+    }
+}
+
 /// How the devices of an interface talk MQTT (the `Mqtt` co-type of the DTDL MQTT extension).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -118,6 +129,39 @@ impl TwinInterfaceSpec {
         } else {
             self.extends_interfaces.iter().map(String::as_str).collect()
         }
+    }
+
+    /// Every schema given as an id rather than a DTDL primitive (`primitiveType:
+    /// ngsi_ld:city:AirQualityLevel`, as the original CLI wrote), with the field holding it
+    /// (`spec.properties[2].schema.primitiveType`), in declaration order.
+    pub fn schema_ids(&self) -> Vec<(String, &str)> {
+        let mut schemas: Vec<(String, Option<&TwinSchema>)> = Vec::new();
+        for (i, p) in self.properties.iter().enumerate() {
+            schemas.push((format!("spec.properties[{i}].schema"), p.schema.as_ref()));
+        }
+        for (i, t) in self.telemetries.iter().enumerate() {
+            schemas.push((format!("spec.telemetries[{i}].schema"), t.schema.as_ref()));
+        }
+        for (i, c) in self.commands.iter().enumerate() {
+            for (side, payload) in [("request", &c.request), ("response", &c.response)] {
+                let schema = payload.as_ref().and_then(|p| p.schema.as_ref());
+                schemas.push((format!("spec.commands[{i}].{side}.schema"), schema));
+            }
+        }
+        for (i, r) in self.relationships.iter().enumerate() {
+            schemas.push((format!("spec.relationships[{i}].schema"), r.schema.as_ref()));
+            for (j, p) in r.properties.iter().enumerate() {
+                let path = format!("spec.relationships[{i}].properties[{j}].schema");
+                schemas.push((path, p.schema.as_ref()));
+            }
+        }
+        let mut out = Vec::new();
+        for (path, schema) in schemas {
+            if let Some(schema) = schema {
+                schema.collect_ids(path, &mut out);
+            }
+        }
+        out
     }
 }
 
@@ -155,6 +199,8 @@ pub struct TwinProperty {
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// Optional, as in the original v0 API (its CLI always set it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -176,6 +222,8 @@ pub struct TwinTelemetry {
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// Optional, as in the original v0 API (its CLI always set it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -198,6 +246,8 @@ pub struct TwinCommand {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
     /// Command name; events use it lower-cased (`ktwin.command.<iface>.<lower(name)>`).
+    /// Optional, as in the original v0 API (its CLI always set it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -234,6 +284,8 @@ pub struct TwinRelationship {
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// Optional, as in the original v0 API (its CLI always set it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -272,6 +324,8 @@ pub struct TwinComponent {
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// Optional, as in the original v0 API (its CLI always set it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1))]
     pub name: String,
     /// The TwinInterface name of the component's schema.
@@ -287,7 +341,8 @@ pub struct TwinComponent {
 #[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
 pub struct TwinSchema {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub primitive_type: Option<PrimitiveType>,
+    #[schemars(schema_with = "primitive_schema")]
+    pub primitive_type: Option<PrimitiveSchema>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub complex_type: Option<TwinComplexType>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -299,10 +354,30 @@ pub struct TwinSchema {
 }
 
 impl TwinSchema {
+    fn collect_ids<'a>(&'a self, path: String, out: &mut Vec<(String, &'a str)>) {
+        if let Some(PrimitiveSchema::Id(id)) = &self.primitive_type {
+            out.push((format!("{path}.primitiveType"), id.as_str()));
+        }
+        if let Some(complex) = &self.complex_type {
+            for (i, field) in complex.fields.iter().enumerate() {
+                let path = format!("{path}.complexType.fields[{i}].schema");
+                field.schema.collect_ids(path, out);
+            }
+        }
+        if let Some(array) = &self.array_type {
+            let path = format!("{path}.arrayType.elementSchema");
+            array.element_schema.collect_ids(path, out);
+        }
+        if let Some(map) = &self.map_type {
+            let path = format!("{path}.mapType.mapValue.schema");
+            map.map_value.schema.collect_ids(path, out);
+        }
+    }
+
     /// A primitive schema.
     pub fn primitive(p: PrimitiveType) -> Self {
         TwinSchema {
-            primitive_type: Some(p),
+            primitive_type: Some(PrimitiveSchema::Dtdl(p)),
             ..Default::default()
         }
     }
@@ -333,6 +408,39 @@ pub enum PrimitiveType {
     Uuid,
 }
 
+/// What `primitiveType` holds: a DTDL primitive schema, or — as the original CLI wrote for a
+/// content whose schema is another model element (`ngsi_ld:city:AirQualityLevel`) — that
+/// element's id, kept as written. Ids are accepted by the CRD; the operator resolves them
+/// against the namespace's interfaces and reports one that names none in a condition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PrimitiveSchema {
+    /// A DTDL primitive schema.
+    Dtdl(PrimitiveType),
+    /// Any other schema reference, kept as written.
+    Id(String),
+}
+
+impl PrimitiveSchema {
+    /// The DTDL primitive, when it is one.
+    pub fn primitive(&self) -> Option<PrimitiveType> {
+        match self {
+            PrimitiveSchema::Dtdl(p) => Some(*p),
+            PrimitiveSchema::Id(_) => None,
+        }
+    }
+}
+
+/// Schema of `primitiveType` in the CRD: any non-empty string (a DTDL primitive such as
+/// `double` or `dateTime`, or a schema id), so the original CLI's output applies unchanged.
+fn primitive_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "minLength": 1,
+        "description": "A DTDL primitive schema (boolean, date, dateTime, double, duration, float, integer, long, string, time, ...), or the id of another schema (e.g. ngsi_ld:city:AirQualityLevel), which ktwin resolves against the namespace's TwinInterfaces."
+    })
+}
+
 /// The only complex type the v0 `complexType` carried.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ComplexKind {
@@ -354,6 +462,8 @@ pub struct TwinComplexType {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TwinNamedSchema {
+    /// Optional, as in the original v0 API (its CLI always set it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -384,7 +494,9 @@ pub struct TwinMapSchema {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TwinEnumSchema {
-    pub value_schema: EnumValueSchema,
+    /// Optional, as in the original v0 API: when absent the values' own type tells.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_schema: Option<EnumValueSchema>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub enum_values: Vec<TwinEnumValue>,
 }
@@ -401,6 +513,8 @@ pub enum EnumValueSchema {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TwinEnumValue {
+    /// Optional, as in the original v0 API (its CLI always set it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
