@@ -6,7 +6,8 @@
 //! AMQP routing keys RabbitMQ's MQTT plugin derives from them (`/` becomes `.`), the device
 //! topics a model declares with the DTDL MQTT extension ([`DeviceBindings`]), and how a ktwin
 //! CloudEvent is built (UUIDv7 id, time, JSON data), and the platform's contract with its
-//! components: environment-variable names ([`env`](mod@env)) and default endpoints ([`defaults`]).
+//! components: environment-variable names ([`env`](mod@env)) and default endpoints ([`defaults`]),
+//! and how a trace travels in events ([`trace`]: W3C `traceparent`/`tracestate`).
 //!
 //! It must not know about transports, Kubernetes or storage: it is pure naming and formatting.
 //!
@@ -33,6 +34,7 @@ pub mod env;
 mod event_type;
 mod name;
 mod topic;
+pub mod trace;
 
 pub use cloudevent::{EventBuilder, JSON_CONTENT_TYPE, SPEC_VERSION};
 pub use device_topic::{

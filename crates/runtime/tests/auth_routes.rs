@@ -104,6 +104,13 @@ fn routes(interface: &str, instance: &str) -> Vec<RouteCase> {
         ),
         case(
             Method::GET,
+            "/api/v1/traces/{id}",
+            "/api/v1/traces/4bf92f3577b34da6a3ce929d0e0e4736",
+            Needs::Read,
+            true,
+        ),
+        case(
+            Method::GET,
             "/api/v1/twin-graph",
             "/api/v1/twin-graph",
             Needs::Read,
