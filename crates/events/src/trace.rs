@@ -126,8 +126,8 @@ pub struct TraceError {
     expected: &'static str,
 }
 
-/// Lower-case hex of exactly `N` bytes, not all zero (W3C: an all-zero id is invalid).
-fn parse_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+/// Lower-case hex of exactly `N` bytes.
+fn hex_bytes<const N: usize>(text: &str) -> Option<[u8; N]> {
     if text.len() != 2 * N || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
@@ -135,7 +135,12 @@ fn parse_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
     for (i, byte) in bytes.iter_mut().enumerate() {
         *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
     }
-    bytes.iter().any(|b| *b != 0).then_some(bytes)
+    Some(bytes)
+}
+
+/// An id: lower-case hex of exactly `N` bytes, not all zero (W3C: an all-zero id is invalid).
+fn parse_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    hex_bytes(text).filter(|bytes: &[u8; N]| bytes.iter().any(|b| *b != 0))
 }
 
 impl FromStr for TraceId {
@@ -191,19 +196,20 @@ impl FromStr for TraceParent {
             expected: "00-<32 hex trace id>-<16 hex span id>-<2 hex flags>",
         };
         let mut fields = text.split('-');
-        let version = fields.next().and_then(parse_hex::<1>).ok_or_else(invalid)?;
+        let [version] = fields.next().and_then(hex_bytes).ok_or_else(invalid)?;
         let (Some(trace), Some(span), Some(flags)) = (fields.next(), fields.next(), fields.next())
         else {
             return Err(invalid());
         };
         let extra = fields.next().is_some();
-        if version == [0xff] || (version == [0] && extra) || flags.len() != 2 {
+        if version == 0xff || (version == 0 && extra) {
             return Err(invalid());
         }
+        let [flags] = hex_bytes(flags).ok_or_else(invalid)?;
         Ok(Self {
             trace_id: trace.parse().map_err(|_| invalid())?,
             span_id: span.parse().map_err(|_| invalid())?,
-            flags: u8::from_str_radix(flags, 16).map_err(|_| invalid())?,
+            flags,
         })
     }
 }
