@@ -180,7 +180,11 @@ pub struct TraceParent {
 
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "00-{}-{}-{:02x}", self.trace_id, self.span_id, self.flags)
+        write!(
+            f,
+            "00-{}-{}-{:02x}",
+            self.trace_id, self.span_id, self.flags
+        )
     }
 }
 
@@ -341,7 +345,11 @@ mod tests {
         assert_eq!(parent.to_string(), text);
         assert_eq!(parent.flags, 1);
         // A later version's extra fields are ignored; version 00 has none.
-        assert!(format!("01{}-more", &text[2..]).parse::<TraceParent>().is_ok());
+        assert!(
+            format!("01{}-more", &text[2..])
+                .parse::<TraceParent>()
+                .is_ok()
+        );
         for bad in [
             "",
             "00",
@@ -378,7 +386,10 @@ mod tests {
         // An id that is no UUID still names a trace.
         let mut other = event("reading-1");
         start_trace(&mut other);
-        assert_ne!(EventTrace::of(&other).unwrap().parent.trace_id, first.trace_id);
+        assert_ne!(
+            EventTrace::of(&other).unwrap().parent.trace_id,
+            first.trace_id
+        );
     }
 
     #[test]

@@ -41,7 +41,10 @@ async fn until_puback(events: &mut EventLoop) {
 /// The trace of a stored event.
 fn trace_of(event: &TwinEvent) -> EventTrace {
     let traceparent = event.traceparent.as_deref().unwrap_or_else(|| {
-        panic!("stored event {} ({}) has no traceparent", event.id, event.event_type)
+        panic!(
+            "stored event {} ({}) has no traceparent",
+            event.id, event.event_type
+        )
     });
     EventTrace::parse(traceparent, event.tracestate.as_deref()).expect("a valid traceparent")
 }
@@ -82,7 +85,12 @@ async fn one_device_message_is_followed_through_services_commands_and_the_store(
             .expect("the smart-city example loads and plans");
     let graph = &planned.project.instance_graph;
     assert!(graph.outgoing(SENSOR).iter().any(|r| r.instance == POLE));
-    assert!(graph.outgoing(POLE).iter().any(|r| r.instance == NEIGHBORHOOD));
+    assert!(
+        graph
+            .outgoing(POLE)
+            .iter()
+            .any(|r| r.instance == NEIGHBORHOOD)
+    );
     let dir = tempfile::tempdir().unwrap();
     let mut options = UpOptions::new(dir.path());
     options.http_port = 0;
@@ -110,7 +118,8 @@ async fn one_device_message_is_followed_through_services_commands_and_the_store(
         .await
         .unwrap();
     within("PUBACK", until_puback(&mut events)).await;
-    let latest = format!("{base}/api/v1/twin-events/s4city-city-neighborhood/{NEIGHBORHOOD}/latest");
+    let latest =
+        format!("{base}/api/v1/twin-events/s4city-city-neighborhood/{NEIGHBORHOOD}/latest");
     within("the neighborhood's state", async {
         while http.get(&latest).send().await.unwrap().status() != 200 {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -218,7 +227,10 @@ async fn one_device_message_is_followed_through_services_commands_and_the_store(
         chain.render()
     );
     assert_eq!(chain.links[1].span_id, to_pole.parent.span_id.to_string());
-    assert_eq!(chain.links[2].span_id, to_neighborhood.parent.span_id.to_string());
+    assert_eq!(
+        chain.links[2].span_id,
+        to_neighborhood.parent.span_id.to_string()
+    );
 
     platform.shutdown(Duration::from_secs(10)).await;
 }

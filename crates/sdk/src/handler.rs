@@ -85,7 +85,9 @@ fn derived_identity(received: &TwinEvent, index: usize) -> (String, SpanId) {
     digest.update([0]);
     digest.update(index.to_le_bytes());
     let hash = digest.finalize();
-    let (id, rest) = hash.split_first_chunk::<16>().expect("SHA-256 has 32 bytes");
+    let (id, rest) = hash
+        .split_first_chunk::<16>()
+        .expect("SHA-256 has 32 bytes");
     let span = rest.first_chunk::<8>().expect("SHA-256 has 32 bytes");
     // The hash's first 16 bytes as lowercase hex in UUID groups (not a versioned UUID), the
     // next 8 as span id.

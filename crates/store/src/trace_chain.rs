@@ -110,7 +110,9 @@ impl CausalChain {
                     event.event_type,
                     event.instance_id,
                     event.id,
-                    event.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    event
+                        .time
+                        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
                     link.span_id
                 ),
                 None => format!(
@@ -167,7 +169,13 @@ mod tests {
         let shape: Vec<(usize, String, Option<&str>)> = chain
             .links
             .iter()
-            .map(|l| (l.depth, l.span_id.clone(), l.event.as_ref().map(|e| e.id.as_str())))
+            .map(|l| {
+                (
+                    l.depth,
+                    l.span_id.clone(),
+                    l.event.as_ref().map(|e| e.id.as_str()),
+                )
+            })
             .collect();
         assert_eq!(
             shape,
@@ -182,6 +190,9 @@ mod tests {
         assert_eq!(chain.links[3].parent_span_id, Some(span(4)));
         let text = chain.render();
         assert!(text.starts_with(&format!("trace {TRACE}\n")), "{text}");
-        assert!(text.contains("      ktwin.store.pole p1 id=neighborhood"), "{text}");
+        assert!(
+            text.contains("      ktwin.store.pole p1 id=neighborhood"),
+            "{text}"
+        );
     }
 }

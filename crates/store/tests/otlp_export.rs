@@ -54,7 +54,10 @@ async fn the_store_exports_the_span_of_storing_a_traced_event() {
     )
     .unwrap();
     let base = line.trim().rsplit(' ').next().unwrap().to_owned();
-    assert!(base.starts_with("http://"), "unexpected first line {line:?}");
+    assert!(
+        base.starts_with("http://"),
+        "unexpected first line {line:?}"
+    );
 
     let posted = reqwest::Client::new()
         .post(format!("{base}/api/v1/twin-events"))
@@ -93,7 +96,10 @@ async fn the_store_exports_the_span_of_storing_a_traced_event() {
                     .find(|a| a.key == "service.name")
                     .and_then(|a| a.value.clone())
             });
-            assert!(format!("{service:?}").contains("store-under-test"), "{service:?}");
+            assert!(
+                format!("{service:?}").contains("store-under-test"),
+                "{service:?}"
+            );
         })
         .flat_map(|resource| resource.scope_spans)
         .flat_map(|scope| scope.spans)

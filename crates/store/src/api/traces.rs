@@ -28,8 +28,7 @@ pub(crate) struct TraceParams {
 /// The trace an id names: a trace id (32 lower-case hex digits), else the id of the event that
 /// started the trace (a device message's event; see `TraceId::of_event_id`).
 pub fn trace_of(id: &str) -> TraceId {
-    id.parse()
-        .unwrap_or_else(|_| TraceId::of_event_id(id))
+    id.parse().unwrap_or_else(|_| TraceId::of_event_id(id))
 }
 
 /// The stored events of one trace, in time order; each carries its `traceparent` (its span)

@@ -23,8 +23,8 @@ use std::ops::Bound;
 
 use async_trait::async_trait;
 use chrono::DateTime;
-use serde::{Deserialize, Serialize};
 use ktwin_events::trace::TraceId;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{
@@ -221,7 +221,9 @@ pub(crate) fn trace_range(trace: TraceId) -> (Vec<u8>, Bound<Vec<u8>>) {
     let first = trace.to_bytes().to_vec();
     let next = u128::from_be_bytes(trace.to_bytes())
         .checked_add(1)
-        .map_or(Bound::Unbounded, |n| Bound::Excluded(n.to_be_bytes().to_vec()));
+        .map_or(Bound::Unbounded, |n| {
+            Bound::Excluded(n.to_be_bytes().to_vec())
+        });
     (first, next)
 }
 
@@ -241,9 +243,10 @@ where
     let mut key_buf = Vec::new();
     for entry in entries {
         let (key, name) = entry?;
-        let rest = key.as_ref().get(16..).ok_or_else(|| {
-            StoreError::corrupt_data("trace index key shorter than 16 bytes")
-        })?;
+        let rest = key
+            .as_ref()
+            .get(16..)
+            .ok_or_else(|| StoreError::corrupt_data("trace index key shorter than 16 bytes"))?;
         let (instance, micros, id) = split_event_key(rest)?;
         event_key(&mut key_buf, instance, micros, id);
         let Some(stored) = body(&key_buf)? else {

@@ -323,7 +323,10 @@ impl EmbeddedStore for FjallBackend {
         let store = &self.0;
         let snapshot = store.db.snapshot();
         let (first, end) = trace_range(trace);
-        let range = (Bound::Included(first.as_slice()), end.as_ref().map(Vec::as_slice));
+        let range = (
+            Bound::Included(first.as_slice()),
+            end.as_ref().map(Vec::as_slice),
+        );
         let entries = snapshot
             .range::<&[u8], _>(&store.traces, range)
             .map(|entry| Ok(entry.into_inner()?));

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use ktwin_events::trace::TraceId;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::changed::{NewVersion, version_id};

@@ -250,7 +250,10 @@ impl EmbeddedStore for RedbBackend {
         let txn = self.db.begin_read()?;
         let (traces, history) = (txn.open_table(TRACES)?, txn.open_table(EVENTS)?);
         let (first, end) = trace_range(trace);
-        let range = (Bound::Included(first.as_slice()), end.as_ref().map(Vec::as_slice));
+        let range = (
+            Bound::Included(first.as_slice()),
+            end.as_ref().map(Vec::as_slice),
+        );
         let entries = traces.range::<&[u8]>(range)?.map(|entry| {
             let (key, name) = entry?;
             Ok((key.value().to_vec(), name.value().to_vec()))
