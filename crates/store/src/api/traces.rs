@@ -19,7 +19,7 @@ pub const TRACE_TRUNCATED_HEADER: &str = "ktwin-trace-truncated";
 /// How many events of a trace to return.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub(crate) struct TraceParams {
+pub(super) struct TraceParams {
     /// At most this many events (1–1000, default 1000).
     #[serde(default, deserialize_with = "super::number_from_str")]
     limit: Option<usize>,
@@ -48,7 +48,7 @@ pub fn trace_of(id: &str) -> TraceId {
         (status = 503, body = Problem, content_type = PROBLEM_JSON)
     )
 )]
-pub(crate) async fn trace_route(
+pub(super) async fn trace_route(
     State(state): State<AppState>,
     Path(id): Path<String>,
     uri: Uri,
