@@ -130,7 +130,7 @@ def test_an_incoming_traceparent_reaches_the_store_with_the_emitted_events(
         {
             "id": "traced-1",
             "type": f"ktwin.real.{DEVICE}",
-            "source": DEVICE_ID,
+            "source": "dev-traced",
             "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01",
         },
         {"BatteryLevel": 40},
@@ -147,7 +147,7 @@ def test_an_incoming_traceparent_reaches_the_store_with_the_emitted_events(
     while not (stored := httpx.get(url, headers=platform.headers()).json()):
         assert time.monotonic() < deadline, "the traced store event never reached the store"
         time.sleep(0.1)
-    assert [e["id"] for e in stored] == [derived_id(DEVICE_ID, "traced-1", 0)]
+    assert [e["id"] for e in stored] == [derived_id("dev-traced", "traced-1", 0)]
     _, stored_trace, stored_span, _ = stored[0]["traceparent"].split("-")
     assert stored_trace == trace_id
     assert stored_span not in (replied_span, "00f067aa0ba902b7")
