@@ -260,7 +260,7 @@ where
         }
     }
     let mut page = Page::from_overfetch(items, limit);
-    page.items.sort_by(|a, b| a.version().cmp(&b.version()));
+    page.items.sort_by_cached_key(TwinEvent::version);
     Ok(page)
 }
 
