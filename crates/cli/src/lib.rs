@@ -71,6 +71,8 @@ pub enum Command {
     Auth(ktwin_auth::cli::AuthArgs),
     /// List, replay or purge the dead letters of a running platform.
     DeadLetters(ktwin_dispatcher::dead_letters_cli::DeadLettersArgs),
+    /// Print the chain of events one device message caused (its trace, from the event store).
+    Trace(ktwin_store::trace_cli::TraceArgs),
 }
 
 /// `ktwin bench` subcommands.
@@ -150,5 +152,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gateway(args) => ktwin_gateway::cli::run(args).await,
         Command::Auth(args) => ktwin_auth::cli::run(args),
         Command::DeadLetters(args) => ktwin_dispatcher::dead_letters_cli::run(args).await,
+        Command::Trace(args) => ktwin_store::trace_cli::run_trace(args).await,
     }
 }

@@ -11,5 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     ktwin_service::init_tracing();
-    ktwin::main(ktwin::Cli::parse())
+    let code = ktwin::main(ktwin::Cli::parse());
+    ktwin_service::telemetry::shutdown();
+    code
 }

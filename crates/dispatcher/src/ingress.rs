@@ -103,16 +103,19 @@ pub struct DeviceReading {
 }
 
 impl DeviceReading {
-    /// The CloudEvent: `type=ktwin.real.<iface>`, `source=<instance>`, JSON data, and the
-    /// given identity (a fresh UUIDv7 and now, unless this is a redelivery).
+    /// The CloudEvent: `type=ktwin.real.<iface>`, `source=<instance>`, JSON data, the given
+    /// identity (a fresh UUIDv7 and now, unless this is a redelivery), and a new trace named
+    /// by its id (one trace per device message; a redelivery continues the first copy's).
     pub fn into_event(self, identity: Option<&EventIdentity>) -> Event {
         let builder = EventBuilder::new(self.topic.event_type(), &self.topic.instance)
             .expect("instance validated when the topic was parsed")
             .data(self.data);
-        match identity {
+        let mut event = match identity {
             Some(identity) => builder.id(identity.id.clone()).time(identity.time).build(),
             None => builder.build(),
-        }
+        };
+        ktwin_events::trace::start_trace(&mut event);
+        event
     }
 }
 
@@ -494,6 +497,10 @@ mod tests {
                 event.data(),
                 Some(&cloudevents::Data::Json(serde_json::json!({"a": 1})))
             );
+            // Each device message starts a trace named by its event's id.
+            let trace = ktwin_events::trace::EventTrace::of(&event).expect("a traceparent");
+            assert_eq!(trace.parent.trace_id.to_bytes(), *id.as_bytes());
+            assert!(trace.causes.is_empty());
         }
     }
 

@@ -174,6 +174,7 @@ impl IngressDispatcher {
                 match broker.publish(event.clone()).await {
                     Ok(_) => {
                         metrics.observe(&ty, ResponseCode::Accepted, started.elapsed());
+                        ktwin_service::telemetry::record_event(&event, "ingress", started);
                         counters.dispatched.fetch_add(1, Ordering::Relaxed);
                         if let Err(error) = message.ack().await {
                             tracing::warn!(%error, "source ack failed; the message will be redelivered with the same event id");

@@ -7,7 +7,8 @@
 //! topics a model declares with the DTDL MQTT extension ([`DeviceBindings`]), and how a ktwin
 //! CloudEvent is built (UUIDv7 id, time, JSON data), and the platform's contract with its
 //! components: environment-variable names ([`env`](mod@env)) and default endpoints ([`defaults`]),
-//! and event types as bounded metric labels ([`EventTypeLabels`]).
+//! event types as bounded metric labels ([`EventTypeLabels`]), and how a trace travels in events
+//! ([`trace`]: W3C `traceparent`/`tracestate`).
 //!
 //! It must not know about transports, Kubernetes or storage: it is pure naming and formatting.
 //!
@@ -35,6 +36,7 @@ mod event_type;
 mod label;
 mod name;
 mod topic;
+pub mod trace;
 
 pub use cloudevent::{EventBuilder, JSON_CONTENT_TYPE, SPEC_VERSION};
 pub use device_topic::{

@@ -285,10 +285,13 @@ fn build_event(
     } else {
         serde_json::from_slice(body).map_err(|e| bad(format!("the body must be JSON: {e}")))?
     };
-    Ok(EventBuilder::new(event_type, instance)
+    let mut event = EventBuilder::new(event_type, instance)
         .map_err(|e| bad(e.to_string()))?
         .data(data)
-        .build())
+        .build();
+    // An event sent through the gateway starts a trace, as a device message does.
+    ktwin_events::trace::start_trace(&mut event);
+    Ok(event)
 }
 
 async fn whole_graph(State(gateway): Shared) -> Response {

@@ -1,6 +1,7 @@
 //! Adapters around the in-memory broker: a publish counter for the status line, the HTTP
-//! broker ingress twin services post to (`KTWIN_BROKER`), a probe of what the store made
-//! durable ([`StoreProbe`], re-exported), and the twins' latest states read straight from the store.
+//! broker ingress twin services post to (`KTWIN_BROKER`, which starts a trace for an event
+//! that carries none), a probe of what the store made durable ([`StoreProbe`], re-exported),
+//! and the twins' latest states read straight from the store.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,7 +92,7 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let event = match cloudevents::binding::http::to_event(&headers, body.to_vec()) {
+    let mut event = match cloudevents::binding::http::to_event(&headers, body.to_vec()) {
         Ok(event) => event,
         Err(err) => {
             return Problem::new(StatusCode::BAD_REQUEST, format!("not a CloudEvent: {err}"))
@@ -99,6 +100,9 @@ async fn receive(
                 .into_response();
         }
     };
+    // A service that does not propagate traces (the original's) posts events without one:
+    // each starts a trace, so every event on the bus carries a traceparent.
+    ktwin_events::trace::start_trace(&mut event);
     match broker.publish(event).await {
         Ok(_) => StatusCode::ACCEPTED.into_response(),
         Err(err @ BrokerError::Backpressure { .. }) => {

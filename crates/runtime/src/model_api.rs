@@ -249,11 +249,13 @@ impl ModelApi {
         }
         let payload = request_payload(name, def, body)?;
         let time = Utc::now();
-        let event = EventBuilder::new(event_type, instance)
+        let mut event = EventBuilder::new(event_type, instance)
             .map_err(|e| bad(e.to_string()))?
             .time(time)
             .data(payload)
             .build();
+        // A command sent by a person starts a trace of its own, as a device message does.
+        ktwin_events::trace::start_trace(&mut event);
         let accepted = accepted(&event, time);
         match self.bus.publish(event).await {
             Ok(_) => Ok(accepted),

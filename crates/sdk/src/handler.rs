@@ -2,10 +2,12 @@
 //! contract and the in-process runtime.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use cloudevents::{AttributesReader, AttributesWriter, Event};
 use ktwin_events::EventType;
+use ktwin_events::trace::{SpanId, continue_trace};
 use sha2::{Digest, Sha256};
 
 use crate::context::TwinContext;
@@ -50,7 +52,8 @@ impl<H: TwinHandler + ?Sized> TwinHandler for Arc<H> {
 }
 
 /// Parses `event`, calls `handler` if it subscribes to the event's type, and returns the
-/// events to emit with ids derived from the received event's id and source.
+/// events to emit with ids derived from the received event's id and source, each a child of
+/// the received event in its trace (W3C `traceparent`, see [`ktwin_events::trace`]).
 pub async fn dispatch(
     handler: &dyn TwinHandler,
     ctx: &TwinContext,
@@ -61,15 +64,20 @@ pub async fn dispatch(
         tracing::debug!(event_type = %twin_event.event_type(), "not subscribed, skipping");
         return Ok(Vec::new());
     }
+    let started = Instant::now();
     let mut emitted = handler.handle(&twin_event, ctx).await?;
     for (index, out) in emitted.iter_mut().enumerate() {
-        out.set_id(derived_id(&twin_event, index));
+        let (id, span) = derived_identity(&twin_event, index);
+        out.set_id(id);
+        continue_trace(twin_event.cloud_event(), out, span);
+        ktwin_service::telemetry::record_event(out, "handle", started);
     }
     Ok(emitted)
 }
 
-/// A UUID-shaped id from the received event's source and id and the emitted event's position.
-fn derived_id(received: &TwinEvent, index: usize) -> String {
+/// A UUID-shaped id and a span id from the received event's source and id and the emitted
+/// event's position: a redelivery emits the same ids in the same trace positions.
+fn derived_identity(received: &TwinEvent, index: usize) -> (String, SpanId) {
     let mut digest = Sha256::new();
     digest.update(received.cloud_event().source().as_str());
     digest.update([0]);
@@ -77,10 +85,16 @@ fn derived_id(received: &TwinEvent, index: usize) -> String {
     digest.update([0]);
     digest.update(index.to_le_bytes());
     let hash = digest.finalize();
-    let mut bytes = [0; 16];
-    bytes.copy_from_slice(&hash[..16]);
-    // The hash's first 16 bytes as lowercase hex in UUID groups (not a versioned UUID).
-    uuid::Uuid::from_bytes(bytes).hyphenated().to_string()
+    let (id, rest) = hash
+        .split_first_chunk::<16>()
+        .expect("SHA-256 has 32 bytes");
+    let span = rest.first_chunk::<8>().expect("SHA-256 has 32 bytes");
+    // The hash's first 16 bytes as lowercase hex in UUID groups (not a versioned UUID), the
+    // next 8 as span id.
+    (
+        uuid::Uuid::from_bytes(*id).hyphenated().to_string(),
+        SpanId::from_bytes(*span),
+    )
 }
 
 #[cfg(test)]
@@ -141,6 +155,30 @@ mod tests {
         // The second emitted event's id: the first 16 bytes of SHA-256("pole-1", 0, "e-1", 0,
         // 1 as 8 little-endian bytes) in UUID groups; ids must not change between releases.
         assert_eq!(ids(&first)[1], "9bfb6287-0014-7209-ba9c-2ec19e8e2728");
+    }
+
+    #[tokio::test]
+    async fn emitted_events_continue_the_trace_of_the_received_one() {
+        use ktwin_events::trace::{EventTrace, TRACEPARENT};
+        let ctx = TwinContext::in_memory(StaticGraph::default(), Arc::new(MemoryStates::new()));
+        let mut received = incoming("ktwin.real.city-pole", "e-1");
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        received.set_extension(TRACEPARENT, traceparent);
+        let parent = EventTrace::of(&received).unwrap().parent;
+        let emitted = dispatch(&Echo, &ctx, received.clone()).await.unwrap();
+        let traces: Vec<EventTrace> = emitted
+            .iter()
+            .map(|e| EventTrace::of(e).expect("a traceparent"))
+            .collect();
+        for trace in &traces {
+            assert_eq!(trace.parent.trace_id, parent.trace_id);
+            assert_eq!(trace.causes, vec![parent.span_id]);
+            assert_ne!(trace.parent.span_id, parent.span_id);
+        }
+        assert_ne!(traces[0].parent.span_id, traces[1].parent.span_id);
+        // A redelivery takes the same places in the trace.
+        let again = dispatch(&Echo, &ctx, received).await.unwrap();
+        assert_eq!(EventTrace::of(&again[1]).unwrap(), traces[1]);
     }
 
     #[tokio::test]

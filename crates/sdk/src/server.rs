@@ -280,7 +280,9 @@ pub async fn serve(handler: impl TwinHandler) -> Result<(), ServeError> {
     ktwin_service::init_tracing();
     let config = ServeConfig::from_env()?;
     let ctx = config.context()?;
-    serve_with(Arc::new(handler), &config, ctx, shutdown_token()).await
+    let served = serve_with(Arc::new(handler), &config, ctx, shutdown_token()).await;
+    ktwin_service::telemetry::shutdown();
+    served
 }
 
 /// Runs `handler` with an explicit configuration and context until `shutdown` fires.

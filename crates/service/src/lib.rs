@@ -1,10 +1,12 @@
 //! Plumbing shared by every ktwin network service: `/health`, `/ready` and `/metrics`
-//! endpoints, the Prometheus recorder, tracing set-up, and shutdown on Ctrl-C or SIGTERM.
+//! endpoints, the Prometheus recorder, tracing set-up (spans over OTLP when asked:
+//! [`telemetry`]), and shutdown on Ctrl-C or SIGTERM.
 //!
-//! It owns nothing about events, twins or storage; services mount [`ops_router`] beside their
-//! own routes, serve the whole app [`with_service_layers`] (trace, timeout, panic catching,
-//! problem details for bare errors), and flip their [`Readiness`] when their dependencies are
-//! up.
+//! It owns nothing about twins or storage, and of events only how the trace one carries
+//! becomes an exported span ([`telemetry::record_event`]); services mount [`ops_router`]
+//! beside their own routes, serve the whole app [`with_service_layers`] (trace, timeout, panic
+//! catching, problem details for bare errors), and flip their [`Readiness`] when their
+//! dependencies are up.
 //!
 //! ```
 //! use ktwin_service::{Readiness, ops_router};
@@ -23,6 +25,7 @@ mod http;
 pub mod machine;
 mod problem;
 pub mod query;
+pub mod telemetry;
 
 pub use http::{
     PANICS, REFUSED_IN_FLIGHT, REQUEST_TIMEOUT, ServiceLimits, with_service_layers,
@@ -144,15 +147,32 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 /// info; its warnings and errors still show.
 const DEFAULT_LOG_FILTER: &str = "info,rumqttd=off,fjall=warn,lsm_tree=warn";
 
-/// Sets up `tracing` to stderr, filtered by `RUST_LOG` (default `DEFAULT_LOG_FILTER`). Safe to
-/// call twice.
+/// Sets up `tracing` to stderr, filtered by `RUST_LOG` (default `DEFAULT_LOG_FILTER`), and
+/// the export of spans over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set ([`telemetry`]).
+/// Safe to call twice.
 pub fn init_tracing() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let (tracer, failed) = match telemetry::start_from_env() {
+        Ok(tracer) => (tracer, None),
+        Err(err) => (None, Some(err)),
+    };
+    let exporting = tracer.is_some();
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(tracer.map(|tracer| tracing_opentelemetry::layer().with_tracer(tracer)))
         .try_init();
+    if let Some(err) = failed {
+        tracing::warn!(err = %error_chain(&err), "spans are not exported");
+    } else if exporting {
+        tracing::info!(
+            endpoint = ?std::env::var_os(telemetry::OTLP_ENDPOINT),
+            "exporting spans over OTLP/HTTP"
+        );
+    }
 }
 
 /// A token cancelled on Ctrl-C or SIGTERM: services stop accepting work when it fires and

@@ -30,6 +30,7 @@ use crate::merge::Version;
 
 pub mod dead_letters;
 pub mod state_at;
+pub mod traces;
 
 /// Page size when the request names none.
 pub const DEFAULT_PAGE: usize = 100;
@@ -137,13 +138,15 @@ pub fn router(backend: Arc<dyn Backend>, ingestor: Ingestor, config: ApiConfig) 
             "/api/v1/dead-letters/{seq}",
             axum::routing::delete(dead_letters::delete_dead_letter),
         )
+        .route("/api/v1/traces/{id}", get(traces::trace_route))
         .route("/api/v1/openapi.json", get(openapi_json))
         .with_state(state)
 }
 
 /// What each route of [`router`] needs (`ktwin_auth::AuthLayer`): reads need `read` on the
 /// twins they return, writes `write`; posting events (whose bodies may name any twin) and the
-/// dead letters (events of any twin) need a grant on every twin, purging dead letters `admin`.
+/// dead letters (events of any twin) and a trace (events of any twin) need a grant on every
+/// twin, purging dead letters `admin`.
 /// The OpenAPI document is public.
 pub fn route_policy() -> RoutePolicyBuilder {
     let twin = TwinParam::Twin {
@@ -218,6 +221,12 @@ pub fn route_policy() -> RoutePolicyBuilder {
             Scope::Admin,
             TwinParam::AllTwins,
         )
+        .rule(
+            &[Method::GET],
+            "/api/v1/traces/{id}",
+            Scope::Read,
+            TwinParam::AllTwins,
+        )
 }
 
 /// The OpenAPI 3 document of the event store.
@@ -238,7 +247,8 @@ pub fn route_policy() -> RoutePolicyBuilder {
         dead_letters::list_dead_letters,
         dead_letters::dead_letter_usage,
         dead_letters::purge_dead_letters,
-        dead_letters::delete_dead_letter
+        dead_letters::delete_dead_letter,
+        traces::trace_route
     ),
     components(schemas(
         TwinEvent,

@@ -2,7 +2,9 @@
 //! becomes a twin event.
 
 use chrono::{DateTime, SubsecRound, Utc};
+use cloudevents::event::ExtensionValue;
 use cloudevents::{AttributesReader, Data, Event};
+use ktwin_events::trace::{EventTrace, TRACEPARENT, TRACESTATE, TraceId};
 use ktwin_events::{EventKind, EventType};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -49,6 +51,14 @@ pub struct TwinEvent {
     /// The event data: a JSON object applied as an RFC 7386 merge patch.
     #[schema(value_type = Object)]
     pub event_data: Map<String, Value>,
+    /// The W3C `traceparent` the event carried (CloudEvents distributed-tracing extension):
+    /// its trace, and the span that produced it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// The W3C `tracestate` the event carried; its `ktwin` entry lists the span ids of the
+    /// event's causes (see `ktwin_events::trace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
 }
 
 impl TwinEvent {
@@ -78,7 +88,15 @@ impl TwinEvent {
             instance_id: instance.to_owned(),
             interface_id: event_type.interface().to_owned(),
             event_data: data,
+            traceparent: None,
+            tracestate: None,
         }
+    }
+
+    /// The trace id of the event's `traceparent`, if it carried a valid one.
+    pub fn trace_id(&self) -> Option<TraceId> {
+        let parent = self.traceparent.as_deref()?;
+        EventTrace::parse(parent, None).map(|trace| trace.parent.trace_id)
     }
 
     /// Validates a CloudEvent as a twin event. `received` stands in for a missing `time`.
@@ -119,9 +137,27 @@ impl TwinEvent {
             });
         }
         let time = event.time().copied().unwrap_or(received);
-        Ok(Self::new(&event_type, instance, event.id(), time, data))
+        let mut twin_event = Self::new(&event_type, instance, event.id(), time, data);
+        // Kept only when valid: the store indexes events by trace id.
+        if EventTrace::of(event).is_some() {
+            twin_event.traceparent = trace_attribute(event, TRACEPARENT);
+            twin_event.tracestate = trace_attribute(event, TRACESTATE);
+        }
+        Ok(twin_event)
     }
 }
+
+/// A trace attribute of `event`, at most [`MAX_TRACE_ATTRIBUTE`] bytes (W3C bounds
+/// `tracestate` at 32 entries of 256 characters; longer is refused rather than stored).
+fn trace_attribute(event: &Event, name: &str) -> Option<String> {
+    match event.extension(name)? {
+        ExtensionValue::String(text) if text.len() <= MAX_TRACE_ATTRIBUTE => Some(text.clone()),
+        _ => None,
+    }
+}
+
+/// The longest `traceparent` or `tracestate` the store keeps.
+pub const MAX_TRACE_ATTRIBUTE: usize = 8192;
 
 /// How many levels of objects and arrays event data may have, itself included. A stored merge
 /// tree takes about two JSON levels per level of the data, and serde_json reads at most 128:
@@ -275,6 +311,25 @@ mod tests {
                 "missing time falls back to arrival"
             );
         }
+    }
+
+    #[test]
+    fn keeps_a_valid_trace() {
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut traced = event("ktwin.store.pole", Some(json!({"a": 1})));
+        traced.set_extension(TRACEPARENT, traceparent);
+        traced.set_extension(TRACESTATE, "ktwin=0101010101010101");
+        let stored = TwinEvent::from_cloudevent(&traced, Utc::now()).unwrap();
+        assert_eq!(stored.traceparent.as_deref(), Some(traceparent));
+        assert_eq!(stored.tracestate.as_deref(), Some("ktwin=0101010101010101"));
+        assert_eq!(
+            stored.trace_id().unwrap().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        // An invalid traceparent is not kept (the event is): the store indexes trace ids.
+        traced.set_extension(TRACEPARENT, "00-nonsense");
+        let stored = TwinEvent::from_cloudevent(&traced, Utc::now()).unwrap();
+        assert_eq!((stored.traceparent, stored.tracestate), (None, None));
     }
 
     #[test]

@@ -3,11 +3,13 @@
 //! transaction, one fsync) and acknowledges each producer only after that commit.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use chrono::Utc;
 use cloudevents::{AttributesReader, Event};
+use ktwin_events::trace::{EventTrace, SpanId};
+use ktwin_service::telemetry::{self, ProducedSpan};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -158,7 +160,17 @@ async fn commit(
 ) {
     let count = events.len();
     let started = Instant::now();
+    let spans = telemetry::enabled().then(|| store_spans(&events, backend.name()));
     let result = backend.append(events).await;
+    if let (Ok(_), Some(spans)) = (&result, spans) {
+        let start = SystemTime::now()
+            .checked_sub(started.elapsed())
+            .unwrap_or_else(SystemTime::now);
+        for mut span in spans {
+            span.start = start;
+            telemetry::record(span);
+        }
+    }
     metrics::histogram!(metric_names::COMMIT_SECONDS, "backend" => backend.name())
         .record(started.elapsed().as_secs_f64());
     match &result {
@@ -184,6 +196,29 @@ async fn commit(
     for done in waiting {
         let _ = done.send(result.clone());
     }
+}
+
+/// The spans of storing `events` (exported over OTLP when that is on): one per event that
+/// carries a trace, a child of the event's span, its own id derived from the event's span.
+fn store_spans(events: &[TwinEvent], backend: &'static str) -> Vec<ProducedSpan> {
+    events
+        .iter()
+        .filter_map(|event| {
+            let traceparent = event.traceparent.as_deref()?;
+            let trace = EventTrace::parse(traceparent, None)?;
+            Some(ProducedSpan {
+                name: format!("store {}", event.event_type),
+                trace_id: trace.parent.trace_id.to_bytes(),
+                span_id: SpanId::derived(&format!("{traceparent}/store")).to_bytes(),
+                parent: Some(trace.parent.span_id.to_bytes()),
+                start: SystemTime::UNIX_EPOCH,
+                attributes: vec![
+                    ("cloudevents.event_id", event.id.clone()),
+                    ("ktwin.store.backend", backend.to_owned()),
+                ],
+            })
+        })
+        .collect()
 }
 
 /// How often [`keep_readiness`] asks the backend whether it answers.

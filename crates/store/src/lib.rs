@@ -3,16 +3,18 @@
 //! It owns the twin-event records, their order (CloudEvent `time`, then `id`), the latest
 //! state as an RFC 7386 merge of every event in that order ([`MergeTree`], independent of
 //! arrival order), idempotent group-committed ingestion ([`Ingestor`], [`ingest_feed`]), the
-//! storage backends ([`PostgresBackend`], [`FjallBackend`], [`RedbBackend`]) and the REST API
-//! ([`router`]).
+//! storage backends ([`PostgresBackend`], [`FjallBackend`], [`RedbBackend`]), the REST API
+//! ([`router`]), and the traces the events carried: each event keeps its W3C `traceparent` and
+//! `tracestate`, indexed by trace id, so the causal chain of one device message can be rebuilt
+//! ([`CausalChain`]; `ktwin trace`, behind `cli`).
 //!
 //! It must not know about Kubernetes, the broker's transports or twin models: the set of known
 //! interfaces is handed in ([`KnownInterfaces`]) and subscriptions are consumed through the
 //! small [`EventFeed`] trait ([`broker::BrokerFeed`] adapts a ktwin-broker subscription).
 //!
 //! Backends are cargo features: `fjall` and `postgres` by default, `redb` for stores created by
-//! earlier builds. `cli` adds `ktwin store` ([`cli`]) and `bench` adds `ktwin bench store`; the
-//! `ktwin` binary enables them all.
+//! earlier builds. `cli` adds `ktwin store` ([`cli`]) and `ktwin trace`, and `bench` adds
+//! `ktwin bench store`; the `ktwin` binary enables them all.
 //!
 //! Embedding (as `ktwin up` does):
 //! ```no_run
@@ -46,6 +48,9 @@ pub mod dead_letters;
 mod event;
 mod ingest;
 mod merge;
+pub mod trace_chain;
+#[cfg(feature = "cli")]
+pub mod trace_cli;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -69,6 +74,7 @@ pub use dead_letters::{
 pub use event::{EventError, InstanceKey, LatestState, TwinEvent};
 pub use ingest::{EventFeed, FeedMessage, IngestConfig, Ingestor, ingest_feed, keep_readiness};
 pub use merge::{MergeTree, Version, merge_patch};
+pub use trace_chain::{CausalChain, ChainLink};
 
 /// Names of the metrics the store records.
 pub mod metric_names {

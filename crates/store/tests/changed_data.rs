@@ -29,6 +29,8 @@ fn reading(id: &str, micros: i64, data: Value) -> TwinEvent {
         instance_id: "device-1".into(),
         interface_id: "air-sensor".into(),
         event_data: data.as_object().unwrap().clone(),
+        traceparent: None,
+        tracestate: None,
     }
 }
 

@@ -22,6 +22,8 @@ fn event(id: &str, micros: i64, data: Value) -> TwinEvent {
         instance_id: "p1".into(),
         interface_id: "city-pole".into(),
         event_data: data.as_object().unwrap().clone(),
+        traceparent: None,
+        tracestate: None,
     }
 }
 

@@ -179,6 +179,13 @@ pub fn store_routes(interface: &str, instance: &str) -> Vec<RouteCase> {
             true,
         ),
         case(
+            Method::GET,
+            "/api/v1/traces/{id}",
+            "/api/v1/traces/4bf92f3577b34da6a3ce929d0e0e4736",
+            Needs::Read,
+            true,
+        ),
+        case(
             Method::POST,
             "/api/v1/twin-events",
             "/api/v1/twin-events",

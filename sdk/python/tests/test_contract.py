@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -119,6 +120,38 @@ def test_emitted_events_go_to_the_reply_and_the_broker(
     while latest(platform, DEVICE, DEVICE_ID).json()["seen"] != 2:
         assert time.monotonic() < deadline, "the second store event never arrived"
         time.sleep(0.1)
+
+
+def test_an_incoming_traceparent_reaches_the_store_with_the_emitted_events(
+    platform: LocalPlatform, served: ServedApp
+) -> None:
+    trace_id = uuid.uuid4().hex
+    event = CloudEvent(
+        {
+            "id": "traced-1",
+            "type": f"ktwin.real.{DEVICE}",
+            "source": "dev-traced",
+            "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01",
+        },
+        {"BatteryLevel": 40},
+    )
+    message = to_binary(event)
+    response = httpx.post(served.url, headers=message.headers, content=message.body, timeout=30)
+    assert response.status_code == 200, response.text
+    # The reply (the virtual event) continues the trace: same trace id, a span of its own.
+    _, replied_trace, replied_span, _ = response.headers["ce-traceparent"].split("-")
+    assert (replied_trace, response.headers["ce-tracestate"]) == (trace_id, "ktwin=00f067aa0ba902b7")
+    # The store event, posted to the broker ingress, reached the store with its trace.
+    deadline = time.monotonic() + 10
+    url = f"{platform.url}/api/v1/traces/{trace_id}"
+    while not (stored := httpx.get(url, headers=platform.headers()).json()):
+        assert time.monotonic() < deadline, "the traced store event never reached the store"
+        time.sleep(0.1)
+    assert [e["id"] for e in stored] == [derived_id("dev-traced", "traced-1", 0)]
+    _, stored_trace, stored_span, _ = stored[0]["traceparent"].split("-")
+    assert stored_trace == trace_id
+    assert stored_span not in (replied_span, "00f067aa0ba902b7")
+    assert stored[0]["tracestate"] == "ktwin=00f067aa0ba902b7"
 
 
 def test_redelivery_emits_the_same_ids(served: ServedApp) -> None:

@@ -9,6 +9,9 @@
 //! - history: [`event_key`] (instance number, time, id) → [`EventBody`], so an instance's
 //!   events are contiguous and time ordered;
 //! - idempotency index: [`id_key`] (instance number, id) → time µs;
+//! - trace index: [`trace_key`] (trace id, instance number, time, id) → instance name, for the
+//!   events that carried a `traceparent`; an entry whose instance was deleted since is skipped
+//!   when read;
 //! - merge records: instance number → [`InstanceRecord::encode`], from which a twin's latest
 //!   state is derived when it is read ([`latest_from_record`]). A materialized copy of each
 //!   latest state used to be written beside the record on every append: one more JSON
@@ -20,6 +23,7 @@ use std::ops::Bound;
 
 use async_trait::async_trait;
 use chrono::DateTime;
+use ktwin_events::trace::TraceId;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -62,6 +66,8 @@ pub(crate) trait EmbeddedStore: Clone + Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<LatestState>, StoreError>;
+    /// See [`Backend::trace`].
+    fn trace_blocking(&self, trace: TraceId, limit: usize) -> Result<Page<TwinEvent>, StoreError>;
     /// See [`Backend::delete`].
     fn delete_blocking(&self, key: &InstanceKey) -> Result<u64, StoreError>;
     /// See [`Backend::check`].
@@ -136,6 +142,10 @@ impl<S: EmbeddedStore> Backend for S {
         .await
     }
 
+    async fn trace(&self, trace: TraceId, limit: usize) -> Result<Page<TwinEvent>, StoreError> {
+        blocking(self, move |this| this.trace_blocking(trace, limit)).await
+    }
+
     async fn delete(&self, key: &InstanceKey) -> Result<u64, StoreError> {
         let key = key.clone();
         blocking(self, move |this| this.delete_blocking(&key)).await
@@ -193,6 +203,65 @@ pub(crate) fn id_key(key: &mut Vec<u8>, instance: u64, id: &str) {
     key.clear();
     key.extend_from_slice(&instance.to_be_bytes());
     key.extend_from_slice(id.as_bytes());
+}
+
+/// Key of an event in the trace index: trace id, instance number, time, id; its value is the
+/// instance's [`name_key`], so a trace's events are found without knowing their instances.
+pub(crate) fn trace_key(key: &mut Vec<u8>, trace: TraceId, instance: u64, micros: i64, id: &str) {
+    key.clear();
+    key.extend_from_slice(&trace.to_bytes());
+    key.extend_from_slice(&instance.to_be_bytes());
+    key.extend_from_slice(&time_bytes(micros));
+    key.extend_from_slice(id.as_bytes());
+}
+
+/// All trace-index keys of `trace`: from the first (included) to the last (excluded, or
+/// unbounded for the last possible trace id).
+pub(crate) fn trace_range(trace: TraceId) -> (Vec<u8>, Bound<Vec<u8>>) {
+    let first = trace.to_bytes().to_vec();
+    let next = u128::from_be_bytes(trace.to_bytes())
+        .checked_add(1)
+        .map_or(Bound::Unbounded, |n| {
+            Bound::Excluded(n.to_be_bytes().to_vec())
+        });
+    (first, next)
+}
+
+/// The events of one trace from its trace-index entries ((key, instance name) pairs in key
+/// order), each body read with `body` (`None` once its instance was deleted: skipped), in
+/// time order, at most `limit`.
+pub(crate) fn trace_events<K, V>(
+    entries: impl Iterator<Item = Result<(K, V), StoreError>>,
+    limit: usize,
+    mut body: impl FnMut(&[u8]) -> Result<Option<Vec<u8>>, StoreError>,
+) -> Result<Page<TwinEvent>, StoreError>
+where
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
+{
+    let mut items = Vec::new();
+    let mut key_buf = Vec::new();
+    for entry in entries {
+        let (key, name) = entry?;
+        let rest = key
+            .as_ref()
+            .get(16..)
+            .ok_or_else(|| StoreError::corrupt_data("trace index key shorter than 16 bytes"))?;
+        let (instance, micros, id) = split_event_key(rest)?;
+        event_key(&mut key_buf, instance, micros, id);
+        let Some(stored) = body(&key_buf)? else {
+            continue;
+        };
+        let (interface, instance_id) = split_name_key(name.as_ref())?;
+        let twin = InstanceKey::new(interface, instance_id);
+        items.push(event_from_body(&twin, micros, id, &stored)?);
+        if items.len() > limit {
+            break;
+        }
+    }
+    let mut page = Page::from_overfetch(items, limit);
+    page.items.sort_by_cached_key(TwinEvent::version);
+    Ok(page)
 }
 
 /// The history keys of `instance` from `(micros, id)` on.
@@ -305,6 +374,11 @@ pub(crate) struct EventBody<'a> {
     #[serde(rename = "type")]
     event_type: Cow<'a, str>,
     data: Cow<'a, Map<String, Value>>,
+    // Absent in bodies written before traces were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    traceparent: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tracestate: Option<Cow<'a, str>>,
 }
 
 pub(crate) fn corrupt(err: serde_json::Error) -> StoreError {
@@ -315,6 +389,8 @@ pub(crate) fn event_body(event: &TwinEvent) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(&EventBody {
         event_type: Cow::Borrowed(&event.event_type),
         data: Cow::Borrowed(&event.event_data),
+        traceparent: event.traceparent.as_deref().map(Cow::Borrowed),
+        tracestate: event.tracestate.as_deref().map(Cow::Borrowed),
     })
     .map_err(corrupt)
 }
@@ -344,6 +420,8 @@ pub(crate) fn event_from_body(
         instance_id: key.instance.clone(),
         interface_id: key.interface.clone(),
         event_data: body.data.into_owned(),
+        traceparent: body.traceparent.map(Cow::into_owned),
+        tracestate: body.tracestate.map(Cow::into_owned),
     })
 }
 
@@ -391,6 +469,9 @@ pub(crate) trait AppendTarget {
     fn stored_event(&mut self, event_key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Stores an event's body under its [`event_key`].
     fn put_event(&mut self, event_key: &[u8], body: &[u8]) -> Result<(), StoreError>;
+    /// Enters an event into the trace index: its [`trace_key`] with its instance's
+    /// [`name_key`].
+    fn put_trace(&mut self, trace_key: &[u8], name: &[u8]) -> Result<(), StoreError>;
     /// The stored merge record of an instance.
     fn record(&mut self, instance: u64) -> Result<Option<InstanceRecord>, StoreError>;
     /// Stores an instance's merge record as JSON (`record` is what `record_json` encodes, for
@@ -481,6 +562,7 @@ fn store_group<'g>(
 ) -> Result<Vec<Cow<'g, TwinEvent>>, StoreError> {
     let mut stored = Stored {
         instance,
+        name: &group.name,
         key_buf: Vec::new(),
         events: Vec::with_capacity(group.events.len()),
     };
@@ -524,6 +606,7 @@ fn store_group<'g>(
 /// The events of one instance stored by an append.
 struct Stored<'g> {
     instance: u64,
+    name: &'g [u8],
     key_buf: Vec<u8>,
     events: Vec<Cow<'g, TwinEvent>>,
 }
@@ -538,6 +621,10 @@ impl<'g> Stored<'g> {
         let micros = event.time.timestamp_micros();
         event_key(&mut self.key_buf, self.instance, micros, &event.id);
         target.put_event(&self.key_buf, body)?;
+        if let Some(trace) = event.trace_id() {
+            trace_key(&mut self.key_buf, trace, self.instance, micros, &event.id);
+            target.put_trace(&self.key_buf, self.name)?;
+        }
         self.events.push(event);
         Ok(())
     }
@@ -614,6 +701,8 @@ pub(crate) fn pole_event(
         instance_id: instance.into(),
         interface_id: "pole".into(),
         event_data: data.as_object().unwrap().clone(),
+        traceparent: None,
+        tracestate: None,
     }
 }
 

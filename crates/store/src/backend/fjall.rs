@@ -29,10 +29,11 @@ mod dead_letters;
 use super::embedded::{
     AppendTarget, EmbeddedStore, append_to, borrowed, corrupt, event_from_entry, history_range,
     id_key, instance_range, latest_from_entry, latest_from_record, list_events, name_key, prepare,
-    split_event_key, twins_range,
+    split_event_key, trace_events, trace_range, twins_range,
 };
 use super::{AppendReport, EventPosition, HistoryQuery, InstanceRecord, Page, StoreError};
 use crate::event::{InstanceKey, LatestState, TwinEvent};
+use ktwin_events::trace::TraceId;
 
 /// Instance number (8 bytes, big-endian) by [`name_key`].
 const INSTANCES: &str = "twin_instance";
@@ -42,6 +43,8 @@ const EVENTS: &str = "twin_event";
 const EVENT_IDS: &str = "twin_event_id";
 /// Merge record by instance number (8 bytes, big-endian); latest states are derived from it.
 const RECORDS: &str = "twin_record";
+/// Trace index: [`super::embedded::trace_key`] → instance name.
+const TRACES: &str = "twin_trace";
 /// Materialized latest states by [`name_key`], which earlier builds wrote beside the records:
 /// dropped on open.
 const OLD_LATEST: &str = "twin_latest";
@@ -93,6 +96,7 @@ struct Store {
     events: Keyspace,
     ids: Keyspace,
     records: Keyspace,
+    traces: Keyspace,
     dead: dead_letters::FjallDeadLetters,
     /// Held by the one append or delete running.
     writer: Mutex<Writer>,
@@ -156,7 +160,7 @@ impl FjallBackend {
             keyspace(EVENTS)?,
             keyspace(EVENT_IDS)?,
         );
-        let records = keyspace(RECORDS)?;
+        let (records, traces) = (keyspace(RECORDS)?, keyspace(TRACES)?);
         if db.keyspace_exists(OLD_LATEST) {
             db.delete_keyspace(keyspace(OLD_LATEST)?)?;
         }
@@ -172,6 +176,7 @@ impl FjallBackend {
             events,
             ids,
             records,
+            traces,
             writer: Mutex::new(Writer {
                 next_instance,
                 records: HashMap::new(),
@@ -314,6 +319,22 @@ impl EmbeddedStore for FjallBackend {
         Ok(Page::from_overfetch(items, limit))
     }
 
+    fn trace_blocking(&self, trace: TraceId, limit: usize) -> Result<Page<TwinEvent>, StoreError> {
+        let store = &self.0;
+        let snapshot = store.db.snapshot();
+        let (first, end) = trace_range(trace);
+        let range = (
+            Bound::Included(first.as_slice()),
+            end.as_ref().map(Vec::as_slice),
+        );
+        let entries = snapshot
+            .range::<&[u8], _>(&store.traces, range)
+            .map(|entry| Ok(entry.into_inner()?));
+        trace_events(entries, limit, |key| {
+            Ok(snapshot.get(&store.events, key)?.map(|body| body.to_vec()))
+        })
+    }
+
     fn delete_blocking(&self, key: &InstanceKey) -> Result<u64, StoreError> {
         let store = &self.0;
         let name = name_key(&key.interface, &key.instance);
@@ -415,6 +436,11 @@ impl AppendTarget for FjallAppend<'_> {
 
     fn stored_event(&mut self, event_key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.store.events.get(event_key)?.map(|body| body.to_vec()))
+    }
+
+    fn put_trace(&mut self, trace_key: &[u8], name: &[u8]) -> Result<(), StoreError> {
+        self.batch.insert(&self.store.traces, trace_key, name);
+        Ok(())
     }
 
     fn put_event(&mut self, event_key: &[u8], body: &[u8]) -> Result<(), StoreError> {

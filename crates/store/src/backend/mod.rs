@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use ktwin_events::trace::TraceId;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -250,6 +251,9 @@ pub trait Backend: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<LatestState>, StoreError>;
+    /// The events whose `traceparent` names `trace`, in time order, at most `limit` (the page
+    /// says whether more were left out).
+    async fn trace(&self, trace: TraceId, limit: usize) -> Result<Page<TwinEvent>, StoreError>;
     /// Deletes one instance's history and latest state; returns how many events were deleted.
     async fn delete(&self, key: &InstanceKey) -> Result<u64, StoreError>;
     /// Whether the database answers.

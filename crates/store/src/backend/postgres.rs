@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use ktwin_events::trace::TraceId;
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -41,17 +42,24 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "dead letters",
         include_str!("../../migrations/0003_dead_letters.sql"),
     ),
+    (
+        4,
+        "traces",
+        include_str!("../../migrations/0004_traces.sql"),
+    ),
 ];
 
 /// The history columns a batch writes, in `COPY` and `insert_new_events` order.
-const COPY_EVENTS: &str =
-    "COPY twin_event (instance_key, id, type, time, data) FROM STDIN (FORMAT binary)";
-const EVENT_COLUMN_TYPES: [Type; 5] = [
+const COPY_EVENTS: &str = "COPY twin_event (instance_key, id, type, time, data, traceparent, \
+    tracestate) FROM STDIN (FORMAT binary)";
+const EVENT_COLUMN_TYPES: [Type; 7] = [
     Type::INT8,
     Type::TEXT,
     Type::TEXT,
     Type::TIMESTAMPTZ,
     Type::JSONB,
+    Type::TEXT,
+    Type::TEXT,
 ];
 
 /// Advisory lock id serialising concurrent migrations of several store replicas.
@@ -132,9 +140,10 @@ const LOCK_LATEST: &str = "SELECT l.instance_key, l.last_id, l.last_type, l.last
     ORDER BY k.instance_key FOR NO KEY UPDATE OF l";
 
 /// A batch's history, skipping events already stored; returns those inserted.
-const INSERT_NEW_EVENTS: &str = "INSERT INTO twin_event (instance_key, id, type, time, data) \
+const INSERT_NEW_EVENTS: &str = "INSERT INTO twin_event (instance_key, id, type, time, data, \
+    traceparent, tracestate) \
     SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::timestamptz[], \
-    $5::jsonb[]) \
+    $5::jsonb[], $6::text[], $7::text[]) \
     ON CONFLICT DO NOTHING \
     RETURNING instance_key, id";
 
@@ -163,9 +172,10 @@ const LATEST: &str = "SELECT interface_id, instance_id, last_id, last_type, last
 /// Bounds as index conditions (no `$n IS NULL OR …`) and the limit inside the
 /// lateral: a page is a bounded backward scan of the time index, whatever the
 /// length of the history.
-const HISTORY: &str = "SELECT l.interface_id, l.instance_id, e.id, e.type, e.time, e.data \
+const HISTORY: &str = "SELECT l.interface_id, l.instance_id, e.id, e.type, e.time, e.data, \
+    e.traceparent, e.tracestate \
     FROM twin_latest l CROSS JOIN LATERAL ( \
-    SELECT id, type, time, data FROM twin_event e \
+    SELECT id, type, time, data, traceparent, tracestate FROM twin_event e \
     WHERE e.instance_key = l.instance_key \
     AND e.time >= COALESCE($3, '-infinity') \
     AND e.time <= COALESCE($4, 'infinity') \
@@ -176,9 +186,10 @@ const HISTORY: &str = "SELECT l.interface_id, l.instance_id, e.id, e.type, e.tim
 
 /// Instances in name order, each one's events in time order: only the cursor's own
 /// instance starts after the cursor's event, the following ones at their start.
-const EVENTS: &str = "SELECT l.interface_id, l.instance_id, e.id, e.type, e.time, e.data \
+const EVENTS: &str = "SELECT l.interface_id, l.instance_id, e.id, e.type, e.time, e.data, \
+    e.traceparent, e.tracestate \
     FROM twin_latest l CROSS JOIN LATERAL ( \
-    SELECT id, type, time, data FROM twin_event e \
+    SELECT id, type, time, data, traceparent, tracestate FROM twin_event e \
     WHERE e.instance_key = l.instance_key \
     AND (e.time, e.id) > ( \
     CASE WHEN (l.interface_id, l.instance_id) = ($1, $2) \
@@ -190,12 +201,20 @@ const EVENTS: &str = "SELECT l.interface_id, l.instance_id, e.id, e.type, e.time
     ORDER BY l.interface_id, l.instance_id, e.time, e.id LIMIT $5";
 
 /// The first page of all events (see [`EVENTS`]).
-const EVENTS_FIRST: &str = "SELECT l.interface_id, l.instance_id, e.id, e.type, e.time, e.data \
+const EVENTS_FIRST: &str = "SELECT l.interface_id, l.instance_id, e.id, e.type, e.time, \
+    e.data, e.traceparent, e.tracestate \
     FROM twin_latest l CROSS JOIN LATERAL ( \
-    SELECT id, type, time, data FROM twin_event e \
+    SELECT id, type, time, data, traceparent, tracestate FROM twin_event e \
     WHERE e.instance_key = l.instance_key \
     ORDER BY e.time, e.id LIMIT $1) e \
     ORDER BY l.interface_id, l.instance_id, e.time, e.id LIMIT $1";
+
+/// The events of one trace (see the index in `0004_traces.sql`), in time order.
+const TRACE: &str = "SELECT l.interface_id, l.instance_id, e.id, e.type, e.time, e.data, \
+    e.traceparent, e.tracestate \
+    FROM twin_event e JOIN twin_latest l ON l.instance_key = e.instance_key \
+    WHERE substr(e.traceparent, 4, 32) = $1 AND e.traceparent IS NOT NULL \
+    ORDER BY e.time, e.id LIMIT $2";
 
 /// The latest states of one interface's instances, after a name.
 const TWINS: &str = "SELECT interface_id, instance_id, last_id, last_type, last_time, event_count, state \
@@ -222,6 +241,7 @@ struct Statements {
     events: Statement,
     events_first: Statement,
     twins: Statement,
+    trace: Statement,
     delete_latest: Statement,
     delete_events: Statement,
 }
@@ -264,6 +284,8 @@ impl Statements {
                     text_array.clone(),
                     Type::TIMESTAMPTZ_ARRAY,
                     Type::JSONB_ARRAY,
+                    text_array.clone(),
+                    text_array.clone(),
                 ],
             )
             .await?,
@@ -312,6 +334,7 @@ impl Statements {
             .await?,
             events_first: prepare(EVENTS_FIRST, vec![Type::INT8]).await?,
             twins: prepare(TWINS, vec![Type::TEXT, Type::TEXT, Type::INT8]).await?,
+            trace: prepare(TRACE, vec![Type::TEXT, Type::INT8]).await?,
             delete_latest: prepare(DELETE_LATEST, vec![Type::TEXT, Type::TEXT]).await?,
             delete_events: prepare(DELETE_EVENTS, vec![Type::INT8]).await?,
         })
@@ -541,6 +564,8 @@ fn event_from_row(row: &Row) -> TwinEvent {
             Value::Object(map) => map,
             _ => Map::new(),
         },
+        traceparent: row.get("traceparent"),
+        tracestate: row.get("tracestate"),
     }
 }
 
@@ -730,6 +755,21 @@ impl Backend for PostgresBackend {
             .await?;
         Ok(Page::from_overfetch(
             rows.iter().map(latest_from_row).collect(),
+            limit,
+        ))
+    }
+
+    async fn trace(&self, trace: TraceId, limit: usize) -> Result<Page<TwinEvent>, StoreError> {
+        let session = self.reader().await?;
+        let rows = session
+            .client
+            .query(
+                &session.statements.trace,
+                &[&trace.to_string(), &limit_param(limit)],
+            )
+            .await?;
+        Ok(Page::from_overfetch(
+            rows.iter().map(event_from_row).collect(),
             limit,
         ))
     }
@@ -1084,6 +1124,8 @@ async fn copy_events(
                     &event.event_type,
                     &event.time,
                     &Json(&event.event_data),
+                    &event.traceparent,
+                    &event.tracestate,
                 ])
                 .await?;
         }
@@ -1105,10 +1147,22 @@ async fn insert_new_events(
     let times: Vec<DateTime<Utc>> = flat.iter().map(|(_, e)| e.time).collect();
     let data: Vec<Json<&Map<String, Value>>> =
         flat.iter().map(|(_, e)| Json(&e.event_data)).collect();
+    let traceparents: Vec<Option<&str>> =
+        flat.iter().map(|(_, e)| e.traceparent.as_deref()).collect();
+    let tracestates: Vec<Option<&str>> =
+        flat.iter().map(|(_, e)| e.tracestate.as_deref()).collect();
     transaction
         .query(
             &statements.insert_new_events,
-            &[&instance_keys, &ids, &types, &times, &data],
+            &[
+                &instance_keys,
+                &ids,
+                &types,
+                &times,
+                &data,
+                &traceparents,
+                &tracestates,
+            ],
         )
         .await
 }

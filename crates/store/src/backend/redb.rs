@@ -16,10 +16,11 @@ use redb::{
 use super::embedded::{
     AppendTarget, EmbeddedStore, append_to, borrowed, corrupt, event_from_body, event_from_entry,
     history_range, id_key, instance_range, latest_from_entry, latest_from_record, list_events,
-    name_key, prepare, split_event_key, twins_range,
+    name_key, prepare, split_event_key, trace_events, trace_range, twins_range,
 };
 use super::{AppendReport, EventPosition, HistoryQuery, InstanceRecord, Page, StoreError};
 use crate::event::{InstanceKey, LatestState, TwinEvent};
+use ktwin_events::trace::TraceId;
 
 /// Instance number by name (see [`name_key`]).
 const INSTANCES: TableDefinition<&[u8], u64> = TableDefinition::new("twin_instance.v2");
@@ -29,6 +30,8 @@ const EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("twin_event.v
 const EVENT_IDS: TableDefinition<&[u8], i64> = TableDefinition::new("twin_event_id.v2");
 /// Merge record per instance number; latest states are derived from it.
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("twin_record.v2");
+/// Trace index: [`super::embedded::trace_key`] → instance name.
+const TRACES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("twin_trace.v2");
 /// Materialized latest states by name, which earlier builds wrote beside the records: dropped
 /// on open.
 const OLD_LATEST: TableDefinition<&[u8], &[u8]> = TableDefinition::new("twin_latest.v2");
@@ -96,6 +99,7 @@ impl RedbBackend {
         txn.open_table(EVENTS)?;
         txn.open_table(EVENT_IDS)?;
         txn.open_table(RECORDS)?;
+        txn.open_table(TRACES)?;
         txn.delete_table(OLD_LATEST)?;
         convert_legacy(&txn)?;
         txn.commit()?;
@@ -242,6 +246,23 @@ impl EmbeddedStore for RedbBackend {
         Ok(deleted)
     }
 
+    fn trace_blocking(&self, trace: TraceId, limit: usize) -> Result<Page<TwinEvent>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let (traces, history) = (txn.open_table(TRACES)?, txn.open_table(EVENTS)?);
+        let (first, end) = trace_range(trace);
+        let range = (
+            Bound::Included(first.as_slice()),
+            end.as_ref().map(Vec::as_slice),
+        );
+        let entries = traces.range::<&[u8]>(range)?.map(|entry| {
+            let (key, name) = entry?;
+            Ok((key.value().to_vec(), name.value().to_vec()))
+        });
+        trace_events(entries, limit, |key| {
+            Ok(history.get(key)?.map(|body| body.value().to_vec()))
+        })
+    }
+
     fn check_blocking(&self) -> Result<(), StoreError> {
         self.db.begin_read()?;
         Ok(())
@@ -254,6 +275,7 @@ struct RedbAppend<'txn> {
     history: Table<'txn, &'static [u8], &'static [u8]>,
     ids: Table<'txn, &'static [u8], i64>,
     records: Table<'txn, u64, &'static [u8]>,
+    traces: Table<'txn, &'static [u8], &'static [u8]>,
     next_instance: u64,
 }
 
@@ -266,6 +288,7 @@ impl<'txn> RedbAppend<'txn> {
             history: txn.open_table(EVENTS)?,
             ids: txn.open_table(EVENT_IDS)?,
             records,
+            traces: txn.open_table(TRACES)?,
             next_instance,
         })
     }
@@ -309,6 +332,11 @@ impl AppendTarget for RedbAppend<'_> {
 
     fn put_event(&mut self, event_key: &[u8], body: &[u8]) -> Result<(), StoreError> {
         self.history.insert(event_key, body)?;
+        Ok(())
+    }
+
+    fn put_trace(&mut self, trace_key: &[u8], name: &[u8]) -> Result<(), StoreError> {
+        self.traces.insert(trace_key, name)?;
         Ok(())
     }
 

@@ -40,6 +40,7 @@ async fn main() -> ExitCode {
         Some(Command::Bench(bench)) => ktwin_store::cli::run_bench(bench).await,
         None => ktwin_store::cli::run(args.store).await,
     };
+    ktwin_service::telemetry::shutdown();
     match result {
         Ok(code) => code,
         Err(err) => {

@@ -11,6 +11,10 @@ type and source) and a :class:`Context` (twin graph, latest state of any twin, c
 
 Command convention: the ``source`` of a command event is the **target** instance, the one that
 executes the command (as in the original Go SDK and ktwin's Rust SDK).
+
+Traces: every emitted event continues the W3C trace of the event it answers (``traceparent``
+and ``tracestate`` extension attributes, see :mod:`ktwin.trace`), so one device message's
+chain of events can be followed across services of either language (``ktwin trace``).
 """
 
 from .app import TwinApp
@@ -44,6 +48,7 @@ from .graph import GraphCachePolicy, GraphLookup, HttpGraph, Relationship, Stati
 from .serve import serve
 from .service import TwinService
 from .state import HttpEventStore, MemoryStates, OwnedStates, StateLookup, StoredState
+from .trace import EventTrace, event_trace
 
 __all__ = [
     "JSON_CONTENT_TYPE",
@@ -53,6 +58,7 @@ __all__ = [
     "ConfigError",
     "Context",
     "EventKind",
+    "EventTrace",
     "EventType",
     "Fields",
     "GrammarError",
@@ -82,6 +88,7 @@ __all__ = [
     "build_event",
     "command_event",
     "derived_id",
+    "event_trace",
     "parse_time",
     "real_event",
     "serve",

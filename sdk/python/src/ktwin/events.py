@@ -150,18 +150,25 @@ def command_event(interface: str, command: str, target: str, data: Any) -> Cloud
     return build_event(_typed(EventType.command, interface, command), target, data)
 
 
-def derived_id(source: str, event_id: str, index: int) -> str:
-    """The id of the ``index``-th event emitted for the received event (``source``,
-    ``event_id``): the first 16 bytes of SHA-256(source, 0, id, 0, index as 8 little-endian
-    bytes) in UUID groups. The Rust SDK derives the same ids, so a redelivered event makes
-    any service emit the same ids again and consumers can deduplicate."""
+def derived_digest(source: str, event_id: str, index: int) -> bytes:
+    """SHA-256(source, 0, id, 0, index as 8 little-endian bytes) of the ``index``-th event
+    emitted for the received event (``source``, ``event_id``): its first 16 bytes make the
+    emitted event's id (:func:`derived_id`), the next 8 its span id in the trace."""
     digest = hashlib.sha256()
     digest.update(source.encode())
     digest.update(b"\0")
     digest.update(event_id.encode())
     digest.update(b"\0")
     digest.update(struct.pack("<Q", index))
-    return str(uuid.UUID(bytes=digest.digest()[:16]))
+    return digest.digest()
+
+
+def derived_id(source: str, event_id: str, index: int) -> str:
+    """The id of the ``index``-th event emitted for the received event (``source``,
+    ``event_id``): the first 16 bytes of :func:`derived_digest` in UUID groups. The Rust SDK
+    derives the same ids, so a redelivered event makes any service emit the same ids again and
+    consumers can deduplicate."""
+    return str(uuid.UUID(bytes=derived_digest(source, event_id, index)[:16]))
 
 
 def with_id(event: BaseCloudEvent, event_id: str) -> CloudEvent:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Union
 
@@ -14,8 +15,9 @@ from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.v1.event import CloudEvent
 
 from .context import Context
-from .events import TwinEvent, derived_id, with_id
+from .events import TwinEvent, derived_digest, with_id
 from .grammar import EventType, GrammarError
+from .trace import continue_trace
 
 log = logging.getLogger("ktwin.service")
 
@@ -82,7 +84,8 @@ class TwinService:
     async def dispatch(self, event: BaseCloudEvent, ctx: Context) -> list[CloudEvent]:
         """Parses ``event``, calls the handler of its type (an event of another type is
         acknowledged without calling anything) and returns the events to emit, with ids derived
-        from the received event's source and id (a redelivery emits the same ids)."""
+        from the received event's source and id (a redelivery emits the same ids), each a child
+        of the received event in its trace (W3C ``traceparent``, see :mod:`ktwin.trace`)."""
         twin_event = TwinEvent(event)
         handler = self._handlers.get(twin_event.event_type)
         if handler is None:
@@ -94,8 +97,14 @@ class TwinService:
             call = functools.partial(handler, twin_event, ctx)
             result = await anyio.to_thread.run_sync(call)
         emitted = _as_list(result)
-        return [
-            with_id(out, derived_id(twin_event.instance, twin_event.id, index))
-            for index, out in enumerate(emitted)
-        ]
+        return [_derived(event, twin_event, index, out) for index, out in enumerate(emitted)]
+
+
+def _derived(received: BaseCloudEvent, twin_event: TwinEvent, index: int,
+             out: BaseCloudEvent) -> CloudEvent:
+    """The ``index``-th emitted event with its derived id, a child of ``received`` in its trace
+    (a span id of its own from the same digest, as the Rust SDK derives it)."""
+    digest = derived_digest(twin_event.instance, twin_event.id, index)
+    with_derived_id = with_id(out, str(uuid.UUID(bytes=digest[:16])))
+    return continue_trace(received, with_derived_id, digest[16:24])
 

@@ -1,0 +1,443 @@
+//! W3C Trace Context in ktwin CloudEvents, per the CloudEvents distributed-tracing extension:
+//! every event carries a `traceparent` (trace id, the span id of the step that produced it,
+//! flags) and a `tracestate`.
+//!
+//! One trace per device message: the dispatcher starts it ([`start_trace`]) with the event's
+//! id as trace id (a device event's id is a UUID, 16 bytes like a trace id), so
+//! `ktwin trace <event id>` needs no lookup. Every event a twin service emits continues the
+//! trace of the event it handled ([`continue_trace`]): same trace id, a span id of its own, and
+//! the `ktwin` entry of its `tracestate` listing the span ids of its causes, nearest first
+//! ([`MAX_CAUSES`] at most). The event store keeps both attributes with each event, so a chain
+//! can be rebuilt from the stored events even where an event in between (a command) is not
+//! stored.
+//!
+//! ```
+//! use cloudevents::{EventBuilder as _, EventBuilderV10};
+//! use ktwin_events::trace::{EventTrace, SpanId, continue_trace, start_trace};
+//!
+//! let event = |id: &str| EventBuilderV10::new().id(id).ty("t").source("s").build().unwrap();
+//! let mut reading = event("0190f5a2-7b1c-7d3e-8f00-0123456789ab");
+//! start_trace(&mut reading);
+//! let root = EventTrace::of(&reading).unwrap();
+//! assert_eq!(root.parent.trace_id.to_string(), "0190f5a27b1c7d3e8f000123456789ab");
+//!
+//! let mut command = event("c-1");
+//! continue_trace(&reading, &mut command, SpanId::from_bytes([7; 8]));
+//! let child = EventTrace::of(&command).unwrap();
+//! assert_eq!(child.parent.trace_id, root.parent.trace_id);
+//! assert_eq!(child.causes, vec![root.parent.span_id]);
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use cloudevents::event::ExtensionValue;
+use cloudevents::{AttributesReader, Event};
+use sha2::{Digest, Sha256};
+
+/// The CloudEvent extension attribute holding the W3C `traceparent`.
+pub const TRACEPARENT: &str = "traceparent";
+/// The CloudEvent extension attribute holding the W3C `tracestate`.
+pub const TRACESTATE: &str = "tracestate";
+/// The key of ktwin's entry in `tracestate`: the span ids of an event's causes, nearest first,
+/// `-`-separated.
+pub const TRACESTATE_KEY: &str = "ktwin";
+/// How many causes an event's `tracestate` lists at most (a W3C entry value holds 256
+/// characters; 8 span ids take 135).
+pub const MAX_CAUSES: usize = 8;
+/// How many `tracestate` entries W3C allows.
+const MAX_STATE_ENTRIES: usize = 32;
+/// The `sampled` flag: ktwin records every trace (the store keeps it).
+const SAMPLED: u8 = 1;
+
+/// A 16-byte trace id, written as 32 lower-case hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TraceId([u8; 16]);
+
+/// An 8-byte span id, written as 16 lower-case hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SpanId([u8; 8]);
+
+impl TraceId {
+    /// The id with these bytes.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(bytes)
+    }
+
+    /// Its bytes.
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0
+    }
+
+    /// The trace id of a trace started at the event with `event_id`: the id's own 16 bytes
+    /// when it is a UUID (a device event's id), else the first 16 bytes of its SHA-256.
+    pub fn of_event_id(event_id: &str) -> Self {
+        match uuid::Uuid::parse_str(event_id) {
+            Ok(uuid) if !uuid.is_nil() => Self(*uuid.as_bytes()),
+            _ => {
+                let digest = Sha256::digest(event_id.as_bytes());
+                Self(digest[..16].try_into().expect("SHA-256 has 32 bytes"))
+            }
+        }
+    }
+}
+
+impl SpanId {
+    /// The id with these bytes.
+    pub fn from_bytes(bytes: [u8; 8]) -> Self {
+        Self(bytes)
+    }
+
+    /// Its bytes.
+    pub fn to_bytes(self) -> [u8; 8] {
+        self.0
+    }
+
+    /// A span id derived from `seed` (an event id): the first 8 bytes of its SHA-256, so a
+    /// redelivered event gets the span id it had.
+    pub fn derived(seed: &str) -> Self {
+        let digest = Sha256::digest(seed.as_bytes());
+        Self(digest[..8].try_into().expect("SHA-256 has 32 bytes"))
+    }
+}
+
+fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+}
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex(f, &self.0)
+    }
+}
+
+impl fmt::Display for SpanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex(f, &self.0)
+    }
+}
+
+/// Why a trace or span id, or a `traceparent`, is not valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} {value:?}: expected {expected}")]
+pub struct TraceError {
+    what: &'static str,
+    value: String,
+    expected: &'static str,
+}
+
+/// Lower-case hex of exactly `N` bytes.
+fn hex_bytes<const N: usize>(text: &str) -> Option<[u8; N]> {
+    if text.len() != 2 * N || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let mut bytes = [0; N];
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(bytes)
+}
+
+/// An id: lower-case hex of exactly `N` bytes, not all zero (W3C: an all-zero id is invalid).
+fn parse_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    hex_bytes(text).filter(|bytes: &[u8; N]| bytes.iter().any(|b| *b != 0))
+}
+
+impl FromStr for TraceId {
+    type Err = TraceError;
+
+    fn from_str(text: &str) -> Result<Self, TraceError> {
+        parse_hex(text).map(Self).ok_or_else(|| TraceError {
+            what: "trace id",
+            value: text.to_owned(),
+            expected: "32 lower-case hex digits, not all zero",
+        })
+    }
+}
+
+impl FromStr for SpanId {
+    type Err = TraceError;
+
+    fn from_str(text: &str) -> Result<Self, TraceError> {
+        parse_hex(text).map(Self).ok_or_else(|| TraceError {
+            what: "span id",
+            value: text.to_owned(),
+            expected: "16 lower-case hex digits, not all zero",
+        })
+    }
+}
+
+/// A W3C `traceparent`: `00-<trace id>-<span id>-<flags>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceParent {
+    /// The trace.
+    pub trace_id: TraceId,
+    /// The span that produced the event.
+    pub span_id: SpanId,
+    /// The trace flags (bit 0: sampled).
+    pub flags: u8,
+}
+
+impl fmt::Display for TraceParent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "00-{}-{}-{:02x}",
+            self.trace_id, self.span_id, self.flags
+        )
+    }
+}
+
+impl FromStr for TraceParent {
+    type Err = TraceError;
+
+    /// Version 00 exactly; a later version's first four fields (W3C: a parser of version 00
+    /// reads what it knows of a higher version).
+    fn from_str(text: &str) -> Result<Self, TraceError> {
+        let invalid = || TraceError {
+            what: "traceparent",
+            value: text.chars().take(80).collect(),
+            expected: "00-<32 hex trace id>-<16 hex span id>-<2 hex flags>",
+        };
+        let mut fields = text.split('-');
+        let [version] = fields.next().and_then(hex_bytes).ok_or_else(invalid)?;
+        let (Some(trace), Some(span), Some(flags)) = (fields.next(), fields.next(), fields.next())
+        else {
+            return Err(invalid());
+        };
+        let extra = fields.next().is_some();
+        if version == 0xff || (version == 0 && extra) {
+            return Err(invalid());
+        }
+        let [flags] = hex_bytes(flags).ok_or_else(invalid)?;
+        Ok(Self {
+            trace_id: trace.parse().map_err(|_| invalid())?,
+            span_id: span.parse().map_err(|_| invalid())?,
+            flags,
+        })
+    }
+}
+
+impl TraceParent {
+    /// The root of the trace started at the event with `event_id`: trace id from the id
+    /// ([`TraceId::of_event_id`]), span id derived from it, sampled.
+    pub fn root(event_id: &str) -> Self {
+        Self {
+            trace_id: TraceId::of_event_id(event_id),
+            span_id: SpanId::derived(event_id),
+            flags: SAMPLED,
+        }
+    }
+}
+
+/// Where an event stands in its trace: its `traceparent` and the causes its `tracestate` lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventTrace {
+    /// The event's `traceparent`.
+    pub parent: TraceParent,
+    /// The span ids of the events that caused it, nearest first (empty for a trace's root).
+    pub causes: Vec<SpanId>,
+}
+
+impl EventTrace {
+    /// Reads the trace of `event`; `None` when it has no valid `traceparent`.
+    pub fn of(event: &Event) -> Option<Self> {
+        let parent = string_extension(event, TRACEPARENT)?;
+        Self::parse(parent, string_extension(event, TRACESTATE))
+    }
+
+    /// Reads a stored `traceparent` and `tracestate`; `None` when the `traceparent` is not
+    /// valid. A `ktwin` entry that is not a list of span ids counts as no causes.
+    pub fn parse(traceparent: &str, tracestate: Option<&str>) -> Option<Self> {
+        let parent = traceparent.parse().ok()?;
+        let causes = tracestate
+            .and_then(ktwin_entry)
+            .map(|causes| {
+                causes
+                    .split('-')
+                    .map_while(|span| span.parse().ok())
+                    .take(MAX_CAUSES)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(Self { parent, causes })
+    }
+}
+
+fn string_extension<'e>(event: &'e Event, name: &str) -> Option<&'e str> {
+    match event.extension(name)? {
+        ExtensionValue::String(text) => Some(text),
+        _ => None,
+    }
+}
+
+/// The value of the `ktwin` entry of a `tracestate`.
+fn ktwin_entry(tracestate: &str) -> Option<&str> {
+    tracestate.split(',').find_map(|entry| {
+        let (key, value) = entry.trim().split_once('=')?;
+        (key == TRACESTATE_KEY).then_some(value)
+    })
+}
+
+/// Starts a trace at `event` unless it carries one ([`TraceParent::root`] of its id).
+pub fn start_trace(event: &mut Event) {
+    if EventTrace::of(event).is_some() {
+        return;
+    }
+    event.set_extension(TRACEPARENT, TraceParent::root(event.id()).to_string());
+    event.remove_extension(TRACESTATE);
+}
+
+/// Makes `event` a child of `cause` in `cause`'s trace, with span id `span`: the `ktwin` entry
+/// of its `tracestate` lists `cause`'s span and causes, and other vendors' entries of `cause`'s
+/// `tracestate` are kept behind it. A `cause` without a valid trace is taken as the root of
+/// one ([`TraceParent::root`] of its id), so a chain entering without a trace still has one.
+pub fn continue_trace(cause: &Event, event: &mut Event, span: SpanId) {
+    let (parent, causes, other_state) = match EventTrace::of(cause) {
+        Some(trace) => (
+            trace.parent,
+            trace.causes,
+            string_extension(cause, TRACESTATE),
+        ),
+        None => (TraceParent::root(cause.id()), Vec::new(), None),
+    };
+    let mut state = format!("{TRACESTATE_KEY}={}", parent.span_id);
+    for cause in causes.iter().take(MAX_CAUSES - 1) {
+        state.push('-');
+        state.push_str(&cause.to_string());
+    }
+    let others = other_state
+        .into_iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|e| e.split_once('=').is_some_and(|(k, _)| k != TRACESTATE_KEY))
+        .take(MAX_STATE_ENTRIES - 1);
+    for entry in others {
+        state.push(',');
+        state.push_str(entry);
+    }
+    let child = TraceParent {
+        span_id: span,
+        ..parent
+    };
+    event.set_extension(TRACEPARENT, child.to_string());
+    event.set_extension(TRACESTATE, state);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloudevents::{EventBuilder as _, EventBuilderV10};
+
+    fn event(id: &str) -> Event {
+        EventBuilderV10::new()
+            .id(id)
+            .ty("ktwin.real.x")
+            .source("y")
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn traceparent_reads_back_as_written() {
+        let text = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let parent: TraceParent = text.parse().unwrap();
+        assert_eq!(parent.to_string(), text);
+        assert_eq!(parent.flags, 1);
+        // A later version's extra fields are ignored; version 00 has none.
+        assert!(
+            format!("01{}-more", &text[2..])
+                .parse::<TraceParent>()
+                .is_ok()
+        );
+        for bad in [
+            "",
+            "00",
+            &format!("{text}-more"),
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+        ] {
+            let err = bad.parse::<TraceParent>().unwrap_err();
+            assert!(err.to_string().contains("traceparent"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_device_event_starts_a_trace_named_by_its_id() {
+        let mut reading = event("0190f5a2-7b1c-7d3e-8f00-0123456789ab");
+        start_trace(&mut reading);
+        let trace = EventTrace::of(&reading).unwrap();
+        assert_eq!(
+            trace.parent.trace_id.to_string(),
+            "0190f5a27b1c7d3e8f000123456789ab"
+        );
+        assert!(trace.causes.is_empty());
+        // Started once: a second start keeps it, a redelivery gets the same one.
+        let first = trace.parent;
+        start_trace(&mut reading);
+        assert_eq!(EventTrace::of(&reading).unwrap().parent, first);
+        let mut again = event("0190f5a2-7b1c-7d3e-8f00-0123456789ab");
+        start_trace(&mut again);
+        assert_eq!(EventTrace::of(&again).unwrap().parent, first);
+        // An id that is no UUID still names a trace.
+        let mut other = event("reading-1");
+        start_trace(&mut other);
+        assert_ne!(
+            EventTrace::of(&other).unwrap().parent.trace_id,
+            first.trace_id
+        );
+    }
+
+    #[test]
+    fn children_list_their_causes_nearest_first_and_keep_other_vendors() {
+        let mut root = event("root");
+        root.set_extension(
+            TRACEPARENT,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        );
+        root.set_extension(TRACESTATE, "congo=t61rcWkgMzE");
+        let mut chain = vec![root];
+        for n in 1..=10u8 {
+            let mut next = event(&format!("e{n}"));
+            continue_trace(chain.last().unwrap(), &mut next, SpanId::from_bytes([n; 8]));
+            chain.push(next);
+        }
+        let second = EventTrace::of(&chain[2]).unwrap();
+        assert_eq!(
+            second.causes,
+            vec![
+                SpanId::from_bytes([1; 8]),
+                "00f067aa0ba902b7".parse().unwrap()
+            ]
+        );
+        let state = string_extension(&chain[2], TRACESTATE).unwrap();
+        assert_eq!(
+            state,
+            "ktwin=0101010101010101-00f067aa0ba902b7,congo=t61rcWkgMzE"
+        );
+        let last = EventTrace::of(&chain[10]).unwrap();
+        assert_eq!(
+            last.parent.trace_id.to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(last.parent.span_id, SpanId::from_bytes([10; 8]));
+        assert_eq!(last.causes.len(), MAX_CAUSES);
+        assert_eq!(last.causes[0], SpanId::from_bytes([9; 8]));
+        let value = ktwin_entry(string_extension(&chain[10], TRACESTATE).unwrap()).unwrap();
+        assert!(value.len() <= 256, "{value}");
+    }
+
+    #[test]
+    fn a_cause_without_a_trace_becomes_a_root() {
+        let cause = event("untraced");
+        let mut child = event("child");
+        continue_trace(&cause, &mut child, SpanId::from_bytes([3; 8]));
+        let trace = EventTrace::of(&child).unwrap();
+        assert_eq!(trace.parent.trace_id, TraceId::of_event_id("untraced"));
+        assert_eq!(trace.causes, vec![SpanId::derived("untraced")]);
+    }
+}
