@@ -171,6 +171,13 @@ impl Backend for FaultyBackend {
     ) -> Result<Page<LatestState>, StoreError> {
         self.inner.twins(interface, after, limit).await
     }
+    async fn trace(
+        &self,
+        trace: ktwin_events::trace::TraceId,
+        limit: usize,
+    ) -> Result<Page<TwinEvent>, StoreError> {
+        self.inner.trace(trace, limit).await
+    }
     async fn delete(&self, key: &InstanceKey) -> Result<u64, StoreError> {
         self.inner.delete(key).await
     }
