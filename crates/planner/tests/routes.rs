@@ -211,7 +211,8 @@ fn twin_service_keeps_the_user_template_and_layers_autoscaling_defaults() {
             "KTWIN_EVENT_STORE",
             "KTWIN_GRAPH_URL",
             "KTWIN_INTERFACE",
-            "KTWIN_NAMESPACE"
+            "KTWIN_NAMESPACE",
+            "KTWIN_TOKEN"
         ]
     );
     assert_eq!(service.env[3].value, EnvValue::Literal("city-pole".into()));

@@ -57,7 +57,7 @@ pub fn operator_rules() -> Vec<Value> {
         rule(
             &["dtd.ktwin"],
             &["twininterfaces"],
-            &["get", "list", "watch", "patch"],
+            &["list", "watch", "patch"],
         ),
         rule(&["dtd.ktwin"], &["twininstances"], &["list", "watch"]),
         rule(
