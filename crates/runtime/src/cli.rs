@@ -68,7 +68,8 @@ pub struct UpArgs {
     /// created on first start under PROJECT_DIR/.ktwin/auth/.
     #[arg(long)]
     pub insecure: bool,
-    /// Serve the HTTP port over TLS with this PEM certificate chain (needs --tls-key).
+    /// Serve the HTTP port and the MQTT device port over TLS with this PEM certificate chain
+    /// (needs --tls-key).
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// The certificate's PEM private key (PKCS#8, PKCS#1 or SEC1).
@@ -221,7 +222,7 @@ fn start_sim(
     console: Console,
 ) -> anyhow::Result<tokio::task::JoinHandle<Result<ktwin_sim::SimReport, ktwin_sim::SimError>>> {
     let world = SimWorld::from_graph_json(&platform.planned.graph_json(), "the project's world")?;
-    let mut config = SimConfig::new(&platform.mqtt.host, platform.mqtt.port);
+    let mut config = SimConfig::new(&platform.mqtt_local.host, platform.mqtt_local.port);
     config.credentials = platform.simulator_login();
     config.pace = Pace::Profile {
         profile: LoadProfile::paper(),

@@ -98,8 +98,9 @@ pub struct UpOptions {
     pub store_probe: Option<Arc<StoreProbe>>,
     /// Who may use the platform.
     pub auth: UpAuth,
-    /// Serve the HTTP port over TLS with this certificate (the platform's own services then
-    /// use a second, plain listener on a free loopback port).
+    /// Serve the HTTP port, and the MQTT gate's device port, over TLS with this certificate
+    /// (the platform's own services and simulator then use second, plain listeners on free
+    /// loopback ports).
     pub tls: Option<TlsFiles>,
     /// Faults a soak injects (store outage, link stall, replica kill).
     #[cfg(feature = "bench")]
@@ -193,6 +194,11 @@ pub struct Platform {
     pub https: bool,
     /// Where devices connect.
     pub mqtt: MqttAddress,
+    /// Whether devices connect to [`Platform::mqtt`] over TLS.
+    pub mqtts: bool,
+    /// Where the platform's own simulator connects: [`Platform::mqtt`], or with TLS a plain
+    /// loopback listener of the gate (same credentials and topic rights).
+    pub mqtt_local: MqttAddress,
     /// The planned project.
     pub planned: PlannedProject,
     access: PlatformAccess,
@@ -293,6 +299,8 @@ impl Platform {
         Ok(Self {
             http,
             https: options.tls.is_some(),
+            mqtts: mqtt.local_devices.is_some(),
+            mqtt_local: mqtt.local_devices.unwrap_or_else(|| mqtt.devices.clone()),
             mqtt: mqtt.devices,
             planned,
             access,
@@ -331,6 +339,8 @@ const GATE_HEADER_ROOM: usize = 64 * 1024;
 struct MqttSetup {
     /// Where devices connect: the gate, or the broker itself.
     devices: MqttAddress,
+    /// With TLS on the device port, the gate's plain loopback listener for the simulator.
+    local_devices: Option<MqttAddress>,
     /// Where the platform's own clients connect, and with which login.
     platform: MqttAddress,
     platform_login: Option<(String, Secret)>,
@@ -424,6 +434,7 @@ impl Assembly<'_> {
             MqttChoice::External(address) => {
                 return Ok(MqttSetup {
                     devices: address.clone(),
+                    local_devices: None,
                     platform: address.clone(),
                     platform_login: None,
                     link: None,
@@ -439,6 +450,7 @@ impl Assembly<'_> {
             let embedded = start_embedded_broker(port, None, &declared).await?;
             return Ok(MqttSetup {
                 devices: embedded.address(),
+                local_devices: None,
                 platform: embedded.address(),
                 platform_login: None,
                 embedded_listener: Some(embedded.v4),
@@ -471,13 +483,18 @@ impl Assembly<'_> {
             username: login.0.clone(),
             password: login.1.clone(),
         };
-        let gate = Arc::new(MqttGate::new(
+        let mut gate = MqttGate::new(
             upstream,
             registry,
             declared_topics(&bindings),
             MAX_PAYLOAD + GATE_HEADER_ROOM,
-        ));
+        );
+        if let Some(files) = &self.options.tls {
+            gate = gate.with_tls(files.acceptor().map_err(UpError::Tls)?);
+        }
+        let gate = Arc::new(gate);
         let refusals = gate.refusals();
+        let local_devices = self.start_gate_loopback(&gate).await?;
         self.stages.ingress.spawn(
             "MQTT gate",
             gate.serve(listener, self.stages.stop_ingress.clone()),
@@ -487,12 +504,37 @@ impl Assembly<'_> {
                 host: gate_address.ip().to_string(),
                 port: gate_address.port(),
             },
+            local_devices,
             platform: embedded.address(),
             platform_login: Some(login),
             embedded_listener: Some(gate_address),
             link: Some(embedded.link),
             refusals: Some(refusals),
         })
+    }
+
+    /// With TLS on the device port, a plain listener of `gate` on a free loopback port for the
+    /// platform's own simulator.
+    async fn start_gate_loopback(
+        &mut self,
+        gate: &Arc<MqttGate>,
+    ) -> Result<Option<MqttAddress>, UpError> {
+        if self.options.tls.is_none() {
+            return Ok(None);
+        }
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .and_then(|listener| Ok((listener.local_addr()?, listener)));
+        let (address, listener) =
+            listener.map_err(|source| UpError::Mqtt(MqttError::PortTaken { port: 0, source }))?;
+        self.stages.ingress.spawn(
+            "MQTT gate (loopback)",
+            Arc::clone(gate).serve_loopback(listener, self.stages.stop_ingress.clone()),
+        );
+        Ok(Some(MqttAddress {
+            host: address.ip().to_string(),
+            port: address.port(),
+        }))
     }
 }
 
@@ -857,7 +899,8 @@ impl Platform {
                 self.planned.project.instances.len()
             ),
             format!(
-                "MQTT broker      mqtt://{}:{}  (devices publish on ktwin/real/<interface>/<instance>{})",
+                "MQTT broker      {}://{}:{}  (devices publish on ktwin/real/<interface>/<instance>{})",
+                if self.mqtts { "mqtts" } else { "mqtt" },
                 self.mqtt.host,
                 self.mqtt.port,
                 match &self.access.credentials {

@@ -38,7 +38,14 @@ async fn the_store_exports_the_span_of_storing_a_traced_event() {
     let endpoint = receiver(bodies.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ktwin-store"))
-        .args(["--listen", "127.0.0.1:0", "--insecure", "--backend", "embedded", "--path"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure",
+            "--backend",
+            "embedded",
+            "--path",
+        ])
         .arg(dir.path().join("store"))
         .env("RUST_LOG", "warn")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)

@@ -75,6 +75,25 @@ impl std::fmt::Debug for MqttGate {
     }
 }
 
+/// Gauge of the device sessions the gate relays now (admitted, not yet closed).
+pub const CONNECTIONS: &str = "ktwin_mqtt_connections";
+
+/// One admitted session in [`CONNECTIONS`], for as long as it lives.
+struct ConnectedGauge;
+
+impl ConnectedGauge {
+    fn up() -> Self {
+        metrics::gauge!(CONNECTIONS).increment(1.0);
+        ConnectedGauge
+    }
+}
+
+impl Drop for ConnectedGauge {
+    fn drop(&mut self) {
+        metrics::gauge!(CONNECTIONS).decrement(1.0);
+    }
+}
+
 /// Why one connection through the gate ended early.
 #[derive(Debug, thiserror::Error)]
 enum ConnectionError {
@@ -118,8 +137,26 @@ impl MqttGate {
         Arc::clone(&self.refusals)
     }
 
-    /// Accepts devices on `listener` until `stop` is cancelled.
+    /// Accepts devices on `listener` until `stop` is cancelled, over TLS when the gate has a
+    /// certificate ([`MqttGate::with_tls`]).
     pub async fn serve(self: Arc<Self>, listener: TcpListener, stop: CancellationToken) {
+        let tls = self.tls.clone();
+        self.accept(listener, tls, stop).await;
+    }
+
+    /// Accepts the platform's own clients (its device simulator) on a loopback `listener`
+    /// without TLS, checking their credentials and topics as a device's: what a TLS device
+    /// port costs them is no protection on loopback.
+    pub async fn serve_loopback(self: Arc<Self>, listener: TcpListener, stop: CancellationToken) {
+        self.accept(listener, None, stop).await;
+    }
+
+    async fn accept(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<TlsAcceptor>,
+        stop: CancellationToken,
+    ) {
         loop {
             let (stream, peer) = tokio::select! {
                 () = stop.cancelled() => return,
@@ -133,10 +170,10 @@ impl MqttGate {
                 },
             };
             let gate = Arc::clone(&self);
-            let stop = stop.clone();
+            let (stop, tls) = (stop.clone(), tls.clone());
             tokio::spawn(async move {
                 let _ = stream.set_nodelay(true);
-                let result = match gate.tls.clone() {
+                let result = match tls {
                     Some(tls) => {
                         match tokio::time::timeout(CONNECT_TIMEOUT, tls.accept(stream)).await {
                             Ok(Ok(stream)) => gate.connection(stream, stop).await,
@@ -174,6 +211,7 @@ impl MqttGate {
                 return Err(ConnectionError::Refused);
             }
         };
+        let _connected = ConnectedGauge::up();
         let upstream = TcpStream::connect(self.upstream.address).await?;
         let _ = upstream.set_nodelay(true);
         let (upstream_read, mut upstream_write) = upstream.into_split();
