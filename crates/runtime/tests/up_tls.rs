@@ -10,13 +10,15 @@ use ktwin_auth::tls::TlsFiles;
 use ktwin_runtime::up::{MqttChoice, Platform, UpOptions};
 use ktwin_runtime::{Console, PlannedProject};
 use ktwin_store::BackendChoice;
+use ktwin_testkit::tls::SelfSigned;
 use reqwest::StatusCode;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
 };
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_http_port_serves_tls_with_the_given_certificate() {
+/// `ktwin up` on the example with a fresh self-signed certificate for `localhost`; the scratch
+/// directory (kept alive with the platform), the certificate, the platform.
+async fn start_with_tls() -> (tempfile::TempDir, SelfSigned, Platform) {
     let project = ktwin_testkit::example_project();
     let planned = PlannedProject::load(&project, &BTreeMap::new()).expect("the example plans");
     let dir = tempfile::tempdir().unwrap();
@@ -33,6 +35,12 @@ async fn the_http_port_serves_tls_with_the_given_certificate() {
     let platform = Platform::start(planned, options)
         .await
         .expect("platform starts");
+    (dir, certificate, platform)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_port_serves_tls_with_the_given_certificate() {
+    let (_dir, certificate, platform) = start_with_tls().await;
     assert!(platform.https);
     assert!(
         platform
@@ -119,22 +127,7 @@ async fn first_answer(options: MqttOptions) -> Result<ConnectReturnCode, String>
 async fn devices_connect_over_tls_and_their_messages_are_stored() {
     const SENSOR_INTERFACE: &str = "ngsi-ld-city-airqualityobserved";
     const SENSOR: &str = "ngsi-ld-city-airqualityobserved-nb001-p00001";
-    let project = ktwin_testkit::example_project();
-    let planned = PlannedProject::load(&project, &BTreeMap::new()).expect("the example plans");
-    let dir = tempfile::tempdir().unwrap();
-    let certificate = ktwin_testkit::tls::self_signed(dir.path(), "up");
-    let mut options = UpOptions::new(dir.path());
-    options.http_port = 0;
-    options.mqtt = MqttChoice::Embedded { port: 0 };
-    options.store = BackendChoice::Embedded(dir.path().join("store"));
-    options.console = Console::recording();
-    options.tls = Some(TlsFiles {
-        certificate: certificate.certificate.clone(),
-        private_key: certificate.private_key.clone(),
-    });
-    let platform = Platform::start(planned, options)
-        .await
-        .expect("platform starts");
+    let (_dir, certificate, platform) = start_with_tls().await;
     assert!(platform.mqtts);
     assert!(
         platform
