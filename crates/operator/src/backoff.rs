@@ -13,13 +13,13 @@ use crate::controller::Error;
 /// The longest wait between two tries of a failing object (unless its base is longer).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
 
-/// The first wait after a failure: a conflict (409, someone wrote in between) at once; a
-/// refusal (400/403/422: admission or schema) cannot succeed before something changes, and the
+/// The first wait after a failure: a conflict (409, or a failed `test` of the finalizer
+/// helper's JSON patch: someone wrote in between) at once; a refusal (400/403/422: admission or schema) cannot succeed before something changes, and the
 /// watches bring that change, so rarely; 404 (an object or API not there yet) after a minute;
 /// anything else (the API server or a dependency failing) after a short pause.
 pub fn base_delay(error: &Error) -> Duration {
     match error.status_code() {
-        Some(409) => Duration::from_secs(1),
+        _ if error.is_conflict() => Duration::from_secs(1),
         _ if error.is_refusal() => Duration::from_secs(300),
         Some(404) => Duration::from_secs(60),
         _ => Duration::from_secs(15),
@@ -90,6 +90,16 @@ mod tests {
             owner: "TwinInterface/other".into(),
         }]);
         assert_eq!(retry_after(&children, 1), Duration::from_secs(300));
+        // The finalizer helper's JSON patch tests the finalizers it read: a failed test (422)
+        // is a stale read, retried like a conflict, not a refusal.
+        let stale = |code: u16| {
+            let status = kube::core::Status::failure("testing value failed", "Invalid");
+            let source = kube::Error::Api(Box::new(status.with_code(code)));
+            Error::Finalizer(kube::runtime::finalizer::Error::AddFinalizer(source))
+        };
+        assert_eq!(retry_after(&stale(422), 1), Duration::from_secs(1));
+        assert_eq!(retry_after(&stale(409), 1), Duration::from_secs(1));
+        assert_eq!(retry_after(&stale(404), 1), Duration::from_secs(60));
     }
 
     #[test]

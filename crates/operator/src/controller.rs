@@ -8,12 +8,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::FutureExt;
 use ktwin_model::crd::{EventStore, Gateway, MQTTTrigger, TwinInstance, TwinInterface};
 use ktwin_planner::{KtwinConfig, PlanInput, World, plan_interface};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::ApiResource;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer;
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -53,6 +55,23 @@ pub enum Error {
     /// Some children could not be written (the others were).
     #[error("{}", summary(.0))]
     Children(Vec<ChildError>),
+    /// kube's finalizer helper could not add or remove ktwin's finalizer.
+    #[error("finalizer {FINALIZER}: {0}")]
+    Finalizer(#[source] finalizer::Error<std::convert::Infallible>),
+}
+
+impl From<finalizer::Error<Error>> for Error {
+    /// The reconcile's own error as is; the helper's own failures as [`Error::Finalizer`].
+    fn from(error: finalizer::Error<Error>) -> Self {
+        use finalizer::Error as F;
+        match error {
+            F::ApplyFailed(error) | F::CleanupFailed(error) => error,
+            F::AddFinalizer(source) => Error::Finalizer(F::AddFinalizer(source)),
+            F::RemoveFinalizer(source) => Error::Finalizer(F::RemoveFinalizer(source)),
+            F::UnnamedObject => Error::Finalizer(F::UnnamedObject),
+            F::InvalidFinalizer => Error::Finalizer(F::InvalidFinalizer),
+        }
+    }
 }
 
 fn summary(errors: &[ChildError]) -> String {
@@ -72,7 +91,21 @@ impl Error {
                 ChildError::Api { source, .. } => status_code(source),
                 ChildError::Foreign { .. } => None,
             }),
-            Error::Plan(_) | Error::NoNamespace(_) => None,
+            Error::Finalizer(
+                finalizer::Error::AddFinalizer(source) | finalizer::Error::RemoveFinalizer(source),
+            ) => status_code(source),
+            Error::Plan(_) | Error::NoNamespace(_) | Error::Finalizer(_) => None,
+        }
+    }
+
+    /// Whether the object changed between reading and writing it, so a retry with the new
+    /// version can succeed at once: a 409 Conflict, or a failed `test` (422) of the JSON patch
+    /// kube's finalizer helper sends (it tests the finalizer list it read instead of carrying a
+    /// resourceVersion).
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            Error::Finalizer(_) => matches!(self.status_code(), Some(409 | 422)),
+            _ => self.status_code() == Some(409),
         }
     }
 
@@ -82,7 +115,7 @@ impl Error {
         match self {
             Error::Kube { source, .. } => matches!(status_code(source), Some(400 | 403 | 422)),
             Error::Children(errors) => errors.iter().all(ChildError::is_refusal),
-            Error::Plan(_) | Error::NoNamespace(_) => false,
+            Error::Plan(_) | Error::NoNamespace(_) | Error::Finalizer(_) => false,
         }
     }
 }
@@ -95,6 +128,25 @@ fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
 /// How long a reconcile waits for a reflector's first list before asking the API server.
 const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The reflector stores the reconcilers read instead of listing on every reconcile. A store
+/// absent (a reconcile called directly, as the tests do) or not yet filled falls back to
+/// listing from the API server.
+#[derive(Clone, Default)]
+pub struct Stores {
+    /// The TwinInterfaces the interface controller's reflector holds.
+    pub interfaces: Option<Store<TwinInterface>>,
+    /// The TwinInstances the instance controller's reflector holds.
+    pub instances: Option<Store<TwinInstance>>,
+    /// The EventStores the event store controller's reflector holds.
+    pub event_stores: Option<Store<EventStore>>,
+    /// The MQTTTriggers the MQTTTrigger controller's reflector holds.
+    pub mqtt_triggers: Option<Store<MQTTTrigger>>,
+    /// Every child of each kind, across namespaces (one shared watch per kind). A kind whose
+    /// API is not served never fills its store: its children are listed, and the list's 404
+    /// reports the missing API.
+    pub children: BTreeMap<ChildKind, Store<DynamicObject>>,
+}
+
 /// Shared state of the reconcilers.
 #[derive(Clone)]
 pub struct Context {
@@ -104,11 +156,8 @@ pub struct Context {
     pub config: Arc<KtwinConfig>,
     /// Kubernetes Events publisher.
     pub recorder: Recorder,
-    /// The TwinInterfaces the interface controller's reflector holds; without it (a reconcile
-    /// called directly) they are listed from the API server when needed.
-    pub interfaces: Option<Store<TwinInterface>>,
-    /// The TwinInstances the instance controller's reflector holds, likewise.
-    pub instances: Option<Store<TwinInstance>>,
+    /// What the reflectors hold.
+    pub stores: Stores,
     /// Consecutive failures per object, for the error policy's backoff.
     pub backoff: Arc<crate::backoff::Backoff>,
 }
@@ -124,21 +173,14 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             config: Arc::new(config),
-            interfaces: None,
-            instances: None,
+            stores: Stores::default(),
             backoff: Arc::default(),
         }
     }
 
-    /// Reads the namespace's TwinInterfaces from `store` instead of listing them.
-    pub fn with_interfaces(mut self, store: Store<TwinInterface>) -> Self {
-        self.interfaces = Some(store);
-        self
-    }
-
-    /// Reads the namespace's TwinInstances from `store` instead of listing them.
-    pub fn with_instances(mut self, store: Store<TwinInstance>) -> Self {
-        self.instances = Some(store);
+    /// Reads from `stores` instead of listing.
+    pub fn with_stores(mut self, stores: Stores) -> Self {
+        self.stores = stores;
         self
     }
 
@@ -147,7 +189,7 @@ impl Context {
         &self,
         namespace: &str,
     ) -> Result<Vec<Arc<TwinInterface>>, Error> {
-        in_namespace(&self.client, self.interfaces.as_ref(), namespace).await
+        in_namespace(&self.client, self.stores.interfaces.as_ref(), namespace).await
     }
 
     /// The TwinInstances of `namespace` (see [`in_namespace`]).
@@ -155,7 +197,23 @@ impl Context {
         &self,
         namespace: &str,
     ) -> Result<Vec<Arc<TwinInstance>>, Error> {
-        in_namespace(&self.client, self.instances.as_ref(), namespace).await
+        in_namespace(&self.client, self.stores.instances.as_ref(), namespace).await
+    }
+
+    /// The EventStores of `namespace` (see [`in_namespace`]).
+    async fn event_stores_in(&self, namespace: &str) -> Result<Vec<EventStore>, Error> {
+        let stores = in_namespace(&self.client, self.stores.event_stores.as_ref(), namespace);
+        Ok(stores.await?.iter().map(|s| EventStore::clone(s)).collect())
+    }
+
+    /// The MQTTTriggers of `namespace` (see [`in_namespace`]).
+    async fn mqtt_triggers_in(&self, namespace: &str) -> Result<Vec<MQTTTrigger>, Error> {
+        let triggers = in_namespace(&self.client, self.stores.mqtt_triggers.as_ref(), namespace);
+        Ok(triggers
+            .await?
+            .iter()
+            .map(|t| MQTTTrigger::clone(t))
+            .collect())
     }
 }
 
@@ -347,9 +405,9 @@ enum Applied {
 pub struct Children<'a> {
     /// The owner's uid: ktwin labels every child it writes with it.
     pub owner_uid: &'a str,
-    /// A label selector also finding the children the original operator wrote, which carry no
-    /// owner label; of those, only the ones controlled by this owner count.
-    pub legacy_selector: Option<&'a str>,
+    /// A label (key, value) also finding the children the original operator wrote, which
+    /// carry no owner label; of those, only the ones controlled by this owner count.
+    pub legacy_label: Option<(&'a str, &'a str)>,
 }
 
 impl<'a> Children<'a> {
@@ -357,7 +415,7 @@ impl<'a> Children<'a> {
     pub fn of(owner_uid: &'a str) -> Self {
         Self {
             owner_uid,
-            legacy_selector: None,
+            legacy_label: None,
         }
     }
 }
@@ -393,7 +451,7 @@ async fn sync_kind(
 ) {
     let api = ctx.dynamic(namespace, kind);
     let owner_uid = owner.owner_uid;
-    let current = match existing_children(&api, owner).await {
+    let current = match existing_children(ctx, kind, namespace, owner).await {
         Ok(current) => current,
         Err(err) if status_code(&err) == Some(404) => {
             report.missing_apis.push(Missing::Api(kind.api_name()));
@@ -450,23 +508,54 @@ async fn sync_kind(
     }
 }
 
-/// The existing children of `owner` of the kind `api` serves, by name.
+/// The objects of `kind` in `namespace` carrying the label `(key, value)`: from the kind's
+/// reflector store once it has listed everything, otherwise listed (a 404 then says the API is
+/// not served; its store never fills).
+async fn labelled(
+    ctx: &Context,
+    namespace: &str,
+    kind: ChildKind,
+    (key, value): (&str, &str),
+) -> Result<Vec<DynamicObject>, kube::Error> {
+    let filled = ctx
+        .stores
+        .children
+        .get(&kind)
+        .filter(|store| matches!(store.wait_until_ready().now_or_never(), Some(Ok(()))));
+    if let Some(store) = filled {
+        return Ok(store
+            .state()
+            .iter()
+            .filter(|o| o.namespace().as_deref() == Some(namespace))
+            .filter(|o| o.labels().get(key).map(String::as_str) == Some(value))
+            .map(|o| DynamicObject::clone(o))
+            .collect());
+    }
+    let selector = format!("{key}={value}");
+    let api = ctx.dynamic(namespace, kind);
+    Ok(api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items)
+}
+
+/// The existing children of `owner` of `kind` in `namespace`, by name.
 async fn existing_children(
-    api: &Api<DynamicObject>,
+    ctx: &Context,
+    kind: ChildKind,
+    namespace: &str,
     owner: &Children<'_>,
 ) -> Result<BTreeMap<String, Value>, kube::Error> {
     let mut current = BTreeMap::new();
-    let labelled = format!("{LABEL_OWNER_UID}={}", owner.owner_uid);
-    for (selector, check_owner) in [
-        (Some(labelled.as_str()), false),
-        (owner.legacy_selector, true),
-    ] {
-        let Some(selector) = selector else { continue };
-        for object in api
-            .list(&ListParams::default().labels(selector))
-            .await?
-            .items
-        {
+    let labelled_as_ours = (LABEL_OWNER_UID, owner.owner_uid);
+    for (label, check_owner) in [
+        Some((labelled_as_ours, false)),
+        owner.legacy_label.map(|label| (label, true)),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        for object in labelled(ctx, namespace, kind, label).await? {
             let value = serde_json::to_value(&object).unwrap_or_default();
             let controlled = value["metadata"]["ownerReferences"]
                 .as_array()
@@ -579,48 +668,40 @@ async fn delete_children(
     }
 }
 
-/// Adds or runs the finalizer. Returns `true` when the object is being deleted (cleanup done,
-/// finalizer removed), so the caller stops.
-async fn finalize<K>(
+/// Runs `apply` for `object` behind ktwin's finalizer, with kube's finalizer helper: an object
+/// without it first gets it (that reconcile ends there: the change wakes the next one, which
+/// applies); an object being deleted gets its children of `kinds` deleted, then loses the
+/// finalizer.
+async fn finalized<K, F, Fut>(
     ctx: &Context,
-    api: &Api<K>,
-    object: &K,
+    object: Arc<K>,
     kinds: &[ChildKind],
-) -> Result<bool, Error>
+    apply: F,
+) -> Result<Action, Error>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+    F: FnOnce(Arc<K>) -> Fut,
+    Fut: std::future::Future<Output = Result<Action, Error>>,
 {
-    let name = object.name_any();
-    let finalizers = object.finalizers();
-    let ours = finalizers.iter().any(|f| f == FINALIZER);
-    if object.meta().deletion_timestamp.is_some() {
-        if ours {
-            let namespace = object.namespace().unwrap_or_default();
-            let uid = object.uid().unwrap_or_default();
-            delete_children(ctx, &namespace, &uid, kinds).await?;
-            let rest: Vec<&String> = finalizers.iter().filter(|f| *f != FINALIZER).collect();
-            let patch = json!({"metadata": {
-                "finalizers": rest,
-                "resourceVersion": object.resource_version(),
-            }});
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map_err(kube_err(format!("removing the finalizer of {name}")))?;
+    let namespace = namespace_of(object.as_ref())?;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    let run = |event| async {
+        match event {
+            finalizer::Event::Apply(object) => apply(object).await,
+            finalizer::Event::Cleanup(object) => {
+                let uid = object.uid().unwrap_or_default();
+                delete_children(ctx, &namespace, &uid, kinds).await?;
+                Ok(Action::await_change())
+            }
         }
-        return Ok(true);
-    }
-    if !ours {
-        let mut all: Vec<&str> = finalizers.iter().map(String::as_str).collect();
-        all.push(FINALIZER);
-        let patch = json!({"metadata": {
-            "finalizers": all,
-            "resourceVersion": object.resource_version(),
-        }});
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(kube_err(format!("adding the finalizer to {name}")))?;
-    }
-    Ok(false)
+    };
+    finalizer::finalizer(&api, FINALIZER, object, run)
+        .await
+        .map_err(Error::from)
 }
 
 /// Reads what the cluster provides for rendering; absent things stay `None` (reported later as
@@ -670,19 +751,18 @@ pub async fn discover(
         .and_then(spec_name);
     }
     for trigger in triggers {
-        let selector = format!("{LABEL_KNATIVE_TRIGGER}={trigger}");
-        let before = missing.len();
-        let queues = list_served(
-            ctx,
-            namespace,
-            &external::queue(),
-            &ListParams::default().labels(&selector),
-            &mut missing,
-        )
-        .await?;
-        if missing.len() > before {
-            break;
-        }
+        let label = (LABEL_KNATIVE_TRIGGER, trigger.as_str());
+        let queues = match labelled(ctx, namespace, ChildKind::Queue, label).await {
+            Ok(queues) => queues,
+            Err(err) if status_code(&err) == Some(404) => {
+                let api = Missing::Api(ChildKind::Queue.api_name());
+                if !missing.contains(&api) {
+                    missing.push(api);
+                }
+                break;
+            }
+            Err(source) => return Err(kube_err("listing Queues")(source)),
+        };
         if let Some(queue) = queues.iter().find_map(spec_name) {
             discovered.trigger_queues.insert(trigger.clone(), queue);
         }
@@ -740,20 +820,10 @@ pub const DISPATCHER_CHILDREN: [ChildKind; 3] =
 pub const GATEWAY_CHILDREN: [ChildKind; 2] = [ChildKind::Deployment, ChildKind::Service];
 
 async fn world_input(ctx: &Context, namespace: &str) -> Result<PlanInput, Error> {
-    let event_stores = Api::<EventStore>::namespaced(ctx.client.clone(), namespace)
-        .list(&ListParams::default())
-        .await
-        .map_err(kube_err("listing EventStores"))?
-        .items;
-    let mqtt_triggers = Api::<MQTTTrigger>::namespaced(ctx.client.clone(), namespace)
-        .list(&ListParams::default())
-        .await
-        .map_err(kube_err("listing MQTTTriggers"))?
-        .items;
     Ok(PlanInput {
         namespace: namespace.to_owned(),
-        event_stores,
-        mqtt_triggers,
+        event_stores: ctx.event_stores_in(namespace).await?,
+        mqtt_triggers: ctx.mqtt_triggers_in(namespace).await?,
         ..Default::default()
     })
 }
@@ -821,11 +891,17 @@ pub async fn reconcile_interface(
     interface: Arc<TwinInterface>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    let ctx = ctx.as_ref();
     observed(
         "TwinInterface",
         interface.as_ref(),
-        &ctx,
-        reconcile_interface_inner(&interface, &ctx),
+        ctx,
+        finalized(
+            ctx,
+            interface.clone(),
+            &INTERFACE_CHILDREN,
+            |interface| async move { reconcile_interface_inner(&interface, ctx).await },
+        ),
     )
     .await
 }
@@ -836,9 +912,6 @@ async fn reconcile_interface_inner(
 ) -> Result<Action, Error> {
     let namespace = namespace_of(interface)?;
     let api: Api<TwinInterface> = Api::namespaced(ctx.client.clone(), &namespace);
-    if finalize(ctx, &api, interface, &INTERFACE_CHILDREN).await? {
-        return Ok(Action::await_change());
-    }
     let input = world_input(ctx, &namespace).await?;
     let planned = World::resolve(
         &namespace,
@@ -876,13 +949,10 @@ async fn reconcile_interface_inner(
     // Prune only with the full desired set: with a dependency missing, bindings that cannot be
     // rendered right now must not be deleted.
     let uid = interface.uid().unwrap_or_default();
-    let legacy = format!(
-        "{LABEL_TWIN_INTERFACE}={}",
-        fit(&interface.name_any(), MAX_LABEL)
-    );
+    let legacy = fit(&interface.name_any(), MAX_LABEL);
     let children = Children {
         owner_uid: &uid,
-        legacy_selector: Some(&legacy),
+        legacy_label: Some((LABEL_TWIN_INTERFACE, &legacy)),
     };
     let report = sync_children(
         ctx,
@@ -929,11 +999,17 @@ pub async fn reconcile_event_store(
     store: Arc<EventStore>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    let ctx = ctx.as_ref();
     observed(
         "EventStore",
         store.as_ref(),
-        &ctx,
-        reconcile_event_store_inner(&store, &ctx),
+        ctx,
+        finalized(
+            ctx,
+            store.clone(),
+            &EVENT_STORE_CHILDREN,
+            |store| async move { reconcile_event_store_inner(&store, ctx).await },
+        ),
     )
     .await
 }
@@ -941,9 +1017,6 @@ pub async fn reconcile_event_store(
 async fn reconcile_event_store_inner(store: &EventStore, ctx: &Context) -> Result<Action, Error> {
     let namespace = namespace_of(store)?;
     let api: Api<EventStore> = Api::namespaced(ctx.client.clone(), &namespace);
-    if finalize(ctx, &api, store, &EVENT_STORE_CHILDREN).await? {
-        return Ok(Action::await_change());
-    }
     let input = PlanInput {
         namespace: namespace.clone(),
         event_stores: vec![store.clone()],
@@ -983,11 +1056,17 @@ pub async fn reconcile_mqtt_trigger(
     trigger: Arc<MQTTTrigger>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    let ctx = ctx.as_ref();
     observed(
         "MQTTTrigger",
         trigger.as_ref(),
-        &ctx,
-        reconcile_mqtt_trigger_inner(&trigger, &ctx),
+        ctx,
+        finalized(
+            ctx,
+            trigger.clone(),
+            &DISPATCHER_CHILDREN,
+            |trigger| async move { reconcile_mqtt_trigger_inner(&trigger, ctx).await },
+        ),
     )
     .await
 }
@@ -998,9 +1077,6 @@ async fn reconcile_mqtt_trigger_inner(
 ) -> Result<Action, Error> {
     let namespace = namespace_of(trigger)?;
     let api: Api<MQTTTrigger> = Api::namespaced(ctx.client.clone(), &namespace);
-    if finalize(ctx, &api, trigger, &DISPATCHER_CHILDREN).await? {
-        return Ok(Action::await_change());
-    }
     // The dispatchers carry the device topics the interfaces declare (DTDL MQTT extension).
     let interfaces = ctx
         .interfaces_in(&namespace)
@@ -1053,11 +1129,17 @@ async fn reconcile_mqtt_trigger_inner(
 
 /// Reconciles one Gateway: its Deployment and Service.
 pub async fn reconcile_gateway(gateway: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ctx = ctx.as_ref();
     observed(
         "Gateway",
         gateway.as_ref(),
-        &ctx,
-        reconcile_gateway_inner(&gateway, &ctx),
+        ctx,
+        finalized(
+            ctx,
+            gateway.clone(),
+            &GATEWAY_CHILDREN,
+            |gateway| async move { reconcile_gateway_inner(&gateway, ctx).await },
+        ),
     )
     .await
 }
@@ -1065,9 +1147,6 @@ pub async fn reconcile_gateway(gateway: Arc<Gateway>, ctx: Arc<Context>) -> Resu
 async fn reconcile_gateway_inner(gateway: &Gateway, ctx: &Context) -> Result<Action, Error> {
     let namespace = namespace_of(gateway)?;
     let api: Api<Gateway> = Api::namespaced(ctx.client.clone(), &namespace);
-    if finalize(ctx, &api, gateway, &GATEWAY_CHILDREN).await? {
-        return Ok(Action::await_change());
-    }
     let mut input = world_input(ctx, &namespace).await?;
     input.gateways = vec![gateway.clone()];
     let plan = match ktwin_planner::plan(&input, &ctx.config) {

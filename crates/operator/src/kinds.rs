@@ -137,9 +137,4 @@ pub mod external {
             "exchanges",
         )
     }
-
-    /// rabbitmq.com/v1beta1 Queue.
-    pub fn queue() -> ApiResource {
-        super::ChildKind::Queue.api_resource()
-    }
 }

@@ -1,24 +1,28 @@
 //! Wiring the reconcilers into kube-runtime controllers: watches on owned children, trigger
 //! queues, brokers and the shared EventStore/MQTTTrigger, leader election and the ops endpoints.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::SinkExt;
 use futures::StreamExt;
+use futures::channel::mpsc;
 use ktwin_model::crd::{EventStore, Gateway, MQTTTrigger, TwinInstance, TwinInterface};
 use ktwin_planner::KtwinConfig;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::{Action, Controller, Error as ControllerError};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{ObjectRef, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::{
     Context, DISPATCHER_CHILDREN, EVENT_STORE_CHILDREN, Error, GATEWAY_CHILDREN,
-    INTERFACE_CHILDREN, reconcile_event_store, reconcile_gateway, reconcile_interface,
+    INTERFACE_CHILDREN, Stores, reconcile_event_store, reconcile_gateway, reconcile_interface,
     reconcile_mqtt_trigger,
 };
 use crate::instance::reconcile_twin_instance;
@@ -134,37 +138,35 @@ pub async fn run(client: Client, options: OperatorOptions) -> Result<(), RunErro
         }
     }
     tracing::info!("reconciling");
-    // The reconcilers read the namespace's interfaces and instances from these controllers'
-    // reflectors instead of listing them on every reconcile.
-    let interfaces = interfaces(&client);
+    let mut children = ChildWatches::new();
+    // The reconcilers read the namespace's interfaces, instances, event stores, MQTT triggers
+    // and children from these reflectors instead of listing them on every reconcile.
+    let interfaces = interfaces(&client, &mut children);
     let instances = instances(&client);
-    let ctx = Arc::new(
-        Context::new(client.clone(), options.config)
-            .with_interfaces(interfaces.store())
-            .with_instances(instances.store()),
-    );
+    let event_stores = owning::<EventStore>(&client, &mut children, &EVENT_STORE_CHILDREN);
+    let mqtt_triggers = dispatchers(&client, &mut children);
+    let gateways = owning::<Gateway>(&client, &mut children, &GATEWAY_CHILDREN);
+    let stores = Stores {
+        interfaces: Some(interfaces.store()),
+        instances: Some(instances.store()),
+        event_stores: Some(event_stores.store()),
+        mqtt_triggers: Some(mqtt_triggers.store()),
+        children: children.stores(),
+    };
+    let ctx = Arc::new(Context::new(client.clone(), options.config).with_stores(stores));
     let controllers = futures::future::join5(
         drive(interfaces, reconcile_interface, ctx.clone(), &shutdown),
+        drive(event_stores, reconcile_event_store, ctx.clone(), &shutdown),
         drive(
-            owning::<EventStore>(&client, &EVENT_STORE_CHILDREN),
-            reconcile_event_store,
-            ctx.clone(),
-            &shutdown,
-        ),
-        drive(
-            dispatchers(&client),
+            mqtt_triggers,
             reconcile_mqtt_trigger,
             ctx.clone(),
             &shutdown,
         ),
-        drive(
-            owning::<Gateway>(&client, &GATEWAY_CHILDREN),
-            reconcile_gateway,
-            ctx.clone(),
-            &shutdown,
-        ),
+        drive(gateways, reconcile_gateway, ctx.clone(), &shutdown),
         drive(instances, reconcile_twin_instance, ctx, &shutdown),
     );
+    let controllers = futures::future::join(controllers, children.run(&client, &shutdown));
     match &elector {
         Some(elector) => tokio::select! {
             _ = controllers => Ok(()),
@@ -201,8 +203,75 @@ async fn serve_ops(address: SocketAddr, shutdown: &CancellationToken) -> Result<
     Ok(())
 }
 
+/// How many changed children a controller may have not yet taken before the child watch waits.
+const CHILD_BUFFER: usize = 256;
+
+/// One watch per child kind, across namespaces: its reflector store serves the reconciles'
+/// reads of existing children, and each object it touches (applied or deleted) is then handed
+/// to every controller owning that kind, so a reconcile it wakes reads a store that already
+/// holds the change.
+struct ChildWatches {
+    kinds: BTreeMap<ChildKind, (Writer<DynamicObject>, Vec<mpsc::Sender<DynamicObject>>)>,
+}
+
+impl ChildWatches {
+    fn new() -> Self {
+        let kinds = ChildKind::ALL
+            .into_iter()
+            .map(|kind| (kind, (Writer::new(kind.api_resource()), Vec::new())))
+            .collect();
+        Self { kinds }
+    }
+
+    /// The stores of every kind.
+    fn stores(&self) -> BTreeMap<ChildKind, Store<DynamicObject>> {
+        self.kinds
+            .iter()
+            .map(|(kind, (writer, _))| (*kind, writer.as_reader()))
+            .collect()
+    }
+
+    /// The children of `kind` the watch touches from now on, for one more controller.
+    fn subscribe(
+        &mut self,
+        kind: ChildKind,
+    ) -> impl futures::Stream<Item = Result<DynamicObject, watcher::Error>> + Send + 'static {
+        let (sender, receiver) = mpsc::channel(CHILD_BUFFER);
+        if let Some((_, subscribers)) = self.kinds.get_mut(&kind) {
+            subscribers.push(sender);
+        }
+        receiver.map(Ok)
+    }
+
+    /// Runs the watches until shutdown, filling the stores and feeding the subscribers. A
+    /// kind whose API is not served (a CRD not installed) is retried with backoff and logged;
+    /// its store stays unfilled, so reconciles list it and report the missing API.
+    async fn run(self, client: &Client, shutdown: &CancellationToken) {
+        let watches = self.kinds.into_iter().map(|(kind, (writer, subscribers))| {
+            let api = Api::<DynamicObject>::all_with(client.clone(), &kind.api_resource());
+            let watch = watcher(api, watcher::Config::default()).default_backoff();
+            let touched = reflector(writer, watch)
+                .touched_objects()
+                .take_until(shutdown.clone().cancelled_owned());
+            touched.fold(subscribers, move |mut subscribers, touched| async move {
+                match touched {
+                    Ok(child) => {
+                        for subscriber in &mut subscribers {
+                            // A controller that stopped has nothing left to wake.
+                            let _ = subscriber.send(child.clone()).await;
+                        }
+                    }
+                    Err(error) => tracing::warn!(kind = %kind.kind(), %error, "child watch failed"),
+                }
+                subscribers
+            })
+        });
+        futures::future::join_all(watches).await;
+    }
+}
+
 /// A controller of `K` woken by changes to its children of `kinds`.
-fn owning<K>(client: &Client, kinds: &[ChildKind]) -> Controller<K>
+fn owning<K>(client: &Client, children: &mut ChildWatches, kinds: &[ChildKind]) -> Controller<K>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -212,12 +281,9 @@ where
         + Sync
         + 'static,
 {
-    let wc = watcher::Config::default();
-    let mut controller = Controller::new(Api::<K>::all(client.clone()), wc.clone());
+    let mut controller = Controller::new(Api::<K>::all(client.clone()), watcher::Config::default());
     for kind in kinds {
-        let ar = kind.api_resource();
-        let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
-        controller = controller.owns_with(api, ar, wc.clone());
+        controller = controller.owns_stream_with(children.subscribe(*kind), kind.api_resource());
     }
     controller
 }
@@ -226,9 +292,9 @@ where
 /// trigger's queue (which unblocks that interface's bindings; the event store's queue unblocks
 /// every interface of the namespace), by Brokers, and by the namespace's EventStores and
 /// MQTTTriggers, which the interfaces' plans depend on.
-fn interfaces(client: &Client) -> Controller<TwinInterface> {
+fn interfaces(client: &Client, children: &mut ChildWatches) -> Controller<TwinInterface> {
     let wc = watcher::Config::default();
-    let controller = owning::<TwinInterface>(client, &INTERFACE_CHILDREN);
+    let controller = owning::<TwinInterface>(client, children, &INTERFACE_CHILDREN);
     let store = controller.store();
     let (by_queue, by_broker, by_store, by_trigger, by_schema) = (
         store.clone(),
@@ -237,12 +303,10 @@ fn interfaces(client: &Client) -> Controller<TwinInterface> {
         store.clone(),
         store,
     );
-    let queue_ar = external::queue();
+    let queues = children.subscribe(ChildKind::Queue);
     controller
-        .watches_with(
-            Api::<DynamicObject>::all_with(client.clone(), &queue_ar),
-            queue_ar,
-            wc.clone(),
+        .watches_stream_with(
+            queues,
             move |queue| {
                 let trigger = queue.labels().get(LABEL_KNATIVE_TRIGGER).cloned();
                 let all = all_in(&by_queue, queue.namespace());
@@ -253,6 +317,7 @@ fn interfaces(client: &Client) -> Controller<TwinInterface> {
                     .collect();
                 if own.is_empty() { all } else { own }
             },
+            ChildKind::Queue.api_resource(),
         )
         .watches_with(
             Api::<DynamicObject>::all_with(client.clone(), &external::broker()),
@@ -296,8 +361,8 @@ fn interfaces(client: &Client) -> Controller<TwinInterface> {
 
 /// The MQTTTrigger controller: woken by its children and by the namespace's TwinInterfaces,
 /// whose declared device topics its dispatchers carry.
-fn dispatchers(client: &Client) -> Controller<MQTTTrigger> {
-    let controller = owning::<MQTTTrigger>(client, &DISPATCHER_CHILDREN);
+fn dispatchers(client: &Client, children: &mut ChildWatches) -> Controller<MQTTTrigger> {
+    let controller = owning::<MQTTTrigger>(client, children, &DISPATCHER_CHILDREN);
     let store = controller.store();
     controller.watches(
         Api::<TwinInterface>::all(client.clone()),

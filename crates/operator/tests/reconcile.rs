@@ -4,13 +4,13 @@
 
 mod fake_api;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fake_api::FakeApi;
-use ktwin_model::crd::{EventStore, MQTTTrigger, TwinInterface};
 use ktwin_operator::controller::{
-    Context, DEPENDENCY_RETRY, RESYNC, reconcile_event_store, reconcile_interface,
+    Context, DEPENDENCY_RETRY, Error, RESYNC, reconcile_event_store, reconcile_interface,
     reconcile_mqtt_trigger,
 };
 use ktwin_operator::leader::LeaderElector;
@@ -105,13 +105,49 @@ fn cluster() -> FakeApi {
     fake
 }
 
-fn interface(fake: &FakeApi) -> Arc<TwinInterface> {
-    Arc::new(serde_json::from_value(fake.get(INTERFACES, "city-pole").unwrap()).unwrap())
+/// Reconciles the object `name` of `collection` with `reconcile` as the controller's watch
+/// would, until it settles (the reconcile adding the finalizer is followed by the one applying).
+async fn settle<K, Fut>(
+    fake: &FakeApi,
+    ctx: &Arc<Context>,
+    (collection, name): (&str, &str),
+    reconcile: impl Fn(Arc<K>, Arc<Context>) -> Fut,
+) -> Result<Action, Error>
+where
+    K: serde::de::DeserializeOwned,
+    Fut: Future<Output = Result<Action, Error>>,
+{
+    ktwin_testkit::reconcile::until_settled(
+        || fake.get(collection, name),
+        |object| {
+            reconcile(
+                Arc::new(serde_json::from_value(object).unwrap()),
+                ctx.clone(),
+            )
+        },
+    )
+    .await
 }
 
-async fn try_reconcile(fake: &FakeApi) -> Result<Action, ktwin_operator::controller::Error> {
-    let ctx = Arc::new(Context::new(fake.client(NS), KtwinConfig::default()));
-    reconcile_interface(interface(fake), ctx).await
+fn context(fake: &FakeApi) -> Arc<Context> {
+    Arc::new(Context::new(fake.client(NS), KtwinConfig::default()))
+}
+
+async fn try_reconcile(fake: &FakeApi) -> Result<Action, Error> {
+    let pole = (INTERFACES, "city-pole");
+    settle(fake, &context(fake), pole, reconcile_interface).await
+}
+
+/// Reconciles the MQTTTrigger `mqtt` and the EventStore `event-store` until they settle.
+async fn reconcile_dispatchers_and_store(fake: &FakeApi, ctx: &Arc<Context>) {
+    let mqtt = (MQTT_TRIGGERS, "mqtt");
+    settle(fake, ctx, mqtt, reconcile_mqtt_trigger)
+        .await
+        .unwrap();
+    let store = (EVENT_STORES, "event-store");
+    settle(fake, ctx, store, reconcile_event_store)
+        .await
+        .unwrap();
 }
 
 async fn reconcile(fake: &FakeApi) -> Action {
@@ -497,7 +533,10 @@ async fn a_model_that_cannot_be_planned_is_failed_with_the_reason() {
     let mut config = KtwinConfig::default();
     config.broker.namespace = Some("elsewhere".into());
     let ctx = Arc::new(Context::new(fake.client(NS), config));
-    let action = reconcile_interface(interface(&fake), ctx).await.unwrap();
+    let pole = (INTERFACES, "city-pole");
+    let action = settle(&fake, &ctx, pole, reconcile_interface)
+        .await
+        .unwrap();
     assert_eq!(action, Action::await_change());
     let object = fake.get(INTERFACES, "city-pole").unwrap();
     assert_eq!(object["status"]["phase"], "Failed");
@@ -551,17 +590,8 @@ async fn one_leader_at_a_time_until_its_lease_expires() {
 #[tokio::test]
 async fn mqtt_trigger_and_event_store_reconcile_idempotently() {
     let fake = cluster();
-    let ctx = Arc::new(Context::new(fake.client(NS), KtwinConfig::default()));
-    let trigger = || -> Arc<MQTTTrigger> {
-        Arc::new(serde_json::from_value(fake.get(MQTT_TRIGGERS, "mqtt").unwrap()).unwrap())
-    };
-    let store = || -> Arc<EventStore> {
-        Arc::new(serde_json::from_value(fake.get(EVENT_STORES, "event-store").unwrap()).unwrap())
-    };
-    reconcile_mqtt_trigger(trigger(), ctx.clone())
-        .await
-        .unwrap();
-    reconcile_event_store(store(), ctx.clone()).await.unwrap();
+    let ctx = context(&fake);
+    reconcile_dispatchers_and_store(&fake, &ctx).await;
     assert_eq!(
         fake.names(DEPLOYMENTS),
         vec!["cloud-event-dispatcher", "mqtt-dispatcher"]
@@ -613,10 +643,7 @@ async fn mqtt_trigger_and_event_store_reconcile_idempotently() {
     );
 
     fake.run_controllers();
-    reconcile_mqtt_trigger(trigger(), ctx.clone())
-        .await
-        .unwrap();
-    reconcile_event_store(store(), ctx.clone()).await.unwrap();
+    reconcile_dispatchers_and_store(&fake, &ctx).await;
     let trigger_status = fake.get(MQTT_TRIGGERS, "mqtt").unwrap()["status"].clone();
     assert_eq!(trigger_status["phase"], "Running", "{trigger_status}");
     assert_eq!(
@@ -627,10 +654,7 @@ async fn mqtt_trigger_and_event_store_reconcile_idempotently() {
     let store_status = fake.get(EVENT_STORES, "event-store").unwrap()["status"].clone();
     assert_eq!(store_status["phase"], "Running", "{store_status}");
     fake.take_writes();
-    reconcile_mqtt_trigger(trigger(), ctx.clone())
-        .await
-        .unwrap();
-    reconcile_event_store(store(), ctx).await.unwrap();
+    reconcile_dispatchers_and_store(&fake, &ctx).await;
     assert_eq!(fake.take_writes(), Vec::<String>::new());
 }
 
@@ -715,6 +739,69 @@ async fn the_fake_refuses_what_a_cluster_refuses() {
         .patch("t", &PatchParams::default(), &Patch::Merge(&stale))
         .await;
     assert_eq!(code(patched), 409);
+    // JSON patch (RFC 6902) as kube's finalizer helper sends it. As in evanphx/json-patch, a
+    // `test` of null passes on an absent path; a failed `test` refuses the whole patch with
+    // 422 Invalid (apiserver endpoints/handlers/patch.go) and changes nothing.
+    let json_patch = |operations: Value| async move {
+        let patch: json_patch::Patch = serde_json::from_value(operations).unwrap();
+        api(ChildKind::Trigger)
+            .patch("t", &PatchParams::default(), &Patch::Json::<()>(patch))
+            .await
+    };
+    let add_first = json!([{"op": "test", "path": "/metadata/finalizers", "value": null},
+                           {"op": "add", "path": "/metadata/finalizers", "value": ["a"]}]);
+    assert_eq!(code(json_patch(add_first.clone()).await), 200);
+    assert_eq!(
+        code(json_patch(add_first).await),
+        422,
+        "the list exists now"
+    );
+    let add_to_stale = json!([{"op": "test", "path": "/metadata/finalizers", "value": ["b"]},
+                              {"op": "add", "path": "/metadata/finalizers/-", "value": "c"}]);
+    assert_eq!(code(json_patch(add_to_stale).await), 422);
+    let live = api(ChildKind::Trigger).get("t").await.unwrap();
+    assert_eq!(live.metadata.finalizers, Some(vec!["a".to_owned()]));
+    // A resourceVersion the patch sets is a precondition (409), as in any other write.
+    let stale_version =
+        json!([{"op": "replace", "path": "/metadata/resourceVersion", "value": "1"}]);
+    assert_eq!(code(json_patch(stale_version).await), 409);
+    let remove = json!([{"op": "test", "path": "/metadata/finalizers/0", "value": "a"},
+                        {"op": "remove", "path": "/metadata/finalizers/0"}]);
+    assert_eq!(code(json_patch(remove).await), 200);
+}
+
+/// kube's finalizer helper tests the finalizer list it read: when another controller added
+/// one in between, the patch fails (422) and the failure is retried as a conflict, at once,
+/// not backed off as a refusal; the next reconcile, with the object as it is, adds ours.
+#[tokio::test]
+async fn a_stale_finalizer_list_is_a_conflict_not_a_refusal() {
+    let fake = cluster();
+    let read = fake.get(INTERFACES, "city-pole").unwrap();
+    fake.edit(INTERFACES, "city-pole", |o| {
+        o["metadata"]["finalizers"] = json!(["example.org/other"])
+    });
+    let stale = Arc::new(serde_json::from_value(read).unwrap());
+    let err = reconcile_interface(stale, context(&fake))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Finalizer(_)), "{err:?}");
+    assert_eq!(err.status_code(), Some(422));
+    assert!(err.is_conflict() && !err.is_refusal(), "{err}");
+    assert_eq!(
+        ktwin_operator::backoff::base_delay(&err),
+        Duration::from_secs(1)
+    );
+    assert!(
+        fake.names(KSVC).is_empty(),
+        "nothing applied without the finalizer"
+    );
+    try_reconcile(&fake).await.unwrap();
+    let object = fake.get(INTERFACES, "city-pole").unwrap();
+    assert_eq!(
+        object["metadata"]["finalizers"],
+        json!(["example.org/other", "ktwin.dev/cleanup"])
+    );
+    assert_eq!(fake.names(KSVC), vec!["city-pole"]);
 }
 
 const INSTANCES: &str = "/apis/dtd.ktwin/v0/namespaces/ktwin/twininstances";
@@ -826,6 +913,7 @@ async fn the_running_controllers_react_to_watched_changes() {
     })
     .await;
     // A user's edit reaches the children.
+    fake.take_lists();
     fake.edit(INTERFACES, "city-pole", |o| {
         o["spec"]["service"]["autoScaling"]["maxScale"] = json!(9)
     });
@@ -835,6 +923,29 @@ async fn the_running_controllers_react_to_watched_changes() {
             == "9"
     })
     .await;
+    // The reconciles read children, trigger queues, EventStores, MQTTTriggers and interfaces
+    // from the reflectors' stores: nothing of those is listed in the namespace.
+    let lists = fake.take_lists();
+    let listed: Vec<&String> = lists
+        .iter()
+        .filter(|l| {
+            l.contains("/namespaces/")
+                && [
+                    "bindings",
+                    "queues",
+                    "services",
+                    "triggers",
+                    "deployments",
+                    "statefulsets",
+                    "eventstores",
+                    "mqtttriggers",
+                    "twininterfaces",
+                ]
+                .iter()
+                .any(|plural| l.contains(&format!("/{plural}?")))
+        })
+        .collect();
+    assert!(listed.is_empty(), "listed per reconcile: {listed:?}");
     // A deleted child is restored.
     fake.remove(TRIGGERS, "city-pole");
     eventually("the deleted Trigger is restored", || {
@@ -873,11 +984,8 @@ async fn a_replica_that_loses_the_lease_stops() {
 
 const GATEWAYS: &str = "/apis/core.ktwin/v0/namespaces/ktwin/gateways";
 
-#[tokio::test]
-async fn a_gateway_is_deployed_reported_and_cleaned_up() {
-    use ktwin_model::crd::Gateway;
-    use ktwin_operator::controller::reconcile_gateway;
-    let fake = cluster();
+/// A Gateway `front-door` behind a LoadBalancer, authenticating with a bearer token.
+fn put_gateway(fake: &FakeApi) {
     fake.put(
         GATEWAYS,
         json!({"apiVersion": "core.ktwin/v0", "kind": "Gateway",
@@ -886,11 +994,17 @@ async fn a_gateway_is_deployed_reported_and_cleaned_up() {
                "spec": {"auth": {"bearerTokenSecret": {"name": "front-door-token"}},
                         "service": {"type": "LoadBalancer", "port": 8080}}}),
     );
-    let ctx = Arc::new(Context::new(fake.client(NS), KtwinConfig::default()));
-    let gateway = || -> Arc<Gateway> {
-        Arc::new(serde_json::from_value(fake.get(GATEWAYS, "front-door").unwrap()).unwrap())
-    };
-    reconcile_gateway(gateway(), ctx.clone()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_gateway_is_deployed_reported_and_cleaned_up() {
+    use ktwin_operator::controller::reconcile_gateway;
+    let fake = cluster();
+    put_gateway(&fake);
+    let ctx = context(&fake);
+    let front_door = (GATEWAYS, "front-door");
+    let reconcile = || settle(&fake, &ctx, front_door, reconcile_gateway);
+    reconcile().await.unwrap();
     let deployment = fake.get(DEPLOYMENTS, "front-door").unwrap();
     assert_eq!(
         deployment["spec"]["template"]["spec"]["containers"][0]["args"][0],
@@ -905,7 +1019,7 @@ async fn a_gateway_is_deployed_reported_and_cleaned_up() {
         "Pending"
     );
     fake.run_controllers();
-    reconcile_gateway(gateway(), ctx.clone()).await.unwrap();
+    reconcile().await.unwrap();
     let status = fake.get(GATEWAYS, "front-door").unwrap()["status"].clone();
     assert_eq!(status["phase"], "Running", "{status}");
     assert_eq!(
@@ -915,10 +1029,7 @@ async fn a_gateway_is_deployed_reported_and_cleaned_up() {
     fake.edit(GATEWAYS, "front-door", |g| {
         g["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z")
     });
-    assert_eq!(
-        reconcile_gateway(gateway(), ctx).await.unwrap(),
-        Action::await_change()
-    );
+    assert_eq!(reconcile().await.unwrap(), Action::await_change());
     assert!(fake.get(DEPLOYMENTS, "front-door").is_none());
     assert!(fake.get(SERVICES, "front-door").is_none());
     assert!(fake.get(GATEWAYS, "front-door").is_none());
@@ -928,17 +1039,8 @@ async fn a_gateway_is_deployed_reported_and_cleaned_up() {
 async fn deleting_an_mqtt_trigger_or_event_store_removes_their_children() {
     let fake = cluster();
     fake.unserve("queues.rabbitmq.com");
-    let ctx = Arc::new(Context::new(fake.client(NS), KtwinConfig::default()));
-    let trigger = || -> Arc<MQTTTrigger> {
-        Arc::new(serde_json::from_value(fake.get(MQTT_TRIGGERS, "mqtt").unwrap()).unwrap())
-    };
-    let store = || -> Arc<EventStore> {
-        Arc::new(serde_json::from_value(fake.get(EVENT_STORES, "event-store").unwrap()).unwrap())
-    };
-    reconcile_mqtt_trigger(trigger(), ctx.clone())
-        .await
-        .unwrap();
-    reconcile_event_store(store(), ctx.clone()).await.unwrap();
+    let ctx = context(&fake);
+    reconcile_dispatchers_and_store(&fake, &ctx).await;
     let conditions = fake.get(MQTT_TRIGGERS, "mqtt").unwrap()["status"]["conditions"].clone();
     assert!(
         conditions
@@ -956,10 +1058,7 @@ async fn deleting_an_mqtt_trigger_or_event_store_removes_their_children() {
             o["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z")
         });
     }
-    reconcile_mqtt_trigger(trigger(), ctx.clone())
-        .await
-        .unwrap();
-    reconcile_event_store(store(), ctx).await.unwrap();
+    reconcile_dispatchers_and_store(&fake, &ctx).await;
     assert!(fake.names(DEPLOYMENTS).is_empty());
     assert!(fake.names(STATEFULSETS).is_empty());
     assert!(fake.names(SERVICES).is_empty());
@@ -997,14 +1096,7 @@ async fn two_event_stores_without_a_choice_fail_with_the_fix() {
 #[tokio::test]
 async fn the_operator_is_granted_exactly_the_api_calls_it_makes() {
     let fake = cluster();
-    fake.put(
-        GATEWAYS,
-        json!({"apiVersion": "core.ktwin/v0", "kind": "Gateway",
-               "metadata": {"name": "front-door", "namespace": NS, "uid": "uid-gw",
-                            "generation": 1},
-               "spec": {"auth": {"bearerTokenSecret": {"name": "front-door-token"}},
-                        "service": {"type": "LoadBalancer", "port": 8080}}}),
-    );
+    put_gateway(&fake);
     fake.put(
         INSTANCES,
         json!({"apiVersion": "dtd.ktwin/v0", "kind": "TwinInstance",
@@ -1156,20 +1248,18 @@ async fn the_original_ktwin_resources_reconcile() {
         }
         create_ktwin_resource(&fake, object);
     }
-    let ctx = Arc::new(Context::new(fake.client(NS), KtwinConfig::default()));
+    let ctx = context(&fake);
 
-    let trigger: MQTTTrigger =
-        serde_json::from_value(fake.get(MQTT_TRIGGERS, "mqtttrigger").unwrap()).unwrap();
-    reconcile_mqtt_trigger(Arc::new(trigger), ctx.clone())
+    let mqtt = (MQTT_TRIGGERS, "mqtttrigger");
+    settle(&fake, &ctx, mqtt, reconcile_mqtt_trigger)
         .await
         .unwrap();
     assert_eq!(
         fake.names(DEPLOYMENTS),
         vec!["cloud-event-dispatcher", "mqtt-dispatcher"]
     );
-    let store: EventStore =
-        serde_json::from_value(fake.get(EVENT_STORES, "event-store").unwrap()).unwrap();
-    reconcile_event_store(Arc::new(store), ctx.clone())
+    let store = (EVENT_STORES, "event-store");
+    settle(&fake, &ctx, store, reconcile_event_store)
         .await
         .unwrap();
 
@@ -1177,9 +1267,9 @@ async fn the_original_ktwin_resources_reconcile() {
         let ctx = ctx.clone();
         let fake = fake.clone();
         async move {
-            let interface: TwinInterface =
-                serde_json::from_value(fake.get(INTERFACES, name).unwrap()).unwrap();
-            reconcile_interface(Arc::new(interface), ctx).await.unwrap();
+            settle(&fake, &ctx, (INTERFACES, name), reconcile_interface)
+                .await
+                .unwrap();
             fake.get(INTERFACES, name).unwrap()
         }
     };
@@ -1297,10 +1387,8 @@ async fn declared_device_topics_are_bound_and_handed_to_the_dispatchers() {
                    "service": {"template": {"spec": {"containers": [
                        {"name": "vehicle", "image": "example.org/vehicle:1"}]}}}}}),
     );
-    let ctx = Arc::new(Context::new(fake.client(NS), KtwinConfig::default()));
-    let vehicle: TwinInterface =
-        serde_json::from_value(fake.get(INTERFACES, "vehicle").unwrap()).unwrap();
-    reconcile_interface(Arc::new(vehicle), ctx.clone())
+    let ctx = context(&fake);
+    settle(&fake, &ctx, (INTERFACES, "vehicle"), reconcile_interface)
         .await
         .unwrap();
     let telemetry = fake
@@ -1329,9 +1417,7 @@ async fn declared_device_topics_are_bound_and_handed_to_the_dispatchers() {
     let real = fake.get(BINDINGS, "vehicle-real-mqtt-dispatcher").unwrap();
     assert_eq!(real["spec"]["routingKey"], "ktwin.real.vehicle.#");
 
-    let trigger: MQTTTrigger =
-        serde_json::from_value(fake.get(MQTT_TRIGGERS, "mqtt").unwrap()).unwrap();
-    reconcile_mqtt_trigger(Arc::new(trigger), ctx)
+    settle(&fake, &ctx, (MQTT_TRIGGERS, "mqtt"), reconcile_mqtt_trigger)
         .await
         .unwrap();
     for dispatcher in ["mqtt-dispatcher", "cloud-event-dispatcher"] {

@@ -4,7 +4,8 @@
 //! served on a free port, a scripted MQTT peer for tests of MQTT clients, a local OIDC issuer,
 //! self-signed certificates, the table-driven check of a service's access control, the
 //! arbitrary requests of the route fuzz tests, and what the API server does with a custom
-//! resource (schema validation, the original KTWIN's resources as fixtures).
+//! resource (schema validation, the original KTWIN's resources as fixtures), and a controller's
+//! reconcile driven until it settles.
 //!
 //! It knows no ktwin crate (so any crate may use it without a dependency cycle) and nothing a
 //! product binary needs.
@@ -20,6 +21,7 @@ pub mod mqtt_peer;
 pub mod oidc;
 mod paths;
 mod postgres;
+pub mod reconcile;
 pub mod route_auth;
 pub mod servers;
 pub mod tls;

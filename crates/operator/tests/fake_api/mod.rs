@@ -218,6 +218,8 @@ struct State {
     unserved: BTreeSet<String>,
     /// Every request that is not a read, as `METHOD path`.
     writes: Vec<String>,
+    /// Every list (not a watch), as `path?query`.
+    lists: Vec<String>,
     /// Every API call allowed, as RBAC names it.
     calls: BTreeSet<rbac::Call>,
     /// Every change, for watches: (resourceVersion, collection, ADDED/MODIFIED/DELETED, object).
@@ -372,10 +374,12 @@ impl State {
         let path = parts.uri.path().to_owned();
         let query = parts.uri.query().unwrap_or_default().to_owned();
         let method = parts.method.as_str().to_owned();
+        let target = target(&path);
         if method != "GET" {
             self.writes.push(format!("{method} {path}"));
+        } else if target.name.is_none() {
+            self.lists.push(format!("{path}?{query}"));
         }
-        let target = target(&path);
         if self.unserved.contains(&target.resource) {
             return answer(
                 404,
@@ -535,10 +539,52 @@ impl State {
             }
             merge(&mut object, &patch);
             self.store(target, name, object, existing)
+        } else if content_type.starts_with("application/json-patch+json") {
+            let Some(mut object) = existing.clone() else {
+                return answer(404, status(404, "NotFound", "not found"));
+            };
+            if let Err(message) = json_patch_object(&mut object, body) {
+                // apiserver's patch handler (endpoints/handlers/patch.go, applyJSPatch): a
+                // patch that does not apply is 422 Invalid.
+                return answer(422, status(422, "Invalid", &message));
+            }
+            // A resourceVersion the patch sets is a precondition, as in a merge patch.
+            if object["metadata"]["resourceVersion"] != existing_version(existing.as_ref()) {
+                return answer(409, status(409, "Conflict", "the object has been modified"));
+            }
+            self.store(target, name, object, existing)
         } else {
             panic!("the fake does not serve {content_type} patches");
         }
     }
+}
+
+fn existing_version(existing: Option<&Value>) -> Value {
+    existing.map_or(Value::Null, |o| o["metadata"]["resourceVersion"].clone())
+}
+
+/// An RFC 6902 JSON patch as the API server applies it (evanphx/json-patch): the operations in
+/// order, all or nothing. As there, a `test` of `null` passes on a path that does not exist
+/// (kube's finalizer helper tests an absent `/metadata/finalizers` that way); a failed `test`,
+/// like any operation that does not apply, refuses the whole patch.
+fn json_patch_object(object: &mut Value, patch: Value) -> Result<(), String> {
+    let operations: Vec<json_patch::PatchOperation> =
+        serde_json::from_value(patch).map_err(|err| format!("invalid JSON patch: {err}"))?;
+    let mut patched = object.clone();
+    for operation in &operations {
+        match operation {
+            json_patch::PatchOperation::Test(test) if test.value.is_null() => {
+                let found = patched.pointer(test.path.as_str());
+                if found.is_some_and(|v| !v.is_null()) {
+                    return Err(format!("testing value {} failed", test.path));
+                }
+            }
+            operation => json_patch::patch(&mut patched, std::slice::from_ref(operation))
+                .map_err(|err| format!("the JSON patch does not apply: {err}"))?,
+        }
+    }
+    *object = patched;
+    Ok(())
 }
 
 impl FakeApi {
@@ -708,6 +754,11 @@ impl FakeApi {
     /// Requests that were not reads since the last call.
     pub fn take_writes(&self) -> Vec<String> {
         std::mem::take(&mut self.state().writes)
+    }
+
+    /// Lists (not watches) since the last call, as `path?query`.
+    pub fn take_lists(&self) -> Vec<String> {
+        std::mem::take(&mut self.state().lists)
     }
 
     /// What the topology operator does with objects being deleted: it deletes them on the
