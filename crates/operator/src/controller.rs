@@ -217,6 +217,23 @@ impl Context {
     }
 }
 
+/// A kind of resource kube-runtime watches, keeps in a store and reconciles.
+pub(crate) trait Watched:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// The objects of `namespace`: from the reflector `store` once it has listed them all,
 /// otherwise (no reflector, or its first list not done within [`STORE_WAIT`]) from the API
 /// server.
@@ -226,13 +243,7 @@ async fn in_namespace<K>(
     namespace: &str,
 ) -> Result<Vec<Arc<K>>, Error>
 where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Watched + Resource<Scope = kube::core::NamespaceResourceScope>,
 {
     if let Some(store) = store
         && let Ok(Ok(())) = tokio::time::timeout(STORE_WAIT, store.wait_until_ready()).await

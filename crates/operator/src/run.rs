@@ -17,13 +17,12 @@ use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::{
     Context, DISPATCHER_CHILDREN, EVENT_STORE_CHILDREN, Error, GATEWAY_CHILDREN,
-    INTERFACE_CHILDREN, Stores, reconcile_event_store, reconcile_gateway, reconcile_interface,
-    reconcile_mqtt_trigger,
+    INTERFACE_CHILDREN, Stores, Watched, reconcile_event_store, reconcile_gateway,
+    reconcile_interface, reconcile_mqtt_trigger,
 };
 use crate::instance::reconcile_twin_instance;
 use crate::kinds::{ChildKind, external};
@@ -273,13 +272,7 @@ impl ChildWatches {
 /// A controller of `K` woken by changes to its children of `kinds`.
 fn owning<K>(client: &Client, children: &mut ChildWatches, kinds: &[ChildKind]) -> Controller<K>
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
 {
     let mut controller = Controller::new(Api::<K>::all(client.clone()), watcher::Config::default());
     for kind in kinds {
@@ -424,13 +417,7 @@ async fn drive<K, F, Fut>(
     ctx: Arc<Context>,
     shutdown: &CancellationToken,
 ) where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
     F: FnMut(Arc<K>, Arc<Context>) -> Fut,
     Fut: std::future::Future<Output = Result<Action, Error>> + Send + 'static,
 {

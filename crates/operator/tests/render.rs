@@ -413,17 +413,22 @@ fn every_rendered_object_is_valid() {
 #[test]
 fn plan_output_snapshot() {
     let plan = plan_of(&fixture());
+    assert_plan_snapshots(&plan, "fixture");
+}
+
+/// The plan's rendered objects (`<name>_objects`) and routes (`<name>_routes`) as snapshots.
+fn assert_plan_snapshots(plan: &Plan, name: &str) {
     let rendered = render_plan(
-        &plan,
+        plan,
         &KtwinConfig::default(),
-        &Discovered::placeholders(&plan),
+        &Discovered::placeholders(plan),
     );
     let objects: Vec<Value> = rendered.objects.into_iter().map(|d| d.object).collect();
     insta::assert_snapshot!(
-        "fixture_objects",
+        format!("{name}_objects"),
         ktwin_operator::install::to_yaml_stream(&objects).unwrap()
     );
-    insta::assert_yaml_snapshot!("fixture_routes", routing_table(&plan));
+    insta::assert_yaml_snapshot!(format!("{name}_routes"), routing_table(plan));
 }
 
 /// `ktwin plan examples/smart-city --format yaml`.
@@ -435,17 +440,7 @@ fn smart_city_plan_snapshot() {
         "{} services",
         plan.services().count()
     );
-    let rendered = render_plan(
-        &plan,
-        &KtwinConfig::default(),
-        &Discovered::placeholders(&plan),
-    );
-    let objects: Vec<Value> = rendered.objects.into_iter().map(|d| d.object).collect();
-    insta::assert_snapshot!(
-        "smart_city_objects",
-        ktwin_operator::install::to_yaml_stream(&objects).unwrap()
-    );
-    insta::assert_yaml_snapshot!("smart_city_routes", routing_table(&plan));
+    assert_plan_snapshots(&plan, "smart_city");
 }
 
 /// The smart-city fixture's plan with a Gateway, rendered, and the install bundle: every

@@ -32,6 +32,18 @@ fn table(arguments: &Value) -> FieldTable {
     table
 }
 
+/// A channel on the RabbitMQ test server, with its connection.
+async fn test_channel() -> (Connection, Channel) {
+    let connection = Connection::connect(
+        &ktwin_testkit::servers::amqp_url(),
+        ConnectionProperties::default(),
+    )
+    .await
+    .expect("the RabbitMQ test server (KTWIN_TEST_AMQP_URL)");
+    let channel = connection.create_channel().await.unwrap();
+    (connection, channel)
+}
+
 async fn declare_queue(channel: &Channel, queue: &str) {
     channel
         .queue_declare(
@@ -94,13 +106,7 @@ async fn the_rendered_topology_routes_every_event_type_as_the_plan_says() {
         }
     };
 
-    let connection = Connection::connect(
-        &ktwin_testkit::servers::amqp_url(),
-        ConnectionProperties::default(),
-    )
-    .await
-    .expect("the RabbitMQ test server (KTWIN_TEST_AMQP_URL)");
-    let channel = connection.create_channel().await.unwrap();
+    let (connection, channel) = test_channel().await;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await
@@ -374,13 +380,7 @@ async fn device_topics_through_rabbitmqs_mqtt_plugin_reach_the_dispatcher_queue(
     let mqtt_exchange = plan.dispatchers.as_ref().unwrap().mqtt_exchange.clone();
     assert_eq!(mqtt_exchange, "amq.topic");
 
-    let connection = Connection::connect(
-        &ktwin_testkit::servers::amqp_url(),
-        ConnectionProperties::default(),
-    )
-    .await
-    .expect("the RabbitMQ test server (KTWIN_TEST_AMQP_URL)");
-    let channel = connection.create_channel().await.unwrap();
+    let (connection, channel) = test_channel().await;
     channel
         .exchange_declare(
             format!("{run}.broker").as_str().into(),
