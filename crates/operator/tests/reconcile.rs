@@ -956,6 +956,40 @@ async fn the_running_controllers_react_to_watched_changes() {
     operator.abort();
 }
 
+/// With the topology CRDs missing, the running operator's watches of Bindings and Queues never
+/// fill their stores: the reconciles list them, report the missing APIs, apply the rest, and
+/// deletion completes.
+#[tokio::test]
+async fn the_running_operator_without_the_topology_crds_applies_the_rest() {
+    let fake = cluster();
+    for resource in ["bindings.rabbitmq.com", "queues.rabbitmq.com"] {
+        fake.unserve(resource);
+    }
+    let operator = tokio::spawn(ktwin_operator::run(
+        fake.client(NS),
+        operator_options(false),
+    ));
+    eventually(
+        "the Knative objects are applied, the missing APIs reported",
+        || {
+            let status = &fake.get(INTERFACES, "city-pole").unwrap()["status"];
+            fake.get(KSVC, "city-pole").is_some()
+                && status.to_string().contains("ApiNotInstalled")
+                && status.to_string().contains("rabbitmq.com/v1beta1 Binding")
+        },
+    )
+    .await;
+    fake.edit(INTERFACES, "city-pole", |o| {
+        o["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z")
+    });
+    eventually("the interface's finalizer ran", || {
+        fake.get(INTERFACES, "city-pole").is_none() && fake.names(KSVC).is_empty()
+    })
+    .await;
+    assert!(!operator.is_finished(), "{:?}", operator.await);
+    operator.abort();
+}
+
 #[tokio::test]
 async fn a_replica_that_loses_the_lease_stops() {
     let fake = cluster();
