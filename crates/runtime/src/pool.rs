@@ -148,10 +148,12 @@ enum Outcome {
     /// The replica answered (or could not be reached).
     Done(Result<Vec<Event>, DeliveryError>),
     /// The replica stopped before taking it: route it again.
-    Returned(Event),
+    Returned(Box<Event>),
 }
 
 type Lane = mpsc::Sender<Job>;
+/// A finished launch: the replica's index and the replica, or why it did not start.
+type Launched = (u32, Result<Box<dyn Replica>, LaunchError>);
 type Queue = Arc<Mutex<mpsc::Receiver<Job>>>;
 
 struct Shared {
@@ -332,7 +334,7 @@ impl ServicePool {
             // A job nobody waits for any more is skipped by the worker that takes it.
             match tokio::time::timeout_at(deadline, answer).await {
                 Ok(Ok(Outcome::Done(result))) => return result,
-                Ok(Ok(Outcome::Returned(returned))) => event = returned,
+                Ok(Ok(Outcome::Returned(returned))) => event = *returned,
                 Ok(Err(_)) => return Err(DeliveryError::ShuttingDown(self.shared.name.clone())),
                 Err(_) => return Err(no_replica()),
             }
@@ -385,7 +387,7 @@ async fn return_queued(queue: &Queue) {
     jobs.close();
     while let Ok(job) = jobs.try_recv() {
         // Nobody may wait for it any more; that is fine.
-        let _ = job.reply.send(Outcome::Returned(job.event));
+        let _ = job.reply.send(Outcome::Returned(Box::new(job.event)));
     }
 }
 
@@ -396,7 +398,7 @@ struct Scaler {
     launcher: Arc<dyn Launcher>,
     autoscaler: Autoscaler,
     running: Vec<Running>,
-    launching: JoinSet<(u32, Result<Box<dyn Replica>, LaunchError>)>,
+    launching: JoinSet<Launched>,
     /// Replicas scaled in, finishing what they hold.
     stopping: TaskGroup,
     next_index: u32,
@@ -452,10 +454,7 @@ impl Scaler {
     }
 
     /// A launch finished: the replica starts taking events, or the next launch backs off.
-    fn launched(
-        &mut self,
-        launched: Result<(u32, Result<Box<dyn Replica>, LaunchError>), JoinError>,
-    ) {
+    fn launched(&mut self, launched: Result<Launched, JoinError>) {
         let service = &self.shared.name;
         match launched {
             Ok((index, Ok(replica))) => {
