@@ -10,10 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cloudevents::Event;
-use ktwin_store::{
-    AppendReport, Backend, DeadLetterStore, EventPosition, HistoryQuery, InstanceKey, LatestState,
-    Page, StoreError, TwinEvent,
-};
+use ktwin_store::faults::GatedBackend;
+use ktwin_store::{Backend, StoreError};
 use tokio::sync::watch;
 
 use crate::pool::{DeliveryError, PoolStats};
@@ -98,10 +96,17 @@ impl Faults {
 
     /// `backend` with the store outage switch in front of its commits.
     pub(crate) fn store(&self, backend: Arc<dyn Backend>) -> Arc<dyn Backend> {
-        Arc::new(FaultyBackend {
-            inner: backend,
-            faults: self.clone(),
-        })
+        let shared = Arc::clone(&self.shared);
+        Arc::new(GatedBackend::new(backend, move || {
+            if !shared.store_down.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            shared.refused_appends.fetch_add(1, Ordering::Relaxed);
+            Err(StoreError::unavailable(
+                "committing a batch",
+                "the store is down (fault injected by the soak)",
+            ))
+        }))
     }
 
     /// `endpoint` as a killable replica when `service` is the victim, else unchanged.
@@ -118,74 +123,6 @@ impl Faults {
             name: service.to_owned(),
             faults: self.clone(),
         })
-    }
-}
-
-/// A backend whose commits fail while the store is switched down.
-struct FaultyBackend {
-    inner: Arc<dyn Backend>,
-    faults: Faults,
-}
-
-#[async_trait]
-impl Backend for FaultyBackend {
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-    fn concurrent_appends(&self) -> usize {
-        self.inner.concurrent_appends()
-    }
-    async fn append(&self, events: Vec<TwinEvent>) -> Result<AppendReport, StoreError> {
-        let shared = &self.faults.shared;
-        if shared.store_down.load(Ordering::SeqCst) {
-            shared.refused_appends.fetch_add(1, Ordering::Relaxed);
-            return Err(StoreError::unavailable(
-                "committing a batch",
-                "the store is down (fault injected by the soak)",
-            ));
-        }
-        self.inner.append(events).await
-    }
-    async fn latest(&self, key: &InstanceKey) -> Result<Option<LatestState>, StoreError> {
-        self.inner.latest(key).await
-    }
-    async fn history(
-        &self,
-        key: &InstanceKey,
-        query: &HistoryQuery,
-    ) -> Result<Page<TwinEvent>, StoreError> {
-        self.inner.history(key, query).await
-    }
-    async fn events(
-        &self,
-        after: Option<&EventPosition>,
-        limit: usize,
-    ) -> Result<Page<TwinEvent>, StoreError> {
-        self.inner.events(after, limit).await
-    }
-    async fn twins(
-        &self,
-        interface: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Page<LatestState>, StoreError> {
-        self.inner.twins(interface, after, limit).await
-    }
-    async fn trace(
-        &self,
-        trace: ktwin_events::trace::TraceId,
-        limit: usize,
-    ) -> Result<Page<TwinEvent>, StoreError> {
-        self.inner.trace(trace, limit).await
-    }
-    async fn delete(&self, key: &InstanceKey) -> Result<u64, StoreError> {
-        self.inner.delete(key).await
-    }
-    async fn check(&self) -> Result<(), StoreError> {
-        self.inner.check().await
-    }
-    fn dead_letters(&self) -> Option<&dyn DeadLetterStore> {
-        self.inner.dead_letters()
     }
 }
 

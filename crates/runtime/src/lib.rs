@@ -29,6 +29,7 @@ pub mod faults;
 pub mod model_api;
 pub mod mqtt;
 mod mqtt_link;
+mod partition;
 mod payload;
 pub mod pool;
 pub mod process;

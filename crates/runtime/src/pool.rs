@@ -1,6 +1,7 @@
-//! A twin service's replicas behind one delivery queue: events wait in a bounded queue, each
-//! replica takes at most its concurrency from it and receives them as binary-mode CloudEvents
-//! over HTTP, and a scaler task starts and stops replicas as the [`Autoscaler`] decides.
+//! A twin service's replicas, each behind its own bounded queue: every event of one instance
+//! goes to the replica that owns the instance (module `partition`), each replica takes at
+//! most its concurrency from its queue and receives them as binary-mode CloudEvents over HTTP,
+//! and a scaler task starts and stops replicas as the [`Autoscaler`] decides.
 //!
 //! A `2xx` answer completes the delivery (a CloudEvent in the reply is handed back to be
 //! published, Knative reply semantics); anything else, an unreachable replica or a timeout is
@@ -12,11 +13,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cloudevents::{AttributesReader, Event};
-use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::autoscale::{Autoscaler, ScalePolicy};
+use crate::partition::{Claim, Partitions};
 use crate::tasks::TaskGroup;
 
 /// Why a replica could not be started.
@@ -101,7 +103,7 @@ pub enum DeliveryError {
 pub struct PoolConfig {
     /// Scaling policy.
     pub policy: ScalePolicy,
-    /// Events waiting for a replica, at most; [`ServicePool::deliver`] waits beyond.
+    /// Events waiting for one replica, at most; [`ServicePool::deliver`] waits beyond.
     pub queue_capacity: usize,
     /// Timeout of one HTTP delivery to a replica.
     pub request_timeout: Duration,
@@ -136,24 +138,86 @@ pub struct PoolStats {
 
 struct Job {
     event: Event,
-    reply: oneshot::Sender<Result<Vec<Event>, DeliveryError>>,
+    /// The owner epoch of the event's instance ([`ktwin_sdk::OWNER_EPOCH_HEADER`]).
+    epoch: u64,
+    reply: oneshot::Sender<Outcome>,
 }
+
+/// What became of a job.
+enum Outcome {
+    /// The replica answered (or could not be reached).
+    Done(Result<Vec<Event>, DeliveryError>),
+    /// The replica stopped before taking it: route it again.
+    Returned(Box<Event>),
+}
+
+type Lane = mpsc::Sender<Job>;
+/// A finished launch: the replica's index and the replica, or why it did not start.
+type Launched = (u32, Result<Box<dyn Replica>, LaunchError>);
+type Queue = Arc<Mutex<mpsc::Receiver<Job>>>;
 
 struct Shared {
     name: String,
     config: PoolConfig,
     client: reqwest::Client,
-    jobs: Mutex<mpsc::Receiver<Job>>,
-    waiting: AtomicUsize,
+    partitions: std::sync::Mutex<Partitions<Lane>>,
+    /// Bumped when the replicas change or a bucket becomes idle: deliveries waiting for a
+    /// replica or for a bucket to move look again.
+    routing: watch::Sender<u64>,
+    /// Deliveries not answered yet (waiting or in flight).
+    pending: AtomicUsize,
     in_flight: AtomicUsize,
     replicas: AtomicUsize,
     demand: Notify,
 }
 
-/// The replicas of one twin service and the queue in front of them.
+impl Shared {
+    fn partitions(&self) -> std::sync::MutexGuard<'_, Partitions<Lane>> {
+        self.partitions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn routing_changed(&self) {
+        self.routing.send_modify(|generation| *generation += 1);
+    }
+
+    fn release(&self, bucket: usize) {
+        if self.partitions().release(bucket) {
+            self.routing_changed();
+        }
+    }
+}
+
+/// Counts a delivery as pending until it is answered.
+struct Pending<'a>(&'a Shared);
+
+impl<'a> Pending<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        shared.pending.fetch_add(1, Ordering::Relaxed);
+        Self(shared)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A claimed bucket, released when the delivery is answered or given up.
+struct Claimed<'a> {
+    shared: &'a Shared,
+    bucket: usize,
+}
+
+impl Drop for Claimed<'_> {
+    fn drop(&mut self) {
+        self.shared.release(self.bucket);
+    }
+}
+
+/// The replicas of one twin service and the queues in front of them.
 pub struct ServicePool {
     shared: Arc<Shared>,
-    sender: mpsc::Sender<Job>,
     stop: CancellationToken,
     scaler: Mutex<Option<JoinHandle<()>>>,
 }
@@ -170,7 +234,6 @@ impl std::fmt::Debug for ServicePool {
 impl ServicePool {
     /// Starts the pool of service `name` (and its `min_scale` replicas) over `launcher`.
     pub fn start(name: &str, launcher: Arc<dyn Launcher>, config: PoolConfig) -> Self {
-        let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let client = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .pool_max_idle_per_host(config.policy.replica_concurrency as usize)
@@ -180,8 +243,9 @@ impl ServicePool {
             name: name.to_owned(),
             config,
             client,
-            jobs: Mutex::new(receiver),
-            waiting: AtomicUsize::new(0),
+            partitions: std::sync::Mutex::new(Partitions::new()),
+            routing: watch::Sender::new(0),
+            pending: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             replicas: AtomicUsize::new(0),
             demand: Notify::new(),
@@ -190,7 +254,6 @@ impl ServicePool {
         let scaler = tokio::spawn(scale_loop(Arc::clone(&shared), launcher, stop.clone()));
         Self {
             shared,
-            sender,
             stop,
             scaler: Mutex::new(Some(scaler)),
         }
@@ -203,47 +266,78 @@ impl ServicePool {
 
     /// Current replicas, in-flight and waiting events.
     pub fn stats(&self) -> PoolStats {
+        let in_flight = self.shared.in_flight.load(Ordering::Relaxed);
         PoolStats {
             replicas: self.shared.replicas.load(Ordering::Relaxed),
-            in_flight: self.shared.in_flight.load(Ordering::Relaxed),
-            waiting: self.shared.waiting.load(Ordering::Relaxed),
+            in_flight,
+            waiting: self
+                .shared
+                .pending
+                .load(Ordering::Relaxed)
+                .saturating_sub(in_flight),
         }
     }
 
-    /// Delivers `event` to one replica (starting one if none runs) and returns the events its
-    /// reply carries.
-    pub async fn deliver(&self, event: Event) -> Result<Vec<Event>, DeliveryError> {
-        if self.stop.is_cancelled() {
-            return Err(DeliveryError::ShuttingDown(self.shared.name.clone()));
-        }
+    /// Delivers `event` to the replica that owns its instance (starting one if none runs) and
+    /// returns the events its reply carries.
+    pub async fn deliver(&self, mut event: Event) -> Result<Vec<Event>, DeliveryError> {
         let started = Instant::now();
-        let wait_timeout = self.shared.config.wait_timeout;
-        let (reply, answer) = oneshot::channel();
-        self.shared.waiting.fetch_add(1, Ordering::Relaxed);
-        if self.shared.replicas.load(Ordering::Relaxed) == 0 {
-            self.shared.demand.notify_one();
-        }
+        let deadline = tokio::time::Instant::now() + self.shared.config.wait_timeout;
+        let _pending = Pending::new(&self.shared);
+        let mut routing = self.shared.routing.subscribe();
         let no_replica = || DeliveryError::NoReplica {
             service: self.shared.name.clone(),
             waited: started.elapsed(),
         };
-        match tokio::time::timeout(wait_timeout, self.sender.send(Job { event, reply })).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => {
-                self.shared.waiting.fetch_sub(1, Ordering::Relaxed);
+        loop {
+            if self.stop.is_cancelled() {
                 return Err(DeliveryError::ShuttingDown(self.shared.name.clone()));
             }
-            Err(_) => {
-                self.shared.waiting.fetch_sub(1, Ordering::Relaxed);
-                return Err(no_replica());
+            routing.mark_unchanged();
+            let claim = self.shared.partitions().claim(event.source().as_str());
+            let (bucket, lane, epoch) = match claim {
+                Claim::Lane {
+                    bucket,
+                    lane,
+                    epoch,
+                } => (bucket, lane, epoch),
+                waiting => {
+                    if matches!(waiting, Claim::NoReplica) {
+                        self.shared.demand.notify_one();
+                    }
+                    tokio::select! {
+                        _ = routing.changed() => continue,
+                        () = self.stop.cancelled() => continue,
+                        () = tokio::time::sleep_until(deadline) => return Err(no_replica()),
+                    }
+                }
+            };
+            let _claimed = Claimed {
+                shared: &self.shared,
+                bucket,
+            };
+            let (reply, answer) = oneshot::channel();
+            let job = Job {
+                event,
+                epoch,
+                reply,
+            };
+            match tokio::time::timeout_at(deadline, lane.send(job)).await {
+                Ok(Ok(())) => {}
+                // The replica stopped meanwhile.
+                Ok(Err(mpsc::error::SendError(job))) => {
+                    event = job.event;
+                    continue;
+                }
+                Err(_) => return Err(no_replica()),
             }
-        }
-        let remaining = wait_timeout.saturating_sub(started.elapsed());
-        match tokio::time::timeout(remaining, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(DeliveryError::ShuttingDown(self.shared.name.clone())),
-            // The job stays queued; the worker that takes it sees nobody waits and skips it.
-            Err(_) => Err(no_replica()),
+            // A job nobody waits for any more is skipped by the worker that takes it.
+            match tokio::time::timeout_at(deadline, answer).await {
+                Ok(Ok(Outcome::Done(result))) => return result,
+                Ok(Ok(Outcome::Returned(returned))) => event = *returned,
+                Ok(Err(_)) => return Err(DeliveryError::ShuttingDown(self.shared.name.clone())),
+                Err(_) => return Err(no_replica()),
+            }
         }
     }
 
@@ -258,18 +352,42 @@ impl ServicePool {
     }
 }
 
-/// A replica with its workers.
+/// A replica with its queue and workers.
 struct Running {
+    index: u32,
     replica: Box<dyn Replica>,
+    lane: Lane,
+    queue: Queue,
     workers: CancellationToken,
     tasks: TaskGroup,
 }
 
 impl Running {
+    /// Lets the workers finish what they took, hands back what is still queued, stops the
+    /// replica.
     async fn stop(mut self) {
         self.workers.cancel();
         self.tasks.join().await;
+        return_queued(&self.queue).await;
         self.replica.stop().await;
+    }
+
+    /// A replica that died: its workers end, what is queued is handed back.
+    async fn abandon(self) {
+        self.workers.cancel();
+        self.tasks.join_quietly().await;
+        return_queued(&self.queue).await;
+    }
+}
+
+/// Closes a stopped replica's queue and hands each event still in it back to its deliverer,
+/// to be routed to another replica.
+async fn return_queued(queue: &Queue) {
+    let mut jobs = queue.lock().await;
+    jobs.close();
+    while let Ok(job) = jobs.try_recv() {
+        // Nobody may wait for it any more; that is fine.
+        let _ = job.reply.send(Outcome::Returned(Box::new(job.event)));
     }
 }
 
@@ -280,7 +398,7 @@ struct Scaler {
     launcher: Arc<dyn Launcher>,
     autoscaler: Autoscaler,
     running: Vec<Running>,
-    launching: JoinSet<Result<Box<dyn Replica>, LaunchError>>,
+    launching: JoinSet<Launched>,
     /// Replicas scaled in, finishing what they hold.
     stopping: TaskGroup,
     next_index: u32,
@@ -318,8 +436,17 @@ async fn scale_loop(shared: Arc<Shared>, launcher: Arc<dyn Launcher>, stop: Canc
 }
 
 impl Scaler {
+    /// Routes events over the running replicas and shows how many run.
     fn publish_replicas(&self) {
         let running = self.running.len();
+        let lanes = self
+            .running
+            .iter()
+            .map(|r| (r.index, r.lane.clone()))
+            .collect();
+        if self.shared.partitions().set_lanes(lanes) {
+            self.shared.routing_changed();
+        }
         self.shared.replicas.store(running, Ordering::Relaxed);
         // Also when no event comes: a service scaled to zero shows zero.
         metrics::gauge!(crate::service::metric_names::REPLICAS, "service" => self.shared.name.clone())
@@ -327,19 +454,20 @@ impl Scaler {
     }
 
     /// A launch finished: the replica starts taking events, or the next launch backs off.
-    fn launched(&mut self, launched: Result<Result<Box<dyn Replica>, LaunchError>, JoinError>) {
+    fn launched(&mut self, launched: Result<Launched, JoinError>) {
         let service = &self.shared.name;
         match launched {
-            Ok(Ok(replica)) => {
+            Ok((index, Ok(replica))) => {
                 self.launch_backoff = Duration::ZERO;
                 tracing::info!(
                     replica = replica.label(),
                     url = replica.url(),
                     "replica ready"
                 );
-                self.running.push(start_workers(&self.shared, replica));
+                self.running
+                    .push(start_workers(&self.shared, index, replica));
             }
-            Ok(Err(err)) => {
+            Ok((_, Err(err))) => {
                 self.launch_backoff = (self.launch_backoff * 2)
                     .clamp(Duration::from_secs(1), Duration::from_secs(30));
                 self.retry_launch_at = Instant::now() + self.launch_backoff;
@@ -353,6 +481,7 @@ impl Scaler {
     /// Replicas that died are replaced; their in-flight events fail and are redelivered.
     async fn replace_dead(&mut self) {
         let mut alive = Vec::with_capacity(self.running.len());
+        let mut dead = Vec::new();
         for replica in self.running.drain(..) {
             if replica.replica.is_alive().await {
                 alive.push(replica);
@@ -361,23 +490,24 @@ impl Scaler {
                     replica = replica.replica.label(),
                     "replica exited unexpectedly"
                 );
-                replica.workers.cancel();
-                self.stopping.spawn(
-                    replica.replica.label().to_owned(),
-                    replica.tasks.join_quietly(),
-                );
+                dead.push(replica);
             }
         }
         self.running = alive;
+        // Routed elsewhere before its queue is handed back.
         self.publish_replicas();
+        for replica in dead {
+            self.stopping
+                .spawn(replica.replica.label().to_owned(), replica.abandon());
+        }
     }
 
     /// Starts or stops replicas as the autoscaler decides from the observed concurrency.
     fn rescale(&mut self) {
         let shared = &self.shared;
         let now = Instant::now();
-        let concurrency =
-            shared.waiting.load(Ordering::Relaxed) + shared.in_flight.load(Ordering::Relaxed);
+        // Waiting and in flight: every delivery not answered yet.
+        let concurrency = shared.pending.load(Ordering::Relaxed);
         self.autoscaler.observe(now, concurrency);
         let current = u32::try_from(self.running.len() + self.launching.len()).unwrap_or(u32::MAX);
         let desired = self.autoscaler.desired(now, current);
@@ -387,41 +517,37 @@ impl Scaler {
                 let index = self.next_index;
                 self.next_index += 1;
                 self.launching
-                    .spawn(async move { launcher.launch(index).await });
+                    .spawn(async move { (index, launcher.launch(index).await) });
             }
             tracing::info!(service = %shared.name, from = current, to = desired, concurrency, "scaling out");
         } else if desired < current && self.launching.is_empty() {
             let excess = (current - desired) as usize;
             tracing::info!(service = %shared.name, from = current, to = desired, "scaling in");
             let keep = self.running.len().saturating_sub(excess);
-            for replica in self.running.split_off(keep) {
+            let stopped = self.running.split_off(keep);
+            self.publish_replicas();
+            for replica in stopped {
                 self.stopping
                     .spawn(replica.replica.label().to_owned(), replica.stop());
             }
-            self.publish_replicas();
         }
     }
 
-    /// Shutdown: replicas finish what they took; events still queued fail and are redelivered.
+    /// Shutdown: replicas finish what they took; events still queued come back to their
+    /// deliverers, which fail them (the pool is stopping) so that they are redelivered.
     async fn finish(mut self) {
         self.launching.abort_all();
-        self.shared.replicas.store(0, Ordering::Relaxed);
-        let stops: Vec<_> = self.running.drain(..).map(Running::stop).collect();
+        let running: Vec<_> = self.running.drain(..).collect();
+        self.publish_replicas();
+        let stops: Vec<_> = running.into_iter().map(Running::stop).collect();
         futures::future::join_all(stops).await;
         self.stopping.join().await;
-        let mut jobs = self.shared.jobs.lock().await;
-        jobs.close();
-        while let Ok(job) = jobs.try_recv() {
-            self.shared.waiting.fetch_sub(1, Ordering::Relaxed);
-            // Nobody may wait for the answer any more; that is fine.
-            let _ = job
-                .reply
-                .send(Err(DeliveryError::ShuttingDown(self.shared.name.clone())));
-        }
     }
 }
 
-fn start_workers(shared: &Arc<Shared>, replica: Box<dyn Replica>) -> Running {
+fn start_workers(shared: &Arc<Shared>, index: u32, replica: Box<dyn Replica>) -> Running {
+    let (lane, queue) = mpsc::channel(shared.config.queue_capacity.max(1));
+    let queue: Queue = Arc::new(Mutex::new(queue));
     let workers = CancellationToken::new();
     let mut tasks = TaskGroup::new("replica workers");
     for worker in 0..shared.config.policy.replica_concurrency.max(1) {
@@ -429,26 +555,34 @@ fn start_workers(shared: &Arc<Shared>, replica: Box<dyn Replica>) -> Running {
             format!("{} worker {worker}", replica.label()),
             work(
                 Arc::clone(shared),
-                replica.url().to_owned(),
-                replica.label().to_owned(),
+                Arc::clone(&queue),
+                (replica.url().to_owned(), replica.label().to_owned()),
                 workers.clone(),
             ),
         );
     }
     Running {
+        index,
         replica,
+        lane,
+        queue,
         workers,
         tasks,
     }
 }
 
-/// Takes events from the pool's queue one at a time and delivers them to one replica.
-async fn work(shared: Arc<Shared>, url: String, label: String, cancel: CancellationToken) {
+/// Takes events from one replica's queue one at a time and delivers them to it.
+async fn work(
+    shared: Arc<Shared>,
+    queue: Queue,
+    (url, label): (String, String),
+    cancel: CancellationToken,
+) {
     loop {
         let job = {
             let mut jobs = tokio::select! {
                 () = cancel.cancelled() => return,
-                jobs = shared.jobs.lock() => jobs,
+                jobs = queue.lock() => jobs,
             };
             tokio::select! {
                 () = cancel.cancelled() => return,
@@ -456,28 +590,33 @@ async fn work(shared: Arc<Shared>, url: String, label: String, cancel: Cancellat
             }
         };
         let Some(job) = job else { return };
-        shared.waiting.fetch_sub(1, Ordering::Relaxed);
         if job.reply.is_closed() {
             continue;
         }
         shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        let result = post_event(&shared.client, &url, &label, job.event).await;
+        let result = post_event(&shared.client, &url, &label, job.event, job.epoch).await;
         shared.in_flight.fetch_sub(1, Ordering::Relaxed);
         // The deliverer may have given up waiting; the outcome is then nobody's to take.
-        let _ = job.reply.send(result);
+        let _ = job.reply.send(Outcome::Done(result));
     }
 }
 
-/// POSTs `event` in binary mode; a `2xx` reply may carry one CloudEvent to publish.
-pub(crate) async fn post_event(
+/// POSTs `event` in binary mode, with the owner `epoch` of its instance; a `2xx` reply may
+/// carry one CloudEvent to publish.
+async fn post_event(
     client: &reqwest::Client,
     url: &str,
     replica: &str,
     event: Event,
+    epoch: u64,
 ) -> Result<Vec<Event>, DeliveryError> {
     let id = event.id().to_owned();
-    let (headers, body) = ktwin_sdk::to_binary_http(event)
+    let (mut headers, body) = ktwin_sdk::to_binary_http(event)
         .map_err(|err| DeliveryError::Encode(format!("{id}: {err}")))?;
+    headers.insert(
+        ktwin_sdk::OWNER_EPOCH_HEADER,
+        http::HeaderValue::from(epoch),
+    );
     let response = client
         .post(url)
         .headers(headers)

@@ -1065,7 +1065,9 @@ impl Platform {
     }
 
     /// Stops cleanly: no new device messages, lets queued events finish (up to `drain`), stops
-    /// services (replicas finish what they hold), flushes the store, closes the APIs.
+    /// services (replicas finish what they hold), keeps what is still queued as dead letters
+    /// (reason [`SHUTDOWN_REASON`]; `ktwin dead-letters replay` brings them back), flushes the
+    /// store, closes the APIs.
     pub async fn shutdown(mut self, drain: Duration) -> PlatformStats {
         self.readiness.set_ready(false);
         self.stages.stop_ingress.cancel();
@@ -1074,20 +1076,95 @@ impl Platform {
         while !self.drained() && started.elapsed() < drain {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if !self.drained() {
-            tracing::warn!(
-                ?drain,
-                "events still queued after the drain period; they are dropped"
-            );
-        }
+        let drained = self.drained();
+        // Second handles on the subscriptions, so that their queues outlive the consumers.
+        let keepers = if drained {
+            Vec::new()
+        } else {
+            self.keep_queues().await
+        };
         let stats = self.flow();
         self.stages.stop_consumers.cancel();
-        self.stages.consumers.join().await;
+        // Deliveries waiting for a replica fail now (and go back to their queues) rather than
+        // when their wait times out.
         futures::future::join_all(self.services.iter().map(|s| s.endpoint.shutdown())).await;
+        self.stages.consumers.join().await;
+        if !drained {
+            keep_as_dead_letters(&self.broker, keepers, drain).await;
+        }
         self.stages.stop_http.cancel();
         self.stages.http.join().await;
         self.stages.ingest.join().await;
         stats
+    }
+
+    /// A second handle on every service and store subscription.
+    async fn keep_queues(&self) -> Vec<Subscription> {
+        let names: HashSet<&str> = self
+            .services
+            .iter()
+            .map(|s| s.subscription.as_str())
+            .chain(self.store_subscription.as_deref())
+            .collect();
+        let mut keepers = Vec::new();
+        for route in &self.planned.routes.subscriptions {
+            if !names.contains(route.name.as_str()) {
+                continue;
+            }
+            let spec = SubscriptionSpec::new(route.name.clone(), route.filter());
+            match self.broker.subscribe(spec).await {
+                Ok(keeper) => keepers.push(keeper),
+                Err(err) => {
+                    tracing::error!(subscription = %route.name, %err, "cannot keep the subscription's queue at shutdown")
+                }
+            }
+        }
+        keepers
+    }
+}
+
+/// Reason of the dead letters [`Platform::shutdown`] keeps the events still queued in.
+pub const SHUTDOWN_REASON: &str = "shutdown";
+
+/// Counter of the events [`Platform::shutdown`] kept as dead letters, by subscription.
+pub const SHUTDOWN_DEAD_LETTERS_METRIC: &str = "ktwin_up_shutdown_dead_letters_total";
+
+/// Dead-letters every event still queued in `keepers` (into the store: the broker's sink),
+/// counted and logged; what the store refuses (the sink puts it back in its queue) is logged
+/// as lost.
+async fn keep_as_dead_letters(broker: &MemoryBroker, keepers: Vec<Subscription>, drain: Duration) {
+    use futures::FutureExt as _;
+    for mut keeper in keepers {
+        let mut queued = Vec::new();
+        // Everything is settled by now: what is queued is ready at once.
+        while keeper
+            .recv_into(&mut queued, usize::MAX)
+            .now_or_never()
+            .is_some_and(|n| n > 0)
+        {}
+        if queued.is_empty() {
+            continue;
+        }
+        let name = keeper.name().to_owned();
+        let total = queued.len();
+        for delivery in queued {
+            if let Err(err) = delivery.dead_letter(SHUTDOWN_REASON).await {
+                tracing::error!(subscription = %name, %err, "dead-lettering an event queued at shutdown failed");
+            }
+        }
+        let lost = broker.depth(&name).unwrap_or(0);
+        let kept = total.saturating_sub(lost);
+        metrics::counter!(SHUTDOWN_DEAD_LETTERS_METRIC, "subscription" => name.clone())
+            .increment(kept as u64);
+        tracing::warn!(
+            subscription = %name,
+            kept,
+            ?drain,
+            "events still queued after the drain period are kept as dead letters (reason \"shutdown\"): `ktwin dead-letters replay` delivers them again"
+        );
+        if lost > 0 {
+            tracing::error!(subscription = %name, lost, "events queued at shutdown that the store did not take as dead letters are lost");
+        }
     }
 }
 

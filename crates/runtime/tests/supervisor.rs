@@ -5,6 +5,8 @@
 //! The child service is this test binary itself, re-run with `--ignored --exact child_service`
 //! and `KTWIN_TEST_CHILD=1`: no extra binary to build, and it is a real process with a real port.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -245,34 +247,10 @@ struct CountingLauncher {
     delay: Duration,
 }
 
-struct CountingReplica {
-    url: String,
-    label: String,
-    server: tokio::task::JoinHandle<()>,
-}
-
-#[async_trait]
-impl Replica for CountingReplica {
-    fn url(&self) -> &str {
-        &self.url
-    }
-    fn label(&self) -> &str {
-        &self.label
-    }
-    async fn is_alive(&self) -> bool {
-        !self.server.is_finished()
-    }
-    async fn stop(self: Box<Self>) {
-        self.server.abort();
-    }
-}
-
 #[async_trait]
 impl Launcher for CountingLauncher {
     async fn launch(&self, index: u32) -> Result<Box<dyn Replica>, LaunchError> {
         self.launched.fetch_add(1, Ordering::Relaxed);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/", listener.local_addr().unwrap());
         let (current, peak, delay) = (
             Arc::clone(&self.current),
             Arc::clone(&self.peak),
@@ -288,14 +266,8 @@ impl Launcher for CountingLauncher {
                 StatusCode::ACCEPTED
             }
         });
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(Box::new(CountingReplica {
-            url,
-            label: format!("counting-{index}"),
-            server,
-        }))
+        let label = format!("counting-{index}");
+        Ok(Box::new(common::ServerReplica::serve(label, app).await))
     }
 }
 

@@ -21,7 +21,15 @@ pub struct TwinContext {
     graph: Arc<dyn GraphLookup>,
     states: Arc<dyn StateLookup>,
     clock: Clock,
+    owner_epoch: u64,
 }
+
+/// HTTP header by which a runtime that partitions a service's events by instance (`ktwin up`)
+/// tells a replica since when it owns the event's instance: a number that grows each time the
+/// instance's events move to another replica. A replica that sees a larger number than when it
+/// last loaded an instance's [`crate::OwnedStates`] reads the state from the store again,
+/// since another replica may have changed it meanwhile.
+pub const OWNER_EPOCH_HEADER: &str = "ktwin-owner-epoch";
 
 impl TwinContext {
     /// A context over a graph and a state store, with the system clock.
@@ -30,6 +38,7 @@ impl TwinContext {
             graph,
             states,
             clock: Arc::new(Utc::now),
+            owner_epoch: 0,
         }
     }
 
@@ -47,6 +56,19 @@ impl TwinContext {
     /// A context whose clock is frozen at `now`.
     pub fn at(self, now: DateTime<Utc>) -> Self {
         self.with_clock(Arc::new(move || now))
+    }
+
+    /// The context of a delivery whose instance this replica owns since `epoch`
+    /// ([`OWNER_EPOCH_HEADER`]).
+    pub fn with_owner_epoch(mut self, epoch: u64) -> Self {
+        self.owner_epoch = epoch;
+        self
+    }
+
+    /// Since when this replica owns the delivered event's instance ([`OWNER_EPOCH_HEADER`]);
+    /// 0 when the platform does not say.
+    pub fn owner_epoch(&self) -> u64 {
+        self.owner_epoch
     }
 
     /// Now, per the context's clock.

@@ -85,7 +85,7 @@ mod server;
 mod state;
 
 pub use broker::{BrokerClient, RetryPolicy, to_binary_http};
-pub use context::{Clock, TwinContext};
+pub use context::{Clock, OWNER_EPOCH_HEADER, TwinContext};
 pub use emit::{command_event, real_event, store_event, virtual_event};
 pub use error::{HandlerError, LookupError};
 pub use event::TwinEvent;

@@ -17,8 +17,11 @@
 //! past the bound the least recently used idle instances are forgotten, and read from the
 //! store again when their next event comes.
 //!
-//! One replica owns an instance's state; several replicas of one service would each keep
-//! their own copy, so such services run with a single replica (or a partitioned runtime).
+//! One replica owns an instance's state: the runtime must deliver all events of an instance to
+//! one replica at a time. `ktwin up` partitions each service's events by instance and says in
+//! [`crate::OWNER_EPOCH_HEADER`] since when the replica owns it; when that number grows (the
+//! instance was handled elsewhere meanwhile), the state is read from the store again. See
+//! docs/architecture.md, "Owned state and replicas", for what this means on a cluster.
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -59,6 +62,8 @@ struct Applied {
 
 struct Slot<T> {
     loaded: bool,
+    /// The owner epoch ([`TwinContext::owner_epoch`]) the state was loaded or last updated in.
+    epoch: u64,
     current: Option<T>,
     current_bytes: usize,
     applied: VecDeque<Applied>,
@@ -68,6 +73,7 @@ impl<T> Default for Slot<T> {
     fn default() -> Self {
         Self {
             loaded: false,
+            epoch: 0,
             current: None,
             current_bytes: 0,
             applied: VecDeque::new(),
@@ -228,6 +234,11 @@ impl<T: DeserializeOwned + Serialize + Clone + Send> OwnedStates<T> {
         if let Some(result) = slot.result_of::<R>(event_id) {
             return Ok(result);
         }
+        if ctx.owner_epoch() > slot.epoch {
+            // Another replica may have handled the instance since this one last did.
+            slot.loaded = false;
+            slot.epoch = ctx.owner_epoch();
+        }
         if !slot.loaded {
             slot.current = ctx.latest::<T>(interface, instance).await?;
             slot.current_bytes = json_bytes(&slot.current);
@@ -342,6 +353,45 @@ mod tests {
         assert_eq!(last.unwrap(), 40);
         let next = owned.update(&ctx, "p", "p1", "e40", increment).await;
         assert_eq!(next.unwrap(), 41);
+    }
+
+    /// An instance handed back to this replica after another one updated it is read from the
+    /// store again; deliveries in the same epoch use the state in memory.
+    #[tokio::test]
+    async fn a_larger_owner_epoch_reloads_the_state() {
+        let states = Arc::new(MemoryStates::new());
+        let ctx = TwinContext::in_memory(StaticGraph::default(), states.clone());
+        let owned = OwnedStates::<Counter>::new();
+        let at = |epoch| ctx.clone().with_owner_epoch(epoch);
+        assert_eq!(
+            owned
+                .update(&at(1), "p", "p1", "e1", increment)
+                .await
+                .unwrap(),
+            1
+        );
+        states.put(store_event("p", "p1", serde_json::json!({"n": 50})).unwrap());
+        assert_eq!(
+            owned
+                .update(&at(1), "p", "p1", "e2", increment)
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            owned
+                .update(&at(4), "p", "p1", "e3", increment)
+                .await
+                .unwrap(),
+            51
+        );
+        assert_eq!(
+            owned
+                .update(&at(4), "p", "p1", "e2", increment)
+                .await
+                .unwrap(),
+            2
+        );
     }
 
     #[tokio::test]

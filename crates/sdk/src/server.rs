@@ -17,7 +17,7 @@ use ktwin_service::{Problem, Readiness, ops_router, shutdown_token};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{BrokerClient, RetryPolicy, to_binary_http};
-use crate::context::TwinContext;
+use crate::context::{OWNER_EPOCH_HEADER, TwinContext};
 use crate::error::HandlerError;
 use crate::graph::{GraphCachePolicy, HttpGraph, StaticGraph};
 use crate::handler::{TwinHandler, dispatch};
@@ -230,9 +230,17 @@ const SERVICE_LABEL: &str = "twin-service";
 
 async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
+    let owned_since;
+    let ctx = match owner_epoch(&headers) {
+        Some(epoch) => {
+            owned_since = app.ctx.clone().with_owner_epoch(epoch);
+            &owned_since
+        }
+        None => &app.ctx,
+    };
     let result = match cloudevents::binding::http::to_event(&headers, body.to_vec()) {
         Err(err) => Err(HandlerError::Invalid(format!("not a CloudEvent: {err}"))),
-        Ok(event) => match dispatch(app.handler.as_ref(), &app.ctx, event).await {
+        Ok(event) => match dispatch(app.handler.as_ref(), ctx, event).await {
             Ok(events) => app.emitter.emit(events).await,
             Err(err) => Err(err),
         },
@@ -256,6 +264,15 @@ async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Byt
             Problem::new(err.status(), err.to_string()).into_response()
         }
     }
+}
+
+/// The [`OWNER_EPOCH_HEADER`] of a delivery; absent or not a number: none (a platform that
+/// does not partition, whose deliveries never move an instance between replicas).
+fn owner_epoch(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(OWNER_EPOCH_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
 }
 
 /// Why [`serve`] stopped.

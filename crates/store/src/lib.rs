@@ -46,6 +46,8 @@ mod changed;
 pub mod cli;
 pub mod dead_letters;
 mod event;
+#[cfg(feature = "faults")]
+pub mod faults;
 mod ingest;
 mod merge;
 pub mod trace_chain;

@@ -8,91 +8,48 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use ktwin_broker::{Broker, DEFAULT_MAX_DELIVERIES, MemoryBroker, SubscriptionSpec, TypeFilter};
 use ktwin_service::Readiness;
 use ktwin_store::broker::BrokerFeed;
+use ktwin_store::faults::GatedBackend;
 use ktwin_store::{
-    AppendReport, Backend, EventPosition, HistoryQuery, IngestConfig, Ingestor, InstanceKey,
-    LatestState, Page, StoreError, TwinEvent, ingest_feed, keep_readiness,
+    Backend, IngestConfig, Ingestor, InstanceKey, StoreError, TwinEvent, ingest_feed,
+    keep_readiness,
 };
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 const SUBSCRIPTION: &str = "event-store";
 
-/// A real embedded store whose appends fail with a chosen error while one is set.
-struct OutageBackend {
-    inner: Arc<dyn Backend>,
+/// The failure a real embedded store's appends fail with while one is set.
+#[derive(Default)]
+struct Outage {
     failure: Mutex<Option<StoreError>>,
     failed_appends: AtomicUsize,
 }
 
-impl OutageBackend {
+impl Outage {
     fn fail_with(&self, failure: Option<StoreError>) {
         *self.failure.lock().unwrap() = failure;
     }
-}
 
-#[async_trait]
-impl Backend for OutageBackend {
-    fn name(&self) -> &'static str {
-        "outage"
-    }
-    fn concurrent_appends(&self) -> usize {
-        self.inner.concurrent_appends()
-    }
-    async fn append(&self, events: Vec<TwinEvent>) -> Result<AppendReport, StoreError> {
+    /// What an append meets: the failure set, if any (counted).
+    fn gate(&self) -> Result<(), StoreError> {
         let failure = self.failure.lock().unwrap().clone();
-        if let Some(failure) = failure {
-            self.failed_appends.fetch_add(1, Ordering::SeqCst);
-            return Err(failure);
+        match failure {
+            Some(failure) => {
+                self.failed_appends.fetch_add(1, Ordering::SeqCst);
+                Err(failure)
+            }
+            None => Ok(()),
         }
-        self.inner.append(events).await
-    }
-    async fn latest(&self, key: &InstanceKey) -> Result<Option<LatestState>, StoreError> {
-        self.inner.latest(key).await
-    }
-    async fn history(
-        &self,
-        key: &InstanceKey,
-        query: &HistoryQuery,
-    ) -> Result<Page<TwinEvent>, StoreError> {
-        self.inner.history(key, query).await
-    }
-    async fn events(
-        &self,
-        after: Option<&EventPosition>,
-        limit: usize,
-    ) -> Result<Page<TwinEvent>, StoreError> {
-        self.inner.events(after, limit).await
-    }
-    async fn twins(
-        &self,
-        interface: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Page<LatestState>, StoreError> {
-        self.inner.twins(interface, after, limit).await
-    }
-    async fn trace(
-        &self,
-        trace: ktwin_events::trace::TraceId,
-        limit: usize,
-    ) -> Result<Page<TwinEvent>, StoreError> {
-        self.inner.trace(trace, limit).await
-    }
-    async fn delete(&self, key: &InstanceKey) -> Result<u64, StoreError> {
-        self.inner.delete(key).await
-    }
-    async fn check(&self) -> Result<(), StoreError> {
-        self.inner.check().await
     }
 }
 
 struct Fixture {
     _dir: tempfile::TempDir,
-    backend: Arc<OutageBackend>,
+    outage: Arc<Outage>,
+    backend: Arc<dyn Backend>,
     broker: MemoryBroker,
     ingestor: Ingestor,
     cancel: CancellationToken,
@@ -103,11 +60,10 @@ impl Fixture {
     async fn start(failure: StoreError) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let inner = common::open_embedded(dir.path(), common::FJALL).await;
-        let backend = Arc::new(OutageBackend {
-            inner,
-            failure: Mutex::new(Some(failure)),
-            failed_appends: AtomicUsize::new(0),
-        });
+        let outage = Arc::new(Outage::default());
+        outage.fail_with(Some(failure));
+        let gate = Arc::clone(&outage);
+        let backend: Arc<dyn Backend> = Arc::new(GatedBackend::new(inner, move || gate.gate()));
         let (ingestor, _task) = Ingestor::spawn(backend.clone(), IngestConfig::default());
         let broker = MemoryBroker::default();
         let spec = SubscriptionSpec::new(SUBSCRIPTION, TypeFilter::prefix("ktwin."));
@@ -130,6 +86,7 @@ impl Fixture {
         }
         Self {
             _dir: dir,
+            outage,
             backend,
             broker,
             ingestor,
@@ -141,7 +98,7 @@ impl Fixture {
     /// Waits (bounded) until the store has refused at least `attempts` appends.
     async fn refused(&self, attempts: usize) {
         tokio::time::timeout(Duration::from_secs(30), async {
-            while self.backend.failed_appends.load(Ordering::SeqCst) < attempts {
+            while self.outage.failed_appends.load(Ordering::SeqCst) < attempts {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
@@ -149,7 +106,7 @@ impl Fixture {
         .unwrap_or_else(|_| {
             panic!(
                 "the feed stopped retrying after {} failed appends",
-                self.backend.failed_appends.load(Ordering::SeqCst)
+                self.outage.failed_appends.load(Ordering::SeqCst)
             )
         });
     }
@@ -176,7 +133,7 @@ async fn a_store_outage_longer_than_the_delivery_limit_loses_nothing() {
         "transient: not halted"
     );
 
-    fixture.backend.fail_with(None);
+    fixture.outage.fail_with(None);
     let key = InstanceKey::new("city-pole", "pole-1");
     tokio::time::timeout(Duration::from_secs(30), async {
         while fixture.broker.depth(SUBSCRIPTION) != Some(0) {
@@ -214,13 +171,13 @@ async fn a_permanent_failure_halts_ingestion_and_keeps_the_events() {
         failure.chain()
     );
     // Once halted, later submissions get the failure without reaching the database.
-    let attempts = fixture.backend.failed_appends.load(Ordering::SeqCst);
+    let attempts = fixture.outage.failed_appends.load(Ordering::SeqCst);
     let event = ktwin_testkit::cloud_event("x", "ktwin.real.city-pole", "pole-2", json!({}));
     let twin = TwinEvent::from_cloudevent(&event, chrono::Utc::now()).unwrap();
     let refused = fixture.ingestor.submit(vec![twin]).await.unwrap_err();
     assert!(!refused.is_transient());
     assert_eq!(
-        fixture.backend.failed_appends.load(Ordering::SeqCst),
+        fixture.outage.failed_appends.load(Ordering::SeqCst),
         attempts
     );
     // The events stay with their source, unacknowledged and not dead-lettered.

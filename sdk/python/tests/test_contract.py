@@ -332,3 +332,22 @@ def test_serve_reads_the_platform_environment_and_drains_on_sigterm(
 def test_twin_event_errors_are_typed() -> None:
     with pytest.raises(InvalidEvent):
         TwinEvent(CloudEvent({"type": "nope", "source": "x"}))
+
+
+def test_the_runtime_owner_epoch_reaches_the_handler() -> None:
+    service = TwinService()
+
+    @service.on(f"ktwin.real.{DEVICE}")
+    async def echo(event: TwinEvent, ctx: Context) -> CloudEvent:
+        return store_event(DEVICE, event.instance, {"epoch": ctx.owner_epoch})
+
+    with ServedApp(TwinApp(service, Context(), broker=None)) as served:
+        for header, expected in [("7", 7), (None, 0), ("x", 0), ("-1", 0)]:
+            attributes = {"id": "e", "type": f"ktwin.real.{DEVICE}", "source": "d"}
+            message = to_binary(CloudEvent(attributes, {}))
+            headers = dict(message.headers)
+            if header is not None:
+                headers["ktwin-owner-epoch"] = header
+            response = httpx.post(served.url, headers=headers, content=message.body, timeout=30)
+            assert response.status_code == 200, response.text
+            assert json.loads(response.content)["epoch"] == expected, header

@@ -138,6 +138,59 @@ async def test_owned_states_serialize_updates_and_ignore_redeliveries() -> None:
     assert await owned.update(ctx, "parking", "p2", "x", increment) == 1
 
 
+async def test_redeliveries_of_any_remembered_event_return_their_first_result() -> None:
+    ctx = Context()
+    owned: OwnedStates[int] = OwnedStates(lambda fields: int(fields["n"]))
+
+    def increment(previous: int | None) -> tuple[int, int]:
+        value = (previous or 0) + 1
+        return value, value
+
+    for index in range(40):
+        assert await owned.update(ctx, "p", "p1", f"e{index}", increment) == index + 1
+        # Every third event, an earlier one comes again: the last, or one six events back.
+        if index % 3 == 2:
+            earlier = index if index % 2 == 0 else max(index - 6, 0)
+            again = await owned.update(ctx, "p", "p1", f"e{earlier}", increment)
+            assert again == earlier + 1, f"redelivery of e{earlier}"
+    for earlier in [39, 0, 17, 5, 38]:
+        assert await owned.update(ctx, "p", "p1", f"e{earlier}", increment) == earlier + 1
+    assert await owned.update(ctx, "p", "p1", "e40", increment) == 41
+
+
+async def test_owned_states_remember_a_bounded_number_of_events() -> None:
+    ctx = Context()
+    owned: OwnedStates[int] = OwnedStates(lambda fields: 0, remembered_events=8)
+
+    def increment(previous: int | None) -> tuple[int, int]:
+        value = (previous or 0) + 1
+        return value, value
+
+    for index in range(100):
+        await owned.update(ctx, "p", "p1", f"e{index}", increment)
+    assert len(owned._slots[("p", "p1")].applied) == 8
+    assert await owned.update(ctx, "p", "p1", "e92", increment) == 93, "remembered"
+    assert await owned.update(ctx, "p", "p1", "e0", increment) == 101, "forgotten: applied"
+
+
+async def test_a_larger_owner_epoch_reloads_the_state() -> None:
+    stored = MemoryStates()
+    ctx = Context(StaticGraph(), stored)
+    owned: OwnedStates[int] = OwnedStates(lambda fields: int(fields["n"]))
+
+    def increment(previous: int | None) -> tuple[int, int]:
+        value = (previous or 0) + 1
+        return value, value
+
+    first = ctx.with_owner_epoch(1)
+    assert await owned.update(first, "p", "p1", "e1", increment) == 1
+    stored.put(store_event("p", "p1", {"n": 50}))
+    assert await owned.update(first, "p", "p1", "e2", increment) == 2, "same epoch: in memory"
+    later = ctx.with_owner_epoch(4)
+    assert await owned.update(later, "p", "p1", "e3", increment) == 51, "moved back: reloaded"
+    assert await owned.update(later, "p", "p1", "e2", increment) == 2, "still remembered"
+
+
 async def test_owned_states_forget_the_least_recently_used() -> None:
     owned: OwnedStates[int] = OwnedStates(lambda f: 0, max_instances=2)
     ctx = Context()

@@ -49,3 +49,43 @@ pub async fn post_to_broker(
         .expect("the broker ingress answers")
         .status()
 }
+
+/// A replica served in-process: an HTTP server task on its own port (pool tests).
+pub struct ServerReplica {
+    /// Where events are posted.
+    pub url: String,
+    /// Its name in logs.
+    pub label: String,
+    /// The server; aborting it kills the replica.
+    pub server: tokio::task::JoinHandle<()>,
+}
+
+impl ServerReplica {
+    /// Serves `app` on a free loopback port.
+    pub async fn serve(label: String, app: axum::Router) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let url = format!("http://{}/", listener.local_addr().expect("bound"));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { url, label, server }
+    }
+}
+
+#[async_trait::async_trait]
+impl ktwin_runtime::Replica for ServerReplica {
+    fn url(&self) -> &str {
+        &self.url
+    }
+    fn label(&self) -> &str {
+        &self.label
+    }
+    async fn is_alive(&self) -> bool {
+        !self.server.is_finished()
+    }
+    async fn stop(self: Box<Self>) {
+        self.server.abort();
+    }
+}

@@ -161,7 +161,11 @@ class TwinApp:
             event = from_http_event(HTTPMessage(headers, body))
         except Exception as err:  # the cloudevents SDK raises several types
             raise InvalidEvent(f"not a CloudEvent: {err}") from err
-        emitted: list[BaseCloudEvent] = list(await self.service.dispatch(event, self.ctx))
+        ctx = self.ctx
+        epoch = headers.get(OWNER_EPOCH_HEADER, "")
+        if epoch.isascii() and epoch.isdigit():
+            ctx = ctx.with_owner_epoch(int(epoch))
+        emitted: list[BaseCloudEvent] = list(await self.service.dispatch(event, ctx))
         reply = emitted.pop() if self.reply and emitted else None
         if emitted and self.broker is None:
             extra = " (only one fits in the reply)" if self.reply else ""
@@ -170,6 +174,10 @@ class TwinApp:
             assert self.broker is not None
             await self.broker.post(out)
         return reply
+
+
+#: The runtime's header saying since when this replica owns the event's instance.
+OWNER_EPOCH_HEADER = "ktwin-owner-epoch"
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -33,10 +33,18 @@ class Context:
         graph: GraphLookup | None = None,
         states: StateLookup | None = None,
         clock: Clock = utc_now,
+        owner_epoch: int = 0,
     ) -> None:
         self.graph: GraphLookup = graph or StaticGraph()
         self.states: StateLookup = states or MemoryStates()
         self.clock = clock
+        #: Since when this replica owns the delivered event's instance (the runtime's
+        #: ``ktwin-owner-epoch`` header, see :class:`ktwin.OwnedStates`); 0 when not said.
+        self.owner_epoch = owner_epoch
+
+    def with_owner_epoch(self, epoch: int) -> Context:
+        """The same context for a delivery whose instance this replica owns since ``epoch``."""
+        return Context(self.graph, self.states, self.clock, epoch)
 
     def now(self) -> dt.datetime:
         """Now, per the context's clock."""

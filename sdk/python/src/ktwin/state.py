@@ -155,9 +155,10 @@ class _Slot(Generic[T]):
     def __init__(self) -> None:
         self.lock = anyio.Lock()
         self.loaded = False
+        self.epoch = 0
         self.current: T | None = None
-        self.before_last: T | None = None
-        self.last_event_id: str | None = None
+        # The instance's last applied events and what their update returned, oldest first.
+        self.applied: OrderedDict[str, Any] = OrderedDict()
 
 
 class OwnedStates(Generic[T]):
@@ -166,17 +167,33 @@ class OwnedStates(Generic[T]):
     The originals read the event store, computed and wrote back through the broker: the next
     event could read the old state while the write was still queued, and concurrent events
     overwrote each other. :meth:`update` serialises updates per instance and keeps the state it
-    last produced, so the store is read only the first time an instance is seen. A redelivered
-    event (same id as the last update) starts again from the state before that update, so a
-    retry does not apply it twice.
+    last produced, so the store is read only the first time an instance is seen.
 
-    At most ``max_instances`` instances are kept; the least recently updated ones are forgotten
-    and read from the store again when seen next. One replica should own an instance's state.
+    A redelivered event — any of the instance's last ``remembered_events`` applied events, in
+    any order — is recognised by its id and not applied again: :meth:`update` returns what it
+    returned the first time, so the handler emits the same events (with the same derived ids)
+    again, as the Rust SDK's ``OwnedStates`` does.
+
+    At most ``max_instances`` instances are kept (each with at most ``remembered_events``
+    results); the least recently updated ones are forgotten and read from the store again when
+    seen next.
+
+    One replica owns an instance's state: the runtime delivers all events of an instance to
+    one replica at a time. ``ktwin up`` partitions a service's events by instance and says in
+    the ``ktwin-owner-epoch`` header (:attr:`Context.owner_epoch`) since when the replica owns
+    it; when that number grows, the instance was handled elsewhere meanwhile and its state is
+    read from the store again (docs/architecture.md, "Owned state and replicas").
     """
 
-    def __init__(self, decode: Callable[[Fields], T], max_instances: int = 100_000) -> None:
+    def __init__(
+        self,
+        decode: Callable[[Fields], T],
+        max_instances: int = 100_000,
+        remembered_events: int = 64,
+    ) -> None:
         self._decode = decode
         self._max_instances = max_instances
+        self._remembered = max(1, remembered_events)
         self._slots: OrderedDict[tuple[str, str], _Slot[T]] = OrderedDict()
 
     def _slot(self, key: tuple[str, str]) -> _Slot[T]:
@@ -202,15 +219,23 @@ class OwnedStates(Generic[T]):
         """Runs ``update`` on the state of ``instance`` (loaded from the event store on first
         use), one event at a time per instance. ``update`` gets the previous state (``None`` if
         there is none) and returns the new state and a result; the new state is kept only if
-        ``update`` returns."""
+        ``update`` returns. For a redelivered event (``event_id`` among the remembered ones),
+        ``update`` is not called and the result of its first application is returned."""
         slot = self._slot((interface, instance))
         async with slot.lock:
+            if event_id in slot.applied:
+                result: R = slot.applied[event_id]
+                return result
+            if ctx.owner_epoch > slot.epoch:
+                # Another replica may have handled the instance since this one last did.
+                slot.loaded, slot.epoch = False, ctx.owner_epoch
             if not slot.loaded:
                 stored = await ctx.latest(interface, instance)
                 slot.current = None if stored is None else self._decode(stored.fields)
                 slot.loaded = True
-            redelivered = slot.last_event_id == event_id
-            previous = slot.before_last if redelivered else slot.current
-            state, result = update(previous)
-            slot.before_last, slot.current, slot.last_event_id = previous, state, event_id
+            state, result = update(slot.current)
+            slot.current = state
+            slot.applied[event_id] = result
+            while len(slot.applied) > self._remembered:
+                slot.applied.popitem(last=False)
             return result
