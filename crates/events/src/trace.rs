@@ -292,7 +292,11 @@ pub fn start_trace(event: &mut Event) {
 /// carries no valid `traceparent` of its own: Knative's and eventing-rabbitmq's dispatchers
 /// send trace context as the plain `traceparent`/`tracestate` headers, so without this a trace
 /// started outside ktwin would break at every twin service. An invalid header is ignored.
-pub fn adopt_transport_trace(event: &mut Event, traceparent: Option<&str>, tracestate: Option<&str>) {
+pub fn adopt_transport_trace(
+    event: &mut Event,
+    traceparent: Option<&str>,
+    tracestate: Option<&str>,
+) {
     if EventTrace::of(event).is_some() {
         return;
     }

@@ -230,11 +230,19 @@ async fn a_python_convention_command_reaches_the_related_twin_in_its_trace() {
         .filter(|r| r.interface == PARKING)
         .map(|r| r.instance.clone())
         .collect();
-    assert_eq!(related, [parking], "the spot belongs to one off-street parking");
+    assert_eq!(
+        related,
+        [parking],
+        "the spot belongs to one off-street parking"
+    );
 
     // The graph service's instance route, as a service's HttpGraph reads it: the sender's node
     // by name alone, whatever its interface.
-    let admin = platform.credentials().expect("auth is on").admin_token.expose();
+    let admin = platform
+        .credentials()
+        .expect("auth is on")
+        .admin_token
+        .expose();
     let lookup = HttpGraph::new(
         &format!("{base}/api/v1/twin-graph"),
         GraphCachePolicy::default(),

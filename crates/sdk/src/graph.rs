@@ -217,7 +217,8 @@ impl HttpGraph {
     /// `GET {base}/instances/{instance}`: `404` is "not in the graph".
     async fn fetch_instance(&self, instance: &str) -> Result<Option<TwinNode>, LookupError> {
         let what = || format!("twin {instance} in the twin graph ({})", self.base_url);
-        let mut url = reqwest::Url::parse(&self.base_url).map_err(|e| LookupError::new(what(), e))?;
+        let mut url =
+            reqwest::Url::parse(&self.base_url).map_err(|e| LookupError::new(what(), e))?;
         url.path_segments_mut()
             .map_err(|()| LookupError::new(what(), "the graph URL cannot take a path"))?
             .extend(["instances", instance]);

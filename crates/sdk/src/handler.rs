@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use cloudevents::{AttributesReader, AttributesWriter, Event};
-use ktwin_events::{EventKind, EventType};
 use ktwin_events::trace::{SpanId, continue_trace};
+use ktwin_events::{EventKind, EventType};
 use sha2::{Digest, Sha256};
 
 use crate::command::resolve_target;

@@ -28,9 +28,7 @@ pub fn up_options(dir: &Path) -> UpOptions {
     options.http_port = 0;
     options.mqtt = MqttChoice::Embedded { port: 0 };
     options.store = BackendChoice::Embedded(dir.join("store"));
-    options.handlers = ktwin_smart_city_services::handlers()
-        .into_iter()
-        .collect();
+    options.handlers = ktwin_smart_city_services::handlers().into_iter().collect();
     options.console = Console::recording();
     options
 }
@@ -91,7 +89,11 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(client: &reqwest::Client, 
         .send()
         .await
         .unwrap_or_else(|err| panic!("GET {url}: {err}"));
-    assert!(response.status().is_success(), "GET {url}: {}", response.status());
+    assert!(
+        response.status().is_success(),
+        "GET {url}: {}",
+        response.status()
+    );
     response
         .json()
         .await
