@@ -226,6 +226,24 @@ mod tests {
         assert_eq!(back, event);
     }
 
+    /// MQTT 3.1.1 has no headers: the trace reaches a device only inside a structured payload
+    /// (docs/architecture.md, "Traces"); the data format stays the bare data original devices
+    /// parse.
+    #[test]
+    fn only_the_structured_format_carries_the_trace_to_the_device() {
+        let mut event = virtual_event("ktwin.virtual.city-pole", "pole-1");
+        ktwin_events::trace::start_trace(&mut event);
+        let traceparent = ktwin_events::trace::EventTrace::of(&event)
+            .unwrap()
+            .parent
+            .to_string();
+        let message = to_device_message(&event, PayloadFormat::Structured, &none()).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!(json["traceparent"], traceparent.as_str());
+        let message = to_device_message(&event, PayloadFormat::Data, &none()).unwrap();
+        assert_eq!(message.payload, br#"{"batteryLevel":90}"#);
+    }
+
     #[test]
     fn refuses_other_kinds_and_unusable_sources() {
         let real = virtual_event("ktwin.real.city-pole", "pole-1");

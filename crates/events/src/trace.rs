@@ -288,6 +288,30 @@ pub fn start_trace(event: &mut Event) {
     event.remove_extension(TRACESTATE);
 }
 
+/// Gives `event` the W3C trace context of the HTTP request that carried it when the event
+/// carries no valid `traceparent` of its own: Knative's and eventing-rabbitmq's dispatchers
+/// send trace context as the plain `traceparent`/`tracestate` headers, so without this a trace
+/// started outside ktwin would break at every twin service. An invalid header is ignored.
+pub fn adopt_transport_trace(
+    event: &mut Event,
+    traceparent: Option<&str>,
+    tracestate: Option<&str>,
+) {
+    if EventTrace::of(event).is_some() {
+        return;
+    }
+    let Some(parent) = traceparent.and_then(|text| text.trim().parse::<TraceParent>().ok()) else {
+        return;
+    };
+    event.set_extension(TRACEPARENT, parent.to_string());
+    match tracestate.map(str::trim).filter(|state| !state.is_empty()) {
+        Some(state) => event.set_extension(TRACESTATE, state.to_owned()),
+        None => {
+            event.remove_extension(TRACESTATE);
+        }
+    }
+}
+
 /// Makes `event` a child of `cause` in `cause`'s trace, with span id `span`: the `ktwin` entry
 /// of its `tracestate` lists `cause`'s span and causes, and other vendors' entries of `cause`'s
 /// `tracestate` are kept behind it. A `cause` without a valid trace is taken as the root of
@@ -364,6 +388,34 @@ mod tests {
             let err = bad.parse::<TraceParent>().unwrap_err();
             assert!(err.to_string().contains("traceparent"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn the_transport_trace_is_taken_only_when_the_event_has_none() {
+        let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut bare = event("e-1");
+        adopt_transport_trace(&mut bare, Some(header), Some("rojo=00f067aa0ba902b7"));
+        let adopted = EventTrace::of(&bare).expect("the header's trace");
+        assert_eq!(adopted.parent.to_string(), header);
+        assert_eq!(
+            string_extension(&bare, TRACESTATE),
+            Some("rojo=00f067aa0ba902b7")
+        );
+        // The event's own trace wins over the transport's.
+        let mut traced = event("e-2");
+        start_trace(&mut traced);
+        let own = EventTrace::of(&traced).unwrap();
+        adopt_transport_trace(&mut traced, Some(header), None);
+        assert_eq!(EventTrace::of(&traced).unwrap(), own);
+        // An invalid header is no trace; an invalid attribute gives way to a valid header.
+        let mut invalid = event("e-3");
+        adopt_transport_trace(&mut invalid, Some("00-zz-00f067aa0ba902b7-01"), None);
+        assert!(EventTrace::of(&invalid).is_none());
+        invalid.set_extension(TRACEPARENT, "garbage");
+        invalid.set_extension(TRACESTATE, "ktwin=garbage");
+        adopt_transport_trace(&mut invalid, Some(header), None);
+        assert_eq!(EventTrace::of(&invalid).unwrap().parent.to_string(), header);
+        assert_eq!(string_extension(&invalid, TRACESTATE), None);
     }
 
     #[test]

@@ -3,13 +3,12 @@
 //! platform with auth on (the admin token on most requests) and off: nothing panics, and every
 //! answer is a success or a 4xx problem (`ktwin_testkit::http_fuzz`).
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::time::Duration;
 
-use ktwin_runtime::up::{MqttChoice, Platform, UpOptions};
-use ktwin_runtime::{Console, PlannedProject, UpAuth};
-use ktwin_smart_city_services as services;
-use ktwin_store::BackendChoice;
+use ktwin_runtime::UpAuth;
+use ktwin_runtime::up::Platform;
 use ktwin_testkit::http_fuzz;
 
 const TEMPLATES: &[&str] = &[
@@ -35,19 +34,10 @@ const TEMPLATES: &[&str] = &[
 ];
 
 fn start(runtime: &tokio::runtime::Runtime, dir: &std::path::Path, auth: UpAuth) -> Platform {
-    let project = ktwin_testkit::example_project();
-    let planned =
-        PlannedProject::load(&project, &BTreeMap::from([("neighborhoods".to_owned(), 1)]))
-            .expect("the smart-city example loads and plans");
-    let mut options = UpOptions::new(dir);
-    options.http_port = 0;
-    options.mqtt = MqttChoice::Embedded { port: 0 };
-    options.store = BackendChoice::Embedded(dir.join("store"));
-    options.handlers = services::handlers().into_iter().collect();
-    options.console = Console::recording();
+    let mut options = common::up_options(dir);
     options.auth = auth;
     runtime
-        .block_on(Platform::start(planned, options))
+        .block_on(Platform::start(common::smart_city(), options))
         .expect("platform starts")
 }
 

@@ -5,40 +5,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use ktwin_runtime::Console;
-use ktwin_runtime::PlannedProject;
-use ktwin_runtime::up::{MqttChoice, Platform, UpOptions};
-use ktwin_smart_city_services as services;
-use ktwin_store::BackendChoice;
+use ktwin_runtime::up::Platform;
 use serde_json::{Value, json};
 
 const NEIGHBORHOOD: &str = "s4city-city-neighborhood";
 const PARKING: &str = "ngsi-ld-city-offstreetparking";
-
-async fn start(dir: &std::path::Path) -> Option<Platform> {
-    let project = ktwin_testkit::example_project();
-    if !project.join("ktwin.yaml").exists() {
-        eprintln!("SKIPPED: {} is missing", project.display());
-        return None;
-    }
-    let planned =
-        PlannedProject::load(&project, &BTreeMap::from([("neighborhoods".to_owned(), 1)]))
-            .expect("the smart-city example loads and plans");
-    let mut options = UpOptions::new(dir);
-    options.http_port = 0;
-    options.mqtt = MqttChoice::Embedded { port: 0 };
-    options.store = BackendChoice::Embedded(dir.join("store"));
-    options.handlers = services::handlers().into_iter().collect();
-    options.console = Console::recording();
-    Some(
-        Platform::start(planned, options)
-            .await
-            .expect("platform starts"),
-    )
-}
 
 /// The first twin of `interface` in the platform's graph.
 fn twin_of(platform: &Platform, interface: &str) -> String {
@@ -67,9 +40,7 @@ async fn post(client: &reqwest::Client, url: &str, body: &str) -> (u16, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_list_interfaces_and_commands_reach_the_store() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(platform) = start(dir.path()).await else {
-        return;
-    };
+    let platform = common::start_smart_city(dir.path()).await;
     let base = format!("http://{}", platform.http);
     let client = common::api_client(&platform);
 
@@ -162,9 +133,7 @@ async fn models_list_interfaces_and_commands_reach_the_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_commands_get_a_problem_naming_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(platform) = start(dir.path()).await else {
-        return;
-    };
+    let platform = common::start_smart_city(dir.path()).await;
     let base = format!("http://{}", platform.http);
     let client = common::api_client(&platform);
     let parking = twin_of(&platform, PARKING);

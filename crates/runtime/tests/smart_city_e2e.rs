@@ -6,15 +6,13 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use ktwin_runtime::Console;
-use ktwin_runtime::PlannedProject;
-use ktwin_runtime::up::{MqttChoice, Platform, UpOptions};
+use ktwin_runtime::up::Platform;
 use ktwin_sim::{DeviceType, LoadProfile, Pace, SimConfig, SimWorld};
 use ktwin_smart_city_services as services;
-use ktwin_store::{BackendChoice, LatestState, TwinEvent};
+use ktwin_store::{LatestState, TwinEvent};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -142,24 +140,8 @@ async fn grafana_panels_query_exported_series(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smart_city_one_neighborhood_at_10x_for_60s() {
-    let project = ktwin_testkit::example_project();
-    if !project.join("ktwin.yaml").exists() {
-        eprintln!("SKIPPED: {} is missing", project.display());
-        return;
-    }
-    let planned =
-        PlannedProject::load(&project, &BTreeMap::from([("neighborhoods".to_owned(), 1)]))
-            .expect("the smart-city example loads and plans");
     let dir = tempfile::tempdir().unwrap();
-    let mut options = UpOptions::new(dir.path());
-    options.http_port = 0;
-    options.mqtt = MqttChoice::Embedded { port: 0 };
-    options.store = BackendChoice::Embedded(dir.path().join("store"));
-    options.handlers = services::handlers().into_iter().collect();
-    options.console = Console::recording();
-    let platform = Platform::start(planned, options)
-        .await
-        .expect("platform starts");
+    let platform = common::start_smart_city(dir.path()).await;
     let base = format!("http://{}", platform.http);
 
     // The devices: the paper's profile at 10× for 60 s, QoS 1 so "sent" means "accepted".

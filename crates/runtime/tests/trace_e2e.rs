@@ -2,18 +2,17 @@
 //! air-quality reading (the dispatcher starts the trace), the air-quality service (stores the
 //! rated reading, commands its pole), the pole service (commands its neighborhood), the
 //! neighborhood service (stores the neighborhood's AQI), and the event store — every event
-//! shares the trace id, and each one's causes lead back to the device message.
+//! shares the trace id, and each one's causes lead back to the device message. And a command in
+//! the original Python services' convention (`source` = the sender) followed to the twin it is
+//! for: the sender's related twin, in the command's trace.
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ktwin_events::trace::{EventTrace, SpanId, TraceId};
-use ktwin_runtime::up::{MqttChoice, Platform, UpOptions};
-use ktwin_runtime::{Console, PlannedProject};
-use ktwin_smart_city_services as services;
-use ktwin_store::{BackendChoice, CausalChain, TwinEvent};
+use ktwin_sdk::{GraphCachePolicy, GraphLookup, HttpGraph};
+use ktwin_store::{CausalChain, TwinEvent};
 use rumqttc::{AsyncClient, EventLoop, Packet, QoS};
 
 const AIR_QUALITY: &str = "ngsi-ld-city-airqualityobserved";
@@ -75,15 +74,9 @@ async fn commands(client: &reqwest::Client, base: &str, count: usize) -> Vec<ser
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_device_message_is_followed_through_services_commands_and_the_store() {
-    let project = ktwin_testkit::example_project();
-    if !project.join("ktwin.yaml").exists() {
-        eprintln!("SKIPPED: {} is missing", project.display());
-        return;
-    }
-    let planned =
-        PlannedProject::load(&project, &BTreeMap::from([("neighborhoods".to_owned(), 1)]))
-            .expect("the smart-city example loads and plans");
-    let graph = &planned.project.instance_graph;
+    let dir = tempfile::tempdir().unwrap();
+    let platform = common::start_smart_city(dir.path()).await;
+    let graph = &platform.planned.project.instance_graph;
     assert!(graph.outgoing(SENSOR).iter().any(|r| r.instance == POLE));
     assert!(
         graph
@@ -91,16 +84,6 @@ async fn one_device_message_is_followed_through_services_commands_and_the_store(
             .iter()
             .any(|r| r.instance == NEIGHBORHOOD)
     );
-    let dir = tempfile::tempdir().unwrap();
-    let mut options = UpOptions::new(dir.path());
-    options.http_port = 0;
-    options.mqtt = MqttChoice::Embedded { port: 0 };
-    options.store = BackendChoice::Embedded(dir.path().join("store"));
-    options.handlers = services::handlers().into_iter().collect();
-    options.console = Console::recording();
-    let platform = Platform::start(planned, options)
-        .await
-        .expect("platform starts");
     let base = format!("http://{}", platform.http);
     let http = common::api_client(&platform);
 
@@ -129,14 +112,11 @@ async fn one_device_message_is_followed_through_services_commands_and_the_store(
     assert!(platform.wait_idle(Duration::from_secs(30)).await);
 
     // The dispatcher started the trace at the device's event: its id names the trace.
-    let history: Vec<TwinEvent> = http
-        .get(format!("{base}/api/v1/twin-events/{AIR_QUALITY}/{SENSOR}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Vec<TwinEvent> = common::get_json(
+        &http,
+        &format!("{base}/api/v1/twin-events/{AIR_QUALITY}/{SENSOR}"),
+    )
+    .await;
     let real = history
         .iter()
         .find(|e| e.event_type == format!("ktwin.real.{AIR_QUALITY}"))
@@ -148,13 +128,8 @@ async fn one_device_message_is_followed_through_services_commands_and_the_store(
     assert!(root.causes.is_empty(), "the device message is the root");
 
     // The store's trace route (by the device event's id) returns the whole stored chain.
-    let response = http
-        .get(format!("{base}/api/v1/traces/{}", real.id))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let traced: Vec<TwinEvent> = response.json().await.unwrap();
+    let traced: Vec<TwinEvent> =
+        common::get_json(&http, &format!("{base}/api/v1/traces/{}", real.id)).await;
     let kinds: Vec<(&str, &str)> = traced
         .iter()
         .map(|e| (e.event_type.as_str(), e.instance_id.as_str()))
@@ -232,5 +207,90 @@ async fn one_device_message_is_followed_through_services_commands_and_the_store(
         to_neighborhood.parent.span_id.to_string()
     );
 
+    platform.shutdown(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_convention_command_reaches_the_related_twin_in_its_trace() {
+    const PARKING: &str = "ngsi-ld-city-offstreetparking";
+    let dir = tempfile::tempdir().unwrap();
+    let platform = common::start_smart_city(dir.path()).await;
+    let base = format!("http://{}", platform.http);
+    let http = common::api_client(&platform);
+    let (spot, parking) = (
+        "ngsi-ld-city-offstreetparkingspot-nb001-ofp0001-s0001",
+        "ngsi-ld-city-offstreetparking-nb001-ofp0001",
+    );
+    let related: Vec<_> = platform
+        .planned
+        .project
+        .instance_graph
+        .outgoing(spot)
+        .iter()
+        .filter(|r| r.interface == PARKING)
+        .map(|r| r.instance.clone())
+        .collect();
+    assert_eq!(
+        related,
+        [parking],
+        "the spot belongs to one off-street parking"
+    );
+
+    // The graph service's instance route, as a service's HttpGraph reads it: the sender's node
+    // by name alone, whatever its interface.
+    let admin = platform
+        .credentials()
+        .expect("auth is on")
+        .admin_token
+        .expose();
+    let lookup = HttpGraph::new(
+        &format!("{base}/api/v1/twin-graph"),
+        GraphCachePolicy::default(),
+    )
+    .with_token(admin);
+    let node = lookup.instance(spot).await.unwrap().expect("the spot");
+    assert_ne!(node.interface, PARKING);
+    assert!(node.relationships.iter().any(|r| r.instance == parking));
+    assert!(lookup.instance("no-such-twin").await.unwrap().is_none());
+
+    // The command as an original Python service sends it: source = the sender (the spot).
+    let command = <cloudevents::EventBuilderV10 as cloudevents::EventBuilder>::new()
+        .id("python-convention-1")
+        .ty(format!("ktwin.command.{PARKING}.updatevehiclecount"))
+        .source(spot)
+        .extension(
+            ktwin_events::trace::TRACEPARENT,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .data(
+            "application/json",
+            serde_json::json!({"vehicleEntranceCount": 1}),
+        );
+    let command = cloudevents::EventBuilder::build(command).unwrap();
+    assert_eq!(common::post_to_broker(&http, &base, command).await, 202);
+    let latest = |instance: &str| format!("{base}/api/v1/twin-events/{PARKING}/{instance}/latest");
+    within("the parking's state", async {
+        while http.get(latest(parking)).send().await.unwrap().status() != 200 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(platform.wait_idle(Duration::from_secs(30)).await);
+    let state: serde_json::Value = common::get_json(&http, &latest(parking)).await;
+    assert_eq!(state["occupiedSpotNumber"], 1, "{state}");
+    assert_eq!(
+        http.get(latest(spot)).send().await.unwrap().status(),
+        404,
+        "nothing is filed under a parking named after the sender"
+    );
+    let traced: Vec<TwinEvent> = common::get_json(
+        &http,
+        &format!("{base}/api/v1/traces/4bf92f3577b34da6a3ce929d0e0e4736"),
+    )
+    .await;
+    assert!(
+        traced.iter().any(|e| e.instance_id == parking),
+        "the parking's state is in the command's trace: {traced:?}"
+    );
     platform.shutdown(Duration::from_secs(10)).await;
 }

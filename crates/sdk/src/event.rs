@@ -11,12 +11,19 @@ use crate::json::{from_json, from_json_slice};
 /// A received ktwin event: kind, interface and command come from the CloudEvent `type`
 /// (`ktwin.<kind>.<interface>[.<command>]`), the instance from its `source`.
 ///
-/// For command events the `source` is the **target** instance, the instance that must execute
-/// the command (the original Go SDK's convention, the one the deployed bindings use).
+/// For command events the `source` is normally the **target** instance, the instance that must
+/// execute the command (the original Go SDK's convention, the one the deployed bindings use).
+/// The original Python services sent commands with the **sender** as `source`; [`dispatch`]
+/// recognises those through the twin graph and resolves the target (see
+/// [`TwinEvent::sender`]).
+///
+/// [`dispatch`]: crate::dispatch
 #[derive(Debug, Clone)]
 pub struct TwinEvent {
     event: Event,
     event_type: EventType,
+    /// The executing instance of a command whose `source` is its sender.
+    target: Option<String>,
 }
 
 impl TwinEvent {
@@ -31,7 +38,18 @@ impl TwinEvent {
         ktwin_events::validate_name("instance", instance).map_err(|err| {
             HandlerError::Invalid(format!("event {} (ce-source): {err}", event.id()))
         })?;
-        Ok(Self { event, event_type })
+        Ok(Self {
+            event,
+            event_type,
+            target: None,
+        })
+    }
+
+    /// This command as executed by `target`, its `source` being the sender (the original
+    /// Python convention).
+    pub(crate) fn sent_to(mut self, target: String) -> Self {
+        self.target = Some(target);
+        self
     }
 
     /// The parsed type.
@@ -49,9 +67,20 @@ impl TwinEvent {
         self.event_type.interface()
     }
 
-    /// The twin instance (CloudEvent `source`); for commands, the instance that executes it.
+    /// The twin instance (CloudEvent `source`); for commands, the instance that executes it,
+    /// also when the `source` is the sender (see [`TwinEvent::sender`]).
     pub fn instance(&self) -> &str {
-        self.event.source().as_str()
+        self.target
+            .as_deref()
+            .unwrap_or_else(|| self.event.source().as_str())
+    }
+
+    /// The instance that sent this command, when its `source` names the sender rather than the
+    /// target (the original Python services' convention; the target, [`TwinEvent::instance`],
+    /// was resolved through the sender's relationship in the twin graph). `None` for events
+    /// whose `source` is the instance itself.
+    pub fn sender(&self) -> Option<&str> {
+        self.target.as_ref().map(|_| self.event.source().as_str())
     }
 
     /// The lower-case command name of a command event.

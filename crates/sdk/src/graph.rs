@@ -1,8 +1,9 @@
 //! The twin graph as a twin service sees it: instances and their named relationships.
 //!
 //! [`GraphLookup`] is what handlers use; [`HttpGraph`] reads the graph service
-//! (`KTWIN_GRAPH_URL/{interface}`, the graph-cache sub-graph shape), [`StaticGraph`] serves a
-//! graph held in memory (tests, the local runtime, `KTWIN_GRAPH`).
+//! (`KTWIN_GRAPH_URL/{interface}`, the graph-cache sub-graph shape, and
+//! `KTWIN_GRAPH_URL/instances/{instance}` for a twin of unknown interface), [`StaticGraph`]
+//! serves a graph held in memory (tests, the local runtime, `KTWIN_GRAPH`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 
 use crate::error::LookupError;
+use crate::http_client::get_found;
 
 /// A graph or sub-graph: `{"twinInstances":[...]}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -60,6 +62,10 @@ impl TwinNode {
 pub trait GraphLookup: Send + Sync {
     /// The node of `instance`, an instance of `interface`.
     async fn twin(&self, interface: &str, instance: &str) -> Result<Option<TwinNode>, LookupError>;
+
+    /// The node of `instance`, whatever its interface (the sender of a command in the original
+    /// Python convention, whose interface the command does not name).
+    async fn instance(&self, instance: &str) -> Result<Option<TwinNode>, LookupError>;
 }
 
 /// A graph held in memory, indexed by instance name.
@@ -95,6 +101,10 @@ impl GraphLookup for StaticGraph {
             .filter(|node| node.interface.is_empty() || node.interface == interface)
             .cloned())
     }
+
+    async fn instance(&self, instance: &str) -> Result<Option<TwinNode>, LookupError> {
+        Ok(self.nodes.get(instance).cloned())
+    }
 }
 
 /// How [`HttpGraph`] keeps its per-interface copies fresh.
@@ -125,6 +135,16 @@ struct CachedSubGraph {
     etag: Option<String>,
 }
 
+/// One answer of the graph service's instance route (`None`: not in the graph).
+struct CachedInstance {
+    node: Option<TwinNode>,
+    fetched_at: Instant,
+}
+
+/// How many instance answers [`HttpGraph`] keeps; past it, expired answers are dropped, then
+/// all (instance lookups serve commands in the sender convention only, a rare path).
+const MAX_CACHED_INSTANCES: usize = 4096;
+
 /// Reads sub-graphs from the graph service (`GET {base}/{interface}`), one per interface,
 /// cached and refreshed when stale or when an instance is missing. A `404` is an empty
 /// sub-graph; a failing service is a [`LookupError`], except that a stale copy is still served
@@ -134,6 +154,7 @@ pub struct HttpGraph {
     client: reqwest::Client,
     policy: GraphCachePolicy,
     cache: RwLock<HashMap<String, CachedSubGraph>>,
+    instances: RwLock<HashMap<String, CachedInstance>>,
 }
 
 impl HttpGraph {
@@ -144,6 +165,7 @@ impl HttpGraph {
             client: crate::http_client::client(policy.request_timeout, None),
             policy,
             cache: RwLock::new(HashMap::new()),
+            instances: RwLock::new(HashMap::new()),
         }
     }
 
@@ -190,6 +212,22 @@ impl HttpGraph {
         let graph: TwinGraph = serde_json::from_slice(&body)
             .map_err(|e| LookupError::new(what(), format!("invalid graph JSON: {e}")))?;
         Ok(Some((StaticGraph::new(graph), etag)))
+    }
+
+    /// `GET {base}/instances/{instance}`: `404` is "not in the graph".
+    async fn fetch_instance(&self, instance: &str) -> Result<Option<TwinNode>, LookupError> {
+        let what = || format!("twin {instance} in the twin graph ({})", self.base_url);
+        let mut url =
+            reqwest::Url::parse(&self.base_url).map_err(|e| LookupError::new(what(), e))?;
+        url.path_segments_mut()
+            .map_err(|()| LookupError::new(what(), "the graph URL cannot take a path"))?
+            .extend(["instances", instance]);
+        let Some((_, body)) = get_found(self.client.get(url), &what).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| LookupError::new(what(), format!("invalid instance JSON: {e}")))
     }
 
     async fn refresh(&self, interface: &str) -> Result<Arc<StaticGraph>, LookupError> {
@@ -250,5 +288,51 @@ impl GraphLookup for HttpGraph {
             _ => self.refresh(interface).await?,
         };
         nodes.twin(interface, instance).await
+    }
+
+    /// Cached like the sub-graphs: a found node for `max_age`, a missing one for
+    /// `miss_refetch_after`; a failing service with a cached answer serves that answer.
+    async fn instance(&self, instance: &str) -> Result<Option<TwinNode>, LookupError> {
+        let cached = {
+            let cache = self.instances.read().await;
+            cache
+                .get(instance)
+                .map(|c| (c.node.clone(), c.fetched_at.elapsed()))
+        };
+        if let Some((node, age)) = &cached {
+            let fresh_for = match node {
+                Some(_) => self.policy.max_age,
+                None => self.policy.miss_refetch_after,
+            };
+            if *age < fresh_for {
+                return Ok(node.clone());
+            }
+        }
+        let node = match self.fetch_instance(instance).await {
+            Ok(node) => node,
+            Err(err) => match cached {
+                Some((node, _)) => {
+                    tracing::warn!(%err, "graph service failing, using the last answer");
+                    return Ok(node);
+                }
+                None => return Err(err),
+            },
+        };
+        let mut cache = self.instances.write().await;
+        if cache.len() >= MAX_CACHED_INSTANCES {
+            let max_age = self.policy.max_age;
+            cache.retain(|_, c| c.fetched_at.elapsed() < max_age);
+            if cache.len() >= MAX_CACHED_INSTANCES {
+                cache.clear();
+            }
+        }
+        cache.insert(
+            instance.to_owned(),
+            CachedInstance {
+                node: node.clone(),
+                fetched_at: Instant::now(),
+            },
+        );
+        Ok(node)
     }
 }

@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use cloudevents::{AttributesReader, AttributesWriter, Event};
-use ktwin_events::EventType;
 use ktwin_events::trace::{SpanId, continue_trace};
+use ktwin_events::{EventKind, EventType};
 use sha2::{Digest, Sha256};
 
+use crate::command::resolve_target;
 use crate::context::TwinContext;
 use crate::error::HandlerError;
 use crate::event::TwinEvent;
@@ -54,15 +55,23 @@ impl<H: TwinHandler + ?Sized> TwinHandler for Arc<H> {
 /// Parses `event`, calls `handler` if it subscribes to the event's type, and returns the
 /// events to emit with ids derived from the received event's id and source, each a child of
 /// the received event in its trace (W3C `traceparent`, see [`ktwin_events::trace`]).
+///
+/// A command whose `source` is a twin of another interface is taken as sent in the original
+/// Python convention (`source` = the sender): the handler sees the related instance of the
+/// command's interface as [`TwinEvent::instance`], and [`HandlerError::Invalid`] is returned
+/// when the sender has no such relationship or several.
 pub async fn dispatch(
     handler: &dyn TwinHandler,
     ctx: &TwinContext,
     event: Event,
 ) -> Result<Vec<Event>, HandlerError> {
-    let twin_event = TwinEvent::new(event)?;
+    let mut twin_event = TwinEvent::new(event)?;
     if !handler.subscriptions().contains(twin_event.event_type()) {
         tracing::debug!(event_type = %twin_event.event_type(), "not subscribed, skipping");
         return Ok(Vec::new());
+    }
+    if twin_event.kind() == EventKind::Command {
+        twin_event = resolve_target(twin_event, ctx).await?;
     }
     let started = Instant::now();
     let mut emitted = handler.handle(&twin_event, ctx).await?;

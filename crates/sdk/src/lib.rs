@@ -10,7 +10,9 @@
 //! with [`dispatch`] and its own [`GraphLookup`] / [`StateLookup`] implementations.
 //!
 //! Command convention: the `source` of a command event is the **target** instance, the one
-//! that executes the command (as in the original Go SDK).
+//! that executes the command (as in the original Go SDK). Commands of the original Python
+//! services, whose `source` is the sender, are recognised through the twin graph and reach the
+//! sender's related twin as the original platform delivered them ([`TwinEvent::sender`]).
 //!
 //! This crate owns the service-side contract only; it must not know about brokers' internals,
 //! storage engines, Kubernetes, or any particular twin model.
@@ -72,6 +74,7 @@
 #![warn(clippy::unwrap_used)]
 
 mod broker;
+mod command;
 mod context;
 mod emit;
 mod error;

@@ -1,7 +1,8 @@
 //! The Knative contract of a twin service: HTTP on `$PORT` (default 8080), any path, binary
 //! or structured CloudEvents in, `2xx` when done and non-`2xx` to ask for redelivery. Emitted
 //! events go back in the reply (Knative reply semantics: the broker routes a CloudEvent in a
-//! `2xx` reply like any other event) or are posted to `KTWIN_BROKER`.
+//! `2xx` reply like any other event) or are posted to `KTWIN_BROKER`. An event without a
+//! `traceparent` attribute takes the plain `traceparent` HTTP header Knative's dispatchers send.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cloudevents::Event;
 use ktwin_events::env;
+use ktwin_events::trace::{TRACEPARENT, TRACESTATE, adopt_transport_trace};
 use ktwin_service::{Problem, Readiness, ops_router, shutdown_token};
 use tokio_util::sync::CancellationToken;
 
@@ -240,10 +242,14 @@ async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Byt
     };
     let result = match cloudevents::binding::http::to_event(&headers, body.to_vec()) {
         Err(err) => Err(HandlerError::Invalid(format!("not a CloudEvent: {err}"))),
-        Ok(event) => match dispatch(app.handler.as_ref(), ctx, event).await {
-            Ok(events) => app.emitter.emit(events).await,
-            Err(err) => Err(err),
-        },
+        Ok(mut event) => {
+            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+            adopt_transport_trace(&mut event, header(TRACEPARENT), header(TRACESTATE));
+            match dispatch(app.handler.as_ref(), ctx, event).await {
+                Ok(events) => app.emitter.emit(events).await,
+                Err(err) => Err(err),
+            }
+        }
     };
     let outcome = match &result {
         Ok(_) => "ok",

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use cloudevents::{AttributesReader, Event};
 
 use crate::error::LookupError;
+use crate::http_client::get_found;
 
 /// Reads the latest stored event of a twin instance. `Ok(None)` = nothing stored yet.
 #[async_trait]
@@ -53,31 +54,9 @@ impl StateLookup for HttpEventStore {
             self.base_url
         );
         let what = || format!("latest state of {interface}/{instance} ({url})");
-        let response = self
-            .client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| LookupError::new(what(), e))?;
-        let status = response.status();
-        if status == http::StatusCode::NOT_FOUND {
+        let Some((headers, body)) = get_found(self.client.get(&url), &what).await? else {
             return Ok(None);
-        }
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            return Err(LookupError::new(
-                what(),
-                format!(
-                    "status {status}: {}",
-                    body.chars().take(200).collect::<String>()
-                ),
-            ));
-        }
-        let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| LookupError::new(what(), e))?;
+        };
         cloudevents::binding::http::to_event(&headers, body.to_vec())
             .map(Some)
             .map_err(|e| LookupError::new(what(), format!("not a CloudEvent: {e}")))

@@ -290,3 +290,65 @@ async fn graph_and_state_clients_speak_the_original_routes() {
     let down = HttpEventStore::new("http://127.0.0.1:9", std::time::Duration::from_secs(1));
     assert!(down.latest("a", "b").await.is_err());
 }
+
+/// Knative and eventing-rabbitmq carry W3C trace context as the plain `traceparent` header:
+/// an event without the attribute continues that trace instead of starting a new one.
+#[tokio::test]
+async fn the_knative_traceparent_header_continues_the_trace() {
+    use ktwin_events::trace::EventTrace;
+    let knative = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (url, received) = recording_ingress().await;
+    let emitter = Emitter {
+        reply: true,
+        broker: Some(BrokerClient::new(&url, RetryPolicy::default())),
+    };
+    let mut request = binary_request("aq-1", r#"{"CODensity":1}"#);
+    request
+        .headers_mut()
+        .insert("traceparent", knative.parse().unwrap());
+    request
+        .headers_mut()
+        .insert("tracestate", "rojo=00f067aa0ba902b7".parse().unwrap());
+    let (status, headers, _) = send(app(emitter), request).await;
+    assert_eq!(status, StatusCode::OK);
+    let reply = EventTrace::parse(
+        headers["ce-traceparent"].to_str().unwrap(),
+        headers.get("ce-tracestate").map(|v| v.to_str().unwrap()),
+    )
+    .expect("the reply carries a trace");
+    let posted = EventTrace::of(&received.lock().unwrap()[0]).expect("the posted event too");
+    let header: ktwin_events::trace::TraceParent = knative.parse().unwrap();
+    for trace in [&reply, &posted] {
+        assert_eq!(trace.parent.trace_id, header.trace_id);
+        assert_eq!(trace.causes, vec![header.span_id]);
+    }
+    assert!(
+        headers["ce-tracestate"]
+            .to_str()
+            .unwrap()
+            .contains("rojo=00f067aa0ba902b7"),
+        "other vendors' entries are kept"
+    );
+
+    // The event's own traceparent attribute wins over the transport's header.
+    let own = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let mut request = binary_request("aq-1", r#"{"CODensity":1}"#);
+    request
+        .headers_mut()
+        .insert("ce-traceparent", own.parse().unwrap());
+    request
+        .headers_mut()
+        .insert("traceparent", knative.parse().unwrap());
+    let emitter = Emitter {
+        reply: true,
+        broker: Some(BrokerClient::new(&url, RetryPolicy::default())),
+    };
+    let (_, headers, _) = send(app(emitter), request).await;
+    let trace = EventTrace::parse(headers["ce-traceparent"].to_str().unwrap(), None).unwrap();
+    assert_eq!(
+        trace.parent.trace_id,
+        own.parse::<ktwin_events::trace::TraceParent>()
+            .unwrap()
+            .trace_id
+    );
+}

@@ -154,6 +154,44 @@ def test_an_incoming_traceparent_reaches_the_store_with_the_emitted_events(
     assert stored[0]["tracestate"] == "ktwin=00f067aa0ba902b7"
 
 
+def test_the_knative_traceparent_header_continues_the_trace(served: ServedApp) -> None:
+    # Knative and eventing-rabbitmq send trace context as the plain HTTP header; an event
+    # without the attribute continues that trace, one with it keeps its own.
+    knative = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    message = to_binary(CloudEvent(
+        {"id": "knative-1", "type": f"ktwin.real.{DEVICE}", "source": "dev-knative"}, {},
+    ))
+    headers = {**message.headers, "traceparent": knative, "tracestate": "rojo=00f067aa0ba902b7"}
+    response = httpx.post(served.url, headers=headers, content=message.body, timeout=30)
+    assert response.status_code == 200, response.text
+    _, trace_id, _, _ = response.headers["ce-traceparent"].split("-")
+    assert trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert response.headers["ce-tracestate"] == "ktwin=00f067aa0ba902b7,rojo=00f067aa0ba902b7"
+    own = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    headers = {**headers, "ce-traceparent": own}
+    response = httpx.post(served.url, headers=headers, content=message.body, timeout=30)
+    assert response.headers["ce-traceparent"].split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
+
+
+def test_a_python_convention_command_reaches_the_related_twin(served: ServedApp) -> None:
+    # The original Python services sent commands with source = the sender: the air-quality
+    # sensor's command to city-pole is executed by the sensor's pole (found through the graph
+    # service's instance route), which relays it to its neighborhood.
+    sensor = "ngsi-ld-city-airqualityobserved-nb001-p00001"
+    response = post(served.url, "ktwin.command.city-pole.updateAirQualityIndex", sensor,
+                     {"aqiLevel": "GOOD"}, "python-convention-1")
+    assert response.status_code == 200, response.text
+    assert response.headers["ce-type"] == (
+        "ktwin.command.s4city-city-neighborhood.updateairqualityindex"
+    )
+    assert response.headers["ce-source"] == NEIGHBORHOOD_ID
+    # A sender without a relationship to a pole: 400 (dead-lettered), not a misfiled command.
+    response = post(served.url, "ktwin.command.city-pole.updateAirQualityIndex",
+                    NEIGHBORHOOD_ID, {"aqiLevel": "GOOD"}, "python-convention-2")
+    assert response.status_code == 400, response.text
+    assert "no relationship to a twin of city-pole" in response.text
+
+
 def test_redelivery_emits_the_same_ids(served: ServedApp) -> None:
     ids = [
         post(served.url, f"ktwin.real.{DEVICE}", "dev-x", {}, "same").headers["ce-id"]

@@ -53,6 +53,15 @@ async def test_graph_lookups_are_cached(platform: LocalPlatform) -> None:
     assert await graph.twin("no-such-interface", "x") is None
     # The instance is found only under its own interface.
     assert await graph.twin("ngsi-ld-city-device", "city-pole-nb001-p00001") is None
+    # Or by name alone (the instance route), whatever its interface; answers are cached.
+    fetches = graph.fetches
+    node = await graph.instance("city-pole-nb001-p00001")
+    assert node is not None and node.interface == "city-pole"
+    assert node.relationship("refNeighborhood") == neighborhood
+    assert await graph.instance("city-pole-nb001-p00001") == node
+    assert await graph.instance("no-such-twin") is None
+    assert await graph.instance("no-such-twin") is None
+    assert graph.fetches == fetches + 2, "one fetch per instance while fresh"
     await graph.aclose()
 
 

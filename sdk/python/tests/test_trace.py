@@ -10,7 +10,13 @@ from cloudevents.core.v1.event import CloudEvent
 
 from ktwin import Context, TwinEvent, TwinService, command_event, event_trace, store_event
 from ktwin.events import derived_digest
-from ktwin.trace import MAX_CAUSES, continue_trace, parse_traceparent, root_trace
+from ktwin.trace import (
+    MAX_CAUSES,
+    adopt_transport_trace,
+    continue_trace,
+    parse_traceparent,
+    root_trace,
+)
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -90,3 +96,17 @@ def test_causes_are_listed_nearest_first_and_bounded() -> None:
 )
 def test_invalid_traceparents_are_refused(text: str) -> None:
     assert parse_traceparent(text) is None
+
+
+def test_the_transport_trace_is_taken_only_when_the_event_has_none() -> None:
+    header = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    adopted = adopt_transport_trace(incoming(), header, "rojo=00f067aa0ba902b7")
+    assert adopted.get_attributes()["traceparent"] == header
+    assert adopted.get_attributes()["tracestate"] == "rojo=00f067aa0ba902b7"
+    # The event's own trace wins; an invalid header is no trace; an invalid attribute gives way.
+    own = incoming(traceparent=TRACEPARENT)
+    assert adopt_transport_trace(own, header, None).get_attributes()["traceparent"] == TRACEPARENT
+    assert event_trace(adopt_transport_trace(incoming(), "00-zz-b7ad6b7169203331-01", None)) is None
+    broken = incoming(traceparent="garbage", tracestate="ktwin=garbage")
+    fixed = adopt_transport_trace(broken, header, None).get_attributes()
+    assert fixed["traceparent"] == header and "tracestate" not in fixed

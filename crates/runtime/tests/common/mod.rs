@@ -1,12 +1,44 @@
-//! What the runtime's platform tests share: clients that log in as `ktwin up` expects (auth is
-//! on by default).
+//! What the runtime's platform tests share: `ktwin up` on the smart-city example, and clients
+//! that log in as `ktwin up` expects (auth is on by default).
 
 #![allow(
     dead_code,
     reason = "each test binary including this module uses a part of it"
 )]
 
-use ktwin_runtime::up::Platform;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ktwin_runtime::up::{MqttChoice, Platform, UpOptions};
+use ktwin_runtime::{Console, PlannedProject};
+use ktwin_store::BackendChoice;
+
+/// The smart-city example (in the workspace, like its services) planned with one neighborhood.
+pub fn smart_city() -> PlannedProject {
+    let project = ktwin_testkit::example_project();
+    PlannedProject::load(&project, &BTreeMap::from([("neighborhoods".to_owned(), 1)]))
+        .expect("the smart-city example loads and plans")
+}
+
+/// Options of `ktwin up` for tests, everything under `dir`: an ephemeral HTTP port, the
+/// embedded MQTT broker and event store, the smart-city services in-process, a console that
+/// records instead of printing; auth on (the default).
+pub fn up_options(dir: &Path) -> UpOptions {
+    let mut options = UpOptions::new(dir);
+    options.http_port = 0;
+    options.mqtt = MqttChoice::Embedded { port: 0 };
+    options.store = BackendChoice::Embedded(dir.join("store"));
+    options.handlers = ktwin_smart_city_services::handlers().into_iter().collect();
+    options.console = Console::recording();
+    options
+}
+
+/// [`smart_city`] started with [`up_options`].
+pub async fn start_smart_city(dir: &Path) -> Platform {
+    Platform::start(smart_city(), up_options(dir))
+        .await
+        .expect("platform starts")
+}
 
 /// An HTTP client sending the admin token `ktwin up` created on first start.
 pub fn api_client(platform: &Platform) -> reqwest::Client {
@@ -88,4 +120,22 @@ impl ktwin_runtime::Replica for ServerReplica {
     async fn stop(self: Box<Self>) {
         self.server.abort();
     }
+}
+
+/// The JSON answer of `GET url`, which must succeed.
+pub async fn get_json<T: serde::de::DeserializeOwned>(client: &reqwest::Client, url: &str) -> T {
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|err| panic!("GET {url}: {err}"));
+    assert!(
+        response.status().is_success(),
+        "GET {url}: {}",
+        response.status()
+    );
+    response
+        .json()
+        .await
+        .unwrap_or_else(|err| panic!("GET {url}: not the JSON expected: {err}"))
 }

@@ -155,21 +155,20 @@ def test_a_python_convention_command_is_accepted(recorded: dict[str, Any]) -> No
     assert recorded["steps"]["command"]["status"] == 202
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ktwin services take a command's source for its target (the Go convention); the "
-    "original Python receivers resolved the target through the sender's relationship, so a "
-    "Python-convention command updates a twin named after the sender instead (reported)",
-)
 def test_a_python_convention_command_reaches_the_related_twin(
     recorded: dict[str, Any], platform: LocalPlatform
 ) -> None:
+    # source = the sender (the parking spot): the parking service resolves the spot's
+    # relationship to an off-street parking, as the original Python receivers did, instead of
+    # updating a parking named after the spot.
     parking = "ngsi-ld-city-offstreetparking-nb001-ofp0001"
     deadline = time.monotonic() + 5
     while (state := platform.latest("ngsi-ld-city-offstreetparking", parking)) is None:
         assert time.monotonic() < deadline, "the related parking was never updated"
         time.sleep(0.2)
     assert state["occupiedSpotNumber"] == 1
+    spot = "ngsi-ld-city-offstreetparkingspot-nb001-ofp0001-s0001"
+    assert platform.latest("ngsi-ld-city-offstreetparking", spot) is None, "misfiled"
 
 
 def test_a_two_segment_type_is_refused_not_misfiled(recorded: dict[str, Any]) -> None:

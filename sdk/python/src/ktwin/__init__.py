@@ -10,7 +10,9 @@ type and source) and a :class:`Context` (twin graph, latest state of any twin, c
 ``KTWIN_BROKER``); :class:`TwinApp` is the same as an ASGI app.
 
 Command convention: the ``source`` of a command event is the **target** instance, the one that
-executes the command (as in the original Go SDK and ktwin's Rust SDK).
+executes the command (as in the original Go SDK and ktwin's Rust SDK). Commands of the original
+Python services, whose ``source`` is the sender, are recognised through the twin graph and reach
+the sender's related twin as the original platform delivered them (:mod:`ktwin.command`).
 
 Traces: every emitted event continues the W3C trace of the event it answers (``traceparent``
 and ``tracestate`` extension attributes, see :mod:`ktwin.trace`), so one device message's

@@ -1,7 +1,9 @@
 """The Knative contract of a twin service as an ASGI app: binary or structured CloudEvents in on
 any path and method, ``2xx`` when done and non-``2xx`` to ask for redelivery; ``/health``,
 ``/ready`` and ``/metrics`` beside. Emitted events go back in the reply (Knative routes a
-CloudEvent in a ``2xx`` reply like any other event) or are posted to ``KTWIN_BROKER``."""
+CloudEvent in a ``2xx`` reply like any other event) or are posted to ``KTWIN_BROKER``. An event
+without a ``traceparent`` attribute takes the plain ``traceparent`` HTTP header Knative's
+dispatchers send."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from .config import DEFAULT_BODY_LIMIT, DEFAULT_MAX_CONCURRENCY, ServeConfig
 from .context import Context
 from .errors import HandlerError, HandlerFailed, InvalidEvent, Unavailable
 from .service import TwinService
+from .trace import TRACEPARENT, TRACESTATE, adopt_transport_trace
 
 log = logging.getLogger("ktwin.app")
 
@@ -161,6 +164,7 @@ class TwinApp:
             event = from_http_event(HTTPMessage(headers, body))
         except Exception as err:  # the cloudevents SDK raises several types
             raise InvalidEvent(f"not a CloudEvent: {err}") from err
+        event = adopt_transport_trace(event, headers.get(TRACEPARENT), headers.get(TRACESTATE))
         ctx = self.ctx
         epoch = headers.get(OWNER_EPOCH_HEADER, "")
         if epoch.isascii() and epoch.isdigit():

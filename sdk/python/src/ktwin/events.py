@@ -243,10 +243,13 @@ class Fields(Mapping[str, Any]):
 class TwinEvent:
     """A received ktwin event: kind, interface and command come from the CloudEvent type
     (``ktwin.<kind>.<interface>[.<command>]``), the instance from its ``source``. For commands
-    the source is the instance that executes the command."""
+    the source is normally the instance that executes the command; commands of the original
+    Python services, whose source is the sender, are recognised through the twin graph when
+    dispatched and executed by the sender's related twin (see :attr:`sender`)."""
 
-    def __init__(self, cloud_event: BaseCloudEvent) -> None:
+    def __init__(self, cloud_event: BaseCloudEvent, target: str | None = None) -> None:
         self.cloud_event = cloud_event
+        self._target = target
         event_id = cloud_event.get_id()
         try:
             self.event_type = EventType.parse(cloud_event.get_type())
@@ -266,8 +269,21 @@ class TwinEvent:
 
     @property
     def instance(self) -> str:
-        """The twin instance (``source``); for commands, the instance that executes it."""
-        return self.cloud_event.get_source()
+        """The twin instance (``source``); for commands, the instance that executes it, also
+        when the ``source`` is the sender (see :attr:`sender`)."""
+        return self._target or self.cloud_event.get_source()
+
+    @property
+    def sender(self) -> str | None:
+        """The instance that sent this command, when its ``source`` names the sender rather
+        than the target (the original Python services' convention; the target,
+        :attr:`instance`, was resolved through the sender's relationship in the twin graph).
+        ``None`` for events whose ``source`` is the instance itself."""
+        return self.cloud_event.get_source() if self._target else None
+
+    def sent_to(self, target: str) -> TwinEvent:
+        """This command as executed by ``target``, its ``source`` being the sender."""
+        return TwinEvent(self.cloud_event, target)
 
     @property
     def command(self) -> str | None:

@@ -1,8 +1,9 @@
 """The twin graph as a twin service sees it: instances and their named relationships.
 
 :class:`HttpGraph` reads the graph service (``GET {KTWIN_GRAPH_URL}/{interface}``, the graph
-cache's sub-graph shape ``{"twinInstances":[...]}``) with a bounded cache; :class:`StaticGraph`
-serves a graph held in memory (tests, ``KTWIN_GRAPH``).
+cache's sub-graph shape ``{"twinInstances":[...]}``, and ``GET
+{KTWIN_GRAPH_URL}/instances/{instance}`` for a twin of unknown interface) with a bounded cache;
+:class:`StaticGraph` serves a graph held in memory (tests, ``KTWIN_GRAPH``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,22 @@ class GraphLookup(Protocol):
         """The node of ``instance``, an instance of ``interface``."""
         ...
 
+    async def instance(self, instance: str) -> TwinNode | None:
+        """The node of ``instance``, whatever its interface (the sender of a command in the
+        original Python convention, whose interface the command does not name)."""
+        ...
+
+
+def parse_node(item: Any) -> TwinNode:
+    """One ``{name, interface, relationships}`` node; another shape raises ``ValueError``."""
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+        raise ValueError(f"twin instance without a name: {json.dumps(item)[:200]}")
+    relationships = tuple(
+        Relationship(str(r["name"]), str(r.get("interface", "")), str(r["instance"]))
+        for r in item.get("relationships") or []
+    )
+    return TwinNode(item["name"], str(item.get("interface", "")), relationships)
+
 
 def parse_graph(document: Any) -> dict[str, TwinNode]:
     """Nodes by name of a ``{"twinInstances":[...]}`` document; a later node of the same name
@@ -61,13 +78,8 @@ def parse_graph(document: Any) -> dict[str, TwinNode]:
         raise ValueError("expected a JSON object {\"twinInstances\":[...]}")
     nodes: dict[str, TwinNode] = {}
     for item in document.get("twinInstances") or []:
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise ValueError(f"twin instance without a name: {json.dumps(item)[:200]}")
-        relationships = tuple(
-            Relationship(str(r["name"]), str(r.get("interface", "")), str(r["instance"]))
-            for r in item.get("relationships") or []
-        )
-        nodes[item["name"]] = TwinNode(item["name"], str(item.get("interface", "")), relationships)
+        node = parse_node(item)
+        nodes[node.name] = node
     return nodes
 
 
@@ -84,6 +96,9 @@ class StaticGraph:
 
     async def twin(self, interface: str, instance: str) -> TwinNode | None:
         return _of_interface(self.nodes.get(instance), interface)
+
+    async def instance(self, instance: str) -> TwinNode | None:
+        return self.nodes.get(instance)
 
 
 @dataclass(frozen=True)
@@ -120,6 +135,8 @@ class HttpGraph:
             timeout=self.policy.request_timeout, headers=bearer(token)
         )
         self._cache: BoundedCache[dict[str, TwinNode]] = BoundedCache(self.policy.max_bytes)
+        # Answers of the instance route, found or not (``None``), within the same budget.
+        self._instances: BoundedCache[TwinNode | None] = BoundedCache(self.policy.max_bytes)
         self._locks: dict[str, anyio.Lock] = {}
         self.fetches = 0
 
@@ -135,6 +152,41 @@ class HttpGraph:
                 return _of_interface(found, interface)
         nodes = await self._refresh(interface, asked_at=time.monotonic())
         return _of_interface(nodes.get(instance), interface)
+
+    async def instance(self, instance: str) -> TwinNode | None:
+        """Cached like the sub-graphs: a found node for ``max_age``, a missing one for
+        ``miss_refetch_after``; a failing service with a cached answer serves that answer."""
+        entry = self._instances.get(instance)
+        if entry is not None:
+            fresh_for = self.policy.max_age if entry.value is not None else self.policy.miss_refetch_after
+            if entry.age < fresh_for:
+                return entry.value
+        try:
+            node, size = await self._fetch_instance(instance)
+        except Unavailable as err:
+            if entry is None:
+                raise
+            log.warning("%s; using the last answer", err)
+            return entry.value
+        self._instances.put(instance, node, size)
+        return node
+
+    async def _fetch_instance(self, instance: str) -> tuple[TwinNode | None, int]:
+        url = f"{self.base_url}/instances/{quote(instance, safe='')}"
+        what = f"twin {instance} in the twin graph ({url})"
+        self.fetches += 1
+        try:
+            response = await self._client.get(url)
+        except httpx.HTTPError as err:
+            raise Unavailable(f"{what}: {err!r}") from err
+        if response.status_code == 404:
+            return None, len(instance)
+        if not response.is_success:
+            raise Unavailable(f"{what}: status {response.status_code}")
+        try:
+            return parse_node(response.json()), len(response.content)
+        except ValueError as err:
+            raise Unavailable(f"{what}: invalid JSON: {err}") from err
 
     async def _refresh(self, interface: str, asked_at: float) -> dict[str, TwinNode]:
         # One fetch per interface at a time; a caller that waited for another's fetch uses it.

@@ -14,9 +14,10 @@ import anyio.to_thread
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.v1.event import CloudEvent
 
+from .command import resolve_target
 from .context import Context
 from .events import TwinEvent, derived_digest, with_id
-from .grammar import EventType, GrammarError
+from .grammar import EventKind, EventType, GrammarError
 from .trace import continue_trace
 
 log = logging.getLogger("ktwin.service")
@@ -85,12 +86,20 @@ class TwinService:
         """Parses ``event``, calls the handler of its type (an event of another type is
         acknowledged without calling anything) and returns the events to emit, with ids derived
         from the received event's source and id (a redelivery emits the same ids), each a child
-        of the received event in its trace (W3C ``traceparent``, see :mod:`ktwin.trace`)."""
+        of the received event in its trace (W3C ``traceparent``, see :mod:`ktwin.trace`).
+
+        A command whose ``source`` is a twin of another interface is taken as sent in the
+        original Python convention (``source`` = the sender): the handler sees the related
+        instance of the command's interface as :attr:`TwinEvent.instance`, and
+        :class:`InvalidEvent` is raised when the sender has no such relationship or several
+        (:mod:`ktwin.command`)."""
         twin_event = TwinEvent(event)
         handler = self._handlers.get(twin_event.event_type)
         if handler is None:
             log.debug("%s: not subscribed to %s, skipping", self.name, twin_event.event_type)
             return []
+        if twin_event.kind is EventKind.COMMAND:
+            twin_event = await resolve_target(twin_event, ctx)
         if inspect.iscoroutinefunction(handler):
             result = await handler(twin_event, ctx)
         else:
@@ -104,7 +113,7 @@ def _derived(received: BaseCloudEvent, twin_event: TwinEvent, index: int,
              out: BaseCloudEvent) -> CloudEvent:
     """The ``index``-th emitted event with its derived id, a child of ``received`` in its trace
     (a span id of its own from the same digest, as the Rust SDK derives it)."""
-    digest = derived_digest(twin_event.instance, twin_event.id, index)
+    digest = derived_digest(received.get_source(), twin_event.id, index)
     with_derived_id = with_id(out, str(uuid.UUID(bytes=digest[:16])))
     return continue_trace(received, with_derived_id, digest[16:24])
 

@@ -116,6 +116,29 @@ def root_trace(event_id: str) -> EventTrace:
     return EventTrace(trace_id, digest[:8].hex(), _SAMPLED)
 
 
+def adopt_transport_trace(
+    event: BaseCloudEvent, traceparent: str | None, tracestate: str | None
+) -> BaseCloudEvent:
+    """``event`` with the W3C trace context of the HTTP request that carried it when the event
+    carries no valid ``traceparent`` of its own: Knative's and eventing-rabbitmq's dispatchers
+    send trace context as the plain ``traceparent``/``tracestate`` headers, so without this a
+    trace started outside ktwin would break at every twin service. An invalid header is ignored
+    (as the Rust SDK's ``adopt_transport_trace`` does)."""
+    if event_trace(event) is not None or traceparent is None:
+        return event
+    parsed = parse_traceparent(traceparent.strip())
+    if parsed is None:
+        return event
+    attributes: dict[str, Any] = dict(event.get_attributes())
+    attributes[TRACEPARENT] = EventTrace(*parsed).traceparent
+    state = (tracestate or "").strip()
+    if state:
+        attributes[TRACESTATE] = state
+    else:
+        attributes.pop(TRACESTATE, None)
+    return CloudEvent(attributes, event.get_data())
+
+
 def continue_trace(cause: BaseCloudEvent, event: BaseCloudEvent, span: bytes) -> CloudEvent:
     """A copy of ``event`` as a child of ``cause`` in ``cause``'s trace with span id ``span``
     (8 bytes): its ``tracestate`` lists ``cause``'s span and causes under ``ktwin``, then
