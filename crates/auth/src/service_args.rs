@@ -1,7 +1,8 @@
 //! The access-control arguments every standalone ktwin HTTP service takes (`ktwin gateway`,
 //! `ktwin store`, `ktwin graph`): one bearer token from a Secret, a reloaded token file, OIDC
-//! JWTs, or `--insecure` on a loopback address only. One definition, so the services cannot
-//! drift apart in how they are secured.
+//! JWTs, or `--insecure` on a loopback address only; and the certificate its listener serves
+//! TLS with ([`TlsArgs`], also `ktwin up`'s). One definition, so the services cannot drift
+//! apart in how they are secured.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use anyhow::Context as _;
 use ktwin_events::env;
 use tokio_util::sync::CancellationToken;
 
+use crate::tls::{TlsFiles, serve_https};
 use crate::{
     AccessPolicy, AuthLayer, AuthLimits, Authenticator, DEFAULT_RELOAD_INTERVAL, OidcConfig,
     OidcValidator, RateLimit, Reloading, Scope, SecretDigest, TokenEntry, TokenFile, TokenSet,
@@ -112,6 +114,62 @@ impl ServiceAuthArgs {
             authenticator = authenticator.with_oidc(Arc::new(OidcValidator::new(config)));
         }
         Ok(authenticator)
+    }
+}
+
+/// The certificate a listener serves TLS with (flatten into a service's arguments).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsArgs {
+    /// Serve over TLS with this PEM certificate chain, leaf first (needs --tls-key).
+    #[arg(long, env = env::TLS_CERT, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = env::TLS_KEY, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The certificate and key, when both are given.
+    pub fn files(&self) -> Option<TlsFiles> {
+        let (certificate, private_key) = (self.tls_cert.clone()?, self.tls_key.clone()?);
+        Some(TlsFiles {
+            certificate,
+            private_key,
+        })
+    }
+
+    /// Binds `listen` and serves `app` on it until `stop` is cancelled, over HTTPS when a
+    /// certificate is given (checked before binding), else plain HTTP; prints the bound
+    /// address (`ktwin <service> listening on https://…`) so a port 0 can be found.
+    pub async fn serve(
+        &self,
+        service: &str,
+        listen: SocketAddr,
+        app: axum::Router,
+        stop: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let acceptor = match self.files() {
+            Some(files) => Some(files.acceptor()?),
+            None => None,
+        };
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        let address = listener.local_addr()?;
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
+        println!("ktwin {service} listening on {scheme}://{address}");
+        tracing::info!(%address, scheme, "{service} listening");
+        match acceptor {
+            Some(acceptor) => serve_https(listener, acceptor, app, stop).await,
+            None => axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+            .context("serving HTTP")?,
+        }
+        Ok(())
     }
 }
 

@@ -5,7 +5,8 @@
 //! route's or a grant on other twins → 403; a credential with every right gets through. The
 //! tables must name exactly the routes of each service's policy. And the safe defaults: no
 //! credentials configured → refuses to start; `--insecure` only on loopback; the store's
-//! `--open-ingest` opens posting events and nothing else.
+//! `--open-ingest` opens posting events and nothing else. With `--tls-cert`/`--tls-key` each
+//! serves HTTPS only.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
@@ -248,4 +249,83 @@ fn the_services_refuse_unsafe_starts_and_listen_on_loopback_by_default() {
         panic!("not the graph command")
     };
     assert!(graph.listen.ip().is_loopback(), "{}", graph.listen);
+}
+
+/// A client trusting `certificate`, reaching `localhost` at the service's port.
+fn trusting(certificate: &ktwin_testkit::tls::SelfSigned, port: u16) -> reqwest::Client {
+    reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(certificate.certificate_pem.as_bytes()).unwrap(),
+        )
+        .resolve("localhost", ([127, 0, 0, 1], port).into())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_store_and_graph_serve_https_with_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let certificate = ktwin_testkit::tls::self_signed(dir.path(), "services");
+    let (cert, key) = (
+        certificate.certificate.to_str().unwrap(),
+        certificate.private_key.to_str().unwrap(),
+    );
+    let store_path = dir.path().join("store");
+    let project = ktwin_testkit::example_project();
+    let token = ["--token", "a-platform-token"];
+    let tls = ["--tls-cert", cert, "--tls-key", key];
+    let listen = ["--listen", "127.0.0.1:0"];
+    let store_args = [
+        &["store", "--path", store_path.to_str().unwrap()][..],
+        &listen,
+        &token,
+        &tls,
+    ];
+    let graph_args = [
+        &["graph", "--project", project.to_str().unwrap()][..],
+        &listen,
+        &token,
+        &tls,
+    ];
+    let store = start(&store_args.concat());
+    let graph = start(&graph_args.concat());
+    // The gateway's upstreams are never called here: only its own listener is under test.
+    let gateway_args = [&["gateway"][..], &listen, &token, &tls];
+    let gateway = start(&gateway_args.concat());
+
+    let services = [
+        ("store", &store, "/api/v1/twin-events"),
+        ("graph", &graph, "/api/v1/twin-graph"),
+        ("gateway", &gateway, "/api/v1/twin-graph"),
+    ];
+    for (name, service, protected) in services {
+        let port: u16 = service.base.rsplit(':').next().unwrap().parse().unwrap();
+        assert!(
+            service.base.starts_with("https://"),
+            "{name}: {}",
+            service.base
+        );
+        let client = trusting(&certificate, port);
+        let health = client
+            .get(format!("https://localhost:{port}/health"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(health.status(), StatusCode::OK, "{name} over HTTPS");
+        let unauthenticated = client
+            .get(format!("https://localhost:{port}{protected}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            unauthenticated.status(),
+            StatusCode::UNAUTHORIZED,
+            "{name}: auth stays on over HTTPS"
+        );
+        let plain = reqwest::get(format!("http://127.0.0.1:{port}/health")).await;
+        assert!(
+            plain.is_err() || !plain.unwrap().status().is_success(),
+            "{name} answered plain HTTP on its TLS port"
+        );
+    }
 }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use clap::{CommandFactory, Parser};
 use ktwin::Cli;
-use ktwin_model::crd::{Gateway, GatewaySpec};
+use ktwin_model::crd::{Gateway, GatewaySpec, GatewayTls};
 use ktwin_operator::install::{DEFAULT_OPERATOR_NAMESPACE, InstallValues, install_bundle};
 use ktwin_operator::manifests::load_project;
 use ktwin_operator::render::{Discovered, render_plan};
@@ -152,6 +152,9 @@ fn smart_city_objects(config: &KtwinConfig, database: bool) -> Vec<Value> {
     let mut gateway = Gateway::new("front-door", GatewaySpec::default());
     gateway.spec.auth.bearer_token_secret.name = "front-door-token".into();
     gateway.spec.apis.commands = true;
+    gateway.spec.tls = Some(GatewayTls {
+        secret_name: "front-door-tls".into(),
+    });
     input.gateways.push(gateway);
     let plan = ktwin_planner::plan(&input, config).unwrap();
     render_plan(&plan, config, &Discovered::placeholders(&plan))

@@ -82,25 +82,12 @@ fn publish_until_killed(
 
 /// The `seq` of every stored event, with repeats, paging through `GET /api/v1/twin-events`.
 async fn stored_seqs(client: &reqwest::Client, base: &str) -> Vec<u64> {
-    let mut seqs = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!("{base}/api/v1/twin-events?limit=1000");
-        if let Some(cursor) = &cursor {
-            url.push_str(&format!("&cursor={cursor}"));
-        }
-        let response = client.get(url).send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        cursor = response
-            .headers()
-            .get("x-next-cursor")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let page: Vec<serde_json::Value> = response.json().await.unwrap();
-        seqs.extend(page.iter().filter_map(|e| e["eventData"]["seq"].as_u64()));
-        if cursor.is_none() {
-            return seqs;
-        }
-    }
+    let url = format!("{base}/api/v1/twin-events?limit=1000");
+    let events: Vec<serde_json::Value> = ktwin_testkit::all_pages(client, &url).await;
+    events
+        .iter()
+        .filter_map(|e| e["eventData"]["seq"].as_u64())
+        .collect()
 }
 
 /// Waits (polling, with the hang guard) until `ready` holds.

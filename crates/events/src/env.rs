@@ -88,6 +88,10 @@ pub const API_TOKEN: &str = "KTWIN_API_TOKEN";
 /// Token file (names, scopes, grants, hashes) of a standalone service's callers, reloaded on
 /// change.
 pub const TOKENS_FILE: &str = "KTWIN_TOKENS_FILE";
+/// PEM certificate chain a service (gateway, event store, graph, `ktwin up`) serves TLS with.
+pub const TLS_CERT: &str = "KTWIN_TLS_CERT";
+/// The PEM private key of [`TLS_CERT`].
+pub const TLS_KEY: &str = "KTWIN_TLS_KEY";
 /// Requests per second one credential may make of the gateway (sustained).
 pub const GATEWAY_RATE_LIMIT: &str = "KTWIN_GATEWAY_RATE_LIMIT";
 /// OIDC issuer (`iss`) whose JWTs a service accepts.

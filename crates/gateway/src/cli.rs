@@ -4,9 +4,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::ArgAction;
-use ktwin_auth::service_args::ServiceAuthArgs;
+use ktwin_auth::service_args::{ServiceAuthArgs, TlsArgs};
 use ktwin_auth::{AuthLimits, RateLimit};
 use ktwin_events::env;
 use ktwin_service::Readiness;
@@ -22,6 +21,9 @@ pub struct GatewayArgs {
     /// Who may call.
     #[command(flatten)]
     pub auth: ServiceAuthArgs,
+    /// The certificate clients see (HTTPS when given).
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Requests per second one credential may make, sustained (bursts of twice that); over
     /// it: 429 with Retry-After. 0 = no limit.
     #[arg(long, env = env::GATEWAY_RATE_LIMIT, default_value_t = 50)]
@@ -83,18 +85,9 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     };
     let readiness = Readiness::new();
     let app = router(config, auth, readiness.clone());
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let address = listener.local_addr()?;
-    println!("ktwin gateway listening on http://{address}");
     readiness.set_ready(true);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await
-    .context("serving HTTP")?;
+    args.tls
+        .serve("gateway", args.listen, app, shutdown)
+        .await?;
     Ok(ExitCode::SUCCESS)
 }

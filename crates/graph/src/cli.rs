@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use ktwin_auth::service_args::{self, ServiceAuthArgs};
+use ktwin_auth::service_args::{self, ServiceAuthArgs, TlsArgs};
 use ktwin_auth::{AuthLimits, RoutePolicyBuilder};
 use ktwin_service::{Readiness, ops_router, with_service_layers};
 
@@ -38,6 +38,9 @@ pub struct GraphArgs {
     /// Who may call.
     #[command(flatten)]
     pub auth: ServiceAuthArgs,
+    /// The certificate callers see (HTTPS when given).
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Source of truth.
     #[arg(long, value_enum, default_value = "local", env = ktwin_events::env::GRAPH_SOURCE)]
     pub source: SourceKind,
@@ -107,18 +110,9 @@ pub async fn run(args: GraphArgs) -> anyhow::Result<ExitCode> {
         }),
     );
     let app = with_service_layers("graph", api.layer(auth).merge(ops_router(readiness)));
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let address = listener.local_addr()?;
-    println!("ktwin graph listening on http://{address}");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-    .await
-    .context("serving HTTP")?;
+    args.tls
+        .serve("graph", args.listen, app, shutdown.clone())
+        .await?;
     shutdown.cancel();
     if let Err(err) = source_task.await {
         tracing::error!(%err, "the graph source task failed");

@@ -9,17 +9,17 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, Statef
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretKeySelector, Service, ServicePort, ServiceSpec,
-    VolumeMount, VolumeResourceRequirements,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use ktwin_events::{DeviceBinding, DeviceBindings, env, routing_key_of_mqtt_topic};
 use ktwin_planner::{
-    Autoscaling, DispatcherKind, DispatchersPlan, Endpoint, EnvValue, EventStorePlan, GatewayPlan,
-    InterfacePlan, KtwinConfig, MqttIngress, Plan, PlatformEnv, Route, RoutePurpose, ScaleMetric,
-    StoreStorage, Subscriber,
+    Autoscaling, DispatcherKind, DispatchersPlan, Endpoint, EnvValue, EventStorePlan,
+    GATEWAY_TLS_DIR, GatewayPlan, InterfacePlan, KtwinConfig, MqttIngress, Plan, PlatformEnv,
+    Route, RoutePurpose, ScaleMetric, StoreStorage, Subscriber,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -785,6 +785,7 @@ impl<'a> Renderer<'a> {
                         node_selector: &dispatcher.node_selector,
                         service_type: "ClusterIP",
                         port: self.config.service_port,
+                        tls_secret: None,
                     };
                     let meta = self.metadata(
                         &dispatcher.name,
@@ -813,6 +814,7 @@ impl<'a> Renderer<'a> {
                     node_selector: &BTreeMap::new(),
                     service_type: &plan.service_type,
                     port: plan.port,
+                    tls_secret: plan.tls_secret.as_deref(),
                 };
                 let meta = self.metadata(&plan.name, owner, &[(LABEL_TRIGGER, &plan.name)]);
                 let mut rendered = workload.render(meta);
@@ -856,6 +858,9 @@ pub struct Workload<'a> {
     pub service_type: &'a str,
     /// Port the container listens on and the Service exposes.
     pub port: u16,
+    /// A `kubernetes.io/tls` Secret mounted read-only at [`GATEWAY_TLS_DIR`]: the container
+    /// serves HTTPS (its probes too).
+    pub tls_secret: Option<&'a str>,
 }
 
 impl Workload<'_> {
@@ -881,12 +886,16 @@ impl Workload<'_> {
             security_context: Some(restricted_container()),
             ..Default::default()
         };
+        let mut template = pod_template(&selector, container, self.node_selector);
+        if let Some(secret) = self.tls_secret {
+            serve_tls_from(&mut template, secret);
+        }
         let deployment = Deployment {
             metadata: meta.clone(),
             spec: DeploymentSpec {
                 replicas: Some(i32::try_from(self.replicas).unwrap_or(i32::MAX)),
                 selector: label_selector(&selector),
-                template: pod_template(&selector, container, self.node_selector),
+                template,
                 ..Default::default()
             },
             status: None,
@@ -926,6 +935,39 @@ fn pod_template(
             security_context: Some(restricted_pod()),
             ..Default::default()
         }),
+    }
+}
+
+/// Mounts the certificate Secret `secret` into the pod's one container, whose probes then
+/// speak HTTPS (the kubelet does not check the certificate).
+fn serve_tls_from(template: &mut PodTemplateSpec, secret: &str) {
+    const VOLUME: &str = "tls";
+    let Some(pod) = template.spec.as_mut() else {
+        return;
+    };
+    pod.volumes = Some(vec![Volume {
+        name: VOLUME.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_owned()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }]);
+    for container in &mut pod.containers {
+        container.volume_mounts = Some(vec![VolumeMount {
+            name: VOLUME.into(),
+            mount_path: GATEWAY_TLS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        }]);
+        for probe in [
+            &mut container.liveness_probe,
+            &mut container.readiness_probe,
+        ] {
+            if let Some(get) = probe.as_mut().and_then(|probe| probe.http_get.as_mut()) {
+                get.scheme = Some("HTTPS".into());
+            }
+        }
     }
 }
 

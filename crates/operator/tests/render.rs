@@ -454,7 +454,8 @@ fn every_rendered_workload() -> Vec<Value> {
             "spec": {
                 "auth": {"bearerTokenSecret": {"name": "front-door-token", "key": "token"}},
                 "apis": {"graph": true, "eventStore": true, "commands": true},
-                "service": {"type": "LoadBalancer", "port": 8080}
+                "service": {"type": "LoadBalancer", "port": 8080},
+                "tls": {"secretName": "front-door-tls"}
             }
         }))
         .unwrap(),
@@ -478,6 +479,37 @@ fn every_rendered_workload() -> Vec<Value> {
         )
     });
     all
+}
+
+#[test]
+fn a_gateway_with_a_certificate_serves_https_from_its_mounted_secret() {
+    let workloads = every_rendered_workload();
+    let gateway = workloads
+        .iter()
+        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "front-door")
+        .expect("the gateway's Deployment");
+    let pod = &gateway["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"],
+        json!([{"name": "tls", "secret": {"secretName": "front-door-tls"}}])
+    );
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["volumeMounts"],
+        json!([{"name": "tls", "mountPath": ktwin_planner::GATEWAY_TLS_DIR, "readOnly": true}])
+    );
+    let env: BTreeMap<&str, &str> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|var| Some((var["name"].as_str()?, var["value"].as_str()?)))
+        .collect();
+    let dir = ktwin_planner::GATEWAY_TLS_DIR;
+    assert_eq!(env[ktwin_events::env::TLS_CERT], format!("{dir}/tls.crt"));
+    assert_eq!(env[ktwin_events::env::TLS_KEY], format!("{dir}/tls.key"));
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(container[probe]["httpGet"]["scheme"], "HTTPS", "{probe}");
+    }
 }
 
 #[test]

@@ -9,7 +9,7 @@ use crate::input::name_of;
 use crate::interface::autoscaling_from_model;
 use crate::plan::{
     DispatcherKind, DispatcherPlan, DispatchersPlan, Endpoint, EnvValue, EventStorePlan,
-    GatewayPlan, PlatformEnv, StoreStorage,
+    GATEWAY_TLS_DIR, GatewayPlan, PlatformEnv, StoreStorage,
 };
 use crate::world::{PlanError, World};
 
@@ -232,6 +232,17 @@ pub(crate) fn gateway_plan(gateway: &Gateway, world: &World<'_>) -> GatewayPlan 
         env::GATEWAY_LISTEN,
         format!("0.0.0.0:{port}"),
     ));
+    let tls_secret = spec.tls.as_ref().map(|tls| tls.secret_name.clone());
+    if tls_secret.is_some() {
+        vars.push(PlatformEnv::literal(
+            env::TLS_CERT,
+            format!("{GATEWAY_TLS_DIR}/tls.crt"),
+        ));
+        vars.push(PlatformEnv::literal(
+            env::TLS_KEY,
+            format!("{GATEWAY_TLS_DIR}/tls.key"),
+        ));
+    }
     GatewayPlan {
         name: name_of(gateway).to_owned(),
         namespace: world.namespace.to_owned(),
@@ -245,5 +256,6 @@ pub(crate) fn gateway_plan(gateway: &Gateway, world: &World<'_>) -> GatewayPlan 
         port,
         service_type: format!("{:?}", spec.service.type_),
         env: vars,
+        tls_secret,
     }
 }

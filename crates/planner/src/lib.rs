@@ -39,8 +39,8 @@ pub use input::{PlanInput, name_of};
 pub use interface::{autoscaling_from_model, plan_interface};
 pub use plan::{
     Autoscaling, Diagnostic, DispatcherKind, DispatcherPlan, DispatchersPlan, Endpoint, EnvValue,
-    EventStorePlan, GatewayPlan, GraphPlan, InterfacePlan, MqttIngress, Plan, PlatformEnv, Route,
-    RoutePurpose, ScaleMetric, StoreStorage, Subscriber, TwinService,
+    EventStorePlan, GATEWAY_TLS_DIR, GatewayPlan, GraphPlan, InterfacePlan, MqttIngress, Plan,
+    PlatformEnv, Route, RoutePurpose, ScaleMetric, StoreStorage, Subscriber, TwinService,
 };
 pub use routing::{RoutingTable, routing_table};
 pub use world::{PlanError, World};

@@ -417,7 +417,13 @@ pub struct GatewayPlan {
     pub service_type: String,
     /// Environment: which APIs are proxied, upstream endpoints and the bearer token secret.
     pub env: Vec<PlatformEnv>,
+    /// The `kubernetes.io/tls` Secret mounted at [`GATEWAY_TLS_DIR`] when it serves HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret: Option<String>,
 }
+
+/// Where a gateway's certificate Secret is mounted (its `tls.crt` and `tls.key`).
+pub const GATEWAY_TLS_DIR: &str = "/etc/ktwin/tls";
 
 /// Something in the input the platform could not honour fully (not fatal).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -68,13 +68,9 @@ pub struct UpArgs {
     /// created on first start under PROJECT_DIR/.ktwin/auth/.
     #[arg(long)]
     pub insecure: bool,
-    /// Serve the HTTP port and the MQTT device port over TLS with this PEM certificate chain
-    /// (needs --tls-key).
-    #[arg(long, value_name = "PEM", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// The certificate's PEM private key (PKCS#8, PKCS#1 or SEC1).
-    #[arg(long, value_name = "PEM", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
+    /// The certificate of the HTTP port and the MQTT device port (TLS on both when given).
+    #[command(flatten)]
+    pub tls: ktwin_auth::service_args::TlsArgs,
 }
 
 /// The MQTT standard port when it is free; otherwise a free port chosen by the OS, so that
@@ -112,12 +108,7 @@ impl UpArgs {
         if self.insecure {
             options.auth = UpAuth::Insecure;
         }
-        if let (Some(certificate), Some(private_key)) = (&self.tls_cert, &self.tls_key) {
-            options.tls = Some(ktwin_auth::tls::TlsFiles {
-                certificate: certificate.clone(),
-                private_key: private_key.clone(),
-            });
-        }
+        options.tls = self.tls.files();
         if let Some(url) = &self.mqtt {
             options.mqtt = MqttChoice::External(MqttAddress::parse(url)?);
         } else {

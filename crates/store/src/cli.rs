@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::http::Method;
-use ktwin_auth::service_args::{self, ServiceAuthArgs};
+use ktwin_auth::service_args::{self, ServiceAuthArgs, TlsArgs};
 use ktwin_auth::{AuthLimits, RoutePolicy, RoutePolicyBuilder};
 use ktwin_events::{defaults, env};
 use ktwin_service::{Readiness, ops_router, with_service_layers};
@@ -77,6 +77,9 @@ pub struct StoreArgs {
     /// Who may call.
     #[command(flatten)]
     pub auth: ServiceAuthArgs,
+    /// The certificate callers see (HTTPS when given).
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Accept posted events (`POST /api/v1/twin-events`) without a credential: for a Knative
     /// Trigger, which cannot present one; every other route still needs one.
     #[arg(long, env = env::STORE_OPEN_INGEST, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -165,19 +168,10 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
         ),
     );
     let app = with_service_layers("store", api.layer(auth).merge(ops_router(readiness)));
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let address = listener.local_addr()?;
-    println!("ktwin store listening on http://{address}");
-    tracing::info!(%address, backend = ?args.backend.backend, "event store listening");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-    .await
-    .context("serving HTTP")?;
+    tracing::info!(backend = ?args.backend.backend, "event store starting");
+    args.tls
+        .serve("store", args.listen, app, shutdown.clone())
+        .await?;
     // The router (and its ingestor handles) is gone: the ingest task drains and ends.
     ingest_task.await.context("ingest task")?;
     watcher.abort();

@@ -130,26 +130,13 @@ async fn ingest_until_killed(store: Store) -> BTreeSet<String> {
 
 /// Every stored id, paging through `GET /api/v1/twin-events`.
 async fn stored_ids(base: &str) -> BTreeSet<String> {
-    let client = reqwest::Client::new();
-    let mut ids = BTreeSet::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!("{base}/api/v1/twin-events?limit=1000");
-        if let Some(cursor) = &cursor {
-            url.push_str(&format!("&cursor={cursor}"));
-        }
-        let response = client.get(url).send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        cursor = response
-            .headers()
-            .get("x-next-cursor")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let page: Vec<serde_json::Value> = response.json().await.unwrap();
-        ids.extend(page.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
-        if cursor.is_none() {
-            return ids;
-        }
-    }
+    let url = format!("{base}/api/v1/twin-events?limit=1000");
+    let events: Vec<serde_json::Value> =
+        ktwin_testkit::all_pages(&reqwest::Client::new(), &url).await;
+    events
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 async fn survives_sigkill(backend_args: Vec<String>) {

@@ -27,6 +27,6 @@ pub mod servers;
 pub mod tls;
 
 pub use event::{cloud_event, unique_suffix};
-pub use http::serve;
+pub use http::{all_pages, serve};
 pub use paths::{example_project, shared, workspace_root};
 pub use postgres::ScratchDb;

@@ -54,6 +54,20 @@ pub struct GatewaySpec {
     pub image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Serve HTTPS with this certificate; absent, the gateway speaks plain HTTP (put a
+    /// TLS-terminating Ingress or load balancer in front of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<GatewayTls>,
+}
+
+/// The certificate a gateway serves: a Secret of type `kubernetes.io/tls` (keys `tls.crt`
+/// and `tls.key`, e.g. made by cert-manager) in the gateway's namespace.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayTls {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
 }
 
 fn default_replicas() -> i32 {

@@ -19,7 +19,7 @@ pub use event_store::{
 };
 pub use gateway::{
     Gateway, GatewayApis, GatewayAuth, GatewayService, GatewayServiceType, GatewaySpec,
-    GatewayStatus, SecretKeyRef,
+    GatewayStatus, GatewayTls, SecretKeyRef,
 };
 pub use mqtt_trigger::{
     DEFAULT_MQTT_EXCHANGE, DEFAULT_PREFETCH, DispatcherSpec, MQTTTrigger, MQTTTriggerSpec,

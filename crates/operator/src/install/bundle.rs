@@ -354,6 +354,7 @@ fn graph_objects(v: &Source<'_>) -> Result<Vec<BundleObject>, UnknownValue> {
         node_selector: &BTreeMap::new(),
         service_type: "ClusterIP",
         port,
+        tls_secret: None,
     };
     let mut metadata = meta(name, at());
     metadata["labels"]["ktwin/trigger"] = json!(name);
