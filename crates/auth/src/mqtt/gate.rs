@@ -16,8 +16,8 @@
 //! With a [`PubAckHold`] ([`MqttGate::with_ack_hold`]) the broker's PUBACK of a QoS 1 message
 //! on a topic the platform ingests goes to the device only once the platform has made the
 //! message durable: a crash of the process then loses nothing a device was told is taken. On a
-//! stop the gate reads no more from devices but forwards, for up to [`ACK_DRAIN_TIMEOUT`], the
-//! PUBACKs of messages still becoming durable. QoS 2 is not held: rumqttd takes a QoS 2 message
+//! stop the gate reads no more from devices but keeps relaying, for up to
+//! [`ACK_DRAIN_TIMEOUT`], the PUBACKs of messages still becoming durable. QoS 2 is not held: rumqttd takes a QoS 2 message
 //! into its log only at PUBREL, after the device let go of it at PUBREC.
 //!
 //! Refusals are counted and logged ([`Refusals`]), never with the password. Client ids are
@@ -242,7 +242,7 @@ impl MqttGate {
         let (to_device, queued) = mpsc::channel::<Bytes>(DEVICE_QUEUE);
         let mut writer = tokio::spawn(write_frames(device_write, queued));
         let upstream = FrameReader::new(upstream_read, self.max_packet_bytes);
-        let (acks, released) = match &self.hold {
+        let (acks, mut released) = match &self.hold {
             Some(hold) => {
                 let (acks, released) = hold.connection();
                 (Some(acks), Some(released))
@@ -250,7 +250,12 @@ impl MqttGate {
             None => (None, None),
         };
         let result = {
-            let from_broker = relay_frames(upstream, to_device.clone(), acks.as_ref(), released);
+            let from_broker = relay_frames(
+                upstream,
+                to_device.clone(),
+                acks.as_ref(),
+                released.as_mut(),
+            );
             tokio::pin!(from_broker);
             // Whichever side ends first (the broker closing, e.g. after a missed keep-alive, or
             // the device) ends the connection.
@@ -271,6 +276,12 @@ impl MqttGate {
             }
             result
         };
+        // Released just before the wait ended.
+        while let Some(frame) = released.as_mut().and_then(|r| r.try_recv().ok()) {
+            if to_device.send(frame).await.is_err() {
+                break;
+            }
+        }
         drop(to_device);
         // What is queued goes out, unless the device stopped reading.
         if tokio::time::timeout(CONNECT_TIMEOUT, &mut writer)
@@ -569,7 +580,7 @@ async fn relay_frames<R: AsyncRead + Unpin>(
     mut upstream: FrameReader<R>,
     to_device: mpsc::Sender<Bytes>,
     acks: Option<&ConnectionHold>,
-    mut released: Option<mpsc::UnboundedReceiver<Bytes>>,
+    mut released: Option<&mut mpsc::UnboundedReceiver<Bytes>>,
 ) {
     loop {
         let frame = tokio::select! {
