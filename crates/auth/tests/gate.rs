@@ -122,18 +122,7 @@ async fn setup_with(hold: Option<Arc<PubAckHold>>) -> Setup {
 async fn devices_stay_within_their_rights_and_refusals_are_counted() {
     let s = setup().await;
     let refusals = s.gate.refusals();
-    let mut platform = connect(
-        s.broker.port(),
-        "platform",
-        GATE_USER,
-        s.gate_password.expose(),
-    )
-    .await
-    .unwrap();
-    assert!(matches!(
-        platform.subscribe("ktwin/real/#").await,
-        Some(SubscribeReasonCode::Success(_))
-    ));
+    let mut platform = platform(&s).await;
 
     let mut p1 = connect(s.gate_port, "dev-1", "p1", s.p1.expose())
         .await
@@ -210,14 +199,7 @@ async fn bad_credentials_are_refused_and_the_broker_cannot_be_reached_around_the
 #[tokio::test]
 async fn a_client_id_reused_by_another_credential_does_not_take_over_the_session() {
     let s = setup().await;
-    let mut platform = connect(
-        s.broker.port(),
-        "platform",
-        GATE_USER,
-        s.gate_password.expose(),
-    )
-    .await
-    .unwrap();
+    let mut platform = platform(&s).await;
     let mut p1 = connect(s.gate_port, "shared-id", "p1", s.p1.expose())
         .await
         .unwrap();
@@ -256,6 +238,18 @@ async fn platform(s: &Setup) -> common::Device {
     platform
 }
 
+/// A gate holding PUBACKs of messages on `ingested`, the platform subscribed behind it, and
+/// device p1 connected.
+async fn held(ingested: &str) -> (Arc<PubAckHold>, Setup, common::Device, common::Device) {
+    let hold = Arc::new(PubAckHold::new([ingested.to_owned()]));
+    let s = setup_with(Some(Arc::clone(&hold))).await;
+    let platform = platform(&s).await;
+    let p1 = connect(s.gate_port, "dev-1", "p1", s.p1.expose())
+        .await
+        .unwrap();
+    (hold, s, platform, p1)
+}
+
 /// Waits (polling, within [`WAIT`]) until the hold keeps `count` PUBACKs.
 async fn until_withheld(hold: &PubAckHold, count: usize) {
     let started = std::time::Instant::now();
@@ -271,12 +265,7 @@ async fn until_withheld(hold: &PubAckHold, count: usize) {
 
 #[tokio::test]
 async fn a_puback_waits_until_the_platform_reports_the_message_durable() {
-    let hold = Arc::new(PubAckHold::new(["ktwin/real/#".to_owned()]));
-    let s = setup_with(Some(Arc::clone(&hold))).await;
-    let mut platform = platform(&s).await;
-    let mut p1 = connect(s.gate_port, "dev-1", "p1", s.p1.expose())
-        .await
-        .unwrap();
+    let (hold, s, mut platform, mut p1) = held("ktwin/real/#").await;
     p1.publish("ktwin/real/pole/p1", "r1").await;
     let (topic, payload) = platform.next_message(WAIT).await.unwrap();
     // The broker acknowledged it to the gate, which keeps the PUBACK from the device.
@@ -291,12 +280,7 @@ async fn a_puback_waits_until_the_platform_reports_the_message_durable() {
 #[tokio::test]
 async fn messages_the_platform_never_reports_are_acknowledged_at_once() {
     // The platform ingests only p2's topic here.
-    let hold = Arc::new(PubAckHold::new(["ktwin/real/pole/p2".to_owned()]));
-    let s = setup_with(Some(Arc::clone(&hold))).await;
-    let mut platform = platform(&s).await;
-    let mut p1 = connect(s.gate_port, "dev-1", "p1", s.p1.expose())
-        .await
-        .unwrap();
+    let (hold, s, mut platform, mut p1) = held("ktwin/real/pole/p2").await;
     // Refused by the ACL: the gate answers for the broker.
     p1.publish("ktwin/real/pole/p2", "forged").await;
     assert!(p1.next_puback(WAIT).await.is_some());
@@ -313,12 +297,7 @@ async fn messages_the_platform_never_reports_are_acknowledged_at_once() {
 
 #[tokio::test]
 async fn a_held_puback_is_forgotten_with_its_connection() {
-    let hold = Arc::new(PubAckHold::new(["ktwin/real/#".to_owned()]));
-    let s = setup_with(Some(Arc::clone(&hold))).await;
-    let mut platform = platform(&s).await;
-    let p1 = connect(s.gate_port, "dev-1", "p1", s.p1.expose())
-        .await
-        .unwrap();
+    let (hold, s, mut platform, p1) = held("ktwin/real/#").await;
     p1.publish("ktwin/real/pole/p1", "gone").await;
     platform.next_message(WAIT).await.unwrap();
     until_withheld(&hold, 1).await;
