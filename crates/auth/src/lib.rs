@@ -5,7 +5,9 @@
 //! Secret, reloaded when it changes ([`Reloading`]); OIDC JWTs validated against an issuer's
 //! key set ([`OidcValidator`]); the tower [`AuthLayer`] services put in front of their routes,
 //! driven by each service's [`AccessPolicy`]; per-principal rate limits; MQTT device
-//! credentials and topic ACLs ([`mqtt`]), with generators for Mosquitto and RabbitMQ; and TLS
+//! credentials and topic ACLs ([`mqtt`]), with generators for Mosquitto and RabbitMQ and a gate
+//! enforcing them in front of an embedded broker (which also holds devices' PUBACKs until the
+//! platform reports their messages durable); and TLS
 //! server configuration from PEM files ([`tls`]); and the credentials a local platform creates on
 //! first start ([`local`]).
 //!

@@ -1,6 +1,7 @@
 //! The MQTT gate in front of a real embedded rumqttd: devices authenticate, each publishes and
-//! subscribes only within its rights, refusals are counted, another device is unaffected, and
-//! the broker behind cannot be reached without the gate's secret.
+//! subscribes only within its rights, refusals are counted, another device is unaffected, the
+//! broker behind cannot be reached without the gate's secret, and with a PUBACK hold a device's
+//! acknowledgement waits until the platform reports its message durable.
 
 mod common;
 
@@ -14,7 +15,9 @@ use common::{WAIT, connect, publish_own_and_forged};
 use ktwin_auth::Reloading;
 use ktwin_auth::Secret;
 use ktwin_auth::mqtt::gate::{MqttGate, Upstream};
-use ktwin_auth::mqtt::{DeclaredTopics, DeviceCredentialFile, DeviceGrant, DeviceRegistry};
+use ktwin_auth::mqtt::{
+    DeclaredTopics, DeviceCredentialFile, DeviceGrant, DeviceRegistry, MessageKey, PubAckHold,
+};
 use rumqttc::SubscribeReasonCode;
 use tokio_util::sync::CancellationToken;
 
@@ -79,6 +82,11 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(None).await
+}
+
+/// A gate holding PUBACKs in `hold`, if given.
+async fn setup_with(hold: Option<Arc<PubAckHold>>) -> Setup {
     let mut file = DeviceCredentialFile::default();
     let p1 = file.issue("p1", DeviceGrant::device("pole", "p1")).unwrap();
     let p2 = file.issue("p2", DeviceGrant::device("pole", "p2")).unwrap();
@@ -90,12 +98,11 @@ async fn setup() -> Setup {
         password: gate_password.clone(),
     };
     let registry = Reloading::fixed(DeviceRegistry::new(&file).unwrap());
-    let gate = Arc::new(MqttGate::new(
-        upstream,
-        registry,
-        DeclaredTopics::default(),
-        1024 * 1024,
-    ));
+    let mut gate = MqttGate::new(upstream, registry, DeclaredTopics::default(), 1024 * 1024);
+    if let Some(hold) = hold {
+        gate = gate.with_ack_hold(hold);
+    }
+    let gate = Arc::new(gate);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gate_port = listener.local_addr().unwrap().port();
     let stop = CancellationToken::new();
@@ -115,18 +122,7 @@ async fn setup() -> Setup {
 async fn devices_stay_within_their_rights_and_refusals_are_counted() {
     let s = setup().await;
     let refusals = s.gate.refusals();
-    let mut platform = connect(
-        s.broker.port(),
-        "platform",
-        GATE_USER,
-        s.gate_password.expose(),
-    )
-    .await
-    .unwrap();
-    assert!(matches!(
-        platform.subscribe("ktwin/real/#").await,
-        Some(SubscribeReasonCode::Success(_))
-    ));
+    let mut platform = platform(&s).await;
 
     let mut p1 = connect(s.gate_port, "dev-1", "p1", s.p1.expose())
         .await
@@ -203,14 +199,7 @@ async fn bad_credentials_are_refused_and_the_broker_cannot_be_reached_around_the
 #[tokio::test]
 async fn a_client_id_reused_by_another_credential_does_not_take_over_the_session() {
     let s = setup().await;
-    let mut platform = connect(
-        s.broker.port(),
-        "platform",
-        GATE_USER,
-        s.gate_password.expose(),
-    )
-    .await
-    .unwrap();
+    let mut platform = platform(&s).await;
     let mut p1 = connect(s.gate_port, "shared-id", "p1", s.p1.expose())
         .await
         .unwrap();
@@ -229,5 +218,92 @@ async fn a_client_id_reused_by_another_credential_does_not_take_over_the_session
         Some(("ktwin/virtual/pole/p1".to_owned(), "still here".to_owned()))
     );
     let _ = platform.closed_within(Duration::from_millis(1)).await;
+    s.stop.cancel();
+}
+
+/// The platform's side: subscribed to device messages on the broker behind the gate.
+async fn platform(s: &Setup) -> common::Device {
+    let mut platform = connect(
+        s.broker.port(),
+        "platform",
+        GATE_USER,
+        s.gate_password.expose(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        platform.subscribe("ktwin/real/#").await,
+        Some(SubscribeReasonCode::Success(_))
+    ));
+    platform
+}
+
+/// A gate holding PUBACKs of messages on `ingested`, the platform subscribed behind it, and
+/// device p1 connected.
+async fn held(ingested: &str) -> (Arc<PubAckHold>, Setup, common::Device, common::Device) {
+    let hold = Arc::new(PubAckHold::new([ingested.to_owned()]));
+    let s = setup_with(Some(Arc::clone(&hold))).await;
+    let platform = platform(&s).await;
+    let p1 = connect(s.gate_port, "dev-1", "p1", s.p1.expose())
+        .await
+        .unwrap();
+    (hold, s, platform, p1)
+}
+
+/// Waits (polling, within [`WAIT`]) until the hold keeps `count` PUBACKs.
+async fn until_withheld(hold: &PubAckHold, count: usize) {
+    let started = std::time::Instant::now();
+    while hold.withheld() != count {
+        assert!(
+            started.elapsed() < WAIT,
+            "the gate holds {} PUBACKs, not {count}",
+            hold.withheld()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_puback_waits_until_the_platform_reports_the_message_durable() {
+    let (hold, s, mut platform, mut p1) = held("ktwin/real/#").await;
+    p1.publish("ktwin/real/pole/p1", "r1").await;
+    let (topic, payload) = platform.next_message(WAIT).await.unwrap();
+    // The broker acknowledged it to the gate, which keeps the PUBACK from the device.
+    until_withheld(&hold, 1).await;
+    assert_eq!(p1.pubacks_so_far(), Vec::<u16>::new());
+    hold.durable(&MessageKey::of(topic.as_bytes(), payload.as_bytes()));
+    assert!(p1.next_puback(WAIT).await.is_some());
+    assert_eq!(hold.withheld(), 0);
+    s.stop.cancel();
+}
+
+#[tokio::test]
+async fn messages_the_platform_never_reports_are_acknowledged_at_once() {
+    // The platform ingests only p2's topic here.
+    let (hold, s, mut platform, mut p1) = held("ktwin/real/pole/p2").await;
+    // Refused by the ACL: the gate answers for the broker.
+    p1.publish("ktwin/real/pole/p2", "forged").await;
+    assert!(p1.next_puback(WAIT).await.is_some());
+    // Not ingested: the broker's PUBACK passes.
+    p1.publish("ktwin/real/pole/p1", "not ingested").await;
+    assert!(p1.next_puback(WAIT).await.is_some());
+    assert_eq!(
+        platform.next_message(WAIT).await,
+        Some(("ktwin/real/pole/p1".to_owned(), "not ingested".to_owned()))
+    );
+    assert_eq!(hold.withheld(), 0);
+    s.stop.cancel();
+}
+
+#[tokio::test]
+async fn a_held_puback_is_forgotten_with_its_connection() {
+    let (hold, s, mut platform, p1) = held("ktwin/real/#").await;
+    p1.publish("ktwin/real/pole/p1", "gone").await;
+    platform.next_message(WAIT).await.unwrap();
+    until_withheld(&hold, 1).await;
+    // The device goes away without its PUBACK: nothing stays held for it.
+    p1.client.disconnect().await.unwrap();
+    until_withheld(&hold, 0).await;
+
     s.stop.cancel();
 }

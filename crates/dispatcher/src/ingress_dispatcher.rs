@@ -160,10 +160,11 @@ impl IngressDispatcher {
     fn publish(
         &self,
         event: cloudevents::Event,
-        message: SourceMessage,
+        mut message: SourceMessage,
         started: Instant,
         shutdown: CancellationToken,
     ) -> impl Future<Output = ()> + Send + 'static {
+        message.publishing(&event);
         let broker = Arc::clone(&self.broker);
         let metrics = self.metrics.clone();
         let counters = Arc::clone(&self.counters);

@@ -35,6 +35,13 @@ pub const DOTTED_TOPIC_ROUTING_KEY_PATTERN: &str = "*";
 pub trait SourceAck: Send {
     /// The message is handled; the source may forget it.
     async fn ack(self: Box<Self>) -> Result<(), TransportError>;
+
+    /// The message is about to be published as `event`; [`SourceAck::ack`] follows once the
+    /// broker took it. A message acknowledged without this call was dead-lettered. A source
+    /// whose device acknowledgement waits for the event's later fate (the embedded broker's
+    /// link: a device's PUBACK waits for the store) notes the event's id here, before the
+    /// event can reach anyone.
+    fn publishing(&mut self, _event: &cloudevents::Event) {}
 }
 
 /// One device message from a source.
@@ -67,6 +74,12 @@ impl SourceMessage {
             redelivered,
             ack,
         }
+    }
+
+    /// Tells the source the message is about to be published as `event`
+    /// ([`SourceAck::publishing`]).
+    pub fn publishing(&mut self, event: &cloudevents::Event) {
+        self.ack.publishing(event);
     }
 
     /// Acknowledges the message to its source.

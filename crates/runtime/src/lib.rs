@@ -22,6 +22,7 @@ pub mod bus;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod console;
+mod device_acks;
 mod error;
 pub mod event_stream;
 #[cfg(feature = "bench")]

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use ktwin_events::MQTT_PORT;
 
+pub use crate::device_acks::DeviceAcks;
 pub use crate::error::MqttError;
 pub use crate::mqtt_link::LinkSource;
 

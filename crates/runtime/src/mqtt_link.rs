@@ -6,8 +6,9 @@
 //! acknowledged with a write of its own, and the broker's network thread woke for both. The
 //! link hands messages over in memory, in batches (one wake-up per batch, not per message).
 //! It subscribes at QoS 0: an acknowledgement between two parts of one process guards against
-//! nothing, since both go down together, while devices still get their QoS 1 acknowledgement
-//! from the broker. The broker keeps each message in its log until the link has read it and
+//! nothing, since both go down together. Devices get their QoS 1 acknowledgement from the
+//! broker, through the MQTT gate, which holds it until the message is durable when the link
+//! acknowledges durably ([`LinkSource::acknowledge_durably`], [`crate::device_acks`]). The broker keeps each message in its log until the link has read it and
 //! pauses the link while its buffer is full; a link more than the whole log behind
 //! ([`crate::mqtt::MessageLog`]) misses the oldest messages. rumqttd does not hold its
 //! publishers back for a slow subscriber, so the link finds such a loss by the gap in the log
@@ -19,12 +20,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use ktwin_auth::mqtt::PubAckHold;
+use ktwin_broker::TypeFilter;
 use ktwin_dispatcher::ingress::TopicSyntax;
 use ktwin_dispatcher::{DeviceSource, SourceAck, SourceMessage};
 use ktwin_events::TopicKind;
 use rumqttd::Notification;
 use rumqttd::local::{LinkRx, LinkTx};
 
+use crate::device_acks::DeviceAcks;
 use crate::error::MqttError;
 
 /// Counter of device messages the embedded broker dropped before the link read them.
@@ -45,6 +49,8 @@ pub struct LinkSource {
     gaps: LogGaps,
     dropped: Arc<AtomicU64>,
     drop_log: DropLog,
+    /// Reports each message's durability to the MQTT gate, when devices' PUBACKs wait for it.
+    acks: Option<Arc<DeviceAcks>>,
     /// While it reads true, the link reads nothing (a soak's injected stall).
     #[cfg(feature = "bench")]
     stall: Option<tokio::sync::watch::Receiver<bool>>,
@@ -73,6 +79,7 @@ impl LinkSource {
             gaps,
             dropped: Arc::new(AtomicU64::new(0)),
             drop_log: DropLog::default(),
+            acks: None,
             #[cfg(feature = "bench")]
             stall: None,
         })
@@ -82,6 +89,21 @@ impl LinkSource {
     #[cfg(feature = "bench")]
     pub(crate) fn stalled_by(&mut self, stall: tokio::sync::watch::Receiver<bool>) {
         self.stall = Some(stall);
+    }
+
+    /// Acknowledges each device message once it is durable: returns the hold for the MQTT gate
+    /// (on this link's subscriptions, so subscribe first) and the observer the store's feed
+    /// reports to. Events of `stored_types` wait for the store; others are released once on
+    /// the bus.
+    pub fn acknowledge_durably(
+        &mut self,
+        stored_types: Option<TypeFilter>,
+    ) -> (Arc<PubAckHold>, Arc<DeviceAcks>) {
+        let filters = self.gaps.filters.iter().map(|(filter, _)| filter.clone());
+        let hold = Arc::new(PubAckHold::new(filters));
+        let acks = DeviceAcks::new(Arc::clone(&hold), stored_types);
+        self.acks = Some(Arc::clone(&acks));
+        (hold, acks)
     }
 
     /// Device messages the broker dropped before this link read them (also the
@@ -218,12 +240,11 @@ impl DeviceSource for LinkSource {
                     if let Some((_, offset)) = forward.cursor {
                         self.check_gap(&topic, offset);
                     }
-                    return Some(SourceMessage::new(
-                        topic,
-                        publish.payload,
-                        false,
-                        Box::new(NoAck),
-                    ));
+                    let ack: Box<dyn SourceAck> = match &self.acks {
+                        Some(acks) => acks.ack_for(&publish.topic, &publish.payload),
+                        None => Box::new(NoAck),
+                    };
+                    return Some(SourceMessage::new(topic, publish.payload, false, ack));
                 }
                 // The router paused this link because its buffer was full; everything it handed
                 // over is in hand now, so it may send more.

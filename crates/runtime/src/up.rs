@@ -44,7 +44,9 @@ use crate::autoscale::ScalePolicy;
 use crate::bus::{BROKER_PATH, CountingBroker, StoreProbe, StoreStates, ingress_router};
 use crate::console::Console;
 use crate::error::UpError;
-use crate::mqtt::{EmbeddedMqtt, LinkSource, MAX_PAYLOAD, MqttAddress, MqttError, start_embedded};
+use crate::mqtt::{
+    DeviceAcks, EmbeddedMqtt, LinkSource, MAX_PAYLOAD, MqttAddress, MqttError, start_embedded,
+};
 use crate::pool::{PoolConfig, PoolStats, ServicePool};
 use crate::process::ProcessLauncher;
 use crate::project::{Handlers, LOCAL_EVENT_STORE, PlannedProject, Runner};
@@ -283,7 +285,9 @@ impl Platform {
             readiness.clone(),
             parts.stages.stop_ingress.clone(),
         ));
-        let store_subscription = parts.start_store_feed(ingestor).await?;
+        let store_subscription = parts
+            .start_store_feed(ingestor, mqtt.device_acks.clone())
+            .await?;
         let egress = parts.start_egress(&mqtt).await?;
         let services = parts
             .start_services(&backend, &format!("http://{internal_http}"), &access)
@@ -350,6 +354,9 @@ struct MqttSetup {
     embedded_listener: Option<SocketAddr>,
     /// What the gate refused.
     refusals: Option<Arc<Refusals>>,
+    /// Behind the gate, what tells it that a device message is durable (the store's feed
+    /// reports to it).
+    device_acks: Option<Arc<DeviceAcks>>,
 }
 
 /// Starts the embedded broker on a blocking thread, accepting only `login` if given.
@@ -440,6 +447,7 @@ impl Assembly<'_> {
                     link: None,
                     embedded_listener: None,
                     refusals: None,
+                    device_acks: None,
                 });
             }
             MqttChoice::Embedded { port } => *port,
@@ -456,6 +464,7 @@ impl Assembly<'_> {
                 embedded_listener: Some(embedded.v4),
                 link: Some(embedded.link),
                 refusals: None,
+                device_acks: None,
             });
         };
         // The gate takes the device port; the broker listens on a free port behind it.
@@ -466,7 +475,13 @@ impl Assembly<'_> {
             .local_addr()
             .map_err(|source| UpError::Mqtt(MqttError::PortTaken { port, source }))?;
         let login = (GATE_USERNAME.to_owned(), Secret::generate("gate_"));
-        let embedded = start_embedded_broker(0, Some(login.clone()), &declared).await?;
+        let mut embedded = start_embedded_broker(0, Some(login.clone()), &declared).await?;
+        let stored_types = self
+            .planned
+            .routes
+            .subscription(&Subscriber::EventStore(LOCAL_EVENT_STORE.into()))
+            .map(|route| route.filter());
+        let (hold, device_acks) = embedded.link.acknowledge_durably(stored_types);
         let devices_file = credentials.devices_file();
         let (registry, _watcher) = Reloading::watch(
             &devices_file,
@@ -488,7 +503,8 @@ impl Assembly<'_> {
             registry,
             declared_topics(&bindings),
             MAX_PAYLOAD + GATE_HEADER_ROOM,
-        );
+        )
+        .with_ack_hold(hold);
         if let Some(files) = &self.options.tls {
             gate = gate.with_tls(files.acceptor().map_err(UpError::Tls)?);
         }
@@ -510,6 +526,7 @@ impl Assembly<'_> {
             embedded_listener: Some(gate_address),
             link: Some(embedded.link),
             refusals: Some(refusals),
+            device_acks: Some(device_acks),
         })
     }
 
@@ -680,7 +697,11 @@ impl<'a> Assembly<'a> {
     }
 
     /// The event store's subscription, fed to the store in batches; returns its name.
-    async fn start_store_feed(&mut self, ingestor: Ingestor) -> Result<Option<String>, UpError> {
+    async fn start_store_feed(
+        &mut self,
+        ingestor: Ingestor,
+        device_acks: Option<Arc<DeviceAcks>>,
+    ) -> Result<Option<String>, UpError> {
         let Some(subscription) = self
             .subscribe(&Subscriber::EventStore(LOCAL_EVENT_STORE.into()))
             .await?
@@ -691,6 +712,10 @@ impl<'a> Assembly<'a> {
         let feed = BrokerFeed::new(subscription, STORE_LINGER).quiet(STORE_QUIET);
         let feed = match self.options.store_probe.clone() {
             Some(probe) => feed.observed_by(probe),
+            None => feed,
+        };
+        let feed = match device_acks {
+            Some(acks) => feed.observed_by(acks),
             None => feed,
         };
         self.stages.consumers.spawn(

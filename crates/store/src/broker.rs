@@ -14,10 +14,14 @@ use crate::dead_letters::DeadLetterLimits;
 use crate::ingest::{EventFeed, FeedMessage};
 
 /// Told about every event a [`BrokerFeed`] stored, once it is durable and before it is
-/// acknowledged (a benchmark measuring latency up to the store, say).
+/// acknowledged (a benchmark measuring latency up to the store, say; the local runtime
+/// releasing a device's PUBACK).
 pub trait StoredObserver: Send + Sync {
     /// `event` is durable in the store.
     fn stored(&self, event: &Event);
+
+    /// `event` will never be stored (not a twin event); its dead letter is kept.
+    fn dead_lettered(&self, _event: &Event) {}
 }
 
 /// A broker subscription read in batches that linger for more deliveries, so batches (and
@@ -27,7 +31,7 @@ pub struct BrokerFeed {
     subscription: Subscription,
     linger: Duration,
     quiet: Duration,
-    observer: Option<Arc<dyn StoredObserver>>,
+    observers: Arc<[Arc<dyn StoredObserver>]>,
 }
 
 impl std::fmt::Debug for BrokerFeed {
@@ -36,7 +40,7 @@ impl std::fmt::Debug for BrokerFeed {
             .field("subscription", &self.subscription)
             .field("linger", &self.linger)
             .field("quiet", &self.quiet)
-            .field("observed", &self.observer.is_some())
+            .field("observers", &self.observers.len())
             .finish()
     }
 }
@@ -48,7 +52,7 @@ impl BrokerFeed {
             subscription,
             linger,
             quiet: linger,
-            observer: None,
+            observers: Arc::new([]),
         }
     }
 
@@ -61,10 +65,10 @@ impl BrokerFeed {
         self
     }
 
-    /// Tells `observer` about every event once it is stored.
+    /// Tells `observer` (too) about every event once it is stored.
     #[must_use]
     pub fn observed_by(mut self, observer: Arc<dyn StoredObserver>) -> Self {
-        self.observer = Some(observer);
+        self.observers = self.observers.iter().cloned().chain([observer]).collect();
         self
     }
 }
@@ -80,7 +84,7 @@ impl EventFeed for BrokerFeed {
             .into_iter()
             .map(|delivery| FedDelivery {
                 delivery,
-                observer: self.observer.clone(),
+                observers: Arc::clone(&self.observers),
             })
             .collect()
     }
@@ -90,7 +94,7 @@ impl EventFeed for BrokerFeed {
 /// dead-lettered when it can never be stored.
 pub struct FedDelivery {
     delivery: Delivery,
-    observer: Option<Arc<dyn StoredObserver>>,
+    observers: Arc<[Arc<dyn StoredObserver>]>,
 }
 
 #[async_trait]
@@ -100,7 +104,7 @@ impl FeedMessage for FedDelivery {
     }
 
     async fn ack(self) {
-        if let Some(observer) = &self.observer {
+        for observer in self.observers.iter() {
             observer.stored(self.delivery.event());
         }
         if let Err(err) = self.delivery.ack().await {
@@ -117,8 +121,14 @@ impl FeedMessage for FedDelivery {
     }
 
     async fn reject(self, reason: &str) {
-        if let Err(err) = self.delivery.dead_letter(reason).await {
-            tracing::warn!(%err, "dead-lettering a non-twin event failed");
+        let event = self.delivery.event().clone();
+        match self.delivery.dead_letter(reason).await {
+            Ok(()) => {
+                for observer in self.observers.iter() {
+                    observer.dead_lettered(&event);
+                }
+            }
+            Err(err) => tracing::warn!(%err, "dead-lettering a non-twin event failed"),
         }
     }
 }

@@ -13,6 +13,13 @@
 //!   for every filter and never reaches the broker;
 //! - a will message outside its rights refuses the connection.
 //!
+//! With a [`PubAckHold`] ([`MqttGate::with_ack_hold`]) the broker's PUBACK of a QoS 1 message
+//! on a topic the platform ingests goes to the device only once the platform has made the
+//! message durable: a crash of the process then loses nothing a device was told is taken. On a
+//! stop the gate reads no more from devices but keeps relaying, for up to
+//! [`ACK_DRAIN_TIMEOUT`], the PUBACKs of messages still becoming durable. QoS 2 is not held: rumqttd takes a QoS 2 message
+//! into its log only at PUBREL, after the device let go of it at PUBREC.
+//!
 //! Refusals are counted and logged ([`Refusals`]), never with the password. Client ids are
 //! namespaced by username towards the broker (`<username>:<client id>`), so one credential
 //! cannot take over another's session by reusing its client id. Sessions, keep-alive, QoS
@@ -34,6 +41,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use super::ack_hold::{ConnectionHold, MessageKey, PubAckHold, Withhold};
 use super::acl::{DeclaredTopics, Refusal, Refusals, TopicRights};
 use super::credentials::DeviceRegistry;
 use crate::reload::Reloading;
@@ -41,6 +49,10 @@ use crate::secret::Secret;
 
 /// How long a new connection may take to send its CONNECT (and finish TLS).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// On a stop, how long a connection waits for the PUBACKs of its messages still becoming
+/// durable before it closes (the device sends those again).
+pub const ACK_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Frames queued towards one device before the gate stops reading from the broker for it.
 const DEVICE_QUEUE: usize = 256;
@@ -64,6 +76,7 @@ pub struct MqttGate {
     refusals: Arc<Refusals>,
     tls: Option<TlsAcceptor>,
     max_packet_bytes: usize,
+    hold: Option<Arc<PubAckHold>>,
 }
 
 impl std::fmt::Debug for MqttGate {
@@ -71,6 +84,7 @@ impl std::fmt::Debug for MqttGate {
         f.debug_struct("MqttGate")
             .field("upstream", &self.upstream.address)
             .field("tls", &self.tls.is_some())
+            .field("ack_hold", &self.hold.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -123,7 +137,15 @@ impl MqttGate {
             refusals: Arc::new(Refusals::default()),
             tls: None,
             max_packet_bytes,
+            hold: None,
         }
+    }
+
+    /// Holds the broker's PUBACKs of messages on topics `hold` ingests until the platform
+    /// reports them durable ([`PubAckHold::durable`]).
+    pub fn with_ack_hold(mut self, hold: Arc<PubAckHold>) -> Self {
+        self.hold = Some(hold);
+        self
     }
 
     /// Devices connect over TLS.
@@ -220,13 +242,46 @@ impl MqttGate {
         let (to_device, queued) = mpsc::channel::<Bytes>(DEVICE_QUEUE);
         let mut writer = tokio::spawn(write_frames(device_write, queued));
         let upstream = FrameReader::new(upstream_read, self.max_packet_bytes);
-        // Whichever side ends first (the broker closing, e.g. after a missed keep-alive, or
-        // the device) ends the connection.
-        let result = tokio::select! {
-            () = stop.cancelled() => Ok(()),
-            () = relay_frames(upstream, to_device.clone()) => Ok(()),
-            result = self.relay_device(&session, &mut device, &mut upstream_write, &to_device) => result,
+        let (acks, mut released) = match &self.hold {
+            Some(hold) => {
+                let (acks, released) = hold.connection();
+                (Some(acks), Some(released))
+            }
+            None => (None, None),
         };
+        let result = {
+            let from_broker = relay_frames(
+                upstream,
+                to_device.clone(),
+                acks.as_ref(),
+                released.as_mut(),
+            );
+            tokio::pin!(from_broker);
+            // Whichever side ends first (the broker closing, e.g. after a missed keep-alive, or
+            // the device) ends the connection.
+            let (result, stopped) = tokio::select! {
+                () = stop.cancelled() => (Ok(()), true),
+                () = &mut from_broker => (Ok(()), false),
+                result = self.relay_device(&session, &mut device, &mut upstream_write, &to_device, acks.as_ref()) => (result, false),
+            };
+            if let (true, Some(acks)) = (stopped, &acks) {
+                // PUBACKs of messages the platform is still making durable during its drain.
+                let _ = tokio::time::timeout(ACK_DRAIN_TIMEOUT, async {
+                    tokio::select! {
+                        () = &mut from_broker => {}
+                        () = acks.settled() => {}
+                    }
+                })
+                .await;
+            }
+            result
+        };
+        // Released just before the wait ended.
+        while let Some(frame) = released.as_mut().and_then(|r| r.try_recv().ok()) {
+            if to_device.send(frame).await.is_err() {
+                break;
+            }
+        }
         drop(to_device);
         // What is queued goes out, unless the device stopped reading.
         if tokio::time::timeout(CONNECT_TIMEOUT, &mut writer)
@@ -300,9 +355,10 @@ impl MqttGate {
         device: &mut FrameReader<R>,
         upstream: &mut tokio::net::tcp::OwnedWriteHalf,
         to_device: &mpsc::Sender<Bytes>,
+        acks: Option<&ConnectionHold>,
     ) -> Result<(), ConnectionError> {
         while let Some(frame) = device.next().await? {
-            match self.judge(session, &frame)? {
+            match self.judge(session, &frame, acks)? {
                 Verdict::Forward => upstream.write_all(&frame).await?,
                 Verdict::Answer(packet) => {
                     let mut bytes = BytesMut::new();
@@ -318,13 +374,18 @@ impl MqttGate {
         Ok(())
     }
 
-    fn judge(&self, session: &Session, frame: &Bytes) -> Result<Verdict, ConnectionError> {
+    fn judge(
+        &self,
+        session: &Session,
+        frame: &Bytes,
+        acks: Option<&ConnectionHold>,
+    ) -> Result<Verdict, ConnectionError> {
         match frame.first().map(|byte| byte >> 4) {
             Some(PUBLISH) => {
                 let publish =
                     PublishHead::parse(frame).ok_or(mqttbytes::Error::IncorrectPacketFormat)?;
                 if session.rights.may_publish(&publish.topic) {
-                    return Ok(Verdict::Forward);
+                    return Ok(withhold(session, frame, &publish, acks));
                 }
                 self.refuse(session, Refusal::Publish, &publish.topic);
                 Ok(match publish.qos {
@@ -370,6 +431,31 @@ impl MqttGate {
     }
 }
 
+/// Registers a QoS 1 message on an ingested topic in the connection's hold before it is
+/// forwarded, so its PUBACK waits until the message is durable.
+fn withhold(
+    session: &Session,
+    frame: &Bytes,
+    publish: &PublishHead,
+    acks: Option<&ConnectionHold>,
+) -> Verdict {
+    let Some(acks) = acks else {
+        return Verdict::Forward;
+    };
+    if publish.qos != QoS::AtLeastOnce || !acks.holds(&publish.topic) {
+        return Verdict::Forward;
+    }
+    let key = MessageKey::of(publish.topic.as_bytes(), &frame[publish.payload_at..]);
+    match acks.register(publish.pkid, key, publish.dup) {
+        Withhold::Registered => Verdict::Forward,
+        Withhold::Resent => Verdict::Drop,
+        Withhold::Reused => {
+            tracing::debug!(client_id = %session.client_id, pkid = publish.pkid, "a PUBLISH reused the packet id of a message in flight; closing");
+            Verdict::Close
+        }
+    }
+}
+
 /// The client id the broker sees: `<username>:<client id>`, so two credentials never share
 /// one. rumqttd refuses `+ $ # /` in client ids, so a username holding one is replaced by its
 /// SHA-256.
@@ -386,6 +472,7 @@ fn namespaced_client_id(username: &str, client_id: &str) -> String {
 
 const CONNECT: u8 = 1;
 const PUBLISH: u8 = 3;
+const PUBACK: u8 = 4;
 const SUBSCRIBE: u8 = 8;
 
 /// Who is connected and what they may do.
@@ -403,16 +490,20 @@ enum Verdict {
     Close,
 }
 
-/// The parts of a PUBLISH the ACL needs, read without copying the payload.
+/// The parts of a PUBLISH the ACL and the hold need, read without copying the payload.
 struct PublishHead {
     topic: String,
     qos: QoS,
     pkid: u16,
+    dup: bool,
+    /// Where the payload starts in the frame.
+    payload_at: usize,
 }
 
 impl PublishHead {
     fn parse(frame: &[u8]) -> Option<Self> {
         let qos = mqttbytes::qos((frame.first()? >> 1) & 0b11).ok()?;
+        let dup = frame.first()? & 0b1000 != 0;
         // The remaining length (1-4 bytes, high bit = more) follows the first byte.
         let length_bytes = frame[1..].iter().take(4).position(|b| b & 0x80 == 0)? + 1;
         let mut at = 1 + length_bytes;
@@ -424,9 +515,19 @@ impl PublishHead {
         at += topic_len;
         let pkid = match qos {
             QoS::AtMostOnce => 0,
-            _ => u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]),
+            _ => {
+                let pkid = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
+                at += 2;
+                pkid
+            }
         };
-        Some(Self { topic, qos, pkid })
+        Some(Self {
+            topic,
+            qos,
+            pkid,
+            dup,
+            payload_at: at.min(frame.len()),
+        })
     }
 }
 
@@ -473,15 +574,39 @@ async fn write_packet<W: AsyncWrite + Unpin>(
     Ok(writer.flush().await?)
 }
 
-/// Broker → device: whole frames onto the device's queue.
+/// Broker → device: whole frames onto the device's queue, except the PUBACKs `acks` holds,
+/// which come out of `released` once their messages are durable.
 async fn relay_frames<R: AsyncRead + Unpin>(
     mut upstream: FrameReader<R>,
     to_device: mpsc::Sender<Bytes>,
+    acks: Option<&ConnectionHold>,
+    mut released: Option<&mut mpsc::UnboundedReceiver<Bytes>>,
 ) {
-    while let Ok(Some(frame)) = upstream.next().await {
+    loop {
+        let frame = tokio::select! {
+            frame = upstream.next() => match frame {
+                Ok(Some(frame)) => match acks.zip(puback_id(&frame)) {
+                    Some((acks, pkid)) => match acks.broker_acked(pkid, frame) {
+                        Some(frame) => frame,
+                        None => continue,
+                    },
+                    None => frame,
+                },
+                _ => return,
+            },
+            Some(frame) = async { released.as_mut()?.recv().await } => frame,
+        };
         if to_device.send(frame).await.is_err() {
             return;
         }
+    }
+}
+
+/// The packet id of a PUBACK frame.
+fn puback_id(frame: &[u8]) -> Option<u16> {
+    match frame {
+        [first, 2, high, low] if first >> 4 == PUBACK => Some(u16::from_be_bytes([*high, *low])),
+        _ => None,
     }
 }
 

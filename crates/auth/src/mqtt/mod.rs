@@ -2,8 +2,10 @@
 //! Secret), what each may publish and subscribe to ([`TopicRights`], from a [`DeviceGrant`]
 //! and the topics DTDL MQTT extensions declare), refusal accounting ([`Refusals`]), and the
 //! equivalent files for an external broker ([`mosquitto`], [`rabbitmq`]); the [`gate`] enforces
-//! them in front of an embedded broker that cannot.
+//! them in front of an embedded broker that cannot, and holds devices' PUBACKs until the
+//! platform has made their messages durable ([`PubAckHold`]).
 
+mod ack_hold;
 mod acl;
 mod credentials;
 mod filter;
@@ -11,6 +13,7 @@ pub mod gate;
 pub mod mosquitto;
 pub mod rabbitmq;
 
+pub use ack_hold::{MessageKey, PubAckHold, WITHHELD_PUBACKS};
 pub use acl::{
     DeclaredTopics, DeviceGrant, DeviceRef, InterfaceTopics, PatternError, Refusal, Refusals,
     TopicPattern, TopicRights,

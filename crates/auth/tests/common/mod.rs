@@ -95,6 +95,29 @@ impl Device {
         }
     }
 
+    /// The packet id of the next PUBACK received within `within`.
+    pub async fn next_puback(&mut self, within: Duration) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(Packet::PubAck(ack))) => return Some(ack.pkid),
+                Ok(Some(_)) => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// The PUBACKs received so far (other packets received so far are discarded).
+    pub fn pubacks_so_far(&mut self) -> Vec<u16> {
+        let mut pubacks = Vec::new();
+        while let Ok(packet) = self.events.try_recv() {
+            if let Packet::PubAck(ack) = packet {
+                pubacks.push(ack.pkid);
+            }
+        }
+        pubacks
+    }
+
     /// Whether the broker closed the connection within `within`.
     pub async fn closed_within(&mut self, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
