@@ -141,6 +141,12 @@ pub struct Stores {
     pub event_stores: Option<Store<EventStore>>,
     /// The MQTTTriggers the MQTTTrigger controller's reflector holds.
     pub mqtt_triggers: Option<Store<MQTTTrigger>>,
+    /// The Brokers named as the configured broker, across namespaces. An unserved API (no
+    /// Knative Eventing) never fills it: the Broker is listed, and the list's 404 reports it.
+    pub brokers: Option<Store<DynamicObject>>,
+    /// The Exchanges labelled with the configured broker, across namespaces (unfilled as
+    /// `brokers` without the topology CRDs).
+    pub exchanges: Option<Store<DynamicObject>>,
     /// Every child of each kind, across namespaces (one shared watch per kind). A kind whose
     /// API is not served never fills its store: its children are listed, and the list's 404
     /// reports the missing API.
@@ -519,35 +525,71 @@ async fn sync_kind(
     }
 }
 
-/// The objects of `kind` in `namespace` carrying the label `(key, value)`: from the kind's
-/// reflector store once it has listed everything, otherwise listed (a 404 then says the API is
-/// not served; its store never fills).
-async fn labelled(
+/// Which objects of a namespace a read picks: those carrying a label `(key, value)`, and
+/// those of one name.
+#[derive(Debug, Clone, Copy, Default)]
+struct Selection<'a> {
+    label: Option<(&'a str, &'a str)>,
+    name: Option<&'a str>,
+}
+
+impl Selection<'_> {
+    fn picks(&self, object: &DynamicObject) -> bool {
+        let labelled = self
+            .label
+            .is_none_or(|(key, value)| object.labels().get(key).map(String::as_str) == Some(value));
+        labelled && self.name.is_none_or(|name| object.name_any() == name)
+    }
+
+    fn list_params(&self) -> ListParams {
+        let mut params = ListParams::default();
+        if let Some((key, value)) = self.label {
+            params = params.labels(&format!("{key}={value}"));
+        }
+        if let Some(name) = self.name {
+            params = params.fields(&format!("metadata.name={name}"));
+        }
+        params
+    }
+}
+
+/// The objects of `resource` in `namespace` that `selection` picks: from the reflector `store`
+/// once it has listed everything, otherwise listed (a 404 then says the API is not served; its
+/// store never fills).
+async fn selected(
     ctx: &Context,
+    store: Option<&Store<DynamicObject>>,
+    resource: &ApiResource,
     namespace: &str,
-    kind: ChildKind,
-    (key, value): (&str, &str),
+    selection: Selection<'_>,
 ) -> Result<Vec<DynamicObject>, kube::Error> {
-    let filled = ctx
-        .stores
-        .children
-        .get(&kind)
-        .filter(|store| matches!(store.wait_until_ready().now_or_never(), Some(Ok(()))));
+    let filled =
+        store.filter(|store| matches!(store.wait_until_ready().now_or_never(), Some(Ok(()))));
     if let Some(store) = filled {
         return Ok(store
             .state()
             .iter()
-            .filter(|o| o.namespace().as_deref() == Some(namespace))
-            .filter(|o| o.labels().get(key).map(String::as_str) == Some(value))
+            .filter(|o| o.namespace().as_deref() == Some(namespace) && selection.picks(o))
             .map(|o| DynamicObject::clone(o))
             .collect());
     }
-    let selector = format!("{key}={value}");
-    let api = ctx.dynamic(namespace, kind);
-    Ok(api
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items)
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, resource);
+    Ok(api.list(&selection.list_params()).await?.items)
+}
+
+/// The children of `kind` in `namespace` carrying the label `(key, value)` (see [`selected`]).
+async fn labelled(
+    ctx: &Context,
+    namespace: &str,
+    kind: ChildKind,
+    label: (&str, &str),
+) -> Result<Vec<DynamicObject>, kube::Error> {
+    let selection = Selection {
+        label: Some(label),
+        name: None,
+    };
+    let store = ctx.stores.children.get(&kind);
+    selected(ctx, store, &kind.api_resource(), namespace, selection).await
 }
 
 /// The existing children of `owner` of `kind` in `namespace`, by name.
@@ -727,20 +769,23 @@ pub async fn discover(
     namespace: &str,
     triggers: &[String],
 ) -> Result<(Discovered, Vec<Missing>), Error> {
-    let broker_name = &ctx.config.broker.name;
+    let broker_name = ctx.config.broker.name.as_str();
     let mut missing = Vec::new();
     let mut discovered = Discovered::default();
-    let by_broker = ListParams::default().labels(&format!("{LABEL_KNATIVE_BROKER}={broker_name}"));
     // A list tells "no such object" from "no such API" (a get answers 404 to both).
-    let brokers = list_served(
+    let broker = served(
         ctx,
+        (ctx.stores.brokers.as_ref(), &external::broker()),
         namespace,
-        &external::broker(),
-        &ListParams::default().fields(&format!("metadata.name={broker_name}")),
+        Selection {
+            label: None,
+            name: Some(broker_name),
+        },
         &mut missing,
     )
-    .await?;
-    let broker = brokers.into_iter().find(|b| b.name_any() == *broker_name);
+    .await?
+    .into_iter()
+    .next();
     discovered.broker_url = broker.as_ref().and_then(|b| {
         b.data["status"]["address"]["url"]
             .as_str()
@@ -749,17 +794,15 @@ pub async fn discover(
     });
     if let Some(uid) = broker.as_ref().and_then(|b| b.uid()) {
         let exchange = knative_child_name(&format!("b.{namespace}.{broker_name}."), &uid);
-        discovered.broker_exchange = list_served(
-            ctx,
-            namespace,
-            &external::exchange(),
-            &by_broker,
-            &mut missing,
-        )
-        .await?
-        .iter()
-        .find(|e| e.name_any() == exchange)
-        .and_then(spec_name);
+        let selection = Selection {
+            label: Some((LABEL_KNATIVE_BROKER, broker_name)),
+            name: Some(&exchange),
+        };
+        let exchanges = (ctx.stores.exchanges.as_ref(), &external::exchange());
+        discovered.broker_exchange = served(ctx, exchanges, namespace, selection, &mut missing)
+            .await?
+            .first()
+            .and_then(spec_name);
     }
     for trigger in triggers {
         let label = (LABEL_KNATIVE_TRIGGER, trigger.as_str());
@@ -781,18 +824,17 @@ pub async fn discover(
     Ok((discovered, missing))
 }
 
-/// Lists `resource` in `namespace`; when the server does not serve it, records that as
-/// [`Missing::Api`] and returns nothing.
-async fn list_served(
+/// The objects of `resource` in `namespace` that `selection` picks (see [`selected`]); when the
+/// server does not serve `resource`, records that as [`Missing::Api`] and returns nothing.
+async fn served(
     ctx: &Context,
+    (store, resource): (Option<&Store<DynamicObject>>, &ApiResource),
     namespace: &str,
-    resource: &ApiResource,
-    params: &ListParams,
+    selection: Selection<'_>,
     missing: &mut Vec<Missing>,
 ) -> Result<Vec<DynamicObject>, Error> {
-    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, resource);
-    match api.list(params).await {
-        Ok(list) => Ok(list.items),
+    match selected(ctx, store, resource, namespace, selection).await {
+        Ok(objects) => Ok(objects),
         Err(err) if status_code(&err) == Some(404) => {
             let api = format!("{} {}", resource.api_version, resource.kind);
             if !missing.contains(&Missing::Api(api.clone())) {

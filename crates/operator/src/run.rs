@@ -1,5 +1,6 @@
 //! Wiring the reconcilers into kube-runtime controllers: watches on owned children, trigger
-//! queues, brokers and the shared EventStore/MQTTTrigger, leader election and the ops endpoints.
+//! queues, the broker and its exchanges, and the shared EventStore/MQTTTrigger, leader election
+//! and the ops endpoints.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use futures::channel::mpsc;
 use ktwin_model::crd::{EventStore, Gateway, MQTTTrigger, TwinInstance, TwinInterface};
 use ktwin_planner::KtwinConfig;
 use kube::api::{Api, DynamicObject};
+use kube::core::ApiResource;
 use kube::runtime::controller::{Action, Controller, Error as ControllerError};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store, reflector};
@@ -27,7 +29,7 @@ use crate::controller::{
 use crate::instance::reconcile_twin_instance;
 use crate::kinds::{ChildKind, external};
 use crate::leader::LeaderElector;
-use crate::names::LABEL_KNATIVE_TRIGGER;
+use crate::names::{LABEL_KNATIVE_BROKER, LABEL_KNATIVE_TRIGGER};
 use crate::render::twin_trigger_name;
 
 /// How the operator runs.
@@ -137,20 +139,24 @@ pub async fn run(client: Client, options: OperatorOptions) -> Result<(), RunErro
         }
     }
     tracing::info!("reconciling");
-    let mut children = ChildWatches::new();
-    // The reconcilers read the namespace's interfaces, instances, event stores, MQTT triggers
-    // and children from these reflectors instead of listing them on every reconcile.
-    let interfaces = interfaces(&client, &mut children);
+    let mut watches = SharedWatches::new(&options.config.broker.name);
+    // The reconcilers read the namespace's interfaces, instances, event stores, MQTT triggers,
+    // broker, exchanges and children from these reflectors instead of listing them on every
+    // reconcile.
+    let interfaces = interfaces(&client, &mut watches);
     let instances = instances(&client);
-    let event_stores = owning::<EventStore>(&client, &mut children, &EVENT_STORE_CHILDREN);
-    let mqtt_triggers = dispatchers(&client, &mut children);
-    let gateways = owning::<Gateway>(&client, &mut children, &GATEWAY_CHILDREN);
+    let event_stores = owning::<EventStore>(&client, &mut watches, &EVENT_STORE_CHILDREN);
+    let mqtt_triggers = dispatchers(&client, &mut watches);
+    let gateways = owning::<Gateway>(&client, &mut watches, &GATEWAY_CHILDREN);
+    let gateways = on_broker_changes(gateways, &mut watches);
     let stores = Stores {
         interfaces: Some(interfaces.store()),
         instances: Some(instances.store()),
         event_stores: Some(event_stores.store()),
         mqtt_triggers: Some(mqtt_triggers.store()),
-        children: children.stores(),
+        brokers: watches.store(Followed::Broker),
+        exchanges: watches.store(Followed::Exchange),
+        children: watches.child_stores(),
     };
     let ctx = Arc::new(Context::new(client.clone(), options.config).with_stores(stores));
     let controllers = futures::future::join5(
@@ -165,7 +171,7 @@ pub async fn run(client: Client, options: OperatorOptions) -> Result<(), RunErro
         drive(gateways, reconcile_gateway, ctx.clone(), &shutdown),
         drive(instances, reconcile_twin_instance, ctx, &shutdown),
     );
-    let controllers = futures::future::join(controllers, children.run(&client, &shutdown));
+    let controllers = futures::future::join(controllers, watches.run(&client, &shutdown));
     match &elector {
         Some(elector) => tokio::select! {
             _ = controllers => Ok(()),
@@ -202,42 +208,98 @@ async fn serve_ops(address: SocketAddr, shutdown: &CancellationToken) -> Result<
     Ok(())
 }
 
-/// How many changed children a controller may have not yet taken before the child watch waits.
+/// How many changed objects a controller may have not yet taken before a shared watch waits.
 const CHILD_BUFFER: usize = 256;
 
-/// One watch per child kind, across namespaces: its reflector store serves the reconciles'
-/// reads of existing children, and each object it touches (applied or deleted) is then handed
-/// to every controller owning that kind, so a reconcile it wakes reads a store that already
-/// holds the change.
-struct ChildWatches {
-    kinds: BTreeMap<ChildKind, (Writer<DynamicObject>, Vec<mpsc::Sender<DynamicObject>>)>,
+/// What one shared watch follows: a kind of child, or the Brokers and Exchanges ktwin reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Followed {
+    /// Every child of the kind.
+    Child(ChildKind),
+    /// The Brokers named as the configured broker.
+    Broker,
+    /// The Exchanges labelled with the configured broker (its exchange and dead-letter one).
+    Exchange,
 }
 
-impl ChildWatches {
-    fn new() -> Self {
-        let kinds = ChildKind::ALL
+impl Followed {
+    fn api_resource(self) -> ApiResource {
+        match self {
+            Followed::Child(kind) => kind.api_resource(),
+            Followed::Broker => external::broker(),
+            Followed::Exchange => external::exchange(),
+        }
+    }
+}
+
+/// One watch per [`Followed`] kind, across namespaces: its reflector store serves the
+/// reconciles' reads, and each object it touches (applied or deleted) is then handed to every
+/// controller subscribed to that kind, so a reconcile it wakes reads a store that already holds
+/// the change.
+struct SharedWatches {
+    kinds: BTreeMap<Followed, SharedWatch>,
+}
+
+struct SharedWatch {
+    config: watcher::Config,
+    writer: Writer<DynamicObject>,
+    subscribers: Vec<mpsc::Sender<DynamicObject>>,
+}
+
+impl SharedWatches {
+    /// The watches of every child kind, and of the Brokers and Exchanges of `broker`.
+    fn new(broker: &str) -> Self {
+        let all = watcher::Config::default();
+        let followed = ChildKind::ALL
             .into_iter()
-            .map(|kind| (kind, (Writer::new(kind.api_resource()), Vec::new())))
+            .map(|kind| (Followed::Child(kind), all.clone()))
+            .chain([
+                (
+                    Followed::Broker,
+                    all.clone().fields(&format!("metadata.name={broker}")),
+                ),
+                (
+                    Followed::Exchange,
+                    all.clone()
+                        .labels(&format!("{LABEL_KNATIVE_BROKER}={broker}")),
+                ),
+            ]);
+        let kinds = followed
+            .map(|(followed, config)| {
+                let writer = Writer::new(followed.api_resource());
+                let subscribers = Vec::new();
+                let watch = SharedWatch {
+                    config,
+                    writer,
+                    subscribers,
+                };
+                (followed, watch)
+            })
             .collect();
         Self { kinds }
     }
 
-    /// The stores of every kind.
-    fn stores(&self) -> BTreeMap<ChildKind, Store<DynamicObject>> {
-        self.kinds
-            .iter()
-            .map(|(kind, (writer, _))| (*kind, writer.as_reader()))
+    /// The store of `followed`.
+    fn store(&self, followed: Followed) -> Option<Store<DynamicObject>> {
+        self.kinds.get(&followed).map(|w| w.writer.as_reader())
+    }
+
+    /// The stores of every child kind.
+    fn child_stores(&self) -> BTreeMap<ChildKind, Store<DynamicObject>> {
+        ChildKind::ALL
+            .into_iter()
+            .filter_map(|kind| Some((kind, self.store(Followed::Child(kind))?)))
             .collect()
     }
 
-    /// The children of `kind` the watch touches from now on, for one more controller.
+    /// The objects of `followed` the watch touches from now on, for one more controller.
     fn subscribe(
         &mut self,
-        kind: ChildKind,
+        followed: Followed,
     ) -> impl futures::Stream<Item = Result<DynamicObject, watcher::Error>> + Send + 'static {
         let (sender, receiver) = mpsc::channel(CHILD_BUFFER);
-        if let Some((_, subscribers)) = self.kinds.get_mut(&kind) {
-            subscribers.push(sender);
+        if let Some(watch) = self.kinds.get_mut(&followed) {
+            watch.subscribers.push(sender);
         }
         receiver.map(Ok)
     }
@@ -246,57 +308,76 @@ impl ChildWatches {
     /// kind whose API is not served (a CRD not installed) is retried with backoff and logged;
     /// its store stays unfilled, so reconciles list it and report the missing API.
     async fn run(self, client: &Client, shutdown: &CancellationToken) {
-        let watches = self.kinds.into_iter().map(|(kind, (writer, subscribers))| {
-            let api = Api::<DynamicObject>::all_with(client.clone(), &kind.api_resource());
-            let watch = watcher(api, watcher::Config::default()).default_backoff();
-            let touched = reflector(writer, watch)
+        let watches = self.kinds.into_iter().map(|(followed, watch)| {
+            let resource = followed.api_resource();
+            let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
+            let events = watcher(api, watch.config).default_backoff();
+            let touched = reflector(watch.writer, events)
                 .touched_objects()
                 .take_until(shutdown.clone().cancelled_owned());
-            touched.fold(subscribers, move |mut subscribers, touched| async move {
-                match touched {
-                    Ok(child) => {
-                        for subscriber in &mut subscribers {
-                            // A controller that stopped has nothing left to wake.
-                            let _ = subscriber.send(child.clone()).await;
+            touched.fold(
+                watch.subscribers,
+                move |mut subscribers, touched| async move {
+                    match touched {
+                        Ok(object) => {
+                            for subscriber in &mut subscribers {
+                                // A controller that stopped has nothing left to wake.
+                                let _ = subscriber.send(object.clone()).await;
+                            }
                         }
+                        Err(error) => tracing::warn!(watched = ?followed, %error, "watch failed"),
                     }
-                    Err(error) => tracing::warn!(kind = %kind.kind(), %error, "child watch failed"),
-                }
-                subscribers
-            })
+                    subscribers
+                },
+            )
         });
         futures::future::join_all(watches).await;
     }
 }
 
 /// A controller of `K` woken by changes to its children of `kinds`.
-fn owning<K>(client: &Client, children: &mut ChildWatches, kinds: &[ChildKind]) -> Controller<K>
+fn owning<K>(client: &Client, watches: &mut SharedWatches, kinds: &[ChildKind]) -> Controller<K>
 where
     K: Watched,
 {
     let mut controller = Controller::new(Api::<K>::all(client.clone()), watcher::Config::default());
     for kind in kinds {
-        controller = controller.owns_stream_with(children.subscribe(*kind), kind.api_resource());
+        let children = watches.subscribe(Followed::Child(*kind));
+        controller = controller.owns_stream_with(children, kind.api_resource());
     }
     controller
 }
 
+/// `controller`, also woken for every object of a namespace when its Broker or the Broker's
+/// Exchanges change (the broker's address and exchange are rendered into its children).
+fn on_broker_changes<K>(controller: Controller<K>, watches: &mut SharedWatches) -> Controller<K>
+where
+    K: Watched,
+{
+    [Followed::Broker, Followed::Exchange]
+        .into_iter()
+        .fold(controller, |controller, followed| {
+            let store = controller.store();
+            controller.watches_stream_with(
+                watches.subscribe(followed),
+                move |object| all_in(&store, object.namespace()),
+                followed.api_resource(),
+            )
+        })
+}
+
 /// The TwinInterface controller: woken by its children, by eventing-rabbitmq creating a
 /// trigger's queue (which unblocks that interface's bindings; the event store's queue unblocks
-/// every interface of the namespace), by Brokers, and by the namespace's EventStores and
-/// MQTTTriggers, which the interfaces' plans depend on.
-fn interfaces(client: &Client, children: &mut ChildWatches) -> Controller<TwinInterface> {
+/// every interface of the namespace), by the Broker and its Exchanges, and by the namespace's
+/// EventStores and MQTTTriggers, which the interfaces' plans depend on.
+fn interfaces(client: &Client, watches: &mut SharedWatches) -> Controller<TwinInterface> {
     let wc = watcher::Config::default();
-    let controller = owning::<TwinInterface>(client, children, &INTERFACE_CHILDREN);
+    let controller = owning::<TwinInterface>(client, watches, &INTERFACE_CHILDREN);
+    let controller = on_broker_changes(controller, watches);
     let store = controller.store();
-    let (by_queue, by_broker, by_store, by_trigger, by_schema) = (
-        store.clone(),
-        store.clone(),
-        store.clone(),
-        store.clone(),
-        store,
-    );
-    let queues = children.subscribe(ChildKind::Queue);
+    let (by_queue, by_store, by_trigger, by_schema) =
+        (store.clone(), store.clone(), store.clone(), store);
+    let queues = watches.subscribe(Followed::Child(ChildKind::Queue));
     controller
         .watches_stream_with(
             queues,
@@ -311,12 +392,6 @@ fn interfaces(client: &Client, children: &mut ChildWatches) -> Controller<TwinIn
                 if own.is_empty() { all } else { own }
             },
             ChildKind::Queue.api_resource(),
-        )
-        .watches_with(
-            Api::<DynamicObject>::all_with(client.clone(), &external::broker()),
-            external::broker(),
-            wc.clone(),
-            move |broker| all_in(&by_broker, broker.namespace()),
         )
         .watches(
             Api::<EventStore>::all(client.clone()),
@@ -352,10 +427,11 @@ fn interfaces(client: &Client, children: &mut ChildWatches) -> Controller<TwinIn
         )
 }
 
-/// The MQTTTrigger controller: woken by its children and by the namespace's TwinInterfaces,
-/// whose declared device topics its dispatchers carry.
-fn dispatchers(client: &Client, children: &mut ChildWatches) -> Controller<MQTTTrigger> {
-    let controller = owning::<MQTTTrigger>(client, children, &DISPATCHER_CHILDREN);
+/// The MQTTTrigger controller: woken by its children, by the Broker and its Exchanges, and by
+/// the namespace's TwinInterfaces, whose declared device topics its dispatchers carry.
+fn dispatchers(client: &Client, watches: &mut SharedWatches) -> Controller<MQTTTrigger> {
+    let controller = owning::<MQTTTrigger>(client, watches, &DISPATCHER_CHILDREN);
+    let controller = on_broker_changes(controller, watches);
     let store = controller.store();
     controller.watches(
         Api::<TwinInterface>::all(client.clone()),

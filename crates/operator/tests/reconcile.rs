@@ -923,8 +923,9 @@ async fn the_running_controllers_react_to_watched_changes() {
             == "9"
     })
     .await;
-    // The reconciles read children, trigger queues, EventStores, MQTTTriggers and interfaces
-    // from the reflectors' stores: nothing of those is listed in the namespace.
+    // The reconciles read children, trigger queues, EventStores, MQTTTriggers, interfaces, the
+    // Broker and its Exchanges from the reflectors' stores: nothing of those is listed in the
+    // namespace.
     let lists = fake.take_lists();
     let listed: Vec<&String> = lists
         .iter()
@@ -940,6 +941,8 @@ async fn the_running_controllers_react_to_watched_changes() {
                     "eventstores",
                     "mqtttriggers",
                     "twininterfaces",
+                    "brokers",
+                    "exchanges",
                 ]
                 .iter()
                 .any(|plural| l.contains(&format!("/{plural}?")))
@@ -952,17 +955,34 @@ async fn the_running_controllers_react_to_watched_changes() {
         fake.get(TRIGGERS, "city-pole").is_some()
     })
     .await;
+    // A recreated Broker (new UID, new exchange) reaches the stores and wakes the interface:
+    // every Binding moves to the new exchange.
+    for name in fake.names(EXCHANGES) {
+        fake.remove(EXCHANGES, &name);
+    }
+    put_broker(&fake, "broker-uid-2");
+    let old = exchange_of("broker-uid-1");
+    eventually("the Bindings move to the new exchange", || {
+        fake.run_topology_operator();
+        let bindings = live_bindings(&fake);
+        bindings.len() == 7 && bindings.iter().all(|b| b["spec"]["source"] != old.as_str())
+    })
+    .await;
     assert!(!operator.is_finished(), "{:?}", operator.await);
     operator.abort();
 }
 
-/// With the topology CRDs missing, the running operator's watches of Bindings and Queues never
-/// fill their stores: the reconciles list them, report the missing APIs, apply the rest, and
-/// deletion completes.
+/// With the topology CRDs missing, the running operator's watches of Bindings, Queues and
+/// Exchanges never fill their stores: the reconciles list them, report the missing APIs, apply
+/// the rest, and deletion completes.
 #[tokio::test]
 async fn the_running_operator_without_the_topology_crds_applies_the_rest() {
     let fake = cluster();
-    for resource in ["bindings.rabbitmq.com", "queues.rabbitmq.com"] {
+    for resource in [
+        "bindings.rabbitmq.com",
+        "queues.rabbitmq.com",
+        "exchanges.rabbitmq.com",
+    ] {
         fake.unserve(resource);
     }
     let operator = tokio::spawn(ktwin_operator::run(
@@ -976,6 +996,7 @@ async fn the_running_operator_without_the_topology_crds_applies_the_rest() {
             fake.get(KSVC, "city-pole").is_some()
                 && status.to_string().contains("ApiNotInstalled")
                 && status.to_string().contains("rabbitmq.com/v1beta1 Binding")
+                && status.to_string().contains("rabbitmq.com/v1beta1 Exchange")
         },
     )
     .await;

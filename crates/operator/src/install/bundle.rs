@@ -85,7 +85,7 @@ pub fn operator_rules() -> Vec<Value> {
         rule(&["eventing.knative.dev"], &["triggers"], APPLY),
         rule(&["eventing.knative.dev"], &["brokers"], &["list", "watch"]),
         rule(&["rabbitmq.com"], &["bindings", "queues"], APPLY),
-        rule(&["rabbitmq.com"], &["exchanges"], &["list"]),
+        rule(&["rabbitmq.com"], &["exchanges"], &["list", "watch"]),
         rule(&["apps"], &["deployments", "statefulsets"], APPLY),
         rule(&[""], &["services"], APPLY),
         rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
