@@ -7,24 +7,23 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::routing::get;
 use ktwin_auth::tls::{TlsError, TlsFiles, serve_https};
+use ktwin_testkit::tls::SelfSigned;
 use tokio_util::sync::CancellationToken;
 
-fn write_pair(dir: &Path, name: &str) -> (TlsFiles, String) {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+/// A self-signed certificate for `localhost` in `dir`, as the listener's files.
+fn write_pair(dir: &Path, name: &str) -> (TlsFiles, SelfSigned) {
+    let certificate = ktwin_testkit::tls::self_signed(dir, name);
     let files = TlsFiles {
-        certificate: dir.join(format!("{name}.crt")),
-        private_key: dir.join(format!("{name}.key")),
+        certificate: certificate.certificate.clone(),
+        private_key: certificate.private_key.clone(),
     };
-    let cert_pem = certified.cert.pem();
-    std::fs::write(&files.certificate, &cert_pem).unwrap();
-    std::fs::write(&files.private_key, certified.signing_key.serialize_pem()).unwrap();
-    (files, cert_pem)
+    (files, certificate)
 }
 
 #[tokio::test]
 async fn a_router_serves_https_with_the_given_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let (files, cert_pem) = write_pair(dir.path(), "server");
+    let (files, certificate) = write_pair(dir.path(), "server");
     let acceptor = files.acceptor().unwrap();
     let app = Router::new().route(
         "/health",
@@ -39,11 +38,7 @@ async fn a_router_serves_https_with_the_given_certificate() {
     let stop = CancellationToken::new();
     let server = tokio::spawn(serve_https(listener, acceptor, app, stop.clone()));
 
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
-        .resolve("localhost", ([127, 0, 0, 1], port).into())
-        .build()
-        .unwrap();
+    let client = certificate.client(port);
     let body = client
         .get(format!("https://localhost:{port}/health"))
         .send()

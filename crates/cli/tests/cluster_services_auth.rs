@@ -251,17 +251,6 @@ fn the_services_refuse_unsafe_starts_and_listen_on_loopback_by_default() {
     assert!(graph.listen.ip().is_loopback(), "{}", graph.listen);
 }
 
-/// A client trusting `certificate`, reaching `localhost` at the service's port.
-fn trusting(certificate: &ktwin_testkit::tls::SelfSigned, port: u16) -> reqwest::Client {
-    reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(certificate.certificate_pem.as_bytes()).unwrap(),
-        )
-        .resolve("localhost", ([127, 0, 0, 1], port).into())
-        .build()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_store_and_graph_serve_https_with_a_certificate() {
     let dir = tempfile::tempdir().unwrap();
@@ -305,7 +294,7 @@ async fn the_gateway_store_and_graph_serve_https_with_a_certificate() {
             "{name}: {}",
             service.base
         );
-        let client = trusting(&certificate, port);
+        let client = certificate.client(port);
         let health = client
             .get(format!("https://localhost:{port}/health"))
             .send()

@@ -45,14 +45,6 @@ fn policy() -> ktwin_auth::RoutePolicy {
         .expect("the graph's policy builds")
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
-
 #[test]
 fn every_route_answers_with_success_or_a_problem_with_auth() {
     let mut file = TokenFile::default();
@@ -61,14 +53,14 @@ fn every_route_answers_with_success_or_a_problem_with_auth() {
         .expect("a token is issued");
     let tokens = TokenSet::new(&file).expect("the token set builds");
     let auth = AuthLayer::new(Authenticator::new(Reloading::fixed(tokens)), policy());
-    let runtime = runtime();
+    let runtime = http_fuzz::runtime();
     let app = runtime.block_on(async { app(auth) });
     http_fuzz::fuzz_router(&runtime, &app, TEMPLATES, Some(token.expose()));
 }
 
 #[test]
 fn every_route_answers_with_success_or_a_problem_without_auth() {
-    let runtime = runtime();
+    let runtime = http_fuzz::runtime();
     let app = runtime.block_on(async { app(AuthLayer::insecure(policy())) });
     http_fuzz::fuzz_router(&runtime, &app, TEMPLATES, None);
 }

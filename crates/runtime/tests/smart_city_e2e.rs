@@ -18,47 +18,16 @@ use tokio_util::sync::CancellationToken;
 
 /// Every stored event, through the paged HTTP API.
 async fn all_events(client: &reqwest::Client, base: &str) -> Vec<TwinEvent> {
-    let mut events = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!("{base}/api/v1/twin-events?limit=1000");
-        if let Some(cursor) = &cursor {
-            url.push_str(&format!("&cursor={cursor}"));
-        }
-        let response = client.get(&url).send().await.unwrap();
-        assert_eq!(response.status(), 200, "{url}");
-        cursor = response
-            .headers()
-            .get("x-next-cursor")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let page: Vec<TwinEvent> = response.json().await.unwrap();
-        events.extend(page);
-        if cursor.is_none() {
-            return events;
-        }
-    }
+    ktwin_testkit::all_pages(client, &format!("{base}/api/v1/twin-events?limit=1000")).await
 }
 
 /// Latest states of every instance of `interface`, through the paged HTTP API.
 async fn twins(client: &reqwest::Client, base: &str, interface: &str) -> Vec<LatestState> {
-    let mut states = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!("{base}/api/v1/twins/{interface}?limit=1000");
-        if let Some(cursor) = &cursor {
-            url.push_str(&format!("&cursor={cursor}"));
-        }
-        let response = client.get(&url).send().await.unwrap();
-        assert_eq!(response.status(), 200, "{url}");
-        cursor = response
-            .headers()
-            .get("x-next-cursor")
-            .map(|v| v.to_str().unwrap().to_owned());
-        states.extend(response.json::<Vec<LatestState>>().await.unwrap());
-        if cursor.is_none() {
-            return states;
-        }
-    }
+    ktwin_testkit::all_pages(
+        client,
+        &format!("{base}/api/v1/twins/{interface}?limit=1000"),
+    )
+    .await
 }
 
 /// Every series a panel of `deploy/grafana/` queries is exported by this `ktwin up`, once a bad

@@ -53,13 +53,7 @@ async fn the_http_port_serves_tls_with_the_given_certificate() {
     let port = platform.http.port();
     let admin = platform.credentials().expect("auth on").admin_token.clone();
 
-    let client = reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(certificate.certificate_pem.as_bytes()).unwrap(),
-        )
-        .resolve("localhost", ([127, 0, 0, 1], port).into())
-        .build()
-        .unwrap();
+    let client = certificate.client(port);
     let base = format!("https://localhost:{port}");
     let health = client.get(format!("{base}/health")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
@@ -175,13 +169,7 @@ async fn devices_connect_over_tls_and_their_messages_are_stored() {
         .expect("PUBACK over TLS");
 
     // The message is stored (the store API, over HTTPS).
-    let http = reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(certificate.certificate_pem.as_bytes()).unwrap(),
-        )
-        .resolve("localhost", ([127, 0, 0, 1], platform.http.port()).into())
-        .build()
-        .unwrap();
+    let http = certificate.client(platform.http.port());
     let admin = platform.credentials().expect("auth on").admin_token.clone();
     let history = format!(
         "https://localhost:{}/api/v1/twin-events/{SENSOR_INTERFACE}/{SENSOR}",

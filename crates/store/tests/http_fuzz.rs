@@ -65,17 +65,9 @@ fn auth_with_token() -> (AuthLayer, String) {
     (layer, token.expose().to_owned())
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
-
 #[test]
 fn every_route_answers_with_success_or_a_problem_with_auth() {
-    let runtime = runtime();
+    let runtime = http_fuzz::runtime();
     let dir = tempfile::tempdir().unwrap();
     let (auth, token) = auth_with_token();
     let app = runtime.block_on(app(dir.path(), auth));
@@ -84,7 +76,7 @@ fn every_route_answers_with_success_or_a_problem_with_auth() {
 
 #[test]
 fn every_route_answers_with_success_or_a_problem_without_auth() {
-    let runtime = runtime();
+    let runtime = http_fuzz::runtime();
     let dir = tempfile::tempdir().unwrap();
     let app = runtime.block_on(app(dir.path(), AuthLayer::insecure(policy())));
     http_fuzz::fuzz_router(&runtime, &app, TEMPLATES, None);
@@ -93,7 +85,7 @@ fn every_route_answers_with_success_or_a_problem_without_auth() {
 /// Inputs the fuzzer found, each answered as a problem since its fix.
 #[test]
 fn found_inputs_stay_fixed() {
-    let runtime = runtime();
+    let runtime = http_fuzz::runtime();
     let dir = tempfile::tempdir().unwrap();
     let app = runtime.block_on(app(dir.path(), AuthLayer::insecure(policy())));
     let cases: &[(&str, &str)] = &[

@@ -500,6 +500,19 @@ pub fn cases() -> u32 {
         .unwrap_or(DEFAULT_CASES)
 }
 
+/// The runtime a fuzzed app runs on (two workers, I/O and time): [`fuzz_router`] drives it
+/// from a plain test.
+///
+/// # Panics
+/// When the runtime cannot be built (the machine is out of threads).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 /// Runs [`cases`] requests aimed at `templates` through `app` in-process on `runtime` (the one
 /// the app's tasks run on), presenting `token` where a request carries a valid credential;
 /// panics with the smallest failing request. Call it from a plain (non-async) test.

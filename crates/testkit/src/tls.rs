@@ -32,3 +32,20 @@ pub fn self_signed(dir: &Path, name: &str) -> SelfSigned {
         .expect("writing the key");
     files
 }
+
+impl SelfSigned {
+    /// An HTTP client trusting this certificate, with `localhost` resolved to
+    /// loopback port `port`: `https://localhost:{port}/…` reaches the listener under test.
+    ///
+    /// # Panics
+    /// When the certificate does not parse (it was generated here).
+    pub fn client(&self, port: u16) -> reqwest::Client {
+        let trusted = reqwest::Certificate::from_pem(self.certificate_pem.as_bytes())
+            .expect("the generated certificate parses");
+        reqwest::Client::builder()
+            .add_root_certificate(trusted)
+            .resolve("localhost", ([127, 0, 0, 1], port).into())
+            .build()
+            .expect("an HTTPS client")
+    }
+}
