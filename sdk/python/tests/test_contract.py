@@ -185,11 +185,13 @@ def test_a_python_convention_command_reaches_the_related_twin(served: ServedApp)
         "ktwin.command.s4city-city-neighborhood.updateairqualityindex"
     )
     assert response.headers["ce-source"] == NEIGHBORHOOD_ID
-    # A sender without a relationship to a pole: 400 (dead-lettered), not a misfiled command.
+    # A sender related to many poles (the neighbourhood and each of its poles): the target is
+    # ambiguous, so 400 (dead-lettered), not a command misfiled to the first pole.
     response = post(served.url, "ktwin.command.city-pole.updateAirQualityIndex",
                     NEIGHBORHOOD_ID, {"aqiLevel": "GOOD"}, "python-convention-2")
     assert response.status_code == 400, response.text
-    assert "no relationship to a twin of city-pole" in response.text
+    assert "related to several twins of city-pole" in response.text
+    assert "the target is ambiguous" in response.text
 
 
 def test_redelivery_emits_the_same_ids(served: ServedApp) -> None:
