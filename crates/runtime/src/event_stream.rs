@@ -3,7 +3,10 @@
 //! the dashboard's live view and for any script (`curl -N`).
 //!
 //! One broker subscription feeds an [`EventTap`]: a ring of the latest events, numbered, kept
-//! up to [`RING_BYTES`] bytes, and a broadcast to open streams. Each SSE message carries its
+//! up to [`RING_BYTES`] bytes, and a broadcast to open streams. The subscription is taken when
+//! the first stream opens, not before: until a client has seen an event number there is
+//! nothing to resume, and serializing every event for nobody cost the platform a few percent
+//! of its CPU under load (docs/benchmarks.md, "Where the platform's CPU goes"). Each SSE message carries its
 //! number as `id`, so a client that pauses (or loses its connection) resumes with
 //! `Last-Event-ID` and is sent what was published meanwhile, as far back as the ring holds; if
 //! it holds less, a `gap` message says how many events were missed. Nothing waits for a slow
@@ -61,8 +64,11 @@ struct Ring {
 }
 
 /// The latest published events and their broadcast to open streams.
-#[derive(Debug)]
 pub struct EventTap {
+    /// The bus the tap subscribes to when the first stream opens.
+    broker: Arc<dyn Broker>,
+    /// Set once the tap's subscription is taken and its feeding task runs.
+    fed: tokio::sync::OnceCell<()>,
     ring: Mutex<Ring>,
     live: broadcast::Sender<Arc<Numbered>>,
     streams: Arc<Semaphore>,
@@ -76,9 +82,21 @@ impl Drop for EventTap {
     }
 }
 
+impl std::fmt::Debug for EventTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventTap")
+            .field("fed", &self.fed.initialized())
+            .field("ring", &self.ring)
+            .finish_non_exhaustive()
+    }
+}
+
 impl EventTap {
-    fn new() -> Self {
-        Self {
+    /// A tap of `broker`, not yet subscribed.
+    fn new(broker: Arc<dyn Broker>) -> Arc<Self> {
+        Arc::new(Self {
+            broker,
+            fed: tokio::sync::OnceCell::new(),
             ring: Mutex::new(Ring {
                 next: 1,
                 ..Ring::default()
@@ -86,17 +104,23 @@ impl EventTap {
             live: broadcast::channel(BROADCAST_EVENTS).0,
             streams: Arc::new(Semaphore::new(MAX_STREAMS)),
             closed: CancellationToken::new(),
-        }
+        })
     }
 
-    /// Subscribes to every event on `broker` and feeds a new tap, until the tap is dropped.
-    pub async fn spawn(broker: &dyn Broker) -> Result<Arc<Self>, BrokerError> {
-        let subscription = broker
-            .subscribe(SubscriptionSpec::new(TAP_SUBSCRIPTION, TypeFilter::all()))
-            .await?;
-        let tap = Arc::new(Self::new());
-        tokio::spawn(feed(Arc::downgrade(&tap), tap.closed.clone(), subscription));
-        Ok(tap)
+    /// Subscribes to every event on the bus and feeds the tap until it is dropped, unless
+    /// that is done already.
+    async fn ensure_fed(self: &Arc<Self>) -> Result<(), BrokerError> {
+        self.fed
+            .get_or_try_init(|| async {
+                let subscription = self
+                    .broker
+                    .subscribe(SubscriptionSpec::new(TAP_SUBSCRIPTION, TypeFilter::all()))
+                    .await?;
+                tokio::spawn(feed(Arc::downgrade(self), self.closed.clone(), subscription));
+                Ok(())
+            })
+            .await
+            .map(|_| ())
     }
 
     /// Numbers `event` and keeps it.
@@ -228,6 +252,13 @@ struct StreamParams {
     )
 )]
 async fn stream(State(tap): State<Arc<EventTap>>, uri: Uri, headers: HeaderMap) -> Response {
+    if let Err(err) = tap.ensure_fed().await {
+        let problem = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the event stream could not subscribe to the platform's bus: {err}"),
+        );
+        return problem.at(STREAM_PATH).into_response();
+    }
     match open_stream(&tap, &uri, &headers) {
         Ok(response) => response,
         Err(problem) => problem.at(STREAM_PATH).into_response(),
@@ -336,25 +367,36 @@ async fn forward(
 )]
 pub struct EventStreamApi;
 
-/// [`STREAM_PATH`] and [`STREAM_OPENAPI_PATH`] over a tap of `broker`.
-pub async fn router(broker: &dyn Broker) -> Result<Router, BrokerError> {
-    let tap = EventTap::spawn(broker).await?;
-    Ok(Router::new()
+/// [`STREAM_PATH`] and [`STREAM_OPENAPI_PATH`] over a tap of `broker` (subscribed when the
+/// first stream opens).
+pub fn router(broker: Arc<dyn Broker>) -> Router {
+    let tap = EventTap::new(broker);
+    Router::new()
         .route(STREAM_PATH, get(stream))
         .route(
             STREAM_OPENAPI_PATH,
             get(|| async { axum::Json(EventStreamApi::openapi()) }),
         )
-        .with_state(tap))
+        .with_state(tap)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn event(id: &str) -> cloudevents::Event {
+        use cloudevents::EventBuilder as _;
+        cloudevents::EventBuilderV10::new()
+            .id(id)
+            .ty("ktwin.real.city-pole")
+            .source("p1")
+            .build()
+            .unwrap()
+    }
+
     #[test]
     fn the_ring_is_bounded_by_bytes_and_resumes_after_an_id() {
-        let tap = EventTap::new();
+        let tap = EventTap::new(Arc::new(ktwin_broker::MemoryBroker::default()));
         let big = "x".repeat(RING_BYTES / 4);
         for _ in 0..6 {
             tap.push("ktwin.real.a".into(), big.clone());
@@ -369,6 +411,34 @@ mod tests {
         assert_eq!((kept.len(), missed), (1, 0));
         let (kept, missed, _) = tap.resume(None);
         assert_eq!((kept.len(), missed), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn the_tap_subscribes_when_the_first_stream_opens() {
+        use ktwin_broker::PublishOutcome;
+        let bus = ktwin_broker::MemoryBroker::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let app = router(Arc::new(bus.clone()));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        // Nobody watches: the tap takes no delivery (nothing to serialize, nothing to queue).
+        let before = bus.publish(event("before")).await.unwrap();
+        assert!(matches!(before, PublishOutcome::Unroutable));
+
+        let mut response = reqwest::get(format!("http://{address}{STREAM_PATH}"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let after = bus.publish(event("after")).await.unwrap();
+        assert!(matches!(after, PublishOutcome::Routed));
+        let mut body = String::new();
+        while !body.contains("\"after\"") {
+            let chunk = response.chunk().await.unwrap().expect("the stream stays open");
+            body.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        assert!(body.contains("id: 1\n"), "the first event the tap saw: {body}");
+        assert!(!body.contains("\"before\""), "{body}");
     }
 
     #[test]

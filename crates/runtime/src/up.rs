@@ -662,14 +662,7 @@ impl<'a> Assembly<'a> {
         )
         .merge(ingress_router(self.shared_bus()))
         .merge(graph_router(self.planned))
-        .merge(
-            crate::event_stream::router(&self.broker)
-                .await
-                .map_err(|source| UpError::Subscribe {
-                    subscription: "event stream".to_owned(),
-                    source,
-                })?,
-        )
+        .merge(crate::event_stream::router(Arc::new(self.broker.clone())))
         .merge(crate::model_api::router(self.planned, self.shared_bus()).map_err(UpError::Models)?)
         .merge(ktwin_service::ops_router(readiness.clone()));
         // The limits, timeout and problem details every ktwin service wears, outside the auth

@@ -7,11 +7,16 @@ pub fn is_valid_filter(filter: &str) -> bool {
     if filter.is_empty() || filter.contains('\0') {
         return false;
     }
-    let levels: Vec<&str> = filter.split('/').collect();
-    levels.iter().enumerate().all(|(i, level)| {
+    // Checked on every device publish against every granted filter: no allocation.
+    let mut levels = filter.split('/').peekable();
+    while let Some(level) = levels.next() {
         let wildcard_free = !level.contains(['+', '#']);
-        wildcard_free || *level == "+" || (*level == "#" && i == levels.len() - 1)
-    })
+        let last = levels.peek().is_none();
+        if !(wildcard_free || level == "+" || (level == "#" && last)) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Whether every topic `requested` can match is also matched by `allowed`. For a topic (no
