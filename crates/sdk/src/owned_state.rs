@@ -299,7 +299,7 @@ mod tests {
     use super::*;
     use crate::emit::store_event;
     use crate::graph::StaticGraph;
-    use crate::state::MemoryStates;
+    use crate::state::{MemoryStates, StateLookup};
 
     #[derive(Clone, serde::Deserialize, serde::Serialize)]
     struct Counter {
@@ -418,6 +418,37 @@ mod tests {
                 .await
                 .unwrap(),
             2
+        );
+    }
+
+    /// Unpartitioned deliveries (a cluster) go to the store: replicas with their own
+    /// `OwnedStates` over one store count exactly, a redelivery to another replica answers
+    /// the first result, and a state written before any replica owned it is where counting
+    /// starts.
+    #[tokio::test]
+    async fn unpartitioned_replicas_share_the_stored_state() {
+        let states = Arc::new(MemoryStates::new());
+        states.put(store_event("p", "p1", serde_json::json!({"n": 10})).unwrap());
+        let ctx = TwinContext::in_memory(StaticGraph::default(), states.clone()).unpartitioned();
+        let replicas: Vec<OwnedStates<Counter>> = (0..3).map(|_| OwnedStates::new()).collect();
+        for i in 0..30u32 {
+            let n = replicas[i as usize % 3]
+                .update(&ctx, "p", "p1", &format!("e{i}"), increment)
+                .await;
+            assert_eq!(n.unwrap(), 11 + i);
+            let earlier = i.saturating_sub(5);
+            let again = replicas[(i as usize + 1) % 3]
+                .update(&ctx, "p", "p1", &format!("e{earlier}"), increment)
+                .await;
+            assert_eq!(again.unwrap(), 11 + earlier, "redelivery of e{earlier}");
+        }
+        let stored = states.latest("p", "p1").await.unwrap().unwrap();
+        let data = crate::event::data_json(&stored).unwrap();
+        assert_eq!(data[OWNED_MEMBER][0]["state"]["n"], 40);
+        assert_eq!(
+            replicas[0].bytes(),
+            "p".len() + "p1".len(),
+            "no state kept in memory"
         );
     }
 

@@ -498,10 +498,10 @@ async fn post_conditional(
     mut events: Vec<TwinEvent>,
     precondition: &Precondition,
 ) -> Result<Response, Problem> {
-    let (Some(event), true) = (events.pop(), events.is_empty()) else {
+    let sent = events.len();
+    let (Some(event), 1) = (events.pop(), sent) else {
         return Err(bad_request(format!(
-            "a conditional write (If-Match or If-None-Match) takes one event, not {}",
-            events.len() + 1
+            "a conditional write (If-Match or If-None-Match) takes one event, not {sent}"
         )));
     };
     if let Some(failure) = state.ingestor.failure() {
