@@ -116,7 +116,11 @@ impl EventTap {
                     .broker
                     .subscribe(SubscriptionSpec::new(TAP_SUBSCRIPTION, TypeFilter::all()))
                     .await?;
-                tokio::spawn(feed(Arc::downgrade(self), self.closed.clone(), subscription));
+                tokio::spawn(feed(
+                    Arc::downgrade(self),
+                    self.closed.clone(),
+                    subscription,
+                ));
                 Ok(())
             })
             .await
@@ -434,10 +438,17 @@ mod tests {
         assert!(matches!(after, PublishOutcome::Routed));
         let mut body = String::new();
         while !body.contains("\"after\"") {
-            let chunk = response.chunk().await.unwrap().expect("the stream stays open");
+            let chunk = response
+                .chunk()
+                .await
+                .unwrap()
+                .expect("the stream stays open");
             body.push_str(&String::from_utf8_lossy(&chunk));
         }
-        assert!(body.contains("id: 1\n"), "the first event the tap saw: {body}");
+        assert!(
+            body.contains("id: 1\n"),
+            "the first event the tap saw: {body}"
+        );
         assert!(!body.contains("\"before\""), "{body}");
     }
 
