@@ -26,6 +26,7 @@ pub mod machine;
 mod problem;
 pub mod query;
 pub mod telemetry;
+mod upkeep;
 
 pub use http::{
     PANICS, REFUSED_IN_FLIGHT, REQUEST_TIMEOUT, ServiceLimits, with_service_layers,
@@ -92,6 +93,9 @@ pub fn prometheus() -> &'static PrometheusHandle {
             .expect("bucket list is not empty")
             .build_recorder();
         let handle = recorder.handle();
+        if let Err(err) = upkeep::spawn_upkeep(handle.clone(), upkeep::UPKEEP_INTERVAL) {
+            tracing::warn!(%err, "no metrics upkeep thread: histograms grow until scraped");
+        }
         // Fails only if another recorder was installed first; metrics then go there instead.
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
