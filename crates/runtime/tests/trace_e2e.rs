@@ -48,16 +48,20 @@ fn trace_of(event: &TwinEvent) -> EventTrace {
     EventTrace::parse(traceparent, event.tracestate.as_deref()).expect("a valid traceparent")
 }
 
-/// The command events published on the platform's bus, from the start (the event stream's
-/// ring), until `count` of them have come.
-async fn commands(client: &reqwest::Client, base: &str, count: usize) -> Vec<serde_json::Value> {
-    let mut response = client
+/// A stream of the command events published on the platform's bus from now on (the event
+/// stream's tap subscribes when its first stream opens: open it before the device publishes).
+async fn command_stream(client: &reqwest::Client, base: &str) -> reqwest::Response {
+    let response = client
         .get(format!("{base}/api/v1/events/stream?type=ktwin.command.*"))
-        .header("last-event-id", "0")
         .send()
         .await
         .expect("the event stream answers");
     assert_eq!(response.status(), 200);
+    response
+}
+
+/// The first `count` command events of `response`.
+async fn commands(mut response: reqwest::Response, count: usize) -> Vec<serde_json::Value> {
     let (mut text, mut found) = (String::new(), Vec::new());
     while found.len() < count {
         let chunk = response.chunk().await.expect("the stream").expect("open");
@@ -86,6 +90,7 @@ async fn one_device_message_is_followed_through_services_commands_and_the_store(
     );
     let base = format!("http://{}", platform.http);
     let http = common::api_client(&platform);
+    let command_events = command_stream(&http, &base).await;
 
     // ONE device message: the paper's reading (every density 8), rated MODERATE.
     let (device, mut events) = AsyncClient::new(common::device_options(&platform, SENSOR), 16);
@@ -147,7 +152,7 @@ async fn one_device_message_is_followed_through_services_commands_and_the_store(
     assert_eq!(trace_of(stored_aq).causes, vec![root.parent.span_id]);
 
     // The commands in between (not stored) carried the trace too: sensor → pole → neighborhood.
-    let commands = within("the two commands", commands(&http, &base, 2)).await;
+    let commands = within("the two commands", commands(command_events, 2)).await;
     let command_trace = |source: &str| {
         let command = commands
             .iter()

@@ -22,6 +22,7 @@ pub struct TwinContext {
     states: Arc<dyn StateLookup>,
     clock: Clock,
     owner_epoch: u64,
+    partitioned: bool,
 }
 
 /// HTTP header by which a runtime that partitions a service's events by instance (`ktwin up`)
@@ -39,6 +40,7 @@ impl TwinContext {
             states,
             clock: Arc::new(Utc::now),
             owner_epoch: 0,
+            partitioned: true,
         }
     }
 
@@ -63,6 +65,23 @@ impl TwinContext {
     pub fn with_owner_epoch(mut self, epoch: u64) -> Self {
         self.owner_epoch = epoch;
         self
+    }
+
+    /// The context of a delivery that nothing partitioned: other replicas may be handling
+    /// events of the same instance at the same time (Knative on a cluster spreads a service's
+    /// requests over its pods). [`crate::OwnedStates`] then keeps the state in the event store
+    /// and writes it conditionally instead of trusting its memory. The SDK's server marks every
+    /// delivery without [`OWNER_EPOCH_HEADER`] so.
+    pub fn unpartitioned(mut self) -> Self {
+        self.partitioned = false;
+        self
+    }
+
+    /// Whether all events of the delivered event's instance reach this replica, one at a time
+    /// per [`crate::OwnedStates`] (`ktwin up`, in process or partitioned over replicas); false
+    /// after [`unpartitioned`](Self::unpartitioned).
+    pub fn is_partitioned(&self) -> bool {
+        self.partitioned
     }
 
     /// Since when this replica owns the delivered event's instance ([`OWNER_EPOCH_HEADER`]);

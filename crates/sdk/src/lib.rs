@@ -97,9 +97,9 @@ pub use graph::{
 };
 pub use handler::{TwinHandler, dispatch};
 pub use json::{from_json, from_json_slice};
-pub use owned_state::{OwnedLimits, OwnedStates};
+pub use owned_state::{OWNED_MEMBER, OwnedLimits, OwnedStates};
 pub use server::{ConfigError, Emitter, ServeConfig, ServeError, router, serve, serve_with};
-pub use state::{HttpEventStore, MemoryStates, StateLookup};
+pub use state::{ConditionalWrite, HttpEventStore, MemoryStates, StateLookup, VersionedState};
 
 pub use async_trait::async_trait;
 pub use cloudevents;

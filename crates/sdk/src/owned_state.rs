@@ -17,11 +17,18 @@
 //! past the bound the least recently used idle instances are forgotten, and read from the
 //! store again when their next event comes.
 //!
-//! One replica owns an instance's state: the runtime must deliver all events of an instance to
-//! one replica at a time. `ktwin up` partitions each service's events by instance and says in
-//! [`crate::OWNER_EPOCH_HEADER`] since when the replica owns it; when that number grows (the
-//! instance was handled elsewhere meanwhile), the state is read from the store again. See
-//! docs/architecture.md, "Owned state and replicas", for what this means on a cluster.
+//! In memory, one replica owns an instance's state: the runtime must deliver all events of an
+//! instance to one replica at a time. `ktwin up` partitions each service's events by instance
+//! and says in [`crate::OWNER_EPOCH_HEADER`] since when the replica owns it; when that number
+//! grows (the instance was handled elsewhere meanwhile), the state is read from the store again.
+//!
+//! A delivery that nothing partitioned ([`TwinContext::is_partitioned`] false: the SDK's server
+//! got no [`crate::OWNER_EPOCH_HEADER`], as on a cluster, where Knative spreads requests over
+//! pods) is applied to the state kept in the event store instead, by a conditional write that
+//! the store commits only if no other replica wrote in between, and a redelivery of any of the
+//! instance's last [`OwnedLimits::remembered_events`] events is recognised by every replica
+//! from the ids kept with the stored state; it answers what its first application answered
+//! (see `in_store`). See docs/architecture.md, "Owned state and replicas".
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -32,6 +39,10 @@ use serde::de::DeserializeOwned;
 
 use crate::context::TwinContext;
 use crate::error::HandlerError;
+
+mod in_store;
+
+pub use in_store::OWNED_MEMBER;
 
 /// Bounds of an [`OwnedStates`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,20 +228,36 @@ impl<T: DeserializeOwned + Serialize + Clone + Send> OwnedStates<T> {
     /// none) and returns the new state and a result; the new state is kept only if `update`
     /// succeeds. For a redelivered event (`event_id` among the remembered ones), `update` is
     /// not called and the result of its first application is returned.
+    ///
+    /// On a delivery that nothing partitioned ([`TwinContext::is_partitioned`] false), the
+    /// state is read from and written to the event store for each event, and `update` may run
+    /// more than once (again after another replica's write got in first): it must not have
+    /// effects beyond its return value.
     pub async fn update<R>(
         &self,
         ctx: &TwinContext,
         interface: &str,
         instance: &str,
         event_id: &str,
-        update: impl FnOnce(Option<T>) -> Result<(T, R), HandlerError>,
+        mut update: impl FnMut(Option<T>) -> Result<(T, R), HandlerError>,
     ) -> Result<R, HandlerError>
     where
-        R: Serialize + Clone + Send + Sync + 'static,
+        R: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
     {
         let key = (interface.to_owned(), instance.to_owned());
         let slot = self.lock().take(&key);
         let mut slot = slot.lock().await;
+        if !ctx.is_partitioned() {
+            // Nothing in memory to trust; the slot still serialises this replica's updates of
+            // the instance, so that they do not race each other to the store.
+            let limit = self.limits.remembered_events;
+            let twin = (interface, instance);
+            let result = in_store::update_in_store(ctx, twin, event_id, limit, &mut update).await;
+            *slot = Slot::default();
+            drop(slot);
+            self.lock().resize(&key, 0, self.limits.max_bytes);
+            return result;
+        }
         if let Some(result) = slot.result_of::<R>(event_id) {
             return Ok(result);
         }
@@ -272,7 +299,7 @@ mod tests {
     use super::*;
     use crate::emit::store_event;
     use crate::graph::StaticGraph;
-    use crate::state::MemoryStates;
+    use crate::state::{MemoryStates, StateLookup};
 
     #[derive(Clone, serde::Deserialize, serde::Serialize)]
     struct Counter {
@@ -391,6 +418,37 @@ mod tests {
                 .await
                 .unwrap(),
             2
+        );
+    }
+
+    /// Unpartitioned deliveries (a cluster) go to the store: replicas with their own
+    /// `OwnedStates` over one store count exactly, a redelivery to another replica answers
+    /// the first result, and a state written before any replica owned it is where counting
+    /// starts.
+    #[tokio::test]
+    async fn unpartitioned_replicas_share_the_stored_state() {
+        let states = Arc::new(MemoryStates::new());
+        states.put(store_event("p", "p1", serde_json::json!({"n": 10})).unwrap());
+        let ctx = TwinContext::in_memory(StaticGraph::default(), states.clone()).unpartitioned();
+        let replicas: Vec<OwnedStates<Counter>> = (0..3).map(|_| OwnedStates::new()).collect();
+        for i in 0..30u32 {
+            let n = replicas[i as usize % 3]
+                .update(&ctx, "p", "p1", &format!("e{i}"), increment)
+                .await;
+            assert_eq!(n.unwrap(), 11 + i);
+            let earlier = i.saturating_sub(5);
+            let again = replicas[(i as usize + 1) % 3]
+                .update(&ctx, "p", "p1", &format!("e{earlier}"), increment)
+                .await;
+            assert_eq!(again.unwrap(), 11 + earlier, "redelivery of e{earlier}");
+        }
+        let stored = states.latest("p", "p1").await.unwrap().unwrap();
+        let data = crate::event::data_json(&stored).unwrap();
+        assert_eq!(data[OWNED_MEMBER][0]["state"]["n"], 40);
+        assert_eq!(
+            replicas[0].bytes(),
+            "p".len() + "p1".len(),
+            "no state kept in memory"
         );
     }
 

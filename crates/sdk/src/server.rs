@@ -232,14 +232,12 @@ const SERVICE_LABEL: &str = "twin-service";
 
 async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
-    let owned_since;
     let ctx = match owner_epoch(&headers) {
-        Some(epoch) => {
-            owned_since = app.ctx.clone().with_owner_epoch(epoch);
-            &owned_since
-        }
-        None => &app.ctx,
+        Some(epoch) => app.ctx.clone().with_owner_epoch(epoch),
+        // Nothing partitions the deliveries: other replicas may hold the same instances.
+        None => app.ctx.clone().unpartitioned(),
     };
+    let ctx = &ctx;
     let result = match cloudevents::binding::http::to_event(&headers, body.to_vec()) {
         Err(err) => Err(HandlerError::Invalid(format!("not a CloudEvent: {err}"))),
         Ok(mut event) => {

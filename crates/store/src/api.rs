@@ -8,7 +8,10 @@ use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, State};
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LINK};
+use axum::http::header::{
+    CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderMap, HeaderName, HeaderValue, IF_MATCH,
+    IF_NONE_MATCH, LINK,
+};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +27,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::backend::{Backend, EventPosition, HistoryQuery, StoreError};
 use crate::changed::NewVersion;
+use crate::conditional::{ConditionalAppend, Precondition, StateVersion};
 use crate::event::{InstanceKey, LatestState, TwinEvent};
 use crate::ingest::Ingestor;
 use crate::merge::Version;
@@ -268,6 +272,8 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
 fn store_problem(err: StoreError) -> Problem {
     let status = if err.is_transient() {
         StatusCode::SERVICE_UNAVAILABLE
+    } else if matches!(err, StoreError::PreconditionFailed { .. }) {
+        StatusCode::PRECONDITION_FAILED
     } else if matches!(err, StoreError::Full { .. }) {
         StatusCode::INSUFFICIENT_STORAGE
     } else {
@@ -442,6 +448,79 @@ fn event_problem(err: crate::event::EventError) -> Problem {
     Problem::new(status, err.to_string())
 }
 
+/// The precondition of a conditional write: `If-Match: "<version>"` (the `ETag` of the
+/// instance's `latest`) or `If-None-Match: *` (no state stored yet); `None` without either
+/// header. Weak tags, `*` in `If-Match` and lists are refused: a writer names the one version
+/// it read.
+fn precondition(headers: &HeaderMap) -> Result<Option<Precondition>, Problem> {
+    let text = |name: HeaderName| {
+        headers
+            .get(&name)
+            .map(|v| {
+                v.to_str().map_err(|_| {
+                    bad_request(format!(
+                        "header {name} is not visible ASCII: expected a quoted version"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    if let Some(value) = text(IF_NONE_MATCH)? {
+        return match value.trim() {
+            "*" => Ok(Some(Precondition::Absent)),
+            other => Err(bad_request(format!(
+                "If-None-Match is {other:?}; expected * (store only if the instance has no state)"
+            ))),
+        };
+    }
+    let Some(value) = text(IF_MATCH)? else {
+        return Ok(None);
+    };
+    let version = value
+        .trim()
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .filter(|v| !v.is_empty() && !v.contains(['"', ',']));
+    match version {
+        Some(version) => Ok(Some(Precondition::At(StateVersion::from_opaque(version)))),
+        None => Err(bad_request(format!(
+            "If-Match is {value:?}; expected one quoted version, the ETag of \
+             GET /api/v1/twin-events/{{interface}}/{{instance}}/latest"
+        ))),
+    }
+}
+
+/// Stores `events` (one event) only if its instance meets `precondition`
+/// ([`Backend::append_if`]): `202` when stored or a redelivery, `412` when another write got
+/// there first.
+async fn post_conditional(
+    state: &AppState,
+    mut events: Vec<TwinEvent>,
+    precondition: &Precondition,
+) -> Result<Response, Problem> {
+    let sent = events.len();
+    let (Some(event), 1) = (events.pop(), sent) else {
+        return Err(bad_request(format!(
+            "a conditional write (If-Match or If-None-Match) takes one event, not {sent}"
+        )));
+    };
+    if let Some(failure) = state.ingestor.failure() {
+        return Err(store_problem(failure));
+    }
+    let backend = state.backend.name();
+    let done = state
+        .backend
+        .append_if(event, precondition)
+        .await
+        .map_err(store_problem)?;
+    let counter = match done {
+        ConditionalAppend::Duplicate => crate::metric_names::DUPLICATES,
+        _ => crate::metric_names::STORED,
+    };
+    metrics::counter!(counter, "backend" => backend).increment(1);
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
 /// Header of a `202` to a stored event (or batch) listing, comma-separated, the ids the
 /// request's events were stored under as new versions, if any.
 pub const NEW_VERSIONS_HEADER: &str = "ktwin-new-versions";
@@ -451,9 +530,19 @@ pub const NEW_VERSIONS_HEADER: &str = "ktwin-new-versions";
 /// stored with other data is stored as a new version under `<id>~<16 hex digits of the
 /// SHA-256 of its canonical data>`, listed in the `ktwin-new-versions` header of the answer
 /// (a header, not a body: a broker delivering to this route would take a body for a reply).
+///
+/// A conditional write (`If-Match: "<version>"`, the `ETag` of the instance's `latest`, or
+/// `If-None-Match: *` for an instance without state) carries one event and is stored only if
+/// the instance's latest state is still at that version when it commits, else `412` naming the
+/// instance, the expected and the current version; an event already stored with its id and
+/// data is a redelivery (`202`, nothing written) whatever the precondition.
 #[utoipa::path(
     post,
     path = "/api/v1/twin-events",
+    params(
+        ("If-Match" = Option<String>, Header, description = "Store only if the instance's latest state is at this version (its ETag); one event"),
+        ("If-None-Match" = Option<String>, Header, description = "`*`: store only if the instance has no state yet; one event")
+    ),
     request_body(
         content = Object,
         description = "CloudEvent in binary mode (ce-* headers, JSON object data), structured \
@@ -466,6 +555,7 @@ pub const NEW_VERSIONS_HEADER: &str = "ktwin-new-versions";
         )),
         (status = 400, description = "Not a CloudEvent or not a twin event type", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "Interface unknown to the loaded model", body = Problem, content_type = PROBLEM_JSON),
+        (status = 412, description = "Conditional write: the instance's latest state is no longer at the expected version (nothing written)", body = Problem, content_type = PROBLEM_JSON),
         (status = 413, description = "Body over the limit", body = Problem, content_type = PROBLEM_JSON),
         (status = 422, description = "Data is not a JSON object", body = Problem, content_type = PROBLEM_JSON),
         (status = 503, description = "Database unavailable", body = Problem, content_type = PROBLEM_JSON)
@@ -485,6 +575,9 @@ async fn post_event(
             let event = TwinEvent::from_cloudevent(&event, received).map_err(event_problem)?;
             state.config.known_interfaces.check(&event.interface_id)?;
             events.push(event);
+        }
+        if let Some(precondition) = precondition(&headers)? {
+            return post_conditional(&state, events, &precondition).await;
         }
         let sent = SentEvents::of(&events);
         let report = state.ingestor.submit(events).await.map_err(store_problem)?;
@@ -651,13 +744,16 @@ async fn history(
 }
 
 /// The latest state as a binary-mode CloudEvent (`ce-id`, `ce-type`, `ce-source`, `ce-time`
-/// of the newest event; body = merged state).
+/// of the newest event; body = merged state), with its version as `ETag` (for a conditional
+/// write, `If-Match`).
 #[utoipa::path(
     get,
     path = "/api/v1/twin-events/{interface}/{instance}/latest",
     params(("interface" = String, Path), ("instance" = String, Path)),
     responses(
-        (status = 200, description = "Binary-mode CloudEvent; body is the merged state", body = Object),
+        (status = 200, description = "Binary-mode CloudEvent; body is the merged state", body = Object, headers(
+            ("ETag" = String, description = "Version of the state, for If-Match on a conditional write")
+        )),
         (status = 404, description = "No event for this instance, or unknown interface", body = Problem, content_type = PROBLEM_JSON),
         (status = 503, body = Problem, content_type = PROBLEM_JSON)
     )
@@ -711,6 +807,9 @@ fn latest_response(latest: &LatestState) -> Response {
         CONTENT_TYPE,
         HeaderValue::from_static(ktwin_events::JSON_CONTENT_TYPE),
     );
+    if let Ok(etag) = HeaderValue::from_str(&latest.version().etag()) {
+        headers.insert(ETAG, etag);
+    }
     (StatusCode::OK, headers, body).into_response()
 }
 

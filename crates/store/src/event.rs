@@ -281,6 +281,14 @@ pub struct LatestState {
     pub state: Map<String, Value>,
 }
 
+impl LatestState {
+    /// The version of this state, which conditional appends compare with
+    /// ([`crate::Precondition`]).
+    pub fn version(&self) -> crate::StateVersion {
+        crate::StateVersion::of(self.event_count, self.time.timestamp_micros(), &self.id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

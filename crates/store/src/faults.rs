@@ -1,6 +1,7 @@
 //! A backend that lets a fault in before each commit (feature `faults`): `ktwin bench soak`
 //! switches a store outage on and off through it, and the store-outage tests inject transient
-//! and permanent failures. Every method but [`Backend::append`] is the wrapped backend's.
+//! and permanent failures. Every method but [`Backend::append`] and [`Backend::append_if`] is
+//! the wrapped backend's.
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use async_trait::async_trait;
 use ktwin_events::trace::TraceId;
 
 use crate::backend::{AppendReport, Backend, EventPosition, HistoryQuery, Page, StoreError};
+use crate::conditional::{ConditionalAppend, Precondition};
 use crate::dead_letters::DeadLetterStore;
 use crate::event::{InstanceKey, LatestState, TwinEvent};
 
@@ -45,6 +47,14 @@ impl Backend for GatedBackend {
     async fn append(&self, events: Vec<TwinEvent>) -> Result<AppendReport, StoreError> {
         (self.gate)()?;
         self.inner.append(events).await
+    }
+    async fn append_if(
+        &self,
+        event: TwinEvent,
+        precondition: &Precondition,
+    ) -> Result<ConditionalAppend, StoreError> {
+        (self.gate)()?;
+        self.inner.append_if(event, precondition).await
     }
     async fn latest(&self, key: &InstanceKey) -> Result<Option<LatestState>, StoreError> {
         self.inner.latest(key).await

@@ -44,6 +44,7 @@ pub mod broker;
 mod changed;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod conditional;
 pub mod dead_letters;
 mod event;
 #[cfg(feature = "faults")]
@@ -69,6 +70,7 @@ pub use backend::{AppendReport, Backend, EventPosition, HistoryQuery, Page, Stor
 #[cfg(feature = "postgres")]
 pub use backend::{PostgresBackend, PostgresConfig};
 pub use changed::{NewVersion, VERSION_SEPARATOR, version_id};
+pub use conditional::{ConditionalAppend, Precondition, StateVersion};
 pub use dead_letters::{
     DeadLetterLimits, DeadLetterStore, DeadLetterUsage, LetterSelection, OverflowPolicy,
     StoredDeadLetter,

@@ -32,6 +32,7 @@ use super::{
     changed_version, group_by_instance,
 };
 use crate::changed::NewVersion;
+use crate::conditional::{ConditionalAppend, Precondition};
 use crate::dead_letters::DeadLetterStore;
 use crate::event::{InstanceKey, LatestState, TwinEvent};
 use crate::merge::Version;
@@ -43,6 +44,13 @@ pub(crate) trait EmbeddedStore: Clone + Send + Sync + 'static {
     const NAME: &'static str;
     /// See [`Backend::append`]: [`prepare`], then [`append_to`] under the engine's writer.
     fn append_blocking(&self, events: Vec<TwinEvent>) -> Result<AppendReport, StoreError>;
+    /// See [`Backend::append_if`]: [`prepare`], then [`append_if_to`] under the engine's
+    /// writer, committed only if it stored the event.
+    fn append_if_blocking(
+        &self,
+        event: TwinEvent,
+        precondition: &Precondition,
+    ) -> Result<ConditionalAppend, StoreError>;
     /// See [`Backend::latest`]: two point reads (number, merge record) served from the
     /// engine's cache in the common case, and the record materialized, so it runs inline
     /// rather than hopping to the blocking pool.
@@ -102,6 +110,18 @@ impl<S: EmbeddedStore> Backend for S {
 
     async fn append(&self, events: Vec<TwinEvent>) -> Result<AppendReport, StoreError> {
         blocking(self, move |this| this.append_blocking(events)).await
+    }
+
+    async fn append_if(
+        &self,
+        event: TwinEvent,
+        precondition: &Precondition,
+    ) -> Result<ConditionalAppend, StoreError> {
+        let precondition = precondition.clone();
+        blocking(self, move |this| {
+            this.append_if_blocking(event, &precondition)
+        })
+        .await
     }
 
     async fn latest(&self, key: &InstanceKey) -> Result<Option<LatestState>, StoreError> {
@@ -683,6 +703,66 @@ fn stored_body(
     let mut stored_key = Vec::new();
     event_key(&mut stored_key, instance, micros, id);
     target.stored_event(&stored_key)?.ok_or_else(missing)
+}
+
+/// The conditional append of `groups` (one event, [`prepare`]d) into `target`, under the
+/// engine's writer ([`Backend::append_if`]): a redelivery of a stored event is a duplicate
+/// whatever the precondition; otherwise the instance's latest state must meet it before the
+/// event is appended as [`append_to`] would. The caller commits only after `Stored`.
+pub(crate) fn append_if_to(
+    target: &mut impl AppendTarget,
+    groups: &[Group],
+    precondition: &Precondition,
+) -> Result<ConditionalAppend, StoreError> {
+    let [group] = groups else {
+        return Err(StoreError::corrupt_data(format!(
+            "a conditional append takes one event, not {} instances' events",
+            groups.len()
+        )));
+    };
+    let known = target.instance(&group.name)?;
+    let current = match known {
+        Some(instance) => {
+            if is_redelivery(target, instance, group)? {
+                return Ok(ConditionalAppend::Duplicate);
+            }
+            target.record(instance)?.and_then(|r| r.state_version())
+        }
+        None => None,
+    };
+    if !precondition.holds_for(current.as_ref()) {
+        return Err(StoreError::PreconditionFailed {
+            interface: group.key.interface.clone(),
+            instance: group.key.instance.clone(),
+            expected: precondition.clone(),
+            current,
+        });
+    }
+    let (stored, _) = append_to(target, groups)?;
+    Ok(if stored == 0 {
+        ConditionalAppend::Duplicate
+    } else {
+        ConditionalAppend::Stored
+    })
+}
+
+/// Whether the (one) event of `group` is stored for `instance` with its data.
+fn is_redelivery(
+    target: &mut impl AppendTarget,
+    instance: u64,
+    group: &Group,
+) -> Result<bool, StoreError> {
+    let Some((event, _)) = group.events.first() else {
+        return Ok(true);
+    };
+    let mut id_buf = Vec::new();
+    id_key(&mut id_buf, instance, &event.id);
+    if target.claimed_time(&id_buf)?.is_none() {
+        return Ok(false);
+    }
+    let body = stored_body(target, instance, &id_buf, &event.id)?;
+    let stored: EventBody<'_> = serde_json::from_slice(&body).map_err(corrupt)?;
+    Ok(*stored.data == event.event_data)
 }
 
 /// An event of instance `instance` of interface `pole`, for the engines' tests.

@@ -27,11 +27,12 @@ use ::fjall::{
 mod dead_letters;
 
 use super::embedded::{
-    AppendTarget, EmbeddedStore, append_to, borrowed, corrupt, event_from_entry, history_range,
-    id_key, instance_range, latest_from_entry, latest_from_record, list_events, name_key, prepare,
-    split_event_key, trace_events, trace_range, twins_range,
+    AppendTarget, EmbeddedStore, append_if_to, append_to, borrowed, corrupt, event_from_entry,
+    history_range, id_key, instance_range, latest_from_entry, latest_from_record, list_events,
+    name_key, prepare, split_event_key, trace_events, trace_range, twins_range,
 };
 use super::{AppendReport, EventPosition, HistoryQuery, InstanceRecord, Page, StoreError};
+use crate::conditional::{ConditionalAppend, Precondition};
 use crate::event::{InstanceKey, LatestState, TwinEvent};
 use ktwin_events::trace::TraceId;
 
@@ -185,19 +186,13 @@ impl FjallBackend {
         })))
     }
 
-    /// A batch that is durable once committed.
-    fn durable_batch(&self) -> OwnedWriteBatch {
-        self.0.db.batch().durability(Some(PersistMode::SyncData))
-    }
-}
-
-impl EmbeddedStore for FjallBackend {
-    const NAME: &'static str = "fjall";
-
-    #[tracing::instrument(level = "debug", skip_all, fields(events = events.len()))]
-    fn append_blocking(&self, events: Vec<TwinEvent>) -> Result<AppendReport, StoreError> {
-        let total = events.len();
-        let groups = prepare(events)?;
+    /// Runs `append` on a write batch under the writer, and commits the batch if `commit` says
+    /// so of its result.
+    fn write<T>(
+        &self,
+        append: impl FnOnce(&mut FjallAppend<'_>) -> Result<T, StoreError>,
+        commit: impl FnOnce(&T) -> bool,
+    ) -> Result<T, StoreError> {
         // A panic elsewhere left the writer as it was before that batch: still right.
         let mut writer = self.0.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let Writer {
@@ -214,7 +209,10 @@ impl EmbeddedStore for FjallBackend {
             written: Vec::new(),
             numbered: Vec::new(),
         };
-        let (stored, versions) = append_to(&mut target, &groups)?;
+        let done = append(&mut target)?;
+        if !commit(&done) {
+            return Ok(done);
+        }
         let FjallAppend {
             batch,
             next_instance: next,
@@ -225,13 +223,41 @@ impl EmbeddedStore for FjallBackend {
         batch.commit().map_err(commit_failed)?;
         writer.next_instance = next;
         writer.keep(written, numbered);
-        drop(writer);
+        Ok(done)
+    }
+
+    /// A batch that is durable once committed.
+    fn durable_batch(&self) -> OwnedWriteBatch {
+        self.0.db.batch().durability(Some(PersistMode::SyncData))
+    }
+}
+
+impl EmbeddedStore for FjallBackend {
+    const NAME: &'static str = "fjall";
+
+    #[tracing::instrument(level = "debug", skip_all, fields(events = events.len()))]
+    fn append_blocking(&self, events: Vec<TwinEvent>) -> Result<AppendReport, StoreError> {
+        let total = events.len();
+        let groups = prepare(events)?;
+        let (stored, versions) = self.write(|target| append_to(target, &groups), |_| true)?;
         drop(groups); // after the writer's turn: freeing a batch takes a while
         Ok(AppendReport {
             stored,
             duplicates: total - stored,
             versions,
         })
+    }
+
+    fn append_if_blocking(
+        &self,
+        event: TwinEvent,
+        precondition: &Precondition,
+    ) -> Result<ConditionalAppend, StoreError> {
+        let groups = prepare(vec![event])?;
+        self.write(
+            |target| append_if_to(target, &groups, precondition),
+            |done| *done == ConditionalAppend::Stored,
+        )
     }
 
     fn latest_blocking(&self, key: &InstanceKey) -> Result<Option<LatestState>, StoreError> {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::changed::{NewVersion, version_id};
+use crate::conditional::{ConditionalAppend, Precondition, StateVersion};
 use crate::dead_letters::DeadLetterStore;
 use crate::event::{InstanceKey, LatestState, TwinEvent};
 use crate::merge::{MergeTree, Version};
@@ -78,6 +79,22 @@ pub enum StoreError {
     Full {
         /// What is full and how to make room.
         context: String,
+    },
+    /// A conditional append found the instance's latest state other than its precondition
+    /// required (another writer got there first): nothing was written; read the state again.
+    #[error(
+        "precondition failed for instance {instance:?} of interface {interface:?}: expected {expected}, the latest state is at {}",
+        current.as_ref().map_or_else(|| "no stored state".to_owned(), |v| format!("version {v}"))
+    )]
+    PreconditionFailed {
+        /// The instance's interface.
+        interface: String,
+        /// The instance.
+        instance: String,
+        /// What the append required.
+        expected: Precondition,
+        /// The version the latest state is at (`None`: no stored state).
+        current: Option<StateVersion>,
     },
     /// The backend is not built into this binary (its cargo feature is off).
     #[error("the {backend} backend is not built into this binary (cargo feature {backend:?})")]
@@ -230,6 +247,16 @@ pub trait Backend: Send + Sync + 'static {
     fn concurrent_appends(&self) -> usize;
     /// Stores a batch durably (group commit).
     async fn append(&self, events: Vec<TwinEvent>) -> Result<AppendReport, StoreError>;
+    /// Stores one event only if its instance's latest state meets `precondition`, checked and
+    /// appended atomically with respect to every other writer of the instance; an event whose
+    /// id is stored with the same data is a [`ConditionalAppend::Duplicate`] whatever the
+    /// precondition. A failed precondition is [`StoreError::PreconditionFailed`], nothing
+    /// written. Durable on return, like [`append`](Self::append).
+    async fn append_if(
+        &self,
+        event: TwinEvent,
+        precondition: &Precondition,
+    ) -> Result<ConditionalAppend, StoreError>;
     /// The latest state of one instance.
     async fn latest(&self, key: &InstanceKey) -> Result<Option<LatestState>, StoreError>;
     /// One instance's history, newest first.
@@ -339,6 +366,12 @@ impl InstanceRecord {
             last_type,
             count,
         })
+    }
+
+    /// The version of the latest state this record describes (`None`: no event merged).
+    pub fn state_version(&self) -> Option<StateVersion> {
+        let last = self.last.as_ref().filter(|_| self.count > 0)?;
+        Some(StateVersion::of(self.count, last.micros, &last.id))
     }
 
     /// The latest state this record describes.

@@ -20,6 +20,7 @@ use super::{
     group_by_instance,
 };
 use crate::changed::{NewVersion, version_id};
+use crate::conditional::{ConditionalAppend, Precondition, StateVersion};
 use crate::event::{InstanceKey, LatestState, TwinEvent};
 use crate::merge::{MergeTree, Version, compact};
 
@@ -662,6 +663,39 @@ impl Backend for PostgresBackend {
         })
     }
 
+    async fn append_if(
+        &self,
+        event: TwinEvent,
+        precondition: &Precondition,
+    ) -> Result<ConditionalAppend, StoreError> {
+        let (groups, _) = group_by_instance(vec![event]);
+        let mut writer = self.writer().await;
+        let mut attempt = 0;
+        loop {
+            let session = self.writer_session(&mut writer).await?;
+            match conditional_transaction(session, &self.known, &groups, precondition).await {
+                Ok(Ok(done)) => return Ok(done),
+                Ok(Err(None)) if attempt < MAX_RETRIES => {
+                    self.known.forget(groups.keys());
+                    attempt += 1;
+                }
+                Ok(Err(None)) => {
+                    return Err(StoreError::Unavailable {
+                        context: "the instance kept being deleted while the event was stored"
+                            .into(),
+                        source: None,
+                    });
+                }
+                Ok(Err(Some(refused))) => return Err(refused),
+                Err(err) => {
+                    if let Some(err) = after_failure(&mut writer, err, &mut attempt) {
+                        return Err(err);
+                    }
+                }
+            }
+        }
+    }
+
     async fn latest(&self, key: &InstanceKey) -> Result<Option<LatestState>, StoreError> {
         let session = self.reader().await?;
         let row = session
@@ -910,6 +944,89 @@ async fn append_transaction(
         known.remember(&learned);
     }
     Ok(Attempt::Stored(stored, reported))
+}
+
+/// Whether the event of an instance with an id is stored with the given data (no row: no such
+/// event).
+const STORED_WITH_DATA: &str =
+    "SELECT data = $3::jsonb FROM twin_event WHERE instance_key = $1 AND id = $2";
+
+/// One conditional append ([`Backend::append_if`]) in one transaction: lock the instance's
+/// latest row (creating it for a new instance), answer a redelivery as a duplicate, check the
+/// precondition against the locked row, then store the event as [`append_transaction`] does.
+/// `Err(None)`: the instance was deleted meanwhile, retry; `Err(Some(_))`: refused, rolled back.
+async fn conditional_transaction(
+    session: &mut Session,
+    known: &KnownInstances,
+    groups: &Groups,
+    precondition: &Precondition,
+) -> Result<Result<ConditionalAppend, Option<StoreError>>, tokio_postgres::Error> {
+    let statements = &session.statements;
+    let transaction = session.client.transaction().await?;
+    let (mut keyed, unknown) = known.split(groups);
+    let learned = key_new_instances(&transaction, statements, &unknown, groups, &mut keyed).await?;
+    let Some((&instance_key, &(key, group))) = keyed.iter().next() else {
+        return Ok(Err(None));
+    };
+    let locked = transaction
+        .query(&statements.lock_latest, &[&vec![instance_key]])
+        .await?;
+    let (Some(row), Some(event)) = (locked.first(), group.first()) else {
+        return Ok(Err(None));
+    };
+    let stored = transaction
+        .query_opt(
+            STORED_WITH_DATA,
+            &[&instance_key, &event.id, &Json(&event.event_data)],
+        )
+        .await?;
+    if stored.is_some_and(|same| same.get::<_, bool>(0)) {
+        return Ok(Ok(ConditionalAppend::Duplicate));
+    }
+    let count: i64 = row.get("event_count");
+    let current = (count > 0).then(|| {
+        let time: DateTime<Utc> = row.get("last_time");
+        StateVersion::of(count, time.timestamp_micros(), row.get("last_id"))
+    });
+    if !precondition.holds_for(current.as_ref()) {
+        return Ok(Err(Some(StoreError::PreconditionFailed {
+            interface: key.interface.clone(),
+            instance: key.instance.clone(),
+            expected: precondition.clone(),
+            current,
+        })));
+    }
+    let (inserted, versions) = insert_history(
+        &transaction,
+        statements,
+        &keyed,
+        &Groups::new(),
+        HistoryInsert::SkipKnown,
+    )
+    .await?;
+    let new_ids = inserted.as_deref().map(new_ids);
+    let fresh = Fresh {
+        new_ids: new_ids.as_ref(),
+        versions: &versions,
+    };
+    let (updates, stored, _) = match merge_locked(&locked, &keyed, &fresh) {
+        Ok(merged) => merged,
+        Err(unreadable) => return Ok(Err(Some(unreadable))),
+    };
+    if stored == 0 {
+        return Ok(Ok(ConditionalAppend::Duplicate));
+    }
+    let params = updates.params();
+    let params: Vec<&(dyn ToSql + Sync)> =
+        params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
+    transaction
+        .execute(&statements.update_latest, &params)
+        .await?;
+    transaction.commit().await?;
+    if !learned.is_empty() {
+        known.remember(&learned);
+    }
+    Ok(Ok(ConditionalAppend::Stored))
 }
 
 /// The (instance key, id) pairs of inserted events.

@@ -14,11 +14,12 @@ use redb::{
 };
 
 use super::embedded::{
-    AppendTarget, EmbeddedStore, append_to, borrowed, corrupt, event_from_body, event_from_entry,
-    history_range, id_key, instance_range, latest_from_entry, latest_from_record, list_events,
-    name_key, prepare, split_event_key, trace_events, trace_range, twins_range,
+    AppendTarget, EmbeddedStore, append_if_to, append_to, borrowed, corrupt, event_from_body,
+    event_from_entry, history_range, id_key, instance_range, latest_from_entry, latest_from_record,
+    list_events, name_key, prepare, split_event_key, trace_events, trace_range, twins_range,
 };
 use super::{AppendReport, EventPosition, HistoryQuery, InstanceRecord, Page, StoreError};
+use crate::conditional::{ConditionalAppend, Precondition};
 use crate::event::{InstanceKey, LatestState, TwinEvent};
 use ktwin_events::trace::TraceId;
 
@@ -122,6 +123,20 @@ impl EmbeddedStore for RedbBackend {
             duplicates: total - stored,
             versions,
         })
+    }
+
+    fn append_if_blocking(
+        &self,
+        event: TwinEvent,
+        precondition: &Precondition,
+    ) -> Result<ConditionalAppend, StoreError> {
+        let groups = prepare(vec![event])?;
+        let txn = self.db.begin_write()?;
+        let done = append_if_to(&mut RedbAppend::open(&txn)?, &groups, precondition)?;
+        if done == ConditionalAppend::Stored {
+            txn.commit()?;
+        }
+        Ok(done)
     }
 
     fn latest_blocking(&self, key: &InstanceKey) -> Result<Option<LatestState>, StoreError> {

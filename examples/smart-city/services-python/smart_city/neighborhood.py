@@ -114,7 +114,9 @@ def record(previous: NeighborhoodState | None, level: str, now: dt.datetime) -> 
 
 
 service = TwinService("neighborhood")
-states: OwnedStates[NeighborhoodState] = OwnedStates(NeighborhoodState.from_fields)
+states: OwnedStates[NeighborhoodState] = OwnedStates(
+    NeighborhoodState.from_fields, encode=NeighborhoodState.to_json
+)
 
 
 @service.on(EventType.command(NEIGHBORHOOD, UPDATE_AQI))
@@ -129,12 +131,13 @@ async def update_air_quality_index(event: TwinEvent, ctx: Context) -> CloudEvent
         raise InvalidEvent(f"event {event.id}: {err}") from None
     now = ctx.now()
 
-    def update(previous: NeighborhoodState | None) -> tuple[NeighborhoodState, NeighborhoodState]:
+    def update(previous: NeighborhoodState | None) -> tuple[NeighborhoodState, dict[str, Any]]:
         state = record(previous, level, now)
-        return state, state
+        # The result is the stored form: JSON values, as a redelivery answers it on a cluster.
+        return state, state.to_json()
 
-    state = await states.update(ctx, NEIGHBORHOOD, event.instance, event.id, update)
-    return store_event(NEIGHBORHOOD, event.instance, state.to_json())
+    stored = await states.update(ctx, NEIGHBORHOOD, event.instance, event.id, update)
+    return store_event(NEIGHBORHOOD, event.instance, stored)
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ impl TwinHandler for ParkingSpotService {
                 |previous| {
                     let movement =
                         spot_transition(previous.and_then(|p| p.status).as_deref(), &status);
-                    Ok((reading, movement))
+                    Ok((reading.clone(), movement))
                 },
             )
             .await?;

@@ -125,7 +125,10 @@ impl TwinHandler for WeatherService {
                 .previous
                 .update(ctx, WEATHER, event.instance(), event.id(), |previous| {
                     let before = previous.and_then(|p| p.atmospheric_pressure);
-                    Ok((reading.clone(), pressure_tendency(before, pressure)))
+                    Ok((
+                        reading.clone(),
+                        pressure_tendency(before, pressure).to_owned(),
+                    ))
                 })
                 .await?;
             data.insert("pressureTendency".into(), json!(tendency));

@@ -49,7 +49,15 @@ from .grammar import (
 from .graph import GraphCachePolicy, GraphLookup, HttpGraph, Relationship, StaticGraph, TwinNode
 from .serve import serve
 from .service import TwinService
-from .state import HttpEventStore, MemoryStates, OwnedStates, StateLookup, StoredState
+from ._owned_store import OWNED_MEMBER
+from .state import (
+    HttpEventStore,
+    MemoryStates,
+    OwnedStates,
+    StateLookup,
+    StoredState,
+    VersionedStates,
+)
 from .trace import EventTrace, event_trace
 
 __all__ = [
@@ -73,6 +81,8 @@ __all__ = [
     "InvalidEvent",
     "MemoryStates",
     "OwnedStates",
+    "OWNED_MEMBER",
+    "VersionedStates",
     "Relationship",
     "RetryPolicy",
     "ServeConfig",

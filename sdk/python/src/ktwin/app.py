@@ -169,6 +169,9 @@ class TwinApp:
         epoch = headers.get(OWNER_EPOCH_HEADER, "")
         if epoch.isascii() and epoch.isdigit():
             ctx = ctx.with_owner_epoch(int(epoch))
+        else:
+            # Nothing partitions the deliveries: other replicas may hold the same instances.
+            ctx = ctx.unpartitioned()
         emitted: list[BaseCloudEvent] = list(await self.service.dispatch(event, ctx))
         reply = emitted.pop() if self.reply and emitted else None
         if emitted and self.broker is None:

@@ -34,6 +34,7 @@ class Context:
         states: StateLookup | None = None,
         clock: Clock = utc_now,
         owner_epoch: int = 0,
+        partitioned: bool = True,
     ) -> None:
         self.graph: GraphLookup = graph or StaticGraph()
         self.states: StateLookup = states or MemoryStates()
@@ -41,10 +42,19 @@ class Context:
         #: Since when this replica owns the delivered event's instance (the runtime's
         #: ``ktwin-owner-epoch`` header, see :class:`ktwin.OwnedStates`); 0 when not said.
         self.owner_epoch = owner_epoch
+        #: Whether all events of the delivered event's instance reach this replica, one at a
+        #: time (``ktwin up``); false for a delivery without ``ktwin-owner-epoch`` (a cluster),
+        #: whose :class:`ktwin.OwnedStates` then keeps the state in the event store.
+        self.partitioned = partitioned
 
     def with_owner_epoch(self, epoch: int) -> Context:
         """The same context for a delivery whose instance this replica owns since ``epoch``."""
         return Context(self.graph, self.states, self.clock, epoch)
+
+    def unpartitioned(self) -> Context:
+        """The same context for a delivery that nothing partitioned: other replicas may handle
+        events of the same instance at the same time."""
+        return Context(self.graph, self.states, self.clock, self.owner_epoch, partitioned=False)
 
     def now(self) -> dt.datetime:
         """Now, per the context's clock."""

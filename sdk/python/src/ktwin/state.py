@@ -1,9 +1,10 @@
 """The latest state of any twin, as the event store keeps it.
 
 :class:`HttpEventStore` reads ``GET {KTWIN_EVENT_STORE}/api/v1/twin-events/{iface}/{instance}/latest``
-(a binary-mode CloudEvent whose data is the merged state, or ``404``); :class:`MemoryStates`
-keeps states in memory (tests). :class:`OwnedStates` is state a service owns and updates from
-event to event without lost updates.
+(a binary-mode CloudEvent whose data is the merged state, with its version as ``ETag``, or
+``404``) and writes conditionally (``POST /api/v1/twin-events`` with ``If-Match``, ``412`` when
+the state moved on); :class:`MemoryStates` keeps states in memory (tests). :class:`OwnedStates`
+is state a service owns and updates from event to event without lost updates.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 from ._cache import BoundedCache
 from ._http import bearer
 from .errors import HandlerFailed, Unavailable
-from .events import Fields, event_json
+from ._owned_store import update_in_store
+from .broker import to_binary
+from .events import Fields, event_json, to_json
 
 if TYPE_CHECKING:
     from .context import Context
@@ -38,6 +41,8 @@ class StoredState:
 
     cloud_event: BaseCloudEvent
     data: dict[str, Any]
+    #: The state's version (the store's ``ETag``), which a conditional write names.
+    version: str | None = None
 
     @property
     def fields(self) -> Fields:
@@ -55,7 +60,9 @@ class StoredState:
         return self.cloud_event.get_time()
 
     @classmethod
-    def of(cls, cloud_event: BaseCloudEvent, what: str) -> StoredState:
+    def of(
+        cls, cloud_event: BaseCloudEvent, what: str, version: str | None = None
+    ) -> StoredState:
         """The state carried by ``cloud_event``; data that is not a JSON object raises
         :class:`HandlerFailed` naming ``what``."""
         try:
@@ -64,7 +71,7 @@ class StoredState:
             raise HandlerFailed(f"{what}: stored data is not JSON: {err}") from err
         if not isinstance(data, dict):
             raise HandlerFailed(f"{what}: stored data is not a JSON object")
-        return cls(cloud_event, data)
+        return cls(cloud_event, data, version)
 
 
 class StateLookup(Protocol):
@@ -72,6 +79,20 @@ class StateLookup(Protocol):
 
     async def latest(self, interface: str, instance: str) -> StoredState | None:
         """The latest state of ``instance`` of ``interface``."""
+        ...
+
+
+class VersionedStates(StateLookup, Protocol):
+    """A state lookup that also gives versions and writes conditionally (the event store)."""
+
+    async def latest_versioned(self, interface: str, instance: str) -> StoredState | None:
+        """The latest state with its :attr:`StoredState.version`, never from a cache."""
+        ...
+
+    async def write_if(self, event: BaseCloudEvent, expected: str | None) -> bool:
+        """Stores ``event`` (a ``ktwin.store.<interface>`` event of its source) only if the
+        instance's state is at version ``expected`` (``None``: no state stored); ``False``
+        when it is not (nothing written). The same event stored already is ``True``."""
         ...
 
 
@@ -104,6 +125,36 @@ class HttpEventStore:
             entry = self._cache.get(key)
             if entry is not None and entry.age < self.cache_ttl:
                 return entry.value
+        state, size = await self._fetch(interface, instance)
+        if self.cache_ttl > 0:
+            self._cache.put(key, state, size + len(key))
+        return state
+
+    async def latest_versioned(self, interface: str, instance: str) -> StoredState | None:
+        state, _ = await self._fetch(interface, instance)
+        return state
+
+    async def write_if(self, event: BaseCloudEvent, expected: str | None) -> bool:
+        url = f"{self.base_url}/api/v1/twin-events"
+        what = f"conditional write of event {event.get_id()} ({url})"
+        message = to_binary(event)
+        headers = dict(message.headers)
+        if expected is None:
+            headers["If-None-Match"] = "*"
+        else:
+            headers["If-Match"] = f'"{expected}"'
+        try:
+            response = await self._client.post(url, headers=headers, content=message.body)
+        except httpx.HTTPError as err:
+            raise Unavailable(f"{what}: {err!r}") from err
+        if response.status_code == 412:
+            return False
+        if not response.is_success:
+            raise Unavailable(f"{what}: status {response.status_code}: {response.text[:200]}")
+        return True
+
+    async def _fetch(self, interface: str, instance: str) -> tuple[StoredState | None, int]:
+        """The latest state from the store, and the size of the answer."""
         url = (
             f"{self.base_url}/api/v1/twin-events/"
             f"{quote(interface, safe='')}/{quote(instance, safe='')}/latest"
@@ -114,37 +165,55 @@ class HttpEventStore:
         except httpx.HTTPError as err:
             raise Unavailable(f"{what}: {err!r}") from err
         if response.status_code == 404:
-            state = None
-        elif response.is_success:
-            message = HTTPMessage(dict(response.headers), response.content)
-            try:
-                state = StoredState.of(from_http_event(message), what)
-            except HandlerFailed:
-                raise
-            except Exception as err:  # the cloudevents SDK raises several types
-                raise Unavailable(f"{what}: not a CloudEvent: {err}") from err
-        else:
+            return None, len(response.content)
+        if not response.is_success:
             raise Unavailable(f"{what}: status {response.status_code}: {response.text[:200]}")
-        if self.cache_ttl > 0:
-            self._cache.put(key, state, len(response.content) + len(key))
-        return state
+        message = HTTPMessage(dict(response.headers), response.content)
+        version = response.headers.get("etag", "").strip('"') or None
+        try:
+            state = StoredState.of(from_http_event(message), what, version)
+        except HandlerFailed:
+            raise
+        except Exception as err:  # the cloudevents SDK raises several types
+            raise Unavailable(f"{what}: not a CloudEvent: {err}") from err
+        return state, len(response.content)
 
 
 class MemoryStates:
-    """States held in memory: the latest event put for each instance wins."""
+    """States held in memory: the latest event put (or written) for each instance wins, whole
+    (the event store merges; this stand-in does not). Each put or write is a new version."""
 
     def __init__(self) -> None:
         self._states: dict[tuple[str, str], StoredState] = {}
+        self._last_version = 0
 
     def put(self, cloud_event: BaseCloudEvent) -> None:
         """Records ``cloud_event`` as the latest state of its instance; the interface is the
         third segment of its type, as the event store derives it."""
-        interface = cloud_event.get_type().split(".")[2]
-        key = (interface, cloud_event.get_source())
-        self._states[key] = StoredState.of(cloud_event, f"state of {key}")
+        key = _instance_key(cloud_event)
+        self._last_version += 1
+        version = str(self._last_version)
+        self._states[key] = StoredState.of(cloud_event, f"state of {key}", version)
 
     async def latest(self, interface: str, instance: str) -> StoredState | None:
         return self._states.get((interface, instance))
+
+    async def latest_versioned(self, interface: str, instance: str) -> StoredState | None:
+        return self._states.get((interface, instance))
+
+    async def write_if(self, event: BaseCloudEvent, expected: str | None) -> bool:
+        current = self._states.get(_instance_key(event))
+        if current is not None and current.id == event.get_id():
+            return True
+        if (current.version if current else None) != expected:
+            return False
+        self.put(event)
+        return True
+
+
+def _instance_key(cloud_event: BaseCloudEvent) -> tuple[str, str]:
+    """(interface, instance) of a store event: its type's third segment, and its source."""
+    return cloud_event.get_type().split(".")[2], cloud_event.get_source()
 
 
 T = TypeVar("T")
@@ -178,11 +247,20 @@ class OwnedStates(Generic[T]):
     results); the least recently updated ones are forgotten and read from the store again when
     seen next.
 
-    One replica owns an instance's state: the runtime delivers all events of an instance to
-    one replica at a time. ``ktwin up`` partitions a service's events by instance and says in
-    the ``ktwin-owner-epoch`` header (:attr:`Context.owner_epoch`) since when the replica owns
-    it; when that number grows, the instance was handled elsewhere meanwhile and its state is
-    read from the store again (docs/architecture.md, "Owned state and replicas").
+    In memory, one replica owns an instance's state: the runtime delivers all events of an
+    instance to one replica at a time. ``ktwin up`` partitions a service's events by instance
+    and says in the ``ktwin-owner-epoch`` header (:attr:`Context.owner_epoch`) since when the
+    replica owns it; when that number grows, the instance was handled elsewhere meanwhile and
+    its state is read from the store again (docs/architecture.md, "Owned state and replicas").
+
+    A delivery without that header (:attr:`Context.partitioned` false: a cluster, where Knative
+    spreads requests over pods) is applied to the state kept in the event store instead, by a
+    conditional write the store commits only if no other replica wrote in between; ``update``
+    may then run more than once and must have no other effect than its return value. The state
+    is stored as ``encode(state)`` (a JSON object that ``decode`` reads back; default: the
+    state's JSON form), and a redelivery of any of the last ``remembered_events`` events,
+    recognised by every replica, answers its first result as JSON values (a dataclass result
+    comes back as a dict: return the stored form).
     """
 
     def __init__(
@@ -190,8 +268,10 @@ class OwnedStates(Generic[T]):
         decode: Callable[[Fields], T],
         max_instances: int = 100_000,
         remembered_events: int = 64,
+        encode: Callable[[T], Any] = to_json,
     ) -> None:
         self._decode = decode
+        self._encode = encode
         self._max_instances = max_instances
         self._remembered = max(1, remembered_events)
         self._slots: OrderedDict[tuple[str, str], _Slot[T]] = OrderedDict()
@@ -222,6 +302,14 @@ class OwnedStates(Generic[T]):
         ``update`` returns. For a redelivered event (``event_id`` among the remembered ones),
         ``update`` is not called and the result of its first application is returned."""
         slot = self._slot((interface, instance))
+        if not ctx.partitioned:
+            # Nothing in memory to trust; the lock still keeps this replica's updates of the
+            # instance from racing each other to the store.
+            async with slot.lock:
+                slot.loaded, slot.current = False, None
+                slot.applied.clear()
+                codec = (self._decode, self._encode, self._remembered)
+                return await update_in_store(ctx, (interface, instance), event_id, update, codec)
         async with slot.lock:
             if event_id in slot.applied:
                 result: R = slot.applied[event_id]
