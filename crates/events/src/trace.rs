@@ -101,8 +101,18 @@ impl SpanId {
     }
 }
 
+/// Lower-case hex of an id of up to 16 bytes in one `write_str`: every event that carries a
+/// trace has its ids formatted, and a formatting call per byte showed in the profile
+/// (docs/benchmarks.md, "where the platform's CPU goes").
 fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
-    bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 32];
+    for (pair, byte) in text.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
+    }
+    let len = 2 * bytes.len().min(16);
+    f.write_str(std::str::from_utf8(&text[..len]).expect("hex digits are ASCII"))
 }
 
 impl fmt::Display for TraceId {

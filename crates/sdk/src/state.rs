@@ -43,8 +43,14 @@ pub enum ConditionalWrite {
 /// Reads the latest stored event of a twin instance. `Ok(None)` = nothing stored yet.
 #[async_trait]
 pub trait StateLookup: Send + Sync {
-    /// The latest event of `instance` of `interface`.
-    async fn latest(&self, interface: &str, instance: &str) -> Result<Option<Event>, LookupError>;
+    /// The latest event of `instance` of `interface`; by default the event of
+    /// [`StateLookup::latest_versioned`], for lookups that keep versions.
+    async fn latest(&self, interface: &str, instance: &str) -> Result<Option<Event>, LookupError> {
+        Ok(self
+            .latest_versioned(interface, instance)
+            .await?
+            .map(|state| state.event))
+    }
 
     /// The latest event of `instance` of `interface` with its version. A lookup that keeps no
     /// versions (the default) fails: conditional writes need the event store.
@@ -101,13 +107,6 @@ impl HttpEventStore {
 
 #[async_trait]
 impl StateLookup for HttpEventStore {
-    async fn latest(&self, interface: &str, instance: &str) -> Result<Option<Event>, LookupError> {
-        Ok(self
-            .latest_versioned(interface, instance)
-            .await?
-            .map(|state| state.event))
-    }
-
     async fn latest_versioned(
         &self,
         interface: &str,
@@ -213,13 +212,6 @@ impl MemoryStates {
 
 #[async_trait]
 impl StateLookup for MemoryStates {
-    async fn latest(&self, interface: &str, instance: &str) -> Result<Option<Event>, LookupError> {
-        Ok(self
-            .latest_versioned(interface, instance)
-            .await?
-            .map(|state| state.event))
-    }
-
     async fn latest_versioned(
         &self,
         interface: &str,

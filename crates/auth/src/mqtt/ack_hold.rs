@@ -22,7 +22,7 @@ use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, watch};
 
-use super::filter::is_within;
+use super::filter::is_within_any;
 
 /// Gauge of broker PUBACKs the gate holds until their messages are durable.
 pub const WITHHELD_PUBACKS: &str = "ktwin_mqtt_pubacks_withheld";
@@ -100,7 +100,7 @@ impl PubAckHold {
     pub fn is_ingested(&self, topic: &str) -> bool {
         !topic.starts_with('$')
             && !topic.contains(['+', '#'])
-            && self.ingested.iter().any(|filter| is_within(topic, filter))
+            && is_within_any(topic, &self.ingested)
     }
 
     /// The message with `key` is durable (stored, or kept as a dead letter), or was settled

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ktwin_events::{GrammarError, TYPE_PREFIX, Topic, TopicKind, validate_name};
 
-use super::filter::is_within;
+use super::filter::is_within_any;
 use crate::oidc::truncate;
 
 /// One device: an instance of an interface.
@@ -182,14 +182,12 @@ impl TopicRights {
 
     /// Whether `topic` may be published to.
     pub fn may_publish(&self, topic: &str) -> bool {
-        self.publish.iter().any(|allowed| is_within(topic, allowed))
+        is_within_any(topic, &self.publish)
     }
 
     /// Whether `filter` may be subscribed to.
     pub fn may_subscribe(&self, filter: &str) -> bool {
-        self.subscribe
-            .iter()
-            .any(|allowed| is_within(filter, allowed))
+        is_within_any(filter, &self.subscribe)
     }
 }
 

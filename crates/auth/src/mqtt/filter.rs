@@ -21,11 +21,29 @@ pub fn is_valid_filter(filter: &str) -> bool {
 
 /// Whether every topic `requested` can match is also matched by `allowed`. For a topic (no
 /// wildcards) this is plain matching. Topics starting with `$` are never matched by a
-/// wildcard in the first level, as MQTT requires.
+/// wildcard in the first level, as MQTT requires. A malformed filter is within nothing and
+/// grants nothing.
 pub fn is_within(requested: &str, allowed: &str) -> bool {
-    if !is_valid_filter(requested) || !is_valid_filter(allowed) {
-        return false;
-    }
+    is_valid_filter(requested) && valid_is_within(requested, allowed)
+}
+
+/// Whether any of `allowed` grants `requested` ([`is_within`]), validating `requested` once
+/// rather than once per granted filter: the gate asks this on every device publish.
+pub(crate) fn is_within_any<'a>(
+    requested: &str,
+    allowed: impl IntoIterator<Item = &'a String>,
+) -> bool {
+    is_valid_filter(requested)
+        && allowed
+            .into_iter()
+            .any(|allowed| valid_is_within(requested, allowed))
+}
+
+/// [`is_within`] for a `requested` already known to be valid. `allowed` needs no validation
+/// of its own: a malformed level of it (`a+`, `b#`, one with NUL) can never equal a level of a
+/// valid `requested`, an empty one is never reached, and `#` is checked to be last where it is
+/// met.
+fn valid_is_within(requested: &str, allowed: &str) -> bool {
     if requested.starts_with('$') && allowed.starts_with(['+', '#']) {
         return false;
     }
@@ -33,7 +51,7 @@ pub fn is_within(requested: &str, allowed: &str) -> bool {
     let mut granted = allowed.split('/');
     loop {
         match (wanted.next(), granted.next()) {
-            (_, Some("#")) => return true,
+            (_, Some("#")) => return granted.next().is_none(),
             (None, None) => return true,
             // (`a/#` also matches `a` itself: the first arm.)
             (None, Some(_)) | (Some(_), None) | (Some("#"), Some(_)) => return false,
@@ -82,5 +100,29 @@ mod tests {
             assert!(!is_valid_filter(bad), "{bad:?}");
             assert!(!is_within(bad, "#"), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn malformed_granted_filters_grant_nothing() {
+        for (topic, bad) in [
+            ("a/x/b", "a/#/b"),
+            ("a/x", "a/#/b"),
+            ("a/b", "a+/b"),
+            ("a/b", "a/b#"),
+            ("a", "a\0"),
+            ("a", ""),
+            ("a/b", "a/b/#/#"),
+        ] {
+            assert!(!is_valid_filter(bad), "{bad:?}");
+            assert!(!is_within(topic, bad), "{topic:?} within {bad:?}");
+            assert!(
+                !is_within_any(topic, &[bad.to_owned()]),
+                "{topic:?} within {bad:?}"
+            );
+        }
+        let granted = ["ktwin/real/pole/+".to_owned(), "a/#/b".to_owned()];
+        assert!(is_within_any("ktwin/real/pole/p1", &granted));
+        assert!(!is_within_any("ktwin/real/pole/p1/x", &granted));
+        assert!(!is_within_any("ktwin/real/+/p1", &granted[..1]));
     }
 }

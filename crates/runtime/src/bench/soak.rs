@@ -81,7 +81,8 @@ pub struct SoakReport {
     pub refused_commits: u64,
     /// Deliveries that failed because their replica was killed.
     pub killed_deliveries: u64,
-    /// Resident memory of the platform once the load ran for a while, MB.
+    /// Resident memory of the platform after the first third of the load (its bounded buffers
+    /// filled), MB.
     pub rss_start_mb: f64,
     /// Resident memory of the platform at the end of the load, MB.
     pub rss_end_mb: f64,
@@ -343,8 +344,10 @@ async fn run_schedule(
     );
     let started = tokio::time::Instant::now();
     // Memory once the platform took the load for a while (queues, caches, the broker's log
-    // filled): growth from there is what a long run adds.
-    let settle = (duration / 10).clamp(Duration::from_secs(5), Duration::from_secs(60));
+    // filled): growth from there is what a long run adds. The embedded broker keeps up to
+    // `MessageLog::default()` bytes per subscription filter, which at N = 20 takes minutes to
+    // fill, so the reference is taken after a third of the run rather than a fixed minute.
+    let settle = (duration / 3).max(Duration::from_secs(5));
     let mut usage = Usage::new();
     let mut figures = LoadFigures {
         faults: BTreeMap::new(),

@@ -933,6 +933,19 @@ async fn append_transaction(
         Ok(merged) => merged,
         Err(unreadable) => return Ok(Attempt::Unreadable(unreadable)),
     };
+    commit_latest(transaction, statements, updates, known, &learned).await?;
+    Ok(Attempt::Stored(stored, reported))
+}
+
+/// Writes the merged latest rows back and commits; the instance keys `learned` in the
+/// transaction are remembered only once it committed.
+async fn commit_latest(
+    transaction: Transaction<'_>,
+    statements: &Statements,
+    updates: LatestUpdates,
+    known: &KnownInstances,
+    learned: &[(i64, &InstanceKey)],
+) -> Result<(), tokio_postgres::Error> {
     let params = updates.params();
     let params: Vec<&(dyn ToSql + Sync)> =
         params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
@@ -941,9 +954,9 @@ async fn append_transaction(
         .await?;
     transaction.commit().await?;
     if !learned.is_empty() {
-        known.remember(&learned);
+        known.remember(learned);
     }
-    Ok(Attempt::Stored(stored, reported))
+    Ok(())
 }
 
 /// Whether the event of an instance with an id is stored with the given data (no row: no such
@@ -1016,16 +1029,7 @@ async fn conditional_transaction(
     if stored == 0 {
         return Ok(Ok(ConditionalAppend::Duplicate));
     }
-    let params = updates.params();
-    let params: Vec<&(dyn ToSql + Sync)> =
-        params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
-    transaction
-        .execute(&statements.update_latest, &params)
-        .await?;
-    transaction.commit().await?;
-    if !learned.is_empty() {
-        known.remember(&learned);
-    }
+    commit_latest(transaction, statements, updates, known, &learned).await?;
     Ok(Ok(ConditionalAppend::Stored))
 }
 
