@@ -66,6 +66,15 @@ pub struct BenchE2eArgs {
     /// Replicas per service at most.
     #[arg(long, default_value_t = 4)]
     pub max_replicas: u32,
+    /// An external MQTT broker (`mqtt://host:port`) for the devices and the platform instead
+    /// of the embedded one behind the gate, to compare brokers side by side: its CPU and memory
+    /// count as the platform's. Devices' PUBACKs then come from that broker, not held until
+    /// their messages are durable.
+    #[arg(long, requires = "broker_pid")]
+    pub mqtt: Option<String>,
+    /// The process of the broker given with `--mqtt` (e.g. `$(pidof mosquitto)`).
+    #[arg(long, requires = "mqtt")]
+    pub broker_pid: Option<u32>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -96,6 +105,8 @@ pub struct E2eReport {
     pub sim_cpu_percent: f64,
     /// Resident memory of the platform and its service processes, MB.
     pub rss_mb: f64,
+    /// CPU of the external broker (`--mqtt`), percent of one core, included in `cpu_percent`.
+    pub external_broker_cpu_percent: Option<f64>,
     /// Raw Mosquitto pub→sub rate (QoS 0, one publisher, one subscriber) in the same run.
     pub mosquitto_raw_msgs_per_s: Option<f64>,
     /// The ratios the platform is judged by (issue 23), from this run's figures.
@@ -126,7 +137,7 @@ impl E2eRatios {
 
 /// Runs `ktwin bench e2e` with the SDK `handlers` built into the calling binary.
 pub async fn run(args: BenchE2eArgs, handlers: Handlers) -> anyhow::Result<ExitCode> {
-    let report = measure(&args, handlers).await?;
+    let report = e2e(&args, handlers).await?;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string(&report)?),
         Format::Text => print_text(&report),
@@ -155,6 +166,9 @@ fn print_text(report: &E2eReport) {
     println!("CPU (one core = 100%)    {:.1}%", report.cpu_percent);
     println!("simulator CPU            {:.1}%", report.sim_cpu_percent);
     println!("RSS                      {:.1} MB", report.rss_mb);
+    if let Some(cpu) = report.external_broker_cpu_percent {
+        println!("external broker CPU      {cpu:.1}% (included above)");
+    }
     match report.mosquitto_raw_msgs_per_s {
         Some(rate) => println!("raw Mosquitto pub→sub    {rate:.0} msg/s"),
         None => println!("raw Mosquitto pub→sub    (unreachable)"),
@@ -209,7 +223,12 @@ async fn start_platform(
     let dir = tempfile::tempdir().context("temporary store directory")?;
     let mut options = UpOptions::new(dir.path());
     options.http_port = 0;
-    options.mqtt = MqttChoice::Embedded { port: 0 };
+    options.mqtt = match &args.mqtt {
+        Some(url) => {
+            MqttChoice::External(MqttAddress::parse(url).with_context(|| format!("--mqtt {url}"))?)
+        }
+        None => MqttChoice::Embedded { port: 0 },
+    };
     options.store = BackendChoice::Embedded(dir.path().join("store"));
     options.replica_cap = args.max_replicas;
     options.handlers = handlers;
@@ -247,7 +266,10 @@ fn sim_config(platform: &Platform, world: &SimWorld, args: &BenchE2eArgs) -> Sim
     sim
 }
 
-async fn measure(args: &BenchE2eArgs, handlers: Handlers) -> anyhow::Result<E2eReport> {
+/// Measures the platform under the load `args` describe with the SDK `handlers` built into
+/// the calling binary.
+pub async fn e2e(args: &BenchE2eArgs, handlers: Handlers) -> anyhow::Result<E2eReport> {
+    let mut usage = Usage::new(args.broker_pid)?;
     let mut machine = Machine::start();
     let probe = Arc::new(StoreProbe::default());
     let PlatformUnderTest {
@@ -261,8 +283,8 @@ async fn measure(args: &BenchE2eArgs, handlers: Handlers) -> anyhow::Result<E2eR
 
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     probe.open_window();
-    let mut usage = Usage::new();
     let (start_cpu, _) = usage.sample();
+    let start_broker_cpu = usage.external_cpu_ms();
     let start_sim_cpu = usage.thread_cpu_ms(sim_tid);
     let started = Instant::now();
     let start_stats = platform.stats();
@@ -272,6 +294,7 @@ async fn measure(args: &BenchE2eArgs, handlers: Handlers) -> anyhow::Result<E2eR
     let end_stats = platform.stats();
     let (end_cpu, end_rss) = usage.sample();
     let end_sim_cpu = usage.thread_cpu_ms(sim_tid);
+    let broker_cpu_ms = usage.external_cpu_ms().saturating_sub(start_broker_cpu);
 
     let report = tokio::task::spawn_blocking(move || sim_thread.join())
         .await?
@@ -295,6 +318,9 @@ async fn measure(args: &BenchE2eArgs, handlers: Handlers) -> anyhow::Result<E2eR
     let device_msgs_per_s = (end_stats.ingested - start_stats.ingested) as f64 / wall;
     let cpu_percent = platform_cpu_ms as f64 / (wall * 1000.0) * 100.0;
     let sim_cpu_percent = sim_cpu_ms as f64 / (wall * 1000.0) * 100.0;
+    let external_broker_cpu_percent = args
+        .broker_pid
+        .map(|_| broker_cpu_ms as f64 / (wall * 1000.0) * 100.0);
     Ok(E2eReport {
         neighborhoods: args.neighborhoods,
         device_msgs_per_s,
@@ -305,6 +331,7 @@ async fn measure(args: &BenchE2eArgs, handlers: Handlers) -> anyhow::Result<E2eR
         cpu_percent,
         sim_cpu_percent,
         rss_mb: end_rss as f64 / 1e6,
+        external_broker_cpu_percent,
         mosquitto_raw_msgs_per_s,
         ratios: E2eRatios::new(
             cpu_percent,
@@ -367,14 +394,25 @@ fn current_thread_id() -> Option<u32> {
 /// CPU time and memory of this process and its descendants (the service processes).
 struct Usage {
     system: sysinfo::System,
+    /// A process outside the family counted with it (`--broker-pid`).
+    external: Option<sysinfo::Pid>,
 }
 
 impl Usage {
-    fn new() -> Self {
-        Self {
+    fn new(external: Option<u32>) -> anyhow::Result<Self> {
+        let mut usage = Self {
             system: sysinfo::System::new()
                 .unwrap_or_else(|_| sysinfo::System::new_all().expect("process table")),
+            external: external.map(sysinfo::Pid::from_u32),
+        };
+        usage.sample();
+        if let Some(pid) = usage.external {
+            anyhow::ensure!(
+                usage.system.process(pid).is_some(),
+                "--broker-pid {pid}: no such process"
+            );
         }
+        Ok(usage)
     }
 
     /// This process and its descendant processes. Threads are left out: sysinfo lists them as
@@ -404,13 +442,21 @@ impl Usage {
     /// CPU time (ms) and resident memory (bytes) of the family, from one scan of the process
     /// table.
     fn sample(&mut self) -> (u64, u64) {
-        let family = self.family();
+        let mut family = self.family();
+        family.extend(self.external.filter(|pid| !family.contains(pid)));
         family
             .iter()
             .filter_map(|pid| self.system.process(*pid))
             .fold((0, 0), |(cpu, rss), process| {
                 (cpu + process.accumulated_cpu_time(), rss + process.memory())
             })
+    }
+
+    /// CPU time (ms) of the external process as of the last [`Usage::sample`]; 0 without one.
+    fn external_cpu_ms(&self) -> u64 {
+        self.external
+            .and_then(|pid| self.system.process(pid))
+            .map_or(0, sysinfo::Process::accumulated_cpu_time)
     }
 
     /// CPU time (ms) of thread `tid` of this process as of the last [`Usage::sample`] (sysinfo
@@ -503,7 +549,7 @@ mod tests {
     fn a_busy_thread_has_cpu_time() {
         let tid = current_thread_id();
         assert!(tid.is_some(), "/proc/thread-self names this thread");
-        let mut usage = Usage::new();
+        let mut usage = Usage::new(None).expect("no external process");
         usage.sample();
         let before = usage.thread_cpu_ms(tid);
         // Spin until the kernel has charged this thread a tick (a loaded machine may take a

@@ -348,7 +348,7 @@ async fn run_schedule(
     // `MessageLog::default()` bytes per subscription filter, which at N = 20 takes minutes to
     // fill, so the reference is taken after a third of the run rather than a fixed minute.
     let settle = (duration / 3).max(Duration::from_secs(5));
-    let mut usage = Usage::new();
+    let mut usage = Usage::new(None)?;
     let mut figures = LoadFigures {
         faults: BTreeMap::new(),
         bad_sent: 0,
