@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use ktwin_events::MQTT_PORT;
+use ktwin_events::{MQTT_PORT, TopicKind};
 
 pub use crate::device_acks::DeviceAcks;
 pub use crate::error::MqttError;
@@ -43,6 +43,18 @@ impl Default for MessageLog {
         }
     }
 }
+
+/// What the embedded broker keeps per subscription filter other than the platform link's:
+/// the filters devices subscribe to for their commands. rumqttd keeps an in-memory log per
+/// distinct filter and frees it only beyond its cap, so with the link's size every filter a
+/// device subscribes to would come to hold up to 128 MiB of commands, and a soak's memory grew
+/// with the commands sent. 4 × 64 KiB: several hundred commands of a few hundred bytes for a
+/// subscriber that is behind (a device resuming its session); one further behind resumes at
+/// the oldest command kept.
+pub const DEVICE_FILTER_LOG: MessageLog = MessageLog {
+    segment_bytes: 64 * 1024,
+    segments: 4,
+};
 
 /// Where the MQTT broker is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,22 +140,29 @@ impl EmbeddedMqtt {
 }
 
 /// Starts rumqttd on 127.0.0.1: MQTT 3.1.1 on `port` (0 = any free port) and MQTT 5 on a free
-/// port, with an in-process link subscribed to device messages (`ktwin/real/#`). If `port` is
+/// port, with an in-process link subscribed to device messages (`ktwin/real/#`, the dotted
+/// grammar, and the `declared` telemetry filters of DTDL MQTT extensions). If `port` is
 /// taken (a Mosquitto already running, say) this fails naming the port, so a device never
 /// silently talks to another broker. Blocks until the broker listens.
 ///
 /// With a `login` (username, password), both listeners accept only that login: the broker then
 /// sits behind `ktwin_auth`'s MQTT gate, which authenticates devices and enforces their topic
 /// ACLs (rumqttd has no publish or subscribe authorisation of its own).
-pub fn start_embedded(port: u16, login: Option<(&str, &str)>) -> Result<EmbeddedMqtt, MqttError> {
-    start_embedded_with(port, login, MessageLog::default())
+pub fn start_embedded(
+    port: u16,
+    login: Option<(&str, &str)>,
+    declared: &[String],
+) -> Result<EmbeddedMqtt, MqttError> {
+    start_embedded_with(port, login, MessageLog::default(), declared)
 }
 
-/// [`start_embedded`] keeping `log` for the platform's link while it is behind.
+/// [`start_embedded`] keeping `log` for the platform's link while it is behind (every other
+/// filter keeps [`DEVICE_FILTER_LOG`]).
 pub fn start_embedded_with(
     port: u16,
     login: Option<(&str, &str)>,
     log: MessageLog,
+    declared: &[String],
 ) -> Result<EmbeddedMqtt, MqttError> {
     let v4 = reserve(port)?;
     let v5 = reserve(0)?;
@@ -168,10 +187,11 @@ pub fn start_embedded_with(
         router: rumqttd::RouterConfig {
             max_connections: 100_000,
             max_outgoing_packet_count: 1_000,
-            // Messages kept per subscription filter for subscribers that are behind.
-            // rumqttd panics below these.
-            max_segment_size: log.segment_bytes.max(1024),
-            max_segment_count: log.segments.max(1),
+            // Messages kept per subscription filter for subscribers that are behind: the
+            // link's filters keep `log`, every other filter the devices' smaller log.
+            max_segment_size: DEVICE_FILTER_LOG.segment_bytes,
+            max_segment_count: DEVICE_FILTER_LOG.segments,
+            custom_segment: Some(link_segments(log, declared)),
             ..Default::default()
         },
         v4: Some(HashMap::from([("v4".to_owned(), server("mqtt-v4", v4))])),
@@ -179,7 +199,10 @@ pub fn start_embedded_with(
         ..Default::default()
     };
     let mut broker = rumqttd::Broker::new(config);
-    let link = LinkSource::connect(&broker, DEVICE_LINK_ID)?;
+    let mut link = LinkSource::connect(&broker, DEVICE_LINK_ID)?;
+    for filter in declared {
+        link.subscribe(filter)?;
+    }
     std::thread::Builder::new()
         .name("mqtt-broker".into())
         .spawn(move || {
@@ -191,6 +214,23 @@ pub fn start_embedded_with(
     wait_listening(v4, Duration::from_secs(5))?;
     wait_listening(v5, Duration::from_secs(5))?;
     Ok(EmbeddedMqtt { v4, v5, link })
+}
+
+/// The segment configuration of the link's filters. rumqttd applies an entry to each filter
+/// that matches its key as a topic would, so the link's single-level filter `+` (the dotted
+/// grammar) also gives a device's single-level filters the link's log.
+fn link_segments(log: MessageLog, declared: &[String]) -> HashMap<String, rumqttd::SegmentConfig> {
+    // rumqttd panics below these.
+    let segment = rumqttd::SegmentConfig {
+        max_segment_size: log.segment_bytes.max(1024),
+        max_segment_count: log.segments.max(1),
+    };
+    TopicKind::Real
+        .mqtt_filters()
+        .into_iter()
+        .chain(declared.iter().cloned())
+        .map(|filter| (filter, segment.clone()))
+        .collect()
 }
 
 /// Checks that `port` is free on the loopback interface (picking one for 0).

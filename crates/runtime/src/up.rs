@@ -367,11 +367,13 @@ async fn start_embedded_broker(
     login: Option<(String, Secret)>,
     declared: &[String],
 ) -> Result<EmbeddedMqtt, UpError> {
-    let mut embedded = tokio::task::spawn_blocking(move || {
+    let declared = declared.to_vec();
+    tokio::task::spawn_blocking(move || {
         let login = login.as_ref();
         start_embedded(
             port,
             login.map(|(user, password)| (user.as_str(), password.expose())),
+            &declared,
         )
     })
     .await
@@ -379,11 +381,7 @@ async fn start_embedded_broker(
         what: "embedded MQTT broker",
         source,
     })?
-    .map_err(UpError::Mqtt)?;
-    for filter in declared {
-        embedded.link.subscribe(filter).map_err(UpError::Mqtt)?;
-    }
-    Ok(embedded)
+    .map_err(UpError::Mqtt)
 }
 
 /// What devices of each interface may use beyond ktwin's own topics: the telemetry and command

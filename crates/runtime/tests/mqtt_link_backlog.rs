@@ -23,7 +23,7 @@ async fn what_a_lagging_link_misses_is_counted() {
         segment_bytes: 1024,
         segments: 2,
     };
-    let broker = start_embedded_with(0, None, log).expect("embedded broker starts");
+    let broker = start_embedded_with(0, None, log, &[]).expect("embedded broker starts");
     let mut link = broker.link;
     let dropped = link.dropped();
     let acked = publish_acknowledged(&broker.v4.ip().to_string(), broker.v4.port()).await;

@@ -88,6 +88,10 @@ pub struct SoakReport {
     pub rss_end_mb: f64,
     /// `rss_end / rss_start - 1`, percent.
     pub rss_growth_percent: f64,
+    /// Growth from `rss_start` to the end by a least-squares line through the samples taken
+    /// in between (every 5 s), percent of the line's value at the start: the two end points
+    /// alone move with the store's flushes and compactions by a tenth either way.
+    pub rss_trend_percent: f64,
     /// Highest resident memory sampled during the load, MB.
     pub rss_peak_mb: f64,
 }
@@ -122,8 +126,12 @@ impl SoakReport {
         println!("refused commits          {}", self.refused_commits);
         println!("killed deliveries        {}", self.killed_deliveries);
         println!(
-            "RSS start / end / peak   {:.1} / {:.1} / {:.1} MB ({:+.1} %)",
-            self.rss_start_mb, self.rss_end_mb, self.rss_peak_mb, self.rss_growth_percent
+            "RSS start / end / peak   {:.1} / {:.1} / {:.1} MB ({:+.1} %; trend {:+.1} %)",
+            self.rss_start_mb,
+            self.rss_end_mb,
+            self.rss_peak_mb,
+            self.rss_growth_percent,
+            self.rss_trend_percent
         );
     }
 }
@@ -199,6 +207,7 @@ pub async fn soak(args: &BenchSoakArgs, handlers: Handlers) -> anyhow::Result<So
         rss_end_mb: load.rss_end as f64 / 1e6,
         rss_growth_percent: (load.rss_end as f64 / load.rss_start.max(1) as f64 - 1.0) * 100.0,
         rss_peak_mb: load.rss_peak as f64 / 1e6,
+        rss_trend_percent: trend_percent(&load.rss_samples),
     })
 }
 
@@ -326,6 +335,8 @@ struct LoadFigures {
     rss_start: u64,
     rss_end: u64,
     rss_peak: u64,
+    /// (seconds since the load started, RSS bytes) from `rss_start` on.
+    rss_samples: Vec<(f64, f64)>,
 }
 
 /// Injects the faults on schedule while the devices publish, sampling memory; returns once the
@@ -355,6 +366,7 @@ async fn run_schedule(
         rss_start: 0,
         rss_end: 0,
         rss_peak: 0,
+        rss_samples: Vec::new(),
     };
     let mut ticks = tokio::time::interval(Duration::from_secs(5));
     let mut next = steps.into_iter().peekable();
@@ -367,6 +379,9 @@ async fn run_schedule(
                 figures.rss_peak = figures.rss_peak.max(rss);
                 if figures.rss_start == 0 && started.elapsed() >= settle {
                     figures.rss_start = rss;
+                }
+                if figures.rss_start != 0 {
+                    figures.rss_samples.push((started.elapsed().as_secs_f64(), rss as f64));
                 }
                 progress(started.elapsed(), duration, rss, platform);
             }
@@ -391,6 +406,31 @@ async fn run_schedule(
         figures.rss_start = figures.rss_end;
     }
     Ok(figures)
+}
+
+/// The change from the first to the last sample's time along the least-squares line through
+/// `samples` (time, value), percent of the line's value at the first; 0 with fewer than two.
+fn trend_percent(samples: &[(f64, f64)]) -> f64 {
+    let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+        return 0.0;
+    };
+    let n = samples.len() as f64;
+    let mean_t = samples.iter().map(|(t, _)| t).sum::<f64>() / n;
+    let mean_v = samples.iter().map(|(_, v)| v).sum::<f64>() / n;
+    let spread: f64 = samples.iter().map(|(t, _)| (t - mean_t).powi(2)).sum();
+    if spread == 0.0 {
+        return 0.0;
+    }
+    let slope = samples
+        .iter()
+        .map(|(t, v)| (t - mean_t) * (v - mean_v))
+        .sum::<f64>()
+        / spread;
+    let at_first = mean_v + slope * (first.0 - mean_t);
+    if at_first <= 0.0 {
+        return 0.0;
+    }
+    slope * (last.0 - first.0) / at_first * 100.0
 }
 
 /// A line on standard error about once a minute: long work shows progress, and whether the
@@ -573,5 +613,27 @@ mod tests {
                 (Duration::from_secs(40), Step::StoreUp),
             ]
         );
+    }
+
+    #[test]
+    fn the_trend_follows_the_line_not_the_end_points() {
+        assert_eq!(trend_percent(&[]), 0.0);
+        assert_eq!(trend_percent(&[(5.0, 100.0)]), 0.0);
+        // Around 100 from a low first to a high last sample: the end points say +22 %, the
+        // line +4 %.
+        let noisy = [
+            (0.0, 90.0),
+            (10.0, 115.0),
+            (20.0, 100.0),
+            (30.0, 85.0),
+            (40.0, 110.0),
+        ];
+        let trend = trend_percent(&noisy);
+        assert!((trend - 4.08).abs() < 0.01, "{trend}");
+        // Growing 1 a second from 100 over 100 s: +100 %.
+        let growing: Vec<(f64, f64)> = (0..=100)
+            .map(|t| (f64::from(t), 100.0 + f64::from(t)))
+            .collect();
+        assert!((trend_percent(&growing) - 100.0).abs() < 1e-6);
     }
 }
