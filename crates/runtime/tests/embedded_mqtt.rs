@@ -60,8 +60,8 @@ async fn embedded_broker_routes_messages_between_clients() {
     );
 }
 
-/// Commands published while the device was away.
-const COMMANDS: u64 = 2_000;
+/// The number of the last command published while the device was away (numbered from 0).
+const LAST_COMMAND: u64 = 2_000;
 
 /// What the broker keeps of a device's commands is bounded by bytes (issue 18): rumqttd holds a
 /// log per subscription filter, and before [`DEVICE_FILTER_LOG`] each device filter could hold
@@ -97,7 +97,7 @@ async fn a_device_filter_keeps_only_a_small_log() {
         100,
     );
     let sender = tokio::spawn(async move {
-        for n in 0..=COMMANDS {
+        for n in 0..=LAST_COMMAND {
             let payload = format!("{n:08} {}", "c".repeat(1_000));
             publisher
                 .publish("ktwin/virtual/pole/p1", QoS::AtLeastOnce, false, payload)
@@ -106,7 +106,7 @@ async fn a_device_filter_keeps_only_a_small_log() {
         }
     });
     let mut acked = 0;
-    while acked <= COMMANDS {
+    while acked <= LAST_COMMAND {
         if let Packet::PubAck(_) = next_packet(&mut pub_events).await {
             acked += 1;
         }
@@ -123,7 +123,7 @@ async fn a_device_filter_keeps_only_a_small_log() {
                 .unwrap()
                 .parse()
                 .unwrap();
-            if n == COMMANDS {
+            if n == LAST_COMMAND {
                 break;
             }
         }
@@ -131,7 +131,8 @@ async fn a_device_filter_keeps_only_a_small_log() {
     let kept = (DEVICE_FILTER_LOG.segment_bytes * (DEVICE_FILTER_LOG.segments + 1)) as u64;
     assert!(
         received * 1_000 <= kept,
-        "the device got {received} of {COMMANDS} commands of ~1 KB: the broker kept more than its {kept}-byte log"
+        "the device got {received} of {} commands of ~1 KB: the broker kept more than its {kept}-byte log",
+        LAST_COMMAND + 1
     );
     assert!(received > 1, "the device got only the last command");
 }
