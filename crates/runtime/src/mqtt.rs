@@ -283,7 +283,7 @@ mod tests {
     fn a_taken_port_is_refused_with_advice() {
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
-        let err = start_embedded(port, None).unwrap_err().to_string();
+        let err = start_embedded(port, None, &[]).unwrap_err().to_string();
         assert!(
             err.contains(&format!("127.0.0.1:{port}")) && err.contains("--mqtt"),
             "{err}"
