@@ -195,14 +195,15 @@ impl MqttGate {
             let (stop, tls) = (stop.clone(), tls.clone());
             tokio::spawn(async move {
                 let _ = stream.set_nodelay(true);
+                let prompt_acks = gate.hold.as_ref().and_then(|_| PromptAcks::of(&stream));
                 let result = match tls {
                     Some(tls) => {
                         match tokio::time::timeout(CONNECT_TIMEOUT, tls.accept(stream)).await {
-                            Ok(Ok(stream)) => gate.connection(stream, stop).await,
+                            Ok(Ok(stream)) => gate.connection(stream, prompt_acks, stop).await,
                             _ => Err(ConnectionError::NoConnect),
                         }
                     }
-                    None => gate.connection(stream, stop).await,
+                    None => gate.connection(stream, prompt_acks, stop).await,
                 };
                 if let Err(err) = result {
                     tracing::debug!(%peer, %err, "MQTT connection through the gate ended");
@@ -212,12 +213,18 @@ impl MqttGate {
     }
 
     /// One device: CONNECT checked, then packets relayed both ways until either side closes.
-    async fn connection<S>(&self, stream: S, stop: CancellationToken) -> Result<(), ConnectionError>
+    async fn connection<S>(
+        &self,
+        stream: S,
+        prompt_acks: Option<PromptAcks>,
+        stop: CancellationToken,
+    ) -> Result<(), ConnectionError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (device_read, mut device_write) = tokio::io::split(stream);
         let mut device = FrameReader::new(device_read, self.max_packet_bytes);
+        device.prompt_acks = prompt_acks;
         let first = tokio::time::timeout(CONNECT_TIMEOUT, device.next())
             .await
             .map_err(|_| ConnectionError::NoConnect)??
@@ -536,6 +543,30 @@ struct FrameReader<R> {
     reader: R,
     buffer: BytesMut,
     max: usize,
+    /// The device's socket, told after each read to acknowledge what it received at once.
+    prompt_acks: Option<PromptAcks>,
+}
+
+/// A device connection's socket (a duplicate of its descriptor) that acknowledges received
+/// segments at once. With the PUBACK hold the gate answers a PUBLISH only once the message is
+/// durable, and Linux then delays its TCP acknowledgement (up to 40 ms) waiting for an answer
+/// to carry it; a device with Nagle's algorithm on (rumqttc's default) sends nothing more
+/// until that acknowledgement comes, so every message behind the first waited for it: device
+/// → durable latency doubled (docs/benchmarks.md, "six builds side by side"). `TCP_QUICKACK`
+/// is not permanent (the kernel leaves quick-ack mode by itself), hence after every read.
+struct PromptAcks(socket2::Socket);
+
+impl PromptAcks {
+    /// The accepted `stream`'s socket; `None` if its descriptor cannot be duplicated.
+    fn of(stream: &TcpStream) -> Option<Self> {
+        socket2::SockRef::from(stream).try_clone().ok().map(Self)
+    }
+
+    fn acknowledge_now(&self) {
+        // Best effort: without it the connection works, only slower.
+        #[cfg(target_os = "linux")]
+        let _ = self.0.set_tcp_quickack(true);
+    }
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -544,6 +575,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             reader,
             buffer: BytesMut::with_capacity(4096),
             max,
+            prompt_acks: None,
         }
     }
 
@@ -559,6 +591,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
             if self.reader.read_buf(&mut self.buffer).await? == 0 {
                 return Ok(None);
+            }
+            if let Some(socket) = &self.prompt_acks {
+                socket.acknowledge_now();
             }
         }
     }
