@@ -1,6 +1,6 @@
 //! `ktwin bench e2e --mqtt URL --broker-pid PID` (issue 23: brokers compared side by side):
 //! the platform and the simulated devices use the machine's Mosquitto instead of the embedded
-//! broker, nothing is lost, and Mosquitto's CPU is measured and counted as the platform's.
+//! broker, nothing is lost, and Mosquitto's CPU is reported as part of the platform's.
 
 use ktwin_runtime::bench::{BenchE2eArgs, Format, e2e};
 
@@ -44,12 +44,15 @@ async fn the_platform_runs_on_an_external_broker_whose_cpu_counts() {
     );
     assert_eq!(report.tally.lost, 0, "{report:?}");
     assert!(report.device_msgs_per_s > 0.0, "{report:?}");
+    // A few hundred messages cost Mosquitto less than one 10 ms tick of CPU accounting, so
+    // only the bound is checked here; that the process is counted is `bench::tests::
+    // an_external_process_is_counted`.
     let broker = report
         .external_broker_cpu_percent
         .expect("the external broker's CPU is reported");
     assert!(
-        broker > 0.0 && broker <= report.cpu_percent,
-        "Mosquitto relayed every message, so it used CPU, counted in the platform's: {report:?}"
+        (0.0..=report.cpu_percent).contains(&broker),
+        "Mosquitto's CPU is part of the platform's: {report:?}"
     );
 }
 

@@ -545,6 +545,54 @@ mod tests {
         assert_eq!(missing.device_rate_per_mosquitto_raw, None);
     }
 
+    /// A busy process outside this one's family, killed when dropped: `sh` starts it and
+    /// exits, so it is reparented away from this process, as a broker started elsewhere is.
+    struct Stranger(u32);
+
+    impl Stranger {
+        fn spin() -> Self {
+            let output = std::process::Command::new("sh")
+                .args(["-c", "yes > /dev/null 2>&1 & echo $!"])
+                .output()
+                .expect("sh runs");
+            let pid = String::from_utf8_lossy(&output.stdout)
+                .trim()
+                .parse()
+                .expect("sh prints the busy process's id");
+            Self(pid)
+        }
+    }
+
+    impl Drop for Stranger {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("sh")
+                .args(["-c", &format!("kill {}", self.0)])
+                .status();
+        }
+    }
+
+    #[test]
+    fn an_external_process_is_counted() {
+        let stranger = Stranger::spin();
+        let mut usage = Usage::new(Some(stranger.0)).expect("the process exists");
+        let (family_before, _) = usage.sample();
+        let before = usage.external_cpu_ms();
+        // Until the kernel has charged it a tick, bounded so a broken reading fails.
+        let started = Instant::now();
+        let mut now = before;
+        while now == before && started.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(50));
+            usage.sample();
+            now = usage.external_cpu_ms();
+        }
+        let (family_after, _) = usage.sample();
+        assert!(now > before, "the external process's CPU time is read");
+        assert!(
+            family_after - family_before >= now - before,
+            "and counted with the family's"
+        );
+    }
+
     #[test]
     fn a_busy_thread_has_cpu_time() {
         let tid = current_thread_id();
