@@ -34,11 +34,15 @@ pub struct MessageLog {
 }
 
 impl Default for MessageLog {
-    /// 8 × 16 MiB: some 400k device messages of ~300 bytes, most of a minute at 200
-    /// neighborhoods. It is held in memory, so it bounds the broker's footprint.
+    /// 8 × 4 MiB: some 100k device messages of ~300 bytes, two minutes at N = 20. It is held
+    /// in memory and fills at the pace of the devices whether or not the link is behind
+    /// (rumqttd frees a log only beyond its cap), so it bounds the broker's footprint: at
+    /// 8 × 16 MiB a soak's memory grew for half an hour (docs/benchmarks.md, "Soak"). Behind
+    /// the MQTT gate the link is never further behind than the devices' in-flight windows
+    /// (docs/architecture.md, "MQTT link backlog").
     fn default() -> Self {
         Self {
-            segment_bytes: 16 * 1024 * 1024,
+            segment_bytes: 4 * 1024 * 1024,
             segments: 8,
         }
     }

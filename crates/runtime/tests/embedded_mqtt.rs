@@ -65,7 +65,7 @@ const LAST_COMMAND: u64 = 2_000;
 
 /// What the broker keeps of a device's commands is bounded by bytes (issue 18): rumqttd holds a
 /// log per subscription filter, and before [`DEVICE_FILTER_LOG`] each device filter could hold
-/// the link's 128 MiB, so memory grew with every command sent. A device that was away gets the
+/// the link's log (then 128 MiB), so memory grew with every command sent. A device that was away gets the
 /// newest commands the small log holds, up to the last one, and the rest are gone from memory.
 #[tokio::test]
 async fn a_device_filter_keeps_only_a_small_log() {

@@ -50,6 +50,21 @@ const TRACES: &str = "twin_trace";
 /// dropped on open.
 const OLD_LATEST: &str = "twin_latest";
 
+/// The most a keyspace's memtable holds before fjall flushes it to a table; fjall's default is
+/// 64 MiB. A memtable is memory that fills at the pace of the events, so with seven keyspaces
+/// at the default the memtables alone could hold 450 MiB, and the indexes that take a few
+/// dozen bytes per event (ids, traces) took over an hour at N = 20 to reach their size: a
+/// soak's memory grew all that time (docs/benchmarks.md, "Soak"). A keyspace keeps the size it
+/// was created with (fjall stores it), so a store created before keeps the default.
+const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+/// The history's memtable: event bodies are most of what is written.
+const HISTORY_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How a ktwin keyspace is created: [`MEMTABLE_BYTES`] unless told otherwise.
+fn keyspace_options(memtable_bytes: u64) -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes)
+}
+
 impl From<::fjall::Error> for StoreError {
     fn from(err: ::fjall::Error) -> Self {
         use ::fjall::Error;
@@ -155,10 +170,10 @@ impl FjallBackend {
     #[tracing::instrument(fields(path = %path.display()), skip_all)]
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Database::builder(path).open()?;
-        let keyspace = |name| db.keyspace(name, KeyspaceCreateOptions::default);
+        let keyspace = |name| db.keyspace(name, || keyspace_options(MEMTABLE_BYTES));
         let (instances, events, ids) = (
             keyspace(INSTANCES)?,
-            keyspace(EVENTS)?,
+            db.keyspace(EVENTS, || keyspace_options(HISTORY_MEMTABLE_BYTES))?,
             keyspace(EVENT_IDS)?,
         );
         let (records, traces) = (keyspace(RECORDS)?, keyspace(TRACES)?);
@@ -505,6 +520,38 @@ mod tests {
     use serde_json::{Map, Value, json};
 
     use crate::backend::embedded::pole_event as event;
+
+    /// Memtables are memory that fills at the pace of the events: each is flushed to a table
+    /// at its bound ([`HISTORY_MEMTABLE_BYTES`], [`MEMTABLE_BYTES`]), not at fjall's 64 MiB.
+    #[tokio::test]
+    async fn memtables_are_flushed_at_their_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = FjallBackend::open(&dir.path().join("store")).unwrap();
+        // 24 MiB of history; each instance's merge record holds its latest 8 KiB, rewritten
+        // with every event: 3,000 × 8 KiB through the records' memtable.
+        let text = "x".repeat(8 * 1024);
+        for batch in 0..30 {
+            let events = (0..100)
+                .map(|n| {
+                    let id = format!("e{batch}-{n}");
+                    event(&format!("p{n}"), &id, batch * 100 + n + 1, json!({ "t": text }))
+                })
+                .collect();
+            backend.append(events).await.unwrap();
+        }
+        let store = &backend.0;
+        let flushed = || store.events.disk_space() > 0 && store.records.disk_space() > 0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !flushed() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(
+            flushed(),
+            "history {} bytes and records {} bytes in tables: still all in memtables",
+            store.events.disk_space(),
+            store.records.disk_space()
+        );
+    }
 
     #[tokio::test]
     async fn a_reopened_database_keeps_its_events_and_numbers_new_instances_afresh() {
