@@ -534,7 +534,12 @@ mod tests {
             let events = (0..100)
                 .map(|n| {
                     let id = format!("e{batch}-{n}");
-                    event(&format!("p{n}"), &id, batch * 100 + n + 1, json!({ "t": text }))
+                    event(
+                        &format!("p{n}"),
+                        &id,
+                        batch * 100 + n + 1,
+                        json!({ "t": text }),
+                    )
                 })
                 .collect();
             backend.append(events).await.unwrap();
