@@ -28,7 +28,7 @@
 //! assert_eq!(child.causes, vec![root.parent.span_id]);
 //! ```
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::str::FromStr;
 
 use cloudevents::event::ExtensionValue;
@@ -337,8 +337,8 @@ pub fn continue_trace(cause: &Event, event: &mut Event, span: SpanId) {
     };
     let mut state = format!("{TRACESTATE_KEY}={}", parent.span_id);
     for cause in causes.iter().take(MAX_CAUSES - 1) {
-        state.push('-');
-        state.push_str(&cause.to_string());
+        // Writing to a String cannot fail.
+        let _ = write!(state, "-{cause}");
     }
     let others = other_state
         .into_iter()

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use ktwin_events::EventType;
+use ktwin_events::trace::{SpanId, TRACESTATE_KEY, TraceParent};
 use serde::Serialize;
 use serde_json::{Map, json};
 
@@ -54,6 +55,10 @@ pub struct BenchStoreArgs {
     /// their own clocks and retries deliver them) or monotonic (the best case).
     #[arg(long, value_enum, default_value_t = Arrival::OutOfOrder)]
     pub arrival: Arrival,
+    /// Events carry a W3C trace (`traceparent`, and a `tracestate` naming one cause), as every
+    /// event on a running platform does; the store keeps it and indexes it by trace id.
+    #[arg(long)]
+    pub traces: bool,
     /// Directory for the embedded backends' scratch store.
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     pub scratch_dir: std::path::PathBuf,
@@ -101,6 +106,8 @@ pub struct BenchReport {
     pub ids: IdKind,
     /// Order of the event times.
     pub arrival: Arrival,
+    /// Whether the events carried a trace.
+    pub traces: bool,
     /// Filesystem of the scratch directory (embedded backends).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filesystem: Option<String>,
@@ -126,12 +133,13 @@ pub struct BenchReport {
 }
 
 /// Deterministic synthetic events: `events` over `instances`, a few fields each, some nested,
-/// with ids and times as `ids` and `arrival` say.
+/// with ids and times as `ids` and `arrival` say, each in a trace of its own if `traces`.
 pub fn synthetic_events(
     events: usize,
     instances: usize,
     ids: IdKind,
     arrival: Arrival,
+    traces: bool,
 ) -> Vec<TwinEvent> {
     let event_type = EventType::store("bench-sensor").expect("valid interface");
     let start: DateTime<Utc> = DateTime::from_timestamp(1_700_000_000, 0).expect("valid time");
@@ -165,9 +173,22 @@ pub fn synthetic_events(
             };
             let time = start + Duration::from_micros(n as u64 * 10 + late_by_us)
                 - Duration::from_micros(late);
-            TwinEvent::new(&event_type, &instance, id, time, data)
+            let mut event = TwinEvent::new(&event_type, &instance, id, time, data);
+            if traces {
+                trace_as_a_child(&mut event);
+            }
+            event
         })
         .collect()
+}
+
+/// Gives `event` the trace attributes of an event a service emitted: a trace named by its id,
+/// a span of its own, and one cause.
+fn trace_as_a_child(event: &mut TwinEvent) {
+    let root = TraceParent::root(&event.id);
+    let cause = SpanId::derived(&format!("{}/cause", event.id));
+    event.traceparent = Some(root.to_string());
+    event.tracestate = Some(format!("{TRACESTATE_KEY}={cause}"));
 }
 
 /// The filesystem type mounted at the longest mount point containing `path`, from the text
@@ -448,7 +469,13 @@ pub async fn run_bench(args: BenchStoreArgs) -> anyhow::Result<ExitCode> {
         BackendKind::Postgres => None,
         BackendKind::Embedded | BackendKind::Redb => scratch_filesystem(&args)?,
     };
-    let events = synthetic_events(args.events, args.instances, args.ids, args.arrival);
+    let events = synthetic_events(
+        args.events,
+        args.instances,
+        args.ids,
+        args.arrival,
+        args.traces,
+    );
     let scratch = format!("ktwin_bench_{}", uuid::Uuid::new_v4().simple());
     eprintln!(
         "ingesting {} events over {} instances into {:?}…",
@@ -492,6 +519,7 @@ impl BenchReport {
             instances: args.instances,
             ids: args.ids,
             arrival: args.arrival,
+            traces: args.traces,
             filesystem,
             events_per_s: events_per_s.round(),
             copy_events_per_s: match ceiling {
@@ -524,7 +552,12 @@ impl BenchReport {
         }
         println!("latest read p50    {} µs", self.latest_p50_us);
         println!("latest read p99    {} µs", self.latest_p99_us);
-        println!("ids / arrival      {:?} / {:?}", self.ids, self.arrival);
+        println!(
+            "ids / arrival      {:?} / {:?}{}",
+            self.ids,
+            self.arrival,
+            if self.traces { ", traced" } else { "" }
+        );
         if let Some(filesystem) = &self.filesystem {
             println!("scratch filesystem {filesystem}");
         }
@@ -542,24 +575,39 @@ mod tests {
     use std::path::Path;
 
     #[test]
+    fn traced_events_carry_a_valid_trace_named_by_their_id() {
+        let events = synthetic_events(100, 10, IdKind::Random, Arrival::Monotonic, true);
+        for event in &events {
+            let trace_id = event.trace_id().expect("a valid traceparent");
+            assert_eq!(
+                trace_id,
+                ktwin_events::trace::TraceId::of_event_id(&event.id)
+            );
+            assert!(event.tracestate.as_deref().unwrap().starts_with("ktwin="));
+        }
+        let untraced = synthetic_events(10, 10, IdKind::Random, Arrival::Monotonic, false);
+        assert!(untraced.iter().all(|e| e.traceparent.is_none()));
+    }
+
+    #[test]
     fn random_ids_are_distinct_and_unordered() {
-        let events = synthetic_events(1000, 10, IdKind::Random, Arrival::Monotonic);
+        let events = synthetic_events(1000, 10, IdKind::Random, Arrival::Monotonic, false);
         let ids: HashSet<_> = events.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(ids.len(), 1000);
         assert!(events.windows(2).any(|w| w[0].id > w[1].id), "not sorted");
-        let sequential = synthetic_events(1000, 10, IdKind::Sequential, Arrival::Monotonic);
+        let sequential = synthetic_events(1000, 10, IdKind::Sequential, Arrival::Monotonic, false);
         assert!(sequential.windows(2).all(|w| w[0].id < w[1].id));
     }
 
     #[test]
     fn out_of_order_times_stay_within_the_lateness_bound() {
-        let events = synthetic_events(1000, 10, IdKind::Random, Arrival::OutOfOrder);
+        let events = synthetic_events(1000, 10, IdKind::Random, Arrival::OutOfOrder, false);
         assert!(
             events.windows(2).any(|w| w[0].time > w[1].time),
             "some arrive late"
         );
         let latest = events.iter().map(|e| e.time).max().expect("events");
-        let monotonic = synthetic_events(1000, 10, IdKind::Random, Arrival::Monotonic);
+        let monotonic = synthetic_events(1000, 10, IdKind::Random, Arrival::Monotonic, false);
         assert!(monotonic.windows(2).all(|w| w[0].time < w[1].time));
         for (late, on_time) in events.iter().zip(&monotonic) {
             assert!(late.time <= on_time.time);

@@ -4,7 +4,7 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use cloudevents::event::ExtensionValue;
 use cloudevents::{AttributesReader, Data, Event};
-use ktwin_events::trace::{EventTrace, TRACEPARENT, TRACESTATE, TraceId};
+use ktwin_events::trace::{TRACEPARENT, TRACESTATE, TraceId, TraceParent};
 use ktwin_events::{EventKind, EventType};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -95,8 +95,8 @@ impl TwinEvent {
 
     /// The trace id of the event's `traceparent`, if it carried a valid one.
     pub fn trace_id(&self) -> Option<TraceId> {
-        let parent = self.traceparent.as_deref()?;
-        EventTrace::parse(parent, None).map(|trace| trace.parent.trace_id)
+        let parent: TraceParent = self.traceparent.as_deref()?.parse().ok()?;
+        Some(parent.trace_id)
     }
 
     /// Validates a CloudEvent as a twin event. `received` stands in for a missing `time`.
@@ -138,9 +138,12 @@ impl TwinEvent {
         }
         let time = event.time().copied().unwrap_or(received);
         let mut twin_event = Self::new(&event_type, instance, event.id(), time, data);
-        // Kept only when valid: the store indexes events by trace id.
-        if EventTrace::of(event).is_some() {
-            twin_event.traceparent = trace_attribute(event, TRACEPARENT);
+        // Kept only when the traceparent is valid: the store indexes events by trace id. The
+        // tracestate is kept as it came (readers take a `ktwin` entry that is no list of span
+        // ids for no causes), so it is not parsed here.
+        twin_event.traceparent = trace_attribute(event, TRACEPARENT)
+            .filter(|traceparent| traceparent.parse::<TraceParent>().is_ok());
+        if twin_event.traceparent.is_some() {
             twin_event.tracestate = trace_attribute(event, TRACESTATE);
         }
         Ok(twin_event)
