@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use ktwin_broker::NewDeadLetter;
 
-use super::{FjallBackend, MEMTABLE_BYTES, commit_failed, keyspace_options};
+use super::{FjallBackend, commit_failed, index_keyspace};
 use crate::backend::{Page, StoreError};
 use crate::dead_letters::{
     DeadLetterLimits, DeadLetterPut, DeadLetterStore, DeadLetterUsage, LetterMeta, LetterSelection,
@@ -78,8 +78,8 @@ fn seq_of(key: &[u8]) -> Result<u64, StoreError> {
 impl FjallDeadLetters {
     /// Opens the keyspaces and counts what they hold.
     pub(super) fn open(db: &Database) -> Result<Self, StoreError> {
-        let options = || keyspace_options(MEMTABLE_BYTES);
-        let (letters, meta) = (db.keyspace(LETTERS, options)?, db.keyspace(META, options)?);
+        let letters = db.keyspace(LETTERS, index_keyspace)?;
+        let meta = db.keyspace(META, index_keyspace)?;
         let mut usage = DeadLetterUsage::default();
         let mut next_seq = 0;
         for entry in letters.iter() {
