@@ -55,8 +55,8 @@ const OLD_LATEST: &str = "twin_latest";
 /// that fills at the pace of the events, and these take a few dozen bytes per event: at the
 /// default they took over an hour at N = 20 to reach their size, and a soak's memory grew all
 /// that time (docs/benchmarks.md, "A heap profile of the soak"). The history and the merge
-/// records keep fjall's default: they fill within minutes, and smaller memtables there cost
-/// the e2e bench 4–7 % more CPU in flushes. A keyspace keeps the size it was created with
+/// records keep fjall's default: they fill within minutes at N = 20, long before a soak's
+/// reference point, and flush less often. A keyspace keeps the size it was created with
 /// (fjall stores it), so a store created before keeps the default everywhere.
 const INDEX_MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 
