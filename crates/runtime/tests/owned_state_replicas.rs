@@ -13,52 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use cloudevents::{AttributesReader, Event, EventBuilder, EventBuilderV10};
+use cloudevents::{AttributesReader, Event};
 use ktwin_runtime::{LaunchError, Launcher, PoolConfig, Replica, ScalePolicy, ServicePool};
-use ktwin_sdk::{
-    Emitter, EventType, HandlerError, MemoryStates, OwnedStates, StaticGraph, TwinContext,
-    TwinEvent, TwinHandler, store_event,
-};
-use serde::{Deserialize, Serialize};
+use ktwin_sdk::{MemoryStates, StaticGraph, TwinContext};
+use ktwin_testkit::counter::{Counter, counter_reading};
 
-const INTERFACE: &str = "counter";
 const INSTANCES: usize = 8;
 const EVENTS_PER_INSTANCE: usize = 40;
-
-#[derive(Clone, Serialize, Deserialize)]
-struct Count {
-    n: u64,
-}
-
-/// Counts the events of each instance in its own `OwnedStates`; the reply stores the count and
-/// says which replica counted.
-struct Counting {
-    replica: String,
-    counts: OwnedStates<Count>,
-}
-
-#[async_trait]
-impl TwinHandler for Counting {
-    fn subscriptions(&self) -> Vec<EventType> {
-        vec![EventType::real(INTERFACE).expect("a valid interface")]
-    }
-
-    async fn handle(
-        &self,
-        event: &TwinEvent,
-        ctx: &TwinContext,
-    ) -> Result<Vec<Event>, HandlerError> {
-        let n = self
-            .counts
-            .update(ctx, INTERFACE, event.instance(), event.id(), |count| {
-                let n = count.map_or(0, |c| c.n) + 1;
-                Ok((Count { n }, n))
-            })
-            .await?;
-        let data = serde_json::json!({"n": n, "replica": self.replica});
-        Ok(vec![store_event(INTERFACE, event.instance(), data)?])
-    }
-}
 
 /// Starts SDK servers over one shared store; keeps each server's handle (by replica) so a
 /// test can kill it.
@@ -71,18 +32,8 @@ struct SdkLauncher {
 impl Launcher for SdkLauncher {
     async fn launch(&self, index: u32) -> Result<Box<dyn Replica>, LaunchError> {
         let label = format!("counter-{index}");
-        let handler = Arc::new(Counting {
-            replica: label.clone(),
-            counts: OwnedStates::new(),
-        });
         let ctx = TwinContext::in_memory(StaticGraph::default(), Arc::clone(&self.store));
-        let emitter = Emitter {
-            reply: true,
-            broker: None,
-        };
-        let readiness = ktwin_service::Readiness::new();
-        readiness.set_ready(true);
-        let app = ktwin_sdk::router(handler, ctx, emitter, readiness, 64);
+        let app = Counter::new(label.clone()).router(ctx);
         let replica = common::ServerReplica::serve(label.clone(), app).await;
         self.servers
             .lock()
@@ -90,16 +41,6 @@ impl Launcher for SdkLauncher {
             .insert(label, replica.server.abort_handle());
         Ok(Box::new(replica))
     }
-}
-
-fn reading(instance: &str, id: &str) -> Event {
-    EventBuilderV10::new()
-        .id(id)
-        .ty(format!("ktwin.real.{INTERFACE}"))
-        .source(instance)
-        .data("application/json", serde_json::json!({"reading": 1}))
-        .build()
-        .expect("a valid event")
 }
 
 /// What one delivery answered: the count and the replica that counted.
@@ -192,7 +133,7 @@ async fn counts_are_exact_with_four_replicas_duplicates_and_a_replica_dying() {
                 tokio::spawn(async move {
                     let mut replicas = BTreeSet::new();
                     for i in round.clone() {
-                        let event = reading(&instance, &format!("{instance}-e{i}"));
+                        let event = counter_reading(&instance, &format!("{instance}-e{i}"), 1);
                         let (n, replica) = deliver(&pool, &store, &event).await;
                         answered.push(n);
                         replicas.insert(replica);
@@ -202,7 +143,8 @@ async fn counts_are_exact_with_four_replicas_duplicates_and_a_replica_dying() {
                             assert_eq!(again, n, "{instance}: a redelivery of e{i}");
                         }
                         if i >= round.start + 5 && i % 4 == 0 {
-                            let earlier = reading(&instance, &format!("{instance}-e{}", i - 5));
+                            let earlier =
+                                counter_reading(&instance, &format!("{instance}-e{}", i - 5), 1);
                             let (again, _) = deliver(&pool, &store, &earlier).await;
                             let first = answered[i - 5];
                             assert_eq!(again, first, "{instance}: a redelivery of e{}", i - 5);

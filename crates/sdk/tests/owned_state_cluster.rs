@@ -13,65 +13,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloudevents::{AttributesReader, Event, EventBuilder, EventBuilderV10};
+use cloudevents::{AttributesReader, Event};
 use futures::StreamExt;
-use ktwin_sdk::{
-    Emitter, EventType, HandlerError, HttpEventStore, OWNED_MEMBER, OwnedStates, StaticGraph,
-    TwinContext, TwinEvent, TwinHandler, async_trait, store_event, to_binary_http,
-};
+use ktwin_sdk::{HttpEventStore, OWNED_MEMBER, StaticGraph, TwinContext, to_binary_http};
 use ktwin_store::{ApiConfig, Backend, BackendChoice, IngestConfig, Ingestor};
-use serde::{Deserialize, Serialize};
+use ktwin_testkit::counter::{COUNTER_INTERFACE, Counter, counter_reading};
+use ktwin_testkit::serve;
 
-const INTERFACE: &str = "counter";
 const REPLICAS: usize = 4;
 const INSTANCES: usize = 5;
 const EVENTS_PER_INSTANCE: usize = 30;
 /// Deliveries in flight at once, over all instances and replicas.
 const CONCURRENCY: usize = 12;
-
-#[derive(Clone, Serialize, Deserialize)]
-struct Count {
-    n: u64,
-}
-
-/// Counts the events of each instance; the reply stores the count.
-struct Counting {
-    counts: OwnedStates<Count>,
-}
-
-#[async_trait]
-impl TwinHandler for Counting {
-    fn subscriptions(&self) -> Vec<EventType> {
-        vec![EventType::real(INTERFACE).expect("a valid interface")]
-    }
-
-    async fn handle(
-        &self,
-        event: &TwinEvent,
-        ctx: &TwinContext,
-    ) -> Result<Vec<Event>, HandlerError> {
-        let n = self
-            .counts
-            .update(ctx, INTERFACE, event.instance(), event.id(), |count| {
-                let n = count.map_or(0, |c| c.n) + 1;
-                Ok((Count { n }, n))
-            })
-            .await?;
-        Ok(vec![store_event(
-            INTERFACE,
-            event.instance(),
-            serde_json::json!({ "n": n }),
-        )?])
-    }
-}
-
-/// Serves `app` on a free loopback port; returns its URL.
-async fn serve(app: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
-}
 
 /// The event store's API over `backend`, served; returns its URL.
 async fn serve_store(backend: Arc<dyn Backend>) -> String {
@@ -83,26 +36,12 @@ async fn serve_store(backend: Arc<dyn Backend>) -> String {
 async fn serve_replica(store: &str) -> String {
     let states = HttpEventStore::new(store, Duration::from_secs(10));
     let ctx = TwinContext::new(Arc::new(StaticGraph::default()), Arc::new(states));
-    let handler = Arc::new(Counting {
-        counts: OwnedStates::new(),
-    });
-    let emitter = Emitter {
-        reply: true,
-        broker: None,
-    };
-    let readiness = ktwin_service::Readiness::new();
-    readiness.set_ready(true);
-    serve(ktwin_sdk::router(handler, ctx, emitter, readiness, 64)).await
+    serve(Counter::new("replica").router(ctx)).await
 }
 
 fn reading(instance: usize, index: usize) -> Event {
-    EventBuilderV10::new()
-        .id(format!("i{instance}-e{index}"))
-        .ty(format!("ktwin.real.{INTERFACE}"))
-        .source(format!("counter-{instance}"))
-        .data("application/json", serde_json::json!({"reading": index}))
-        .build()
-        .expect("a valid event")
+    let id = format!("i{instance}-e{index}");
+    counter_reading(&format!("counter-{instance}"), &id, index as u64)
 }
 
 /// SplitMix64, so the run is the same every time.
@@ -245,7 +184,7 @@ async fn counts_are_exact_without_partitioning(backend: Arc<dyn Backend>) {
 
 /// The count kept in the store's state of `instance`, under the SDK's member.
 async fn stored_owned_count(client: &reqwest::Client, store: &str, instance: &str) -> u64 {
-    let url = format!("{store}/api/v1/twin-events/{INTERFACE}/{instance}/latest");
+    let url = format!("{store}/api/v1/twin-events/{COUNTER_INTERFACE}/{instance}/latest");
     let state: serde_json::Value = client.get(url).send().await.unwrap().json().await.unwrap();
     state[OWNED_MEMBER][0]["state"]["n"]
         .as_u64()

@@ -5,13 +5,15 @@
 //! self-signed certificates, the table-driven check of a service's access control, the
 //! arbitrary requests of the route fuzz tests, and what the API server does with a custom
 //! resource (schema validation, the original KTWIN's resources as fixtures), and a controller's
-//! reconcile driven until it settles.
+//! reconcile driven until it settles; with the `sdk` feature, a counting twin service.
 //!
-//! It knows no ktwin crate (so any crate may use it without a dependency cycle) and nothing a
-//! product binary needs.
+//! Without that feature it knows no ktwin crate (so any crate may use it without a dependency
+//! cycle), and it holds nothing a product binary needs.
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "sdk")]
+pub mod counter;
 pub mod crd;
 mod event;
 pub mod helm;
