@@ -47,8 +47,10 @@ pub use in_store::OWNED_MEMBER;
 /// Bounds of an [`OwnedStates`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OwnedLimits {
-    /// Bytes of state (JSON-encoded size of the states, the remembered results and the keys)
-    /// kept at most; least recently used instances are forgotten beyond.
+    /// Bytes of memory the states take at most — the keys, the map entries and slots that
+    /// hold them, the remembered event ids, and the states and remembered results (what they
+    /// hold on the heap counted as their JSON-encoded size); least recently used instances are
+    /// forgotten beyond.
     pub max_bytes: usize,
     /// Applied events remembered per instance, so that a redelivery of any of them is not
     /// applied twice.
@@ -68,6 +70,7 @@ impl Default for OwnedLimits {
 struct Applied {
     id: String,
     result: Arc<dyn Any + Send + Sync>,
+    /// What the id and the result take on the heap (the buffer holding this counts the rest).
     bytes: usize,
 }
 
@@ -93,8 +96,31 @@ impl<T> Default for Slot<T> {
 }
 
 impl<T> Slot<T> {
+    /// What the slot holds on the heap: the state, and the remembered events with the buffer
+    /// they sit in.
     fn bytes(&self) -> usize {
-        self.current_bytes + self.applied.iter().map(|a| a.bytes).sum::<usize>()
+        self.current_bytes
+            + self.applied.capacity() * size_of::<Applied>()
+            + self.applied.iter().map(|a| a.bytes).sum::<usize>()
+    }
+
+    /// Remembers that `id` was applied with `result`, forgetting the oldest beyond `limit`
+    /// (at least one). The oldest goes first, so the buffer never grows past the limit.
+    fn remember<R: Serialize + Send + Sync + 'static>(
+        &mut self,
+        id: &str,
+        result: R,
+        limit: usize,
+    ) {
+        while self.applied.len() >= limit.max(1) {
+            self.applied.pop_front();
+        }
+        self.applied.push_back(Applied {
+            id: id.to_owned(),
+            // The id's text, and the result in its shared allocation (two counts beside it).
+            bytes: id.len() + 2 * size_of::<usize>() + size_of::<R>() + json_bytes(&result),
+            result: Arc::new(result),
+        });
     }
 
     fn result_of<R: Clone + 'static>(&self, event_id: &str) -> Option<R> {
@@ -134,6 +160,17 @@ impl<T> Default for Slots<T> {
     }
 }
 
+/// What an instance whose slot holds `slot_bytes` costs in memory: its key's texts (kept in
+/// both maps), its entries in the two maps, and its slot's shared allocation.
+fn instance_bytes<T>(key: &Key, slot_bytes: usize) -> usize {
+    // A hash map keeps up to 16/7 as many buckets (and a control byte each) as entries; a
+    // B-tree appended to in key order (the use clock) leaves its nodes half full, and its
+    // inner nodes add their edges.
+    let map_entries = (size_of::<(Key, Entry<T>)>() + 1) * 16 / 7 + 5 * size_of::<(u64, Key)>() / 2;
+    let slot = 2 * size_of::<usize>() + size_of::<tokio::sync::Mutex<Slot<T>>>();
+    2 * (key.0.len() + key.1.len()) + map_entries + slot + slot_bytes
+}
+
 impl<T> Slots<T> {
     /// The slot of `key` (new if unknown), marked as just used.
     fn take(&mut self, key: &Key) -> SlotRef<T> {
@@ -141,7 +178,7 @@ impl<T> Slots<T> {
         let clock = self.clock;
         let entry = self.entries.entry(key.clone()).or_insert_with(|| Entry {
             slot: SlotRef::default(),
-            bytes: key.0.len() + key.1.len(),
+            bytes: instance_bytes::<T>(key, 0),
             used: 0,
         });
         if entry.used == 0 {
@@ -158,7 +195,7 @@ impl<T> Slots<T> {
     /// slots until the total is within `max_bytes`.
     fn resize(&mut self, key: &Key, bytes: usize, max_bytes: usize) {
         if let Some(entry) = self.entries.get_mut(key) {
-            let bytes = bytes + key.0.len() + key.1.len();
+            let bytes = instance_bytes::<T>(key, bytes);
             self.bytes = self.bytes - entry.bytes + bytes;
             entry.bytes = bytes;
         }
@@ -274,14 +311,7 @@ impl<T: DeserializeOwned + Serialize + Clone + Send> OwnedStates<T> {
         let (next, result) = update(slot.current.clone())?;
         slot.current_bytes = json_bytes(&next);
         slot.current = Some(next);
-        slot.applied.push_back(Applied {
-            id: event_id.to_owned(),
-            result: Arc::new(result.clone()),
-            bytes: event_id.len() + json_bytes(&result),
-        });
-        while slot.applied.len() > self.limits.remembered_events.max(1) {
-            slot.applied.pop_front();
-        }
+        slot.remember(event_id, result.clone(), self.limits.remembered_events);
         let bytes = slot.bytes();
         drop(slot);
         self.lock().resize(&key, bytes, self.limits.max_bytes);
@@ -445,10 +475,11 @@ mod tests {
         let stored = states.latest("p", "p1").await.unwrap().unwrap();
         let data = crate::event::data_json(&stored).unwrap();
         assert_eq!(data[OWNED_MEMBER][0]["state"]["n"], 40);
+        let key = ("p".to_owned(), "p1".to_owned());
         assert_eq!(
             replicas[0].bytes(),
-            "p".len() + "p1".len(),
-            "no state kept in memory"
+            instance_bytes::<Counter>(&key, 0),
+            "no state kept in memory, only the instance's key and empty slot"
         );
     }
 
