@@ -76,11 +76,13 @@ pub struct InstancesArgs {
     /// Output directory (`<interface>.yaml` files, or `twin-graph.json`); prints when absent.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Output format (default `yaml`).
     #[arg(long, value_enum, default_value_t = InstancesFormat::Yaml)]
     pub format: InstancesFormat,
     /// World parameter, e.g. `--set neighborhoods=20` (repeatable).
     #[arg(long = "set", value_name = "NAME=VALUE", value_parser = crate::parse_parameter)]
     pub parameters: Vec<(String, u64)>,
+    /// Namespace of the TwinInstances (default `ktwin`).
     #[arg(long, default_value = "ktwin")]
     pub namespace: String,
     /// Prefix removed from DTMIs before they become names.

@@ -49,19 +49,27 @@ impl NameOptions {
 /// Why an interface could not be mapped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CompileError {
+    /// A DTMI the interface refers to does not give a valid TwinInterface name.
     #[error("{dtmi}: {field}: {source}")]
     Name {
+        /// The `@id` of the interface being compiled.
         dtmi: String,
+        /// Where the DTMI was found, e.g. `@id`, `extends[0]` or `contents/<name>/target`.
         field: String,
+        /// Why the name is invalid.
         #[source]
         source: NameError,
     },
+    /// Two interfaces give the same TwinInterface name.
     #[error(
         "{dtmi} and {other} both normalise to the name {name}: rename one or change --strip-prefix"
     )]
     NameClash {
+        /// DTMI of the interface that gives the name second.
         dtmi: String,
+        /// DTMI of the interface that gave it first.
         other: String,
+        /// The name both give.
         name: String,
     },
 }

@@ -6,6 +6,7 @@
 //! graph. It must not know about transports, reconciliation or running services: those crates
 //! consume these types.
 
+#![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
 #[cfg(feature = "cli")]

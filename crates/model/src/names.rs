@@ -22,15 +22,29 @@ const HASH_LEN: usize = 8;
 /// Why a name is not a valid Kubernetes (DNS-1035 label) name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
+    /// Nothing is left of the id after normalisation.
     #[error("{value:?} gives an empty name: expected letters or digits")]
-    Empty { value: String },
+    Empty {
+        /// The id or name as given.
+        value: String,
+    },
+    /// The name is longer than 63 characters.
     #[error("{value:?} is {len} characters long: expected at most 63")]
-    TooLong { value: String, len: usize },
+    TooLong {
+        /// The name as given.
+        value: String,
+        /// Its length in characters.
+        len: usize,
+    },
+    /// The name is not a DNS-1035 label.
     #[error(
         "{value:?} is not a DNS-1035 label: expected lower-case letters, digits and '-', \
          starting with a letter and not ending with '-'"
     )]
-    Invalid { value: String },
+    Invalid {
+        /// The name as given.
+        value: String,
+    },
 }
 
 /// Normalises a DTDL identifier into a TwinInterface name (see the module docs).

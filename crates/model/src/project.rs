@@ -82,6 +82,7 @@ pub struct ServiceSettings {
     /// Extra environment variables.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Autoscaling of the service (Kubernetes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_scaling: Option<AutoScaling>,
     /// Persist every real event of the interface in the event store.
@@ -132,15 +133,20 @@ pub enum ProjectError {
     /// A file could not be read (the cause is the error's source, so a chain prints it once).
     #[error("cannot read {}", path.display())]
     Io {
+        /// The file that could not be read.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
     /// A field of the project or world file is wrong.
     #[error("{file}: {field}: {message}")]
     Field {
+        /// The file holding the field.
         file: String,
+        /// Path of the field, e.g. `instances[0].count`.
         field: String,
+        /// What is wrong with it.
         message: String,
     },
     /// DTDL files that do not compile.
@@ -180,6 +186,7 @@ pub struct LoadOptions {
 pub struct Project {
     /// The project directory.
     pub root: PathBuf,
+    /// The project file (`ktwin.yaml`) as read.
     pub file: ProjectFile,
     /// TwinInterfaces sorted by name, with services, persistence and aggregation applied.
     pub interfaces: Vec<TwinInterface>,
@@ -187,7 +194,9 @@ pub struct Project {
     pub instances: Vec<TwinInstance>,
     /// Effective (defaults applied) service settings by interface name.
     pub services: BTreeMap<String, ServiceSettings>,
+    /// Inheritance and relationship edges of `interfaces`.
     pub interface_graph: InterfaceGraph,
+    /// Twins and their relationships, from `instances`.
     pub instance_graph: InstanceGraph,
 }
 

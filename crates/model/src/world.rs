@@ -61,7 +61,9 @@ pub struct Group {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Count {
+    /// That many instances.
     Fixed(u64),
+    /// `$name` of a world parameter giving the number.
     Parameter(String),
 }
 
@@ -69,9 +71,11 @@ pub enum Count {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}: {field}: {message}")]
 pub struct WorldError {
+    /// The world file.
     pub file: String,
     /// Path of the field, e.g. `instances[0].children[2].relationship`.
     pub field: String,
+    /// What is wrong.
     pub message: String,
 }
 

@@ -44,14 +44,17 @@ pub struct GatewaySpec {
     pub apis: GatewayApis,
     /// How callers authenticate (required: a gateway is never open).
     pub auth: GatewayAuth,
+    /// How the gateway is exposed: Service type and port (default a ClusterIP on 8080).
     #[serde(default)]
     pub service: GatewayService,
+    /// Number of gateway pods (default 1).
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0, max = 100))]
     pub replicas: i32,
     /// Container image; absent means the operator's configured default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Requests and limits of the gateway container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Serve HTTPS with this certificate; absent, the gateway speaks plain HTTP (put a
@@ -107,14 +110,17 @@ impl Default for GatewayApis {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayAuth {
+    /// The Secret key holding the token callers present as `Authorization: Bearer <token>`.
     pub bearer_token_secret: SecretKeyRef,
 }
 
 /// A key of a Secret in the same namespace.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretKeyRef {
+    /// Secret name.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    /// Key inside the Secret (default `token`).
     #[serde(default = "default_token_key")]
     #[schemars(length(min = 1))]
     pub key: String,
@@ -128,8 +134,10 @@ fn default_token_key() -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayService {
+    /// Kubernetes Service type (default `ClusterIP`).
     #[serde(rename = "type", default)]
     pub type_: GatewayServiceType,
+    /// Port the Service exposes the gateway on (default 8080).
     #[serde(default = "default_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
@@ -151,9 +159,12 @@ impl Default for GatewayService {
 /// Kubernetes Service type of the gateway.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum GatewayServiceType {
+    /// Reachable only inside the cluster (the default).
     #[default]
     ClusterIP,
+    /// Also exposed on a port of every node.
     NodePort,
+    /// Also exposed through a cloud load balancer.
     LoadBalancer,
 }
 
@@ -161,10 +172,13 @@ pub enum GatewayServiceType {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayStatus {
+    /// Coarse lifecycle phase (`Pending`, `Running`, `Failed` or `Unknown`), set by the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
+    /// `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Conditions the operator reports, `Ready` among them, merged by `type`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,

@@ -59,10 +59,13 @@ pub struct TwinInstanceSpec {
     Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
 pub struct TwinInstanceRelationship {
+    /// Relationship name, declared on the instance's interface or one of its parents.
     #[schemars(length(min = 1))]
     pub name: String,
+    /// TwinInterface of the target instance.
     #[schemars(length(min = 1, max = 63))]
     pub interface: String,
+    /// Name of the target TwinInstance (in the same namespace).
     #[schemars(length(min = 1, max = 63))]
     pub instance: String,
 }
@@ -70,8 +73,10 @@ pub struct TwinInstanceRelationship {
 /// v0 `data`: values of properties and telemetries.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TwinInstanceData {
+    /// Values of properties.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub properties: Vec<TwinInstanceDataValue>,
+    /// Values of telemetries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub telemetries: Vec<TwinInstanceDataValue>,
 }
@@ -79,10 +84,13 @@ pub struct TwinInstanceData {
 /// One value (`value` is required, as in v0).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TwinInstanceDataValue {
+    /// DTMI of the property or telemetry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// Name of the property or telemetry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The value, as a string (the original CLI wrote `""`).
     pub value: String,
 }
 
@@ -90,10 +98,13 @@ pub struct TwinInstanceDataValue {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TwinInstanceEndpointSettings {
+    /// Deprecated HTTP endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_endpoint: Option<HttpEndpoint>,
+    /// Deprecated MQTT endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mqtt_endpoint: Option<TopicEndpoint>,
+    /// Deprecated AMQP endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amqp_endpoint: Option<TopicEndpoint>,
 }
@@ -101,6 +112,7 @@ pub struct TwinInstanceEndpointSettings {
 /// An HTTP endpoint.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HttpEndpoint {
+    /// Endpoint URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
 }
@@ -109,10 +121,13 @@ pub struct HttpEndpoint {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TopicEndpoint {
+    /// Broker URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Topic the twin publishes on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publisher_topic: Option<String>,
+    /// Topic the twin subscribes to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscriber_topic: Option<String>,
 }
@@ -121,8 +136,10 @@ pub struct TopicEndpoint {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TwinInstanceStatus {
+    /// Coarse lifecycle phase (`Pending`, `Running`, `Failed` or `Unknown`), set by the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
+    /// `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready`, `InterfaceResolved`, `RelationshipsResolved`.

@@ -54,10 +54,13 @@ pub struct TwinInterfaceSpec {
     /// The DTDL `@id` the interface was compiled from, e.g. `dtmi:digitaltwins:city:Pole;1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtmi: Option<String>,
+    /// DTDL `displayName` of the interface.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// DTDL `description` of the interface.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// DTDL `comment` of the interface.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
     /// DTDL Properties declared by this interface (inherited ones live on the parents).
@@ -183,6 +186,7 @@ pub struct TwinInterfaceEventStore {
 pub struct TwinInterfaceService {
     /// Pod template of the service; its metadata, volumes and scheduling are preserved.
     pub template: PodTemplateSpec,
+    /// Scaling of the service and parallelism of its trigger; absent keeps the platform defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_scaling: Option<AutoScaling>,
 }
@@ -191,18 +195,23 @@ pub struct TwinInterfaceService {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TwinProperty {
+    /// DTDL `@id` of the content, when the model gives one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// DTDL `comment`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// DTDL `description`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// DTDL `displayName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
     /// Optional, as in the original v0 API (its CLI always set it).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1))]
     pub name: String,
+    /// Schema of the property's value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<TwinSchema>,
     /// JSON key `writable` (the v0 spelling for properties).
@@ -214,18 +223,23 @@ pub struct TwinProperty {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TwinTelemetry {
+    /// DTDL `@id` of the content, when the model gives one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// DTDL `comment`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// DTDL `description`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// DTDL `displayName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
     /// Optional, as in the original v0 API (its CLI always set it).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1))]
     pub name: String,
+    /// Schema of the telemetry's value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<TwinSchema>,
     /// Unit from a semantic type, e.g. `degreeCelsius`.
@@ -237,12 +251,16 @@ pub struct TwinTelemetry {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TwinCommand {
+    /// DTDL `@id` of the content, when the model gives one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// DTDL `comment`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// DTDL `description`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// DTDL `displayName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
     /// Command name; events use it lower-cased (`ktwin.command.<iface>.<lower(name)>`).
@@ -250,8 +268,10 @@ pub struct TwinCommand {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1))]
     pub name: String,
+    /// The command's request payload; absent means the command takes none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<CommandPayload>,
+    /// The command's response payload; absent means it returns none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<CommandPayload>,
 }
@@ -260,14 +280,19 @@ pub struct TwinCommand {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommandPayload {
+    /// Name of the payload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// DTDL `displayName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// DTDL `description`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// DTDL `comment`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// Schema of the payload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<TwinSchema>,
 }
@@ -276,21 +301,27 @@ pub struct CommandPayload {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TwinRelationship {
+    /// DTDL `@id` of the content, when the model gives one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// DTDL `comment`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// DTDL `description`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// DTDL `displayName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
     /// Optional, as in the original v0 API (its CLI always set it).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1))]
     pub name: String,
+    /// Most instances one twin may target with this relationship; absent means unbounded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub max_multiplicity: Option<i64>,
+    /// Fewest instances one twin must target with this relationship (DTDL v2 allows only 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub min_multiplicity: Option<i64>,
@@ -301,6 +332,7 @@ pub struct TwinRelationship {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub interface: Option<String>,
+    /// Schema of the relationship's value, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<TwinSchema>,
     /// JSON key `writeable` (the v0 spelling for relationships, unlike properties).
@@ -316,12 +348,16 @@ pub struct TwinRelationship {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TwinComponent {
+    /// DTDL `@id` of the content, when the model gives one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// DTDL `comment`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// DTDL `description`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// DTDL `displayName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
     /// Optional, as in the original v0 API (its CLI always set it).
@@ -340,15 +376,20 @@ pub struct TwinComponent {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
 pub struct TwinSchema {
+    /// A DTDL primitive (`double`, `dateTime`, ...) or the id of another schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "primitive_schema")]
     pub primitive_type: Option<PrimitiveSchema>,
+    /// An Object schema (v0 `complexType`); its fields may nest any schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub complex_type: Option<TwinComplexType>,
+    /// An Enum schema of integer or string values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enum_type: Option<TwinEnumSchema>,
+    /// An Array schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub array_type: Option<TwinArraySchema>,
+    /// A Map schema (string keys).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub map_type: Option<TwinMapSchema>,
 }
@@ -387,24 +428,43 @@ impl TwinSchema {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum PrimitiveType {
+    /// `boolean`.
     Boolean,
+    /// `byte`: a signed 8-bit integer.
     Byte,
+    /// `bytes`: a base64-encoded byte array.
     Bytes,
+    /// `date`: a full date (RFC 3339).
     Date,
+    /// `dateTime`: a date and time (RFC 3339).
     DateTime,
+    /// `decimal`: a decimal number of arbitrary precision.
     Decimal,
+    /// `double`: an IEEE 8-byte floating point number.
     Double,
+    /// `duration`: an ISO 8601 duration.
     Duration,
+    /// `float`: an IEEE 4-byte floating point number.
     Float,
+    /// `integer`: a signed 4-byte integer.
     Integer,
+    /// `long`: a signed 8-byte integer.
     Long,
+    /// `short`: a signed 2-byte integer.
     Short,
+    /// `string`: a UTF-8 string.
     String,
+    /// `time`: a full time (RFC 3339).
     Time,
+    /// `unsignedByte`: an unsigned 8-bit integer.
     UnsignedByte,
+    /// `unsignedInteger`: an unsigned 4-byte integer.
     UnsignedInteger,
+    /// `unsignedLong`: an unsigned 8-byte integer.
     UnsignedLong,
+    /// `unsignedShort`: an unsigned 2-byte integer.
     UnsignedShort,
+    /// `uuid`: a UUID string.
     Uuid,
 }
 
@@ -444,6 +504,7 @@ fn primitive_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 /// The only complex type the v0 `complexType` carried.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ComplexKind {
+    /// A DTDL Object.
     #[default]
     Object,
 }
@@ -452,8 +513,10 @@ pub enum ComplexKind {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TwinComplexType {
+    /// The complex type, always `Object` (the default).
     #[serde(rename = "type", default)]
     pub type_: ComplexKind,
+    /// The object's fields.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<TwinNamedSchema>,
 }
@@ -466,10 +529,13 @@ pub struct TwinNamedSchema {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1))]
     pub name: String,
+    /// DTDL `displayName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// DTDL `description`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The nested schema.
     #[schemars(schema_with = "nested_schema")]
     pub schema: Box<TwinSchema>,
 }
@@ -478,6 +544,7 @@ pub struct TwinNamedSchema {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TwinArraySchema {
+    /// Schema of the array's elements.
     #[schemars(schema_with = "nested_schema")]
     pub element_schema: Box<TwinSchema>,
 }
@@ -486,7 +553,9 @@ pub struct TwinArraySchema {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TwinMapSchema {
+    /// Name and schema of the keys (always strings).
     pub map_key: TwinNamedSchema,
+    /// Name and schema of the values.
     pub map_value: TwinNamedSchema,
 }
 
@@ -497,6 +566,7 @@ pub struct TwinEnumSchema {
     /// Optional, as in the original v0 API: when absent the values' own type tells.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_schema: Option<EnumValueSchema>,
+    /// The enum's values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub enum_values: Vec<TwinEnumValue>,
 }
@@ -505,7 +575,9 @@ pub struct TwinEnumSchema {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum EnumValueSchema {
+    /// The values are integers.
     Integer,
+    /// The values are strings.
     String,
 }
 
@@ -517,8 +589,10 @@ pub struct TwinEnumValue {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1))]
     pub name: String,
+    /// DTDL `displayName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// The value: an integer or a string, as `valueSchema` says.
     pub enum_value: IntOrString,
 }
 
@@ -535,6 +609,7 @@ fn nested_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TwinInterfaceStatus {
+    /// Coarse lifecycle phase (`Pending`, `Running`, `Failed` or `Unknown`), set by the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     /// `metadata.generation` this status describes.

@@ -11,6 +11,7 @@ use crate::crd::{TwinInstance, TwinInstanceRelationship};
 /// The graph API document: `{"twinInstances":[{name, interface, relationships:[…]}]}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GraphJson {
+    /// Every instance of the graph.
     #[serde(rename = "twinInstances", default)]
     pub twin_instances: Vec<GraphNode>,
 }
@@ -18,8 +19,11 @@ pub struct GraphJson {
 /// One instance in the graph document (outgoing relationships only).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GraphNode {
+    /// Name of the TwinInstance.
     pub name: String,
+    /// Name of its TwinInterface.
     pub interface: String,
+    /// Outgoing relationships.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relationships: Vec<TwinInstanceRelationship>,
 }
@@ -27,6 +31,7 @@ pub struct GraphNode {
 /// An instance in the graph.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceNode {
+    /// Name of the instance's TwinInterface.
     pub interface: String,
     /// Outgoing relationships, sorted by (name, interface, instance) and deduplicated.
     pub relationships: Vec<TwinInstanceRelationship>,
@@ -46,39 +51,65 @@ pub struct IncomingRelationship {
 /// Why a relationship does not resolve.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InstanceProblem {
+    /// An instance names an interface that does not exist.
     #[error("instance {instance}: interface {interface} does not exist")]
-    UnknownInterface { instance: String, interface: String },
+    UnknownInterface {
+        /// The instance.
+        instance: String,
+        /// The interface it names.
+        interface: String,
+    },
+    /// The instance names a relationship its interface (and its parents) do not declare.
     #[error("instance {instance}: interface {interface} has no relationship {relationship}")]
     UnknownRelationship {
+        /// The instance holding the relationship.
         instance: String,
+        /// The instance's interface.
         interface: String,
+        /// The undeclared relationship name.
         relationship: String,
     },
+    /// A relationship points at an instance that does not exist.
     #[error("instance {instance}: relationship {relationship} points at missing instance {target}")]
     MissingTarget {
+        /// The instance holding the relationship.
         instance: String,
+        /// The relationship name.
         relationship: String,
+        /// The missing target instance.
         target: String,
     },
+    /// A relationship names an interface other than its target instance's.
     #[error(
         "instance {instance}: relationship {relationship} says {target} is a {declared} but it is a {actual}"
     )]
     InterfaceMismatch {
+        /// The instance holding the relationship.
         instance: String,
+        /// The relationship name.
         relationship: String,
+        /// The target instance.
         target: String,
+        /// The target's interface as the relationship names it.
         declared: String,
+        /// The target's actual interface.
         actual: String,
     },
+    /// A relationship's target is not of the interface the relationship declares (nor derived).
     #[error(
         "instance {instance}: relationship {relationship} must target a {expected} (or a derived interface), \
          but {target} is a {actual}"
     )]
     WrongTargetInterface {
+        /// The instance holding the relationship.
         instance: String,
+        /// The relationship name.
         relationship: String,
+        /// The target instance.
         target: String,
+        /// The interface the relationship declares as its target.
         expected: String,
+        /// The target's interface.
         actual: String,
     },
 }

@@ -9,19 +9,32 @@ use crate::crd::{TwinInterface, TwinInterfaceSpec, TwinRelationship};
 /// A problem in a set of interfaces.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InterfaceProblem {
+    /// An interface extends an interface that does not exist.
     #[error("interface {interface}: extends unknown interface {parent}")]
-    UnknownParent { interface: String, parent: String },
+    UnknownParent {
+        /// The extending interface.
+        interface: String,
+        /// The missing parent.
+        parent: String,
+    },
+    /// A relationship targets an interface that does not exist.
     #[error(
         "interface {interface}: relationship {relationship} targets unknown interface {target}"
     )]
     UnknownTarget {
+        /// The interface declaring the relationship.
         interface: String,
+        /// The relationship name.
         relationship: String,
+        /// The missing target interface.
         target: String,
     },
+    /// An interface extends itself, directly or through its parents.
     #[error("interface {interface}: extends forms a cycle ({})", cycle.join(" -> "))]
     ExtendsCycle {
+        /// An interface lying on the cycle.
         interface: String,
+        /// The path `interface -> … -> interface` through `extends`.
         cycle: Vec<String>,
     },
 }
