@@ -571,13 +571,15 @@ pub struct TwinEnumSchema {
     pub enum_values: Vec<TwinEnumValue>,
 }
 
-/// Value schemas DTDL allows for enums.
+/// Value schemas DTDL allows for enums: `integer` or `string`.
+// The variants stay undocumented: with doc comments on them, kube-core's schema for the
+// optional `valueSchema` field drops `null` from its allowed values, and an API server would
+// then refuse an explicit `valueSchema: null` that the v0 CRD accepted.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum EnumValueSchema {
-    /// The values are integers.
     Integer,
-    /// The values are strings.
     String,
 }
 
