@@ -186,7 +186,9 @@ pub struct TwinInterfaceEventStore {
 pub struct TwinInterfaceService {
     /// Pod template of the service; its metadata, volumes and scheduling are preserved.
     pub template: PodTemplateSpec,
-    /// Scaling of the service and parallelism of its trigger; absent keeps the platform defaults.
+    /// Autoscaling of the twin service (Knative annotations) and of its trigger (the
+    /// eventing-rabbitmq dispatcher parallelism). Absent fields keep the platform defaults;
+    /// unlike the original, setting one field does not silently force `maxScale: 1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_scaling: Option<AutoScaling>,
 }
@@ -211,7 +213,8 @@ pub struct TwinProperty {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1))]
     pub name: String,
-    /// Schema of the property's value.
+    /// Schema of the property's value: a DTDL schema, exactly one member set; nested schemas
+    /// are checked by ktwin when compiling (structural CRD schemas cannot be recursive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<TwinSchema>,
     /// JSON key `writable` (the v0 spelling for properties).
@@ -239,7 +242,8 @@ pub struct TwinTelemetry {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1))]
     pub name: String,
-    /// Schema of the telemetry's value.
+    /// Schema of the telemetry's value: a DTDL schema, exactly one member set; nested schemas
+    /// are checked by ktwin when compiling (structural CRD schemas cannot be recursive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<TwinSchema>,
     /// Unit from a semantic type, e.g. `degreeCelsius`.
@@ -292,7 +296,8 @@ pub struct CommandPayload {
     /// DTDL `comment`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
-    /// Schema of the payload.
+    /// Schema of the payload: a DTDL schema, exactly one member set; nested schemas are
+    /// checked by ktwin when compiling (structural CRD schemas cannot be recursive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<TwinSchema>,
 }
@@ -332,7 +337,8 @@ pub struct TwinRelationship {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub interface: Option<String>,
-    /// Schema of the relationship's value, when it has one.
+    /// Schema of the relationship's value, when it has one: a DTDL schema, exactly one member
+    /// set; nested schemas are checked by ktwin when compiling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<TwinSchema>,
     /// JSON key `writeable` (the v0 spelling for relationships, unlike properties).
@@ -376,7 +382,9 @@ pub struct TwinComponent {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
 pub struct TwinSchema {
-    /// A DTDL primitive (`double`, `dateTime`, ...) or the id of another schema.
+    /// A DTDL primitive schema (boolean, date, dateTime, double, duration, float, integer, long,
+    /// string, time, ...), or the id of another schema (e.g. ngsi_ld:city:AirQualityLevel),
+    /// which ktwin resolves against the namespace's TwinInterfaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "primitive_schema")]
     pub primitive_type: Option<PrimitiveSchema>,
@@ -535,7 +543,7 @@ pub struct TwinNamedSchema {
     /// DTDL `description`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// The nested schema.
+    /// The nested schema (primitiveType, complexType, enumType, arrayType or mapType).
     #[schemars(schema_with = "nested_schema")]
     pub schema: Box<TwinSchema>,
 }

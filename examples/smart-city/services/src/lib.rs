@@ -8,6 +8,9 @@
 //!
 //! This crate knows the smart-city domain only; transport, storage and the graph are the SDK's.
 
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+
 pub mod air_quality;
 pub mod aqi;
 pub mod device;
