@@ -10,14 +10,10 @@ use std::sync::Arc;
 
 use cap::Cap;
 use ktwin_sdk::{HandlerError, MemoryStates, OwnedLimits, OwnedStates, StaticGraph, TwinContext};
+use ktwin_testkit::counter::Count;
 
 #[global_allocator]
 static ALLOCATOR: Cap<System> = Cap::new(System, usize::MAX);
-
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
-struct Count {
-    n: u64,
-}
 
 fn increment(previous: Option<Count>) -> Result<(Count, u64), HandlerError> {
     let n = previous.map_or(0, |c| c.n) + 1;
