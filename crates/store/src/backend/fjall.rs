@@ -5,8 +5,8 @@
 //! ([`PersistMode::SyncData`]) before `append` returns and before readers can see it; memtables
 //! are flushed to sorted tables and compacted by fjall's background threads, off the ingest
 //! path. redb, the embedded engine before it ([`super::redb`]), copied and rewrote every B-tree
-//! page a commit touched: about 67 `pwrite`s per commit over its five tables inside `ktwin up`,
-//! and 65–75 % of fjall's ingest rate (`docs/benchmarks.md`). After a crash fjall replays the
+//! page a commit touched: many more writes per commit, and a lower ingest rate than fjall's
+//! (`docs/benchmarks.md`, "Embedded engine: fjall"). After a crash fjall replays the
 //! journal up to the last complete batch (batches are checksummed), so a process killed at any
 //! point reopens with exactly the acknowledged batches.
 //!
