@@ -741,13 +741,11 @@ fn encoded_events(
     device_messages(iface, 100, range)
         .into_iter()
         .map(|(topic, payload)| {
-            let reading = validate(
-                &topic,
-                TopicSyntax::Mqtt,
-                &payload,
-                &IngressPolicy::default(),
-            )?;
-            Ok(event_to_amqp(&reading.into_event(None))?)
+            let policy = IngressPolicy::default();
+            let reading = validate(&topic, TopicSyntax::Mqtt, &payload, &policy)?;
+            Ok(event_to_amqp(
+                &reading.into_event(None, policy.trace_sampler),
+            )?)
         })
         .collect()
 }

@@ -232,7 +232,7 @@ mod tests {
     #[test]
     fn only_the_structured_format_carries_the_trace_to_the_device() {
         let mut event = virtual_event("ktwin.virtual.city-pole", "pole-1");
-        ktwin_events::trace::start_trace(&mut event);
+        ktwin_events::trace::start_trace(&mut event, ktwin_events::trace::TraceSampler::ALWAYS);
         let traceparent = ktwin_events::trace::EventTrace::of(&event)
             .unwrap()
             .parent

@@ -7,6 +7,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use chrono::{DateTime, Utc};
 use cloudevents::Event;
+use ktwin_events::trace::TraceSampler;
 use ktwin_events::{
     DeviceBindings, EventBuilder, JSON_PAYLOAD_FORMAT, TelemetryTopic, Topic, TopicKind,
     mqtt_topic_of_routing_key,
@@ -34,6 +35,8 @@ pub struct IngressPolicy {
     /// Telemetry topics interfaces declare with the DTDL MQTT extension, tried before the
     /// fixed `ktwin/real/<iface>/<instance>` grammar.
     pub bindings: DeviceBindings,
+    /// Which of the traces device messages start are recorded.
+    pub trace_sampler: TraceSampler,
 }
 
 impl Default for IngressPolicy {
@@ -42,6 +45,7 @@ impl Default for IngressPolicy {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             known_interfaces: None,
             bindings: DeviceBindings::default(),
+            trace_sampler: TraceSampler::default(),
         }
     }
 }
@@ -105,8 +109,9 @@ pub struct DeviceReading {
 impl DeviceReading {
     /// The CloudEvent: `type=ktwin.real.<iface>`, `source=<instance>`, JSON data, the given
     /// identity (a fresh UUIDv7 and now, unless this is a redelivery), and a new trace named
-    /// by its id (one trace per device message; a redelivery continues the first copy's).
-    pub fn into_event(self, identity: Option<&EventIdentity>) -> Event {
+    /// by its id (one trace per device message; a redelivery continues the first copy's),
+    /// recorded when `sampler` samples it.
+    pub fn into_event(self, identity: Option<&EventIdentity>, sampler: TraceSampler) -> Event {
         let builder = EventBuilder::new(self.topic.event_type(), &self.topic.instance)
             .expect("instance validated when the topic was parsed")
             .data(self.data);
@@ -114,7 +119,7 @@ impl DeviceReading {
             Some(identity) => builder.id(identity.id.clone()).time(identity.time).build(),
             None => builder.build(),
         };
-        ktwin_events::trace::start_trace(&mut event);
+        ktwin_events::trace::start_trace(&mut event, sampler);
         event
     }
 }
@@ -371,6 +376,29 @@ mod tests {
                 commands: Vec::new(),
             }])
             .unwrap(),
+            trace_sampler: TraceSampler::ALWAYS,
+        }
+    }
+
+    /// A device message starts a trace whose `sampled` flag is the policy's sampler's choice;
+    /// its events carry it either way.
+    #[test]
+    fn the_policy_decides_which_traces_are_recorded() {
+        use ktwin_events::trace::EventTrace;
+        for (sampler, sampled) in [(TraceSampler::ALWAYS, true), (TraceSampler::NEVER, false)] {
+            let policy = IngressPolicy {
+                trace_sampler: sampler,
+                ..policy()
+            };
+            let reading = validate(
+                "ktwin/real/city-pole/p-1",
+                TopicSyntax::Mqtt,
+                b"{}",
+                &policy,
+            );
+            let event = reading.unwrap().into_event(None, policy.trace_sampler);
+            let trace = EventTrace::of(&event).expect("every device event carries a trace");
+            assert_eq!(trace.parent.is_sampled(), sampled, "{sampler}");
         }
     }
 
@@ -485,7 +513,7 @@ mod tests {
             ("ktwin/real/city-pole/pole-1", TopicSyntax::RoutingKey),
         ] {
             let reading = validate(topic, syntax, br#"{"a":1}"#, &policy()).unwrap();
-            let event = reading.into_event(None);
+            let event = reading.into_event(None, TraceSampler::ALWAYS);
             assert_eq!(event.ty(), "ktwin.real.city-pole");
             assert_eq!(event.source().as_str(), "pole-1");
             assert_eq!(event.datacontenttype(), Some("application/json"));
@@ -600,7 +628,7 @@ mod tests {
             &IngressPolicy::default(),
         )
         .unwrap();
-        let event = reading.into_event(Some(&identity));
+        let event = reading.into_event(Some(&identity), TraceSampler::ALWAYS);
         assert_eq!(event.id(), "id-1");
         assert_eq!(event.time(), Some(&identity.time));
     }
@@ -678,7 +706,7 @@ mod tests {
                     let interface = reading.topic.interface.clone();
                     let instance = reading.topic.instance.clone();
                     proptest::prop_assert!(["city-pole", "vehicle"].contains(&interface.as_str()));
-                    let event = reading.into_event(None);
+                    let event = reading.into_event(None, TraceSampler::ALWAYS);
                     proptest::prop_assert_eq!(event.ty(), format!("ktwin.real.{interface}"));
                     proptest::prop_assert_eq!(event.source().to_string(), instance);
                 }

@@ -19,6 +19,7 @@ use crate::ingress::{
 use crate::metrics::{DispatchMetrics, ResponseCode};
 use crate::source::{DeviceSource, SourceMessage};
 use ktwin_broker::DeadLetterSink;
+use ktwin_events::trace::TraceSampler;
 
 /// Log lines about refused device messages, at most 10 a second (bursts of 20).
 static REFUSAL_LOG_BUDGET: std::sync::LazyLock<governor::DefaultDirectRateLimiter> =
@@ -132,8 +133,8 @@ impl IngressDispatcher {
                         match validate(&message.topic, syntax, &message.payload, &self.policy) {
                             Ok(reading) => {
                                 let event = match tracker.as_mut() {
-                                    Some(tracker) => identify(tracker, &message, reading),
-                                    None => reading.into_event(None),
+                                    Some(tracker) => identify(tracker, &message, reading, self.policy.trace_sampler),
+                                    None => reading.into_event(None, self.policy.trace_sampler),
                                 };
                                 in_flight.push_back(self.publish(event, message, started, shutdown.clone()).boxed());
                             }
@@ -254,12 +255,13 @@ fn identify(
     tracker: &mut DuplicateTracker,
     message: &SourceMessage,
     reading: DeviceReading,
+    sampler: TraceSampler,
 ) -> cloudevents::Event {
     let fingerprint = DuplicateTracker::fingerprint(&message.topic, &message.payload);
     let identity = tracker
         .identity_for(fingerprint, message.redelivered)
         .cloned();
-    let event = reading.into_event(identity.as_ref());
+    let event = reading.into_event(identity.as_ref(), sampler);
     tracker.remember(
         fingerprint,
         EventIdentity {

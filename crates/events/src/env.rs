@@ -92,6 +92,9 @@ pub const TOKENS_FILE: &str = "KTWIN_TOKENS_FILE";
 pub const TLS_CERT: &str = "KTWIN_TLS_CERT";
 /// The PEM private key of [`TLS_CERT`].
 pub const TLS_KEY: &str = "KTWIN_TLS_KEY";
+/// The ratio (0 to 1) of the traces a process starts that are recorded (the event store
+/// indexes their events, spans are exported); see `ktwin_events::trace::TraceSampler`.
+pub const TRACE_SAMPLE: &str = "KTWIN_TRACE_SAMPLE";
 /// Requests per second one credential may make of the gateway (sustained).
 pub const GATEWAY_RATE_LIMIT: &str = "KTWIN_GATEWAY_RATE_LIMIT";
 /// OIDC issuer (`iss`) whose JWTs a service accepts.

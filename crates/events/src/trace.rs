@@ -7,19 +7,25 @@
 //! `ktwin trace <event id>` needs no lookup. Every event a twin service emits continues the
 //! trace of the event it handled ([`continue_trace`]): same trace id, a span id of its own, and
 //! the `ktwin` entry of its `tracestate` listing the span ids of its causes, nearest first
-//! ([`MAX_CAUSES`] at most). The event store keeps both attributes with each event, so a chain
-//! can be rebuilt from the stored events even where an event in between (a command) is not
-//! stored.
+//! ([`MAX_CAUSES`] at most). The event store keeps both attributes with each event of a sampled
+//! trace, so a chain can be rebuilt from the stored events even where an event in between (a
+//! command) is not stored.
+//!
+//! Which traces are recorded is decided once, where a trace starts ([`TraceSampler`]): every
+//! event carries its trace context, but only a sampled trace's events are indexed by the store
+//! and exported over OTLP, so that tracing costs next to nothing when it is off (W3C's
+//! `sampled` flag, as OpenTelemetry's head sampling uses it).
 //!
 //! ```
 //! use cloudevents::{EventBuilder as _, EventBuilderV10};
-//! use ktwin_events::trace::{EventTrace, SpanId, continue_trace, start_trace};
+//! use ktwin_events::trace::{EventTrace, SpanId, TraceSampler, continue_trace, start_trace};
 //!
 //! let event = |id: &str| EventBuilderV10::new().id(id).ty("t").source("s").build().unwrap();
 //! let mut reading = event("0190f5a2-7b1c-7d3e-8f00-0123456789ab");
-//! start_trace(&mut reading);
+//! start_trace(&mut reading, TraceSampler::ALWAYS);
 //! let root = EventTrace::of(&reading).unwrap();
 //! assert_eq!(root.parent.trace_id.to_string(), "0190f5a27b1c7d3e8f000123456789ab");
+//! assert!(root.parent.is_sampled());
 //!
 //! let mut command = event("c-1");
 //! continue_trace(&reading, &mut command, SpanId::from_bytes([7; 8]));
@@ -47,7 +53,7 @@ pub const TRACESTATE_KEY: &str = "ktwin";
 pub const MAX_CAUSES: usize = 8;
 /// How many `tracestate` entries W3C allows.
 const MAX_STATE_ENTRIES: usize = 32;
-/// The `sampled` flag: ktwin records every trace (the store keeps it).
+/// The `sampled` flag: the trace is recorded (the store keeps its events, spans are exported).
 const SAMPLED: u8 = 1;
 
 /// A 16-byte trace id, written as 32 lower-case hex digits.
@@ -232,11 +238,123 @@ impl TraceParent {
     /// The root of the trace started at the event with `event_id`: trace id from the id
     /// ([`TraceId::of_event_id`]), span id derived from it, sampled.
     pub fn root(event_id: &str) -> Self {
+        Self::sampled_root(event_id, TraceSampler::ALWAYS)
+    }
+
+    /// [`TraceParent::root`], sampled when `sampler` samples its trace id.
+    pub fn sampled_root(event_id: &str, sampler: TraceSampler) -> Self {
+        let trace_id = TraceId::of_event_id(event_id);
         Self {
-            trace_id: TraceId::of_event_id(event_id),
+            trace_id,
             span_id: SpanId::derived(event_id),
-            flags: SAMPLED,
+            flags: if sampler.samples(trace_id) {
+                SAMPLED
+            } else {
+                0
+            },
         }
+    }
+
+    /// Whether the trace is recorded (the `sampled` flag).
+    pub fn is_sampled(&self) -> bool {
+        self.flags & SAMPLED != 0
+    }
+}
+
+/// Which of the traces started in this process are recorded: a ratio of them, chosen by a hash
+/// of the trace id, so that a redelivered device message (same id) is sampled as its first copy
+/// was and every process decides alike. A trace that arrives with a `traceparent` keeps its
+/// own flag (parent-based sampling).
+///
+/// ```
+/// use ktwin_events::trace::{TraceId, TraceSampler};
+///
+/// let tenth: TraceSampler = "0.1".parse().unwrap();
+/// // Even ids that only count: 1,000 expected, σ = 30.
+/// let sampled = (1..=10_000u128)
+///     .filter(|n| tenth.samples(TraceId::from_bytes(n.to_be_bytes())))
+///     .count();
+/// assert!((850..1_150).contains(&sampled), "{sampled}");
+/// assert!("1.5".parse::<TraceSampler>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TraceSampler {
+    ratio: f64,
+}
+
+impl TraceSampler {
+    /// Every trace is recorded.
+    pub const ALWAYS: Self = Self { ratio: 1.0 };
+    /// No trace is recorded.
+    pub const NEVER: Self = Self { ratio: 0.0 };
+    /// The ratio of traces recorded unless configured (`KTWIN_TRACE_SAMPLE`): one device
+    /// message in twenty can be followed with `ktwin trace`, at a twentieth of the cost of
+    /// recording every trace (docs/architecture.md, "Traces").
+    pub const DEFAULT: Self = Self { ratio: 0.05 };
+
+    /// Records `ratio` (0 to 1) of the traces.
+    pub fn ratio(ratio: f64) -> Result<Self, TraceError> {
+        if (0.0..=1.0).contains(&ratio) {
+            Ok(Self { ratio })
+        } else {
+            Err(Self::invalid(ratio.to_string()))
+        }
+    }
+
+    fn invalid(value: String) -> TraceError {
+        TraceError {
+            what: "trace sample ratio",
+            value,
+            expected: "a number from 0 (no trace recorded) to 1 (every trace)",
+        }
+    }
+
+    /// The share of traces recorded, 0 to 1.
+    pub fn recorded_share(self) -> f64 {
+        self.ratio
+    }
+
+    /// Whether the trace `trace` is recorded.
+    pub fn samples(self, trace: TraceId) -> bool {
+        // The top 53 bits of the mixed id as a fraction of 1, exact in an f64.
+        self.ratio >= 1.0 || ((mixed(trace) >> 11) as f64) < self.ratio * (1u64 << 53) as f64
+    }
+}
+
+/// A trace id's 16 bytes folded to 8 and mixed by SplitMix64's finalizer (a bijection), so
+/// every bit of the id moves every bit of the result: the ids of one source are not uniform
+/// where the choice would read them (a UUIDv7 of the `uuid` crate counts within a millisecond
+/// in the bits after its variant, so reading those would sample whole milliseconds).
+fn mixed(trace: TraceId) -> u64 {
+    let (high, low) = trace.0.split_at(8);
+    let half = |bytes: &[u8]| u64::from_be_bytes(bytes.try_into().expect("8 bytes"));
+    let mut x = half(high) ^ half(low).rotate_left(32);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+impl Default for TraceSampler {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl fmt::Display for TraceSampler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.ratio)
+    }
+}
+
+impl FromStr for TraceSampler {
+    type Err = TraceError;
+
+    fn from_str(text: &str) -> Result<Self, TraceError> {
+        let ratio = text
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| Self::invalid(text.chars().take(80).collect()))?;
+        Self::ratio(ratio)
     }
 }
 
@@ -289,12 +407,14 @@ fn ktwin_entry(tracestate: &str) -> Option<&str> {
     })
 }
 
-/// Starts a trace at `event` unless it carries one ([`TraceParent::root`] of its id).
-pub fn start_trace(event: &mut Event) {
+/// Starts a trace at `event` unless it carries one ([`TraceParent::sampled_root`] of its id):
+/// recorded when `sampler` samples it.
+pub fn start_trace(event: &mut Event, sampler: TraceSampler) {
     if EventTrace::of(event).is_some() {
         return;
     }
-    event.set_extension(TRACEPARENT, TraceParent::root(event.id()).to_string());
+    let root = TraceParent::sampled_root(event.id(), sampler);
+    event.set_extension(TRACEPARENT, root.to_string());
     event.remove_extension(TRACESTATE);
 }
 
@@ -413,7 +533,7 @@ mod tests {
         );
         // The event's own trace wins over the transport's.
         let mut traced = event("e-2");
-        start_trace(&mut traced);
+        start_trace(&mut traced, TraceSampler::ALWAYS);
         let own = EventTrace::of(&traced).unwrap();
         adopt_transport_trace(&mut traced, Some(header), None);
         assert_eq!(EventTrace::of(&traced).unwrap(), own);
@@ -429,9 +549,49 @@ mod tests {
     }
 
     #[test]
+    fn a_trace_is_sampled_by_its_id_and_a_carried_trace_keeps_its_flag() {
+        let ids: Vec<String> = (0..20_000)
+            .map(|_| uuid::Uuid::now_v7().to_string())
+            .collect();
+        let share = |sampler: TraceSampler| {
+            ids.iter()
+                .filter(|id| TraceParent::sampled_root(id, sampler).is_sampled())
+                .count()
+        };
+        assert_eq!(share(TraceSampler::ALWAYS), ids.len());
+        assert_eq!(share(TraceSampler::NEVER), 0);
+        // 5 % of 20,000 UUIDv7s: 1,000 expected, σ ≈ 31; ± 4.5 σ allowed.
+        let default = share(TraceSampler::DEFAULT);
+        assert!(
+            (860..=1_140).contains(&default),
+            "{default} of 20,000 sampled"
+        );
+        // The same id is sampled alike wherever it starts a trace (a redelivery).
+        let mut first = event(&ids[0]);
+        let mut again = event(&ids[0]);
+        start_trace(&mut first, TraceSampler::DEFAULT);
+        start_trace(&mut again, TraceSampler::DEFAULT);
+        assert_eq!(EventTrace::of(&first), EventTrace::of(&again));
+        // An unsampled trace stays unsampled downstream, whatever this process samples.
+        let mut unsampled = event("e-1");
+        start_trace(&mut unsampled, TraceSampler::NEVER);
+        let mut child = event("c-1");
+        continue_trace(&unsampled, &mut child, SpanId::from_bytes([7; 8]));
+        start_trace(&mut child, TraceSampler::ALWAYS);
+        assert!(!EventTrace::of(&child).unwrap().parent.is_sampled());
+        for bad in ["1.5", "-0.1", "NaN", "five percent"] {
+            let err = bad.parse::<TraceSampler>().unwrap_err().to_string();
+            assert!(
+                err.contains("trace sample ratio") && err.contains("0"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn a_device_event_starts_a_trace_named_by_its_id() {
         let mut reading = event("0190f5a2-7b1c-7d3e-8f00-0123456789ab");
-        start_trace(&mut reading);
+        start_trace(&mut reading, TraceSampler::ALWAYS);
         let trace = EventTrace::of(&reading).unwrap();
         assert_eq!(
             trace.parent.trace_id.to_string(),
@@ -440,14 +600,14 @@ mod tests {
         assert!(trace.causes.is_empty());
         // Started once: a second start keeps it, a redelivery gets the same one.
         let first = trace.parent;
-        start_trace(&mut reading);
+        start_trace(&mut reading, TraceSampler::ALWAYS);
         assert_eq!(EventTrace::of(&reading).unwrap().parent, first);
         let mut again = event("0190f5a2-7b1c-7d3e-8f00-0123456789ab");
-        start_trace(&mut again);
+        start_trace(&mut again, TraceSampler::ALWAYS);
         assert_eq!(EventTrace::of(&again).unwrap().parent, first);
         // An id that is no UUID still names a trace.
         let mut other = event("reading-1");
-        start_trace(&mut other);
+        start_trace(&mut other, TraceSampler::ALWAYS);
         assert_ne!(
             EventTrace::of(&other).unwrap().parent.trace_id,
             first.trace_id

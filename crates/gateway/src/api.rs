@@ -11,6 +11,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header::CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ktwin_auth::{RoutePolicy, RoutePolicyBuilder, Scope, TwinParam};
+use ktwin_events::trace::TraceSampler;
 use ktwin_events::{EventBuilder, EventType, GrammarError};
 use ktwin_sdk::{BrokerClient, HandlerError, RetryPolicy};
 use ktwin_service::Problem;
@@ -52,6 +53,8 @@ pub struct GatewayConfig {
     /// Bearer token sent to the upstream services (a `ktwin up` behind the gateway; in a
     /// cluster the services are reached inside it and need none).
     pub upstream_token: Option<String>,
+    /// Which of the traces events posted here start are recorded.
+    pub trace_sampler: TraceSampler,
 }
 
 struct Gateway {
@@ -252,7 +255,7 @@ impl Gateway {
         let Some(broker) = &self.broker else {
             return unconfigured("broker");
         };
-        let event = match build_event(event_type, instance, body) {
+        let event = match build_event(event_type, instance, body, self.config.trace_sampler) {
             Ok(event) => event,
             Err(problem) => return problem.into_response(),
         };
@@ -277,6 +280,7 @@ fn build_event(
     event_type: Result<EventType, GrammarError>,
     instance: &str,
     body: &Bytes,
+    sampler: TraceSampler,
 ) -> Result<cloudevents::Event, Problem> {
     let bad = |detail: String| Problem::new(StatusCode::BAD_REQUEST, detail);
     let event_type = event_type.map_err(|e| bad(e.to_string()))?;
@@ -290,7 +294,7 @@ fn build_event(
         .data(data)
         .build();
     // An event sent through the gateway starts a trace, as a device message does.
-    ktwin_events::trace::start_trace(&mut event);
+    ktwin_events::trace::start_trace(&mut event, sampler);
     Ok(event)
 }
 

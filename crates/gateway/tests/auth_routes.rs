@@ -31,6 +31,7 @@ async fn gateway(authenticator: Authenticator, limits: AuthLimits) -> String {
         body_limit: 64 * 1024,
         upstream_timeout: Duration::from_secs(5),
         upstream_token: None,
+        trace_sampler: ktwin_events::trace::TraceSampler::default(),
     };
     let layer = AuthLayer::with_limits(authenticator, route_policy().build().unwrap(), limits);
     let app = router(config, layer, Readiness::new());

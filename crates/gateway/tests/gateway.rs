@@ -123,6 +123,7 @@ async fn world(apis: Apis) -> World {
         body_limit: 64 * 1024,
         upstream_timeout: Duration::from_secs(5),
         upstream_token: None,
+        trace_sampler: ktwin_events::trace::TraceSampler::default(),
     };
     let readiness = Readiness::new();
     readiness.set_ready(true);
@@ -297,6 +298,7 @@ async fn posted_events_reach_the_broker_and_the_store() {
         body_limit: 1024,
         upstream_timeout: Duration::from_secs(5),
         upstream_token: None,
+        trace_sampler: ktwin_events::trace::TraceSampler::default(),
     };
     let gateway = serve(router(config, auth(), Readiness::new())).await;
     let client = reqwest::Client::new();

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use ktwin_events::trace::TraceSampler;
 use ktwin_sim::{DeviceType, LoadProfile, Pace, SimConfig, SimWorld};
 use ktwin_store::BackendChoice;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -75,6 +76,10 @@ pub struct BenchE2eArgs {
     /// The process of the broker given with `--mqtt` (e.g. `$(pidof mosquitto)`).
     #[arg(long, requires = "mqtt")]
     pub broker_pid: Option<u32>,
+    /// Ratio (0 to 1) of the traces device messages start that are recorded, as `ktwin up
+    /// --trace-sample`.
+    #[arg(long, env = ktwin_events::env::TRACE_SAMPLE, value_name = "RATIO", default_value_t = TraceSampler::DEFAULT)]
+    pub trace_sample: TraceSampler,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -94,6 +99,8 @@ pub struct E2eReport {
     /// drain deadline); sent / stored (distinct ids) / duplicates / lost over the whole run.
     #[serde(flatten)]
     pub tally: TallySummary,
+    /// The share of traces recorded (`--trace-sample`).
+    pub trace_sample: f64,
     /// Seconds allowed after the load for the last events to be stored.
     pub drain_deadline_s: u64,
     /// Seconds it took them (the deadline when some were never stored).
@@ -166,6 +173,7 @@ fn print_text(report: &E2eReport) {
     println!("CPU (one core = 100%)    {:.1}%", report.cpu_percent);
     println!("simulator CPU            {:.1}%", report.sim_cpu_percent);
     println!("RSS                      {:.1} MB", report.rss_mb);
+    println!("traces recorded          {}", report.trace_sample);
     if let Some(cpu) = report.external_broker_cpu_percent {
         println!("external broker CPU      {cpu:.1}% (included above)");
     }
@@ -235,6 +243,7 @@ async fn start_platform(
     options.processes = args.processes;
     options.console = Console::plain();
     options.store_probe = Some(probe);
+    options.trace_sampler = args.trace_sample;
     let persisted: Vec<String> = planned
         .project
         .services
@@ -326,6 +335,7 @@ pub async fn e2e(args: &BenchE2eArgs, handlers: Handlers) -> anyhow::Result<E2eR
         device_msgs_per_s,
         events_per_s: (end_stats.published - start_stats.published) as f64 / wall,
         tally,
+        trace_sample: args.trace_sample.recorded_share(),
         drain_deadline_s: args.drain_deadline,
         drained_in_s,
         cpu_percent,

@@ -17,6 +17,7 @@ use cloudevents::Event;
 use ktwin_broker::{
     Broker, BrokerError, DeadLetter, PublishOutcome, Subscription, SubscriptionSpec,
 };
+use ktwin_events::trace::TraceSampler;
 use ktwin_sdk::{LookupError, StateLookup};
 use ktwin_service::Problem;
 use ktwin_store::{Backend, InstanceKey};
@@ -81,14 +82,15 @@ impl Broker for CountingBroker {
 
 /// `POST /api/v1/broker`: a binary or structured CloudEvent → published, `202 Accepted`
 /// (the Knative broker ingress contract twin services expect behind `KTWIN_BROKER`).
-pub fn ingress_router(broker: Arc<dyn Broker>) -> Router {
+/// An event posted without a trace starts one, recorded when `sampler` samples it.
+pub fn ingress_router(broker: Arc<dyn Broker>, sampler: TraceSampler) -> Router {
     Router::new()
         .route(BROKER_PATH, post(receive))
-        .with_state(broker)
+        .with_state((broker, sampler))
 }
 
 async fn receive(
-    State(broker): State<Arc<dyn Broker>>,
+    State((broker, sampler)): State<(Arc<dyn Broker>, TraceSampler)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -102,7 +104,7 @@ async fn receive(
     };
     // A service that does not propagate traces (the original's) posts events without one:
     // each starts a trace, so every event on the bus carries a traceparent.
-    ktwin_events::trace::start_trace(&mut event);
+    ktwin_events::trace::start_trace(&mut event, sampler);
     match broker.publish(event).await {
         Ok(_) => StatusCode::ACCEPTED.into_response(),
         Err(err @ BrokerError::Backpressure { .. }) => {

@@ -24,6 +24,7 @@ use axum::routing::{get, post};
 use chrono::{DateTime, SecondsFormat, Utc};
 use ktwin_broker::{Broker, BrokerError};
 use ktwin_dtdl::{CommandDef, ContentKind, Diagnostic, Interface, ParseOptions};
+use ktwin_events::trace::TraceSampler;
 use ktwin_events::{EventBuilder, EventType};
 use ktwin_model::InstanceGraph;
 use ktwin_service::{PROBLEM_JSON, Problem};
@@ -92,6 +93,8 @@ struct ModelApi {
     /// Command types some service subscribes to.
     routed: BTreeSet<EventType>,
     bus: Arc<dyn Broker>,
+    /// Which of the traces commands start are recorded.
+    trace_sampler: TraceSampler,
 }
 
 /// Who may use these routes: the models to readers, a command to writers of its twin; the
@@ -118,8 +121,12 @@ pub fn route_policy() -> ktwin_auth::RoutePolicyBuilder {
 }
 
 /// [`MODELS_PATH`], [`COMMAND_PATH`] and [`MODELS_OPENAPI_PATH`] for `planned`, publishing
-/// commands on `bus`.
-pub fn router(planned: &PlannedProject, bus: Arc<dyn Broker>) -> Result<Router, ModelApiError> {
+/// commands on `bus` (each starts a trace, recorded when `trace_sampler` samples it).
+pub fn router(
+    planned: &PlannedProject,
+    bus: Arc<dyn Broker>,
+    trace_sampler: TraceSampler,
+) -> Result<Router, ModelApiError> {
     let project = &planned.project;
     let paths: Vec<PathBuf> = project
         .file
@@ -166,6 +173,7 @@ pub fn router(planned: &PlannedProject, bus: Arc<dyn Broker>) -> Result<Router, 
         instances: project.instance_graph.clone(),
         routed,
         bus,
+        trace_sampler,
     });
     Ok(Router::new()
         .route(MODELS_PATH, get(models_doc))
@@ -255,7 +263,7 @@ impl ModelApi {
             .data(payload)
             .build();
         // A command sent by a person starts a trace of its own, as a device message does.
-        ktwin_events::trace::start_trace(&mut event);
+        ktwin_events::trace::start_trace(&mut event, self.trace_sampler);
         let accepted = accepted(&event, time);
         match self.bus.publish(event).await {
             Ok(_) => Ok(accepted),

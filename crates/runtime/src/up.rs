@@ -24,6 +24,7 @@ use ktwin_dispatcher::{
     MqttSourceConfig,
 };
 use ktwin_events::DeviceBindings;
+use ktwin_events::trace::TraceSampler;
 use ktwin_planner::{Endpoint, EnvValue, Subscriber, TwinService};
 use ktwin_sdk::{StaticGraph, TwinContext};
 use ktwin_service::Readiness;
@@ -104,6 +105,9 @@ pub struct UpOptions {
     /// (the platform's own services and simulator then use second, plain listeners on free
     /// loopback ports).
     pub tls: Option<TlsFiles>,
+    /// Which of the traces started here (device messages, events posted without a trace,
+    /// commands) are recorded.
+    pub trace_sampler: TraceSampler,
     /// Faults a soak injects (store outage, link stall, replica kill).
     #[cfg(feature = "bench")]
     pub faults: Option<crate::faults::Faults>,
@@ -119,6 +123,7 @@ impl std::fmt::Debug for UpOptions {
             .field("processes", &self.processes)
             .field("auth", &self.auth)
             .field("tls", &self.tls)
+            .field("trace_sampler", &self.trace_sampler)
             .finish_non_exhaustive()
     }
 }
@@ -142,6 +147,7 @@ impl UpOptions {
             store_probe: None,
             auth: UpAuth::Local(project_dir.join(".ktwin").join("auth")),
             tls: None,
+            trace_sampler: TraceSampler::default(),
             #[cfg(feature = "bench")]
             faults: None,
         }
@@ -658,10 +664,16 @@ impl<'a> Assembly<'a> {
                 ..ApiConfig::default()
             },
         )
-        .merge(ingress_router(self.shared_bus()))
+        .merge(ingress_router(
+            self.shared_bus(),
+            self.options.trace_sampler,
+        ))
         .merge(graph_router(self.planned))
         .merge(crate::event_stream::router(Arc::new(self.broker.clone())))
-        .merge(crate::model_api::router(self.planned, self.shared_bus()).map_err(UpError::Models)?)
+        .merge(
+            crate::model_api::router(self.planned, self.shared_bus(), self.options.trace_sampler)
+                .map_err(UpError::Models)?,
+        )
         .merge(ktwin_service::ops_router(readiness.clone()));
         // The limits, timeout and problem details every ktwin service wears, outside the auth
         // layer: its refusals get problem bodies too, and a panic anywhere (dashboard included)
@@ -871,6 +883,7 @@ impl<'a> Assembly<'a> {
             IngressPolicy {
                 known_interfaces: Some(known_interfaces),
                 bindings: self.planned.device_bindings(),
+                trace_sampler: self.options.trace_sampler,
                 ..IngressPolicy::default()
             },
             DispatchMetrics::ingress("ktwin-up", "memory"),

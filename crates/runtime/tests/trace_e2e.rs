@@ -8,9 +8,11 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
-use ktwin_events::trace::{EventTrace, SpanId, TraceId};
+use ktwin_events::trace::{EventTrace, SpanId, TraceId, TraceSampler};
+use ktwin_runtime::up::Platform;
 use ktwin_sdk::{GraphCachePolicy, GraphLookup, HttpGraph};
 use ktwin_store::{CausalChain, TwinEvent};
 use rumqttc::{AsyncClient, EventLoop, Packet, QoS};
@@ -76,10 +78,24 @@ async fn commands(mut response: reqwest::Response, count: usize) -> Vec<serde_js
     found
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_device_message_is_followed_through_services_commands_and_the_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let platform = common::start_smart_city(dir.path()).await;
+/// The smart city, recording the traces `sampler` samples, after ONE device message (the
+/// paper's reading, every density 8, rated MODERATE) went through to the neighborhood's state.
+struct OneReading {
+    platform: Platform,
+    http: reqwest::Client,
+    base: String,
+    /// The platform's command stream, opened before the reading was published.
+    command_events: reqwest::Response,
+    /// The reading as stored.
+    real: TwinEvent,
+}
+
+async fn one_reading(dir: &Path, sampler: TraceSampler) -> OneReading {
+    let mut options = common::up_options(dir);
+    options.trace_sampler = sampler;
+    let platform = Platform::start(common::smart_city(), options)
+        .await
+        .expect("platform starts");
     let graph = &platform.planned.project.instance_graph;
     assert!(graph.outgoing(SENSOR).iter().any(|r| r.instance == POLE));
     assert!(
@@ -92,7 +108,6 @@ async fn one_device_message_is_followed_through_services_commands_and_the_store(
     let http = common::api_client(&platform);
     let command_events = command_stream(&http, &base).await;
 
-    // ONE device message: the paper's reading (every density 8), rated MODERATE.
     let (device, mut events) = AsyncClient::new(common::device_options(&platform, SENSOR), 16);
     let reading = r#"{"CODensity": 8, "PM10Density": 8, "PM25Density": 8, "SO2Density": 8,
         "O3Density": 8, "WindSpeed": 8, "reliability": 8}"#;
@@ -115,18 +130,37 @@ async fn one_device_message_is_followed_through_services_commands_and_the_store(
     })
     .await;
     assert!(platform.wait_idle(Duration::from_secs(30)).await);
-
-    // The dispatcher started the trace at the device's event: its id names the trace.
     let history: Vec<TwinEvent> = common::get_json(
         &http,
         &format!("{base}/api/v1/twin-events/{AIR_QUALITY}/{SENSOR}"),
     )
     .await;
     let real = history
-        .iter()
+        .into_iter()
         .find(|e| e.event_type == format!("ktwin.real.{AIR_QUALITY}"))
         .expect("the reading is stored (persistRealEvent)");
-    let root = trace_of(real);
+    OneReading {
+        platform,
+        http,
+        base,
+        command_events,
+        real,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_device_message_is_followed_through_services_commands_and_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let OneReading {
+        platform,
+        http,
+        base,
+        command_events,
+        real,
+    } = one_reading(dir.path(), TraceSampler::ALWAYS).await;
+
+    // The dispatcher started the trace at the device's event: its id names the trace.
+    let root = trace_of(&real);
     let trace = TraceId::of_event_id(&real.id);
     assert_eq!(root.parent.trace_id, trace);
     assert_eq!(root.parent.span_id, SpanId::derived(&real.id));
@@ -215,11 +249,42 @@ async fn one_device_message_is_followed_through_services_commands_and_the_store(
     platform.shutdown(Duration::from_secs(10)).await;
 }
 
+/// Tracing off (the trace not sampled): every event still carries the trace, the store keeps
+/// none of it, and the trace route finds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_that_is_not_sampled_is_carried_but_not_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = one_reading(dir.path(), TraceSampler::NEVER).await;
+    let trace = TraceId::of_event_id(&run.real.id);
+    let commands = within("the two commands", commands(run.command_events, 2)).await;
+    for command in &commands {
+        let carried = EventTrace::parse(
+            command["traceparent"].as_str().expect("a traceparent"),
+            command["tracestate"].as_str(),
+        )
+        .expect("a valid traceparent");
+        assert_eq!(carried.parent.trace_id, trace, "{command}");
+        assert!(!carried.parent.is_sampled(), "{command}");
+    }
+    assert_eq!(run.real.traceparent, None, "{:?}", run.real);
+    let traced: Vec<TwinEvent> = common::get_json(
+        &run.http,
+        &format!("{}/api/v1/traces/{}", run.base, run.real.id),
+    )
+    .await;
+    assert!(traced.is_empty(), "{traced:?}");
+    run.platform.shutdown(Duration::from_secs(10)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_convention_command_reaches_the_related_twin_in_its_trace() {
     const PARKING: &str = "ngsi-ld-city-offstreetparking";
     let dir = tempfile::tempdir().unwrap();
-    let platform = common::start_smart_city(dir.path()).await;
+    let mut options = common::up_options(dir.path());
+    options.trace_sampler = TraceSampler::ALWAYS;
+    let platform = Platform::start(common::smart_city(), options)
+        .await
+        .expect("platform starts");
     let base = format!("http://{}", platform.http);
     let http = common::api_client(&platform);
     let (spot, parking) = (

@@ -114,13 +114,13 @@ pub struct ProducedSpan {
 
 /// Exports the span of the step that produced `event` (named `step` and the event's type),
 /// begun at `started` and ending now, with the ids of the event's `traceparent` and its nearest
-/// cause as parent. Nothing when the export is off or the event carries no trace.
+/// cause as parent. Nothing when the export is off or the event carries no sampled trace.
 pub fn record_event(event: &cloudevents::Event, step: &str, started: Instant) {
     use cloudevents::AttributesReader as _;
     if !enabled() {
         return;
     }
-    let Some(trace) = EventTrace::of(event) else {
+    let Some(trace) = EventTrace::of(event).filter(|trace| trace.parent.is_sampled()) else {
         return;
     };
     let now = SystemTime::now();

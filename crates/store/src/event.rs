@@ -138,11 +138,16 @@ impl TwinEvent {
         }
         let time = event.time().copied().unwrap_or(received);
         let mut twin_event = Self::new(&event_type, instance, event.id(), time, data);
-        // Kept only when the traceparent is valid: the store indexes events by trace id. The
-        // tracestate is kept as it came (readers take a `ktwin` entry that is no list of span
-        // ids for no causes), so it is not parsed here.
-        twin_event.traceparent = trace_attribute(event, TRACEPARENT)
-            .filter(|traceparent| traceparent.parse::<TraceParent>().is_ok());
+        // Kept only when the traceparent is valid and sampled: the store indexes events by
+        // trace id, and a trace that is not sampled is not recorded (what makes tracing cheap
+        // when off; see `ktwin_events::trace::TraceSampler`). The tracestate is kept as it
+        // came (readers take a `ktwin` entry that is no list of span ids for no causes), so it
+        // is not parsed here.
+        twin_event.traceparent = trace_attribute(event, TRACEPARENT).filter(|traceparent| {
+            traceparent
+                .parse::<TraceParent>()
+                .is_ok_and(|parent| parent.is_sampled())
+        });
         if twin_event.traceparent.is_some() {
             twin_event.tracestate = trace_attribute(event, TRACESTATE);
         }
@@ -339,6 +344,10 @@ mod tests {
         );
         // An invalid traceparent is not kept (the event is): the store indexes trace ids.
         traced.set_extension(TRACEPARENT, "00-nonsense");
+        let stored = TwinEvent::from_cloudevent(&traced, Utc::now()).unwrap();
+        assert_eq!((stored.traceparent, stored.tracestate), (None, None));
+        // Nor is a trace that is not sampled (flags 00): it is not recorded.
+        traced.set_extension(TRACEPARENT, traceparent.replace("-01", "-00"));
         let stored = TwinEvent::from_cloudevent(&traced, Utc::now()).unwrap();
         assert_eq!((stored.traceparent, stored.tracestate), (None, None));
     }

@@ -67,8 +67,12 @@ pub async fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
     if chain.links.is_empty() {
         eprintln!(
             "the store keeps no event of trace {}: pass the id of a device message's event \
-             or a trace id (the second field of an event's traceparent)",
-            chain.trace_id
+             or a trace id (the second field of an event's traceparent); only sampled traces \
+             are recorded (by default {} of them: `ktwin up --trace-sample 1`, or {}=1, \
+             records every one)",
+            chain.trace_id,
+            ktwin_events::trace::TraceSampler::DEFAULT.recorded_share(),
+            ktwin_events::env::TRACE_SAMPLE
         );
         return Ok(ExitCode::FAILURE);
     }
