@@ -321,8 +321,8 @@ impl TraceSampler {
     }
 }
 
-/// A trace id's 16 bytes folded to 8 and mixed by SplitMix64's finalizer (a bijection), so
-/// every bit of the id moves every bit of the result: the ids of one source are not uniform
+/// A trace id's 16 bytes folded to 8 (one half XORed into the other, turned) and mixed by
+/// SplitMix64's finalizer, so every bit of the id moves every bit of the result: the ids of one source are not uniform
 /// where the choice would read them (a UUIDv7 of the `uuid` crate counts within a millisecond
 /// in the bits after its variant, so reading those would sample whole milliseconds).
 fn mixed(trace: TraceId) -> u64 {
