@@ -32,7 +32,9 @@ async fn the_platform_runs_on_an_external_broker_whose_cpu_counts() {
         max_replicas: 2,
         mqtt: Some(mosquitto),
         broker_pid: Some(mosquitto_pid()),
-        trace_sample: ktwin_events::trace::TraceSampler::DEFAULT,
+        trace: ktwin_service::cli::TraceArgs {
+            sampler: ktwin_events::trace::TraceSampler::DEFAULT,
+        },
         format: Format::Json,
     };
     let report = e2e(&args, ktwin::built_in_handlers())
@@ -71,7 +73,9 @@ async fn a_broker_pid_that_names_no_process_is_refused() {
         max_replicas: 1,
         mqtt: Some("mqtt://127.0.0.1:1".to_owned()),
         broker_pid: Some(u32::MAX),
-        trace_sample: ktwin_events::trace::TraceSampler::DEFAULT,
+        trace: ktwin_service::cli::TraceArgs {
+            sampler: ktwin_events::trace::TraceSampler::DEFAULT,
+        },
         format: Format::Json,
     };
     let err = e2e(&args, ktwin::built_in_handlers())

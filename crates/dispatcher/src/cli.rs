@@ -11,7 +11,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use ktwin_broker::{Broker, QueueType, RabbitBroker, RabbitConfig, SubscriptionSpec, TypeFilter};
-use ktwin_events::trace::TraceSampler;
 use ktwin_events::{DeviceBinding, DeviceBindings, EventKind, routing_key_of_mqtt_topic};
 use ktwin_events::{defaults, env};
 use ktwin_service::Readiness;
@@ -188,10 +187,9 @@ pub struct MqttArgs {
     /// Largest accepted payload in bytes.
     #[arg(long, env = "KTWIN_MAX_PAYLOAD_BYTES", default_value_t = DEFAULT_MAX_PAYLOAD_BYTES)]
     pub max_payload_bytes: usize,
-    /// Ratio (0 to 1) of the traces device messages start that are recorded: the event store
-    /// keeps their events for `ktwin trace`, and their spans are exported over OTLP.
-    #[arg(long, env = env::TRACE_SAMPLE, value_name = "RATIO", default_value_t = TraceSampler::DEFAULT)]
-    pub trace_sample: TraceSampler,
+    /// Which traces are recorded.
+    #[command(flatten)]
+    pub trace: ktwin_service::cli::TraceArgs,
     /// Interfaces of the loaded model (comma-separated); others are dead-lettered.
     #[arg(long, env = "KTWIN_KNOWN_INTERFACES", value_delimiter = ',')]
     pub known_interfaces: Vec<String>,
@@ -244,7 +242,7 @@ impl MqttArgs {
             max_payload_bytes: self.max_payload_bytes,
             known_interfaces: (!known.is_empty()).then_some(known),
             bindings: self.bindings.load()?,
-            trace_sampler: self.trace_sample,
+            trace_sampler: self.trace.sampler,
         })
     }
 }

@@ -12,9 +12,9 @@
 //! command) is not stored.
 //!
 //! Which traces are recorded is decided once, where a trace starts ([`TraceSampler`]): every
-//! event carries its trace context, but only a sampled trace's events are indexed by the store
-//! and exported over OTLP, so that tracing costs next to nothing when it is off (W3C's
-//! `sampled` flag, as OpenTelemetry's head sampling uses it).
+//! event carries its `traceparent`, but only a sampled trace's events list their causes, are
+//! indexed by the store and exported over OTLP, so that tracing costs next to nothing when it
+//! is off (W3C's `sampled` flag, as OpenTelemetry's head sampling uses it).
 //!
 //! ```
 //! use cloudevents::{EventBuilder as _, EventBuilderV10};
@@ -111,14 +111,19 @@ impl SpanId {
 /// trace has its ids formatted, and a formatting call per byte showed in the profile
 /// (docs/benchmarks.md, "where the platform's CPU goes").
 fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = [0u8; 32];
+    let len = 2 * bytes.len().min(16);
+    encode_hex(&mut text[..len], bytes);
+    f.write_str(std::str::from_utf8(&text[..len]).expect("hex digits are ASCII"))
+}
+
+/// Writes the lower-case hex of `bytes` into `text` (two digits a byte, as many as fit).
+fn encode_hex(text: &mut [u8], bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for (pair, byte) in text.chunks_exact_mut(2).zip(bytes) {
         pair[0] = DIGITS[usize::from(byte >> 4)];
         pair[1] = DIGITS[usize::from(byte & 0x0f)];
     }
-    let len = 2 * bytes.len().min(16);
-    f.write_str(std::str::from_utf8(&text[..len]).expect("hex digits are ASCII"))
 }
 
 impl fmt::Display for TraceId {
@@ -142,14 +147,23 @@ pub struct TraceError {
     expected: &'static str,
 }
 
-/// Lower-case hex of exactly `N` bytes.
+/// Lower-case hex of exactly `N` bytes. Every event's `traceparent` is read where it is
+/// handled and stored, so this decodes digit by digit rather than through a parse per byte.
 fn hex_bytes<const N: usize>(text: &str) -> Option<[u8; N]> {
-    if text.len() != 2 * N || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    fn digit(byte: u8) -> Option<u8> {
+        match byte {
+            b'0'..=b'9' => Some(byte - b'0'),
+            b'a'..=b'f' => Some(byte - b'a' + 10),
+            _ => None,
+        }
+    }
+    let text = text.as_bytes();
+    if text.len() != 2 * N {
         return None;
     }
     let mut bytes = [0; N];
-    for (i, byte) in bytes.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    for (byte, pair) in bytes.iter_mut().zip(text.chunks_exact(2)) {
+        *byte = digit(pair[0])? << 4 | digit(pair[1])?;
     }
     Some(bytes)
 }
@@ -194,13 +208,30 @@ pub struct TraceParent {
     pub flags: u8,
 }
 
+/// The length of a version-00 `traceparent`.
+const TRACEPARENT_LEN: usize = 55;
+
+impl TraceParent {
+    /// The header's text, written straight into its bytes: every event a service emits gets
+    /// one, so it does not go through the formatting machinery.
+    fn encode(&self) -> [u8; TRACEPARENT_LEN] {
+        let mut text = [b'-'; TRACEPARENT_LEN];
+        text[..2].copy_from_slice(b"00");
+        encode_hex(&mut text[3..35], &self.trace_id.0);
+        encode_hex(&mut text[36..52], &self.span_id.0);
+        encode_hex(&mut text[53..], &[self.flags]);
+        text
+    }
+
+    /// The header's text as an owned string (what an event's extension holds).
+    fn header(&self) -> String {
+        String::from(std::str::from_utf8(&self.encode()).expect("hex digits are ASCII"))
+    }
+}
+
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "00-{}-{}-{:02x}",
-            self.trace_id, self.span_id, self.flags
-        )
+        f.write_str(std::str::from_utf8(&self.encode()).expect("hex digits are ASCII"))
     }
 }
 
@@ -378,18 +409,31 @@ impl EventTrace {
     /// valid. A `ktwin` entry that is not a list of span ids counts as no causes.
     pub fn parse(traceparent: &str, tracestate: Option<&str>) -> Option<Self> {
         let parent = traceparent.parse().ok()?;
-        let causes = tracestate
-            .and_then(ktwin_entry)
-            .map(|causes| {
-                causes
-                    .split('-')
-                    .map_while(|span| span.parse().ok())
-                    .take(MAX_CAUSES)
-                    .collect()
-            })
-            .unwrap_or_default();
-        Some(Self { parent, causes })
+        Some(Self {
+            parent,
+            causes: causes(tracestate),
+        })
     }
+}
+
+/// The causes the `ktwin` entry of `tracestate` lists, nearest first, up to the first that is
+/// not a span id.
+fn causes(tracestate: Option<&str>) -> Vec<SpanId> {
+    tracestate
+        .and_then(ktwin_entry)
+        .map(|causes| {
+            causes
+                .split('-')
+                .map_while(|span| span.parse().ok())
+                .take(MAX_CAUSES)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The valid `traceparent` `event` carries, if any.
+fn carried_parent(event: &Event) -> Option<TraceParent> {
+    string_extension(event, TRACEPARENT)?.parse().ok()
 }
 
 fn string_extension<'e>(event: &'e Event, name: &str) -> Option<&'e str> {
@@ -410,11 +454,11 @@ fn ktwin_entry(tracestate: &str) -> Option<&str> {
 /// Starts a trace at `event` unless it carries one ([`TraceParent::sampled_root`] of its id):
 /// recorded when `sampler` samples it.
 pub fn start_trace(event: &mut Event, sampler: TraceSampler) {
-    if EventTrace::of(event).is_some() {
+    if carried_parent(event).is_some() {
         return;
     }
     let root = TraceParent::sampled_root(event.id(), sampler);
-    event.set_extension(TRACEPARENT, root.to_string());
+    event.set_extension(TRACEPARENT, root.header());
     event.remove_extension(TRACESTATE);
 }
 
@@ -427,13 +471,13 @@ pub fn adopt_transport_trace(
     traceparent: Option<&str>,
     tracestate: Option<&str>,
 ) {
-    if EventTrace::of(event).is_some() {
+    if carried_parent(event).is_some() {
         return;
     }
     let Some(parent) = traceparent.and_then(|text| text.trim().parse::<TraceParent>().ok()) else {
         return;
     };
-    event.set_extension(TRACEPARENT, parent.to_string());
+    event.set_extension(TRACEPARENT, parent.header());
     match tracestate.map(str::trim).filter(|state| !state.is_empty()) {
         Some(state) => event.set_extension(TRACESTATE, state.to_owned()),
         None => {
@@ -446,36 +490,46 @@ pub fn adopt_transport_trace(
 /// of its `tracestate` lists `cause`'s span and causes, and other vendors' entries of `cause`'s
 /// `tracestate` are kept behind it. A `cause` without a valid trace is taken as the root of
 /// one ([`TraceParent::root`] of its id), so a chain entering without a trace still has one.
+///
+/// In a trace that is not sampled, `event` carries the `traceparent` (and other vendors'
+/// entries) but no `ktwin` entry: the causes are read only to record a trace (the store and the
+/// span export), so the events of the traces not recorded, most of them, are built and copied
+/// without it.
 pub fn continue_trace(cause: &Event, event: &mut Event, span: SpanId) {
-    let (parent, causes, other_state) = match EventTrace::of(cause) {
-        Some(trace) => (
-            trace.parent,
-            trace.causes,
-            string_extension(cause, TRACESTATE),
-        ),
-        None => (TraceParent::root(cause.id()), Vec::new(), None),
+    let (parent, cause_state) = match carried_parent(cause) {
+        Some(parent) => (parent, string_extension(cause, TRACESTATE)),
+        None => (TraceParent::root(cause.id()), None),
     };
-    let mut state = format!("{TRACESTATE_KEY}={}", parent.span_id);
-    for cause in causes.iter().take(MAX_CAUSES - 1) {
-        // Writing to a String cannot fail.
-        let _ = write!(state, "-{cause}");
+    let mut state = String::new();
+    if parent.is_sampled() {
+        state = format!("{TRACESTATE_KEY}={}", parent.span_id);
+        for cause in causes(cause_state).iter().take(MAX_CAUSES - 1) {
+            // Writing to a String cannot fail.
+            let _ = write!(state, "-{cause}");
+        }
     }
-    let others = other_state
+    let others = cause_state
         .into_iter()
         .flat_map(|s| s.split(','))
         .map(str::trim)
         .filter(|e| e.split_once('=').is_some_and(|(k, _)| k != TRACESTATE_KEY))
         .take(MAX_STATE_ENTRIES - 1);
     for entry in others {
-        state.push(',');
+        if !state.is_empty() {
+            state.push(',');
+        }
         state.push_str(entry);
     }
     let child = TraceParent {
         span_id: span,
         ..parent
     };
-    event.set_extension(TRACEPARENT, child.to_string());
-    event.set_extension(TRACESTATE, state);
+    event.set_extension(TRACEPARENT, child.header());
+    if state.is_empty() {
+        event.remove_extension(TRACESTATE);
+    } else {
+        event.set_extension(TRACESTATE, state);
+    }
 }
 
 #[cfg(test)]
@@ -651,6 +705,28 @@ mod tests {
         assert_eq!(last.causes[0], SpanId::from_bytes([9; 8]));
         let value = ktwin_entry(string_extension(&chain[10], TRACESTATE).unwrap()).unwrap();
         assert!(value.len() <= 256, "{value}");
+    }
+
+    #[test]
+    fn a_trace_not_sampled_carries_its_parent_and_other_vendors_but_no_causes() {
+        let mut root = event("root");
+        root.set_extension(
+            TRACEPARENT,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+        );
+        let mut child = event("child");
+        continue_trace(&root, &mut child, SpanId::from_bytes([1; 8]));
+        assert_eq!(
+            string_extension(&child, TRACEPARENT),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-0101010101010101-00")
+        );
+        assert_eq!(string_extension(&child, TRACESTATE), None);
+        root.set_extension(TRACESTATE, "ktwin=00f067aa0ba902b7,congo=t61rcWkgMzE");
+        continue_trace(&root, &mut child, SpanId::from_bytes([2; 8]));
+        assert_eq!(string_extension(&child, TRACESTATE), Some("congo=t61rcWkgMzE"));
+        let trace = EventTrace::of(&child).unwrap();
+        assert!(!trace.parent.is_sampled());
+        assert!(trace.causes.is_empty());
     }
 
     #[test]

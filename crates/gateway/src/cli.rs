@@ -8,7 +8,6 @@ use clap::ArgAction;
 use ktwin_auth::service_args::{ServiceAuthArgs, TlsArgs};
 use ktwin_auth::{AuthLimits, RateLimit};
 use ktwin_events::env;
-use ktwin_events::trace::TraceSampler;
 use ktwin_service::Readiness;
 
 use crate::{Apis, GatewayConfig, Upstreams, route_policy, router};
@@ -56,10 +55,9 @@ pub struct GatewayArgs {
     /// Bearer token sent to the upstream services (a `ktwin up` behind the gateway).
     #[arg(long, env = env::TOKEN, hide_env_values = true)]
     pub upstream_token: Option<String>,
-    /// Ratio (0 to 1) of the traces events posted here start that are recorded: the event
-    /// store keeps their events for `ktwin trace`, and their spans are exported over OTLP.
-    #[arg(long, env = env::TRACE_SAMPLE, value_name = "RATIO", default_value_t = TraceSampler::DEFAULT)]
-    pub trace_sample: TraceSampler,
+    /// Which traces are recorded.
+    #[command(flatten)]
+    pub trace: ktwin_service::cli::TraceArgs,
 }
 
 /// Serves the gateway until Ctrl-C or SIGTERM.
@@ -87,7 +85,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         body_limit: args.body_limit,
         upstream_timeout: Duration::from_secs(args.upstream_timeout_secs),
         upstream_token: args.upstream_token.filter(|token| !token.trim().is_empty()),
-        trace_sampler: args.trace_sample,
+        trace_sampler: args.trace.sampler,
     };
     let readiness = Readiness::new();
     let app = router(config, auth, readiness.clone());

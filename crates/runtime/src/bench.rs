@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use ktwin_events::trace::TraceSampler;
 use ktwin_sim::{DeviceType, LoadProfile, Pace, SimConfig, SimWorld};
 use ktwin_store::BackendChoice;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -76,10 +75,9 @@ pub struct BenchE2eArgs {
     /// The process of the broker given with `--mqtt` (e.g. `$(pidof mosquitto)`).
     #[arg(long, requires = "mqtt")]
     pub broker_pid: Option<u32>,
-    /// Ratio (0 to 1) of the traces device messages start that are recorded, as `ktwin up
-    /// --trace-sample`.
-    #[arg(long, env = ktwin_events::env::TRACE_SAMPLE, value_name = "RATIO", default_value_t = TraceSampler::DEFAULT)]
-    pub trace_sample: TraceSampler,
+    /// Which traces are recorded, as in `ktwin up`.
+    #[command(flatten)]
+    pub trace: ktwin_service::cli::TraceArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -243,7 +241,7 @@ async fn start_platform(
     options.processes = args.processes;
     options.console = Console::plain();
     options.store_probe = Some(probe);
-    options.trace_sampler = args.trace_sample;
+    options.trace_sampler = args.trace.sampler;
     let persisted: Vec<String> = planned
         .project
         .services
@@ -335,7 +333,7 @@ pub async fn e2e(args: &BenchE2eArgs, handlers: Handlers) -> anyhow::Result<E2eR
         device_msgs_per_s,
         events_per_s: (end_stats.published - start_stats.published) as f64 / wall,
         tally,
-        trace_sample: args.trace_sample.recorded_share(),
+        trace_sample: args.trace.sampler.recorded_share(),
         drain_deadline_s: args.drain_deadline,
         drained_in_s,
         cpu_percent,

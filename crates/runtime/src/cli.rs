@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use ktwin_events::trace::TraceSampler;
 use ktwin_sim::{LoadProfile, Pace, SimConfig, SimWorld};
 use ktwin_store::BackendChoice;
 use tokio_util::sync::CancellationToken;
@@ -72,11 +71,9 @@ pub struct UpArgs {
     /// The certificate of the HTTP port and the MQTT device port (TLS on both when given).
     #[command(flatten)]
     pub tls: ktwin_auth::service_args::TlsArgs,
-    /// Ratio (0 to 1) of the traces device messages and commands start that are recorded:
-    /// the event store keeps their events for `ktwin trace`, and their spans are exported over
-    /// OTLP. 1 records every trace.
-    #[arg(long, env = ktwin_events::env::TRACE_SAMPLE, value_name = "RATIO", default_value_t = TraceSampler::DEFAULT)]
-    pub trace_sample: TraceSampler,
+    /// Which traces are recorded.
+    #[command(flatten)]
+    pub trace: ktwin_service::cli::TraceArgs,
 }
 
 /// The MQTT standard port when it is free; otherwise a free port chosen by the OS, so that
@@ -115,7 +112,7 @@ impl UpArgs {
             options.auth = UpAuth::Insecure;
         }
         options.tls = self.tls.files();
-        options.trace_sampler = self.trace_sample;
+        options.trace_sampler = self.trace.sampler;
         if let Some(url) = &self.mqtt {
             options.mqtt = MqttChoice::External(MqttAddress::parse(url)?);
         } else {

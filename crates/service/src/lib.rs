@@ -20,6 +20,8 @@
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+#[cfg(feature = "cli")]
+pub mod cli;
 mod http;
 #[cfg(feature = "bench")]
 pub mod machine;

@@ -143,13 +143,15 @@ impl TwinEvent {
         // when off; see `ktwin_events::trace::TraceSampler`). The tracestate is kept as it
         // came (readers take a `ktwin` entry that is no list of span ids for no causes), so it
         // is not parsed here.
-        twin_event.traceparent = trace_attribute(event, TRACEPARENT).filter(|traceparent| {
-            traceparent
-                .parse::<TraceParent>()
-                .is_ok_and(|parent| parent.is_sampled())
-        });
+        twin_event.traceparent = trace_attribute(event, TRACEPARENT)
+            .filter(|traceparent| {
+                traceparent
+                    .parse::<TraceParent>()
+                    .is_ok_and(|parent| parent.is_sampled())
+            })
+            .map(str::to_owned);
         if twin_event.traceparent.is_some() {
-            twin_event.tracestate = trace_attribute(event, TRACESTATE);
+            twin_event.tracestate = trace_attribute(event, TRACESTATE).map(str::to_owned);
         }
         Ok(twin_event)
     }
@@ -157,9 +159,9 @@ impl TwinEvent {
 
 /// A trace attribute of `event`, at most [`MAX_TRACE_ATTRIBUTE`] bytes (W3C bounds
 /// `tracestate` at 32 entries of 256 characters; longer is refused rather than stored).
-fn trace_attribute(event: &Event, name: &str) -> Option<String> {
+fn trace_attribute<'e>(event: &'e Event, name: &str) -> Option<&'e str> {
     match event.extension(name)? {
-        ExtensionValue::String(text) if text.len() <= MAX_TRACE_ATTRIBUTE => Some(text.clone()),
+        ExtensionValue::String(text) if text.len() <= MAX_TRACE_ATTRIBUTE => Some(text),
         _ => None,
     }
 }
