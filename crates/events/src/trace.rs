@@ -723,7 +723,10 @@ mod tests {
         assert_eq!(string_extension(&child, TRACESTATE), None);
         root.set_extension(TRACESTATE, "ktwin=00f067aa0ba902b7,congo=t61rcWkgMzE");
         continue_trace(&root, &mut child, SpanId::from_bytes([2; 8]));
-        assert_eq!(string_extension(&child, TRACESTATE), Some("congo=t61rcWkgMzE"));
+        assert_eq!(
+            string_extension(&child, TRACESTATE),
+            Some("congo=t61rcWkgMzE")
+        );
         let trace = EventTrace::of(&child).unwrap();
         assert!(!trace.parent.is_sampled());
         assert!(trace.causes.is_empty());
