@@ -39,6 +39,22 @@ def incoming(**extensions: str) -> CloudEvent:
     return CloudEvent(attributes, {"aqi": 3})
 
 
+def test_a_trace_not_sampled_carries_its_parent_and_other_vendors_but_no_causes() -> None:
+    unsampled = TRACEPARENT[:-2] + "00"
+    cause = incoming(traceparent=unsampled)
+    out = CloudEvent({"id": "e-2", "type": "ktwin.store.x", "source": "y"}, None)
+    child = continue_trace(cause, out, bytes([1] * 8))
+    assert child.get_attributes()["traceparent"] == (
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0101010101010101-00"
+    )
+    assert "tracestate" not in child.get_attributes()
+    cause = incoming(traceparent=unsampled, tracestate="ktwin=00f067aa0ba902b7,congo=t61rcWkgMzE")
+    child = continue_trace(cause, out, bytes([2] * 8))
+    assert child.get_attributes()["tracestate"] == "congo=t61rcWkgMzE"
+    trace = event_trace(child)
+    assert trace is not None and trace.flags == 0 and trace.causes == ()
+
+
 @pytest.mark.anyio
 async def test_an_incoming_traceparent_is_propagated_to_every_emitted_event() -> None:
     received = incoming(traceparent=TRACEPARENT, tracestate="congo=t61rcWkgMzE")

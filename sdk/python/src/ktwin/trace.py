@@ -143,7 +143,8 @@ def continue_trace(cause: BaseCloudEvent, event: BaseCloudEvent, span: bytes) ->
     """A copy of ``event`` as a child of ``cause`` in ``cause``'s trace with span id ``span``
     (8 bytes): its ``tracestate`` lists ``cause``'s span and causes under ``ktwin``, then
     ``cause``'s other vendors' entries. A ``cause`` without a valid trace is taken as the root
-    of one (:func:`root_trace` of its id)."""
+    of one (:func:`root_trace` of its id). In a trace that is not sampled the ``ktwin`` entry
+    is left out, as the Rust side does: causes are read only to record a trace."""
     if len(span) != 8:
         raise ValueError(f"span id of {len(span)} bytes: expected 8")
     parent = event_trace(cause)
@@ -155,10 +156,15 @@ def continue_trace(cause: BaseCloudEvent, event: BaseCloudEvent, span: bytes) ->
             key, sep, _ = entry.strip().partition("=")
             if sep and key != TRACESTATE_KEY:
                 others.append(entry.strip())
-    causes = (parent.span_id, *parent.causes[: MAX_CAUSES - 1])
-    state = ",".join([f"{TRACESTATE_KEY}={'-'.join(causes)}", *others[: _MAX_STATE_ENTRIES - 1]])
+    sampled = bool(parent.flags & _SAMPLED)
+    causes = (parent.span_id, *parent.causes[: MAX_CAUSES - 1]) if sampled else ()
+    entries = [f"{TRACESTATE_KEY}={'-'.join(causes)}"] if causes else []
+    state = ",".join([*entries, *others[: _MAX_STATE_ENTRIES - 1]])
     child = EventTrace(parent.trace_id, span.hex(), parent.flags, causes)
     attributes: dict[str, Any] = dict(event.get_attributes())
     attributes[TRACEPARENT] = child.traceparent
-    attributes[TRACESTATE] = state
+    if state:
+        attributes[TRACESTATE] = state
+    else:
+        attributes.pop(TRACESTATE, None)
     return CloudEvent(attributes, event.get_data())
