@@ -64,9 +64,11 @@ mod tests {
             "RSS grew by {} MB over 16 million unscraped samples",
             grown / (1024 * 1024)
         );
-        // Every sample lands in the buckets, but for the odd one recorded in the instant the
-        // upkeep drains the bucket (metrics-util's concurrent drain was seen to lose 1 in 16
-        // million here): counted within a thousandth.
+        // The upkeep folds samples into the buckets rather than dropping them: nearly all are
+        // counted. Not all: metrics-util's concurrent drain loses a sample pushed into a block
+        // it has already read, which at this test's 5 ms upkeep (a thousand times the real
+        // one's rate) was 1 in 16 million on a quiet machine and 2 % with a soak beside the
+        // test on two cores. Dropping them wholesale would count next to nothing.
         let text = recorder.handle().render();
         let count: u64 = text
             .lines()
@@ -74,7 +76,7 @@ mod tests {
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or_else(|| panic!("no count in {text}"));
         assert!(
-            count.abs_diff(16_000_000) < 16_000,
+            (15_200_000..=16_000_000).contains(&count),
             "{count} of 16 million counted"
         );
     }
