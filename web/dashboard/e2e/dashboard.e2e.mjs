@@ -57,7 +57,15 @@ try {
   });
 
   await check("a sensor's latest state appears", async () => {
-    // Poles keep no state of their own in the example; their air-quality sensor does.
+    // Poles keep no state of their own in the example; their air-quality sensor does. The
+    // panel reads the state once when opened, so wait for the sensor's first stored reading:
+    // the simulator's schedule can bring it later than the checks above take.
+    const latest = `/api/v1/twin-events/ngsi-ld-city-airqualityobserved/${SENSOR}/latest`;
+    const until = Date.now() + 60_000;
+    while ((await platform.api(latest)).status !== 200) {
+      assert(Date.now() < until, `no state stored for ${SENSOR} within 60 s`);
+      await page.waitForTimeout(500);
+    }
     await page.fill("#search", SENSOR);
     await page.keyboard.press("Enter");
     await page.waitForSelector("#twin-state[data-state=loaded]", { timeout: 30_000 });
