@@ -353,9 +353,10 @@ impl TraceSampler {
 }
 
 /// A trace id's 16 bytes folded to 8 (one half XORed into the other, turned) and mixed by
-/// SplitMix64's finalizer, so every bit of the id moves every bit of the result: the ids of one source are not uniform
-/// where the choice would read them (a UUIDv7 of the `uuid` crate counts within a millisecond
-/// in the bits after its variant, so reading those would sample whole milliseconds).
+/// SplitMix64's finalizer, so every bit of the id moves every bit of the result: the ids of
+/// one source are not uniform where the choice would read them (a UUIDv7 of the `uuid` crate
+/// counts within a millisecond in the bits after its variant, so reading those would sample
+/// whole milliseconds).
 fn mixed(trace: TraceId) -> u64 {
     let (high, low) = trace.0.split_at(8);
     let half = |bytes: &[u8]| u64::from_be_bytes(bytes.try_into().expect("8 bytes"));

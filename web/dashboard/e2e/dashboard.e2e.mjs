@@ -9,7 +9,8 @@ import { launchBrowser, options, startPlatform } from "./platform.mjs";
 
 const opts = options({ ktwin: "target/debug/ktwin", project: "examples/smart-city", out: "target/dashboard-e2e" });
 mkdirSync(opts.out, { recursive: true });
-const SENSOR = "ngsi-ld-city-airqualityobserved-nb001-p00003";
+const AIR_QUALITY = "ngsi-ld-city-airqualityobserved";
+const SENSOR = `${AIR_QUALITY}-nb001-p00003`;
 const NEIGHBORHOOD = "s4city-city-neighborhood";
 const PARKING = "ngsi-ld-city-offstreetparking";
 
@@ -60,7 +61,7 @@ try {
     // Poles keep no state of their own in the example; their air-quality sensor does. The
     // panel reads the state once when opened, so wait for the sensor's first stored reading:
     // the simulator's schedule can bring it later than the checks above take.
-    const latest = `/api/v1/twin-events/ngsi-ld-city-airqualityobserved/${SENSOR}/latest`;
+    const latest = `/api/v1/twin-events/${AIR_QUALITY}/${SENSOR}/latest`;
     const until = Date.now() + 60_000;
     while ((await platform.api(latest)).status !== 200) {
       assert(Date.now() < until, `no state stored for ${SENSOR} within 60 s`);
