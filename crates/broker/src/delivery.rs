@@ -1,5 +1,6 @@
 //! Subscriptions, deliveries and their settlement (ack, requeue, dead-letter).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -64,11 +65,11 @@ pub(crate) trait Settle: Send + Sync {
     /// Settles the delivery of `event` (handed back so requeues need no copy).
     async fn settle(
         self: Box<Self>,
-        event: Event,
+        event: Arc<Event>,
         settlement: Settlement,
     ) -> Result<(), BrokerError>;
     /// Called when a delivery is dropped unsettled: it must come back (at-least-once).
-    fn requeue_on_drop(self: Box<Self>, event: Event);
+    fn requeue_on_drop(self: Box<Self>, event: Arc<Event>);
 }
 
 /// What [`Delivery::nack`] did with the event.
@@ -84,8 +85,9 @@ pub enum NackOutcome {
 /// [`nack`](Self::nack) / [`dead_letter`](Self::dead_letter); a delivery dropped unsettled is
 /// requeued.
 pub struct Delivery {
-    /// Always `Some` until settled.
-    event: Option<Event>,
+    /// Always `Some` until settled. Shared, not copied, with every queue the event was
+    /// published to and with the handler it is delivered to.
+    event: Option<Arc<Event>>,
     delivery_count: u32,
     max_deliveries: u32,
     settle: Option<Box<dyn Settle>>,
@@ -102,7 +104,7 @@ impl std::fmt::Debug for Delivery {
 
 impl Delivery {
     pub(crate) fn new(
-        event: Event,
+        event: Arc<Event>,
         delivery_count: u32,
         max_deliveries: u32,
         settle: Box<dyn Settle>,
@@ -118,6 +120,12 @@ impl Delivery {
     /// The event.
     pub fn event(&self) -> &Event {
         self.event.as_ref().expect("present until settled")
+    }
+
+    /// The event, shared: a handler that needs it beyond a borrow of the delivery (while the
+    /// delivery waits to be settled) holds it without copying it.
+    pub fn shared_event(&self) -> Arc<Event> {
+        Arc::clone(self.event.as_ref().expect("present until settled"))
     }
 
     /// How many times this event has been delivered, this time included (1 = first time).

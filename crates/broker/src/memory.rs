@@ -79,7 +79,9 @@ struct Inner {
 }
 
 struct Entry {
-    event: Event,
+    /// Shared by every queue the event was published to: a publish to several subscriptions
+    /// copies a pointer, not the event.
+    event: Arc<Event>,
     delivery_count: u32,
 }
 
@@ -157,7 +159,7 @@ impl Queue {
         let letter = DeadLetter {
             subscription: self.name.clone(),
             reason,
-            event: Some(entry.event),
+            event: Some(Arc::unwrap_or_clone(entry.event)),
             raw: None,
             at: chrono::Utc::now(),
         };
@@ -322,9 +324,10 @@ impl Broker for MemoryBroker {
                 return Err(err);
             }
         }
+        let event = Arc::new(event);
         for queue in rest {
             queue.push_back(Entry {
-                event: event.clone(),
+                event: Arc::clone(&event),
                 delivery_count: 0,
             });
         }
@@ -492,7 +495,7 @@ struct MemorySettle {
 }
 
 impl MemorySettle {
-    fn entry(&self, event: Event) -> Entry {
+    fn entry(&self, event: Arc<Event>) -> Entry {
         Entry {
             event,
             delivery_count: self.delivery_count,
@@ -504,7 +507,7 @@ impl MemorySettle {
 impl Settle for MemorySettle {
     async fn settle(
         self: Box<Self>,
-        event: Event,
+        event: Arc<Event>,
         settlement: Settlement,
     ) -> Result<(), BrokerError> {
         match settlement {
@@ -517,7 +520,7 @@ impl Settle for MemorySettle {
         Ok(())
     }
 
-    fn requeue_on_drop(self: Box<Self>, event: Event) {
+    fn requeue_on_drop(self: Box<Self>, event: Arc<Event>) {
         self.queue.requeue(self.entry(event));
     }
 }

@@ -820,8 +820,12 @@ impl SubscriptionConsumer {
                         delivery: Some(delivery),
                         delivery_count: count,
                     };
-                    let delivery =
-                        Delivery::new(event, count, self.spec.max_deliveries, Box::new(settle));
+                    let delivery = Delivery::new(
+                        Arc::new(event),
+                        count,
+                        self.spec.max_deliveries,
+                        Box::new(settle),
+                    );
                     if tx.send(delivery).await.is_err() {
                         return Ok(());
                     }
@@ -945,7 +949,7 @@ struct RabbitSettle {
 impl Settle for RabbitSettle {
     async fn settle(
         mut self: Box<Self>,
-        _event: Event,
+        _event: Arc<Event>,
         settlement: Settlement,
     ) -> Result<(), BrokerError> {
         let delivery = self.delivery.take().expect("settled once");
@@ -974,7 +978,7 @@ impl Settle for RabbitSettle {
         }
     }
 
-    fn requeue_on_drop(mut self: Box<Self>, _event: Event) {
+    fn requeue_on_drop(mut self: Box<Self>, _event: Arc<Event>) {
         if let Some(delivery) = self.delivery.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {

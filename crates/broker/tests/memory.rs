@@ -116,7 +116,7 @@ async fn routes_follow_subscriptions_made_and_removed_after_publishing() {
 }
 
 #[tokio::test]
-async fn every_matching_subscription_gets_a_copy() {
+async fn every_matching_subscription_gets_the_event_shared_not_copied() {
     let broker = MemoryBroker::default();
     let mut a = broker
         .subscribe(SubscriptionSpec::new("a", TypeFilter::all()))
@@ -127,8 +127,18 @@ async fn every_matching_subscription_gets_a_copy() {
         .await
         .unwrap();
     broker.publish(event("1", "t")).await.unwrap();
-    assert_eq!(a.recv().await.unwrap().event().id(), "1");
-    assert_eq!(b.recv().await.unwrap().event().id(), "1");
+    let (to_a, to_b) = (a.recv().await.unwrap(), b.recv().await.unwrap());
+    assert_eq!((to_a.event().id(), to_b.event().id()), ("1", "1"));
+    assert!(
+        Arc::ptr_eq(&to_a.shared_event(), &to_b.shared_event()),
+        "one event behind both deliveries"
+    );
+    // A requeued event comes back as the same shared event, still equal to what was published.
+    let held = to_a.shared_event();
+    to_a.nack("once more").await.unwrap();
+    let again = a.recv().await.unwrap();
+    assert!(Arc::ptr_eq(&again.shared_event(), &held));
+    assert_eq!(*again.event(), event("1", "t"));
 }
 
 #[tokio::test]

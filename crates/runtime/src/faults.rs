@@ -135,7 +135,7 @@ struct KillableReplica {
 
 #[async_trait]
 impl ServiceEndpoint for KillableReplica {
-    async fn deliver(&self, event: Event) -> Result<Vec<Event>, DeliveryError> {
+    async fn deliver(&self, event: Arc<Event>) -> Result<Vec<Event>, DeliveryError> {
         let shared = &self.faults.shared;
         // No replica while the killed one restarts: the event waits, as in a pool.
         let _ = shared.replica_down.subscribe().wait_for(|down| !down).await;

@@ -20,8 +20,9 @@ use crate::pool::{DeliveryError, PoolStats, ServicePool};
 /// Where a twin service's events go.
 #[async_trait]
 pub trait ServiceEndpoint: Send + Sync {
-    /// Handles `event`; returns the events the service emitted in reply.
-    async fn deliver(&self, event: Event) -> Result<Vec<Event>, DeliveryError>;
+    /// Handles `event` (shared with the delivery that settles it once handled); returns the
+    /// events the service emitted in reply.
+    async fn deliver(&self, event: Arc<Event>) -> Result<Vec<Event>, DeliveryError>;
     /// Replicas and load.
     fn stats(&self) -> PoolStats;
     /// Stops after finishing what is in flight.
@@ -30,8 +31,9 @@ pub trait ServiceEndpoint: Send + Sync {
 
 #[async_trait]
 impl ServiceEndpoint for ServicePool {
-    async fn deliver(&self, event: Event) -> Result<Vec<Event>, DeliveryError> {
-        ServicePool::deliver(self, event).await
+    async fn deliver(&self, event: Arc<Event>) -> Result<Vec<Event>, DeliveryError> {
+        // Encoded into a request it is consumed, so a copy of the delivery's event.
+        ServicePool::deliver(self, Arc::unwrap_or_clone(event)).await
     }
 
     fn stats(&self) -> PoolStats {
@@ -65,7 +67,7 @@ impl InProcessService {
 
 #[async_trait]
 impl ServiceEndpoint for InProcessService {
-    async fn deliver(&self, event: Event) -> Result<Vec<Event>, DeliveryError> {
+    async fn deliver(&self, event: Arc<Event>) -> Result<Vec<Event>, DeliveryError> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let result = ktwin_sdk::dispatch(self.handler.as_ref(), &self.ctx, event).await;
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -190,7 +192,7 @@ async fn serve(
     counters: &DeliveryCounters,
 ) {
     let started = Instant::now();
-    let outcome = match service.deliver(delivery.event().clone()).await {
+    let outcome = match service.deliver(delivery.shared_event()).await {
         Ok(emitted) => {
             let count = emitted.len() as u64;
             match broker.publish_all(emitted).await {

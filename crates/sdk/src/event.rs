@@ -1,5 +1,7 @@
 //! The event a twin service receives: a CloudEvent with its ktwin type already parsed.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use cloudevents::{AttributesReader, Data, Event};
 use ktwin_events::{EventKind, EventType};
@@ -20,7 +22,8 @@ use crate::json::{from_json, from_json_slice};
 /// [`dispatch`]: crate::dispatch
 #[derive(Debug, Clone)]
 pub struct TwinEvent {
-    event: Event,
+    /// Shared with the delivery that settles it after the handler: not copied to be handled.
+    event: Arc<Event>,
     event_type: EventType,
     /// The executing instance of a command whose `source` is its sender.
     target: Option<String>,
@@ -29,7 +32,8 @@ pub struct TwinEvent {
 impl TwinEvent {
     /// Parses the ktwin type of `event`; a type outside the grammar or an empty source is
     /// [`HandlerError::Invalid`].
-    pub fn new(event: Event) -> Result<Self, HandlerError> {
+    pub fn new(event: impl Into<Arc<Event>>) -> Result<Self, HandlerError> {
+        let event = event.into();
         let event_type: EventType = event
             .ty()
             .parse()

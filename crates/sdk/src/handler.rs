@@ -63,7 +63,7 @@ impl<H: TwinHandler + ?Sized> TwinHandler for Arc<H> {
 pub async fn dispatch(
     handler: &dyn TwinHandler,
     ctx: &TwinContext,
-    event: Event,
+    event: impl Into<Arc<Event>>,
 ) -> Result<Vec<Event>, HandlerError> {
     let mut twin_event = TwinEvent::new(event)?;
     if !handler.subscriptions().contains(twin_event.event_type()) {

@@ -121,7 +121,7 @@ impl FeedMessage for FedDelivery {
     }
 
     async fn reject(self, reason: &str) {
-        let event = self.delivery.event().clone();
+        let event = self.delivery.shared_event();
         match self.delivery.dead_letter(reason).await {
             Ok(()) => {
                 for observer in self.observers.iter() {
