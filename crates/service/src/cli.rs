@@ -8,7 +8,8 @@ use ktwin_events::trace::TraceSampler;
 pub struct TraceArgs {
     /// Ratio (0 to 1) of the traces started here (device messages, commands, events posted
     /// without a trace) that are recorded: the event store keeps their events for `ktwin
-    /// trace`, and their spans are exported over OTLP. 1 records every trace.
+    /// trace`, and their spans are exported over OTLP. 1 records every trace; 0 turns tracing
+    /// off (events still carry their trace context, which costs about nothing).
     #[arg(
         long = "trace-sample",
         env = ktwin_events::env::TRACE_SAMPLE,
