@@ -75,6 +75,16 @@ try {
     await shot("panel-state");
   });
 
+  await check("the open panel follows the sensor's new readings", async () => {
+    // Nothing is clicked: the State tab re-reads the latest state when the live stream brings
+    // an event of its twin (and every few seconds), so a newer reading replaces the shown one.
+    const shown = await page.getAttribute("#twin-state", "data-event-id");
+    await page.waitForFunction((id) => {
+      const state = document.querySelector("#twin-state[data-state=loaded]");
+      return state && state.dataset.eventId !== id;
+    }, shown, { timeout: 60_000 });
+  });
+
   await check("the live counter rises while the simulator runs", async () => {
     const before = Number(await page.textContent("#live-counter"));
     await page.waitForTimeout(3000);

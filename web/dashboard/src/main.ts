@@ -27,7 +27,7 @@ class Dashboard {
   private panel: TwinPanel | null = null;
   private readonly time = new TimeTravel();
   private readonly model = new ModelView(this.api);
-  private readonly live = new LiveView(this.api, () => undefined);
+  private readonly live = new LiveView(this.api, (event) => this.panel?.eventOf(event.source));
   private readonly search = new SearchBox(() => this.graph, (name) => this.openTwin(name));
   private readonly treeView = new TreeView({ select: (t) => this.openTwin(t), toggle: (k) => this.toggle(k) });
   private readonly canvas = h("div", { id: "graph-canvas", "aria-hidden": "true" });

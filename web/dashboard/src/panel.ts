@@ -24,6 +24,11 @@ export interface PanelContext {
 }
 
 const TABS = ["State", "History", "Related", "Interface", "Commands"] as const;
+/** How often an open State tab showing the latest state re-reads it, whatever the live stream
+ * brings (events outside its filter, a paused stream), and the least time between two
+ * re-reads that events of the twin trigger. */
+const FOLLOW_EVERY_MS = 5000;
+const FOLLOW_AT_MOST_EVERY_MS = 1000;
 type Tab = (typeof TABS)[number];
 
 export class TwinPanel {
@@ -33,6 +38,11 @@ export class TwinPanel {
   private readonly body: HTMLElement;
   private readonly heading: HTMLElement;
   private readonly tabList: HTMLElement;
+  /** Bumped by every render: a render applies its content only while it is the latest. */
+  private renders = 0;
+  /** A re-read of the latest state is running, and whether another was asked for meanwhile. */
+  private following = false;
+  private followAgain = false;
 
   constructor(private readonly ctx: PanelContext, private readonly onClose: () => void) {
     this.heading = h("h2", { id: "panel-title", tabindex: -1 });
@@ -43,6 +53,7 @@ export class TwinPanel {
     this.element = h("aside", { id: "twin-panel", class: "panel", "aria-labelledby": "panel-title", hidden: true },
       h("header", {}, this.heading, close), this.tabList, this.body);
     this.tabList.addEventListener("keydown", (event) => this.tabKey(event));
+    setInterval(() => this.follow(), FOLLOW_EVERY_MS);
   }
 
   get current(): string | null {
@@ -68,6 +79,32 @@ export class TwinPanel {
   /** Re-reads what depends on the time slider. */
   refresh(): void {
     if (this.twin && (this.tab === "State" || this.tab === "History")) void this.renderBody();
+  }
+
+  /** An event of `twin` arrived (the live stream): the State tab of that twin re-reads the
+   * latest state, so that a panel opened before the twin's first event, or left open, follows it. */
+  eventOf(twin: string): void {
+    if (twin === this.twin) this.follow();
+  }
+
+  /** Re-reads the open State tab in place (no "Loading…"), when it shows the latest state: at
+   * most one re-read runs, at most one a second, and one asked for meanwhile runs after it. */
+  private follow(): void {
+    if (!this.twin || this.tab !== "State" || this.ctx.moment() !== null) return;
+    if (this.following) {
+      this.followAgain = true;
+      return;
+    }
+    this.following = true;
+    void this.renderBody(true)
+      .then(() => new Promise((done) => setTimeout(done, FOLLOW_AT_MOST_EVERY_MS)))
+      .finally(() => {
+        this.following = false;
+        if (this.followAgain) {
+          this.followAgain = false;
+          this.follow();
+        }
+      });
   }
 
   private interfaceOf(twin: string): ModelInterface | undefined {
@@ -102,17 +139,20 @@ export class TwinPanel {
     this.choose(TABS[(to + TABS.length) % TABS.length]);
   }
 
-  private async renderBody(): Promise<void> {
+  /** Renders the chosen tab of the open twin; `quietly` keeps the current content until the new
+   * one is there. Only the latest render applies, so a slow one never replaces a newer tab. */
+  private async renderBody(quietly = false): Promise<void> {
     const twin = this.twin;
     if (!twin) return;
+    const render = ++this.renders;
     const node = this.ctx.graph.twins.get(twin)!;
     const iface = this.interfaceOf(twin);
-    clear(this.body, h("p", { class: "loading" }, "Loading…"));
+    if (!quietly) clear(this.body, h("p", { class: "loading" }, "Loading…"));
     try {
       const content = await this.tabContent(this.tab, twin, node.interface, iface);
-      if (this.twin === twin) clear(this.body, content);
+      if (render === this.renders) clear(this.body, content);
     } catch (err) {
-      if (this.twin === twin) clear(this.body, h("p", { class: "error", role: "alert" }, describe(err)));
+      if (render === this.renders) clear(this.body, h("p", { class: "error", role: "alert" }, describe(err)));
     }
   }
 
