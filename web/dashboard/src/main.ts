@@ -10,7 +10,7 @@ import { GraphView } from "./graph-view";
 import { LiveView } from "./live";
 import { metrics } from "./metrics";
 import { ModelView } from "./model-view";
-import { TwinPanel, describe } from "./panel";
+import { FOLLOW_EVERY_MS, TwinPanel, describe } from "./panel";
 import { SearchBox } from "./search";
 import { TimeTravel } from "./time-travel";
 import { TreeView } from "./tree-view";
@@ -56,6 +56,8 @@ class Dashboard {
     this.api.onUnauthorized = () => this.askToken("The server asks for a token (401).");
     this.colourBy.addEventListener("change", () => void this.recolour());
     this.mode.addEventListener("change", () => this.redraw());
+    // One timer for whichever panel is current: a reload (a new token) replaces the panel.
+    setInterval(() => this.panel?.follow(), FOLLOW_EVERY_MS);
     this.time.onChange(() => {
       this.panel?.refresh();
       void this.recolour();

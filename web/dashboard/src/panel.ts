@@ -24,12 +24,13 @@ export interface PanelContext {
 }
 
 const TABS = ["State", "History", "Related", "Interface", "Commands"] as const;
-/** How often an open State tab showing the latest state re-reads it, whatever the live stream
- * brings (events outside its filter, a paused stream), and the least time between two
- * re-reads that events of the twin trigger. */
-const FOLLOW_EVERY_MS = 5000;
-const FOLLOW_AT_MOST_EVERY_MS = 1000;
 type Tab = (typeof TABS)[number];
+
+/** How often the dashboard asks an open State tab to re-read the latest state, whatever the
+ * live stream brings (events outside its filter, a paused stream). */
+export const FOLLOW_EVERY_MS = 5000;
+/** The least time between two re-reads of the State tab. */
+const FOLLOW_AT_MOST_EVERY_MS = 1000;
 
 export class TwinPanel {
   readonly element: HTMLElement;
@@ -53,7 +54,6 @@ export class TwinPanel {
     this.element = h("aside", { id: "twin-panel", class: "panel", "aria-labelledby": "panel-title", hidden: true },
       h("header", {}, this.heading, close), this.tabList, this.body);
     this.tabList.addEventListener("keydown", (event) => this.tabKey(event));
-    setInterval(() => this.follow(), FOLLOW_EVERY_MS);
   }
 
   get current(): string | null {
@@ -89,7 +89,7 @@ export class TwinPanel {
 
   /** Re-reads the open State tab in place (no "Loading…"), when it shows the latest state: at
    * most one re-read runs, at most one a second, and one asked for meanwhile runs after it. */
-  private follow(): void {
+  follow(): void {
     if (!this.twin || this.tab !== "State" || this.ctx.moment() !== null) return;
     if (this.following) {
       this.followAgain = true;
