@@ -60,9 +60,25 @@ const OLD_LATEST: &str = "twin_latest";
 /// (fjall stores it), so a store created before keeps the default everywhere.
 const INDEX_MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 
-/// How an index keyspace is created: with [`INDEX_MEMTABLE_BYTES`].
+/// How a keyspace that grows with the events (the history and the indexes) keeps the index
+/// and filter blocks of its tables: partitioned from level 1 on, and in memory for good only
+/// at level 0. fjall's default pins the whole index of levels 0 and 1 and partitions only from
+/// level 3, so the memory those indexes take grows with level 1 until level 1 reaches its
+/// target size, long after the caches filled: the part of a soak's memory growth that lasted
+/// longest (docs/benchmarks.md, "The soak's live heap at minutes 10 and 30"). Partitions
+/// are read through the block cache, which is bounded. A keyspace keeps the policies it was
+/// created with (fjall stores them), so a store created before keeps the default.
+fn growing_keyspace() -> KeyspaceCreateOptions {
+    use ::fjall::config::{PartitioningPolicy, PinningPolicy};
+    KeyspaceCreateOptions::default()
+        .index_block_partitioning_policy(PartitioningPolicy::new([false, true]))
+        .filter_block_partitioning_policy(PartitioningPolicy::new([false, true]))
+        .index_block_pinning_policy(PinningPolicy::new([true, false]))
+}
+
+/// How an index keyspace is created: a [`growing_keyspace`] with [`INDEX_MEMTABLE_BYTES`].
 fn index_keyspace() -> KeyspaceCreateOptions {
-    KeyspaceCreateOptions::default().max_memtable_size(INDEX_MEMTABLE_BYTES)
+    growing_keyspace().max_memtable_size(INDEX_MEMTABLE_BYTES)
 }
 
 impl From<::fjall::Error> for StoreError {
@@ -172,7 +188,8 @@ impl FjallBackend {
         let db = Database::builder(path).open()?;
         let index = |name| db.keyspace(name, index_keyspace);
         let keyspace = |name| db.keyspace(name, KeyspaceCreateOptions::default);
-        let (instances, events, ids) = (index(INSTANCES)?, keyspace(EVENTS)?, index(EVENT_IDS)?);
+        let history = db.keyspace(EVENTS, growing_keyspace)?;
+        let (instances, events, ids) = (index(INSTANCES)?, history, index(EVENT_IDS)?);
         let (records, traces) = (keyspace(RECORDS)?, index(TRACES)?);
         if db.keyspace_exists(OLD_LATEST) {
             db.delete_keyspace(keyspace(OLD_LATEST)?)?;
