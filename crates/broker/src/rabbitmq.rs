@@ -982,6 +982,11 @@ impl Settle for RabbitSettle {
         if let Some(delivery) = self.delivery.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
+            // lapin closes a channel when its last handle goes, and the settler holds one:
+            // the task keeps it until the nack is sent. Dropped here instead, the close could
+            // go out before the nack, and RabbitMQ answers a frame on a closed channel by
+            // closing the whole connection ("expected 'channel.open'").
+            let settler = Arc::clone(&self.settler);
             runtime.spawn(async move {
                 let options = BasicNackOptions {
                     multiple: false,
@@ -990,6 +995,7 @@ impl Settle for RabbitSettle {
                 if let Err(error) = delivery.acker.nack(options).await {
                     tracing::debug!(%error, "nack of a dropped delivery failed; the server requeues it when the channel closes");
                 }
+                drop(settler);
             });
         }
     }
