@@ -379,30 +379,47 @@ async fn undecodable_messages_are_dead_lettered_and_dropped_deliveries_come_back
     fx.cleanup().await;
 }
 
-/// The ready messages and the consumers of queue `name` RabbitMQ counts, asked on a new
-/// channel of the broker's connection, with that connection's generation.
-async fn queue_counts(broker: &RabbitBroker, name: &str) -> (u64, u32, u32) {
-    let (generation, channel) = broker.connector().channel(None).await.unwrap();
-    let queue = channel
-        .queue_declare(
-            name.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("the broker's connection answers");
-    let _ = channel.close(200, "counted".into()).await;
-    (generation, queue.message_count(), queue.consumer_count())
+/// Asks RabbitMQ for the ready messages and the consumers of queue `name` (on a new channel
+/// of the broker's connection) until `done` says so of them; fails if that connection is not
+/// generation `generation` any more, or after [`WAIT`].
+async fn until_queue(
+    broker: &RabbitBroker,
+    name: &str,
+    generation: u64,
+    done: impl Fn(u32, u32) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (now, channel) = broker.connector().channel(None).await.unwrap();
+        assert_eq!(now, generation, "{name}: the connection was closed");
+        let queue = channel
+            .queue_declare(
+                name.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("the broker's connection answers");
+        let _ = channel.close(200, "counted".into()).await;
+        if done(queue.message_count(), queue.consumer_count()) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: still {queue:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A subscription dropped while it holds deliveries not yet handed out requeues them on the
 /// connection everything else shares: RabbitMQ answers a frame on a closed channel by closing
 /// the whole connection, so each nack must reach it before the close of its channel. The
-/// nacks and the close race on lapin's runtime, hence several rounds on two
-/// worker threads (the race is rare: the rounds did not catch it before the nacks waited).
+/// nacks and the close race on lapin's runtime, hence several rounds on two worker threads
+/// (the race is rare: the rounds did not catch it before the nacks waited).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_dropped_with_deliveries_leave_the_connection_up() {
     let mut fx = Fixture::new(QueueType::Classic).await;
@@ -421,25 +438,12 @@ async fn subscriptions_dropped_with_deliveries_leave_the_connection_up() {
                 .unwrap();
         }
         // Every message delivered to the subscription, none handed out yet.
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while queue_counts(&fx.broker, &name).await.1 > 0 {
-            assert!(tokio::time::Instant::now() < deadline, "never delivered");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until_queue(&fx.broker, &name, generation, |ready, _| ready == 0).await;
         drop(sub);
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let (now, ready, consumers) = queue_counts(&fx.broker, &name).await;
-            assert_eq!(now, generation, "round {round}: the connection was closed");
-            if consumers == 0 && ready == 20 {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "round {round}: not requeued"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until_queue(&fx.broker, &name, generation, |ready, consumers| {
+            consumers == 0 && ready == 20
+        })
+        .await;
     }
     fx.cleanup().await;
 }

@@ -188,8 +188,8 @@ impl FjallBackend {
         let db = Database::builder(path).open()?;
         let index = |name| db.keyspace(name, index_keyspace);
         let keyspace = |name| db.keyspace(name, KeyspaceCreateOptions::default);
-        let history = db.keyspace(EVENTS, growing_keyspace)?;
-        let (instances, events, ids) = (index(INSTANCES)?, history, index(EVENT_IDS)?);
+        let growing = |name| db.keyspace(name, growing_keyspace);
+        let (instances, events, ids) = (index(INSTANCES)?, growing(EVENTS)?, index(EVENT_IDS)?);
         let (records, traces) = (keyspace(RECORDS)?, index(TRACES)?);
         if db.keyspace_exists(OLD_LATEST) {
             db.delete_keyspace(keyspace(OLD_LATEST)?)?;
