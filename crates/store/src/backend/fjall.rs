@@ -15,7 +15,6 @@
 //! they are about to change, so they take turns on one lock, which also hands out instance
 //! numbers.
 
-use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -26,6 +25,7 @@ use ::fjall::{
 
 mod dead_letters;
 
+use super::bounded_cache::BoundedCache;
 use super::embedded::{
     AppendTarget, EmbeddedStore, append_if_to, append_to, borrowed, corrupt, event_from_entry,
     history_range, id_key, instance_range, latest_from_entry, latest_from_record, list_events,
@@ -142,41 +142,33 @@ struct Writer {
     /// record on every append cost more than writing it. Entries are taken out while an
     /// append uses them and put back only once it committed, so a failed append leaves no
     /// uncommitted record behind.
-    records: HashMap<u64, InstanceRecord>,
+    records: BoundedCache<u64, InstanceRecord>,
     /// Instance numbers by [`name_key`], as committed: looking each batch's instances up in
     /// the keyspace cost more than the rest of finding their records.
-    numbers: HashMap<Vec<u8>, u64>,
+    numbers: BoundedCache<Vec<u8>, u64>,
 }
 
-/// Merge records kept in memory at most (a few hundred bytes each).
-const CACHED_RECORDS: usize = 50_000;
-/// Instance numbers kept in memory at most (a name and a number each).
-const CACHED_NUMBERS: usize = 500_000;
+/// The bytes of merge records kept in memory at most, counted by their JSON encoding (the
+/// decoded tree takes a small multiple of it). A twin's record is a few hundred bytes, so this
+/// holds about as many twins as the 50,000 records the cache held when it was bounded by
+/// count, and a record as large as a state a stranger can send is counted for what it is.
+const CACHED_RECORD_BYTES: usize = 32 * 1024 * 1024;
+/// The bytes of instance numbers kept in memory at most, counted by their names (a few dozen
+/// bytes each, up to 253 from the wire).
+const CACHED_NUMBER_BYTES: usize = 32 * 1024 * 1024;
 
-/// Inserts into a cache bounded to `limit` entries, evicting an arbitrary one when full.
-fn cache<K: std::hash::Hash + Eq + Clone, V>(
-    map: &mut HashMap<K, V>,
-    limit: usize,
-    key: K,
-    value: V,
-) {
-    if map.len() >= limit
-        && !map.contains_key(&key)
-        && let Some(evicted) = map.keys().next().cloned()
-    {
-        map.remove(&evicted);
-    }
-    map.insert(key, value);
-}
+/// A committed record on its way into [`Writer::records`], with the length of its JSON.
+type WrittenRecord = (u64, InstanceRecord, usize);
 
 impl Writer {
     /// Caches what a committed append wrote.
-    fn keep(&mut self, records: Vec<(u64, InstanceRecord)>, numbers: Vec<(Vec<u8>, u64)>) {
-        for (instance, record) in records {
-            cache(&mut self.records, CACHED_RECORDS, instance, record);
+    fn keep(&mut self, records: Vec<WrittenRecord>, numbers: Vec<(Vec<u8>, u64)>) {
+        for (instance, record, bytes) in records {
+            self.records.insert(instance, record, bytes);
         }
         for (name, instance) in numbers {
-            cache(&mut self.numbers, CACHED_NUMBERS, name, instance);
+            let bytes = name.len();
+            self.numbers.insert(name, instance, bytes);
         }
     }
 }
@@ -209,8 +201,8 @@ impl FjallBackend {
             traces,
             writer: Mutex::new(Writer {
                 next_instance,
-                records: HashMap::new(),
-                numbers: HashMap::new(),
+                records: BoundedCache::new(CACHED_RECORD_BYTES),
+                numbers: BoundedCache::new(CACHED_NUMBER_BYTES),
             }),
         })))
     }
@@ -398,8 +390,8 @@ impl EmbeddedStore for FjallBackend {
             return Ok(0);
         };
         let instance = instance_number(&instance)?;
-        writer.records.remove(&instance);
-        writer.numbers.remove(&name);
+        writer.records.take(&instance);
+        writer.numbers.take(&name);
         let mut batch = self.durable_batch();
         let (lower, upper) = instance_range(instance);
         let mut id = Vec::new();
@@ -434,11 +426,11 @@ struct FjallAppend<'a> {
     batch: OwnedWriteBatch,
     next_instance: u64,
     /// The writer's cached records (see [`Writer::records`]).
-    cached: &'a mut HashMap<u64, InstanceRecord>,
+    cached: &'a mut BoundedCache<u64, InstanceRecord>,
     /// The writer's cached instance numbers (see [`Writer::numbers`]).
-    numbers: &'a mut HashMap<Vec<u8>, u64>,
+    numbers: &'a mut BoundedCache<Vec<u8>, u64>,
     /// Records this batch writes, cached once it committed.
-    written: Vec<(u64, InstanceRecord)>,
+    written: Vec<WrittenRecord>,
     /// Instances this batch numbers, cached once it committed.
     numbered: Vec<(Vec<u8>, u64)>,
 }
@@ -453,7 +445,7 @@ impl AppendTarget for FjallAppend<'_> {
         };
         let instance = instance_number(&stored)?;
         // Committed already: safe to cache even if this batch fails.
-        cache(self.numbers, CACHED_NUMBERS, name.to_vec(), instance);
+        self.numbers.insert(name.to_vec(), instance, name.len());
         Ok(Some(instance))
     }
 
@@ -504,7 +496,7 @@ impl AppendTarget for FjallAppend<'_> {
     }
 
     fn record(&mut self, instance: u64) -> Result<Option<InstanceRecord>, StoreError> {
-        if let Some(record) = self.cached.remove(&instance) {
+        if let Some(record) = self.cached.take(&instance) {
             return Ok(Some(record));
         }
         self.store
@@ -522,7 +514,7 @@ impl AppendTarget for FjallAppend<'_> {
     ) -> Result<(), StoreError> {
         self.batch
             .insert(&self.store.records, instance.to_be_bytes(), record_json);
-        self.written.push((instance, record));
+        self.written.push((instance, record, record_json.len()));
         Ok(())
     }
 }
@@ -649,6 +641,41 @@ mod tests {
         assert_eq!(state.state, *json!({"a": 1}).as_object().unwrap());
         let missing = backend.latest(&InstanceKey::new("pole", "p2")).await;
         assert!(missing.unwrap().is_none());
+    }
+
+    /// The writer's cache of merge records is bounded by bytes: twins whose states are large
+    /// (a stranger can send 4 MiB states) do not stay in memory by the tens of thousands, and
+    /// a twin whose record was evicted still merges from its stored record.
+    #[tokio::test]
+    async fn cached_records_are_bounded_by_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = FjallBackend::open(&dir.path().join("store")).unwrap();
+        let blob = "x".repeat(1 << 20);
+        let twins = CACHED_RECORD_BYTES / (1 << 20) + 16;
+        for twin in 0..twins {
+            let state = json!({"blob": blob, "n": twin});
+            let twin_event = event(&format!("p{twin}"), &format!("e{twin}"), 10, state);
+            backend.append(vec![twin_event]).await.unwrap();
+        }
+        let cached: usize = {
+            let writer = backend.0.writer.lock().unwrap();
+            writer.records.values().map(|r| r.encode().len()).sum()
+        };
+        assert!(
+            cached <= CACHED_RECORD_BYTES,
+            "the writer caches {cached} bytes of records, more than {CACHED_RECORD_BYTES}"
+        );
+        for twin in [0, twins - 1] {
+            let late = event(&format!("p{twin}"), "late", 20, json!({"late": true}));
+            backend.append(vec![late]).await.unwrap();
+            let key = InstanceKey::new("pole", format!("p{twin}"));
+            let state = backend.latest(&key).await.unwrap().unwrap().state;
+            assert_eq!(
+                (state["n"].clone(), state["late"].clone()),
+                (json!(twin), json!(true))
+            );
+            assert_eq!(state["blob"].as_str().map(str::len), Some(1 << 20));
+        }
     }
 
     /// The records the writer keeps decoded must merge exactly like the stored ones: a late

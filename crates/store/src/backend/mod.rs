@@ -18,6 +18,8 @@ use crate::dead_letters::DeadLetterStore;
 use crate::event::{InstanceKey, LatestState, TwinEvent};
 use crate::merge::{MergeTree, Version};
 
+#[cfg(any(feature = "fjall", feature = "postgres"))]
+mod bounded_cache;
 #[cfg(any(feature = "fjall", feature = "redb"))]
 mod embedded;
 #[cfg(feature = "fjall")]

@@ -3,7 +3,7 @@
 //! known event (the common case), else by an `INSERT … ON CONFLICT DO NOTHING` that skips them;
 //! latest rows are locked and rewritten with array (`unnest`) statements.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -15,6 +15,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, ToSql, Type};
 use tokio_postgres::{Client, NoTls, Row, Statement, Transaction};
 
+use super::bounded_cache::BoundedCache;
 use super::{
     AppendReport, Backend, EventPosition, Groups, HistoryQuery, InstanceRecord, Page, StoreError,
     group_by_instance,
@@ -365,14 +366,20 @@ impl Slot {
 /// nor look up their rows. An entry goes stale when its instance is deleted (by this store or
 /// another one): the batch then finds the row missing when locking it and is retried after
 /// forgetting its instances.
-#[derive(Default)]
-struct KnownInstances(std::sync::Mutex<HashMap<InstanceKey, i64>>);
+struct KnownInstances(std::sync::Mutex<BoundedCache<InstanceKey, i64>>);
+
+impl Default for KnownInstances {
+    fn default() -> Self {
+        Self(std::sync::Mutex::new(BoundedCache::new(Self::BYTES)))
+    }
+}
 
 impl KnownInstances {
-    /// Entries kept at most; beyond, the map starts over (a miss only costs a lookup).
-    const CAPACITY: usize = 1_000_000;
+    /// The bytes of keys kept at most, counted by their names (a miss only costs a lookup):
+    /// names come from the wire, up to 253 characters each.
+    const BYTES: usize = 64 * 1024 * 1024;
 
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<InstanceKey, i64>> {
+    fn entries(&self) -> std::sync::MutexGuard<'_, BoundedCache<InstanceKey, i64>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -398,18 +405,16 @@ impl KnownInstances {
     /// known instances cost no clone or hashing after its commit).
     fn remember(&self, learned: &[(i64, &InstanceKey)]) {
         let mut entries = self.entries();
-        if entries.len() + learned.len() > Self::CAPACITY {
-            entries.clear();
-        }
         for (instance_key, key) in learned {
-            entries.insert((*key).clone(), *instance_key);
+            let bytes = key.interface.len() + key.instance.len();
+            entries.insert((*key).clone(), *instance_key, bytes);
         }
     }
 
     fn forget<'a>(&self, keys: impl IntoIterator<Item = &'a InstanceKey>) {
         let mut entries = self.entries();
         for key in keys {
-            entries.remove(key);
+            entries.take(key);
         }
     }
 }
@@ -1376,7 +1381,27 @@ pub(crate) async fn drop_database(admin_url: &str, name: &str) -> Result<(), Sto
 
 #[cfg(test)]
 mod tests {
-    use super::with_database;
+    use super::{InstanceKey, KnownInstances, with_database};
+
+    /// Instance names come from the wire (up to 253 characters): the keys remembered are
+    /// bounded by their bytes, not by how many there are.
+    #[test]
+    fn known_instances_are_bounded_by_bytes() {
+        let known = KnownInstances::default();
+        let long = "n".repeat(250);
+        let per_key = 2 * (long.len() + 3);
+        let keys: Vec<InstanceKey> = (0..KnownInstances::BYTES / per_key + 1_000)
+            .map(|n| InstanceKey::new(format!("{long}{n:03}"), format!("{long}{n:03}")))
+            .collect();
+        for chunk in keys.chunks(1_000) {
+            let learned: Vec<(i64, &InstanceKey)> = chunk.iter().map(|key| (1, key)).collect();
+            known.remember(&learned);
+        }
+        let held = known.entries().bytes();
+        assert!(held <= KnownInstances::BYTES, "{held} bytes of keys held");
+        // The latest learned are kept.
+        assert_eq!(known.entries().get(keys.last().unwrap()), Some(&1));
+    }
 
     #[test]
     fn database_is_swapped_in_urls_and_key_value_strings() {
