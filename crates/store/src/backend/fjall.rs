@@ -60,6 +60,14 @@ const OLD_LATEST: &str = "twin_latest";
 /// (fjall stores it), so a store created before keeps the default everywhere.
 const INDEX_MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 
+/// The block cache of the database (fjall's default is 32 MiB): blocks of tables read by point
+/// reads, the index and filter partitions of tables from level 1 on ([`growing_keyspace`]).
+/// Its memory is taken as reads first touch blocks: at 32 MiB it was still filling long after
+/// a soak's reference point at N = 20 (a third in), the largest part of the growth the soak
+/// measured; at 16 MiB it is full before it, and neither the soak's CPU nor N = 100's showed a
+/// cost (docs/benchmarks.md, "The store's block cache at 32, 16 and 8 MiB").
+const BLOCK_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// How a keyspace that grows with the events (the history and the indexes) keeps the index
 /// and filter blocks of its tables: partitioned from level 1 on, and in memory for good only
 /// at level 0. fjall's default pins the whole index of levels 0 and 1 and partitions only from
@@ -177,7 +185,9 @@ impl FjallBackend {
     /// Opens (or creates) the database in the directory `path`, replaying its journal.
     #[tracing::instrument(fields(path = %path.display()), skip_all)]
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::builder(path).open()?;
+        let db = Database::builder(path)
+            .cache_size(BLOCK_CACHE_BYTES)
+            .open()?;
         let index = |name| db.keyspace(name, index_keyspace);
         let keyspace = |name| db.keyspace(name, KeyspaceCreateOptions::default);
         let growing = |name| db.keyspace(name, growing_keyspace);
