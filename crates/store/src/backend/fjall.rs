@@ -62,10 +62,9 @@ const INDEX_MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// The block cache of the database (fjall's default is 32 MiB): blocks of tables read by point
 /// reads, the index and filter partitions of tables from level 1 on ([`growing_keyspace`]).
-/// Its memory is taken as reads first touch blocks: at 32 MiB it was still filling long after
-/// a soak's reference point at N = 20 (a third in), the largest part of the growth the soak
-/// measured; at 16 MiB it is full before it, and neither the soak's CPU nor N = 100's showed a
-/// cost (docs/benchmarks.md, "The store's block cache at 32, 16 and 8 MiB").
+/// It takes its memory as reads first touch blocks, so a smaller cache reaches its level
+/// sooner; why this size, and what it costs: docs/benchmarks.md, "The store's block cache at
+/// 32, 16 and 8 MiB".
 const BLOCK_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// How a keyspace that grows with the events (the history and the indexes) keeps the index
@@ -157,13 +156,14 @@ struct Writer {
 }
 
 /// The bytes of merge records kept in memory at most, counted by their JSON encoding (the
-/// decoded tree takes a small multiple of it). A twin's record is a few hundred bytes, so this
-/// holds about as many twins as the 50,000 records the cache held when it was bounded by
-/// count, and a record as large as a state a stranger can send is counted for what it is.
-const CACHED_RECORD_BYTES: usize = 32 * 1024 * 1024;
-/// The bytes of instance numbers kept in memory at most, counted by their names (a few dozen
-/// bytes each, up to 253 from the wire).
-const CACHED_NUMBER_BYTES: usize = 32 * 1024 * 1024;
+/// decoded tree takes a few times that).
+const CACHED_RECORD_BYTES: u64 = 32 * 1024 * 1024;
+/// What a twin's merge record usually takes (the cache sizes its table by it).
+const TYPICAL_RECORD_BYTES: u64 = 512;
+/// The bytes of instance numbers kept in memory at most, counted by their [`name_key`]s.
+const CACHED_NUMBER_BYTES: u64 = 32 * 1024 * 1024;
+/// What a [`name_key`] usually takes (the cache sizes its table by it).
+const TYPICAL_NAME_BYTES: u64 = 32;
 
 /// A committed record on its way into [`Writer::records`], with the length of its JSON.
 type WrittenRecord = (u64, InstanceRecord, usize);
@@ -211,8 +211,8 @@ impl FjallBackend {
             traces,
             writer: Mutex::new(Writer {
                 next_instance,
-                records: BoundedCache::new(CACHED_RECORD_BYTES),
-                numbers: BoundedCache::new(CACHED_NUMBER_BYTES),
+                records: BoundedCache::new(CACHED_RECORD_BYTES, TYPICAL_RECORD_BYTES),
+                numbers: BoundedCache::new(CACHED_NUMBER_BYTES, TYPICAL_NAME_BYTES),
             }),
         })))
     }
@@ -400,8 +400,8 @@ impl EmbeddedStore for FjallBackend {
             return Ok(0);
         };
         let instance = instance_number(&instance)?;
-        writer.records.take(&instance);
-        writer.numbers.take(&name);
+        writer.records.remove(&instance);
+        writer.numbers.remove(&name);
         let mut batch = self.durable_batch();
         let (lower, upper) = instance_range(instance);
         let mut id = Vec::new();
@@ -667,15 +667,24 @@ mod tests {
             let twin_event = event(&format!("p{twin}"), &format!("e{twin}"), 10, state);
             backend.append(vec![twin_event]).await.unwrap();
         }
-        let cached: usize = {
+        let (cached, evicted) = {
             let writer = backend.0.writer.lock().unwrap();
-            writer.records.values().map(|r| r.encode().len()).sum()
+            let cached: u64 = writer
+                .records
+                .values()
+                .map(|r| r.encode().len() as u64)
+                .sum();
+            // Instances are numbered in the order the twins were first written.
+            let evicted = (0..twins).find(|&twin| !writer.records.contains(&twin));
+            (cached, evicted)
         };
         assert!(
             cached <= CACHED_RECORD_BYTES,
             "the writer caches {cached} bytes of records, more than {CACHED_RECORD_BYTES}"
         );
-        for twin in [0, twins - 1] {
+        let evicted = evicted.expect("some twin's record was evicted");
+        // A twin whose record was evicted and the last one written merge alike.
+        for twin in [evicted, twins - 1] {
             let late = event(&format!("p{twin}"), "late", 20, json!({"late": true}));
             backend.append(vec![late]).await.unwrap();
             let key = InstanceKey::new("pole", format!("p{twin}"));
