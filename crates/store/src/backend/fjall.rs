@@ -175,10 +175,15 @@ impl Writer {
             self.records.insert(instance, record, bytes);
         }
         for (name, instance) in numbers {
-            let bytes = name.len();
-            self.numbers.insert(name, instance, bytes);
+            keep_number(&mut self.numbers, name, instance);
         }
     }
+}
+
+/// Caches an instance's number, charged the bytes of its name.
+fn keep_number(numbers: &mut BoundedCache<Vec<u8>, u64>, name: Vec<u8>, instance: u64) {
+    let bytes = name.len();
+    numbers.insert(name, instance, bytes);
 }
 
 impl FjallBackend {
@@ -455,7 +460,7 @@ impl AppendTarget for FjallAppend<'_> {
         };
         let instance = instance_number(&stored)?;
         // Committed already: safe to cache even if this batch fails.
-        self.numbers.insert(name.to_vec(), instance, name.len());
+        keep_number(self.numbers, name.to_vec(), instance);
         Ok(Some(instance))
     }
 
