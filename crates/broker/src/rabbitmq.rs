@@ -11,9 +11,9 @@ use cloudevents::{AttributesReader, Event};
 use futures::StreamExt;
 use lapin::Confirmation;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
-    BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -458,6 +458,17 @@ struct RabbitInner {
     config: RabbitConfig,
     connector: AmqpConnector,
     publisher: ConfirmedPublisher,
+    /// The consumers this broker runs, by subscription name: deleting a subscription stops
+    /// them first. A queue deleted under a live consumer would be declared again by its
+    /// resubscription, and a consumer cancelled by the client while the server cancels it
+    /// for the deletion makes lapin end the whole connection (an unexpected `cancel-ok`).
+    consumers: std::sync::Mutex<std::collections::HashMap<String, Vec<RunningConsumer>>>,
+}
+
+/// A subscription's consumer task and what stops it.
+struct RunningConsumer {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for RabbitBroker {
@@ -489,6 +500,7 @@ impl RabbitBroker {
                 config,
                 connector,
                 publisher,
+                consumers: std::sync::Mutex::default(),
             }),
         })
     }
@@ -643,7 +655,21 @@ impl Broker for RabbitBroker {
 
         let (tx, rx) = mpsc::channel(usize::from(spec.prefetch));
         let stop = CancellationToken::new();
-        tokio::spawn(consumer.run(tx, stop.clone()));
+        let task = tokio::spawn(consumer.run(tx, stop.clone()));
+        let running = RunningConsumer {
+            stop: stop.clone(),
+            task,
+        };
+        let mut consumers = self.inner.consumers.lock().expect("consumers lock");
+        consumers.retain(|_, running| {
+            running.retain(|r| !r.task.is_finished());
+            !running.is_empty()
+        });
+        consumers
+            .entry(spec.name.clone())
+            .or_default()
+            .push(running);
+        drop(consumers);
         Ok(Subscription::new(
             spec.name,
             Box::new(RabbitSource {
@@ -654,6 +680,18 @@ impl Broker for RabbitBroker {
     }
 
     async fn delete_subscription(&self, name: &str) -> Result<(), BrokerError> {
+        let running = self
+            .inner
+            .consumers
+            .lock()
+            .expect("consumers lock")
+            .remove(name)
+            .unwrap_or_default();
+        for consumer in running {
+            consumer.stop.cancel();
+            // The task cancels its consumer before it ends.
+            let _ = consumer.task.await;
+        }
         let (_, channel) = self.inner.connector.channel(None).await?;
         for queue in [name.to_owned(), Self::dead_letter_queue(name)] {
             channel
@@ -744,33 +782,38 @@ struct SubscriptionConsumer {
 }
 
 impl SubscriptionConsumer {
+    /// Consumes, resubscribing after failures, until `stop` fires, the receiver is dropped or
+    /// the broker closes; the server's consumer is gone when it returns (but on a closing
+    /// broker).
     async fn run(self, tx: mpsc::Sender<Delivery>, stop: CancellationToken) {
         let closed = self.broker.inner.connector.closed();
         let mut backoff = Backoff::new(self.broker.inner.config.max_backoff);
         let mut stale = None;
         loop {
             let result = tokio::select! {
-                result = self.consume(&tx, &mut stale) => result,
-                () = stop.cancelled() => return,
+                result = self.consume(&tx, &mut stale, &stop) => result,
                 () = closed.cancelled() => return,
             };
             match result {
                 Ok(()) => return,
+                Err(_) if stop.is_cancelled() => return,
                 Err(error) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(subscription = %self.spec.name, %error, ?delay, "consumer lost, resubscribing");
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = stop.cancelled() => return,
+                    }
                 }
             }
         }
     }
 
-    /// Consumes until the receiver is dropped (`Ok`) or the channel fails (`Err`).
-    async fn consume(
+    /// A confirm-mode channel consuming the subscription's (declared) queue.
+    async fn open(
         &self,
-        tx: &mpsc::Sender<Delivery>,
         stale: &mut Option<u64>,
-    ) -> Result<(), BrokerError> {
+    ) -> Result<(Channel, lapin::Consumer), BrokerError> {
         let amqp = |operation| move |source| BrokerError::Amqp { operation, source };
         let (generation, channel) = self.broker.inner.connector.channel(stale.take()).await?;
         *stale = Some(generation);
@@ -785,7 +828,7 @@ impl SubscriptionConsumer {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(amqp("confirm.select"))?;
-        let mut consumer = channel
+        let consumer = channel
             .basic_consume(
                 self.spec.name.as_str().into(),
                 "".into(),
@@ -796,13 +839,36 @@ impl SubscriptionConsumer {
             .map_err(amqp("basic.consume"))?;
         // A new channel works: the next failure is a fresh one, not this connection's.
         *stale = None;
+        Ok((channel, consumer))
+    }
+
+    /// Consumes until `stop` fires or the receiver is dropped (`Ok`, once the server has
+    /// cancelled the consumer) or the channel fails (`Err`).
+    async fn consume(
+        &self,
+        tx: &mpsc::Sender<Delivery>,
+        stale: &mut Option<u64>,
+        stop: &CancellationToken,
+    ) -> Result<(), BrokerError> {
+        let amqp = |operation| move |source| BrokerError::Amqp { operation, source };
+        let (channel, mut consumer) = self.open(stale).await?;
         let settler = Arc::new(RabbitSettler {
             channel: channel.clone(),
             queue: self.spec.name.clone(),
             dead_letter_queue: RabbitBroker::dead_letter_queue(&self.spec.name),
             budget: self.broker.inner.config.publish_retry_budget,
         });
-        while let Some(delivery) = consumer.next().await {
+        loop {
+            let delivery = tokio::select! {
+                delivery = consumer.next() => delivery,
+                () = stop.cancelled() => break,
+            };
+            let Some(delivery) = delivery else {
+                return Err(BrokerError::Unavailable(format!(
+                    "consumer of {:?} was cancelled by the server or the connection closed",
+                    self.spec.name
+                )));
+            };
             let delivery = delivery.map_err(amqp("basic.consume"))?;
             let count = delivery_count(&delivery);
             match event_from_amqp(&delivery.properties, &delivery.data) {
@@ -826,8 +892,12 @@ impl SubscriptionConsumer {
                         self.spec.max_deliveries,
                         Box::new(settle),
                     );
-                    if tx.send(delivery).await.is_err() {
-                        return Ok(());
+                    let handed = tokio::select! {
+                        sent = tx.send(delivery) => sent.is_ok(),
+                        () = stop.cancelled() => false,
+                    };
+                    if !handed {
+                        break;
                     }
                 }
                 Err(error) => {
@@ -836,10 +906,16 @@ impl SubscriptionConsumer {
                 }
             }
         }
-        Err(BrokerError::Unavailable(format!(
-            "consumer of {:?} was cancelled by the server or the connection closed",
-            self.spec.name
-        )))
+        // Cancelled and answered before the task ends, so that a deletion of the queue after it
+        // finds no consumer of ours. The channel stays open while the deliveries handed out
+        // (or being nacked after a drop) still hold it, and closes with the last of them.
+        let _ = channel
+            .basic_cancel(
+                consumer.tag().as_str().into(),
+                BasicCancelOptions::default(),
+            )
+            .await;
+        Ok(())
     }
 }
 

@@ -447,3 +447,68 @@ async fn subscriptions_dropped_with_deliveries_leave_the_connection_up() {
     }
     fx.cleanup().await;
 }
+
+/// Whether queue `name` exists (a passive declare on a channel of its own: a missing queue
+/// closes that channel only).
+async fn queue_exists(broker: &RabbitBroker, name: &str) -> bool {
+    let (_, channel) = broker.connector().channel(None).await.unwrap();
+    let options = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let exists = channel
+        .queue_declare(name.into(), options, FieldTable::default())
+        .await
+        .is_ok();
+    let _ = channel.close(200, "checked".into()).await;
+    exists
+}
+
+/// Deleting a subscription whose consumer is running stops that consumer first: before, the
+/// server cancelled it for the deletion, the consumer took that for a lost channel and
+/// resubscribed, which declared the queue again; and a consumer the client cancelled at the
+/// same moment (a subscription just dropped) got an unexpected `cancel-ok` that ended the
+/// whole connection (`ktwin bench dispatch` failed so in its clean-up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_consumed_subscription_removes_it_for_good() {
+    let mut fx = Fixture::new(QueueType::Classic).await;
+    let (generation, _) = fx.broker.connector().channel(None).await.unwrap();
+    for round in 0..5 {
+        let name = fx.name(&format!("deleted-{round}"));
+        let mut sub = fx
+            .broker
+            .subscribe(SubscriptionSpec::new(&name, TypeFilter::exact(["t"])))
+            .await
+            .unwrap();
+        for i in 0..20 {
+            fx.broker
+                .publish(event(&format!("{round}-{i}"), "t"))
+                .await
+                .unwrap();
+        }
+        let first = tokio::time::timeout(WAIT, sub.recv())
+            .await
+            .expect("a delivery")
+            .expect("the subscription is open");
+        first.ack().await.unwrap();
+        // Even rounds delete while the subscription is held, odd ones right after dropping it.
+        if round % 2 == 1 {
+            drop(sub);
+            fx.broker.delete_subscription(&name).await.unwrap();
+        } else {
+            fx.broker.delete_subscription(&name).await.unwrap();
+            let rest =
+                tokio::time::timeout(WAIT, async { while sub.recv().await.is_some() {} }).await;
+            assert!(rest.is_ok(), "{name}: the subscription did not end");
+        }
+        // Longer than the consumer's first resubscription delay.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !queue_exists(&fx.broker, &name).await,
+            "{name} was declared again after its deletion"
+        );
+        let (now, _) = fx.broker.connector().channel(None).await.unwrap();
+        assert_eq!(now, generation, "{name}: the connection was closed");
+    }
+    fx.cleanup().await;
+}
