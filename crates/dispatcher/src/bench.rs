@@ -15,14 +15,21 @@ use ktwin_broker::{
     Broker, MemoryBroker, MemoryBrokerConfig, QueueType, RabbitBroker, RabbitConfig, Subscription,
     SubscriptionSpec, TypeFilter, event_to_amqp,
 };
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions};
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::MqttBrokerArgs;
 use crate::ingress::{IngressPolicy, TopicSyntax, validate};
 use crate::metrics::DispatchMetrics;
-use crate::{IngressDispatcher, MemoryDeadLetters, MqttSource, MqttSourceConfig};
+use crate::{
+    AmqpQueueSource, AmqpSourceConfig, IngressDispatcher, MemoryDeadLetters, MqttSource,
+    MqttSourceConfig,
+};
 use ktwin_events::{defaults, env};
 use ktwin_service::machine::Machine;
 
@@ -56,6 +63,10 @@ pub struct BenchDispatchArgs {
     /// AMQP URI of RabbitMQ.
     #[arg(long, env = env::AMQP_URL, default_value = defaults::AMQP_URL)]
     pub amqp_url: String,
+    /// RabbitMQ's MQTT plugin (`host:port`), where devices publish in the cluster
+    /// (`scripts/services.sh` enables it on port 1884).
+    #[arg(long, default_value = "127.0.0.1:1884")]
+    pub rabbitmq_mqtt: String,
     /// Unconfirmed events in flight: the dispatcher's pipelining depth, and the raw AMQP
     /// loop's window.
     #[arg(long, default_value_t = 1024)]
@@ -100,6 +111,10 @@ pub struct DispatchBenchResult {
     /// MQTT (Mosquitto) → dispatcher → RabbitMQ headers exchange, publisher confirms → queue
     /// consumer.
     pub rabbitmq_msgs_per_s: f64,
+    /// The cluster's path: MQTT into RabbitMQ's MQTT plugin → the device queue → dispatcher
+    /// (AMQP source, as the operator deploys it) → RabbitMQ headers exchange, publisher
+    /// confirms → queue consumer.
+    pub cluster_msgs_per_s: f64,
     /// Raw Mosquitto: the same QoS 1 load into the same QoS 1 subscription (shared
     /// connections), each message acknowledged on receipt.
     pub mosquitto_raw_msgs_per_s: f64,
@@ -111,6 +126,8 @@ pub struct DispatchBenchResult {
     pub bus_receipt: ReceiptSummary,
     /// The same for RabbitMQ.
     pub rabbitmq_receipt: ReceiptSummary,
+    /// The same for the cluster's path.
+    pub cluster_receipt: ReceiptSummary,
     /// The ratios the dispatcher is judged by.
     pub ratios: DispatchRatios,
     /// CPU model, cores, load average at the start and the end.
@@ -124,6 +141,8 @@ pub struct DispatchRatios {
     pub bus_per_mosquitto_raw: f64,
     /// RabbitMQ with confirms ÷ raw AMQP with confirms.
     pub rabbitmq_per_amqp_raw: f64,
+    /// The cluster's path ÷ raw AMQP with confirms.
+    pub cluster_per_amqp_raw: f64,
 }
 
 /// Distinct event ids received, duplicates apart, and dead letters of one measurement.
@@ -356,13 +375,18 @@ pub async fn publish_qos1_batched(
     Ok(())
 }
 
-/// Publishes the run's messages from `args.publishers` batched connections
-/// ([`publish_qos1_batched`]).
-async fn publish_parallel(args: &BenchDispatchArgs, iface: &str, run: &str) -> anyhow::Result<()> {
+/// Publishes the run's messages to the MQTT broker at `to` from `args.publishers` batched
+/// connections ([`publish_qos1_batched`]).
+async fn publish_parallel(
+    args: &BenchDispatchArgs,
+    to: &MqttTarget,
+    iface: &str,
+    run: &str,
+) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for (p, range) in split(args.messages, args.publishers as u64).enumerate() {
         let messages = device_messages(iface, 100, range);
-        let (host, port) = (args.mqtt.mqtt_host.clone(), args.mqtt.mqtt_port);
+        let (host, port) = (to.host.clone(), to.port);
         let client_id = format!("ktwin-bench-pub-{run}-{p}");
         let window = args.publish_window;
         tasks.push(tokio::spawn(async move {
@@ -387,22 +411,56 @@ fn run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
 
-/// How the dispatcher of a measurement is set up.
-struct DispatcherSetup {
+/// How device messages reach the dispatcher of a measurement, and how deep it pipelines.
+struct DevicePath<S> {
+    /// Where the load generator publishes.
+    from: MqttTarget,
+    /// What the dispatcher reads.
+    source: S,
     /// Unconfirmed events in flight (`None`: the dispatcher's default, as `ktwin up`).
     in_flight: Option<usize>,
 }
 
-/// MQTT → dispatcher → `broker` → `subscription`'s consumer; messages per second from the
-/// first publish to the last distinct event received, and what was received.
-async fn ingress_rate(
-    args: &BenchDispatchArgs,
-    run: &str,
-    iface: &str,
-    broker: Arc<dyn Broker>,
-    subscription: Subscription,
-    setup: DispatcherSetup,
-) -> anyhow::Result<(f64, ReceiptSummary)> {
+/// An MQTT broker the load generator publishes to.
+struct MqttTarget {
+    host: String,
+    port: u16,
+    /// Mosquitto, whose limits `scripts/services.sh` sets (named when a measurement stalls).
+    mosquitto: bool,
+}
+
+impl MqttTarget {
+    fn mosquitto(args: &BenchDispatchArgs) -> Self {
+        Self {
+            host: args.mqtt.mqtt_host.clone(),
+            port: args.mqtt.mqtt_port,
+            mosquitto: true,
+        }
+    }
+
+    fn rabbitmq_plugin(args: &BenchDispatchArgs) -> anyhow::Result<Self> {
+        let (host, port) = args.rabbitmq_mqtt.rsplit_once(':').with_context(|| {
+            format!(
+                "--rabbitmq-mqtt {:?}: expected host:port",
+                args.rabbitmq_mqtt
+            )
+        })?;
+        let port = port.parse().with_context(|| {
+            format!(
+                "--rabbitmq-mqtt {:?}: the port is not a number from 0 to 65535",
+                args.rabbitmq_mqtt
+            )
+        })?;
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+            mosquitto: false,
+        })
+    }
+}
+
+/// The dispatcher's source in the Mosquitto measurements: a shared QoS 1 subscription.
+fn mosquitto_source(args: &BenchDispatchArgs, run: &str, iface: &str) -> MqttSource {
     let mut config = MqttSourceConfig::new(
         &args.mqtt.mqtt_host,
         args.mqtt.mqtt_port,
@@ -412,7 +470,24 @@ async fn ingress_rate(
     config.persistent_session = false;
     config.buffer = 1024;
     config.connections = args.mqtt_connections;
-    let source = MqttSource::start(config);
+    MqttSource::start(config)
+}
+
+/// MQTT → `path` → dispatcher → `broker` → `subscription`'s consumer; messages per second
+/// from the first publish to the last distinct event received, and what was received.
+async fn ingress_rate(
+    args: &BenchDispatchArgs,
+    run: &str,
+    iface: &str,
+    path: DevicePath<impl crate::DeviceSource + 'static>,
+    broker: Arc<dyn Broker>,
+    subscription: Subscription,
+) -> anyhow::Result<(f64, ReceiptSummary)> {
+    let DevicePath {
+        from,
+        source,
+        in_flight,
+    } = path;
     let connected = crate::DeviceSource::connected(&source);
     // As `ktwin up`: only the project's interfaces are accepted.
     let policy = IngressPolicy {
@@ -425,7 +500,7 @@ async fn ingress_rate(
         policy,
         DispatchMetrics::ingress("bench", "bench"),
     );
-    if let Some(in_flight) = setup.in_flight {
+    if let Some(in_flight) = in_flight {
         dispatcher = dispatcher.max_in_flight(in_flight);
     }
     let counters = dispatcher.counters();
@@ -437,16 +512,16 @@ async fn ingress_rate(
     while !connected.load(Ordering::Acquire) {
         anyhow::ensure!(
             Instant::now() < deadline,
-            "cannot reach MQTT at {}:{}",
-            args.mqtt.mqtt_host,
-            args.mqtt.mqtt_port
+            "the dispatcher's source did not connect within 10 s"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The subscription is sent right after CONNACK; give it a moment to be in place.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
-    publish_parallel(args, iface, run).await?;
+    publish_parallel(args, &from, iface, run)
+        .await
+        .with_context(|| format!("publishing to MQTT at {}:{}", from.host, from.port))?;
     let waited = wait_for_progress(
         || receipts.distinct() + counters.dead_lettered(),
         args.messages,
@@ -462,7 +537,7 @@ async fn ingress_rate(
         duplicates: receipts.duplicates(),
         dead_letters: counters.dead_lettered(),
     };
-    waited.map_err(|got| stalled(args, "events through the dispatcher", got))?;
+    waited.map_err(|got| stalled(args, &from, "events through the dispatcher", got))?;
     Ok((args.messages as f64 / elapsed.as_secs_f64(), summary))
 }
 
@@ -519,14 +594,15 @@ async fn wait_for_progress(
 }
 
 /// The error of a measurement that stalled at `got` of the run's messages, naming the likely
-/// cause when Mosquitto's limits are not the ones `scripts/services.sh` sets.
-fn stalled(args: &BenchDispatchArgs, what: &str, got: u64) -> anyhow::Error {
+/// cause when its broker is Mosquitto and its limits are not the ones `scripts/services.sh`
+/// sets.
+fn stalled(args: &BenchDispatchArgs, from: &MqttTarget, what: &str, got: u64) -> anyhow::Error {
     let mut message = format!(
         "{what}: {got} of {} arrived, then nothing for {} s",
         args.messages,
         STALL.as_secs()
     );
-    if let Some(missing) = local_mosquitto_limits(args) {
+    if let Some(missing) = local_mosquitto_limits(args).filter(|_| from.mosquitto) {
         message.push_str(&format!("; {missing}"));
     }
     anyhow::anyhow!(message)
@@ -597,15 +673,19 @@ async fn bus_rate(args: &BenchDispatchArgs) -> anyhow::Result<(f64, ReceiptSumma
         ))
         .await?;
     let run = run_id();
-    let setup = DispatcherSetup { in_flight: None };
     let iface = format!("bench-{run}");
+    let path = DevicePath {
+        from: MqttTarget::mosquitto(args),
+        source: mosquitto_source(args, &run, &iface),
+        in_flight: None,
+    };
     let rate = ingress_rate(
         args,
         &run,
         &iface,
+        path,
         Arc::new(bus.clone()),
         subscription,
-        setup,
     )
     .await;
     bus.delete_subscription("bench").await?;
@@ -655,20 +735,76 @@ async fn rabbitmq_rate(args: &BenchDispatchArgs) -> anyhow::Result<(f64, Receipt
     let run = run_id();
     let (iface, queue) = (format!("bench-{run}"), format!("ktwin-bench-{run}"));
     let (broker, subscription) = bench_rabbit_broker(args, &run, &iface, &queue).await?;
-    let setup = DispatcherSetup {
+    let path = DevicePath {
+        from: MqttTarget::mosquitto(args),
+        source: mosquitto_source(args, &run, &iface),
         in_flight: Some(args.in_flight),
     };
-    let rate = ingress_rate(
-        args,
-        &run,
-        &iface,
-        Arc::new(broker.clone()),
-        subscription,
-        setup,
-    )
-    .await;
+    let publisher = Arc::new(broker.clone());
+    let rate = ingress_rate(args, &run, &iface, path, publisher, subscription).await;
     remove_bench_broker(&broker, &queue).await?;
     rate
+}
+
+/// The cluster's path: devices publish to RabbitMQ's MQTT plugin, which routes their messages
+/// to a device queue; the dispatcher consumes it with the prefetch the operator gives it (the
+/// run's in-flight depth) and publishes the events to the broker's exchange with confirms.
+async fn cluster_rate(args: &BenchDispatchArgs) -> anyhow::Result<(f64, ReceiptSummary)> {
+    let from = MqttTarget::rabbitmq_plugin(args)?;
+    let run = run_id();
+    let (iface, queue) = (format!("bench-{run}"), format!("ktwin-bench-{run}"));
+    let devices = format!("ktwin-bench-devices-{run}");
+    let (broker, subscription) = bench_rabbit_broker(args, &run, &iface, &queue).await?;
+    let prefetch = u16::try_from(args.in_flight).unwrap_or(u16::MAX);
+    let source = AmqpQueueSource::start(
+        broker.connector().clone(),
+        AmqpSourceConfig {
+            queue: devices.clone(),
+            declare: true,
+            binding_keys: vec![format!("ktwin.real.{iface}.#")],
+            mqtt_exchange: defaults::MQTT_EXCHANGE.to_owned(),
+            prefetch,
+            consumer_tag: format!("ktwin-bench-{run}"),
+        },
+    )
+    .await
+    .context("starting the dispatcher's AMQP source")?;
+    let path = DevicePath {
+        from,
+        source,
+        in_flight: Some(usize::from(prefetch)),
+    };
+    let publisher = Arc::new(broker.clone());
+    let rate = ingress_rate(args, &run, &iface, path, publisher, subscription).await;
+    remove_device_queue(&broker, &devices).await?;
+    remove_bench_broker(&broker, &queue).await?;
+    rate
+}
+
+/// Deletes the cluster measurement's device queue once its consumer (the dispatcher's source,
+/// stopped with the dispatcher) is gone: a quorum queue deleted under a consumer being
+/// cancelled fails with an internal error.
+async fn remove_device_queue(broker: &RabbitBroker, queue: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, channel) = broker.connector().channel(None).await?;
+        let options = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let declared = channel
+            .queue_declare(queue.into(), options, FieldTable::default())
+            .await?;
+        if declared.consumer_count() == 0 || Instant::now() > deadline {
+            channel
+                .queue_delete(queue.into(), QueueDeleteOptions::default())
+                .await?;
+            let _ = channel.close(200, "done".into()).await;
+            return Ok(());
+        }
+        let _ = channel.close(200, "counted".into()).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Mosquitto's own rate with the same load and the same subscription as the dispatcher's
@@ -726,10 +862,10 @@ async fn mosquitto_raw_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
     )
     .await?;
     let started = Instant::now();
-    publish_parallel(args, &iface, &run).await?;
+    publish_parallel(args, &MqttTarget::mosquitto(args), &iface, &run).await?;
     wait_for_progress(|| received.load(Ordering::Relaxed), args.messages, STALL)
         .await
-        .map_err(|got| stalled(args, "raw MQTT messages", got))?;
+        .map_err(|got| stalled(args, &MqttTarget::mosquitto(args), "raw MQTT messages", got))?;
     let elapsed = started.elapsed();
     stop.cancel();
     for subscriber in subscribers {
@@ -851,7 +987,7 @@ pub async fn run(args: BenchDispatchArgs) -> anyhow::Result<ExitCode> {
     if let Some(missing) = local_mosquitto_limits(&args) {
         eprintln!("warning: {missing}");
     }
-    let progress = indicatif::ProgressBar::new(4);
+    let progress = indicatif::ProgressBar::new(5);
     if args.format == OutputFormat::Json {
         progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
@@ -872,19 +1008,30 @@ pub async fn run(args: BenchDispatchArgs) -> anyhow::Result<ExitCode> {
     progress.set_message("MQTT → dispatcher → RabbitMQ");
     let (rabbitmq_msgs_per_s, rabbitmq_receipt) =
         rabbitmq_rate(&args).await.context("RabbitMQ measurement")?;
+    progress.inc(1);
+    progress.set_message("MQTT → RabbitMQ's MQTT plugin → dispatcher → RabbitMQ");
+    let (cluster_msgs_per_s, cluster_receipt) = cluster_rate(&args).await.with_context(|| {
+        format!(
+            "cluster path measurement (RabbitMQ's MQTT plugin at {})",
+            args.rabbitmq_mqtt
+        )
+    })?;
     progress.finish_and_clear();
     machine.finish();
     let result = DispatchBenchResult {
         messages: args.messages,
         bus_msgs_per_s,
         rabbitmq_msgs_per_s,
+        cluster_msgs_per_s,
         mosquitto_raw_msgs_per_s,
         amqp_raw_msgs_per_s,
         bus_receipt,
         rabbitmq_receipt,
+        cluster_receipt,
         ratios: DispatchRatios {
             bus_per_mosquitto_raw: bus_msgs_per_s / mosquitto_raw_msgs_per_s,
             rabbitmq_per_amqp_raw: rabbitmq_msgs_per_s / amqp_raw_msgs_per_s,
+            cluster_per_amqp_raw: cluster_msgs_per_s / amqp_raw_msgs_per_s,
         },
         machine,
     };
@@ -894,7 +1041,10 @@ pub async fn run(args: BenchDispatchArgs) -> anyhow::Result<ExitCode> {
     }
     let clean = |r: &ReceiptSummary| r.duplicates == 0 && r.dead_letters == 0;
     Ok(
-        if clean(&result.bus_receipt) && clean(&result.rabbitmq_receipt) {
+        if clean(&result.bus_receipt)
+            && clean(&result.rabbitmq_receipt)
+            && clean(&result.cluster_receipt)
+        {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
@@ -914,10 +1064,15 @@ fn print_text(result: &DispatchBenchResult) {
         "raw Mosquitto pub → sub (QoS 1)",
         result.mosquitto_raw_msgs_per_s,
     );
+    rate(
+        "MQTT plugin → CloudEvent → RabbitMQ",
+        result.cluster_msgs_per_s,
+    );
     rate("raw AMQP publish (confirms)", result.amqp_raw_msgs_per_s);
     for (what, r) in [
         ("bus", &result.bus_receipt),
         ("RabbitMQ", &result.rabbitmq_receipt),
+        ("cluster", &result.cluster_receipt),
     ] {
         println!(
             "{what:<9} received {} distinct, {} duplicates, {} dead letters",
@@ -925,8 +1080,10 @@ fn print_text(result: &DispatchBenchResult) {
         );
     }
     println!(
-        "ratios: bus ÷ raw Mosquitto {:.2}, RabbitMQ ÷ raw AMQP {:.2}",
-        result.ratios.bus_per_mosquitto_raw, result.ratios.rabbitmq_per_amqp_raw
+        "ratios: bus ÷ raw Mosquitto {:.2}, RabbitMQ ÷ raw AMQP {:.2}, cluster path ÷ raw AMQP {:.2}",
+        result.ratios.bus_per_mosquitto_raw,
+        result.ratios.rabbitmq_per_amqp_raw,
+        result.ratios.cluster_per_amqp_raw
     );
     println!("machine: {}", result.machine.describe());
 }
