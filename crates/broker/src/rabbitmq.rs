@@ -32,6 +32,9 @@ use crate::{
 const DELIVERY_COUNT_HEADER: &str = "x-ktwin-delivery-count";
 /// Header naming the subscription a dead letter came from.
 const SUBSCRIPTION_HEADER: &str = "x-ktwin-subscription";
+/// How long a stopping consumer waits for the server to confirm its cancellation, so a server
+/// that stopped answering cannot hold up the deletion of a subscription.
+const CONSUMER_CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Kind of queue declared for subscriptions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -687,11 +690,12 @@ impl Broker for RabbitBroker {
             .expect("consumers lock")
             .remove(name)
             .unwrap_or_default();
-        for consumer in running {
+        // All stopped before any is awaited, so a caller giving up half-way leaves none running.
+        for consumer in &running {
             consumer.stop.cancel();
-            // The task cancels its consumer before it ends.
-            let _ = consumer.task.await;
         }
+        // Each task cancels its consumer before it ends.
+        futures::future::join_all(running.into_iter().map(|consumer| consumer.task)).await;
         let (_, channel) = self.inner.connector.channel(None).await?;
         for queue in [name.to_owned(), Self::dead_letter_queue(name)] {
             channel
@@ -796,7 +800,10 @@ impl SubscriptionConsumer {
             };
             match result {
                 Ok(()) => return,
-                Err(_) if stop.is_cancelled() => return,
+                Err(error) if stop.is_cancelled() => {
+                    tracing::debug!(subscription = %self.spec.name, %error, "consumer failed while stopping");
+                    return;
+                }
                 Err(error) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(subscription = %self.spec.name, %error, ?delay, "consumer lost, resubscribing");
@@ -842,15 +849,17 @@ impl SubscriptionConsumer {
         Ok((channel, consumer))
     }
 
-    /// Consumes until `stop` fires or the receiver is dropped (`Ok`, once the server has
-    /// cancelled the consumer) or the channel fails (`Err`).
+    /// Consumes until `stop` fires or the receiver is dropped (`Ok`) or the channel fails
+    /// (`Err`). On every way out while the channel is open the consumer is cancelled and the
+    /// server's answer awaited, so a deletion of the queue after it finds no consumer of ours.
+    /// The channel stays open while the deliveries handed out (or being nacked after a drop)
+    /// still hold it, and closes with the last of them.
     async fn consume(
         &self,
         tx: &mpsc::Sender<Delivery>,
         stale: &mut Option<u64>,
         stop: &CancellationToken,
     ) -> Result<(), BrokerError> {
-        let amqp = |operation| move |source| BrokerError::Amqp { operation, source };
         let (channel, mut consumer) = self.open(stale).await?;
         let settler = Arc::new(RabbitSettler {
             channel: channel.clone(),
@@ -858,10 +867,29 @@ impl SubscriptionConsumer {
             dead_letter_queue: RabbitBroker::dead_letter_queue(&self.spec.name),
             budget: self.broker.inner.config.publish_retry_budget,
         });
+        let result = self.deliver(&mut consumer, &settler, tx, stop).await;
+        if channel.status().connected() {
+            let tag = consumer.tag();
+            let cancel = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default());
+            let _ = tokio::time::timeout(CONSUMER_CANCEL_TIMEOUT, cancel).await;
+        }
+        result
+    }
+
+    /// Hands `consumer`'s deliveries to `tx` until `stop` fires or the receiver is dropped
+    /// (`Ok`) or the channel fails (`Err`).
+    async fn deliver(
+        &self,
+        consumer: &mut lapin::Consumer,
+        settler: &Arc<RabbitSettler>,
+        tx: &mpsc::Sender<Delivery>,
+        stop: &CancellationToken,
+    ) -> Result<(), BrokerError> {
+        let amqp = |operation| move |source| BrokerError::Amqp { operation, source };
         loop {
             let delivery = tokio::select! {
                 delivery = consumer.next() => delivery,
-                () = stop.cancelled() => break,
+                () = stop.cancelled() => return Ok(()),
             };
             let Some(delivery) = delivery else {
                 return Err(BrokerError::Unavailable(format!(
@@ -882,7 +910,7 @@ impl SubscriptionConsumer {
                 }
                 Ok(event) => {
                     let settle = RabbitSettle {
-                        settler: Arc::clone(&settler),
+                        settler: Arc::clone(settler),
                         delivery: Some(delivery),
                         delivery_count: count,
                     };
@@ -897,7 +925,7 @@ impl SubscriptionConsumer {
                         () = stop.cancelled() => false,
                     };
                     if !handed {
-                        break;
+                        return Ok(());
                     }
                 }
                 Err(error) => {
@@ -906,16 +934,6 @@ impl SubscriptionConsumer {
                 }
             }
         }
-        // Cancelled and answered before the task ends, so that a deletion of the queue after it
-        // finds no consumer of ours. The channel stays open while the deliveries handed out
-        // (or being nacked after a drop) still hold it, and closes with the last of them.
-        let _ = channel
-            .basic_cancel(
-                consumer.tag().as_str().into(),
-                BasicCancelOptions::default(),
-            )
-            .await;
-        Ok(())
     }
 }
 

@@ -1,5 +1,6 @@
 //! `ktwin bench dispatch`: MQTT → CloudEvent throughput into the in-memory bus and into
-//! RabbitMQ (with confirms), beside the raw Mosquitto pub→sub rate and a raw AMQP publish loop
+//! RabbitMQ (with confirms), from Mosquitto and on the cluster's path (RabbitMQ's MQTT plugin
+//! and its device queue), beside the raw Mosquitto pub→sub rate and a raw AMQP publish loop
 //! measured in the same run with the same settings, so the ratios show what the dispatcher
 //! costs. Also the MQTT publisher the integration tests use.
 
@@ -30,7 +31,7 @@ use crate::{
     AmqpQueueSource, AmqpSourceConfig, IngressDispatcher, MemoryDeadLetters, MqttSource,
     MqttSourceConfig,
 };
-use ktwin_events::{defaults, env};
+use ktwin_events::{TopicKind, defaults, env};
 use ktwin_service::machine::Machine;
 
 /// Output format of the benchmark.
@@ -65,8 +66,8 @@ pub struct BenchDispatchArgs {
     pub amqp_url: String,
     /// RabbitMQ's MQTT plugin (`host:port`), where devices publish in the cluster
     /// (`scripts/services.sh` enables it on port 1884).
-    #[arg(long, default_value = "127.0.0.1:1884")]
-    pub rabbitmq_mqtt: String,
+    #[arg(long, default_value = "127.0.0.1:1884", value_parser = parse_host_port)]
+    pub rabbitmq_mqtt: HostPort,
     /// Unconfirmed events in flight: the dispatcher's pipelining depth, and the raw AMQP
     /// loop's window.
     #[arg(long, default_value_t = 1024)]
@@ -386,7 +387,7 @@ async fn publish_parallel(
     let mut tasks = Vec::new();
     for (p, range) in split(args.messages, args.publishers as u64).enumerate() {
         let messages = device_messages(iface, 100, range);
-        let (host, port) = (to.host.clone(), to.port);
+        let (host, port) = (to.address.host.clone(), to.address.port);
         let client_id = format!("ktwin-bench-pub-{run}-{p}");
         let window = args.publish_window;
         tasks.push(tokio::spawn(async move {
@@ -417,14 +418,56 @@ struct DevicePath<S> {
     from: MqttTarget,
     /// What the dispatcher reads.
     source: S,
+    /// What `source` is, for errors.
+    source_name: String,
     /// Unconfirmed events in flight (`None`: the dispatcher's default, as `ktwin up`).
     in_flight: Option<usize>,
 }
 
+/// A `host:port` address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// Host name or IP address (IPv6 without its brackets).
+    pub host: String,
+    /// TCP port, not 0.
+    pub port: u16,
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Parses `host:port` or `[ipv6]:port`.
+fn parse_host_port(value: &str) -> Result<HostPort, String> {
+    let expected = || format!("{value:?}: expected host:port or [ipv6]:port (e.g. 127.0.0.1:1884)");
+    let (host, port) = match value.strip_prefix('[') {
+        Some(rest) => rest.split_once("]:"),
+        None => value
+            .rsplit_once(':')
+            .filter(|(host, _)| !host.contains(':')),
+    }
+    .filter(|(host, _)| !host.is_empty())
+    .ok_or_else(expected)?;
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(HostPort {
+            host: host.to_owned(),
+            port,
+        }),
+        _ => Err(format!(
+            "{value:?}: the port {port:?} is not a number from 1 to 65535"
+        )),
+    }
+}
+
 /// An MQTT broker the load generator publishes to.
 struct MqttTarget {
-    host: String,
-    port: u16,
+    address: HostPort,
     /// Mosquitto, whose limits `scripts/services.sh` sets (named when a measurement stalls).
     mosquitto: bool,
 }
@@ -432,45 +475,46 @@ struct MqttTarget {
 impl MqttTarget {
     fn mosquitto(args: &BenchDispatchArgs) -> Self {
         Self {
-            host: args.mqtt.mqtt_host.clone(),
-            port: args.mqtt.mqtt_port,
+            address: HostPort {
+                host: args.mqtt.mqtt_host.clone(),
+                port: args.mqtt.mqtt_port,
+            },
             mosquitto: true,
         }
     }
 
-    fn rabbitmq_plugin(args: &BenchDispatchArgs) -> anyhow::Result<Self> {
-        let (host, port) = args.rabbitmq_mqtt.rsplit_once(':').with_context(|| {
-            format!(
-                "--rabbitmq-mqtt {:?}: expected host:port",
-                args.rabbitmq_mqtt
-            )
-        })?;
-        let port = port.parse().with_context(|| {
-            format!(
-                "--rabbitmq-mqtt {:?}: the port is not a number from 0 to 65535",
-                args.rabbitmq_mqtt
-            )
-        })?;
-        Ok(Self {
-            host: host.to_owned(),
-            port,
+    fn rabbitmq_plugin(args: &BenchDispatchArgs) -> Self {
+        Self {
+            address: args.rabbitmq_mqtt.clone(),
             mosquitto: false,
-        })
+        }
     }
 }
 
-/// The dispatcher's source in the Mosquitto measurements: a shared QoS 1 subscription.
-fn mosquitto_source(args: &BenchDispatchArgs, run: &str, iface: &str) -> MqttSource {
+/// The Mosquitto measurements' way in: the load published to Mosquitto, the dispatcher
+/// reading a shared QoS 1 subscription there.
+fn mosquitto_path(
+    args: &BenchDispatchArgs,
+    run: &str,
+    iface: &str,
+    in_flight: Option<usize>,
+) -> DevicePath<MqttSource> {
+    let from = MqttTarget::mosquitto(args);
     let mut config = MqttSourceConfig::new(
-        &args.mqtt.mqtt_host,
-        args.mqtt.mqtt_port,
+        &from.address.host,
+        from.address.port,
         &format!("ktwin-bench-sub-{run}"),
     );
     config.filters = vec![format!("ktwin/real/{iface}/#")];
     config.persistent_session = false;
     config.buffer = 1024;
     config.connections = args.mqtt_connections;
-    MqttSource::start(config)
+    DevicePath {
+        source_name: format!("a shared MQTT subscription at {}", from.address),
+        from,
+        source: MqttSource::start(config),
+        in_flight,
+    }
 }
 
 /// MQTT → `path` → dispatcher → `broker` → `subscription`'s consumer; messages per second
@@ -486,6 +530,7 @@ async fn ingress_rate(
     let DevicePath {
         from,
         source,
+        source_name,
         in_flight,
     } = path;
     let connected = crate::DeviceSource::connected(&source);
@@ -508,30 +553,36 @@ async fn ingress_rate(
     let consumer = tokio::spawn(consume(subscription, Arc::clone(&receipts)));
     let stop = CancellationToken::new();
     let task = tokio::spawn(dispatcher.run(source, stop.clone()));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !connected.load(Ordering::Acquire) {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the dispatcher's source did not connect within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let measured = async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !connected.load(Ordering::Acquire) {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the dispatcher's source ({source_name}) did not connect within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A source subscribes right after connecting; give that a moment to be in place.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        publish_parallel(args, &from, iface, run)
+            .await
+            .with_context(|| format!("publishing to MQTT at {}", from.address))?;
+        let waited = wait_for_progress(
+            || receipts.distinct() + counters.dead_lettered(),
+            args.messages,
+            STALL,
+        )
+        .await;
+        Ok((started.elapsed(), waited))
     }
-    // The subscription is sent right after CONNACK; give it a moment to be in place.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let started = Instant::now();
-    publish_parallel(args, &from, iface, run)
-        .await
-        .with_context(|| format!("publishing to MQTT at {}:{}", from.host, from.port))?;
-    let waited = wait_for_progress(
-        || receipts.distinct() + counters.dead_lettered(),
-        args.messages,
-        STALL,
-    )
     .await;
-    let elapsed = started.elapsed();
+    // Stopped however the measurement ended, so its source no longer consumes when the
+    // measurement's queues are deleted.
     stop.cancel();
     task.await?;
     consumer.abort();
+    let (elapsed, waited) = measured?;
     let summary = ReceiptSummary {
         received: receipts.distinct(),
         duplicates: receipts.duplicates(),
@@ -674,11 +725,7 @@ async fn bus_rate(args: &BenchDispatchArgs) -> anyhow::Result<(f64, ReceiptSumma
         .await?;
     let run = run_id();
     let iface = format!("bench-{run}");
-    let path = DevicePath {
-        from: MqttTarget::mosquitto(args),
-        source: mosquitto_source(args, &run, &iface),
-        in_flight: None,
-    };
+    let path = mosquitto_path(args, &run, &iface, None);
     let rate = ingress_rate(
         args,
         &run,
@@ -735,76 +782,94 @@ async fn rabbitmq_rate(args: &BenchDispatchArgs) -> anyhow::Result<(f64, Receipt
     let run = run_id();
     let (iface, queue) = (format!("bench-{run}"), format!("ktwin-bench-{run}"));
     let (broker, subscription) = bench_rabbit_broker(args, &run, &iface, &queue).await?;
-    let path = DevicePath {
-        from: MqttTarget::mosquitto(args),
-        source: mosquitto_source(args, &run, &iface),
-        in_flight: Some(args.in_flight),
-    };
+    let path = mosquitto_path(args, &run, &iface, Some(args.in_flight));
     let publisher = Arc::new(broker.clone());
     let rate = ingress_rate(args, &run, &iface, path, publisher, subscription).await;
-    remove_bench_broker(&broker, &queue).await?;
-    rate
+    let removed = remove_bench_broker(&broker, &queue).await;
+    measured_then_removed(rate, removed)
+}
+
+/// A measurement's result, or its error, before the error of its clean-up.
+fn measured_then_removed<T>(
+    measured: anyhow::Result<T>,
+    removed: anyhow::Result<()>,
+) -> anyhow::Result<T> {
+    let measured = measured?;
+    removed.context("removing the measurement's queues and exchange")?;
+    Ok(measured)
 }
 
 /// The cluster's path: devices publish to RabbitMQ's MQTT plugin, which routes their messages
 /// to a device queue; the dispatcher consumes it with the prefetch the operator gives it (the
 /// run's in-flight depth) and publishes the events to the broker's exchange with confirms.
 async fn cluster_rate(args: &BenchDispatchArgs) -> anyhow::Result<(f64, ReceiptSummary)> {
-    let from = MqttTarget::rabbitmq_plugin(args)?;
     let run = run_id();
     let (iface, queue) = (format!("bench-{run}"), format!("ktwin-bench-{run}"));
     let devices = format!("ktwin-bench-devices-{run}");
     let (broker, subscription) = bench_rabbit_broker(args, &run, &iface, &queue).await?;
-    let prefetch = u16::try_from(args.in_flight).unwrap_or(u16::MAX);
-    let source = AmqpQueueSource::start(
-        broker.connector().clone(),
-        AmqpSourceConfig {
-            queue: devices.clone(),
-            declare: true,
-            binding_keys: vec![format!("ktwin.real.{iface}.#")],
-            mqtt_exchange: defaults::MQTT_EXCHANGE.to_owned(),
-            prefetch,
-            consumer_tag: format!("ktwin-bench-{run}"),
-        },
-    )
-    .await
-    .context("starting the dispatcher's AMQP source")?;
-    let path = DevicePath {
-        from,
-        source,
-        in_flight: Some(usize::from(prefetch)),
+    let prefetch = u16::try_from(args.in_flight.max(1)).unwrap_or(u16::MAX);
+    let config = AmqpSourceConfig {
+        queue: devices.clone(),
+        declare: true,
+        binding_keys: vec![TopicKind::Real.routing_key_pattern(&iface)?],
+        mqtt_exchange: defaults::MQTT_EXCHANGE.to_owned(),
+        prefetch,
+        consumer_tag: format!("ktwin-bench-{run}"),
     };
-    let publisher = Arc::new(broker.clone());
-    let rate = ingress_rate(args, &run, &iface, path, publisher, subscription).await;
-    remove_device_queue(&broker, &devices).await?;
-    remove_bench_broker(&broker, &queue).await?;
-    rate
+    let rate = match AmqpQueueSource::start(broker.connector().clone(), config).await {
+        Ok(source) => {
+            let path = DevicePath {
+                from: MqttTarget::rabbitmq_plugin(args),
+                source,
+                source_name: format!("the AMQP device queue {devices}"),
+                in_flight: Some(usize::from(prefetch)),
+            };
+            let publisher = Arc::new(broker.clone());
+            ingress_rate(args, &run, &iface, path, publisher, subscription).await
+        }
+        Err(error) => {
+            Err(anyhow::Error::new(error).context("starting the dispatcher's AMQP source"))
+        }
+    };
+    let removed = async {
+        remove_device_queue(&broker, &devices).await?;
+        remove_bench_broker(&broker, &queue).await
+    }
+    .await;
+    measured_then_removed(rate, removed)
 }
 
 /// Deletes the cluster measurement's device queue once its consumer (the dispatcher's source,
-/// stopped with the dispatcher) is gone: a quorum queue deleted under a consumer being
-/// cancelled fails with an internal error.
+/// stopped with the dispatcher) is gone: RabbitMQ fails the deletion of a quorum queue whose
+/// consumer is being cancelled with an internal error.
 async fn remove_device_queue(broker: &RabbitBroker, queue: &str) -> anyhow::Result<()> {
+    let (_, channel) = broker.connector().channel(None).await?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, channel) = broker.connector().channel(None).await?;
         let options = QueueDeclareOptions {
             passive: true,
             ..QueueDeclareOptions::default()
         };
         let declared = channel
             .queue_declare(queue.into(), options, FieldTable::default())
-            .await?;
-        if declared.consumer_count() == 0 || Instant::now() > deadline {
-            channel
-                .queue_delete(queue.into(), QueueDeleteOptions::default())
-                .await?;
-            let _ = channel.close(200, "done".into()).await;
-            return Ok(());
+            .await
+            .with_context(|| format!("counting the consumers of the device queue {queue}"))?;
+        match declared.consumer_count() {
+            0 => break,
+            consumers => anyhow::ensure!(
+                Instant::now() < deadline,
+                "the device queue {queue} still has {consumers} consumers 10 s after its \
+                 dispatcher stopped"
+            ),
         }
-        let _ = channel.close(200, "counted".into()).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    channel
+        .queue_delete(queue.into(), QueueDeleteOptions::default())
+        .await
+        .with_context(|| format!("deleting the device queue {queue}"))?;
+    let _ = channel.close(200, "done".into()).await;
+    Ok(())
 }
 
 /// Mosquitto's own rate with the same load and the same subscription as the dispatcher's
@@ -981,7 +1046,7 @@ async fn amqp_raw_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
     Ok(args.messages as f64 / elapsed.as_secs_f64())
 }
 
-/// Runs the four measurements in one process and prints them.
+/// Runs the five measurements in one process and prints them.
 pub async fn run(args: BenchDispatchArgs) -> anyhow::Result<ExitCode> {
     let mut machine = Machine::start();
     if let Some(missing) = local_mosquitto_limits(&args) {
@@ -1012,7 +1077,7 @@ pub async fn run(args: BenchDispatchArgs) -> anyhow::Result<ExitCode> {
     progress.set_message("MQTT → RabbitMQ's MQTT plugin → dispatcher → RabbitMQ");
     let (cluster_msgs_per_s, cluster_receipt) = cluster_rate(&args).await.with_context(|| {
         format!(
-            "cluster path measurement (RabbitMQ's MQTT plugin at {})",
+            "cluster path measurement (RabbitMQ's MQTT plugin at {}, --rabbitmq-mqtt)",
             args.rabbitmq_mqtt
         )
     })?;
@@ -1090,7 +1155,27 @@ fn print_text(result: &DispatchBenchResult) {
 
 #[cfg(test)]
 mod tests {
-    use super::{Receipts, missing_mosquitto_limits, split};
+    use super::{HostPort, Receipts, missing_mosquitto_limits, parse_host_port, split};
+
+    #[test]
+    fn host_and_port_are_parsed_and_bad_ones_named() {
+        let local = |port| HostPort {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        assert_eq!(parse_host_port("127.0.0.1:1884"), Ok(local(1884)));
+        let v6 = parse_host_port("[::1]:1884").unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("::1", 1884));
+        assert_eq!(v6.to_string(), "[::1]:1884");
+        for bad in ["127.0.0.1", ":1884", "::1:1884", "[::1]"] {
+            let error = parse_host_port(bad).unwrap_err();
+            assert!(error.contains("expected host:port"), "{bad}: {error}");
+        }
+        for bad in ["127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:mqtt"] {
+            let error = parse_host_port(bad).unwrap_err();
+            assert!(error.contains("from 1 to 65535"), "{bad}: {error}");
+        }
+    }
 
     #[test]
     fn a_duplicate_receipt_does_not_stand_in_for_a_missing_one() {
