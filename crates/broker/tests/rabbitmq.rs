@@ -6,8 +6,8 @@ use std::time::Duration;
 use cloudevents::{AttributesReader, Event, EventBuilder, EventBuilderV10};
 use futures::StreamExt;
 use ktwin_broker::{
-    Broker, NackOutcome, PublishOutcome, QueueType, RabbitBroker, RabbitConfig, SubscriptionSpec,
-    TypeFilter, header_string,
+    Broker, NackOutcome, PublishOutcome, QueueType, RabbitBroker, RabbitConfig, Subscription,
+    SubscriptionSpec, TypeFilter, header_string,
 };
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ExchangeDeleteOptions, QueueBindOptions,
@@ -51,6 +51,23 @@ impl Fixture {
         let name = format!("{base}-{}", self.suffix);
         self.queues.push(name.clone());
         name
+    }
+
+    /// A subscription `<base>-<round>` to type `t`, and 20 events of that type published to it.
+    async fn subscribed_with_events(&mut self, base: &str, round: usize) -> (String, Subscription) {
+        let name = self.name(&format!("{base}-{round}"));
+        let sub = self
+            .broker
+            .subscribe(SubscriptionSpec::new(&name, TypeFilter::exact(["t"])))
+            .await
+            .unwrap();
+        for i in 0..20 {
+            self.broker
+                .publish(event(&format!("{round}-{i}"), "t"))
+                .await
+                .unwrap();
+        }
+        (name, sub)
     }
 
     async fn cleanup(self) {
@@ -425,18 +442,7 @@ async fn subscriptions_dropped_with_deliveries_leave_the_connection_up() {
     let mut fx = Fixture::new(QueueType::Classic).await;
     let (generation, _) = fx.broker.connector().channel(None).await.unwrap();
     for round in 0..10 {
-        let name = fx.name(&format!("outlived-{round}"));
-        let sub = fx
-            .broker
-            .subscribe(SubscriptionSpec::new(&name, TypeFilter::exact(["t"])))
-            .await
-            .unwrap();
-        for i in 0..20 {
-            fx.broker
-                .publish(event(&format!("{round}-{i}"), "t"))
-                .await
-                .unwrap();
-        }
+        let (name, sub) = fx.subscribed_with_events("outlived", round).await;
         // Every message delivered to the subscription, none handed out yet.
         until_queue(&fx.broker, &name, generation, |ready, _| ready == 0).await;
         drop(sub);
@@ -474,18 +480,7 @@ async fn deleting_a_consumed_subscription_removes_it_for_good() {
     let mut fx = Fixture::new(QueueType::Classic).await;
     let (generation, _) = fx.broker.connector().channel(None).await.unwrap();
     for round in 0..5 {
-        let name = fx.name(&format!("deleted-{round}"));
-        let mut sub = fx
-            .broker
-            .subscribe(SubscriptionSpec::new(&name, TypeFilter::exact(["t"])))
-            .await
-            .unwrap();
-        for i in 0..20 {
-            fx.broker
-                .publish(event(&format!("{round}-{i}"), "t"))
-                .await
-                .unwrap();
-        }
+        let (name, mut sub) = fx.subscribed_with_events("deleted", round).await;
         let first = tokio::time::timeout(WAIT, sub.recv())
             .await
             .expect("a delivery")
