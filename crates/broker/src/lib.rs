@@ -55,7 +55,9 @@ pub use delivery::{
 };
 pub use filter::TypeFilter;
 pub use memory::{MemoryBroker, MemoryBrokerConfig};
-pub use rabbitmq::{AmqpConnector, ConfirmedPublisher, QueueType, RabbitBroker, RabbitConfig};
+pub use rabbitmq::{
+    AmqpConnector, ConfirmedPublisher, QueueType, RabbitBroker, RabbitConfig, cancel_consumer,
+};
 
 /// What happened to a published event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

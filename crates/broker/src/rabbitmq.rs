@@ -33,8 +33,18 @@ const DELIVERY_COUNT_HEADER: &str = "x-ktwin-delivery-count";
 /// Header naming the subscription a dead letter came from.
 const SUBSCRIPTION_HEADER: &str = "x-ktwin-subscription";
 /// How long a stopping consumer waits for the server to confirm its cancellation, so a server
-/// that stopped answering cannot hold up the deletion of a subscription.
+/// that stopped answering cannot hold up the deletion of a subscription or a source's close.
 const CONSUMER_CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Cancels `consumer` and waits, for a bounded time, for the server's answer, if its `channel` is
+/// still open: the queue then holds no consumer of ours, and can be deleted at once.
+pub async fn cancel_consumer(channel: &Channel, consumer: &lapin::Consumer) {
+    if channel.status().connected() {
+        let tag = consumer.tag();
+        let cancel = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default());
+        let _ = tokio::time::timeout(CONSUMER_CANCEL_TIMEOUT, cancel).await;
+    }
+}
 
 /// Kind of queue declared for subscriptions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -868,11 +878,7 @@ impl SubscriptionConsumer {
             budget: self.broker.inner.config.publish_retry_budget,
         });
         let result = self.deliver(&mut consumer, &settler, tx, stop).await;
-        if channel.status().connected() {
-            let tag = consumer.tag();
-            let cancel = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default());
-            let _ = tokio::time::timeout(CONSUMER_CANCEL_TIMEOUT, cancel).await;
-        }
+        cancel_consumer(&channel, &consumer).await;
         result
     }
 

@@ -17,10 +17,8 @@ use ktwin_broker::{
     SubscriptionSpec, TypeFilter, event_to_amqp,
 };
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions,
 };
-use lapin::types::FieldTable;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio_util::sync::CancellationToken;
 
@@ -839,31 +837,10 @@ async fn cluster_rate(args: &BenchDispatchArgs) -> anyhow::Result<(f64, ReceiptS
     measured_then_removed(rate, removed)
 }
 
-/// Deletes the cluster measurement's device queue once its consumer (the dispatcher's source,
-/// stopped with the dispatcher) is gone: RabbitMQ fails the deletion of a quorum queue whose
-/// consumer is being cancelled with an internal error.
+/// Deletes the cluster measurement's device queue (its dispatcher, stopped, closed its
+/// source: no consumer is left on it).
 async fn remove_device_queue(broker: &RabbitBroker, queue: &str) -> anyhow::Result<()> {
     let (_, channel) = broker.connector().channel(None).await?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let options = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        let declared = channel
-            .queue_declare(queue.into(), options, FieldTable::default())
-            .await
-            .with_context(|| format!("counting the consumers of the device queue {queue}"))?;
-        match declared.consumer_count() {
-            0 => break,
-            consumers => anyhow::ensure!(
-                Instant::now() < deadline,
-                "the device queue {queue} still has {consumers} consumers 10 s after its \
-                 dispatcher stopped"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     channel
         .queue_delete(queue.into(), QueueDeleteOptions::default())
         .await

@@ -106,7 +106,7 @@ impl IngressDispatcher {
     }
 
     /// Dispatches until `shutdown` fires (then stops taking messages and drains those in
-    /// flight) or the source ends.
+    /// flight) or the source ends; closes the source ([`DeviceSource::close`]) before it returns.
     pub async fn run(self, mut source: impl DeviceSource, shutdown: CancellationToken) {
         let syntax = source.syntax();
         // Far more than can be in flight, so a redelivery after a reconnect is still known;
@@ -149,6 +149,8 @@ impl IngressDispatcher {
                 () = shutdown.cancelled(), if source_open && !shutdown.is_cancelled() => {}
             }
         }
+        // Nothing consumes for this dispatcher once it returns.
+        source.close().await;
         tracing::info!(
             dispatched = self.counters.dispatched(),
             dead_lettered = self.counters.dead_lettered(),

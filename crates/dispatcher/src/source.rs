@@ -102,6 +102,11 @@ pub trait DeviceSource: Send {
     fn redelivers(&self) -> bool {
         true
     }
+    /// Stops taking messages from the transport and returns once the transport holds no
+    /// consumer of this source (AMQP: the server confirmed the cancel), so the queue can be
+    /// deleted or taken over at once; messages not yet taken go back to the transport. The
+    /// dispatcher calls it when it has drained.
+    async fn close(&mut self) {}
 }
 
 /// Settings of [`AmqpQueueSource`].
@@ -130,7 +135,14 @@ pub struct AmqpSourceConfig {
 pub struct AmqpQueueSource {
     rx: mpsc::Receiver<SourceMessage>,
     connected: Arc<AtomicBool>,
-    _stop: tokio_util::sync::DropGuard,
+    stop: CancellationToken,
+    consumer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for AmqpQueueSource {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 struct AmqpAck(lapin::Acker);
@@ -162,7 +174,7 @@ impl AmqpQueueSource {
         let (tx, rx) = mpsc::channel(usize::from(config.prefetch.max(1)));
         let connected = Arc::new(AtomicBool::new(false));
         let stop = CancellationToken::new();
-        tokio::spawn(amqp_consume_loop(
+        let consumer = tokio::spawn(amqp_consume_loop(
             connector,
             config,
             tx,
@@ -172,7 +184,8 @@ impl AmqpQueueSource {
         Ok(Self {
             rx,
             connected,
-            _stop: stop.drop_guard(),
+            stop,
+            consumer: Some(consumer),
         })
     }
 }
@@ -226,61 +239,109 @@ async fn amqp_consume_loop(
     let mut stale = None;
     let mut delay = Duration::from_millis(100);
     loop {
-        let run = async {
-            let amqp = |operation| move |source| BrokerError::Amqp { operation, source };
-            let (generation, channel) = connector.channel(stale.take()).await?;
-            stale = Some(generation);
-            declare_source_queue(&channel, &config).await?;
-            channel
-                .basic_qos(config.prefetch, BasicQosOptions::default())
-                .await
-                .map_err(amqp("basic.qos"))?;
-            let mut consumer = channel
-                .basic_consume(
-                    config.queue.as_str().into(),
-                    config.consumer_tag.as_str().into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(amqp("basic.consume"))?;
-            connected.store(true, Ordering::Release);
-            stale = None;
-            while let Some(delivery) = consumer.next().await {
-                let delivery = delivery.map_err(amqp("basic.consume"))?;
-                let mqtt_dup = delivery
-                    .properties
-                    .headers()
-                    .as_ref()
-                    .and_then(|h| h.inner().get("x-mqtt-dup"))
-                    .is_some_and(|v| matches!(v, AMQPValue::Boolean(true)));
-                let message = SourceMessage::new(
-                    delivery.routing_key.to_string(),
-                    Bytes::from(delivery.data),
-                    delivery.redelivered || mqtt_dup,
-                    Box::new(AmqpAck(delivery.acker)),
-                );
-                if tx.send(message).await.is_err() {
-                    return Ok::<(), BrokerError>(());
-                }
-            }
-            Err(BrokerError::Unavailable(format!(
-                "consumer of {:?} ended",
-                config.queue
-            )))
-        };
-        let result = tokio::select! {
-            result = run => result,
-            () = stop.cancelled() => return,
-        };
+        let consumed =
+            consume_device_queue(&connector, &config, &tx, &connected, &mut stale, &stop);
+        let result = consumed.await;
         connected.store(false, Ordering::Release);
         match result {
             Ok(()) => return,
+            Err(_) if stop.is_cancelled() => return,
             Err(error) => {
                 tracing::warn!(queue = %config.queue, %error, ?delay, "device queue consumer lost, resubscribing");
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.cancelled() => return,
+                }
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
+        }
+    }
+}
+
+/// One subscription to the device queue until `stop` fires or the receiver is dropped (`Ok`)
+/// or the channel fails (`Err`). On every way out while the channel is open the consumer is
+/// cancelled and the server's answer awaited, so the queue holds no consumer of ours after it.
+async fn consume_device_queue(
+    connector: &AmqpConnector,
+    config: &AmqpSourceConfig,
+    tx: &mpsc::Sender<SourceMessage>,
+    connected: &AtomicBool,
+    stale: &mut Option<u64>,
+    stop: &CancellationToken,
+) -> Result<(), BrokerError> {
+    let amqp = |operation| move |source| BrokerError::Amqp { operation, source };
+    let subscribe = async {
+        let (generation, channel) = connector.channel(stale.take()).await?;
+        *stale = Some(generation);
+        declare_source_queue(&channel, config).await?;
+        channel
+            .basic_qos(config.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(amqp("basic.qos"))?;
+        let consumer = channel
+            .basic_consume(
+                config.queue.as_str().into(),
+                config.consumer_tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp("basic.consume"))?;
+        Ok::<_, BrokerError>((channel, consumer))
+    };
+    // Stopped while subscribing (RabbitMQ may be unreachable for long): nothing consumes yet.
+    let (channel, mut consumer) = tokio::select! {
+        subscribed = subscribe => subscribed?,
+        () = stop.cancelled() => return Ok(()),
+    };
+    connected.store(true, Ordering::Release);
+    *stale = None;
+    let result = forward_deliveries(&mut consumer, config, tx, stop).await;
+    ktwin_broker::cancel_consumer(&channel, &consumer).await;
+    result
+}
+
+/// Hands `consumer`'s deliveries to `tx` until `stop` fires or the receiver is dropped (`Ok`)
+/// or the channel fails (`Err`).
+async fn forward_deliveries(
+    consumer: &mut lapin::Consumer,
+    config: &AmqpSourceConfig,
+    tx: &mpsc::Sender<SourceMessage>,
+    stop: &CancellationToken,
+) -> Result<(), BrokerError> {
+    loop {
+        let delivery = tokio::select! {
+            delivery = consumer.next() => delivery,
+            () = stop.cancelled() => return Ok(()),
+        };
+        let Some(delivery) = delivery else {
+            return Err(BrokerError::Unavailable(format!(
+                "consumer of {:?} ended",
+                config.queue
+            )));
+        };
+        let delivery = delivery.map_err(|source| BrokerError::Amqp {
+            operation: "basic.consume",
+            source,
+        })?;
+        let mqtt_dup = delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("x-mqtt-dup"))
+            .is_some_and(|v| matches!(v, AMQPValue::Boolean(true)));
+        let message = SourceMessage::new(
+            delivery.routing_key.to_string(),
+            Bytes::from(delivery.data),
+            delivery.redelivered || mqtt_dup,
+            Box::new(AmqpAck(delivery.acker)),
+        );
+        let handed = tokio::select! {
+            sent = tx.send(message) => sent.is_ok(),
+            () = stop.cancelled() => false,
+        };
+        if !handed {
+            return Ok(());
         }
     }
 }
@@ -297,6 +358,14 @@ impl DeviceSource for AmqpQueueSource {
 
     fn connected(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.connected)
+    }
+
+    async fn close(&mut self) {
+        self.stop.cancel();
+        if let Some(consumer) = self.consumer.take() {
+            // The task cancels its consumer before it ends.
+            let _ = consumer.await;
+        }
     }
 }
 

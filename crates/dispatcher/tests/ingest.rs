@@ -15,7 +15,8 @@ use ktwin_dispatcher::{
     AmqpDeadLetters, AmqpQueueSource, AmqpSourceConfig, DeadLetterSink, DeviceSource,
     IngressDispatcher, KIND_HEADER, MemoryDeadLetters, MqttSource, MqttSourceConfig, TOPIC_HEADER,
 };
-use lapin::options::BasicGetOptions;
+use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 
 const MESSAGES: u64 = 10_000;
@@ -62,6 +63,27 @@ async fn wait_connected(source: &impl DeviceSource) {
     panic!("source did not connect");
 }
 
+/// `config`'s device queue consumed (connected), and a dispatcher of `iface`'s readings to
+/// `target`'s broker.
+async fn amqp_dispatcher(
+    target: &Target,
+    config: AmqpSourceConfig,
+    iface: &str,
+    suffix: &str,
+) -> (AmqpQueueSource, IngressDispatcher) {
+    let source = AmqpQueueSource::start(target.broker.connector().clone(), config)
+        .await
+        .unwrap();
+    wait_connected(&source).await;
+    let dispatcher = IngressDispatcher::new(
+        Arc::new(target.broker.clone()),
+        Arc::new(MemoryDeadLetters::new(1 << 20)),
+        policy(&[iface]),
+        DispatchMetrics::ingress(&format!("it-{suffix}"), "ktwin"),
+    );
+    (source, dispatcher)
+}
+
 async fn publish_split(server: MqttServer, suffix: &str, messages: Vec<(String, Vec<u8>)>) {
     let half = messages.len() / 2;
     let mut first = messages;
@@ -81,16 +103,7 @@ async fn ten_thousand_messages_via_the_rabbitmq_mqtt_plugin_queue() {
     let mut target = rabbit_target(&suffix, &iface, QueueType::Classic).await;
     let config = amqp_source_config(&suffix, &[&iface]);
     target.extra_queues.push(config.queue.clone());
-    let source = AmqpQueueSource::start(target.broker.connector().clone(), config)
-        .await
-        .unwrap();
-    wait_connected(&source).await;
-    let dispatcher = IngressDispatcher::new(
-        Arc::new(target.broker.clone()),
-        Arc::new(MemoryDeadLetters::new(1 << 20)),
-        policy(&[&iface]),
-        DispatchMetrics::ingress(&format!("it-{suffix}"), "ktwin"),
-    );
+    let (source, dispatcher) = amqp_dispatcher(&target, config, &iface, &suffix).await;
     let counters = dispatcher.counters();
     let stop = CancellationToken::new();
     let running = tokio::spawn(dispatcher.run(source, stop.clone()));
@@ -544,5 +557,48 @@ async fn arbitrary_messages_via_mosquitto_are_each_read_or_refused() {
     assert!(!running.is_finished(), "the dispatcher is still running");
     stop.cancel();
     running.await.unwrap();
+    target.cleanup().await;
+}
+
+/// A dispatcher that stops closes its AMQP source: when `run` returns, the device queue has no
+/// consumer of it and can be deleted at once. Before, the source's consumer was dropped
+/// mid-await and cancelled in the background, while RabbitMQ refuses to delete a quorum queue
+/// whose consumer is being cancelled (an internal error), and a deletion crossing lapin's
+/// cancel closed the whole connection (seen in `ktwin bench dispatch`'s clean-up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_dispatcher_leaves_no_consumer_on_its_device_queue() {
+    let suffix = suffix();
+    let iface = format!("it-close-{suffix}");
+    let target = rabbit_target(&suffix, &iface, QueueType::Classic).await;
+    let (generation, _) = target.broker.connector().channel(None).await.unwrap();
+    for round in 0..5 {
+        let mut config = amqp_source_config(&suffix, &[&iface]);
+        config.queue = format!("{}-{round}", config.queue);
+        let queue = config.queue.clone();
+        let (source, dispatcher) = amqp_dispatcher(&target, config, &iface, &suffix).await;
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(dispatcher.run(source, stop.clone()));
+        stop.cancel();
+        running.await.unwrap();
+        let (now, channel) = target.broker.connector().channel(None).await.unwrap();
+        assert_eq!(now, generation, "{queue}: the connection was closed");
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let declared = channel
+            .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            declared.consumer_count(),
+            0,
+            "{queue}: still consumed after its dispatcher returned"
+        );
+        channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .unwrap_or_else(|error| panic!("{queue} could not be deleted: {error}"));
+    }
     target.cleanup().await;
 }
