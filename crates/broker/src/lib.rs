@@ -57,6 +57,7 @@ pub use filter::TypeFilter;
 pub use memory::{MemoryBroker, MemoryBrokerConfig};
 pub use rabbitmq::{
     AmqpConnector, ConfirmedPublisher, QueueType, RabbitBroker, RabbitConfig, cancel_consumer,
+    next_delivery,
 };
 
 /// What happened to a published event.

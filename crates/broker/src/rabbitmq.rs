@@ -46,6 +46,28 @@ pub async fn cancel_consumer(channel: &Channel, consumer: &lapin::Consumer) {
     }
 }
 
+/// `consumer`'s next delivery from `queue`; `None` once `stop` fires; an error when the
+/// consumer ended (cancelled by the server, or its connection closed) or its channel failed.
+pub async fn next_delivery(
+    consumer: &mut lapin::Consumer,
+    stop: &CancellationToken,
+    queue: &str,
+) -> Result<Option<lapin::message::Delivery>, BrokerError> {
+    let delivery = tokio::select! {
+        delivery = consumer.next() => delivery,
+        () = stop.cancelled() => return Ok(None),
+    };
+    let delivery = delivery.ok_or_else(|| {
+        BrokerError::Unavailable(format!(
+            "consumer of {queue:?} was cancelled by the server or the connection closed"
+        ))
+    })?;
+    delivery.map(Some).map_err(|source| BrokerError::Amqp {
+        operation: "basic.consume",
+        source,
+    })
+}
+
 /// Kind of queue declared for subscriptions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum QueueType {
@@ -892,18 +914,7 @@ impl SubscriptionConsumer {
         stop: &CancellationToken,
     ) -> Result<(), BrokerError> {
         let amqp = |operation| move |source| BrokerError::Amqp { operation, source };
-        loop {
-            let delivery = tokio::select! {
-                delivery = consumer.next() => delivery,
-                () = stop.cancelled() => return Ok(()),
-            };
-            let Some(delivery) = delivery else {
-                return Err(BrokerError::Unavailable(format!(
-                    "consumer of {:?} was cancelled by the server or the connection closed",
-                    self.spec.name
-                )));
-            };
-            let delivery = delivery.map_err(amqp("basic.consume"))?;
+        while let Some(delivery) = next_delivery(consumer, stop, &self.spec.name).await? {
             let count = delivery_count(&delivery);
             match event_from_amqp(&delivery.properties, &delivery.data) {
                 Ok(event) if !self.spec.filter.matches(event.ty()) => {
@@ -940,6 +951,7 @@ impl SubscriptionConsumer {
                 }
             }
         }
+        Ok(())
     }
 }
 

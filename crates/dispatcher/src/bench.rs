@@ -62,10 +62,12 @@ pub struct BenchDispatchArgs {
     /// AMQP URI of RabbitMQ.
     #[arg(long, env = env::AMQP_URL, default_value = defaults::AMQP_URL)]
     pub amqp_url: String,
-    /// RabbitMQ's MQTT plugin (`host:port`), where devices publish in the cluster
-    /// (`scripts/services.sh` enables it on port 1884).
-    #[arg(long, default_value = "127.0.0.1:1884", value_parser = parse_host_port)]
-    pub rabbitmq_mqtt: HostPort,
+    /// Host of RabbitMQ's MQTT plugin, where devices publish in the cluster.
+    #[arg(long, default_value = defaults::MQTT_HOST)]
+    pub rabbitmq_mqtt_host: String,
+    /// Port of RabbitMQ's MQTT plugin (`scripts/services.sh` enables it on 1884).
+    #[arg(long, default_value_t = 1884)]
+    pub rabbitmq_mqtt_port: u16,
     /// Unconfirmed events in flight: the dispatcher's pipelining depth, and the raw AMQP
     /// loop's window.
     #[arg(long, default_value_t = 1024)]
@@ -385,7 +387,7 @@ async fn publish_parallel(
     let mut tasks = Vec::new();
     for (p, range) in split(args.messages, args.publishers as u64).enumerate() {
         let messages = device_messages(iface, 100, range);
-        let (host, port) = (to.address.host.clone(), to.address.port);
+        let (host, port) = (to.host.clone(), to.port);
         let client_id = format!("ktwin-bench-pub-{run}-{p}");
         let window = args.publish_window;
         tasks.push(tokio::spawn(async move {
@@ -422,68 +424,33 @@ struct DevicePath<S> {
     in_flight: Option<usize>,
 }
 
-/// A `host:port` address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostPort {
-    /// Host name or IP address (IPv6 without its brackets).
-    pub host: String,
-    /// TCP port, not 0.
-    pub port: u16,
-}
-
-impl std::fmt::Display for HostPort {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
-
-/// Parses `host:port` or `[ipv6]:port`.
-fn parse_host_port(value: &str) -> Result<HostPort, String> {
-    let expected = || format!("{value:?}: expected host:port or [ipv6]:port (e.g. 127.0.0.1:1884)");
-    let (host, port) = match value.strip_prefix('[') {
-        Some(rest) => rest.split_once("]:"),
-        None => value
-            .rsplit_once(':')
-            .filter(|(host, _)| !host.contains(':')),
-    }
-    .filter(|(host, _)| !host.is_empty())
-    .ok_or_else(expected)?;
-    match port.parse::<u16>() {
-        Ok(port) if port > 0 => Ok(HostPort {
-            host: host.to_owned(),
-            port,
-        }),
-        _ => Err(format!(
-            "{value:?}: the port {port:?} is not a number from 1 to 65535"
-        )),
-    }
-}
-
 /// An MQTT broker the load generator publishes to.
 struct MqttTarget {
-    address: HostPort,
+    host: String,
+    port: u16,
     /// Mosquitto, whose limits `scripts/services.sh` sets (named when a measurement stalls).
     mosquitto: bool,
+}
+
+impl std::fmt::Display for MqttTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
 }
 
 impl MqttTarget {
     fn mosquitto(args: &BenchDispatchArgs) -> Self {
         Self {
-            address: HostPort {
-                host: args.mqtt.mqtt_host.clone(),
-                port: args.mqtt.mqtt_port,
-            },
+            host: args.mqtt.mqtt_host.clone(),
+            port: args.mqtt.mqtt_port,
             mosquitto: true,
         }
     }
 
     fn rabbitmq_plugin(args: &BenchDispatchArgs) -> Self {
         Self {
-            address: args.rabbitmq_mqtt.clone(),
+            host: args.rabbitmq_mqtt_host.clone(),
+            port: args.rabbitmq_mqtt_port,
             mosquitto: false,
         }
     }
@@ -498,17 +465,14 @@ fn mosquitto_path(
     in_flight: Option<usize>,
 ) -> DevicePath<MqttSource> {
     let from = MqttTarget::mosquitto(args);
-    let mut config = MqttSourceConfig::new(
-        &from.address.host,
-        from.address.port,
-        &format!("ktwin-bench-sub-{run}"),
-    );
+    let mut config =
+        MqttSourceConfig::new(&from.host, from.port, &format!("ktwin-bench-sub-{run}"));
     config.filters = vec![format!("ktwin/real/{iface}/#")];
     config.persistent_session = false;
     config.buffer = 1024;
     config.connections = args.mqtt_connections;
     DevicePath {
-        source_name: format!("a shared MQTT subscription at {}", from.address),
+        source_name: format!("a shared MQTT subscription at {from}"),
         from,
         source: MqttSource::start(config),
         in_flight,
@@ -565,7 +529,7 @@ async fn ingress_rate(
         let started = Instant::now();
         publish_parallel(args, &from, iface, run)
             .await
-            .with_context(|| format!("publishing to MQTT at {}", from.address))?;
+            .with_context(|| format!("publishing to MQTT at {from}"))?;
         let waited = wait_for_progress(
             || receipts.distinct() + counters.dead_lettered(),
             args.messages,
@@ -1054,8 +1018,8 @@ pub async fn run(args: BenchDispatchArgs) -> anyhow::Result<ExitCode> {
     progress.set_message("MQTT → RabbitMQ's MQTT plugin → dispatcher → RabbitMQ");
     let (cluster_msgs_per_s, cluster_receipt) = cluster_rate(&args).await.with_context(|| {
         format!(
-            "cluster path measurement (RabbitMQ's MQTT plugin at {}, --rabbitmq-mqtt)",
-            args.rabbitmq_mqtt
+            "cluster path measurement (RabbitMQ's MQTT plugin at {}, --rabbitmq-mqtt-host/-port)",
+            MqttTarget::rabbitmq_plugin(&args)
         )
     })?;
     progress.finish_and_clear();
@@ -1132,27 +1096,7 @@ fn print_text(result: &DispatchBenchResult) {
 
 #[cfg(test)]
 mod tests {
-    use super::{HostPort, Receipts, missing_mosquitto_limits, parse_host_port, split};
-
-    #[test]
-    fn host_and_port_are_parsed_and_bad_ones_named() {
-        let local = |port| HostPort {
-            host: "127.0.0.1".into(),
-            port,
-        };
-        assert_eq!(parse_host_port("127.0.0.1:1884"), Ok(local(1884)));
-        let v6 = parse_host_port("[::1]:1884").unwrap();
-        assert_eq!((v6.host.as_str(), v6.port), ("::1", 1884));
-        assert_eq!(v6.to_string(), "[::1]:1884");
-        for bad in ["127.0.0.1", ":1884", "::1:1884", "[::1]"] {
-            let error = parse_host_port(bad).unwrap_err();
-            assert!(error.contains("expected host:port"), "{bad}: {error}");
-        }
-        for bad in ["127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:mqtt"] {
-            let error = parse_host_port(bad).unwrap_err();
-            assert!(error.contains("from 1 to 65535"), "{bad}: {error}");
-        }
-    }
+    use super::{Receipts, missing_mosquitto_limits, split};
 
     #[test]
     fn a_duplicate_receipt_does_not_stand_in_for_a_missing_one() {

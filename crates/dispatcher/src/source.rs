@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
 use ktwin_broker::{AmqpConnector, BrokerError};
 use ktwin_events::TopicKind;
 use lapin::options::{
@@ -309,21 +308,7 @@ async fn forward_deliveries(
     tx: &mpsc::Sender<SourceMessage>,
     stop: &CancellationToken,
 ) -> Result<(), BrokerError> {
-    loop {
-        let delivery = tokio::select! {
-            delivery = consumer.next() => delivery,
-            () = stop.cancelled() => return Ok(()),
-        };
-        let Some(delivery) = delivery else {
-            return Err(BrokerError::Unavailable(format!(
-                "consumer of {:?} ended",
-                config.queue
-            )));
-        };
-        let delivery = delivery.map_err(|source| BrokerError::Amqp {
-            operation: "basic.consume",
-            source,
-        })?;
+    while let Some(delivery) = ktwin_broker::next_delivery(consumer, stop, &config.queue).await? {
         let mqtt_dup = delivery
             .properties
             .headers()
@@ -341,9 +326,10 @@ async fn forward_deliveries(
             () = stop.cancelled() => false,
         };
         if !handed {
-            return Ok(());
+            break;
         }
     }
+    Ok(())
 }
 
 #[async_trait]
