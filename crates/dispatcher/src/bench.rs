@@ -898,13 +898,13 @@ fn encoded_events(
 }
 
 /// Publishes `messages` on a confirm-mode `channel` with at most `window` unconfirmed, as the
-/// broker publishes events (`mandatory`), and returns the channel once all are confirmed.
+/// broker publishes events (`mandatory`), and returns once all are confirmed.
 async fn publish_confirmed(
     channel: lapin::Channel,
     exchange: String,
     messages: Vec<(lapin::BasicProperties, Vec<u8>)>,
     window: usize,
-) -> anyhow::Result<lapin::Channel> {
+) -> anyhow::Result<()> {
     let settle = |confirmation: lapin::Result<lapin::Confirmation>| {
         anyhow::ensure!(
             matches!(confirmation?, lapin::Confirmation::Ack(None)),
@@ -937,53 +937,68 @@ async fn publish_confirmed(
     while let Some(confirmation) = confirms.next().await {
         settle(confirmation)?;
     }
-    Ok(channel)
+    Ok(())
 }
 
 /// RabbitMQ's own confirmed-publish rate with the dispatcher's settings: the same topology (a
 /// durable headers exchange, a queue of the same type bound with `x-match: all`), the same
 /// encoded events (persistent, `mandatory`), the same number of channels on one connection and
-/// the same number of unconfirmed messages in flight; only the dispatcher is left out.
+/// the same number of unconfirmed messages in flight; only the dispatcher is left out. The
+/// queue and exchange are removed whether the measurement succeeded or not.
 async fn amqp_raw_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
     let run = run_id();
     let (iface, queue) = (format!("bench-raw-{run}"), format!("ktwin-bench-raw-{run}"));
     let (broker, subscription) = bench_rabbit_broker(args, &run, &iface, &queue).await?;
     let receipts = Arc::new(Receipts::default());
     let consumer = tokio::spawn(consume(subscription, Arc::clone(&receipts)));
+    let rate = publish_raw(args, &broker, &iface, &receipts).await;
+    consumer.abort();
+    let removed = remove_bench_broker(&broker, &queue).await;
+    measured_then_removed(rate, removed)
+}
+
+/// Publishes the run's events straight to `broker`'s exchange on a connection of its own and
+/// returns the rate at which they were confirmed, once `receipts` holds every one of them.
+async fn publish_raw(
+    args: &BenchDispatchArgs,
+    broker: &RabbitBroker,
+    iface: &str,
+    receipts: &Receipts,
+) -> anyhow::Result<f64> {
     let channels = args.amqp_channels.max(1);
     let window = (args.in_flight / channels).max(1);
     let connection = broker.connector().connection(None).await?.1;
-    let mut prepared = Vec::new();
-    for range in split(args.messages, channels as u64) {
-        let messages = encoded_events(&iface, range)?;
-        let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        prepared.push((channel, messages));
+    let published = async {
+        let mut prepared = Vec::new();
+        for range in split(args.messages, channels as u64) {
+            let messages = encoded_events(iface, range)?;
+            let channel = connection.create_channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            prepared.push((channel, messages));
+        }
+        let started = Instant::now();
+        let publishers: Vec<_> = prepared
+            .into_iter()
+            .map(|(channel, messages)| {
+                let exchange = broker.config().exchange.clone();
+                tokio::spawn(publish_confirmed(channel, exchange, messages, window))
+            })
+            .collect();
+        for publisher in publishers {
+            publisher.await??;
+        }
+        // The clock stops at the last confirm (raw AMQP with confirms), with the same consumer
+        // draining the queue as in the dispatcher's measurement; receipt is checked after.
+        anyhow::Ok(started.elapsed())
     }
-    let started = Instant::now();
-    let publishers: Vec<_> = prepared
-        .into_iter()
-        .map(|(channel, messages)| {
-            let exchange = broker.config().exchange.clone();
-            tokio::spawn(publish_confirmed(channel, exchange, messages, window))
-        })
-        .collect();
-    let mut channels = Vec::new();
-    for publisher in publishers {
-        channels.push(publisher.await??);
-    }
-    // The clock stops at the last confirm (raw AMQP with confirms), with the same consumer
-    // draining the queue as in the dispatcher's measurement; receipt is checked after.
-    let elapsed = started.elapsed();
-    let waited = wait_for_progress(|| receipts.distinct(), args.messages, STALL).await;
-    consumer.abort();
-    waited.map_err(|got| anyhow::anyhow!("raw AMQP: {got} of {} received", args.messages))?;
-    for channel in channels {
-        let _ = channel.close(200, "done".into()).await;
-    }
-    remove_bench_broker(&broker, &queue).await?;
+    .await;
+    let _ = connection.close(200, "done".into()).await;
+    let elapsed = published?;
+    wait_for_progress(|| receipts.distinct(), args.messages, STALL)
+        .await
+        .map_err(|got| anyhow::anyhow!("raw AMQP: {got} of {} received", args.messages))?;
     Ok(args.messages as f64 / elapsed.as_secs_f64())
 }
 
