@@ -32,7 +32,7 @@ use super::{
     changed_version, group_by_instance,
 };
 use crate::changed::NewVersion;
-use crate::conditional::{ConditionalAppend, Precondition};
+use crate::conditional::{ConditionalAppend, Precondition, StateVersion};
 use crate::dead_letters::DeadLetterStore;
 use crate::event::{InstanceKey, LatestState, TwinEvent};
 use crate::merge::Version;
@@ -494,6 +494,12 @@ pub(crate) trait AppendTarget {
     fn put_trace(&mut self, trace_key: &[u8], name: &[u8]) -> Result<(), StoreError>;
     /// The stored merge record of an instance.
     fn record(&mut self, instance: u64) -> Result<Option<InstanceRecord>, StoreError>;
+    /// The version of an instance's latest state, as its stored merge record gives it. An
+    /// engine keeping records in memory answers without giving its copy away (a conditional
+    /// append that is refused, or a duplicate, writes no record back).
+    fn state_version(&mut self, instance: u64) -> Result<Option<StateVersion>, StoreError> {
+        Ok(self.record(instance)?.and_then(|r| r.state_version()))
+    }
     /// Stores an instance's merge record as JSON (`record` is what `record_json` encodes, for
     /// an engine that keeps it decoded).
     fn put_record(
@@ -726,7 +732,7 @@ pub(crate) fn append_if_to(
             if is_redelivery(target, instance, group)? {
                 return Ok(ConditionalAppend::Duplicate);
             }
-            target.record(instance)?.and_then(|r| r.state_version())
+            target.state_version(instance)?
         }
         None => None,
     };

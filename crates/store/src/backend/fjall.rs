@@ -32,7 +32,7 @@ use super::embedded::{
     name_key, prepare, split_event_key, trace_events, trace_range, twins_range,
 };
 use super::{AppendReport, EventPosition, HistoryQuery, InstanceRecord, Page, StoreError};
-use crate::conditional::{ConditionalAppend, Precondition};
+use crate::conditional::{ConditionalAppend, Precondition, StateVersion};
 use crate::event::{InstanceKey, LatestState, TwinEvent};
 use ktwin_events::trace::TraceId;
 
@@ -521,6 +521,13 @@ impl AppendTarget for FjallAppend<'_> {
             .transpose()
     }
 
+    fn state_version(&mut self, instance: u64) -> Result<Option<StateVersion>, StoreError> {
+        if let Some(record) = self.cached.get(&instance) {
+            return Ok(record.state_version());
+        }
+        Ok(self.record(instance)?.and_then(|r| r.state_version()))
+    }
+
     fn put_record(
         &mut self,
         instance: u64,
@@ -750,5 +757,44 @@ mod tests {
         // And from the cache alone: a redelivery changes nothing.
         reopened.append(batches.concat()).await.unwrap();
         assert_eq!(latest(reopened).await, expected);
+    }
+
+    /// A conditional append that is refused or is a duplicate writes nothing, and leaves the
+    /// writer's cached record in place; one that holds merges from it.
+    #[tokio::test]
+    async fn conditional_appends_keep_the_cached_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = FjallBackend::open(&dir.path().join("store")).unwrap();
+        let first = event("p1", "e1", 10, json!({"a": 1}));
+        backend.append(vec![first.clone()]).await.unwrap();
+        let key = InstanceKey::new("pole", "p1");
+        let cached = || backend.0.writer.lock().unwrap().records.contains(&0);
+        assert!(cached(), "the first append cached the record");
+
+        let second = event("p1", "e2", 20, json!({"b": 2}));
+        let refused = backend
+            .append_if(second.clone(), &Precondition::Absent)
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::PreconditionFailed { .. })),
+            "{refused:?}"
+        );
+        assert!(
+            cached(),
+            "a refused conditional append dropped the cached record"
+        );
+        let duplicate = backend.append_if(first, &Precondition::Absent).await;
+        assert_eq!(duplicate.unwrap(), ConditionalAppend::Duplicate);
+        assert!(
+            cached(),
+            "a duplicate conditional append dropped the cached record"
+        );
+
+        let version = backend.latest(&key).await.unwrap().unwrap().version();
+        let stored = backend.append_if(second, &Precondition::At(version)).await;
+        assert_eq!(stored.unwrap(), ConditionalAppend::Stored);
+        let state = backend.latest(&key).await.unwrap().unwrap();
+        assert_eq!(state.state, *json!({"a": 1, "b": 2}).as_object().unwrap());
+        assert_eq!(state.event_count, 2);
     }
 }
