@@ -1,7 +1,8 @@
 //! The MQTT gate in front of a real embedded rumqttd: devices authenticate, each publishes and
 //! subscribes only within its rights, refusals are counted, another device is unaffected, the
 //! broker behind cannot be reached without the gate's secret, and with a PUBACK hold a device's
-//! acknowledgement waits until the platform reports its message durable.
+//! acknowledgement waits until the platform reports its message durable; with a direct feed
+//! the gate delivers ingested messages to the platform itself, bypassing the broker.
 
 mod common;
 
@@ -16,7 +17,8 @@ use ktwin_auth::Reloading;
 use ktwin_auth::Secret;
 use ktwin_auth::mqtt::gate::{MqttGate, Upstream};
 use ktwin_auth::mqtt::{
-    DeclaredTopics, DeviceCredentialFile, DeviceGrant, DeviceRegistry, MessageKey, PubAckHold,
+    DeclaredTopics, DeviceCredentialFile, DeviceGrant, DeviceRegistry, DirectFeed, DirectMessages,
+    MessageKey, PubAckHold, direct_feed,
 };
 use rumqttc::SubscribeReasonCode;
 use tokio_util::sync::CancellationToken;
@@ -82,11 +84,11 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    setup_with(None).await
+    setup_with(None, None).await
 }
 
-/// A gate holding PUBACKs in `hold`, if given.
-async fn setup_with(hold: Option<Arc<PubAckHold>>) -> Setup {
+/// A gate holding PUBACKs in `hold`, and delivering to `direct`, if given.
+async fn setup_with(hold: Option<Arc<PubAckHold>>, direct: Option<DirectFeed>) -> Setup {
     let mut file = DeviceCredentialFile::default();
     let p1 = file.issue("p1", DeviceGrant::device("pole", "p1")).unwrap();
     let p2 = file.issue("p2", DeviceGrant::device("pole", "p2")).unwrap();
@@ -101,6 +103,9 @@ async fn setup_with(hold: Option<Arc<PubAckHold>>) -> Setup {
     let mut gate = MqttGate::new(upstream, registry, DeclaredTopics::default(), 1024 * 1024);
     if let Some(hold) = hold {
         gate = gate.with_ack_hold(hold);
+    }
+    if let Some(direct) = direct {
+        gate = gate.with_direct_feed(direct);
     }
     let gate = Arc::new(gate);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -242,7 +247,7 @@ async fn platform(s: &Setup) -> common::Device {
 /// device p1 connected.
 async fn held(ingested: &str) -> (Arc<PubAckHold>, Setup, common::Device, common::Device) {
     let hold = Arc::new(PubAckHold::new([ingested.to_owned()]));
-    let s = setup_with(Some(Arc::clone(&hold))).await;
+    let s = setup_with(Some(Arc::clone(&hold)), None).await;
     let platform = platform(&s).await;
     let p1 = connect(s.gate_port, "dev-1", "p1", s.p1.expose())
         .await
@@ -305,5 +310,110 @@ async fn a_held_puback_is_forgotten_with_its_connection() {
     p1.client.disconnect().await.unwrap();
     until_withheld(&hold, 0).await;
 
+    s.stop.cancel();
+}
+
+/// A gate holding PUBACKs of messages on `ingested` and delivering them to the feed it
+/// returns, the platform subscribed to device messages on the broker behind the gate as well
+/// (it must see none of the delivered ones), and device p1 connected.
+async fn direct(
+    ingested: &str,
+) -> (
+    Arc<PubAckHold>,
+    DirectMessages,
+    Setup,
+    common::Device,
+    common::Device,
+) {
+    let hold = Arc::new(PubAckHold::new([ingested.to_owned()]));
+    let (feed, messages) = direct_feed(1024 * 1024);
+    let s = setup_with(Some(Arc::clone(&hold)), Some(feed)).await;
+    let platform = platform(&s).await;
+    let p1 = connect(s.gate_port, "dev-1", "p1", s.p1.expose())
+        .await
+        .unwrap();
+    (hold, messages, s, platform, p1)
+}
+
+#[tokio::test]
+async fn a_delivered_message_skips_the_broker_and_its_puback_waits_until_durable() {
+    let (hold, mut messages, s, mut platform, mut p1) = direct("ktwin/real/#").await;
+    p1.publish("ktwin/real/pole/p1", "r1").await;
+    let message = tokio::time::timeout(WAIT, messages.recv())
+        .await
+        .expect("the gate delivered the message")
+        .unwrap();
+    assert_eq!(
+        (message.topic.as_str(), message.payload.as_ref()),
+        ("ktwin/real/pole/p1", b"r1".as_slice())
+    );
+    // The gate made the PUBACK and holds it; the broker never saw the message.
+    until_withheld(&hold, 1).await;
+    assert_eq!(p1.pubacks_so_far(), Vec::<u16>::new());
+    hold.durable(&MessageKey::of(message.topic.as_bytes(), &message.payload));
+    assert!(p1.next_puback(WAIT).await.is_some());
+    assert_eq!(hold.withheld(), 0);
+    assert_eq!(
+        platform.next_message(Duration::from_millis(300)).await,
+        None,
+        "a delivered message also went through the broker"
+    );
+    // QoS 0 is delivered too, with nothing to acknowledge.
+    p1.client
+        .publish("ktwin/real/pole/p1", rumqttc::QoS::AtMostOnce, false, "r0")
+        .await
+        .unwrap();
+    let message = tokio::time::timeout(WAIT, messages.recv()).await.unwrap();
+    assert_eq!(message.unwrap().payload.as_ref(), b"r0");
+    s.stop.cancel();
+}
+
+#[tokio::test]
+async fn retained_and_uningested_messages_still_go_through_the_broker() {
+    let (hold, mut messages, s, mut platform, mut p1) = direct("ktwin/real/pole/p2").await;
+    // Not ingested: relayed, the broker's PUBACK passes at once.
+    p1.publish("ktwin/real/pole/p1", "not ingested").await;
+    assert!(p1.next_puback(WAIT).await.is_some());
+    assert_eq!(
+        platform.next_message(WAIT).await,
+        Some(("ktwin/real/pole/p1".to_owned(), "not ingested".to_owned()))
+    );
+    assert_eq!(hold.withheld(), 0);
+    s.stop.cancel();
+
+    // Retained on an ingested topic: the broker keeps it for later subscribers.
+    let (hold, mut messages_all, s, mut platform, p1) = direct("ktwin/real/#").await;
+    p1.client
+        .publish(
+            "ktwin/real/pole/p1",
+            rumqttc::QoS::AtLeastOnce,
+            true,
+            "kept",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        platform.next_message(WAIT).await,
+        Some(("ktwin/real/pole/p1".to_owned(), "kept".to_owned()))
+    );
+    until_withheld(&hold, 1).await;
+    for feed in [&mut messages, &mut messages_all] {
+        let delivered = tokio::time::timeout(Duration::from_millis(300), feed.recv()).await;
+        assert!(delivered.is_err(), "a message was delivered: {delivered:?}");
+    }
+    s.stop.cancel();
+}
+
+#[tokio::test]
+async fn with_the_feed_closed_messages_go_through_the_broker() {
+    let (hold, messages, s, mut platform, p1) = direct("ktwin/real/#").await;
+    drop(messages);
+    p1.publish("ktwin/real/pole/p1", "late").await;
+    assert_eq!(
+        platform.next_message(WAIT).await,
+        Some(("ktwin/real/pole/p1".to_owned(), "late".to_owned()))
+    );
+    // Held as any relayed message until durable.
+    until_withheld(&hold, 1).await;
     s.stop.cancel();
 }

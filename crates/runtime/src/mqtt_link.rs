@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use ktwin_auth::mqtt::PubAckHold;
+use ktwin_auth::mqtt::{DirectFeed, DirectMessage, DirectMessages, PubAckHold};
 use ktwin_broker::TypeFilter;
 use ktwin_dispatcher::ingress::TopicSyntax;
 use ktwin_dispatcher::{DeviceSource, SourceAck, SourceMessage};
@@ -37,6 +37,11 @@ pub const DROPPED_METRIC: &str = "ktwin_mqtt_link_dropped_total";
 /// The link logs its drops at most this often (each line counts those since the last).
 pub const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// The bytes of device messages the MQTT gate may queue for the link before its connections
+/// wait ([`LinkSource::direct_feed`]): a few seconds of the largest loads measured, far below
+/// the broker's message log.
+pub const DIRECT_FEED_BYTES: usize = 16 * 1024 * 1024;
+
 /// Device messages (`ktwin/real/#`, and the telemetry topics models declare) read from the
 /// embedded broker over an in-process link.
 pub struct LinkSource {
@@ -51,6 +56,8 @@ pub struct LinkSource {
     drop_log: DropLog,
     /// Reports each message's durability to the MQTT gate, when devices' PUBACKs wait for it.
     acks: Option<Arc<DeviceAcks>>,
+    /// The messages the MQTT gate delivers itself, read beside the broker's.
+    direct: Option<DirectMessages>,
     /// While it reads true, the link reads nothing (a soak's injected stall).
     #[cfg(feature = "bench")]
     stall: Option<tokio::sync::watch::Receiver<bool>>,
@@ -80,6 +87,7 @@ impl LinkSource {
             dropped: Arc::new(AtomicU64::new(0)),
             drop_log: DropLog::default(),
             acks: None,
+            direct: None,
             #[cfg(feature = "bench")]
             stall: None,
         })
@@ -104,6 +112,14 @@ impl LinkSource {
         let acks = DeviceAcks::new(Arc::clone(&hold), stored_types);
         self.acks = Some(Arc::clone(&acks));
         (hold, acks)
+    }
+
+    /// The feed the MQTT gate delivers the messages the hold waits for to, bypassing the broker
+    /// (`MqttGate::with_direct_feed`); the link reads it beside the broker's messages.
+    pub fn direct_feed(&mut self) -> DirectFeed {
+        let (feed, messages) = ktwin_auth::mqtt::direct_feed(DIRECT_FEED_BYTES);
+        self.direct = Some(messages);
+        feed
     }
 
     /// Device messages the broker dropped before this link read them (also the
@@ -209,6 +225,31 @@ impl DropLog {
     }
 }
 
+/// What the link's source read next.
+// Only ever a temporary on one call's stack: boxing the broker's notification would cost an
+// allocation per message for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Received {
+    Direct(Option<DirectMessage>),
+    Broker(Result<Option<Notification>, rumqttd::local::LinkError>),
+}
+
+impl LinkSource {
+    /// A message the gate delivered, acknowledged as the broker's are.
+    fn direct_message(&self, message: DirectMessage) -> SourceMessage {
+        let ack = self.ack_for(message.topic.as_bytes(), &message.payload);
+        SourceMessage::new(message.topic, message.payload, false, ack)
+    }
+
+    /// How a device message on `topic` with `payload` is acknowledged.
+    fn ack_for(&self, topic: &[u8], payload: &[u8]) -> Box<dyn SourceAck> {
+        match &self.acks {
+            Some(acks) => acks.ack_for(topic, payload),
+            None => Box::new(NoAck),
+        }
+    }
+}
+
 /// Messages of an in-process QoS 0 link need no acknowledgement.
 struct NoAck;
 
@@ -232,7 +273,23 @@ impl DeviceSource for LinkSource {
                 // A closed switch (the soak is gone) stalls nothing.
                 let _ = stall.wait_for(|stalled| !stalled).await;
             }
-            match self.rx.next().await {
+            let notification = match &mut self.direct {
+                Some(direct) => tokio::select! {
+                    message = direct.recv() => Received::Direct(message),
+                    notification = self.rx.next() => Received::Broker(notification),
+                },
+                None => Received::Broker(self.rx.next().await),
+            };
+            let notification = match notification {
+                Received::Direct(Some(message)) => return Some(self.direct_message(message)),
+                // Every gate is gone: only the broker's messages are left.
+                Received::Direct(None) => {
+                    self.direct = None;
+                    continue;
+                }
+                Received::Broker(notification) => notification,
+            };
+            match notification {
                 Ok(Some(Notification::Forward(forward))) => {
                     let publish = forward.publish;
                     // Not UTF-8 cannot be a valid topic: the dispatcher dead-letters it by name.
@@ -240,10 +297,7 @@ impl DeviceSource for LinkSource {
                     if let Some((_, offset)) = forward.cursor {
                         self.check_gap(&topic, offset);
                     }
-                    let ack: Box<dyn SourceAck> = match &self.acks {
-                        Some(acks) => acks.ack_for(&publish.topic, &publish.payload),
-                        None => Box::new(NoAck),
-                    };
+                    let ack = self.ack_for(&publish.topic, &publish.payload);
                     return Some(SourceMessage::new(topic, publish.payload, false, ack));
                 }
                 // The router paused this link because its buffer was full; everything it handed

@@ -486,6 +486,7 @@ impl Assembly<'_> {
             .subscription(&Subscriber::EventStore(LOCAL_EVENT_STORE.into()))
             .map(|route| route.filter());
         let (hold, device_acks) = embedded.link.acknowledge_durably(stored_types);
+        let direct = embedded.link.direct_feed();
         let devices_file = credentials.devices_file();
         let (registry, _watcher) = Reloading::watch(
             &devices_file,
@@ -508,7 +509,8 @@ impl Assembly<'_> {
             declared_topics(&bindings),
             MAX_PAYLOAD + GATE_HEADER_ROOM,
         )
-        .with_ack_hold(hold);
+        .with_ack_hold(hold)
+        .with_direct_feed(direct);
         if let Some(files) = &self.options.tls {
             gate = gate.with_tls(files.acceptor().map_err(UpError::Tls)?);
         }

@@ -216,7 +216,8 @@ impl ConnectionHold {
         Withhold::Registered
     }
 
-    /// The broker acknowledged `pkid` with `ack`: returned to forward now, or kept until the
+    /// The broker acknowledged `pkid` with `ack` (or, for a message the gate delivered to the
+    /// platform itself, the gate made `ack`): returned to forward now, or kept until the
     /// message is durable.
     pub(crate) fn broker_acked(&self, pkid: u16, ack: Bytes) -> Option<Bytes> {
         let mut state = self.hold.lock();

@@ -15,7 +15,10 @@
 //!
 //! With a [`PubAckHold`] ([`MqttGate::with_ack_hold`]) the broker's PUBACK of a QoS 1 message
 //! on a topic the platform ingests goes to the device only once the platform has made the
-//! message durable: a crash of the process then loses nothing a device was told is taken. On a
+//! message durable: a crash of the process then loses nothing a device was told is taken. With
+//! a [`DirectFeed`] as well ([`MqttGate::with_direct_feed`]) such messages (QoS 0 and 1, not
+//! retained) skip the broker: the gate delivers them to the platform and makes their PUBACK
+//! itself, released the same way. On a
 //! stop the gate reads no more from devices but keeps relaying, for up to
 //! [`ACK_DRAIN_TIMEOUT`], the PUBACKs of messages still becoming durable. QoS 2 is not held: rumqttd takes a QoS 2 message
 //! into its log only at PUBREL, after the device let go of it at PUBREC.
@@ -44,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 use super::ack_hold::{ConnectionHold, MessageKey, PubAckHold, Withhold};
 use super::acl::{DeclaredTopics, Refusal, Refusals, TopicRights};
 use super::credentials::DeviceRegistry;
+use super::direct::DirectFeed;
 use crate::reload::Reloading;
 use crate::secret::Secret;
 
@@ -77,6 +81,7 @@ pub struct MqttGate {
     tls: Option<TlsAcceptor>,
     max_packet_bytes: usize,
     hold: Option<Arc<PubAckHold>>,
+    direct: Option<DirectFeed>,
 }
 
 impl std::fmt::Debug for MqttGate {
@@ -85,6 +90,7 @@ impl std::fmt::Debug for MqttGate {
             .field("upstream", &self.upstream.address)
             .field("tls", &self.tls.is_some())
             .field("ack_hold", &self.hold.is_some())
+            .field("direct_feed", &self.direct.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -138,6 +144,7 @@ impl MqttGate {
             tls: None,
             max_packet_bytes,
             hold: None,
+            direct: None,
         }
     }
 
@@ -145,6 +152,15 @@ impl MqttGate {
     /// reports them durable ([`PubAckHold::durable`]).
     pub fn with_ack_hold(mut self, hold: Arc<PubAckHold>) -> Self {
         self.hold = Some(hold);
+        self
+    }
+
+    /// Delivers the messages the hold waits for (QoS 0 and 1 on an ingested topic, not
+    /// retained) to `feed` instead of relaying them through the broker; their PUBACKs come
+    /// from the gate once the platform reports them durable. Without an ack hold
+    /// ([`MqttGate::with_ack_hold`]) the feed is not used.
+    pub fn with_direct_feed(mut self, feed: DirectFeed) -> Self {
+        self.direct = Some(feed);
         self
     }
 
@@ -367,6 +383,11 @@ impl MqttGate {
         while let Some(frame) = device.next().await? {
             match self.judge(session, &frame, acks)? {
                 Verdict::Forward => upstream.write_all(&frame).await?,
+                Verdict::Deliver(publish) => {
+                    if !self.deliver(&frame, publish, to_device, acks).await {
+                        upstream.write_all(&frame).await?;
+                    }
+                }
                 Verdict::Answer(packet) => {
                     let mut bytes = BytesMut::new();
                     packet.write(&mut bytes, usize::MAX)?;
@@ -392,7 +413,7 @@ impl MqttGate {
                 let publish =
                     PublishHead::parse(frame).ok_or(mqttbytes::Error::IncorrectPacketFormat)?;
                 if session.rights.may_publish(&publish.topic) {
-                    return Ok(withhold(session, frame, &publish, acks));
+                    return Ok(self.route(session, frame, publish, acks));
                 }
                 self.refuse(session, Refusal::Publish, &publish.topic);
                 Ok(match publish.qos {
@@ -430,6 +451,54 @@ impl MqttGate {
             Some(CONNECT) => Ok(Verdict::Close),
             _ => Ok(Verdict::Forward),
         }
+    }
+
+    /// Where a PUBLISH the device may make goes: held and forwarded to the broker, delivered
+    /// to the platform directly, dropped as a resend, or the connection closed.
+    fn route(
+        &self,
+        session: &Session,
+        frame: &Bytes,
+        publish: PublishHead,
+        acks: Option<&ConnectionHold>,
+    ) -> Verdict {
+        let verdict = withhold(session, frame, &publish, acks);
+        let direct = self.direct.as_ref().is_some_and(DirectFeed::is_open)
+            && acks.is_some_and(|acks| acks.holds(&publish.topic))
+            && !publish.retain
+            && publish.qos != QoS::ExactlyOnce;
+        match verdict {
+            Verdict::Forward if direct => Verdict::Deliver(publish),
+            verdict => verdict,
+        }
+    }
+
+    /// Hands a PUBLISH to the platform ([`MqttGate::with_direct_feed`]) and, for QoS 1, its
+    /// PUBACK to the hold, released to the device once the message is durable. `false` when
+    /// the platform reads no more (it is stopping): the broker then takes the message.
+    async fn deliver(
+        &self,
+        frame: &Bytes,
+        publish: PublishHead,
+        to_device: &mpsc::Sender<Bytes>,
+        acks: Option<&ConnectionHold>,
+    ) -> bool {
+        let Some(feed) = &self.direct else {
+            return false;
+        };
+        let payload = &frame[publish.payload_at..];
+        if feed.deliver(publish.topic, payload).await.is_err() {
+            return false;
+        }
+        if let (QoS::AtLeastOnce, Some(acks)) = (publish.qos, acks) {
+            let [high, low] = publish.pkid.to_be_bytes();
+            let puback = Bytes::copy_from_slice(&[PUBACK << 4, 2, high, low]);
+            if let Some(ack) = acks.broker_acked(publish.pkid, puback) {
+                // The device stopped reading when this fails: the connection is ending.
+                let _ = to_device.send(ack).await;
+            }
+        }
+        true
     }
 
     fn refuse(&self, session: &Session, refusal: Refusal, topic: &str) {
@@ -492,6 +561,8 @@ struct Session {
 /// What to do with one frame from a device.
 enum Verdict {
     Forward,
+    /// A PUBLISH for the platform's direct feed.
+    Deliver(PublishHead),
     Answer(Packet),
     Drop,
     Close,
@@ -503,6 +574,7 @@ struct PublishHead {
     qos: QoS,
     pkid: u16,
     dup: bool,
+    retain: bool,
     /// Where the payload starts in the frame.
     payload_at: usize,
 }
@@ -511,6 +583,7 @@ impl PublishHead {
     fn parse(frame: &[u8]) -> Option<Self> {
         let qos = mqttbytes::qos((frame.first()? >> 1) & 0b11).ok()?;
         let dup = frame.first()? & 0b1000 != 0;
+        let retain = frame.first()? & 0b1 != 0;
         // The remaining length (1-4 bytes, high bit = more) follows the first byte.
         let length_bytes = frame[1..].iter().take(4).position(|b| b & 0x80 == 0)? + 1;
         let mut at = 1 + length_bytes;
@@ -533,6 +606,7 @@ impl PublishHead {
             qos,
             pkid,
             dup,
+            retain,
             payload_at: at.min(frame.len()),
         })
     }

@@ -3,11 +3,13 @@
 //! and the topics DTDL MQTT extensions declare), refusal accounting ([`Refusals`]), and the
 //! equivalent files for an external broker ([`mosquitto`], [`rabbitmq`]); the [`gate`] enforces
 //! them in front of an embedded broker that cannot, and holds devices' PUBACKs until the
-//! platform has made their messages durable ([`PubAckHold`]).
+//! platform has made their messages durable ([`PubAckHold`]), and with a [`DirectFeed`] hands
+//! ingested messages to the platform itself.
 
 mod ack_hold;
 mod acl;
 mod credentials;
+mod direct;
 mod filter;
 pub mod gate;
 pub mod mosquitto;
@@ -22,4 +24,5 @@ pub use credentials::{
     CredentialError, CredentialFileError, DEVICE_PASSWORD_PREFIX, DeviceCredential,
     DeviceCredentialFile, DeviceRegistry,
 };
+pub use direct::{DirectFeed, DirectMessage, DirectMessages, FeedClosed, direct_feed};
 pub use filter::{is_valid_filter, is_within};
