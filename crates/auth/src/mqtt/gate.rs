@@ -18,10 +18,10 @@
 //! message durable: a crash of the process then loses nothing a device was told is taken. With
 //! a [`DirectFeed`] as well ([`MqttGate::with_direct_feed`]) such messages (QoS 0 and 1, not
 //! retained) skip the broker: the gate delivers them to the platform and makes their PUBACK
-//! itself, released the same way. On a
-//! stop the gate reads no more from devices but keeps relaying, for up to
-//! [`ACK_DRAIN_TIMEOUT`], the PUBACKs of messages still becoming durable. QoS 2 is not held: rumqttd takes a QoS 2 message
-//! into its log only at PUBREL, after the device let go of it at PUBREC.
+//! itself, released the same way. On a stop the gate reads no more from devices but keeps
+//! relaying, for up to [`ACK_DRAIN_TIMEOUT`], the PUBACKs of messages still becoming durable.
+//! QoS 2 is not held: rumqttd takes a QoS 2 message into its log only at PUBREL, after the
+//! device let go of it at PUBREC.
 //!
 //! Refusals are counted and logged ([`Refusals`]), never with the password. Client ids are
 //! namespaced by username towards the broker (`<username>:<client id>`), so one credential
