@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bytes::BytesMut;
+
 use common::{WAIT, connect, publish_own_and_forged};
 use ktwin_auth::Reloading;
 use ktwin_auth::Secret;
@@ -417,5 +419,63 @@ async fn with_the_feed_closed_messages_go_through_the_broker() {
     );
     // Held as any relayed message until durable.
     until_withheld(&hold, 1).await;
+    s.stop.cancel();
+}
+
+/// A device that publishes sends no PINGREQ (MQTT 3.1.1 asks for one only when the client
+/// sent nothing else; libmosquitto and Paho skip it). While the gate delivers its messages
+/// itself the broker hears nothing from the device's connection, so the gate pings the broker
+/// on its behalf, and the device never sees the answers.
+#[tokio::test]
+async fn a_device_that_only_publishes_keeps_its_connection() {
+    use rumqttc::mqttbytes::v4::{Connect, Login, Publish};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let hold = Arc::new(PubAckHold::new(["ktwin/real/#".to_owned()]));
+    let (feed, mut messages) = direct_feed(1024 * 1024);
+    let s = setup_with(Some(Arc::clone(&hold)), Some(feed)).await;
+    let mut device = tokio::net::TcpStream::connect(("127.0.0.1", s.gate_port))
+        .await
+        .unwrap();
+    let mut connect = Connect::new("quiet-1");
+    connect.keep_alive = 1; // the broker closes a connection silent for 1.5 s
+    connect.login = Some(Login::new("p1", s.p1.expose()));
+    let mut bytes = BytesMut::new();
+    connect.write(&mut bytes).unwrap();
+    device.write_all(&bytes).await.unwrap();
+    let mut connack = [0u8; 4];
+    tokio::time::timeout(WAIT, device.read_exact(&mut connack))
+        .await
+        .expect("a CONNACK")
+        .unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0], "accepted");
+
+    // QoS 0 every 200 ms for 3.6 s: more than twice what the broker lets a connection be silent.
+    let readings = 18;
+    for n in 0..readings {
+        let publish = Publish::new(
+            "ktwin/real/pole/p1",
+            rumqttc::QoS::AtMostOnce,
+            n.to_string(),
+        );
+        let mut bytes = BytesMut::new();
+        publish.write(&mut bytes).unwrap();
+        device.write_all(&bytes).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for n in 0..readings {
+        let message = tokio::time::timeout(WAIT, messages.recv())
+            .await
+            .unwrap_or_else(|_| panic!("reading {n} was not delivered"))
+            .unwrap();
+        assert_eq!(message.payload.as_ref(), n.to_string().as_bytes());
+    }
+    // Still connected, and nothing came back: no PINGRESP it did not ask for, no close.
+    let mut unexpected = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_millis(500), device.read(&mut unexpected)).await;
+    assert!(
+        read.is_err(),
+        "the device got {read:?} (0 bytes: the gate closed its connection)"
+    );
     s.stop.cancel();
 }

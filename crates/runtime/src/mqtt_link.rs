@@ -6,9 +6,15 @@
 //! acknowledged with a write of its own, and the broker's network thread woke for both. The
 //! link hands messages over in memory, in batches (one wake-up per batch, not per message).
 //! It subscribes at QoS 0: an acknowledgement between two parts of one process guards against
-//! nothing, since both go down together. Devices get their QoS 1 acknowledgement from the
-//! broker, through the MQTT gate, which holds it until the message is durable when the link
-//! acknowledges durably ([`LinkSource::acknowledge_durably`], [`crate::device_acks`]). The broker keeps each message in its log until the link has read it and
+//! nothing, since both go down together. Behind the MQTT gate, the messages the platform
+//! ingests (QoS 0 and 1, not retained) do not reach the broker at all: the gate delivers them
+//! over its byte-bounded feed ([`LinkSource::direct_feed`]), read beside the broker's, and
+//! makes their PUBACK itself; a full feed holds devices back, nothing is dropped. Devices get
+//! their QoS 1 acknowledgement from the gate (or from the broker, through the gate), held
+//! until the message is durable when the link acknowledges durably
+//! ([`LinkSource::acknowledge_durably`], [`crate::device_acks`]). What still goes through the
+//! broker (retained messages, QoS 2, devices without the gate) is bounded as follows. The
+//! broker keeps each message in its log until the link has read it and
 //! pauses the link while its buffer is full; a link more than the whole log behind
 //! ([`crate::mqtt::MessageLog`]) misses the oldest messages. rumqttd does not hold its
 //! publishers back for a slow subscriber, so the link finds such a loss by the gap in the log
@@ -43,7 +49,7 @@ pub const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 pub const DIRECT_FEED_BYTES: usize = 16 * 1024 * 1024;
 
 /// Device messages (`ktwin/real/#`, and the telemetry topics models declare) read from the
-/// embedded broker over an in-process link.
+/// embedded broker over an in-process link, and from the MQTT gate's direct feed.
 pub struct LinkSource {
     // Kept so the broker keeps the connection (dropping either half disconnects it), and to
     // subscribe to declared topics.

@@ -8,7 +8,9 @@
 //! until the platform reports the message durable; with a [`DirectFeed`] it also delivers the
 //! message itself and answers the PUBACK once the message is durable. What the broker still
 //! does for such a message (retained messages, QoS 2's exchange) keeps those on the broker's
-//! path; nothing but the platform subscribes to ingested topics behind the gate.
+//! path. Devices subscribe to their command topics, not to ingested ones, so no device misses
+//! a delivered message; a model whose declared command topic overlaps a declared telemetry
+//! topic would (its devices would no longer receive those readings through the broker).
 //!
 //! The feed is bounded by bytes: a gate connection whose message finds the budget spent
 //! waits, and reads nothing more from its device, until the platform takes what is queued.

@@ -26,12 +26,16 @@
 //! Refusals are counted and logged ([`Refusals`]), never with the password. Client ids are
 //! namespaced by username towards the broker (`<username>:<client id>`), so one credential
 //! cannot take over another's session by reusing its client id. Sessions, keep-alive, QoS
-//! and wills stay the broker's business: the gate forwards those packets untouched. MQTT 5
-//! clients are refused (protocol version) on a gated listener.
+//! and wills stay the broker's business: the gate forwards those packets untouched, except
+//! that while it delivers a device's messages itself it pings the broker on the device's
+//! behalf (a client that publishes sends no PINGREQ, and the broker would otherwise see a
+//! silent connection and close it) and keeps the answers from the device. MQTT 5 clients are
+//! refused (protocol version) on a gated listener.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4::{
@@ -278,6 +282,7 @@ impl MqttGate {
                 to_device.clone(),
                 acks.as_ref(),
                 released.as_mut(),
+                &session.gate_pings,
             );
             tokio::pin!(from_broker);
             // Whichever side ends first (the broker closing, e.g. after a missed keep-alive, or
@@ -353,6 +358,7 @@ impl MqttGate {
                 .record(Refusal::Publish, &username, &client_id, &will.topic);
             return Err(ConnectReturnCode::NotAuthorized);
         }
+        let keep_alive = connect.keep_alive;
         let mut upstream = connect;
         upstream.client_id = namespaced_client_id(&username, &client_id);
         upstream.set_login(
@@ -367,6 +373,8 @@ impl MqttGate {
             username,
             client_id,
             rights,
+            keep_alive: Duration::from_secs(u64::from(keep_alive)),
+            gate_pings: AtomicU32::new(0),
         };
         Ok((session, bytes.freeze()))
     }
@@ -380,13 +388,23 @@ impl MqttGate {
         to_device: &mpsc::Sender<Bytes>,
         acks: Option<&ConnectionHold>,
     ) -> Result<(), ConnectionError> {
+        let mut last_upstream = Instant::now();
         while let Some(frame) = device.next().await? {
             match self.judge(session, &frame, acks)? {
-                Verdict::Forward => upstream.write_all(&frame).await?,
+                Verdict::Forward => {
+                    upstream.write_all(&frame).await?;
+                    last_upstream = Instant::now();
+                }
                 Verdict::Deliver(publish) => {
                     if !self.deliver(&frame, publish, to_device, acks).await {
                         upstream.write_all(&frame).await?;
+                    } else if session.needs_ping(last_upstream) {
+                        session.gate_pings.fetch_add(1, Ordering::Relaxed);
+                        upstream.write_all(&PINGREQ_FRAME).await?;
+                    } else {
+                        continue;
                     }
+                    last_upstream = Instant::now();
                 }
                 Verdict::Answer(packet) => {
                     let mut bytes = BytesMut::new();
@@ -550,13 +568,34 @@ const CONNECT: u8 = 1;
 const PUBLISH: u8 = 3;
 const PUBACK: u8 = 4;
 const SUBSCRIBE: u8 = 8;
+const PINGREQ: u8 = 12;
+const PINGRESP: u8 = 13;
 
 /// Who is connected and what they may do.
 struct Session {
     username: String,
     client_id: String,
     rights: TopicRights,
+    /// The keep-alive the device asked for (zero: none), which the broker enforces on the
+    /// gate's connection for it.
+    keep_alive: Duration,
+    /// PINGREQs the gate sent the broker on the device's behalf whose PINGRESP is still due
+    /// (kept from the device, which did not ask).
+    gate_pings: AtomicU32,
 }
+
+impl Session {
+    /// Whether the broker, which closes a connection silent for 1.5 × its keep-alive, should
+    /// hear from the gate: nothing was written to it for a quarter of the keep-alive. A device
+    /// sends something at least every keep-alive, so the broker's connection is never silent
+    /// for more than 1.25 × it.
+    fn needs_ping(&self, last_upstream: Instant) -> bool {
+        !self.keep_alive.is_zero() && last_upstream.elapsed() >= self.keep_alive / 4
+    }
+}
+
+/// A PINGREQ packet.
+const PINGREQ_FRAME: [u8; 2] = [PINGREQ << 4, 0];
 
 /// What to do with one frame from a device.
 enum Verdict {
@@ -684,16 +723,19 @@ async fn write_packet<W: AsyncWrite + Unpin>(
 }
 
 /// Broker → device: whole frames onto the device's queue, except the PUBACKs `acks` holds,
-/// which come out of `released` once their messages are durable.
+/// which come out of `released` once their messages are durable, and the answers to the
+/// gate's own pings (`gate_pings`).
 async fn relay_frames<R: AsyncRead + Unpin>(
     mut upstream: FrameReader<R>,
     to_device: mpsc::Sender<Bytes>,
     acks: Option<&ConnectionHold>,
     mut released: Option<&mut mpsc::UnboundedReceiver<Bytes>>,
+    gate_pings: &AtomicU32,
 ) {
     loop {
         let frame = tokio::select! {
             frame = upstream.next() => match frame {
+                Ok(Some(frame)) if is_pingresp(&frame) && take_one(gate_pings) => continue,
                 Ok(Some(frame)) => match acks.zip(puback_id(&frame)) {
                     Some((acks, pkid)) => match acks.broker_acked(pkid, frame) {
                         Some(frame) => frame,
@@ -709,6 +751,17 @@ async fn relay_frames<R: AsyncRead + Unpin>(
             return;
         }
     }
+}
+
+fn is_pingresp(frame: &[u8]) -> bool {
+    frame == [PINGRESP << 4, 0]
+}
+
+/// Takes one from `count` if it is above zero.
+fn take_one(count: &AtomicU32) -> bool {
+    count
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 /// The packet id of a PUBACK frame.
