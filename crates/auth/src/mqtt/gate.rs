@@ -396,20 +396,22 @@ impl MqttGate {
                     last_upstream = Instant::now();
                 }
                 Verdict::Deliver(publish) => {
-                    if !self.deliver(&frame, publish, to_device, acks).await {
-                        upstream.write_all(&frame).await?;
-                    } else if session.needs_ping(last_upstream) {
-                        session.gate_pings.fetch_add(1, Ordering::Relaxed);
-                        upstream.write_all(&PINGREQ_FRAME).await?;
-                    } else {
-                        continue;
-                    }
+                    // The broker takes the message itself if the platform no longer reads, and
+                    // hears a ping for the device now and then otherwise.
+                    let to_broker: &[u8] =
+                        if !self.deliver(&frame, publish, to_device, acks).await? {
+                            &frame
+                        } else if session.needs_ping(last_upstream) {
+                            session.gate_pings.fetch_add(1, Ordering::Relaxed);
+                            &PINGREQ_FRAME
+                        } else {
+                            continue;
+                        };
+                    upstream.write_all(to_broker).await?;
                     last_upstream = Instant::now();
                 }
                 Verdict::Answer(packet) => {
-                    let mut bytes = BytesMut::new();
-                    packet.write(&mut bytes, usize::MAX)?;
-                    if to_device.send(bytes.freeze()).await.is_err() {
+                    if to_device.send(encoded(&packet)?).await.is_err() {
                         break;
                     }
                 }
@@ -480,9 +482,11 @@ impl MqttGate {
         publish: PublishHead,
         acks: Option<&ConnectionHold>,
     ) -> Verdict {
-        let verdict = withhold(session, frame, &publish, acks);
+        // Whether the platform ingests the topic: matched against its filters once.
+        let held = acks.filter(|acks| acks.holds(&publish.topic));
+        let verdict = withhold(session, frame, &publish, held);
         let direct = self.direct.as_ref().is_some_and(DirectFeed::is_open)
-            && acks.is_some_and(|acks| acks.holds(&publish.topic))
+            && held.is_some()
             && !publish.retain
             && publish.qos != QoS::ExactlyOnce;
         match verdict {
@@ -500,23 +504,22 @@ impl MqttGate {
         publish: PublishHead,
         to_device: &mpsc::Sender<Bytes>,
         acks: Option<&ConnectionHold>,
-    ) -> bool {
+    ) -> Result<bool, ConnectionError> {
         let Some(feed) = &self.direct else {
-            return false;
+            return Ok(false);
         };
         let payload = &frame[publish.payload_at..];
         if feed.deliver(publish.topic, payload).await.is_err() {
-            return false;
+            return Ok(false);
         }
         if let (QoS::AtLeastOnce, Some(acks)) = (publish.qos, acks) {
-            let [high, low] = publish.pkid.to_be_bytes();
-            let puback = Bytes::copy_from_slice(&[PUBACK << 4, 2, high, low]);
+            let puback = encoded(&Packet::PubAck(PubAck::new(publish.pkid)))?;
             if let Some(ack) = acks.broker_acked(publish.pkid, puback) {
                 // The device stopped reading when this fails: the connection is ending.
                 let _ = to_device.send(ack).await;
             }
         }
-        true
+        Ok(true)
     }
 
     fn refuse(&self, session: &Session, refusal: Refusal, topic: &str) {
@@ -525,8 +528,8 @@ impl MqttGate {
     }
 }
 
-/// Registers a QoS 1 message on an ingested topic in the connection's hold before it is
-/// forwarded, so its PUBACK waits until the message is durable.
+/// Registers a QoS 1 message in the connection's hold (`acks`: given only when the message's
+/// topic is ingested) before it is forwarded, so its PUBACK waits until the message is durable.
 fn withhold(
     session: &Session,
     frame: &Bytes,
@@ -536,7 +539,7 @@ fn withhold(
     let Some(acks) = acks else {
         return Verdict::Forward;
     };
-    if publish.qos != QoS::AtLeastOnce || !acks.holds(&publish.topic) {
+    if publish.qos != QoS::AtLeastOnce {
         return Verdict::Forward;
     }
     let key = MessageKey::of(publish.topic.as_bytes(), &frame[publish.payload_at..]);
@@ -712,13 +715,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
+/// A packet the gate answers with, as bytes.
+fn encoded(packet: &Packet) -> Result<Bytes, ConnectionError> {
+    let mut bytes = BytesMut::new();
+    packet.write(&mut bytes, usize::MAX)?;
+    Ok(bytes.freeze())
+}
+
 async fn write_packet<W: AsyncWrite + Unpin>(
     writer: &mut W,
     packet: &Packet,
 ) -> Result<(), ConnectionError> {
-    let mut bytes = BytesMut::new();
-    packet.write(&mut bytes, usize::MAX)?;
-    writer.write_all(&bytes).await?;
+    writer.write_all(&encoded(packet)?).await?;
     Ok(writer.flush().await?)
 }
 
