@@ -103,7 +103,8 @@ impl<S: EmbeddedStore> Backend for S {
         S::NAME
     }
 
-    /// Both engines have a single writer; a second append prepares its batch meanwhile.
+    /// Both engines have a single writer; a second append prepares its batch meanwhile (and,
+    /// on fjall, reads and merges it while the first commits).
     fn concurrent_appends(&self) -> usize {
         2
     }

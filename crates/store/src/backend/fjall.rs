@@ -13,11 +13,17 @@
 //! This module owns the keyspaces (one per table of `super::embedded`, whose keys, bodies
 //! and append path it shares with redb) and the single writer: appends and deletes read what
 //! they are about to change, so they take turns on one lock, which also hands out instance
-//! numbers.
+//! numbers. A batch's commit (its journal write, its `fdatasync` and fjall's write stalls)
+//! runs after the writer's turn, under a second lock taken before the turn ends, so the next
+//! batch reads and merges while the one before commits, and commits keep their order; what
+//! the next batch reads from the batch still committing comes from the writer's caches, or
+//! from the disk once that commit is over ([`FjallAppend::await_commit`]).
 
+use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ::fjall::{
     Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode, Readable, Slice,
@@ -137,22 +143,48 @@ struct Store {
     records: Keyspace,
     traces: Keyspace,
     dead: dead_letters::FjallDeadLetters,
-    /// Held by the one append or delete running.
+    /// Held by the one append or delete reading and merging (or deleting).
     writer: Mutex<Writer>,
+    /// Held by the one batch committing; taken while holding `writer`, so batches commit in
+    /// the order they merged.
+    committer: Mutex<()>,
+    /// Holds commits back, for the tests of what runs while a batch commits.
+    #[cfg(test)]
+    pause: tests::CommitPause,
+}
+
+impl Store {
+    /// The committer's turn: once it is taken, the batch before has committed (or failed).
+    fn commit_turn(&self) -> MutexGuard<'_, ()> {
+        // The lock guards no data: a panic while holding it left nothing half done.
+        self.committer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// What only the writer touches.
+///
+/// The caches hold what batches wrote, put there when a batch's turn to commit begins: a
+/// commit that fails poisons the database (fjall refuses every later commit, see
+/// [`commit_failed`]), so nothing merged from a record that never committed can commit, and
+/// reads never use these caches. An append takes a record out while it uses it, so an append
+/// that fails before its commit leaves that record to be read from the disk again.
 struct Writer {
     /// The next instance number.
     next_instance: u64,
-    /// Merge records of recently written instances, as committed: decoding an instance's JSON
-    /// record on every append cost more than writing it. Entries are taken out while an
-    /// append uses them and put back only once it committed, so a failed append leaves no
-    /// uncommitted record behind.
+    /// Merge records of recently written instances: decoding an instance's JSON record on
+    /// every append cost more than writing it.
     records: BoundedCache<u64, InstanceRecord>,
-    /// Instance numbers by [`name_key`], as committed: looking each batch's instances up in
-    /// the keyspace cost more than the rest of finding their records.
+    /// Instance numbers by [`name_key`]: looking each batch's instances up in the keyspace
+    /// cost more than the rest of finding their records.
     numbers: BoundedCache<Vec<u8>, u64>,
+    /// Hashes (by `id_hasher`) of the idempotency keys claimed by the batch that may still
+    /// be committing: an id the disk does not have yet may be one of them.
+    committing_ids: HashSet<u64>,
+    /// Hashes idempotency keys for `committing_ids` (keyed per process: ids come from the
+    /// wire, and a collision only costs a wait for the commit).
+    id_hasher: RandomState,
 }
 
 /// The bytes of merge records kept in memory at most, counted by their JSON encoding (the
@@ -218,32 +250,45 @@ impl FjallBackend {
                 next_instance,
                 records: BoundedCache::new(CACHED_RECORD_BYTES, TYPICAL_RECORD_BYTES),
                 numbers: BoundedCache::new(CACHED_NUMBER_BYTES, TYPICAL_NAME_BYTES),
+                committing_ids: HashSet::new(),
+                id_hasher: RandomState::new(),
             }),
+            committer: Mutex::new(()),
+            #[cfg(test)]
+            pause: tests::CommitPause::default(),
         })))
     }
 
     /// Runs `append` on a write batch under the writer, and commits the batch if `commit` says
-    /// so of its result.
+    /// so of its result: the commit's turn is taken before the writer's ends, and the next
+    /// append runs while this one commits.
     fn write<T>(
         &self,
-        append: impl FnOnce(&mut FjallAppend<'_>) -> Result<T, StoreError>,
+        append: impl FnOnce(&mut FjallAppend<'_, '_>) -> Result<T, StoreError>,
         commit: impl FnOnce(&T) -> bool,
     ) -> Result<T, StoreError> {
+        let store = &*self.0;
         // A panic elsewhere left the writer as it was before that batch: still right.
-        let mut writer = self.0.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut writer = store.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let Writer {
             next_instance,
             records,
             numbers,
+            committing_ids,
+            id_hasher,
         } = &mut *writer;
         let mut target = FjallAppend {
-            store: &self.0,
+            store,
             batch: self.durable_batch(),
             next_instance: *next_instance,
             cached: records,
             numbers,
+            committing_ids,
+            id_hasher,
+            turn: None,
             written: Vec::new(),
             numbered: Vec::new(),
+            claimed: HashSet::new(),
         };
         let done = append(&mut target)?;
         if !commit(&done) {
@@ -252,13 +297,23 @@ impl FjallBackend {
         let FjallAppend {
             batch,
             next_instance: next,
+            turn,
             written,
             numbered,
+            claimed,
             ..
         } = target;
-        batch.commit().map_err(commit_failed)?;
+        #[cfg(test)]
+        store.pause.merged();
+        let turn = turn.unwrap_or_else(|| store.commit_turn());
         writer.next_instance = next;
         writer.keep(written, numbered);
+        writer.committing_ids = claimed;
+        drop(writer);
+        #[cfg(test)]
+        store.pause.before_commit();
+        batch.commit().map_err(commit_failed)?;
+        drop(turn);
         Ok(done)
     }
 
@@ -401,6 +456,9 @@ impl EmbeddedStore for FjallBackend {
         let store = &self.0;
         let name = name_key(&key.interface, &key.instance);
         let mut writer = store.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        // After the batch committing: the instance and events it writes are on the disk.
+        let _turn = store.commit_turn();
+        writer.committing_ids.clear();
         let Some(instance) = store.instances.get(&name)? else {
             return Ok(0);
         };
@@ -436,26 +494,72 @@ impl EmbeddedStore for FjallBackend {
 }
 
 /// One append's write batch, over the keyspaces it reads.
-struct FjallAppend<'a> {
-    store: &'a Store,
+struct FjallAppend<'s, 'w> {
+    store: &'s Store,
     batch: OwnedWriteBatch,
     next_instance: u64,
     /// The writer's cached records (see [`Writer::records`]).
-    cached: &'a mut BoundedCache<u64, InstanceRecord>,
+    cached: &'w mut BoundedCache<u64, InstanceRecord>,
     /// The writer's cached instance numbers (see [`Writer::numbers`]).
-    numbers: &'a mut BoundedCache<Vec<u8>, u64>,
-    /// Records this batch writes, cached once it committed.
+    numbers: &'w mut BoundedCache<Vec<u8>, u64>,
+    /// See [`Writer::committing_ids`].
+    committing_ids: &'w mut HashSet<u64>,
+    /// See [`Writer::id_hasher`].
+    id_hasher: &'w RandomState,
+    /// The committer's turn, once this append had to wait for the batch before to commit.
+    turn: Option<MutexGuard<'s, ()>>,
+    /// Records this batch writes, cached once its turn to commit begins.
     written: Vec<WrittenRecord>,
-    /// Instances this batch numbers, cached once it committed.
+    /// Instances this batch numbers, cached once its turn to commit begins.
     numbered: Vec<(Vec<u8>, u64)>,
+    /// Hashes of the idempotency keys this batch claims (see [`Writer::committing_ids`]).
+    claimed: HashSet<u64>,
 }
 
-impl AppendTarget for FjallAppend<'_> {
+impl FjallAppend<'_, '_> {
+    /// Waits until the batch that may still be committing has committed, so that the disk
+    /// holds all it wrote: for what this append needs and did not find in the writer's caches
+    /// (they are bounded, and hold no idempotency keys).
+    fn await_commit(&mut self) {
+        if self.turn.is_none() {
+            self.turn = Some(self.store.commit_turn());
+            self.committing_ids.clear();
+        }
+    }
+
+    /// Reads `key` from `keyspace`; if it is missing and `maybe_committing` says the batch
+    /// committing may be writing it, reads it again once that batch committed.
+    fn committed(
+        &mut self,
+        keyspace: &Keyspace,
+        key: &[u8],
+        maybe_committing: bool,
+    ) -> Result<Option<Slice>, StoreError> {
+        let found = keyspace.get(key)?;
+        if found.is_some() || !maybe_committing || self.turn.is_some() {
+            return Ok(found);
+        }
+        self.await_commit();
+        Ok(keyspace.get(key)?)
+    }
+
+    /// The idempotency entry of `id_key` (its event's time), and the key's hash.
+    fn id_entry(&mut self, id_key: &[u8]) -> Result<(Option<Slice>, u64), StoreError> {
+        let hash = self.id_hasher.hash_one(id_key);
+        let (store, committing) = (self.store, self.committing_ids.contains(&hash));
+        let entry = self.committed(&store.ids, id_key, committing)?;
+        Ok((entry, hash))
+    }
+}
+
+impl AppendTarget for FjallAppend<'_, '_> {
     fn instance(&mut self, name: &[u8]) -> Result<Option<u64>, StoreError> {
         if let Some(&instance) = self.numbers.get(name) {
             return Ok(Some(instance));
         }
-        let Some(stored) = self.store.instances.get(name)? else {
+        // Evicted from the cache, the batch committing may have numbered it.
+        let store = self.store;
+        let Some(stored) = self.committed(&store.instances, name, true)? else {
             return Ok(None);
         };
         let instance = instance_number(&stored)?;
@@ -479,16 +583,23 @@ impl AppendTarget for FjallAppend<'_> {
         micros: i64,
         known_instance: bool,
     ) -> Result<bool, StoreError> {
-        if known_instance && self.store.ids.contains_key(id_key)? {
-            return Ok(false);
-        }
+        let hash = if known_instance {
+            let (entry, hash) = self.id_entry(id_key)?;
+            if entry.is_some() {
+                return Ok(false);
+            }
+            hash
+        } else {
+            self.id_hasher.hash_one(id_key)
+        };
         self.batch
             .insert(&self.store.ids, id_key, micros.to_be_bytes());
+        self.claimed.insert(hash);
         Ok(true)
     }
 
     fn claimed_time(&mut self, id_key: &[u8]) -> Result<Option<i64>, StoreError> {
-        let Some(stored) = self.store.ids.get(id_key)? else {
+        let Some(stored) = self.id_entry(id_key)?.0 else {
             return Ok(None);
         };
         let micros = <[u8; 8]>::try_from(&*stored)
@@ -497,6 +608,7 @@ impl AppendTarget for FjallAppend<'_> {
     }
 
     fn stored_event(&mut self, event_key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        // Asked for an event whose id the disk holds: committed with it.
         Ok(self.store.events.get(event_key)?.map(|body| body.to_vec()))
     }
 
@@ -514,6 +626,8 @@ impl AppendTarget for FjallAppend<'_> {
         if let Some(record) = self.cached.take(&instance) {
             return Ok(Some(record));
         }
+        // Evicted from the cache, the batch committing may have written it.
+        self.await_commit();
         self.store
             .records
             .get(instance.to_be_bytes())?
@@ -548,6 +662,221 @@ mod tests {
     use serde_json::{Map, Value, json};
 
     use crate::backend::embedded::pole_event as event;
+    use std::sync::Condvar;
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    /// Holds commits back while paused, and counts the batches that merged (reached their
+    /// turn to commit) and that reached their commit.
+    #[derive(Default)]
+    pub(super) struct CommitPause {
+        state: Mutex<PauseState>,
+        changed: Condvar,
+    }
+
+    #[derive(Default)]
+    struct PauseState {
+        paused: bool,
+        merged: usize,
+        committing: usize,
+    }
+
+    impl CommitPause {
+        pub(super) fn merged(&self) {
+            self.state.lock().unwrap().merged += 1;
+            self.changed.notify_all();
+        }
+
+        pub(super) fn before_commit(&self) {
+            let mut state = self.state.lock().unwrap();
+            state.committing += 1;
+            self.changed.notify_all();
+            while state.paused {
+                state = self.changed.wait(state).unwrap();
+            }
+        }
+
+        /// Holds commits back until the guard is dropped (also when a test fails, so that
+        /// the test's threads end).
+        fn hold(&self) -> Held<'_> {
+            self.set_paused(true);
+            Held(self)
+        }
+
+        fn set_paused(&self, paused: bool) {
+            // Also while a failed test unwinds, having poisoned the lock.
+            self.state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .paused = paused;
+            self.changed.notify_all();
+        }
+
+        /// The counts (merged, committing) once `done` holds of them.
+        fn wait_until(&self, done: impl Fn(usize, usize) -> bool) -> (usize, usize) {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut state = self.state.lock().unwrap();
+            while !done(state.merged, state.committing) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                assert!(!left.is_zero(), "the batches never got there");
+                state = self.changed.wait_timeout(state, left).unwrap().0;
+            }
+            (state.merged, state.committing)
+        }
+
+        fn counts(&self) -> (usize, usize) {
+            self.wait_until(|_, _| true)
+        }
+    }
+
+    /// Commits held back by [`CommitPause::hold`].
+    struct Held<'p>(&'p CommitPause);
+
+    impl Drop for Held<'_> {
+        fn drop(&mut self) {
+            self.0.set_paused(false);
+        }
+    }
+
+    /// The latest state and event count of pole `twin`.
+    fn state_of(backend: &FjallBackend, twin: &str) -> (Value, i64) {
+        let key = InstanceKey::new("pole", twin);
+        let state = backend.latest_blocking(&key).unwrap().unwrap();
+        (Value::Object(state.state), state.event_count)
+    }
+
+    /// The next batch reads and merges while the one before commits, from what that batch
+    /// wrote (a twin's record, a new twin's number), and the two commit in order.
+    #[test]
+    fn a_batch_merges_while_the_one_before_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = FjallBackend::open(&dir.path().join("store")).unwrap();
+        let known = vec![event("p1", "e0", 5, json!({"z": 0}))];
+        backend.append_blocking(known).unwrap();
+        thread::scope(|scope| {
+            let held = backend.0.pause.hold();
+            let first = scope.spawn(|| {
+                let batch = vec![
+                    event("p1", "e1", 10, json!({"a": 1})),
+                    event("p2", "e1", 10, json!({"b": 1})),
+                ];
+                backend.append_blocking(batch).unwrap()
+            });
+            backend.0.pause.wait_until(|_, committing| committing == 2);
+            let second = scope.spawn(|| {
+                let batch = vec![
+                    event("p1", "e2", 20, json!({"c": 2})),
+                    event("p2", "e2", 20, json!({"d": 2})),
+                ];
+                backend.append_blocking(batch).unwrap()
+            });
+            // Merged while the first is held in its commit: it waits for its turn.
+            backend.0.pause.wait_until(|merged, _| merged == 3);
+            assert_eq!(backend.0.pause.counts(), (3, 2));
+            assert!(!first.is_finished() && !second.is_finished());
+            drop(held);
+            for report in [first.join().unwrap(), second.join().unwrap()] {
+                assert_eq!((report.stored, report.duplicates), (2, 0));
+            }
+        });
+        assert_eq!(
+            state_of(&backend, "p1"),
+            (json!({"z": 0, "a": 1, "c": 2}), 3)
+        );
+        assert_eq!(state_of(&backend, "p2"), (json!({"b": 1, "d": 2}), 2));
+        assert_eq!(backend.0.instances.len().unwrap(), 2, "p2 numbered twice");
+    }
+
+    /// An event the batch committing holds is a duplicate for the next batch (or a new
+    /// version, if its data changed), which waits for that commit to tell.
+    #[test]
+    fn an_id_the_committing_batch_claimed_is_known_to_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = FjallBackend::open(&dir.path().join("store")).unwrap();
+        backend
+            .append_blocking(vec![event("p1", "e0", 5, json!({"z": 0}))])
+            .unwrap();
+        let in_turns = |first: TwinEvent, second: Vec<TwinEvent>| {
+            thread::scope(|scope| {
+                let held = backend.0.pause.hold();
+                let (_, committing) = backend.0.pause.counts();
+                let first = scope.spawn(|| backend.append_blocking(vec![first]).unwrap());
+                let (merged, _) = backend.0.pause.wait_until(|_, c| c == committing + 1);
+                let second = scope.spawn(|| backend.append_blocking(second).unwrap());
+                thread::sleep(Duration::from_millis(200));
+                let merged_meanwhile = backend.0.pause.counts().0 - merged;
+                drop(held);
+                // It cannot tell the first's event from a new one before that commit.
+                assert_eq!(merged_meanwhile, 0, "merged before the first committed");
+                assert_eq!(first.join().unwrap().stored, 1);
+                second.join().unwrap()
+            })
+        };
+        let redelivered = in_turns(
+            event("p1", "e1", 10, json!({"a": 1})),
+            vec![
+                event("p1", "e1", 10, json!({"a": 1})),
+                event("p1", "e2", 20, json!({"b": 2})),
+            ],
+        );
+        assert_eq!((redelivered.stored, redelivered.duplicates), (1, 1));
+        let changed = in_turns(
+            event("p1", "e3", 30, json!({"c": 3})),
+            vec![event("p1", "e3", 30, json!({"c": 4}))],
+        );
+        assert_eq!((changed.stored, changed.versions.len()), (1, 1));
+        assert_eq!(state_of(&backend, "p1").1, 5);
+    }
+
+    /// Appends from several threads at once, their ids overlapping, store what one append of
+    /// everything stores.
+    #[test]
+    fn concurrent_appends_store_what_one_append_stores() {
+        // An event's data and time are a function of its id: a repeated id is a redelivery.
+        let nth = |n: u64| {
+            let data = json!({ format!("k{}", n % 5): n });
+            let time = (n * 13 % 101) as i64 + 1;
+            event(&format!("p{}", n % 7), &format!("e{n}"), time, data)
+        };
+        let distinct = 300;
+        let dir = tempfile::tempdir().unwrap();
+        let together = FjallBackend::open(&dir.path().join("together")).unwrap();
+        together
+            .append_blocking((0..distinct).map(nth).collect())
+            .unwrap();
+        let threaded = FjallBackend::open(&dir.path().join("threaded")).unwrap();
+        let reports: Vec<AppendReport> = thread::scope(|scope| {
+            let threads: Vec<_> = (0..4u64)
+                .map(|t| {
+                    let backend = &threaded;
+                    scope.spawn(move || {
+                        (0..40u64)
+                            .map(|b| {
+                                let ids = (0..10).map(|i| (t * 37 + b * 11 + i * 29) % distinct);
+                                backend.append_blocking(ids.map(nth).collect()).unwrap()
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .flat_map(|thread| thread.join().unwrap())
+                .collect()
+        });
+        // Every id is sent at least once (and most several times, by other threads).
+        let stored: usize = reports.iter().map(|r| r.stored).sum();
+        let sent: usize = reports.iter().map(|r| r.stored + r.duplicates).sum();
+        assert_eq!((stored, sent), (distinct as usize, 1600));
+        for twin in 0..7 {
+            let twin = format!("p{twin}");
+            assert_eq!(
+                state_of(&threaded, &twin),
+                state_of(&together, &twin),
+                "{twin}"
+            );
+        }
+    }
 
     /// An index's memtable is memory that fills at the pace of the events: it is flushed to a
     /// table at [`INDEX_MEMTABLE_BYTES`], not at fjall's 64 MiB.
