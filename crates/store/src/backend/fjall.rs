@@ -73,6 +73,15 @@ const INDEX_MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 /// 32, 16 and 8 MiB".
 const BLOCK_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
+/// How many threads flush memtables and compact tables: one per four cores (fjall's default is
+/// one per core, up to four). Both come in bursts of a core's worth of work each; on two cores,
+/// two of them at once took the cores from the ingest path, and the writer's turns and commits
+/// stretched to hundreds of milliseconds for a second or so every few seconds: the tail of
+/// `ktwin up` at 300 neighborhoods (docs/benchmarks.md, "fjall's background workers").
+fn background_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 4).clamp(1, 4))
+}
+
 /// How a keyspace that grows with the events (the history and the indexes) keeps the index
 /// and filter blocks of its tables: partitioned from level 1 on, and in memory for good only
 /// at level 0. fjall's default pins the whole index of levels 0 and 1 and partitions only from
@@ -224,6 +233,7 @@ impl FjallBackend {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Database::builder(path)
             .cache_size(BLOCK_CACHE_BYTES)
+            .worker_threads(background_workers())
             .open()?;
         let index = |name| db.keyspace(name, index_keyspace);
         let keyspace = |name| db.keyspace(name, KeyspaceCreateOptions::default);
