@@ -16,8 +16,9 @@
 //! numbers. A batch's commit (its journal write, its `fdatasync` and fjall's write stalls)
 //! runs after the writer's turn, under a second lock taken before the turn ends, so the next
 //! batch reads and merges while the one before commits, and commits keep their order; what
-//! the next batch reads from the batch still committing comes from the writer's caches, or
-//! from the disk once that commit is over ([`FjallAppend::await_commit`]).
+//! the next batch needs from the batch still committing comes from the writer's caches, or
+//! from the disk after waiting for that commit to end ([`FjallAppend::await_commit`]): a
+//! commit inserts its entries one by one, so the disk may hold part of it meanwhile.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
@@ -73,13 +74,16 @@ const INDEX_MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 /// 32, 16 and 8 MiB".
 const BLOCK_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// How many threads flush memtables and compact tables: one per four cores (fjall's default is
-/// one per core, up to four). Both come in bursts of a core's worth of work each; on two cores,
+/// How many threads flush memtables and compact tables: one per two cores, up to four (fjall's
+/// default is one per core, up to four). A single worker gives flushes no precedence over
+/// compactions (fjall does that only with more than one), so a long compaction can hold
+/// sealed memtables back until fjall throttles writes; on two cores that cost less than two
+/// workers did, also over minutes (same section). Both come in bursts of a core's worth of work each; on two cores,
 /// two of them at once took the cores from the ingest path, and the writer's turns and commits
 /// stretched to hundreds of milliseconds for a second or so every few seconds: the tail of
 /// `ktwin up` at 300 neighborhoods (docs/benchmarks.md, "fjall's background workers").
 fn background_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 4).clamp(1, 4))
+    std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).clamp(1, 4))
 }
 
 /// How a keyspace that grows with the events (the history and the indexes) keeps the index
@@ -532,33 +536,22 @@ impl FjallAppend<'_, '_> {
     /// (they are bounded, and hold no idempotency keys).
     fn await_commit(&mut self) {
         if self.turn.is_none() {
+            #[cfg(test)]
+            self.store.pause.awaited();
             self.turn = Some(self.store.commit_turn());
             self.committing_ids.clear();
         }
     }
 
-    /// Reads `key` from `keyspace`; if it is missing and `maybe_committing` says the batch
-    /// committing may be writing it, reads it again once that batch committed.
-    fn committed(
-        &mut self,
-        keyspace: &Keyspace,
-        key: &[u8],
-        maybe_committing: bool,
-    ) -> Result<Option<Slice>, StoreError> {
-        let found = keyspace.get(key)?;
-        if found.is_some() || !maybe_committing || self.turn.is_some() {
-            return Ok(found);
-        }
-        self.await_commit();
-        Ok(keyspace.get(key)?)
-    }
-
-    /// The idempotency entry of `id_key` (its event's time), and the key's hash.
+    /// The idempotency entry of `id_key` (its event's time), and the key's hash. An id the
+    /// batch committing claimed is read once that commit ended: its event and its instance's
+    /// record are then on the disk too (a duplicate whose data changed reads that event).
     fn id_entry(&mut self, id_key: &[u8]) -> Result<(Option<Slice>, u64), StoreError> {
         let hash = self.id_hasher.hash_one(id_key);
-        let (store, committing) = (self.store, self.committing_ids.contains(&hash));
-        let entry = self.committed(&store.ids, id_key, committing)?;
-        Ok((entry, hash))
+        if self.committing_ids.contains(&hash) {
+            self.await_commit();
+        }
+        Ok((self.store.ids.get(id_key)?, hash))
     }
 }
 
@@ -567,9 +560,17 @@ impl AppendTarget for FjallAppend<'_, '_> {
         if let Some(&instance) = self.numbers.get(name) {
             return Ok(Some(instance));
         }
-        // Evicted from the cache, the batch committing may have numbered it.
-        let store = self.store;
-        let Some(stored) = self.committed(&store.instances, name, true)? else {
+        // Evicted from the cache, the batch committing may have numbered it (an entry found is
+        // right: a number never changes).
+        let stored = match self.store.instances.get(name)? {
+            Some(stored) => Some(stored),
+            None if self.turn.is_some() => None,
+            None => {
+                self.await_commit();
+                self.store.instances.get(name)?
+            }
+        };
+        let Some(stored) = stored else {
             return Ok(None);
         };
         let instance = instance_number(&stored)?;
@@ -618,7 +619,7 @@ impl AppendTarget for FjallAppend<'_, '_> {
     }
 
     fn stored_event(&mut self, event_key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        // Asked for an event whose id the disk holds: committed with it.
+        // Asked for an event whose id the disk holds, of a batch committed ([`Self::id_entry`]).
         Ok(self.store.events.get(event_key)?.map(|body| body.to_vec()))
     }
 
@@ -646,6 +647,8 @@ impl AppendTarget for FjallAppend<'_, '_> {
     }
 
     fn state_version(&mut self, instance: u64) -> Result<Option<StateVersion>, StoreError> {
+        // A refused precondition reports this version: one that readers can see.
+        self.await_commit();
         if let Some(record) = self.cached.get(&instance) {
             return Ok(record.state_version());
         }
@@ -676,8 +679,9 @@ mod tests {
     use std::thread;
     use std::time::{Duration, Instant};
 
-    /// Holds commits back while paused, and counts the batches that merged (reached their
-    /// turn to commit) and that reached their commit.
+    /// Holds commits back while paused, and counts the batches that merged (and are about to
+    /// take their turn to commit), that reached their commit, and the appends that waited for
+    /// the commit before theirs to read from the disk.
     #[derive(Default)]
     pub(super) struct CommitPause {
         state: Mutex<PauseState>,
@@ -689,11 +693,17 @@ mod tests {
         paused: bool,
         merged: usize,
         committing: usize,
+        awaited: usize,
     }
 
     impl CommitPause {
         pub(super) fn merged(&self) {
             self.state.lock().unwrap().merged += 1;
+            self.changed.notify_all();
+        }
+
+        pub(super) fn awaited(&self) {
+            self.state.lock().unwrap().awaited += 1;
             self.changed.notify_all();
         }
 
@@ -722,11 +732,11 @@ mod tests {
             self.changed.notify_all();
         }
 
-        /// The counts (merged, committing) once `done` holds of them.
-        fn wait_until(&self, done: impl Fn(usize, usize) -> bool) -> (usize, usize) {
+        /// The counts (merged, committing) once `done` holds of the state.
+        fn wait_until(&self, done: impl Fn(&PauseState) -> bool) -> (usize, usize) {
             let deadline = Instant::now() + Duration::from_secs(30);
             let mut state = self.state.lock().unwrap();
-            while !done(state.merged, state.committing) {
+            while !done(&state) {
                 let left = deadline.saturating_duration_since(Instant::now());
                 assert!(!left.is_zero(), "the batches never got there");
                 state = self.changed.wait_timeout(state, left).unwrap().0;
@@ -735,7 +745,7 @@ mod tests {
         }
 
         fn counts(&self) -> (usize, usize) {
-            self.wait_until(|_, _| true)
+            self.wait_until(|_| true)
         }
     }
 
@@ -763,25 +773,18 @@ mod tests {
         let backend = FjallBackend::open(&dir.path().join("store")).unwrap();
         let known = vec![event("p1", "e0", 5, json!({"z": 0}))];
         backend.append_blocking(known).unwrap();
+        // An event `id` at `time` for each of p1 (known) and p2 (new).
+        let both = |id: &str, time, p1: Value, p2: Value| {
+            let batch = vec![event("p1", id, time, p1), event("p2", id, time, p2)];
+            backend.append_blocking(batch).unwrap()
+        };
         thread::scope(|scope| {
             let held = backend.0.pause.hold();
-            let first = scope.spawn(|| {
-                let batch = vec![
-                    event("p1", "e1", 10, json!({"a": 1})),
-                    event("p2", "e1", 10, json!({"b": 1})),
-                ];
-                backend.append_blocking(batch).unwrap()
-            });
-            backend.0.pause.wait_until(|_, committing| committing == 2);
-            let second = scope.spawn(|| {
-                let batch = vec![
-                    event("p1", "e2", 20, json!({"c": 2})),
-                    event("p2", "e2", 20, json!({"d": 2})),
-                ];
-                backend.append_blocking(batch).unwrap()
-            });
+            let first = scope.spawn(|| both("e1", 10, json!({"a": 1}), json!({"b": 1})));
+            backend.0.pause.wait_until(|state| state.committing == 2);
+            let second = scope.spawn(|| both("e2", 20, json!({"c": 2}), json!({"d": 2})));
             // Merged while the first is held in its commit: it waits for its turn.
-            backend.0.pause.wait_until(|merged, _| merged == 3);
+            backend.0.pause.wait_until(|state| state.merged == 3);
             assert_eq!(backend.0.pause.counts(), (3, 2));
             assert!(!first.is_finished() && !second.is_finished());
             drop(held);
@@ -811,12 +814,16 @@ mod tests {
                 let held = backend.0.pause.hold();
                 let (_, committing) = backend.0.pause.counts();
                 let first = scope.spawn(|| backend.append_blocking(vec![first]).unwrap());
-                let (merged, _) = backend.0.pause.wait_until(|_, c| c == committing + 1);
+                let (merged, _) = backend
+                    .0
+                    .pause
+                    .wait_until(|state| state.committing == committing + 1);
+                let waits = backend.0.pause.state.lock().unwrap().awaited;
                 let second = scope.spawn(|| backend.append_blocking(second).unwrap());
-                thread::sleep(Duration::from_millis(200));
+                // It cannot tell the first's event from a new one before that commit.
+                backend.0.pause.wait_until(|state| state.awaited > waits);
                 let merged_meanwhile = backend.0.pause.counts().0 - merged;
                 drop(held);
-                // It cannot tell the first's event from a new one before that commit.
                 assert_eq!(merged_meanwhile, 0, "merged before the first committed");
                 assert_eq!(first.join().unwrap().stored, 1);
                 second.join().unwrap()
