@@ -562,14 +562,11 @@ impl AppendTarget for FjallAppend<'_, '_> {
         }
         // Evicted from the cache, the batch committing may have numbered it (an entry found is
         // right: a number never changes).
-        let stored = match self.store.instances.get(name)? {
-            Some(stored) => Some(stored),
-            None if self.turn.is_some() => None,
-            None => {
-                self.await_commit();
-                self.store.instances.get(name)?
-            }
-        };
+        let mut stored = self.store.instances.get(name)?;
+        if stored.is_none() && self.turn.is_none() {
+            self.await_commit();
+            stored = self.store.instances.get(name)?;
+        }
         let Some(stored) = stored else {
             return Ok(None);
         };
@@ -698,12 +695,15 @@ mod tests {
 
     impl CommitPause {
         pub(super) fn merged(&self) {
-            self.state.lock().unwrap().merged += 1;
-            self.changed.notify_all();
+            self.count(|state| &mut state.merged);
         }
 
         pub(super) fn awaited(&self) {
-            self.state.lock().unwrap().awaited += 1;
+            self.count(|state| &mut state.awaited);
+        }
+
+        fn count(&self, counter: impl FnOnce(&mut PauseState) -> &mut usize) {
+            *counter(&mut self.state.lock().unwrap()) += 1;
             self.changed.notify_all();
         }
 
