@@ -102,6 +102,28 @@ fn growing_keyspace() -> KeyspaceCreateOptions {
         .index_block_pinning_policy(PinningPolicy::new([true, false]))
 }
 
+/// Event bodies at least this long are kept apart from the history's keys (see
+/// [`history_keyspace`]). A body kept apart costs, once, a header and a copy of its key in
+/// the blob file (about 90 bytes), and beside its key a reference of about a dozen bytes
+/// that compactions carry instead of the body: worth it for all but the shortest bodies (an
+/// event with empty data takes about 30 bytes); each device event of the smart city takes
+/// over 100.
+const SEPARATED_BODY_BYTES: u32 = 64;
+
+/// How the history is created: a [`growing_keyspace`] whose event bodies (of at least
+/// [`SEPARATED_BODY_BYTES`]) go to blob files when memtables are flushed, leaving a reference
+/// beside the key. The history is keyed by instance first and written by all instances at
+/// once, so each flushed table spans every instance and each compaction of level 0 rewrites
+/// all of level 1; carried along, the bodies were most of what compactions read and wrote, in bursts
+/// that took a core from the ingest path for seconds (docs/benchmarks.md, "The history's
+/// bodies apart from its keys"). Blob files are written once, and rewritten only when deletes
+/// left enough of one unreachable.
+fn history_keyspace() -> KeyspaceCreateOptions {
+    growing_keyspace().with_kv_separation(Some(
+        ::fjall::KvSeparationOptions::default().separation_threshold(SEPARATED_BODY_BYTES),
+    ))
+}
+
 /// How an index keyspace is created: a [`growing_keyspace`] with [`INDEX_MEMTABLE_BYTES`].
 fn index_keyspace() -> KeyspaceCreateOptions {
     growing_keyspace().max_memtable_size(INDEX_MEMTABLE_BYTES)
@@ -241,8 +263,8 @@ impl FjallBackend {
             .open()?;
         let index = |name| db.keyspace(name, index_keyspace);
         let keyspace = |name| db.keyspace(name, KeyspaceCreateOptions::default);
-        let growing = |name| db.keyspace(name, growing_keyspace);
-        let (instances, events, ids) = (index(INSTANCES)?, growing(EVENTS)?, index(EVENT_IDS)?);
+        let events = db.keyspace(EVENTS, history_keyspace)?;
+        let (instances, ids) = (index(INSTANCES)?, index(EVENT_IDS)?);
         let (records, traces) = (keyspace(RECORDS)?, index(TRACES)?);
         if db.keyspace_exists(OLD_LATEST) {
             db.delete_keyspace(keyspace(OLD_LATEST)?)?;
@@ -1142,5 +1164,73 @@ mod tests {
         let state = backend.latest(&key).await.unwrap().unwrap();
         assert_eq!(state.state, *json!({"a": 1, "b": 2}).as_object().unwrap());
         assert_eq!(state.event_count, 2);
+    }
+
+    /// Stores a long body and a short one, flushes the history's memtable (fjall's own way to
+    /// flush now, hidden from its docs and kept for tests), then sends the long one again and
+    /// changed; returns the reports of the two appends and the data of the history, newest
+    /// first.
+    async fn store_flush_and_redeliver(
+        backend: &FjallBackend,
+    ) -> (Vec<(usize, usize)>, Vec<Value>) {
+        let long = "x".repeat(SEPARATED_BODY_BYTES as usize);
+        let long_event = |data| event("p1", "e1", 1, data);
+        let first = vec![
+            long_event(json!({ "a": long })),
+            event("p1", "e2", 2, json!({"b": 1})),
+        ];
+        let stored = backend.append(first).await.unwrap();
+        backend.0.events.rotate_memtable_and_wait().unwrap();
+        let again = vec![
+            long_event(json!({ "a": long })),
+            long_event(json!({ "a": long, "c": 3 })),
+        ];
+        let redelivered = backend.append(again).await.unwrap();
+        let reports = [stored, redelivered].map(|r| (r.stored, r.duplicates));
+        let query = HistoryQuery {
+            limit: 10,
+            ..HistoryQuery::default()
+        };
+        let history = backend
+            .history(&InstanceKey::new("pole", "p1"), &query)
+            .await
+            .unwrap();
+        let data = history
+            .items
+            .into_iter()
+            .map(|e| Value::Object(e.event_data))
+            .collect();
+        (reports.into(), data)
+    }
+
+    /// A new history's long bodies go to blob files when its memtable is flushed and read
+    /// back from there, also to tell a redelivery from a changed event; a history created
+    /// before keeps its bodies beside its keys, and reads the same.
+    #[tokio::test]
+    async fn history_bodies_read_back_from_blob_files_and_from_earlier_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let earlier = dir.path().join("earlier");
+        {
+            let db = Database::builder(&earlier).open().unwrap();
+            db.keyspace(EVENTS, growing_keyspace).unwrap();
+        }
+        let long = "x".repeat(SEPARATED_BODY_BYTES as usize);
+        let expected = (
+            vec![(2, 0), (1, 1)],
+            // e2, then e1's change (its id is e1's with a suffix), then e1.
+            vec![
+                json!({"b": 1}),
+                json!({ "a": long, "c": 3 }),
+                json!({ "a": long }),
+            ],
+        );
+        for (path, separated) in [(dir.path().join("new"), true), (earlier, false)] {
+            let backend = FjallBackend::open(&path).unwrap();
+            assert_eq!(backend.0.events.is_kv_separated(), separated);
+            let outcome = store_flush_and_redeliver(&backend).await;
+            assert_eq!(outcome, expected, "{}", path.display());
+            let blob_files = usize::from(separated);
+            assert_eq!(backend.0.events.blob_file_count(), blob_files);
+        }
     }
 }
