@@ -81,7 +81,7 @@ impl DeviceSink for AmqpTopicSink {
 pub struct EgressCounters {
     /// Events confirmed by the device transport.
     pub sent: AtomicU64,
-    /// Events dead-lettered (not virtual events, unusable sources).
+    /// Events dead-lettered (not virtual events, unusable sources), once the broker holds them.
     pub dead_lettered: AtomicU64,
     /// Failed sends (nacked for redelivery).
     pub failures: AtomicU64,
@@ -177,8 +177,12 @@ impl EgressDispatcher {
                     tracing::warn!(%error, "dead-lettering an event devices cannot get");
                     metrics.dead_letter(error.as_label());
                     metrics.observe(&ty, ResponseCode::BadRequest, started.elapsed());
-                    counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                    delivery.dead_letter(&error.to_string()).await
+                    let settled = delivery.dead_letter(&error.to_string()).await;
+                    // Counted once the broker holds the dead letter, as the ingress counts.
+                    if settled.is_ok() {
+                        counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    settled
                 }
                 Ok(message) => match sink.send(&message).await {
                     Ok(()) => {
