@@ -75,13 +75,14 @@ const INDEX_MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 const BLOCK_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// How many threads flush memtables and compact tables: one per two cores, up to four (fjall's
-/// default is one per core, up to four). A single worker gives flushes no precedence over
+/// default is one per core, up to four). Flushes and compactions come in bursts of a core's
+/// worth of work each; on two cores, two workers at once took the cores from the ingest path,
+/// and the writer's turns and commits stretched to hundreds of milliseconds for a second or so
+/// every few seconds: the tail of `ktwin up` at 300 neighborhoods (docs/benchmarks.md,
+/// "fjall's background workers"). A single worker gives flushes no precedence over
 /// compactions (fjall does that only with more than one), so a long compaction can hold
 /// sealed memtables back until fjall throttles writes; on two cores that cost less than two
-/// workers did, also over minutes (same section). Both come in bursts of a core's worth of work each; on two cores,
-/// two of them at once took the cores from the ingest path, and the writer's turns and commits
-/// stretched to hundreds of milliseconds for a second or so every few seconds: the tail of
-/// `ktwin up` at 300 neighborhoods (docs/benchmarks.md, "fjall's background workers").
+/// workers did, also over minutes (same section).
 fn background_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).clamp(1, 4))
 }
@@ -114,10 +115,10 @@ const SEPARATED_BODY_BYTES: u32 = 64;
 /// [`SEPARATED_BODY_BYTES`]) go to blob files when memtables are flushed, leaving a reference
 /// beside the key. The history is keyed by instance first and written by all instances at
 /// once, so each flushed table spans every instance and each compaction of level 0 rewrites
-/// all of level 1; carried along, the bodies were most of what compactions read and wrote, in bursts
-/// that took a core from the ingest path for seconds (docs/benchmarks.md, "The history's
-/// bodies apart from its keys"). Blob files are written once, and rewritten only when deletes
-/// left enough of one unreachable.
+/// all of level 1; carried along, the bodies were most of what compactions read and wrote,
+/// in bursts that took a core from the ingest path for seconds (docs/benchmarks.md, "The
+/// history's bodies apart from its keys"). Blob files are written once, and rewritten only
+/// when deletes left enough of one unreachable.
 fn history_keyspace() -> KeyspaceCreateOptions {
     growing_keyspace().with_kv_separation(Some(
         ::fjall::KvSeparationOptions::default().separation_threshold(SEPARATED_BODY_BYTES),
@@ -1166,14 +1167,14 @@ mod tests {
         assert_eq!(state.event_count, 2);
     }
 
-    /// Stores a long body and a short one, flushes the history's memtable (fjall's own way to
-    /// flush now, hidden from its docs and kept for tests), then sends the long one again and
-    /// changed; returns the reports of the two appends and the data of the history, newest
-    /// first.
+    /// Stores an event with the `long` value and a short one, flushes the history's memtable
+    /// (fjall's own way to flush now, hidden from its docs and kept for tests), then sends the
+    /// long one again and changed; returns the reports of the two appends and the data of the
+    /// history, newest first.
     async fn store_flush_and_redeliver(
         backend: &FjallBackend,
+        long: &str,
     ) -> (Vec<(usize, usize)>, Vec<Value>) {
-        let long = "x".repeat(SEPARATED_BODY_BYTES as usize);
         let long_event = |data| event("p1", "e1", 1, data);
         let first = vec![
             long_event(json!({ "a": long })),
@@ -1227,7 +1228,7 @@ mod tests {
         for (path, separated) in [(dir.path().join("new"), true), (earlier, false)] {
             let backend = FjallBackend::open(&path).unwrap();
             assert_eq!(backend.0.events.is_kv_separated(), separated);
-            let outcome = store_flush_and_redeliver(&backend).await;
+            let outcome = store_flush_and_redeliver(&backend, &long).await;
             assert_eq!(outcome, expected, "{}", path.display());
             let blob_files = usize::from(separated);
             assert_eq!(backend.0.events.blob_file_count(), blob_files);
