@@ -224,8 +224,13 @@ struct Writer {
 }
 
 /// The bytes of merge records kept in memory at most, counted by their JSON encoding (the
-/// decoded tree takes a few times that).
-const CACHED_RECORD_BYTES: u64 = 32 * 1024 * 1024;
+/// decoded tree takes about twice that). Every event merges into its twin's record, so a
+/// record missing from the cache is read and decoded once per event: with 32 MiB, the smart
+/// city at 400 neighborhoods (237,000 twins, records of a few hundred bytes) missed on most
+/// events, and decoding records became a tenth of the store's work and the tail of its
+/// latency (docs/benchmarks.md, "The writer's record cache"). The cache takes its memory as
+/// twins are written, so a small world does not pay for the bound.
+const CACHED_RECORD_BYTES: u64 = 128 * 1024 * 1024;
 /// What a twin's merge record usually takes (the cache sizes its table by it).
 const TYPICAL_RECORD_BYTES: u64 = 512;
 /// The bytes of instance numbers kept in memory at most, counted by their [`name_key`]s.
