@@ -252,7 +252,7 @@ async fn smart_city_one_neighborhood_at_10x_for_60s() {
         .filter(|e| e.event_type == "ktwin.real.ngsi-ld-city-airqualityobserved")
         .filter_map(|e| {
             let densities: services::air_quality::Densities =
-                serde_json::from_value(Value::Object(e.event_data.clone())).ok()?;
+                serde_json::from_value(Value::Object(e.event_data.clone().into_map())).ok()?;
             services::air_quality::assess(&densities)
                 .overall
                 .map(|(_, level)| level)

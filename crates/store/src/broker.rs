@@ -103,6 +103,10 @@ impl FeedMessage for FedDelivery {
         self.delivery.event()
     }
 
+    fn shared_event(&self) -> Arc<Event> {
+        self.delivery.shared_event()
+    }
+
     async fn ack(self) {
         for observer in self.observers.iter() {
             observer.stored(self.delivery.event());

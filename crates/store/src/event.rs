@@ -1,6 +1,8 @@
 //! The records the store keeps: twin events (history) and latest states, and how a CloudEvent
 //! becomes a twin event.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, SubsecRound, Utc};
 use cloudevents::event::ExtensionValue;
 use cloudevents::{AttributesReader, Data, Event};
@@ -50,7 +52,7 @@ pub struct TwinEvent {
     pub interface_id: String,
     /// The event data: a JSON object applied as an RFC 7386 merge patch.
     #[schema(value_type = Object)]
-    pub event_data: Map<String, Value>,
+    pub event_data: EventData,
     /// The W3C `traceparent` the event carried (CloudEvents distributed-tracing extension):
     /// its trace, and the span that produced it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,7 +80,7 @@ impl TwinEvent {
         instance: &str,
         id: impl Into<String>,
         time: DateTime<Utc>,
-        data: Map<String, Value>,
+        data: impl Into<EventData>,
     ) -> Self {
         Self {
             id: id.into(),
@@ -87,7 +89,7 @@ impl TwinEvent {
             event_type: event_type.to_string(),
             instance_id: instance.to_owned(),
             interface_id: event_type.interface().to_owned(),
-            event_data: data,
+            event_data: data.into(),
             traceparent: None,
             tracestate: None,
         }
@@ -101,6 +103,27 @@ impl TwinEvent {
 
     /// Validates a CloudEvent as a twin event. `received` stands in for a missing `time`.
     pub fn from_cloudevent(event: &Event, received: DateTime<Utc>) -> Result<Self, EventError> {
+        Self::convert(event, received, |members| members.clone().into())
+    }
+
+    /// [`Self::from_cloudevent`] for a shared CloudEvent: JSON data is read in place, not
+    /// copied (see [`EventData`]).
+    pub fn from_shared_cloudevent(
+        event: Arc<Event>,
+        received: DateTime<Utc>,
+    ) -> Result<Self, EventError> {
+        Self::convert(&event, received, |_| {
+            EventData::in_event(Arc::clone(&event))
+        })
+    }
+
+    /// Validates `event` as a twin event; `json_object` gives its data when the CloudEvent
+    /// holds it as a JSON object.
+    fn convert(
+        event: &Event,
+        received: DateTime<Utc>,
+        json_object: impl FnOnce(&Map<String, Value>) -> EventData,
+    ) -> Result<Self, EventError> {
         let event_type: EventType = event.ty().parse().map_err(|_| EventError::BadType {
             value: event.ty().to_owned(),
         })?;
@@ -114,19 +137,16 @@ impl TwinEvent {
             value: instance.to_owned(),
             reason: err.to_string(),
         })?;
-        let data =
-            match event.data() {
-                None => return Err(EventError::DataNotObject { found: "no data" }),
-                Some(Data::Json(value)) => value.clone(),
-                Some(Data::String(text)) => serde_json::from_str(text)
-                    .map_err(|e| EventError::DataNotJson(e.to_string()))?,
-                Some(Data::Binary(bytes)) => serde_json::from_slice(bytes)
-                    .map_err(|e| EventError::DataNotJson(e.to_string()))?,
-            };
-        let Value::Object(data) = data else {
-            return Err(EventError::DataNotObject {
-                found: json_kind(&data),
-            });
+        let data = match event.data() {
+            None => return Err(EventError::DataNotObject { found: "no data" }),
+            Some(Data::Json(Value::Object(members))) => json_object(members),
+            Some(Data::Json(other)) => {
+                return Err(EventError::DataNotObject {
+                    found: json_kind(other),
+                });
+            }
+            Some(Data::String(text)) => parsed_object(serde_json::from_str(text))?,
+            Some(Data::Binary(bytes)) => parsed_object(serde_json::from_slice(bytes))?,
         };
         // PostgreSQL's jsonb cannot hold U+0000, and deeper data could not be read back once
         // stored: refusing here keeps one event from failing every batch it would join.
@@ -154,6 +174,100 @@ impl TwinEvent {
             twin_event.tracestate = trace_attribute(event, TRACESTATE).map(str::to_owned);
         }
         Ok(twin_event)
+    }
+}
+
+/// The data of a CloudEvent that came as text, as a twin event's data.
+fn parsed_object(parsed: Result<Value, serde_json::Error>) -> Result<EventData, EventError> {
+    match parsed.map_err(|e| EventError::DataNotJson(e.to_string()))? {
+        Value::Object(members) => Ok(members.into()),
+        other => Err(EventError::DataNotObject {
+            found: json_kind(&other),
+        }),
+    }
+}
+
+/// A twin event's data: a JSON object (an RFC 7386 merge patch), owned, or read in place from
+/// the shared CloudEvent it came in ([`TwinEvent::from_shared_cloudevent`]). The store's feed
+/// holds each CloudEvent until its event is stored anyway; copying the data out of it was
+/// about a third of the feed's work (docs/benchmarks.md, "Where each device message's CPU
+/// goes"). Reads go through `Deref`; a change (`DerefMut`) first copies data read in place.
+#[derive(Clone, Default)]
+pub struct EventData {
+    /// The data, unless `event` holds it.
+    owned: Map<String, Value>,
+    /// The CloudEvent whose JSON object data this is.
+    event: Option<Arc<Event>>,
+}
+
+impl EventData {
+    /// The data of `event`, which holds a JSON object (else it reads as an empty object).
+    fn in_event(event: Arc<Event>) -> Self {
+        Self {
+            owned: Map::new(),
+            event: Some(event),
+        }
+    }
+
+    /// The data as an owned object (copied if read in place).
+    pub fn into_map(mut self) -> Map<String, Value> {
+        std::mem::take(&mut *self)
+    }
+}
+
+/// The JSON object data of `event`.
+fn object_of(event: &Event) -> &Map<String, Value> {
+    static NONE: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+    match event.data() {
+        Some(Data::Json(Value::Object(members))) => members,
+        _ => &NONE,
+    }
+}
+
+impl std::ops::Deref for EventData {
+    type Target = Map<String, Value>;
+
+    fn deref(&self) -> &Map<String, Value> {
+        self.event.as_deref().map_or(&self.owned, object_of)
+    }
+}
+
+impl std::ops::DerefMut for EventData {
+    fn deref_mut(&mut self) -> &mut Map<String, Value> {
+        if let Some(event) = self.event.take() {
+            self.owned = object_of(&event).clone();
+        }
+        &mut self.owned
+    }
+}
+
+impl From<Map<String, Value>> for EventData {
+    fn from(owned: Map<String, Value>) -> Self {
+        Self { owned, event: None }
+    }
+}
+
+impl PartialEq for EventData {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl std::fmt::Debug for EventData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl Serialize for EventData {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventData {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Map::deserialize(deserializer).map(Self::from)
     }
 }
 
@@ -311,6 +425,40 @@ mod tests {
             builder = builder.data("application/json", data);
         }
         builder.build().unwrap()
+    }
+
+    #[test]
+    fn a_shared_event_is_converted_like_a_borrowed_one_and_its_data_read_in_place() {
+        let now = Utc::now();
+        let data = json!({"a": 1, "b": {"c": [true, null]}});
+        let shared = Arc::new(event("ktwin.real.city-pole", Some(data.clone())));
+        let copied = TwinEvent::from_cloudevent(&shared, now).unwrap();
+        let mut in_place = TwinEvent::from_shared_cloudevent(Arc::clone(&shared), now).unwrap();
+        assert_eq!(in_place, copied);
+        assert!(
+            in_place.event_data.event.is_some(),
+            "the data is read in place"
+        );
+        assert_eq!(Arc::strong_count(&shared), 2);
+        assert_eq!(serde_json::to_value(&in_place).unwrap()["eventData"], data);
+        // A change copies the data out first and leaves the CloudEvent as it was.
+        in_place.event_data.insert("d".into(), json!(2));
+        assert_eq!(Arc::strong_count(&shared), 1);
+        assert_eq!(in_place.event_data.len(), 3);
+        assert_eq!(shared.data(), Some(&Data::Json(data)));
+        // Data that came as text, or is no object, is converted and refused as before.
+        let mut text = event("ktwin.real.city-pole", None);
+        text.set_data("application/json", Data::String(r#"{"a": 1}"#.into()));
+        let parsed = TwinEvent::from_shared_cloudevent(Arc::new(text), now).unwrap();
+        assert_eq!(
+            (parsed.event_data.event.is_none(), parsed.event_data.len()),
+            (true, 1)
+        );
+        let list = Arc::new(event("ktwin.real.city-pole", Some(json!([1]))));
+        assert_eq!(
+            TwinEvent::from_shared_cloudevent(list, now).unwrap_err(),
+            EventError::DataNotObject { found: "an array" }
+        );
     }
 
     #[test]

@@ -261,6 +261,8 @@ pub trait EventFeed: Send {
 pub trait FeedMessage: Send + 'static {
     /// The CloudEvent carried.
     fn event(&self) -> &Event;
+    /// The CloudEvent carried, shared: the store reads its data in place until it is stored.
+    fn shared_event(&self) -> Arc<Event>;
     /// Stored: the feed may forget it.
     async fn ack(self);
     /// Not stored (the store is shutting down, or halted): deliver again later. Not a failed
@@ -313,7 +315,7 @@ async fn store_batch<M: FeedMessage>(
         // The same events again; they were accepted once, so they convert again.
         events = accepted
             .iter()
-            .filter_map(|m| TwinEvent::from_cloudevent(m.event(), received).ok())
+            .filter_map(|m| TwinEvent::from_shared_cloudevent(m.shared_event(), received).ok())
             .collect();
     };
     let reason = released.chain();
@@ -359,7 +361,7 @@ pub async fn ingest_feed<F: EventFeed>(
         let mut events = Vec::with_capacity(batch.len());
         let mut accepted = Vec::with_capacity(batch.len());
         for message in batch {
-            match TwinEvent::from_cloudevent(message.event(), received) {
+            match TwinEvent::from_shared_cloudevent(message.shared_event(), received) {
                 Ok(event) => {
                     events.push(event);
                     accepted.push(message);

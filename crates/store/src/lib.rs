@@ -75,7 +75,7 @@ pub use dead_letters::{
     DeadLetterLimits, DeadLetterStore, DeadLetterUsage, LetterSelection, OverflowPolicy,
     StoredDeadLetter,
 };
-pub use event::{EventError, InstanceKey, LatestState, TwinEvent};
+pub use event::{EventData, EventError, InstanceKey, LatestState, TwinEvent};
 pub use ingest::{EventFeed, FeedMessage, IngestConfig, Ingestor, ingest_feed, keep_readiness};
 pub use merge::{MergeTree, Version, merge_patch};
 pub use trace_chain::{CausalChain, ChainLink};

@@ -65,7 +65,7 @@ fn expected_states() -> BTreeMap<String, (Value, String)> {
                 .collect();
             events.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
             let state = events.iter().fold(json!({}), |state, e| {
-                reference_merge(state, &Value::Object(e.event_data.clone()))
+                reference_merge(state, &Value::Object(e.event_data.clone().into_map()))
             });
             (instance_name(n), (state, events.last().unwrap().id.clone()))
         })

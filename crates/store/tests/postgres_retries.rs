@@ -21,7 +21,7 @@ fn event(id: &str, micros: i64, data: Value) -> TwinEvent {
         event_type: "ktwin.store.city-pole".into(),
         instance_id: "p1".into(),
         interface_id: "city-pole".into(),
-        event_data: data.as_object().unwrap().clone(),
+        event_data: data.as_object().unwrap().clone().into(),
         traceparent: None,
         tracestate: None,
     }

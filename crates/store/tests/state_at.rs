@@ -73,7 +73,7 @@ fn expected(events: &[TwinEvent], at: DateTime<Utc>) -> Option<(Value, String)> 
     upto.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
     let newest = upto.last()?.id.clone();
     let state = upto.iter().fold(json!({}), |state, e| {
-        common::reference_merge(state, &Value::Object(e.event_data.clone()))
+        common::reference_merge(state, &Value::Object(e.event_data.clone().into_map()))
     });
     Some((state, newest))
 }

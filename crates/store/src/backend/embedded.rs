@@ -440,7 +440,7 @@ pub(crate) fn event_from_body(
         event_type: body.event_type.into_owned(),
         instance_id: key.instance.clone(),
         interface_id: key.interface.clone(),
-        event_data: body.data.into_owned(),
+        event_data: body.data.into_owned().into(),
         traceparent: body.traceparent.map(Cow::into_owned),
         tracestate: body.tracestate.map(Cow::into_owned),
     })
@@ -617,7 +617,7 @@ fn store_group<'g>(
         let Ok(first) = group.events.binary_search_by(|(e, _)| e.id.cmp(&change.id)) else {
             continue;
         };
-        let first_data = claimed[first].then_some(&group.events[first].0.event_data);
+        let first_data = claimed[first].then_some(&*group.events[first].0.event_data);
         if let Some(version) = claim_version(target, instance, change, first_data, group)? {
             versions.push(NewVersion::record(
                 &group.key,
@@ -769,7 +769,7 @@ fn is_redelivery(
     }
     let body = stored_body(target, instance, &id_buf, &event.id)?;
     let stored: EventBody<'_> = serde_json::from_slice(&body).map_err(corrupt)?;
-    Ok(*stored.data == event.event_data)
+    Ok(*stored.data == *event.event_data)
 }
 
 /// An event of instance `instance` of interface `pole`, for the engines' tests.
@@ -787,7 +787,7 @@ pub(crate) fn pole_event(
         event_type: "ktwin.store.pole".into(),
         instance_id: instance.into(),
         interface_id: "pole".into(),
-        event_data: data.as_object().unwrap().clone(),
+        event_data: data.as_object().unwrap().clone().into(),
         traceparent: None,
         tracestate: None,
     }

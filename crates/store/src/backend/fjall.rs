@@ -1204,7 +1204,7 @@ mod tests {
         let data = history
             .items
             .into_iter()
-            .map(|e| Value::Object(e.event_data))
+            .map(|e| Value::Object(e.event_data.into_map()))
             .collect();
         (reports.into(), data)
     }

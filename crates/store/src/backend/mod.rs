@@ -443,7 +443,7 @@ pub(crate) fn changed_version(
     event: &TwinEvent,
     stored_data: &Map<String, Value>,
 ) -> Option<TwinEvent> {
-    if stored_data == &event.event_data {
+    if stored_data == &*event.event_data {
         return None;
     }
     Some(TwinEvent {

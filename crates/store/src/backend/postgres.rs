@@ -22,7 +22,7 @@ use super::{
 };
 use crate::changed::{NewVersion, version_id};
 use crate::conditional::{ConditionalAppend, Precondition, StateVersion};
-use crate::event::{InstanceKey, LatestState, TwinEvent};
+use crate::event::{EventData, InstanceKey, LatestState, TwinEvent};
 use crate::merge::{MergeTree, Version, compact};
 
 mod dead_letters;
@@ -573,8 +573,8 @@ fn event_from_row(row: &Row) -> TwinEvent {
         instance_id: instance,
         interface_id: row.get("interface_id"),
         event_data: match data {
-            Value::Object(map) => map,
-            _ => Map::new(),
+            Value::Object(map) => map.into(),
+            _ => EventData::default(),
         },
         traceparent: row.get("traceparent"),
         tracestate: row.get("tracestate"),
@@ -1112,7 +1112,7 @@ async fn insert_versions(
     let instance_keys: Vec<i64> = taken.iter().map(|(key, _)| *key).collect();
     let ids: Vec<&str> = taken.iter().map(|(_, e)| e.id.as_str()).collect();
     let data: Vec<Json<&Map<String, Value>>> =
-        taken.iter().map(|(_, e)| Json(&e.event_data)).collect();
+        taken.iter().map(|(_, e)| Json(&*e.event_data)).collect();
     let changed = transaction
         .query(&statements.changed_events, &[&instance_keys, &ids, &data])
         .await?;
@@ -1278,7 +1278,7 @@ async fn insert_new_events(
     let types: Vec<&str> = flat.iter().map(|(_, e)| e.event_type.as_str()).collect();
     let times: Vec<DateTime<Utc>> = flat.iter().map(|(_, e)| e.time).collect();
     let data: Vec<Json<&Map<String, Value>>> =
-        flat.iter().map(|(_, e)| Json(&e.event_data)).collect();
+        flat.iter().map(|(_, e)| Json(&*e.event_data)).collect();
     let traceparents: Vec<Option<&str>> =
         flat.iter().map(|(_, e)| e.traceparent.as_deref()).collect();
     let tracestates: Vec<Option<&str>> =
