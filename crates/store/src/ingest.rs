@@ -262,7 +262,11 @@ pub trait FeedMessage: Send + 'static {
     /// The CloudEvent carried.
     fn event(&self) -> &Event;
     /// The CloudEvent carried, shared: the store reads its data in place until it is stored.
-    fn shared_event(&self) -> Arc<Event>;
+    /// A feed whose messages hold their events in an `Arc` hands out that one; by default the
+    /// event is copied.
+    fn shared_event(&self) -> Arc<Event> {
+        Arc::new(self.event().clone())
+    }
     /// Stored: the feed may forget it.
     async fn ack(self);
     /// Not stored (the store is shutting down, or halted): deliver again later. Not a failed
