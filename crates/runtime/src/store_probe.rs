@@ -162,18 +162,18 @@ fn publish_time(event: &Event) -> Option<DateTime<Utc>> {
         #[serde(borrow)]
         timestamp: Option<std::borrow::Cow<'a, str>>,
     }
-    let stamp = match event.data()? {
-        cloudevents::Data::Json(data) => data.get("timestamp")?.as_str()?.into(),
-        cloudevents::Data::Binary(bytes) => {
-            serde_json::from_slice::<Stamped<'_>>(bytes)
-                .ok()?
-                .timestamp?
-        }
-        cloudevents::Data::String(text) => {
-            serde_json::from_str::<Stamped<'_>>(text).ok()?.timestamp?
-        }
+    let text = match event.data()? {
+        cloudevents::Data::Json(data) => return parse_stamp(data.get("timestamp")?.as_str()?),
+        cloudevents::Data::Binary(bytes) => bytes.as_slice(),
+        cloudevents::Data::String(text) => text.as_bytes(),
     };
-    DateTime::parse_from_rfc3339(&stamp)
+    let stamped: Stamped<'_> = serde_json::from_slice(text).ok()?;
+    parse_stamp(&stamped.timestamp?)
+}
+
+/// An RFC 3339 time, in UTC.
+fn parse_stamp(stamp: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(stamp)
         .ok()
         .map(|t| t.with_timezone(&Utc))
 }
