@@ -3,8 +3,9 @@
 //! over a case-insensitive one, and unknown keys are ignored.
 //!
 //! serde tells a deserializer which field names a struct expects (`deserialize_struct`), so the
-//! wrapper below renames each incoming key to the expected spelling before the derived code sees
-//! it, recursively through nested objects, arrays and options. Models stay plain
+//! wrapper below hands each incoming key to the derived code in the expected spelling,
+//! recursively through nested objects, arrays and options. It reads the JSON value in place:
+//! a handler decoding an event's data copies only what its model keeps. Models stay plain
 //! `#[derive(Deserialize)]` structs.
 
 use serde::de::value::{MapDeserializer, SeqDeserializer};
@@ -25,18 +26,23 @@ use serde_json::{Map, Value};
 /// assert_eq!(w.temperature, 20.0);
 /// ```
 pub fn from_json<T: DeserializeOwned>(value: Value) -> Result<T, serde_json::Error> {
-    T::deserialize(CaseInsensitive(value))
+    from_json_value(&value)
 }
 
 /// Decodes JSON bytes into `T`, matching struct field names case-insensitively.
 pub fn from_json_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
-    from_json(serde_json::from_slice(bytes)?)
+    from_json_value(&serde_json::from_slice(bytes)?)
+}
+
+/// Decodes a borrowed `value` into `T` as [`from_json`] does, without copying the value first.
+pub(crate) fn from_json_value<T: DeserializeOwned>(value: &Value) -> Result<T, serde_json::Error> {
+    T::deserialize(CaseInsensitive(value))
 }
 
 /// A JSON value whose objects adapt their keys to the struct being decoded.
-struct CaseInsensitive(Value);
+struct CaseInsensitive<'de>(&'de Value);
 
-impl<'de> IntoDeserializer<'de, serde_json::Error> for CaseInsensitive {
+impl<'de> IntoDeserializer<'de, serde_json::Error> for CaseInsensitive<'de> {
     type Deserializer = Self;
 
     fn into_deserializer(self) -> Self {
@@ -44,46 +50,57 @@ impl<'de> IntoDeserializer<'de, serde_json::Error> for CaseInsensitive {
     }
 }
 
-/// Renames the keys of `object` to the spelling in `fields` when they differ only in case.
-fn align_keys(object: Map<String, Value>, fields: &[&str]) -> Map<String, Value> {
-    let mut aligned = Map::with_capacity(object.len());
-    for (key, value) in object {
-        let exact = fields.contains(&key.as_str());
-        let key = match fields
-            .iter()
-            .find(|f| !exact && f.eq_ignore_ascii_case(&key))
-        {
-            Some(field) => (*field).to_owned(),
-            None => key,
-        };
-        // An exact spelling wins over a case-insensitive one, wherever it appears.
-        if !exact && aligned.contains_key(&key) {
-            continue;
+/// The entries of `object` with each key in the spelling of `fields` when it differs only in
+/// case. An exact spelling wins over a case-insensitive one wherever it appears, and of two
+/// case-insensitive spellings of one field the first wins.
+fn aligned_entries<'de>(
+    object: &'de Map<String, Value>,
+    fields: &'static [&'static str],
+) -> impl Iterator<Item = (&'de str, CaseInsensitive<'de>)> {
+    let mut aligned: Vec<&'static str> = Vec::new();
+    object.iter().filter_map(move |(key, value)| {
+        let key = key.as_str();
+        if fields.contains(&key) {
+            return Some((key, CaseInsensitive(value)));
         }
-        aligned.insert(key, value);
-    }
-    aligned
+        let Some(field) = fields.iter().find(|f| f.eq_ignore_ascii_case(key)) else {
+            return Some((key, CaseInsensitive(value)));
+        };
+        if object.contains_key(*field) || aligned.contains(field) {
+            return None;
+        }
+        aligned.push(field);
+        Some((*field, CaseInsensitive(value)))
+    })
 }
 
-fn visit_object<'de, V: Visitor<'de>>(
-    object: Map<String, Value>,
+fn visit_entries<'de, V: Visitor<'de>>(
+    entries: impl Iterator<Item = (&'de str, CaseInsensitive<'de>)>,
     visitor: V,
 ) -> Result<V::Value, serde_json::Error> {
-    let mut map = MapDeserializer::new(
-        object
-            .into_iter()
-            .map(|(key, value)| (key, CaseInsensitive(value))),
-    );
+    let mut map = MapDeserializer::new(entries);
     let result = visitor.visit_map(&mut map)?;
     map.end()?;
     Ok(result)
 }
 
-fn visit_array<'de, V: Visitor<'de>>(
-    array: Vec<Value>,
+fn visit_object<'de, V: Visitor<'de>>(
+    object: &'de Map<String, Value>,
     visitor: V,
 ) -> Result<V::Value, serde_json::Error> {
-    let mut seq = SeqDeserializer::new(array.into_iter().map(CaseInsensitive));
+    visit_entries(
+        object
+            .iter()
+            .map(|(key, value)| (key.as_str(), CaseInsensitive(value))),
+        visitor,
+    )
+}
+
+fn visit_array<'de, V: Visitor<'de>>(
+    array: &'de [Value],
+    visitor: V,
+) -> Result<V::Value, serde_json::Error> {
+    let mut seq = SeqDeserializer::new(array.iter().map(CaseInsensitive));
     let result = visitor.visit_seq(&mut seq)?;
     seq.end()?;
     Ok(result)
@@ -99,7 +116,7 @@ macro_rules! forward_to_value {
     };
 }
 
-impl<'de> Deserializer<'de> for CaseInsensitive {
+impl<'de> Deserializer<'de> for CaseInsensitive<'de> {
     type Error = serde_json::Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
@@ -117,7 +134,7 @@ impl<'de> Deserializer<'de> for CaseInsensitive {
         visitor: V,
     ) -> Result<V::Value, Self::Error> {
         match self.0 {
-            Value::Object(object) => visit_object(align_keys(object, fields), visitor),
+            Value::Object(object) => visit_entries(aligned_entries(object, fields), visitor),
             Value::Array(array) => visit_array(array, visitor),
             other => other.deserialize_struct(name, fields, visitor),
         }
@@ -157,7 +174,7 @@ impl<'de> Deserializer<'de> for CaseInsensitive {
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
         match self.0 {
             Value::Null => visitor.visit_none(),
-            other => visitor.visit_some(CaseInsensitive(other)),
+            _ => visitor.visit_some(self),
         }
     }
 
@@ -253,6 +270,25 @@ mod tests {
             let outer: Outer = from_json(doc).unwrap();
             assert_eq!(outer.wind_speed, Some(1.0));
         }
+    }
+
+    #[test]
+    fn of_two_case_insensitive_spellings_the_first_wins() {
+        for (doc, expected) in [
+            (json!({"WINDSPEED": 2.0, "WindSpeed": 9.0}), 2.0),
+            (json!({"WindSpeed": 9.0, "WINDSPEED": 2.0}), 9.0),
+        ] {
+            let outer: Outer = from_json(doc).unwrap();
+            assert_eq!(outer.wind_speed, Some(expected));
+        }
+    }
+
+    #[test]
+    fn a_borrowed_value_decodes_as_an_owned_one_and_is_left_as_it_was() {
+        let doc = json!({"WINDSPEED": 2.0, "Nested": [{"AqiLevel": "GOOD"}], "extra": [1, 2]});
+        let borrowed: Outer = from_json_value(&doc).unwrap();
+        assert_eq!(borrowed, from_json::<Outer>(doc.clone()).unwrap());
+        assert_eq!(doc["WINDSPEED"], json!(2.0));
     }
 
     #[test]
