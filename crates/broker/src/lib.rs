@@ -130,6 +130,16 @@ pub trait Broker: Send + Sync {
     /// (retried across reconnects within the configured budget, always with the same event id).
     async fn publish(&self, event: Event) -> Result<PublishOutcome, BrokerError>;
 
+    /// Publishes `event` as [`publish`](Self::publish) does while the caller keeps it (to
+    /// publish it again after a failure, say). The in-memory broker shares it with its queues
+    /// and RabbitMQ encodes it where it is, so neither copies it; this default copies it.
+    async fn publish_shared(
+        &self,
+        event: std::sync::Arc<Event>,
+    ) -> Result<PublishOutcome, BrokerError> {
+        self.publish(Event::clone(&event)).await
+    }
+
     /// Publishes several events, pipelined where the transport allows (RabbitMQ: all publishes
     /// go out before the confirms are awaited). Outcomes are in input order.
     async fn publish_all(&self, events: Vec<Event>) -> Result<Vec<PublishOutcome>, BrokerError> {

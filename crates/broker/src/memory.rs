@@ -308,6 +308,10 @@ impl MemoryBroker {
 #[async_trait]
 impl Broker for MemoryBroker {
     async fn publish(&self, event: Event) -> Result<PublishOutcome, BrokerError> {
+        self.publish_shared(Arc::new(event)).await
+    }
+
+    async fn publish_shared(&self, event: Arc<Event>) -> Result<PublishOutcome, BrokerError> {
         let queues = self.matching(event.ty());
         let Some((last, rest)) = queues.split_last() else {
             metric_names::count_unroutable(event.ty());
@@ -324,7 +328,6 @@ impl Broker for MemoryBroker {
                 return Err(err);
             }
         }
-        let event = Arc::new(event);
         for queue in rest {
             queue.push_back(Entry {
                 event: Arc::clone(&event),

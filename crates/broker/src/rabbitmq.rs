@@ -628,18 +628,16 @@ impl RabbitBroker {
         }
         Ok(())
     }
-}
 
-#[async_trait]
-impl Broker for RabbitBroker {
-    async fn publish(&self, event: Event) -> Result<PublishOutcome, BrokerError> {
-        let (properties, body) = event_to_amqp(&event)?;
+    /// Publishes `event` (see [`Broker::publish`]), encoded where it is.
+    async fn publish_encoded(&self, event: &Event) -> Result<PublishOutcome, BrokerError> {
+        let (properties, body) = event_to_amqp(event)?;
         let config = &self.inner.config;
         let routed = self
             .inner
             .publisher
             .publish_on(
-                source_affinity(&event),
+                source_affinity(event),
                 &config.exchange,
                 "",
                 true,
@@ -653,6 +651,17 @@ impl Broker for RabbitBroker {
             metric_names::count_unroutable(event.ty());
             Ok(PublishOutcome::Unroutable)
         }
+    }
+}
+
+#[async_trait]
+impl Broker for RabbitBroker {
+    async fn publish(&self, event: Event) -> Result<PublishOutcome, BrokerError> {
+        self.publish_encoded(&event).await
+    }
+
+    async fn publish_shared(&self, event: Arc<Event>) -> Result<PublishOutcome, BrokerError> {
+        self.publish_encoded(&event).await
     }
 
     async fn publish_all(&self, events: Vec<Event>) -> Result<Vec<PublishOutcome>, BrokerError> {

@@ -142,6 +142,22 @@ async fn every_matching_subscription_gets_the_event_shared_not_copied() {
 }
 
 #[tokio::test]
+async fn an_event_published_shared_is_the_one_delivered_and_unroutable_ones_are_reported() {
+    let (broker, mut sub) = subscribed_to_all().await;
+    let published = Arc::new(event("1", "t"));
+    let outcome = broker.publish_shared(Arc::clone(&published)).await.unwrap();
+    assert_eq!(outcome, PublishOutcome::Routed);
+    let delivered = sub.recv().await.unwrap();
+    assert!(
+        Arc::ptr_eq(&delivered.shared_event(), &published),
+        "the publisher's event, not a copy"
+    );
+    let nowhere = MemoryBroker::default();
+    let outcome = nowhere.publish_shared(published).await.unwrap();
+    assert_eq!(outcome, PublishOutcome::Unroutable);
+}
+
+#[tokio::test]
 async fn a_full_subscription_holds_publishers_back_until_acked() {
     let broker = small(2, None);
     let mut sub = broker

@@ -168,6 +168,8 @@ impl IngressDispatcher {
         shutdown: CancellationToken,
     ) -> impl Future<Output = ()> + Send + 'static {
         message.publishing(&event);
+        // Shared with the broker rather than copied for each attempt: a retry needs it again.
+        let event = Arc::new(event);
         let broker = Arc::clone(&self.broker);
         let metrics = self.metrics.clone();
         let counters = Arc::clone(&self.counters);
@@ -175,7 +177,7 @@ impl IngressDispatcher {
             let ty = event.ty().to_owned();
             let mut delay = Duration::from_millis(100);
             loop {
-                match broker.publish(event.clone()).await {
+                match broker.publish_shared(Arc::clone(&event)).await {
                     Ok(_) => {
                         metrics.observe(&ty, ResponseCode::Accepted, started.elapsed());
                         ktwin_service::telemetry::record_event(&event, "ingress", started);

@@ -56,6 +56,12 @@ impl Broker for CountingBroker {
         Ok(outcome)
     }
 
+    async fn publish_shared(&self, event: Arc<Event>) -> Result<PublishOutcome, BrokerError> {
+        let outcome = self.inner.publish_shared(event).await?;
+        self.published.fetch_add(1, Ordering::Relaxed);
+        Ok(outcome)
+    }
+
     async fn publish_all(&self, events: Vec<Event>) -> Result<Vec<PublishOutcome>, BrokerError> {
         let outcomes = self.inner.publish_all(events).await?;
         self.published
