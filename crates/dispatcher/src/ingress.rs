@@ -186,7 +186,7 @@ pub fn validate(
         }
     };
     check_known(&topic, policy)?;
-    let data = parse_json(payload, &topic.mqtt_topic())?;
+    let data = parse_json(payload, || topic.mqtt_topic())?;
     if !data.is_object() {
         return Err(not_an_object(&topic.mqtt_topic()));
     }
@@ -222,7 +222,7 @@ fn declared_reading(
         )
     })?;
     check_known(&twin, policy)?;
-    let value = parse_json(payload, topic)?;
+    let value = parse_json(payload, || topic.to_owned())?;
     let data = match declared.telemetry_name {
         Some(name) => serde_json::json!({ name: value }),
         None if value.is_object() => value,
@@ -245,11 +245,16 @@ fn check_known(topic: &Topic, policy: &IngressPolicy) -> Result<(), Rejection> {
     }
 }
 
-fn parse_json(payload: &[u8], topic: &str) -> Result<serde_json::Value, Rejection> {
+/// `payload` parsed; `topic` names it in the rejection, spelled only for one (every device
+/// message passes here).
+fn parse_json(
+    payload: &[u8],
+    topic: impl FnOnce() -> String,
+) -> Result<serde_json::Value, Rejection> {
     serde_json::from_slice(payload).map_err(|err| {
         Rejection::new(
             RejectKind::NotJson,
-            format!("payload on {topic:?} is not JSON: {err}"),
+            format!("payload on {:?} is not JSON: {err}", topic()),
         )
     })
 }
@@ -541,7 +546,7 @@ mod tests {
                 TopicSyntax::Mqtt,
                 b"not json",
                 RejectKind::NotJson,
-                "not JSON",
+                r#"payload on "ktwin/real/city-pole/p" is not JSON"#,
             ),
             (
                 "ktwin/real/city-pole/p",

@@ -44,6 +44,18 @@ pub(crate) fn is_within_any<'a>(
 /// valid `requested`, an empty one is never reached, and `#` is checked to be last where it is
 /// met.
 fn valid_is_within(requested: &str, allowed: &str) -> bool {
+    // The levels before `allowed`'s first wildcard are literal: `requested` starts with them,
+    // or is their parent under a `#`. Most granted filters differ within them, so this one
+    // comparison settles most of a device's grants without splitting either into levels.
+    let literal = &allowed[..allowed.find(['+', '#']).unwrap_or(allowed.len())];
+    if !requested.starts_with(literal) && literal.strip_suffix('/') != Some(requested) {
+        return false;
+    }
+    levels_within(requested, allowed)
+}
+
+/// [`valid_is_within`], level by level.
+fn levels_within(requested: &str, allowed: &str) -> bool {
     if requested.starts_with('$') && allowed.starts_with(['+', '#']) {
         return false;
     }
@@ -80,6 +92,41 @@ mod tests {
         assert!(!is_within("ktwin/real/pole", "ktwin/real/pole/+"));
         assert!(!is_within("$SYS/broker", "#"));
         assert!(is_within("$SYS/broker", "$SYS/#"));
+        assert!(is_within("ktwin/real", "ktwin/real/#"));
+        assert!(!is_within("ktwin/real", "ktwin/real/+"));
+        assert!(!is_within("ktwin/realm/x", "ktwin/real/#"));
+        assert!(!is_within("ktwin/rea", "ktwin/real/#"));
+    }
+
+    /// Filters of a few short levels, wildcards and malformed levels included, so that
+    /// random pairs often share levels.
+    fn filter() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let level = prop_oneof![
+            Just("a"),
+            Just("ab"),
+            Just("b"),
+            Just("+"),
+            Just("#"),
+            Just("$s"),
+            Just(""),
+            Just("a+"),
+        ];
+        proptest::collection::vec(level, 1..5).prop_map(|levels| levels.join("/"))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_literal_prefix_check_agrees_with_matching_level_by_level(
+            requested in filter(),
+            allowed in filter(),
+        ) {
+            proptest::prop_assume!(is_valid_filter(&requested));
+            proptest::prop_assert_eq!(
+                valid_is_within(&requested, &allowed),
+                levels_within(&requested, &allowed)
+            );
+        }
     }
 
     #[test]
