@@ -174,12 +174,11 @@ impl IngressDispatcher {
         let metrics = self.metrics.clone();
         let counters = Arc::clone(&self.counters);
         async move {
-            let ty = event.ty().to_owned();
             let mut delay = Duration::from_millis(100);
             loop {
                 match broker.publish_shared(Arc::clone(&event)).await {
                     Ok(_) => {
-                        metrics.observe(&ty, ResponseCode::Accepted, started.elapsed());
+                        metrics.observe(event.ty(), ResponseCode::Accepted, started.elapsed());
                         ktwin_service::telemetry::record_event(&event, "ingress", started);
                         counters.dispatched.fetch_add(1, Ordering::Relaxed);
                         if let Err(error) = message.ack().await {
@@ -188,7 +187,7 @@ impl IngressDispatcher {
                         return;
                     }
                     Err(error) => {
-                        metrics.observe(&ty, ResponseCode::Failed, started.elapsed());
+                        metrics.observe(event.ty(), ResponseCode::Failed, started.elapsed());
                         counters.publish_failures.fetch_add(1, Ordering::Relaxed);
                         if shutdown.is_cancelled() {
                             tracing::warn!(%error, id = event.id(), "publish failed during shutdown; leaving the message to be redelivered");

@@ -51,9 +51,7 @@ impl CountingBroker {
 #[async_trait]
 impl Broker for CountingBroker {
     async fn publish(&self, event: Event) -> Result<PublishOutcome, BrokerError> {
-        let outcome = self.inner.publish(event).await?;
-        self.published.fetch_add(1, Ordering::Relaxed);
-        Ok(outcome)
+        self.publish_shared(Arc::new(event)).await
     }
 
     async fn publish_shared(&self, event: Arc<Event>) -> Result<PublishOutcome, BrokerError> {

@@ -8,7 +8,7 @@ use ktwin_events::{EventKind, EventType};
 use serde::de::DeserializeOwned;
 
 use crate::error::HandlerError;
-use crate::json::{from_json_slice, from_json_value};
+use crate::json::from_json_value;
 
 /// A received ktwin event: kind, interface and command come from the CloudEvent `type`
 /// (`ktwin.<kind>.<interface>[.<command>]`), the instance from its `source`.
@@ -139,10 +139,9 @@ pub(crate) fn data_json(event: &Event) -> Result<serde_json::Value, serde_json::
 /// Decodes the data of any CloudEvent into a model (case-insensitive keys).
 pub(crate) fn decode_data<T: DeserializeOwned>(event: &Event) -> Result<T, serde_json::Error> {
     match event.data() {
-        None => from_json_value(&serde_json::Value::Null),
+        // Read in place; other data is parsed into a value first.
         Some(Data::Json(value)) => from_json_value(value),
-        Some(Data::Binary(bytes)) => from_json_slice(bytes),
-        Some(Data::String(text)) => from_json_value(&serde_json::from_str(text)?),
+        _ => from_json_value(&data_json(event)?),
     }
 }
 
