@@ -60,18 +60,23 @@ impl TwinNode {
 /// Reads nodes of the twin graph. `Ok(None)` means the instance is not in the graph.
 #[async_trait]
 pub trait GraphLookup: Send + Sync {
-    /// The node of `instance`, an instance of `interface`.
-    async fn twin(&self, interface: &str, instance: &str) -> Result<Option<TwinNode>, LookupError>;
+    /// The node of `instance`, an instance of `interface`. Nodes are shared, not copied: a
+    /// handler looks one up for nearly every event it handles.
+    async fn twin(
+        &self,
+        interface: &str,
+        instance: &str,
+    ) -> Result<Option<Arc<TwinNode>>, LookupError>;
 
     /// The node of `instance`, whatever its interface (the sender of a command in the original
     /// Python convention, whose interface the command does not name).
-    async fn instance(&self, instance: &str) -> Result<Option<TwinNode>, LookupError>;
+    async fn instance(&self, instance: &str) -> Result<Option<Arc<TwinNode>>, LookupError>;
 }
 
 /// A graph held in memory, indexed by instance name.
 #[derive(Debug, Clone, Default)]
 pub struct StaticGraph {
-    nodes: HashMap<String, TwinNode>,
+    nodes: HashMap<String, Arc<TwinNode>>,
 }
 
 impl StaticGraph {
@@ -81,7 +86,7 @@ impl StaticGraph {
             nodes: graph
                 .twin_instances
                 .into_iter()
-                .map(|node| (node.name.clone(), node))
+                .map(|node| (node.name.clone(), Arc::new(node)))
                 .collect(),
         }
     }
@@ -94,7 +99,11 @@ impl StaticGraph {
 
 #[async_trait]
 impl GraphLookup for StaticGraph {
-    async fn twin(&self, interface: &str, instance: &str) -> Result<Option<TwinNode>, LookupError> {
+    async fn twin(
+        &self,
+        interface: &str,
+        instance: &str,
+    ) -> Result<Option<Arc<TwinNode>>, LookupError> {
         Ok(self
             .nodes
             .get(instance)
@@ -102,7 +111,7 @@ impl GraphLookup for StaticGraph {
             .cloned())
     }
 
-    async fn instance(&self, instance: &str) -> Result<Option<TwinNode>, LookupError> {
+    async fn instance(&self, instance: &str) -> Result<Option<Arc<TwinNode>>, LookupError> {
         Ok(self.nodes.get(instance).cloned())
     }
 }
@@ -137,7 +146,7 @@ struct CachedSubGraph {
 
 /// One answer of the graph service's instance route (`None`: not in the graph).
 struct CachedInstance {
-    node: Option<TwinNode>,
+    node: Option<Arc<TwinNode>>,
     fetched_at: Instant,
 }
 
@@ -215,7 +224,7 @@ impl HttpGraph {
     }
 
     /// `GET {base}/instances/{instance}`: `404` is "not in the graph".
-    async fn fetch_instance(&self, instance: &str) -> Result<Option<TwinNode>, LookupError> {
+    async fn fetch_instance(&self, instance: &str) -> Result<Option<Arc<TwinNode>>, LookupError> {
         let what = || format!("twin {instance} in the twin graph ({})", self.base_url);
         let mut url =
             reqwest::Url::parse(&self.base_url).map_err(|e| LookupError::new(what(), e))?;
@@ -226,7 +235,7 @@ impl HttpGraph {
             return Ok(None);
         };
         serde_json::from_slice(&body)
-            .map(Some)
+            .map(|node| Some(Arc::new(node)))
             .map_err(|e| LookupError::new(what(), format!("invalid instance JSON: {e}")))
     }
 
@@ -270,7 +279,11 @@ impl HttpGraph {
 
 #[async_trait]
 impl GraphLookup for HttpGraph {
-    async fn twin(&self, interface: &str, instance: &str) -> Result<Option<TwinNode>, LookupError> {
+    async fn twin(
+        &self,
+        interface: &str,
+        instance: &str,
+    ) -> Result<Option<Arc<TwinNode>>, LookupError> {
         let cached = {
             let cache = self.cache.read().await;
             cache
@@ -292,7 +305,7 @@ impl GraphLookup for HttpGraph {
 
     /// Cached like the sub-graphs: a found node for `max_age`, a missing one for
     /// `miss_refetch_after`; a failing service with a cached answer serves that answer.
-    async fn instance(&self, instance: &str) -> Result<Option<TwinNode>, LookupError> {
+    async fn instance(&self, instance: &str) -> Result<Option<Arc<TwinNode>>, LookupError> {
         let cached = {
             let cache = self.instances.read().await;
             cache
@@ -334,5 +347,30 @@ impl GraphLookup for HttpGraph {
             },
         );
         Ok(node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lookups_share_the_graph_node_instead_of_copying_it() {
+        let graph = StaticGraph::from_json(
+            r#"{"twinInstances":[{"name":"pole-1","interface":"city-pole",
+                "relationships":[{"name":"refNeighborhood","interface":"city-neighborhood",
+                "instance":"nb-1"}]}]}"#,
+        )
+        .expect("valid graph");
+        let first = graph.twin("city-pole", "pole-1").await.unwrap().unwrap();
+        let second = graph.instance("pole-1").await.unwrap().unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(
+            first
+                .relationship("refNeighborhood")
+                .map(|r| r.instance.as_str()),
+            Some("nb-1")
+        );
+        assert!(graph.twin("city-light", "pole-1").await.unwrap().is_none());
     }
 }
