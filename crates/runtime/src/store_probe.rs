@@ -6,6 +6,7 @@
 //! [`Tally`] is the pure counting; [`StoreProbe`] feeds it from the store's commit observer.
 
 use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
 
 use chrono::{DateTime, Utc};
 use cloudevents::{AttributesReader, Event};
@@ -14,7 +15,7 @@ use ktwin_store::broker::StoredObserver;
 /// Counts of stored device events and the latencies of those published in the window.
 #[derive(Debug, Default)]
 pub struct Tally {
-    seen: HashSet<String>,
+    seen: DistinctIds,
     duplicates: u64,
     window_start: Option<DateTime<Utc>>,
     window_end: Option<DateTime<Utc>>,
@@ -42,6 +43,67 @@ pub struct TallySummary {
     pub max_ms: f64,
 }
 
+/// Shards of [`DistinctIds`]: each grows (and rehashes what it holds) on its own.
+const ID_SHARDS: usize = 64;
+
+/// The event ids a [`Tally`] has seen. The probe runs on the platform's runtime for every
+/// stored device event, and its cost counts as the platform's: an id in the canonical UUID
+/// form (the ingress's ids) is kept as 16 bytes rather than a string, and the ids are spread
+/// over [`ID_SHARDS`] sets, since one set of hundreds of thousands of ids rehashed all of
+/// them at once when it grew, stalling the runtime's worker for tens of milliseconds inside a
+/// measured window.
+#[derive(Debug)]
+struct DistinctIds {
+    shards: Vec<HashSet<IdKey>>,
+    hasher: RandomState,
+    len: u64,
+}
+
+/// An event id as [`DistinctIds`] keeps it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum IdKey {
+    /// A UUID spelled in the canonical form (hyphenated, lower case).
+    Uuid(u128),
+    /// Any other id, as it is spelled.
+    Other(Box<str>),
+}
+
+impl IdKey {
+    fn of(id: &str) -> Self {
+        let mut canonical = [0; uuid::fmt::Hyphenated::LENGTH];
+        match uuid::Uuid::try_parse(id) {
+            Ok(uuid) if uuid.hyphenated().encode_lower(&mut canonical) == id => {
+                Self::Uuid(uuid.as_u128())
+            }
+            _ => Self::Other(id.into()),
+        }
+    }
+}
+
+impl Default for DistinctIds {
+    fn default() -> Self {
+        Self {
+            shards: std::iter::repeat_with(HashSet::new)
+                .take(ID_SHARDS)
+                .collect(),
+            hasher: RandomState::new(),
+            len: 0,
+        }
+    }
+}
+
+impl DistinctIds {
+    /// Adds `id`; false when it was seen before.
+    fn insert(&mut self, id: &str) -> bool {
+        let key = IdKey::of(id);
+        #[allow(clippy::cast_possible_truncation)]
+        let shard = self.hasher.hash_one(&key) as usize % ID_SHARDS;
+        let new = self.shards[shard].insert(key);
+        self.len += u64::from(new);
+        new
+    }
+}
+
 impl Tally {
     /// Events published from `at` on are sampled.
     pub fn open_window(&mut self, at: DateTime<Utc>) {
@@ -55,7 +117,7 @@ impl Tally {
 
     /// One device event made durable at `stored_at`; `published` is the device's publish time.
     pub fn stored(&mut self, id: &str, published: Option<DateTime<Utc>>, stored_at: DateTime<Utc>) {
-        if !self.seen.insert(id.to_owned()) {
+        if !self.seen.insert(id) {
             self.duplicates += 1;
             return;
         }
@@ -74,7 +136,7 @@ impl Tally {
 
     /// Distinct events stored so far.
     pub fn distinct(&self) -> u64 {
-        self.seen.len() as u64
+        self.seen.len
     }
 
     /// The counts and percentiles against `sent` events.
@@ -212,6 +274,26 @@ mod tests {
         assert_eq!(
             (summary.stored, summary.duplicates, summary.lost),
             (2, 1, 1)
+        );
+    }
+
+    #[test]
+    fn ids_are_told_apart_as_spelled_whether_or_not_they_are_uuids() {
+        let uuid = "0190f3a4-5b6c-7d8e-9fa0-b1c2d3e4f506";
+        let mut tally = Tally::default();
+        for id in [uuid, "0190F3A4-5B6C-7D8E-9FA0-B1C2D3E4F506", "not-a-uuid"] {
+            tally.stored(id, None, at(0));
+        }
+        tally.stored(uuid, None, at(1));
+        tally.stored("not-a-uuid", None, at(1));
+        for i in 0..1000 {
+            tally.stored(&uuid::Uuid::now_v7().to_string(), None, at(2));
+            tally.stored(&format!("device-{i}"), None, at(2));
+        }
+        let summary = tally.summary(2003);
+        assert_eq!(
+            (summary.stored, summary.duplicates, summary.lost),
+            (2003, 2, 0)
         );
     }
 
