@@ -701,24 +701,35 @@ async fn bus_rate(args: &BenchDispatchArgs) -> anyhow::Result<(f64, ReceiptSumma
     rate
 }
 
+/// A connection to RabbitMQ named `name`, on run `run`'s exchange, with the benchmark's
+/// settings.
+async fn bench_rabbit_connection(
+    args: &BenchDispatchArgs,
+    run: &str,
+    name: &str,
+) -> anyhow::Result<RabbitBroker> {
+    RabbitBroker::connect(RabbitConfig {
+        uri: args.amqp_url.clone(),
+        exchange: format!("ktwin-bench-{run}"),
+        queue_type: args.queue_type.into(),
+        connection_name: name.into(),
+        publisher_channels: args.amqp_channels,
+        ..RabbitConfig::default()
+    })
+    .await
+    .with_context(|| format!("connecting to RabbitMQ ({name})"))
+}
+
 /// A broker on a fresh exchange for run `run`, with the benchmark's settings and a queue named
-/// `queue` bound to the real events of `iface` (as a Knative trigger is), and its consumer.
+/// `queue` bound to the real events of `iface` (as a Knative trigger is), and its consumer:
+/// the trigger's side, on a connection of its own.
 async fn bench_rabbit_broker(
     args: &BenchDispatchArgs,
     run: &str,
     iface: &str,
     queue: &str,
 ) -> anyhow::Result<(RabbitBroker, Subscription)> {
-    let broker = RabbitBroker::connect(RabbitConfig {
-        uri: args.amqp_url.clone(),
-        exchange: format!("ktwin-bench-{run}"),
-        queue_type: args.queue_type.into(),
-        connection_name: "ktwin-bench".into(),
-        publisher_channels: args.amqp_channels,
-        ..RabbitConfig::default()
-    })
-    .await
-    .context("connecting to RabbitMQ")?;
+    let broker = bench_rabbit_connection(args, run, "ktwin-bench").await?;
     let filter = TypeFilter::exact([ktwin_events::EventType::real(iface)?.to_string()]);
     let subscription = broker
         .subscribe(SubscriptionSpec::new(queue, filter))
@@ -740,13 +751,28 @@ async fn remove_bench_broker(broker: &RabbitBroker, queue: &str) -> anyhow::Resu
     Ok(())
 }
 
+/// The dispatcher's own connection to run `run`'s exchange: in a cluster the dispatcher and
+/// the trigger that consumes its events are separate processes, each with its connection.
+async fn dispatcher_connection(
+    args: &BenchDispatchArgs,
+    run: &str,
+) -> anyhow::Result<RabbitBroker> {
+    bench_rabbit_connection(args, run, "ktwin-bench-dispatcher").await
+}
+
 async fn rabbitmq_rate(args: &BenchDispatchArgs) -> anyhow::Result<(f64, ReceiptSummary)> {
     let run = run_id();
     let (iface, queue) = (format!("bench-{run}"), format!("ktwin-bench-{run}"));
     let (broker, subscription) = bench_rabbit_broker(args, &run, &iface, &queue).await?;
-    let path = mosquitto_path(args, &run, &iface, Some(args.in_flight));
-    let publisher = Arc::new(broker.clone());
-    let rate = ingress_rate(args, &run, &iface, path, publisher, subscription).await;
+    let rate = async {
+        let dispatcher = dispatcher_connection(args, &run).await?;
+        let path = mosquitto_path(args, &run, &iface, Some(args.in_flight));
+        let publisher = Arc::new(dispatcher.clone());
+        let rate = ingress_rate(args, &run, &iface, path, publisher, subscription).await;
+        dispatcher.close().await;
+        rate
+    }
+    .await;
     let removed = remove_bench_broker(&broker, &queue).await;
     measured_then_removed(rate, removed)
 }
@@ -763,12 +789,20 @@ fn measured_then_removed<T>(
 
 /// The cluster's path: devices publish to RabbitMQ's MQTT plugin, which routes their messages
 /// to a device queue; the dispatcher consumes it with the prefetch the operator gives it (the
-/// run's in-flight depth) and publishes the events to the broker's exchange with confirms.
+/// run's in-flight depth) and publishes the events to the broker's exchange with confirms, on
+/// one connection (as `ktwin dispatcher mqtt --source amqp` does), apart from the trigger's.
 async fn cluster_rate(args: &BenchDispatchArgs) -> anyhow::Result<(f64, ReceiptSummary)> {
     let run = run_id();
     let (iface, queue) = (format!("bench-{run}"), format!("ktwin-bench-{run}"));
     let devices = format!("ktwin-bench-devices-{run}");
     let (broker, subscription) = bench_rabbit_broker(args, &run, &iface, &queue).await?;
+    let dispatcher = match dispatcher_connection(args, &run).await {
+        Ok(dispatcher) => dispatcher,
+        Err(error) => {
+            let removed = remove_bench_broker(&broker, &queue).await;
+            return measured_then_removed(Err(error), removed);
+        }
+    };
     let prefetch = u16::try_from(args.in_flight.max(1)).unwrap_or(u16::MAX);
     let config = AmqpSourceConfig {
         queue: devices.clone(),
@@ -778,7 +812,7 @@ async fn cluster_rate(args: &BenchDispatchArgs) -> anyhow::Result<(f64, ReceiptS
         prefetch,
         consumer_tag: format!("ktwin-bench-{run}"),
     };
-    let rate = match AmqpQueueSource::start(broker.connector().clone(), config).await {
+    let rate = match AmqpQueueSource::start(dispatcher.connector().clone(), config).await {
         Ok(source) => {
             let path = DevicePath {
                 from: MqttTarget::rabbitmq_plugin(args),
@@ -786,13 +820,14 @@ async fn cluster_rate(args: &BenchDispatchArgs) -> anyhow::Result<(f64, ReceiptS
                 source_name: format!("the AMQP device queue {devices}"),
                 in_flight: Some(usize::from(prefetch)),
             };
-            let publisher = Arc::new(broker.clone());
+            let publisher = Arc::new(dispatcher.clone());
             ingress_rate(args, &run, &iface, path, publisher, subscription).await
         }
         Err(error) => {
             Err(anyhow::Error::new(error).context("starting the dispatcher's AMQP source"))
         }
     };
+    dispatcher.close().await;
     let removed = async {
         remove_device_queue(&broker, &devices).await?;
         remove_bench_broker(&broker, &queue).await
