@@ -729,53 +729,73 @@ async fn bench_rabbit_broker(
     iface: &str,
     queue: &str,
 ) -> anyhow::Result<(RabbitBroker, Subscription)> {
-    let broker = bench_rabbit_connection(args, run, "ktwin-bench").await?;
-    let filter = TypeFilter::exact([ktwin_events::EventType::real(iface)?.to_string()]);
-    let subscription = broker
-        .subscribe(SubscriptionSpec::new(queue, filter))
-        .await?;
-    Ok((broker, subscription))
-}
-
-/// Deletes the benchmark's queue and exchange, and disconnects.
-async fn remove_bench_broker(broker: &RabbitBroker, queue: &str) -> anyhow::Result<()> {
-    broker.delete_subscription(queue).await?;
-    let (_, channel) = broker.connector().channel(None).await?;
-    channel
-        .exchange_delete(
-            broker.config().exchange.as_str().into(),
-            ExchangeDeleteOptions::default(),
+    let broker = bench_rabbit_connection(args, run, "ktwin-bench-trigger").await?;
+    let subscribed = async {
+        let filter = TypeFilter::exact([ktwin_events::EventType::real(iface)?.to_string()]);
+        anyhow::Ok(
+            broker
+                .subscribe(SubscriptionSpec::new(queue, filter))
+                .await?,
         )
-        .await?;
-    broker.close().await;
-    Ok(())
+    }
+    .await;
+    match subscribed {
+        Ok(subscription) => Ok((broker, subscription)),
+        Err(error) => {
+            broker.close().await;
+            Err(error)
+        }
+    }
 }
 
-/// The dispatcher's own connection to run `run`'s exchange: in a cluster the dispatcher and
-/// the trigger that consumes its events are separate processes, each with its connection.
-async fn dispatcher_connection(
+/// Deletes the benchmark's queue and exchange, and disconnects (also when a deletion failed).
+async fn remove_bench_broker(broker: &RabbitBroker, queue: &str) -> anyhow::Result<()> {
+    let removed = async {
+        broker.delete_subscription(queue).await?;
+        let (_, channel) = broker.connector().channel(None).await?;
+        channel
+            .exchange_delete(
+                broker.config().exchange.as_str().into(),
+                ExchangeDeleteOptions::default(),
+            )
+            .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    broker.close().await;
+    removed
+}
+
+/// Runs `measure` with a connection named `name` of its own to run `run`'s exchange, closed
+/// after it whatever it returns: in a cluster the dispatcher and the trigger that consumes its
+/// events are separate processes, each with its connection.
+async fn on_own_connection<T, F: Future<Output = anyhow::Result<T>>>(
     args: &BenchDispatchArgs,
     run: &str,
-) -> anyhow::Result<RabbitBroker> {
-    bench_rabbit_connection(args, run, "ktwin-bench-dispatcher").await
+    name: &str,
+    measure: impl FnOnce(RabbitBroker) -> F,
+) -> anyhow::Result<T> {
+    let connection = bench_rabbit_connection(args, run, name).await?;
+    let measured = measure(connection.clone()).await;
+    connection.close().await;
+    measured
 }
 
 async fn rabbitmq_rate(args: &BenchDispatchArgs) -> anyhow::Result<(f64, ReceiptSummary)> {
     let run = run_id();
     let (iface, queue) = (format!("bench-{run}"), format!("ktwin-bench-{run}"));
     let (broker, subscription) = bench_rabbit_broker(args, &run, &iface, &queue).await?;
-    let rate = async {
-        let dispatcher = dispatcher_connection(args, &run).await?;
+    let rate = on_own_connection(args, &run, DISPATCHER_CONNECTION, |dispatcher| {
         let path = mosquitto_path(args, &run, &iface, Some(args.in_flight));
-        let publisher = Arc::new(dispatcher.clone());
-        let rate = ingress_rate(args, &run, &iface, path, publisher, subscription).await;
-        dispatcher.close().await;
-        rate
-    }
+        ingress_rate(args, &run, &iface, path, Arc::new(dispatcher), subscription)
+    })
     .await;
     let removed = remove_bench_broker(&broker, &queue).await;
     measured_then_removed(rate, removed)
 }
+
+/// The name of the dispatcher's connection in the RabbitMQ measurements.
+const DISPATCHER_CONNECTION: &str = "ktwin-bench-dispatcher";
 
 /// A measurement's result, or its error, before the error of its clean-up.
 fn measured_then_removed<T>(
@@ -796,44 +816,35 @@ async fn cluster_rate(args: &BenchDispatchArgs) -> anyhow::Result<(f64, ReceiptS
     let (iface, queue) = (format!("bench-{run}"), format!("ktwin-bench-{run}"));
     let devices = format!("ktwin-bench-devices-{run}");
     let (broker, subscription) = bench_rabbit_broker(args, &run, &iface, &queue).await?;
-    let dispatcher = match dispatcher_connection(args, &run).await {
-        Ok(dispatcher) => dispatcher,
-        Err(error) => {
-            let removed = remove_bench_broker(&broker, &queue).await;
-            return measured_then_removed(Err(error), removed);
-        }
-    };
     let prefetch = u16::try_from(args.in_flight.max(1)).unwrap_or(u16::MAX);
-    let config = AmqpSourceConfig {
-        queue: devices.clone(),
-        declare: true,
-        binding_keys: vec![TopicKind::Real.routing_key_pattern(&iface)?],
-        mqtt_exchange: defaults::MQTT_EXCHANGE.to_owned(),
-        prefetch,
-        consumer_tag: format!("ktwin-bench-{run}"),
-    };
-    let rate = match AmqpQueueSource::start(dispatcher.connector().clone(), config).await {
-        Ok(source) => {
+    let rate = on_own_connection(args, &run, DISPATCHER_CONNECTION, |dispatcher| {
+        let (devices, iface, run) = (&devices, &iface, &run);
+        async move {
+            let config = AmqpSourceConfig {
+                queue: devices.clone(),
+                declare: true,
+                binding_keys: vec![TopicKind::Real.routing_key_pattern(iface)?],
+                mqtt_exchange: defaults::MQTT_EXCHANGE.to_owned(),
+                prefetch,
+                consumer_tag: format!("ktwin-bench-{run}"),
+            };
+            let source = AmqpQueueSource::start(dispatcher.connector().clone(), config)
+                .await
+                .context("starting the dispatcher's AMQP source")?;
             let path = DevicePath {
                 from: MqttTarget::rabbitmq_plugin(args),
                 source,
                 source_name: format!("the AMQP device queue {devices}"),
                 in_flight: Some(usize::from(prefetch)),
             };
-            let publisher = Arc::new(dispatcher.clone());
-            ingress_rate(args, &run, &iface, path, publisher, subscription).await
+            ingress_rate(args, run, iface, path, Arc::new(dispatcher), subscription).await
         }
-        Err(error) => {
-            Err(anyhow::Error::new(error).context("starting the dispatcher's AMQP source"))
-        }
-    };
-    dispatcher.close().await;
-    let removed = async {
-        remove_device_queue(&broker, &devices).await?;
-        remove_bench_broker(&broker, &queue).await
-    }
+    })
     .await;
-    measured_then_removed(rate, removed)
+    // Both removals run, whichever fails; the first error is reported.
+    let devices_removed = remove_device_queue(&broker, &devices).await;
+    let removed = remove_bench_broker(&broker, &queue).await;
+    measured_then_removed(rate, devices_removed.and(removed))
 }
 
 /// Deletes the cluster measurement's device queue (its dispatcher, stopped, closed its
@@ -986,23 +997,27 @@ async fn amqp_raw_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
     let (broker, subscription) = bench_rabbit_broker(args, &run, &iface, &queue).await?;
     let receipts = Arc::new(Receipts::default());
     let consumer = tokio::spawn(consume(subscription, Arc::clone(&receipts)));
-    let rate = publish_raw(args, &broker, &iface, &receipts).await;
+    let rate = on_own_connection(args, &run, "ktwin-bench-raw", |publisher| async move {
+        publish_raw(args, &publisher, &iface, &receipts).await
+    })
+    .await;
     consumer.abort();
     let removed = remove_bench_broker(&broker, &queue).await;
     measured_then_removed(rate, removed)
 }
 
-/// Publishes the run's events straight to `broker`'s exchange on a connection of its own and
-/// returns the rate at which they were confirmed, once `receipts` holds every one of them.
+/// Publishes the run's events straight to the exchange of `publisher` (a connection apart from
+/// the consumer's) and returns the rate at which they were confirmed, once `receipts` holds
+/// every one of them.
 async fn publish_raw(
     args: &BenchDispatchArgs,
-    broker: &RabbitBroker,
+    publisher: &RabbitBroker,
     iface: &str,
     receipts: &Receipts,
 ) -> anyhow::Result<f64> {
     let channels = args.amqp_channels.max(1);
     let window = (args.in_flight / channels).max(1);
-    let connection = broker.connector().connection(None).await?.1;
+    let connection = publisher.connector().connection(None).await?.1;
     let published = async {
         let mut prepared = Vec::new();
         for range in split(args.messages, channels as u64) {
@@ -1017,7 +1032,7 @@ async fn publish_raw(
         let publishers: Vec<_> = prepared
             .into_iter()
             .map(|(channel, messages)| {
-                let exchange = broker.config().exchange.clone();
+                let exchange = publisher.config().exchange.clone();
                 tokio::spawn(publish_confirmed(channel, exchange, messages, window))
             })
             .collect();
@@ -1029,7 +1044,6 @@ async fn publish_raw(
         anyhow::Ok(started.elapsed())
     }
     .await;
-    let _ = connection.close(200, "done".into()).await;
     let elapsed = published?;
     wait_for_progress(|| receipts.distinct(), args.messages, STALL)
         .await

@@ -48,10 +48,10 @@ const ID_SHARDS: usize = 64;
 
 /// The event ids a [`Tally`] has seen. The probe runs on the platform's runtime for every
 /// stored device event, and its cost counts as the platform's: an id in the canonical UUID
-/// form (the ingress's ids) is kept as 16 bytes rather than a string, and the ids are spread
-/// over [`ID_SHARDS`] sets, since one set of hundreds of thousands of ids rehashed all of
-/// them at once when it grew, stalling the runtime's worker for tens of milliseconds inside a
-/// measured window.
+/// form (the ingress's ids) is kept as a number rather than an allocated string, and the ids
+/// are spread over [`ID_SHARDS`] sets, since one set of hundreds of thousands of ids rehashed
+/// all of them at once when it grew, stalling the runtime's worker for tens of milliseconds
+/// inside a measured window.
 #[derive(Debug)]
 struct DistinctIds {
     shards: Vec<HashSet<IdKey>>,

@@ -57,11 +57,11 @@ impl TwinNode {
     }
 }
 
-/// Reads nodes of the twin graph. `Ok(None)` means the instance is not in the graph.
+/// Reads nodes of the twin graph. `Ok(None)` means the instance is not in the graph. Nodes are
+/// handed out shared, not copied: a handler looks one up for nearly every event it handles.
 #[async_trait]
 pub trait GraphLookup: Send + Sync {
-    /// The node of `instance`, an instance of `interface`. Nodes are shared, not copied: a
-    /// handler looks one up for nearly every event it handles.
+    /// The node of `instance`, an instance of `interface`.
     async fn twin(
         &self,
         interface: &str,
