@@ -702,18 +702,20 @@ async fn bus_rate(args: &BenchDispatchArgs) -> anyhow::Result<(f64, ReceiptSumma
 }
 
 /// A connection to RabbitMQ named `name`, on run `run`'s exchange, with the benchmark's
-/// settings.
+/// settings and `publisher_channels` confirm-mode channels for the broker's own publishing
+/// (opened at once, so one for a connection that does not publish through the broker).
 async fn bench_rabbit_connection(
     args: &BenchDispatchArgs,
     run: &str,
     name: &str,
+    publisher_channels: usize,
 ) -> anyhow::Result<RabbitBroker> {
     RabbitBroker::connect(RabbitConfig {
         uri: args.amqp_url.clone(),
         exchange: format!("ktwin-bench-{run}"),
         queue_type: args.queue_type.into(),
         connection_name: name.into(),
-        publisher_channels: args.amqp_channels,
+        publisher_channels,
         ..RabbitConfig::default()
     })
     .await
@@ -729,7 +731,7 @@ async fn bench_rabbit_broker(
     iface: &str,
     queue: &str,
 ) -> anyhow::Result<(RabbitBroker, Subscription)> {
-    let broker = bench_rabbit_connection(args, run, "ktwin-bench-trigger").await?;
+    let broker = bench_rabbit_connection(args, run, "ktwin-bench-trigger", 1).await?;
     let subscribed = async {
         let filter = TypeFilter::exact([ktwin_events::EventType::real(iface)?.to_string()]);
         anyhow::Ok(
@@ -766,16 +768,17 @@ async fn remove_bench_broker(broker: &RabbitBroker, queue: &str) -> anyhow::Resu
     removed
 }
 
-/// Runs `measure` with a connection named `name` of its own to run `run`'s exchange, closed
-/// after it whatever it returns: in a cluster the dispatcher and the trigger that consumes its
-/// events are separate processes, each with its connection.
+/// Runs `measure` with a connection named `name` of its own to run `run`'s exchange (with
+/// `publisher_channels`, see [`bench_rabbit_connection`]), closed after it whatever it
+/// returns: in a cluster the dispatcher and the trigger that consumes its events are separate
+/// processes, each with its connection.
 async fn on_own_connection<T, F: Future<Output = anyhow::Result<T>>>(
     args: &BenchDispatchArgs,
     run: &str,
-    name: &str,
+    (name, publisher_channels): (&str, usize),
     measure: impl FnOnce(RabbitBroker) -> F,
 ) -> anyhow::Result<T> {
-    let connection = bench_rabbit_connection(args, run, name).await?;
+    let connection = bench_rabbit_connection(args, run, name, publisher_channels).await?;
     let measured = measure(connection.clone()).await;
     connection.close().await;
     measured
@@ -785,7 +788,7 @@ async fn rabbitmq_rate(args: &BenchDispatchArgs) -> anyhow::Result<(f64, Receipt
     let run = run_id();
     let (iface, queue) = (format!("bench-{run}"), format!("ktwin-bench-{run}"));
     let (broker, subscription) = bench_rabbit_broker(args, &run, &iface, &queue).await?;
-    let rate = on_own_connection(args, &run, DISPATCHER_CONNECTION, |dispatcher| {
+    let rate = on_own_connection(args, &run, dispatcher_connection(args), |dispatcher| {
         let path = mosquitto_path(args, &run, &iface, Some(args.in_flight));
         ingress_rate(args, &run, &iface, path, Arc::new(dispatcher), subscription)
     })
@@ -794,8 +797,10 @@ async fn rabbitmq_rate(args: &BenchDispatchArgs) -> anyhow::Result<(f64, Receipt
     measured_then_removed(rate, removed)
 }
 
-/// The name of the dispatcher's connection in the RabbitMQ measurements.
-const DISPATCHER_CONNECTION: &str = "ktwin-bench-dispatcher";
+/// The dispatcher's connection in the RabbitMQ measurements: its name and publisher channels.
+fn dispatcher_connection(args: &BenchDispatchArgs) -> (&'static str, usize) {
+    ("ktwin-bench-dispatcher", args.amqp_channels)
+}
 
 /// A measurement's result, or its error, before the error of its clean-up.
 fn measured_then_removed<T>(
@@ -817,7 +822,7 @@ async fn cluster_rate(args: &BenchDispatchArgs) -> anyhow::Result<(f64, ReceiptS
     let devices = format!("ktwin-bench-devices-{run}");
     let (broker, subscription) = bench_rabbit_broker(args, &run, &iface, &queue).await?;
     let prefetch = u16::try_from(args.in_flight.max(1)).unwrap_or(u16::MAX);
-    let rate = on_own_connection(args, &run, DISPATCHER_CONNECTION, |dispatcher| {
+    let rate = on_own_connection(args, &run, dispatcher_connection(args), |dispatcher| {
         let (devices, iface, run) = (&devices, &iface, &run);
         async move {
             let config = AmqpSourceConfig {
@@ -997,7 +1002,7 @@ async fn amqp_raw_rate(args: &BenchDispatchArgs) -> anyhow::Result<f64> {
     let (broker, subscription) = bench_rabbit_broker(args, &run, &iface, &queue).await?;
     let receipts = Arc::new(Receipts::default());
     let consumer = tokio::spawn(consume(subscription, Arc::clone(&receipts)));
-    let rate = on_own_connection(args, &run, "ktwin-bench-raw", |publisher| async move {
+    let rate = on_own_connection(args, &run, ("ktwin-bench-raw", 1), |publisher| async move {
         publish_raw(args, &publisher, &iface, &receipts).await
     })
     .await;

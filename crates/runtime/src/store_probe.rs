@@ -55,8 +55,8 @@ const ID_SHARDS: usize = 64;
 #[derive(Debug)]
 struct DistinctIds {
     shards: Vec<HashSet<IdKey>>,
+    /// Picks the shard of an id that is not a UUID.
     hasher: RandomState,
-    len: u64,
 }
 
 /// An event id as [`DistinctIds`] keeps it.
@@ -87,7 +87,6 @@ impl Default for DistinctIds {
                 .take(ID_SHARDS)
                 .collect(),
             hasher: RandomState::new(),
-            len: 0,
         }
     }
 }
@@ -96,11 +95,19 @@ impl DistinctIds {
     /// Adds `id`; false when it was seen before.
     fn insert(&mut self, id: &str) -> bool {
         let key = IdKey::of(id);
+        // A UUID's low bits are random (versions 4 and 7): they pick its shard without hashing
+        // it once more than its set does.
         #[allow(clippy::cast_possible_truncation)]
-        let shard = self.hasher.hash_one(&key) as usize % ID_SHARDS;
-        let new = self.shards[shard].insert(key);
-        self.len += u64::from(new);
-        new
+        let shard = match &key {
+            IdKey::Uuid(uuid) => *uuid as usize,
+            IdKey::Other(_) => self.hasher.hash_one(&key) as usize,
+        } % ID_SHARDS;
+        self.shards[shard].insert(key)
+    }
+
+    /// How many distinct ids were added.
+    fn len(&self) -> u64 {
+        self.shards.iter().map(|shard| shard.len() as u64).sum()
     }
 }
 
@@ -136,7 +143,7 @@ impl Tally {
 
     /// Distinct events stored so far.
     pub fn distinct(&self) -> u64 {
-        self.seen.len
+        self.seen.len()
     }
 
     /// The counts and percentiles against `sent` events.
