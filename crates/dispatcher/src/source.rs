@@ -13,7 +13,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -102,9 +102,10 @@ pub trait DeviceSource: Send {
         true
     }
     /// Stops taking messages from the transport and returns once the transport holds no
-    /// consumer of this source (AMQP: the server confirmed the cancel), so the queue can be
-    /// deleted or taken over at once; messages not yet taken go back to the transport. The
-    /// dispatcher calls it when it has drained.
+    /// consumer of this source (AMQP: the server confirmed the cancel; MQTT: the broker read
+    /// the acknowledgements and closed the connection), so the queue can be deleted or taken
+    /// over at once; messages not yet taken go back to the transport. The dispatcher calls it
+    /// when it has drained.
     async fn close(&mut self) {}
 }
 
@@ -405,7 +406,10 @@ impl MqttSourceConfig {
 pub struct MqttSource {
     rx: mpsc::Receiver<SourceMessage>,
     connected: Arc<AtomicBool>,
-    _stop: tokio_util::sync::DropGuard,
+    /// Ends the connections' tasks, which then disconnect ([`MqttSource::close`] waits).
+    stop: CancellationToken,
+    connections: Vec<tokio::task::JoinHandle<()>>,
+    _stop_on_drop: tokio_util::sync::DropGuard,
 }
 
 struct MqttAck {
@@ -466,19 +470,23 @@ impl MqttSource {
             all_up: Arc::clone(&all_up),
         });
         let stop = CancellationToken::new();
-        for index in 0..config.connections.max(1) {
-            tokio::spawn(mqtt_connection(
-                config.clone(),
-                index,
-                tx.clone(),
-                Arc::clone(&count),
-                stop.clone(),
-            ));
-        }
+        let connections = (0..config.connections.max(1))
+            .map(|index| {
+                tokio::spawn(mqtt_connection(
+                    config.clone(),
+                    index,
+                    tx.clone(),
+                    Arc::clone(&count),
+                    stop.clone(),
+                ))
+            })
+            .collect();
         Self {
             rx,
             connected: all_up,
-            _stop: stop.drop_guard(),
+            _stop_on_drop: stop.clone().drop_guard(),
+            stop,
+            connections,
         }
     }
 }
@@ -529,10 +537,7 @@ async fn mqtt_connection(
     loop {
         let event = tokio::select! {
             event = eventloop.poll() => event,
-            () = stop.cancelled() => {
-                let _ = client.try_disconnect();
-                return;
-            }
+            () = stop.cancelled() => break,
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -559,8 +564,8 @@ async fn mqtt_connection(
                     }),
                 );
                 tokio::select! {
-                    sent = tx.send(message) => if sent.is_err() { return },
-                    () = stop.cancelled() => return,
+                    sent = tx.send(message) => if sent.is_err() { break },
+                    () = stop.cancelled() => break,
                 }
             }
             Ok(_) => {}
@@ -574,6 +579,43 @@ async fn mqtt_connection(
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
+    }
+    if up {
+        disconnect(&client, &mut eventloop).await;
+        count.change(false);
+    }
+}
+
+/// How long a closing MQTT connection may take to send what was asked of it before it and be
+/// closed by the broker.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Sends the acknowledgements already asked for, then DISCONNECT (the client sends its
+/// requests in order), and waits for the broker to close the connection: only then has it read
+/// them. A broker taking a client id over from a connection still open (a dispatcher started
+/// again at once) drops what it had not read of the old one. Acknowledged messages sent again
+/// would get new event ids from a restarted dispatcher. Messages arriving meanwhile stay
+/// unacknowledged, for the broker to deliver again.
+async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
+    let closed = async {
+        let mut requested = false;
+        loop {
+            // Requests go out in order, so DISCONNECT follows every acknowledgement asked
+            // for before it; a full request queue empties as the event loop runs.
+            if !requested {
+                requested = client.try_disconnect().is_ok();
+            }
+            if eventloop.poll().await.is_err() {
+                return;
+            }
+        }
+    };
+    if tokio::time::timeout(CLOSE_GRACE, closed).await.is_err() {
+        tracing::warn!(
+            grace = ?CLOSE_GRACE,
+            "the MQTT broker did not close the connection in time; acknowledgements it did not \
+             read will be redelivered"
+        );
     }
 }
 
@@ -589,5 +631,12 @@ impl DeviceSource for MqttSource {
 
     fn connected(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.connected)
+    }
+
+    async fn close(&mut self) {
+        self.stop.cancel();
+        for connection in self.connections.drain(..) {
+            let _ = connection.await;
+        }
     }
 }
