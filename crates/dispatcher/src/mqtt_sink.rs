@@ -244,7 +244,9 @@ async fn drive(
         let event = tokio::select! {
             event = eventloop.poll() => event,
             () = stop.cancelled() => {
-                let _ = client.try_disconnect();
+                if connected.load(Ordering::Acquire) {
+                    crate::source::disconnect(&client, &mut eventloop).await;
+                }
                 return;
             }
         };
