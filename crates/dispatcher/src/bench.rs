@@ -755,12 +755,16 @@ async fn remove_bench_broker(broker: &RabbitBroker, queue: &str) -> anyhow::Resu
     let removed = async {
         broker.delete_subscription(queue).await?;
         let (_, channel) = broker.connector().channel(None).await?;
-        channel
+        let deleted = channel
             .exchange_delete(
                 broker.config().exchange.as_str().into(),
                 ExchangeDeleteOptions::default(),
             )
-            .await?;
+            .await;
+        // Closed here, not dropped: lapin closes a dropped channel in the background, and
+        // the connection's close below then made that fail and lapin log an error.
+        let _ = channel.close(200, "exchange deleted".into()).await;
+        deleted?;
         anyhow::Ok(())
     }
     .await;
