@@ -249,11 +249,15 @@ async fn graph_and_state_clients_speak_the_original_routes() {
         node.relationship("refNeighborhood").unwrap().instance,
         "nb-1"
     );
-    graph.twin("city-pole", "pole-1").await.unwrap();
+    let again = graph.twin("city-pole", "pole-1").await.unwrap().unwrap();
     assert_eq!(
         *graph_hits.lock().unwrap(),
         1,
         "a fresh sub-graph is served from the cache"
+    );
+    assert!(
+        Arc::ptr_eq(&node, &again),
+        "the cache hands out its node, not a copy of it"
     );
     assert!(
         graph.twin("unknown-iface", "x").await.unwrap().is_none(),
