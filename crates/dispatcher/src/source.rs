@@ -260,7 +260,8 @@ async fn amqp_consume_loop(
 
 /// One subscription to the device queue until `stop` fires or the receiver is dropped (`Ok`)
 /// or the channel fails (`Err`). On every way out while the channel is open the consumer is
-/// cancelled and the server's answer awaited, so the queue holds no consumer of ours after it.
+/// cancelled and the server's answer awaited, so the queue holds no consumer of ours after it,
+/// and the channel is closed.
 async fn consume_device_queue(
     connector: &AmqpConnector,
     config: &AmqpSourceConfig,
@@ -298,6 +299,13 @@ async fn consume_device_queue(
     *stale = None;
     let result = forward_deliveries(&mut consumer, config, tx, stop).await;
     ktwin_broker::cancel_consumer(&channel, &consumer).await;
+    // Closed here rather than with the last delivery that holds it: lapin closes a dropped
+    // channel in the background, and that close fails (lapin logs a connection error) when
+    // the connection closes meanwhile, as it does right after a dispatcher stops. The
+    // dispatcher has acknowledged what it took; what it did not take returns to the queue.
+    if channel.status().connected() {
+        let _ = channel.close(200, "source closed".into()).await;
+    }
     result
 }
 
