@@ -600,10 +600,10 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Sends what was already asked of `client` (a source's acknowledgements), then DISCONNECT (the
 /// client sends its requests in order), and waits for the broker to close the connection: only
-/// then has it read them. A broker taking a client id over from a connection still open (a dispatcher started
-/// again at once) drops what it had not read of the old one. Acknowledged messages sent again
-/// would get new event ids from a restarted dispatcher. Messages arriving meanwhile stay
-/// unacknowledged, for the broker to deliver again.
+/// then has it read them. A broker taking a client id over from a connection still open (a
+/// dispatcher started again at once) drops what it had not read of the old one, and
+/// acknowledged messages sent again would get new event ids from the restarted dispatcher.
+/// Messages arriving meanwhile stay unacknowledged, for the broker to deliver again.
 pub(crate) async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
     let closed = async {
         let mut requested = false;

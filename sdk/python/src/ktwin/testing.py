@@ -8,6 +8,7 @@ HTTP exactly as in production.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -36,10 +37,19 @@ READY_LINE = "ready; Ctrl-C stops"
 
 def free_port() -> int:
     """A TCP port free on loopback at the time of the call."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports free on loopback at the time of the call (held together
+    while they are chosen, so none is chosen twice)."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(count):
+            sock = held.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 def find_ktwin() -> str | None:
@@ -120,8 +130,7 @@ class LocalPlatform(_Stoppable):
         self.project = self.workdir / root.name / project.relative_to(root)
         if services:
             _override_services(self.project / "ktwin.yaml", services)
-        self.port = free_port()
-        self.mqtt_port = free_port()
+        self.port, self.mqtt_port = free_ports(2)
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = self.workdir / "ktwin-up.log"
         self._stopped_output: str | None = None
@@ -142,8 +151,10 @@ class LocalPlatform(_Stoppable):
         try:
             wait_http(f"{self.url}/health", ready_timeout, self.process)
             self.wait_for_output(READY_LINE, ready_timeout)
-        except Exception:
-            self.stop()
+        except Exception as err:
+            # The log goes with the work directory: keep its end, which says why.
+            tail = "\n".join(self.stop().splitlines()[-20:])
+            err.add_note(f"ktwin up's output ended with:\n{tail}")
             raise
 
     @property
