@@ -154,8 +154,7 @@ class LocalPlatform(_Stoppable):
         except Exception as err:
             # The log goes with the work directory: keep its end, which says why.
             tail = "\n".join(self.stop().splitlines()[-20:])
-            err.add_note(f"ktwin up's output ended with:\n{tail}")
-            raise
+            raise RuntimeError(f"{err}; ktwin up's output ended with:\n{tail}") from err
 
     @property
     def token(self) -> str | None:
