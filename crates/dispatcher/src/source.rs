@@ -414,10 +414,16 @@ impl MqttSourceConfig {
 pub struct MqttSource {
     rx: mpsc::Receiver<SourceMessage>,
     connected: Arc<AtomicBool>,
-    /// Ends the connections' tasks, which then disconnect ([`MqttSource::close`] waits).
+    /// Ends the connections' tasks, which then disconnect ([`MqttSource::close`] waits; a
+    /// source dropped unclosed lets them disconnect on their own).
     stop: CancellationToken,
     connections: Vec<tokio::task::JoinHandle<()>>,
-    _stop_on_drop: tokio_util::sync::DropGuard,
+}
+
+impl Drop for MqttSource {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 struct MqttAck {
@@ -492,7 +498,6 @@ impl MqttSource {
         Self {
             rx,
             connected: all_up,
-            _stop_on_drop: stop.clone().drop_guard(),
             stop,
             connections,
         }
