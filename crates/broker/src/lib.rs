@@ -54,7 +54,7 @@ pub use delivery::{
     DEFAULT_MAX_DELIVERIES, DeadLetter, Delivery, NackOutcome, Subscription, SubscriptionSpec,
 };
 pub use filter::TypeFilter;
-pub use memory::{MemoryBroker, MemoryBrokerConfig};
+pub use memory::{MemoryBroker, MemoryBrokerConfig, held_bytes};
 pub use rabbitmq::{
     AmqpConnector, ConfirmedPublisher, QueueType, RabbitBroker, RabbitConfig, cancel_consumer,
     next_delivery,

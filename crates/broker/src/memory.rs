@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cloudevents::{AttributesReader, Event};
+use cloudevents::event::ExtensionValue;
+use cloudevents::{AttributesReader, Data, Event};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::delivery::{DeliverySource, Settle, Settlement};
@@ -23,6 +24,11 @@ pub struct MemoryBrokerConfig {
     /// Events a subscription holds at most, ready and unacknowledged together. Publishers wait
     /// when a matching subscription is full.
     pub queue_capacity: usize,
+    /// Bytes of events (see [`held_bytes`]) a subscription holds at most, ready and
+    /// unacknowledged together: device payloads of up to megabytes would otherwise let
+    /// `queue_capacity` events take gigabytes. Publishers wait for room as for a slot; an event
+    /// larger than the whole bound is taken once the subscription holds nothing else.
+    pub queue_bytes: usize,
     /// Bytes of dead letters (see [`NewDeadLetter::size`]) kept in memory per subscription
     /// when no [`DeadLetterSink`] is set ([`MemoryBroker::keep_dead_letters_in`]); beyond it
     /// the oldest are discarded, counted in `ktwin_broker_dead_letters_discarded_total` and
@@ -37,6 +43,7 @@ impl Default for MemoryBrokerConfig {
     fn default() -> Self {
         Self {
             queue_capacity: 10_000,
+            queue_bytes: 64 * 1024 * 1024,
             dead_letter_bytes: 16 * 1024 * 1024,
             publish_timeout: Some(Duration::from_secs(30)),
         }
@@ -83,6 +90,8 @@ struct Entry {
     /// copies a pointer, not the event.
     event: Arc<Event>,
     delivery_count: u32,
+    /// The bytes it holds of its queue's bound until it is acknowledged or dead-lettered.
+    charge: u32,
 }
 
 struct QueueState {
@@ -103,11 +112,27 @@ struct Queue {
     /// Free slots: a slot is held from publish until ack or dead-letter, so ready plus
     /// in-flight events never exceed the capacity.
     slots: Semaphore,
+    /// Free bytes, held like the slots by each event's [`Entry::charge`].
+    bytes: Semaphore,
+    /// The most one event is charged: the whole byte bound.
+    max_charge: u32,
     state: Mutex<QueueState>,
     available: Notify,
 }
 
 impl Queue {
+    /// What an event of `bytes` ([`held_bytes`]) is charged in this queue: at most the whole
+    /// bound.
+    fn charge(&self, bytes: usize) -> u32 {
+        u32::try_from(bytes).map_or(self.max_charge, |bytes| bytes.min(self.max_charge))
+    }
+
+    /// Gives back the slot and the bytes an event held.
+    fn release(&self, charge: u32) {
+        self.slots.add_permits(1);
+        self.bytes.add_permits(charge as usize);
+    }
+
     fn push_back(&self, entry: Entry) {
         self.state
             .lock()
@@ -132,6 +157,7 @@ impl Queue {
     /// buffer.
     async fn dead_letter(&self, entry: Entry, reason: String) {
         tracing::warn!(subscription = %self.name, id = entry.event.id(), %reason, "dead-lettering event");
+        let charge = entry.charge;
         let sink = self
             .dead_letter_sink
             .read()
@@ -149,7 +175,7 @@ impl Queue {
         }
         metrics::counter!(metric_names::DEAD_LETTERS, "subscription" => self.name.clone())
             .increment(1);
-        self.slots.add_permits(1);
+        self.release(charge);
     }
 
     /// Keeps a dead letter in memory, discarding the oldest (counted, logged) beyond the
@@ -181,6 +207,53 @@ impl Queue {
             tracing::warn!(subscription = %self.name, discarded, bound = self.dead_letter_bytes, "in-memory dead letters over their byte bound: the oldest were discarded");
         }
     }
+}
+
+/// Bytes `event` keeps alive in memory, as the broker's byte bounds count them: the event
+/// itself, its attributes' and extensions' text, and its data. JSON data counts each value as
+/// `serde_json` holds it plus its strings and keys, so a payload parsed into many small values
+/// counts more than its text.
+pub fn held_bytes(event: &Event) -> usize {
+    let text = |value: Option<&str>| value.map_or(0, str::len);
+    let attributes = event.id().len()
+        + event.ty().len()
+        + event.source().len()
+        + text(event.subject())
+        + text(event.datacontenttype())
+        + event.dataschema().map_or(0, |schema| schema.as_str().len());
+    let extensions: usize = event
+        .iter_extensions()
+        .map(|(name, value)| name.len() + size_of::<ExtensionValue>() + extension_text(value))
+        .sum();
+    let data = match event.data() {
+        None => 0,
+        Some(Data::Binary(bytes)) => bytes.len(),
+        Some(Data::String(text)) => text.len(),
+        Some(Data::Json(value)) => json_bytes(value),
+    };
+    size_of::<Event>() + attributes + extensions + data
+}
+
+fn extension_text(value: &ExtensionValue) -> usize {
+    match value {
+        ExtensionValue::String(text) => text.len(),
+        ExtensionValue::Boolean(_) | ExtensionValue::Integer(_) => 0,
+    }
+}
+
+/// Bytes a JSON value holds: the value itself, and its strings, keys and items.
+fn json_bytes(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    size_of::<Value>()
+        + match value {
+            Value::String(text) => text.len(),
+            Value::Array(items) => items.iter().map(json_bytes).sum(),
+            Value::Object(members) => members
+                .iter()
+                .map(|(key, value)| size_of::<String>() + key.len() + json_bytes(value))
+                .sum(),
+            Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        }
 }
 
 /// What a kept dead letter counts against its queue's byte bound.
@@ -251,9 +324,19 @@ impl MemoryBroker {
         route
     }
 
-    async fn reserve(&self, queue: &Queue) -> Result<(), BrokerError> {
-        let acquire = queue.slots.acquire();
-        let permit = match self.inner.config.publish_timeout {
+    /// Takes a slot and `charge` bytes of `queue`, waiting for them (at most the publish
+    /// timeout); they are given back by [`Queue::release`].
+    async fn reserve(&self, queue: &Queue, charge: u32) -> Result<(), BrokerError> {
+        // Both permits are kept only once both are taken: a wait given up on (the timeout, or
+        // the publisher's future dropped) returns the slot it may already hold.
+        let acquire = async {
+            let slot = queue.slots.acquire().await?;
+            let bytes = queue.bytes.acquire_many(charge).await?;
+            slot.forget();
+            bytes.forget();
+            Ok(())
+        };
+        let acquired = match self.inner.config.publish_timeout {
             None => acquire.await,
             Some(timeout) => tokio::time::timeout(timeout, acquire).await.map_err(|_| {
                 BrokerError::Backpressure {
@@ -262,12 +345,9 @@ impl MemoryBroker {
                 }
             })?,
         };
-        permit
-            .map_err(|_| {
-                BrokerError::Unavailable(format!("subscription {:?} was deleted", queue.name))
-            })?
-            .forget();
-        Ok(())
+        acquired.map_err(|_: tokio::sync::AcquireError| {
+            BrokerError::Unavailable(format!("subscription {:?} was deleted", queue.name))
+        })
     }
 
     fn remove_queue(inner: &Inner, name: &str) -> Option<Arc<Queue>> {
@@ -278,6 +358,7 @@ impl MemoryBroker {
             queue
         };
         queue.slots.close();
+        queue.bytes.close();
         let mut state = queue.state.lock().expect("queue lock");
         state.closed = true;
         let discarded = state.ready.len();
@@ -317,13 +398,14 @@ impl Broker for MemoryBroker {
             metric_names::count_unroutable(event.ty());
             return Ok(PublishOutcome::Unroutable);
         };
-        // A slot in every matching queue first, then the event into all of them: a publish
+        // Room in every matching queue first, then the event into all of them: a publish
         // that fails (one queue stayed full) leaves no copy anywhere, so the publisher's retry
         // gives no queue a second one.
+        let bytes = held_bytes(&event);
         for (reserved, queue) in queues.iter().enumerate() {
-            if let Err(err) = self.reserve(queue).await {
+            if let Err(err) = self.reserve(queue, queue.charge(bytes)).await {
                 for queue in &queues[..reserved] {
-                    queue.slots.add_permits(1);
+                    queue.release(queue.charge(bytes));
                 }
                 return Err(err);
             }
@@ -332,11 +414,14 @@ impl Broker for MemoryBroker {
             queue.push_back(Entry {
                 event: Arc::clone(&event),
                 delivery_count: 0,
+                charge: queue.charge(bytes),
             });
         }
+        let charge = last.charge(bytes);
         last.push_back(Entry {
             event,
             delivery_count: 0,
+            charge,
         });
         Ok(PublishOutcome::Routed)
     }
@@ -348,6 +433,8 @@ impl Broker for MemoryBroker {
                 reason: "the type filter matches nothing".into(),
             });
         }
+        // A charge is taken in one `u32` of permits.
+        let max_charge = u32::try_from(self.inner.config.queue_bytes.max(1)).unwrap_or(u32::MAX);
         let queue = {
             let mut queues = self.inner.queues.write().expect("queues lock");
             let queue = queues.entry(spec.name.clone()).or_insert_with(|| {
@@ -359,6 +446,8 @@ impl Broker for MemoryBroker {
                     dead_letter_bytes: self.inner.config.dead_letter_bytes,
                     dead_letter_sink: Arc::clone(&self.inner.dead_letter_sink),
                     slots: Semaphore::new(self.inner.config.queue_capacity.max(1)),
+                    bytes: Semaphore::new(max_charge as usize),
+                    max_charge,
                     state: Mutex::new(QueueState {
                         ready: VecDeque::new(),
                         dead: VecDeque::new(),
@@ -451,6 +540,7 @@ impl DeliverySource for MemorySource {
                             Box::new(MemorySettle {
                                 queue: Arc::clone(&self.queue),
                                 delivery_count: entry.delivery_count,
+                                charge: entry.charge,
                             }),
                         ));
                     }
@@ -495,6 +585,7 @@ impl Drop for MemorySource {
 struct MemorySettle {
     queue: Arc<Queue>,
     delivery_count: u32,
+    charge: u32,
 }
 
 impl MemorySettle {
@@ -502,6 +593,7 @@ impl MemorySettle {
         Entry {
             event,
             delivery_count: self.delivery_count,
+            charge: self.charge,
         }
     }
 }
@@ -514,7 +606,7 @@ impl Settle for MemorySettle {
         settlement: Settlement,
     ) -> Result<(), BrokerError> {
         match settlement {
-            Settlement::Ack => self.queue.slots.add_permits(1),
+            Settlement::Ack => self.queue.release(self.charge),
             Settlement::Requeue => self.queue.requeue(self.entry(event)),
             Settlement::DeadLetter(reason) => {
                 self.queue.dead_letter(self.entry(event), reason).await;

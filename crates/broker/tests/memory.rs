@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use futures::FutureExt;
 use ktwin_broker::{
     Broker, BrokerError, DeadLetterSink, MemoryBroker, MemoryBrokerConfig, NackOutcome,
-    NewDeadLetter, PublishOutcome, Subscription, SubscriptionSpec, TypeFilter,
+    NewDeadLetter, PublishOutcome, Subscription, SubscriptionSpec, TypeFilter, held_bytes,
 };
 
 fn event(id: &str, ty: &str) -> Event {
@@ -43,6 +43,31 @@ fn small(capacity: usize, timeout: Option<Duration>) -> MemoryBroker {
         queue_capacity: capacity,
         dead_letter_bytes: 3 * letter_size(),
         publish_timeout: timeout,
+        ..MemoryBrokerConfig::default()
+    })
+}
+
+/// An event whose data is a string of `bytes` bytes.
+fn sized(id: &str, bytes: usize) -> Event {
+    EventBuilderV10::new()
+        .id(id)
+        .ty("t")
+        .source("pole-1")
+        .data(
+            "application/json",
+            serde_json::json!({"text": "x".repeat(bytes)}),
+        )
+        .build()
+        .unwrap()
+}
+
+/// A broker whose subscriptions hold at most `bytes` of events and 100 events.
+fn byte_bounded(bytes: usize) -> MemoryBroker {
+    MemoryBroker::new(MemoryBrokerConfig {
+        queue_capacity: 100,
+        queue_bytes: bytes,
+        publish_timeout: None,
+        ..MemoryBrokerConfig::default()
     })
 }
 
@@ -503,4 +528,115 @@ async fn deleting_closes_receivers_and_conflicting_filters_are_refused() {
     broker.delete_subscription("s").await.unwrap();
     assert!(sub.recv().await.is_none());
     assert!(sub.recv_batch(5).await.is_empty());
+}
+
+#[test]
+fn an_event_is_charged_by_the_bytes_it_holds() {
+    let small = held_bytes(&sized("1", 10));
+    let large = held_bytes(&sized("1", 100_000));
+    assert_eq!(
+        large - small,
+        100_000 - 10,
+        "the data's text counts byte for byte"
+    );
+    // A parsed payload of many values counts more than its text.
+    let text = serde_json::json!([1, 2, 3, 4, 5, 6, 7, 8]).to_string();
+    let parsed = EventBuilderV10::new()
+        .id("1")
+        .ty("t")
+        .source("pole-1")
+        .data(
+            "application/json",
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let as_text = EventBuilderV10::new()
+        .id("1")
+        .ty("t")
+        .source("pole-1")
+        .data("application/json", text)
+        .build()
+        .unwrap();
+    assert!(held_bytes(&parsed) > held_bytes(&as_text));
+}
+
+/// Large events fill a subscription by their bytes long before its event count: publishers
+/// wait for room, and an acknowledged, dead-lettered or requeued event's bytes are accounted
+/// as its slot is.
+#[tokio::test]
+async fn a_subscription_holds_events_up_to_its_bytes() {
+    let payload = 100_000;
+    let broker = byte_bounded(2 * held_bytes(&sized("0", payload)) + 1_000);
+    let spec = SubscriptionSpec::new("s", TypeFilter::all()).max_deliveries(1);
+    let mut sub = broker.subscribe(spec).await.unwrap();
+    broker.publish(sized("1", payload)).await.unwrap();
+    broker.publish(sized("2", payload)).await.unwrap();
+    let mut third = Box::pin(broker.publish(sized("3", payload)));
+    assert!(
+        futures::poll!(&mut third).is_pending(),
+        "a third large event must wait for bytes, with 98 slots free"
+    );
+    // A requeued event still holds its bytes.
+    drop(sub.recv().await.unwrap());
+    assert!(futures::poll!(&mut third).is_pending());
+    // An acknowledged one gives them back.
+    sub.recv().await.unwrap().ack().await.unwrap();
+    third.await.unwrap();
+    // So does a dead-lettered one.
+    let mut fourth = Box::pin(broker.publish(sized("4", payload)));
+    assert!(futures::poll!(&mut fourth).is_pending());
+    let d = sub.recv().await.unwrap();
+    assert_eq!(d.nack("failing").await.unwrap(), NackOutcome::DeadLettered);
+    fourth.await.unwrap();
+    assert_eq!(broker.depth("s"), Some(2));
+}
+
+/// An event larger than the whole bound is not refused for ever: it is taken once the
+/// subscription holds nothing else, and everything after it waits for it.
+#[tokio::test]
+async fn an_event_larger_than_the_bound_passes_alone() {
+    let broker = byte_bounded(1_000);
+    let mut sub = broker
+        .subscribe(SubscriptionSpec::new("s", TypeFilter::all()))
+        .await
+        .unwrap();
+    broker.publish(sized("small", 10)).await.unwrap();
+    let mut large = Box::pin(broker.publish(sized("large", 10_000)));
+    assert!(futures::poll!(&mut large).is_pending());
+    sub.recv().await.unwrap().ack().await.unwrap();
+    large.await.unwrap();
+    let mut after = Box::pin(broker.publish(sized("after", 10)));
+    assert!(futures::poll!(&mut after).is_pending());
+    let d = sub.recv().await.unwrap();
+    assert_eq!(d.event().id(), "large");
+    d.ack().await.unwrap();
+    after.await.unwrap();
+}
+
+/// A publisher that gives up waiting for bytes leaves the slot it had taken: the subscription
+/// is not shrunk by abandoned publishes.
+#[tokio::test]
+async fn a_publish_given_up_on_returns_its_slot() {
+    let broker = MemoryBroker::new(MemoryBrokerConfig {
+        queue_capacity: 2,
+        queue_bytes: held_bytes(&sized("0", 10_000)) + 100,
+        publish_timeout: Some(Duration::from_millis(30)),
+        ..MemoryBrokerConfig::default()
+    });
+    let mut sub = broker
+        .subscribe(SubscriptionSpec::new("s", TypeFilter::all()))
+        .await
+        .unwrap();
+    broker.publish(sized("1", 10_000)).await.unwrap();
+    for id in ["2", "3"] {
+        let err = broker.publish(sized(id, 10_000)).await.unwrap_err();
+        assert!(matches!(err, BrokerError::Backpressure { .. }), "{err}");
+    }
+    assert_eq!(broker.depth("s"), Some(1));
+    sub.recv().await.unwrap().ack().await.unwrap();
+    // Both slots are free again: two small events fit at once.
+    broker.publish(sized("4", 1)).await.unwrap();
+    broker.publish(sized("5", 1)).await.unwrap();
+    assert_eq!(broker.depth("s"), Some(2));
 }

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cloudevents::AttributesReader;
-use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use ktwin_broker::Broker;
+use futures::{FutureExt, StreamExt};
+use ktwin_broker::{Broker, held_bytes};
 use tokio_util::sync::CancellationToken;
 
 use crate::dead_letter::device_dead_letter;
@@ -64,6 +64,7 @@ pub struct IngressDispatcher {
     policy: IngressPolicy,
     metrics: DispatchMetrics,
     max_in_flight: usize,
+    max_in_flight_bytes: usize,
     counters: Arc<IngressCounters>,
 }
 
@@ -72,6 +73,7 @@ impl std::fmt::Debug for IngressDispatcher {
         f.debug_struct("IngressDispatcher")
             .field("policy", &self.policy)
             .field("max_in_flight", &self.max_in_flight)
+            .field("max_in_flight_bytes", &self.max_in_flight_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -90,6 +92,7 @@ impl IngressDispatcher {
             policy,
             metrics,
             max_in_flight: 512,
+            max_in_flight_bytes: 64 * 1024 * 1024,
             counters: Arc::default(),
         }
     }
@@ -97,6 +100,15 @@ impl IngressDispatcher {
     /// Messages being published at once, at most (pipelining depth).
     pub fn max_in_flight(mut self, max: usize) -> Self {
         self.max_in_flight = max.max(1);
+        self
+    }
+
+    /// Bytes of messages being published at once (each message's payload and its event's
+    /// [`held_bytes`]): no message is taken while they reach this, so at most one message more.
+    /// Device payloads of up to megabytes would otherwise let [`max_in_flight`](Self::max_in_flight)
+    /// messages take gigabytes while the broker pushes back.
+    pub fn max_in_flight_bytes(mut self, max: usize) -> Self {
+        self.max_in_flight_bytes = max.max(1);
         self
     }
 
@@ -116,17 +128,21 @@ impl IngressDispatcher {
             .then(|| DuplicateTracker::new(self.max_in_flight.max(1024) * 64));
         // A device on a topic nothing matches publishes again and again: warn once per topic.
         let mut unmatched = FirstSeen::new(1024);
+        // Each message's future yields the bytes it was charged.
         let mut in_flight = FuturesOrdered::new();
+        let mut in_flight_bytes = 0;
         let mut source_open = true;
         loop {
-            let accepting =
-                source_open && !shutdown.is_cancelled() && in_flight.len() < self.max_in_flight;
+            let accepting = source_open
+                && !shutdown.is_cancelled()
+                && in_flight.len() < self.max_in_flight
+                && in_flight_bytes < self.max_in_flight_bytes;
             if !accepting && in_flight.is_empty() && (!source_open || shutdown.is_cancelled()) {
                 break;
             }
             tokio::select! {
                 biased;
-                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => in_flight_bytes -= done,
                 message = source.next(), if accepting => match message {
                     Some(message) => {
                         let started = Instant::now();
@@ -136,11 +152,15 @@ impl IngressDispatcher {
                                     Some(tracker) => identify(tracker, &message, reading, self.policy.trace_sampler),
                                     None => reading.into_event(None, self.policy.trace_sampler),
                                 };
-                                in_flight.push_back(self.publish(event, message, started, shutdown.clone()).boxed());
+                                let bytes = held_bytes(&event) + message.payload.len();
+                                in_flight_bytes += bytes;
+                                in_flight.push_back(self.publish(event, message, started, shutdown.clone()).map(move |()| bytes).boxed());
                             }
                             Err(rejection) => {
                                 let warn = rejection.kind != RejectKind::BadTopic || unmatched.first(&message.topic);
-                                in_flight.push_back(self.dead_letter(message, rejection, warn, started, shutdown.clone()).boxed());
+                                let bytes = message.topic.len() + message.payload.len();
+                                in_flight_bytes += bytes;
+                                in_flight.push_back(self.dead_letter(message, rejection, warn, started, shutdown.clone()).map(move |()| bytes).boxed());
                             }
                         }
                     }
@@ -275,4 +295,99 @@ fn identify(
     event
 }
 
-use futures::FutureExt as _;
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use ktwin_broker::{MemoryBroker, MemoryBrokerConfig, SubscriptionSpec, TypeFilter};
+
+    use super::*;
+    use crate::dead_letter::MemoryDeadLetters;
+    use crate::error::TransportError;
+    use crate::ingress::TopicSyntax;
+    use crate::source::SourceAck;
+
+    /// Device readings of one large payload each, as many as asked for; counts those taken.
+    struct LargeReadings {
+        payload: Bytes,
+        taken: Arc<AtomicUsize>,
+    }
+
+    struct Unacked;
+
+    #[async_trait]
+    impl SourceAck for Unacked {
+        async fn ack(self: Box<Self>) -> Result<(), TransportError> {
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl DeviceSource for LargeReadings {
+        fn syntax(&self) -> TopicSyntax {
+            TopicSyntax::Mqtt
+        }
+
+        async fn next(&mut self) -> Option<SourceMessage> {
+            let n = self.taken.fetch_add(1, Ordering::SeqCst);
+            Some(SourceMessage::new(
+                format!("ktwin/real/city-pole/pole-{n}"),
+                self.payload.clone(),
+                false,
+                Box::new(Unacked),
+            ))
+        }
+
+        fn connected(&self) -> Arc<AtomicBool> {
+            Arc::new(AtomicBool::new(true))
+        }
+
+        fn redelivers(&self) -> bool {
+            false
+        }
+    }
+
+    /// With the broker pushing back, the dispatcher stops taking large messages at its byte
+    /// bound, far below its message count bound.
+    #[tokio::test]
+    async fn messages_in_flight_are_bounded_by_bytes() {
+        let text = "x".repeat(100_000);
+        let payload = Bytes::from(serde_json::json!({ "text": text }).to_string());
+        // A subscription nobody reads, full after one event: every publish after it waits.
+        let broker = MemoryBroker::new(MemoryBrokerConfig {
+            queue_capacity: 1,
+            publish_timeout: None,
+            ..MemoryBrokerConfig::default()
+        });
+        let _held = broker
+            .subscribe(SubscriptionSpec::new("held", TypeFilter::all()))
+            .await
+            .unwrap();
+        let taken = Arc::new(AtomicUsize::new(0));
+        let source = LargeReadings {
+            payload: payload.clone(),
+            taken: Arc::clone(&taken),
+        };
+        let dispatcher = IngressDispatcher::new(
+            Arc::new(broker),
+            Arc::new(MemoryDeadLetters::new(1 << 20)),
+            IngressPolicy::default(),
+            DispatchMetrics::ingress("bytes-bound", "ktwin"),
+        )
+        .max_in_flight_bytes(10 * payload.len());
+        let stop = CancellationToken::new();
+        let run = tokio::spawn(dispatcher.run(source, stop.clone()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // One event is on the bus; each one in flight is charged its payload and its event's
+        // bytes (more than twice the payload), so at most 5 are in flight.
+        let taken_now = taken.load(Ordering::SeqCst);
+        assert!(
+            (2..=7).contains(&taken_now),
+            "{taken_now} messages taken, the message bound being 512"
+        );
+        stop.cancel();
+        run.abort();
+    }
+}
