@@ -315,6 +315,10 @@ impl MemoryBroker {
         // A fixed order keeps concurrent publishers from interleaving differently per queue.
         matching.sort_by(|a, b| a.name.cmp(&b.name));
         let route: Arc<[Arc<Queue>]> = matching.into();
+        if ty.len() > ktwin_events::MAX_EVENT_TYPE_LEN {
+            // No ktwin type: routed, but not kept (4,096 such types could each be megabytes).
+            return route;
+        }
         let mut routes = self.inner.routes.write().expect("routes lock");
         // Types come from outside too (the HTTP ingress): start over rather than grow forever.
         if routes.len() >= MAX_CACHED_ROUTES {

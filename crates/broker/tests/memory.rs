@@ -640,3 +640,35 @@ async fn a_publish_given_up_on_returns_its_slot() {
     broker.publish(sized("5", 1)).await.unwrap();
     assert_eq!(broker.depth("s"), Some(2));
 }
+
+/// A type longer than any of the grammar's, which the broker routes without remembering its
+/// route, is still routed like any other, before and after a subscription changes.
+#[tokio::test]
+async fn overlong_types_are_routed_like_others() {
+    let broker = MemoryBroker::default();
+    let long = format!(
+        "ktwin.real.{}",
+        "x".repeat(ktwin_events::MAX_EVENT_TYPE_LEN)
+    );
+    let mut prefix = broker
+        .subscribe(SubscriptionSpec::new(
+            "real",
+            TypeFilter::prefix("ktwin.real."),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        broker.publish(event("1", &long)).await.unwrap(),
+        PublishOutcome::Routed
+    );
+    assert_eq!(prefix.recv().await.unwrap().event().id(), "1");
+    let mut exact = broker
+        .subscribe(SubscriptionSpec::new(
+            "exact",
+            TypeFilter::exact([long.as_str()]),
+        ))
+        .await
+        .unwrap();
+    broker.publish(event("2", &long)).await.unwrap();
+    assert_eq!(exact.recv().await.unwrap().event().id(), "2");
+}

@@ -46,8 +46,12 @@ impl EventTypeLabels {
     }
 
     /// The label of `event_type`: its name while there is room (or it already has one), else
-    /// [`OTHER_LABEL`].
+    /// [`OTHER_LABEL`]; a type longer than any of the grammar's
+    /// ([`MAX_EVENT_TYPE_LEN`](crate::MAX_EVENT_TYPE_LEN)) is never named.
     pub fn label(&self, event_type: &str) -> String {
+        if event_type.len() > crate::MAX_EVENT_TYPE_LEN {
+            return OTHER_LABEL.to_owned();
+        }
         let mut named = self.named.lock().unwrap_or_else(|e| e.into_inner());
         if named.contains(event_type) {
             return event_type.to_owned();
@@ -80,5 +84,18 @@ mod tests {
         assert_eq!(distinct.len(), 4, "{distinct:?}");
         assert!(distinct.contains(OTHER_LABEL));
         assert_eq!(labels.label("ktwin.real.iface-1"), "ktwin.real.iface-1");
+    }
+
+    /// The grammar's longest type is named; a longer one, which no component produces, takes
+    /// no room: it could be megabytes.
+    #[test]
+    fn types_longer_than_the_grammar_allows_are_other() {
+        let name = "n".repeat(crate::name::MAX_NAME_LEN);
+        let longest = crate::EventType::command(&name, &name).unwrap().to_string();
+        assert_eq!(longest.len(), crate::MAX_EVENT_TYPE_LEN);
+        let labels = EventTypeLabels::new(10);
+        assert_eq!(labels.label(&longest), longest);
+        assert_eq!(labels.label(&format!("{longest}x")), OTHER_LABEL);
+        assert_eq!(labels.named(), 1);
     }
 }

@@ -44,7 +44,7 @@ pub use device_topic::{
     JSON_PAYLOAD_FORMAT, PatternError, TelemetryTopic, mqtt_topic_of_routing_key,
     routing_key_of_mqtt_topic,
 };
-pub use event_type::{EventKind, EventType};
+pub use event_type::{EventKind, EventType, MAX_EVENT_TYPE_LEN};
 pub use label::{DEFAULT_EVENT_TYPE_LABELS, EventTypeLabels, OTHER_LABEL};
 pub use name::{GrammarError, validate_name};
 pub use topic::{Topic, TopicKind};

@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use cloudevents::Event;
+use cloudevents::{AttributesReader as _, Event};
 use ktwin_broker::{
     Broker, BrokerError, DeadLetter, PublishOutcome, Subscription, SubscriptionSpec,
 };
@@ -106,6 +106,16 @@ async fn receive(
                 .into_response();
         }
     };
+    if event.ty().len() > ktwin_events::MAX_EVENT_TYPE_LEN {
+        let detail = format!(
+            "event type is {} bytes long; a ktwin type has at most {}",
+            event.ty().len(),
+            ktwin_events::MAX_EVENT_TYPE_LEN
+        );
+        return Problem::new(StatusCode::BAD_REQUEST, detail)
+            .at(BROKER_PATH)
+            .into_response();
+    }
     // A service that does not propagate traces (the original's) posts events without one:
     // each starts a trace, so every event on the bus carries a traceparent.
     ktwin_events::trace::start_trace(&mut event, sampler);
