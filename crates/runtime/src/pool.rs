@@ -137,7 +137,9 @@ pub struct PoolStats {
 }
 
 struct Job {
-    event: Event,
+    /// Shared with the delivery it came from: a job whose deliverer gave up waiting can stay
+    /// queued while the delivery is redelivered, and must not hold a copy of its own then.
+    event: Arc<Event>,
     /// The owner epoch of the event's instance ([`ktwin_sdk::OWNER_EPOCH_HEADER`]).
     epoch: u64,
     reply: oneshot::Sender<Outcome>,
@@ -148,7 +150,7 @@ enum Outcome {
     /// The replica answered (or could not be reached).
     Done(Result<Vec<Event>, DeliveryError>),
     /// The replica stopped before taking it: route it again.
-    Returned(Box<Event>),
+    Returned(Arc<Event>),
 }
 
 type Lane = mpsc::Sender<Job>;
@@ -280,7 +282,8 @@ impl ServicePool {
 
     /// Delivers `event` to the replica that owns its instance (starting one if none runs) and
     /// returns the events its reply carries.
-    pub async fn deliver(&self, mut event: Event) -> Result<Vec<Event>, DeliveryError> {
+    pub async fn deliver(&self, event: impl Into<Arc<Event>>) -> Result<Vec<Event>, DeliveryError> {
+        let mut event = event.into();
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.shared.config.wait_timeout;
         let _pending = Pending::new(&self.shared);
@@ -334,7 +337,7 @@ impl ServicePool {
             // A job nobody waits for any more is skipped by the worker that takes it.
             match tokio::time::timeout_at(deadline, answer).await {
                 Ok(Ok(Outcome::Done(result))) => return result,
-                Ok(Ok(Outcome::Returned(returned))) => event = *returned,
+                Ok(Ok(Outcome::Returned(returned))) => event = returned,
                 Ok(Err(_)) => return Err(DeliveryError::ShuttingDown(self.shared.name.clone())),
                 Err(_) => return Err(no_replica()),
             }
@@ -387,7 +390,7 @@ async fn return_queued(queue: &Queue) {
     jobs.close();
     while let Ok(job) = jobs.try_recv() {
         // Nobody may wait for it any more; that is fine.
-        let _ = job.reply.send(Outcome::Returned(Box::new(job.event)));
+        let _ = job.reply.send(Outcome::Returned(job.event));
     }
 }
 
@@ -607,9 +610,11 @@ async fn post_event(
     client: &reqwest::Client,
     url: &str,
     replica: &str,
-    event: Event,
+    event: Arc<Event>,
     epoch: u64,
 ) -> Result<Vec<Event>, DeliveryError> {
+    // Encoded into a request it is consumed: a copy, unless the delivery was settled meanwhile.
+    let event = Arc::unwrap_or_clone(event);
     let id = event.id().to_owned();
     let (mut headers, body) = ktwin_sdk::to_binary_http(event)
         .map_err(|err| DeliveryError::Encode(format!("{id}: {err}")))?;

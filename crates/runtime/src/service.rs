@@ -32,8 +32,7 @@ pub trait ServiceEndpoint: Send + Sync {
 #[async_trait]
 impl ServiceEndpoint for ServicePool {
     async fn deliver(&self, event: Arc<Event>) -> Result<Vec<Event>, DeliveryError> {
-        // Encoded into a request it is consumed, so a copy of the delivery's event.
-        ServicePool::deliver(self, Arc::unwrap_or_clone(event)).await
+        ServicePool::deliver(self, event).await
     }
 
     fn stats(&self) -> PoolStats {
