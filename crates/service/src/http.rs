@@ -1,7 +1,7 @@
 //! The layers every ktwin HTTP service wears, in one place so they are the same everywhere: a
 //! trace span per request, a last-line catch of handler panics (answered with a problem and
-//! counted), a bound on requests and on their bodies' bytes in flight (503 with `Retry-After`
-//! beyond it), a ceiling on request bodies (413), a request timeout, and problem details for errors answered with a bare
+//! counted), a bound on requests in flight (503 with `Retry-After` beyond it), a ceiling on
+//! request bodies (413), a request timeout, and problem details for errors answered with a bare
 //! status (unknown routes, wrong methods, the timeout itself). Header count and size are
 //! bounded by hyper (100 headers, ~400 KiB: 431).
 
@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::body::HttpBody as _;
 use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -41,11 +40,6 @@ pub struct ServiceLimits {
     /// Largest request body in bytes, whatever the route (413 beyond it); routes set lower
     /// limits of their own.
     pub max_body: usize,
-    /// Bytes of request bodies being received or handled at once: a request is charged its
-    /// body's length, or `max_body` when it streams a body of unknown length, and one that
-    /// finds them spent is answered 503 with `Retry-After` like one beyond `max_in_flight`.
-    /// Without it, `max_in_flight` bodies of `max_body` could all be held at once (8 GiB).
-    pub max_body_bytes_in_flight: usize,
 }
 
 impl Default for ServiceLimits {
@@ -53,7 +47,6 @@ impl Default for ServiceLimits {
         Self {
             max_in_flight: 1024,
             max_body: 8 * 1024 * 1024,
-            max_body_bytes_in_flight: 128 * 1024 * 1024,
         }
     }
 }
@@ -71,7 +64,7 @@ pub fn with_service_layers_limited(
     router: Router,
     limits: ServiceLimits,
 ) -> Router {
-    let in_flight = Arc::new(InFlight::new(limits));
+    let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
     router
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -88,64 +81,25 @@ pub fn with_service_layers_limited(
         )
 }
 
-/// Counter of requests refused because too many, or too many bytes of bodies, were in flight.
+/// Counter of requests refused because too many were in flight.
 pub const REFUSED_IN_FLIGHT: &str = "ktwin_http_refused_in_flight_total";
 
-/// What the requests in flight hold: slots, and bytes of their bodies.
-struct InFlight {
-    requests: Semaphore,
-    body_bytes: Semaphore,
-    /// The most one request is charged: its body's ceiling, at most the whole bound.
-    max_charge: u32,
-}
-
-impl InFlight {
-    fn new(limits: ServiceLimits) -> Self {
-        // A charge is taken in one `u32` of permits.
-        let body_bytes = u32::try_from(limits.max_body_bytes_in_flight.max(1)).unwrap_or(u32::MAX);
-        let max_body = u32::try_from(limits.max_body).unwrap_or(u32::MAX);
-        Self {
-            requests: Semaphore::new(limits.max_in_flight),
-            body_bytes: Semaphore::new(body_bytes as usize),
-            max_charge: max_body.min(body_bytes),
-        }
-    }
-
-    /// The body bytes `request` may bring, as hyper knows them from the protocol (HTTP/1's
-    /// `Content-Length` or chunked coding, HTTP/2's end of stream): its length, the ceiling
-    /// when it streams a body of unknown length, none when it has no body.
-    fn charge(&self, request: &Request<Body>) -> u32 {
-        let body = request.body();
-        if body.is_end_stream() {
-            return 0;
-        }
-        body.size_hint()
-            .upper()
-            .and_then(|length| u32::try_from(length).ok())
-            .map_or(self.max_charge, |length| length.min(self.max_charge))
-    }
-}
-
-/// Runs the request if a slot and its body's bytes are free, else answers 503 at once
-/// (queueing would only make a flood wait longer and hold its memory). Liveness (`/health`) is
-/// never refused: an overloaded service is not a dead one.
+/// Runs the request if a slot is free, else answers 503 at once (queueing would only make a
+/// flood wait longer and hold its memory). Liveness (`/health`) is never refused: an overloaded
+/// service is not a dead one.
 async fn bounded(
-    axum::extract::State(in_flight): axum::extract::State<Arc<InFlight>>,
+    axum::extract::State(in_flight): axum::extract::State<Arc<Semaphore>>,
     request: Request<Body>,
     next: axum::middleware::Next,
 ) -> Response {
     if request.uri().path() == "/health" {
         return next.run(request).await;
     }
-    let slot = in_flight.requests.try_acquire();
-    let bytes = in_flight
-        .body_bytes
-        .try_acquire_many(in_flight.charge(&request));
-    let (Ok(_slot), Ok(_bytes)) = (slot, bytes) else {
+    let Ok(_slot) = in_flight.try_acquire_owned() else {
         metrics::counter!(REFUSED_IN_FLIGHT).increment(1);
         let mut response = Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "too many requests or request bytes in flight; retry in 1 s",
+            "too many requests in flight; retry in 1 s",
         )
         .at(request.uri().path())
         .into_response();
