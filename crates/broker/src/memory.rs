@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cloudevents::event::ExtensionValue;
 use cloudevents::{AttributesReader, Data, Event};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 
 use crate::delivery::{DeliverySource, Settle, Settlement};
 use crate::{
@@ -24,10 +24,14 @@ pub struct MemoryBrokerConfig {
     /// Events a subscription holds at most, ready and unacknowledged together. Publishers wait
     /// when a matching subscription is full.
     pub queue_capacity: usize,
-    /// Bytes of events (see [`held_bytes`]) a subscription holds at most, ready and
-    /// unacknowledged together: device payloads of up to megabytes would otherwise let
-    /// `queue_capacity` events take gigabytes. Publishers wait for room as for a slot; an event
-    /// larger than the whole bound is taken once the subscription holds nothing else.
+    /// Bytes of events (see [`held_bytes`]) waiting in a subscription for a consumer at most:
+    /// device payloads of up to megabytes would otherwise let `queue_capacity` events take
+    /// gigabytes. Publishers wait for room as for a slot; an event larger than the whole bound
+    /// (which is at most 4 GiB) is taken once no other is waiting. Events handed to consumers
+    /// are bounded by the consumers' own parallelism instead: a consumer that publishes into
+    /// the subscription it reads before acknowledging (a service replying to itself) would
+    /// otherwise wait for bytes only its own acknowledgement frees. A requeued event waits
+    /// again without being charged again.
     pub queue_bytes: usize,
     /// Bytes of dead letters (see [`NewDeadLetter::size`]) kept in memory per subscription
     /// when no [`DeadLetterSink`] is set ([`MemoryBroker::keep_dead_letters_in`]); beyond it
@@ -90,7 +94,7 @@ struct Entry {
     /// copies a pointer, not the event.
     event: Arc<Event>,
     delivery_count: u32,
-    /// The bytes it holds of its queue's bound until it is acknowledged or dead-lettered.
+    /// The bytes it holds of its queue's bound until a consumer takes it (none once requeued).
     charge: u32,
 }
 
@@ -112,7 +116,7 @@ struct Queue {
     /// Free slots: a slot is held from publish until ack or dead-letter, so ready plus
     /// in-flight events never exceed the capacity.
     slots: Semaphore,
-    /// Free bytes, held like the slots by each event's [`Entry::charge`].
+    /// Free bytes, held by each waiting event's [`Entry::charge`].
     bytes: Semaphore,
     /// The most one event is charged: the whole byte bound.
     max_charge: u32,
@@ -125,12 +129,6 @@ impl Queue {
     /// bound.
     fn charge(&self, bytes: usize) -> u32 {
         u32::try_from(bytes).map_or(self.max_charge, |bytes| bytes.min(self.max_charge))
-    }
-
-    /// Gives back the slot and the bytes an event held.
-    fn release(&self, charge: u32) {
-        self.slots.add_permits(1);
-        self.bytes.add_permits(charge as usize);
     }
 
     fn push_back(&self, entry: Entry) {
@@ -157,7 +155,6 @@ impl Queue {
     /// buffer.
     async fn dead_letter(&self, entry: Entry, reason: String) {
         tracing::warn!(subscription = %self.name, id = entry.event.id(), %reason, "dead-lettering event");
-        let charge = entry.charge;
         let sink = self
             .dead_letter_sink
             .read()
@@ -175,7 +172,7 @@ impl Queue {
         }
         metrics::counter!(metric_names::DEAD_LETTERS, "subscription" => self.name.clone())
             .increment(1);
-        self.release(charge);
+        self.slots.add_permits(1);
     }
 
     /// Keeps a dead letter in memory, discarding the oldest (counted, logged) beyond the
@@ -328,17 +325,18 @@ impl MemoryBroker {
         route
     }
 
-    /// Takes a slot and `charge` bytes of `queue`, waiting for them (at most the publish
-    /// timeout); they are given back by [`Queue::release`].
-    async fn reserve(&self, queue: &Queue, charge: u32) -> Result<(), BrokerError> {
-        // Both permits are kept only once both are taken: a wait given up on (the timeout, or
-        // the publisher's future dropped) returns the slot it may already hold.
+    /// A slot and `charge` bytes of `queue`, waited for (at most the publish timeout). They
+    /// return to the queue when dropped, so a publish given up on (the timeout, or the
+    /// publisher's future dropped) leaves nothing taken; one that succeeds forgets them.
+    async fn reserve<'q>(
+        &self,
+        queue: &'q Queue,
+        charge: u32,
+    ) -> Result<[SemaphorePermit<'q>; 2], BrokerError> {
         let acquire = async {
             let slot = queue.slots.acquire().await?;
             let bytes = queue.bytes.acquire_many(charge).await?;
-            slot.forget();
-            bytes.forget();
-            Ok(())
+            Ok([slot, bytes])
         };
         let acquired = match self.inner.config.publish_timeout {
             None => acquire.await,
@@ -403,17 +401,17 @@ impl Broker for MemoryBroker {
             return Ok(PublishOutcome::Unroutable);
         };
         // Room in every matching queue first, then the event into all of them: a publish
-        // that fails (one queue stayed full) leaves no copy anywhere, so the publisher's retry
-        // gives no queue a second one.
+        // that fails (one queue stayed full) or is dropped while it waits leaves no copy and
+        // no room taken anywhere, so the publisher's retry gives no queue a second one.
         let bytes = held_bytes(&event);
-        for (reserved, queue) in queues.iter().enumerate() {
-            if let Err(err) = self.reserve(queue, queue.charge(bytes)).await {
-                for queue in &queues[..reserved] {
-                    queue.release(queue.charge(bytes));
-                }
-                return Err(err);
-            }
+        let mut reserved = Vec::with_capacity(queues.len());
+        for queue in queues.iter() {
+            reserved.push(self.reserve(queue, queue.charge(bytes)).await?);
         }
+        reserved
+            .into_iter()
+            .flatten()
+            .for_each(SemaphorePermit::forget);
         for queue in rest {
             queue.push_back(Entry {
                 event: Arc::clone(&event),
@@ -535,7 +533,9 @@ impl DeliverySource for MemorySource {
                 if !state.ready.is_empty() {
                     let n = max.min(state.ready.len());
                     let more_left = state.ready.len() > n;
+                    let mut taken_bytes = 0;
                     for mut entry in state.ready.drain(..n) {
+                        taken_bytes += entry.charge as usize;
                         entry.delivery_count += 1;
                         out.push(Delivery::new(
                             entry.event,
@@ -544,11 +544,11 @@ impl DeliverySource for MemorySource {
                             Box::new(MemorySettle {
                                 queue: Arc::clone(&self.queue),
                                 delivery_count: entry.delivery_count,
-                                charge: entry.charge,
                             }),
                         ));
                     }
                     drop(state);
+                    self.queue.bytes.add_permits(taken_bytes);
                     if more_left {
                         // Let a competing consumer take the rest.
                         self.queue.available.notify_one();
@@ -589,7 +589,6 @@ impl Drop for MemorySource {
 struct MemorySettle {
     queue: Arc<Queue>,
     delivery_count: u32,
-    charge: u32,
 }
 
 impl MemorySettle {
@@ -597,7 +596,7 @@ impl MemorySettle {
         Entry {
             event,
             delivery_count: self.delivery_count,
-            charge: self.charge,
+            charge: 0,
         }
     }
 }
@@ -610,7 +609,7 @@ impl Settle for MemorySettle {
         settlement: Settlement,
     ) -> Result<(), BrokerError> {
         match settlement {
-            Settlement::Ack => self.queue.release(self.charge),
+            Settlement::Ack => self.queue.slots.add_permits(1),
             Settlement::Requeue => self.queue.requeue(self.entry(event)),
             Settlement::DeadLetter(reason) => {
                 self.queue.dead_letter(self.entry(event), reason).await;

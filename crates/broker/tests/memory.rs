@@ -562,14 +562,16 @@ fn an_event_is_charged_by_the_bytes_it_holds() {
 }
 
 /// Large events fill a subscription by their bytes long before its event count: publishers
-/// wait for room, and an acknowledged, dead-lettered or requeued event's bytes are accounted
-/// as its slot is.
+/// wait for room until a consumer takes a waiting event. A requeued event waits again without
+/// being charged again, and nothing is lost.
 #[tokio::test]
-async fn a_subscription_holds_events_up_to_its_bytes() {
+async fn a_subscription_holds_waiting_events_up_to_their_bytes() {
     let payload = 100_000;
     let broker = byte_bounded(2 * held_bytes(&sized("0", payload)) + 1_000);
-    let spec = SubscriptionSpec::new("s", TypeFilter::all()).max_deliveries(1);
-    let mut sub = broker.subscribe(spec).await.unwrap();
+    let mut sub = broker
+        .subscribe(SubscriptionSpec::new("s", TypeFilter::all()))
+        .await
+        .unwrap();
     broker.publish(sized("1", payload)).await.unwrap();
     broker.publish(sized("2", payload)).await.unwrap();
     let mut third = Box::pin(broker.publish(sized("3", payload)));
@@ -577,23 +579,55 @@ async fn a_subscription_holds_events_up_to_its_bytes() {
         futures::poll!(&mut third).is_pending(),
         "a third large event must wait for bytes, with 98 slots free"
     );
-    // A requeued event still holds its bytes.
-    drop(sub.recv().await.unwrap());
-    assert!(futures::poll!(&mut third).is_pending());
-    // An acknowledged one gives them back.
-    sub.recv().await.unwrap().ack().await.unwrap();
+    // Taken by a consumer, an event no longer counts against the bytes.
+    let first = sub.recv().await.unwrap();
     third.await.unwrap();
-    // So does a dead-lettered one.
     let mut fourth = Box::pin(broker.publish(sized("4", payload)));
     assert!(futures::poll!(&mut fourth).is_pending());
-    let d = sub.recv().await.unwrap();
-    assert_eq!(d.nack("failing").await.unwrap(), NackOutcome::DeadLettered);
+    // Requeued, it is not charged again: the fourth still waits, and nothing is lost.
+    drop(first);
+    assert!(futures::poll!(&mut fourth).is_pending());
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let delivery = sub.recv().await.unwrap();
+        ids.push(delivery.event().id().to_owned());
+        delivery.ack().await.unwrap();
+    }
     fourth.await.unwrap();
-    assert_eq!(broker.depth("s"), Some(2));
+    for _ in 0..2 {
+        let delivery = sub.recv().await.unwrap();
+        ids.push(delivery.event().id().to_owned());
+        delivery.ack().await.unwrap();
+    }
+    ids.sort();
+    assert_eq!(ids, ["1", "2", "3", "4"]);
+    assert_eq!(broker.depth("s"), Some(0));
 }
 
-/// An event larger than the whole bound is not refused for ever: it is taken once the
-/// subscription holds nothing else, and everything after it waits for it.
+/// A consumer that publishes into the subscription it reads before acknowledging (a service
+/// replying to itself) is not held back by the events it holds unacknowledged.
+#[tokio::test]
+async fn a_consumer_publishing_into_its_own_subscription_is_not_held_back_by_what_it_holds() {
+    let payload = 100_000;
+    let broker = byte_bounded(held_bytes(&sized("0", payload)) + 1_000);
+    let mut sub = broker
+        .subscribe(SubscriptionSpec::new("s", TypeFilter::all()))
+        .await
+        .unwrap();
+    broker.publish(sized("1", payload)).await.unwrap();
+    let held = sub.recv().await.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        broker.publish(sized("reply", payload)),
+    )
+    .await
+    .expect("the reply is not held back by the delivery it answers")
+    .unwrap();
+    held.ack().await.unwrap();
+}
+
+/// An event larger than the whole bound is not refused for ever: it is taken once no other
+/// event waits, and everything after it waits until a consumer takes it.
 #[tokio::test]
 async fn an_event_larger_than_the_bound_passes_alone() {
     let broker = byte_bounded(1_000);
@@ -610,8 +644,29 @@ async fn an_event_larger_than_the_bound_passes_alone() {
     assert!(futures::poll!(&mut after).is_pending());
     let d = sub.recv().await.unwrap();
     assert_eq!(d.event().id(), "large");
-    d.ack().await.unwrap();
     after.await.unwrap();
+    d.ack().await.unwrap();
+}
+
+/// A publish to several subscriptions dropped while it waits for one of them (an HTTP request
+/// timing out, say) gives back the room it took in the others.
+#[tokio::test]
+async fn a_publish_dropped_while_waiting_leaves_no_room_taken() {
+    let broker = small(1, None);
+    let _a = broker
+        .subscribe(SubscriptionSpec::new("a", TypeFilter::exact(["t"])))
+        .await
+        .unwrap();
+    let _b = broker
+        .subscribe(SubscriptionSpec::new("b", TypeFilter::exact(["t", "v"])))
+        .await
+        .unwrap();
+    broker.publish(event("1", "v")).await.unwrap();
+    let mut waiting = Box::pin(broker.publish(event("2", "t")));
+    assert!(futures::poll!(&mut waiting).is_pending(), "b is full");
+    assert_eq!(broker.depth("a"), Some(1), "a's slot is taken meanwhile");
+    drop(waiting);
+    assert_eq!(broker.depth("a"), Some(0), "and given back");
 }
 
 /// A publisher that gives up waiting for bytes leaves the slot it had taken: the subscription
