@@ -4,13 +4,12 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::TYPE_PREFIX;
-use crate::name::MAX_NAME_LEN;
+use crate::name::{GrammarError, MAX_NAME_LEN, validate_name};
 
 /// Longest type of the grammar: `ktwin.command.<interface>.<command>` with both names at their
 /// longest. Anything longer is no ktwin type, and components that keep types (routes, metric
 /// labels) keep none longer: types come from strangers too.
 pub const MAX_EVENT_TYPE_LEN: usize = TYPE_PREFIX.len() + ".command.".len() + 2 * MAX_NAME_LEN + 1;
-use crate::name::{GrammarError, validate_name};
 
 /// Which way an event flows, the second segment of its type.
 #[derive(

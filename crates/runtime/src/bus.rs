@@ -106,10 +106,10 @@ async fn receive(
                 .into_response();
         }
     };
-    if event.ty().len() > ktwin_events::MAX_EVENT_TYPE_LEN {
+    let type_len = event.ty().len();
+    if type_len > ktwin_events::MAX_EVENT_TYPE_LEN {
         let detail = format!(
-            "event type is {} bytes long; a ktwin type has at most {}",
-            event.ty().len(),
+            "event type is {type_len} bytes long; a ktwin type has at most {}",
             ktwin_events::MAX_EVENT_TYPE_LEN
         );
         return Problem::new(StatusCode::BAD_REQUEST, detail)
